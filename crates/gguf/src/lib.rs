@@ -1,1 +1,3 @@
-//! gguf
+//! The GGUF container.
+pub mod types;
+pub use types::{GgmlType, ALL_TYPES};
