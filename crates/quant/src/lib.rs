@@ -3,3 +3,4 @@
 
 pub mod blocks;
 pub use gguf::GgmlType;
+pub mod dot;

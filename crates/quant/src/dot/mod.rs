@@ -1,0 +1,1 @@
+//! Block dot products: weight blocks × activation blocks, scalar reference + SIMD paths.
