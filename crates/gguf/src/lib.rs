@@ -1,3 +1,228 @@
-//! The GGUF container.
+//! The GGUF container: read (memory-mapped, zero-copy tensor views) and write.
+//!
+//! ```no_run
+//! let file = gguf::Gguf::open("model.gguf")?;
+//! let experts = file.metadata().u32("deepseek2.expert_count")?;
+//! let embd = file.tensor("token_embd.weight")?;
+//! println!("{experts} experts, token_embd is {} {:?}", embd.ty, embd.ne);
+//! # Ok::<(), gguf::GgufError>(())
+//! ```
+//!
+//! Every count, length, offset and shape in the file is validated before use: a
+//! malformed file gives a [`GgufError`] naming the problem, never a panic or a huge
+//! allocation.
+
+mod error;
+mod reader;
 pub mod types;
+mod value;
+mod writer;
+
+use std::path::Path;
+
+pub use error::GgufError;
+pub use reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS};
 pub use types::{GgmlType, ALL_TYPES};
+pub use value::{Array, Metadata, Value, ValueType};
+pub use writer::{write_file, GgufWriter, TensorSpec};
+
+/// Where a tensor lives in the file and what it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// Tensor name, e.g. `blk.0.attn_q.weight`.
+    pub name: String,
+    /// Element/block type.
+    pub ty: GgmlType,
+    /// Shape in ggml order: `ne[0]` is the row length (the contiguous axis).
+    pub ne: Vec<u64>,
+    /// Offset of the data from the start of the data section.
+    pub offset: u64,
+    /// Size of the data in bytes.
+    pub size: u64,
+}
+
+impl TensorInfo {
+    /// Number of values.
+    pub fn n_elements(&self) -> u64 {
+        self.ne.iter().product()
+    }
+}
+
+/// A zero-copy view of one tensor's data.
+#[derive(Clone, Copy, Debug)]
+pub struct Tensor<'a> {
+    pub name: &'a str,
+    pub ty: GgmlType,
+    pub ne: &'a [u64],
+    pub data: &'a [u8],
+}
+
+impl Tensor<'_> {
+    /// Number of values.
+    pub fn n_elements(&self) -> u64 {
+        self.ne.iter().product()
+    }
+    /// Row length (`ne[0]`).
+    pub fn row_len(&self) -> usize {
+        self.ne[0] as usize
+    }
+    /// Number of rows (product of `ne[1..]`).
+    pub fn n_rows(&self) -> usize {
+        self.ne[1..].iter().product::<u64>() as usize
+    }
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        // Validated at parse time: the row length is a whole number of blocks.
+        self.ty.row_bytes(self.ne[0]).unwrap_or(0) as usize
+    }
+}
+
+enum Backing {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Backing {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Backing::Mapped(m) => m,
+            Backing::Owned(v) => v,
+        }
+    }
+}
+
+/// A parsed GGUF file, its bytes memory-mapped (or owned).
+pub struct Gguf {
+    name: String,
+    version: u32,
+    metadata: Metadata,
+    tensors: Vec<TensorInfo>,
+    index: std::collections::HashMap<String, usize>,
+    alignment: u64,
+    data_offset: u64,
+    backing: Backing,
+}
+
+impl std::fmt::Debug for Gguf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gguf")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("metadata_keys", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl Gguf {
+    /// Opens and validates a file, mapping it into memory.
+    pub fn open(path: impl AsRef<Path>) -> Result<Gguf, GgufError> {
+        let path = path.as_ref();
+        let io = |source| GgufError::Io { path: path.to_path_buf(), source };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let name = path.display().to_string();
+        if len == 0 {
+            return Err(GgufError::malformed(&name, "the file is empty"));
+        }
+        // SAFETY: the mapping is read-only and private to this process. Like every
+        // mmap-based loader (llama.cpp included) we rely on the file not being truncated or
+        // rewritten while it is open; all bounds were checked against the length mapped.
+        let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(io)?;
+        Self::from_backing(Backing::Mapped(map), name)
+    }
+
+    /// Parses a file held in memory (`name` is used in error messages).
+    pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<Gguf, GgufError> {
+        Self::from_backing(Backing::Owned(bytes), name.to_string())
+    }
+
+    fn from_backing(backing: Backing, name: String) -> Result<Gguf, GgufError> {
+        let parsed = reader::parse(backing.bytes(), &name)?;
+        let index = parsed.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Ok(Gguf {
+            name,
+            version: parsed.version,
+            metadata: parsed.metadata,
+            tensors: parsed.tensors,
+            index,
+            alignment: parsed.alignment,
+            data_offset: parsed.data_offset,
+            backing,
+        })
+    }
+
+    /// The path or name the file was opened under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// GGUF format version (2 or 3).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+    /// All metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+    /// Tensor infos in file order.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+    /// Alignment of the data section and the tensors.
+    pub fn alignment(&self) -> u64 {
+        self.alignment
+    }
+    /// Absolute offset of the data section.
+    pub fn data_offset(&self) -> u64 {
+        self.data_offset
+    }
+    /// Total file size in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.backing.bytes().len() as u64
+    }
+    /// Whether the bytes are memory-mapped (as opposed to an owned buffer).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.backing, Backing::Mapped(_))
+    }
+    /// The architecture named by `general.architecture`.
+    pub fn architecture(&self) -> Result<&str, GgufError> {
+        self.metadata.str("general.architecture")
+    }
+
+    /// The tensor with this name, or `None`.
+    pub fn get_tensor(&self, name: &str) -> Option<Tensor<'_>> {
+        let info = &self.tensors[*self.index.get(name)?];
+        Some(self.view(info))
+    }
+
+    /// The tensor with this name, or an error naming it and the file.
+    pub fn tensor(&self, name: &str) -> Result<Tensor<'_>, GgufError> {
+        self.get_tensor(name)
+            .ok_or_else(|| GgufError::MissingTensor { file: self.name.clone(), name: name.to_string() })
+    }
+
+    /// A view of a tensor described by one of this file's infos.
+    pub fn view<'a>(&'a self, info: &'a TensorInfo) -> Tensor<'a> {
+        // Validated at parse time: offset + size lies within the data section.
+        let start = (self.data_offset + info.offset) as usize;
+        let data = &self.backing.bytes()[start..start + info.size as usize];
+        Tensor { name: &info.name, ty: info.ty, ne: &info.ne, data }
+    }
+
+    /// Advises the OS that the given tensor's pages are no longer needed (after a repack);
+    /// no-op for owned buffers. Errors are ignored: this is only a hint.
+    pub fn release_pages(&self, info: &TensorInfo) {
+        if let Backing::Mapped(m) = &self.backing {
+            let page = 4096u64;
+            let start = (self.data_offset + info.offset).div_ceil(page) * page;
+            let end = (self.data_offset + info.offset + info.size) / page * page;
+            if end > start {
+                // SAFETY: DontNeed on a private read-only file mapping only drops cached
+                // pages; later reads fault them back in from the file unchanged.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start as usize, (end - start) as usize)
+                };
+            }
+        }
+    }
+}
