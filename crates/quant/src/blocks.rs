@@ -8,6 +8,7 @@
 //! an `f32` and needs alignment 4.
 
 use bytemuck::{Pod, Zeroable};
+use gguf::GgmlType;
 
 /// Values per block of the legacy quants (Q4_0 … Q8_1, IQ4_NL).
 pub const QK: usize = 32;
@@ -196,3 +197,68 @@ const _: () = {
     assert!(std::mem::align_of::<BlockQ4K>() == 1);
     assert!(std::mem::align_of::<BlockQ6K>() == 1);
 };
+
+/// Implemented by every block struct: the ggml type it encodes and how many values one
+/// block holds. Lets generic code (casting, dequantizing, dot products) name a block type
+/// by its Rust type.
+pub trait Block: Pod {
+    /// The ggml type whose block this is.
+    const TYPE: GgmlType;
+    /// Values per block (32 or 256).
+    const VALUES: usize;
+}
+
+macro_rules! impl_block {
+    ($($t:ty => $ty:ident, $n:expr;)*) => {$(
+        impl Block for $t {
+            const TYPE: GgmlType = GgmlType::$ty;
+            const VALUES: usize = $n;
+        }
+    )*};
+}
+
+impl_block! {
+    BlockQ4_0 => Q4_0, QK;
+    BlockQ4_1 => Q4_1, QK;
+    BlockQ5_0 => Q5_0, QK;
+    BlockQ5_1 => Q5_1, QK;
+    BlockQ8_0 => Q8_0, QK;
+    BlockQ8_1 => Q8_1, QK;
+    BlockQ2K => Q2_K, QK_K;
+    BlockQ3K => Q3_K, QK_K;
+    BlockQ4K => Q4_K, QK_K;
+    BlockQ5K => Q5_K, QK_K;
+    BlockQ6K => Q6_K, QK_K;
+    BlockQ8K => Q8_K, QK_K;
+    BlockIQ4NL => IQ4_NL, QK;
+    BlockIQ4XS => IQ4_XS, QK_K;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check<B: Block>() {
+        assert_eq!(std::mem::size_of::<B>(), B::TYPE.type_size(), "{}", B::TYPE);
+        assert_eq!(B::VALUES, B::TYPE.block_size(), "{}", B::TYPE);
+    }
+
+    /// The block structs must agree with the gguf crate's size table (which validates files).
+    #[test]
+    fn layouts_agree_with_the_type_table() {
+        check::<BlockQ4_0>();
+        check::<BlockQ4_1>();
+        check::<BlockQ5_0>();
+        check::<BlockQ5_1>();
+        check::<BlockQ8_0>();
+        check::<BlockQ8_1>();
+        check::<BlockQ2K>();
+        check::<BlockQ3K>();
+        check::<BlockQ4K>();
+        check::<BlockQ5K>();
+        check::<BlockQ6K>();
+        check::<BlockQ8K>();
+        check::<BlockIQ4NL>();
+        check::<BlockIQ4XS>();
+    }
+}

@@ -1,6 +1,21 @@
 //! ggml quantization block types: their `#[repr(C)]` layouts, dequantization to f32,
 //! reference quantizers, and (in `dot`) the block dot products the kernels are built on.
+//!
+//! - [`blocks`]: the block structs (the file format) and the [`Block`] trait;
+//! - [`dequant`]: blocks → f32, bit-identical to ggml / gguf-py ([`dequantize`],
+//!   [`dequantize_row`], per-type `dequantize_q4_k` etc., per-block `BlockQ4K::dequantize`);
+//! - [`quantize`](mod@quantize): f32 → blocks, the weight quantizers of llama-quantize and the
+//!   activation quantizers of ggml's x86 CPU backend ([`quantize()`], per-type functions);
+//! - `dot`: block dot products.
 
 pub mod blocks;
-pub use gguf::GgmlType;
+pub mod dequant;
 pub mod dot;
+pub mod error;
+pub mod quantize;
+
+pub use blocks::*;
+pub use dequant::*;
+pub use error::QuantError;
+pub use gguf::GgmlType;
+pub use quantize::*;
