@@ -1,7 +1,16 @@
 //! CPU compute kernels for ferromoe: the persistent thread pool every op is split across,
-//! elementwise kernels (norms, activations, softmax, RoPE/YaRN), and matmul over
-//! quantized weights.
+//! elementwise kernels (norms, activations, softmax, RoPE/YaRN, vector helpers), and
+//! matmul over quantized weights.
+//!
+//! SIMD paths are chosen at run time ([`simd::has_avx2_fma`]); every kernel also has a
+//! portable scalar path and is tested against an f64 reference.
 
+pub mod activation;
+pub mod norm;
 pub mod pool;
+pub mod rope;
+pub mod simd;
+pub mod softmax;
+pub mod vector;
 
 pub use pool::{default_threads, ThreadPool};

@@ -1,0 +1,159 @@
+//! Numerically stable softmax, optionally fused with the scale and additive mask of
+//! attention scores (`softmax(x · scale + mask)`).
+
+use crate::simd::has_avx2_fma;
+
+/// In place: `x = softmax(x)`.
+pub fn softmax_inplace(x: &mut [f32]) {
+    softmax_scaled_masked_inplace(x, 1.0, None)
+}
+
+/// In place: `x = softmax(x · scale + mask)`. `mask` entries may be `−inf` (excluded
+/// positions). A row in which every entry is `−inf` becomes all zeros (rather than NaN),
+/// so a fully masked attention row contributes nothing. The exponentials are summed in
+/// f64, in a fixed order.
+///
+/// # Panics
+/// If `mask` is given and its length differs from `x`'s.
+pub fn softmax_scaled_masked_inplace(x: &mut [f32], scale: f32, mask: Option<&[f32]>) {
+    if let Some(m) = mask {
+        assert_eq!(m.len(), x.len(), "softmax: mask and scores lengths differ");
+    }
+    if x.is_empty() {
+        return;
+    }
+    // Pass 1: apply scale and mask, find the max.
+    let mut max = f32::NEG_INFINITY;
+    match mask {
+        Some(m) => {
+            for (v, mv) in x.iter_mut().zip(m) {
+                *v = *v * scale + *mv;
+                max = max.max(*v);
+            }
+        }
+        None => {
+            if scale != 1.0 {
+                for v in x.iter_mut() {
+                    *v *= scale;
+                    max = max.max(*v);
+                }
+            } else {
+                for v in x.iter() {
+                    max = max.max(*v);
+                }
+            }
+        }
+    }
+    if max == f32::NEG_INFINITY {
+        x.fill(0.0);
+        return;
+    }
+    // Pass 2: exponentiate and sum.
+    let sum = exp_sub_sum(x, max);
+    // Pass 3: normalise.
+    let inv = (1.0 / sum) as f32;
+    crate::vector::scale_inplace(x, inv);
+}
+
+/// `x[i] = exp(x[i] − max)`, returning `Σ x[i]` (in f64).
+fn exp_sub_sum(x: &mut [f32], max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: AVX2+FMA presence checked at run time.
+        return unsafe { exp_sub_sum_avx2(x, max) };
+    }
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_sub_sum_avx2(x: &mut [f32], max: f32) -> f64 {
+    use crate::simd::avx2::exp_ps;
+    use std::arch::x86_64::*;
+    let n = x.len();
+    let vmax = _mm256_set1_ps(max);
+    let mut acc_lo = _mm256_setzero_pd();
+    let mut acc_hi = _mm256_setzero_pd();
+    let mut i = 0;
+    let p = x.as_mut_ptr();
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vmax));
+        _mm256_storeu_ps(p.add(i), e);
+        acc_lo = _mm256_add_pd(acc_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        acc_hi = _mm256_add_pd(acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        i += 8;
+    }
+    let mut lanes = [0f64; 4];
+    _mm256_storeu_pd(lanes.as_mut_ptr(), _mm256_add_pd(acc_lo, acc_hi));
+    let mut sum = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]);
+    while i < n {
+        let e = (x[i] - max).exp();
+        x[i] = e;
+        sum += e as f64;
+        i += 1;
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn reference(x: &[f32], scale: f64, mask: Option<&[f32]>) -> Vec<f64> {
+        let y: Vec<f64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| *v as f64 * scale + mask.map_or(0.0, |m| m[i] as f64))
+            .collect();
+        let max = y.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = y.iter().map(|v| (v - max).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.iter().map(|v| v / s).collect()
+    }
+
+    #[test]
+    fn matches_f64_reference() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for n in [1usize, 3, 8, 17, 256, 1000] {
+            for &(lo, hi) in &[(-5.0f32, 5.0f32), (-80.0, 80.0), (1000.0, 1010.0)] {
+                let x: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+                let mut y = x.clone();
+                softmax_inplace(&mut y);
+                let want = reference(&x, 1.0, None);
+                let total: f64 = y.iter().map(|v| *v as f64).sum();
+                assert!((total - 1.0).abs() < 1e-5, "sum {total}");
+                for (a, b) in y.iter().zip(&want) {
+                    assert!((*a as f64 - b).abs() <= 1e-6 + 1e-5 * b, "{a} vs {b}");
+                }
+                // Scaled + masked (causal-style mask: last third excluded).
+                let mask: Vec<f32> =
+                    (0..n).map(|i| if i >= n - n / 3 && i > 0 { f32::NEG_INFINITY } else { rng.random_range(-1.0..0.0) }).collect();
+                let mut y = x.clone();
+                softmax_scaled_masked_inplace(&mut y, 0.125, Some(&mask));
+                let want = reference(&x, 0.125, Some(&mask));
+                for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                    if mask[i] == f32::NEG_INFINITY {
+                        assert_eq!(*a, 0.0);
+                    }
+                    assert!((*a as f64 - b).abs() <= 1e-6 + 1e-5 * b, "{a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fully_masked_row_is_zero() {
+        let mut x = vec![1f32, 2.0, 3.0];
+        softmax_scaled_masked_inplace(&mut x, 1.0, Some(&[f32::NEG_INFINITY; 3]));
+        assert_eq!(x, vec![0.0; 3]);
+        let mut e: Vec<f32> = vec![];
+        softmax_inplace(&mut e);
+    }
+}
