@@ -1,1 +1,36 @@
-fn main() {}
+//! `ferromoe`: the command-line front end. Each subcommand lives in `cmd/`; this file
+//! only parses arguments and reports errors.
+
+mod cmd;
+mod npy;
+
+use clap::{Parser, Subcommand};
+
+/// Run Mixture-of-Experts language models (DeepSeek-V3/R1, Kimi-K2, Qwen3-MoE, Mixtral, ...)
+/// from GGUF files on one workstation.
+#[derive(Parser)]
+#[command(name = "ferromoe", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what a GGUF file holds: architecture, hyper-parameters, tokenizer, tensors.
+    Inspect(cmd::inspect::Args),
+    /// Dequantize one tensor to float32 and write it as a .npy file.
+    Tensor(cmd::tensor::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Tensor(args) => cmd::tensor::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

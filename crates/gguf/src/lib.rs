@@ -22,7 +22,7 @@ use std::path::Path;
 
 pub use error::GgufError;
 pub use reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS};
-pub use types::{GgmlType, ALL_TYPES};
+pub use types::{file_type_name, GgmlType, ALL_TYPES};
 pub use value::{Array, Metadata, Value, ValueType};
 pub use writer::{write_file, GgufWriter, TensorSpec};
 

@@ -263,6 +263,13 @@ pub(crate) fn tensor_size(name: &str, ty: GgmlType, ne: &[u64]) -> Result<u64, S
     if let Some(&d) = ne.iter().find(|&&d| d > i64::MAX as u64) {
         return Err(format!("tensor '{name}' has a negative or absurd dimension {d}"));
     }
+    // The element count must fit too (not just the byte size): with a zero-length
+    // dimension the byte size is 0 whatever the other dimensions hold, but the row and
+    // element counts derived from them must still be representable.
+    ne.iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d.max(1)))
+        .filter(|&n| n <= i64::MAX as u64)
+        .ok_or_else(|| format!("tensor '{name}': element count of shape {ne:?} overflows"))?;
     let row = ty.row_bytes(ne[0]).ok_or_else(|| {
         format!(
             "tensor '{name}': row length {} is not a multiple of the {} block size {}",

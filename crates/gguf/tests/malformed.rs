@@ -240,10 +240,18 @@ fn bad_dimensions() {
 fn shape_overflow() {
     let mut r = Raw::header(3, 1, 0);
     r.tensor("t", &[1 << 32, 1 << 32, 1 << 32], 0, 0).pad_to(32).zeros(32);
-    expect_err(&r, "size of shape");
+    expect_err(&r, "element count of shape [4294967296, 4294967296, 4294967296] overflows");
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor("t", &[1 << 31, 1 << 31], 0, 0).pad_to(32).zeros(32);
+    expect_err(&r, "size of shape [2147483648, 2147483648] overflows");
     let mut r = Raw::header(3, 1, 0);
     r.tensor("t", &[u64::MAX], 0, 0).pad_to(32).zeros(32);
     expect_err(&r, "negative or absurd dimension");
+    // Found by the fuzzer: a zero-length row makes the byte size 0, but the row count
+    // (product of the other dimensions) still overflows.
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor("t", &[0, 1 << 40, 1 << 40], 0, 0).pad_to(32).zeros(32);
+    expect_err(&r, "element count of shape [0, 1099511627776, 1099511627776] overflows");
 }
 
 #[test]
