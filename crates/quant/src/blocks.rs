@@ -26,7 +26,19 @@ impl Half {
     /// The value as f32 (exact: every f16 is representable).
     #[inline(always)]
     pub fn to_f32(self) -> f32 {
-        half::f16::from_bits(u16::from_le_bytes(self.0)).to_f32()
+        // Branch-light exact conversion (no table, no runtime CPU check): shifting the
+        // exponent+mantissa into f32 position and multiplying by 2^112 rebiases the
+        // exponent and normalises subnormals in one exact product; Inf/NaN keep an all-ones
+        // exponent. Checked against the `half` crate for all 65536 bit patterns.
+        let h = u16::from_le_bytes(self.0) as u32;
+        let sign = (h & 0x8000) << 16;
+        let em = h & 0x7fff;
+        let magnitude = if em >= 0x7c00 {
+            0x7f80_0000 | ((em & 0x3ff) << 13)
+        } else {
+            (f32::from_bits(em << 13) * f32::from_bits(0x7780_0000)).to_bits()
+        };
+        f32::from_bits(magnitude | sign)
     }
     /// The nearest f16 to `x` (round to nearest even), as ggml's `GGML_FP32_TO_FP16`.
     #[inline(always)]
@@ -241,6 +253,20 @@ mod tests {
     fn check<B: Block>() {
         assert_eq!(std::mem::size_of::<B>(), B::TYPE.type_size(), "{}", B::TYPE);
         assert_eq!(B::VALUES, B::TYPE.block_size(), "{}", B::TYPE);
+    }
+
+    #[test]
+    fn half_to_f32_is_exact_for_every_bit_pattern() {
+        for bits in 0..=u16::MAX {
+            let want = half::f16::from_bits(bits).to_f32();
+            let got = Half(bits.to_le_bytes()).to_f32();
+            if want.is_nan() {
+                assert!(got.is_nan(), "{bits:#06x}");
+                assert_eq!(got.to_bits() & 0x8000_0000, want.to_bits() & 0x8000_0000);
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{bits:#06x}");
+            }
+        }
     }
 
     /// The block structs must agree with the gguf crate's size table (which validates files).

@@ -62,12 +62,13 @@ fn q8_scale(x: &[f32; QK]) -> (f32, f32) {
     (d, id)
 }
 
-/// One Q8_0 activation block (scalar definition).
+/// One Q8_0 activation block (scalar definition). |x·id| ≤ 127 (plus rounding), where
+/// `nearest_int` equals round-half-even: the same rounding as `_mm256_round_ps`.
 pub fn quantize_block_act_q8_0_scalar(x: &[f32; QK]) -> BlockQ8_0 {
     let (d, id) = q8_scale(x);
     let mut qs = [0i8; QK];
     for (q, v) in qs.iter_mut().zip(x) {
-        *q = (v * id).round_ties_even() as i8;
+        *q = nearest_int(v * id).clamp(-128, 127) as i8;
     }
     BlockQ8_0 { d: f32_to_half(d), qs }
 }
@@ -78,7 +79,7 @@ pub fn quantize_block_act_q8_1_scalar(x: &[f32; QK]) -> BlockQ8_1 {
     let mut qs = [0i8; QK];
     let mut sum = 0i32;
     for (q, v) in qs.iter_mut().zip(x) {
-        let r = (v * id).round_ties_even() as i32;
+        let r = nearest_int(v * id);
         sum += r;
         *q = r.clamp(-128, 127) as i8;
     }

@@ -23,7 +23,7 @@ pub fn quantize_block_q8_0(x: &[f32; QK]) -> BlockQ8_0 {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut qs = [0i8; QK];
     for (q, v) in qs.iter_mut().zip(x) {
-        *q = (v * id).round() as i8;
+        *q = round_half_away(v * id) as i8;
     }
     BlockQ8_0 { d: f32_to_half(d), qs }
 }
@@ -51,6 +51,21 @@ pub fn quantize_block_q4_0(x: &[f32; QK]) -> BlockQ4_0 {
         *q = q0 | (q1 << 4);
     }
     BlockQ4_0 { d: f32_to_half(d), qs }
+}
+
+/// C's `roundf` (halves away from zero) for |x| < 2^31, inline: on baseline x86-64
+/// `f32::round` is a libm call, which made Q8_0 quantization call-bound.
+#[inline(always)]
+fn round_half_away(x: f32) -> i32 {
+    let t = x as i32; // truncates toward zero
+    let frac = x - t as f32; // exact for |x| < 2^23, and 0 beyond
+    if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -408,4 +423,23 @@ slice_quantizer! {
     quantize_q5_k: BlockQ5K, QK_K, quantize_block_q5_k;
     /// f32 → Q6_K weight blocks (ggml reference; `src.len()` = 256 · `dst.len()`).
     quantize_q6_k: BlockQ6K, QK_K, quantize_block_q6_k;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_half_away_is_roundf() {
+        let mut x = -300.0f32;
+        while x < 300.0 {
+            for v in [x, x + 0.5, x - 0.5, f32::from_bits(x.to_bits() + 1), f32::from_bits(x.to_bits().wrapping_sub(1))] {
+                assert_eq!(round_half_away(v), v.round() as i32, "{v}");
+            }
+            x += 0.125;
+        }
+        assert_eq!(round_half_away(0.49999997), 0);
+        assert_eq!(round_half_away(-0.49999997), 0);
+        assert_eq!(round_half_away(8388609.0), 8388609);
+    }
 }
