@@ -187,8 +187,9 @@ pub struct BlockIQ4XS {
 }
 
 /// The non-linear 4-bit codebook of IQ4_NL and IQ4_XS.
-pub const KVALUES_IQ4NL: [i8; 16] =
-    [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+pub const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
 
 // The struct sizes are the file format: check them at compile time.
 const _: () = {

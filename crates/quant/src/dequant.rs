@@ -16,7 +16,9 @@ use crate::GgmlType;
 /// The types [`dequantize`] decodes, in ggml id order.
 pub const DEQUANTIZE_TYPES: [GgmlType; 15] = {
     use GgmlType::*;
-    [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, BF16]
+    [
+        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, BF16,
+    ]
 };
 
 /// Whether [`dequantize`] can decode tensors of this type (i.e. whether a model whose
@@ -27,18 +29,30 @@ pub fn is_supported(ty: GgmlType) -> bool {
 
 /// The error for a type outside [`DEQUANTIZE_TYPES`].
 pub fn unsupported(ty: GgmlType) -> QuantError {
-    QuantError::Unsupported { ty, supported: TypeList(&DEQUANTIZE_TYPES) }
+    QuantError::Unsupported {
+        ty,
+        supported: TypeList(&DEQUANTIZE_TYPES),
+    }
 }
 
 /// Checks that `data` encodes exactly `n_values` values of type `ty`.
 pub fn check_data_size(ty: GgmlType, data_len: usize, n_values: usize) -> Result<(), QuantError> {
     let bs = ty.block_size();
-    if n_values % bs != 0 {
-        return Err(QuantError::NotBlockMultiple { ty, n_values, block_size: bs });
+    if !n_values.is_multiple_of(bs) {
+        return Err(QuantError::NotBlockMultiple {
+            ty,
+            n_values,
+            block_size: bs,
+        });
     }
-    let expected = (n_values / bs).checked_mul(ty.type_size()).unwrap_or(usize::MAX);
+    let expected = (n_values / bs).saturating_mul(ty.type_size());
     if data_len != expected {
-        return Err(QuantError::DataSize { ty, n_values, expected, actual: data_len });
+        return Err(QuantError::DataSize {
+            ty,
+            n_values,
+            expected,
+            actual: data_len,
+        });
     }
     Ok(())
 }
@@ -47,7 +61,7 @@ pub fn check_data_size(ty: GgmlType, data_len: usize, n_values: usize) -> Result
 /// blocks; every weight block has alignment 1, only [`BlockQ8K`] needs 4.
 pub fn cast_blocks<B: Block>(data: &[u8]) -> Result<&[B], QuantError> {
     let size = std::mem::size_of::<B>();
-    if data.len() % size != 0 {
+    if !data.len().is_multiple_of(size) {
         return Err(QuantError::DataSize {
             ty: B::TYPE,
             n_values: data.len() / size * B::VALUES,
@@ -96,19 +110,33 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Quan
 
 /// Decodes row `row` of a 2-D tensor of type `ty` whose rows hold `out.len()` values
 /// (ggml `ne[0]`), i.e. the bytes `data[row * row_bytes .. (row + 1) * row_bytes]`.
-pub fn dequantize_row(ty: GgmlType, data: &[u8], row: usize, out: &mut [f32]) -> Result<(), QuantError> {
+pub fn dequantize_row(
+    ty: GgmlType,
+    data: &[u8],
+    row: usize,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
     if !is_supported(ty) {
         return Err(unsupported(ty));
     }
     let n_per_row = out.len();
     let bs = ty.block_size();
-    if n_per_row % bs != 0 {
-        return Err(QuantError::NotBlockMultiple { ty, n_values: n_per_row, block_size: bs });
+    if !n_per_row.is_multiple_of(bs) {
+        return Err(QuantError::NotBlockMultiple {
+            ty,
+            n_values: n_per_row,
+            block_size: bs,
+        });
     }
     let row_bytes = n_per_row / bs * ty.type_size();
-    let n_rows = if row_bytes == 0 { 0 } else { data.len() / row_bytes };
+    let n_rows = data.len().checked_div(row_bytes).unwrap_or(0);
     if row >= n_rows {
-        return Err(QuantError::RowOutOfRange { ty, row, n_rows, n_per_row });
+        return Err(QuantError::RowOutOfRange {
+            ty,
+            row,
+            n_rows,
+            n_per_row,
+        });
     }
     dequantize(ty, &data[row * row_bytes..(row + 1) * row_bytes], out)
 }
@@ -268,7 +296,11 @@ impl BlockQ2K {
 pub fn q3_k_scales(packed: &[u8; K_SCALE_SIZE]) -> [i8; 16] {
     let mut sc = [0i8; 16];
     for (j, s) in sc.iter_mut().enumerate() {
-        let low = if j < 8 { packed[j] & 0xF } else { packed[j - 8] >> 4 };
+        let low = if j < 8 {
+            packed[j] & 0xF
+        } else {
+            packed[j - 8] >> 4
+        };
         let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
         *s = (low | (high << 4)) as i8 - 32;
     }
@@ -311,7 +343,10 @@ pub fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 
@@ -434,7 +469,12 @@ impl BlockIQ4XS {
 fn check_block_count<B: Block>(n_blocks: usize, out_len: usize) -> Result<(), QuantError> {
     let expected = n_blocks * B::VALUES;
     if expected != out_len {
-        return Err(QuantError::BlockCount { ty: B::TYPE, n_blocks, expected, actual: out_len });
+        return Err(QuantError::BlockCount {
+            ty: B::TYPE,
+            n_blocks,
+            expected,
+            actual: out_len,
+        });
     }
     Ok(())
 }

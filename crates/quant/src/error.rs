@@ -34,21 +34,44 @@ pub enum QuantError {
 
     /// The number of values is not a whole number of blocks.
     #[error("{ty}: {n_values} values is not a multiple of the block size {block_size}")]
-    NotBlockMultiple { ty: GgmlType, n_values: usize, block_size: usize },
+    NotBlockMultiple {
+        ty: GgmlType,
+        n_values: usize,
+        block_size: usize,
+    },
 
     /// The encoded data has the wrong length for the number of values.
     #[error("{ty}: {n_values} values take {expected} bytes, but the data has {actual}")]
-    DataSize { ty: GgmlType, n_values: usize, expected: usize, actual: usize },
+    DataSize {
+        ty: GgmlType,
+        n_values: usize,
+        expected: usize,
+        actual: usize,
+    },
 
     /// A slice of typed blocks does not match the length of the f32 side.
     #[error("{ty}: {n_blocks} blocks hold {expected} values, but the f32 slice has {actual}")]
-    BlockCount { ty: GgmlType, n_blocks: usize, expected: usize, actual: usize },
+    BlockCount {
+        ty: GgmlType,
+        n_blocks: usize,
+        expected: usize,
+        actual: usize,
+    },
 
     /// A row index past the end of the tensor data.
     #[error("{ty}: row {row} is out of range: the data holds {n_rows} rows of {n_per_row} values")]
-    RowOutOfRange { ty: GgmlType, row: usize, n_rows: usize, n_per_row: usize },
+    RowOutOfRange {
+        ty: GgmlType,
+        row: usize,
+        n_rows: usize,
+        n_per_row: usize,
+    },
 
     /// Input to a weight quantizer that is NaN or infinite (the result would be garbage).
     #[error("cannot quantize to {ty}: value {index} is {value} (not finite)")]
-    NonFinite { ty: GgmlType, index: usize, value: f32 },
+    NonFinite {
+        ty: GgmlType,
+        index: usize,
+        value: f32,
+    },
 }

@@ -31,22 +31,49 @@ const CASES: [(GgmlType, &str); 15] = [
 /// A minimal reader for little-endian float32 C-order `.npy` files (format 1.0/2.0).
 fn read_npy_f32(path: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}: not an .npy file", path.display());
+    assert_eq!(
+        &bytes[..6],
+        b"\x93NUMPY",
+        "{}: not an .npy file",
+        path.display()
+    );
     let (header_len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => panic!("{}: unknown npy version {v}", path.display()),
     };
     let header = std::str::from_utf8(&bytes[start..start + header_len]).expect("ascii header");
-    assert!(header.contains("'descr': '<f4'"), "{}: not <f4: {header}", path.display());
-    assert!(header.contains("'fortran_order': False"), "{}: {header}", path.display());
-    let shape_str = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).expect("shape");
-    let shape: Vec<usize> =
-        shape_str.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().expect("dim")).collect();
+    assert!(
+        header.contains("'descr': '<f4'"),
+        "{}: not <f4: {header}",
+        path.display()
+    );
+    assert!(
+        header.contains("'fortran_order': False"),
+        "{}: {header}",
+        path.display()
+    );
+    let shape_str = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("shape");
+    let shape: Vec<usize> = shape_str
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("dim"))
+        .collect();
     let body = &bytes[start + header_len..];
     let n: usize = shape.iter().product();
     assert_eq!(body.len(), 4 * n, "{}: body size", path.display());
-    let values = body.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let values = body
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     (shape, values)
 }
 
@@ -65,7 +92,11 @@ fn ulps(a: f32, b: f32) -> u32 {
 #[test]
 fn all_15_types_match_gguf_py_bit_for_bit() {
     let file = Gguf::open(data_dir().join("blocks.gguf")).expect("open blocks.gguf");
-    assert_eq!(file.tensors().len(), CASES.len(), "blocks.gguf holds one tensor per case");
+    assert_eq!(
+        file.tensors().len(),
+        CASES.len(),
+        "blocks.gguf holds one tensor per case"
+    );
     let mut report = Vec::new();
     for (ty, name) in CASES {
         let t = file.tensor(name).expect("tensor present");
@@ -95,7 +126,11 @@ fn all_15_types_match_gguf_py_bit_for_bit() {
         let mut row = vec![0.0f32; n_per_row];
         for r in [0, n_rows / 2, n_rows - 1] {
             quant::dequantize_row(ty, t.data, r, &mut row).unwrap();
-            assert_eq!(&row[..], &want[r * n_per_row..(r + 1) * n_per_row], "{ty} row {r}");
+            assert_eq!(
+                &row[..],
+                &want[r * n_per_row..(r + 1) * n_per_row],
+                "{ty} row {r}"
+            );
         }
         let err = quant::dequantize_row(ty, t.data, n_rows, &mut row).unwrap_err();
         assert!(err.to_string().contains("out of range"), "{err}");
@@ -131,13 +166,40 @@ fn size_mismatches_are_errors() {
     assert!(dequantize(GgmlType::Q4_K, &data, &mut out).is_ok());
     // One byte short, one block too many values, a partial block.
     let e = dequantize(GgmlType::Q4_K, &data[..287], &mut out).unwrap_err();
-    assert_eq!(e.to_string(), "Q4_K: 512 values take 288 bytes, but the data has 287");
+    assert_eq!(
+        e.to_string(),
+        "Q4_K: 512 values take 288 bytes, but the data has 287"
+    );
     let e = dequantize(GgmlType::Q4_K, &data, &mut vec![0.0; 768]).unwrap_err();
-    assert!(matches!(e, QuantError::DataSize { expected: 432, actual: 288, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            QuantError::DataSize {
+                expected: 432,
+                actual: 288,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = dequantize(GgmlType::Q4_K, &data, &mut vec![0.0; 300]).unwrap_err();
-    assert_eq!(e.to_string(), "Q4_K: 300 values is not a multiple of the block size 256");
+    assert_eq!(
+        e.to_string(),
+        "Q4_K: 300 values is not a multiple of the block size 256"
+    );
     let e = dequantize_q4_k(&[BlockQ4K::zeroed(); 2], &mut out[..500]).unwrap_err();
-    assert!(matches!(e, QuantError::BlockCount { n_blocks: 2, expected: 512, actual: 500, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            QuantError::BlockCount {
+                n_blocks: 2,
+                expected: 512,
+                actual: 500,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(cast_blocks::<BlockQ4K>(&data[..200]).is_err());
     // Empty input is fine.
     assert!(dequantize(GgmlType::Q6_K, &[], &mut []).is_ok());
@@ -155,14 +217,31 @@ fn unsupported_types_name_themselves_and_the_supported_list() {
         let r = dequantize(ty, &data, &mut out);
         if supported {
             r.unwrap_or_else(|e| panic!("{ty}: {e}"));
-            assert!(out.iter().all(|v| *v == 0.0), "{ty}: zero bytes decode to zeros");
+            assert!(
+                out.iter().all(|v| *v == 0.0),
+                "{ty}: zero bytes decode to zeros"
+            );
         } else {
             let msg = r.unwrap_err().to_string();
-            assert!(msg.starts_with(&format!("unsupported tensor type {} (supported: F32, F16, Q4_0", ty.name())), "{msg}");
+            assert!(
+                msg.starts_with(&format!(
+                    "unsupported tensor type {} (supported: F32, F16, Q4_0",
+                    ty.name()
+                )),
+                "{msg}"
+            );
             assert!(msg.ends_with("IQ4_NL, IQ4_XS, BF16)"), "{msg}");
         }
     }
-    for ty in [GgmlType::IQ2_XXS, GgmlType::IQ1_S, GgmlType::TQ1_0, GgmlType::MXFP4, GgmlType::Q8_K, GgmlType::I8, GgmlType::F64] {
+    for ty in [
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ1_S,
+        GgmlType::TQ1_0,
+        GgmlType::MXFP4,
+        GgmlType::Q8_K,
+        GgmlType::I8,
+        GgmlType::F64,
+    ] {
         assert!(!is_supported(ty), "{ty}");
     }
 }

@@ -13,7 +13,9 @@ fn root() -> PathBuf {
 
 fn check(ty: GgmlType, quantized_name: &str) {
     let blocks = Gguf::open(root().join("tests/data/quant/blocks.gguf")).unwrap();
-    let source = Gguf::open(root().join("tests/data/tiny/deepseek-v3-tiny/deepseek-v3-tiny-BF16.gguf")).unwrap();
+    let source =
+        Gguf::open(root().join("tests/data/tiny/deepseek-v3-tiny/deepseek-v3-tiny-BF16.gguf"))
+            .unwrap();
     let want = blocks.tensor(quantized_name).unwrap();
     assert_eq!(want.ty, ty);
     let original_name = quantized_name.split_once('.').unwrap().1;
@@ -26,8 +28,9 @@ fn check(ty: GgmlType, quantized_name: &str) {
     let mut got = vec![0u8; want.data.len()];
     quant::quantize(ty, &x, &mut got).unwrap();
     let bs = ty.type_size();
-    let differing: Vec<usize> =
-        (0..got.len() / bs).filter(|&b| got[b * bs..(b + 1) * bs] != want.data[b * bs..(b + 1) * bs]).collect();
+    let differing: Vec<usize> = (0..got.len() / bs)
+        .filter(|&b| got[b * bs..(b + 1) * bs] != want.data[b * bs..(b + 1) * bs])
+        .collect();
     assert!(
         differing.is_empty(),
         "{ty}: {} of {} blocks differ from llama-quantize (first: block {})",

@@ -27,8 +27,10 @@ fn round_trip(ty: GgmlType, x: &[f32]) -> Vec<f32> {
     match ty {
         // Activation types are not weight types: decode them through their blocks.
         GgmlType::Q8_K => {
-            let blocks: Vec<BlockQ8K> =
-                bytes.chunks_exact(292).map(|c| bytemuck::pod_read_unaligned(c)).collect();
+            let blocks: Vec<BlockQ8K> = bytes
+                .chunks_exact(292)
+                .map(bytemuck::pod_read_unaligned)
+                .collect();
             dequantize_q8_k(&blocks, &mut y).unwrap();
         }
         GgmlType::Q8_1 => dequantize_q8_1(cast_blocks(&bytes).unwrap(), &mut y).unwrap(),
@@ -38,7 +40,9 @@ fn round_trip(ty: GgmlType, x: &[f32]) -> Vec<f32> {
 }
 
 fn rms(v: impl Iterator<Item = f32>) -> f32 {
-    let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| (s + (x as f64) * (x as f64), n + 1));
+    let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| {
+        (s + (x as f64) * (x as f64), n + 1)
+    });
     (s / n.max(1) as f64).sqrt() as f32
 }
 
@@ -68,13 +72,20 @@ fn gaussian_error_within_bounds_for_every_type() {
         let x = gaussian(N, seed);
         for (ty, bound) in GAUSSIAN_BOUNDS {
             let e = rel_rms_error(&x, &round_trip(ty, &x));
-            assert!(e <= bound, "{ty} seed {seed}: relative RMS error {e} > {bound}");
+            assert!(
+                e <= bound,
+                "{ty} seed {seed}: relative RMS error {e} > {bound}"
+            );
             // Scaling the data scales the error (no hidden absolute thresholds) as long
             // as the f16 scales stay normal.
             for scale in [1e-3f32, 1e4] {
                 let xs: Vec<f32> = x.iter().map(|v| v * scale).collect();
                 let e = rel_rms_error(&xs, &round_trip(ty, &xs));
-                assert!(e <= bound * 1.2, "{ty} × {scale:e}: relative RMS error {e} > {}", bound * 1.2);
+                assert!(
+                    e <= bound * 1.2,
+                    "{ty} × {scale:e}: relative RMS error {e} > {}",
+                    bound * 1.2
+                );
             }
         }
     }
@@ -116,7 +127,11 @@ fn one_huge_outlier_is_kept_and_does_not_leak() {
     for (ty, bound) in GAUSSIAN_BOUNDS {
         let y = round_trip(ty, &x);
         assert!(y.iter().all(|v| v.is_finite()), "{ty}");
-        assert!((y[1000] - 1e4).abs() <= 40.0, "{ty}: outlier became {}", y[1000]);
+        assert!(
+            (y[1000] - 1e4).abs() <= 40.0,
+            "{ty}: outlier became {}",
+            y[1000]
+        );
         // Blocks other than the outlier's super-block are untouched.
         let y_clean = round_trip(ty, &clean);
         assert_eq!(&y[1024..], &y_clean[1024..], "{ty}");
@@ -139,7 +154,10 @@ fn tiny_values_stay_finite_and_bounded() {
             assert!(y.iter().all(|v| v.is_finite()), "{ty} × {scale:e}");
             let max_x = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let max_y = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            assert!(max_y <= 4.0 * max_x, "{ty} × {scale:e}: max |y| {max_y:e} vs max |x| {max_x:e}");
+            assert!(
+                max_y <= 4.0 * max_x,
+                "{ty} × {scale:e}: max |y| {max_y:e} vs max |x| {max_x:e}"
+            );
             if matches!(ty, GgmlType::Q8_K) || (ty == GgmlType::BF16 && scale >= 1e-30) {
                 let e = rel_rms_error(&xs, &y);
                 assert!(e <= bound, "{ty} × {scale:e}: {e}");
@@ -200,7 +218,11 @@ fn q8_k_round_trip_error_is_at_most_half_a_step() {
     dequantize_q8_k(&blocks, &mut y).unwrap();
     for (b, (xb, yb)) in blocks.iter().zip(x.chunks(QK_K).zip(y.chunks(QK_K))) {
         for (a, v) in xb.iter().zip(yb) {
-            assert!((a - v).abs() <= b.d.abs() * 0.5 * (1.0 + 1e-5), "{a} → {v}, d {}", b.d);
+            assert!(
+                (a - v).abs() <= b.d.abs() * 0.5 * (1.0 + 1e-5),
+                "{a} → {v}, d {}",
+                b.d
+            );
         }
         for (g, s) in b.qs.chunks(16).zip(&b.bsums) {
             assert_eq!(g.iter().map(|&q| q as i16).sum::<i16>(), *s);
@@ -286,17 +308,41 @@ fn quantize_errors_are_precise() {
     let mut out = vec![0u8; 288];
     quantize(GgmlType::Q4_K, &x, &mut out).unwrap();
     let e = quantize(GgmlType::Q4_K, &x, &mut out[..200]).unwrap_err();
-    assert_eq!(e.to_string(), "Q4_K: 512 values take 288 bytes, but the data has 200");
+    assert_eq!(
+        e.to_string(),
+        "Q4_K: 512 values take 288 bytes, but the data has 200"
+    );
     let e = quantize(GgmlType::Q4_K, &x[..300], &mut out).unwrap_err();
-    assert_eq!(e.to_string(), "Q4_K: 300 values is not a multiple of the block size 256");
+    assert_eq!(
+        e.to_string(),
+        "Q4_K: 300 values is not a multiple of the block size 256"
+    );
     let e = quantize(GgmlType::IQ2_XXS, &x, &mut out).unwrap_err();
-    assert!(e.to_string().starts_with("cannot quantize to tensor type IQ2_XXS (supported: F32, F16, Q4_0, Q8_0"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("cannot quantize to tensor type IQ2_XXS (supported: F32, F16, Q4_0, Q8_0"),
+        "{e}"
+    );
     let mut bad = x.clone();
     bad[300] = f32::NAN;
     let e = quantize(GgmlType::Q4_K, &bad, &mut out).unwrap_err();
-    assert_eq!(e.to_string(), "cannot quantize to Q4_K: value 300 is NaN (not finite)");
+    assert_eq!(
+        e.to_string(),
+        "cannot quantize to Q4_K: value 300 is NaN (not finite)"
+    );
     let e = quantize_q6_k(&x, &mut [BlockQ6K::zeroed(); 3]).unwrap_err();
-    assert!(matches!(e, QuantError::BlockCount { n_blocks: 3, expected: 768, actual: 512, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            QuantError::BlockCount {
+                n_blocks: 3,
+                expected: 768,
+                actual: 512,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = quantize_act_q8_k(&x, &mut [BlockQ8K::zeroed(); 1]).unwrap_err();
     assert!(matches!(e, QuantError::BlockCount { .. }), "{e}");
     for ty in QUANTIZE_TYPES {

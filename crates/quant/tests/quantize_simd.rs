@@ -89,17 +89,25 @@ proptest! {
 #[test]
 fn dispatcher_matches_scalar_on_gaussian_like_rows() {
     // Deterministic rows, whatever the CPU: the public entry points equal the definition.
-    let x: Vec<f32> = (0..QK_K * 4).map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 0.013).collect();
+    let x: Vec<f32> = (0..QK_K * 4)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 0.013)
+        .collect();
     let mut a = vec![BlockQ8K::zeroed(); 4];
     let mut b = vec![BlockQ8K::zeroed(); 4];
     quantize_act_q8_k_scalar(&x, &mut a).unwrap();
     quantize_act_q8_k(&x, &mut b).unwrap();
-    assert_eq!(bytemuck::cast_slice::<_, u8>(&a), bytemuck::cast_slice::<_, u8>(&b));
+    assert_eq!(
+        bytemuck::cast_slice::<_, u8>(&a),
+        bytemuck::cast_slice::<_, u8>(&b)
+    );
     let mut a = vec![BlockQ8_0::zeroed(); 32];
     let mut b = vec![BlockQ8_0::zeroed(); 32];
     quantize_act_q8_0_scalar(&x, &mut a).unwrap();
     quantize_act_q8_0(&x, &mut b).unwrap();
-    assert_eq!(bytemuck::cast_slice::<_, u8>(&a), bytemuck::cast_slice::<_, u8>(&b));
+    assert_eq!(
+        bytemuck::cast_slice::<_, u8>(&a),
+        bytemuck::cast_slice::<_, u8>(&b)
+    );
 }
 
 use bytemuck::Zeroable;

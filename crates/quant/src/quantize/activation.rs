@@ -30,7 +30,11 @@ pub fn quantize_block_q8_k_scalar(x: &[f32; QK_K]) -> BlockQ8K {
             max = v;
         }
     }
-    let mut y = BlockQ8K { d: 0.0, qs: [0; QK_K], bsums: [0; QK_K / 16] };
+    let mut y = BlockQ8K {
+        d: 0.0,
+        qs: [0; QK_K],
+        bsums: [0; QK_K / 16],
+    };
     if amax == 0.0 {
         return y;
     }
@@ -70,7 +74,10 @@ pub fn quantize_block_act_q8_0_scalar(x: &[f32; QK]) -> BlockQ8_0 {
     for (q, v) in qs.iter_mut().zip(x) {
         *q = nearest_int(v * id).clamp(-128, 127) as i8;
     }
-    BlockQ8_0 { d: f32_to_half(d), qs }
+    BlockQ8_0 {
+        d: f32_to_half(d),
+        qs,
+    }
 }
 
 /// One Q8_1 activation block (scalar definition): as Q8_0, plus s = f16(d·Σq).
@@ -83,7 +90,11 @@ pub fn quantize_block_act_q8_1_scalar(x: &[f32; QK]) -> BlockQ8_1 {
         sum += r;
         *q = r.clamp(-128, 127) as i8;
     }
-    BlockQ8_1 { d: f32_to_half(d), s: f32_to_half(d * sum as f32), qs }
+    BlockQ8_1 {
+        d: f32_to_half(d),
+        s: f32_to_half(d * sum as f32),
+        qs,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -167,7 +178,12 @@ pub mod avx2 {
     unsafe fn load32(x: *const f32) -> (f32, [__m256; 4]) {
         // SAFETY: the caller guarantees 32 readable values; loads are unaligned.
         let v = unsafe {
-            [_mm256_loadu_ps(x), _mm256_loadu_ps(x.add(8)), _mm256_loadu_ps(x.add(16)), _mm256_loadu_ps(x.add(24))]
+            [
+                _mm256_loadu_ps(x),
+                _mm256_loadu_ps(x.add(8)),
+                _mm256_loadu_ps(x.add(16)),
+                _mm256_loadu_ps(x.add(24)),
+            ]
         };
         let sign = _mm256_set1_ps(-0.0);
         let mut m = _mm256_andnot_ps(sign, v[0]);
@@ -181,7 +197,9 @@ pub mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2")]
     fn round_mul(v: __m256, mul: __m256) -> __m256i {
-        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(v, mul));
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(v, mul),
+        );
         _mm256_cvtps_epi32(r)
     }
 
@@ -215,8 +233,16 @@ pub mod avx2 {
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mul = _mm256_set1_ps(id);
-        let i = [round_mul(v[0], mul), round_mul(v[1], mul), round_mul(v[2], mul), round_mul(v[3], mul)];
-        let sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
+        let i = [
+            round_mul(v[0], mul),
+            round_mul(v[1], mul),
+            round_mul(v[2], mul),
+            round_mul(v[3], mul),
+        ];
+        let sum = hsum_i32(_mm256_add_epi32(
+            _mm256_add_epi32(i[0], i[1]),
+            _mm256_add_epi32(i[2], i[3]),
+        ));
         // SAFETY: `qs` is 32 writable bytes; the store is unaligned.
         unsafe { _mm256_storeu_si256(qs.as_mut_ptr() as *mut __m256i, pack32(i)) };
         (d, sum)
@@ -285,7 +311,10 @@ pub mod avx2 {
         for k in 0..QK_K / 8 {
             // SAFETY: k·8 + 8 ≤ 256.
             let v = unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * k)) };
-            let eq = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_andnot_ps(sign, v), splat));
+            let eq = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(
+                _mm256_andnot_ps(sign, v),
+                splat,
+            ));
             if eq != 0 {
                 max = x[8 * k + eq.trailing_zeros() as usize];
                 break;

@@ -68,11 +68,18 @@ pub fn f32_to_bf16_bits(x: f32) -> u16 {
 pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     use GgmlType::*;
     if !can_quantize(ty) {
-        return Err(QuantError::UnsupportedQuantize { ty, supported: TypeList(&QUANTIZE_TYPES) });
+        return Err(QuantError::UnsupportedQuantize {
+            ty,
+            supported: TypeList(&QUANTIZE_TYPES),
+        });
     }
     check_data_size(ty, dst.len(), src.len())?;
     if let Some(index) = src.iter().position(|v| !v.is_finite()) {
-        return Err(QuantError::NonFinite { ty, index, value: src[index] });
+        return Err(QuantError::NonFinite {
+            ty,
+            index,
+            value: src[index],
+        });
     }
     match ty {
         F32 => {
@@ -118,7 +125,12 @@ use bytemuck::Zeroable;
 pub(crate) fn check_src<B: Block>(src_len: usize, n_blocks: usize) -> Result<(), QuantError> {
     let expected = n_blocks * B::VALUES;
     if src_len != expected {
-        return Err(QuantError::BlockCount { ty: B::TYPE, n_blocks, expected, actual: src_len });
+        return Err(QuantError::BlockCount {
+            ty: B::TYPE,
+            n_blocks,
+            expected,
+            actual: src_len,
+        });
     }
     Ok(())
 }
@@ -129,7 +141,17 @@ mod tests {
 
     #[test]
     fn nearest_int_rounds_half_to_even() {
-        for (x, want) in [(0.5, 0), (1.5, 2), (2.5, 2), (-0.5, 0), (-1.5, -2), (-2.5, -2), (3.49, 3), (-127.0, -127), (126.6, 127)] {
+        for (x, want) in [
+            (0.5, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (-2.5, -2),
+            (3.49, 3),
+            (-127.0, -127),
+            (126.6, 127),
+        ] {
             assert_eq!(nearest_int(x), want, "{x}");
             assert_eq!(nearest_int(x), x.round_ties_even() as i32);
         }

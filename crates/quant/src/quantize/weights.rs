@@ -25,7 +25,10 @@ pub fn quantize_block_q8_0(x: &[f32; QK]) -> BlockQ8_0 {
     for (q, v) in qs.iter_mut().zip(x) {
         *q = round_half_away(v * id) as i8;
     }
-    BlockQ8_0 { d: f32_to_half(d), qs }
+    BlockQ8_0 {
+        d: f32_to_half(d),
+        qs,
+    }
 }
 
 /// One Q4_0 block, ggml's `quantize_row_q4_0_ref`: d = (the value of largest magnitude)/−8,
@@ -50,7 +53,10 @@ pub fn quantize_block_q4_0(x: &[f32; QK]) -> BlockQ4_0 {
         let q1 = ((x1 + 8.5) as i8).min(15) as u8;
         *q = q0 | (q1 << 4);
     }
-    BlockQ4_0 { d: f32_to_half(d), qs }
+    BlockQ4_0 {
+        d: f32_to_half(d),
+        qs,
+    }
 }
 
 /// C's `roundf` (halves away from zero) for |x| < 2^31, inline: on baseline x86-64
@@ -265,8 +271,16 @@ fn quantize_k_scaled(
         for (w, v) in weights.iter_mut().zip(xb) {
             *w = av_x + v.abs();
         }
-        let (scale, min) =
-            make_qkx2_quants(nmax, xb, &weights, &mut l[32 * j..32 * j + 32], rmin, 0.1, nstep, false);
+        let (scale, min) = make_qkx2_quants(
+            nmax,
+            xb,
+            &weights,
+            &mut l[32 * j..32 * j + 32],
+            rmin,
+            0.1,
+            nstep,
+            false,
+        );
         scales[j] = scale;
         mins[j] = min;
         if scale > max_scale {
@@ -276,7 +290,11 @@ fn quantize_k_scaled(
             max_min = min;
         }
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
@@ -311,7 +329,12 @@ pub fn quantize_block_q4_k(x: &[f32; QK_K]) -> BlockQ4K {
             qs[32 * k + i] = l[64 * k + i] | (l[64 * k + i + 32] << 4);
         }
     }
-    BlockQ4K { d, dmin, scales, qs }
+    BlockQ4K {
+        d,
+        dmin,
+        scales,
+        qs,
+    }
 }
 
 /// One Q5_K super-block, ggml's `quantize_row_q5_K_ref`.
@@ -335,7 +358,13 @@ pub fn quantize_block_q5_k(x: &[f32; QK_K]) -> BlockQ5K {
             qs[32 * k + j] = l1 | (l2 << 4);
         }
     }
-    BlockQ5K { d, dmin, scales, qh, qs }
+    BlockQ5K {
+        d,
+        dmin,
+        scales,
+        qh,
+        qs,
+    }
 }
 
 /// One Q6_K super-block, ggml's `quantize_row_q6_K_ref`: a symmetric search per
@@ -376,7 +405,11 @@ pub fn quantize_block_q6_k(x: &[f32; QK_K]) -> BlockQ6K {
     let mut qh = [0u8; QK_K / 4];
     let l: [u8; QK_K] = bytemuck::cast(l);
     for half in 0..2 {
-        let (j, ql, qh) = (128 * half, &mut ql[64 * half..64 * half + 64], &mut qh[32 * half..32 * half + 32]);
+        let (j, ql, qh) = (
+            128 * half,
+            &mut ql[64 * half..64 * half + 64],
+            &mut qh[32 * half..32 * half + 32],
+        );
         for i in 0..32 {
             let q1 = l[j + i] & 0xF;
             let q2 = l[j + i + 32] & 0xF;
@@ -390,7 +423,12 @@ pub fn quantize_block_q6_k(x: &[f32; QK_K]) -> BlockQ6K {
                 | ((l[j + i + 96] >> 4) << 6);
         }
     }
-    BlockQ6K { ql, qh, scales: sc, d }
+    BlockQ6K {
+        ql,
+        qh,
+        scales: sc,
+        d,
+    }
 }
 
 use bytemuck::Zeroable;
@@ -433,7 +471,13 @@ mod tests {
     fn round_half_away_is_roundf() {
         let mut x = -300.0f32;
         while x < 300.0 {
-            for v in [x, x + 0.5, x - 0.5, f32::from_bits(x.to_bits() + 1), f32::from_bits(x.to_bits().wrapping_sub(1))] {
+            for v in [
+                x,
+                x + 0.5,
+                x - 0.5,
+                f32::from_bits(x.to_bits() + 1),
+                f32::from_bits(x.to_bits().wrapping_sub(1)),
+            ] {
                 assert_eq!(round_half_away(v), v.round() as i32, "{v}");
             }
             x += 0.125;
