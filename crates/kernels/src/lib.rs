@@ -6,6 +6,7 @@
 //! portable scalar path and is tested against an f64 reference.
 
 pub mod activation;
+pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod rope;

@@ -1,0 +1,745 @@
+//! Matrix products over quantized weights: `out[t][r] = Σ_i W[r][i] · x[t][i]`.
+//!
+//! Weights are ggml tensors as stored in GGUF: `n_out` rows (ggml `ne[1]`) of `n_in`
+//! values (`ne[0]`), row-major, any type `quant::dot` supports. Activations are f32,
+//! token-major (`x[t * n_in + i]`), and so is the output (`out[t * n_out + r]`, ggml's
+//! `dst` layout).
+//!
+//! The fast path quantizes the activations once per op to the weight type's dot partner
+//! ([`quant::dot::act_type_for`]: Q8_K, Q8_0, Q8_1, or f32 as is) into a caller-owned
+//! [`ActScratch`], then splits the output rows across the pool. For one token (GEMV)
+//! each row is one [`VecDot::dot`]; for many (GEMM) rows are tiled against blocks of
+//! tokens and each weight row is consumed by [`VecDot::dot_multi`] for up to
+//! [`quant::dot::MAX_ROWS`] tokens at a time, so a weight row is read from memory once per
+//! tile and then reused from L1.
+//!
+//! Batch invariance: every output element is one `dot`/`dot_multi` call, which the dot
+//! API guarantees bit-identical for a given (weight row, activation row) whatever else
+//! is in the call; quantizing a token's activations depends only on that token. So a
+//! token's output never depends on the batch it shares or on the thread count.
+//!
+//! [`matmul_exact`] is the reference mode (`--exact`): weights dequantized row by row to
+//! f32 and multiplied with the unquantized f32 activations, accumulated in f64.
+//!
+//! Nothing here allocates once the scratch buffers are sized (see
+//! [`ActScratch::reserve`], [`ExactScratch::reserve`]).
+
+use crate::pool::ThreadPool;
+use quant::dot::{act_type_for, vec_dot_for, DotError, VecDot, MAX_ROWS};
+use quant::{GgmlType, QuantError};
+
+/// Why a matmul could not run. Messages name the shapes involved.
+#[derive(Debug, thiserror::Error)]
+pub enum MatmulError {
+    /// The weight type has no dot product (or other dot setup error).
+    #[error(transparent)]
+    Dot(#[from] DotError),
+    /// A (de)quantization error (unsupported type, bad sizes).
+    #[error(transparent)]
+    Quant(#[from] QuantError),
+    /// Shapes or buffer lengths that do not fit together.
+    #[error("matmul shape error: {0}")]
+    Shape(String),
+}
+
+fn shape_err(msg: String) -> MatmulError {
+    MatmulError::Shape(msg)
+}
+
+/// Bytes of a row of `n` values of `ty`, or a shape error.
+fn row_bytes(ty: GgmlType, n: usize) -> Result<usize, MatmulError> {
+    let bs = ty.block_size();
+    if n % bs != 0 {
+        return Err(shape_err(format!("{ty}: row of {n} values is not a multiple of the block size {bs}")));
+    }
+    (n / bs)
+        .checked_mul(ty.type_size())
+        .ok_or_else(|| shape_err(format!("{ty}: row of {n} values overflows")))
+}
+
+/// A 2-D weight matrix view: `n_out` rows of `n_in` values of type `ty` (no copy).
+#[derive(Clone, Copy, Debug)]
+pub struct QMatrix<'a> {
+    /// Weight type.
+    pub ty: GgmlType,
+    /// Values per row (ggml `ne[0]`, the reduction dimension).
+    pub n_in: usize,
+    /// Rows (ggml `ne[1]`, the output dimension).
+    pub n_out: usize,
+    /// Bytes of one row.
+    pub row_bytes: usize,
+    /// `n_out · row_bytes` bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> QMatrix<'a> {
+    /// Checks that `data` holds exactly `n_out` rows of `n_in` values of `ty`.
+    pub fn new(ty: GgmlType, n_in: usize, n_out: usize, data: &'a [u8]) -> Result<QMatrix<'a>, MatmulError> {
+        let rb = row_bytes(ty, n_in)?;
+        let want = rb.checked_mul(n_out).ok_or_else(|| shape_err(format!("{ty} [{n_in}, {n_out}] overflows")))?;
+        if data.len() != want {
+            return Err(shape_err(format!(
+                "{ty} [{n_in}, {n_out}] needs {want} bytes, data has {}",
+                data.len()
+            )));
+        }
+        Ok(QMatrix { ty, n_in, n_out, row_bytes: rb, data })
+    }
+
+    /// A 2-D view from a ggml shape (`ne = [n_in, n_out]`, trailing 1s allowed).
+    pub fn from_ne(ty: GgmlType, ne: &[u64], data: &'a [u8]) -> Result<QMatrix<'a>, MatmulError> {
+        if ne.is_empty() || ne.len() > 4 || ne.iter().skip(2).any(|&d| d != 1) {
+            return Err(shape_err(format!("expected a 2-D tensor, got shape {ne:?}")));
+        }
+        let n_in = usize::try_from(ne[0]).map_err(|_| shape_err(format!("shape {ne:?} too large")))?;
+        let n_out = usize::try_from(*ne.get(1).unwrap_or(&1)).map_err(|_| shape_err(format!("shape {ne:?} too large")))?;
+        QMatrix::new(ty, n_in, n_out, data)
+    }
+
+    /// Bytes of row `r` (panics if `r >= n_out`).
+    #[inline]
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// The sub-matrix of rows `rows` (no copy), e.g. one head's slice of a projection.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Result<QMatrix<'a>, MatmulError> {
+        if rows.start > rows.end || rows.end > self.n_out {
+            return Err(shape_err(format!("rows {rows:?} out of range for {} rows", self.n_out)));
+        }
+        Ok(QMatrix {
+            n_out: rows.len(),
+            data: &self.data[rows.start * self.row_bytes..rows.end * self.row_bytes],
+            ..*self
+        })
+    }
+}
+
+/// A stack of expert matrices (`ffn_*_exps`: ggml `ne = [n_in, n_out, n_expert]`), each
+/// expert a contiguous slab of `n_out` rows.
+#[derive(Clone, Copy, Debug)]
+pub struct QExperts<'a> {
+    /// Weight type.
+    pub ty: GgmlType,
+    /// Values per row.
+    pub n_in: usize,
+    /// Rows per expert.
+    pub n_out: usize,
+    /// Number of experts.
+    pub n_expert: usize,
+    /// Bytes of one expert's slab.
+    pub slab_bytes: usize,
+    /// All slabs, expert-major.
+    pub data: &'a [u8],
+}
+
+impl<'a> QExperts<'a> {
+    /// Checks that `data` holds `n_expert` slabs of `n_out × n_in` values.
+    pub fn new(
+        ty: GgmlType,
+        n_in: usize,
+        n_out: usize,
+        n_expert: usize,
+        data: &'a [u8],
+    ) -> Result<QExperts<'a>, MatmulError> {
+        let rb = row_bytes(ty, n_in)?;
+        let slab = rb.checked_mul(n_out);
+        let total = slab.and_then(|s| s.checked_mul(n_expert));
+        match (slab, total) {
+            (Some(slab), Some(total)) if total == data.len() => {
+                Ok(QExperts { ty, n_in, n_out, n_expert, slab_bytes: slab, data })
+            }
+            (_, total) => Err(shape_err(format!(
+                "{ty} experts [{n_in}, {n_out}, {n_expert}] need {} bytes, data has {}",
+                total.map_or("too many".to_string(), |t| t.to_string()),
+                data.len()
+            ))),
+        }
+    }
+
+    /// From a ggml shape `ne = [n_in, n_out, n_expert]`.
+    pub fn from_ne(ty: GgmlType, ne: &[u64], data: &'a [u8]) -> Result<QExperts<'a>, MatmulError> {
+        if ne.len() != 3 && !(ne.len() == 4 && ne[3] == 1) {
+            return Err(shape_err(format!("expected a 3-D expert stack, got shape {ne:?}")));
+        }
+        let d = |i: usize| usize::try_from(ne[i]).map_err(|_| shape_err(format!("shape {ne:?} too large")));
+        QExperts::new(ty, d(0)?, d(1)?, d(2)?, data)
+    }
+
+    /// Expert `e`'s matrix (a view into its slab, no copy).
+    pub fn expert(&self, e: usize) -> Result<QMatrix<'a>, MatmulError> {
+        if e >= self.n_expert {
+            return Err(shape_err(format!("expert {e} out of range (n_expert = {})", self.n_expert)));
+        }
+        Ok(QMatrix {
+            ty: self.ty,
+            n_in: self.n_in,
+            n_out: self.n_out,
+            row_bytes: self.slab_bytes / self.n_out.max(1),
+            data: &self.data[e * self.slab_bytes..(e + 1) * self.slab_bytes],
+        })
+    }
+}
+
+/// Caller-owned buffer for quantized activations. Backed by `u64` words so that Q8_K
+/// blocks (alignment 4) can be written in place. Size it once at load with
+/// [`reserve`](Self::reserve); an undersized buffer grows (allocates) on first use.
+#[derive(Default, Debug)]
+pub struct ActScratch {
+    words: Vec<u64>,
+}
+
+impl ActScratch {
+    /// An empty buffer.
+    pub fn new() -> ActScratch {
+        ActScratch::default()
+    }
+
+    /// Makes room for `n_tokens` rows of `n_in` activations quantized for weights of
+    /// type `weight_ty` (call with the largest shape the model will use).
+    pub fn reserve(&mut self, weight_ty: GgmlType, n_in: usize, n_tokens: usize) -> Result<(), MatmulError> {
+        let act = act_type_for(weight_ty).ok_or(DotError::Unsupported(weight_ty))?;
+        let bytes = row_bytes(act, n_in)?
+            .checked_mul(n_tokens)
+            .ok_or_else(|| shape_err(format!("activation buffer for {n_tokens} × {n_in} overflows")))?;
+        self.ensure_bytes(bytes);
+        Ok(())
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity_bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+
+    fn ensure_bytes(&mut self, bytes: usize) {
+        let words = bytes.div_ceil(8);
+        if self.words.len() < words {
+            self.words.resize(words, 0);
+        }
+    }
+
+    fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
+        self.ensure_bytes(len);
+        &mut bytemuck::cast_slice_mut::<u64, u8>(&mut self.words)[..len]
+    }
+}
+
+/// Activations of `n_tokens` tokens, quantized to `ty` (or f32 bytes), ready for the dots.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantizedActs<'a> {
+    /// The activation type (Q8_K, Q8_0, Q8_1 or F32).
+    pub ty: GgmlType,
+    /// Values per token.
+    pub n_in: usize,
+    /// Tokens.
+    pub n_tokens: usize,
+    /// Bytes per token row.
+    pub row_bytes: usize,
+    data: &'a [u8],
+}
+
+impl<'a> QuantizedActs<'a> {
+    /// Token `t`'s row bytes.
+    #[inline]
+    pub fn row(&self, t: usize) -> &'a [u8] {
+        &self.data[t * self.row_bytes..(t + 1) * self.row_bytes]
+    }
+}
+
+/// A raw pointer that may be shared across the pool's threads: each thread writes only
+/// the elements of the rows it claimed, which are disjoint.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+// SAFETY: used only for disjoint writes (see each use).
+unsafe impl<T> Sync for SharedMut<T> {}
+// SAFETY: as above.
+unsafe impl<T> Send for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper rather than
+    /// the raw-pointer field).
+    #[inline(always)]
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Quantizes `x` (`n_tokens = x.len() / n_in` rows) for multiplication with weights of
+/// type `weight_ty`, into `scratch` (token rows split across the pool when there are
+/// several). For F32/F16/BF16 weights the f32 input is used as is (no copy).
+pub fn quantize_acts<'a>(
+    pool: &ThreadPool,
+    weight_ty: GgmlType,
+    x: &'a [f32],
+    n_in: usize,
+    scratch: &'a mut ActScratch,
+) -> Result<QuantizedActs<'a>, MatmulError> {
+    let act = act_type_for(weight_ty).ok_or(DotError::Unsupported(weight_ty))?;
+    if n_in == 0 || x.len() % n_in != 0 {
+        return Err(shape_err(format!("activations: {} values is not a multiple of n_in = {n_in}", x.len())));
+    }
+    let n_tokens = x.len() / n_in;
+    let rb = row_bytes(act, n_in)?;
+    if act == GgmlType::F32 {
+        return Ok(QuantizedActs { ty: act, n_in, n_tokens, row_bytes: rb, data: bytemuck::cast_slice(x) });
+    }
+    let buf = scratch.bytes_mut(rb * n_tokens);
+    let dst = SharedMut(buf.as_mut_ptr());
+    let quantize_row = |t: usize| {
+        let src = &x[t * n_in..(t + 1) * n_in];
+        // SAFETY: token t's destination bytes [t·rb, (t+1)·rb) are inside `buf` and no
+        // other thread writes them (each token index is handed out once).
+        let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * rb), rb) };
+        quantize_act_row(act, src, row)
+    };
+    if n_tokens < 4 || pool.n_threads() == 1 {
+        for t in 0..n_tokens {
+            quantize_row(t)?;
+        }
+    } else {
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        pool.run(n_tokens, |range, _| {
+            for t in range {
+                if quantize_row(t).is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        if failed.into_inner() {
+            // Sizes were computed from the same numbers, so this is unreachable; report
+            // it rather than panic all the same.
+            return Err(shape_err(format!("activation quantization to {act} failed for n_in = {n_in}")));
+        }
+    }
+    Ok(QuantizedActs { ty: act, n_in, n_tokens, row_bytes: rb, data: &buf[..rb * n_tokens] })
+}
+
+/// One token row → activation blocks of type `act`, written into `dst` bytes.
+fn quantize_act_row(act: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), MatmulError> {
+    match act {
+        GgmlType::Q8_K => {
+            // `dst` starts at a multiple of the Q8_K row size (a multiple of 4) in a
+            // u64-aligned buffer, so the cast's alignment check passes.
+            let blocks: &mut [quant::BlockQ8K] = bytemuck::try_cast_slice_mut(dst)
+                .map_err(|e| shape_err(format!("Q8_K activation buffer: {e}")))?;
+            quant::quantize_act_q8_k(src, blocks)?
+        }
+        GgmlType::Q8_0 => quant::quantize_act_q8_0(src, bytemuck::cast_slice_mut(dst))?,
+        GgmlType::Q8_1 => quant::quantize_act_q8_1(src, bytemuck::cast_slice_mut(dst))?,
+        other => return Err(shape_err(format!("no activation quantizer for {other}"))),
+    }
+    Ok(())
+}
+
+/// Tokens per GEMM tile: their quantized rows (≤ 32 × 8 KiB for n_in = 7168) stay in L2
+/// while a chunk of weight rows is multiplied with them.
+const TOKEN_TILE: usize = 32;
+
+/// Rows per work item. GEMV: enough chunks per thread to balance, but each chunk at least
+/// ~32 KiB of weights so that the per-chunk overhead and the hardware prefetcher's ramp-up
+/// are amortised. GEMM: per-row work is already n_tokens dots, so smaller chunks suffice.
+fn rows_per_chunk(n_out: usize, row_bytes: usize, n_tokens: usize, n_threads: usize) -> usize {
+    if n_threads <= 1 {
+        return n_out.max(1);
+    }
+    let balance = n_out.div_ceil(n_threads * 8);
+    let min_bytes = 32 * 1024 / n_tokens.clamp(1, 8);
+    let min_rows = min_bytes.div_ceil(row_bytes.max(1)).max(4);
+    balance.max(min_rows).min(n_out).max(1)
+}
+
+/// `out = x · Wᵀ` for f32 `x` (`n_tokens × n_in`), quantizing `x` once into `scratch`.
+/// `out` must hold `n_tokens × n_out` values.
+pub fn matmul(
+    pool: &ThreadPool,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    out: &mut [f32],
+    scratch: &mut ActScratch,
+) -> Result<(), MatmulError> {
+    let xq = quantize_acts(pool, w.ty, x, w.n_in, scratch)?;
+    matmul_acts(pool, w, &xq, out)
+}
+
+/// `out = xq · Wᵀ` with activations already quantized by [`quantize_acts`] (reuse them for
+/// every weight that consumes the same input: gate and up, all experts, …).
+pub fn matmul_acts(
+    pool: &ThreadPool,
+    w: &QMatrix<'_>,
+    xq: &QuantizedActs<'_>,
+    out: &mut [f32],
+) -> Result<(), MatmulError> {
+    let vd = vec_dot_for(w.ty)?;
+    check_acts(&vd, w, xq, out)?;
+    let n_tokens = xq.n_tokens;
+    if n_tokens == 0 || w.n_out == 0 {
+        return Ok(());
+    }
+    let chunk = rows_per_chunk(w.n_out, w.row_bytes, n_tokens, pool.n_threads());
+    let dst = SharedMut(out.as_mut_ptr());
+    pool.run_chunked(w.n_out, chunk, |rows, _| {
+        // SAFETY: this closure writes only out[t·n_out + r] for r in `rows`, a range no
+        // other thread receives; `out` has n_tokens·n_out elements (checked above).
+        unsafe { rows_kernel(&vd, w, xq, rows, dst.get()) }
+    });
+    Ok(())
+}
+
+fn check_acts(vd: &VecDot, w: &QMatrix<'_>, xq: &QuantizedActs<'_>, out: &[f32]) -> Result<(), MatmulError> {
+    if xq.ty != vd.act {
+        return Err(shape_err(format!(
+            "activations are {} but {} weights need {}",
+            xq.ty, w.ty, vd.act
+        )));
+    }
+    if xq.n_in != w.n_in {
+        return Err(shape_err(format!("activations have {} values per token, weights {} per row", xq.n_in, w.n_in)));
+    }
+    let want = xq.n_tokens.checked_mul(w.n_out).unwrap_or(usize::MAX);
+    if out.len() != want {
+        return Err(shape_err(format!(
+            "output holds {} values, need {} tokens × {} rows = {want}",
+            out.len(),
+            xq.n_tokens,
+            w.n_out
+        )));
+    }
+    Ok(())
+}
+
+/// Computes output rows `rows` for every token.
+///
+/// # Safety
+/// `out` must point to `xq.n_tokens · w.n_out` f32 and no other thread may access the
+/// elements `t·n_out + r`, r ∈ `rows`, during the call.
+unsafe fn rows_kernel(vd: &VecDot, w: &QMatrix<'_>, xq: &QuantizedActs<'_>, rows: std::ops::Range<usize>, out: *mut f32) {
+    let n = w.n_in;
+    let n_out = w.n_out;
+    if xq.n_tokens == 1 {
+        let a = xq.row(0);
+        for r in rows {
+            let v = vd.dot(n, w.row(r), a);
+            // SAFETY: r < n_out, token 0; disjoint per the contract.
+            unsafe { *out.add(r) = v };
+        }
+        return;
+    }
+    let mut t0 = 0;
+    while t0 < xq.n_tokens {
+        let t1 = (t0 + TOKEN_TILE).min(xq.n_tokens);
+        for r in rows.clone() {
+            let wr = w.row(r);
+            let mut t = t0;
+            while t < t1 {
+                let g = (t1 - t).min(MAX_ROWS);
+                let mut a: [&[u8]; MAX_ROWS] = [&[]; MAX_ROWS];
+                for (k, slot) in a.iter_mut().take(g).enumerate() {
+                    *slot = xq.row(t + k);
+                }
+                let mut res = [0f32; MAX_ROWS];
+                vd.dot_multi(n, wr, &a[..g], &mut res[..g]);
+                for (k, v) in res.iter().take(g).enumerate() {
+                    // SAFETY: t + k < n_tokens, r < n_out; disjoint per the contract.
+                    unsafe { *out.add((t + k) * n_out + r) = *v };
+                }
+                t += g;
+            }
+        }
+        t0 = t1;
+    }
+}
+
+/// `out = x · Wᵀ` for expert `e` of a stack (a slab view, no copy).
+pub fn matmul_expert(
+    pool: &ThreadPool,
+    w: &QExperts<'_>,
+    e: usize,
+    xq: &QuantizedActs<'_>,
+    out: &mut [f32],
+) -> Result<(), MatmulError> {
+    matmul_acts(pool, &w.expert(e)?, xq, out)
+}
+
+/// Per-thread f32 row buffers for [`matmul_exact`].
+#[derive(Default, Debug)]
+pub struct ExactScratch {
+    rows: Vec<f32>,
+}
+
+impl ExactScratch {
+    /// An empty buffer.
+    pub fn new() -> ExactScratch {
+        ExactScratch::default()
+    }
+
+    /// Makes room for one dequantized row of `n_in` values per pool thread.
+    pub fn reserve(&mut self, n_threads: usize, n_in: usize) {
+        let need = n_threads * n_in;
+        if self.rows.len() < need {
+            self.rows.resize(need, 0.0);
+        }
+    }
+}
+
+/// Reference mode: each weight row dequantized to f32, multiplied by the unquantized f32
+/// activations, products accumulated in f64 in index order (so results are also
+/// independent of batch and threads). Slow; for `--exact` and tests.
+pub fn matmul_exact(
+    pool: &ThreadPool,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    out: &mut [f32],
+    scratch: &mut ExactScratch,
+) -> Result<(), MatmulError> {
+    if !quant::is_supported(w.ty) {
+        return Err(quant::unsupported(w.ty).into());
+    }
+    let n = w.n_in;
+    if n == 0 || x.len() % n != 0 {
+        return Err(shape_err(format!("activations: {} values is not a multiple of n_in = {n}", x.len())));
+    }
+    let n_tokens = x.len() / n;
+    if out.len() != n_tokens * w.n_out {
+        return Err(shape_err(format!(
+            "output holds {} values, need {n_tokens} tokens × {} rows",
+            out.len(),
+            w.n_out
+        )));
+    }
+    let n_threads = pool.n_threads();
+    scratch.reserve(n_threads, n);
+    let bufs = SharedMut(scratch.rows.as_mut_ptr());
+    let dst = SharedMut(out.as_mut_ptr());
+    let n_out = w.n_out;
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let chunk = rows_per_chunk(n_out, w.row_bytes, n_tokens, n_threads);
+    pool.run_chunked(n_out, chunk, |rows, tid| {
+        // SAFETY: thread `tid` (unique among the running threads, < n_threads) owns
+        // buffer [tid·n, (tid+1)·n), which `reserve` made exist.
+        let row = unsafe { std::slice::from_raw_parts_mut(bufs.get().add(tid * n), n) };
+        for r in rows {
+            if quant::dequantize(w.ty, w.row(r), row).is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            for t in 0..n_tokens {
+                let xt = &x[t * n..(t + 1) * n];
+                let mut acc = 0f64;
+                for (a, b) in row.iter().zip(xt) {
+                    acc += (*a * *b) as f64;
+                }
+                // SAFETY: element (t, r) with r in this thread's rows: disjoint.
+                unsafe { *dst.get().add(t * n_out + r) = acc as f32 };
+            }
+        }
+    });
+    if failed.into_inner() {
+        return Err(shape_err(format!("{}: dequantizing a row of {n} values failed", w.ty)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quant::{BlockQ4_1, Half};
+    use rand::{Rng, SeedableRng};
+
+    type Rng64 = rand::rngs::StdRng;
+
+    /// Random weights of type `ty` (through the crate's quantizer, or random valid blocks
+    /// for types it does not produce) and their exact f32 values.
+    fn weights(ty: GgmlType, n_in: usize, n_out: usize, rng: &mut Rng64) -> (Vec<u8>, Vec<f32>) {
+        let n = n_in * n_out;
+        let bytes = if ty == GgmlType::Q4_1 {
+            let blocks: Vec<BlockQ4_1> = (0..n / 32)
+                .map(|_| BlockQ4_1 {
+                    d: Half::from_f32(rng.random_range(0.001..0.05)),
+                    m: Half::from_f32(rng.random_range(-0.2..0.0)),
+                    qs: std::array::from_fn(|_| rng.random()),
+                })
+                .collect();
+            bytemuck::cast_slice(&blocks).to_vec()
+        } else {
+            let src: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut b = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
+            quant::quantize(ty, &src, &mut b).unwrap();
+            b
+        };
+        let mut f = vec![0f32; n];
+        quant::dequantize(ty, &bytes, &mut f).unwrap();
+        (bytes, f)
+    }
+
+    /// The f32 values an activation row of type `act` encodes.
+    fn decode_acts(act: GgmlType, row: &[u8], n: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(n);
+        match act {
+            GgmlType::F32 => out.extend(row.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+            GgmlType::Q8_K => {
+                for b in row.chunks_exact(292) {
+                    let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    out.extend(b[4..260].iter().map(|q| d * (*q as i8) as f32));
+                }
+            }
+            GgmlType::Q8_0 | GgmlType::Q8_1 => {
+                let (size, off) = if act == GgmlType::Q8_0 { (34, 2) } else { (36, 4) };
+                for b in row.chunks_exact(size) {
+                    let d = Half([b[0], b[1]]).to_f32();
+                    out.extend(b[off..off + 32].iter().map(|q| d * (*q as i8) as f32));
+                }
+            }
+            other => panic!("unexpected activation type {other}"),
+        }
+        assert_eq!(out.len(), n);
+        out
+    }
+
+    const TYPES: [GgmlType; 9] = {
+        use GgmlType::*;
+        [F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K]
+    };
+
+    #[test]
+    fn matches_dequantized_f64_reference() {
+        let mut rng = Rng64::seed_from_u64(7);
+        let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+        let mut scratch = ActScratch::new();
+        let mut exact_scratch = ExactScratch::new();
+        for ty in TYPES {
+            let shapes: &[(usize, usize, usize)] = if ty.block_size() == 256 {
+                &[(256, 37, 1), (512, 64, 7), (768, 19, 33), (256, 1, 5)]
+            } else {
+                &[(96, 5, 3), (512, 64, 1), (256, 23, 37)]
+            };
+            for &(n_in, n_out, n_tokens) in shapes {
+                let (wb, wf) = weights(ty, n_in, n_out, &mut rng);
+                let w = QMatrix::new(ty, n_in, n_out, &wb).unwrap();
+                let x: Vec<f32> = (0..n_in * n_tokens).map(|_| rng.random_range(-2.0..2.0)).collect();
+                for pool in &pools {
+                    let mut out = vec![f32::NAN; n_out * n_tokens];
+                    let xq = quantize_acts(pool, ty, &x, n_in, &mut scratch).unwrap();
+                    let act = xq.ty;
+                    let decoded: Vec<Vec<f32>> = (0..n_tokens).map(|t| decode_acts(act, xq.row(t), n_in)).collect();
+                    matmul_acts(pool, &w, &xq, &mut out).unwrap();
+                    let mut exact = vec![f32::NAN; n_out * n_tokens];
+                    matmul_exact(pool, &w, &x, &mut exact, &mut exact_scratch).unwrap();
+                    for t in 0..n_tokens {
+                        for r in 0..n_out {
+                            let wr = &wf[r * n_in..(r + 1) * n_in];
+                            let xt = &x[t * n_in..(t + 1) * n_in];
+                            let (mut tight, mut tight_mag, mut loose, mut loose_mag) = (0f64, 0f64, 0f64, 0f64);
+                            for i in 0..n_in {
+                                let a = wr[i] as f64 * decoded[t][i] as f64;
+                                tight += a;
+                                tight_mag += a.abs();
+                                let b = wr[i] as f64 * xt[i] as f64;
+                                loose += b;
+                                loose_mag += b.abs();
+                            }
+                            let got = out[t * n_out + r] as f64;
+                            let ctx = format!("{ty} [{n_in}x{n_out}] tokens {n_tokens} t{t} r{r} threads {}", pool.n_threads());
+                            // Q8_1 carries s = d·Σq rounded to f16, which the Q4_1/Q5_1
+                            // dots use for the offset term: allow for that rounding.
+                            let rel = if act == GgmlType::Q8_1 { 1e-3 } else { 2e-5 };
+                            assert!((got - tight).abs() <= rel * tight_mag + 1e-6, "{ctx}: {got} vs {tight} (quantized acts)");
+                            assert!((got - loose).abs() <= 0.03 * loose_mag + 1e-6, "{ctx}: {got} vs {loose} (f32 acts)");
+                            let e = exact[t * n_out + r] as f64;
+                            assert!((e - loose).abs() <= 1e-6 * loose_mag + 1e-6, "{ctx}: exact {e} vs {loose}");
+                        }
+                    }
+                    // The convenience wrapper gives the same bits.
+                    let mut out2 = vec![0f32; n_out * n_tokens];
+                    matmul(pool, &w, &x, &mut out2, &mut scratch).unwrap();
+                    assert_eq!(bits(&out), bits(&out2));
+                }
+            }
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    #[test]
+    fn batch_and_thread_invariant() {
+        let mut rng = Rng64::seed_from_u64(8);
+        let p1 = ThreadPool::new(1);
+        let p2 = ThreadPool::new(2);
+        let mut scratch = ActScratch::new();
+        for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::F16] {
+            let (n_in, n_out, n_tokens) = (512, 300, 45);
+            let (wb, _) = weights(ty, n_in, n_out, &mut rng);
+            let w = QMatrix::new(ty, n_in, n_out, &wb).unwrap();
+            let x: Vec<f32> = (0..n_in * n_tokens).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let mut full1 = vec![0f32; n_out * n_tokens];
+            let mut full2 = vec![0f32; n_out * n_tokens];
+            matmul(&p1, &w, &x, &mut full1, &mut scratch).unwrap();
+            matmul(&p2, &w, &x, &mut full2, &mut scratch).unwrap();
+            assert_eq!(bits(&full1), bits(&full2), "{ty}: 1 vs 2 threads");
+            // Each token alone (GEMV path) and an odd sub-batch give the same bits.
+            for t in 0..n_tokens {
+                let mut one = vec![0f32; n_out];
+                matmul(&p2, &w, &x[t * n_in..(t + 1) * n_in], &mut one, &mut scratch).unwrap();
+                assert_eq!(bits(&one), bits(&full1[t * n_out..(t + 1) * n_out]), "{ty}: token {t} alone");
+            }
+            let (a, b) = (3, 14);
+            let mut sub = vec![0f32; n_out * (b - a)];
+            matmul(&p2, &w, &x[a * n_in..b * n_in], &mut sub, &mut scratch).unwrap();
+            assert_eq!(bits(&sub), bits(&full1[a * n_out..b * n_out]), "{ty}: sub-batch");
+        }
+    }
+
+    #[test]
+    fn experts_are_slab_views() {
+        let mut rng = Rng64::seed_from_u64(9);
+        let pool = ThreadPool::new(2);
+        let mut scratch = ActScratch::new();
+        let ty = GgmlType::Q4_K;
+        let (n_in, n_out, n_expert) = (256, 24, 3);
+        let (wb, _) = weights(ty, n_in, n_out * n_expert, &mut rng);
+        let stack = QExperts::from_ne(ty, &[n_in as u64, n_out as u64, n_expert as u64], &wb).unwrap();
+        let x: Vec<f32> = (0..n_in * 2).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let slab = wb.len() / n_expert;
+        for e in 0..n_expert {
+            let m = stack.expert(e).unwrap();
+            assert_eq!(m.data.as_ptr(), wb[e * slab..].as_ptr(), "no copy");
+            let alone = QMatrix::new(ty, n_in, n_out, &wb[e * slab..(e + 1) * slab]).unwrap();
+            let mut a = vec![0f32; 2 * n_out];
+            let mut b = vec![0f32; 2 * n_out];
+            let xq = quantize_acts(&pool, ty, &x, n_in, &mut scratch).unwrap();
+            matmul_expert(&pool, &stack, e, &xq, &mut a).unwrap();
+            matmul_acts(&pool, &alone, &xq, &mut b).unwrap();
+            assert_eq!(bits(&a), bits(&b));
+        }
+        assert!(stack.expert(3).is_err());
+        assert!(QExperts::from_ne(ty, &[256, 24], &wb).is_err());
+        assert!(QExperts::new(ty, 256, 24, 4, &wb).is_err());
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let pool = ThreadPool::new(1);
+        let mut scratch = ActScratch::new();
+        let data = vec![0u8; 144 * 4];
+        assert!(QMatrix::new(GgmlType::Q4_K, 256, 5, &data).is_err());
+        assert!(QMatrix::new(GgmlType::Q4_K, 100, 4, &data).is_err());
+        let w = QMatrix::new(GgmlType::Q4_K, 256, 4, &data).unwrap();
+        let x = vec![0f32; 256];
+        let mut out = vec![0f32; 3];
+        let e = matmul(&pool, &w, &x, &mut out, &mut scratch).unwrap_err();
+        assert!(e.to_string().contains("output holds 3 values"), "{e}");
+        let mut out = vec![0f32; 4];
+        assert!(matmul(&pool, &w, &x[..255], &mut out, &mut scratch).is_err());
+        // A type with no dot product.
+        let q8k = vec![0u8; 292];
+        let w = QMatrix::new(GgmlType::Q8_K, 256, 1, &q8k).unwrap();
+        assert!(matches!(matmul(&pool, &w, &x, &mut out[..1], &mut scratch), Err(MatmulError::Dot(_))));
+        // Activations quantized for another weight type.
+        let w = QMatrix::new(GgmlType::Q4_K, 256, 4, &data).unwrap();
+        let xq = quantize_acts(&pool, GgmlType::Q8_0, &x, 256, &mut scratch).unwrap();
+        assert!(matmul_acts(&pool, &w, &xq, &mut out).is_err());
+        assert!(w.rows(2..5).is_err());
+        assert_eq!(w.rows(1..3).unwrap().n_out, 2);
+    }
+}
