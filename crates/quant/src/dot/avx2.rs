@@ -1,0 +1,821 @@
+//! AVX2 + FMA + F16C dot products (x86-64), chosen at run time.
+//!
+//! Technique (the facts are ggml's, the code is ours): weights are unpacked to one byte per
+//! value in 256-bit registers, multiplied with the int8 activations by `vpmaddubsw`
+//! (unsigned × signed bytes → pairs summed into i16) and widened by `vpmaddwd` (i16 × i16 →
+//! pairs summed into i32), with the sub-block scale as the i16 multiplier where a type has
+//! one. Each block leaves 8 i32 lanes whose sum is exactly the scalar reference's integer
+//! (no saturation for any input in the formats' ranges, see each kernel); that integer
+//! vector is converted to f32 once per block and accumulated with one FMA against the
+//! broadcast block scale. The 8 f32 lanes are summed once per row.
+//!
+//! Signed weights use `|a| · (w·sign(a))`, so an activation of −128 is exact (|−128| = 128
+//! as an unsigned byte). The one input outside that: a Q8_0 *weight* of −128, which ggml's
+//! quantizer never writes (it rounds to −127..=127); such a block gives a wrong (but
+//! memory-safe) value.
+//!
+//! Every kernel handles `N` = 1..=4 activation rows per weight row: the weight block is
+//! loaded and unpacked once and multiplied into each row (the GEMM path). Each row's f32
+//! accumulation order is the same for every `N`, so results are batch-invariant.
+//!
+//! Blocks alternate between two f32 accumulators (even/odd block index) so the FMA latency
+//! chain does not bound the short legacy blocks.
+
+// Kernel marker types are named after the ggml types they implement (Q4_0K, IQ4_XSK).
+#![allow(non_camel_case_types)]
+
+use super::layout::{iq4xs_scales, k4_scales_mins, q3k_scales, Q8K_BSUMS, Q8K_QS, Q8K_SIZE};
+use super::RowsFns;
+use crate::blocks::*;
+use crate::GgmlType;
+use std::arch::x86_64::*;
+use std::mem::size_of;
+
+/// Whether this CPU runs these kernels.
+pub(super) fn available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+/// The kernels for a weight type (N = 1..=4 rows).
+pub(super) fn kernels(weight: GgmlType) -> Option<&'static RowsFns> {
+    use GgmlType::*;
+    Some(match weight {
+        F32 => &F32_FNS,
+        F16 => &F16_FNS,
+        BF16 => &BF16_FNS,
+        Q4_0 => &Q4_0_FNS,
+        Q4_1 => &Q4_1_FNS,
+        Q5_0 => &Q5_0_FNS,
+        Q5_1 => &Q5_1_FNS,
+        Q8_0 => &Q8_0_FNS,
+        IQ4_NL => &IQ4_NL_FNS,
+        Q2_K => &Q2_K_FNS,
+        Q3_K => &Q3_K_FNS,
+        Q4_K => &Q4_K_FNS,
+        Q5_K => &Q5_K_FNS,
+        Q6_K => &Q6_K_FNS,
+        IQ4_XS => &IQ4_XS_FNS,
+        _ => return None,
+    })
+}
+
+/// Test hook: per-block integer sums (see `scalar::block_ints`); lengths already checked.
+pub(super) fn block_ints(weight: GgmlType, w: &[u8], a: &[u8]) -> Option<Vec<[i32; 2]>> {
+    use GgmlType::*;
+    let nb = w.len() / weight.type_size();
+    // SAFETY: the caller checked that `w` and `a` hold `nb` blocks each, and `available()`.
+    unsafe {
+        Some(match weight {
+            Q4_0 => ints::<Q4_0K>(nb, w.as_ptr(), a.as_ptr()),
+            Q4_1 => ints::<Q4_1K>(nb, w.as_ptr(), a.as_ptr()),
+            Q5_0 => ints::<Q5_0K>(nb, w.as_ptr(), a.as_ptr()),
+            Q5_1 => ints::<Q5_1K>(nb, w.as_ptr(), a.as_ptr()),
+            Q8_0 => ints::<Q8_0K>(nb, w.as_ptr(), a.as_ptr()),
+            IQ4_NL => ints::<IQ4_NLK>(nb, w.as_ptr(), a.as_ptr()),
+            Q2_K => ints::<Q2_KK>(nb, w.as_ptr(), a.as_ptr()),
+            Q3_K => ints::<Q3_KK>(nb, w.as_ptr(), a.as_ptr()),
+            Q4_K => ints::<Q4_KK>(nb, w.as_ptr(), a.as_ptr()),
+            Q5_K => ints::<Q5_KK>(nb, w.as_ptr(), a.as_ptr()),
+            Q6_K => ints::<Q6_KK>(nb, w.as_ptr(), a.as_ptr()),
+            IQ4_XS => ints::<IQ4_XSK>(nb, w.as_ptr(), a.as_ptr()),
+            _ => return None,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers. All `#[inline(always)]`: they are only called from the
+// `#[target_feature]` kernels below, into which they (and the intrinsics) inline.
+
+#[inline(always)]
+unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+#[inline(always)]
+unsafe fn load128(p: *const u8) -> __m128i {
+    _mm_loadu_si128(p as *const __m128i)
+}
+
+/// An f16 at `p`, converted and broadcast to 8 lanes.
+#[inline(always)]
+unsafe fn f16_bcast(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(p as *const i16)))
+}
+
+/// An f16 at `p` as f32.
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p as *const u16) as i32)))
+}
+
+#[inline(always)]
+unsafe fn f32_at(p: *const u8) -> f32 {
+    std::ptr::read_unaligned(p as *const f32)
+}
+
+/// 16 bytes of packed nibbles → 32 bytes: low nibbles in bytes 0..16, high in 16..32.
+#[inline(always)]
+unsafe fn nibbles32(p: *const u8) -> __m256i {
+    let both = _mm256_broadcastsi128_si256(load128(p));
+    let shifted = _mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4));
+    _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f))
+}
+
+/// The 32 bits of `bits` as bytes: 0xFF where bit j is set, 0 elsewhere.
+#[inline(always)]
+unsafe fn bits32(bits: u32) -> __m256i {
+    let v = _mm256_set1_epi32(bits as i32);
+    let spread = _mm256_shuffle_epi8(
+        v,
+        _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+        ),
+    );
+    let sel = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel)
+}
+
+/// Signed bytes `w` (−127..=127) · signed bytes `a` (any) → 8 lanes of i32 pair sums.
+#[inline(always)]
+unsafe fn dot_s8(w: __m256i, a: __m256i) -> __m256i {
+    _mm256_madd_epi16(mul_s8(w, a), _mm256_set1_epi16(1))
+}
+
+/// Signed bytes `w` (−127..=127) · signed bytes `a` (any) → 16 lanes of i16 pair sums
+/// (|a|·|w|·2 ≤ 128·127·2 < 2¹⁵: never saturates).
+#[inline(always)]
+unsafe fn mul_s8(w: __m256i, a: __m256i) -> __m256i {
+    _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a))
+}
+
+/// Unsigned bytes `q` (0..=31) · signed bytes `a` → 8 lanes of i32.
+#[inline(always)]
+unsafe fn dot_u8(q: __m256i, a: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1))
+}
+
+/// Shift each 16-bit lane right by `n` (0..=7, constant after inlining).
+#[inline(always)]
+unsafe fn srli16(x: __m256i, n: usize) -> __m256i {
+    match n {
+        0 => x,
+        1 => _mm256_srli_epi16::<1>(x),
+        2 => _mm256_srli_epi16::<2>(x),
+        3 => _mm256_srli_epi16::<3>(x),
+        4 => _mm256_srli_epi16::<4>(x),
+        5 => _mm256_srli_epi16::<5>(x),
+        6 => _mm256_srli_epi16::<6>(x),
+        _ => _mm256_srli_epi16::<7>(x),
+    }
+}
+
+/// Shift each 16-bit lane left by `n` (0..=4, constant after inlining).
+#[inline(always)]
+unsafe fn slli16(x: __m256i, n: usize) -> __m256i {
+    match n {
+        0 => x,
+        1 => _mm256_slli_epi16::<1>(x),
+        2 => _mm256_slli_epi16::<2>(x),
+        3 => _mm256_slli_epi16::<3>(x),
+        _ => _mm256_slli_epi16::<4>(x),
+    }
+}
+
+/// A shuffle mask that broadcasts i16 element `k` (0..8) of each 128-bit lane.
+#[inline(always)]
+unsafe fn bcast16(k: usize) -> __m256i {
+    let k = k as i16;
+    _mm256_set1_epi16(((2 * k + 1) << 8) | (2 * k))
+}
+
+/// A shuffle mask that puts i16 element `lo` in the low 128-bit lane, `hi` in the high one.
+#[inline(always)]
+unsafe fn bcast16_2(lo: usize, hi: usize) -> __m256i {
+    let (lo, hi) = (lo as i16, hi as i16);
+    let l = ((2 * lo + 1) << 8) | (2 * lo);
+    let h = ((2 * hi + 1) << 8) | (2 * hi);
+    _mm256_setr_epi16(l, l, l, l, l, l, l, l, h, h, h, h, h, h, h, h)
+}
+
+/// For 16 sub-block scales of 16 values (i8, 0..16 in `sc`): the i16 multiplier vector of
+/// 32-value vector `v` (0..8): scale 2v in the low lane, 2v+1 in the high lane. `lo8`/`hi8`
+/// are the scales 0..8 / 8..16 as i16, broadcast to both lanes.
+#[inline(always)]
+unsafe fn scale_pair(lo8: __m256i, hi8: __m256i, v: usize) -> __m256i {
+    let src = if v < 4 { lo8 } else { hi8 };
+    let k = 2 * (v % 4);
+    _mm256_shuffle_epi8(src, bcast16_2(k, k + 1))
+}
+
+#[inline(always)]
+unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[inline(always)]
+unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let mut l = [0i32; 8];
+    _mm256_storeu_si256(l.as_mut_ptr() as *mut __m256i, v);
+    l.iter().fold(0i32, |s, &x| s.wrapping_add(x))
+}
+
+// ---------------------------------------------------------------------------------------
+// Where a block's results go: f32 accumulators (the real kernels) or per-block integers
+// (the test hook). Both are driven by the very same block code.
+
+trait Sink {
+    /// Block `ib` (accumulator `slot`), row `r`: add `Σ lanes(isum) · d`.
+    unsafe fn main(&mut self, r: usize, ib: usize, slot: usize, d: __m256, isum: __m256i);
+    /// Block `ib`, row `r`: subtract `Σ lanes(isum) · d` (the k-quant mins).
+    unsafe fn mins(&mut self, r: usize, ib: usize, d: __m256, isum: __m256i);
+    /// Row `r`: add a scalar f32 term (the `m·s` of Q4_1/Q5_1).
+    fn extra(&mut self, r: usize, x: f32);
+}
+
+struct Acc<const N: usize> {
+    acc: [[__m256; 2]; N],
+    accm: [__m256; N],
+    extra: [f32; N],
+}
+
+impl<const N: usize> Acc<N> {
+    #[inline(always)]
+    unsafe fn new() -> Self {
+        let z = _mm256_setzero_ps();
+        Acc { acc: [[z; 2]; N], accm: [z; N], extra: [0.0; N] }
+    }
+
+    #[inline(always)]
+    unsafe fn finish(&self, out: *mut f32) {
+        for r in 0..N {
+            let main = hsum_ps(_mm256_add_ps(self.acc[r][0], self.acc[r][1]));
+            *out.add(r) = main - hsum_ps(self.accm[r]) + self.extra[r];
+        }
+    }
+}
+
+impl<const N: usize> Sink for Acc<N> {
+    #[inline(always)]
+    unsafe fn main(&mut self, r: usize, _ib: usize, slot: usize, d: __m256, isum: __m256i) {
+        let a = &mut self.acc[r][slot];
+        *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), *a);
+    }
+    #[inline(always)]
+    unsafe fn mins(&mut self, r: usize, _ib: usize, d: __m256, isum: __m256i) {
+        self.accm[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), self.accm[r]);
+    }
+    #[inline(always)]
+    fn extra(&mut self, r: usize, x: f32) {
+        self.extra[r] += x;
+    }
+}
+
+struct Ints {
+    out: Vec<[i32; 2]>,
+}
+
+impl Sink for Ints {
+    #[inline(always)]
+    unsafe fn main(&mut self, _r: usize, ib: usize, _slot: usize, _d: __m256, isum: __m256i) {
+        self.out[ib][0] = hsum_epi32(isum);
+    }
+    #[inline(always)]
+    unsafe fn mins(&mut self, _r: usize, ib: usize, _d: __m256, isum: __m256i) {
+        self.out[ib][1] = hsum_epi32(isum);
+    }
+    fn extra(&mut self, _r: usize, _x: f32) {}
+}
+
+/// One weight type's block code.
+trait Kernel {
+    /// Bytes per weight block.
+    const W: usize;
+    /// Bytes per activation block.
+    const A: usize;
+    /// Processes weight block `w` against the activation blocks `a[r]`.
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S);
+}
+
+#[inline(always)]
+unsafe fn drive<K: Kernel, const N: usize, S: Sink>(nb: usize, w: *const u8, a: [*const u8; N], s: &mut S) {
+    let at = |ib: usize| -> [*const u8; N] { std::array::from_fn(|r| a[r].add(ib * K::A)) };
+    let mut ib = 0;
+    while ib + 2 <= nb {
+        K::block::<N, S>(w.add(ib * K::W), at(ib), ib, 0, s);
+        K::block::<N, S>(w.add((ib + 1) * K::W), at(ib + 1), ib + 1, 1, s);
+        ib += 2;
+    }
+    if ib < nb {
+        K::block::<N, S>(w.add(ib * K::W), at(ib), ib, 0, s);
+    }
+}
+
+/// The real kernel: `nb` blocks, `N` activation rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows<K: Kernel, const N: usize>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+    let a: [*const u8; N] = std::array::from_fn(|r| *a.add(r));
+    let mut acc = Acc::<N>::new();
+    drive::<K, N, _>(nb, w, a, &mut acc);
+    acc.finish(out);
+}
+
+/// The test hook: per-block integers for one activation row.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn ints<K: Kernel>(nb: usize, w: *const u8, a: *const u8) -> Vec<[i32; 2]> {
+    let mut s = Ints { out: vec![[0, 0]; nb] };
+    drive::<K, 1, _>(nb, w, [a], &mut s);
+    s.out
+}
+
+macro_rules! fns {
+    ($name:ident, $k:ty) => {
+        static $name: RowsFns = [rows::<$k, 1>, rows::<$k, 2>, rows::<$k, 3>, rows::<$k, 4>];
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Legacy 32-value blocks.
+
+struct Q4_0K;
+fns!(Q4_0_FNS, Q4_0K);
+impl Kernel for Q4_0K {
+    const W: usize = size_of::<BlockQ4_0>();
+    const A: usize = size_of::<BlockQ8_0>();
+    #[inline(always)]
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+        let x = &*(w as *const BlockQ4_0);
+        // Σ (q − 8)·a = Σ q·a − Σ 8·a, both as unsigned × signed byte products.
+        let q = nibbles32(x.qs.as_ptr());
+        let eight = _mm256_set1_epi8(8);
+        let dx = f16_bcast(x.d.0.as_ptr());
+        for r in 0..N {
+            let y = &*(a[r] as *const BlockQ8_0);
+            let yv = load(y.qs.as_ptr() as *const u8);
+            let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), _mm256_maddubs_epi16(eight, yv));
+            let isum = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+            s.main(r, ib, slot, _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())), isum);
+        }
+    }
+}
+
+struct Q4_1K;
+fns!(Q4_1_FNS, Q4_1K);
+impl Kernel for Q4_1K {
+    const W: usize = size_of::<BlockQ4_1>();
+    const A: usize = size_of::<BlockQ8_1>();
+    #[inline(always)]
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+        let x = &*(w as *const BlockQ4_1);
+        let q = nibbles32(x.qs.as_ptr());
+        let dx = f16_bcast(x.d.0.as_ptr());
+        let mx = f16_at(x.m.0.as_ptr());
+        for r in 0..N {
+            let y = &*(a[r] as *const BlockQ8_1);
+            let isum = dot_u8(q, load(y.qs.as_ptr() as *const u8));
+            s.main(r, ib, slot, _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())), isum);
+            s.extra(r, mx * f16_at(y.s.0.as_ptr()));
+        }
+    }
+}
+
+struct Q5_0K;
+fns!(Q5_0_FNS, Q5_0K);
+impl Kernel for Q5_0K {
+    const W: usize = size_of::<BlockQ5_0>();
+    const A: usize = size_of::<BlockQ8_0>();
+    #[inline(always)]
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+        let x = &*(w as *const BlockQ5_0);
+        // q = nibble | bit·16 ∈ 0..32 (unsigned); Σ (q − 16)·a = Σ q·a − Σ 16·a.
+        let hi = _mm256_and_si256(bits32(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
+        let q = _mm256_or_si256(nibbles32(x.qs.as_ptr()), hi);
+        let sixteen = _mm256_set1_epi8(16);
+        let dx = f16_bcast(x.d.0.as_ptr());
+        for r in 0..N {
+            let y = &*(a[r] as *const BlockQ8_0);
+            let yv = load(y.qs.as_ptr() as *const u8);
+            let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), _mm256_maddubs_epi16(sixteen, yv));
+            let isum = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+            s.main(r, ib, slot, _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())), isum);
+        }
+    }
+}
+
+struct Q5_1K;
+fns!(Q5_1_FNS, Q5_1K);
+impl Kernel for Q5_1K {
+    const W: usize = size_of::<BlockQ5_1>();
+    const A: usize = size_of::<BlockQ8_1>();
+    #[inline(always)]
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+        let x = &*(w as *const BlockQ5_1);
+        let hi = _mm256_and_si256(bits32(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
+        let q = _mm256_or_si256(nibbles32(x.qs.as_ptr()), hi);
+        let dx = f16_bcast(x.d.0.as_ptr());
+        let mx = f16_at(x.m.0.as_ptr());
+        for r in 0..N {
+            let y = &*(a[r] as *const BlockQ8_1);
+            let isum = dot_u8(q, load(y.qs.as_ptr() as *const u8));
+            s.main(r, ib, slot, _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())), isum);
+            s.extra(r, mx * f16_at(y.s.0.as_ptr()));
+        }
+    }
+}
+
+struct Q8_0K;
+fns!(Q8_0_FNS, Q8_0K);
+impl Kernel for Q8_0K {
+    const W: usize = size_of::<BlockQ8_0>();
+    const A: usize = size_of::<BlockQ8_0>();
+    #[inline(always)]
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+        let x = &*(w as *const BlockQ8_0);
+        let q = load(x.qs.as_ptr() as *const u8);
+        let dx = f16_bcast(x.d.0.as_ptr());
+        for r in 0..N {
+            let y = &*(a[r] as *const BlockQ8_0);
+            let isum = dot_s8(q, load(y.qs.as_ptr() as *const u8));
+            s.main(r, ib, slot, _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())), isum);
+        }
+    }
+}
+
+/// The IQ4_NL codebook in both 128-bit lanes, for `vpshufb` lookups.
+#[inline(always)]
+unsafe fn iq4_table() -> __m256i {
+    _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i))
+}
+
+struct IQ4_NLK;
+fns!(IQ4_NL_FNS, IQ4_NLK);
+impl Kernel for IQ4_NLK {
+    const W: usize = size_of::<BlockIQ4NL>();
+    const A: usize = size_of::<BlockQ8_0>();
+    #[inline(always)]
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+        let x = &*(w as *const BlockIQ4NL);
+        let q = _mm256_shuffle_epi8(iq4_table(), nibbles32(x.qs.as_ptr()));
+        let dx = f16_bcast(x.d.0.as_ptr());
+        for r in 0..N {
+            let y = &*(a[r] as *const BlockQ8_0);
+            let isum = dot_s8(q, load(y.qs.as_ptr() as *const u8));
+            s.main(r, ib, slot, _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())), isum);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 256-value super-blocks × Q8_K. Activation block r: f32 d at +0, qs at +4, bsums at +260.
+
+/// `d_w · d_a` broadcast, for a weight f16 at `wd` and a Q8_K block at `y`.
+#[inline(always)]
+unsafe fn kscale(wd: __m256, y: *const u8) -> __m256 {
+    _mm256_mul_ps(wd, _mm256_set1_ps(f32_at(y)))
+}
+
+struct Q2_KK;
+fns!(Q2_K_FNS, Q2_KK);
+impl Kernel for Q2_KK {
+    const W: usize = size_of::<BlockQ2K>();
+    const A: usize = Q8K_SIZE;
+    #[inline(always)]
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+        let x = &*(w as *const BlockQ2K);
+        let scv = load128(x.scales.as_ptr());
+        let m4 = _mm_set1_epi8(0x0f);
+        let sc = _mm_and_si128(scv, m4);
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(scv), m4));
+        let lo8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sc));
+        let hi8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128::<8>(sc)));
+        let m3 = _mm256_set1_epi8(3);
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for half in 0..2 {
+            let qv = load(x.qs.as_ptr().add(32 * half));
+            for k in 0..4 {
+                let v = 4 * half + k;
+                // q ∈ 0..4: (q·a) pairs ≤ 3·128·2, scale ≤ 15.
+                let q = _mm256_and_si256(srli16(qv, 2 * k), m3);
+                let scale = scale_pair(lo8, hi8, v);
+                for r in 0..N {
+                    let p = _mm256_maddubs_epi16(q, load(a[r].add(Q8K_QS + 32 * v)));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
+                }
+            }
+        }
+        let d = f16_bcast(x.d.0.as_ptr());
+        let dmin = f16_bcast(x.dmin.0.as_ptr());
+        for r in 0..N {
+            s.main(r, ib, slot, kscale(d, a[r]), sumi[r]);
+            let summs = _mm256_madd_epi16(load(a[r].add(Q8K_BSUMS)), mins);
+            s.mins(r, ib, kscale(dmin, a[r]), summs);
+        }
+    }
+}
+
+struct Q3_KK;
+fns!(Q3_K_FNS, Q3_KK);
+impl Kernel for Q3_KK {
+    const W: usize = size_of::<BlockQ3K>();
+    const A: usize = Q8K_SIZE;
+    #[inline(always)]
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+        let x = &*(w as *const BlockQ3K);
+        // q = low2 + 4·hbit − 4: Σ sc·Σ q·a = Σ sc·Σ (low2 + 4·hbit)·a − 4·Σ sc·bsum.
+        let raw = q3k_scales(&x.scales);
+        let scv = _mm_sub_epi8(load128(raw.as_ptr()), _mm_set1_epi8(32));
+        let sc16 = _mm256_cvtepi8_epi16(scv);
+        let lo8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(scv));
+        let hi8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_srli_si128::<8>(scv)));
+        let hm = load(x.hmask.as_ptr());
+        let m3 = _mm256_set1_epi8(3);
+        let m4 = _mm256_set1_epi8(4);
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for half in 0..2 {
+            let qv = load(x.qs.as_ptr().add(32 * half));
+            for k in 0..4 {
+                let v = 4 * half + k;
+                let low = _mm256_and_si256(srli16(qv, 2 * k), m3);
+                // bit v of each hmask byte, moved to bit 2.
+                let hb = if v <= 2 { slli16(hm, 2 - v) } else { srli16(hm, v - 2) };
+                let q = _mm256_or_si256(low, _mm256_and_si256(hb, m4));
+                let scale = scale_pair(lo8, hi8, v);
+                for r in 0..N {
+                    let p = _mm256_maddubs_epi16(q, load(a[r].add(Q8K_QS + 32 * v)));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
+                }
+            }
+        }
+        let d = f16_bcast(x.d.0.as_ptr());
+        for r in 0..N {
+            let corr = _mm256_madd_epi16(load(a[r].add(Q8K_BSUMS)), sc16);
+            let isum = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32::<2>(corr));
+            s.main(r, ib, slot, kscale(d, a[r]), isum);
+        }
+    }
+}
+
+/// Q4_K / Q5_K scale and min vectors: (scales 0..8 as i16 in both lanes, each min as two
+/// i16 so that `madd` with the 16 bsums pairs them up).
+#[inline(always)]
+unsafe fn k4_vectors(packed: &[u8; 12]) -> (__m256i, __m256i) {
+    let sm = k4_scales_mins(packed);
+    let v = load128(sm.as_ptr());
+    let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v));
+    let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
+        v,
+        _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15),
+    ));
+    (sc, mins)
+}
+
+struct Q4_KK;
+fns!(Q4_K_FNS, Q4_KK);
+impl Kernel for Q4_KK {
+    const W: usize = size_of::<BlockQ4K>();
+    const A: usize = Q8K_SIZE;
+    #[inline(always)]
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+        let x = &*(w as *const BlockQ4K);
+        let (sc, mins) = k4_vectors(&x.scales);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for j in 0..4 {
+            // 32 bytes of qs = sub-blocks 2j (low nibbles) and 2j+1 (high nibbles).
+            let qv = load(x.qs.as_ptr().add(32 * j));
+            let lo = _mm256_and_si256(qv, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qv), m4);
+            let sl = _mm256_shuffle_epi8(sc, bcast16(2 * j));
+            let sh = _mm256_shuffle_epi8(sc, bcast16(2 * j + 1));
+            for r in 0..N {
+                let y = a[r].add(Q8K_QS + 64 * j);
+                // q ≤ 15: pairs ≤ 15·128·2; scale ≤ 63.
+                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load(y)), sl);
+                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load(y.add(32))), sh);
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(pl, ph));
+            }
+        }
+        let d = f16_bcast(x.d.0.as_ptr());
+        let dmin = f16_bcast(x.dmin.0.as_ptr());
+        for r in 0..N {
+            s.main(r, ib, slot, kscale(d, a[r]), sumi[r]);
+            let summs = _mm256_madd_epi16(load(a[r].add(Q8K_BSUMS)), mins);
+            s.mins(r, ib, kscale(dmin, a[r]), summs);
+        }
+    }
+}
+
+struct Q5_KK;
+fns!(Q5_K_FNS, Q5_KK);
+impl Kernel for Q5_KK {
+    const W: usize = size_of::<BlockQ5K>();
+    const A: usize = Q8K_SIZE;
+    #[inline(always)]
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+        let x = &*(w as *const BlockQ5K);
+        let (sc, mins) = k4_vectors(&x.scales);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let m16 = _mm256_set1_epi8(0x10);
+        let hbits = load(x.qh.as_ptr());
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for j in 0..4 {
+            let qv = load(x.qs.as_ptr().add(32 * j));
+            // Fifth bits: bit 2j of qh[l] for the low nibbles, bit 2j+1 for the high.
+            let hsh = srli16(hbits, 2 * j);
+            let lo = _mm256_or_si256(_mm256_and_si256(qv, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(hsh), m16));
+            let hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(qv), m4),
+                _mm256_and_si256(_mm256_slli_epi16::<3>(hsh), m16),
+            );
+            let sl = _mm256_shuffle_epi8(sc, bcast16(2 * j));
+            let sh = _mm256_shuffle_epi8(sc, bcast16(2 * j + 1));
+            for r in 0..N {
+                let y = a[r].add(Q8K_QS + 64 * j);
+                // q ≤ 31: pairs ≤ 31·128·2; scale ≤ 63.
+                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load(y)), sl);
+                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load(y.add(32))), sh);
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(pl, ph));
+            }
+        }
+        let d = f16_bcast(x.d.0.as_ptr());
+        let dmin = f16_bcast(x.dmin.0.as_ptr());
+        for r in 0..N {
+            s.main(r, ib, slot, kscale(d, a[r]), sumi[r]);
+            let summs = _mm256_madd_epi16(load(a[r].add(Q8K_BSUMS)), mins);
+            s.mins(r, ib, kscale(dmin, a[r]), summs);
+        }
+    }
+}
+
+struct Q6_KK;
+fns!(Q6_K_FNS, Q6_KK);
+impl Kernel for Q6_KK {
+    const W: usize = size_of::<BlockQ6K>();
+    const A: usize = Q8K_SIZE;
+    #[inline(always)]
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+        let x = &*(w as *const BlockQ6K);
+        // Σ sc·Σ (q − 32)·a = Σ sc·Σ q·a − 32·Σ sc·bsum, with q ∈ 0..64 unsigned.
+        let scv = load128(x.scales.as_ptr() as *const u8);
+        let sc16 = _mm256_cvtepi8_epi16(scv);
+        let lo8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(scv));
+        let hi8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_srli_si128::<8>(scv)));
+        let m4 = _mm256_set1_epi8(0x0f);
+        let m30 = _mm256_set1_epi8(0x30);
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for half in 0..2 {
+            let ql1 = load(x.ql.as_ptr().add(64 * half));
+            let ql2 = load(x.ql.as_ptr().add(64 * half + 32));
+            let qh = load(x.qh.as_ptr().add(32 * half));
+            let qs = [
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30)),
+                _mm256_or_si256(_mm256_and_si256(ql2, m4), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4), _mm256_and_si256(qh, m30)),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql2), m4),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
+                ),
+            ];
+            for (k, &q) in qs.iter().enumerate() {
+                let v = 4 * half + k;
+                let scale = scale_pair(lo8, hi8, v);
+                for r in 0..N {
+                    // q ≤ 63: pairs ≤ 63·128·2 < 2¹⁵; |scale| ≤ 128.
+                    let p = _mm256_maddubs_epi16(q, load(a[r].add(Q8K_QS + 32 * v)));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
+                }
+            }
+        }
+        let d = f16_bcast(x.d.0.as_ptr());
+        for r in 0..N {
+            let corr = _mm256_madd_epi16(load(a[r].add(Q8K_BSUMS)), sc16);
+            let isum = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32::<5>(corr));
+            s.main(r, ib, slot, kscale(d, a[r]), isum);
+        }
+    }
+}
+
+struct IQ4_XSK;
+fns!(IQ4_XS_FNS, IQ4_XSK);
+impl Kernel for IQ4_XSK {
+    const W: usize = size_of::<BlockIQ4XS>();
+    const A: usize = Q8K_SIZE;
+    #[inline(always)]
+    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+        let x = &*(w as *const BlockIQ4XS);
+        let ls = iq4xs_scales(x.scales_h, &x.scales_l);
+        let table = iq4_table();
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for j in 0..8 {
+            let q = _mm256_shuffle_epi8(table, nibbles32(x.qs.as_ptr().add(16 * j)));
+            let scale = _mm256_set1_epi16(ls[j] as i16 - 32);
+            for r in 0..N {
+                // |kvalue| ≤ 127: pairs ≤ 128·127·2; |scale| ≤ 32.
+                let p = mul_s8(q, load(a[r].add(Q8K_QS + 32 * j)));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
+            }
+        }
+        let d = f16_bcast(x.d.0.as_ptr());
+        for r in 0..N {
+            s.main(r, ib, slot, kscale(d, a[r]), sumi[r]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Float weights × f32 activations: two 8-lane FMA accumulators per row over 16 values a
+// step, then one 8-value step, then a scalar tail; the same order for every N.
+
+trait FloatW {
+    /// Bytes per weight value.
+    const SIZE: usize;
+    /// 8 weights at `p` as f32.
+    unsafe fn load8(p: *const u8) -> __m256;
+    /// One weight at `p` as f32.
+    unsafe fn load1(p: *const u8) -> f32;
+}
+
+struct F32W;
+impl FloatW for F32W {
+    const SIZE: usize = 4;
+    #[inline(always)]
+    unsafe fn load8(p: *const u8) -> __m256 {
+        _mm256_loadu_ps(p as *const f32)
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const u8) -> f32 {
+        f32_at(p)
+    }
+}
+
+struct F16W;
+impl FloatW for F16W {
+    const SIZE: usize = 2;
+    #[inline(always)]
+    unsafe fn load8(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(load128(p))
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const u8) -> f32 {
+        f16_at(p)
+    }
+}
+
+struct BF16W;
+impl FloatW for BF16W {
+    const SIZE: usize = 2;
+    #[inline(always)]
+    unsafe fn load8(p: *const u8) -> __m256 {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(load128(p))))
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const u8) -> f32 {
+        f32::from_bits((std::ptr::read_unaligned(p as *const u16) as u32) << 16)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_float<W: FloatW, const N: usize>(n: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+    let a: [*const f32; N] = std::array::from_fn(|r| *a.add(r) as *const f32);
+    let z = _mm256_setzero_ps();
+    let mut acc = [[z; 2]; N];
+    let mut i = 0;
+    while i + 16 <= n {
+        let w0 = W::load8(w.add(i * W::SIZE));
+        let w1 = W::load8(w.add((i + 8) * W::SIZE));
+        for r in 0..N {
+            acc[r][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a[r].add(i)), acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(a[r].add(i + 8)), acc[r][1]);
+        }
+        i += 16;
+    }
+    if i + 8 <= n {
+        let w0 = W::load8(w.add(i * W::SIZE));
+        for r in 0..N {
+            acc[r][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a[r].add(i)), acc[r][0]);
+        }
+        i += 8;
+    }
+    let mut tail = [0f32; N];
+    while i < n {
+        let wi = W::load1(w.add(i * W::SIZE));
+        for r in 0..N {
+            tail[r] += wi * std::ptr::read_unaligned(a[r].add(i));
+        }
+        i += 1;
+    }
+    for r in 0..N {
+        *out.add(r) = hsum_ps(_mm256_add_ps(acc[r][0], acc[r][1])) + tail[r];
+    }
+}
+
+static F32_FNS: RowsFns =
+    [rows_float::<F32W, 1>, rows_float::<F32W, 2>, rows_float::<F32W, 3>, rows_float::<F32W, 4>];
+static F16_FNS: RowsFns =
+    [rows_float::<F16W, 1>, rows_float::<F16W, 2>, rows_float::<F16W, 3>, rows_float::<F16W, 4>];
+static BF16_FNS: RowsFns =
+    [rows_float::<BF16W, 1>, rows_float::<BF16W, 2>, rows_float::<BF16W, 3>, rows_float::<BF16W, 4>];

@@ -1,0 +1,138 @@
+//! Bit-unpacking helpers shared by the scalar and SIMD kernels: the packed k-quant scale
+//! formats and the byte layout of a Q8_K block (read from raw bytes, since activation rows
+//! come as unaligned `&[u8]` and `BlockQ8K` needs alignment 4).
+
+/// Byte offset of `qs` in a Q8_K block (after the f32 `d`).
+pub(crate) const Q8K_QS: usize = 4;
+/// Byte offset of `bsums` in a Q8_K block.
+pub(crate) const Q8K_BSUMS: usize = 4 + 256;
+/// Size of a Q8_K block.
+pub(crate) const Q8K_SIZE: usize = 292;
+
+/// Q4_K / Q5_K: the 12 packed bytes → 8 six-bit scales (bytes 0..8) and 8 six-bit mins
+/// (bytes 8..16). Done with whole-u32 masks (4 sub-blocks per operation), which is both the
+/// cheapest form and the one the SIMD kernels can load as a vector.
+#[inline(always)]
+pub(crate) fn k4_scales_mins(packed: &[u8; 12]) -> [u8; 16] {
+    const M6: u32 = 0x3f3f_3f3f;
+    const M4: u32 = 0x0f0f_0f0f;
+    const M2: u32 = 0x0303_0303;
+    let u0 = u32::from_le_bytes([packed[0], packed[1], packed[2], packed[3]]);
+    let u1 = u32::from_le_bytes([packed[4], packed[5], packed[6], packed[7]]);
+    let u2 = u32::from_le_bytes([packed[8], packed[9], packed[10], packed[11]]);
+    // scales 0..4: low 6 bits of bytes 0..4; scales 4..8: low nibble of bytes 8..12 with
+    // the top 2 bits of bytes 0..4 above it. mins likewise from bytes 4..8 / high nibbles.
+    let sc_lo = u0 & M6;
+    let sc_hi = (u2 & M4) | (((u0 >> 6) & M2) << 4);
+    let m_lo = u1 & M6;
+    let m_hi = ((u2 >> 4) & M4) | (((u1 >> 6) & M2) << 4);
+    let mut out = [0u8; 16];
+    out[0..4].copy_from_slice(&sc_lo.to_le_bytes());
+    out[4..8].copy_from_slice(&sc_hi.to_le_bytes());
+    out[8..12].copy_from_slice(&m_lo.to_le_bytes());
+    out[12..16].copy_from_slice(&m_hi.to_le_bytes());
+    out
+}
+
+/// Q3_K: the 12 packed bytes → 16 six-bit scales as stored (0..64; the signed scale is
+/// `s − 32`). Low 4 bits come from the nibbles of bytes 0..8, high 2 bits from bytes 8..12.
+#[inline(always)]
+pub(crate) fn q3k_scales(packed: &[u8; 12]) -> [u8; 16] {
+    const M4: u32 = 0x0f0f_0f0f;
+    const M2: u32 = 0x0303_0303;
+    let a0 = u32::from_le_bytes([packed[0], packed[1], packed[2], packed[3]]);
+    let a1 = u32::from_le_bytes([packed[4], packed[5], packed[6], packed[7]]);
+    let t = u32::from_le_bytes([packed[8], packed[9], packed[10], packed[11]]);
+    let s0 = (a0 & M4) | ((t & M2) << 4);
+    let s1 = (a1 & M4) | (((t >> 2) & M2) << 4);
+    let s2 = ((a0 >> 4) & M4) | (((t >> 4) & M2) << 4);
+    let s3 = ((a1 >> 4) & M4) | (((t >> 6) & M2) << 4);
+    let mut out = [0u8; 16];
+    out[0..4].copy_from_slice(&s0.to_le_bytes());
+    out[4..8].copy_from_slice(&s1.to_le_bytes());
+    out[8..12].copy_from_slice(&s2.to_le_bytes());
+    out[12..16].copy_from_slice(&s3.to_le_bytes());
+    out
+}
+
+/// IQ4_XS: the 8 six-bit sub-block scales as stored (0..64; the signed scale is `s − 32`).
+#[inline(always)]
+pub(crate) fn iq4xs_scales(scales_h: [u8; 2], scales_l: &[u8; 4]) -> [u8; 8] {
+    let h = u16::from_le_bytes(scales_h);
+    let mut out = [0u8; 8];
+    for ib in 0..8 {
+        let lo = if ib % 2 == 0 { scales_l[ib / 2] & 0xf } else { scales_l[ib / 2] >> 4 };
+        let hi = ((h >> (2 * ib)) & 3) as u8;
+        out[ib] = lo | (hi << 4);
+    }
+    out
+}
+
+/// A Q8_K block viewed in place in a byte row.
+pub(crate) struct Q8KView<'a> {
+    pub d: f32,
+    pub qs: &'a [i8; 256],
+    pub bsums: [i16; 16],
+}
+
+impl<'a> Q8KView<'a> {
+    /// `b` must be exactly one block ([`Q8K_SIZE`] bytes).
+    #[inline(always)]
+    pub(crate) fn new(b: &'a [u8]) -> Q8KView<'a> {
+        let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let qs: &[i8] = bytemuck::cast_slice(&b[Q8K_QS..Q8K_BSUMS]);
+        let qs: &[i8; 256] = qs.try_into().expect("Q8_K qs is 256 bytes");
+        let mut bsums = [0i16; 16];
+        for (j, s) in bsums.iter_mut().enumerate() {
+            let o = Q8K_BSUMS + 2 * j;
+            *s = i16::from_le_bytes([b[o], b[o + 1]]);
+        }
+        Q8KView { d, qs, bsums }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The u32-mask decode against the per-byte definition (ggml's `get_scale_min_k4`).
+    #[test]
+    fn k4_scales_match_bytewise_definition() {
+        let mut x = 0x1234_5678u32;
+        for _ in 0..1000 {
+            let mut p = [0u8; 12];
+            for b in p.iter_mut() {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                *b = (x >> 24) as u8;
+            }
+            let got = k4_scales_mins(&p);
+            for j in 0..8 {
+                let (sc, m) = if j < 4 {
+                    (p[j] & 63, p[j + 4] & 63)
+                } else {
+                    ((p[j + 4] & 0xF) | ((p[j - 4] >> 6) << 4), (p[j + 4] >> 4) | ((p[j] >> 6) << 4))
+                };
+                assert_eq!((got[j], got[8 + j]), (sc, m), "sub-block {j} of {p:?}");
+            }
+        }
+    }
+
+    /// The Q3_K decode against the per-value definition (ggml's dequantize_row_q3_K layout).
+    #[test]
+    fn q3k_scales_match_per_value_definition() {
+        let mut x = 0x9876_5432u32;
+        for _ in 0..1000 {
+            let mut p = [0u8; 12];
+            for b in p.iter_mut() {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                *b = (x >> 24) as u8;
+            }
+            let got = q3k_scales(&p);
+            for j in 0..16 {
+                let lo = if j < 8 { p[j] & 0xf } else { p[j - 8] >> 4 };
+                let hi = (p[8 + j % 4] >> (2 * (j / 4))) & 3;
+                assert_eq!(got[j], lo | (hi << 4), "scale {j} of {p:?}");
+            }
+        }
+    }
+}
