@@ -1,0 +1,117 @@
+//! DeepSeek-V2 / V2-Lite / V2.5 / V3 / R1, Kimi-K2, Moonlight: multi-head latent
+//! attention (MLA) and DeepSeekMoE.
+//!
+//! - Queries come from `attn_q` (no q compression, V2-Lite) or `attn_q_a` → RMSNorm →
+//!   `attn_q_b`. Which one is decided by the missing `attention.q_lora_rank` key / the
+//!   tensors present, never by the layer count.
+//! - Keys and values come from one latent: `attn_kv_a_mqa` gives `kv_lora` latent values
+//!   (RMS-normalised by `attn_kv_a_norm`) and a `qk_rope`-wide key shared by all heads,
+//!   rotated with NORM-layout RoPE. We run the *absorbed* form: per head, `attn_k_b`
+//!   maps the query's no-RoPE part into latent space and `attn_v_b` maps the attended
+//!   latent to the head's values, so the cache holds only the latent and the RoPE key.
+//! - YaRN: llama.cpp's pre-scaling — the RoPE magnitude is cancelled and the attention
+//!   scale becomes `mscale² / sqrt(qk_nope + qk_rope)` with
+//!   `mscale = 1 + yarn_log_multiplier · ln(factor)`.
+//! - MoE: softmax (V2) or sigmoid (V3) scores, `exp_probs_b` bias for selection only,
+//!   group-limited top-k, optional renormalisation, `expert_weights_scale`, shared experts.
+
+use kernels::rope::{deepseek2_yarn_scales, RopeMode};
+
+use super::Hparams;
+use crate::config::{Arch, Config, Gating, MlaConfig};
+use crate::weights::{Attention, Binder, MlaWeights};
+use crate::ModelError;
+
+pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError> {
+    let mut c = hp.base(Arch::Deepseek2, n_vocab)?;
+    let bad = |problem: String| ModelError::BadConfig { file: hp.md.file().to_string(), problem };
+    let kv_lora_rank = hp.usize("attention.kv_lora_rank")?;
+    let qk_rope = hp.usize("rope.dimension_count")?;
+    // Files converted since the attn_kv_b split carry the per-head sizes in *_mla keys
+    // (key_length is then the latent width kv_lora + rope).
+    let head_k = match hp.opt_usize("attention.key_length_mla")? {
+        Some(k) => k,
+        None => c.head_dim,
+    };
+    let v_head = match hp.opt_usize("attention.value_length_mla")? {
+        Some(v) => v,
+        None => c.head_dim_v,
+    };
+    if qk_rope == 0 || qk_rope % 2 != 0 || head_k <= qk_rope {
+        return Err(bad(format!("MLA head width {head_k} must exceed the even RoPE width {qk_rope}")));
+    }
+    let q_lora_rank = hp.opt_usize("attention.q_lora_rank")?.filter(|&r| r > 0);
+    c.mla = Some(MlaConfig { q_lora_rank, kv_lora_rank, qk_nope: head_k - qk_rope, qk_rope, v_head });
+    c.head_dim = head_k;
+    c.head_dim_v = v_head;
+
+    let mut rope = hp.rope(qk_rope, RopeMode::Norm)?;
+    let log_mul = hp.opt_f32("rope.scaling.yarn_log_multiplier")?.unwrap_or(0.0);
+    let (rope_attn, kq_mscale) = deepseek2_yarn_scales(rope.attn_factor, rope.freq_scale, rope.ext_factor, log_mul);
+    rope.attn_factor = rope_attn;
+    c.rope = rope;
+    c.kq_scale = kq_mscale * kq_mscale / (head_k as f32).sqrt();
+
+    let gating = match hp.opt_usize("expert_gating_func")? {
+        None | Some(1) => Gating::Softmax,
+        Some(2) => Gating::Sigmoid,
+        Some(g) => return Err(bad(format!("expert_gating_func {g} is not 1 (softmax) or 2 (sigmoid)"))),
+    };
+    let norm = hp.opt_bool("expert_weights_norm")?.unwrap_or(false);
+    if let Some(mut m) = hp.moe(gating, norm)? {
+        m.n_shared = hp.opt_usize("expert_shared_count")?.unwrap_or(0);
+        m.shared_ffn = m.n_shared * m.expert_ffn;
+        m.weights_scale = hp.opt_f32("expert_weights_scale")?.unwrap_or(1.0);
+        m.leading_dense = hp.opt_usize("leading_dense_block_count")?.unwrap_or(0);
+        m.n_group = hp.opt_usize("expert_group_count")?.unwrap_or(1).max(1);
+        m.topk_group = hp.opt_usize("expert_group_used_count")?.unwrap_or(1).max(1);
+        if m.n_expert % m.n_group != 0
+            || m.topk_group > m.n_group
+            || m.topk_group * (m.n_expert / m.n_group) < m.n_expert_used
+        {
+            return Err(bad(format!(
+                "{} experts cannot be split in {} groups of which {} are used",
+                m.n_expert, m.n_group, m.topk_group
+            )));
+        }
+        c.moe = Some(m);
+    }
+    Ok(c)
+}
+
+/// Binds the MLA attention of layer `il`.
+pub(crate) fn bind_mla(b: &Binder, c: &Config, il: usize) -> Result<Attention, ModelError> {
+    let m = c.mla.as_ref().expect("deepseek2 config has MLA");
+    let p = |n: &str| format!("blk.{il}.{n}");
+    let q_width = c.n_head * (m.qk_nope + m.qk_rope);
+    // Decide the query path from the tensors present; the key may be absent (V2-Lite).
+    let (q_a, q_a_norm, q) = if b.has(&p("attn_q.weight")) {
+        (None, None, b.matrix(&p("attn_q.weight"), c.dim, q_width)?)
+    } else {
+        let rank = match m.q_lora_rank {
+            Some(r) => r,
+            None => b.file.tensor(&p("attn_q_a.weight"))?.ne[1] as usize,
+        };
+        (
+            Some(b.matrix(&p("attn_q_a.weight"), c.dim, rank)?),
+            Some(b.vector(&p("attn_q_a_norm.weight"), rank)?),
+            b.matrix(&p("attn_q_b.weight"), rank, q_width)?,
+        )
+    };
+    if !b.has(&p("attn_k_b.weight")) && b.has(&p("attn_kv_b.weight")) {
+        return Err(ModelError::BadConfig {
+            file: b.file.name().to_string(),
+            problem: "this DeepSeek file stores the fused attn_kv_b tensor (converted before the attn_k_b/attn_v_b split); re-convert it with a current llama.cpp".into(),
+        });
+    }
+    Ok(Attention::Mla(MlaWeights {
+        q_a,
+        q_a_norm,
+        q,
+        kv_a: b.matrix(&p("attn_kv_a_mqa.weight"), c.dim, m.kv_lora_rank + m.qk_rope)?,
+        kv_a_norm: b.vector(&p("attn_kv_a_norm.weight"), m.kv_lora_rank)?,
+        k_b: b.stack(&p("attn_k_b.weight"), m.qk_nope, m.kv_lora_rank, c.n_head)?,
+        v_b: b.stack(&p("attn_v_b.weight"), m.kv_lora_rank, m.v_head, c.n_head)?,
+        wo: b.matrix(&p("attn_output.weight"), c.n_head * m.v_head, c.dim)?,
+    }))
+}

@@ -1,0 +1,121 @@
+//! Hyper-parameters: everything about a model's shapes and math that the forward pass
+//! needs, read once from GGUF metadata by the architecture files in `arch/`.
+
+use kernels::rope::RopeParams;
+
+/// The architecture families we run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// DeepSeek-V2/V2-Lite/V2.5/V3/R1, Kimi-K2, Moonlight: MLA attention + MoE.
+    Deepseek2,
+    /// Qwen3-MoE: GQA with per-head q/k RMSNorm, MoE with renormalised top-k.
+    Qwen3Moe,
+    /// Qwen2-MoE: GQA with q/k/v biases, MoE + sigmoid-gated shared expert.
+    Qwen2Moe,
+    /// Llama family, including Mixtral (MoE when the file has experts).
+    Llama,
+    /// Dense Qwen2/Qwen2.5: GQA with q/k/v biases.
+    Qwen2,
+}
+
+impl Arch {
+    /// The `general.architecture` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Deepseek2 => "deepseek2",
+            Arch::Qwen3Moe => "qwen3moe",
+            Arch::Qwen2Moe => "qwen2moe",
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// How router logits become expert scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gating {
+    /// softmax over all experts.
+    Softmax,
+    /// independent sigmoid per expert (DeepSeek-V3).
+    Sigmoid,
+}
+
+/// Mixture-of-experts routing and shapes.
+#[derive(Clone, Debug)]
+pub struct MoeConfig {
+    /// Routed experts per MoE layer.
+    pub n_expert: usize,
+    /// Experts used per token (k); `--experts-per-token` may lower it.
+    pub n_expert_used: usize,
+    /// Hidden width of one routed expert.
+    pub expert_ffn: usize,
+    /// Number of shared experts (DeepSeek) — their FFN is stored fused, `n_shared × expert_ffn` wide
+    /// (or `shared_ffn` where the file says so).
+    pub n_shared: usize,
+    /// Hidden width of the (fused) shared expert FFN, 0 if none.
+    pub shared_ffn: usize,
+    /// Score function.
+    pub gating: Gating,
+    /// Renormalise the selected experts' weights to sum to 1.
+    pub norm_topk: bool,
+    /// Multiply the routed weights by this (DeepSeek `routed_scaling_factor`).
+    pub weights_scale: f32,
+    /// Group-limited routing: experts are split in `n_group` groups, only the best
+    /// `topk_group` groups compete (DeepSeek-V3); 1/1 disables it.
+    pub n_group: usize,
+    pub topk_group: usize,
+    /// The first `leading_dense` layers have a dense FFN instead of experts.
+    pub leading_dense: usize,
+}
+
+/// DeepSeek's multi-head latent attention shapes.
+#[derive(Clone, Debug)]
+pub struct MlaConfig {
+    /// Rank of the query compression (`None`: a plain `attn_q` projection, as V2-Lite).
+    pub q_lora_rank: Option<usize>,
+    /// Rank of the compressed KV latent (512 for the real models).
+    pub kv_lora_rank: usize,
+    /// Per-head query/key dimensions without and with rotary position.
+    pub qk_nope: usize,
+    pub qk_rope: usize,
+    /// Per-head value dimension.
+    pub v_head: usize,
+}
+
+/// All shapes and constants of one model.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub arch: Arch,
+    /// Vocabulary size (rows of `token_embd`).
+    pub n_vocab: usize,
+    /// Residual stream width.
+    pub dim: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Per-head key and value widths of the GQA attention (for MLA see [`MlaConfig`]).
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    /// Dense FFN hidden width.
+    pub ffn_dim: usize,
+    pub rms_eps: f32,
+    /// Rotary embedding of the attention (for MLA it applies to the `qk_rope` part).
+    pub rope: RopeParams,
+    /// Multiplier of q·k before softmax.
+    pub kq_scale: f32,
+    /// Longest context the model was trained for.
+    pub n_ctx_train: usize,
+    /// q, k, v projections carry biases.
+    pub qkv_bias: bool,
+    /// Per-head RMSNorm of q and k before RoPE (Qwen3).
+    pub qk_norm: bool,
+    pub moe: Option<MoeConfig>,
+    pub mla: Option<MlaConfig>,
+}
+
+impl Config {
+    /// Whether layer `il` has routed experts.
+    pub fn is_moe_layer(&self, il: usize) -> bool {
+        self.moe.as_ref().is_some_and(|m| il >= m.leading_dense)
+    }
+}

@@ -1,0 +1,24 @@
+//! Errors while loading or running a model.
+
+/// Anything that can go wrong binding a GGUF file to an architecture or running it.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// Missing/mistyped metadata, missing tensor, malformed file.
+    #[error(transparent)]
+    Gguf(#[from] gguf::GgufError),
+    /// A tensor type we cannot compute with.
+    #[error(transparent)]
+    Quant(#[from] quant::QuantError),
+    /// The architecture named by `general.architecture` is not one we run.
+    #[error("{file}: unsupported architecture '{arch}' (supported: {})", crate::SUPPORTED_ARCHS.join(", "))]
+    UnsupportedArch { file: String, arch: String },
+    /// A tensor is present but its shape or type does not fit the hyper-parameters.
+    #[error("{file}: tensor '{name}': {problem}")]
+    BadTensor { file: String, name: String, problem: String },
+    /// Hyper-parameters that contradict each other or are out of range.
+    #[error("{file}: {problem}")]
+    BadConfig { file: String, problem: String },
+    /// A request the model cannot serve (too long for the context, bad token id, ...).
+    #[error("{0}")]
+    Input(String),
+}

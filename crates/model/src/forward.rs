@@ -1,0 +1,521 @@
+//! The forward pass shared by every architecture: read it top to bottom in
+//! [`Model::forward`]. Activation buffers live in [`RunState`] (llama2.c's `RunState`),
+//! sized on first use and reused, so steady-state decoding does not allocate.
+
+use kernels::activation::silu_glu_inplace;
+use kernels::norm::{rms_norm, rms_norm_inplace};
+use kernels::rope::rope_heads;
+use kernels::softmax::softmax_inplace;
+use kernels::vector::{add_inplace, axpy};
+use kernels::ThreadPool;
+
+use crate::config::{Gating, MoeConfig};
+use crate::kv::KvCache;
+use crate::linear::{Linear, MatmulMode};
+use crate::weights::{Attention, DenseFfn, Ffn, GqaWeights, MlaWeights, MoeFfn};
+use crate::{Model, ModelError};
+
+/// Which positions' logits a forward pass returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position (generation).
+    Last,
+    /// Every position of the batch.
+    All,
+}
+
+/// Every activation buffer of a forward pass, named for what it holds
+/// (`n` = tokens in the batch).
+pub struct RunState {
+    linear: Linear,
+    /// Residual stream, `n × dim`.
+    x: Vec<f32>,
+    /// Normalised input of the current block, `n × dim`.
+    xb: Vec<f32>,
+    /// Output of the current block, `n × dim`.
+    block_out: Vec<f32>,
+    /// Queries, keys, values of the batch (GQA), or queries and the latent/RoPE-key
+    /// projection (MLA).
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Compressed queries (MLA with q_lora).
+    q_lora: Vec<f32>,
+    /// Per-head gather/scatter buffers (MLA absorption).
+    head_in: Vec<f32>,
+    head_out: Vec<f32>,
+    /// MLA: queries absorbed into latent space, `n × n_head × kv_lora`, and the
+    /// attention-weighted latents, same shape.
+    q_latent: Vec<f32>,
+    attended_latent: Vec<f32>,
+    /// Attention output (all heads), `n × n_head · head_dim_v`.
+    att_out: Vec<f32>,
+    /// Attention scores of one (token, head) over the context.
+    scores: Vec<f32>,
+    /// RoPE cos/sin of one position.
+    rope_cache: Vec<f32>,
+    /// FFN hidden activations (gate, then silu(gate)·up in place; up).
+    ffn_gate: Vec<f32>,
+    ffn_up: Vec<f32>,
+    /// MoE: router logits `n × n_expert`, the chosen experts and weights `n × k`.
+    router_logits: Vec<f32>,
+    expert_ids: Vec<usize>,
+    expert_weights: Vec<f32>,
+    /// MoE: one expert's tokens (indices and weights), its inputs and outputs.
+    expert_tokens: Vec<(usize, f32)>,
+    expert_in: Vec<f32>,
+    expert_out: Vec<f32>,
+    /// Output logits, `rows × n_vocab`.
+    logits: Vec<f32>,
+}
+
+/// Grows `v` to at least `n` values and returns the first `n`.
+fn buf(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+impl RunState {
+    /// Empty buffers; `mode` chooses production or exact matmuls.
+    pub fn new(mode: MatmulMode) -> RunState {
+        RunState {
+            linear: Linear::new(mode),
+            x: Vec::new(),
+            xb: Vec::new(),
+            block_out: Vec::new(),
+            q: Vec::new(),
+            k: Vec::new(),
+            v: Vec::new(),
+            q_lora: Vec::new(),
+            head_in: Vec::new(),
+            head_out: Vec::new(),
+            q_latent: Vec::new(),
+            attended_latent: Vec::new(),
+            att_out: Vec::new(),
+            scores: Vec::new(),
+            rope_cache: Vec::new(),
+            ffn_gate: Vec::new(),
+            ffn_up: Vec::new(),
+            router_logits: Vec::new(),
+            expert_ids: Vec::new(),
+            expert_weights: Vec::new(),
+            expert_tokens: Vec::new(),
+            expert_in: Vec::new(),
+            expert_out: Vec::new(),
+            logits: Vec::new(),
+        }
+    }
+
+    /// The matmul mode.
+    pub fn mode(&self) -> MatmulMode {
+        self.linear.mode
+    }
+}
+
+impl Model {
+    /// Runs `tokens` (appended after what `kv` already holds) through the model and
+    /// returns the logits of the last position (`[n_vocab]`) or of every position
+    /// (`[tokens.len() × n_vocab]`).
+    pub fn forward<'s>(
+        &self,
+        pool: &ThreadPool,
+        st: &'s mut RunState,
+        kv: &mut KvCache,
+        tokens: &[u32],
+        which: Logits,
+    ) -> Result<&'s [f32], ModelError> {
+        let c = &self.config;
+        let w = &self.weights;
+        let n = tokens.len();
+        let pos0 = kv.len();
+        if n == 0 {
+            return Err(ModelError::Input("forward: no tokens".into()));
+        }
+        if pos0 + n > kv.n_ctx() {
+            return Err(ModelError::Input(format!(
+                "context full: {pos0} cached + {n} new tokens exceed the context size {}",
+                kv.n_ctx()
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(ModelError::Input(format!("token id {bad} is outside the vocabulary (size {})", c.n_vocab)));
+        }
+
+        // Token embeddings: rows of token_embd, dequantized.
+        let x = buf(&mut st.x, n * c.dim);
+        for (t, &tok) in tokens.iter().enumerate() {
+            let e = &w.token_embd;
+            quant::dequantize_row(e.ty, e.data(), tok as usize, &mut x[t * c.dim..(t + 1) * c.dim])?;
+        }
+
+        for (il, layer) in w.layers.iter().enumerate() {
+            norm_rows(&st.x[..n * c.dim], &layer.attn_norm, c.rms_eps, buf(&mut st.xb, n * c.dim));
+            match &layer.attn {
+                Attention::Gqa(a) => self.attention_gqa(pool, st, kv, il, a, n, pos0)?,
+                Attention::Mla(a) => self.attention_mla(pool, st, kv, il, a, n, pos0)?,
+            }
+            add_inplace(&mut st.x[..n * c.dim], &st.block_out[..n * c.dim]);
+
+            norm_rows(&st.x[..n * c.dim], &layer.ffn_norm, c.rms_eps, buf(&mut st.xb, n * c.dim));
+            match &layer.ffn {
+                Ffn::Dense(f) => {
+                    let out = std::mem::take(&mut st.block_out);
+                    st.block_out = self.dense_ffn(pool, st, f, n, out)?;
+                }
+                Ffn::Moe(m) => self.moe_ffn(pool, st, m, n)?,
+            }
+            add_inplace(&mut st.x[..n * c.dim], &st.block_out[..n * c.dim]);
+        }
+        kv.set_len(pos0 + n);
+
+        // Final norm and the output projection, only for the rows asked for.
+        let first = match which {
+            Logits::Last => n - 1,
+            Logits::All => 0,
+        };
+        let rows = n - first;
+        norm_rows(&st.x[first * c.dim..n * c.dim], &w.output_norm, c.rms_eps, buf(&mut st.xb, rows * c.dim));
+        let logits = buf(&mut st.logits, rows * c.n_vocab);
+        st.linear.forward(pool, &w.output, 0, &st.xb[..rows * c.dim], logits)?;
+        Ok(&st.logits[..rows * c.n_vocab])
+    }
+
+    /// Grouped-query attention over the cache; writes `st.block_out`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_gqa(
+        &self,
+        pool: &ThreadPool,
+        st: &mut RunState,
+        kv: &mut KvCache,
+        il: usize,
+        a: &GqaWeights,
+        n: usize,
+        pos0: usize,
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let (hd, hdv) = (c.head_dim, c.head_dim_v);
+        let (q_w, k_w, v_w) = (c.n_head * hd, c.n_head_kv * hd, c.n_head_kv * hdv);
+        let xb = &st.xb[..n * c.dim];
+        st.linear.forward(pool, &a.wq, 0, xb, buf(&mut st.q, n * q_w))?;
+        st.linear.forward(pool, &a.wk, 0, xb, buf(&mut st.k, n * k_w))?;
+        st.linear.forward(pool, &a.wv, 0, xb, buf(&mut st.v, n * v_w))?;
+        for (m, bias, width) in [(&mut st.q, &a.bq, q_w), (&mut st.k, &a.bk, k_w), (&mut st.v, &a.bv, v_w)] {
+            if let Some(b) = bias {
+                m[..n * width].chunks_exact_mut(width).for_each(|row| add_inplace(row, b));
+            }
+        }
+        if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
+            st.q[..n * q_w].chunks_exact_mut(hd).for_each(|h| rms_norm_inplace(h, qn, c.rms_eps));
+            st.k[..n * k_w].chunks_exact_mut(hd).for_each(|h| rms_norm_inplace(h, kn, c.rms_eps));
+        }
+        let rope_cache = buf(&mut st.rope_cache, c.rope.n_dims);
+        let (k_cache, v_cache) = kv.gqa(il);
+        for t in 0..n {
+            let pos = pos0 + t;
+            c.rope.cache(pos as i32, None, rope_cache);
+            rope_heads(&mut st.q[t * q_w..(t + 1) * q_w], hd, 0, rope_cache, c.rope.mode);
+            rope_heads(&mut st.k[t * k_w..(t + 1) * k_w], hd, 0, rope_cache, c.rope.mode);
+            k_cache[pos * k_w..(pos + 1) * k_w].copy_from_slice(&st.k[t * k_w..(t + 1) * k_w]);
+            v_cache[pos * v_w..(pos + 1) * v_w].copy_from_slice(&st.v[t * v_w..(t + 1) * v_w]);
+        }
+
+        let group = c.n_head / c.n_head_kv;
+        let att_out = buf(&mut st.att_out, n * c.n_head * hdv);
+        att_out.fill(0.0);
+        for t in 0..n {
+            let n_ctx = pos0 + t + 1;
+            for h in 0..c.n_head {
+                let g = h / group;
+                let q = &st.q[t * q_w + h * hd..t * q_w + (h + 1) * hd];
+                let scores = buf(&mut st.scores, n_ctx);
+                for (s, score) in scores.iter_mut().enumerate() {
+                    let k = &k_cache[s * k_w + g * hd..s * k_w + (g + 1) * hd];
+                    *score = dot(q, k) * c.kq_scale;
+                }
+                softmax_inplace(scores);
+                let out = &mut att_out[(t * c.n_head + h) * hdv..(t * c.n_head + h + 1) * hdv];
+                for (s, &p) in scores.iter().enumerate() {
+                    axpy(out, p, &v_cache[s * v_w + g * hdv..s * v_w + (g + 1) * hdv]);
+                }
+            }
+        }
+        st.linear.forward(pool, &a.wo, 0, &st.att_out[..n * c.n_head * hdv], buf(&mut st.block_out, n * c.dim))
+    }
+
+    /// DeepSeek MLA in the absorbed form; writes `st.block_out`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_mla(
+        &self,
+        pool: &ThreadPool,
+        st: &mut RunState,
+        kv: &mut KvCache,
+        il: usize,
+        a: &MlaWeights,
+        n: usize,
+        pos0: usize,
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let m = c.mla.as_ref().expect("MLA weights imply an MLA config");
+        let (nope, rope, lora) = (m.qk_nope, m.qk_rope, m.kv_lora_rank);
+        let head_q = nope + rope;
+        let q_w = c.n_head * head_q;
+        let lat_w = lora + rope;
+        let xb = &st.xb[..n * c.dim];
+
+        // Queries: plain projection, or compressed → normalised → expanded.
+        match (&a.q_a, &a.q_a_norm) {
+            (Some(q_a), Some(q_a_norm)) => {
+                let q_lora = buf(&mut st.q_lora, n * q_a.n_out);
+                st.linear.forward(pool, q_a, 0, xb, q_lora)?;
+                q_lora.chunks_exact_mut(q_a.n_out).for_each(|r| rms_norm_inplace(r, q_a_norm, c.rms_eps));
+                st.linear.forward(pool, &a.q, 0, &st.q_lora[..n * q_a.n_out], buf(&mut st.q, n * q_w))?;
+            }
+            _ => st.linear.forward(pool, &a.q, 0, xb, buf(&mut st.q, n * q_w))?,
+        }
+        // The latent and the shared RoPE key.
+        st.linear.forward(pool, &a.kv_a, 0, xb, buf(&mut st.k, n * lat_w))?;
+
+        let rope_cache = buf(&mut st.rope_cache, rope);
+        let latent_cache = kv.mla(il);
+        for t in 0..n {
+            let pos = pos0 + t;
+            c.rope.cache(pos as i32, None, rope_cache);
+            rope_heads(&mut st.q[t * q_w..(t + 1) * q_w], head_q, nope, rope_cache, c.rope.mode);
+            let kv_row = &mut st.k[t * lat_w..(t + 1) * lat_w];
+            rms_norm_inplace(&mut kv_row[..lora], &a.kv_a_norm, c.rms_eps);
+            rope_heads(&mut kv_row[lora..], rope, 0, rope_cache, c.rope.mode);
+            latent_cache[pos * lat_w..(pos + 1) * lat_w].copy_from_slice(kv_row);
+        }
+
+        // Absorb W_UK: per head, q_nope (nope) → latent space (lora).
+        let q_latent = buf(&mut st.q_latent, n * c.n_head * lora);
+        for h in 0..c.n_head {
+            let head_in = buf(&mut st.head_in, n * nope);
+            for t in 0..n {
+                let src = t * q_w + h * head_q;
+                head_in[t * nope..(t + 1) * nope].copy_from_slice(&st.q[src..src + nope]);
+            }
+            let head_out = buf(&mut st.head_out, n * lora);
+            st.linear.forward(pool, &a.k_b, h, &st.head_in[..n * nope], head_out)?;
+            for t in 0..n {
+                let dst = (t * c.n_head + h) * lora;
+                q_latent[dst..dst + lora].copy_from_slice(&st.head_out[t * lora..(t + 1) * lora]);
+            }
+        }
+
+        // Attention in latent space: score = q_latent·c_kv + q_pe·k_pe.
+        let attended = buf(&mut st.attended_latent, n * c.n_head * lora);
+        attended.fill(0.0);
+        for t in 0..n {
+            let n_ctx = pos0 + t + 1;
+            for h in 0..c.n_head {
+                let ql = &q_latent[(t * c.n_head + h) * lora..(t * c.n_head + h + 1) * lora];
+                let qpe = &st.q[t * q_w + h * head_q + nope..t * q_w + (h + 1) * head_q];
+                let scores = buf(&mut st.scores, n_ctx);
+                for (s, score) in scores.iter_mut().enumerate() {
+                    let row = &latent_cache[s * lat_w..(s + 1) * lat_w];
+                    *score = (dot(ql, &row[..lora]) + dot(qpe, &row[lora..])) * c.kq_scale;
+                }
+                softmax_inplace(scores);
+                let out = &mut attended[(t * c.n_head + h) * lora..(t * c.n_head + h + 1) * lora];
+                for (s, &p) in scores.iter().enumerate() {
+                    axpy(out, p, &latent_cache[s * lat_w..s * lat_w + lora]);
+                }
+            }
+        }
+
+        // W_UV per head: attended latent (lora) → values (v_head), then the output projection.
+        let v = m.v_head;
+        let att_out = buf(&mut st.att_out, n * c.n_head * v);
+        for h in 0..c.n_head {
+            let head_in = buf(&mut st.head_in, n * lora);
+            for t in 0..n {
+                let src = (t * c.n_head + h) * lora;
+                head_in[t * lora..(t + 1) * lora].copy_from_slice(&st.attended_latent[src..src + lora]);
+            }
+            let head_out = buf(&mut st.head_out, n * v);
+            st.linear.forward(pool, &a.v_b, h, &st.head_in[..n * lora], head_out)?;
+            for t in 0..n {
+                att_out[(t * c.n_head + h) * v..(t * c.n_head + h + 1) * v]
+                    .copy_from_slice(&st.head_out[t * v..(t + 1) * v]);
+            }
+        }
+        st.linear.forward(pool, &a.wo, 0, &st.att_out[..n * c.n_head * v], buf(&mut st.block_out, n * c.dim))
+    }
+
+    /// `down(silu(gate·xb) · up·xb)` for the `n` rows of `st.xb`, written into `out`
+    /// (returned, resized to `n × dim`).
+    fn dense_ffn(
+        &self,
+        pool: &ThreadPool,
+        st: &mut RunState,
+        f: &DenseFfn,
+        n: usize,
+        mut out: Vec<f32>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let hidden = f.gate.n_out;
+        let xb = &st.xb[..n * self.config.dim];
+        st.linear.forward(pool, &f.gate, 0, xb, buf(&mut st.ffn_gate, n * hidden))?;
+        st.linear.forward(pool, &f.up, 0, xb, buf(&mut st.ffn_up, n * hidden))?;
+        silu_glu_inplace(&mut st.ffn_gate[..n * hidden], &st.ffn_up[..n * hidden]);
+        st.linear.forward(pool, &f.down, 0, &st.ffn_gate[..n * hidden], buf(&mut out, n * self.config.dim))?;
+        Ok(out)
+    }
+
+    /// Routed experts (+ shared expert) for the `n` rows of `st.xb`; writes `st.block_out`.
+    fn moe_ffn(&self, pool: &ThreadPool, st: &mut RunState, f: &MoeFfn, n: usize) -> Result<(), ModelError> {
+        let c = &self.config;
+        let mc = c.moe.as_ref().expect("MoE weights imply a MoE config");
+        let dim = c.dim;
+        let k = self.experts_per_token();
+
+        // Route every token.
+        let logits = buf(&mut st.router_logits, n * mc.n_expert);
+        st.linear.forward(pool, &f.router, 0, &st.xb[..n * dim], logits)?;
+        if st.expert_ids.len() < n * k {
+            st.expert_ids.resize(n * k, 0);
+        }
+        let weights = buf(&mut st.expert_weights, n * k);
+        for t in 0..n {
+            route(
+                mc,
+                &mut st.router_logits[t * mc.n_expert..(t + 1) * mc.n_expert],
+                f.selection_bias.as_deref(),
+                &mut st.expert_ids[t * k..(t + 1) * k],
+                &mut weights[t * k..(t + 1) * k],
+            );
+        }
+
+        // Each expert runs once over all the tokens routed to it.
+        let out = buf(&mut st.block_out, n * dim);
+        out.fill(0.0);
+        let hidden = mc.expert_ffn;
+        for e in 0..mc.n_expert {
+            st.expert_tokens.clear();
+            for t in 0..n {
+                for slot in 0..k {
+                    if st.expert_ids[t * k + slot] == e {
+                        st.expert_tokens.push((t, st.expert_weights[t * k + slot]));
+                    }
+                }
+            }
+            let m = st.expert_tokens.len();
+            if m == 0 {
+                continue;
+            }
+            let x_in = buf(&mut st.expert_in, m * dim);
+            for (i, &(t, _)) in st.expert_tokens.iter().enumerate() {
+                x_in[i * dim..(i + 1) * dim].copy_from_slice(&st.xb[t * dim..(t + 1) * dim]);
+            }
+            st.linear.forward(pool, &f.gate_exps, e, &st.expert_in[..m * dim], buf(&mut st.ffn_gate, m * hidden))?;
+            st.linear.forward(pool, &f.up_exps, e, &st.expert_in[..m * dim], buf(&mut st.ffn_up, m * hidden))?;
+            silu_glu_inplace(&mut st.ffn_gate[..m * hidden], &st.ffn_up[..m * hidden]);
+            st.linear.forward(pool, &f.down_exps, e, &st.ffn_gate[..m * hidden], buf(&mut st.expert_out, m * dim))?;
+            for (i, &(t, wgt)) in st.expert_tokens.iter().enumerate() {
+                axpy(&mut st.block_out[t * dim..(t + 1) * dim], wgt, &st.expert_out[i * dim..(i + 1) * dim]);
+            }
+        }
+
+        // Shared expert(s), optionally gated by sigmoid(shared_gate · x).
+        if let Some(shared) = &f.shared {
+            let shared_out = std::mem::take(&mut st.expert_out);
+            let shared_out = self.dense_ffn(pool, st, shared, n, shared_out)?;
+            for t in 0..n {
+                let scale = match &f.shared_gate {
+                    Some(g) => sigmoid(dot(g, &st.xb[t * dim..(t + 1) * dim])),
+                    None => 1.0,
+                };
+                axpy(&mut st.block_out[t * dim..(t + 1) * dim], scale, &shared_out[t * dim..(t + 1) * dim]);
+            }
+            st.expert_out = shared_out;
+        }
+        Ok(())
+    }
+}
+
+/// Chooses `ids.len()` experts for one token from its router `logits` (overwritten
+/// with the scores) and writes their combination weights.
+pub fn route(mc: &MoeConfig, logits: &mut [f32], selection_bias: Option<&[f32]>, ids: &mut [usize], weights: &mut [f32]) {
+    let n_expert = logits.len();
+    match mc.gating {
+        Gating::Softmax => softmax_inplace(logits),
+        Gating::Sigmoid => logits.iter_mut().for_each(|x| *x = sigmoid(*x)),
+    }
+    let scores: &[f32] = logits;
+    // Selection uses the biased scores (DeepSeek-V3); the weights use the plain ones.
+    let choice = |e: usize| scores[e] + selection_bias.map_or(0.0, |b| b[e]);
+    let mut allowed = [true; 1024];
+    let allowed = &mut allowed[..n_expert.min(1024)];
+    if mc.n_group > 1 && mc.topk_group < mc.n_group && n_expert <= 1024 {
+        // Group score = sum of the two best (biased) scores in the group.
+        let per = n_expert / mc.n_group;
+        let mut group_scores: Vec<(f32, usize)> = (0..mc.n_group)
+            .map(|g| {
+                let mut best = [f32::NEG_INFINITY; 2];
+                for e in g * per..(g + 1) * per {
+                    let s = choice(e);
+                    if s > best[0] {
+                        best = [s, best[0]];
+                    } else if s > best[1] {
+                        best[1] = s;
+                    }
+                }
+                (best[0] + if per > 1 { best[1] } else { 0.0 }, g)
+            })
+            .collect();
+        group_scores.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        allowed.fill(false);
+        for &(_, g) in &group_scores[..mc.topk_group] {
+            allowed[g * per..(g + 1) * per].fill(true);
+        }
+    }
+    // Top-k by selection score; ties go to the lower expert id.
+    let k = ids.len();
+    let mut taken = 0;
+    for e in 0..n_expert {
+        if !allowed.get(e).copied().unwrap_or(true) {
+            continue;
+        }
+        let s = choice(e);
+        let mut i = taken.min(k);
+        while i > 0 && choice(ids[i - 1]) < s {
+            if i < k {
+                ids[i] = ids[i - 1];
+            }
+            i -= 1;
+        }
+        if i < k {
+            ids[i] = e;
+        }
+        taken += 1;
+    }
+    for (w, &e) in weights.iter_mut().zip(ids.iter()) {
+        *w = scores[e];
+    }
+    if mc.norm_topk {
+        let sum: f32 = weights.iter().sum();
+        if sum > 0.0 {
+            weights.iter_mut().for_each(|w| *w /= sum);
+        }
+    }
+    weights.iter_mut().for_each(|w| *w *= mc.weights_scale);
+}
+
+/// RMSNorm of each `weight.len()`-wide row of `x` into `out`.
+fn norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let d = weight.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        rms_norm(xr, weight, eps, or);
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+

@@ -1,0 +1,80 @@
+//! The KV cache of one sequence.
+
+use crate::config::Config;
+
+/// Cached keys and values of one layer.
+enum LayerCache {
+    /// Grouped-query attention: `k` and `v` rows of `n_head_kv · head_dim` per position.
+    Gqa { k: Vec<f32>, v: Vec<f32> },
+    /// MLA (absorbed): per position the normalised latent `c_kv` (`kv_lora`) followed by
+    /// the rotated shared key `k_pe` (`qk_rope`) — 576 floats for DeepSeek-V3 instead of
+    /// 2 · 128 heads · 128.
+    Mla { latent: Vec<f32> },
+}
+
+/// Keys and values of every processed position of one sequence, for every layer.
+pub struct KvCache {
+    n_ctx: usize,
+    len: usize,
+    layers: Vec<LayerCache>,
+    /// Floats per position (per layer) of each stored tensor.
+    k_width: usize,
+    v_width: usize,
+}
+
+impl KvCache {
+    /// An empty cache for up to `n_ctx` positions (memory is reserved up front).
+    pub fn new(config: &Config, n_ctx: usize) -> KvCache {
+        let (k_width, v_width) = match &config.mla {
+            Some(m) => (m.kv_lora_rank + m.qk_rope, 0),
+            None => (config.n_head_kv * config.head_dim, config.n_head_kv * config.head_dim_v),
+        };
+        let layers = (0..config.n_layer)
+            .map(|_| match config.mla {
+                Some(_) => LayerCache::Mla { latent: vec![0.0; n_ctx * k_width] },
+                None => LayerCache::Gqa { k: vec![0.0; n_ctx * k_width], v: vec![0.0; n_ctx * v_width] },
+            })
+            .collect();
+        KvCache { n_ctx, len: 0, layers, k_width, v_width }
+    }
+
+    /// Positions stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Capacity in positions.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+    /// Forgets positions from `len` on (e.g. `/clear`, or keeping a shared prefix).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.layers.len() * self.n_ctx * (self.k_width + self.v_width) * 4
+    }
+    pub(crate) fn set_len(&mut self, len: usize) {
+        self.len = len;
+    }
+
+    /// GQA layer `il`: (keys, values), each `n_ctx` rows.
+    pub(crate) fn gqa(&mut self, il: usize) -> (&mut [f32], &mut [f32]) {
+        match &mut self.layers[il] {
+            LayerCache::Gqa { k, v } => (k, v),
+            LayerCache::Mla { .. } => unreachable!("GQA access to an MLA cache"),
+        }
+    }
+
+    /// MLA layer `il`: latent rows.
+    pub(crate) fn mla(&mut self, il: usize) -> &mut [f32] {
+        match &mut self.layers[il] {
+            LayerCache::Mla { latent } => latent,
+            LayerCache::Gqa { .. } => unreachable!("MLA access to a GQA cache"),
+        }
+    }
+}

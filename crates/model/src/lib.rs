@@ -1,0 +1,113 @@
+//! Models: hyper-parameters from GGUF metadata ([`Config`]), weights bound to layers
+//! ([`Weights`]), the KV cache ([`KvCache`]) and one forward pass for every supported
+//! architecture ([`Model::forward`]).
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! let file = Arc::new(gguf::Gguf::open("model.gguf")?);
+//! let model = model::Model::load(file)?;
+//! let pool = kernels::ThreadPool::new(2);
+//! let mut state = model::RunState::new(model::MatmulMode::Quantized);
+//! let mut kv = model::KvCache::new(&model.config, 4096);
+//! let logits = model.forward(&pool, &mut state, &mut kv, &[1, 2, 3], model::Logits::Last)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod arch;
+pub mod config;
+mod error;
+pub mod forward;
+pub mod kv;
+pub mod linear;
+pub mod weights;
+
+use std::sync::Arc;
+
+use gguf::Gguf;
+
+pub use config::{Arch, Config, Gating, MlaConfig, MoeConfig};
+pub use error::ModelError;
+pub use forward::{Logits, RunState};
+pub use kv::KvCache;
+pub use linear::MatmulMode;
+pub use weights::Weights;
+
+use arch::Hparams;
+use weights::{Binder, Layer};
+
+/// The `general.architecture` values we run.
+pub const SUPPORTED_ARCHS: [&str; 5] = ["deepseek2", "qwen3moe", "qwen2moe", "llama", "qwen2"];
+
+/// A loaded model: its shapes and its weights (views into the mapped file).
+pub struct Model {
+    pub config: Config,
+    pub weights: Weights,
+    pub file: Arc<Gguf>,
+    /// Experts run per token; defaults to the model's `expert_used_count`.
+    experts_per_token: usize,
+}
+
+impl Model {
+    /// Reads the hyper-parameters and binds every tensor, checking shapes and types.
+    pub fn load(file: Arc<Gguf>) -> Result<Model, ModelError> {
+        let md = file.metadata();
+        let arch_name = file.architecture()?.to_string();
+        let hp = Hparams { md, arch: &arch_name };
+        let n_vocab = match file.get_tensor("token_embd.weight") {
+            Some(t) if t.ne.len() >= 2 => t.ne[1] as usize,
+            _ => file.tensor("token_embd.weight").map(|_| 0)?,
+        };
+        let config = match arch_name.as_str() {
+            "deepseek2" => arch::deepseek2::config(&hp, n_vocab)?,
+            "qwen3moe" => arch::qwen3moe::config(&hp, n_vocab)?,
+            "qwen2moe" => arch::qwen2moe::config(&hp, n_vocab)?,
+            "llama" => arch::llama::config(&hp, n_vocab)?,
+            "qwen2" => arch::qwen2::config(&hp, n_vocab)?,
+            _ => return Err(ModelError::UnsupportedArch { file: file.name().to_string(), arch: arch_name }),
+        };
+        let b = Binder { file: &file };
+        let (token_embd, output_norm, output) = b.embeddings(config.dim, n_vocab)?;
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for il in 0..config.n_layer {
+            let attn = match config.arch {
+                Arch::Deepseek2 => arch::deepseek2::bind_mla(&b, &config, il)?,
+                _ => arch::bind_gqa(&b, &config, il)?,
+            };
+            layers.push(Layer {
+                attn_norm: b.vector(&format!("blk.{il}.attn_norm.weight"), config.dim)?,
+                attn,
+                ffn_norm: b.vector(&format!("blk.{il}.ffn_norm.weight"), config.dim)?,
+                ffn: arch::bind_ffn(&b, &config, il)?,
+            });
+        }
+        let experts_per_token = config.moe.as_ref().map_or(0, |m| m.n_expert_used);
+        let weights = Weights { token_embd, layers, output_norm, output };
+        Ok(Model { config, weights, file, experts_per_token })
+    }
+
+    /// Routed experts run per token (KTransformers' "selective experts").
+    pub fn experts_per_token(&self) -> usize {
+        self.experts_per_token
+    }
+
+    /// Runs only the top `k` of the model's routed experts per token (1 ≤ k ≤ the
+    /// model's `expert_used_count`); the weights are renormalised as the architecture does.
+    pub fn set_experts_per_token(&mut self, k: usize) -> Result<(), ModelError> {
+        let Some(m) = &self.config.moe else {
+            return Err(ModelError::Input("--experts-per-token: this model has no routed experts".into()));
+        };
+        if k == 0 || k > m.n_expert_used {
+            return Err(ModelError::Input(format!(
+                "--experts-per-token {k}: must be between 1 and the model's {} experts per token",
+                m.n_expert_used
+            )));
+        }
+        self.experts_per_token = k;
+        Ok(())
+    }
+
+    /// Parameters and bytes of all weights.
+    pub fn weight_bytes(&self) -> u64 {
+        self.file.tensors().iter().map(|t| t.size).sum()
+    }
+}
