@@ -12,6 +12,7 @@
 //! [`quantize`] dispatches on the type id and writes raw bytes.
 
 pub mod activation;
+mod search;
 pub mod weights;
 
 use crate::blocks::*;

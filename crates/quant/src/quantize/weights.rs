@@ -4,6 +4,7 @@
 //! Everything is evaluated in f32 in ggml's operation order (no fused multiply-add), so the
 //! output matches llama-quantize's bytes; the crate's tests check that on real tensors.
 
+use super::search::{make_qkx2_lanes, make_qx_lanes};
 use super::{check_src, f32_to_half, nearest_int};
 use crate::blocks::*;
 use crate::dequant::scale_min_k4;
@@ -75,161 +76,6 @@ fn round_half_away(x: f32) -> i32 {
 }
 
 // ---------------------------------------------------------------------------------------
-// Scale searches (ggml's make_qkx2_quants / make_qx_quants).
-
-/// Asymmetric search for x ≈ scale·L − min with L ∈ 0..=nmax, minimising the weighted
-/// squared (or absolute, `use_mad`) error over `nstep + 1` candidate scales around
-/// nmax/(max − min). Returns (scale, min) with min ≥ 0 the amount subtracted, and the
-/// levels in `l`. ggml's `make_qkx2_quants`.
-#[allow(clippy::too_many_arguments)]
-fn make_qkx2_quants<const N: usize>(
-    nmax: i32,
-    x: &[f32; N],
-    weights: &[f32; N],
-    l: &mut [u8],
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-) -> (f32, f32) {
-    let l: &mut [u8; N] = match l.try_into() {
-        Ok(l) => l,
-        Err(_) => unreachable!("callers pass N levels"),
-    };
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..N {
-        if x[i] < min {
-            min = x[i];
-        }
-        if x[i] > max {
-            max = x[i];
-        }
-        let w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max == min {
-        l.fill(0);
-        return (0.0, -min);
-    }
-    let nmaxf = nmax as f32;
-    let mut iscale = nmaxf / (max - min);
-    let mut scale = 1.0 / iscale;
-    let err = |diff: f32| if use_mad { diff.abs() } else { diff * diff };
-    let mut best_error = 0.0f32;
-    for i in 0..N {
-        let li = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-        l[i] = li as u8;
-        let diff = scale * li as f32 + min - x[i];
-        best_error += weights[i] * err(diff);
-    }
-    if nstep < 1 {
-        return (scale, -min);
-    }
-    let mut laux = [0u8; N];
-    for is in 0..=nstep {
-        iscale = (rmin + rdelta * is as f32 + nmaxf) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
-        for i in 0..N {
-            let li = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = li as u8;
-            let w = weights[i];
-            let lf = li as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
-        }
-        let det = sum_w * sum_l2 - sum_l * sum_l;
-        if det > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut cur_error = 0.0f32;
-            for i in 0..N {
-                let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                cur_error += weights[i] * err(diff);
-            }
-            if cur_error < best_error {
-                l.copy_from_slice(&laux);
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    (scale, -min)
-}
-
-/// Symmetric search for x ≈ scale·(L − nmax), L ∈ 0..2·nmax, weighting each value by x²
-/// (ggml's `make_qx_quants` with rmse_type 1 and no importance matrix): starts from
-/// −nmax/max and tries 18 nearby scales, keeping the best least-squares fit.
-fn make_qx_quants<const N: usize>(nmax: i32, x: &[f32; N], l: &mut [i8]) -> f32 {
-    let l: &mut [i8; N] = match l.try_into() {
-        Ok(l) => l,
-        Err(_) => unreachable!("callers pass N levels"),
-    };
-    let mut max = 0.0f32;
-    let mut amax = 0.0f32;
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
-    if amax < GROUP_MAX_EPS {
-        l.fill(0);
-        return 0.0;
-    }
-    let nmaxf = nmax as f32;
-    let mut iscale = -nmaxf / max;
-    let mut sumlx = 0.0f32;
-    let mut suml2 = 0.0f32;
-    for i in 0..N {
-        let li = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-        l[i] = (li + nmax) as i8;
-        let w = x[i] * x[i];
-        let lf = li as f32;
-        sumlx += w * x[i] * lf;
-        suml2 += w * lf * lf;
-    }
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    let mut best = scale * sumlx;
-    for is in -9..=9 {
-        if is == 0 {
-            continue;
-        }
-        iscale = -(nmaxf + 0.1f32 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
-        for &v in x {
-            let lf = nearest_int(iscale * v).clamp(-nmax, nmax - 1) as f32;
-            let w = v * v;
-            sumlx += w * v * lf;
-            suml2 += w * lf * lf;
-        }
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for i in 0..N {
-                let li = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-                l[i] = (li + nmax) as i8;
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    scale
-}
-
-// ---------------------------------------------------------------------------------------
 // k-quants.
 
 /// Packs 8 six-bit scales and mins into Q4_K/Q5_K's 12 bytes (inverse of [`scale_min_k4`]).
@@ -258,36 +104,26 @@ fn quantize_k_scaled(
     rmin: f32,
     nstep: i32,
 ) -> (Half, Half, [u8; K_SCALE_SIZE], [u8; QK_K]) {
-    let mut l = [0u8; QK_K];
-    let mut scales = [0.0f32; 8];
-    let mut mins = [0.0f32; 8];
-    let mut max_scale = 0.0f32;
-    let mut max_min = 0.0f32;
-    let (xs, _) = x.as_chunks::<32>();
-    for (j, xb) in xs.iter().enumerate() {
+    let xs: &[[f32; 32]; 8] = bytemuck::cast_ref(x);
+    let mut weights = [[0.0f32; 32]; 8];
+    for (w, xb) in weights.iter_mut().zip(xs) {
         let sum_x2 = xb.iter().fold(0.0f32, |s, v| s + v * v);
         let av_x = (sum_x2 / 32.0).sqrt();
-        let mut weights = [0.0f32; 32];
-        for (w, v) in weights.iter_mut().zip(xb) {
+        for (w, v) in w.iter_mut().zip(xb) {
             *w = av_x + v.abs();
         }
-        let (scale, min) = make_qkx2_quants(
-            nmax,
-            xb,
-            &weights,
-            &mut l[32 * j..32 * j + 32],
-            rmin,
-            0.1,
-            nstep,
-            false,
-        );
-        scales[j] = scale;
-        mins[j] = min;
-        if scale > max_scale {
-            max_scale = scale;
+    }
+    let mut levels = [[0u8; 32]; 8];
+    let (scales, mins) = make_qkx2_lanes(nmax, xs, &weights, &mut levels, rmin, 0.1, nstep);
+    let mut l: [u8; QK_K] = bytemuck::cast(levels);
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..8 {
+        if scales[j] > max_scale {
+            max_scale = scales[j];
         }
-        if min > max_min {
-            max_min = min;
+        if mins[j] > max_min {
+            max_min = mins[j];
         }
     }
     let inv_scale = if max_scale > 0.0 {
@@ -370,14 +206,13 @@ pub fn quantize_block_q5_k(x: &[f32; QK_K]) -> BlockQ5K {
 /// One Q6_K super-block, ggml's `quantize_row_q6_K_ref`: a symmetric search per
 /// sub-block of 16, 8-bit scales against the largest, values re-quantized.
 pub fn quantize_block_q6_k(x: &[f32; QK_K]) -> BlockQ6K {
-    let mut l = [0i8; QK_K];
-    let mut scales = [0.0f32; 16];
+    let xs: &[[f32; 16]; 16] = bytemuck::cast_ref(x);
+    let mut levels = [[0i8; 16]; 16];
+    let scales = make_qx_lanes(32, xs, &mut levels);
+    let mut l: [i8; QK_K] = bytemuck::cast(levels);
     let mut max_scale = 0.0f32;
     let mut max_abs_scale = 0.0f32;
-    let (xs, _) = x.as_chunks::<16>();
-    for (ib, xb) in xs.iter().enumerate() {
-        let scale = make_qx_quants(32, xb, &mut l[16 * ib..16 * ib + 16]);
-        scales[ib] = scale;
+    for &scale in &scales {
         if scale.abs() > max_abs_scale {
             max_abs_scale = scale.abs();
             max_scale = scale;
