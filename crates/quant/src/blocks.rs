@@ -167,7 +167,7 @@ pub struct BlockQ8K {
     pub bsums: [i16; QK_K / 16],
 }
 
-/// IQ4_NL: 32 values = d · KVALUES_IQ4NL[q], q ∈ 0..16 (nibble layout as Q4_0).
+/// IQ4_NL: 32 values = d · `KVALUES_IQ4NL[q]`, q ∈ 0..16 (nibble layout as Q4_0).
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 #[repr(C)]
 pub struct BlockIQ4NL {
@@ -176,7 +176,7 @@ pub struct BlockIQ4NL {
 }
 
 /// IQ4_XS: 8 sub-blocks of 32 with 6-bit scales (low 4 bits in `scales_l`, high 2 bits
-/// in `scales_h`), value = d·(ls − 32)·KVALUES_IQ4NL[q].
+/// in `scales_h`), value = d·(ls − 32)·`KVALUES_IQ4NL[q]`.
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 #[repr(C)]
 pub struct BlockIQ4XS {

@@ -432,7 +432,7 @@ impl BlockQ8K {
 }
 
 impl BlockIQ4NL {
-    /// y = d·KVALUES_IQ4NL[q].
+    /// y = d·`KVALUES_IQ4NL[q]`.
     #[inline]
     pub fn dequantize(&self, y: &mut [f32; QK]) {
         let d = self.d.to_f32();
@@ -444,7 +444,7 @@ impl BlockIQ4NL {
 }
 
 impl BlockIQ4XS {
-    /// y = d·(ls − 32)·KVALUES_IQ4NL[q] per sub-block of 32.
+    /// y = d·(ls − 32)·`KVALUES_IQ4NL[q]` per sub-block of 32.
     #[inline]
     pub fn dequantize(&self, y: &mut [f32; QK_K]) {
         let d = self.d.to_f32();
