@@ -21,6 +21,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Dequantize one tensor to float32 and write it as a .npy file.
     Tensor(cmd::tensor::Args),
+    /// Write the model's logits for given token ids as a .npy file.
+    Logits(cmd::logits::Args),
 }
 
 fn main() {
@@ -28,6 +30,7 @@ fn main() {
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Tensor(args) => cmd::tensor::run(args),
+        Command::Logits(args) => cmd::logits::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -50,6 +50,11 @@ pub struct Model {
 impl Model {
     /// Reads the hyper-parameters and binds every tensor, checking shapes and types.
     pub fn load(file: Arc<Gguf>) -> Result<Model, ModelError> {
+        Self::load_with_progress(file, &mut |_, _| {})
+    }
+
+    /// [`Model::load`], calling `progress(layers_done, n_layer)` as layers are bound.
+    pub fn load_with_progress(file: Arc<Gguf>, progress: &mut dyn FnMut(usize, usize)) -> Result<Model, ModelError> {
         let md = file.metadata();
         let arch_name = file.architecture()?.to_string();
         let hp = Hparams { md, arch: &arch_name };
@@ -79,6 +84,7 @@ impl Model {
                 ffn_norm: b.vector(&format!("blk.{il}.ffn_norm.weight"), config.dim)?,
                 ffn: arch::bind_ffn(&b, &config, il)?,
             });
+            progress(il + 1, config.n_layer);
         }
         let experts_per_token = config.moe.as_ref().map_or(0, |m| m.n_expert_used);
         let weights = Weights { token_embd, layers, output_norm, output };

@@ -2,3 +2,5 @@
 
 pub mod inspect;
 pub mod tensor;
+pub mod load;
+pub mod logits;

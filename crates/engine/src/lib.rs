@@ -1,0 +1,146 @@
+//! The engine: loads a model with its thread pool ([`Engine`]), runs sequences
+//! ([`Session`]: KV cache + activation buffers), and samples ([`Sampler`]).
+
+pub mod sampler;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kernels::ThreadPool;
+use model::{KvCache, Logits, MatmulMode, Model, ModelError, RunState};
+
+pub use sampler::{argmax, Sampler, SamplingParams};
+
+/// How to load and run a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Worker threads (default: physical cores).
+    pub threads: Option<usize>,
+    /// Dequantize weights and compute in f32 (reference mode).
+    pub exact: bool,
+    /// Routed experts per token (default: the model's).
+    pub experts_per_token: Option<usize>,
+}
+
+/// Progress of a load, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub enum LoadProgress {
+    /// `done` of `total` layers bound.
+    Layers { done: usize, total: usize },
+}
+
+/// A loaded model and the threads that run it.
+pub struct Engine {
+    pub model: Arc<Model>,
+    pub pool: Arc<ThreadPool>,
+    pub mode: MatmulMode,
+    pub load_seconds: f64,
+}
+
+impl Engine {
+    /// Maps `path`, binds the model and starts the worker threads.
+    pub fn load(path: &Path, opts: &LoadOptions, progress: &mut dyn FnMut(LoadProgress)) -> Result<Engine, ModelError> {
+        let start = std::time::Instant::now();
+        let file = Arc::new(gguf::Gguf::open(path)?);
+        let mut model = Model::load_with_progress(file, &mut |done, total| progress(LoadProgress::Layers { done, total }))?;
+        if let Some(k) = opts.experts_per_token {
+            model.set_experts_per_token(k)?;
+        }
+        let threads = opts.threads.unwrap_or_else(kernels::default_threads).max(1);
+        let pool = Arc::new(ThreadPool::new(threads));
+        let mode = if opts.exact { MatmulMode::Exact } else { MatmulMode::Quantized };
+        Ok(Engine { model: Arc::new(model), pool, mode, load_seconds: start.elapsed().as_secs_f64() })
+    }
+
+    /// A new sequence with room for `n_ctx` positions.
+    pub fn session(&self, n_ctx: usize) -> Session {
+        Session {
+            model: self.model.clone(),
+            pool: self.pool.clone(),
+            kv: KvCache::new(&self.model.config, n_ctx),
+            state: RunState::new(self.mode),
+            tokens: Vec::new(),
+        }
+    }
+
+    /// One line saying what was loaded where: architecture, parameters, tensor types,
+    /// threads, SIMD path, memory.
+    pub fn summary(&self) -> String {
+        let m = &self.model;
+        let file = &m.file;
+        let params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
+        let mut types = std::collections::BTreeMap::new();
+        for t in file.tensors() {
+            *types.entry(t.ty).or_insert(0usize) += 1;
+        }
+        let types: Vec<String> = types.iter().map(|(t, n)| format!("{t}×{n}")).collect();
+        let experts = match &m.config.moe {
+            Some(moe) => format!(", {}/{} experts per token", m.experts_per_token(), moe.n_expert),
+            None => String::new(),
+        };
+        format!(
+            "{} · {} params ({}){} · {} threads{} · {} kernels{} · weights {} mapped · loaded in {:.2}s",
+            m.config.arch.name(),
+            human_count(params),
+            types.join(" "),
+            experts,
+            self.pool.n_threads(),
+            if self.pool.pinned() { " pinned" } else { "" },
+            quant::dot::simd_path(),
+            if self.mode == MatmulMode::Exact { " (exact f32 reference mode)" } else { "" },
+            human_bytes(m.weight_bytes()),
+            self.load_seconds,
+        )
+    }
+}
+
+/// One sequence: its tokens so far, KV cache and activation buffers.
+pub struct Session {
+    pub model: Arc<Model>,
+    pool: Arc<ThreadPool>,
+    pub kv: KvCache,
+    state: RunState,
+    /// Every token processed so far (prompt and generated).
+    pub tokens: Vec<u32>,
+}
+
+impl Session {
+    /// Processes `tokens` after what the session holds; returns the logits of the last
+    /// position (or of every position of `tokens` with [`Logits::All`]).
+    pub fn feed(&mut self, tokens: &[u32], which: Logits) -> Result<&[f32], ModelError> {
+        let logits = self.model.forward(&self.pool, &mut self.state, &mut self.kv, tokens, which)?;
+        self.tokens.extend_from_slice(tokens);
+        Ok(logits)
+    }
+
+    /// Forgets everything from position `len` on (0 = start over).
+    pub fn truncate(&mut self, len: usize) {
+        self.kv.truncate(len);
+        self.tokens.truncate(len);
+    }
+
+    /// Positions left in the context.
+    pub fn remaining(&self) -> usize {
+        self.kv.n_ctx() - self.kv.len()
+    }
+}
+
+/// "3.55 M", "1.54 B".
+pub fn human_count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2} B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2} M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.2} K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+/// "2.19 MiB", "14.2 GiB".
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.2} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
