@@ -18,8 +18,9 @@
 //! loaded and unpacked once and multiplied into each row (the GEMM path). Each row's f32
 //! accumulation order is the same for every `N`, so results are batch-invariant.
 //!
-//! Blocks alternate between two f32 accumulators (even/odd block index) so the FMA latency
-//! chain does not bound the short legacy blocks.
+//! Legacy blocks alternate between two f32 accumulators (even/odd block index) so the FMA
+//! latency chain does not bound their short blocks; super-blocks use one accumulator per
+//! row, into which the k-quant mins are subtracted too (fewer live registers at N = 4).
 
 // Kernel marker types are named after the ggml types they implement (Q4_0K, IQ4_XSK).
 #![allow(non_camel_case_types)]
@@ -231,15 +232,15 @@ unsafe fn hsum_epi32(v: __m256i) -> i32 {
 trait Sink {
     /// Block `ib` (accumulator `slot`), row `r`: add `Σ lanes(isum) · d`.
     unsafe fn main(&mut self, r: usize, ib: usize, slot: usize, d: __m256, isum: __m256i);
-    /// Block `ib`, row `r`: subtract `Σ lanes(isum) · d` (the k-quant mins).
-    unsafe fn mins(&mut self, r: usize, ib: usize, d: __m256, isum: __m256i);
+    /// Block `ib` (accumulator `slot`), row `r`: subtract `Σ lanes(isum) · d` (the k-quant
+    /// mins).
+    unsafe fn mins(&mut self, r: usize, ib: usize, slot: usize, d: __m256, isum: __m256i);
     /// Row `r`: add a scalar f32 term (the `m·s` of Q4_1/Q5_1).
     fn extra(&mut self, r: usize, x: f32);
 }
 
 struct Acc<const N: usize> {
     acc: [[__m256; 2]; N],
-    accm: [__m256; N],
     extra: [f32; N],
 }
 
@@ -247,14 +248,13 @@ impl<const N: usize> Acc<N> {
     #[inline(always)]
     unsafe fn new() -> Self {
         let z = _mm256_setzero_ps();
-        Acc { acc: [[z; 2]; N], accm: [z; N], extra: [0.0; N] }
+        Acc { acc: [[z; 2]; N], extra: [0.0; N] }
     }
 
     #[inline(always)]
     unsafe fn finish(&self, out: *mut f32) {
         for r in 0..N {
-            let main = hsum_ps(_mm256_add_ps(self.acc[r][0], self.acc[r][1]));
-            *out.add(r) = main - hsum_ps(self.accm[r]) + self.extra[r];
+            *out.add(r) = hsum_ps(_mm256_add_ps(self.acc[r][0], self.acc[r][1])) + self.extra[r];
         }
     }
 }
@@ -266,8 +266,9 @@ impl<const N: usize> Sink for Acc<N> {
         *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), *a);
     }
     #[inline(always)]
-    unsafe fn mins(&mut self, r: usize, _ib: usize, d: __m256, isum: __m256i) {
-        self.accm[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), self.accm[r]);
+    unsafe fn mins(&mut self, r: usize, _ib: usize, slot: usize, d: __m256, isum: __m256i) {
+        let a = &mut self.acc[r][slot];
+        *a = _mm256_fnmadd_ps(d, _mm256_cvtepi32_ps(isum), *a);
     }
     #[inline(always)]
     fn extra(&mut self, r: usize, x: f32) {
@@ -285,7 +286,7 @@ impl Sink for Ints {
         self.out[ib][0] = hsum_epi32(isum);
     }
     #[inline(always)]
-    unsafe fn mins(&mut self, _r: usize, ib: usize, _d: __m256, isum: __m256i) {
+    unsafe fn mins(&mut self, _r: usize, ib: usize, _slot: usize, _d: __m256, isum: __m256i) {
         self.out[ib][1] = hsum_epi32(isum);
     }
     fn extra(&mut self, _r: usize, _x: f32) {}
@@ -297,6 +298,9 @@ trait Kernel {
     const W: usize;
     /// Bytes per activation block.
     const A: usize;
+    /// f32 accumulators per row: 2 for the short legacy blocks (alternating even/odd blocks
+    /// hides the FMA latency), 1 for the super-blocks (fewer live registers at N = 4).
+    const SLOTS: usize;
     /// Processes weight block `w` against the activation blocks `a[r]`.
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S);
 }
@@ -307,7 +311,7 @@ unsafe fn drive<K: Kernel, const N: usize, S: Sink>(nb: usize, w: *const u8, a: 
     let mut ib = 0;
     while ib + 2 <= nb {
         K::block::<N, S>(w.add(ib * K::W), at(ib), ib, 0, s);
-        K::block::<N, S>(w.add((ib + 1) * K::W), at(ib + 1), ib + 1, 1, s);
+        K::block::<N, S>(w.add((ib + 1) * K::W), at(ib + 1), ib + 1, K::SLOTS - 1, s);
         ib += 2;
     }
     if ib < nb {
@@ -346,6 +350,7 @@ fns!(Q4_0_FNS, Q4_0K);
 impl Kernel for Q4_0K {
     const W: usize = size_of::<BlockQ4_0>();
     const A: usize = size_of::<BlockQ8_0>();
+    const SLOTS: usize = 2;
     #[inline(always)]
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
         let x = &*(w as *const BlockQ4_0);
@@ -368,6 +373,7 @@ fns!(Q4_1_FNS, Q4_1K);
 impl Kernel for Q4_1K {
     const W: usize = size_of::<BlockQ4_1>();
     const A: usize = size_of::<BlockQ8_1>();
+    const SLOTS: usize = 2;
     #[inline(always)]
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
         let x = &*(w as *const BlockQ4_1);
@@ -388,6 +394,7 @@ fns!(Q5_0_FNS, Q5_0K);
 impl Kernel for Q5_0K {
     const W: usize = size_of::<BlockQ5_0>();
     const A: usize = size_of::<BlockQ8_0>();
+    const SLOTS: usize = 2;
     #[inline(always)]
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
         let x = &*(w as *const BlockQ5_0);
@@ -411,6 +418,7 @@ fns!(Q5_1_FNS, Q5_1K);
 impl Kernel for Q5_1K {
     const W: usize = size_of::<BlockQ5_1>();
     const A: usize = size_of::<BlockQ8_1>();
+    const SLOTS: usize = 2;
     #[inline(always)]
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
         let x = &*(w as *const BlockQ5_1);
@@ -432,6 +440,7 @@ fns!(Q8_0_FNS, Q8_0K);
 impl Kernel for Q8_0K {
     const W: usize = size_of::<BlockQ8_0>();
     const A: usize = size_of::<BlockQ8_0>();
+    const SLOTS: usize = 2;
     #[inline(always)]
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
         let x = &*(w as *const BlockQ8_0);
@@ -456,6 +465,7 @@ fns!(IQ4_NL_FNS, IQ4_NLK);
 impl Kernel for IQ4_NLK {
     const W: usize = size_of::<BlockIQ4NL>();
     const A: usize = size_of::<BlockQ8_0>();
+    const SLOTS: usize = 2;
     #[inline(always)]
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
         let x = &*(w as *const BlockIQ4NL);
@@ -483,6 +493,7 @@ fns!(Q2_K_FNS, Q2_KK);
 impl Kernel for Q2_KK {
     const W: usize = size_of::<BlockQ2K>();
     const A: usize = Q8K_SIZE;
+    const SLOTS: usize = 1;
     #[inline(always)]
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
         let x = &*(w as *const BlockQ2K);
@@ -512,7 +523,7 @@ impl Kernel for Q2_KK {
         for r in 0..N {
             s.main(r, ib, slot, kscale(d, a[r]), sumi[r]);
             let summs = _mm256_madd_epi16(load(a[r].add(Q8K_BSUMS)), mins);
-            s.mins(r, ib, kscale(dmin, a[r]), summs);
+            s.mins(r, ib, slot, kscale(dmin, a[r]), summs);
         }
     }
 }
@@ -522,6 +533,7 @@ fns!(Q3_K_FNS, Q3_KK);
 impl Kernel for Q3_KK {
     const W: usize = size_of::<BlockQ3K>();
     const A: usize = Q8K_SIZE;
+    const SLOTS: usize = 1;
     #[inline(always)]
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
         let x = &*(w as *const BlockQ3K);
@@ -578,6 +590,7 @@ fns!(Q4_K_FNS, Q4_KK);
 impl Kernel for Q4_KK {
     const W: usize = size_of::<BlockQ4K>();
     const A: usize = Q8K_SIZE;
+    const SLOTS: usize = 1;
     #[inline(always)]
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
         let x = &*(w as *const BlockQ4K);
@@ -604,7 +617,7 @@ impl Kernel for Q4_KK {
         for r in 0..N {
             s.main(r, ib, slot, kscale(d, a[r]), sumi[r]);
             let summs = _mm256_madd_epi16(load(a[r].add(Q8K_BSUMS)), mins);
-            s.mins(r, ib, kscale(dmin, a[r]), summs);
+            s.mins(r, ib, slot, kscale(dmin, a[r]), summs);
         }
     }
 }
@@ -614,6 +627,7 @@ fns!(Q5_K_FNS, Q5_KK);
 impl Kernel for Q5_KK {
     const W: usize = size_of::<BlockQ5K>();
     const A: usize = Q8K_SIZE;
+    const SLOTS: usize = 1;
     #[inline(always)]
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
         let x = &*(w as *const BlockQ5K);
@@ -646,7 +660,7 @@ impl Kernel for Q5_KK {
         for r in 0..N {
             s.main(r, ib, slot, kscale(d, a[r]), sumi[r]);
             let summs = _mm256_madd_epi16(load(a[r].add(Q8K_BSUMS)), mins);
-            s.mins(r, ib, kscale(dmin, a[r]), summs);
+            s.mins(r, ib, slot, kscale(dmin, a[r]), summs);
         }
     }
 }
@@ -656,6 +670,7 @@ fns!(Q6_K_FNS, Q6_KK);
 impl Kernel for Q6_KK {
     const W: usize = size_of::<BlockQ6K>();
     const A: usize = Q8K_SIZE;
+    const SLOTS: usize = 1;
     #[inline(always)]
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
         let x = &*(w as *const BlockQ6K);
@@ -704,6 +719,7 @@ fns!(IQ4_XS_FNS, IQ4_XSK);
 impl Kernel for IQ4_XSK {
     const W: usize = size_of::<BlockIQ4XS>();
     const A: usize = Q8K_SIZE;
+    const SLOTS: usize = 1;
     #[inline(always)]
     unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
         let x = &*(w as *const BlockIQ4XS);
