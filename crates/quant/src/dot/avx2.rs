@@ -184,11 +184,28 @@ unsafe fn slli16(x: __m256i, n: usize) -> __m256i {
     }
 }
 
-/// A shuffle mask that broadcasts i16 element `k` (0..8) of each 128-bit lane.
+/// `vpshufb` masks broadcasting i16 element k (0..8) of each 128-bit lane, read with a
+/// volatile load: LLVM would otherwise turn the constant shuffles into shift + broadcast
+/// pairs (2 uops where `vpshufb` with a loaded mask is 1 ALU uop).
+#[repr(align(32))]
+struct Masks([[u8; 32]; 8]);
+static BCAST16: Masks = {
+    let mut m = [[0u8; 32]; 8];
+    let mut k = 0;
+    while k < 8 {
+        let mut i = 0;
+        while i < 32 {
+            m[k][i] = (2 * k + (i & 1)) as u8;
+            i += 1;
+        }
+        k += 1;
+    }
+    Masks(m)
+};
+
 #[inline(always)]
-unsafe fn bcast16(k: usize) -> __m256i {
-    let k = k as i16;
-    _mm256_set1_epi16(((2 * k + 1) << 8) | (2 * k))
+unsafe fn bcast16_opaque(k: usize) -> __m256i {
+    std::ptr::read_volatile(BCAST16.0[k].as_ptr() as *const __m256i)
 }
 
 /// A shuffle mask that puts i16 element `lo` in the low 128-bit lane, `hi` in the high one.
@@ -602,8 +619,8 @@ impl Kernel for Q4_KK {
             let qv = load(x.qs.as_ptr().add(32 * j));
             let lo = _mm256_and_si256(qv, m4);
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qv), m4);
-            let sl = _mm256_shuffle_epi8(sc, bcast16(2 * j));
-            let sh = _mm256_shuffle_epi8(sc, bcast16(2 * j + 1));
+            let sl = _mm256_shuffle_epi8(sc, bcast16_opaque(2 * j));
+            let sh = _mm256_shuffle_epi8(sc, bcast16_opaque(2 * j + 1));
             for r in 0..N {
                 let y = a[r].add(Q8K_QS + 64 * j);
                 // q ≤ 15: pairs ≤ 15·128·2; scale ≤ 63.
@@ -645,8 +662,8 @@ impl Kernel for Q5_KK {
                 _mm256_and_si256(_mm256_srli_epi16::<4>(qv), m4),
                 _mm256_and_si256(_mm256_slli_epi16::<3>(hsh), m16),
             );
-            let sl = _mm256_shuffle_epi8(sc, bcast16(2 * j));
-            let sh = _mm256_shuffle_epi8(sc, bcast16(2 * j + 1));
+            let sl = _mm256_shuffle_epi8(sc, bcast16_opaque(2 * j));
+            let sh = _mm256_shuffle_epi8(sc, bcast16_opaque(2 * j + 1));
             for r in 0..N {
                 let y = a[r].add(Q8K_QS + 64 * j);
                 // q ≤ 31: pairs ≤ 31·128·2; scale ≤ 63.

@@ -256,28 +256,39 @@ pub fn dot_q2_k(w: &[u8], a: &[u8]) -> f32 {
     sumf
 }
 
-/// The 8 lanes of ggml's generic k-quant kernels: lane l sums `scale(p)·q[p]·a[p]` over the
-/// positions p ≡ l (mod 8). `scale_of(p)` gives the (signed) scale of position p.
+/// The 8 lanes of ggml's generic k-quant kernels: lane l sums `scale·q[p]·a[p]` over the
+/// positions p ≡ l (mod 8), with one scale per group of `group` (16 or 32) values. Written
+/// as ggml's loop over groups of 8 so that the compiler vectorizes it.
 #[inline(always)]
-fn lanes8(q: &[i8; 256], a: &[i8; 256], scale_of: impl Fn(usize) -> i32) -> [i32; 8] {
+fn lanes8(q: &[i8; 256], a: &[i8; 256], scales: &[i32], group: usize) -> [i32; 8] {
     let mut aux32 = [0i32; 8];
-    for p in 0..256 {
-        // The i16 product of ggml's aux16 never overflows: |q| ≤ 63, |a| ≤ 128.
-        aux32[p % 8] += scale_of(p) * (q[p] as i32 * a[p] as i32);
+    for (c, (q8, a8)) in q.chunks_exact(8).zip(a.chunks_exact(8)).enumerate() {
+        let scale = scales[c * 8 / group];
+        for l in 0..8 {
+            // The i16 product of ggml's aux16 never overflows: |q| ≤ 63, |a| ≤ 128.
+            let aux16 = (q8[l] as i16) * (a8[l] as i16);
+            aux32[l] += scale * aux16 as i32;
+        }
     }
     aux32
 }
 
-/// Q3_K values (−4..4) in order.
+/// Q3_K values (−4..4) in order: per 128-value half, 4 shifts of the same 32 `qs` bytes;
+/// the high bit of value p is bit p/32 of `hmask[p % 32]` (clear means "minus 4").
 #[inline(always)]
 fn q3k_values(x: &BlockQ3K) -> [i8; 256] {
     let mut v = [0i8; 256];
-    for p in 0..256 {
-        let (half, within) = (p / 128, p % 128);
-        let (shift, l) = (2 * (within / 32), within % 32);
-        let low = ((x.qs[32 * half + l] >> shift) & 3) as i8;
-        let hbit = (x.hmask[l] >> (p / 32)) & 1;
-        v[p] = low - if hbit == 1 { 0 } else { 4 };
+    for half in 0..2 {
+        let qs = &x.qs[32 * half..32 * half + 32];
+        for k in 0..4 {
+            let o = 128 * half + 32 * k;
+            let bit = 4 * half + k;
+            for l in 0..32 {
+                let low = ((qs[l] >> (2 * k)) & 3) as i8;
+                let minus4 = ((!x.hmask[l] >> bit) & 1) as i8 * 4;
+                v[o + l] = low - minus4;
+            }
+        }
     }
     v
 }
@@ -286,8 +297,8 @@ fn q3k_values(x: &BlockQ3K) -> [i8; 256] {
 #[inline(always)]
 pub(crate) fn lanes_q3_k(x: &BlockQ3K, y: &Q8KView) -> [i32; 8] {
     let v = q3k_values(x);
-    let sc = q3k_scales(&x.scales);
-    lanes8(&v, y.qs, |p| sc[p / 16] as i32 - 32)
+    let sc = q3k_scales(&x.scales).map(|s| s as i32 - 32);
+    lanes8(&v, y.qs, &sc, 16)
 }
 
 /// Q3_K × Q8_K.
@@ -311,10 +322,12 @@ pub fn dot_q3_k(w: &[u8], a: &[u8]) -> f32 {
 #[inline(always)]
 fn q4k_values(qs: &[u8; 128]) -> [i8; 256] {
     let mut v = [0i8; 256];
-    for p in 0..256 {
-        let (chunk, within) = (p / 64, p % 64);
-        let b = qs[32 * chunk + within % 32];
-        v[p] = if within < 32 { b & 0xf } else { b >> 4 } as i8;
+    for c in 0..4 {
+        for l in 0..32 {
+            let b = qs[32 * c + l];
+            v[64 * c + l] = (b & 0xf) as i8;
+            v[64 * c + 32 + l] = (b >> 4) as i8;
+        }
     }
     v
 }
@@ -334,7 +347,8 @@ fn mins_dot_bsums(mins: &[u8], bsums: &[i16; 16]) -> i32 {
 pub(crate) fn lanes_q4_k(x: &BlockQ4K, y: &Q8KView) -> ([i32; 8], i32) {
     let v = q4k_values(&x.qs);
     let sm = k4_scales_mins(&x.scales);
-    (lanes8(&v, y.qs, |p| sm[p / 32] as i32), mins_dot_bsums(&sm[8..], &y.bsums))
+    let sc: [i32; 8] = std::array::from_fn(|j| sm[j] as i32);
+    (lanes8(&v, y.qs, &sc, 32), mins_dot_bsums(&sm[8..], &y.bsums))
 }
 
 /// Q4_K × Q8_K.
@@ -360,11 +374,14 @@ pub fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
 #[inline(always)]
 pub(crate) fn lanes_q5_k(x: &BlockQ5K, y: &Q8KView) -> ([i32; 8], i32) {
     let mut v = q4k_values(&x.qs);
-    for (p, val) in v.iter_mut().enumerate() {
-        *val += (((x.qh[p % 32] >> (p / 32)) & 1) << 4) as i8;
+    for j in 0..8 {
+        for l in 0..32 {
+            v[32 * j + l] += (((x.qh[l] >> j) & 1) << 4) as i8;
+        }
     }
     let sm = k4_scales_mins(&x.scales);
-    (lanes8(&v, y.qs, |p| sm[p / 32] as i32), mins_dot_bsums(&sm[8..], &y.bsums))
+    let sc: [i32; 8] = std::array::from_fn(|j| sm[j] as i32);
+    (lanes8(&v, y.qs, &sc, 32), mins_dot_bsums(&sm[8..], &y.bsums))
 }
 
 /// Q5_K × Q8_K.
@@ -408,7 +425,7 @@ fn q6k_values(x: &BlockQ6K) -> [i8; 256] {
 #[inline(always)]
 pub(crate) fn lanes_q6_k(x: &BlockQ6K, y: &Q8KView) -> [i32; 8] {
     let v = q6k_values(x);
-    lanes8(&v, y.qs, |p| x.scales[p / 16] as i32)
+    lanes8(&v, y.qs, &x.scales.map(|s| s as i32), 16)
 }
 
 /// Q6_K × Q8_K.
