@@ -31,7 +31,10 @@ fn f16_fields(ty: GgmlType) -> &'static [usize] {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u8 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 56) as u8
     }
 }
@@ -59,7 +62,10 @@ fn weights(ty: GgmlType, n: usize, rows: usize, rng: &mut Lcg) -> Vec<u8> {
                     blk[o..o + 2].copy_from_slice(&h);
                 }
                 if ty == GgmlType::Q8_0 {
-                    blk[2..].iter_mut().filter(|b| **b == 0x80).for_each(|b| *b = 0x81);
+                    blk[2..]
+                        .iter_mut()
+                        .filter(|b| **b == 0x80)
+                        .for_each(|b| *b = 0x81);
                 }
             }
         }
@@ -70,7 +76,9 @@ fn weights(ty: GgmlType, n: usize, rows: usize, rng: &mut Lcg) -> Vec<u8> {
 fn acts(act: GgmlType, n: usize, rng: &mut Lcg) -> Vec<u8> {
     let mut out = Vec::new();
     match act {
-        GgmlType::F32 => (0..n).for_each(|_| out.extend_from_slice(&((rng.next() as f32 - 128.0) / 64.0).to_le_bytes())),
+        GgmlType::F32 => (0..n).for_each(|_| {
+            out.extend_from_slice(&((rng.next() as f32 - 128.0) / 64.0).to_le_bytes())
+        }),
         GgmlType::Q8_0 | GgmlType::Q8_1 => {
             for _ in 0..n / 32 {
                 out.extend_from_slice(&half::f16::from_f32(0.01).to_bits().to_le_bytes());
@@ -106,7 +114,9 @@ fn cpu_ns() -> Option<u64> {
 /// The best of 5 runs of [`rate_once`] (the machine is shared: the best run is the one least
 /// disturbed by other processes evicting our caches).
 fn rate(bytes: usize, budget: Duration, mut f: impl FnMut()) -> f64 {
-    (0..5).map(|_| rate_once(bytes, budget / 5, &mut f)).fold(0.0, f64::max)
+    (0..5)
+        .map(|_| rate_once(bytes, budget / 5, &mut f))
+        .fold(0.0, f64::max)
 }
 
 /// Runs `f` (which processes `bytes` weight bytes) for about `budget` of CPU time; GB/s.
@@ -156,11 +166,17 @@ fn in_cache(vd: &VecDot, n: usize, w: &[u8], a: &[Vec<u8>], multi: bool, budget:
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let n = 4096;
     let budget = Duration::from_millis(300);
     println!("simd path: {}", dot::simd_path());
-    println!("{:<8} {:>10} {:>10} {:>10} {:>10}   (GB/s of weight bytes, n = {n})", "type", "l2 x1", "l2 x4", "dram x1", "scalar");
+    println!(
+        "{:<8} {:>10} {:>10} {:>10} {:>10}   (GB/s of weight bytes, n = {n})",
+        "type", "l2 x1", "l2 x4", "dram x1", "scalar"
+    );
     let mut rng = Lcg(0x1234);
     for ty in dot::DOT_TYPES {
         if !filter.is_empty() && !filter.iter().any(|f| ty.name().eq_ignore_ascii_case(f)) {
@@ -176,6 +192,13 @@ fn main() {
         let row = best.weight_row_bytes(n).unwrap();
         let big = weights(ty, n, (64 << 20) / row, &mut rng);
         let dram = in_cache(&best, n, &big, &a, false, budget);
-        println!("{:<8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}", ty.name(), x1, x4, dram, sc);
+        println!(
+            "{:<8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+            ty.name(),
+            x1,
+            x4,
+            dram,
+            sc
+        );
     }
 }

@@ -25,7 +25,11 @@ fn check_case(ty: GgmlType, seed: u64, mode: usize, count: usize) -> Result<(), 
     let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
     // `count` is blocks for quantized types, values for float ones.
     let n = count * ty.block_size();
-    let w = if float { float_weight_row(ty, n, &mut rng, mode) } else { weight_row(ty, count, &mut rng, mode) };
+    let w = if float {
+        float_weight_row(ty, n, &mut rng, mode)
+    } else {
+        weight_row(ty, count, &mut rng, mode)
+    };
     let acts: Vec<Vec<u8>> = (0..7).map(|_| act_row(act, n, &mut rng, mode)).collect();
 
     let scalar = vec_dot_with(ty, SimdPath::Scalar).unwrap();
@@ -111,7 +115,9 @@ type_tests! {
 fn dot_avx2_path_selected_when_cpu_has_it() {
     #[cfg(target_arch = "x86_64")]
     {
-        let has = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+        let has = is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c");
         assert_eq!(dot::simd_path(), if has { "avx2" } else { "scalar" });
         for ty in dot::DOT_TYPES {
             let vd = dot::vec_dot_for(ty).unwrap();
@@ -148,25 +154,48 @@ fn dot_act_types_are_ggml_partners() {
 
 #[test]
 fn dot_rejects_bad_types_and_lengths() {
-    assert_eq!(dot::vec_dot_for(GgmlType::Q8_K).unwrap_err(), DotError::Unsupported(GgmlType::Q8_K));
-    assert_eq!(dot::vec_dot_for(GgmlType::IQ2_XXS).unwrap_err(), DotError::Unsupported(GgmlType::IQ2_XXS));
+    assert_eq!(
+        dot::vec_dot_for(GgmlType::Q8_K).unwrap_err(),
+        DotError::Unsupported(GgmlType::Q8_K)
+    );
+    assert_eq!(
+        dot::vec_dot_for(GgmlType::IQ2_XXS).unwrap_err(),
+        DotError::Unsupported(GgmlType::IQ2_XXS)
+    );
     let vd = dot::vec_dot_for(GgmlType::Q4_K).unwrap();
     let w = vec![0u8; 144];
     let a = vec![0u8; 292];
     assert_eq!(vd.try_dot(256, &w, &a), Ok(0.0));
-    assert!(matches!(vd.try_dot(100, &w, &a), Err(DotError::NotBlockMultiple { n: 100, block_size: 256, .. })));
+    assert!(matches!(
+        vd.try_dot(100, &w, &a),
+        Err(DotError::NotBlockMultiple {
+            n: 100,
+            block_size: 256,
+            ..
+        })
+    ));
     let e = vd.try_dot(256, &w[..143], &a).unwrap_err();
-    assert_eq!(e.to_string(), "weight row (Q4_K): 256 values take 144 bytes, but the row has 143");
+    assert_eq!(
+        e.to_string(),
+        "weight row (Q4_K): 256 values take 144 bytes, but the row has 143"
+    );
     assert!(matches!(
         vd.try_dot(256, &w, &a[..291]),
-        Err(DotError::RowLength { which: "activation", expected: 292, actual: 291, .. })
+        Err(DotError::RowLength {
+            which: "activation",
+            expected: 292,
+            actual: 291,
+            ..
+        })
     ));
     let mut out = [0f32; 2];
     assert_eq!(
         vd.try_dot_multi(256, &w, &[&a], &mut out),
         Err(DotError::OutputCount { rows: 1, outs: 2 })
     );
-    assert!(vd.try_dot_multi(256, &w, &[&a, &a[..10]], &mut out).is_err());
+    assert!(vd
+        .try_dot_multi(256, &w, &[&a, &a[..10]], &mut out)
+        .is_err());
 }
 
 #[test]
@@ -186,6 +215,9 @@ fn dot_q4_k_unaligned_activation_row() {
     shifted[1..].copy_from_slice(&a);
     for path in [SimdPath::Scalar, SimdPath::Avx2] {
         let vd = vec_dot_with(GgmlType::Q4_K, path).unwrap();
-        assert_eq!(vd.dot(768, &w, &a).to_bits(), vd.dot(768, &w, &shifted[1..]).to_bits());
+        assert_eq!(
+            vd.dot(768, &w, &a).to_bits(),
+            vd.dot(768, &w, &shifted[1..]).to_bits()
+        );
     }
 }

@@ -54,7 +54,9 @@ fn dot_pipeline_all_quantizable_types() {
         }
         let act = dot::act_type_for(ty).unwrap();
         for trial in 0..4 {
-            let w: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0) * (1.0 + trial as f32)).collect();
+            let w: Vec<f32> = (0..n)
+                .map(|_| rng.random_range(-1.0f32..1.0) * (1.0 + trial as f32))
+                .collect();
             let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
             let mut wq = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
             quant::quantize(ty, &w, &mut wq).unwrap();
@@ -67,10 +69,17 @@ fn dot_pipeline_all_quantizable_types() {
             let (av, _) = dequant_act(act, &aq);
             if act != GgmlType::Q8_1 {
                 let via_crate: f64 = wd.iter().zip(&av).map(|(&a, &b)| a as f64 * b).sum();
-                assert!((via_crate - exact).abs() <= 1e-5 * mag, "{ty:?}: crate dequant {via_crate} vs ours {exact}");
+                assert!(
+                    (via_crate - exact).abs() <= 1e-5 * mag,
+                    "{ty:?}: crate dequant {via_crate} vs ours {exact}"
+                );
             }
             let truth: f64 = w.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
-            let truth_mag: f64 = w.iter().zip(&x).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+            let truth_mag: f64 = w
+                .iter()
+                .zip(&x)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum();
 
             for path in [SimdPath::Scalar, SimdPath::Avx2] {
                 let vd = vec_dot_with(ty, path).unwrap();

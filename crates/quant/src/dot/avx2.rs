@@ -24,6 +24,8 @@
 
 // Kernel marker types are named after the ggml types they implement (Q4_0K, IQ4_XSK).
 #![allow(non_camel_case_types)]
+// Row loops index several parallel arrays (pointers, accumulators) by row number.
+#![allow(clippy::needless_range_loop)]
 
 use super::layout::{iq4xs_scales, k4_scales_mins, q3k_scales, Q8K_BSUMS, Q8K_QS, Q8K_SIZE};
 use super::RowsFns;
@@ -34,7 +36,9 @@ use std::mem::size_of;
 
 /// Whether this CPU runs these kernels.
 pub(super) fn available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
 /// The kernels for a weight type (N = 1..=4 rows).
@@ -107,7 +111,9 @@ unsafe fn f16_bcast(p: *const u8) -> __m256 {
 /// An f16 at `p` as f32.
 #[inline(always)]
 unsafe fn f16_at(p: *const u8) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p as *const u16) as i32)))
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+        std::ptr::read_unaligned(p as *const u16) as i32,
+    )))
 }
 
 #[inline(always)]
@@ -265,7 +271,10 @@ impl<const N: usize> Acc<N> {
     #[inline(always)]
     unsafe fn new() -> Self {
         let z = _mm256_setzero_ps();
-        Acc { acc: [[z; 2]; N], extra: [0.0; N] }
+        Acc {
+            acc: [[z; 2]; N],
+            extra: [0.0; N],
+        }
     }
 
     #[inline(always)]
@@ -319,11 +328,22 @@ trait Kernel {
     /// hides the FMA latency), 1 for the super-blocks (fewer live registers at N = 4).
     const SLOTS: usize;
     /// Processes weight block `w` against the activation blocks `a[r]`.
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S);
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    );
 }
 
 #[inline(always)]
-unsafe fn drive<K: Kernel, const N: usize, S: Sink>(nb: usize, w: *const u8, a: [*const u8; N], s: &mut S) {
+unsafe fn drive<K: Kernel, const N: usize, S: Sink>(
+    nb: usize,
+    w: *const u8,
+    a: [*const u8; N],
+    s: &mut S,
+) {
     let at = |ib: usize| -> [*const u8; N] { std::array::from_fn(|r| a[r].add(ib * K::A)) };
     let mut ib = 0;
     while ib + 2 <= nb {
@@ -338,7 +358,12 @@ unsafe fn drive<K: Kernel, const N: usize, S: Sink>(nb: usize, w: *const u8, a: 
 
 /// The real kernel: `nb` blocks, `N` activation rows.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows<K: Kernel, const N: usize>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+unsafe fn rows<K: Kernel, const N: usize>(
+    nb: usize,
+    w: *const u8,
+    a: *const *const u8,
+    out: *mut f32,
+) {
     let a: [*const u8; N] = std::array::from_fn(|r| *a.add(r));
     let mut acc = Acc::<N>::new();
     drive::<K, N, _>(nb, w, a, &mut acc);
@@ -348,7 +373,9 @@ unsafe fn rows<K: Kernel, const N: usize>(nb: usize, w: *const u8, a: *const *co
 /// The test hook: per-block integers for one activation row.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn ints<K: Kernel>(nb: usize, w: *const u8, a: *const u8) -> Vec<[i32; 2]> {
-    let mut s = Ints { out: vec![[0, 0]; nb] };
+    let mut s = Ints {
+        out: vec![[0, 0]; nb],
+    };
     drive::<K, 1, _>(nb, w, [a], &mut s);
     s.out
 }
@@ -369,7 +396,13 @@ impl Kernel for Q4_0K {
     const A: usize = size_of::<BlockQ8_0>();
     const SLOTS: usize = 2;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    ) {
         let x = &*(w as *const BlockQ4_0);
         // Σ (q − 8)·a = Σ q·a − Σ 8·a, both as unsigned × signed byte products.
         let q = nibbles32(x.qs.as_ptr());
@@ -380,7 +413,13 @@ impl Kernel for Q4_0K {
             let yv = load(y.qs.as_ptr() as *const u8);
             let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), _mm256_maddubs_epi16(eight, yv));
             let isum = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-            s.main(r, ib, slot, _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())), isum);
+            s.main(
+                r,
+                ib,
+                slot,
+                _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
+                isum,
+            );
         }
     }
 }
@@ -392,7 +431,13 @@ impl Kernel for Q4_1K {
     const A: usize = size_of::<BlockQ8_1>();
     const SLOTS: usize = 2;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    ) {
         let x = &*(w as *const BlockQ4_1);
         let q = nibbles32(x.qs.as_ptr());
         let dx = f16_bcast(x.d.0.as_ptr());
@@ -400,7 +445,13 @@ impl Kernel for Q4_1K {
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_1);
             let isum = dot_u8(q, load(y.qs.as_ptr() as *const u8));
-            s.main(r, ib, slot, _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())), isum);
+            s.main(
+                r,
+                ib,
+                slot,
+                _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
+                isum,
+            );
             s.extra(r, mx * f16_at(y.s.0.as_ptr()));
         }
     }
@@ -413,7 +464,13 @@ impl Kernel for Q5_0K {
     const A: usize = size_of::<BlockQ8_0>();
     const SLOTS: usize = 2;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    ) {
         let x = &*(w as *const BlockQ5_0);
         // q = nibble | bit·16 ∈ 0..32 (unsigned); Σ (q − 16)·a = Σ q·a − Σ 16·a.
         let hi = _mm256_and_si256(bits32(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
@@ -423,9 +480,18 @@ impl Kernel for Q5_0K {
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_0);
             let yv = load(y.qs.as_ptr() as *const u8);
-            let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), _mm256_maddubs_epi16(sixteen, yv));
+            let p = _mm256_sub_epi16(
+                _mm256_maddubs_epi16(q, yv),
+                _mm256_maddubs_epi16(sixteen, yv),
+            );
             let isum = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-            s.main(r, ib, slot, _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())), isum);
+            s.main(
+                r,
+                ib,
+                slot,
+                _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
+                isum,
+            );
         }
     }
 }
@@ -437,7 +503,13 @@ impl Kernel for Q5_1K {
     const A: usize = size_of::<BlockQ8_1>();
     const SLOTS: usize = 2;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    ) {
         let x = &*(w as *const BlockQ5_1);
         let hi = _mm256_and_si256(bits32(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
         let q = _mm256_or_si256(nibbles32(x.qs.as_ptr()), hi);
@@ -446,7 +518,13 @@ impl Kernel for Q5_1K {
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_1);
             let isum = dot_u8(q, load(y.qs.as_ptr() as *const u8));
-            s.main(r, ib, slot, _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())), isum);
+            s.main(
+                r,
+                ib,
+                slot,
+                _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
+                isum,
+            );
             s.extra(r, mx * f16_at(y.s.0.as_ptr()));
         }
     }
@@ -459,14 +537,26 @@ impl Kernel for Q8_0K {
     const A: usize = size_of::<BlockQ8_0>();
     const SLOTS: usize = 2;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    ) {
         let x = &*(w as *const BlockQ8_0);
         let q = load(x.qs.as_ptr() as *const u8);
         let dx = f16_bcast(x.d.0.as_ptr());
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_0);
             let isum = dot_s8(q, load(y.qs.as_ptr() as *const u8));
-            s.main(r, ib, slot, _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())), isum);
+            s.main(
+                r,
+                ib,
+                slot,
+                _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
+                isum,
+            );
         }
     }
 }
@@ -484,14 +574,26 @@ impl Kernel for IQ4_NLK {
     const A: usize = size_of::<BlockQ8_0>();
     const SLOTS: usize = 2;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    ) {
         let x = &*(w as *const BlockIQ4NL);
         let q = _mm256_shuffle_epi8(iq4_table(), nibbles32(x.qs.as_ptr()));
         let dx = f16_bcast(x.d.0.as_ptr());
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_0);
             let isum = dot_s8(q, load(y.qs.as_ptr() as *const u8));
-            s.main(r, ib, slot, _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())), isum);
+            s.main(
+                r,
+                ib,
+                slot,
+                _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
+                isum,
+            );
         }
     }
 }
@@ -512,7 +614,13 @@ impl Kernel for Q2_KK {
     const A: usize = Q8K_SIZE;
     const SLOTS: usize = 1;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    ) {
         let x = &*(w as *const BlockQ2K);
         let scv = load128(x.scales.as_ptr());
         let m4 = _mm_set1_epi8(0x0f);
@@ -552,7 +660,13 @@ impl Kernel for Q3_KK {
     const A: usize = Q8K_SIZE;
     const SLOTS: usize = 1;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    ) {
         let x = &*(w as *const BlockQ3K);
         // q = low2 + 4·hbit − 4: Σ sc·Σ q·a = Σ sc·Σ (low2 + 4·hbit)·a − 4·Σ sc·bsum.
         let raw = q3k_scales(&x.scales);
@@ -570,7 +684,11 @@ impl Kernel for Q3_KK {
                 let v = 4 * half + k;
                 let low = _mm256_and_si256(srli16(qv, 2 * k), m3);
                 // bit v of each hmask byte, moved to bit 2.
-                let hb = if v <= 2 { slli16(hm, 2 - v) } else { srli16(hm, v - 2) };
+                let hb = if v <= 2 {
+                    slli16(hm, 2 - v)
+                } else {
+                    srli16(hm, v - 2)
+                };
                 let q = _mm256_or_si256(low, _mm256_and_si256(hb, m4));
                 let scale = scale_pair(lo8, hi8, v);
                 for r in 0..N {
@@ -609,7 +727,13 @@ impl Kernel for Q4_KK {
     const A: usize = Q8K_SIZE;
     const SLOTS: usize = 1;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    ) {
         let x = &*(w as *const BlockQ4K);
         let (sc, mins) = k4_vectors(&x.scales);
         let m4 = _mm256_set1_epi8(0x0f);
@@ -646,7 +770,13 @@ impl Kernel for Q5_KK {
     const A: usize = Q8K_SIZE;
     const SLOTS: usize = 1;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    ) {
         let x = &*(w as *const BlockQ5K);
         let (sc, mins) = k4_vectors(&x.scales);
         let m4 = _mm256_set1_epi8(0x0f);
@@ -657,7 +787,10 @@ impl Kernel for Q5_KK {
             let qv = load(x.qs.as_ptr().add(32 * j));
             // Fifth bits: bit 2j of qh[l] for the low nibbles, bit 2j+1 for the high.
             let hsh = srli16(hbits, 2 * j);
-            let lo = _mm256_or_si256(_mm256_and_si256(qv, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(hsh), m16));
+            let lo = _mm256_or_si256(
+                _mm256_and_si256(qv, m4),
+                _mm256_and_si256(_mm256_slli_epi16::<4>(hsh), m16),
+            );
             let hi = _mm256_or_si256(
                 _mm256_and_si256(_mm256_srli_epi16::<4>(qv), m4),
                 _mm256_and_si256(_mm256_slli_epi16::<3>(hsh), m16),
@@ -689,7 +822,13 @@ impl Kernel for Q6_KK {
     const A: usize = Q8K_SIZE;
     const SLOTS: usize = 1;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    ) {
         let x = &*(w as *const BlockQ6K);
         // Σ sc·Σ (q − 32)·a = Σ sc·Σ q·a − 32·Σ sc·bsum, with q ∈ 0..64 unsigned.
         let scv = load128(x.scales.as_ptr() as *const u8);
@@ -704,9 +843,18 @@ impl Kernel for Q6_KK {
             let ql2 = load(x.ql.as_ptr().add(64 * half + 32));
             let qh = load(x.qh.as_ptr().add(32 * half));
             let qs = [
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30)),
-                _mm256_or_si256(_mm256_and_si256(ql2, m4), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4), _mm256_and_si256(qh, m30)),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql2, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                    _mm256_and_si256(qh, m30),
+                ),
                 _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16::<4>(ql2), m4),
                     _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
@@ -738,7 +886,13 @@ impl Kernel for IQ4_XSK {
     const A: usize = Q8K_SIZE;
     const SLOTS: usize = 1;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(w: *const u8, a: [*const u8; N], ib: usize, slot: usize, s: &mut S) {
+    unsafe fn block<const N: usize, S: Sink>(
+        w: *const u8,
+        a: [*const u8; N],
+        ib: usize,
+        slot: usize,
+        s: &mut S,
+    ) {
         let x = &*(w as *const BlockIQ4XS);
         let ls = iq4xs_scales(x.scales_h, &x.scales_l);
         let table = iq4_table();
@@ -812,7 +966,12 @@ impl FloatW for BF16W {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_float<W: FloatW, const N: usize>(n: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+unsafe fn rows_float<W: FloatW, const N: usize>(
+    n: usize,
+    w: *const u8,
+    a: *const *const u8,
+    out: *mut f32,
+) {
     let a: [*const f32; N] = std::array::from_fn(|r| *a.add(r) as *const f32);
     let z = _mm256_setzero_ps();
     let mut acc = [[z; 2]; N];
@@ -846,9 +1005,21 @@ unsafe fn rows_float<W: FloatW, const N: usize>(n: usize, w: *const u8, a: *cons
     }
 }
 
-static F32_FNS: RowsFns =
-    [rows_float::<F32W, 1>, rows_float::<F32W, 2>, rows_float::<F32W, 3>, rows_float::<F32W, 4>];
-static F16_FNS: RowsFns =
-    [rows_float::<F16W, 1>, rows_float::<F16W, 2>, rows_float::<F16W, 3>, rows_float::<F16W, 4>];
-static BF16_FNS: RowsFns =
-    [rows_float::<BF16W, 1>, rows_float::<BF16W, 2>, rows_float::<BF16W, 3>, rows_float::<BF16W, 4>];
+static F32_FNS: RowsFns = [
+    rows_float::<F32W, 1>,
+    rows_float::<F32W, 2>,
+    rows_float::<F32W, 3>,
+    rows_float::<F32W, 4>,
+];
+static F16_FNS: RowsFns = [
+    rows_float::<F16W, 1>,
+    rows_float::<F16W, 2>,
+    rows_float::<F16W, 3>,
+    rows_float::<F16W, 4>,
+];
+static BF16_FNS: RowsFns = [
+    rows_float::<BF16W, 1>,
+    rows_float::<BF16W, 2>,
+    rows_float::<BF16W, 3>,
+    rows_float::<BF16W, 4>,
+];

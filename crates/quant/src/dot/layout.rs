@@ -61,7 +61,11 @@ pub(crate) fn iq4xs_scales(scales_h: [u8; 2], scales_l: &[u8; 4]) -> [u8; 8] {
     let h = u16::from_le_bytes(scales_h);
     let mut out = [0u8; 8];
     for ib in 0..8 {
-        let lo = if ib % 2 == 0 { scales_l[ib / 2] & 0xf } else { scales_l[ib / 2] >> 4 };
+        let lo = if ib % 2 == 0 {
+            scales_l[ib / 2] & 0xf
+        } else {
+            scales_l[ib / 2] >> 4
+        };
         let hi = ((h >> (2 * ib)) & 3) as u8;
         out[ib] = lo | (hi << 4);
     }
@@ -110,7 +114,10 @@ mod tests {
                 let (sc, m) = if j < 4 {
                     (p[j] & 63, p[j + 4] & 63)
                 } else {
-                    ((p[j + 4] & 0xF) | ((p[j - 4] >> 6) << 4), (p[j + 4] >> 4) | ((p[j] >> 6) << 4))
+                    (
+                        (p[j + 4] & 0xF) | ((p[j - 4] >> 6) << 4),
+                        (p[j + 4] >> 4) | ((p[j] >> 6) << 4),
+                    )
                 };
                 assert_eq!((got[j], got[8 + j]), (sc, m), "sub-block {j} of {p:?}");
             }

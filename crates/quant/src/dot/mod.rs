@@ -24,10 +24,10 @@
 
 use crate::GgmlType;
 
-mod layout;
-pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod layout;
+pub mod scalar;
 
 /// Most activation rows one kernel call handles ([`VecDot::dot_multi`] splits longer lists
 /// into groups of this size).
@@ -36,7 +36,9 @@ pub const MAX_ROWS: usize = 4;
 /// The weight types [`vec_dot_for`] accepts, in ggml id order.
 pub const DOT_TYPES: [GgmlType; 15] = {
     use GgmlType::*;
-    [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, BF16]
+    [
+        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, BF16,
+    ]
 };
 
 /// Why a dot product could not be set up or run.
@@ -47,10 +49,20 @@ pub enum DotError {
     Unsupported(GgmlType),
     /// The row length is not a whole number of blocks.
     #[error("{ty}: {n} values is not a multiple of the block size {block_size}")]
-    NotBlockMultiple { ty: GgmlType, n: usize, block_size: usize },
+    NotBlockMultiple {
+        ty: GgmlType,
+        n: usize,
+        block_size: usize,
+    },
     /// A row's byte length does not match `n` values of its type.
     #[error("{which} row ({ty}): {n} values take {expected} bytes, but the row has {actual}")]
-    RowLength { which: &'static str, ty: GgmlType, n: usize, expected: usize, actual: usize },
+    RowLength {
+        which: &'static str,
+        ty: GgmlType,
+        n: usize,
+        expected: usize,
+        actual: usize,
+    },
     /// `dot_multi` got a different number of activation rows and outputs.
     #[error("dot_multi: {rows} activation rows but {outs} outputs")]
     OutputCount { rows: usize, outs: usize },
@@ -162,16 +174,24 @@ pub fn vec_dot_for(weight: GgmlType) -> Result<VecDot, DotError> {
 pub fn vec_dot_with(weight: GgmlType, path: SimdPath) -> Result<VecDot, DotError> {
     let act = act_type_for(weight).ok_or(DotError::Unsupported(weight))?;
     let scalar = scalar::kernel(weight).ok_or(DotError::Unsupported(weight))?;
-    let mut vd = VecDot { weight, act, path: SimdPath::Scalar, imp: Imp::Scalar(scalar) };
     #[cfg(target_arch = "x86_64")]
     if path == SimdPath::Avx2 && avx2::available() {
         if let Some(fns) = avx2::kernels(weight) {
-            vd.path = SimdPath::Avx2;
-            vd.imp = Imp::Simd(fns);
+            return Ok(VecDot {
+                weight,
+                act,
+                path: SimdPath::Avx2,
+                imp: Imp::Simd(fns),
+            });
         }
     }
-    let _ = path;
-    Ok(vd)
+    let _ = path; // only x86-64 has a path other than scalar (so far)
+    Ok(VecDot {
+        weight,
+        act,
+        path: SimdPath::Scalar,
+        imp: Imp::Scalar(scalar),
+    })
 }
 
 impl VecDot {
@@ -248,7 +268,10 @@ impl VecDot {
         out: &mut [f32],
     ) -> Result<(), DotError> {
         if a_rows.len() != out.len() {
-            return Err(DotError::OutputCount { rows: a_rows.len(), outs: out.len() });
+            return Err(DotError::OutputCount {
+                rows: a_rows.len(),
+                outs: out.len(),
+            });
         }
         check_row(self.weight, "weight", n, w_row.len())?;
         for a in a_rows {
@@ -280,6 +303,7 @@ impl VecDot {
     }
 }
 
+#[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than our MSRV (1.85)
 fn row_bytes(ty: GgmlType, n: usize) -> Option<usize> {
     let bs = ty.block_size();
     if n % bs != 0 {
@@ -295,7 +319,13 @@ fn check_row(ty: GgmlType, which: &'static str, n: usize, actual: usize) -> Resu
         block_size: ty.block_size(),
     })?;
     if expected != actual {
-        return Err(DotError::RowLength { which, ty, n, expected, actual });
+        return Err(DotError::RowLength {
+            which,
+            ty,
+            n,
+            expected,
+            actual,
+        });
     }
     Ok(())
 }
@@ -309,7 +339,12 @@ pub mod testing {
     /// Per block of one row: `[main, second]` integer sums, as defined per type in
     /// [`scalar::block_ints`]. `None` for types without integer sums (F32/F16/BF16) or
     /// bad lengths.
-    pub fn block_ints_scalar(weight: GgmlType, n: usize, w: &[u8], a: &[u8]) -> Option<Vec<[i32; 2]>> {
+    pub fn block_ints_scalar(
+        weight: GgmlType,
+        n: usize,
+        w: &[u8],
+        a: &[u8],
+    ) -> Option<Vec<[i32; 2]>> {
         let act = act_type_for(weight)?;
         check_row(weight, "weight", n, w.len()).ok()?;
         check_row(act, "activation", n, a.len()).ok()?;
@@ -318,7 +353,12 @@ pub mod testing {
 
     /// The same sums computed by the AVX2 kernels' block code; `None` if AVX2 is not
     /// available here (or the type has no integer sums).
-    pub fn block_ints_avx2(weight: GgmlType, n: usize, w: &[u8], a: &[u8]) -> Option<Vec<[i32; 2]>> {
+    pub fn block_ints_avx2(
+        weight: GgmlType,
+        n: usize,
+        w: &[u8],
+        a: &[u8],
+    ) -> Option<Vec<[i32; 2]>> {
         let act = act_type_for(weight)?;
         check_row(weight, "weight", n, w.len()).ok()?;
         check_row(act, "activation", n, a.len()).ok()?;

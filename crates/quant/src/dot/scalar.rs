@@ -8,6 +8,9 @@
 //! The integer part of each block is split out (`*_ints`) so that [`block_ints`] can expose
 //! it to the property tests; the SIMD kernels must reproduce those integers exactly.
 
+// Loops mirror ggml's index arithmetic (q[l], q8[l + 16] …), which is the point here.
+#![allow(clippy::needless_range_loop)]
+
 use super::layout::{iq4xs_scales, k4_scales_mins, q3k_scales, Q8KView, Q8K_SIZE};
 use super::ScalarFn;
 use crate::blocks::*;
@@ -181,7 +184,10 @@ pub fn dot_q5_1(w: &[u8], a: &[u8]) -> f32 {
 /// Q8_0 block: Σ q·a.
 #[inline(always)]
 pub(crate) fn ints_q8_0(x: &BlockQ8_0, y: &BlockQ8_0) -> i32 {
-    x.qs.iter().zip(&y.qs).map(|(&p, &q)| p as i32 * q as i32).sum()
+    x.qs.iter()
+        .zip(&y.qs)
+        .map(|(&p, &q)| p as i32 * q as i32)
+        .sum()
 }
 
 /// Q8_0 × Q8_0.
@@ -348,7 +354,10 @@ pub(crate) fn lanes_q4_k(x: &BlockQ4K, y: &Q8KView) -> ([i32; 8], i32) {
     let v = q4k_values(&x.qs);
     let sm = k4_scales_mins(&x.scales);
     let sc: [i32; 8] = std::array::from_fn(|j| sm[j] as i32);
-    (lanes8(&v, y.qs, &sc, 32), mins_dot_bsums(&sm[8..], &y.bsums))
+    (
+        lanes8(&v, y.qs, &sc, 32),
+        mins_dot_bsums(&sm[8..], &y.bsums),
+    )
 }
 
 /// Q4_K × Q8_K.
@@ -381,7 +390,10 @@ pub(crate) fn lanes_q5_k(x: &BlockQ5K, y: &Q8KView) -> ([i32; 8], i32) {
     }
     let sm = k4_scales_mins(&x.scales);
     let sc: [i32; 8] = std::array::from_fn(|j| sm[j] as i32);
-    (lanes8(&v, y.qs, &sc, 32), mins_dot_bsums(&sm[8..], &y.bsums))
+    (
+        lanes8(&v, y.qs, &sc, 32),
+        mins_dot_bsums(&sm[8..], &y.bsums),
+    )
 }
 
 /// Q5_K × Q8_K.
@@ -490,11 +502,27 @@ pub fn dot_iq4_xs(w: &[u8], a: &[u8]) -> f32 {
 /// Lengths must already be checked; `None` for float types.
 pub(crate) fn block_ints(weight: GgmlType, w: &[u8], a: &[u8]) -> Option<Vec<[i32; 2]>> {
     use GgmlType::*;
-    fn legacy<X: bytemuck::Pod, Y: bytemuck::Pod>(w: &[u8], a: &[u8], f: impl Fn(&X, &Y) -> i32) -> Vec<[i32; 2]> {
-        blocks::<X>(w).iter().zip(blocks::<Y>(a)).map(|(x, y)| [f(x, y), 0]).collect()
+    fn legacy<X: bytemuck::Pod, Y: bytemuck::Pod>(
+        w: &[u8],
+        a: &[u8],
+        f: impl Fn(&X, &Y) -> i32,
+    ) -> Vec<[i32; 2]> {
+        blocks::<X>(w)
+            .iter()
+            .zip(blocks::<Y>(a))
+            .map(|(x, y)| [f(x, y), 0])
+            .collect()
     }
-    fn kq<X: bytemuck::Pod>(w: &[u8], a: &[u8], f: impl Fn(&X, &Q8KView) -> [i32; 2]) -> Vec<[i32; 2]> {
-        blocks::<X>(w).iter().zip(q8k_blocks(a)).map(|(x, y)| f(x, &y)).collect()
+    fn kq<X: bytemuck::Pod>(
+        w: &[u8],
+        a: &[u8],
+        f: impl Fn(&X, &Q8KView) -> [i32; 2],
+    ) -> Vec<[i32; 2]> {
+        blocks::<X>(w)
+            .iter()
+            .zip(q8k_blocks(a))
+            .map(|(x, y)| f(x, &y))
+            .collect()
     }
     let sum8 = |l: [i32; 8]| l.iter().sum::<i32>();
     Some(match weight {

@@ -1,7 +1,7 @@
 //! Shared helpers of the dot-product tests: random rows of every weight/activation type
 //! (with the edge cases the kernels must survive), and an independent f64 dequantizer
 //! written from ggml's `dequantize_row_*` layouts, for the cross-checks.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::needless_range_loop)]
 
 use quant::blocks::KVALUES_IQ4NL;
 use quant::GgmlType;
@@ -24,7 +24,13 @@ pub enum Mode {
     Mixed,
 }
 
-pub const MODES: [Mode; 5] = [Mode::Random, Mode::Zero, Mode::Max, Mode::ExtremeScales, Mode::Mixed];
+pub const MODES: [Mode; 5] = [
+    Mode::Random,
+    Mode::Zero,
+    Mode::Max,
+    Mode::ExtremeScales,
+    Mode::Mixed,
+];
 
 fn f16_bytes(x: f32) -> [u8; 2] {
     half::f16::from_f32(x).to_bits().to_le_bytes()
@@ -216,7 +222,10 @@ pub fn dequant_weights(ty: GgmlType, row: &[u8]) -> (Vec<f64>, Vec<f64>) {
         }
         BF16 => {
             for c in row.chunks_exact(2) {
-                push(f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64, 0.0);
+                push(
+                    f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64,
+                    0.0,
+                );
             }
             return (main, off);
         }
@@ -230,7 +239,11 @@ pub fn dequant_weights(ty: GgmlType, row: &[u8]) -> (Vec<f64>, Vec<f64>) {
                 for half in 0..2 {
                     for j in 0..16 {
                         let q = if half == 0 { qs[j] & 15 } else { qs[j] >> 4 };
-                        let v = if ty == Q4_0 { q as f64 - 8.0 } else { KVALUES_IQ4NL[q as usize] as f64 };
+                        let v = if ty == Q4_0 {
+                            q as f64 - 8.0
+                        } else {
+                            KVALUES_IQ4NL[q as usize] as f64
+                        };
                         push(d * v, 0.0);
                     }
                 }
@@ -295,13 +308,20 @@ pub fn dequant_weights(ty: GgmlType, row: &[u8]) -> (Vec<f64>, Vec<f64>) {
             Q4_K | Q5_K => {
                 let (d, dmin) = (h(b, 0), h(b, 2));
                 let p = &b[4..16];
-                let (qh, qs) = if ty == Q5_K { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
+                let (qh, qs) = if ty == Q5_K {
+                    (Some(&b[16..48]), &b[48..176])
+                } else {
+                    (None, &b[16..144])
+                };
                 for v in 0..256 {
                     let j = v / 32;
                     let (sc, m) = if j < 4 {
                         (p[j] & 63, p[j + 4] & 63)
                     } else {
-                        ((p[j + 4] & 15) | ((p[j - 4] >> 6) << 4), (p[j + 4] >> 4) | ((p[j] >> 6) << 4))
+                        (
+                            (p[j + 4] & 15) | ((p[j - 4] >> 6) << 4),
+                            (p[j + 4] >> 4) | ((p[j] >> 6) << 4),
+                        )
                     };
                     let byte = qs[32 * (v / 64) + v % 32];
                     let mut q = if (v % 64) < 32 { byte & 15 } else { byte >> 4 } as i32;
@@ -330,11 +350,15 @@ pub fn dequant_weights(ty: GgmlType, row: &[u8]) -> (Vec<f64>, Vec<f64>) {
                 let sh = u16::from_le_bytes([b[2], b[3]]);
                 let (sl, qs) = (&b[4..8], &b[8..136]);
                 for ib in 0..8 {
-                    let ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 15) as i32 | ((((sh >> (2 * ib)) & 3) as i32) << 4);
+                    let ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 15) as i32
+                        | ((((sh >> (2 * ib)) & 3) as i32) << 4);
                     for j in 0..32 {
                         let byte = qs[16 * ib + j % 16];
                         let q = if j < 16 { byte & 15 } else { byte >> 4 };
-                        push(d * ((ls - 32) * KVALUES_IQ4NL[q as usize] as i32) as f64, 0.0);
+                        push(
+                            d * ((ls - 32) * KVALUES_IQ4NL[q as usize] as i32) as f64,
+                            0.0,
+                        );
                     }
                 }
             }
