@@ -1,7 +1,9 @@
 //! The engine: loads a model with its thread pool ([`Engine`]), runs sequences
 //! ([`Session`]: KV cache + activation buffers), and samples ([`Sampler`]).
 
+pub mod generate;
 pub mod sampler;
+pub mod stop;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +11,10 @@ use std::sync::Arc;
 use kernels::ThreadPool;
 use model::{KvCache, Logits, MatmulMode, Model, ModelError, RunState};
 
+pub use generate::{FinishReason, GenerateRequest, GenerationStats};
 pub use sampler::{argmax, Sampler, SamplingParams};
+pub use stop::StopMatcher;
+pub use text::{ChatMessage, ChatTemplate, Tokenizer};
 
 /// How to load and run a model.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +40,10 @@ pub struct Engine {
     pub pool: Arc<ThreadPool>,
     pub mode: MatmulMode,
     pub load_seconds: f64,
+    /// The file's tokenizer (None only when its metadata has none).
+    pub tokenizer: Option<Tokenizer>,
+    /// The file's chat template, or ChatML flagged as a fallback when it has none.
+    pub template: Option<ChatTemplate>,
 }
 
 impl Engine {
@@ -49,7 +58,28 @@ impl Engine {
         let threads = opts.threads.unwrap_or_else(kernels::default_threads).max(1);
         let pool = Arc::new(ThreadPool::new(threads));
         let mode = if opts.exact { MatmulMode::Exact } else { MatmulMode::Quantized };
-        Ok(Engine { model: Arc::new(model), pool, mode, load_seconds: start.elapsed().as_secs_f64() })
+        let md = model.file.metadata();
+        let tokenizer = if md.contains("tokenizer.ggml.model") {
+            Some(Tokenizer::from_gguf(md).map_err(|e| ModelError::Input(format!("{}: tokenizer: {e}", path.display())))?)
+        } else {
+            None
+        };
+        let template = match ChatTemplate::from_gguf(md) {
+            Ok(t) => Some(t),
+            Err(text::TextError::MissingChatTemplate { .. }) => tokenizer.as_ref().map(|t| {
+                let text_of = |id: Option<u32>| id.and_then(|i| t.token_text(i)).unwrap_or("").to_string();
+                ChatTemplate::chatml(text_of(t.bos_id()), text_of(t.eos_id()))
+            }),
+            Err(e) => return Err(ModelError::Input(format!("{}: chat template: {e}", path.display()))),
+        };
+        Ok(Engine {
+            model: Arc::new(model),
+            pool,
+            mode,
+            load_seconds: start.elapsed().as_secs_f64(),
+            tokenizer,
+            template,
+        })
     }
 
     /// A new sequence with room for `n_ctx` positions.

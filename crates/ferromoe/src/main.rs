@@ -17,6 +17,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Chat with a model in the terminal (multi-turn; the conversation stays in the KV cache).
+    Chat(cmd::chat::Args),
+    /// Generate a continuation of one prompt, streamed to stdout.
+    Run(cmd::run::Args),
+    /// Print the token ids of a text (as a JSON array) with the file's own tokenizer.
+    Tokenize(cmd::tokenize::Args),
     /// Show what a GGUF file holds: architecture, hyper-parameters, tokenizer, tensors.
     Inspect(cmd::inspect::Args),
     /// Dequantize one tensor to float32 and write it as a .npy file.
@@ -28,6 +34,9 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Chat(args) => cmd::chat::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Tensor(args) => cmd::tensor::run(args),
         Command::Logits(args) => cmd::logits::run(args),

@@ -4,3 +4,6 @@ pub mod inspect;
 pub mod tensor;
 pub mod load;
 pub mod logits;
+pub mod chat;
+pub mod run;
+pub mod tokenize;

@@ -1,0 +1,82 @@
+//! Stop strings: generated text is held back while it could still be the start of a
+//! stop string, so a stop string is never shown, even when it spans several tokens.
+
+/// Streams text through, cutting it at the first stop string.
+#[derive(Debug, Default)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    pending: String,
+}
+
+impl StopMatcher {
+    /// A matcher for these stop strings (empty strings are ignored).
+    pub fn new(stops: &[String]) -> StopMatcher {
+        StopMatcher { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), pending: String::new() }
+    }
+
+    /// Adds generated text; returns the text that is safe to show and whether a stop
+    /// string was found (then everything from it on is dropped).
+    pub fn push(&mut self, text: &str) -> (String, bool) {
+        self.pending.push_str(text);
+        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+            let out = self.pending[..at].to_string();
+            self.pending.clear();
+            return (out, true);
+        }
+        // Hold back the longest tail that is a proper prefix of a stop string.
+        let mut hold = 0;
+        for s in &self.stops {
+            for (i, _) in s.char_indices().skip(1) {
+                if i > hold && self.pending.ends_with(&s[..i]) {
+                    hold = i;
+                }
+            }
+        }
+        let cut = self.pending.len() - hold;
+        let out = self.pending[..cut].to_string();
+        self.pending.drain(..cut);
+        (out, false)
+    }
+
+    /// The text still held back (at the end of generation it is shown after all).
+    pub fn flush(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_spanning_pushes_is_never_shown() {
+        let mut m = StopMatcher::new(&["</end>".to_string(), "\n\n".to_string()]);
+        assert_eq!(m.push("hello </"), ("hello ".to_string(), false));
+        assert_eq!(m.push("en"), (String::new(), false));
+        assert_eq!(m.push("d> more"), (String::new(), true));
+    }
+
+    #[test]
+    fn false_alarm_is_released() {
+        let mut m = StopMatcher::new(&["STOP".to_string()]);
+        assert_eq!(m.push("ST"), (String::new(), false));
+        assert_eq!(m.push("ay"), ("STay".to_string(), false));
+        assert_eq!(m.push("x S"), ("x ".to_string(), false));
+        assert_eq!(m.flush(), "S");
+    }
+
+    #[test]
+    fn earliest_stop_wins_and_no_stops_pass_through() {
+        let mut m = StopMatcher::new(&["b".to_string(), "a".to_string()]);
+        assert_eq!(m.push("xxab"), ("xx".to_string(), true));
+        let mut m = StopMatcher::new(&[]);
+        assert_eq!(m.push("anything"), ("anything".to_string(), false));
+    }
+
+    #[test]
+    fn multibyte_prefixes() {
+        let mut m = StopMatcher::new(&["é!".to_string()]);
+        assert_eq!(m.push("café"), ("caf".to_string(), false));
+        assert_eq!(m.push("!"), (String::new(), true));
+    }
+}

@@ -1,0 +1,101 @@
+//! `ferromoe run`: one prompt, the continuation streamed to stdout.
+
+use std::io::Write;
+
+use engine::{ChatMessage, GenerateRequest};
+
+/// Sampling options shared by `run` and `chat`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Temperature; 0 = greedy.
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Keep the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus sampling: keep the most likely tokens up to this total probability.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than this fraction of the best one.
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalise tokens seen in the last 64 (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed (default: a fresh one each run).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> engine::SamplingParams {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+        });
+        engine::SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: super::load::ModelArgs,
+    /// The prompt. Special-token text (e.g. `<|im_start|>`) is parsed as special tokens.
+    #[arg(long, short = 'p')]
+    prompt: String,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// Wrap the prompt as one user turn with the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Context size in tokens (default: prompt + max new tokens).
+    #[arg(long)]
+    ctx: Option<usize>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Print prefill/decode speed to stderr at the end.
+    #[arg(long)]
+    stats: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let engine = super::load::load(&args.model, false, false)?;
+    let tok = engine.tokenizer.as_ref().ok_or_else(|| anyhow::anyhow!("{}: the file has no tokenizer", args.model.model.display()))?;
+    let text = if args.chat {
+        let template = engine.template.as_ref().expect("a tokenizer implies a template (or the ChatML fallback)");
+        template.render(&[ChatMessage::user(args.prompt.clone())], true)?
+    } else {
+        args.prompt.clone()
+    };
+    // A chat template writes its own BOS; plain prompts get what the metadata asks for.
+    let prompt = tok.encode(&text, !args.chat)?;
+    let ctx = args.ctx.unwrap_or(prompt.len() + args.max_new_tokens).min(engine.model.config.n_ctx_train.max(1));
+    let mut session = engine.session(ctx.max(prompt.len()));
+    let req = GenerateRequest { max_new_tokens: args.max_new_tokens, sampling: args.sampling.params(), stop: vec![], ignore_eos: false };
+    let mut out = std::io::stdout().lock();
+    let stats = engine.generate(&mut session, &prompt, &req, &mut |piece| {
+        let _ = out.write_all(piece.as_bytes());
+        let _ = out.flush();
+        true
+    })?;
+    let _ = writeln!(out);
+    if args.stats {
+        eprintln!(
+            "prompt {} tokens, {:.1} tok/s · generated {} tokens, {:.1} tok/s",
+            stats.prompt_tokens,
+            stats.prefill_tps(),
+            stats.generated_tokens,
+            stats.decode_tps()
+        );
+    }
+    Ok(())
+}
