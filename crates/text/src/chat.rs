@@ -19,7 +19,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with any role.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
     }
     /// A system message.
     pub fn system(content: impl Into<String>) -> ChatMessage {
@@ -73,12 +76,19 @@ impl ChatTemplate {
     /// [`ChatTemplate::chatml`] explicitly if a fallback is wanted.
     pub fn from_gguf(meta: &Metadata) -> Result<ChatTemplate, TextError> {
         let Some(source) = meta.opt_str("tokenizer.chat_template")? else {
-            return Err(TextError::MissingChatTemplate { file: meta.file().to_owned() });
+            return Err(TextError::MissingChatTemplate {
+                file: meta.file().to_owned(),
+            });
         };
-        let tokens = meta.opt_str_array("tokenizer.ggml.tokens")?.unwrap_or_default();
+        let tokens = meta
+            .opt_str_array("tokenizer.ggml.tokens")?
+            .unwrap_or_default();
         let text_of = |key: &str| -> Result<String, TextError> {
             Ok(match meta.opt_u32(key)? {
-                Some(id) => tokens.get(id as usize).map(|t| t.to_string()).unwrap_or_default(),
+                Some(id) => tokens
+                    .get(id as usize)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
                 None => String::new(),
             })
         };
@@ -109,7 +119,13 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned(TEMPLATE_NAME, source.clone())
             .map_err(|e| TextError::Template(describe(&e)))?;
-        Ok(ChatTemplate { env, source, bos_token: bos_token.into(), eos_token: eos_token.into(), is_fallback: false })
+        Ok(ChatTemplate {
+            env,
+            source,
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+            is_fallback: false,
+        })
     }
 
     /// The ChatML template (`<|im_start|>role\ncontent<|im_end|>\n`), for files that
@@ -123,7 +139,11 @@ impl ChatTemplate {
 
     /// Renders `messages`; with `add_generation_prompt` the text ends with the header
     /// of an assistant turn, ready for generation.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TextError> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TextError> {
         let msgs: Vec<Value> = messages
             .iter()
             .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content.as_str() })
@@ -136,8 +156,12 @@ impl ChatTemplate {
             tools => Value::from(()),
             documents => Value::from(()),
         };
-        let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(|e| TextError::Template(describe(&e)))?;
-        tmpl.render(ctx).map_err(|e| TextError::Template(describe(&e)))
+        let tmpl = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| TextError::Template(describe(&e)))?;
+        tmpl.render(ctx)
+            .map_err(|e| TextError::Template(describe(&e)))
     }
 
     /// The template source.
@@ -174,7 +198,10 @@ fn describe(e: &Error) -> String {
 }
 
 fn raise_exception(msg: String) -> Result<Value, Error> {
-    Err(Error::new(ErrorKind::InvalidOperation, format!("template raised: {msg}")))
+    Err(Error::new(
+        ErrorKind::InvalidOperation,
+        format!("template raised: {msg}"),
+    ))
 }
 
 fn strftime_now(fmt: String) -> Result<Value, Error> {

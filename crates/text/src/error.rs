@@ -11,7 +11,9 @@ pub enum TextError {
     Metadata(#[from] GgufError),
 
     /// `tokenizer.ggml.model` names a tokenizer family this crate does not implement.
-    #[error("unsupported tokenizer model {model:?} (tokenizer.ggml.model); supported: {supported}")]
+    #[error(
+        "unsupported tokenizer model {model:?} (tokenizer.ggml.model); supported: {supported}"
+    )]
     UnsupportedModel {
         /// The value found in the file.
         model: String,
@@ -42,7 +44,9 @@ pub enum TextError {
     Encode(String),
 
     /// `add_special` asked for a BOS/EOS token the vocabulary does not define.
-    #[error("the tokenizer is configured to add a {which} token but the file defines no {which} id")]
+    #[error(
+        "the tokenizer is configured to add a {which} token but the file defines no {which} id"
+    )]
     MissingSpecial {
         /// "BOS" or "EOS".
         which: &'static str,

@@ -43,11 +43,17 @@ const LLAMA3: PreConfig = PreConfig {
 /// Llama-3's regex under the names llama.cpp gives to Llama-3-derived vocabularies.
 /// llama.cpp adds no BOS by default for these names; merges are ignored for whole-word
 /// vocabulary hits as in the HF tokenizer.json they were converted from.
-const LLAMA3_DERIVED: PreConfig = PreConfig { family: "llama3", default_add_bos: false, ..LLAMA3 };
+const LLAMA3_DERIVED: PreConfig = PreConfig {
+    family: "llama3",
+    default_add_bos: false,
+    ..LLAMA3
+};
 
 const QWEN2: PreConfig = PreConfig {
     family: "qwen2",
-    regexes: &[r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"],
+    regexes: &[
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    ],
     nfc: true,
     ignore_merges: false,
     default_add_bos: false,
@@ -84,7 +90,13 @@ const DEEPSEEK_LLM: PreConfig = PreConfig {
 
 const DEEPSEEK_CODER: PreConfig = PreConfig {
     family: "deepseek-coder",
-    regexes: &[r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", r"[一-龥ࠀ-一가-퟿]+", r"\p{N}"],
+    regexes: &[
+        r"[\r\n]",
+        r"\s?\p{L}+",
+        r"\s?\p{P}+",
+        r"[一-龥ࠀ-一가-퟿]+",
+        r"\p{N}",
+    ],
     nfc: false,
     ignore_merges: false,
     default_add_bos: false,
@@ -119,5 +131,9 @@ pub(crate) fn lookup(pre: &str) -> Option<(&'static str, PreConfig)> {
 }
 
 pub(crate) fn supported_names() -> String {
-    TABLE.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+    TABLE
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -5,7 +5,13 @@
 use minijinja::value::{Value, ValueKind};
 use minijinja::{Error, ErrorKind};
 
-pub(crate) fn write(v: &Value, indent: Option<usize>, sort_keys: bool, depth: usize, out: &mut String) -> Result<(), Error> {
+pub(crate) fn write(
+    v: &Value,
+    indent: Option<usize>,
+    sort_keys: bool,
+    depth: usize,
+    out: &mut String,
+) -> Result<(), Error> {
     match v.kind() {
         ValueKind::Undefined | ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
@@ -30,7 +36,10 @@ pub(crate) fn write(v: &Value, indent: Option<usize>, sort_keys: bool, depth: us
             })?;
         }
         other => {
-            return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson: cannot serialize a {other:?} value")))
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("tojson: cannot serialize a {other:?} value"),
+            ))
         }
     }
     Ok(())

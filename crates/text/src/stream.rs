@@ -26,7 +26,12 @@ impl StreamDecoder {
     /// A decoder for `tok`; `skip_special` as in [`Tokenizer::decode`].
     pub fn new(tok: Tokenizer, skip_special: bool) -> StreamDecoder {
         let strip_next_space = tok.strips_leading_space();
-        StreamDecoder { tok, skip_special, pending: Vec::new(), strip_next_space }
+        StreamDecoder {
+            tok,
+            skip_special,
+            pending: Vec::new(),
+            strip_next_space,
+        }
     }
 
     /// Keep the leading space of the first token (the stream continues earlier text,

@@ -2,10 +2,28 @@
 //! today's date in the system prompt). UTC; the common conversion specifiers.
 
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
     "December",
 ];
-const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 
 /// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (proleptic Gregorian).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -49,7 +67,13 @@ pub(crate) fn format_utc(secs: i64, fmt: &str) -> String {
         if no_pad {
             chars.next();
         }
-        let num = |v: i64, w: usize| if no_pad { v.to_string() } else { format!("{v:0w$}") };
+        let num = |v: i64, w: usize| {
+            if no_pad {
+                v.to_string()
+            } else {
+                format!("{v:0w$}")
+            }
+        };
         match chars.next() {
             Some('Y') => out.push_str(&y.to_string()),
             Some('y') => out.push_str(&num(y.rem_euclid(100), 2)),
@@ -95,7 +119,10 @@ mod tests {
         let t = 1_709_211_909;
         assert_eq!(format_utc(t, "%Y-%m-%d %H:%M:%S"), "2024-02-29 13:05:09");
         assert_eq!(format_utc(t, "%d %b %Y"), "29 Feb 2024");
-        assert_eq!(format_utc(t, "%A %B %-d, %I %p, day %j, %%"), "Thursday February 29, 01 PM, day 060, %");
+        assert_eq!(
+            format_utc(t, "%A %B %-d, %I %p, day %j, %%"),
+            "Thursday February 29, 01 PM, day 060, %"
+        );
         assert_eq!(format_utc(0, "%F %T %a"), "1970-01-01 00:00:00 Thu");
         assert_eq!(format_utc(-86_400, "%F"), "1969-12-31");
         assert_eq!(format_utc(951_782_400, "%F %j"), "2000-02-29 060");

@@ -57,21 +57,31 @@ impl Tokenizer {
         })?;
         let vocab = Vocab::from_metadata(meta, kind)?;
         let add_bos_key = meta.opt_bool("tokenizer.ggml.add_bos_token")?;
-        let add_eos = meta.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+        let add_eos = meta
+            .opt_bool("tokenizer.ggml.add_eos_token")?
+            .unwrap_or(false);
 
         let (hf, pre, add_bos, strip_leading_space) = match kind {
             ModelKind::BytePairBpe => {
                 let pre_name = meta.opt_str("tokenizer.ggml.pre")?.unwrap_or("");
-                let (name, cfg) = pretok::lookup(pre_name).ok_or_else(|| TextError::UnsupportedPre {
-                    pre: pre_name.to_owned(),
-                    supported: pretok::supported_names(),
-                })?;
+                let (name, cfg) =
+                    pretok::lookup(pre_name).ok_or_else(|| TextError::UnsupportedPre {
+                        pre: pre_name.to_owned(),
+                        supported: pretok::supported_names(),
+                    })?;
                 let merges = meta.str_array("tokenizer.ggml.merges")?;
                 let hf = hf::build_byte_level(&vocab, &merges, &cfg)?;
-                (hf, Some(name), add_bos_key.unwrap_or(cfg.default_add_bos), false)
+                (
+                    hf,
+                    Some(name),
+                    add_bos_key.unwrap_or(cfg.default_add_bos),
+                    false,
+                )
             }
             ModelKind::SentencePiece => {
-                let add_space_prefix = meta.opt_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+                let add_space_prefix = meta
+                    .opt_bool("tokenizer.ggml.add_space_prefix")?
+                    .unwrap_or(true);
                 let hf = hf::build_sentencepiece(&vocab, add_space_prefix)?;
                 (hf, None, add_bos_key.unwrap_or(true), add_space_prefix)
             }
@@ -82,7 +92,16 @@ impl Tokenizer {
         if add_eos && vocab.special.eos.is_none() {
             return Err(TextError::MissingSpecial { which: "EOS" });
         }
-        Ok(Tokenizer { inner: Arc::new(Inner { vocab, hf, pre, add_bos, add_eos, strip_leading_space }) })
+        Ok(Tokenizer {
+            inner: Arc::new(Inner {
+                vocab,
+                hf,
+                pre,
+                add_bos,
+                add_eos,
+                strip_leading_space,
+            }),
+        })
     }
 
     /// Token ids for `text`. With `add_special`, BOS/EOS are added as the file's
@@ -90,7 +109,10 @@ impl Tokenizer {
     /// `<|im_start|>`) becomes that special token.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, TextError> {
         let inner = &*self.inner;
-        let enc = inner.hf.encode_fast(text, false).map_err(|e| TextError::Encode(e.to_string()))?;
+        let enc = inner
+            .hf
+            .encode_fast(text, false)
+            .map_err(|e| TextError::Encode(e.to_string()))?;
         let body = enc.get_ids();
         let mut ids = Vec::with_capacity(body.len() + 2);
         if add_special && inner.add_bos {

@@ -43,7 +43,10 @@ impl TokenType {
     /// Tokens matched as whole strings in input text before the tokenizer model runs
     /// (llama.cpp's `parse_special`, HF's added tokens).
     pub fn is_added(self) -> bool {
-        matches!(self, TokenType::Control | TokenType::UserDefined | TokenType::Unknown)
+        matches!(
+            self,
+            TokenType::Control | TokenType::UserDefined | TokenType::Unknown
+        )
     }
 
     /// Tokens dropped by `decode(.., skip_special = true)`.
@@ -138,26 +141,41 @@ const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 impl Vocab {
     pub(crate) fn from_metadata(meta: &Metadata, kind: ModelKind) -> Result<Vocab, TextError> {
         let file = meta.file().to_string();
-        let bad = |msg: String| TextError::BadVocab { file: file.clone(), msg };
+        let bad = |msg: String| TextError::BadVocab {
+            file: file.clone(),
+            msg,
+        };
 
-        let tokens: Vec<String> = meta.str_array(KEY_TOKENS)?.into_iter().map(str::to_owned).collect();
+        let tokens: Vec<String> = meta
+            .str_array(KEY_TOKENS)?
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         let n = tokens.len();
         if n == 0 {
             return Err(bad(format!("{KEY_TOKENS} is empty")));
         }
         if n > u32::MAX as usize {
-            return Err(bad(format!("{KEY_TOKENS} has {n} entries, more than a u32 id can address")));
+            return Err(bad(format!(
+                "{KEY_TOKENS} has {n} entries, more than a u32 id can address"
+            )));
         }
         let types = match meta.opt_i32_array(KEY_TYPES)? {
             Some(t) if t.len() != n => {
-                return Err(bad(format!("{KEY_TYPES} has {} entries but {KEY_TOKENS} has {n}", t.len())))
+                return Err(bad(format!(
+                    "{KEY_TYPES} has {} entries but {KEY_TOKENS} has {n}",
+                    t.len()
+                )))
             }
             Some(t) => t.into_iter().map(TokenType::from_gguf).collect(),
             None => vec![TokenType::Normal; n],
         };
         let scores = match meta.opt_f32_array(KEY_SCORES)? {
             Some(s) if s.len() != n => {
-                return Err(bad(format!("{KEY_SCORES} has {} entries but {KEY_TOKENS} has {n}", s.len())))
+                return Err(bad(format!(
+                    "{KEY_SCORES} has {} entries but {KEY_TOKENS} has {n}",
+                    s.len()
+                )))
             }
             other => other,
         };
@@ -171,7 +189,9 @@ impl Vocab {
             }
         };
         let find = |texts: &[&str]| -> Option<u32> {
-            texts.iter().find_map(|t| tokens.iter().position(|tok| tok == t).map(|i| i as u32))
+            texts
+                .iter()
+                .find_map(|t| tokens.iter().position(|tok| tok == t).map(|i| i as u32))
         };
 
         let mut special = SpecialIds {
@@ -190,7 +210,10 @@ impl Vocab {
             special.eom = find(&["<|eom_id|>"]);
         }
         if special.unk.is_none() {
-            special.unk = types.iter().position(|t| *t == TokenType::Unknown).map(|i| i as u32);
+            special.unk = types
+                .iter()
+                .position(|t| *t == TokenType::Unknown)
+                .map(|i| i as u32);
         }
         let fim_pad = id_key("tokenizer.ggml.fim_pad_token_id")?.or_else(|| find(FIM_PAD_TEXTS));
         let fim_rep = id_key("tokenizer.ggml.fim_rep_token_id")?.or_else(|| find(FIM_REP_TEXTS));
@@ -202,7 +225,18 @@ impl Vocab {
             .filter(|(_, t)| EOG_TEXTS.contains(&t.as_str()))
             .map(|(i, _)| i as u32)
             .collect();
-        eog.extend([special.eos, special.eot, special.eom, fim_pad, fim_rep, fim_sep].into_iter().flatten());
+        eog.extend(
+            [
+                special.eos,
+                special.eot,
+                special.eom,
+                fim_pad,
+                fim_rep,
+                fim_sep,
+            ]
+            .into_iter()
+            .flatten(),
+        );
         eog.sort_unstable();
         eog.dedup();
         special.eog = eog;
@@ -237,24 +271,29 @@ impl Vocab {
                 }
                 // Padding slots and unclassified entries print nothing (as in llama.cpp).
                 TokenType::Unused | TokenType::Undefined => {}
-                TokenType::Normal | TokenType::Byte => match self.kind {
-                    ModelKind::BytePairBpe => bytes_dec.decode(text, &mut out),
-                    ModelKind::SentencePiece => {
-                        if *ty == TokenType::Byte {
-                            let b = parse_byte_token(text).ok_or_else(|| TextError::BadVocab {
+                TokenType::Normal | TokenType::Byte => {
+                    match self.kind {
+                        ModelKind::BytePairBpe => bytes_dec.decode(text, &mut out),
+                        ModelKind::SentencePiece => {
+                            if *ty == TokenType::Byte {
+                                let b = parse_byte_token(text).ok_or_else(|| TextError::BadVocab {
                                 file: self.file.clone(),
                                 msg: format!("token {i} has type BYTE but its text {text:?} is not <0xXX>"),
                             })?;
-                            out.push(b);
-                        } else {
-                            // `▁` (U+2581) is how SentencePiece stores a space.
-                            out.extend_from_slice(text.replace('\u{2581}', " ").as_bytes());
+                                out.push(b);
+                            } else {
+                                // `▁` (U+2581) is how SentencePiece stores a space.
+                                out.extend_from_slice(text.replace('\u{2581}', " ").as_bytes());
+                            }
                         }
                     }
-                },
+                }
             }
             if out.len() > u32::MAX as usize {
-                return Err(TextError::BadVocab { file: self.file.clone(), msg: "token texts exceed 4 GiB".into() });
+                return Err(TextError::BadVocab {
+                    file: self.file.clone(),
+                    msg: "token texts exceed 4 GiB".into(),
+                });
             }
             self.piece_ends.push(out.len() as u32);
         }
@@ -268,7 +307,11 @@ impl Vocab {
         if i >= self.piece_ends.len() {
             return &[];
         }
-        let start = if i == 0 { 0 } else { self.piece_ends[i - 1] as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            self.piece_ends[i - 1] as usize
+        };
         &self.piece_bytes[start..self.piece_ends[i] as usize]
     }
 

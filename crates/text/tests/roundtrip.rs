@@ -21,10 +21,11 @@ impl Rng {
 }
 
 const POOL: &[&str] = &[
-    "a", "Z", "q", "the", " ", "  ", "\t", "\n", "\r\n", "\r", "0", "7", "123", "'s", "'LL", ".", ",", "!?", "--", "#",
-    "{", "}", "\"", "\\", "é", "e\u{301}", "ß", "ø", "Ж", "щ", "α", "ש", "ع", "न", "\u{94d}", "你", "好", "。", "日", "カ",
-    "ひ", "한", "ไ", "ក", "🦙", "👍🏽", "🇺🇸", "\u{200d}", "\u{200b}", "\u{a0}", "\u{feff}", "\u{3000}", "ﬁ", "Ｆ", "𐍈",
-    "\u{0}", "\u{7f}", "\u{85}", "\u{2028}", "<", ">", "<|", "|>", "<s", "｜",
+    "a", "Z", "q", "the", " ", "  ", "\t", "\n", "\r\n", "\r", "0", "7", "123", "'s", "'LL", ".",
+    ",", "!?", "--", "#", "{", "}", "\"", "\\", "é", "e\u{301}", "ß", "ø", "Ж", "щ", "α", "ש", "ع",
+    "न", "\u{94d}", "你", "好", "。", "日", "カ", "ひ", "한", "ไ", "ក", "🦙", "👍🏽", "🇺🇸",
+    "\u{200d}", "\u{200b}", "\u{a0}", "\u{feff}", "\u{3000}", "ﬁ", "Ｆ", "𐍈", "\u{0}", "\u{7f}",
+    "\u{85}", "\u{2028}", "<", ">", "<|", "|>", "<s", "｜",
 ];
 
 fn random_text(rng: &mut Rng) -> String {
@@ -37,7 +38,10 @@ fn check(name: &str, tok: &Tokenizer, exact: impl Fn(&str) -> bool) {
     for case in 0..1500 {
         let s = random_text(&mut rng);
         let ids = tok.encode(&s, false).unwrap();
-        assert!(ids.iter().all(|&i| (i as usize) < tok.vocab_size()), "{name}: id out of range for {s:?}");
+        assert!(
+            ids.iter().all(|&i| (i as usize) < tok.vocab_size()),
+            "{name}: id out of range for {s:?}"
+        );
         let back = tok.decode(&ids, false);
         if exact(&s) {
             assert_eq!(back, s, "{name} case {case}: ids {ids:?}");
@@ -59,8 +63,14 @@ fn byte_level_vocabularies_round_trip() {
     let file = common::load_vocab_gguf("qwen2.5");
     let tok = Tokenizer::from_gguf(file.metadata()).unwrap();
     check("qwen2.5", &tok, |s| !s.contains('\u{301}'));
-    let tiny = gguf::Gguf::open(common::data_dir().join("tiny/qwen2moe-tiny/qwen2moe-tiny-Q8_0.gguf")).unwrap();
-    check("tiny", &Tokenizer::from_gguf(tiny.metadata()).unwrap(), |_| true);
+    let tiny =
+        gguf::Gguf::open(common::data_dir().join("tiny/qwen2moe-tiny/qwen2moe-tiny-Q8_0.gguf"))
+            .unwrap();
+    check(
+        "tiny",
+        &Tokenizer::from_gguf(tiny.metadata()).unwrap(),
+        |_| true,
+    );
 }
 
 #[test]
@@ -69,5 +79,7 @@ fn sentencepiece_round_trips() {
     let tok = Tokenizer::from_gguf(file.metadata()).unwrap();
     // Text after a special token gets the `▁` prefix too (as in HF and llama.cpp), so a
     // round trip through "<s>" gains a space.
-    check("mixtral", &tok, |s| !["<s>", "</s>", "<unk>"].iter().any(|sp| s.contains(sp)));
+    check("mixtral", &tok, |s| {
+        !["<s>", "</s>", "<unk>"].iter().any(|sp| s.contains(sp))
+    });
 }

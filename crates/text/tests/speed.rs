@@ -11,7 +11,10 @@ use text::Tokenizer;
 fn corpus() -> String {
     let refs = common::load_reference("qwen2.5");
     let mut s = String::new();
-    for p in ["/usr/share/common-licenses/GPL-3", "/usr/share/common-licenses/Apache-2.0"] {
+    for p in [
+        "/usr/share/common-licenses/GPL-3",
+        "/usr/share/common-licenses/Apache-2.0",
+    ] {
         if let Ok(t) = std::fs::read_to_string(p) {
             s.push_str(&t);
         }

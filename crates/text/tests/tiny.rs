@@ -44,7 +44,8 @@ fn sample_texts() -> Vec<String> {
 
 #[test]
 fn matches_hf_tokenizer_json_on_every_tiny_gguf() {
-    let hf = tokenizers::Tokenizer::from_file(data_dir().join("tiny/tokenizer/tokenizer.json")).unwrap();
+    let hf =
+        tokenizers::Tokenizer::from_file(data_dir().join("tiny/tokenizer/tokenizer.json")).unwrap();
     let texts = sample_texts();
     let files = tiny_ggufs();
     assert!(files.len() >= 12, "tiny GGUFs found: {files:?}");
@@ -61,7 +62,12 @@ fn matches_hf_tokenizer_json_on_every_tiny_gguf() {
             let got = tok.encode(text, true).unwrap();
             assert_eq!(got, want, "{}: {text:?}", path.display());
             for skip in [false, true] {
-                assert_eq!(tok.decode(&got, skip), hf.decode(&got, skip).unwrap(), "{}: decode {text:?}", path.display());
+                assert_eq!(
+                    tok.decode(&got, skip),
+                    hf.decode(&got, skip).unwrap(),
+                    "{}: decode {text:?}",
+                    path.display()
+                );
             }
         }
     }
@@ -69,11 +75,17 @@ fn matches_hf_tokenizer_json_on_every_tiny_gguf() {
 
 #[test]
 fn chat_template_and_prompts() {
-    let file = gguf::Gguf::open(data_dir().join("tiny/qwen3moe-tiny/qwen3moe-tiny-Q8_0.gguf")).unwrap();
+    let file =
+        gguf::Gguf::open(data_dir().join("tiny/qwen3moe-tiny/qwen3moe-tiny-Q8_0.gguf")).unwrap();
     let tok = Tokenizer::from_gguf(file.metadata()).unwrap();
     let tmpl = ChatTemplate::from_gguf(file.metadata()).unwrap();
     assert_eq!((tmpl.bos_token(), tmpl.eos_token()), ("<|bos|>", "<|eos|>"));
-    let msgs = [ChatMessage::system("Be brief."), ChatMessage::user("Hi"), ChatMessage::assistant("Hello!"), ChatMessage::user("Bye")];
+    let msgs = [
+        ChatMessage::system("Be brief."),
+        ChatMessage::user("Hi"),
+        ChatMessage::assistant("Hello!"),
+        ChatMessage::user("Bye"),
+    ];
     let rendered = tmpl.render(&msgs, true).unwrap();
     let want = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n";
     assert_eq!(rendered, want);
@@ -81,22 +93,33 @@ fn chat_template_and_prompts() {
     let fallback = ChatTemplate::chatml("<|bos|>", "<|eos|>");
     assert!(fallback.is_fallback());
     assert_eq!(fallback.render(&msgs, true).unwrap(), want);
-    assert_eq!(tmpl.render(&msgs, false).unwrap(), want.strip_suffix("<|im_start|>assistant\n").unwrap());
+    assert_eq!(
+        tmpl.render(&msgs, false).unwrap(),
+        want.strip_suffix("<|im_start|>assistant\n").unwrap()
+    );
 
     let ids = tok.encode(&rendered, false).unwrap();
-    assert_eq!(ids.iter().filter(|&&i| i == 2).count(), 5, "<|im_start|> x5");
+    assert_eq!(
+        ids.iter().filter(|&&i| i == 2).count(),
+        5,
+        "<|im_start|> x5"
+    );
     assert_eq!(ids.iter().filter(|&&i| i == 3).count(), 4, "<|im_end|> x4");
     assert_eq!(tok.decode(&ids, false), rendered);
 
     // The reference prompts are ids; they decode and re-encode to themselves.
-    let prompts: Vec<Vec<u32>> =
-        serde_json::from_str(&std::fs::read_to_string(data_dir().join("tiny/tokenizer/prompts.json")).unwrap()).unwrap();
-    let hf = tokenizers::Tokenizer::from_file(data_dir().join("tiny/tokenizer/tokenizer.json")).unwrap();
+    let prompts: Vec<Vec<u32>> = serde_json::from_str(
+        &std::fs::read_to_string(data_dir().join("tiny/tokenizer/prompts.json")).unwrap(),
+    )
+    .unwrap();
+    let hf =
+        tokenizers::Tokenizer::from_file(data_dir().join("tiny/tokenizer/tokenizer.json")).unwrap();
     for p in &prompts {
         let text = tok.decode(p, false);
         assert_eq!(text, hf.decode(p, false).unwrap());
         let mut stream = tok.stream_decoder(false);
-        let streamed: String = p.iter().map(|&id| stream.push(id)).collect::<String>() + &stream.flush();
+        let streamed: String =
+            p.iter().map(|&id| stream.push(id)).collect::<String>() + &stream.flush();
         assert_eq!(streamed, text);
     }
 }

@@ -15,7 +15,9 @@ pub fn load_vocab_gguf(name: &str) -> gguf::Gguf {
     let path = data_dir().join(format!("tokenizers/{name}-vocab.gguf.gz"));
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(file).read_to_end(&mut bytes).expect("gunzip");
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut bytes)
+        .expect("gunzip");
     gguf::Gguf::from_bytes(bytes, &format!("{name}-vocab.gguf")).expect("parse GGUF")
 }
 
@@ -79,5 +81,8 @@ pub fn load_reference(name: &str) -> Reference {
 }
 
 pub fn to_chat(messages: &[Message]) -> Vec<text::ChatMessage> {
-    messages.iter().map(|m| text::ChatMessage::new(&m.role, &m.content)).collect()
+    messages
+        .iter()
+        .map(|m| text::ChatMessage::new(&m.role, &m.content))
+        .collect()
 }
