@@ -78,8 +78,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     // A chat template writes its own BOS; plain prompts get what the metadata asks for.
     let prompt = tok.encode(&text, !args.chat)?;
-    let ctx = args.ctx.unwrap_or(prompt.len() + args.max_new_tokens).min(engine.model.config.n_ctx_train.max(1));
-    let mut session = engine.session(ctx.max(prompt.len()));
+    // Default: room for the prompt and the answer, within what the model was trained for.
+    let ctx = args.ctx.unwrap_or_else(|| (prompt.len() + args.max_new_tokens).min(engine.model.config.n_ctx_train.max(1)));
+    let mut session = engine.session(ctx);
     let req = GenerateRequest { max_new_tokens: args.max_new_tokens, sampling: args.sampling.params(), stop: vec![], ignore_eos: false };
     let mut out = std::io::stdout().lock();
     let stats = engine.generate(&mut session, &prompt, &req, &mut |piece| {

@@ -1,0 +1,108 @@
+//! `tokenize`, `run` and `chat`, run as a user would.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use testutil::{data_dir, json};
+
+fn ferromoe(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ferromoe")).args(args).output().expect("run ferromoe")
+}
+
+fn tiny(model: &str, variant: &str) -> String {
+    data_dir().join(format!("tiny/{model}/{model}-{variant}.gguf")).to_str().unwrap().to_string()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+#[test]
+fn tokenize_vocab_only_gguf_matches_hf() {
+    let gz = std::fs::read(data_dir().join("tokenizers/qwen2.5-vocab.gguf.gz")).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+    let path = std::env::temp_dir().join(format!("ferromoe-qwen-vocab-{}.gguf", std::process::id()));
+    std::fs::write(&path, raw).unwrap();
+    let reference = json("tokenizers/qwen2.5.tokenizer-ref.json");
+    let cases = reference["cases"].as_array().or(reference["strings"].as_array()).expect("reference cases");
+    let mut checked = 0;
+    for case in cases.iter().take(12) {
+        let text = case["text"].as_str().unwrap();
+        let out = ferromoe(&["tokenize", "-m", path.to_str().unwrap(), text]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let got: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(got, ids(&case["ids_add_special_false"]), "{text:?}");
+        checked += 1;
+    }
+    assert_eq!(checked, 12);
+    // Special-token text is parsed as the special token.
+    let out = ferromoe(&["tokenize", "-m", path.to_str().unwrap(), "<|im_start|>user"]);
+    let got: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got[0], 151644);
+    std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn run_greedy_continues_like_the_reference() {
+    let model = tiny("deepseek-v3-tiny", "BF16");
+    let file = gguf::Gguf::open(&model).unwrap();
+    let tok = text::Tokenizer::from_gguf(file.metadata()).unwrap();
+    let manifest = json("tiny/manifest.json");
+    let prompt_ids = ids(&manifest["prompts"][1]["ids"]);
+    let prompt = tok.decode(&prompt_ids, false);
+    // The prompt text tokenizes back to the reference prompt.
+    let out = ferromoe(&["tokenize", "-m", &model, &prompt]);
+    assert_eq!(serde_json::from_slice::<Vec<u32>>(&out.stdout).unwrap(), prompt_ids);
+
+    let want_ids = ids(&manifest["models"]["deepseek-v3-tiny"]["references"]["hf_float32_eager"][1]["greedy_ids"]);
+    let want = tok.decode(&want_ids, true);
+    let out = ferromoe(&["run", "-m", &model, "-p", &prompt, "-n", "16", "--temp", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(got.strip_suffix('\n').unwrap(), want);
+    // The prompt is not echoed, and the load summary goes to stderr.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deepseek2 · "));
+}
+
+#[test]
+fn run_rejects_bad_sampling_and_oversized_prompts() {
+    let model = tiny("qwen3moe-tiny", "Q8_0");
+    let out = ferromoe(&["run", "-m", &model, "-p", "hi", "--temp=-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("temperature must be ≥ 0"));
+    let long = "word ".repeat(400);
+    let out = ferromoe(&["run", "-m", &model, "-p", &long, "--ctx", "64"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more than the context size 64"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn chat_keeps_history_in_the_cache_and_clears() {
+    let model = tiny("qwen2moe-tiny", "Q4_K_M");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferromoe"))
+        .args(["chat", "-m", &model, "--temp", "0", "--max-new-tokens", "6", "--system", "Be brief."])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Hello there\nAnd a second turn\n/clear\nHello there\n/exit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stats: Vec<&str> = err.lines().filter(|l| l.starts_with("[prefill")).collect();
+    assert_eq!(stats.len(), 3, "{err}");
+    assert!(stats[0].contains("(0 cached)"), "{}", stats[0]);
+    // The second turn reuses the first turn's KV (system + first exchange).
+    let cached: usize = stats[1].split('(').nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(cached > 10, "{}", stats[1]);
+    assert!(err.contains("(conversation cleared)"));
+    assert!(stats[2].contains("(0 cached)"), "{}", stats[2]);
+    // After /clear the same first message gives the same (greedy) answer.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let answers: Vec<&str> = stdout.lines().map(|l| l.trim_start_matches("> ")).collect();
+    assert_eq!(answers.len(), 4, "{stdout:?}");
+    assert!(!answers[0].is_empty());
+    assert_eq!(answers[0], answers[2]);
+}
