@@ -139,6 +139,9 @@ impl ChatTemplate {
 
     /// Renders `messages`; with `add_generation_prompt` the text ends with the header
     /// of an assistant turn, ready for generation.
+    ///
+    /// Tokenize the result with `add_special = false` (as transformers does): templates
+    /// that want a BOS write `bos_token` themselves, and adding another would double it.
     pub fn render(
         &self,
         messages: &[ChatMessage],

@@ -102,6 +102,26 @@ const DEEPSEEK_CODER: PreConfig = PreConfig {
     default_add_bos: false,
 };
 
+/// OpenAI's o200k split (GPT-OSS, Llama 4, MiniMax-M2 vocabularies).
+const GPT4O: PreConfig = PreConfig {
+    family: "gpt-4o",
+    regexes: &[
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    ],
+    nfc: false,
+    ignore_merges: false,
+    default_add_bos: false,
+};
+
+/// GLM-4 / GLM-4.5: Llama-3's split without its tiktoken merge shortcut (llama.cpp).
+const GLM4: PreConfig = PreConfig {
+    family: "glm4",
+    regexes: &[LLAMA3_REGEX],
+    nfc: false,
+    ignore_merges: false,
+    default_add_bos: false,
+};
+
 /// Every accepted `tokenizer.ggml.pre` value and what it selects.
 const TABLE: &[(&str, PreConfig)] = &[
     ("gpt-2", GPT2),
@@ -123,6 +143,13 @@ const TABLE: &[(&str, PreConfig)] = &[
     ("joyai-llm", DEEPSEEK_V3),
     ("deepseek-llm", DEEPSEEK_LLM),
     ("deepseek-coder", DEEPSEEK_CODER),
+    // The following follow llama.cpp's tables; no reference vocabulary for them is in
+    // tests/data, so only "the regex compiles and round-trips" is tested.
+    ("gpt-4o", GPT4O),
+    ("llama4", GPT4O),
+    ("minimax-m2", GPT4O),
+    ("glm4", GLM4),
+    ("chatglm-bpe", GLM4),
 ];
 
 /// The configuration for a `tokenizer.ggml.pre` value, with the value as a static str.

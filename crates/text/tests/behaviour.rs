@@ -139,6 +139,11 @@ fn every_supported_pre_name_builds() {
         "joyai-llm",
         "deepseek-llm",
         "deepseek-coder",
+        "gpt-4o",
+        "llama4",
+        "minimax-m2",
+        "glm4",
+        "chatglm-bpe",
     ] {
         let mut m = tiny_bpe(pre);
         // Llama-3 names default to adding BOS, which needs an id.
