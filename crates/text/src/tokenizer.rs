@@ -126,7 +126,10 @@ impl Tokenizer {
     }
 
     /// Text for `ids`. With `skip_special`, control and unknown tokens are left out.
-    /// Byte sequences that are not valid UTF-8 become U+FFFD; ids outside the
+    /// Byte sequences that are not valid UTF-8 become U+FFFD as in
+    /// `String::from_utf8_lossy` (HF's SentencePiece byte-fallback decoder instead turns
+    /// every byte of an invalid run of byte tokens into U+FFFD; the two differ only on
+    /// text that is not valid UTF-8, and this rule is the one a stream can follow); ids outside the
     /// vocabulary contribute nothing. For SentencePiece vocabularies with the space
     /// prefix, one leading space of the result is dropped (as HF does).
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
