@@ -27,7 +27,7 @@
 // Row loops index several parallel arrays (pointers, accumulators) by row number.
 #![allow(clippy::needless_range_loop)]
 
-use super::layout::{iq4xs_scales, k4_scales_mins, q3k_scales, Q8K_BSUMS, Q8K_QS, Q8K_SIZE};
+use super::layout::{iq4xs_scales_u64, k4_scales_mins, q3k_scales, Q8K_BSUMS, Q8K_QS, Q8K_SIZE};
 use super::RowsFns;
 use crate::blocks::*;
 use crate::GgmlType;
@@ -214,14 +214,23 @@ unsafe fn bcast16_opaque(k: usize) -> __m256i {
     std::ptr::read_volatile(BCAST16.0[k].as_ptr() as *const __m256i)
 }
 
-/// A shuffle mask that puts i16 element `lo` in the low 128-bit lane, `hi` in the high one.
-#[inline(always)]
-unsafe fn bcast16_2(lo: usize, hi: usize) -> __m256i {
-    let (lo, hi) = (lo as i16, hi as i16);
-    let l = ((2 * lo + 1) << 8) | (2 * lo);
-    let h = ((2 * hi + 1) << 8) | (2 * hi);
-    _mm256_setr_epi16(l, l, l, l, l, l, l, l, h, h, h, h, h, h, h, h)
-}
+/// `vpshufb` masks for [`scale_pair`]: mask k puts i16 element 2k of each 128-bit lane in
+/// the low lane and element 2k+1 in the high lane. Opaque for the same reason as
+/// [`BCAST16`] (LLVM would rewrite the constant shuffle as three shuffles).
+static PAIR16: Masks = {
+    let mut m = [[0u8; 32]; 8];
+    let mut k = 0;
+    while k < 4 {
+        let mut i = 0;
+        while i < 32 {
+            let elem = if i < 16 { 2 * k } else { 2 * k + 1 };
+            m[k][i] = (2 * elem + (i & 1)) as u8;
+            i += 1;
+        }
+        k += 1;
+    }
+    Masks(m)
+};
 
 /// For 16 sub-block scales of 16 values (i8, 0..16 in `sc`): the i16 multiplier vector of
 /// 32-value vector `v` (0..8): scale 2v in the low lane, 2v+1 in the high lane. `lo8`/`hi8`
@@ -229,8 +238,8 @@ unsafe fn bcast16_2(lo: usize, hi: usize) -> __m256i {
 #[inline(always)]
 unsafe fn scale_pair(lo8: __m256i, hi8: __m256i, v: usize) -> __m256i {
     let src = if v < 4 { lo8 } else { hi8 };
-    let k = 2 * (v % 4);
-    _mm256_shuffle_epi8(src, bcast16_2(k, k + 1))
+    let mask = std::ptr::read_volatile(PAIR16.0[v % 4].as_ptr() as *const __m256i);
+    _mm256_shuffle_epi8(src, mask)
 }
 
 #[inline(always)]
@@ -894,12 +903,15 @@ impl Kernel for IQ4_XSK {
         s: &mut S,
     ) {
         let x = &*(w as *const BlockIQ4XS);
-        let ls = iq4xs_scales(x.scales_h, &x.scales_l);
+        let ls = iq4xs_scales_u64(x.scales_h, &x.scales_l);
+        // The 8 signed scales as i16 in both lanes; sub-block j's is broadcast by a shuffle.
+        let ls16 = _mm_sub_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(ls as i64)), _mm_set1_epi16(32));
+        let ls16 = _mm256_broadcastsi128_si256(ls16);
         let table = iq4_table();
         let mut sumi = [_mm256_setzero_si256(); N];
         for j in 0..8 {
             let q = _mm256_shuffle_epi8(table, nibbles32(x.qs.as_ptr().add(16 * j)));
-            let scale = _mm256_set1_epi16(ls[j] as i16 - 32);
+            let scale = _mm256_shuffle_epi8(ls16, bcast16_opaque(j));
             for r in 0..N {
                 // |kvalue| ≤ 127: pairs ≤ 128·127·2; |scale| ≤ 32.
                 let p = mul_s8(q, load(a[r].add(Q8K_QS + 32 * j)));

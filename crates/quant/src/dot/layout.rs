@@ -55,21 +55,28 @@ pub(crate) fn q3k_scales(packed: &[u8; 12]) -> [u8; 16] {
     out
 }
 
-/// IQ4_XS: the 8 six-bit sub-block scales as stored (0..64; the signed scale is `s − 32`).
+/// IQ4_XS: the 8 six-bit sub-block scales as stored (0..64; the signed scale is `s − 32`),
+/// packed one per byte in a little-endian u64. Pure register arithmetic (no byte stores),
+/// so the SIMD kernel can move it straight into a vector without a store-forwarding stall.
+#[inline(always)]
+pub(crate) fn iq4xs_scales_u64(scales_h: [u8; 2], scales_l: &[u8; 4]) -> u64 {
+    // Low 4 bits: nibble j of scales_l → byte j.
+    let mut lo = u32::from_le_bytes(*scales_l) as u64;
+    lo = (lo | (lo << 16)) & 0x0000_FFFF_0000_FFFF;
+    lo = (lo | (lo << 8)) & 0x00FF_00FF_00FF_00FF;
+    lo = (lo | (lo << 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+    // High 2 bits: 2-bit field j of scales_h → byte j.
+    let mut hi = u16::from_le_bytes(scales_h) as u64;
+    hi = (hi | (hi << 24)) & 0x0000_00FF_0000_00FF;
+    hi = (hi | (hi << 12)) & 0x000F_000F_000F_000F;
+    hi = (hi | (hi << 6)) & 0x0303_0303_0303_0303;
+    lo | (hi << 4)
+}
+
+/// [`iq4xs_scales_u64`] as bytes.
 #[inline(always)]
 pub(crate) fn iq4xs_scales(scales_h: [u8; 2], scales_l: &[u8; 4]) -> [u8; 8] {
-    let h = u16::from_le_bytes(scales_h);
-    let mut out = [0u8; 8];
-    for ib in 0..8 {
-        let lo = if ib % 2 == 0 {
-            scales_l[ib / 2] & 0xf
-        } else {
-            scales_l[ib / 2] >> 4
-        };
-        let hi = ((h >> (2 * ib)) & 3) as u8;
-        out[ib] = lo | (hi << 4);
-    }
-    out
+    iq4xs_scales_u64(scales_h, scales_l).to_le_bytes()
 }
 
 /// A Q8_K block viewed in place in a byte row.
@@ -120,6 +127,25 @@ mod tests {
                     )
                 };
                 assert_eq!((got[j], got[8 + j]), (sc, m), "sub-block {j} of {p:?}");
+            }
+        }
+    }
+
+    /// The IQ4_XS bit spreading against the per-sub-block definition (ggml's
+    /// `dequantize_row_iq4_xs`).
+    #[test]
+    fn iq4xs_scales_match_definition() {
+        let mut x = 0x2468_ace0u32;
+        for _ in 0..1000 {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let l = x.to_le_bytes();
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let h = [(x >> 8) as u8, (x >> 24) as u8];
+            let got = iq4xs_scales(h, &l);
+            let hh = u16::from_le_bytes(h);
+            for ib in 0..8 {
+                let want = ((l[ib / 2] >> (4 * (ib % 2))) & 0xf) | ((((hh >> (2 * ib)) & 3) as u8) << 4);
+                assert_eq!(got[ib], want, "sub-block {ib} of {l:?} {h:?}");
             }
         }
     }
