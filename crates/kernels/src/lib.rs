@@ -5,6 +5,9 @@
 //! SIMD paths are chosen at run time ([`simd::has_avx2_fma`]); every kernel also has a
 //! portable scalar path and is tested against an f64 reference.
 
+// `is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.85.
+#![allow(clippy::manual_is_multiple_of)]
+
 pub mod activation;
 pub mod matmul;
 pub mod norm;

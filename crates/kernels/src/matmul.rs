@@ -335,15 +335,16 @@ fn quantize_act_row(act: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Ma
 /// while a chunk of weight rows is multiplied with them.
 const TOKEN_TILE: usize = 32;
 
-/// Rows per work item. GEMV: enough chunks per thread to balance, but each chunk at least
-/// ~32 KiB of weights so that the per-chunk overhead and the hardware prefetcher's ramp-up
-/// are amortised. GEMM: per-row work is already n_tokens dots, so smaller chunks suffice.
+/// Rows per work item. GEMV: many chunks per thread (~32) so that a thread that is
+/// descheduled mid-op (the cores are shared) holds up the barrier by one small chunk,
+/// but each chunk at least ~16 KiB of weights so that the per-chunk cost (one atomic
+/// add) and the hardware prefetcher's ramp-up are amortised. GEMM: per-row work is already n_tokens dots, so smaller chunks suffice.
 fn rows_per_chunk(n_out: usize, row_bytes: usize, n_tokens: usize, n_threads: usize) -> usize {
     if n_threads <= 1 {
         return n_out.max(1);
     }
-    let balance = n_out.div_ceil(n_threads * 8);
-    let min_bytes = 32 * 1024 / n_tokens.clamp(1, 8);
+    let balance = n_out.div_ceil(n_threads * 32);
+    let min_bytes = 16 * 1024 / n_tokens.clamp(1, 8);
     let min_rows = min_bytes.div_ceil(row_bytes.max(1)).max(4);
     balance.max(min_rows).min(n_out).max(1)
 }
@@ -395,7 +396,7 @@ fn check_acts(vd: &VecDot, w: &QMatrix<'_>, xq: &QuantizedActs<'_>, out: &[f32])
     if xq.n_in != w.n_in {
         return Err(shape_err(format!("activations have {} values per token, weights {} per row", xq.n_in, w.n_in)));
     }
-    let want = xq.n_tokens.checked_mul(w.n_out).unwrap_or(usize::MAX);
+    let want = xq.n_tokens.saturating_mul(w.n_out);
     if out.len() != want {
         return Err(shape_err(format!(
             "output holds {} values, need {} tokens × {} rows = {want}",

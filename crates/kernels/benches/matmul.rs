@@ -1,0 +1,298 @@
+//! Matmul benchmarks (not tests): memory read bandwidth, GEMV GB/s per weight type, and
+//! GEMM vs GEMV-per-token. Prints Markdown tables (copied into bench/RESULTS.md).
+//!
+//!     cargo bench -p kernels --bench matmul            # everything (~2 min on 2 cores)
+//!     cargo bench -p kernels --bench matmul -- --quick # fewer types and repetitions
+//!     ... -- --only bw|gemv|gemm --types Q4_K,Q8_0       # a subset
+//!
+//! Method:
+//! - Read bandwidth: a 1 GiB buffer (touched first so every page is resident) is summed
+//!   with 256-bit loads and four independent accumulators, split into equal parts across
+//!   1 or 2 pool threads; best of 5 passes. GB = 10⁹ bytes.
+//! - GEMV: one token × a weight matrix, the full op (activation quantization + dots +
+//!   barrier). "cold": the matrix is replicated into enough distinct copies to total
+//!   ≥ 512 MiB and the op cycles through them, so every byte comes from DRAM (as MoE
+//!   experts do at decode); "hot": the same copy every time (cache-resident when it fits
+//!   in L2/L3). GB/s = weight bytes / time per op; best of the repetitions (each pass
+//!   ≥ 16 ops, and ≥ 512 MiB when cold). Because the 2 cores are shared with other
+//!   work, each GEMV pass is interleaved with a 256 MiB read-bandwidth pass on the same
+//!   threads and the table compares the best of each (same conditions).
+//! - GEMM: 512 tokens in one op vs 512 GEMV ops, same matrix; tok/s and GFLOP/s
+//!   (2·n_in·n_out per token).
+//!
+//! Weights are random bytes (the dots' speed does not depend on the values), except the
+//! float types, which are quantized from random f32 so no NaN/denormal slows them.
+
+use kernels::matmul::{matmul, quantize_acts, ActScratch, QMatrix};
+use kernels::ThreadPool;
+use quant::GgmlType;
+use std::hint::black_box;
+use std::time::Instant;
+
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+fn gb(bytes: usize, secs: f64) -> f64 {
+    bytes as f64 / secs / 1e9
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+// ---------------------------------------------------------------------------------------
+// Read bandwidth.
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sum_read_avx2(buf: &[u64]) -> u64 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let p = buf.as_ptr() as *const __m256i;
+    let n = buf.len() / 16; // groups of 4 vectors
+    for i in 0..n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: index 4i + k < buf.len() / 4 vectors.
+            *a = _mm256_add_epi64(*a, unsafe { _mm256_loadu_si256(p.add(4 * i + k)) });
+        }
+    }
+    let mut out = [0u64; 4];
+    let s = _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3]));
+    // SAFETY: `out` holds 4 u64.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, s) };
+    out.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+}
+
+fn sum_read(buf: &[u64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 checked.
+        return unsafe { sum_read_avx2(buf) };
+    }
+    buf.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+}
+
+/// GB/s of one pass reading `buf`, split into equal parts across the pool's threads.
+fn read_pass(pool: &ThreadPool, buf: &[u64]) -> f64 {
+    let parts = pool.n_threads();
+    let per = buf.len() / parts / 16 * 16;
+    let total = std::sync::atomic::AtomicU64::new(0);
+    let t = Instant::now();
+    pool.run_chunked(parts, 1, |r, _| {
+        for p in r {
+            let s = sum_read(&buf[p * per..(p + 1) * per]);
+            total.fetch_add(s, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let secs = t.elapsed().as_secs_f64();
+    black_box(total.into_inner());
+    gb(per * parts * 8, secs)
+}
+
+/// Best of `passes` read passes.
+fn read_bandwidth(pool: &ThreadPool, buf: &[u64], passes: usize) -> f64 {
+    (0..passes).map(|_| read_pass(pool, buf)).fold(0.0, f64::max)
+}
+
+// ---------------------------------------------------------------------------------------
+// Weights.
+
+fn make_weights(ty: GgmlType, n_in: usize, n_out: usize, rng: &mut XorShift) -> Vec<u8> {
+    let bytes = ty.row_bytes(n_in as u64).unwrap() as usize * n_out;
+    let mut w = vec![0u8; bytes];
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            let src: Vec<f32> = (0..n_in * n_out).map(|_| rng.f32()).collect();
+            quant::quantize(ty, &src, &mut w).unwrap();
+        }
+        _ => rng.fill(&mut w),
+    }
+    w
+}
+
+/// Seconds per GEMV op in one pass over the given copies (cycled; at least 16 ops).
+fn gemv_pass(pool: &ThreadPool, mats: &[QMatrix<'_>], x: &[f32], out: &mut [f32], scratch: &mut ActScratch) -> f64 {
+    let per_pass = mats.len().max(16);
+    let t = Instant::now();
+    for i in 0..per_pass {
+        matmul(pool, &mats[i % mats.len()], x, out, scratch).unwrap();
+    }
+    black_box(&out);
+    t.elapsed().as_secs_f64() / per_pass as f64
+}
+
+struct Opts {
+    quick: bool,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes `--bench`; ignore it.
+    let opts = Opts { quick: args.iter().any(|a| a == "--quick") };
+    let only: Option<String> = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned());
+    let reps = if opts.quick { 5 } else { 11 };
+
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    println!("# ferromoe kernels benchmark\n");
+    println!(
+        "dot path: {}; pool: 2 threads pinned: {}; physical cores detected: {}\n",
+        quant::dot::simd_path(),
+        pools[1].pinned(),
+        kernels::default_threads()
+    );
+
+    // Read bandwidth over 1 GiB; the GEMV section re-measures it interleaved with its own
+    // passes (a quarter of the buffer per pass), since the machine is shared.
+    let words = (1usize << 30) / 8;
+    let mut bw_buf = vec![0u64; words];
+    let mut rng = XorShift(0x1234_5678_9abc_def1);
+    for w in bw_buf.iter_mut() {
+        *w = rng.next();
+    }
+    if only.as_deref().is_none_or(|o| o == "bw") {
+        let b1 = read_bandwidth(&pools[0], &bw_buf, 5);
+        let b2 = read_bandwidth(&pools[1], &bw_buf, 5);
+        println!("## Read bandwidth (1 GiB, AVX2 loads, best of 5)\n");
+        println!("| threads | GB/s |\n|---|---|\n| 1 | {b1:.1} |\n| 2 | {b2:.1} |\n");
+    }
+
+    let type_filter: Option<Vec<GgmlType>> = args
+        .iter()
+        .position(|a| a == "--types")
+        .and_then(|i| args.get(i + 1))
+        .map(|l| l.split(',').filter_map(GgmlType::from_name).collect());
+    let types: Vec<GgmlType> = if let Some(t) = type_filter.clone() {
+        t
+    } else if opts.quick {
+        vec![GgmlType::Q4_K, GgmlType::Q8_0]
+    } else {
+        use GgmlType::*;
+        vec![Q4_K, Q8_0, Q4_0, Q5_K, Q6_K, Q3_K, Q2_K, IQ4_XS, F16]
+    };
+    let shapes = [(2048usize, 1408usize), (7168, 2048), (2048, 102400)];
+    let mut rng = XorShift(42);
+    let mut scratch = ActScratch::new();
+
+    if only.as_deref().is_none_or(|o| o == "gemv") {
+        println!("## GEMV (1 token): GB/s of weights streamed, vs read bandwidth measured in the same run\n");
+        println!("Cold = weights from DRAM (cycling over ≥ 512 MiB of copies); bw = best read pass interleaved with");
+        println!("the GEMV passes; hot = one copy, repeatedly (cache-resident if it fits). Best of {reps} passes.\n");
+        println!("| type | n_in × n_out | MiB | cold 1t | bw 1t | % | cold 2t | bw 2t | % | hot 1t | hot 2t |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        let bw_slice = &bw_buf[..words / 4];
+        for &ty in &types {
+            for &(n_in, n_out) in &shapes {
+                let one = make_weights(ty, n_in, n_out, &mut rng);
+                let bytes = one.len();
+                let copies = (512usize << 20).div_ceil(bytes).max(1);
+                let mut all = Vec::with_capacity(bytes * copies);
+                for _ in 0..copies {
+                    all.extend_from_slice(&one);
+                }
+                drop(one);
+                let mats: Vec<QMatrix> = (0..copies)
+                    .map(|c| QMatrix::new(ty, n_in, n_out, &all[c * bytes..(c + 1) * bytes]).unwrap())
+                    .collect();
+                let x: Vec<f32> = (0..n_in).map(|_| rng.f32()).collect();
+                let mut out = vec![0f32; n_out];
+                // [threads] -> (best cold s, best bw GB/s, best hot s)
+                let mut best = [(f64::INFINITY, 0f64, f64::INFINITY); 2];
+                for pool in &pools {
+                    gemv_pass(pool, &mats, &x, &mut out, &mut scratch); // warm-up
+                    gemv_pass(pool, &mats[..1], &x, &mut out, &mut scratch);
+                }
+                for _ in 0..reps {
+                    for (p, pool) in pools.iter().enumerate() {
+                        best[p].1 = best[p].1.max(read_pass(pool, bw_slice));
+                        best[p].0 = best[p].0.min(gemv_pass(pool, &mats, &x, &mut out, &mut scratch));
+                        best[p].2 = best[p].2.min(gemv_pass(pool, &mats[..1], &x, &mut out, &mut scratch));
+                    }
+                }
+                let c1 = gb(bytes, best[0].0);
+                let c2 = gb(bytes, best[1].0);
+                println!(
+                    "| {ty} | {n_in} × {n_out} | {:.1} | {c1:.1} | {:.1} | {:.0}% | {c2:.1} | {:.1} | {:.0}% | {:.1} | {:.1} |",
+                    bytes as f64 / (1 << 20) as f64,
+                    best[0].1,
+                    100.0 * c1 / best[0].1,
+                    best[1].1,
+                    100.0 * c2 / best[1].1,
+                    gb(bytes, best[0].2),
+                    gb(bytes, best[1].2),
+                );
+            }
+        }
+        println!();
+    }
+
+    if only.as_deref().is_none_or(|o| o == "gemm") {
+        let n_tok = 512;
+        println!("## GEMM ({n_tok} tokens, one op) vs GEMV per token (same matrix, 2 threads)\n");
+        println!("| type | n_in × n_out | GEMM tok/s | GEMM GFLOP/s | GEMV-per-token tok/s | GEMV GFLOP/s | ratio |");
+        println!("|---|---|---|---|---|---|---|");
+        let gemm_types: Vec<GgmlType> = if let Some(t) = type_filter.clone() {
+            t
+        } else if opts.quick {
+            vec![GgmlType::Q4_K, GgmlType::Q8_0]
+        } else {
+            vec![GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::Q4_0]
+        };
+        let pool = &pools[1];
+        for &ty in &gemm_types {
+            for &(n_in, n_out) in &shapes[..2] {
+                let wb = make_weights(ty, n_in, n_out, &mut rng);
+                let w = QMatrix::new(ty, n_in, n_out, &wb).unwrap();
+                let x: Vec<f32> = (0..n_in * n_tok).map(|_| rng.f32()).collect();
+                scratch.reserve(ty, n_in, n_tok).unwrap();
+                let mut out = vec![0f32; n_out * n_tok];
+                matmul(pool, &w, &x, &mut out, &mut scratch).unwrap();
+                let gemm_reps = if opts.quick { 2 } else { 3 };
+                let mut s = Vec::new();
+                for _ in 0..gemm_reps {
+                    let t = Instant::now();
+                    matmul(pool, &w, &x, &mut out, &mut scratch).unwrap();
+                    s.push(t.elapsed().as_secs_f64());
+                }
+                let gemm = median(s);
+                let mut s = Vec::new();
+                for _ in 0..gemm_reps {
+                    let t = Instant::now();
+                    for tok in 0..n_tok {
+                        let xt = &x[tok * n_in..(tok + 1) * n_in];
+                        let xq = quantize_acts(pool, ty, xt, n_in, &mut scratch).unwrap();
+                        kernels::matmul::matmul_acts(pool, &w, &xq, &mut out[tok * n_out..(tok + 1) * n_out]).unwrap();
+                    }
+                    s.push(t.elapsed().as_secs_f64());
+                }
+                let gemv = median(s);
+                let flop = 2.0 * n_in as f64 * n_out as f64 * n_tok as f64;
+                println!(
+                    "| {ty} | {n_in} × {n_out} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2}× |",
+                    n_tok as f64 / gemm,
+                    flop / gemm / 1e9,
+                    n_tok as f64 / gemv,
+                    flop / gemv / 1e9,
+                    gemv / gemm
+                );
+            }
+        }
+        println!();
+    }
+}
