@@ -905,7 +905,10 @@ impl Kernel for IQ4_XSK {
         let x = &*(w as *const BlockIQ4XS);
         let ls = iq4xs_scales_u64(x.scales_h, &x.scales_l);
         // The 8 signed scales as i16 in both lanes; sub-block j's is broadcast by a shuffle.
-        let ls16 = _mm_sub_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(ls as i64)), _mm_set1_epi16(32));
+        let ls16 = _mm_sub_epi16(
+            _mm_cvtepu8_epi16(_mm_cvtsi64_si128(ls as i64)),
+            _mm_set1_epi16(32),
+        );
         let ls16 = _mm256_broadcastsi128_si256(ls16);
         let table = iq4_table();
         let mut sumi = [_mm256_setzero_si256(); N];

@@ -144,7 +144,8 @@ mod tests {
             let got = iq4xs_scales(h, &l);
             let hh = u16::from_le_bytes(h);
             for ib in 0..8 {
-                let want = ((l[ib / 2] >> (4 * (ib % 2))) & 0xf) | ((((hh >> (2 * ib)) & 3) as u8) << 4);
+                let want =
+                    ((l[ib / 2] >> (4 * (ib % 2))) & 0xf) | ((((hh >> (2 * ib)) & 3) as u8) << 4);
                 assert_eq!(got[ib], want, "sub-block {ib} of {l:?} {h:?}");
             }
         }

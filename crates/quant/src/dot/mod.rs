@@ -21,6 +21,20 @@
 //! Batch invariance: [`VecDot::dot_multi`] gives, for each activation row, bit-for-bit the
 //! value [`VecDot::dot`] gives for that row alone (the per-row accumulation order does not
 //! depend on how many rows share the call).
+//!
+//! Input contracts (what the activation quantizers and ggml's weight quantizers guarantee;
+//! any bytes are memory-safe, but outside these the two paths may disagree):
+//! - Q8_K `bsums` are the sums of each 16 `qs` (both paths take the k-quant mins from them,
+//!   and the AVX2 Q3_K/Q6_K kernels also their −4/−32 offsets);
+//! - Q8_1 `s` is used as stored (ggml's definition: `d·Σq` rounded to f16);
+//! - Q8_0 *weights* lie in −127..=127 (the quantizer's range; −128 breaks the AVX2 sign
+//!   trick). Activations may use the full −128..=127.
+//!
+//! GEMM use ([`VecDot::dot_multi`]): tile the tokens in groups of [`MAX_ROWS`] and, for each
+//! weight row, call `dot_multi` with the group's activation rows. Each weight block is then
+//! loaded and unpacked (nibbles → bytes, scales → vectors, f16 → f32) once for up to 4
+//! tokens, and the 4 rows' integer dots run from registers; in-cache this is 1.5–2× the
+//! throughput of 4 separate `dot`s (see `bench/dot_bench.rs`).
 
 use crate::GgmlType;
 
@@ -337,7 +351,7 @@ pub mod testing {
     use super::*;
 
     /// Per block of one row: `[main, second]` integer sums, as defined per type in
-    /// [`scalar::block_ints`]. `None` for types without integer sums (F32/F16/BF16) or
+    /// `scalar::block_ints` (see the source). `None` for types without integer sums (F32/F16/BF16) or
     /// bad lengths.
     pub fn block_ints_scalar(
         weight: GgmlType,

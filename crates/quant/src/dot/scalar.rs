@@ -5,7 +5,7 @@
 //! track llama.cpp's CPU backend closely. (Bit-identity with a C build is not promised: C
 //! compilers may contract `a*b + c` into an FMA, Rust never does.)
 //!
-//! The integer part of each block is split out (`*_ints`) so that [`block_ints`] can expose
+//! The integer part of each block is split out (`*_ints`) so that `block_ints` can expose
 //! it to the property tests; the SIMD kernels must reproduce those integers exactly.
 
 // Loops mirror ggml's index arithmetic (q[l], q8[l + 16] …), which is the point here.
