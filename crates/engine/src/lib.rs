@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kernels::ThreadPool;
-use model::{KvCache, Logits, MatmulMode, Model, ModelError, RunState};
+use model::{BatchSeq, KvCache, Logits, MatmulMode, Model, ModelError, RunState};
 
 pub use generate::{FinishReason, GenerateRequest, GenerationStats};
 pub use sampler::{argmax, Sampler, SamplingParams};
@@ -91,6 +91,30 @@ impl Engine {
             state: RunState::new(self.mode),
             tokens: Vec::new(),
         }
+    }
+
+    /// Activation buffers for [`Engine::feed_batch`] (one per scheduler).
+    pub fn new_state(&self) -> RunState {
+        RunState::new(self.mode)
+    }
+
+    /// Runs every session's new tokens in ONE forward pass (prompt chunks and decode
+    /// steps mixed), appends them to each session and returns each session's
+    /// last-position logits. A session's logits do not depend on the rest of the batch.
+    pub fn feed_batch(&self, state: &mut RunState, items: &mut [(&mut Session, &[u32])]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let vocab = self.model.config.n_vocab;
+        let logits = {
+            let mut seqs: Vec<BatchSeq> = items
+                .iter_mut()
+                .map(|(s, toks)| BatchSeq { kv: &mut s.kv, tokens: toks, logits: Logits::Last })
+                .collect();
+            self.model.forward_batch(&self.pool, state, &mut seqs)?
+        };
+        let out = logits.chunks_exact(vocab).map(|r| r.to_vec()).collect();
+        for (s, toks) in items.iter_mut() {
+            s.tokens.extend_from_slice(toks);
+        }
+        Ok(out)
     }
 
     /// One line saying what was loaded where: architecture, parameters, tensor types,

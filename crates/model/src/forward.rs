@@ -28,6 +28,8 @@ pub enum Logits {
 /// (`n` = tokens in the batch).
 pub struct RunState {
     linear: Linear,
+    /// (sequence, position) of each token row of the batch.
+    token_pos: Vec<(usize, usize)>,
     /// Residual stream, `n × dim`.
     x: Vec<f32>,
     /// Normalised input of the current block, `n × dim`.
@@ -82,6 +84,7 @@ impl RunState {
     pub fn new(mode: MatmulMode) -> RunState {
         RunState {
             linear: Linear::new(mode),
+            token_pos: Vec::new(),
             x: Vec::new(),
             xb: Vec::new(),
             block_out: Vec::new(),
@@ -114,6 +117,13 @@ impl RunState {
     }
 }
 
+/// One sequence's share of a batch: its cache, its new tokens and which logits it wants.
+pub struct BatchSeq<'a> {
+    pub kv: &'a mut KvCache,
+    pub tokens: &'a [u32],
+    pub logits: Logits,
+}
+
 impl Model {
     /// Runs `tokens` (appended after what `kv` already holds) through the model and
     /// returns the logits of the last position (`[n_vocab]`) or of every position
@@ -126,26 +136,51 @@ impl Model {
         tokens: &[u32],
         which: Logits,
     ) -> Result<&'s [f32], ModelError> {
+        self.forward_batch(pool, st, &mut [BatchSeq { kv, tokens, logits: which }])
+    }
+
+    /// Runs several sequences' new tokens in one pass (prompt chunks and decode steps
+    /// mixed): every matmul sees all tokens at once, attention reads each token's own
+    /// sequence. Returns, sequence after sequence, one logit row (`Logits::Last`) or one
+    /// per new token (`Logits::All`). A token's result does not depend on the rest of
+    /// the batch.
+    pub fn forward_batch<'s>(
+        &self,
+        pool: &ThreadPool,
+        st: &'s mut RunState,
+        seqs: &mut [BatchSeq<'_>],
+    ) -> Result<&'s [f32], ModelError> {
         let c = &self.config;
         let w = &self.weights;
-        let n = tokens.len();
-        let pos0 = kv.len();
-        if n == 0 {
-            return Err(ModelError::Input("forward: no tokens".into()));
+        for s in seqs.iter() {
+            if s.tokens.is_empty() {
+                return Err(ModelError::Input("forward: a sequence has no tokens".into()));
+            }
+            if s.kv.len() + s.tokens.len() > s.kv.n_ctx() {
+                return Err(ModelError::Input(format!(
+                    "context full: {} cached + {} new tokens exceed the context size {}",
+                    s.kv.len(),
+                    s.tokens.len(),
+                    s.kv.n_ctx()
+                )));
+            }
+            if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+                return Err(ModelError::Input(format!("token id {bad} is outside the vocabulary (size {})", c.n_vocab)));
+            }
         }
-        if pos0 + n > kv.n_ctx() {
-            return Err(ModelError::Input(format!(
-                "context full: {pos0} cached + {n} new tokens exceed the context size {}",
-                kv.n_ctx()
-            )));
+        if seqs.is_empty() {
+            return Err(ModelError::Input("forward: empty batch".into()));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
-            return Err(ModelError::Input(format!("token id {bad} is outside the vocabulary (size {})", c.n_vocab)));
+        // Which sequence and position each row of the batch belongs to.
+        st.token_pos.clear();
+        for (si, s) in seqs.iter().enumerate() {
+            st.token_pos.extend((0..s.tokens.len()).map(|i| (si, s.kv.len() + i)));
         }
+        let n = st.token_pos.len();
 
         // Token embeddings: rows of token_embd, dequantized.
         let x = buf(&mut st.x, n * c.dim);
-        for (t, &tok) in tokens.iter().enumerate() {
+        for (t, &tok) in seqs.iter().flat_map(|s| s.tokens.iter()).enumerate() {
             let e = &w.token_embd;
             quant::dequantize_row(e.ty, e.data(), tok as usize, &mut x[t * c.dim..(t + 1) * c.dim])?;
         }
@@ -153,8 +188,8 @@ impl Model {
         for (il, layer) in w.layers.iter().enumerate() {
             norm_rows(&st.x[..n * c.dim], &layer.attn_norm, c.rms_eps, buf(&mut st.xb, n * c.dim));
             match &layer.attn {
-                Attention::Gqa(a) => self.attention_gqa(pool, st, kv, il, a, n, pos0)?,
-                Attention::Mla(a) => self.attention_mla(pool, st, kv, il, a, n, pos0)?,
+                Attention::Gqa(a) => self.attention_gqa(pool, st, seqs, il, a)?,
+                Attention::Mla(a) => self.attention_mla(pool, st, seqs, il, a)?,
             }
             add_inplace(&mut st.x[..n * c.dim], &st.block_out[..n * c.dim]);
 
@@ -168,33 +203,42 @@ impl Model {
             }
             add_inplace(&mut st.x[..n * c.dim], &st.block_out[..n * c.dim]);
         }
-        kv.set_len(pos0 + n);
+        for s in seqs.iter_mut() {
+            let len = s.kv.len() + s.tokens.len();
+            s.kv.set_len(len);
+        }
 
         // Final norm and the output projection, only for the rows asked for.
-        let first = match which {
-            Logits::Last => n - 1,
-            Logits::All => 0,
-        };
-        let rows = n - first;
-        norm_rows(&st.x[first * c.dim..n * c.dim], &w.output_norm, c.rms_eps, buf(&mut st.xb, rows * c.dim));
+        let mut rows = 0;
+        let mut first_row = 0;
+        for s in seqs.iter() {
+            let (from, count) = match s.logits {
+                Logits::Last => (first_row + s.tokens.len() - 1, 1),
+                Logits::All => (first_row, s.tokens.len()),
+            };
+            for r in from..from + count {
+                let out = &mut buf(&mut st.xb, (rows + 1) * c.dim)[rows * c.dim..(rows + 1) * c.dim];
+                rms_norm(&st.x[r * c.dim..(r + 1) * c.dim], &w.output_norm, c.rms_eps, out);
+                rows += 1;
+            }
+            first_row += s.tokens.len();
+        }
         let logits = buf(&mut st.logits, rows * c.n_vocab);
         st.linear.forward(pool, &w.output, 0, &st.xb[..rows * c.dim], logits)?;
         Ok(&st.logits[..rows * c.n_vocab])
     }
 
-    /// Grouped-query attention over the cache; writes `st.block_out`.
-    #[allow(clippy::too_many_arguments)]
+    /// Grouped-query attention over each token's own cache; writes `st.block_out`.
     fn attention_gqa(
         &self,
         pool: &ThreadPool,
         st: &mut RunState,
-        kv: &mut KvCache,
+        seqs: &mut [BatchSeq<'_>],
         il: usize,
         a: &GqaWeights,
-        n: usize,
-        pos0: usize,
     ) -> Result<(), ModelError> {
         let c = &self.config;
+        let n = st.token_pos.len();
         let (hd, hdv) = (c.head_dim, c.head_dim_v);
         let (q_w, k_w, v_w) = (c.n_head * hd, c.n_head_kv * hd, c.n_head_kv * hdv);
         let xb = &st.xb[..n * c.dim];
@@ -210,13 +254,13 @@ impl Model {
             st.q[..n * q_w].chunks_exact_mut(hd).for_each(|h| rms_norm_inplace(h, qn, c.rms_eps));
             st.k[..n * k_w].chunks_exact_mut(hd).for_each(|h| rms_norm_inplace(h, kn, c.rms_eps));
         }
+        // Rotate q and k, and store k and v in each token's cache.
         let rope_cache = buf(&mut st.rope_cache, c.rope.n_dims);
-        let (k_cache, v_cache) = kv.gqa(il);
-        for t in 0..n {
-            let pos = pos0 + t;
+        for (t, &(si, pos)) in st.token_pos.iter().enumerate() {
             c.rope.cache(pos as i32, None, rope_cache);
             rope_heads(&mut st.q[t * q_w..(t + 1) * q_w], hd, 0, rope_cache, c.rope.mode);
             rope_heads(&mut st.k[t * k_w..(t + 1) * k_w], hd, 0, rope_cache, c.rope.mode);
+            let (k_cache, v_cache) = seqs[si].kv.gqa(il);
             k_cache[pos * k_w..(pos + 1) * k_w].copy_from_slice(&st.k[t * k_w..(t + 1) * k_w]);
             v_cache[pos * v_w..(pos + 1) * v_w].copy_from_slice(&st.v[t * v_w..(t + 1) * v_w]);
         }
@@ -224,12 +268,12 @@ impl Model {
         let group = c.n_head / c.n_head_kv;
         let att_out = buf(&mut st.att_out, n * c.n_head * hdv);
         att_out.fill(0.0);
-        for t in 0..n {
-            let n_ctx = pos0 + t + 1;
+        for (t, &(si, pos)) in st.token_pos.iter().enumerate() {
+            let (k_cache, v_cache) = seqs[si].kv.gqa_ref(il);
             for h in 0..c.n_head {
                 let g = h / group;
                 let q = &st.q[t * q_w + h * hd..t * q_w + (h + 1) * hd];
-                let scores = buf(&mut st.scores, n_ctx);
+                let scores = buf(&mut st.scores, pos + 1);
                 for (s, score) in scores.iter_mut().enumerate() {
                     let k = &k_cache[s * k_w + g * hd..s * k_w + (g + 1) * hd];
                     *score = dot(q, k) * c.kq_scale;
@@ -245,18 +289,16 @@ impl Model {
     }
 
     /// DeepSeek MLA in the absorbed form; writes `st.block_out`.
-    #[allow(clippy::too_many_arguments)]
     fn attention_mla(
         &self,
         pool: &ThreadPool,
         st: &mut RunState,
-        kv: &mut KvCache,
+        seqs: &mut [BatchSeq<'_>],
         il: usize,
         a: &MlaWeights,
-        n: usize,
-        pos0: usize,
     ) -> Result<(), ModelError> {
         let c = &self.config;
+        let n = st.token_pos.len();
         let m = c.mla.as_ref().expect("MLA weights imply an MLA config");
         let (nope, rope, lora) = (m.qk_nope, m.qk_rope, m.kv_lora_rank);
         let head_q = nope + rope;
@@ -274,19 +316,16 @@ impl Model {
             }
             _ => st.linear.forward(pool, &a.q, 0, xb, buf(&mut st.q, n * q_w))?,
         }
-        // The latent and the shared RoPE key.
+        // The latent and the shared RoPE key, normalised/rotated and cached.
         st.linear.forward(pool, &a.kv_a, 0, xb, buf(&mut st.k, n * lat_w))?;
-
         let rope_cache = buf(&mut st.rope_cache, rope);
-        let latent_cache = kv.mla(il);
-        for t in 0..n {
-            let pos = pos0 + t;
+        for (t, &(si, pos)) in st.token_pos.iter().enumerate() {
             c.rope.cache(pos as i32, None, rope_cache);
             rope_heads(&mut st.q[t * q_w..(t + 1) * q_w], head_q, nope, rope_cache, c.rope.mode);
             let kv_row = &mut st.k[t * lat_w..(t + 1) * lat_w];
             rms_norm_inplace(&mut kv_row[..lora], &a.kv_a_norm, c.rms_eps);
             rope_heads(&mut kv_row[lora..], rope, 0, rope_cache, c.rope.mode);
-            latent_cache[pos * lat_w..(pos + 1) * lat_w].copy_from_slice(kv_row);
+            seqs[si].kv.mla(il)[pos * lat_w..(pos + 1) * lat_w].copy_from_slice(kv_row);
         }
 
         // Absorb W_UK: per head, q_nope (nope) → latent space (lora).
@@ -308,12 +347,12 @@ impl Model {
         // Attention in latent space: score = q_latent·c_kv + q_pe·k_pe.
         let attended = buf(&mut st.attended_latent, n * c.n_head * lora);
         attended.fill(0.0);
-        for t in 0..n {
-            let n_ctx = pos0 + t + 1;
+        for (t, &(si, pos)) in st.token_pos.iter().enumerate() {
+            let latent_cache = seqs[si].kv.mla_ref(il);
             for h in 0..c.n_head {
                 let ql = &q_latent[(t * c.n_head + h) * lora..(t * c.n_head + h + 1) * lora];
                 let qpe = &st.q[t * q_w + h * head_q + nope..t * q_w + (h + 1) * head_q];
-                let scores = buf(&mut st.scores, n_ctx);
+                let scores = buf(&mut st.scores, pos + 1);
                 for (s, score) in scores.iter_mut().enumerate() {
                     let row = &latent_cache[s * lat_w..(s + 1) * lat_w];
                     *score = (dot(ql, &row[..lora]) + dot(qpe, &row[lora..])) * c.kq_scale;

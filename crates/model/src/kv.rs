@@ -70,6 +70,22 @@ impl KvCache {
         }
     }
 
+    /// GQA layer `il`, read-only.
+    pub(crate) fn gqa_ref(&self, il: usize) -> (&[f32], &[f32]) {
+        match &self.layers[il] {
+            LayerCache::Gqa { k, v } => (k, v),
+            LayerCache::Mla { .. } => unreachable!("GQA access to an MLA cache"),
+        }
+    }
+
+    /// MLA layer `il`, read-only.
+    pub(crate) fn mla_ref(&self, il: usize) -> &[f32] {
+        match &self.layers[il] {
+            LayerCache::Mla { latent } => latent,
+            LayerCache::Gqa { .. } => unreachable!("MLA access to a GQA cache"),
+        }
+    }
+
     /// MLA layer `il`: latent rows.
     pub(crate) fn mla(&mut self, il: usize) -> &mut [f32] {
         match &mut self.layers[il] {
