@@ -3,6 +3,7 @@
 
 pub mod generate;
 pub mod sampler;
+pub mod scheduler;
 pub mod stop;
 
 use std::path::Path;

@@ -1,0 +1,700 @@
+//! Continuous batching: one thread owns every sequence of a server, admits requests
+//! from a bounded queue (up to `max_seqs` at once) and runs all active sequences'
+//! next tokens — prompt chunks and decode steps mixed — in ONE forward pass per
+//! iteration. Each sequence keeps its own KV cache, sampler, streaming decoder and
+//! stop matcher, so its output is the same alone or under load (greedy).
+//!
+//! Finished sequences are kept (up to `prefix_cache` of them): a new request whose
+//! prompt starts with one's tokens (the next turn of a chat) reuses that KV and only
+//! processes the new tokens. A cancelled sequence (client gone) is dropped at the next
+//! iteration, which frees its cache.
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # fn demo(engine: Arc<engine::Engine>, prompt: Vec<u32>, req: engine::GenerateRequest) {
+//! use engine::scheduler::{Event, Job, Scheduler, SchedulerConfig};
+//! let sched = Scheduler::start(engine, SchedulerConfig::new(4, 2048));
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! let ticket = sched.submit(Job::new(prompt, req, move |ev| tx.send(ev).is_ok())).unwrap();
+//! for ev in rx {
+//!     if let Event::Text(t) = ev { print!("{t}") }
+//! }
+//! drop(ticket);
+//! # }
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use model::{BatchSeq, Logits, ModelError, RunState};
+use text::StreamDecoder;
+
+use crate::generate::PREFILL_CHUNK;
+use crate::{Engine, FinishReason, GenerateRequest, GenerationStats, Sampler, Session, StopMatcher};
+
+/// Limits of a scheduler.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Sequences generating at once (batched into one forward pass).
+    pub max_seqs: usize,
+    /// Requests waiting for a free slot beyond `max_seqs`; more are refused
+    /// ([`SubmitError::Full`], HTTP 503).
+    pub queue: usize,
+    /// Context size of each sequence (prompt + generated tokens).
+    pub n_ctx: usize,
+    /// Finished sequences kept for prefix reuse.
+    pub prefix_cache: usize,
+    /// Tokens per forward pass at most (decode steps first, then prompt chunks), which
+    /// bounds the activation buffers and the decode latency others see during a long
+    /// prefill.
+    pub step_tokens: usize,
+}
+
+impl SchedulerConfig {
+    /// `max_seqs` sequences of `n_ctx` positions, a queue of `4 × max_seqs`, as many
+    /// cached sequences as slots, 512 tokens per step.
+    pub fn new(max_seqs: usize, n_ctx: usize) -> SchedulerConfig {
+        let max_seqs = max_seqs.max(1);
+        SchedulerConfig { max_seqs, queue: 4 * max_seqs, n_ctx, prefix_cache: max_seqs, step_tokens: PREFILL_CHUNK }
+    }
+}
+
+/// What a running request reports, in order: one `Started`, any number of `Text`,
+/// then exactly one `Done` or `Error`.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// The request got a slot; `cached_tokens` of its `prompt_tokens` were already in
+    /// a kept sequence's KV cache and are not processed again.
+    Started { prompt_tokens: usize, cached_tokens: usize },
+    /// Text that became final (complete UTF-8, never part of a stop string).
+    Text(String),
+    /// Generation ended (also after a cancellation).
+    Done(GenerationStats),
+    /// The request could not run (bad sampling settings, model error).
+    Error(String),
+}
+
+/// Receives a request's events; returns `false` when nobody listens any more, which
+/// cancels the request.
+pub type EventSink = Box<dyn FnMut(Event) -> bool + Send>;
+
+/// One request for the scheduler.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub request: GenerateRequest,
+    pub sink: EventSink,
+}
+
+impl Job {
+    /// A job sending its events to `sink`.
+    pub fn new(prompt: Vec<u32>, request: GenerateRequest, sink: impl FnMut(Event) -> bool + Send + 'static) -> Job {
+        Job { prompt, request, sink: Box::new(sink) }
+    }
+}
+
+/// Why a job was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// Every slot is busy and the queue is full.
+    #[error("the server is busy: {active} sequences running and {queued} waiting (limits {max_seqs} + {queue})")]
+    Full { active: usize, queued: usize, max_seqs: usize, queue: usize },
+    /// The scheduler is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The prompt cannot run at all.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Held by whoever waits for a job: dropping it (a client that went away) cancels the
+/// job; the scheduler then drops its sequence at the next iteration.
+#[derive(Debug)]
+pub struct Ticket {
+    cancel: Arc<AtomicBool>,
+    /// Scheduler-wide id of the job (for logs).
+    pub id: u64,
+}
+
+impl Ticket {
+    /// Cancels the job now.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// Counters for a health endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerStatus {
+    /// Sequences generating now.
+    pub active: usize,
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// Finished sequences kept for prefix reuse.
+    pub cached: usize,
+    /// Requests finished (including cancelled ones).
+    pub completed: u64,
+    /// Requests cancelled before they finished.
+    pub cancelled: u64,
+    /// Prompt tokens not processed thanks to the prefix cache, over all requests.
+    pub reused_tokens: u64,
+    /// Forward passes run, and the sequences in them (their ratio is the mean batch).
+    pub steps: u64,
+    pub batched_seqs: u64,
+}
+
+struct Queued {
+    id: u64,
+    job: Job,
+    cancel: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: VecDeque<Queued>,
+    status: SchedulerStatus,
+    /// No new jobs are accepted.
+    closing: bool,
+    /// Every job is cancelled, then the thread ends.
+    abort: bool,
+}
+
+struct Inner {
+    shared: Mutex<Shared>,
+    wake: Condvar,
+    next_id: AtomicU64,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic in the scheduler thread poisons the lock; the counters stay usable.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running scheduler thread. Dropping it cancels everything and joins the thread.
+pub struct Scheduler {
+    inner: Arc<Inner>,
+    config: SchedulerConfig,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Scheduler {
+    /// Starts the scheduler thread for `engine`.
+    pub fn start(engine: Arc<Engine>, config: SchedulerConfig) -> Scheduler {
+        let mut config = config;
+        config.max_seqs = config.max_seqs.max(1);
+        config.step_tokens = config.step_tokens.max(config.max_seqs + 1);
+        let inner = Arc::new(Inner { shared: Mutex::new(Shared::default()), wake: Condvar::new(), next_id: AtomicU64::new(1) });
+        let worker = Worker::new(engine, config.clone(), inner.clone());
+        let thread = std::thread::Builder::new()
+            .name("ferromoe-scheduler".into())
+            .spawn(move || worker.run())
+            .expect("spawn the scheduler thread");
+        Scheduler { inner, config, thread: Some(thread) }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Queues a job. Its events go to the job's sink from the scheduler thread; keep the
+    /// ticket while you listen (dropping it cancels the job).
+    pub fn submit(&self, job: Job) -> Result<Ticket, SubmitError> {
+        if job.prompt.is_empty() {
+            return Err(SubmitError::Invalid("the prompt is empty".into()));
+        }
+        if job.prompt.len() > self.config.n_ctx {
+            return Err(SubmitError::Invalid(format!(
+                "the prompt has {} tokens, more than the context size {}",
+                job.prompt.len(),
+                self.config.n_ctx
+            )));
+        }
+        job.request.sampling.validate().map_err(SubmitError::Invalid)?;
+        let mut sh = self.inner.lock();
+        if sh.closing || sh.abort {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let (active, queued) = (sh.status.active, sh.pending.len());
+        if active + queued >= self.config.max_seqs + self.config.queue {
+            return Err(SubmitError::Full { active, queued, max_seqs: self.config.max_seqs, queue: self.config.queue });
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = Arc::new(AtomicBool::new(false));
+        sh.pending.push_back(Queued { id, job, cancel: cancel.clone() });
+        sh.status.queued = sh.pending.len();
+        drop(sh);
+        self.inner.wake.notify_all();
+        Ok(Ticket { cancel, id })
+    }
+
+    /// Current counters.
+    pub fn status(&self) -> SchedulerStatus {
+        self.inner.lock().status.clone()
+    }
+
+    /// Stops accepting jobs; running and queued ones go on to their end.
+    pub fn close(&self) {
+        self.inner.lock().closing = true;
+        self.inner.wake.notify_all();
+    }
+
+    /// Cancels every running and queued job (each gets its `Done` with
+    /// [`FinishReason::Cancelled`]) and stops accepting new ones.
+    pub fn cancel_all(&self) {
+        let mut sh = self.inner.lock();
+        sh.closing = true;
+        sh.abort = true;
+        drop(sh);
+        self.inner.wake.notify_all();
+    }
+
+    /// Waits until every accepted job has ended (after [`close`](Self::close)) and the
+    /// thread has exited.
+    pub fn join(mut self) {
+        self.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.cancel_all();
+            let _ = t.join();
+        }
+    }
+}
+
+/// One admitted request in flight.
+struct Seq {
+    session: Session,
+    prompt: Vec<u32>,
+    request: GenerateRequest,
+    sink: EventSink,
+    cancel: Arc<AtomicBool>,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    stops: StopMatcher,
+    /// Prompt tokens already in the KV cache (reused or processed).
+    fed: usize,
+    cached: usize,
+    generated: usize,
+    /// The last sampled token, to be fed at the next step.
+    next: Option<u32>,
+    started: Instant,
+    prefill_seconds: f64,
+    decode_started: Option<Instant>,
+}
+
+enum Outcome {
+    Running,
+    Finished(FinishReason, bool),
+}
+
+struct Worker {
+    engine: Arc<Engine>,
+    config: SchedulerConfig,
+    inner: Arc<Inner>,
+    state: RunState,
+    active: Vec<Seq>,
+    /// Finished sessions, least recently used first.
+    cache: Vec<Session>,
+}
+
+impl Worker {
+    fn new(engine: Arc<Engine>, config: SchedulerConfig, inner: Arc<Inner>) -> Worker {
+        let state = RunState::new(engine.mode);
+        Worker { engine, config, inner, state, active: Vec::new(), cache: Vec::new() }
+    }
+
+    fn run(mut self) {
+        loop {
+            let (admitted, abort) = {
+                let mut sh = self.inner.lock();
+                while self.active.is_empty() && sh.pending.is_empty() && !sh.closing && !sh.abort {
+                    sh = self.inner.wake.wait(sh).unwrap_or_else(|e| e.into_inner());
+                }
+                if self.active.is_empty() && sh.pending.is_empty() && (sh.closing || sh.abort) {
+                    return;
+                }
+                let mut admitted = Vec::new();
+                if sh.abort {
+                    admitted.extend(sh.pending.drain(..));
+                } else {
+                    while self.active.len() + admitted.len() < self.config.max_seqs {
+                        match sh.pending.pop_front() {
+                            Some(q) => admitted.push(q),
+                            None => break,
+                        }
+                    }
+                }
+                sh.status.queued = sh.pending.len();
+                (admitted, sh.abort)
+            };
+            for q in admitted {
+                if abort {
+                    q.cancel.store(true, Ordering::SeqCst);
+                }
+                self.admit(q);
+            }
+            if abort {
+                for s in &self.active {
+                    s.cancel.store(true, Ordering::SeqCst);
+                }
+            }
+            self.drop_cancelled();
+            if !self.active.is_empty() {
+                self.step();
+            }
+            self.publish();
+        }
+    }
+
+    /// Updates the shared counters.
+    fn publish(&self) {
+        let mut sh = self.inner.lock();
+        sh.status.active = self.active.len();
+        sh.status.cached = self.cache.len();
+        sh.status.queued = sh.pending.len();
+    }
+
+    /// Gives a job a session (the kept one sharing the longest prefix with its prompt,
+    /// when there is one) and makes it active.
+    fn admit(&mut self, q: Queued) {
+        let Queued { id: _, job, cancel } = q;
+        let Job { prompt, request, mut sink } = job;
+        let Some(tok) = self.engine.tokenizer.as_ref() else {
+            sink(Event::Error("this model file has no tokenizer".into()));
+            return;
+        };
+        let common = |s: &Session| s.tokens.iter().zip(&prompt).take_while(|(a, b)| a == b).count();
+        let best = self.cache.iter().enumerate().map(|(i, s)| (common(s), i)).max_by_key(|&(n, i)| (n, i));
+        let mut session = match best {
+            Some((n, i)) if n > 0 => self.cache.remove(i),
+            // No overlap: recycle the least recently used one once the cache is full,
+            // so the number of KV caches stays bounded.
+            Some(_) if self.cache.len() >= self.config.prefix_cache => self.cache.remove(0),
+            _ => self.engine.session(self.config.n_ctx),
+        };
+        // The last prompt token is always run again: its logits are needed.
+        let reuse = common(&session).min(prompt.len() - 1);
+        session.truncate(reuse);
+        {
+            let mut sh = self.inner.lock();
+            sh.status.reused_tokens += reuse as u64;
+            sh.status.active = self.active.len() + 1;
+        }
+        if !sink(Event::Started { prompt_tokens: prompt.len(), cached_tokens: reuse }) {
+            cancel.store(true, Ordering::SeqCst);
+        }
+        let seq = Seq {
+            sampler: Sampler::new(request.sampling.clone()),
+            decoder: tok.stream_decoder(true),
+            stops: StopMatcher::new(&request.stop),
+            session,
+            prompt,
+            request,
+            sink,
+            cancel,
+            fed: reuse,
+            cached: reuse,
+            generated: 0,
+            next: None,
+            started: Instant::now(),
+            prefill_seconds: 0.0,
+            decode_started: None,
+        };
+        if seq.request.max_new_tokens == 0 {
+            self.finish(seq, FinishReason::Length, false);
+        } else {
+            self.active.push(seq);
+        }
+    }
+
+    /// Ends cancelled sequences; their KV caches are freed right away.
+    fn drop_cancelled(&mut self) {
+        let mut i = 0;
+        while i < self.active.len() {
+            if self.active[i].cancel.load(Ordering::SeqCst) {
+                let mut seq = self.active.swap_remove(i);
+                let stats = seq.stats(FinishReason::Cancelled);
+                (seq.sink)(Event::Done(stats));
+                self.count_done(true);
+                drop(seq);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn count_done(&self, cancelled: bool) {
+        let mut sh = self.inner.lock();
+        sh.status.completed += 1;
+        sh.status.cancelled += u64::from(cancelled);
+    }
+
+    /// One forward pass over every active sequence, then sampling for those whose
+    /// prompt is complete.
+    fn step(&mut self) {
+        // Decode steps first (one token each), then prompt chunks within the budget.
+        let mut budget = self.config.step_tokens.saturating_sub(self.active.iter().filter(|s| s.next.is_some()).count());
+        let mut inputs: Vec<(usize, usize)> = Vec::with_capacity(self.active.len()); // (index, prompt tokens)
+        for (i, s) in self.active.iter().enumerate() {
+            if s.next.is_some() {
+                inputs.push((i, 0));
+            } else if budget > 0 {
+                let n = (s.prompt.len() - s.fed).min(budget).min(PREFILL_CHUNK);
+                budget -= n;
+                inputs.push((i, n));
+            }
+        }
+        if inputs.is_empty() {
+            return;
+        }
+        let decode_tokens: Vec<[u32; 1]> = inputs.iter().map(|&(i, _)| [self.active[i].next.unwrap_or(0)]).collect();
+        let result = {
+            let mut batch: Vec<BatchSeq<'_>> = Vec::with_capacity(inputs.len());
+            let mut picked = vec![false; self.active.len()];
+            for &(i, _) in &inputs {
+                picked[i] = true;
+            }
+            let mut slot = 0;
+            for (i, s) in self.active.iter_mut().enumerate() {
+                if !picked[i] {
+                    continue;
+                }
+                let n = inputs[slot].1;
+                let tokens: &[u32] = if n == 0 { &decode_tokens[slot] } else { &s.prompt[s.fed..s.fed + n] };
+                batch.push(BatchSeq { kv: &mut s.session.kv, tokens, logits: Logits::Last });
+                slot += 1;
+            }
+            self.engine.model.forward_batch(&self.engine.pool, &mut self.state, &mut batch).map(|l| l.to_vec())
+        };
+        {
+            let mut sh = self.inner.lock();
+            sh.status.steps += 1;
+            sh.status.batched_seqs += inputs.len() as u64;
+        }
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => return self.fail_batch(&inputs, e),
+        };
+        let n_vocab = logits.len() / inputs.len();
+        let mut finished = Vec::new();
+        for (slot, &(i, n)) in inputs.iter().enumerate() {
+            let s = &mut self.active[i];
+            if n == 0 {
+                s.session.tokens.push(decode_tokens[slot][0]);
+                s.next = None;
+            } else {
+                let (from, to) = (s.fed, s.fed + n);
+                s.session.tokens.extend_from_slice(&s.prompt[from..to]);
+                s.fed = to;
+                if s.fed < s.prompt.len() {
+                    continue;
+                }
+                s.prefill_seconds = s.started.elapsed().as_secs_f64();
+                s.decode_started = Some(Instant::now());
+            }
+            let mut row = logits[slot * n_vocab..(slot + 1) * n_vocab].to_vec();
+            if let Outcome::Finished(reason, by_string) = s.sample(&self.engine, &mut row) {
+                finished.push((i, reason, by_string));
+            }
+        }
+        // Remove from the back so the indices stay valid.
+        finished.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (i, reason, by_string) in finished {
+            let seq = self.active.swap_remove(i);
+            self.finish(seq, reason, by_string);
+        }
+    }
+
+    /// A forward error ends every sequence of the batch with that error.
+    fn fail_batch(&mut self, inputs: &[(usize, usize)], e: ModelError) {
+        let mut idx: Vec<usize> = inputs.iter().map(|&(i, _)| i).collect();
+        idx.sort_unstable_by(|a, b| b.cmp(a));
+        for i in idx {
+            let mut seq = self.active.swap_remove(i);
+            (seq.sink)(Event::Error(e.to_string()));
+            self.count_done(false);
+        }
+    }
+
+    /// Flushes held-back text, reports the stats and keeps the session for reuse.
+    fn finish(&mut self, mut seq: Seq, reason: FinishReason, stopped_by_string: bool) {
+        if reason != FinishReason::Cancelled && !stopped_by_string {
+            let (mut rest, stopped) = seq.stops.push(&seq.decoder.flush());
+            if !stopped {
+                rest += &seq.stops.flush();
+            }
+            if !rest.is_empty() {
+                (seq.sink)(Event::Text(rest));
+            }
+        }
+        let stats = seq.stats(reason);
+        (seq.sink)(Event::Done(stats));
+        self.count_done(reason == FinishReason::Cancelled);
+        if reason != FinishReason::Cancelled && self.config.prefix_cache > 0 {
+            if self.cache.len() >= self.config.prefix_cache {
+                self.cache.remove(0);
+            }
+            self.cache.push(seq.session);
+        }
+    }
+}
+
+impl Seq {
+    /// Samples the next token from `logits` and streams its text, as
+    /// [`Engine::generate`] does.
+    fn sample(&mut self, engine: &Engine, logits: &mut [f32]) -> Outcome {
+        let Some(tok) = engine.tokenizer.as_ref() else { return Outcome::Finished(FinishReason::Stop, false) };
+        let next = self.sampler.sample(logits, &self.session.tokens);
+        self.generated += 1;
+        if !self.request.ignore_eos && tok.is_eog(next) {
+            return Outcome::Finished(FinishReason::Stop, false);
+        }
+        let (text, stopped) = self.stops.push(&self.decoder.push(next));
+        if !text.is_empty() && !(self.sink)(Event::Text(text)) {
+            return Outcome::Finished(FinishReason::Cancelled, false);
+        }
+        if stopped {
+            return Outcome::Finished(FinishReason::Stop, true);
+        }
+        if self.generated >= self.request.max_new_tokens || self.session.remaining() == 0 {
+            return Outcome::Finished(FinishReason::Length, false);
+        }
+        self.next = Some(next);
+        Outcome::Running
+    }
+
+    fn stats(&self, finish: FinishReason) -> GenerationStats {
+        GenerationStats {
+            prompt_tokens: self.prompt.len(),
+            cached_tokens: self.cached,
+            generated_tokens: self.generated,
+            prefill_seconds: if self.decode_started.is_some() {
+                self.prefill_seconds
+            } else {
+                self.started.elapsed().as_secs_f64()
+            },
+            decode_seconds: self.decode_started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
+            finish,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LoadOptions, SamplingParams};
+    use std::sync::mpsc;
+
+    fn engine() -> Arc<Engine> {
+        let path = testutil::data_dir().join("tiny/qwen2moe-tiny/qwen2moe-tiny-Q8_0.gguf");
+        Arc::new(Engine::load(&path, &LoadOptions { threads: Some(2), ..Default::default() }, &mut |_| {}).unwrap())
+    }
+
+    fn greedy(n: usize) -> GenerateRequest {
+        GenerateRequest { max_new_tokens: n, sampling: SamplingParams::greedy(), stop: vec![], ignore_eos: true }
+    }
+
+    fn collect(sched: &Scheduler, prompt: Vec<u32>, req: GenerateRequest) -> (Ticket, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel();
+        let t = sched.submit(Job::new(prompt, req, move |ev| tx.send(ev).is_ok())).unwrap();
+        (t, rx)
+    }
+
+    fn text_and_stats(rx: mpsc::Receiver<Event>) -> (String, GenerationStats, usize) {
+        let (mut text, mut cached) = (String::new(), usize::MAX);
+        for ev in rx {
+            match ev {
+                Event::Started { cached_tokens, .. } => cached = cached_tokens,
+                Event::Text(t) => text += &t,
+                Event::Done(s) => return (text, s, cached),
+                Event::Error(e) => panic!("{e}"),
+            }
+        }
+        panic!("no Done event")
+    }
+
+    #[test]
+    fn batched_greedy_equals_generate_alone_and_prefix_is_reused() {
+        let engine = engine();
+        let tok = engine.tokenizer.clone().unwrap();
+        let prompts: Vec<Vec<u32>> = ["Once upon a time", "The capital of France", "1, 2, 3,", "Hello"]
+            .iter()
+            .map(|p| tok.encode(p, false).unwrap())
+            .collect();
+        let alone: Vec<String> = prompts
+            .iter()
+            .map(|p| {
+                let mut s = engine.session(256);
+                let mut out = String::new();
+                engine.generate(&mut s, p, &greedy(12), &mut |t| {
+                    out += t;
+                    true
+                })
+                .unwrap();
+                out
+            })
+            .collect();
+        let sched = Scheduler::start(engine.clone(), SchedulerConfig::new(4, 256));
+        let runs: Vec<_> = prompts.iter().map(|p| collect(&sched, p.clone(), greedy(12))).collect();
+        for ((_t, rx), want) in runs.into_iter().zip(&alone) {
+            let (text, stats, _) = text_and_stats(rx);
+            assert_eq!(&text, want);
+            assert_eq!(stats.generated_tokens, 12);
+            assert_eq!(stats.finish, FinishReason::Length);
+        }
+        assert!(sched.status().batched_seqs > sched.status().steps, "{:?}", sched.status());
+        // A prompt extending a finished sequence reuses its KV.
+        let mut longer = prompts[0].clone();
+        longer.extend(tok.encode(" there was", false).unwrap());
+        let (_t, rx) = collect(&sched, longer.clone(), greedy(4));
+        let (_, stats, cached) = text_and_stats(rx);
+        assert_eq!(cached, prompts[0].len());
+        assert_eq!(stats.cached_tokens, prompts[0].len());
+        assert_eq!(stats.prompt_tokens, longer.len());
+        assert!(sched.status().reused_tokens >= prompts[0].len() as u64);
+    }
+
+    #[test]
+    fn full_queue_is_refused_and_cancel_frees_the_slot() {
+        let engine = engine();
+        let tok = engine.tokenizer.clone().unwrap();
+        let prompt = tok.encode("count with me", false).unwrap();
+        let mut cfg = SchedulerConfig::new(1, 512);
+        cfg.queue = 1;
+        let sched = Scheduler::start(engine, cfg);
+        let (t1, rx1) = collect(&sched, prompt.clone(), greedy(400));
+        let (t2, rx2) = collect(&sched, prompt.clone(), greedy(2));
+        let err = sched.submit(Job::new(prompt.clone(), greedy(2), |_| true)).unwrap_err();
+        assert!(matches!(err, SubmitError::Full { .. }), "{err:?}");
+        drop(t1);
+        let (_, stats, _) = text_and_stats(rx1);
+        assert_eq!(stats.finish, FinishReason::Cancelled);
+        assert!(stats.generated_tokens < 400);
+        let (_, stats, _) = text_and_stats(rx2);
+        assert_eq!(stats.finish, FinishReason::Length);
+        drop(t2);
+        let st = sched.status();
+        assert_eq!(st.cancelled, 1);
+        assert_eq!(st.completed, 2);
+        let too_long = vec![prompt[0]; 513];
+        assert!(matches!(sched.submit(Job::new(too_long, greedy(1), |_| true)), Err(SubmitError::Invalid(_))));
+        sched.join();
+    }
+}
