@@ -9,6 +9,7 @@
 #![allow(clippy::manual_is_multiple_of)]
 
 pub mod activation;
+pub mod attention;
 pub mod matmul;
 pub mod norm;
 pub mod pool;

@@ -3,6 +3,7 @@
 //! sized on first use and reused, so steady-state decoding does not allocate.
 
 use kernels::activation::silu_glu_inplace;
+use kernels::attention::{attention, AttnScratch, AttnShape};
 use kernels::norm::{rms_norm, rms_norm_inplace};
 use kernels::rope::rope_heads;
 use kernels::softmax::softmax_inplace;
@@ -46,14 +47,14 @@ pub struct RunState {
     /// Per-head gather/scatter buffers (MLA absorption).
     head_in: Vec<f32>,
     head_out: Vec<f32>,
-    /// MLA: queries absorbed into latent space, `n × n_head × kv_lora`, and the
-    /// attention-weighted latents, same shape.
+    /// MLA: attention queries `[q_nope·W_UK, q_pe]`, `n × n_head × (kv_lora + qk_rope)`,
+    /// and the attention-weighted latents, `n × n_head × kv_lora`.
     q_latent: Vec<f32>,
     attended_latent: Vec<f32>,
     /// Attention output (all heads), `n × n_head · head_dim_v`.
     att_out: Vec<f32>,
-    /// Attention scores of one (token, head) over the context.
-    scores: Vec<f32>,
+    /// Per-thread attention scores.
+    attn_scratch: AttnScratch,
     /// RoPE cos/sin of one position.
     rope_cache: Vec<f32>,
     /// FFN hidden activations (gate, then silu(gate)·up in place; up).
@@ -97,7 +98,7 @@ impl RunState {
             q_latent: Vec::new(),
             attended_latent: Vec::new(),
             att_out: Vec::new(),
-            scores: Vec::new(),
+            attn_scratch: AttnScratch::new(),
             rope_cache: Vec::new(),
             ffn_gate: Vec::new(),
             ffn_up: Vec::new(),
@@ -265,25 +266,33 @@ impl Model {
             v_cache[pos * v_w..(pos + 1) * v_w].copy_from_slice(&st.v[t * v_w..(t + 1) * v_w]);
         }
 
-        let group = c.n_head / c.n_head_kv;
+        let shape = AttnShape {
+            n_head: c.n_head,
+            n_kv_head: c.n_head_kv,
+            dk: hd,
+            dv: hdv,
+            k_stride: k_w,
+            v_stride: v_w,
+            v_offset: 0,
+            scale: c.kq_scale,
+        };
         let att_out = buf(&mut st.att_out, n * c.n_head * hdv);
-        att_out.fill(0.0);
-        for (t, &(si, pos)) in st.token_pos.iter().enumerate() {
-            let (k_cache, v_cache) = seqs[si].kv.gqa_ref(il);
-            for h in 0..c.n_head {
-                let g = h / group;
-                let q = &st.q[t * q_w + h * hd..t * q_w + (h + 1) * hd];
-                let scores = buf(&mut st.scores, pos + 1);
-                for (s, score) in scores.iter_mut().enumerate() {
-                    let k = &k_cache[s * k_w + g * hd..s * k_w + (g + 1) * hd];
-                    *score = dot(q, k) * c.kq_scale;
-                }
-                softmax_inplace(scores);
-                let out = &mut att_out[(t * c.n_head + h) * hdv..(t * c.n_head + h + 1) * hdv];
-                for (s, &p) in scores.iter().enumerate() {
-                    axpy(out, p, &v_cache[s * v_w + g * hdv..s * v_w + (g + 1) * hdv]);
-                }
-            }
+        let mut t0 = 0;
+        for s in seqs.iter_mut() {
+            let m = s.tokens.len();
+            let pos0 = st.token_pos[t0].1;
+            let (k_cache, v_cache) = s.kv.gqa_ref(il);
+            attention(
+                pool,
+                &shape,
+                &st.q[t0 * q_w..(t0 + m) * q_w],
+                pos0,
+                k_cache,
+                v_cache,
+                &mut att_out[t0 * c.n_head * hdv..(t0 + m) * c.n_head * hdv],
+                &mut st.attn_scratch,
+            );
+            t0 += m;
         }
         st.linear.forward(pool, &a.wo, 0, &st.att_out[..n * c.n_head * hdv], buf(&mut st.block_out, n * c.dim))
     }
@@ -328,8 +337,10 @@ impl Model {
             seqs[si].kv.mla(il)[pos * lat_w..(pos + 1) * lat_w].copy_from_slice(kv_row);
         }
 
-        // Absorb W_UK: per head, q_nope (nope) → latent space (lora).
-        let q_latent = buf(&mut st.q_latent, n * c.n_head * lora);
+        // Absorb W_UK: per head, q_nope (nope) → latent space (lora). The attention query
+        // of head h is [q_nope·W_UK, q_pe] (lat_w wide), scored against the cached
+        // [c_kv, k_pe] rows, whose c_kv part is also the value.
+        let q_attn = buf(&mut st.q_latent, n * c.n_head * lat_w);
         for h in 0..c.n_head {
             let head_in = buf(&mut st.head_in, n * nope);
             for t in 0..n {
@@ -339,30 +350,39 @@ impl Model {
             let head_out = buf(&mut st.head_out, n * lora);
             st.linear.forward(pool, &a.k_b, h, &st.head_in[..n * nope], head_out)?;
             for t in 0..n {
-                let dst = (t * c.n_head + h) * lora;
-                q_latent[dst..dst + lora].copy_from_slice(&st.head_out[t * lora..(t + 1) * lora]);
+                let dst = (t * c.n_head + h) * lat_w;
+                q_attn[dst..dst + lora].copy_from_slice(&st.head_out[t * lora..(t + 1) * lora]);
+                let pe = t * q_w + h * head_q + nope;
+                q_attn[dst + lora..dst + lat_w].copy_from_slice(&st.q[pe..pe + rope]);
             }
         }
-
-        // Attention in latent space: score = q_latent·c_kv + q_pe·k_pe.
+        let shape = AttnShape {
+            n_head: c.n_head,
+            n_kv_head: 1,
+            dk: lat_w,
+            dv: lora,
+            k_stride: lat_w,
+            v_stride: lat_w,
+            v_offset: 0,
+            scale: c.kq_scale,
+        };
         let attended = buf(&mut st.attended_latent, n * c.n_head * lora);
-        attended.fill(0.0);
-        for (t, &(si, pos)) in st.token_pos.iter().enumerate() {
-            let latent_cache = seqs[si].kv.mla_ref(il);
-            for h in 0..c.n_head {
-                let ql = &q_latent[(t * c.n_head + h) * lora..(t * c.n_head + h + 1) * lora];
-                let qpe = &st.q[t * q_w + h * head_q + nope..t * q_w + (h + 1) * head_q];
-                let scores = buf(&mut st.scores, pos + 1);
-                for (s, score) in scores.iter_mut().enumerate() {
-                    let row = &latent_cache[s * lat_w..(s + 1) * lat_w];
-                    *score = (dot(ql, &row[..lora]) + dot(qpe, &row[lora..])) * c.kq_scale;
-                }
-                softmax_inplace(scores);
-                let out = &mut attended[(t * c.n_head + h) * lora..(t * c.n_head + h + 1) * lora];
-                for (s, &p) in scores.iter().enumerate() {
-                    axpy(out, p, &latent_cache[s * lat_w..s * lat_w + lora]);
-                }
-            }
+        let mut t0 = 0;
+        for s in seqs.iter_mut() {
+            let m = s.tokens.len();
+            let pos0 = st.token_pos[t0].1;
+            let latent_cache = s.kv.mla_ref(il);
+            attention(
+                pool,
+                &shape,
+                &q_attn[t0 * c.n_head * lat_w..(t0 + m) * c.n_head * lat_w],
+                pos0,
+                latent_cache,
+                latent_cache,
+                &mut attended[t0 * c.n_head * lora..(t0 + m) * c.n_head * lora],
+                &mut st.attn_scratch,
+            );
+            t0 += m;
         }
 
         // W_UV per head: attended latent (lora) → values (v_head), then the output projection.
