@@ -3,7 +3,7 @@
 //!
 //!     cargo bench -p kernels --bench matmul            # everything (~2 min on 2 cores)
 //!     cargo bench -p kernels --bench matmul -- --quick # fewer types and repetitions
-//!     ... -- --only bw|gemv|gemm --types Q4_K,Q8_0       # a subset
+//!     ... -- --only bw|pool|gemv|gemm --types Q4_K,Q8_0  # a subset
 //!
 //! Method:
 //! - Read bandwidth: a 1 GiB buffer (touched first so every page is resident) is summed
@@ -171,6 +171,28 @@ fn main() {
         let b2 = read_bandwidth(&pools[1], &bw_buf, 5);
         println!("## Read bandwidth (1 GiB, AVX2 loads, best of 5)\n");
         println!("| threads | GB/s |\n|---|---|\n| 1 | {b1:.1} |\n| 2 | {b2:.1} |\n");
+    }
+
+    if only.as_deref().is_none_or(|o| o == "pool") {
+        // Cost of one op = publish + every thread takes a chunk + barrier.
+        println!("## Pool: time per op of 2 trivial items (publish + claim + barrier), best of 5 × 20k ops\n");
+        println!("| threads | µs per op |\n|---|---|");
+        for pool in &pools {
+            let hits = std::sync::atomic::AtomicUsize::new(0);
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = Instant::now();
+                for _ in 0..20_000 {
+                    pool.run_chunked(2, 1, |r, _| {
+                        hits.fetch_add(r.len(), std::sync::atomic::Ordering::Relaxed);
+                    });
+                }
+                best = best.min(t.elapsed().as_secs_f64() / 20_000.0);
+            }
+            black_box(hits.into_inner());
+            println!("| {} | {:.2} |", pool.n_threads(), best * 1e6);
+        }
+        println!();
     }
 
     let type_filter: Option<Vec<GgmlType>> = args

@@ -371,7 +371,7 @@ pub fn matmul_acts(
     out: &mut [f32],
 ) -> Result<(), MatmulError> {
     let vd = vec_dot_for(w.ty)?;
-    check_acts(&vd, w, xq, out)?;
+    check_shapes(&vd, w, xq, xq.n_tokens, out)?;
     let n_tokens = xq.n_tokens;
     if n_tokens == 0 || w.n_out == 0 {
         return Ok(());
@@ -381,12 +381,18 @@ pub fn matmul_acts(
     pool.run_chunked(w.n_out, chunk, |rows, _| {
         // SAFETY: this closure writes only out[t·n_out + r] for r in `rows`, a range no
         // other thread receives; `out` has n_tokens·n_out elements (checked above).
-        unsafe { rows_kernel(&vd, w, xq, rows, dst.get()) }
+        unsafe { rows_kernel(&vd, w, xq, None, rows, dst.get()) }
     });
     Ok(())
 }
 
-fn check_acts(vd: &VecDot, w: &QMatrix<'_>, xq: &QuantizedActs<'_>, out: &[f32]) -> Result<(), MatmulError> {
+fn check_shapes(
+    vd: &VecDot,
+    w: &QMatrix<'_>,
+    xq: &QuantizedActs<'_>,
+    n_tok: usize,
+    out: &[f32],
+) -> Result<(), MatmulError> {
     if xq.ty != vd.act {
         return Err(shape_err(format!(
             "activations are {} but {} weights need {}",
@@ -396,28 +402,38 @@ fn check_acts(vd: &VecDot, w: &QMatrix<'_>, xq: &QuantizedActs<'_>, out: &[f32])
     if xq.n_in != w.n_in {
         return Err(shape_err(format!("activations have {} values per token, weights {} per row", xq.n_in, w.n_in)));
     }
-    let want = xq.n_tokens.saturating_mul(w.n_out);
+    let want = n_tok.saturating_mul(w.n_out);
     if out.len() != want {
         return Err(shape_err(format!(
-            "output holds {} values, need {} tokens × {} rows = {want}",
+            "output holds {} values, need {n_tok} tokens × {} rows = {want}",
             out.len(),
-            xq.n_tokens,
             w.n_out
         )));
     }
     Ok(())
 }
 
-/// Computes output rows `rows` for every token.
+/// Computes output rows `rows` for every token (or for the tokens `tokens` selects from
+/// `xq`, output row i ← activation row `tokens[i]`).
 ///
 /// # Safety
-/// `out` must point to `xq.n_tokens · w.n_out` f32 and no other thread may access the
+/// `out` must point to `n_tok · w.n_out` f32 (n_tok = `tokens.len()` or `xq.n_tokens`),
+/// every entry of `tokens` must be < `xq.n_tokens`, and no other thread may access the
 /// elements `t·n_out + r`, r ∈ `rows`, during the call.
-unsafe fn rows_kernel(vd: &VecDot, w: &QMatrix<'_>, xq: &QuantizedActs<'_>, rows: std::ops::Range<usize>, out: *mut f32) {
+unsafe fn rows_kernel(
+    vd: &VecDot,
+    w: &QMatrix<'_>,
+    xq: &QuantizedActs<'_>,
+    tokens: Option<&[u32]>,
+    rows: std::ops::Range<usize>,
+    out: *mut f32,
+) {
     let n = w.n_in;
     let n_out = w.n_out;
-    if xq.n_tokens == 1 {
-        let a = xq.row(0);
+    let n_tok = tokens.map_or(xq.n_tokens, |t| t.len());
+    let act_row = |i: usize| xq.row(tokens.map_or(i, |t| t[i] as usize));
+    if n_tok == 1 {
+        let a = act_row(0);
         for r in rows {
             let v = vd.dot(n, w.row(r), a);
             // SAFETY: r < n_out, token 0; disjoint per the contract.
@@ -426,8 +442,8 @@ unsafe fn rows_kernel(vd: &VecDot, w: &QMatrix<'_>, xq: &QuantizedActs<'_>, rows
         return;
     }
     let mut t0 = 0;
-    while t0 < xq.n_tokens {
-        let t1 = (t0 + TOKEN_TILE).min(xq.n_tokens);
+    while t0 < n_tok {
+        let t1 = (t0 + TOKEN_TILE).min(n_tok);
         for r in rows.clone() {
             let wr = w.row(r);
             let mut t = t0;
@@ -435,12 +451,12 @@ unsafe fn rows_kernel(vd: &VecDot, w: &QMatrix<'_>, xq: &QuantizedActs<'_>, rows
                 let g = (t1 - t).min(MAX_ROWS);
                 let mut a: [&[u8]; MAX_ROWS] = [&[]; MAX_ROWS];
                 for (k, slot) in a.iter_mut().take(g).enumerate() {
-                    *slot = xq.row(t + k);
+                    *slot = act_row(t + k);
                 }
                 let mut res = [0f32; MAX_ROWS];
                 vd.dot_multi(n, wr, &a[..g], &mut res[..g]);
                 for (k, v) in res.iter().take(g).enumerate() {
-                    // SAFETY: t + k < n_tokens, r < n_out; disjoint per the contract.
+                    // SAFETY: t + k < n_tok, r < n_out; disjoint per the contract.
                     unsafe { *out.add((t + k) * n_out + r) = *v };
                 }
                 t += g;
@@ -448,6 +464,81 @@ unsafe fn rows_kernel(vd: &VecDot, w: &QMatrix<'_>, xq: &QuantizedActs<'_>, rows
         }
         t0 = t1;
     }
+}
+
+/// Most products one [`matmul_batch`] call takes (its bookkeeping lives on the stack).
+pub const MAX_BATCH_OPS: usize = 64;
+
+/// One product of a [`matmul_batch`]: `out[i] = W · xq[tokens[i]]` (or every token of `xq`
+/// when `tokens` is `None`); `out` holds `n_tok × w.n_out` values, token-major.
+pub struct MatmulOp<'a> {
+    /// The weights (e.g. one expert's slab from [`QExperts::expert`]).
+    pub w: QMatrix<'a>,
+    /// Quantized activations (shared between ops that consume the same input).
+    pub xq: QuantizedActs<'a>,
+    /// Which activation rows to use, in output order (the tokens routed to an expert).
+    pub tokens: Option<&'a [u32]>,
+    /// The output.
+    pub out: &'a mut [f32],
+}
+
+/// Runs several independent products as ONE pool op (one barrier): work items are
+/// (product, row chunk) pairs, so e.g. the k active experts' gate and up projections of a
+/// decode step are spread over all threads together. Each output element is the same
+/// `dot`/`dot_multi` call as in [`matmul_acts`], so results are bit-identical to running
+/// the products one by one.
+pub fn matmul_batch(pool: &ThreadPool, ops: &mut [MatmulOp<'_>]) -> Result<(), MatmulError> {
+    if ops.len() > MAX_BATCH_OPS {
+        return Err(shape_err(format!("matmul_batch: {} products (at most {MAX_BATCH_OPS})", ops.len())));
+    }
+    let mut vds: [Option<VecDot>; MAX_BATCH_OPS] = [None; MAX_BATCH_OPS];
+    let mut chunks = [0usize; MAX_BATCH_OPS];
+    // first_item[j] = index of op j's first work item; first_item[len] = total.
+    let mut first_item = [0usize; MAX_BATCH_OPS + 1];
+    let mut outs = [SharedMut(std::ptr::null_mut::<f32>()); MAX_BATCH_OPS];
+    let n_threads = pool.n_threads();
+    let mut total = 0usize;
+    for (j, op) in ops.iter_mut().enumerate() {
+        let vd = vec_dot_for(op.w.ty)?;
+        let n_tok = match op.tokens {
+            Some(ts) => {
+                if let Some(bad) = ts.iter().find(|&&t| t as usize >= op.xq.n_tokens) {
+                    return Err(shape_err(format!(
+                        "matmul_batch op {j}: token {bad} out of range ({} activation rows)",
+                        op.xq.n_tokens
+                    )));
+                }
+                ts.len()
+            }
+            None => op.xq.n_tokens,
+        };
+        check_shapes(&vd, &op.w, &op.xq, n_tok, op.out)?;
+        vds[j] = Some(vd);
+        first_item[j] = total;
+        if n_tok > 0 && op.w.n_out > 0 {
+            chunks[j] = rows_per_chunk(op.w.n_out, op.w.row_bytes, n_tok, n_threads);
+            total += op.w.n_out.div_ceil(chunks[j]);
+        }
+        outs[j] = SharedMut(op.out.as_mut_ptr());
+    }
+    first_item[ops.len()] = total;
+    let n_ops = ops.len();
+    let ops_ref: &[MatmulOp<'_>] = ops;
+    pool.run_chunked(total, 1, |items, _| {
+        for item in items {
+            // Ops are few (≤ 64): a linear scan finds the item's op.
+            let j = (0..n_ops).rfind(|&j| first_item[j] <= item && item < first_item[j + 1]);
+            let Some(j) = j else { continue };
+            let (op, Some(vd)) = (&ops_ref[j], vds[j].as_ref()) else { continue };
+            let start = (item - first_item[j]) * chunks[j];
+            let rows = start..(start + chunks[j]).min(op.w.n_out);
+            // SAFETY: op j's output has n_tok·n_out elements and valid token indices
+            // (checked above); row chunks of one op are disjoint and each is handed out
+            // once; different ops have different (exclusively borrowed) outputs.
+            unsafe { rows_kernel(vd, &op.w, &op.xq, op.tokens, rows, outs[j].get()) }
+        }
+    });
+    Ok(())
 }
 
 /// `out = x · Wᵀ` for expert `e` of a stack (a slab view, no copy).
@@ -716,6 +807,51 @@ mod tests {
         assert!(stack.expert(3).is_err());
         assert!(QExperts::from_ne(ty, &[256, 24], &wb).is_err());
         assert!(QExperts::new(ty, 256, 24, 4, &wb).is_err());
+    }
+
+    #[test]
+    fn batch_of_expert_products_matches_one_by_one() {
+        let mut rng = Rng64::seed_from_u64(10);
+        let pool = ThreadPool::new(2);
+        let mut scratch = ActScratch::new();
+        let ty = GgmlType::Q4_K;
+        let (n_in, n_out, n_expert, n_tokens) = (256, 40, 4, 9);
+        let (wb, _) = weights(ty, n_in, n_out * n_expert, &mut rng);
+        let stack = QExperts::new(ty, n_in, n_out, n_expert, &wb).unwrap();
+        let x: Vec<f32> = (0..n_in * n_tokens).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let xq = quantize_acts(&pool, ty, &x, n_in, &mut scratch).unwrap();
+        // Token lists per expert (as a router would produce), one empty.
+        let lists: [&[u32]; 4] = [&[0, 3, 8], &[], &[1, 2, 4, 5, 6, 7, 8], &[5]];
+        let mut outs: Vec<Vec<f32>> = lists.iter().map(|l| vec![f32::NAN; l.len() * n_out]).collect();
+        let mut full = vec![0f32; n_out * n_tokens];
+        {
+            let (o0, rest) = outs.split_at_mut(1);
+            let (o1, rest) = rest.split_at_mut(1);
+            let (o2, o3) = rest.split_at_mut(1);
+            let mut ops = [
+                MatmulOp { w: stack.expert(0).unwrap(), xq, tokens: Some(lists[0]), out: &mut o0[0] },
+                MatmulOp { w: stack.expert(1).unwrap(), xq, tokens: Some(lists[1]), out: &mut o1[0] },
+                MatmulOp { w: stack.expert(2).unwrap(), xq, tokens: Some(lists[2]), out: &mut o2[0] },
+                MatmulOp { w: stack.expert(3).unwrap(), xq, tokens: Some(lists[3]), out: &mut o3[0] },
+                MatmulOp { w: stack.expert(2).unwrap(), xq, tokens: None, out: &mut full },
+            ];
+            matmul_batch(&pool, &mut ops).unwrap();
+        }
+        let mut all = vec![0f32; n_out * n_tokens];
+        matmul_expert(&pool, &stack, 2, &xq, &mut all).unwrap();
+        assert_eq!(bits(&full), bits(&all));
+        for (e, list) in lists.iter().enumerate() {
+            let mut ref_all = vec![0f32; n_out * n_tokens];
+            matmul_expert(&pool, &stack, e, &xq, &mut ref_all).unwrap();
+            for (i, &t) in list.iter().enumerate() {
+                let t = t as usize;
+                assert_eq!(bits(&outs[e][i * n_out..(i + 1) * n_out]), bits(&ref_all[t * n_out..(t + 1) * n_out]), "expert {e} token {t}");
+            }
+        }
+        // A token index past the activations is an error, not a panic.
+        let mut o = vec![0f32; n_out];
+        let mut bad = [MatmulOp { w: stack.expert(0).unwrap(), xq, tokens: Some(&[9]), out: &mut o }];
+        assert!(matmul_batch(&pool, &mut bad).is_err());
     }
 
     #[test]

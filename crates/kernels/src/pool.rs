@@ -168,6 +168,17 @@ impl ThreadPool {
         self.pinned
     }
 
+    /// Pins the calling thread (the one that will submit ops, thread 0) to the core the
+    /// workers leave free (the first of the allowed set). Optional: an unpinned caller can
+    /// be migrated onto a worker's core by the scheduler; a pinned one cannot move away
+    /// from a busy core. Returns false if the OS refused or the topology is unknown.
+    pub fn pin_caller(&self) -> bool {
+        match topology::one_cpu_per_core().first() {
+            Some(&cpu) => topology::pin_current_thread(cpu),
+            None => false,
+        }
+    }
+
     /// Runs `f(range, thread_id)` over disjoint ranges covering `0..n_items` exactly once,
     /// split across all threads, and returns when all are done. Ranges are chunks of
     /// about `n_items / (8 · n_threads)` items; use [`run_chunked`](Self::run_chunked) to
@@ -621,6 +632,18 @@ mod tests {
         let pool = ThreadPool::new(2);
         std::thread::sleep(SPIN_TIME * 5);
         drop(pool);
+    }
+
+    #[test]
+    fn pinned_caller_still_runs_ops() {
+        let pool = ThreadPool::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Pinning may be refused (containers); the pool must work either way.
+                let _ = pool.pin_caller();
+                check_exactly_once(&pool, 1000, Some(3));
+            });
+        });
     }
 
     #[test]
