@@ -1,0 +1,64 @@
+//! `--experts-per-token K < k` (KTransformers' "selective experts"): the logit KL
+//! divergence against the full top-k, on the tiny models.
+
+use std::sync::Arc;
+
+use kernels::ThreadPool;
+use model::{KvCache, Logits, MatmulMode, Model, RunState};
+use testutil::{data_dir, json};
+
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let m = x.iter().cloned().fold(f32::MIN, f32::max) as f64;
+    let z: f64 = x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
+    x.iter().map(|&v| v as f64 - z).collect()
+}
+
+/// Mean over prompt positions of KL(full ‖ reduced).
+fn mean_kl(model: &str, variant: &str, k: usize) -> (usize, f64) {
+    let path = data_dir().join(format!("tiny/{model}/{model}-{variant}.gguf"));
+    let mut m = Model::load(Arc::new(gguf::Gguf::open(path).unwrap())).unwrap();
+    let full_k = m.experts_per_token();
+    let pool = ThreadPool::new(2);
+    let prompt: Vec<u32> = json("tiny/manifest.json")["prompts"][2]["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let run = |m: &Model| {
+        let mut st = RunState::new(MatmulMode::Quantized);
+        let mut kv = KvCache::new(&m.config, 64);
+        m.forward(&pool, &mut st, &mut kv, &prompt, Logits::All).unwrap().to_vec()
+    };
+    let full = run(&m);
+    m.set_experts_per_token(k).unwrap();
+    let reduced = run(&m);
+    let vocab = m.config.n_vocab;
+    let mut kl = 0.0;
+    for p in 0..prompt.len() {
+        let a = log_softmax(&full[p * vocab..(p + 1) * vocab]);
+        let b = log_softmax(&reduced[p * vocab..(p + 1) * vocab]);
+        kl += a.iter().zip(&b).map(|(la, lb)| la.exp() * (la - lb)).sum::<f64>();
+    }
+    (full_k, kl / prompt.len() as f64)
+}
+
+#[test]
+fn selective_experts_kl_on_tiny_models() {
+    let mut report = Vec::new();
+    for (model, variant, k) in [
+        ("deepseek-v3-tiny", "Q6_K", 2),
+        ("deepseek-v2-lite-tiny", "Q8_0", 3),
+        ("deepseek-v2-lite-tiny", "Q8_0", 2),
+        ("qwen2moe-tiny", "Q8_0", 3),
+        ("qwen3moe-tiny", "Q8_0", 1),
+        ("mixtral-tiny", "Q8_0", 1),
+    ] {
+        let (full_k, kl) = mean_kl(model, variant, k);
+        report.push(format!("{model} {variant}: {k} of {full_k} experts, mean KL {kl:.4} nats"));
+        // Dropping experts changes the output, but the model stays the same model.
+        assert!(kl > 0.0 && kl.is_finite(), "{model}: KL {kl}");
+        assert!(kl < 1.0, "{model}: KL {kl} — dropping the weakest experts should not change the model this much");
+    }
+    eprintln!("{}", report.join("\n"));
+}
