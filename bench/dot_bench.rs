@@ -3,9 +3,11 @@
 //! `cargo bench -p quant --bench dot [-- FILTER]`
 //!
 //! Columns:
-//! - `l2 x1`: `dot` over 16 weight rows of 4096 values that stay in L1/L2 (kernel speed);
+//! - `l2 x1`: `dot` over 16 weight rows of 4096 values that stay in L1/L2 (kernel speed),
+//!   on the best path of this CPU;
 //! - `l2 x4`: `dot_multi` with 4 activation rows (GEMM path), counting each weight byte
 //!   once per activation row (so 4x the bytes of `x1` for the same weight traffic);
+//! - `avx2 x1`, `avx2 x4`: the same on the plain AVX2 path (when the best one is VNNI);
 //! - `dram x1`: `dot` streaming a 64 MiB weight matrix from memory (GEMV-like);
 //! - `scalar`: the reference path, in-cache, for comparison.
 
@@ -174,8 +176,8 @@ fn main() {
     let budget = Duration::from_millis(300);
     println!("simd path: {}", dot::simd_path());
     println!(
-        "{:<8} {:>10} {:>10} {:>10} {:>10}   (GB/s of weight bytes, n = {n})",
-        "type", "l2 x1", "l2 x4", "dram x1", "scalar"
+        "{:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}   (GB/s of weight bytes, n = {n})",
+        "type", "l2 x1", "l2 x4", "avx2 x1", "avx2 x4", "dram x1", "scalar"
     );
     let mut rng = Lcg(0x1234);
     for ty in dot::DOT_TYPES {
@@ -189,14 +191,25 @@ fn main() {
         let x1 = in_cache(&best, n, &w, &a, false, budget);
         let x4 = in_cache(&best, n, &w, &a, true, budget);
         let sc = in_cache(&scalar, n, &w, &a, false, budget / 3);
+        let avx2 = vec_dot_with(ty, SimdPath::Avx2).unwrap();
+        let (a1, a4) = if avx2.path != best.path {
+            (
+                in_cache(&avx2, n, &w, &a, false, budget),
+                in_cache(&avx2, n, &w, &a, true, budget),
+            )
+        } else {
+            (x1, x4)
+        };
         let row = best.weight_row_bytes(n).unwrap();
         let big = weights(ty, n, (64 << 20) / row, &mut rng);
         let dram = in_cache(&best, n, &big, &a, false, budget);
         println!(
-            "{:<8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+            "{:<8} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
             ty.name(),
             x1,
             x4,
+            a1,
+            a4,
             dram,
             sc
         );

@@ -33,8 +33,15 @@ fn check_case(ty: GgmlType, seed: u64, mode: usize, count: usize) -> Result<(), 
     let acts: Vec<Vec<u8>> = (0..7).map(|_| act_row(act, n, &mut rng, mode)).collect();
 
     let scalar = vec_dot_with(ty, SimdPath::Scalar).unwrap();
-    let best = dot::vec_dot_for(ty).unwrap();
     prop_assert_eq!(scalar.path, SimdPath::Scalar);
+    // Every SIMD path this CPU has (asking for a missing one falls back to a lower path).
+    let avx2 = vec_dot_with(ty, SimdPath::Avx2).unwrap();
+    let vnni = vec_dot_with(ty, SimdPath::Avx512Vnni).unwrap();
+    let mut simd = vec![avx2];
+    if vnni.path != avx2.path {
+        simd.push(vnni);
+    }
+    simd.retain(|vd| vd.path != SimdPath::Scalar);
 
     for a in &acts {
         let (exact, mag) = reference_dot(ty, act, &w, a);
@@ -46,18 +53,34 @@ fn check_case(ty: GgmlType, seed: u64, mode: usize, count: usize) -> Result<(), 
         );
         if !float {
             let is = testing::block_ints_scalar(ty, n, &w, a).unwrap();
-            if let Some(ia) = testing::block_ints_avx2(ty, n, &w, a) {
-                prop_assert_eq!(&ia, &is, "{:?} integer block sums, mode {:?}", ty, mode);
+            for vd in &simd {
+                let ia = testing::block_ints_simd(vd.path, ty, n, &w, a).unwrap();
+                prop_assert_eq!(
+                    &ia,
+                    &is,
+                    "{:?} {:?} integer block sums, mode {:?}",
+                    ty,
+                    vd.path,
+                    mode
+                );
             }
         }
-        let v = best.dot(n, &w, a);
-        prop_assert!(
-            (v as f64 - s as f64).abs() <= tol,
-            "{ty:?} {:?} {v} vs scalar {s} (tol {tol}, mode {mode:?}, n {n})",
-            best.path
-        );
+        let mut first: Option<f32> = None;
+        for vd in &simd {
+            let v = vd.dot(n, &w, a);
+            prop_assert!(
+                (v as f64 - s as f64).abs() <= tol,
+                "{ty:?} {:?} {v} vs scalar {s} (tol {tol}, mode {mode:?}, n {n})",
+                vd.path
+            );
+            // The SIMD paths share their f32 code: VNNI == AVX2 bit for bit.
+            if let Some(f) = first {
+                prop_assert_eq!(f.to_bits(), v.to_bits(), "{:?} {:?} vs AVX2", ty, vd.path);
+            }
+            first = Some(v);
+        }
     }
-    for vd in [&scalar, &best] {
+    for vd in std::iter::once(&scalar).chain(&simd) {
         for k in 1..=acts.len() {
             let rows: Vec<&[u8]> = acts[..k].iter().map(|a| a.as_slice()).collect();
             let mut out = vec![f32::NAN; k];
@@ -118,10 +141,26 @@ fn dot_avx2_path_selected_when_cpu_has_it() {
         let has = is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c");
-        assert_eq!(dot::simd_path(), if has { "avx2" } else { "scalar" });
+        let vnni =
+            has && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
+        let want = match (has, vnni) {
+            (_, true) => SimdPath::Avx512Vnni,
+            (true, false) => SimdPath::Avx2,
+            _ => SimdPath::Scalar,
+        };
+        assert_eq!(dot::simd_path(), want.name());
         for ty in dot::DOT_TYPES {
-            let vd = dot::vec_dot_for(ty).unwrap();
-            assert_eq!(vd.path == SimdPath::Avx2, has, "{ty:?}");
+            assert_eq!(dot::vec_dot_for(ty).unwrap().path, want, "{ty:?}");
+            let avx2 = vec_dot_with(ty, SimdPath::Avx2).unwrap();
+            assert_eq!(
+                avx2.path,
+                if has {
+                    SimdPath::Avx2
+                } else {
+                    SimdPath::Scalar
+                },
+                "{ty:?}"
+            );
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -213,7 +252,7 @@ fn dot_q4_k_unaligned_activation_row() {
     let a = act_row(GgmlType::Q8_K, 768, &mut rng, Mode::Random);
     let mut shifted = vec![0u8; a.len() + 1];
     shifted[1..].copy_from_slice(&a);
-    for path in [SimdPath::Scalar, SimdPath::Avx2] {
+    for path in [SimdPath::Scalar, SimdPath::Avx2, SimdPath::Avx512Vnni] {
         let vd = vec_dot_with(GgmlType::Q4_K, path).unwrap();
         assert_eq!(
             vd.dot(768, &w, &a).to_bits(),

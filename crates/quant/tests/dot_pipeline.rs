@@ -81,7 +81,7 @@ fn dot_pipeline_all_quantizable_types() {
                 .map(|(&a, &b)| (a as f64 * b as f64).abs())
                 .sum();
 
-            for path in [SimdPath::Scalar, SimdPath::Avx2] {
+            for path in [SimdPath::Scalar, SimdPath::Avx2, SimdPath::Avx512Vnni] {
                 let vd = vec_dot_with(ty, path).unwrap();
                 let got = vd.dot(n, &wq, &aq) as f64;
                 assert!(

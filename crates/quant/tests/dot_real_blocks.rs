@@ -83,13 +83,15 @@ fn dot_real_llama_quantize_blocks_every_type() {
                     "{}: row {r}: dot_multi",
                     t.name
                 );
-                if let Some(ia) = testing::block_ints_avx2(t.ty, n, w, a) {
-                    assert_eq!(
-                        Some(ia),
-                        testing::block_ints_scalar(t.ty, n, w, a),
-                        "{}: row {r}",
-                        t.name
-                    );
+                for path in [SimdPath::Avx2, SimdPath::Avx512Vnni] {
+                    if let Some(ia) = testing::block_ints_simd(path, t.ty, n, w, a) {
+                        assert_eq!(
+                            Some(ia),
+                            testing::block_ints_scalar(t.ty, n, w, a),
+                            "{}: row {r} {path:?}",
+                            t.name
+                        );
+                    }
                 }
             }
         }

@@ -41,48 +41,72 @@ pub(super) fn available() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-/// The kernels for a weight type (N = 1..=4 rows).
-pub(super) fn kernels(weight: GgmlType) -> Option<&'static RowsFns> {
+/// Whether this CPU also has AVX512-VNNI on 256-bit registers (`vpdpbusd`/`vpdpwssd`).
+pub(super) fn vnni_available() -> bool {
+    available() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+}
+
+/// The kernels for a weight type (N = 1..=4 rows): plain AVX2, or with VNNI (only when
+/// [`vnni_available`]).
+pub(super) fn kernels(weight: GgmlType, vnni: bool) -> Option<&'static RowsFns> {
     use GgmlType::*;
+    let v = vnni as usize;
     Some(match weight {
+        // No integer dots: one kernel serves both.
         F32 => &F32_FNS,
         F16 => &F16_FNS,
         BF16 => &BF16_FNS,
-        Q4_0 => &Q4_0_FNS,
-        Q4_1 => &Q4_1_FNS,
-        Q5_0 => &Q5_0_FNS,
-        Q5_1 => &Q5_1_FNS,
-        Q8_0 => &Q8_0_FNS,
-        IQ4_NL => &IQ4_NL_FNS,
-        Q2_K => &Q2_K_FNS,
-        Q3_K => &Q3_K_FNS,
-        Q4_K => &Q4_K_FNS,
-        Q5_K => &Q5_K_FNS,
-        Q6_K => &Q6_K_FNS,
-        IQ4_XS => &IQ4_XS_FNS,
+        Q4_0 => &Q4_0_FNS[v],
+        Q4_1 => &Q4_1_FNS[v],
+        Q5_0 => &Q5_0_FNS[v],
+        Q5_1 => &Q5_1_FNS[v],
+        Q8_0 => &Q8_0_FNS[v],
+        IQ4_NL => &IQ4_NL_FNS[v],
+        Q2_K => &Q2_K_FNS[v],
+        Q3_K => &Q3_K_FNS[v],
+        Q4_K => &Q4_K_FNS[v],
+        Q5_K => &Q5_K_FNS[v],
+        Q6_K => &Q6_K_FNS[v],
+        IQ4_XS => &IQ4_XS_FNS[v],
         _ => return None,
     })
 }
 
 /// Test hook: per-block integer sums (see `scalar::block_ints`); lengths already checked.
-pub(super) fn block_ints(weight: GgmlType, w: &[u8], a: &[u8]) -> Option<Vec<[i32; 2]>> {
+/// The caller checked [`available`] (and [`vnni_available`] if `vnni`).
+pub(super) fn block_ints(
+    weight: GgmlType,
+    vnni: bool,
+    w: &[u8],
+    a: &[u8],
+) -> Option<Vec<[i32; 2]>> {
     use GgmlType::*;
     let nb = w.len() / weight.type_size();
-    // SAFETY: the caller checked that `w` and `a` hold `nb` blocks each, and `available()`.
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    macro_rules! pick {
+        ($k:ty) => {
+            if vnni {
+                ints_vnni::<$k>(nb, w, a)
+            } else {
+                ints::<$k>(nb, w, a)
+            }
+        };
+    }
+    // SAFETY: the caller checked that `w` and `a` hold `nb` blocks each, and the CPU features.
     unsafe {
         Some(match weight {
-            Q4_0 => ints::<Q4_0K>(nb, w.as_ptr(), a.as_ptr()),
-            Q4_1 => ints::<Q4_1K>(nb, w.as_ptr(), a.as_ptr()),
-            Q5_0 => ints::<Q5_0K>(nb, w.as_ptr(), a.as_ptr()),
-            Q5_1 => ints::<Q5_1K>(nb, w.as_ptr(), a.as_ptr()),
-            Q8_0 => ints::<Q8_0K>(nb, w.as_ptr(), a.as_ptr()),
-            IQ4_NL => ints::<IQ4_NLK>(nb, w.as_ptr(), a.as_ptr()),
-            Q2_K => ints::<Q2_KK>(nb, w.as_ptr(), a.as_ptr()),
-            Q3_K => ints::<Q3_KK>(nb, w.as_ptr(), a.as_ptr()),
-            Q4_K => ints::<Q4_KK>(nb, w.as_ptr(), a.as_ptr()),
-            Q5_K => ints::<Q5_KK>(nb, w.as_ptr(), a.as_ptr()),
-            Q6_K => ints::<Q6_KK>(nb, w.as_ptr(), a.as_ptr()),
-            IQ4_XS => ints::<IQ4_XSK>(nb, w.as_ptr(), a.as_ptr()),
+            Q4_0 => pick!(Q4_0K),
+            Q4_1 => pick!(Q4_1K),
+            Q5_0 => pick!(Q5_0K),
+            Q5_1 => pick!(Q5_1K),
+            Q8_0 => pick!(Q8_0K),
+            IQ4_NL => pick!(IQ4_NLK),
+            Q2_K => pick!(Q2_KK),
+            Q3_K => pick!(Q3_KK),
+            Q4_K => pick!(Q4_KK),
+            Q5_K => pick!(Q5_KK),
+            Q6_K => pick!(Q6_KK),
+            IQ4_XS => pick!(IQ4_XSK),
             _ => return None,
         })
     }
@@ -144,12 +168,6 @@ unsafe fn bits32(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel)
 }
 
-/// Signed bytes `w` (−127..=127) · signed bytes `a` (any) → 8 lanes of i32 pair sums.
-#[inline(always)]
-unsafe fn dot_s8(w: __m256i, a: __m256i) -> __m256i {
-    _mm256_madd_epi16(mul_s8(w, a), _mm256_set1_epi16(1))
-}
-
 /// Signed bytes `w` (−127..=127) · signed bytes `a` (any) → 16 lanes of i16 pair sums
 /// (|a|·|w|·2 ≤ 128·127·2 < 2¹⁵: never saturates).
 #[inline(always)]
@@ -157,10 +175,59 @@ unsafe fn mul_s8(w: __m256i, a: __m256i) -> __m256i {
     _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a))
 }
 
-/// Unsigned bytes `q` (0..=31) · signed bytes `a` → 8 lanes of i32.
+/// The integer multiply-accumulate steps, as plain AVX2 or fused by AVX512-VNNI. Both
+/// compute the same integers (no saturation in the formats' ranges, see the kernels).
+trait Isa {
+    /// `acc + Σ pairs(p · s)` over i16 lanes (`vpmaddwd` + `vpaddd`, or `vpdpwssd`).
+    unsafe fn madd_add(acc: __m256i, p: __m256i, s: __m256i) -> __m256i;
+    /// `Σ quads(u · s)`, unsigned × signed bytes → 8 lanes of i32 (`vpmaddubsw` +
+    /// `vpmaddwd`, or `vpdpbusd`).
+    unsafe fn dot_us(u: __m256i, s: __m256i) -> __m256i;
+    /// `Σ quads((u − c) · s)` for unsigned bytes `u`, `c` (the Q4_0/Q5_0 offsets).
+    unsafe fn dot_us_minus(u: __m256i, c: __m256i, s: __m256i) -> __m256i;
+}
+
+/// Plain AVX2.
+struct Avx2;
+impl Isa for Avx2 {
+    #[inline(always)]
+    unsafe fn madd_add(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
+    }
+    #[inline(always)]
+    unsafe fn dot_us(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    }
+    #[inline(always)]
+    unsafe fn dot_us_minus(u: __m256i, c: __m256i, s: __m256i) -> __m256i {
+        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, s), _mm256_maddubs_epi16(c, s));
+        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+    }
+}
+
+/// AVX512-VNNI on 256-bit registers (AVX512VL): the widening multiply and the accumulate
+/// are one instruction.
+struct Vnni;
+impl Isa for Vnni {
+    #[inline(always)]
+    unsafe fn madd_add(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, p, s)
+    }
+    #[inline(always)]
+    unsafe fn dot_us(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    }
+    #[inline(always)]
+    unsafe fn dot_us_minus(u: __m256i, c: __m256i, s: __m256i) -> __m256i {
+        let z = _mm256_setzero_si256();
+        _mm256_sub_epi32(_mm256_dpbusd_epi32(z, u, s), _mm256_dpbusd_epi32(z, c, s))
+    }
+}
+
+/// Signed bytes `w` (−127..=127) · signed bytes `a` (any) → 8 lanes of i32 sums.
 #[inline(always)]
-unsafe fn dot_u8(q: __m256i, a: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1))
+unsafe fn dot_s8<I: Isa>(w: __m256i, a: __m256i) -> __m256i {
+    I::dot_us(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a))
 }
 
 /// Shift each 16-bit lane right by `n` (0..=7, constant after inlining).
@@ -267,29 +334,28 @@ trait Sink {
     /// Block `ib` (accumulator `slot`), row `r`: subtract `Σ lanes(isum) · d` (the k-quant
     /// mins).
     unsafe fn mins(&mut self, r: usize, ib: usize, slot: usize, d: __m256, isum: __m256i);
-    /// Row `r`: add a scalar f32 term (the `m·s` of Q4_1/Q5_1).
-    fn extra(&mut self, r: usize, x: f32);
+    /// Accumulator `slot` of row `r`: add the lane-wise product `a·b` (the `m·s` term of
+    /// Q4_1/Q5_1, with `a` zero outside lane 0). Kept in the vector accumulator rather than a
+    /// scalar sum: a scalar f16 → f32 chain got a false dependency on the accumulator's
+    /// register in LLVM's VNNI code, serializing the whole loop.
+    unsafe fn fma(&mut self, r: usize, slot: usize, a: __m256, b: __m256);
 }
 
 struct Acc<const N: usize> {
     acc: [[__m256; 2]; N],
-    extra: [f32; N],
 }
 
 impl<const N: usize> Acc<N> {
     #[inline(always)]
     unsafe fn new() -> Self {
         let z = _mm256_setzero_ps();
-        Acc {
-            acc: [[z; 2]; N],
-            extra: [0.0; N],
-        }
+        Acc { acc: [[z; 2]; N] }
     }
 
     #[inline(always)]
     unsafe fn finish(&self, out: *mut f32) {
         for r in 0..N {
-            *out.add(r) = hsum_ps(_mm256_add_ps(self.acc[r][0], self.acc[r][1])) + self.extra[r];
+            *out.add(r) = hsum_ps(_mm256_add_ps(self.acc[r][0], self.acc[r][1]));
         }
     }
 }
@@ -306,8 +372,9 @@ impl<const N: usize> Sink for Acc<N> {
         *a = _mm256_fnmadd_ps(d, _mm256_cvtepi32_ps(isum), *a);
     }
     #[inline(always)]
-    fn extra(&mut self, r: usize, x: f32) {
-        self.extra[r] += x;
+    unsafe fn fma(&mut self, r: usize, slot: usize, a: __m256, b: __m256) {
+        let acc = &mut self.acc[r][slot];
+        *acc = _mm256_fmadd_ps(a, b, *acc);
     }
 }
 
@@ -324,7 +391,7 @@ impl Sink for Ints {
     unsafe fn mins(&mut self, _r: usize, ib: usize, _slot: usize, _d: __m256, isum: __m256i) {
         self.out[ib][1] = hsum_epi32(isum);
     }
-    fn extra(&mut self, _r: usize, _x: f32) {}
+    unsafe fn fma(&mut self, _r: usize, _slot: usize, _a: __m256, _b: __m256) {}
 }
 
 /// One weight type's block code.
@@ -337,7 +404,7 @@ trait Kernel {
     /// hides the FMA latency), 1 for the super-blocks (fewer live registers at N = 4).
     const SLOTS: usize;
     /// Processes weight block `w` against the activation blocks `a[r]`.
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -347,7 +414,7 @@ trait Kernel {
 }
 
 #[inline(always)]
-unsafe fn drive<K: Kernel, const N: usize, S: Sink>(
+unsafe fn drive<K: Kernel, const N: usize, S: Sink, I: Isa>(
     nb: usize,
     w: *const u8,
     a: [*const u8; N],
@@ -356,16 +423,16 @@ unsafe fn drive<K: Kernel, const N: usize, S: Sink>(
     let at = |ib: usize| -> [*const u8; N] { std::array::from_fn(|r| a[r].add(ib * K::A)) };
     let mut ib = 0;
     while ib + 2 <= nb {
-        K::block::<N, S>(w.add(ib * K::W), at(ib), ib, 0, s);
-        K::block::<N, S>(w.add((ib + 1) * K::W), at(ib + 1), ib + 1, K::SLOTS - 1, s);
+        K::block::<N, S, I>(w.add(ib * K::W), at(ib), ib, 0, s);
+        K::block::<N, S, I>(w.add((ib + 1) * K::W), at(ib + 1), ib + 1, K::SLOTS - 1, s);
         ib += 2;
     }
     if ib < nb {
-        K::block::<N, S>(w.add(ib * K::W), at(ib), ib, 0, s);
+        K::block::<N, S, I>(w.add(ib * K::W), at(ib), ib, 0, s);
     }
 }
 
-/// The real kernel: `nb` blocks, `N` activation rows.
+/// The real kernel, plain AVX2: `nb` blocks, `N` activation rows.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows<K: Kernel, const N: usize>(
     nb: usize,
@@ -375,23 +442,57 @@ unsafe fn rows<K: Kernel, const N: usize>(
 ) {
     let a: [*const u8; N] = std::array::from_fn(|r| *a.add(r));
     let mut acc = Acc::<N>::new();
-    drive::<K, N, _>(nb, w, a, &mut acc);
+    drive::<K, N, _, Avx2>(nb, w, a, &mut acc);
     acc.finish(out);
 }
 
-/// The test hook: per-block integers for one activation row.
+/// The real kernel with AVX512-VNNI: the same integers and the same f32 operations in the
+/// same order as [`rows`], so the results are bit-identical to it.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+unsafe fn rows_vnni<K: Kernel, const N: usize>(
+    nb: usize,
+    w: *const u8,
+    a: *const *const u8,
+    out: *mut f32,
+) {
+    let a: [*const u8; N] = std::array::from_fn(|r| *a.add(r));
+    let mut acc = Acc::<N>::new();
+    drive::<K, N, _, Vnni>(nb, w, a, &mut acc);
+    acc.finish(out);
+}
+
+/// The test hook: per-block integers for one activation row (plain AVX2).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn ints<K: Kernel>(nb: usize, w: *const u8, a: *const u8) -> Vec<[i32; 2]> {
     let mut s = Ints {
         out: vec![[0, 0]; nb],
     };
-    drive::<K, 1, _>(nb, w, [a], &mut s);
+    drive::<K, 1, _, Avx2>(nb, w, [a], &mut s);
     s.out
 }
 
+/// The test hook with AVX512-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+unsafe fn ints_vnni<K: Kernel>(nb: usize, w: *const u8, a: *const u8) -> Vec<[i32; 2]> {
+    let mut s = Ints {
+        out: vec![[0, 0]; nb],
+    };
+    drive::<K, 1, _, Vnni>(nb, w, [a], &mut s);
+    s.out
+}
+
+/// `[plain AVX2, AVX512-VNNI]` kernels (N = 1..=4 each) of a weight type.
 macro_rules! fns {
     ($name:ident, $k:ty) => {
-        static $name: RowsFns = [rows::<$k, 1>, rows::<$k, 2>, rows::<$k, 3>, rows::<$k, 4>];
+        static $name: [RowsFns; 2] = [
+            [rows::<$k, 1>, rows::<$k, 2>, rows::<$k, 3>, rows::<$k, 4>],
+            [
+                rows_vnni::<$k, 1>,
+                rows_vnni::<$k, 2>,
+                rows_vnni::<$k, 3>,
+                rows_vnni::<$k, 4>,
+            ],
+        ];
     };
 }
 
@@ -405,7 +506,7 @@ impl Kernel for Q4_0K {
     const A: usize = size_of::<BlockQ8_0>();
     const SLOTS: usize = 2;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -420,8 +521,7 @@ impl Kernel for Q4_0K {
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_0);
             let yv = load(y.qs.as_ptr() as *const u8);
-            let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), _mm256_maddubs_epi16(eight, yv));
-            let isum = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+            let isum = I::dot_us_minus(q, eight, yv);
             s.main(
                 r,
                 ib,
@@ -440,7 +540,7 @@ impl Kernel for Q4_1K {
     const A: usize = size_of::<BlockQ8_1>();
     const SLOTS: usize = 2;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -450,10 +550,11 @@ impl Kernel for Q4_1K {
         let x = &*(w as *const BlockQ4_1);
         let q = nibbles32(x.qs.as_ptr());
         let dx = f16_bcast(x.d.0.as_ptr());
-        let mx = f16_at(x.m.0.as_ptr());
+        // m in lane 0 only: the m·s term enters the 8-lane sum once.
+        let mx = _mm256_blend_ps::<1>(_mm256_setzero_ps(), f16_bcast(x.m.0.as_ptr()));
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_1);
-            let isum = dot_u8(q, load(y.qs.as_ptr() as *const u8));
+            let isum = I::dot_us(q, load(y.qs.as_ptr() as *const u8));
             s.main(
                 r,
                 ib,
@@ -461,7 +562,7 @@ impl Kernel for Q4_1K {
                 _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
                 isum,
             );
-            s.extra(r, mx * f16_at(y.s.0.as_ptr()));
+            s.fma(r, slot, mx, f16_bcast(y.s.0.as_ptr()));
         }
     }
 }
@@ -473,7 +574,7 @@ impl Kernel for Q5_0K {
     const A: usize = size_of::<BlockQ8_0>();
     const SLOTS: usize = 2;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -489,11 +590,7 @@ impl Kernel for Q5_0K {
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_0);
             let yv = load(y.qs.as_ptr() as *const u8);
-            let p = _mm256_sub_epi16(
-                _mm256_maddubs_epi16(q, yv),
-                _mm256_maddubs_epi16(sixteen, yv),
-            );
-            let isum = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+            let isum = I::dot_us_minus(q, sixteen, yv);
             s.main(
                 r,
                 ib,
@@ -512,7 +609,7 @@ impl Kernel for Q5_1K {
     const A: usize = size_of::<BlockQ8_1>();
     const SLOTS: usize = 2;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -523,10 +620,11 @@ impl Kernel for Q5_1K {
         let hi = _mm256_and_si256(bits32(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
         let q = _mm256_or_si256(nibbles32(x.qs.as_ptr()), hi);
         let dx = f16_bcast(x.d.0.as_ptr());
-        let mx = f16_at(x.m.0.as_ptr());
+        // m in lane 0 only: the m·s term enters the 8-lane sum once.
+        let mx = _mm256_blend_ps::<1>(_mm256_setzero_ps(), f16_bcast(x.m.0.as_ptr()));
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_1);
-            let isum = dot_u8(q, load(y.qs.as_ptr() as *const u8));
+            let isum = I::dot_us(q, load(y.qs.as_ptr() as *const u8));
             s.main(
                 r,
                 ib,
@@ -534,7 +632,7 @@ impl Kernel for Q5_1K {
                 _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
                 isum,
             );
-            s.extra(r, mx * f16_at(y.s.0.as_ptr()));
+            s.fma(r, slot, mx, f16_bcast(y.s.0.as_ptr()));
         }
     }
 }
@@ -546,7 +644,7 @@ impl Kernel for Q8_0K {
     const A: usize = size_of::<BlockQ8_0>();
     const SLOTS: usize = 2;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -558,7 +656,7 @@ impl Kernel for Q8_0K {
         let dx = f16_bcast(x.d.0.as_ptr());
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_0);
-            let isum = dot_s8(q, load(y.qs.as_ptr() as *const u8));
+            let isum = dot_s8::<I>(q, load(y.qs.as_ptr() as *const u8));
             s.main(
                 r,
                 ib,
@@ -583,7 +681,7 @@ impl Kernel for IQ4_NLK {
     const A: usize = size_of::<BlockQ8_0>();
     const SLOTS: usize = 2;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -595,7 +693,7 @@ impl Kernel for IQ4_NLK {
         let dx = f16_bcast(x.d.0.as_ptr());
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_0);
-            let isum = dot_s8(q, load(y.qs.as_ptr() as *const u8));
+            let isum = dot_s8::<I>(q, load(y.qs.as_ptr() as *const u8));
             s.main(
                 r,
                 ib,
@@ -623,7 +721,7 @@ impl Kernel for Q2_KK {
     const A: usize = Q8K_SIZE;
     const SLOTS: usize = 1;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -648,7 +746,7 @@ impl Kernel for Q2_KK {
                 let scale = scale_pair(lo8, hi8, v);
                 for r in 0..N {
                     let p = _mm256_maddubs_epi16(q, load(a[r].add(Q8K_QS + 32 * v)));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
+                    sumi[r] = I::madd_add(sumi[r], p, scale);
                 }
             }
         }
@@ -669,7 +767,7 @@ impl Kernel for Q3_KK {
     const A: usize = Q8K_SIZE;
     const SLOTS: usize = 1;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -702,7 +800,7 @@ impl Kernel for Q3_KK {
                 let scale = scale_pair(lo8, hi8, v);
                 for r in 0..N {
                     let p = _mm256_maddubs_epi16(q, load(a[r].add(Q8K_QS + 32 * v)));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
+                    sumi[r] = I::madd_add(sumi[r], p, scale);
                 }
             }
         }
@@ -736,7 +834,7 @@ impl Kernel for Q4_KK {
     const A: usize = Q8K_SIZE;
     const SLOTS: usize = 1;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -747,6 +845,7 @@ impl Kernel for Q4_KK {
         let (sc, mins) = k4_vectors(&x.scales);
         let m4 = _mm256_set1_epi8(0x0f);
         let mut sumi = [_mm256_setzero_si256(); N];
+        let mut sumb = [_mm256_setzero_si256(); N];
         for j in 0..4 {
             // 32 bytes of qs = sub-blocks 2j (low nibbles) and 2j+1 (high nibbles).
             let qv = load(x.qs.as_ptr().add(32 * j));
@@ -757,10 +856,20 @@ impl Kernel for Q4_KK {
             for r in 0..N {
                 let y = a[r].add(Q8K_QS + 64 * j);
                 // q ≤ 15: pairs ≤ 15·128·2; scale ≤ 63.
-                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load(y)), sl);
-                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load(y.add(32))), sh);
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(pl, ph));
+                let pl = _mm256_maddubs_epi16(lo, load(y));
+                let ph = _mm256_maddubs_epi16(hi, load(y.add(32)));
+                sumi[r] = I::madd_add(sumi[r], pl, sl);
+                // One row: a second chain (short dependency chains for `vpdpwssd`);
+                // several rows are independent chains already.
+                if N == 1 {
+                    sumb[r] = I::madd_add(sumb[r], ph, sh);
+                } else {
+                    sumi[r] = I::madd_add(sumi[r], ph, sh);
+                }
             }
+        }
+        if N == 1 {
+            sumi[0] = _mm256_add_epi32(sumi[0], sumb[0]);
         }
         let d = f16_bcast(x.d.0.as_ptr());
         let dmin = f16_bcast(x.dmin.0.as_ptr());
@@ -779,7 +888,7 @@ impl Kernel for Q5_KK {
     const A: usize = Q8K_SIZE;
     const SLOTS: usize = 1;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -792,6 +901,7 @@ impl Kernel for Q5_KK {
         let m16 = _mm256_set1_epi8(0x10);
         let hbits = load(x.qh.as_ptr());
         let mut sumi = [_mm256_setzero_si256(); N];
+        let mut sumb = [_mm256_setzero_si256(); N];
         for j in 0..4 {
             let qv = load(x.qs.as_ptr().add(32 * j));
             // Fifth bits: bit 2j of qh[l] for the low nibbles, bit 2j+1 for the high.
@@ -809,10 +919,20 @@ impl Kernel for Q5_KK {
             for r in 0..N {
                 let y = a[r].add(Q8K_QS + 64 * j);
                 // q ≤ 31: pairs ≤ 31·128·2; scale ≤ 63.
-                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load(y)), sl);
-                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load(y.add(32))), sh);
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(pl, ph));
+                let pl = _mm256_maddubs_epi16(lo, load(y));
+                let ph = _mm256_maddubs_epi16(hi, load(y.add(32)));
+                sumi[r] = I::madd_add(sumi[r], pl, sl);
+                // One row: a second chain (short dependency chains for `vpdpwssd`);
+                // several rows are independent chains already.
+                if N == 1 {
+                    sumb[r] = I::madd_add(sumb[r], ph, sh);
+                } else {
+                    sumi[r] = I::madd_add(sumi[r], ph, sh);
+                }
             }
+        }
+        if N == 1 {
+            sumi[0] = _mm256_add_epi32(sumi[0], sumb[0]);
         }
         let d = f16_bcast(x.d.0.as_ptr());
         let dmin = f16_bcast(x.dmin.0.as_ptr());
@@ -831,7 +951,7 @@ impl Kernel for Q6_KK {
     const A: usize = Q8K_SIZE;
     const SLOTS: usize = 1;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -875,7 +995,7 @@ impl Kernel for Q6_KK {
                 for r in 0..N {
                     // q ≤ 63: pairs ≤ 63·128·2 < 2¹⁵; |scale| ≤ 128.
                     let p = _mm256_maddubs_epi16(q, load(a[r].add(Q8K_QS + 32 * v)));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
+                    sumi[r] = I::madd_add(sumi[r], p, scale);
                 }
             }
         }
@@ -895,7 +1015,7 @@ impl Kernel for IQ4_XSK {
     const A: usize = Q8K_SIZE;
     const SLOTS: usize = 1;
     #[inline(always)]
-    unsafe fn block<const N: usize, S: Sink>(
+    unsafe fn block<const N: usize, S: Sink, I: Isa>(
         w: *const u8,
         a: [*const u8; N],
         ib: usize,
@@ -918,7 +1038,7 @@ impl Kernel for IQ4_XSK {
             for r in 0..N {
                 // |kvalue| ≤ 127: pairs ≤ 128·127·2; |scale| ≤ 32.
                 let p = mul_s8(q, load(a[r].add(Q8K_QS + 32 * j)));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
+                sumi[r] = I::madd_add(sumi[r], p, scale);
             }
         }
         let d = f16_bcast(x.d.0.as_ptr());

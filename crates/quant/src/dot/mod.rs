@@ -101,6 +101,10 @@ pub enum SimdPath {
     Scalar,
     /// AVX2 + FMA + F16C integer dots (x86-64).
     Avx2,
+    /// The AVX2 kernels with the multiply-accumulates fused by AVX512-VNNI (`vpdpbusd`,
+    /// `vpdpwssd` on 256-bit registers). Same integers, same f32 operations: results are
+    /// bit-identical to [`SimdPath::Avx2`].
+    Avx512Vnni,
 }
 
 impl SimdPath {
@@ -109,6 +113,7 @@ impl SimdPath {
         match self {
             SimdPath::Scalar => "scalar",
             SimdPath::Avx2 => "avx2",
+            SimdPath::Avx512Vnni => "avx512vnni",
         }
     }
 }
@@ -120,6 +125,9 @@ pub fn best_path() -> SimdPath {
     *PATH.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
+            if avx2::vnni_available() {
+                return SimdPath::Avx512Vnni;
+            }
             if avx2::available() {
                 return SimdPath::Avx2;
             }
@@ -128,8 +136,8 @@ pub fn best_path() -> SimdPath {
     })
 }
 
-/// Name of the SIMD path [`vec_dot_for`] uses on this machine (`"avx2"` or `"scalar"`), for
-/// the load summary.
+/// Name of the SIMD path [`vec_dot_for`] uses on this machine (`"avx512vnni"`, `"avx2"` or
+/// `"scalar"`), for the load summary.
 pub fn simd_path() -> &'static str {
     best_path().name()
 }
@@ -184,17 +192,24 @@ pub fn vec_dot_for(weight: GgmlType) -> Result<VecDot, DotError> {
 }
 
 /// The dot product for `weight` on a given path (tests compare paths). Asking for a path the
-/// CPU lacks falls back to scalar: `path` of the result says what runs.
+/// CPU lacks falls back to the next one down (AVX512-VNNI → AVX2 → scalar): `path` of the
+/// result says what runs.
 pub fn vec_dot_with(weight: GgmlType, path: SimdPath) -> Result<VecDot, DotError> {
     let act = act_type_for(weight).ok_or(DotError::Unsupported(weight))?;
     let scalar = scalar::kernel(weight).ok_or(DotError::Unsupported(weight))?;
     #[cfg(target_arch = "x86_64")]
-    if path == SimdPath::Avx2 && avx2::available() {
-        if let Some(fns) = avx2::kernels(weight) {
+    if path != SimdPath::Scalar && avx2::available() {
+        let vnni = path == SimdPath::Avx512Vnni && avx2::vnni_available();
+        if let Some(fns) = avx2::kernels(weight, vnni) {
+            let path = if vnni {
+                SimdPath::Avx512Vnni
+            } else {
+                SimdPath::Avx2
+            };
             return Ok(VecDot {
                 weight,
                 act,
-                path: SimdPath::Avx2,
+                path,
                 imp: Imp::Simd(fns),
             });
         }
@@ -365,9 +380,11 @@ pub mod testing {
         scalar::block_ints(weight, w, a)
     }
 
-    /// The same sums computed by the AVX2 kernels' block code; `None` if AVX2 is not
-    /// available here (or the type has no integer sums).
-    pub fn block_ints_avx2(
+    /// The same sums computed by the SIMD kernels' block code on `path` (AVX2 or
+    /// AVX512-VNNI); `None` if that path is not available here, for `SimdPath::Scalar`, or
+    /// for types without integer sums.
+    pub fn block_ints_simd(
+        path: SimdPath,
         weight: GgmlType,
         n: usize,
         w: &[u8],
@@ -378,10 +395,16 @@ pub mod testing {
         check_row(act, "activation", n, a.len()).ok()?;
         #[cfg(target_arch = "x86_64")]
         {
-            if avx2::available() {
-                return avx2::block_ints(weight, w, a);
+            let ok = match path {
+                SimdPath::Scalar => false,
+                SimdPath::Avx2 => avx2::available(),
+                SimdPath::Avx512Vnni => avx2::vnni_available(),
+            };
+            if ok {
+                return avx2::block_ints(weight, path == SimdPath::Avx512Vnni, w, a);
             }
         }
+        let _ = path;
         None
     }
 }
