@@ -174,22 +174,27 @@ fn main() {
     }
 
     if only.as_deref().is_none_or(|o| o == "pool") {
-        // Cost of one op = publish + every thread takes a chunk + barrier.
-        println!("## Pool: time per op of 2 trivial items (publish + claim + barrier), best of 5 × 20k ops\n");
+        // One op = publish + claim chunks + barrier. 16 items of ~0.5 µs of work each, so
+        // the worker has time to join: overhead ≈ t(2 threads) − t(1 thread) / 2.
+        println!("## Pool: one op of 16 items (~8 µs of work in total), best of 5 × 5k ops\n");
         println!("| threads | µs per op |\n|---|---|");
         for pool in &pools {
-            let hits = std::sync::atomic::AtomicUsize::new(0);
+            let sink = std::sync::atomic::AtomicU64::new(0);
             let mut best = f64::INFINITY;
             for _ in 0..5 {
                 let t = Instant::now();
-                for _ in 0..20_000 {
-                    pool.run_chunked(2, 1, |r, _| {
-                        hits.fetch_add(r.len(), std::sync::atomic::Ordering::Relaxed);
+                for _ in 0..5_000 {
+                    pool.run_chunked(16, 1, |r, _| {
+                        let mut h = r.start as u64;
+                        for _ in 0..400 {
+                            h = black_box(h.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7));
+                        }
+                        sink.fetch_add(h, std::sync::atomic::Ordering::Relaxed);
                     });
                 }
-                best = best.min(t.elapsed().as_secs_f64() / 20_000.0);
+                best = best.min(t.elapsed().as_secs_f64() / 5_000.0);
             }
-            black_box(hits.into_inner());
+            black_box(sink.into_inner());
             println!("| {} | {:.2} |", pool.n_threads(), best * 1e6);
         }
         println!();
