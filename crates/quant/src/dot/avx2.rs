@@ -1,4 +1,4 @@
-//! AVX2 + FMA + F16C dot products (x86-64), chosen at run time.
+//! AVX2 + FMA + F16C dot products (x86-64), chosen at run time, plain or with AVX512-VNNI.
 //!
 //! Technique (the facts are ggml's, the code is ours): weights are unpacked to one byte per
 //! value in 256-bit registers, multiplied with the int8 activations by `vpmaddubsw`
@@ -8,6 +8,11 @@
 //! (no saturation for any input in the formats' ranges, see each kernel); that integer
 //! vector is converted to f32 once per block and accumulated with one FMA against the
 //! broadcast block scale. The 8 f32 lanes are summed once per row.
+//!
+//! With AVX512-VNNI (+VL) the same block code runs with `vpdpbusd` (u8 × s8 quads summed
+//! into i32, accumulating) and `vpdpwssd` (i16 pairs into i32, accumulating) in place of the
+//! `vpmaddubsw`/`vpmaddwd`/`vpaddd` chains ([`Isa`]): the integers and every f32 operation
+//! are the same, so the two variants give bit-identical results.
 //!
 //! Signed weights use `|a| · (w·sign(a))`, so an activation of −128 is exact (|−128| = 128
 //! as an unsigned byte). The one input outside that: a Q8_0 *weight* of −128, which ggml's

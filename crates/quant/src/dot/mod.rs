@@ -6,13 +6,16 @@
 //! (whose offset `m` needs the activation sums), Q8_K for the k-quants and IQ4_XS, and
 //! plain f32 for F32/F16/BF16 weights.
 //!
-//! Two implementations of every pair:
+//! Implementations of every pair ([`SimdPath`]):
 //! - [`scalar`]: the definition. Exactly ggml's generic C math: integer partial sums per
 //!   (sub-)block, then f32 scale products accumulated in ggml's order.
 //! - `avx2` (x86-64 only, chosen at run time with `is_x86_feature_detected!`): the same
 //!   integer partial sums (bit-identical, property-tested), with the f32 scale products
 //!   accumulated in 8-lane vectors, so the final f32 differs from the scalar one by a few
 //!   ulps of the sum of |terms| (as llama.cpp's own SIMD paths differ from its generic C).
+//! - `avx512vnni`: the AVX2 kernels with each multiply-accumulate pair fused into one VNNI
+//!   instruction (256-bit registers, so no frequency licence). Same integers, same f32
+//!   operations in the same order: bit-identical to `avx2`, only faster.
 //!
 //! [`vec_dot_for`] picks the implementation once; [`VecDot::dot`] and
 //! [`VecDot::dot_multi`] then call through a function pointer with no per-call feature
@@ -23,7 +26,7 @@
 //! depend on how many rows share the call).
 //!
 //! Input contracts (what the activation quantizers and ggml's weight quantizers guarantee;
-//! any bytes are memory-safe, but outside these the two paths may disagree):
+//! any bytes are memory-safe, but outside these scalar and SIMD may disagree):
 //! - Q8_K `bsums` are the sums of each 16 `qs` (both paths take the k-quant mins from them,
 //!   and the AVX2 Q3_K/Q6_K kernels also their −4/−32 offsets);
 //! - Q8_1 `s` is used as stored (ggml's definition: `d·Σq` rounded to f16);
