@@ -742,6 +742,7 @@ impl Kernel for Q2_KK {
         let hi8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128::<8>(sc)));
         let m3 = _mm256_set1_epi8(3);
         let mut sumi = [_mm256_setzero_si256(); N];
+        let mut sumb = [_mm256_setzero_si256(); N];
         for half in 0..2 {
             let qv = load(x.qs.as_ptr().add(32 * half));
             for k in 0..4 {
@@ -751,9 +752,17 @@ impl Kernel for Q2_KK {
                 let scale = scale_pair(lo8, hi8, v);
                 for r in 0..N {
                     let p = _mm256_maddubs_epi16(q, load(a[r].add(Q8K_QS + 32 * v)));
-                    sumi[r] = I::madd_add(sumi[r], p, scale);
+                    // One row: odd vectors in a second chain (short `vpdpwssd` chains).
+                    if N == 1 && v % 2 == 1 {
+                        sumb[r] = I::madd_add(sumb[r], p, scale);
+                    } else {
+                        sumi[r] = I::madd_add(sumi[r], p, scale);
+                    }
                 }
             }
+        }
+        if N == 1 {
+            sumi[0] = _mm256_add_epi32(sumi[0], sumb[0]);
         }
         let d = f16_bcast(x.d.0.as_ptr());
         let dmin = f16_bcast(x.dmin.0.as_ptr());
@@ -790,6 +799,7 @@ impl Kernel for Q3_KK {
         let m3 = _mm256_set1_epi8(3);
         let m4 = _mm256_set1_epi8(4);
         let mut sumi = [_mm256_setzero_si256(); N];
+        let mut sumb = [_mm256_setzero_si256(); N];
         for half in 0..2 {
             let qv = load(x.qs.as_ptr().add(32 * half));
             for k in 0..4 {
@@ -805,9 +815,17 @@ impl Kernel for Q3_KK {
                 let scale = scale_pair(lo8, hi8, v);
                 for r in 0..N {
                     let p = _mm256_maddubs_epi16(q, load(a[r].add(Q8K_QS + 32 * v)));
-                    sumi[r] = I::madd_add(sumi[r], p, scale);
+                    // One row: odd vectors in a second chain (short `vpdpwssd` chains).
+                    if N == 1 && v % 2 == 1 {
+                        sumb[r] = I::madd_add(sumb[r], p, scale);
+                    } else {
+                        sumi[r] = I::madd_add(sumi[r], p, scale);
+                    }
                 }
             }
+        }
+        if N == 1 {
+            sumi[0] = _mm256_add_epi32(sumi[0], sumb[0]);
         }
         let d = f16_bcast(x.d.0.as_ptr());
         for r in 0..N {
@@ -972,6 +990,7 @@ impl Kernel for Q6_KK {
         let m4 = _mm256_set1_epi8(0x0f);
         let m30 = _mm256_set1_epi8(0x30);
         let mut sumi = [_mm256_setzero_si256(); N];
+        let mut sumb = [_mm256_setzero_si256(); N];
         for half in 0..2 {
             let ql1 = load(x.ql.as_ptr().add(64 * half));
             let ql2 = load(x.ql.as_ptr().add(64 * half + 32));
@@ -1000,9 +1019,17 @@ impl Kernel for Q6_KK {
                 for r in 0..N {
                     // q ≤ 63: pairs ≤ 63·128·2 < 2¹⁵; |scale| ≤ 128.
                     let p = _mm256_maddubs_epi16(q, load(a[r].add(Q8K_QS + 32 * v)));
-                    sumi[r] = I::madd_add(sumi[r], p, scale);
+                    // One row: odd vectors in a second chain (short `vpdpwssd` chains).
+                    if N == 1 && v % 2 == 1 {
+                        sumb[r] = I::madd_add(sumb[r], p, scale);
+                    } else {
+                        sumi[r] = I::madd_add(sumi[r], p, scale);
+                    }
                 }
             }
+        }
+        if N == 1 {
+            sumi[0] = _mm256_add_epi32(sumi[0], sumb[0]);
         }
         let d = f16_bcast(x.d.0.as_ptr());
         for r in 0..N {
@@ -1037,14 +1064,23 @@ impl Kernel for IQ4_XSK {
         let ls16 = _mm256_broadcastsi128_si256(ls16);
         let table = iq4_table();
         let mut sumi = [_mm256_setzero_si256(); N];
+        let mut sumb = [_mm256_setzero_si256(); N];
         for j in 0..8 {
             let q = _mm256_shuffle_epi8(table, nibbles32(x.qs.as_ptr().add(16 * j)));
             let scale = _mm256_shuffle_epi8(ls16, bcast16_opaque(j));
             for r in 0..N {
                 // |kvalue| ≤ 127: pairs ≤ 128·127·2; |scale| ≤ 32.
                 let p = mul_s8(q, load(a[r].add(Q8K_QS + 32 * j)));
-                sumi[r] = I::madd_add(sumi[r], p, scale);
+                // One row: odd vectors in a second chain (short `vpdpwssd` chains).
+                if N == 1 && j % 2 == 1 {
+                    sumb[r] = I::madd_add(sumb[r], p, scale);
+                } else {
+                    sumi[r] = I::madd_add(sumi[r], p, scale);
+                }
             }
+        }
+        if N == 1 {
+            sumi[0] = _mm256_add_epi32(sumi[0], sumb[0]);
         }
         let d = f16_bcast(x.d.0.as_ptr());
         for r in 0..N {
