@@ -32,7 +32,8 @@
 // Row loops index several parallel arrays (pointers, accumulators) by row number.
 #![allow(clippy::needless_range_loop)]
 
-use super::layout::{iq4xs_scales_u64, k4_scales_mins, q3k_scales, Q8K_BSUMS, Q8K_QS, Q8K_SIZE};
+use super::layout::{iq4xs_scales_u64, k4_scales_mins_u64, q3k_scales_u64};
+use super::layout::{Q8K_BSUMS, Q8K_QS, Q8K_SIZE};
 use super::RowsFns;
 use crate::blocks::*;
 use crate::GgmlType;
@@ -790,8 +791,8 @@ impl Kernel for Q3_KK {
     ) {
         let x = &*(w as *const BlockQ3K);
         // q = low2 + 4·hbit − 4: Σ sc·Σ q·a = Σ sc·Σ (low2 + 4·hbit)·a − 4·Σ sc·bsum.
-        let raw = q3k_scales(&x.scales);
-        let scv = _mm_sub_epi8(load128(raw.as_ptr()), _mm_set1_epi8(32));
+        let [lo, hi] = q3k_scales_u64(&x.scales);
+        let scv = _mm_sub_epi8(_mm_set_epi64x(hi as i64, lo as i64), _mm_set1_epi8(32));
         let sc16 = _mm256_cvtepi8_epi16(scv);
         let lo8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(scv));
         let hi8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_srli_si128::<8>(scv)));
@@ -840,14 +841,10 @@ impl Kernel for Q3_KK {
 /// i16 so that `madd` with the 16 bsums pairs them up).
 #[inline(always)]
 unsafe fn k4_vectors(packed: &[u8; 12]) -> (__m256i, __m256i) {
-    let sm = k4_scales_mins(packed);
-    let v = load128(sm.as_ptr());
-    let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v));
-    let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
-        v,
-        _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15),
-    ));
-    (sc, mins)
+    let [sc, m] = k4_scales_mins_u64(packed);
+    let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
+    let m = _mm_cvtsi64_si128(m as i64);
+    (sc, _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m)))
 }
 
 struct Q4_KK;

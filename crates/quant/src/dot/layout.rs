@@ -14,6 +14,17 @@ pub(crate) const Q8K_SIZE: usize = 292;
 /// cheapest form and the one the SIMD kernels can load as a vector.
 #[inline(always)]
 pub(crate) fn k4_scales_mins(packed: &[u8; 12]) -> [u8; 16] {
+    let [sc, m] = k4_scales_mins_u64(packed);
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&sc.to_le_bytes());
+    out[8..].copy_from_slice(&m.to_le_bytes());
+    out
+}
+
+/// [`k4_scales_mins`] as two little-endian u64 (scales, mins), computed in registers so the
+/// SIMD kernels move them into vectors with one `vmovq` each.
+#[inline(always)]
+pub(crate) fn k4_scales_mins_u64(packed: &[u8; 12]) -> [u64; 2] {
     const M6: u32 = 0x3f3f_3f3f;
     const M4: u32 = 0x0f0f_0f0f;
     const M2: u32 = 0x0303_0303;
@@ -26,18 +37,26 @@ pub(crate) fn k4_scales_mins(packed: &[u8; 12]) -> [u8; 16] {
     let sc_hi = (u2 & M4) | (((u0 >> 6) & M2) << 4);
     let m_lo = u1 & M6;
     let m_hi = ((u2 >> 4) & M4) | (((u1 >> 6) & M2) << 4);
-    let mut out = [0u8; 16];
-    out[0..4].copy_from_slice(&sc_lo.to_le_bytes());
-    out[4..8].copy_from_slice(&sc_hi.to_le_bytes());
-    out[8..12].copy_from_slice(&m_lo.to_le_bytes());
-    out[12..16].copy_from_slice(&m_hi.to_le_bytes());
-    out
+    [
+        sc_lo as u64 | (sc_hi as u64) << 32,
+        m_lo as u64 | (m_hi as u64) << 32,
+    ]
 }
 
 /// Q3_K: the 12 packed bytes → 16 six-bit scales as stored (0..64; the signed scale is
 /// `s − 32`). Low 4 bits come from the nibbles of bytes 0..8, high 2 bits from bytes 8..12.
 #[inline(always)]
 pub(crate) fn q3k_scales(packed: &[u8; 12]) -> [u8; 16] {
+    let [lo, hi] = q3k_scales_u64(packed);
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&lo.to_le_bytes());
+    out[8..].copy_from_slice(&hi.to_le_bytes());
+    out
+}
+
+/// [`q3k_scales`] as two little-endian u64 (scales 0..8, 8..16), computed in registers.
+#[inline(always)]
+pub(crate) fn q3k_scales_u64(packed: &[u8; 12]) -> [u64; 2] {
     const M4: u32 = 0x0f0f_0f0f;
     const M2: u32 = 0x0303_0303;
     let a0 = u32::from_le_bytes([packed[0], packed[1], packed[2], packed[3]]);
@@ -47,12 +66,7 @@ pub(crate) fn q3k_scales(packed: &[u8; 12]) -> [u8; 16] {
     let s1 = (a1 & M4) | (((t >> 2) & M2) << 4);
     let s2 = ((a0 >> 4) & M4) | (((t >> 4) & M2) << 4);
     let s3 = ((a1 >> 4) & M4) | (((t >> 6) & M2) << 4);
-    let mut out = [0u8; 16];
-    out[0..4].copy_from_slice(&s0.to_le_bytes());
-    out[4..8].copy_from_slice(&s1.to_le_bytes());
-    out[8..12].copy_from_slice(&s2.to_le_bytes());
-    out[12..16].copy_from_slice(&s3.to_le_bytes());
-    out
+    [s0 as u64 | (s1 as u64) << 32, s2 as u64 | (s3 as u64) << 32]
 }
 
 /// IQ4_XS: the 8 six-bit sub-block scales as stored (0..64; the signed scale is `s − 32`),
