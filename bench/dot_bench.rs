@@ -172,7 +172,11 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let n = 4096;
+    // Row length: 4096 by default, `DOT_BENCH_N=256` to see the per-call overhead.
+    let n: usize = std::env::var("DOT_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
     let budget = Duration::from_millis(300);
     println!("simd path: {}", dot::simd_path());
     println!(

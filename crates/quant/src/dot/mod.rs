@@ -177,6 +177,11 @@ pub struct VecDot {
     /// The implementation in use.
     pub path: SimdPath,
     imp: Imp,
+    /// Row geometry for the per-call length check without divisions: log2 of the block
+    /// size (every ggml block size is a power of two) and the bytes per block.
+    shift: u32,
+    w_block: usize,
+    a_block: usize,
 }
 
 impl std::fmt::Debug for VecDot {
@@ -209,24 +214,44 @@ pub fn vec_dot_with(weight: GgmlType, path: SimdPath) -> Result<VecDot, DotError
             } else {
                 SimdPath::Avx2
             };
-            return Ok(VecDot {
-                weight,
-                act,
-                path,
-                imp: Imp::Simd(fns),
-            });
+            return Ok(VecDot::new(weight, act, path, Imp::Simd(fns)));
         }
     }
     let _ = path; // only x86-64 has a path other than scalar (so far)
-    Ok(VecDot {
+    Ok(VecDot::new(
         weight,
         act,
-        path: SimdPath::Scalar,
-        imp: Imp::Scalar(scalar),
-    })
+        SimdPath::Scalar,
+        Imp::Scalar(scalar),
+    ))
 }
 
 impl VecDot {
+    fn new(weight: GgmlType, act: GgmlType, path: SimdPath, imp: Imp) -> VecDot {
+        let bs = weight.block_size();
+        debug_assert!(bs.is_power_of_two());
+        debug_assert_eq!(act.block_size(), bs);
+        VecDot {
+            weight,
+            act,
+            path,
+            imp,
+            shift: bs.trailing_zeros(),
+            w_block: weight.type_size(),
+            a_block: act.type_size(),
+        }
+    }
+
+    /// Whether `n` is a whole number of blocks and the rows have its exact byte lengths:
+    /// a shift, two multiplies and compares (this runs on every call).
+    #[inline(always)]
+    fn lengths_ok(&self, n: usize, w_len: usize, a_len: usize) -> bool {
+        let nb = n >> self.shift;
+        nb << self.shift == n
+            && nb.checked_mul(self.w_block) == Some(w_len)
+            && nb.checked_mul(self.a_block) == Some(a_len)
+    }
+
     /// Bytes of one weight row of `n` values (`None` if `n` is not a block multiple).
     pub fn weight_row_bytes(&self, n: usize) -> Option<usize> {
         row_bytes(self.weight, n)
@@ -245,7 +270,9 @@ impl VecDot {
 
     /// Σ w·a over one row of `n` values, or an error naming the bad length.
     pub fn try_dot(&self, n: usize, w_row: &[u8], a_row: &[u8]) -> Result<f32, DotError> {
-        self.check(n, w_row, a_row)?;
+        if !self.lengths_ok(n, w_row.len(), a_row.len()) {
+            return Err(self.length_error(n, w_row.len(), a_row.len()));
+        }
         Ok(self.dot_unchecked_len(n, w_row, a_row))
     }
 
@@ -253,13 +280,38 @@ impl VecDot {
     ///
     /// # Panics
     /// If the row lengths do not match `n` (a caller bug: shapes are validated at load;
-    /// use [`VecDot::try_dot`] for unvalidated input). The check is two compares per row.
+    /// use [`VecDot::try_dot`] for unvalidated input). The check is a shift, two multiplies
+    /// and three compares per call.
     #[inline]
     pub fn dot(&self, n: usize, w_row: &[u8], a_row: &[u8]) -> f32 {
-        if let Err(e) = self.check(n, w_row, a_row) {
-            panic!("VecDot::dot: {e}");
+        if !self.lengths_ok(n, w_row.len(), a_row.len()) {
+            self.length_panic(n, w_row.len(), a_row.len());
         }
         self.dot_unchecked_len(n, w_row, a_row)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn length_panic(&self, n: usize, w_len: usize, a_len: usize) -> ! {
+        panic!("VecDot::dot: {}", self.length_error(n, w_len, a_len));
+    }
+
+    /// The error for lengths that [`VecDot::lengths_ok`] rejected (the precise message
+    /// comes from the division-based [`check_row`]).
+    #[cold]
+    fn length_error(&self, n: usize, w_len: usize, a_len: usize) -> DotError {
+        match check_row(self.weight, "weight", n, w_len)
+            .and_then(|_| check_row(self.act, "activation", n, a_len))
+        {
+            Err(e) => e,
+            // Unreachable (both checks are the same arithmetic); still an error, never a
+            // kernel call on unchecked lengths.
+            Ok(()) => DotError::NotBlockMultiple {
+                ty: self.weight,
+                n,
+                block_size: self.weight.block_size(),
+            },
+        }
     }
 
     #[inline]
@@ -267,7 +319,7 @@ impl VecDot {
         match self.imp {
             Imp::Scalar(f) => f(w_row, a_row),
             Imp::Simd(fns) => {
-                let nb = n / self.weight.block_size();
+                let nb = n >> self.shift;
                 let a = [a_row.as_ptr()];
                 let mut out = 0f32;
                 // SAFETY: `check` verified both rows hold exactly `nb` blocks of their types,
@@ -305,9 +357,13 @@ impl VecDot {
                 outs: out.len(),
             });
         }
-        check_row(self.weight, "weight", n, w_row.len())?;
         for a in a_rows {
-            check_row(self.act, "activation", n, a.len())?;
+            if !self.lengths_ok(n, w_row.len(), a.len()) {
+                return Err(self.length_error(n, w_row.len(), a.len()));
+            }
+        }
+        if a_rows.is_empty() {
+            check_row(self.weight, "weight", n, w_row.len())?;
         }
         match self.imp {
             Imp::Scalar(f) => {
@@ -316,7 +372,7 @@ impl VecDot {
                 }
             }
             Imp::Simd(fns) => {
-                let nb = n / self.weight.block_size();
+                let nb = n >> self.shift;
                 for (rows, outs) in a_rows.chunks(MAX_ROWS).zip(out.chunks_mut(MAX_ROWS)) {
                     let mut ptrs = [std::ptr::null::<u8>(); MAX_ROWS];
                     for (p, a) in ptrs.iter_mut().zip(rows) {
