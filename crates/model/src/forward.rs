@@ -68,6 +68,14 @@ pub struct RunState {
     expert_tokens: Vec<(usize, f32)>,
     expert_in: Vec<f32>,
     expert_out: Vec<f32>,
+    /// Fused MoE: routed rows grouped by expert (`expert_offsets`), the token of each
+    /// row, the row of each (token, slot), 0..n·k, and the quantized inputs / hidden rows.
+    expert_offsets: Vec<usize>,
+    routed_tokens: Vec<u32>,
+    row_of_slot: Vec<usize>,
+    identity: Vec<u32>,
+    moe_act_in: kernels::matmul::ActScratch,
+    moe_act_hidden: kernels::matmul::ActScratch,
     /// Output logits, `rows × n_vocab`.
     logits: Vec<f32>,
 }
@@ -108,6 +116,12 @@ impl RunState {
             expert_tokens: Vec::new(),
             expert_in: Vec::new(),
             expert_out: Vec::new(),
+            expert_offsets: Vec::new(),
+            routed_tokens: Vec::new(),
+            row_of_slot: Vec::new(),
+            identity: Vec::new(),
+            moe_act_in: kernels::matmul::ActScratch::new(),
+            moe_act_hidden: kernels::matmul::ActScratch::new(),
             logits: Vec::new(),
         }
     }
@@ -447,7 +461,11 @@ impl Model {
             );
         }
 
-        // Each expert runs once over all the tokens routed to it.
+        if st.linear.mode == MatmulMode::Quantized {
+            return self.moe_experts_fused(pool, st, f, n, k);
+        }
+
+        // Reference path: each expert runs once over all the tokens routed to it.
         let out = buf(&mut st.block_out, n * dim);
         out.fill(0.0);
         let hidden = mc.expert_ffn;
@@ -476,8 +494,119 @@ impl Model {
                 axpy(&mut st.block_out[t * dim..(t + 1) * dim], wgt, &st.expert_out[i * dim..(i + 1) * dim]);
             }
         }
+        self.shared_expert(pool, st, f, n)
+    }
 
-        // Shared expert(s), optionally gated by sigmoid(shared_gate · x).
+    /// The production MoE: the input is quantized once; the gate and up projections of
+    /// every active expert (and the shared expert) run as one parallel region over
+    /// (expert, row-chunk) items, each expert reading only its routed tokens; then
+    /// SiLU·mul, one quantization of all hidden rows, and the down projections as a
+    /// second region; finally each token's weighted sum, in slot order.
+    fn moe_experts_fused(&self, pool: &ThreadPool, st: &mut RunState, f: &MoeFfn, n: usize, k: usize) -> Result<(), ModelError> {
+        let c = &self.config;
+        let mc = c.moe.as_ref().expect("MoE config");
+        let (dim, hidden) = (c.dim, mc.expert_ffn);
+        let err = |e: kernels::matmul::MatmulError| ModelError::Input(format!("MoE: {e}"));
+
+        // Group the (token, slot) pairs by expert: rows[off[e]..off[e+1]] are expert e's.
+        let nk = n * k;
+        st.expert_offsets.clear();
+        st.expert_offsets.resize(mc.n_expert + 1, 0);
+        for &e in &st.expert_ids[..nk] {
+            st.expert_offsets[e + 1] += 1;
+        }
+        for e in 0..mc.n_expert {
+            st.expert_offsets[e + 1] += st.expert_offsets[e];
+        }
+        st.routed_tokens.clear();
+        st.routed_tokens.resize(nk, 0);
+        st.row_of_slot.clear();
+        st.row_of_slot.resize(nk, 0);
+        {
+            let mut next: Vec<usize> = st.expert_offsets[..mc.n_expert].to_vec();
+            for (i, &e) in st.expert_ids[..nk].iter().enumerate() {
+                st.routed_tokens[next[e]] = (i / k) as u32;
+                st.row_of_slot[i] = next[e];
+                next[e] += 1;
+            }
+        }
+        if st.identity.len() < nk {
+            st.identity = (0..nk as u32).collect();
+        }
+
+        let gate_all = std::mem::take(&mut st.ffn_gate);
+        let up_all = std::mem::take(&mut st.ffn_up);
+        let mut gate_all = gate_all;
+        let mut up_all = up_all;
+        buf(&mut gate_all, nk * hidden);
+        buf(&mut up_all, nk * hidden);
+
+        // Gate and up, in groups of experts (one pool op per group).
+        let xq = kernels::matmul::quantize_acts(pool, f.gate_exps.ty, &st.xb[..n * dim], dim, &mut st.moe_act_in).map_err(err)?;
+        let same_act = |ty| quant::dot::act_type_for(ty) == Some(xq.ty);
+        if !same_act(f.up_exps.ty) {
+            return Err(ModelError::Input(format!("MoE: {} and {} experts need different activation types", f.gate_exps.ty, f.up_exps.ty)));
+        }
+        let active: Vec<usize> = (0..mc.n_expert).filter(|&e| st.expert_offsets[e + 1] > st.expert_offsets[e]).collect();
+        for group in active.chunks(kernels::matmul::MAX_BATCH_OPS / 2) {
+            let mut ops = Vec::with_capacity(2 * group.len());
+            let (mut g_rest, mut u_rest) = (&mut gate_all[..nk * hidden], &mut up_all[..nk * hidden]);
+            let mut consumed = 0;
+            for &e in group {
+                let (r0, r1) = (st.expert_offsets[e], st.expert_offsets[e + 1]);
+                let (_, g_tail) = std::mem::take(&mut g_rest).split_at_mut((r0 - consumed) * hidden);
+                let (g_here, g_next) = g_tail.split_at_mut((r1 - r0) * hidden);
+                let (_, u_tail) = std::mem::take(&mut u_rest).split_at_mut((r0 - consumed) * hidden);
+                let (u_here, u_next) = u_tail.split_at_mut((r1 - r0) * hidden);
+                g_rest = g_next;
+                u_rest = u_next;
+                consumed = r1;
+                let tokens = &st.routed_tokens[r0..r1];
+                ops.push(kernels::matmul::MatmulOp { w: qmatrix(&f.gate_exps, e)?, xq, tokens: Some(tokens), out: g_here });
+                ops.push(kernels::matmul::MatmulOp { w: qmatrix(&f.up_exps, e)?, xq, tokens: Some(tokens), out: u_here });
+            }
+            kernels::matmul::matmul_batch(pool, &mut ops).map_err(err)?;
+        }
+        silu_glu_inplace(&mut gate_all[..nk * hidden], &up_all[..nk * hidden]);
+
+        // Down, from one quantization of every hidden row.
+        let out_all = buf(&mut st.expert_out, nk * dim);
+        let hq = kernels::matmul::quantize_acts(pool, f.down_exps.ty, &gate_all[..nk * hidden], hidden, &mut st.moe_act_hidden)
+            .map_err(err)?;
+        for group in active.chunks(kernels::matmul::MAX_BATCH_OPS) {
+            let mut ops = Vec::with_capacity(group.len());
+            let mut rest = &mut out_all[..];
+            let mut consumed = 0;
+            for &e in group {
+                let (r0, r1) = (st.expert_offsets[e], st.expert_offsets[e + 1]);
+                let (_, tail) = std::mem::take(&mut rest).split_at_mut((r0 - consumed) * dim);
+                let (here, next) = tail.split_at_mut((r1 - r0) * dim);
+                rest = next;
+                consumed = r1;
+                ops.push(kernels::matmul::MatmulOp { w: qmatrix(&f.down_exps, e)?, xq: hq, tokens: Some(&st.identity[r0..r1]), out: here });
+            }
+            kernels::matmul::matmul_batch(pool, &mut ops).map_err(err)?;
+        }
+        st.ffn_gate = gate_all;
+        st.ffn_up = up_all;
+
+        // Weighted sum per token, in slot order (independent of the rest of the batch).
+        let out = buf(&mut st.block_out, n * dim);
+        out.fill(0.0);
+        for t in 0..n {
+            for slot in 0..k {
+                let row = st.row_of_slot[t * k + slot];
+                let wgt = st.expert_weights[t * k + slot];
+                axpy(&mut out[t * dim..(t + 1) * dim], wgt, &st.expert_out[row * dim..(row + 1) * dim]);
+            }
+        }
+        self.shared_expert(pool, st, f, n)
+    }
+
+    /// Adds the shared expert(s) to `st.block_out`, scaled by sigmoid(shared_gate · x)
+    /// where the architecture has that gate.
+    fn shared_expert(&self, pool: &ThreadPool, st: &mut RunState, f: &MoeFfn, n: usize) -> Result<(), ModelError> {
+        let dim = self.config.dim;
         if let Some(shared) = &f.shared {
             let shared_out = std::mem::take(&mut st.expert_out);
             let shared_out = self.dense_ffn(pool, st, shared, n, shared_out)?;
@@ -492,6 +621,11 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// The kernels' view of slab `e` of a weight stack.
+fn qmatrix(w: &crate::weights::Matrix, e: usize) -> Result<kernels::matmul::QMatrix<'_>, ModelError> {
+    kernels::matmul::QMatrix::new(w.ty, w.n_in, w.n_out, w.slab(e)).map_err(|err| ModelError::Input(format!("{}: {err}", w.name())))
 }
 
 /// Chooses `ids.len()` experts for one token from its router `logits` (overwritten
