@@ -257,9 +257,11 @@ impl Model {
         let (hd, hdv) = (c.head_dim, c.head_dim_v);
         let (q_w, k_w, v_w) = (c.n_head * hd, c.n_head_kv * hd, c.n_head_kv * hdv);
         let xb = &st.xb[..n * c.dim];
-        st.linear.forward(pool, &a.wq, 0, xb, buf(&mut st.q, n * q_w))?;
-        st.linear.forward(pool, &a.wk, 0, xb, buf(&mut st.k, n * k_w))?;
-        st.linear.forward(pool, &a.wv, 0, xb, buf(&mut st.v, n * v_w))?;
+        st.linear.forward_multi(
+            pool,
+            xb,
+            &mut [(&a.wq, buf(&mut st.q, n * q_w)), (&a.wk, buf(&mut st.k, n * k_w)), (&a.wv, buf(&mut st.v, n * v_w))],
+        )?;
         for (m, bias, width) in [(&mut st.q, &a.bq, q_w), (&mut st.k, &a.bk, k_w), (&mut st.v, &a.bv, v_w)] {
             if let Some(b) = bias {
                 m[..n * width].chunks_exact_mut(width).for_each(|row| add_inplace(row, b));
@@ -330,17 +332,18 @@ impl Model {
         let xb = &st.xb[..n * c.dim];
 
         // Queries: plain projection, or compressed → normalised → expanded.
+        // (The latent and the shared RoPE key come from the same input, in the same pass.)
         match (&a.q_a, &a.q_a_norm) {
             (Some(q_a), Some(q_a_norm)) => {
                 let q_lora = buf(&mut st.q_lora, n * q_a.n_out);
-                st.linear.forward(pool, q_a, 0, xb, q_lora)?;
+                st.linear.forward_multi(pool, xb, &mut [(q_a, q_lora), (&a.kv_a, buf(&mut st.k, n * lat_w))])?;
+                let q_lora = &mut st.q_lora[..n * q_a.n_out];
                 q_lora.chunks_exact_mut(q_a.n_out).for_each(|r| rms_norm_inplace(r, q_a_norm, c.rms_eps));
                 st.linear.forward(pool, &a.q, 0, &st.q_lora[..n * q_a.n_out], buf(&mut st.q, n * q_w))?;
             }
-            _ => st.linear.forward(pool, &a.q, 0, xb, buf(&mut st.q, n * q_w))?,
+            _ => st.linear.forward_multi(pool, xb, &mut [(&a.q, buf(&mut st.q, n * q_w)), (&a.kv_a, buf(&mut st.k, n * lat_w))])?,
         }
-        // The latent and the shared RoPE key, normalised/rotated and cached.
-        st.linear.forward(pool, &a.kv_a, 0, xb, buf(&mut st.k, n * lat_w))?;
+        // Normalise/rotate the latent and the shared RoPE key, and cache them.
         let rope_cache = buf(&mut st.rope_cache, rope);
         for (t, &(si, pos)) in st.token_pos.iter().enumerate() {
             c.rope.cache(pos as i32, None, rope_cache);
@@ -430,8 +433,11 @@ impl Model {
     ) -> Result<Vec<f32>, ModelError> {
         let hidden = f.gate.n_out;
         let xb = &st.xb[..n * self.config.dim];
-        st.linear.forward(pool, &f.gate, 0, xb, buf(&mut st.ffn_gate, n * hidden))?;
-        st.linear.forward(pool, &f.up, 0, xb, buf(&mut st.ffn_up, n * hidden))?;
+        st.linear.forward_multi(
+            pool,
+            xb,
+            &mut [(&f.gate, buf(&mut st.ffn_gate, n * hidden)), (&f.up, buf(&mut st.ffn_up, n * hidden))],
+        )?;
         silu_glu_inplace(&mut st.ffn_gate[..n * hidden], &st.ffn_up[..n * hidden]);
         st.linear.forward(pool, &f.down, 0, &st.ffn_gate[..n * hidden], buf(&mut out, n * self.config.dim))?;
         Ok(out)

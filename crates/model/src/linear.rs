@@ -3,7 +3,7 @@
 //! does) or the exact reference (weights dequantized, f32 activations). `--exact` swaps
 //! only this; the forward pass is the same.
 
-use kernels::matmul::{matmul, matmul_exact, ActScratch, ExactScratch, QMatrix};
+use kernels::matmul::{matmul, matmul_batch, matmul_exact, quantize_acts, ActScratch, ExactScratch, MatmulOp, QMatrix};
 use kernels::ThreadPool;
 
 use crate::weights::Matrix;
@@ -52,5 +52,36 @@ impl Linear {
             }
         };
         r.map_err(|e| ModelError::Input(format!("{}: {e}", w.name())))
+    }
+
+    /// Several products of the same input (q/k/v, gate/up, ...): the input is quantized
+    /// once and the products run as one parallel region (one barrier). Results are
+    /// identical to calling [`Linear::forward`] for each.
+    pub fn forward_multi(
+        &mut self,
+        pool: &ThreadPool,
+        x: &[f32],
+        products: &mut [(&Matrix, &mut [f32])],
+    ) -> Result<(), ModelError> {
+        let first = products.first().map(|p| p.0.ty);
+        let act = first.and_then(quant::dot::act_type_for);
+        let same_act = products.iter().all(|p| quant::dot::act_type_for(p.0.ty) == act && p.0.n_in == products[0].0.n_in);
+        if self.mode == MatmulMode::Exact || !same_act || products.len() > kernels::matmul::MAX_BATCH_OPS {
+            for (w, out) in products.iter_mut() {
+                self.forward(pool, w, 0, x, out)?;
+            }
+            return Ok(());
+        }
+        let w0: &Matrix = products[0].0;
+        let xq = quantize_acts(pool, w0.ty, x, w0.n_in, &mut self.act)
+            .map_err(|e| ModelError::Input(format!("{}: {e}", w0.name())))?;
+        let mut ops = Vec::with_capacity(products.len());
+        for (w, out) in products.iter_mut() {
+            let w: &Matrix = w;
+            let view = QMatrix::new(w.ty, w.n_in, w.n_out, w.slab(0))
+                .map_err(|e| ModelError::Input(format!("{}: {e}", w.name())))?;
+            ops.push(MatmulOp { w: view, xq, tokens: None, out });
+        }
+        matmul_batch(pool, &mut ops).map_err(|e| ModelError::Input(format!("{}: {e}", w0.name())))
     }
 }
