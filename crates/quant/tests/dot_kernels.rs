@@ -237,6 +237,24 @@ fn dot_rejects_bad_types_and_lengths() {
         .is_err());
 }
 
+/// Degenerate sizes: empty rows, no activation rows, and an `n` whose byte length overflows.
+#[test]
+fn dot_empty_and_overflowing_lengths() {
+    for ty in dot::DOT_TYPES {
+        for path in [SimdPath::Scalar, SimdPath::Avx2, SimdPath::Avx512Vnni] {
+            let vd = vec_dot_with(ty, path).unwrap();
+            assert_eq!(vd.try_dot(0, &[], &[]), Ok(0.0), "{ty:?} {path:?}");
+            let mut out: [f32; 0] = [];
+            assert_eq!(vd.try_dot_multi(0, &[], &[], &mut out), Ok(()));
+            let huge = (usize::MAX / ty.block_size()) * ty.block_size(); // bytes overflow
+            assert!(
+                vd.try_dot(huge, &[0u8; 64], &[0u8; 64]).is_err(),
+                "{ty:?} {path:?}"
+            );
+        }
+    }
+}
+
 #[test]
 #[should_panic(expected = "VecDot::dot")]
 fn dot_panics_on_length_mismatch() {
