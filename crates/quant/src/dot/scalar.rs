@@ -5,6 +5,9 @@
 //! track llama.cpp's CPU backend closely. (Bit-identity with a C build is not promised: C
 //! compilers may contract `a*b + c` into an FMA, Rust never does.)
 //!
+//! The public `dot_*` functions take raw rows of whole blocks with equal block counts (they
+//! panic on a partial block; [`super::VecDot`] checks lengths before calling them).
+//!
 //! The integer part of each block is split out (`*_ints`) so that `block_ints` can expose
 //! it to the property tests; the SIMD kernels must reproduce those integers exactly.
 
