@@ -1,10 +1,12 @@
 //! The `inspect` and `tensor` subcommands, run as a user would run them.
 
 use std::path::{Path, PathBuf};
+
+use testutil::read_npy_f32;
 use std::process::Command;
 
 fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")
+    testutil::data_dir()
 }
 
 fn ferromoe(args: &[&str]) -> std::process::Output {
@@ -77,22 +79,6 @@ fn inspect_human_summary() {
     ] {
         assert!(s.contains(needle), "missing {needle:?} in\n{s}");
     }
-}
-
-fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let b = std::fs::read(path).unwrap();
-    assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
-    let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
-    let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
-    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
-    let shape_str = &header[header.find("'shape': (").unwrap() + 10..];
-    let shape: Vec<usize> = shape_str[..shape_str.find(')').unwrap()]
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
-    let data = b[10 + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    (shape, data)
 }
 
 #[test]

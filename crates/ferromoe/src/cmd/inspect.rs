@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use gguf::{Array, Gguf, Metadata, Value};
+use engine::{human_bytes, human_count};
 use serde_json::json;
 
 /// Arrays longer than this are summarised (type and length) instead of printed.
@@ -131,24 +132,6 @@ fn value_short(v: &Value) -> String {
         }
         Value::Array(a) if a.len() > 8 => format!("[{} × {}]", a.len(), a.elem_type().name()),
         other => value_json(other).to_string(),
-    }
-}
-
-pub(crate) fn human_count(n: u64) -> String {
-    match n {
-        n if n >= 1_000_000_000 => format!("{:.2} B", n as f64 / 1e9),
-        n if n >= 1_000_000 => format!("{:.2} M", n as f64 / 1e6),
-        n if n >= 1_000 => format!("{:.2} K", n as f64 / 1e3),
-        n => n.to_string(),
-    }
-}
-
-pub(crate) fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.2} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
     }
 }
 
