@@ -24,6 +24,15 @@ pub fn has_avx2_fma() -> bool {
     }
 }
 
+/// Turns the SIMD paths of this crate's elementwise kernels off (`true`) or back to what
+/// the CPU supports (`false`), for the whole process. For tests of the portable paths and
+/// for benchmarks; not meant to be flipped while kernels run on other threads (a kernel
+/// then may use either path, both correct).
+pub fn force_scalar(yes: bool) {
+    let v = if yes || !detect() { 1 } else { 2 };
+    AVX2_FMA.store(v, Ordering::Relaxed);
+}
+
 #[cfg(target_arch = "x86_64")]
 fn detect() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
