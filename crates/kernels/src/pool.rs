@@ -102,6 +102,13 @@ impl ThreadPool {
     /// to distinct physical cores when the OS allows (cores 1, 2, … of the process's
     /// allowed set, leaving the first to the caller); if pinning fails they run unpinned.
     pub fn new(n_threads: usize) -> ThreadPool {
+        ThreadPool::with_pinning(n_threads, true)
+    }
+
+    /// As [`new`](Self::new), choosing whether to pin the workers. Unpinned suits machines
+    /// whose cores are shared with other busy processes (e.g. many test processes at once:
+    /// pinned, all their workers would queue on the same core).
+    pub fn with_pinning(n_threads: usize, pin: bool) -> ThreadPool {
         let n_threads = n_threads.max(1);
         let shared = Arc::new(Shared {
             epoch: Padded(AtomicU64::new(0)),
@@ -117,7 +124,7 @@ impl ThreadPool {
             wake: Condvar::new(),
             submit: Mutex::new(()),
         });
-        let cpus = topology::one_cpu_per_core();
+        let cpus = if pin { topology::one_cpu_per_core() } else { Vec::new() };
         let pinned_ok = Arc::new(AtomicUsize::new(0));
         let workers = (1..n_threads)
             .map(|tid| {
@@ -632,6 +639,13 @@ mod tests {
         let pool = ThreadPool::new(2);
         std::thread::sleep(SPIN_TIME * 5);
         drop(pool);
+    }
+
+    #[test]
+    fn unpinned_pool_works() {
+        let pool = ThreadPool::with_pinning(2, false);
+        assert!(!pool.pinned());
+        check_exactly_once(&pool, 777, Some(5));
     }
 
     #[test]
