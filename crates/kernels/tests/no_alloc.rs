@@ -1,0 +1,86 @@
+//! The hot-path rule "no allocation inside a forward pass": once the scratch buffers are
+//! sized, pool ops, matmuls (GEMV, GEMM, batched expert products) and the elementwise
+//! kernels must not touch the allocator. A counting global allocator checks it; this is
+//! its own test binary (one test) so nothing else allocates meanwhile.
+
+use kernels::matmul::{matmul, matmul_batch, quantize_acts, ActScratch, MatmulOp, QMatrix};
+use kernels::rope::{rope_heads, RopeMode, RopeParams};
+use kernels::{activation, norm, softmax, ThreadPool};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+struct Counting;
+static ARMED: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if ARMED.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if ARMED.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn hot_path_does_not_allocate() {
+    let pool = ThreadPool::new(2);
+    let (n_in, n_out, n_tok) = (512usize, 96usize, 9usize);
+    let ty = quant::GgmlType::Q4_K;
+    let src: Vec<f32> = (0..n_in * n_out).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let mut wb = vec![0u8; ty.row_bytes((n_in * n_out) as u64).unwrap() as usize];
+    quant::quantize(ty, &src, &mut wb).unwrap();
+    let w = QMatrix::new(ty, n_in, n_out, &wb).unwrap();
+    let x: Vec<f32> = (0..n_in * n_tok).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+    let mut out = vec![0f32; n_out * n_tok];
+    let mut out_b = vec![0f32; n_out * 3];
+    let mut scratch = ActScratch::new();
+    scratch.reserve(ty, n_in, n_tok).unwrap();
+    let mut hidden = vec![0.5f32; n_in];
+    let weight = vec![1.0f32; n_in];
+    let mut cache = vec![0f32; 64];
+    let rope = RopeParams::new(64, RopeMode::Neox, 10000.0);
+    let tokens = [0u32, 4, 8];
+
+    let mut step = |pool: &ThreadPool, scratch: &mut ActScratch| {
+        matmul(pool, &w, &x[..n_in], &mut out[..n_out], scratch).unwrap(); // GEMV
+        matmul(pool, &w, &x, &mut out, scratch).unwrap(); // GEMM
+        let xq = quantize_acts(pool, ty, &x, n_in, scratch).unwrap();
+        let mut ops = [MatmulOp { w, xq, tokens: Some(&tokens), out: &mut out_b }];
+        matmul_batch(pool, &mut ops).unwrap();
+        pool.run(1000, |r, _| {
+            std::hint::black_box(r);
+        });
+        norm::rms_norm_inplace(&mut hidden, &weight, 1e-6);
+        let (g, u) = hidden.split_at_mut(n_in / 2);
+        activation::silu_glu_inplace(g, u);
+        softmax::softmax_inplace(&mut hidden);
+        rope.cache(17, None, &mut cache);
+        rope_heads(&mut hidden, 128, 0, &cache, RopeMode::Neox);
+    };
+    // Warm up: first use may initialise lazily (feature detection, thread wake-ups).
+    step(&pool, &mut scratch);
+    ALLOCS.store(0, Ordering::Relaxed);
+    ARMED.store(true, Ordering::SeqCst);
+    for _ in 0..50 {
+        step(&pool, &mut scratch);
+    }
+    ARMED.store(false, Ordering::SeqCst);
+    assert_eq!(ALLOCS.load(Ordering::Relaxed), 0, "allocations on the hot path");
+}
