@@ -29,7 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use model::{BatchSeq, Logits, ModelError, RunState};
+use model::{ModelError, RunState};
 use text::StreamDecoder;
 
 use crate::generate::PREFILL_CHUNK;
@@ -152,7 +152,6 @@ pub struct SchedulerStatus {
 }
 
 struct Queued {
-    id: u64,
     job: Job,
     cancel: Arc<AtomicBool>,
 }
@@ -231,7 +230,7 @@ impl Scheduler {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = Arc::new(AtomicBool::new(false));
-        sh.pending.push_back(Queued { id, job, cancel: cancel.clone() });
+        sh.pending.push_back(Queued { job, cancel: cancel.clone() });
         sh.status.queued = sh.pending.len();
         drop(sh);
         self.inner.wake.notify_all();
@@ -316,7 +315,7 @@ struct Worker {
 
 impl Worker {
     fn new(engine: Arc<Engine>, config: SchedulerConfig, inner: Arc<Inner>) -> Worker {
-        let state = RunState::new(engine.mode);
+        let state = engine.new_state();
         Worker { engine, config, inner, state, active: Vec::new(), cache: Vec::new() }
     }
 
@@ -374,7 +373,7 @@ impl Worker {
     /// Gives a job a session (the kept one sharing the longest prefix with its prompt,
     /// when there is one) and makes it active.
     fn admit(&mut self, q: Queued) {
-        let Queued { id: _, job, cancel } = q;
+        let Queued { job, cancel } = q;
         let Job { prompt, request, mut sink } = job;
         let Some(tok) = self.engine.tokenizer.as_ref() else {
             sink(Event::Error("this model file has no tokenizer".into()));
@@ -466,50 +465,42 @@ impl Worker {
         }
         let decode_tokens: Vec<[u32; 1]> = inputs.iter().map(|&(i, _)| [self.active[i].next.unwrap_or(0)]).collect();
         let result = {
-            let mut batch: Vec<BatchSeq<'_>> = Vec::with_capacity(inputs.len());
-            let mut picked = vec![false; self.active.len()];
-            for &(i, _) in &inputs {
-                picked[i] = true;
+            let mut picked = vec![None; self.active.len()];
+            for (slot, &(i, n)) in inputs.iter().enumerate() {
+                picked[i] = Some((slot, n));
             }
-            let mut slot = 0;
-            for (i, s) in self.active.iter_mut().enumerate() {
-                if !picked[i] {
-                    continue;
-                }
-                let n = inputs[slot].1;
+            let mut items: Vec<(&mut Session, &[u32])> = Vec::with_capacity(inputs.len());
+            for (s, pick) in self.active.iter_mut().zip(&picked) {
+                let Some((slot, n)) = *pick else { continue };
                 let tokens: &[u32] = if n == 0 { &decode_tokens[slot] } else { &s.prompt[s.fed..s.fed + n] };
-                batch.push(BatchSeq { kv: &mut s.session.kv, tokens, logits: Logits::Last });
-                slot += 1;
+                items.push((&mut s.session, tokens));
             }
-            self.engine.model.forward_batch(&self.engine.pool, &mut self.state, &mut batch).map(|l| l.to_vec())
+            self.engine.feed_batch(&mut self.state, &mut items)
         };
         {
             let mut sh = self.inner.lock();
             sh.status.steps += 1;
             sh.status.batched_seqs += inputs.len() as u64;
         }
-        let logits = match result {
+        let mut logits = match result {
             Ok(l) => l,
             Err(e) => return self.fail_batch(&inputs, e),
         };
-        let n_vocab = logits.len() / inputs.len();
         let mut finished = Vec::new();
         for (slot, &(i, n)) in inputs.iter().enumerate() {
             let s = &mut self.active[i];
+            // `feed_batch` has appended the tokens to the session.
             if n == 0 {
-                s.session.tokens.push(decode_tokens[slot][0]);
                 s.next = None;
             } else {
-                let (from, to) = (s.fed, s.fed + n);
-                s.session.tokens.extend_from_slice(&s.prompt[from..to]);
-                s.fed = to;
+                s.fed += n;
                 if s.fed < s.prompt.len() {
                     continue;
                 }
                 s.prefill_seconds = s.started.elapsed().as_secs_f64();
                 s.decode_started = Some(Instant::now());
             }
-            let mut row = logits[slot * n_vocab..(slot + 1) * n_vocab].to_vec();
+            let mut row = std::mem::take(&mut logits[slot]);
             if let Outcome::Finished(reason, by_string) = s.sample(&self.engine, &mut row) {
                 finished.push((i, reason, by_string));
             }

@@ -29,6 +29,8 @@ enum Command {
     Tensor(cmd::tensor::Args),
     /// Write the model's logits for given token ids as a .npy file.
     Logits(cmd::logits::Args),
+    /// Serve the OpenAI and Ollama APIs and a web chat page (continuous batching).
+    Serve(cmd::serve::Args),
 }
 
 fn main() {
@@ -40,6 +42,7 @@ fn main() {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Tensor(args) => cmd::tensor::run(args),
         Command::Logits(args) => cmd::logits::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,66 @@
+//! `ferromoe serve`: loads the model once and serves the OpenAI and Ollama APIs and a
+//! web chat page until SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: super::load::ModelArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 = any free port; the chosen one is printed).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Require this key as `Authorization: Bearer KEY` on /v1 and /api.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Sequences generated at once (continuous batching).
+    #[arg(long, default_value_t = 4)]
+    max_seqs: usize,
+    /// Requests waiting for a free sequence before the server answers 503
+    /// (default: 4 × --max-seqs).
+    #[arg(long)]
+    queue: Option<usize>,
+    /// Context size of each sequence (default: the model's, capped at 4096).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// The model name clients see and send (default: the file name without .gguf).
+    #[arg(long)]
+    model_name: Option<String>,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM before they are
+    /// cancelled.
+    #[arg(long, default_value_t = 10.0)]
+    grace: f64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    // The access log and server messages go to stderr; RUST_LOG overrides the level.
+    server::init_logging();
+    let engine = super::load::load(&args.model, false, false)?;
+    if engine.tokenizer.is_none() {
+        anyhow::bail!("{}: the file has no tokenizer; the server needs one", args.model.model.display());
+    }
+    let n_ctx = args.ctx.unwrap_or(engine.model.config.n_ctx_train.clamp(1, 4096));
+    let name = args.model_name.clone().unwrap_or_else(|| {
+        let stem = args.model.model.file_stem().map(|s| s.to_string_lossy().into_owned());
+        stem.unwrap_or_else(|| "model".into())
+    });
+    let config = server::ServerConfig {
+        model_name: name,
+        api_key: args.api_key.clone(),
+        n_ctx,
+        queue: args.queue,
+        file_size: std::fs::metadata(&args.model.model).map(|m| m.len()).unwrap_or(0),
+    };
+    let options = server::RunOptions {
+        host: args.host.clone(),
+        port: args.port,
+        max_seqs: args.max_seqs,
+        grace: Duration::from_secs_f64(args.grace.max(0.0)),
+    };
+    server::run(Arc::new(engine), config, &options)?;
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Errors as the clients expect them: OpenAI's `{"error":{"message","type","code"}}`
+//! under `/v1`, Ollama's `{"error":"..."}` under `/api`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Which API's error shape to answer with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    OpenAi,
+    Ollama,
+}
+
+/// An HTTP error with its status, message and OpenAI type/code.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// OpenAI's `type`: "invalid_request_error", "authentication_error", "server_error", ...
+    pub kind: &'static str,
+    /// OpenAI's `code` (None → null).
+    pub code: Option<&'static str>,
+    pub flavor: Flavor,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, code: Option<&'static str>, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into(), kind, code, flavor: Flavor::OpenAi }
+    }
+
+    /// 400: the request cannot be served as written.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, message)
+    }
+
+    /// 400 with a specific code (e.g. "context_length_exceeded").
+    pub fn bad_request_code(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", Some(code), message)
+    }
+
+    /// 401: missing or wrong API key.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            Some("invalid_api_key"),
+            "Incorrect or missing API key: send it as 'Authorization: Bearer KEY'",
+        )
+    }
+
+    /// 404: no such route.
+    pub fn no_route(method: &str, path: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", Some("not_found"), format!("no route for {method} {path}"))
+    }
+
+    /// 404: the request names another model.
+    pub fn unknown_model(asked: &str, served: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("model_not_found"),
+            format!("The model '{asked}' does not exist: this server serves '{served}'"),
+        )
+    }
+
+    /// 415: the body is not JSON.
+    pub fn unsupported_media(found: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            Some("unsupported_media_type"),
+            format!("expected 'Content-Type: application/json', got '{found}'"),
+        )
+    }
+
+    /// 503: every slot and the queue are busy, or the server is shutting down.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("server_busy"), message)
+    }
+
+    /// 500: the model failed.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, message)
+    }
+
+    /// The same error in another API's shape.
+    pub fn with_flavor(mut self, flavor: Flavor) -> ApiError {
+        self.flavor = flavor;
+        self
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        match self.flavor {
+            Flavor::OpenAi => json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": self.code}}),
+            Flavor::Ollama => json!({"error": self.message}),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<engine::scheduler::SubmitError> for ApiError {
+    fn from(e: engine::scheduler::SubmitError) -> ApiError {
+        match e {
+            engine::scheduler::SubmitError::Invalid(m) => ApiError::bad_request(m),
+            other => ApiError::unavailable(other.to_string()),
+        }
+    }
+}

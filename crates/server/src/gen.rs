@@ -1,0 +1,208 @@
+//! What both APIs share: sampling settings → [`GenerateRequest`], prompt rendering and
+//! tokenizing, handing the job to the scheduler, and turning its events into a stream
+//! (SSE or NDJSON) or one collected answer.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use engine::scheduler::{Event, Job, Ticket};
+use engine::{ChatMessage, GenerateRequest, GenerationStats, SamplingParams};
+use futures_util::Stream;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::{AccessLog, ApiError, AppState, Flavor};
+
+/// Sampling and length settings as the APIs name them (already range-checked for type
+/// by serde; values are checked here).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct GenParams {
+    pub max_tokens: Option<i64>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f32>,
+    pub seed: Option<i64>,
+    pub stop: Vec<String>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub repeat_last_n: Option<i64>,
+    /// llama.cpp's extension: keep going past end-of-generation tokens.
+    pub ignore_eos: bool,
+}
+
+impl GenParams {
+    /// The engine request for a prompt of `prompt_len` tokens: at most what the
+    /// context has room for.
+    pub fn request(&self, prompt_len: usize, n_ctx: usize, flavor: Flavor) -> Result<GenerateRequest, ApiError> {
+        let bad = |m: String| ApiError::bad_request(m).with_flavor(flavor);
+        let room = n_ctx.saturating_sub(prompt_len);
+        let max_new_tokens = match self.max_tokens {
+            Some(n) if n < 1 => return Err(bad(format!("max_tokens must be at least 1, got {n}"))),
+            Some(n) => (n as u64).min(room as u64) as usize,
+            None => room,
+        };
+        let d = SamplingParams::default();
+        let top_k = match self.top_k {
+            Some(k) if k < 0 => return Err(bad(format!("top_k must be ≥ 0, got {k}"))),
+            Some(k) => k as usize,
+            None => d.top_k,
+        };
+        let repeat_last_n = match self.repeat_last_n {
+            Some(n) if n < 0 => return Err(bad(format!("repeat_last_n must be ≥ 0, got {n}"))),
+            Some(n) => n as usize,
+            None => d.repeat_last_n,
+        };
+        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+            if let Some(v) = v {
+                if !(-2.0..=2.0).contains(&v) {
+                    return Err(bad(format!("{name} must be in [-2, 2], got {v}")));
+                }
+            }
+        }
+        let sampling = SamplingParams {
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_k,
+            top_p: self.top_p.unwrap_or(d.top_p),
+            min_p: self.min_p.unwrap_or(d.min_p),
+            repeat_penalty: self.repeat_penalty.unwrap_or(d.repeat_penalty),
+            repeat_last_n,
+            presence_penalty: self.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+            seed: self.seed.map(|s| s as u64).unwrap_or_else(rand::random),
+        };
+        sampling.validate().map_err(bad)?;
+        Ok(GenerateRequest { max_new_tokens, sampling, stop: self.stop.clone(), ignore_eos: self.ignore_eos })
+    }
+}
+
+/// Renders a conversation with the model's chat template.
+pub(crate) fn render_chat(st: &AppState, messages: &[ChatMessage], flavor: Flavor) -> Result<String, ApiError> {
+    let template = st
+        .engine
+        .template
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_request("this model has no chat template").with_flavor(flavor))?;
+    template.render(messages, true).map_err(|e| ApiError::bad_request(format!("chat template: {e}")).with_flavor(flavor))
+}
+
+/// Tokenizes on a blocking thread (a long prompt takes a while).
+pub(crate) async fn tokenize(st: &Arc<AppState>, text: String, add_special: bool, flavor: Flavor) -> Result<Vec<u32>, ApiError> {
+    let engine = st.engine.clone();
+    let ids = tokio::task::spawn_blocking(move || match engine.tokenizer.as_ref() {
+        Some(tok) => tok.encode(&text, add_special).map_err(|e| e.to_string()),
+        None => Err("this model file has no tokenizer".to_string()),
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("tokenizer task: {e}")).with_flavor(flavor))?
+    .map_err(|e| ApiError::bad_request(e).with_flavor(flavor))?;
+    if ids.is_empty() {
+        return Err(ApiError::bad_request("the prompt is empty").with_flavor(flavor));
+    }
+    Ok(ids)
+}
+
+/// A job on the scheduler: its events and the ticket that cancels it when dropped.
+pub(crate) struct Running {
+    pub rx: UnboundedReceiver<Event>,
+    pub ticket: Ticket,
+    pub prompt_tokens: usize,
+}
+
+/// Checks the prompt against the context and queues the job (503 when full).
+pub(crate) fn start(
+    st: &AppState,
+    prompt: Vec<u32>,
+    params: &GenParams,
+    log: &AccessLog,
+    flavor: Flavor,
+) -> Result<Running, ApiError> {
+    let n_ctx = st.config.n_ctx;
+    if prompt.len() + 1 > n_ctx {
+        return Err(ApiError::bad_request_code(
+            "context_length_exceeded",
+            format!(
+                "This model's maximum context length is {n_ctx} tokens, but the prompt has {} tokens \
+                 (and at least one token must be generated)",
+                prompt.len()
+            ),
+        )
+        .with_flavor(flavor));
+    }
+    let request = params.request(prompt.len(), n_ctx, flavor)?;
+    let prompt_tokens = prompt.len();
+    let (tx, rx) = unbounded_channel();
+    let job_log = log.clone();
+    let sink = move |ev: Event| {
+        match &ev {
+            Event::Started { prompt_tokens, cached_tokens } if *cached_tokens > 0 => {
+                tracing::info!("prefix cache: reused {cached_tokens} of {prompt_tokens} prompt tokens ({} {})", job_log.method, job_log.path)
+            }
+            Event::Done(stats) => job_log.generation(200, stats),
+            Event::Error(e) => tracing::warn!("{} {}: generation failed: {e}", job_log.method, job_log.path),
+            _ => {}
+        }
+        tx.send(ev).is_ok()
+    };
+    let ticket = st.scheduler.submit(Job::new(prompt, request, sink)).map_err(|e| ApiError::from(e).with_flavor(flavor))?;
+    log.defer();
+    Ok(Running { rx, ticket, prompt_tokens })
+}
+
+/// A finished generation.
+pub(crate) struct Collected {
+    pub text: String,
+    pub stats: GenerationStats,
+}
+
+/// Waits for the whole answer (dropping the future — a client gone — cancels the job).
+pub(crate) async fn collect(mut run: Running, flavor: Flavor) -> Result<Collected, ApiError> {
+    let mut text = String::new();
+    while let Some(ev) = run.rx.recv().await {
+        match ev {
+            Event::Started { .. } => {}
+            Event::Text(t) => text.push_str(&t),
+            Event::Done(stats) => return Ok(Collected { text, stats }),
+            Event::Error(e) => return Err(ApiError::internal(e).with_flavor(flavor)),
+        }
+    }
+    Err(ApiError::internal("the scheduler stopped before the request ended").with_flavor(flavor))
+}
+
+/// What a streaming response does with each event: the messages to send (JSON texts),
+/// and whether the stream ends after them.
+pub(crate) trait StreamShape: Send + 'static {
+    fn on_event(&mut self, ev: Event, prompt_tokens: usize) -> (Vec<String>, bool);
+}
+
+/// The job's events as a stream of messages; dropping the stream cancels the job.
+pub(crate) fn messages<S: StreamShape>(run: Running, shape: S) -> impl Stream<Item = String> + Send {
+    struct St<S> {
+        run: Running,
+        shape: S,
+        out: VecDeque<String>,
+        ended: bool,
+    }
+    let st = St { run, shape, out: VecDeque::new(), ended: false };
+    futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(m) = st.out.pop_front() {
+                return Some((m, st));
+            }
+            if st.ended {
+                return None;
+            }
+            match st.run.rx.recv().await {
+                Some(ev) => {
+                    let (msgs, end) = st.shape.on_event(ev, st.run.prompt_tokens);
+                    st.out.extend(msgs);
+                    st.ended = end;
+                }
+                None => {
+                    st.ended = true;
+                    let _ = &st.run.ticket;
+                }
+            }
+        }
+    })
+}

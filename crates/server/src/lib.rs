@@ -1,0 +1,341 @@
+//! `ferromoe serve`: an HTTP server that OpenAI and Ollama clients accept.
+//!
+//! - OpenAI: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`
+//!   (JSON or SSE streaming), errors as `{"error":{"message","type","code"}}`.
+//! - Ollama: `POST /api/chat`, `POST /api/generate` (NDJSON streaming by default),
+//!   `GET /api/tags`, `POST /api/show`, `GET /api/version`.
+//! - `GET /`: a self-contained web chat page; `GET /health`: scheduler counters.
+//!
+//! Every request runs on the [`engine::scheduler::Scheduler`]: concurrent requests are
+//! batched into one forward pass per step, and a prompt that extends a finished
+//! sequence (the next turn of a chat) reuses its KV cache. One access-log line per
+//! request goes to `tracing` (target `access`), with token counts for generations.
+//!
+//! ```no_run
+//! # async fn demo(engine: std::sync::Arc<engine::Engine>) -> std::io::Result<()> {
+//! let config = server::ServerConfig::new("my-model", 4096);
+//! let state = server::AppState::new(engine, config, 4);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! server::serve(listener, state, std::future::pending()).await
+//! # }
+//! ```
+
+mod error;
+mod gen;
+mod ollama;
+mod openai;
+mod page;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use engine::scheduler::{Scheduler, SchedulerConfig};
+use engine::Engine;
+use serde::de::DeserializeOwned;
+
+pub use error::{ApiError, Flavor};
+
+/// What the server says about itself and enforces.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The name clients use for the model (`model` field, `/v1/models`, `/api/tags`).
+    pub model_name: String,
+    /// Required as `Authorization: Bearer KEY` on `/v1/*` and `/api/*` when set.
+    pub api_key: Option<String>,
+    /// Context size of each sequence.
+    pub n_ctx: usize,
+    /// Requests waiting beyond the running ones before 503 (None: 4 × max_seqs).
+    pub queue: Option<usize>,
+    /// Size of the model file in bytes (for `/api/tags`).
+    pub file_size: u64,
+}
+
+impl ServerConfig {
+    /// A config with no API key.
+    pub fn new(model_name: impl Into<String>, n_ctx: usize) -> ServerConfig {
+        ServerConfig { model_name: model_name.into(), api_key: None, n_ctx, queue: None, file_size: 0 }
+    }
+}
+
+/// Everything a handler needs: the engine, its scheduler and the config.
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub scheduler: Scheduler,
+    pub config: ServerConfig,
+    /// Unix time the server started (OpenAI's `created` of the model).
+    pub started: u64,
+}
+
+impl AppState {
+    /// Starts a scheduler running up to `max_seqs` sequences at once.
+    pub fn new(engine: Arc<Engine>, config: ServerConfig, max_seqs: usize) -> Arc<AppState> {
+        let mut sc = SchedulerConfig::new(max_seqs, config.n_ctx);
+        if let Some(q) = config.queue {
+            sc.queue = q;
+        }
+        let scheduler = Scheduler::start(engine.clone(), sc);
+        Arc::new(AppState { engine, scheduler, config, started: unix_now() })
+    }
+
+    /// Accepts a request's `model` when it names this server's model (or is empty);
+    /// Ollama-style `NAME:latest` is the same model.
+    pub fn check_model(&self, asked: Option<&str>, flavor: Flavor) -> Result<(), ApiError> {
+        let served = &self.config.model_name;
+        match asked {
+            None | Some("") => Ok(()),
+            Some(m) if m == served || m.strip_suffix(":latest") == Some(served) => Ok(()),
+            Some(m) => Err(ApiError::unknown_model(m, served).with_flavor(flavor)),
+        }
+    }
+}
+
+/// The routes, with authentication and the access log around them.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/health", get(health))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/version", get(ollama::version))
+        .fallback(no_route)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), access_and_auth))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` completes, then lets the
+/// running requests end (the caller bounds that with [`Scheduler::cancel_all`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let s = st.scheduler.status();
+    Json(serde_json::json!({
+        "status": "ok",
+        "model": st.config.model_name,
+        "n_ctx": st.config.n_ctx,
+        "max_seqs": st.scheduler.config().max_seqs,
+        "active": s.active,
+        "queued": s.queued,
+        "cached": s.cached,
+        "completed": s.completed,
+        "cancelled": s.cancelled,
+        "reused_tokens": s.reused_tokens,
+        "steps": s.steps,
+        "batched_seqs": s.batched_seqs,
+    }))
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    let e = ApiError::no_route(method.as_str(), uri.path());
+    if uri.path().starts_with("/api/") {
+        e.with_flavor(Flavor::Ollama)
+    } else {
+        e
+    }
+}
+
+/// Set by the middleware on every request: a generation handler takes over the access
+/// log line (written when the generation ends, with token counts).
+#[derive(Clone)]
+pub(crate) struct AccessLog {
+    pub method: Method,
+    pub path: String,
+    pub start: Instant,
+    deferred: Arc<AtomicBool>,
+}
+
+impl AccessLog {
+    /// The handler will write the line itself.
+    pub fn defer(&self) {
+        self.deferred.store(true, Ordering::SeqCst);
+    }
+
+    /// The line of a generation.
+    pub fn generation(&self, status: u16, stats: &engine::GenerationStats) {
+        tracing::info!(
+            target: "access",
+            "{} {} {} in={} cached={} out={} finish={:?} {:.3}s",
+            self.method,
+            self.path,
+            status,
+            stats.prompt_tokens,
+            stats.cached_tokens,
+            stats.generated_tokens,
+            stats.finish,
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+async fn access_and_auth(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let log = AccessLog {
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        start: Instant::now(),
+        deferred: Arc::new(AtomicBool::new(false)),
+    };
+    let protected = log.path.starts_with("/v1/") || log.path.starts_with("/api/");
+    let response = match &st.config.api_key {
+        Some(key) if protected && !authorized(req.headers(), key) => {
+            let flavor = if log.path.starts_with("/api/") { Flavor::Ollama } else { Flavor::OpenAi };
+            ApiError::unauthorized().with_flavor(flavor).into_response()
+        }
+        _ => {
+            req.extensions_mut().insert(log.clone());
+            next.run(req).await
+        }
+    };
+    if !log.deferred.load(Ordering::SeqCst) || !response.status().is_success() {
+        tracing::info!(
+            target: "access",
+            "{} {} {} {:.3}s",
+            log.method,
+            log.path,
+            response.status().as_u16(),
+            log.start.elapsed().as_secs_f64()
+        );
+    }
+    response
+}
+
+fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    bearer.map(str::trim) == Some(key) || x_api_key == Some(key)
+}
+
+/// Parses a JSON body: 415 for another content type (OpenAI routes; Ollama's clients
+/// often send none or a form type), 400 naming the problem and where it is.
+pub(crate) fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes, flavor: Flavor) -> Result<T, ApiError> {
+    if flavor == Flavor::OpenAi {
+        if let Some(ct) = headers.get("content-type") {
+            let ct = ct.to_str().unwrap_or("");
+            let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            if mime != "application/json" && !mime.ends_with("+json") {
+                return Err(ApiError::unsupported_media(ct));
+            }
+        }
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => format!("malformed JSON body: {inner}"),
+            _ if path == "." => format!("invalid request body: {inner}"),
+            _ => format!("invalid value for '{path}': {inner}"),
+        };
+        ApiError::bad_request(msg).with_flavor(flavor)
+    })?;
+    Ok(value)
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// 200 with a JSON body.
+pub(crate) fn json_ok(v: serde_json::Value) -> Response {
+    (StatusCode::OK, Json(v)).into_response()
+}
+
+/// How [`run`] listens and shuts down.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub host: String,
+    /// 0 = any free port (the log line says which).
+    pub port: u16,
+    /// Sequences generated at once.
+    pub max_seqs: usize,
+    /// After SIGINT/SIGTERM, how long running requests may go on before they are
+    /// cancelled.
+    pub grace: std::time::Duration,
+}
+
+/// Sends `tracing` output (the access log) to stderr, at `info` unless `RUST_LOG` says
+/// otherwise.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Serves until SIGINT/SIGTERM: then stops accepting, lets running requests finish for
+/// `grace`, cancels what is left and returns.
+pub fn run(engine: Arc<Engine>, config: ServerConfig, options: &RunOptions) -> std::io::Result<()> {
+    let name = config.model_name.clone();
+    let n_ctx = config.n_ctx;
+    let keyed = config.api_key.is_some();
+    let state = AppState::new(engine, config, options.max_seqs);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((options.host.as_str(), options.port))
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}:{}: {e}", options.host, options.port)))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(
+            "listening on http://{addr} · model '{name}' · {} sequences × {n_ctx} tokens{} · chat page at /, OpenAI API at /v1, Ollama API at /api",
+            options.max_seqs,
+            if keyed { " · API key required" } else { "" }
+        );
+        let shutdown_state = state.clone();
+        let grace = options.grace;
+        let shutdown = async move {
+            let signal = wait_for_signal().await;
+            tracing::info!("{signal}: finishing in-flight requests (at most {:.0}s), then exiting", grace.as_secs_f64());
+            shutdown_state.scheduler.close();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let s = shutdown_state.scheduler.status();
+                if s.active + s.queued > 0 {
+                    tracing::info!("cancelling {} running and {} queued requests", s.active, s.queued);
+                }
+                shutdown_state.scheduler.cancel_all();
+            });
+        };
+        serve(listener, state.clone(), shutdown).await
+    })?;
+    state.scheduler.cancel_all();
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM; says which.
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

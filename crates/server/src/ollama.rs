@@ -1,0 +1,309 @@
+//! The Ollama API: `/api/chat`, `/api/generate` (NDJSON streaming by default,
+//! `"stream": false` for one object), `/api/tags`, `/api/show`, `/api/version`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use engine::scheduler::Event;
+use engine::{ChatMessage, FinishReason, GenerationStats};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::gen::{self, GenParams, StreamShape};
+use crate::openai::StringOrList;
+use crate::{json_ok, parse_json, AccessLog, ApiError, AppState, Flavor};
+
+const FLAVOR: Flavor = Flavor::Ollama;
+
+/// Ollama's `options` (the ones that matter for generation; others are ignored).
+#[derive(Deserialize, Debug, Default)]
+struct Options {
+    num_predict: Option<i64>,
+    temperature: Option<f32>,
+    top_k: Option<i64>,
+    top_p: Option<f32>,
+    min_p: Option<f32>,
+    seed: Option<i64>,
+    stop: Option<StringOrList>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    repeat_penalty: Option<f32>,
+    repeat_last_n: Option<i64>,
+}
+
+impl Options {
+    fn params(self) -> GenParams {
+        GenParams {
+            // Ollama: -1 = until the end of the context, -2 = fill the context.
+            max_tokens: self.num_predict.filter(|&n| n != -1 && n != -2),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            seed: self.seed,
+            stop: self.stop.map(StringOrList::into_vec).unwrap_or_default(),
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            ignore_eos: false,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+struct Message {
+    role: String,
+    #[serde(default)]
+    content: String,
+}
+
+#[derive(Deserialize, Debug)]
+struct ChatRequest {
+    model: Option<String>,
+    messages: Option<Vec<Message>>,
+    stream: Option<bool>,
+    #[serde(default)]
+    options: Options,
+}
+
+#[derive(Deserialize, Debug)]
+struct GenerateRequest {
+    model: Option<String>,
+    prompt: Option<String>,
+    system: Option<String>,
+    #[serde(default)]
+    raw: bool,
+    stream: Option<bool>,
+    #[serde(default)]
+    options: Options,
+}
+
+#[derive(Deserialize, Debug)]
+struct ShowRequest {
+    model: Option<String>,
+    name: Option<String>,
+}
+
+/// RFC 3339 UTC time, as Ollama's `created_at`.
+fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_nanos()
+    )
+}
+
+fn done_reason(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::Cancelled => "cancelled",
+    }
+}
+
+/// The counters of Ollama's last message.
+fn final_fields(v: &mut Value, stats: &GenerationStats, start: Instant) {
+    let ns = |s: f64| (s * 1e9) as u64;
+    v["done"] = json!(true);
+    v["done_reason"] = json!(done_reason(stats.finish));
+    v["total_duration"] = json!(start.elapsed().as_nanos() as u64);
+    v["load_duration"] = json!(0);
+    v["prompt_eval_count"] = json!(stats.prompt_tokens);
+    v["prompt_eval_duration"] = json!(ns(stats.prefill_seconds));
+    v["eval_count"] = json!(stats.generated_tokens);
+    v["eval_duration"] = json!(ns(stats.decode_seconds));
+}
+
+/// `POST /api/chat`.
+pub(crate) async fn chat(
+    State(st): State<Arc<AppState>>,
+    Extension(log): Extension<AccessLog>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse_json(&headers, &body, FLAVOR)?;
+    st.check_model(req.model.as_deref(), FLAVOR)?;
+    let messages = req.messages.ok_or_else(|| ApiError::bad_request("'messages' is required").with_flavor(FLAVOR))?;
+    let model = st.config.model_name.clone();
+    if messages.is_empty() {
+        // Ollama answers an empty conversation by (re)loading the model.
+        return Ok(json_ok(json!({"model": model, "created_at": rfc3339_now(),
+            "message": {"role": "assistant", "content": ""}, "done_reason": "load", "done": true})));
+    }
+    let conversation: Vec<ChatMessage> = messages.into_iter().map(|m| ChatMessage::new(m.role, m.content)).collect();
+    let text = gen::render_chat(&st, &conversation, FLAVOR)?;
+    let prompt = gen::tokenize(&st, text, false, FLAVOR).await?;
+    let run = gen::start(&st, prompt, &req.options.params(), &log, FLAVOR)?;
+    let shape = Lines { model, chat: true, start: log.start };
+    if req.stream.unwrap_or(true) {
+        return Ok(ndjson(run, shape));
+    }
+    let done = gen::collect(run, FLAVOR).await?;
+    let mut v = shape.line(&done.text);
+    final_fields(&mut v, &done.stats, log.start);
+    Ok(json_ok(v))
+}
+
+/// `POST /api/generate`.
+pub(crate) async fn generate(
+    State(st): State<Arc<AppState>>,
+    Extension(log): Extension<AccessLog>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: GenerateRequest = parse_json(&headers, &body, FLAVOR)?;
+    st.check_model(req.model.as_deref(), FLAVOR)?;
+    let model = st.config.model_name.clone();
+    let prompt = req.prompt.unwrap_or_default();
+    if prompt.is_empty() {
+        return Ok(json_ok(json!({"model": model, "created_at": rfc3339_now(), "response": "",
+            "done_reason": "load", "done": true})));
+    }
+    // Like Ollama: the prompt is one user turn of the chat template unless `raw`.
+    let ids = if req.raw {
+        gen::tokenize(&st, prompt, true, FLAVOR).await?
+    } else {
+        let mut conversation: Vec<ChatMessage> = req.system.into_iter().map(ChatMessage::system).collect();
+        conversation.push(ChatMessage::user(prompt));
+        let text = gen::render_chat(&st, &conversation, FLAVOR)?;
+        gen::tokenize(&st, text, false, FLAVOR).await?
+    };
+    let run = gen::start(&st, ids, &req.options.params(), &log, FLAVOR)?;
+    let shape = Lines { model, chat: false, start: log.start };
+    if req.stream.unwrap_or(true) {
+        return Ok(ndjson(run, shape));
+    }
+    let done = gen::collect(run, FLAVOR).await?;
+    let mut v = shape.line(&done.text);
+    final_fields(&mut v, &done.stats, log.start);
+    Ok(json_ok(v))
+}
+
+fn ndjson(run: gen::Running, shape: Lines) -> Response {
+    let stream = gen::messages(run, shape).map(|m| Ok::<_, Infallible>(m + "\n"));
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+}
+
+/// One NDJSON object per piece of text, then the counters.
+struct Lines {
+    model: String,
+    chat: bool,
+    start: Instant,
+}
+
+impl Lines {
+    fn line(&self, text: &str) -> Value {
+        if self.chat {
+            json!({"model": self.model, "created_at": rfc3339_now(),
+                "message": {"role": "assistant", "content": text}, "done": false})
+        } else {
+            json!({"model": self.model, "created_at": rfc3339_now(), "response": text, "done": false})
+        }
+    }
+}
+
+impl StreamShape for Lines {
+    fn on_event(&mut self, ev: Event, _prompt_tokens: usize) -> (Vec<String>, bool) {
+        match ev {
+            Event::Started { .. } => (vec![], false),
+            Event::Text(t) => (vec![self.line(&t).to_string()], false),
+            Event::Done(stats) => {
+                let mut v = self.line("");
+                final_fields(&mut v, &stats, self.start);
+                (vec![v.to_string()], true)
+            }
+            Event::Error(e) => (vec![json!({"error": e}).to_string()], true),
+        }
+    }
+}
+
+/// The facts `/api/tags` and `/api/show` report.
+fn details(st: &AppState) -> Value {
+    let m = &st.engine.model;
+    let arch = m.config.arch.name();
+    let params: u64 = m.file.tensors().iter().map(|t| t.n_elements()).sum();
+    // The quantization: the type holding the most weights.
+    let mut by_type = std::collections::BTreeMap::new();
+    for t in m.file.tensors() {
+        *by_type.entry(t.ty.name()).or_insert(0u64) += t.n_elements();
+    }
+    let quant = by_type.iter().max_by_key(|(_, &n)| n).map(|(t, _)| t.to_string()).unwrap_or_default();
+    json!({
+        "parent_model": "",
+        "format": "gguf",
+        "family": arch,
+        "families": [arch],
+        "parameter_size": engine::human_count(params).replace(' ', ""),
+        "quantization_level": quant,
+    })
+}
+
+/// `GET /api/tags`.
+pub(crate) async fn tags(State(st): State<Arc<AppState>>) -> Response {
+    let name = &st.config.model_name;
+    json_ok(json!({"models": [{
+        "name": name,
+        "model": name,
+        "modified_at": rfc3339_now(),
+        "size": st.config.file_size,
+        "digest": format!("{:016x}", st.config.file_size),
+        "details": details(&st),
+    }]}))
+}
+
+/// `POST /api/show`.
+pub(crate) async fn show(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let req: ShowRequest = parse_json(&headers, &body, FLAVOR)?;
+    let asked = req.model.or(req.name).unwrap_or_default();
+    if asked.is_empty() {
+        return Err(ApiError::bad_request("'model' is required").with_flavor(FLAVOR));
+    }
+    st.check_model(Some(&asked), FLAVOR)?;
+    let m = &st.engine.model;
+    let arch = m.config.arch.name();
+    let params: u64 = m.file.tensors().iter().map(|t| t.n_elements()).sum();
+    let template = st.engine.template.as_ref().map(|t| t.source().to_string()).unwrap_or_default();
+    Ok(json_ok(json!({
+        "modelfile": format!("# served by ferromoe\nFROM {}\n", st.config.model_name),
+        "parameters": format!("num_ctx {}", st.config.n_ctx),
+        "template": template,
+        "details": details(&st),
+        "model_info": {
+            "general.architecture": arch,
+            "general.parameter_count": params,
+            format!("{arch}.context_length"): m.config.n_ctx_train,
+            format!("{arch}.embedding_length"): m.config.dim,
+            format!("{arch}.block_count"): m.config.n_layer,
+        },
+        "capabilities": ["completion"],
+        "modified_at": rfc3339_now(),
+    })))
+}
+
+/// `GET /api/version`.
+pub(crate) async fn version() -> Response {
+    json_ok(json!({"version": env!("CARGO_PKG_VERSION")}))
+}

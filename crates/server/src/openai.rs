@@ -1,0 +1,382 @@
+//! The OpenAI API: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, with
+//! SSE streaming (`data: {chunk}` … `data: [DONE]`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use engine::scheduler::Event;
+use engine::{ChatMessage, FinishReason, GenerationStats};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::gen::{self, GenParams, StreamShape};
+use crate::{json_ok, parse_json, AccessLog, ApiError, AppState, Flavor};
+
+/// `stop`: one string or a list.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub(crate) enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s],
+            StringOrList::Many(v) => v,
+        }
+    }
+}
+
+/// A message's `content`: a string, or a list of parts of which the text ones count.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Deserialize, Debug)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+struct Message {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+/// `prompt` of a completion: a string, a one-string list, or token ids.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Prompt {
+    Text(String),
+    Texts(Vec<String>),
+    Ids(Vec<u32>),
+}
+
+#[derive(Deserialize, Debug, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// Both endpoints' request body (each checks the fields it needs; unknown fields are
+/// ignored, known ones must have the right type).
+#[derive(Deserialize, Debug)]
+struct Request {
+    model: Option<String>,
+    messages: Option<Vec<Message>>,
+    prompt: Option<Prompt>,
+    max_tokens: Option<i64>,
+    max_completion_tokens: Option<i64>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<i64>,
+    min_p: Option<f32>,
+    seed: Option<i64>,
+    stop: Option<StringOrList>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    repeat_penalty: Option<f32>,
+    n: Option<i64>,
+    #[serde(default)]
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    ignore_eos: Option<bool>,
+    echo: Option<bool>,
+}
+
+impl Request {
+    fn params(&mut self) -> Result<GenParams, ApiError> {
+        if let Some(n) = self.n {
+            if n != 1 {
+                return Err(ApiError::bad_request(format!("only n=1 is supported, got n={n}")));
+            }
+        }
+        if self.echo == Some(true) {
+            return Err(ApiError::bad_request("echo is not supported"));
+        }
+        Ok(GenParams {
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            seed: self.seed,
+            stop: self.stop.take().map(StringOrList::into_vec).unwrap_or_default(),
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: None,
+            ignore_eos: self.ignore_eos.unwrap_or(false),
+        })
+    }
+
+    fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+    }
+}
+
+/// `GET /v1/models`.
+pub(crate) async fn models(State(st): State<Arc<AppState>>) -> Response {
+    json_ok(json!({
+        "object": "list",
+        "data": [{"id": st.config.model_name, "object": "model", "created": st.started, "owned_by": "ferromoe"}],
+    }))
+}
+
+fn finish_reason(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop | FinishReason::Cancelled => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+fn usage(stats: &GenerationStats) -> Value {
+    json!({
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.generated_tokens,
+        "total_tokens": stats.prompt_tokens + stats.generated_tokens,
+        "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
+    })
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}
+
+/// `POST /v1/chat/completions`.
+pub(crate) async fn chat_completions(
+    State(st): State<Arc<AppState>>,
+    Extension(log): Extension<AccessLog>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut req: Request = parse_json(&headers, &body, Flavor::OpenAi)?;
+    st.check_model(req.model.as_deref(), Flavor::OpenAi)?;
+    let messages = req.messages.take().ok_or_else(|| ApiError::bad_request("'messages' is required"))?;
+    if messages.is_empty() {
+        return Err(ApiError::bad_request("'messages' must hold at least one message"));
+    }
+    let mut conversation = Vec::with_capacity(messages.len());
+    for (i, m) in messages.into_iter().enumerate() {
+        let content = match m.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t,
+            Some(Content::Parts(parts)) => {
+                let mut text = String::new();
+                for p in parts {
+                    match (p.kind.as_str(), p.text) {
+                        ("text", Some(t)) => text.push_str(&t),
+                        (kind, _) => {
+                            return Err(ApiError::bad_request(format!(
+                                "messages[{i}].content: parts of type '{kind}' are not supported (text only)"
+                            )))
+                        }
+                    }
+                }
+                text
+            }
+        };
+        conversation.push(ChatMessage::new(m.role, content));
+    }
+    let params = req.params()?;
+    let text = gen::render_chat(&st, &conversation, Flavor::OpenAi)?;
+    let prompt = gen::tokenize(&st, text, false, Flavor::OpenAi).await?;
+    let run = gen::start(&st, prompt, &params, &log, Flavor::OpenAi)?;
+    let (id, created, model) = (new_id("chatcmpl"), crate::unix_now(), st.config.model_name.clone());
+    if req.stream.unwrap_or(false) {
+        let shape = ChatChunks { id, created, model, include_usage: req.include_usage(), sent_role: false };
+        return Ok(sse(run, shape));
+    }
+    let done = gen::collect(run, Flavor::OpenAi).await?;
+    Ok(json_ok(json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": done.text},
+            "logprobs": null,
+            "finish_reason": finish_reason(done.stats.finish),
+        }],
+        "usage": usage(&done.stats),
+    })))
+}
+
+/// `POST /v1/completions`.
+pub(crate) async fn completions(
+    State(st): State<Arc<AppState>>,
+    Extension(log): Extension<AccessLog>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut req: Request = parse_json(&headers, &body, Flavor::OpenAi)?;
+    st.check_model(req.model.as_deref(), Flavor::OpenAi)?;
+    let prompt = match req.prompt.take() {
+        None => return Err(ApiError::bad_request("'prompt' is required")),
+        Some(Prompt::Text(t)) => gen::tokenize(&st, t, true, Flavor::OpenAi).await?,
+        Some(Prompt::Texts(mut v)) if v.len() == 1 => gen::tokenize(&st, v.remove(0), true, Flavor::OpenAi).await?,
+        Some(Prompt::Texts(v)) => {
+            return Err(ApiError::bad_request(format!("'prompt' must be one string (n=1), got a list of {}", v.len())))
+        }
+        Some(Prompt::Ids(ids)) => {
+            let n_vocab = st.engine.model.config.n_vocab;
+            if ids.is_empty() {
+                return Err(ApiError::bad_request("the prompt is empty"));
+            }
+            if let Some(bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
+                return Err(ApiError::bad_request(format!("token id {bad} is outside the vocabulary (size {n_vocab})")));
+            }
+            ids
+        }
+    };
+    let params = req.params()?;
+    let run = gen::start(&st, prompt, &params, &log, Flavor::OpenAi)?;
+    let (id, created, model) = (new_id("cmpl"), crate::unix_now(), st.config.model_name.clone());
+    if req.stream.unwrap_or(false) {
+        let shape = CompletionChunks { id, created, model, include_usage: req.include_usage() };
+        return Ok(sse(run, shape));
+    }
+    let done = gen::collect(run, Flavor::OpenAi).await?;
+    Ok(json_ok(json!({
+        "id": id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [{"text": done.text, "index": 0, "logprobs": null, "finish_reason": finish_reason(done.stats.finish)}],
+        "usage": usage(&done.stats),
+    })))
+}
+
+fn sse<S: StreamShape>(run: gen::Running, shape: S) -> Response {
+    let stream = gen::messages(run, shape).map(|m| Ok::<_, Infallible>(SseEvent::default().data(m)));
+    Sse::new(stream).into_response()
+}
+
+fn error_chunk(e: &str) -> String {
+    json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}}).to_string()
+}
+
+struct ChatChunks {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    sent_role: bool,
+}
+
+impl ChatChunks {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
+        let mut c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        if self.include_usage {
+            c["usage"] = Value::Null;
+        }
+        c.to_string()
+    }
+}
+
+impl StreamShape for ChatChunks {
+    fn on_event(&mut self, ev: Event, _prompt_tokens: usize) -> (Vec<String>, bool) {
+        let mut out = Vec::new();
+        if !self.sent_role {
+            self.sent_role = true;
+            out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+        }
+        match ev {
+            Event::Started { .. } => (out, false),
+            Event::Text(t) => {
+                out.push(self.chunk(json!({"content": t}), None));
+                (out, false)
+            }
+            Event::Done(stats) => {
+                out.push(self.chunk(json!({}), Some(finish_reason(stats.finish))));
+                if self.include_usage {
+                    out.push(
+                        json!({
+                            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                            "model": self.model, "choices": [], "usage": usage(&stats),
+                        })
+                        .to_string(),
+                    );
+                }
+                out.push("[DONE]".into());
+                (out, true)
+            }
+            Event::Error(e) => {
+                out.push(error_chunk(&e));
+                out.push("[DONE]".into());
+                (out, true)
+            }
+        }
+    }
+}
+
+struct CompletionChunks {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+}
+
+impl CompletionChunks {
+    fn chunk(&self, text: &str, finish: Option<&str>) -> String {
+        let mut c = json!({
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}],
+        });
+        if self.include_usage {
+            c["usage"] = Value::Null;
+        }
+        c.to_string()
+    }
+}
+
+impl StreamShape for CompletionChunks {
+    fn on_event(&mut self, ev: Event, _prompt_tokens: usize) -> (Vec<String>, bool) {
+        match ev {
+            Event::Started { .. } => (vec![], false),
+            Event::Text(t) => (vec![self.chunk(&t, None)], false),
+            Event::Done(stats) => {
+                let mut out = vec![self.chunk("", Some(finish_reason(stats.finish)))];
+                if self.include_usage {
+                    out.push(
+                        json!({
+                            "id": self.id, "object": "text_completion", "created": self.created,
+                            "model": self.model, "choices": [], "usage": usage(&stats),
+                        })
+                        .to_string(),
+                    );
+                }
+                out.push("[DONE]".into());
+                (out, true)
+            }
+            Event::Error(e) => (vec![error_chunk(&e), "[DONE]".into()], true),
+        }
+    }
+}
