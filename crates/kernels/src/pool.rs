@@ -194,7 +194,9 @@ impl ThreadPool {
     ///
     /// A panic inside `f` (on any thread) is re-raised here after all threads have left
     /// the op. Calling `run` from inside a job of the same pool executes the nested op
-    /// inline on the current thread (with that thread's id).
+    /// inline on the current thread (with that thread's id). Ops submitted from several
+    /// outside threads run one after the other, so a thread id is never used by two
+    /// running closures at once.
     pub fn run<F>(&self, n_items: usize, f: F)
     where
         F: Fn(Range<usize>, usize) + Sync,
@@ -226,10 +228,14 @@ impl ThreadPool {
             return;
         }
         if self.n_threads == 1 || n_items <= chunk {
-            // Not worth a barrier: run inline. Marks the thread so nesting still works.
+            // Not worth a barrier: run inline. Still under `submit`, so thread id 0 is
+            // never used by two ops at once (closures may index per-thread scratch by id),
+            // and marked so that nesting still works.
+            let guard = self.shared.submit.lock().unwrap_or_else(|e| e.into_inner());
             let prev = IN_POOL.with(|c| c.replace((me, 0)));
             let r = catch_unwind(AssertUnwindSafe(|| run_serial(n_items, chunk, &f, 0)));
             IN_POOL.with(|c| c.set(prev));
+            drop(guard);
             if let Err(p) = r {
                 resume_unwind(p);
             }
