@@ -141,8 +141,10 @@ fn dot_avx2_path_selected_when_cpu_has_it() {
         let has = is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c");
-        let vnni =
-            has && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
+        let vnni = has
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bw");
         let want = match (has, vnni) {
             (_, true) => SimdPath::Avx512Vnni,
             (true, false) => SimdPath::Avx2,

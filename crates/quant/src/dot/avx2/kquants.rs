@@ -60,12 +60,13 @@ impl Kernel for Q2_KK {
         if N == 1 {
             sumi[0] = _mm256_add_epi32(sumi[0], sumb[0]);
         }
-        let d = f16_bcast(x.d.0.as_ptr());
-        let dmin = f16_bcast(x.dmin.0.as_ptr());
+        // d and dmin are adjacent f16: one conversion gives [d, dmin, d, dmin, …].
+        let ddmin = f16x2_bcast(x.d.0.as_ptr());
         for r in 0..N {
-            s.main(r, ib, slot, kscale(d, a[r]), sumi[r]);
+            let both = kscale(ddmin, a[r]);
+            s.main(r, ib, slot, _mm256_moveldup_ps(both), sumi[r]);
             let summs = _mm256_madd_epi16(load(a[r].add(Q8K_BSUMS)), mins);
-            s.mins(r, ib, slot, kscale(dmin, a[r]), summs);
+            s.mins(r, ib, slot, _mm256_movehdup_ps(both), summs);
         }
     }
 }
@@ -186,12 +187,13 @@ impl Kernel for Q4_KK {
         if N == 1 {
             sumi[0] = _mm256_add_epi32(sumi[0], sumb[0]);
         }
-        let d = f16_bcast(x.d.0.as_ptr());
-        let dmin = f16_bcast(x.dmin.0.as_ptr());
+        // d and dmin are adjacent f16: one conversion gives [d, dmin, d, dmin, …].
+        let ddmin = f16x2_bcast(x.d.0.as_ptr());
         for r in 0..N {
-            s.main(r, ib, slot, kscale(d, a[r]), sumi[r]);
+            let both = kscale(ddmin, a[r]);
+            s.main(r, ib, slot, _mm256_moveldup_ps(both), sumi[r]);
             let summs = _mm256_madd_epi16(load(a[r].add(Q8K_BSUMS)), mins);
-            s.mins(r, ib, slot, kscale(dmin, a[r]), summs);
+            s.mins(r, ib, slot, _mm256_movehdup_ps(both), summs);
         }
     }
 }
@@ -249,12 +251,13 @@ impl Kernel for Q5_KK {
         if N == 1 {
             sumi[0] = _mm256_add_epi32(sumi[0], sumb[0]);
         }
-        let d = f16_bcast(x.d.0.as_ptr());
-        let dmin = f16_bcast(x.dmin.0.as_ptr());
+        // d and dmin are adjacent f16: one conversion gives [d, dmin, d, dmin, …].
+        let ddmin = f16x2_bcast(x.d.0.as_ptr());
         for r in 0..N {
-            s.main(r, ib, slot, kscale(d, a[r]), sumi[r]);
+            let both = kscale(ddmin, a[r]);
+            s.main(r, ib, slot, _mm256_moveldup_ps(both), sumi[r]);
             let summs = _mm256_madd_epi16(load(a[r].add(Q8K_BSUMS)), mins);
-            s.mins(r, ib, slot, kscale(dmin, a[r]), summs);
+            s.mins(r, ib, slot, _mm256_movehdup_ps(both), summs);
         }
     }
 }

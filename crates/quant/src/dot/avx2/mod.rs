@@ -49,7 +49,12 @@ pub(super) fn available() -> bool {
 
 /// Whether this CPU also has AVX512-VNNI on 256-bit registers (`vpdpbusd`/`vpdpwssd`).
 pub(super) fn vnni_available() -> bool {
-    available() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+    // BW is not needed by the instructions we write, but lets LLVM encode the byte
+    // shuffles/ands with EVEX and so use registers 16..31 directly (no extra moves).
+    available()
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512bw")
 }
 
 /// The kernels for a weight type (N = 1..=4 rows): plain AVX2, or with VNNI (only when
@@ -141,6 +146,12 @@ unsafe fn load128(p: *const u8) -> __m128i {
 #[inline(always)]
 unsafe fn f16_bcast(p: *const u8) -> __m256 {
     _mm256_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(p as *const i16)))
+}
+
+/// Two adjacent f16 at `p` (a, b), converted: `[a, b, a, b, a, b, a, b]`.
+#[inline(always)]
+unsafe fn f16x2_bcast(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi32(std::ptr::read_unaligned(p as *const i32)))
 }
 
 /// An f16 at `p` as f32.
@@ -459,7 +470,7 @@ unsafe fn rows<K: Kernel, const N: usize>(
 
 /// The real kernel with AVX512-VNNI: the same integers and the same f32 operations in the
 /// same order as [`rows`], so the results are bit-identical to it.
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
 unsafe fn rows_vnni<K: Kernel, const N: usize>(
     nb: usize,
     w: *const u8,
@@ -483,7 +494,7 @@ unsafe fn ints<K: Kernel>(nb: usize, w: *const u8, a: *const u8) -> Vec<[i32; 2]
 }
 
 /// The test hook with AVX512-VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
 unsafe fn ints_vnni<K: Kernel>(nb: usize, w: *const u8, a: *const u8) -> Vec<[i32; 2]> {
     let mut s = Ints {
         out: vec![[0, 0]; nb],
