@@ -29,6 +29,10 @@ enum Command {
     Tensor(cmd::tensor::Args),
     /// Write the model's logits for given token ids as a .npy file.
     Logits(cmd::logits::Args),
+    /// Write a random-weight GGUF with a real model's shapes (for benchmarks).
+    Synth(cmd::synth::Args),
+    /// Measure prompt processing and generation speed (llama-bench's method).
+    Bench(cmd::bench::Args),
     /// Serve the OpenAI and Ollama APIs and a web chat page (continuous batching).
     Serve(cmd::serve::Args),
 }
@@ -42,6 +46,8 @@ fn main() {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Tensor(args) => cmd::tensor::run(args),
         Command::Logits(args) => cmd::logits::run(args),
+        Command::Synth(args) => cmd::synth::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Serve(args) => cmd::serve::run(args),
     };
     if let Err(e) = result {

@@ -8,3 +8,5 @@ pub mod chat;
 pub mod run;
 pub mod tokenize;
 pub mod serve;
+pub mod synth;
+pub mod bench;

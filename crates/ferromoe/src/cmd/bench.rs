@@ -1,0 +1,228 @@
+//! `ferromoe bench`: prompt-processing (pp) and generation (tg) speed, measured the way
+//! llama.cpp's `llama-bench` measures it, so the two numbers can be compared directly:
+//!
+//! - **pp N**: one batch of N tokens fed into an empty KV cache (logits of the last position
+//!   only, as `llama_batch_get_one` asks for);
+//! - **tg N**: N single-token steps starting from an empty cache;
+//! - random token ids (no tokenizer), no sampling; one warm-up run of each test (a full pp,
+//!   a 1-token tg), then `-r` timed repetitions; tokens/s = mean ± sample standard deviation
+//!   of the per-repetition rates (llama-bench's `avg_ts` / `stddev_ts`).
+//!
+//! `--json` prints an array of objects with llama-bench's field names.
+
+use std::time::Instant;
+
+use model::Logits;
+use serde_json::json;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: super::load::ModelArgs,
+    /// Prompt tokens of the pp test (0: skip it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Generated tokens of the tg test (0: skip it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Timed repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+    repetitions: usize,
+    /// Print a JSON array (llama-bench's field names) instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The samples of one test.
+struct TestResult {
+    n_prompt: usize,
+    n_gen: usize,
+    samples_ns: Vec<u64>,
+}
+
+impl TestResult {
+    fn n_tokens(&self) -> usize {
+        self.n_prompt + self.n_gen
+    }
+    fn name(&self) -> String {
+        if self.n_prompt > 0 {
+            format!("pp{}", self.n_prompt)
+        } else {
+            format!("tg{}", self.n_gen)
+        }
+    }
+    fn samples_ts(&self) -> Vec<f64> {
+        self.samples_ns.iter().map(|&ns| self.n_tokens() as f64 * 1e9 / ns as f64).collect()
+    }
+}
+
+/// Mean and sample standard deviation (n − 1; 0 for one sample), like llama-bench.
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mean = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+/// Deterministic pseudo-random token ids in `[0, vocab)` (xorshift64*), the first one `bos`.
+fn random_tokens(n: usize, vocab: usize, bos: u32, seed: u64) -> Vec<u32> {
+    let mut s = seed | 1;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        let r = s.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        out.push(if i == 0 { bos } else { ((r >> 32) % vocab as u64) as u32 });
+    }
+    out
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.repetitions == 0 {
+        anyhow::bail!("-r must be at least 1");
+    }
+    if args.n_prompt == 0 && args.n_gen == 0 {
+        anyhow::bail!("nothing to measure: -p and -n are both 0");
+    }
+    let engine = super::load::load(&args.model, false, args.json)?;
+    let vocab = engine.model.config.n_vocab;
+    let bos = engine.tokenizer.as_ref().and_then(|t| t.bos_id()).unwrap_or(0);
+    let mut session = engine.session(args.n_prompt.max(args.n_gen).max(1));
+    let mut results = Vec::new();
+
+    if args.n_prompt > 0 {
+        let tokens = random_tokens(args.n_prompt, vocab, bos, 0x5eed);
+        let mut run_pp = || -> anyhow::Result<u64> {
+            session.truncate(0);
+            let t = Instant::now();
+            let logits = session.feed(&tokens, Logits::Last)?;
+            std::hint::black_box(logits);
+            Ok(t.elapsed().as_nanos() as u64)
+        };
+        run_pp()?; // warm-up
+        let samples_ns = (0..args.repetitions).map(|_| run_pp()).collect::<anyhow::Result<_>>()?;
+        results.push(TestResult { n_prompt: args.n_prompt, n_gen: 0, samples_ns });
+    }
+    if args.n_gen > 0 {
+        let tokens = random_tokens(args.n_gen, vocab, bos, 0x6e7);
+        let mut run_tg = |n: usize| -> anyhow::Result<u64> {
+            session.truncate(0);
+            let t = Instant::now();
+            for tok in &tokens[..n] {
+                let logits = session.feed(std::slice::from_ref(tok), Logits::Last)?;
+                std::hint::black_box(logits);
+            }
+            Ok(t.elapsed().as_nanos() as u64)
+        };
+        run_tg(1)?; // warm-up, like llama-bench's
+        let samples_ns = (0..args.repetitions).map(|_| run_tg(args.n_gen)).collect::<anyhow::Result<_>>()?;
+        results.push(TestResult { n_prompt: 0, n_gen: args.n_gen, samples_ns });
+    }
+
+    let file = &engine.model.file;
+    let model_size: u64 = file.tensors().iter().map(|t| t.size).sum();
+    let n_params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
+    let model_path = args.model.model.display().to_string();
+    let threads = engine.pool.n_threads();
+    let experts = engine.model.config.moe.as_ref().map(|m| (engine.model.experts_per_token(), m.n_expert));
+    let model_type = format!(
+        "{} {}",
+        engine.model.config.arch.name(),
+        engine.summary().split(" · ").nth(1).unwrap_or("").split(" params").next().unwrap_or("")
+    );
+
+    if args.json {
+        let arr: Vec<_> = results
+            .iter()
+            .map(|r| {
+                let ts = r.samples_ts();
+                let (avg_ts, stddev_ts) = mean_sd(&ts);
+                let ns: Vec<f64> = r.samples_ns.iter().map(|&x| x as f64).collect();
+                let (avg_ns, stddev_ns) = mean_sd(&ns);
+                json!({
+                    "build_commit": option_env!("FERROMOE_COMMIT").unwrap_or("unknown"),
+                    "engine": "ferromoe",
+                    "cpu_info": cpu_name(),
+                    "model_filename": model_path,
+                    "model_type": model_type,
+                    "model_size": model_size,
+                    "model_n_params": n_params,
+                    "n_threads": threads,
+                    "threads_pinned": engine.pool.pinned(),
+                    "simd": quant::dot::simd_path(),
+                    "n_experts_used": experts.map(|e| e.0),
+                    "n_experts": experts.map(|e| e.1),
+                    "n_prompt": r.n_prompt,
+                    "n_gen": r.n_gen,
+                    "test": r.name(),
+                    "avg_ns": avg_ns.round() as u64,
+                    "stddev_ns": stddev_ns.round() as u64,
+                    "avg_ts": avg_ts,
+                    "stddev_ts": stddev_ts,
+                    "samples_ns": r.samples_ns,
+                    "samples_ts": ts,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&arr)?);
+    } else {
+        println!("| model | size | params | threads | experts | test | t/s |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for r in &results {
+            let (avg, sd) = mean_sd(&r.samples_ts());
+            println!(
+                "| {} | {:.2} GiB | {:.2} B | {} | {} | {} | {:.2} ± {:.2} |",
+                model_type,
+                model_size as f64 / (1u64 << 30) as f64,
+                n_params as f64 / 1e9,
+                threads,
+                experts.map(|e| format!("{}/{}", e.0, e.1)).unwrap_or_else(|| "-".into()),
+                r.name(),
+                avg,
+                sd
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The CPU's model name from /proc/cpuinfo (empty when unavailable).
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_sd_matches_the_sample_formula() {
+        let (m, s) = mean_sd(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(m, 2.5);
+        assert!((s - 1.2909944487).abs() < 1e-9);
+        assert_eq!(mean_sd(&[5.0]), (5.0, 0.0));
+    }
+
+    #[test]
+    fn random_tokens_are_in_range_and_start_with_bos() {
+        let t = random_tokens(1000, 37, 3, 9);
+        assert_eq!(t[0], 3);
+        assert!(t.iter().all(|&x| x < 37));
+        assert!(t.iter().collect::<std::collections::HashSet<_>>().len() > 30);
+    }
+}

@@ -1,0 +1,719 @@
+//! `ferromoe synth`: a random-weight GGUF with a real model's exact shapes, quantized
+//! with our own quantizers, that both ferromoe and llama.cpp load — the file the
+//! benchmarks run on (we do not ship or download 10 GB of real weights for a speed test).
+//!
+//! Only `deepseek2` for now, in two shapes: DeepSeek-V2-Lite (all 27 layers, ~16 B
+//! parameters) and DeepSeek-V3 (for a few layers, to measure the per-layer cost at the
+//! real V3 widths). Tensor names, shapes and metadata keys are the ones llama.cpp's
+//! converter writes (see tests/data/tiny/deepseek-*), including the split MLA tensors
+//! `attn_k_b` / `attn_v_b`.
+//!
+//! The file is streamed: one tensor at a time is generated, quantized (rows split over
+//! all threads) and written, so memory stays at one quantized tensor.
+
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use gguf::{Array, GgmlType, GgufWriter, Metadata, TensorSpec, Value};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Architecture (only `deepseek2`).
+    #[arg(long, default_value = "deepseek2")]
+    arch: String,
+    /// Which model's shapes: `v2-lite` (DeepSeek-V2-Lite) or `v3` (DeepSeek-V3/R1).
+    #[arg(long)]
+    shape: String,
+    /// Number of layers (default: the real model's, 27 / 61).
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Leading dense-FFN layers (default: the real model's 1 / 3, at most layers − 1).
+    #[arg(long)]
+    dense_layers: Option<usize>,
+    /// Routed experts per MoE layer (default: the real model's 64 / 256).
+    #[arg(long)]
+    experts: Option<usize>,
+    /// Vocabulary size (default: the real model's 102400 / 129280).
+    #[arg(long)]
+    vocab: Option<usize>,
+    /// Weight type mix: `Q4_K_M` (llama-quantize's choices), `Q8_0`, or `Q4_0`.
+    #[arg(long = "type", default_value = "Q4_K_M")]
+    ty: String,
+    /// Seed of the random weights (same seed, same file, whatever the thread count).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Threads quantizing rows (default: all cores).
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    /// Output file.
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+/// Router scoring function (`expert_gating_func`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gating {
+    Softmax = 1,
+    Sigmoid = 2,
+}
+
+/// Everything that fixes a deepseek2 model's tensors and metadata.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    name: &'static str,
+    hidden: usize,
+    n_layer: usize,
+    n_dense: usize,
+    dense_ffn: usize,
+    n_expert: usize,
+    n_expert_used: usize,
+    expert_ffn: usize,
+    n_shared: usize,
+    n_group: usize,
+    n_group_used: usize,
+    gating: Gating,
+    weights_scale: f32,
+    weights_norm: Option<bool>,
+    n_head: usize,
+    q_lora: Option<usize>,
+    kv_lora: usize,
+    qk_nope: usize,
+    qk_rope: usize,
+    v_head: usize,
+    vocab: usize,
+    context: usize,
+    yarn_factor: f32,
+    yarn_orig: usize,
+    /// `rope.scaling.yarn_log_multiplier` as the converter stores it (0.1 · mscale_all_dim).
+    yarn_log_mul: f32,
+}
+
+impl Shape {
+    /// DeepSeek-V2-Lite (config.json of deepseek-ai/DeepSeek-V2-Lite).
+    fn v2_lite() -> Shape {
+        Shape {
+            name: "DeepSeek-V2-Lite (synthetic)",
+            hidden: 2048,
+            n_layer: 27,
+            n_dense: 1,
+            dense_ffn: 10944,
+            n_expert: 64,
+            n_expert_used: 6,
+            expert_ffn: 1408,
+            n_shared: 2,
+            n_group: 1,
+            n_group_used: 1,
+            gating: Gating::Softmax,
+            weights_scale: 1.0,
+            weights_norm: None,
+            n_head: 16,
+            q_lora: None,
+            kv_lora: 512,
+            qk_nope: 128,
+            qk_rope: 64,
+            v_head: 128,
+            vocab: 102400,
+            context: 163840,
+            yarn_factor: 40.0,
+            yarn_orig: 4096,
+            yarn_log_mul: 0.0707,
+        }
+    }
+
+    /// DeepSeek-V3 / R1 (config.json of deepseek-ai/DeepSeek-V3).
+    fn v3() -> Shape {
+        Shape {
+            name: "DeepSeek-V3 (synthetic)",
+            hidden: 7168,
+            n_layer: 61,
+            n_dense: 3,
+            dense_ffn: 18432,
+            n_expert: 256,
+            n_expert_used: 8,
+            expert_ffn: 2048,
+            n_shared: 1,
+            n_group: 8,
+            n_group_used: 4,
+            gating: Gating::Sigmoid,
+            weights_scale: 2.5,
+            weights_norm: Some(true),
+            n_head: 128,
+            q_lora: Some(1536),
+            kv_lora: 512,
+            qk_nope: 128,
+            qk_rope: 64,
+            v_head: 128,
+            vocab: 129280,
+            context: 163840,
+            yarn_factor: 40.0,
+            yarn_orig: 4096,
+            yarn_log_mul: 0.1,
+        }
+    }
+
+    /// The named shape with the command line's overrides applied and checked.
+    fn from_args(args: &Args) -> anyhow::Result<Shape> {
+        if args.arch != "deepseek2" {
+            bail!("--arch {}: only deepseek2 is supported", args.arch);
+        }
+        let mut s = match args.shape.as_str() {
+            "v2-lite" => Shape::v2_lite(),
+            "v3" => Shape::v3(),
+            other => bail!("--shape {other}: expected v2-lite or v3"),
+        };
+        if let Some(l) = args.layers {
+            if l == 0 {
+                bail!("--layers must be at least 1");
+            }
+            s.n_layer = l;
+            s.n_dense = s.n_dense.min(l.saturating_sub(1));
+        }
+        if let Some(d) = args.dense_layers {
+            if d > s.n_layer {
+                bail!("--dense-layers {d} exceeds --layers {}", s.n_layer);
+            }
+            s.n_dense = d;
+        }
+        if let Some(e) = args.experts {
+            if e == 0 {
+                bail!("--experts must be at least 1");
+            }
+            s.n_expert = e;
+            s.n_expert_used = s.n_expert_used.min(e);
+            // Keep group-limited routing only where it still means something.
+            if e % s.n_group != 0 || e / s.n_group < 2 || s.n_group_used * (e / s.n_group) < s.n_expert_used {
+                s.n_group = 1;
+                s.n_group_used = 1;
+            }
+        }
+        if let Some(v) = args.vocab {
+            if v < MIN_VOCAB {
+                bail!("--vocab {v}: the synthetic tokenizer needs at least {MIN_VOCAB} tokens");
+            }
+            s.vocab = v;
+        }
+        Ok(s)
+    }
+
+    fn is_moe_layer(&self, il: usize) -> bool {
+        il >= self.n_dense
+    }
+}
+
+/// How the weights of one tensor are drawn.
+#[derive(Clone, Copy, Debug)]
+enum Init {
+    /// Every value 1 (norm weights).
+    Ones,
+    /// Approximately N(0, σ²).
+    Normal(f32),
+}
+
+/// One tensor of the plan: name, ggml shape, stored type, how to fill it.
+struct Planned {
+    spec: TensorSpec,
+    init: Init,
+}
+
+/// Standard deviation of the random weights (like a freshly initialised transformer).
+const WEIGHT_STD: f32 = 0.02;
+
+/// Q4_K_M's choice for one weight tensor, following llama-quantize's rules for
+/// `LLAMA_FTYPE_MOSTLY_Q4_K_M` as they apply to deepseek2 tensors: Q4_K by default,
+/// Q6_K for `output.weight` and for the `ffn_down*` tensors of the "more bits" layers,
+/// Q5_K for `attn_output` when the model has exactly 8 experts; then the fallback for
+/// rows that are not a multiple of 256 (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0).
+fn q4_k_m_type(name: &str, ne0: usize, layer: Option<usize>, s: &Shape) -> GgmlType {
+    let use_more_bits = |i: usize, n: usize| i < n / 8 || i >= 7 * n / 8 || (i as i64 - (n / 8) as i64).rem_euclid(3) == 2;
+    let mut ty = GgmlType::Q4_K;
+    if name == "output.weight" {
+        return if ne0 % 256 == 0 { GgmlType::Q6_K } else { GgmlType::Q8_0 };
+    }
+    if name.contains("ffn_down") {
+        if let Some(il) = layer {
+            if use_more_bits(il, s.n_layer) {
+                ty = GgmlType::Q6_K;
+            }
+        }
+    } else if name.contains("attn_output.weight") && s.n_expert == 8 {
+        ty = GgmlType::Q5_K;
+    }
+    if ne0 % 256 != 0 {
+        ty = match ty {
+            GgmlType::Q4_K => GgmlType::Q5_0,
+            GgmlType::Q5_K => GgmlType::Q5_1,
+            _ => GgmlType::Q8_0,
+        };
+    }
+    ty
+}
+
+/// The stored type of a weight matrix for the requested mix.
+fn weight_type(mix: &str, name: &str, ne0: usize, layer: Option<usize>, s: &Shape) -> anyhow::Result<GgmlType> {
+    Ok(match mix {
+        "Q4_K_M" => q4_k_m_type(name, ne0, layer, s),
+        "Q8_0" => GgmlType::Q8_0,
+        // llama-quantize's Q4_0 keeps the output matrix at Q6_K.
+        "Q4_0" if name == "output.weight" && ne0 % 256 == 0 => GgmlType::Q6_K,
+        "Q4_0" => GgmlType::Q4_0,
+        other => bail!("--type {other}: expected Q4_K_M, Q8_0 or Q4_0"),
+    })
+}
+
+/// llama.cpp's `general.file_type` for the mix.
+fn file_type(mix: &str) -> u32 {
+    match mix {
+        "Q4_K_M" => 15,
+        "Q8_0" => 7,
+        _ => 2, // Q4_0
+    }
+}
+
+/// Every tensor of the model, in file order.
+fn plan(s: &Shape, mix: &str) -> anyhow::Result<Vec<Planned>> {
+    let mut out = Vec::new();
+    let mut add = |name: String, ne: Vec<usize>, layer: Option<usize>, kind: Kind| -> anyhow::Result<()> {
+        let (ty, init) = match kind {
+            Kind::Norm => (GgmlType::F32, Init::Ones),
+            Kind::F32(std) => (GgmlType::F32, Init::Normal(std)),
+            Kind::Weight => (weight_type(mix, &name, ne[0], layer, s)?, Init::Normal(WEIGHT_STD)),
+        };
+        out.push(Planned { spec: TensorSpec { name, ty, ne: ne.iter().map(|&d| d as u64).collect() }, init });
+        Ok(())
+    };
+    let h = s.hidden;
+    let head_k = s.qk_nope + s.qk_rope;
+    // Router logits = w·x with x RMS-normalised (|x|² ≈ hidden): σ = 1/√hidden gives logits
+    // of unit spread, so softmax/sigmoid scores differ between experts and top-k is not a tie.
+    let router_std = 1.0 / (h as f32).sqrt();
+    add("token_embd.weight".into(), vec![h, s.vocab], None, Kind::Weight)?;
+    for il in 0..s.n_layer {
+        let b = |t: &str| format!("blk.{il}.{t}");
+        let l = Some(il);
+        add(b("attn_norm.weight"), vec![h], l, Kind::Norm)?;
+        match s.q_lora {
+            Some(r) => {
+                add(b("attn_q_a_norm.weight"), vec![r], l, Kind::Norm)?;
+                add(b("attn_q_a.weight"), vec![h, r], l, Kind::Weight)?;
+                add(b("attn_q_b.weight"), vec![r, s.n_head * head_k], l, Kind::Weight)?;
+            }
+            None => add(b("attn_q.weight"), vec![h, s.n_head * head_k], l, Kind::Weight)?,
+        }
+        add(b("attn_kv_a_norm.weight"), vec![s.kv_lora], l, Kind::Norm)?;
+        add(b("attn_kv_a_mqa.weight"), vec![h, s.kv_lora + s.qk_rope], l, Kind::Weight)?;
+        add(b("attn_k_b.weight"), vec![s.qk_nope, s.kv_lora, s.n_head], l, Kind::Weight)?;
+        add(b("attn_v_b.weight"), vec![s.kv_lora, s.v_head, s.n_head], l, Kind::Weight)?;
+        add(b("attn_output.weight"), vec![s.n_head * s.v_head, h], l, Kind::Weight)?;
+        add(b("ffn_norm.weight"), vec![h], l, Kind::Norm)?;
+        if !s.is_moe_layer(il) {
+            add(b("ffn_gate.weight"), vec![h, s.dense_ffn], l, Kind::Weight)?;
+            add(b("ffn_up.weight"), vec![h, s.dense_ffn], l, Kind::Weight)?;
+            add(b("ffn_down.weight"), vec![s.dense_ffn, h], l, Kind::Weight)?;
+        } else {
+            let (e, f) = (s.n_expert, s.expert_ffn);
+            add(b("ffn_gate_inp.weight"), vec![h, e], l, Kind::F32(router_std))?;
+            if s.gating == Gating::Sigmoid {
+                // e_score_correction_bias: small, so it nudges selection without deciding it.
+                add(b("exp_probs_b.bias"), vec![e], l, Kind::F32(0.05))?;
+            }
+            add(b("ffn_gate_exps.weight"), vec![h, f, e], l, Kind::Weight)?;
+            add(b("ffn_up_exps.weight"), vec![h, f, e], l, Kind::Weight)?;
+            add(b("ffn_down_exps.weight"), vec![f, h, e], l, Kind::Weight)?;
+            if s.n_shared > 0 {
+                let fs = f * s.n_shared;
+                add(b("ffn_gate_shexp.weight"), vec![h, fs], l, Kind::Weight)?;
+                add(b("ffn_up_shexp.weight"), vec![h, fs], l, Kind::Weight)?;
+                add(b("ffn_down_shexp.weight"), vec![fs, h], l, Kind::Weight)?;
+            }
+        }
+    }
+    add("output_norm.weight".into(), vec![h], None, Kind::Norm)?;
+    add("output.weight".into(), vec![h, s.vocab], None, Kind::Weight)?;
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Norm,
+    F32(f32),
+    Weight,
+}
+
+/// Smallest vocabulary the synthetic tokenizer fits in (specials + bytes + merges).
+const MIN_VOCAB: usize = 2 + 256 + 26 + 26 * 26;
+
+/// GPT-2's byte → printable character map (bytes that are printable map to themselves,
+/// the rest to U+0100 and up), so byte-level BPE token strings are valid UTF-8.
+fn gpt2_byte_chars() -> Vec<char> {
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let mut n = 0;
+    (0u32..256)
+        .map(|b| {
+            if printable(b) {
+                char::from_u32(b).expect("latin-1 is valid")
+            } else {
+                n += 1;
+                char::from_u32(255 + n).expect("U+0100.. is valid")
+            }
+        })
+        .collect()
+}
+
+/// A small but real byte-level BPE tokenizer (`gpt2` model, `gpt-2` pre-tokenizer):
+/// `<|bos|>`, `<|eos|>`, the 256 byte tokens, merges for "Ġ"+letter and every pair of
+/// lowercase letters, then `[PADn]` tokens (type UNUSED) up to the vocabulary size,
+/// like converters pad real vocabularies to the embedding size.
+fn tokenizer_metadata(md: &mut Metadata, vocab: usize) {
+    let bytes = gpt2_byte_chars();
+    let mut tokens: Vec<String> = vec!["<|bos|>".into(), "<|eos|>".into()];
+    let mut types: Vec<i32> = vec![3, 3]; // CONTROL
+    for &c in &bytes {
+        tokens.push(c.to_string());
+        types.push(1); // NORMAL
+    }
+    let space = bytes[b' ' as usize];
+    let mut merges = Vec::new();
+    for a in b'a'..=b'z' {
+        merges.push(format!("{space} {}", a as char));
+        tokens.push(format!("{space}{}", a as char));
+        types.push(1);
+    }
+    for a in b'a'..=b'z' {
+        for b in b'a'..=b'z' {
+            merges.push(format!("{} {}", a as char, b as char));
+            tokens.push(format!("{}{}", a as char, b as char));
+            types.push(1);
+        }
+    }
+    let mut i = 0;
+    while tokens.len() < vocab {
+        tokens.push(format!("[PAD{i}]"));
+        types.push(5); // UNUSED
+        i += 1;
+    }
+    md.set("tokenizer.ggml.model", Value::String("gpt2".into()));
+    md.set("tokenizer.ggml.pre", Value::String("gpt-2".into()));
+    md.set("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    md.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    md.set("tokenizer.ggml.merges", Value::Array(Array::String(merges)));
+    md.set("tokenizer.ggml.bos_token_id", Value::U32(0));
+    md.set("tokenizer.ggml.eos_token_id", Value::U32(1));
+    md.set("tokenizer.ggml.padding_token_id", Value::U32(1));
+    md.set("tokenizer.ggml.add_bos_token", Value::Bool(true));
+    md.set("tokenizer.ggml.add_eos_token", Value::Bool(false));
+}
+
+/// The metadata llama.cpp's converter writes for a deepseek2 model of shape `s`.
+fn metadata(s: &Shape, mix: &str, seed: u64) -> Metadata {
+    let mut md = Metadata::new("synth");
+    let a = |k: &str| format!("deepseek2.{k}");
+    let u = |v: usize| Value::U32(v as u32);
+    md.set("general.architecture", Value::String("deepseek2".into()));
+    md.set("general.type", Value::String("model".into()));
+    md.set("general.name", Value::String(format!("{} seed {seed}", s.name)));
+    md.set(a("block_count"), u(s.n_layer));
+    md.set(a("context_length"), u(s.context));
+    md.set(a("embedding_length"), u(s.hidden));
+    md.set(a("feed_forward_length"), u(s.dense_ffn));
+    md.set(a("attention.head_count"), u(s.n_head));
+    md.set(a("attention.head_count_kv"), u(1));
+    md.set(a("rope.scaling.type"), Value::String("yarn".into()));
+    md.set(a("rope.scaling.factor"), Value::F32(s.yarn_factor));
+    md.set(a("rope.scaling.original_context_length"), u(s.yarn_orig));
+    md.set(a("rope.scaling.yarn_beta_fast"), Value::F32(32.0));
+    md.set(a("rope.scaling.yarn_beta_slow"), Value::F32(1.0));
+    md.set(a("rope.freq_base"), Value::F32(10000.0));
+    md.set(a("attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
+    md.set(a("expert_count"), u(s.n_expert));
+    md.set(a("expert_used_count"), u(s.n_expert_used));
+    md.set(a("expert_group_count"), u(s.n_group));
+    md.set(a("expert_group_used_count"), u(s.n_group_used));
+    md.set(a("expert_gating_func"), u(s.gating as usize));
+    md.set(a("attention.key_length"), u(s.kv_lora + s.qk_rope));
+    md.set(a("attention.value_length"), u(s.kv_lora));
+    md.set(a("leading_dense_block_count"), u(s.n_dense));
+    md.set(a("vocab_size"), u(s.vocab));
+    match s.q_lora {
+        Some(r) => md.set(a("attention.q_lora_rank"), u(r)),
+        // Real V2-Lite files have no q_lora_rank key. llama.cpp only accepts that for
+        // 26/27-layer models ("lite" by layer count); for other layer counts write 0,
+        // which it and ferromoe both read as "no q_lora" (tests/data/README.md).
+        None if s.n_layer == 26 || s.n_layer == 27 => {}
+        None => md.set(a("attention.q_lora_rank"), u(0)),
+    }
+    md.set(a("attention.kv_lora_rank"), u(s.kv_lora));
+    md.set(a("attention.key_length_mla"), u(s.qk_nope + s.qk_rope));
+    md.set(a("attention.value_length_mla"), u(s.v_head));
+    md.set(a("expert_feed_forward_length"), u(s.expert_ffn));
+    md.set(a("expert_shared_count"), u(s.n_shared));
+    md.set(a("expert_weights_scale"), Value::F32(s.weights_scale));
+    if let Some(n) = s.weights_norm {
+        md.set(a("expert_weights_norm"), Value::Bool(n));
+    }
+    md.set(a("rope.dimension_count"), u(s.qk_rope));
+    md.set(a("rope.scaling.yarn_log_multiplier"), Value::F32(s.yarn_log_mul));
+    tokenizer_metadata(&mut md, s.vocab);
+    md.set("general.quantization_version", Value::U32(2));
+    md.set("general.file_type", Value::U32(file_type(mix)));
+    md
+}
+
+/// splitmix64: the per-row seed mixer and generator (fast, good enough for weights).
+#[inline]
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Fills `row` with the row's values. Normal values are the Irwin–Hall sum of four 16-bit
+/// uniforms (one 64-bit draw per value), rescaled to mean 0 and standard deviation σ:
+/// close to a Gaussian (bounded at ±3.46σ) and ~20× cheaper than Box–Muller, which
+/// matters at 16 G values.
+fn fill_row(row: &mut [f32], init: Init, seed: u64, tensor: usize, index: usize) {
+    match init {
+        Init::Ones => row.fill(1.0),
+        Init::Normal(std) => {
+            let mut st = seed ^ (tensor as u64).wrapping_mul(0xd6e8_feb8_6659_fd93) ^ (index as u64).wrapping_mul(0xa076_1d64_78bd_642f);
+            splitmix64(&mut st);
+            // Sum of 4 U(0,1): mean 2, variance 4/12.
+            let scale = std * 3f32.sqrt() / 65536.0;
+            for v in row.iter_mut() {
+                let r = splitmix64(&mut st);
+                let sum = (r & 0xffff) + ((r >> 16) & 0xffff) + ((r >> 32) & 0xffff) + (r >> 48);
+                *v = (sum as f32 - 2.0 * 65535.0) * scale;
+            }
+        }
+    }
+}
+
+/// ggml's reference Q5_0 quantizer (`quantize_row_q5_0_ref`): per block of 32, the value
+/// of largest magnitude maps to −16, d = max / −16, q = min(31, trunc(x/d + 16.5)), the low
+/// 4 bits in `qs`, the 5th bits in `qh`. Needed for the Q4_K → Q5_0 fallback (`attn_k_b`,
+/// rows of 128; V2-Lite's expert `ffn_down`, rows of 1408). Block: d (f16), qh (u32), qs[16].
+fn quantize_q5_0(src: &[f32], dst: &mut [u8]) {
+    for (x, y) in src.chunks_exact(32).zip(dst.chunks_exact_mut(22)) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in x {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -16.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        y[..2].copy_from_slice(&quant::f32_to_half(d).0);
+        let mut qh = 0u32;
+        for j in 0..16 {
+            let x0 = x[j] * id;
+            let x1 = x[16 + j] * id;
+            let q0 = ((x0 + 16.5) as i8).min(31) as u8;
+            let q1 = ((x1 + 16.5) as i8).min(31) as u8;
+            y[6 + j] = (q0 & 0x0f) | ((q1 & 0x0f) << 4);
+            qh |= (((q0 & 0x10) >> 4) as u32) << j;
+            qh |= (((q1 & 0x10) >> 4) as u32) << (j + 16);
+        }
+        y[2..6].copy_from_slice(&qh.to_le_bytes());
+    }
+}
+
+/// One row, f32 → stored type.
+fn encode_row(ty: GgmlType, row: &[f32], dst: &mut [u8]) -> anyhow::Result<()> {
+    match ty {
+        GgmlType::F32 => {
+            for (v, d) in row.iter().zip(dst.chunks_exact_mut(4)) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        GgmlType::Q5_0 => quantize_q5_0(row, dst),
+        _ => quant::quantize(ty, row, dst).with_context(|| format!("quantizing a row to {ty}"))?,
+    }
+    Ok(())
+}
+
+/// Generates and encodes tensor `index` (all its rows, split over `threads`).
+fn build_tensor(p: &Planned, index: usize, seed: u64, threads: usize) -> anyhow::Result<Vec<u8>> {
+    let ne0 = p.spec.ne[0] as usize;
+    let rows: usize = p.spec.ne[1..].iter().map(|&d| d as usize).product();
+    let row_bytes = p.spec.ty.row_bytes(ne0 as u64).with_context(|| {
+        format!("{}: rows of {ne0} are not a whole number of {} blocks", p.spec.name, p.spec.ty)
+    })? as usize;
+    let mut data = vec![0u8; row_bytes * rows];
+    let per = rows.div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let handles: Vec<_> = data
+            .chunks_mut(per * row_bytes)
+            .enumerate()
+            .map(|(c, chunk)| {
+                scope.spawn(move || -> anyhow::Result<()> {
+                    let mut row = vec![0f32; ne0];
+                    for (r, dst) in chunk.chunks_exact_mut(row_bytes).enumerate() {
+                        fill_row(&mut row, p.init, seed, index, c * per + r);
+                        encode_row(p.spec.ty, &row, dst)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("a quantizing thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok(data)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let shape = Shape::from_args(&args)?;
+    let tensors = plan(&shape, &args.ty)?;
+    let md = metadata(&shape, &args.ty, args.seed);
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let total_values: u64 = tensors.iter().map(|t| t.spec.ne.iter().product::<u64>()).sum();
+    let total_bytes: u64 = tensors
+        .iter()
+        .map(|t| t.spec.ty.row_bytes(t.spec.ne[0]).unwrap_or(0) * t.spec.ne[1..].iter().product::<u64>())
+        .sum();
+    eprintln!(
+        "synth: {} · {} layers ({} dense) · {} experts (top {}) · vocab {} · {} · {:.2} G params · {:.2} GB · {threads} threads",
+        shape.name,
+        shape.n_layer,
+        shape.n_dense,
+        shape.n_expert,
+        shape.n_expert_used,
+        shape.vocab,
+        args.ty,
+        total_values as f64 / 1e9,
+        total_bytes as f64 / 1e9
+    );
+    let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let specs = tensors.iter().map(|t| t.spec.clone()).collect();
+    let mut w = GgufWriter::new(BufWriter::with_capacity(8 << 20, file), &md, specs)?;
+    let start = Instant::now();
+    let mut done = 0u64;
+    for (i, t) in tensors.iter().enumerate() {
+        let data = build_tensor(t, i, args.seed, threads)?;
+        w.write_tensor(&t.spec.name, &data).with_context(|| format!("writing {}", args.out.display()))?;
+        done += t.spec.ne.iter().product::<u64>();
+        if t.spec.ne.iter().product::<u64>() > 50_000_000 {
+            let s = start.elapsed().as_secs_f64();
+            eprintln!(
+                "synth: {:>6.1}% {:<28} {:<5} {:.0} s, {:.1} M values/s",
+                100.0 * done as f64 / total_values as f64,
+                t.spec.name,
+                t.spec.ty.name(),
+                s,
+                done as f64 / s / 1e6
+            );
+        }
+    }
+    w.finish().with_context(|| format!("writing {}", args.out.display()))?;
+    let s = start.elapsed().as_secs_f64();
+    eprintln!(
+        "synth: wrote {} ({:.2} GB) in {:.1} s ({:.1} M values/s on {threads} threads)",
+        args.out.display(),
+        total_bytes as f64 / 1e9,
+        s,
+        total_values as f64 / s / 1e6
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q5_0_round_trips_within_half_a_step() {
+        let mut row = vec![0f32; 256];
+        fill_row(&mut row, Init::Normal(0.02), 7, 0, 0);
+        let mut q = vec![0u8; GgmlType::Q5_0.row_bytes(256).unwrap() as usize];
+        quantize_q5_0(&row, &mut q);
+        let mut back = vec![0f32; 256];
+        quant::dequantize(GgmlType::Q5_0, &q, &mut back).unwrap();
+        for (blk, (x, y)) in row.chunks(32).zip(back.chunks(32)).enumerate() {
+            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let step = amax / 16.0;
+            for (a, b) in x.iter().zip(y) {
+                assert!((a - b).abs() <= 0.5 * step + 1e-6, "block {blk}: {a} vs {b} (step {step})");
+            }
+        }
+    }
+
+    #[test]
+    fn normal_init_has_the_requested_moments() {
+        let mut row = vec![0f32; 1 << 16];
+        fill_row(&mut row, Init::Normal(0.02), 1, 3, 5);
+        let n = row.len() as f64;
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let sd = (row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!(mean.abs() < 3e-4, "mean {mean}");
+        assert!((sd - 0.02).abs() < 4e-4, "sd {sd}");
+    }
+
+    #[test]
+    fn q4_k_m_types_follow_llama_quantize() {
+        let s = Shape::v2_lite();
+        assert_eq!(q4_k_m_type("output.weight", 2048, None, &s), GgmlType::Q6_K);
+        assert_eq!(q4_k_m_type("token_embd.weight", 2048, None, &s), GgmlType::Q4_K);
+        assert_eq!(q4_k_m_type("blk.3.attn_k_b.weight", 128, Some(3), &s), GgmlType::Q5_0);
+        assert_eq!(q4_k_m_type("blk.3.attn_output.weight", 2048, Some(3), &s), GgmlType::Q4_K);
+        // 27 layers: more bits for layers < 3, ≥ 23 and (i − 3) % 3 == 2.
+        assert_eq!(q4_k_m_type("blk.1.ffn_down_shexp.weight", 2816, Some(1), &s), GgmlType::Q6_K);
+        assert_eq!(q4_k_m_type("blk.5.ffn_down_shexp.weight", 2816, Some(5), &s), GgmlType::Q6_K);
+        assert_eq!(q4_k_m_type("blk.6.ffn_down_shexp.weight", 2816, Some(6), &s), GgmlType::Q4_K);
+        // Expert rows of 1408 are not a multiple of 256: Q6_K → Q8_0, Q4_K → Q5_0.
+        assert_eq!(q4_k_m_type("blk.1.ffn_down_exps.weight", 1408, Some(1), &s), GgmlType::Q8_0);
+        assert_eq!(q4_k_m_type("blk.6.ffn_down_exps.weight", 1408, Some(6), &s), GgmlType::Q5_0);
+    }
+
+    #[test]
+    fn same_seed_same_bytes_whatever_the_thread_count() {
+        let p = Planned {
+            spec: TensorSpec { name: "blk.0.ffn_up_exps.weight".into(), ty: GgmlType::Q4_K, ne: vec![256, 7, 3] },
+            init: Init::Normal(0.02),
+        };
+        let one = build_tensor(&p, 4, 11, 1).unwrap();
+        assert_eq!(one, build_tensor(&p, 4, 11, 3).unwrap());
+        assert_eq!(one, build_tensor(&p, 4, 11, 64).unwrap());
+        assert_ne!(one, build_tensor(&p, 4, 12, 1).unwrap(), "the seed must matter");
+    }
+
+    #[test]
+    fn v3_plan_has_q_lora_groups_and_the_score_bias() {
+        let mut s = Shape::v3();
+        s.n_layer = 4;
+        let t = plan(&s, "Q4_K_M").unwrap();
+        let get = |n: &str| t.iter().find(|p| p.spec.name == n).unwrap_or_else(|| panic!("{n} missing"));
+        assert_eq!(get("blk.0.attn_q_a.weight").spec.ne, vec![7168, 1536]);
+        assert_eq!(get("blk.0.attn_q_b.weight").spec.ne, vec![1536, 128 * 192]);
+        assert_eq!(get("blk.2.ffn_down.weight").spec.ne, vec![18432, 7168]);
+        assert_eq!(get("blk.3.ffn_gate_exps.weight").spec.ne, vec![7168, 2048, 256]);
+        assert_eq!(get("blk.3.exp_probs_b.bias").spec.ne, vec![256]);
+        assert_eq!(get("blk.3.ffn_down_shexp.weight").spec.ne, vec![2048, 7168]);
+        assert!(t.iter().all(|p| p.spec.name != "blk.0.attn_q.weight"));
+        let md = metadata(&s, "Q4_K_M", 1);
+        assert_eq!(md.u32("deepseek2.attention.q_lora_rank").unwrap(), 1536);
+        assert_eq!(md.u32("deepseek2.expert_group_count").unwrap(), 8);
+        assert_eq!(md.u32("deepseek2.expert_group_used_count").unwrap(), 4);
+        assert_eq!(md.u32("deepseek2.expert_gating_func").unwrap(), 2);
+        assert!(md.bool("deepseek2.expert_weights_norm").unwrap());
+        // Real V2-Lite (27 layers) has no q_lora_rank key at all.
+        let md = metadata(&Shape::v2_lite(), "Q4_K_M", 1);
+        assert!(md.get("deepseek2.attention.q_lora_rank").is_none());
+    }
+
+    #[test]
+    fn tokenizer_is_padded_to_the_vocabulary() {
+        let mut md = Metadata::new("t");
+        tokenizer_metadata(&mut md, 5000);
+        let tokens = md.str_array("tokenizer.ggml.tokens").unwrap();
+        assert_eq!(tokens.len(), 5000);
+        let unique: std::collections::HashSet<_> = tokens.iter().collect();
+        assert_eq!(unique.len(), 5000, "token strings must be unique");
+        assert_eq!(md.i32_array("tokenizer.ggml.token_type").unwrap().len(), 5000);
+    }
+}
