@@ -106,3 +106,30 @@ fn chat_keeps_history_in_the_cache_and_clears() {
     assert!(!answers[0].is_empty());
     assert_eq!(answers[0], answers[2]);
 }
+
+#[test]
+fn ctrl_c_stops_the_answer_not_the_chat() {
+    let model = tiny("deepseek-v2-lite-tiny", "Q8_0");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferromoe"))
+        .args(["chat", "-m", &model, "--temp", "0", "--ctx", "60000", "--max-new-tokens", "59000", "-t", "1", "--ignore-eos"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Tell me a very long story\n").unwrap();
+    stdin.flush().unwrap();
+    // Let it generate for a moment, then press Ctrl-C.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The chat is still there: it takes another question and exits cleanly.
+    stdin.write_all(b"/exit\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(stopped)]"), "{err}");
+}

@@ -27,6 +27,9 @@ pub struct Args {
     ctx: Option<usize>,
     #[command(flatten)]
     sampling: super::run::SamplingArgs,
+    /// Keep generating past end-of-generation tokens (for benchmarks and tests).
+    #[arg(long)]
+    ignore_eos: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -94,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_new_tokens: args.max_new_tokens.min(session.kv.n_ctx() - prompt.len()),
             sampling,
             stop: vec![],
-            ignore_eos: false,
+            ignore_eos: args.ignore_eos,
         };
         let mut answer = String::new();
         let mut out = std::io::stdout().lock();

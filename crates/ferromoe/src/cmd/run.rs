@@ -62,6 +62,9 @@ pub struct Args {
     ctx: Option<usize>,
     #[command(flatten)]
     sampling: SamplingArgs,
+    /// Keep generating past end-of-generation tokens (for benchmarks and tests).
+    #[arg(long)]
+    ignore_eos: bool,
     /// Print prefill/decode speed to stderr at the end.
     #[arg(long)]
     stats: bool,
@@ -81,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Default: room for the prompt and the answer, within what the model was trained for.
     let ctx = args.ctx.unwrap_or_else(|| (prompt.len() + args.max_new_tokens).min(engine.model.config.n_ctx_train.max(1)));
     let mut session = engine.session(ctx);
-    let req = GenerateRequest { max_new_tokens: args.max_new_tokens, sampling: args.sampling.params(), stop: vec![], ignore_eos: false };
+    let req = GenerateRequest { max_new_tokens: args.max_new_tokens, sampling: args.sampling.params(), stop: vec![], ignore_eos: args.ignore_eos };
     let mut out = std::io::stdout().lock();
     let stats = engine.generate(&mut session, &prompt, &req, &mut |piece| {
         let _ = out.write_all(piece.as_bytes());
