@@ -13,6 +13,7 @@ pub mod dequant;
 pub mod dot;
 pub mod error;
 pub mod quantize;
+pub mod repack;
 
 pub use blocks::*;
 pub use dequant::*;

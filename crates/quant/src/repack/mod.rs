@@ -1,0 +1,307 @@
+//! Repacked (row-interleaved) weight layouts for the GEMM/GEMV path.
+//!
+//! A GGUF weight matrix stores each row as a run of blocks. The dot kernels of [`crate::dot`]
+//! consume one weight row at a time and keep per-position lanes, so every weight block is
+//! unpacked (nibbles, scales, f16) for every call and its 8 result lanes need a horizontal
+//! sum. Repacking at load rearranges groups of [`ROWS`] = 8 rows so that one 256-bit vector
+//! holds the same 4 positions of all 8 rows: one `vpdpbusd` with a broadcast 4-byte group of
+//! activations then advances all 8 rows at once (lane = row), the sub-block scales are
+//! stored pre-decoded (one `vpmovzxbd` per sub-block for 8 rows), and the 8 results come
+//! out as one vector, ready to store. This is the idea behind llama.cpp's CPU "repack"
+//! buffers and ik_llama.cpp's `_R4`/`_R8` types (the layout and code here are our own).
+//!
+//! Formats ([`PackedType`]):
+//! - [`PackedType::Q4Kx8`]: Q4_K, 8 rows per group (see `q4k` for the byte layout). Same
+//!   size as the source (148 bytes per row-block instead of 144: the 12 packed scale bytes
+//!   become 16 plain ones).
+//!
+//! Numerics (the *definition*, [`scalar`] functions): per row and block, the exact
+//! integers of ggml's Q4_K×Q8_K dot (`isum = Σ_s sc_s·Σ q·a`, `msum = Σ_s m_s·(bsums)`),
+//! then one f32 accumulator per (row, token) updated per block as
+//! `acc = fma(d·d_a, isum, acc); acc = fma(−dmin·d_a, msum, acc)`. The SIMD tile kernels
+//! compute the same integers and the same f32 operations in the same order, so they are
+//! bit-identical to the scalar definition (property-tested), whatever the number of tokens
+//! per call: results are batch-invariant. They are *not* bit-identical to
+//! [`crate::dot::VecDot`] (which keeps 8 position lanes per row and sums them at the end):
+//! the difference is f32 rounding only (same integers), a few ulps of Σ|terms|.
+//!
+//! Rows not a multiple of [`ROWS`] are not repacked (callers keep such matrices as they
+//! are).
+
+use crate::dot::SimdPath;
+use crate::GgmlType;
+
+mod q4k;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use q4k::Q4KX8_BLOCK_BYTES;
+
+/// Rows per repacked group.
+pub const ROWS: usize = 8;
+
+/// Most tokens one tile-kernel call handles.
+pub const MAX_TOKENS: usize = 4;
+
+/// Why a repack or a packed dot could not run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RepackError {
+    /// No repacked layout for this type.
+    #[error("no repacked layout for weight type {0} (supported: Q4_K)")]
+    Unsupported(GgmlType),
+    /// Shapes that do not fit the layout or the buffers.
+    #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
+    Shape {
+        ty: GgmlType,
+        n_in: usize,
+        n_out: usize,
+        problem: String,
+    },
+}
+
+/// A repacked layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PackedType {
+    /// Q4_K, groups of 8 rows (see the module docs).
+    Q4Kx8,
+}
+
+impl PackedType {
+    /// The layout for weights of type `ty`, if there is one.
+    pub fn for_type(ty: GgmlType) -> Option<PackedType> {
+        match ty {
+            GgmlType::Q4_K => Some(PackedType::Q4Kx8),
+            _ => None,
+        }
+    }
+
+    /// The source (file) type.
+    pub fn source(self) -> GgmlType {
+        match self {
+            PackedType::Q4Kx8 => GgmlType::Q4_K,
+        }
+    }
+
+    /// Short name for summaries (`"Q4_Kx8"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PackedType::Q4Kx8 => "Q4_Kx8",
+        }
+    }
+
+    /// Bytes of one group of [`ROWS`] rows of `n_in` values (`None` if `n_in` is not a
+    /// whole number of blocks or overflows).
+    pub fn group_bytes(self, n_in: usize) -> Option<usize> {
+        let bs = self.source().block_size();
+        if n_in == 0 || n_in % bs != 0 {
+            return None;
+        }
+        (n_in / bs).checked_mul(Q4KX8_BLOCK_BYTES)
+    }
+
+    /// Bytes of a whole repacked `n_out × n_in` matrix (`n_out` must be a multiple of
+    /// [`ROWS`]).
+    pub fn matrix_bytes(self, n_in: usize, n_out: usize) -> Option<usize> {
+        if n_out % ROWS != 0 {
+            return None;
+        }
+        self.group_bytes(n_in)?.checked_mul(n_out / ROWS)
+    }
+}
+
+fn shape(ty: GgmlType, n_in: usize, n_out: usize, problem: String) -> RepackError {
+    RepackError::Shape {
+        ty,
+        n_in,
+        n_out,
+        problem,
+    }
+}
+
+/// Checks the shapes of a repack/unpack between `file` bytes (`n_out` rows of `ty`) and
+/// `packed` bytes; returns the layout.
+fn check(
+    ty: GgmlType,
+    n_in: usize,
+    n_out: usize,
+    file: usize,
+    packed: usize,
+) -> Result<PackedType, RepackError> {
+    let pt = PackedType::for_type(ty).ok_or(RepackError::Unsupported(ty))?;
+    if n_out % ROWS != 0 {
+        return Err(shape(ty, n_in, n_out, format!("{n_out} rows is not a multiple of {ROWS}")));
+    }
+    let want_packed = pt
+        .matrix_bytes(n_in, n_out)
+        .ok_or_else(|| shape(ty, n_in, n_out, format!("{n_in} values is not a whole number of {ty} blocks")))?;
+    let want_file = ty
+        .row_bytes(n_in as u64)
+        .and_then(|rb| (rb as usize).checked_mul(n_out))
+        .ok_or_else(|| shape(ty, n_in, n_out, "size overflows".to_string()))?;
+    if file != want_file {
+        return Err(shape(ty, n_in, n_out, format!("source holds {file} bytes, expected {want_file}")));
+    }
+    if packed != want_packed {
+        return Err(shape(ty, n_in, n_out, format!("packed buffer holds {packed} bytes, expected {want_packed}")));
+    }
+    Ok(pt)
+}
+
+/// Repacks `n_out` rows of `n_in` values of `ty` as stored in GGUF (`src`) into `dst`
+/// (exactly [`PackedType::matrix_bytes`] bytes).
+pub fn repack(ty: GgmlType, n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) -> Result<(), RepackError> {
+    match check(ty, n_in, n_out, src.len(), dst.len())? {
+        PackedType::Q4Kx8 => q4k::repack(n_in, n_out, src, dst),
+    }
+    Ok(())
+}
+
+/// The inverse of [`repack`]: the GGUF bytes of the `n_out` rows (for dequantization and
+/// the reference path). `unpack(repack(x)) == x` for blocks whose packed scales are
+/// canonical (ggml's quantizer writes them so; see `q4k`).
+pub fn unpack(ty: GgmlType, n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) -> Result<(), RepackError> {
+    match check(ty, n_in, n_out, dst.len(), packed.len())? {
+        PackedType::Q4Kx8 => q4k::unpack(n_in, n_out, packed, dst),
+    }
+    Ok(())
+}
+
+/// A tile kernel: `nb` blocks of one packed group × `T` activation rows → `out[t][row]`.
+///
+/// # Safety
+/// `w` must point to one group of `nb` packed blocks, each `a[t]` (t < T) to `nb`
+/// activation blocks, `out` to `T·ROWS` writable f32, and the CPU must support the
+/// kernel's target features.
+pub(crate) type TileFn = unsafe fn(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32);
+
+#[derive(Clone, Copy)]
+enum Imp {
+    Scalar,
+    #[allow(dead_code)] // never built on non-x86 targets
+    Simd(&'static [TileFn; MAX_TOKENS]),
+}
+
+/// The dot product of a packed layout, with its implementation chosen once.
+#[derive(Clone, Copy)]
+pub struct PackedDot {
+    /// The layout.
+    pub packed: PackedType,
+    /// The activation type (Q8_K for Q4_K).
+    pub act: GgmlType,
+    /// The implementation in use.
+    pub path: SimdPath,
+    imp: Imp,
+}
+
+impl std::fmt::Debug for PackedDot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedDot")
+            .field("packed", &self.packed)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl PackedDot {
+    /// The kernel for `packed` on the best path of this CPU.
+    pub fn new(packed: PackedType) -> PackedDot {
+        PackedDot::with_path(packed, crate::dot::best_path())
+    }
+
+    /// The kernel on a given path (falls back AVX512-VNNI → AVX2 → scalar as available;
+    /// `path` of the result says what runs).
+    pub fn with_path(packed: PackedType, path: SimdPath) -> PackedDot {
+        let act = crate::dot::act_type_for(packed.source()).unwrap_or(GgmlType::Q8_K);
+        #[cfg(target_arch = "x86_64")]
+        if let Some((p, fns)) = x86::kernels(packed, path) {
+            return PackedDot { packed, act, path: p, imp: Imp::Simd(fns) };
+        }
+        let _ = path;
+        PackedDot { packed, act, path: SimdPath::Scalar, imp: Imp::Scalar }
+    }
+
+    /// One group of [`ROWS`] packed rows (`group`: [`PackedType::group_bytes`] bytes)
+    /// against up to [`MAX_TOKENS`] activation rows (longer lists are split):
+    /// `out[t][r] = Σ W[r]·a[t]`. Each value is the same whatever the other rows of the
+    /// call (batch invariance).
+    ///
+    /// # Panics
+    /// On lengths that do not fit `n_in` (a caller bug; shapes are validated at load).
+    pub fn tile(&self, n_in: usize, group: &[u8], acts: &[&[u8]], out: &mut [[f32; ROWS]]) {
+        let gb = self.packed.group_bytes(n_in);
+        let ab = self.act.row_bytes(n_in as u64).map(|b| b as usize);
+        assert!(
+            gb == Some(group.len()) && acts.iter().all(|a| Some(a.len()) == ab) && acts.len() == out.len(),
+            "PackedDot::tile: {} n_in {n_in}: group {} bytes (want {gb:?}), {} activation rows, {} outputs",
+            self.packed.name(),
+            group.len(),
+            acts.len(),
+            out.len()
+        );
+        let nb = n_in / self.packed.source().block_size();
+        for (a, o) in acts.chunks(MAX_TOKENS).zip(out.chunks_mut(MAX_TOKENS)) {
+            match self.imp {
+                Imp::Scalar => {
+                    for (ai, oi) in a.iter().zip(o.iter_mut()) {
+                        *oi = match self.packed {
+                            PackedType::Q4Kx8 => q4k::dot_scalar(nb, group, ai),
+                        };
+                    }
+                }
+                Imp::Simd(fns) => {
+                    let mut ptrs = [std::ptr::null::<u8>(); MAX_TOKENS];
+                    for (p, ai) in ptrs.iter_mut().zip(a) {
+                        *p = ai.as_ptr();
+                    }
+                    // SAFETY: lengths checked above (the group holds nb packed blocks, each
+                    // activation row nb blocks); `o` has a.len() ≤ MAX_TOKENS rows of ROWS
+                    // f32, contiguous; CPU features were detected when `fns` was chosen.
+                    unsafe { fns[a.len() - 1](nb, group.as_ptr(), ptrs.as_ptr(), o.as_mut_ptr() as *mut f32) };
+                }
+            }
+        }
+    }
+}
+
+/// The scalar definitions (see the module docs).
+pub mod scalar {
+    pub use super::q4k::dot_scalar as dot_q4kx8;
+}
+
+/// Test hooks: per-block integers of the tile kernels vs the scalar definition. Not a
+/// stable API.
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    /// `[block][row] = [isum, msum]` of one packed group × one activation row (scalar).
+    pub fn block_ints_scalar(packed: PackedType, n_in: usize, group: &[u8], act: &[u8]) -> Vec<[[i32; 2]; ROWS]> {
+        let nb = n_in / packed.source().block_size();
+        match packed {
+            PackedType::Q4Kx8 => q4k::ints_scalar(nb, group, act),
+        }
+    }
+
+    /// The same integers from the SIMD block code on `path` (`None` if unavailable).
+    pub fn block_ints_simd(
+        packed: PackedType,
+        path: SimdPath,
+        n_in: usize,
+        group: &[u8],
+        act: &[u8],
+    ) -> Option<Vec<[[i32; 2]; ROWS]>> {
+        assert_eq!(packed.group_bytes(n_in), Some(group.len()));
+        assert_eq!(
+            crate::dot::act_type_for(packed.source()).and_then(|t| t.row_bytes(n_in as u64)),
+            Some(act.len() as u64)
+        );
+        let nb = n_in / packed.source().block_size();
+        #[cfg(target_arch = "x86_64")]
+        return x86::block_ints(packed, path, nb, group, act);
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (path, nb);
+            None
+        }
+    }
+}

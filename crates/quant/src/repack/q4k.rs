@@ -1,0 +1,174 @@
+//! Q4_Kx8: Q4_K rows repacked in groups of 8.
+//!
+//! A group is `nb` packed blocks (one per 256-value super-block), each
+//! [`Q4KX8_BLOCK_BYTES`] = 1184 bytes = 8 × 148:
+//!
+//! | offset | bytes | content |
+//! |---|---|---|
+//! | 0    | 16   | `d` of rows 0..8 (f16) |
+//! | 16   | 16   | `dmin` of rows 0..8 (f16) |
+//! | 32   | 64   | `sc[s][r]`: 6-bit scale of sub-block s (0..8) of row r, one byte each |
+//! | 96   | 64   | `mn[s][r]`: 6-bit min, likewise |
+//! | 160  | 1024 | `qs[j][g][r][i]` = row r's Q4_K `qs[32j + 4g + i]` (j, g, i: 0..4, 0..8, 0..4) |
+//!
+//! So the 32 bytes at `qs[j][g]` hold, for each of the 8 rows, the 4 bytes whose low
+//! nibbles are values `64j + 4g .. +4` (sub-block 2j) and whose high nibbles are values
+//! `64j + 32 + 4g .. +4` (sub-block 2j+1): one AND / one shift+AND gives two vectors of
+//! 8 rows × 4 values, each multiplied by one broadcast 4-byte group of activations.
+
+use super::ROWS;
+use crate::blocks::{BlockQ4K, Half};
+
+/// Bytes of one packed block (8 rows × 256 values).
+pub const Q4KX8_BLOCK_BYTES: usize = 1184;
+pub(super) const OFF_D: usize = 0;
+pub(super) const OFF_DMIN: usize = 16;
+pub(super) const OFF_SC: usize = 32;
+pub(super) const OFF_MN: usize = 96;
+pub(super) const OFF_QS: usize = 160;
+
+const SRC: usize = 144; // size_of::<BlockQ4K>()
+
+/// Byte offsets in a Q8_K block (f32 `d`, 256 `qs`, 16 i16 `bsums`).
+pub(super) const Q8K_QS: usize = 4;
+pub(super) const Q8K_BSUMS: usize = 260;
+pub(super) const Q8K_SIZE: usize = 292;
+
+/// Q4_K's 12 packed bytes → 8 six-bit scales (bytes 0..8) and 8 mins (8..16), per ggml's
+/// `get_scale_min_k4`.
+fn k4_scales_mins(p: &[u8; 12]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for j in 0..8 {
+        let (sc, m) = if j < 4 {
+            (p[j] & 63, p[j + 4] & 63)
+        } else {
+            ((p[j + 4] & 0xf) | ((p[j - 4] >> 6) << 4), (p[j + 4] >> 4) | ((p[j] >> 6) << 4))
+        };
+        out[j] = sc;
+        out[8 + j] = m;
+    }
+    out
+}
+
+pub(super) fn repack(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
+    let nb = n_in / 256;
+    let row_bytes = nb * SRC;
+    for (g, out) in dst.chunks_exact_mut(nb * Q4KX8_BLOCK_BYTES).enumerate().take(n_out / ROWS) {
+        for (ib, pb) in out.chunks_exact_mut(Q4KX8_BLOCK_BYTES).enumerate() {
+            for r in 0..ROWS {
+                let o = (g * ROWS + r) * row_bytes + ib * SRC;
+                let x: &BlockQ4K = bytemuck::from_bytes(&src[o..o + SRC]);
+                pb[OFF_D + 2 * r..OFF_D + 2 * r + 2].copy_from_slice(&x.d.0);
+                pb[OFF_DMIN + 2 * r..OFF_DMIN + 2 * r + 2].copy_from_slice(&x.dmin.0);
+                let sm = k4_scales_mins(&x.scales);
+                for s in 0..8 {
+                    pb[OFF_SC + 8 * s + r] = sm[s];
+                    pb[OFF_MN + 8 * s + r] = sm[8 + s];
+                }
+                for j in 0..4 {
+                    for gg in 0..8 {
+                        let d = OFF_QS + (j * 8 + gg) * 32 + 4 * r;
+                        let s = 32 * j + 4 * gg;
+                        pb[d..d + 4].copy_from_slice(&x.qs[s..s + 4]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 12-byte Q4_K scale packing of 8 six-bit scales and mins (inverse of
+/// `k4_scales_mins`; the packing is a bijection, so unpack ∘ repack is the identity).
+fn pack_scales(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
+    let mut p = [0u8; 12];
+    for j in 0..4 {
+        p[j] = (sc[j] & 63) | ((sc[j + 4] >> 4) << 6);
+        p[j + 4] = (m[j] & 63) | ((m[j + 4] >> 4) << 6);
+        p[j + 8] = (sc[j + 4] & 0xf) | ((m[j + 4] & 0xf) << 4);
+    }
+    p
+}
+
+pub(super) fn unpack(n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
+    let nb = n_in / 256;
+    let row_bytes = nb * SRC;
+    for (g, grp) in packed.chunks_exact(nb * Q4KX8_BLOCK_BYTES).enumerate().take(n_out / ROWS) {
+        for (ib, pb) in grp.chunks_exact(Q4KX8_BLOCK_BYTES).enumerate() {
+            for r in 0..ROWS {
+                let o = (g * ROWS + r) * row_bytes + ib * SRC;
+                let x: &mut BlockQ4K = bytemuck::from_bytes_mut(&mut dst[o..o + SRC]);
+                x.d = Half([pb[OFF_D + 2 * r], pb[OFF_D + 2 * r + 1]]);
+                x.dmin = Half([pb[OFF_DMIN + 2 * r], pb[OFF_DMIN + 2 * r + 1]]);
+                let sc: [u8; 8] = std::array::from_fn(|s| pb[OFF_SC + 8 * s + r]);
+                let mn: [u8; 8] = std::array::from_fn(|s| pb[OFF_MN + 8 * s + r]);
+                x.scales = pack_scales(&sc, &mn);
+                for j in 0..4 {
+                    for gg in 0..8 {
+                        let s = OFF_QS + (j * 8 + gg) * 32 + 4 * r;
+                        let d = 32 * j + 4 * gg;
+                        x.qs[d..d + 4].copy_from_slice(&pb[s..s + 4]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn f16_at(b: &[u8], o: usize) -> f32 {
+    Half([b[o], b[o + 1]]).to_f32()
+}
+
+/// The exact integers of one packed block × one Q8_K block, per row: `[isum, msum]` with
+/// `isum = Σ_s sc_s·Σ_{k<32} q[32s+k]·a[32s+k]`, `msum = Σ_s m_s·(bsums[2s] + bsums[2s+1])`.
+pub(super) fn block_ints(pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
+    let a = |p: usize| y[Q8K_QS + p] as i8 as i32;
+    let bsum = |k: usize| i16::from_le_bytes([y[Q8K_BSUMS + 2 * k], y[Q8K_BSUMS + 2 * k + 1]]) as i32;
+    std::array::from_fn(|r| {
+        let mut isum = 0i32;
+        let mut msum = 0i32;
+        for s in 0..8 {
+            let (j, high) = (s / 2, s % 2 == 1);
+            let mut sub = 0i32;
+            for k in 0..32 {
+                let (gg, i) = (k / 4, k % 4);
+                let byte = pb[OFF_QS + (j * 8 + gg) * 32 + 4 * r + i];
+                let q = if high { byte >> 4 } else { byte & 0xf } as i32;
+                sub += q * a(32 * s + k);
+            }
+            isum += pb[OFF_SC + 8 * s + r] as i32 * sub;
+            msum += pb[OFF_MN + 8 * s + r] as i32 * (bsum(2 * s) + bsum(2 * s + 1));
+        }
+        [isum, msum]
+    })
+}
+
+/// `[block][row]` integers of a whole group × one activation row.
+pub(super) fn ints_scalar(nb: usize, group: &[u8], act: &[u8]) -> Vec<[[i32; 2]; ROWS]> {
+    (0..nb)
+        .map(|ib| {
+            block_ints(
+                &group[ib * Q4KX8_BLOCK_BYTES..(ib + 1) * Q4KX8_BLOCK_BYTES],
+                &act[ib * Q8K_SIZE..(ib + 1) * Q8K_SIZE],
+            )
+        })
+        .collect()
+}
+
+/// The definition: the 8 rows of a packed group (`nb` blocks) · one Q8_K row.
+/// Per row, per block: `acc = fma(d·d_a, isum, acc)`, then `acc = fma(−(dmin·d_a), msum, acc)`.
+pub fn dot_scalar(nb: usize, group: &[u8], act: &[u8]) -> [f32; ROWS] {
+    let mut acc = [0f32; ROWS];
+    for ib in 0..nb {
+        let pb = &group[ib * Q4KX8_BLOCK_BYTES..(ib + 1) * Q4KX8_BLOCK_BYTES];
+        let y = &act[ib * Q8K_SIZE..(ib + 1) * Q8K_SIZE];
+        let da = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+        let ints = block_ints(pb, y);
+        for r in 0..ROWS {
+            let dd = f16_at(pb, OFF_D + 2 * r) * da;
+            let dm = f16_at(pb, OFF_DMIN + 2 * r) * da;
+            acc[r] = dd.mul_add(ints[r][0] as f32, acc[r]);
+            acc[r] = (-dm).mul_add(ints[r][1] as f32, acc[r]);
+        }
+    }
+    acc
+}

@@ -1,0 +1,214 @@
+//! AVX2 / AVX512-VNNI tile kernels of the repacked layouts (x86-64, chosen at run time).
+//!
+//! Q4_Kx8 × T tokens (T = 1..=4): for each packed block and each 64-value chunk j, the 8
+//! vectors `qs[j][g]` (8 rows × 4 bytes) are split into low nibbles (sub-block 2j) and high
+//! nibbles (sub-block 2j+1) once and multiplied, per token, with the broadcast 4-byte
+//! activation group of the same positions (`vpdpbusd`: u8 weights × s8 activations, 4
+//! products summed per i32 lane, lane = row). Each sub-block's 8 lane sums are then scaled
+//! by that sub-block's 8 row scales (`vpmulld`) into the block's `isum`, and the mins
+//! likewise by `vpdpwssd` of (m, m) pairs with the bsums. The f32 part is one FMA per
+//! (block, token) for `isum` and one for `msum`, in the scalar definition's order.
+//!
+//! Without VNNI the same integers come from `vpmaddubsw` + `vpmaddwd` (q ≤ 15 so the i16
+//! pair sums never saturate: 2·15·128 < 2¹⁵). Both variants are bit-identical to the
+//! scalar definition.
+
+#![allow(clippy::needless_range_loop)]
+
+use super::q4k::{OFF_D, OFF_DMIN, OFF_MN, OFF_QS, OFF_SC, Q4KX8_BLOCK_BYTES, Q8K_BSUMS, Q8K_QS, Q8K_SIZE};
+use super::{PackedType, TileFn, MAX_TOKENS, ROWS};
+use crate::dot::SimdPath;
+use std::arch::x86_64::*;
+
+fn avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+fn vnni() -> bool {
+    avx2()
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512bw")
+}
+
+/// The kernels for `packed` on `path` or the best available below it.
+pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &'static [TileFn; MAX_TOKENS])> {
+    match packed {
+        PackedType::Q4Kx8 => match path {
+            SimdPath::Avx512Vnni if vnni() => Some((SimdPath::Avx512Vnni, &Q4K_VNNI)),
+            SimdPath::Avx512Vnni | SimdPath::Avx2 if avx2() => Some((SimdPath::Avx2, &Q4K_AVX2)),
+            _ => None,
+        },
+    }
+}
+
+trait Isa {
+    /// `acc + Σ quads(u·s)` (u8 × s8 → i32).
+    unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
+    /// `acc + Σ pairs(p·s)` (i16 × i16 → i32).
+    unsafe fn dpwssd(acc: __m256i, p: __m256i, s: __m256i) -> __m256i;
+}
+
+struct Avx2;
+impl Isa for Avx2 {
+    #[inline(always)]
+    unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+    }
+    #[inline(always)]
+    unsafe fn dpwssd(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
+    }
+}
+
+struct Vnni;
+impl Isa for Vnni {
+    #[inline(always)]
+    unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, s)
+    }
+    #[inline(always)]
+    unsafe fn dpwssd(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, p, s)
+    }
+}
+
+#[inline(always)]
+unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// 4 bytes at `p` broadcast to all 8 lanes.
+#[inline(always)]
+unsafe fn bcast32(p: *const u8) -> __m256i {
+    _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32))
+}
+
+/// 8 bytes at `p`, zero-extended to 8 i32 lanes.
+#[inline(always)]
+unsafe fn u8x8(p: *const u8) -> __m256i {
+    _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i))
+}
+
+/// 8 f16 at `p` as f32.
+#[inline(always)]
+unsafe fn f16x8(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+/// One packed block × T activation blocks: `[isum, msum]` per token, lane = row.
+#[inline(always)]
+unsafe fn q4k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T]) -> ([__m256i; T], [__m256i; T]) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut isum = [_mm256_setzero_si256(); T];
+    for j in 0..4 {
+        let mut slo = [_mm256_setzero_si256(); T];
+        let mut shi = [_mm256_setzero_si256(); T];
+        for g in 0..8 {
+            let w = load(pb.add(OFF_QS + (j * 8 + g) * 32));
+            let lo = _mm256_and_si256(w, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(w), m4);
+            for t in 0..T {
+                let y = a[t].add(Q8K_QS + 64 * j + 4 * g);
+                slo[t] = I::dpbusd(slo[t], lo, bcast32(y));
+                shi[t] = I::dpbusd(shi[t], hi, bcast32(y.add(32)));
+            }
+        }
+        let sl = u8x8(pb.add(OFF_SC + 8 * (2 * j)));
+        let sh = u8x8(pb.add(OFF_SC + 8 * (2 * j + 1)));
+        for t in 0..T {
+            // |sub-block sum| ≤ 32·15·128, scale ≤ 63: no overflow.
+            let p = _mm256_add_epi32(_mm256_mullo_epi32(slo[t], sl), _mm256_mullo_epi32(shi[t], sh));
+            isum[t] = _mm256_add_epi32(isum[t], p);
+        }
+    }
+    let mut msum = [_mm256_setzero_si256(); T];
+    for s in 0..8 {
+        // (m, m) as an i16 pair per lane, against the pair (bsums[2s], bsums[2s+1]).
+        let m = u8x8(pb.add(OFF_MN + 8 * s));
+        let mm = _mm256_or_si256(m, _mm256_slli_epi32::<16>(m));
+        for t in 0..T {
+            msum[t] = I::dpwssd(msum[t], mm, bcast32(a[t].add(Q8K_BSUMS + 4 * s)));
+        }
+    }
+    (isum, msum)
+}
+
+#[inline(always)]
+unsafe fn q4k_tile<const T: usize, I: Isa>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+    let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
+    let mut acc = [_mm256_setzero_ps(); T];
+    for ib in 0..nb {
+        let pb = w.add(ib * Q4KX8_BLOCK_BYTES);
+        let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8K_SIZE));
+        let (isum, msum) = q4k_block_ints::<T, I>(pb, at);
+        let d = f16x8(pb.add(OFF_D));
+        let dmin = f16x8(pb.add(OFF_DMIN));
+        for t in 0..T {
+            let da = _mm256_set1_ps(std::ptr::read_unaligned(at[t] as *const f32));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(msum[t]), acc[t]);
+        }
+    }
+    for t in 0..T {
+        _mm256_storeu_ps(out.add(t * ROWS), acc[t]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_avx2<const T: usize>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+    q4k_tile::<T, Avx2>(nb, w, a, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
+unsafe fn q4k_vnni<const T: usize>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+    q4k_tile::<T, Vnni>(nb, w, a, out)
+}
+
+static Q4K_AVX2: [TileFn; MAX_TOKENS] = [q4k_avx2::<1>, q4k_avx2::<2>, q4k_avx2::<3>, q4k_avx2::<4>];
+static Q4K_VNNI: [TileFn; MAX_TOKENS] = [q4k_vnni::<1>, q4k_vnni::<2>, q4k_vnni::<3>, q4k_vnni::<4>];
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn ints_avx2(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    ints_with::<Avx2>(nb, w, a)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
+unsafe fn ints_vnni(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    ints_with::<Vnni>(nb, w, a)
+}
+
+#[inline(always)]
+unsafe fn ints_with<I: Isa>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    let mut out = vec![[[0i32; 2]; ROWS]; nb];
+    for (ib, o) in out.iter_mut().enumerate() {
+        let (isum, msum) = q4k_block_ints::<1, I>(w.add(ib * Q4KX8_BLOCK_BYTES), [a.add(ib * Q8K_SIZE)]);
+        let (mut li, mut lm) = ([0i32; 8], [0i32; 8]);
+        _mm256_storeu_si256(li.as_mut_ptr() as *mut __m256i, isum[0]);
+        _mm256_storeu_si256(lm.as_mut_ptr() as *mut __m256i, msum[0]);
+        for r in 0..ROWS {
+            *o.get_mut(r).expect("8 rows") = [li[r], lm[r]];
+        }
+    }
+    out
+}
+
+/// Test hook: per-block integers from the SIMD block code (lengths checked by the caller).
+pub(super) fn block_ints(
+    packed: PackedType,
+    path: SimdPath,
+    nb: usize,
+    group: &[u8],
+    act: &[u8],
+) -> Option<Vec<[[i32; 2]; ROWS]>> {
+    let PackedType::Q4Kx8 = packed;
+    // SAFETY: the caller checked that `group` holds nb packed blocks and `act` nb Q8_K
+    // blocks; each variant runs only after its CPU features were detected.
+    unsafe {
+        match path {
+            SimdPath::Avx512Vnni if vnni() => Some(ints_vnni(nb, group.as_ptr(), act.as_ptr())),
+            SimdPath::Avx2 if avx2() => Some(ints_avx2(nb, group.as_ptr(), act.as_ptr())),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Property tests of the repacked Q4_K layout (`quant::repack`, Q4_Kx8):
+//! - `unpack(repack(x)) == x` for any bytes (the scale re-packing is a bijection);
+//! - the SIMD block code's integers (`isum`, `msum` per row and block) equal the scalar
+//!   definition's, on every path this CPU has;
+//! - the tile kernel's f32 results are bit-identical to the scalar definition for 1..=7
+//!   tokens per call (batch invariance: a token's value never depends on its neighbours);
+//! - each result is within 1e-5·Σ|terms| of an independent f64 evaluation and of the
+//!   unrepacked `VecDot` path on the same rows.
+//!
+//! Rows mix ordinary data, all-zero quants, max-magnitude quants (all-15 nibbles with
+//! activations −128 / 127) and extreme scales.
+
+#[path = "dot_common/mod.rs"]
+mod dot_common;
+
+use dot_common::*;
+use proptest::prelude::*;
+use quant::dot::{vec_dot_with, SimdPath};
+use quant::repack::{self, testing, PackedDot, PackedType, ROWS};
+use quant::GgmlType;
+
+const TY: GgmlType = GgmlType::Q4_K;
+const REL_TOL: f64 = 1e-5;
+
+fn paths() -> Vec<PackedDot> {
+    let mut v = vec![PackedDot::with_path(PackedType::Q4Kx8, SimdPath::Avx2)];
+    let vnni = PackedDot::with_path(PackedType::Q4Kx8, SimdPath::Avx512Vnni);
+    if vnni.path != v[0].path {
+        v.push(vnni);
+    }
+    v
+}
+
+/// `n_out` random rows of `nb` blocks (one row-major matrix).
+fn matrix(n_out: usize, nb: usize, rng: &mut rand::rngs::StdRng, mode: Mode) -> Vec<u8> {
+    (0..n_out).flat_map(|_| weight_row(TY, nb, rng, mode)).collect()
+}
+
+fn same_f32(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+fn check_case(seed: u64, mode: usize, nb: usize, groups: usize) -> Result<(), TestCaseError> {
+    let mode = MODES[mode];
+    let mut rng = rng(seed);
+    let (n_in, n_out) = (nb * 256, groups * ROWS);
+    let file = matrix(n_out, nb, &mut rng, mode);
+    let pt = PackedType::for_type(TY).unwrap();
+    let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
+    repack::repack(TY, n_in, n_out, &file, &mut packed).unwrap();
+    let mut back = vec![0u8; file.len()];
+    repack::unpack(TY, n_in, n_out, &packed, &mut back).unwrap();
+    prop_assert!(back == file, "unpack(repack(x)) != x");
+
+    let acts: Vec<Vec<u8>> = (0..7).map(|_| act_row(GgmlType::Q8_K, n_in, &mut rng, mode)).collect();
+    let gb = pt.group_bytes(n_in).unwrap();
+    let scalar = PackedDot::with_path(pt, SimdPath::Scalar);
+    let vd = vec_dot_with(TY, SimdPath::Avx512Vnni).unwrap();
+    let rb = file.len() / n_out;
+    for (g, group) in packed.chunks_exact(gb).enumerate() {
+        // Integers: SIMD block code == scalar definition.
+        for a in &acts {
+            let want = testing::block_ints_scalar(pt, n_in, group, a);
+            for p in paths() {
+                let got = testing::block_ints_simd(pt, p.path, n_in, group, a);
+                prop_assert!(got.as_ref() == Some(&want), "{:?} ints differ (group {g})", p.path);
+            }
+        }
+        // f32: the scalar definition per token.
+        let refs: Vec<&[u8]> = acts.iter().map(|a| a.as_slice()).collect();
+        let mut want = vec![[0f32; ROWS]; acts.len()];
+        scalar.tile(n_in, group, &refs, &mut want);
+        for p in paths() {
+            for count in 1..=acts.len() {
+                let mut got = vec![[0f32; ROWS]; count];
+                p.tile(n_in, group, &refs[..count], &mut got);
+                for t in 0..count {
+                    for r in 0..ROWS {
+                        prop_assert!(
+                            same_f32(got[t][r], want[t][r]),
+                            "{:?} {count} tokens: token {t} row {r}: {} vs scalar {}",
+                            p.path,
+                            got[t][r],
+                            want[t][r]
+                        );
+                    }
+                }
+            }
+        }
+        // Against f64 and the unrepacked path.
+        for (t, a) in acts.iter().enumerate() {
+            for r in 0..ROWS {
+                let row = &file[(g * ROWS + r) * rb..(g * ROWS + r + 1) * rb];
+                let (exact, mag) = reference_dot(TY, GgmlType::Q8_K, row, a);
+                let got = want[t][r] as f64;
+                let old = vd.dot(n_in, row, a) as f64;
+                if !exact.is_finite() || !mag.is_finite() || mag > 1e30 {
+                    continue;
+                }
+                let tol = REL_TOL * mag + 1e-30;
+                prop_assert!((got - exact).abs() <= tol, "token {t} row {r}: {got} vs f64 {exact} (mag {mag})");
+                prop_assert!((got - old).abs() <= 2.0 * tol, "token {t} row {r}: {got} vs VecDot {old} (mag {mag})");
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn q4kx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..5, groups in 1usize..3) {
+        check_case(seed, mode, nb, groups)?;
+    }
+}
+
+#[test]
+fn q4kx8_unpack_is_inverse_on_any_bytes() {
+    let mut rng = rng(7);
+    let (n_in, n_out) = (512, 16);
+    let file: Vec<u8> = (0..n_out * 2 * 144).map(|_| rand::Rng::random::<u8>(&mut rng)).collect();
+    let mut packed = vec![0u8; PackedType::Q4Kx8.matrix_bytes(n_in, n_out).unwrap()];
+    repack::repack(TY, n_in, n_out, &file, &mut packed).unwrap();
+    let mut back = vec![0u8; file.len()];
+    repack::unpack(TY, n_in, n_out, &packed, &mut back).unwrap();
+    assert!(back == file);
+}
+
+#[test]
+fn q4kx8_rejects_bad_shapes() {
+    let src = vec![0u8; 8 * 144];
+    let mut dst = vec![0u8; 8 * 148];
+    assert!(repack::repack(TY, 256, 8, &src, &mut dst).is_ok());
+    let e = repack::repack(TY, 256, 4, &src[..4 * 144], &mut dst[..4 * 148]).unwrap_err();
+    assert!(e.to_string().contains("not a multiple of 8"), "{e}");
+    let e = repack::repack(TY, 256, 8, &src[..100], &mut dst).unwrap_err();
+    assert!(e.to_string().contains("source holds 100 bytes"), "{e}");
+    let e = repack::repack(TY, 256, 8, &src, &mut dst[..10]).unwrap_err();
+    assert!(e.to_string().contains("packed buffer holds 10 bytes"), "{e}");
+    let e = repack::repack(TY, 200, 8, &src, &mut dst).unwrap_err();
+    assert!(e.to_string().contains("whole number"), "{e}");
+    let e = repack::repack(GgmlType::Q8_0, 256, 8, &src, &mut dst).unwrap_err();
+    assert!(matches!(e, repack::RepackError::Unsupported(GgmlType::Q8_0)));
+}
