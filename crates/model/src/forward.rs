@@ -357,18 +357,21 @@ impl Model {
         // Absorb W_UK: per head, q_nope (nope) → latent space (lora). The attention query
         // of head h is [q_nope·W_UK, q_pe] (lat_w wide), scored against the cached
         // [c_kv, k_pe] rows, whose c_kv part is also the value.
-        let q_attn = buf(&mut st.q_latent, n * c.n_head * lat_w);
-        for h in 0..c.n_head {
-            let head_in = buf(&mut st.head_in, n * nope);
-            for t in 0..n {
+        let head_in = buf(&mut st.head_in, n * c.n_head * nope);
+        for t in 0..n {
+            for h in 0..c.n_head {
                 let src = t * q_w + h * head_q;
-                head_in[t * nope..(t + 1) * nope].copy_from_slice(&st.q[src..src + nope]);
+                head_in[(t * c.n_head + h) * nope..(t * c.n_head + h + 1) * nope].copy_from_slice(&st.q[src..src + nope]);
             }
-            let head_out = buf(&mut st.head_out, n * lora);
-            st.linear.forward(pool, &a.k_b, h, &st.head_in[..n * nope], head_out)?;
-            for t in 0..n {
+        }
+        let head_out = buf(&mut st.head_out, n * c.n_head * lora);
+        st.linear.forward_slabs(pool, &a.k_b, &st.head_in[..n * c.n_head * nope], head_out)?;
+        let q_attn = buf(&mut st.q_latent, n * c.n_head * lat_w);
+        for t in 0..n {
+            for h in 0..c.n_head {
                 let dst = (t * c.n_head + h) * lat_w;
-                q_attn[dst..dst + lora].copy_from_slice(&st.head_out[t * lora..(t + 1) * lora]);
+                let src = (t * c.n_head + h) * lora;
+                q_attn[dst..dst + lora].copy_from_slice(&st.head_out[src..src + lora]);
                 let pe = t * q_w + h * head_q + nope;
                 q_attn[dst + lora..dst + lat_w].copy_from_slice(&st.q[pe..pe + rope]);
             }
@@ -405,19 +408,7 @@ impl Model {
         // W_UV per head: attended latent (lora) → values (v_head), then the output projection.
         let v = m.v_head;
         let att_out = buf(&mut st.att_out, n * c.n_head * v);
-        for h in 0..c.n_head {
-            let head_in = buf(&mut st.head_in, n * lora);
-            for t in 0..n {
-                let src = (t * c.n_head + h) * lora;
-                head_in[t * lora..(t + 1) * lora].copy_from_slice(&st.attended_latent[src..src + lora]);
-            }
-            let head_out = buf(&mut st.head_out, n * v);
-            st.linear.forward(pool, &a.v_b, h, &st.head_in[..n * lora], head_out)?;
-            for t in 0..n {
-                att_out[(t * c.n_head + h) * v..(t * c.n_head + h + 1) * v]
-                    .copy_from_slice(&st.head_out[t * v..(t + 1) * v]);
-            }
-        }
+        st.linear.forward_slabs(pool, &a.v_b, &st.attended_latent[..n * c.n_head * lora], att_out)?;
         st.linear.forward(pool, &a.wo, 0, &st.att_out[..n * c.n_head * v], buf(&mut st.block_out, n * c.dim))
     }
 

@@ -23,12 +23,23 @@ pub struct Linear {
     pub mode: MatmulMode,
     act: ActScratch,
     exact: ExactScratch,
+    /// [`Linear::forward_slabs`]: the input rows of each slab, and head-major outputs.
+    slab_rows: Vec<u32>,
+    slab_in: Vec<f32>,
+    slab_out: Vec<f32>,
 }
 
 impl Linear {
     /// A matmul context for `mode`.
     pub fn new(mode: MatmulMode) -> Linear {
-        Linear { mode, act: ActScratch::new(), exact: ExactScratch::new() }
+        Linear {
+            mode,
+            act: ActScratch::new(),
+            exact: ExactScratch::new(),
+            slab_rows: Vec::new(),
+            slab_in: Vec::new(),
+            slab_out: Vec::new(),
+        }
     }
 
     /// `out[t] = W_slab · x[t]` for every token row `t` of `x` (`n_in` values each);
@@ -83,5 +94,53 @@ impl Linear {
             ops.push(MatmulOp { w: view, xq, tokens: None, out });
         }
         matmul_batch(pool, &mut ops).map_err(|e| ModelError::Input(format!("{}: {e}", w0.name())))
+    }
+
+    /// Per-head products of a stack (e.g. DeepSeek's `attn_k_b`): `x` holds `n` tokens ×
+    /// `w.n_slab` rows of `w.n_in`, row (t, h) is multiplied by slab h, and `out` gets
+    /// `n × n_slab` rows of `w.n_out`. All heads run as one parallel region.
+    pub fn forward_slabs(&mut self, pool: &ThreadPool, w: &Matrix, x: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
+        let (heads, n_in, n_out) = (w.n_slab, w.n_in, w.n_out);
+        let n = x.len() / (heads * n_in);
+        let err = |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", w.name()));
+        if self.mode == MatmulMode::Exact || heads > kernels::matmul::MAX_BATCH_OPS {
+            for h in 0..heads {
+                self.slab_in.clear();
+                for t in 0..n {
+                    self.slab_in.extend_from_slice(&x[(t * heads + h) * n_in..(t * heads + h + 1) * n_in]);
+                }
+                self.slab_out.resize(n * n_out, 0.0);
+                let (inp, mut tmp) = (std::mem::take(&mut self.slab_in), std::mem::take(&mut self.slab_out));
+                let r = self.forward(pool, w, h, &inp, &mut tmp);
+                for t in 0..n {
+                    out[(t * heads + h) * n_out..(t * heads + h + 1) * n_out].copy_from_slice(&tmp[t * n_out..(t + 1) * n_out]);
+                }
+                self.slab_in = inp;
+                self.slab_out = tmp;
+                r?;
+            }
+            return Ok(());
+        }
+        let xq = quantize_acts(pool, w.ty, x, n_in, &mut self.act).map_err(err)?;
+        self.slab_rows.clear();
+        for h in 0..heads {
+            self.slab_rows.extend((0..n).map(|t| (t * heads + h) as u32));
+        }
+        self.slab_out.resize(heads * n * n_out, 0.0);
+        {
+            let mut ops = Vec::with_capacity(heads);
+            for (h, o) in self.slab_out.chunks_exact_mut(n * n_out).enumerate() {
+                let view = QMatrix::new(w.ty, n_in, n_out, w.slab(h)).map_err(err)?;
+                ops.push(MatmulOp { w: view, xq, tokens: Some(&self.slab_rows[h * n..(h + 1) * n]), out: o });
+            }
+            matmul_batch(pool, &mut ops).map_err(err)?;
+        }
+        for h in 0..heads {
+            for t in 0..n {
+                let src = (h * n + t) * n_out;
+                out[(t * heads + h) * n_out..(t * heads + h + 1) * n_out].copy_from_slice(&self.slab_out[src..src + n_out]);
+            }
+        }
+        Ok(())
     }
 }
