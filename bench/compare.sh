@@ -44,6 +44,7 @@ fi
 OUT="$(mktemp -d /tmp/ferromoe-compare.XXXXXX)"
 echo "compare: $MODEL · $THREADS threads · pp$P tg$N · $ROUNDS rounds × $REPS reps · raw JSON in $OUT" >&2
 "$FERROMOE" inspect --json --tensors "$MODEL" > "$OUT/inspect.json"
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
     echo "compare: round $round: llama-bench" >&2
     "$LLAMA_BENCH" -m "$MODEL" -t "$THREADS" -p "$P" -n "$N" -r "$REPS" -o json > "$OUT/llama.$round.json" 2> "$OUT/llama.$round.log" \
@@ -56,8 +57,9 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
 done
 
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo '+dirty')"
-CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) · $(nproc) cores · $(free -g | awk '/Mem:/{print $2}') GiB"
+CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) · $(nproc) cores · $(free -g | awk '/Mem:/{print $2}') GiB · load average $LOAD_BEFORE before, $LOAD_AFTER after"
 CMD="bench/compare.sh --model $(basename "$MODEL") -t $THREADS -p $P -n $N -r $REPS --rounds $ROUNDS${KSEL:+ --experts-per-token $KSEL}"
 python3 bench/compare_report.py "$OUT" --threads "$THREADS" --commit "$COMMIT" --cpu "$CPU" --cmd "$CMD" \
     --label "$LABEL" ${RESULTS:+$( ((RESULTS)) && echo --results bench/RESULTS.md)}
