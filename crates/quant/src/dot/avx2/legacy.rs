@@ -23,7 +23,7 @@ impl Kernel for Q4_0K {
         // Σ (q − 8)·a = Σ q·a − Σ 8·a, both as unsigned × signed byte products.
         let q = nibbles32(x.qs.as_ptr());
         let eight = _mm256_set1_epi8(8);
-        let dx = f16_bcast(x.d.0.as_ptr());
+        let dx = f16_x4(x.d.0.as_ptr());
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_0);
             let yv = load(y.qs.as_ptr() as *const u8);
@@ -32,7 +32,7 @@ impl Kernel for Q4_0K {
                 r,
                 ib,
                 slot,
-                _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
+                _mm256_broadcastss_ps(_mm_mul_ps(dx, f16_x4(y.d.0.as_ptr()))),
                 isum,
             );
         }
@@ -55,7 +55,7 @@ impl Kernel for Q4_1K {
     ) {
         let x = &*(w as *const BlockQ4_1);
         let q = nibbles32(x.qs.as_ptr());
-        let dx = f16_bcast(x.d.0.as_ptr());
+        let dx = f16_x4(x.d.0.as_ptr());
         // m in lane 0 only: the m·s term enters the 8-lane sum once.
         let mx = _mm256_blend_ps::<1>(_mm256_setzero_ps(), f16_bcast(x.m.0.as_ptr()));
         for r in 0..N {
@@ -65,7 +65,7 @@ impl Kernel for Q4_1K {
                 r,
                 ib,
                 slot,
-                _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
+                _mm256_broadcastss_ps(_mm_mul_ps(dx, f16_x4(y.d.0.as_ptr()))),
                 isum,
             );
             s.fma(r, slot, mx, f16_bcast(y.s.0.as_ptr()));
@@ -92,7 +92,7 @@ impl Kernel for Q5_0K {
         let hi = _mm256_and_si256(bits32(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
         let q = _mm256_or_si256(nibbles32(x.qs.as_ptr()), hi);
         let sixteen = _mm256_set1_epi8(16);
-        let dx = f16_bcast(x.d.0.as_ptr());
+        let dx = f16_x4(x.d.0.as_ptr());
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_0);
             let yv = load(y.qs.as_ptr() as *const u8);
@@ -101,7 +101,7 @@ impl Kernel for Q5_0K {
                 r,
                 ib,
                 slot,
-                _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
+                _mm256_broadcastss_ps(_mm_mul_ps(dx, f16_x4(y.d.0.as_ptr()))),
                 isum,
             );
         }
@@ -125,7 +125,7 @@ impl Kernel for Q5_1K {
         let x = &*(w as *const BlockQ5_1);
         let hi = _mm256_and_si256(bits32(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
         let q = _mm256_or_si256(nibbles32(x.qs.as_ptr()), hi);
-        let dx = f16_bcast(x.d.0.as_ptr());
+        let dx = f16_x4(x.d.0.as_ptr());
         // m in lane 0 only: the m·s term enters the 8-lane sum once.
         let mx = _mm256_blend_ps::<1>(_mm256_setzero_ps(), f16_bcast(x.m.0.as_ptr()));
         for r in 0..N {
@@ -135,7 +135,7 @@ impl Kernel for Q5_1K {
                 r,
                 ib,
                 slot,
-                _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
+                _mm256_broadcastss_ps(_mm_mul_ps(dx, f16_x4(y.d.0.as_ptr()))),
                 isum,
             );
             s.fma(r, slot, mx, f16_bcast(y.s.0.as_ptr()));
@@ -159,7 +159,7 @@ impl Kernel for Q8_0K {
     ) {
         let x = &*(w as *const BlockQ8_0);
         let q = load(x.qs.as_ptr() as *const u8);
-        let dx = f16_bcast(x.d.0.as_ptr());
+        let dx = f16_x4(x.d.0.as_ptr());
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_0);
             let isum = dot_s8::<I>(q, load(y.qs.as_ptr() as *const u8));
@@ -167,7 +167,7 @@ impl Kernel for Q8_0K {
                 r,
                 ib,
                 slot,
-                _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
+                _mm256_broadcastss_ps(_mm_mul_ps(dx, f16_x4(y.d.0.as_ptr()))),
                 isum,
             );
         }
@@ -190,7 +190,7 @@ impl Kernel for IQ4_NLK {
     ) {
         let x = &*(w as *const BlockIQ4NL);
         let q = _mm256_shuffle_epi8(iq4_table(), nibbles32(x.qs.as_ptr()));
-        let dx = f16_bcast(x.d.0.as_ptr());
+        let dx = f16_x4(x.d.0.as_ptr());
         for r in 0..N {
             let y = &*(a[r] as *const BlockQ8_0);
             let isum = dot_s8::<I>(q, load(y.qs.as_ptr() as *const u8));
@@ -198,7 +198,7 @@ impl Kernel for IQ4_NLK {
                 r,
                 ib,
                 slot,
-                _mm256_mul_ps(dx, f16_bcast(y.d.0.as_ptr())),
+                _mm256_broadcastss_ps(_mm_mul_ps(dx, f16_x4(y.d.0.as_ptr()))),
                 isum,
             );
         }

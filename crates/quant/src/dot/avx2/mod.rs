@@ -154,6 +154,13 @@ unsafe fn f16x2_bcast(p: *const u8) -> __m256 {
     _mm256_cvtph_ps(_mm_set1_epi32(std::ptr::read_unaligned(p as *const i32)))
 }
 
+/// An f16 at `p`, converted at 128-bit width (one uop; the 256-bit conversion is two) in
+/// all 4 lanes.
+#[inline(always)]
+unsafe fn f16_x4(p: *const u8) -> __m128 {
+    _mm_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(p as *const i16)))
+}
+
 /// An f16 at `p` as f32.
 #[inline(always)]
 unsafe fn f16_at(p: *const u8) -> f32 {
