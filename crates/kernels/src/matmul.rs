@@ -26,6 +26,7 @@
 
 use crate::pool::ThreadPool;
 use quant::dot::{act_type_for, vec_dot_for, DotError, VecDot, MAX_ROWS};
+use quant::repack::{PackedDot, PackedType, ROWS as PACK_ROWS};
 use quant::{GgmlType, QuantError};
 
 /// Why a matmul could not run. Messages name the shapes involved.
@@ -68,11 +69,32 @@ pub struct QMatrix<'a> {
     pub n_out: usize,
     /// Bytes of one row.
     pub row_bytes: usize,
-    /// `n_out · row_bytes` bytes.
+    /// `n_out · row_bytes` bytes as stored in GGUF, or, when `packed` is set, the
+    /// repacked groups ([`PackedType::matrix_bytes`] bytes).
     pub data: &'a [u8],
+    /// The repacked layout of `data` (see `quant::repack`), or `None` for file order.
+    pub packed: Option<PackedType>,
 }
 
 impl<'a> QMatrix<'a> {
+    /// A view of a matrix repacked by `quant::repack::repack` (`n_out` a multiple of
+    /// `quant::repack::ROWS`); `ty` is the source type, `data` the packed bytes.
+    pub fn packed(packed: PackedType, n_in: usize, n_out: usize, data: &'a [u8]) -> Result<QMatrix<'a>, MatmulError> {
+        let ty = packed.source();
+        let rb = row_bytes(ty, n_in)?;
+        let want = packed
+            .matrix_bytes(n_in, n_out)
+            .ok_or_else(|| shape_err(format!("{} [{n_in}, {n_out}]: not a repackable shape", packed.name())))?;
+        if data.len() != want {
+            return Err(shape_err(format!(
+                "{} [{n_in}, {n_out}] needs {want} bytes, data has {}",
+                packed.name(),
+                data.len()
+            )));
+        }
+        Ok(QMatrix { ty, n_in, n_out, row_bytes: rb, data, packed: Some(packed) })
+    }
+
     /// Checks that `data` holds exactly `n_out` rows of `n_in` values of `ty`.
     pub fn new(ty: GgmlType, n_in: usize, n_out: usize, data: &'a [u8]) -> Result<QMatrix<'a>, MatmulError> {
         let rb = row_bytes(ty, n_in)?;
@@ -83,7 +105,7 @@ impl<'a> QMatrix<'a> {
                 data.len()
             )));
         }
-        Ok(QMatrix { ty, n_in, n_out, row_bytes: rb, data })
+        Ok(QMatrix { ty, n_in, n_out, row_bytes: rb, data, packed: None })
     }
 
     /// A 2-D view from a ggml shape (`ne = [n_in, n_out]`, trailing 1s allowed).
@@ -96,9 +118,11 @@ impl<'a> QMatrix<'a> {
         QMatrix::new(ty, n_in, n_out, data)
     }
 
-    /// Bytes of row `r` (panics if `r >= n_out`).
+    /// Bytes of row `r` (panics if `r >= n_out` or the matrix is packed: packed rows
+    /// are interleaved in groups, see `quant::repack::unpack`).
     #[inline]
     pub fn row(&self, r: usize) -> &'a [u8] {
+        assert!(self.packed.is_none(), "QMatrix::row on a packed matrix");
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
     }
 
@@ -106,6 +130,17 @@ impl<'a> QMatrix<'a> {
     pub fn rows(&self, rows: std::ops::Range<usize>) -> Result<QMatrix<'a>, MatmulError> {
         if rows.start > rows.end || rows.end > self.n_out {
             return Err(shape_err(format!("rows {rows:?} out of range for {} rows", self.n_out)));
+        }
+        if let Some(p) = self.packed {
+            if rows.start % PACK_ROWS != 0 || rows.end % PACK_ROWS != 0 {
+                return Err(shape_err(format!("rows {rows:?} of a {} matrix: not whole groups of {PACK_ROWS}", p.name())));
+            }
+            let gb = self.data.len() / (self.n_out / PACK_ROWS).max(1);
+            return Ok(QMatrix {
+                n_out: rows.len(),
+                data: &self.data[rows.start / PACK_ROWS * gb..rows.end / PACK_ROWS * gb],
+                ..*self
+            });
         }
         Ok(QMatrix {
             n_out: rows.len(),
@@ -177,6 +212,7 @@ impl<'a> QExperts<'a> {
             n_out: self.n_out,
             row_bytes: self.slab_bytes / self.n_out.max(1),
             data: &self.data[e * self.slab_bytes..(e + 1) * self.slab_bytes],
+            packed: None,
         })
     }
 }
@@ -370,33 +406,85 @@ pub fn matmul_acts(
     xq: &QuantizedActs<'_>,
     out: &mut [f32],
 ) -> Result<(), MatmulError> {
-    let vd = vec_dot_for(w.ty)?;
-    check_shapes(&vd, w, xq, xq.n_tokens, out)?;
+    let kern = Kern::for_matrix(w)?;
+    check_shapes(kern.act(), w, xq, xq.n_tokens, out)?;
     let n_tokens = xq.n_tokens;
     if n_tokens == 0 || w.n_out == 0 {
         return Ok(());
     }
-    let chunk = rows_per_chunk(w.n_out, w.row_bytes, n_tokens, pool.n_threads());
+    let chunk = kern.chunk(rows_per_chunk(w.n_out, w.row_bytes, n_tokens, pool.n_threads()));
     let dst = SharedMut(out.as_mut_ptr());
     pool.run_chunked(w.n_out, chunk, |rows, _| {
         // SAFETY: this closure writes only out[t·n_out + r] for r in `rows`, a range no
         // other thread receives; `out` has n_tokens·n_out elements (checked above).
-        unsafe { rows_kernel(&vd, w, xq, None, rows, dst.get()) }
+        unsafe { kern.run(w, xq, None, rows, dst.get()) }
     });
     Ok(())
 }
 
+/// The kernel of one product: file-order rows through [`VecDot`], or a packed layout's
+/// tile kernel.
+#[derive(Clone, Copy, Debug)]
+enum Kern {
+    Rows(VecDot),
+    Packed(PackedDot),
+}
+
+impl Kern {
+    fn for_matrix(w: &QMatrix<'_>) -> Result<Kern, MatmulError> {
+        Ok(match w.packed {
+            Some(p) => Kern::Packed(PackedDot::new(p)),
+            None => Kern::Rows(vec_dot_for(w.ty)?),
+        })
+    }
+
+    fn act(&self) -> GgmlType {
+        match self {
+            Kern::Rows(vd) => vd.act,
+            Kern::Packed(pd) => pd.act,
+        }
+    }
+
+    /// Rows per work item: packed matrices split only at group boundaries.
+    fn chunk(&self, rows: usize) -> usize {
+        match self {
+            Kern::Rows(_) => rows,
+            Kern::Packed(_) => rows.div_ceil(PACK_ROWS) * PACK_ROWS,
+        }
+    }
+
+    /// # Safety
+    /// As [`rows_kernel`] (for packed matrices `rows` must start at a group boundary).
+    #[inline]
+    unsafe fn run(
+        &self,
+        w: &QMatrix<'_>,
+        xq: &QuantizedActs<'_>,
+        tokens: Option<&[u32]>,
+        rows: std::ops::Range<usize>,
+        out: *mut f32,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            match self {
+                Kern::Rows(vd) => rows_kernel(vd, w, xq, tokens, rows, out),
+                Kern::Packed(pd) => packed_kernel(pd, w, xq, tokens, rows, out),
+            }
+        }
+    }
+}
+
 fn check_shapes(
-    vd: &VecDot,
+    act: GgmlType,
     w: &QMatrix<'_>,
     xq: &QuantizedActs<'_>,
     n_tok: usize,
     out: &[f32],
 ) -> Result<(), MatmulError> {
-    if xq.ty != vd.act {
+    if xq.ty != act {
         return Err(shape_err(format!(
             "activations are {} but {} weights need {}",
-            xq.ty, w.ty, vd.act
+            xq.ty, w.ty, act
         )));
     }
     if xq.n_in != w.n_in {
@@ -466,6 +554,56 @@ unsafe fn rows_kernel(
     }
 }
 
+/// [`rows_kernel`] for a packed matrix: each group of [`PACK_ROWS`] rows against up to
+/// `quant::repack::MAX_TOKENS` tokens per tile-kernel call, tokens tiled by [`TOKEN_TILE`]
+/// so that a chunk's packed groups are re-read from cache. Every output element comes
+/// from the same per-(row, token) computation whatever the batch (batch invariance).
+///
+/// # Safety
+/// As [`rows_kernel`]; `rows.start` is a multiple of [`PACK_ROWS`] and `rows.end` one or
+/// `w.n_out` (a multiple of it for packed matrices).
+unsafe fn packed_kernel(
+    pd: &PackedDot,
+    w: &QMatrix<'_>,
+    xq: &QuantizedActs<'_>,
+    tokens: Option<&[u32]>,
+    rows: std::ops::Range<usize>,
+    out: *mut f32,
+) {
+    const MT: usize = quant::repack::MAX_TOKENS;
+    let n_out = w.n_out;
+    let n_tok = tokens.map_or(xq.n_tokens, |t| t.len());
+    let act_row = |i: usize| xq.row(tokens.map_or(i, |t| t[i] as usize));
+    let gb = w.data.len() / (n_out / PACK_ROWS).max(1);
+    let (g0, g1) = (rows.start / PACK_ROWS, rows.end.div_ceil(PACK_ROWS));
+    let mut t0 = 0;
+    while t0 < n_tok {
+        let t1 = (t0 + TOKEN_TILE).min(n_tok);
+        for g in g0..g1 {
+            let group = &w.data[g * gb..(g + 1) * gb];
+            let mut t = t0;
+            while t < t1 {
+                let cnt = (t1 - t).min(MT);
+                let mut a: [&[u8]; MT] = [&[]; MT];
+                for (k, slot) in a.iter_mut().take(cnt).enumerate() {
+                    *slot = act_row(t + k);
+                }
+                let mut res = [[0f32; PACK_ROWS]; MT];
+                pd.tile(w.n_in, group, &a[..cnt], &mut res[..cnt]);
+                for (k, vals) in res.iter().take(cnt).enumerate() {
+                    // SAFETY: t + k < n_tok and rows g·8 .. g·8+8 ⊂ `rows` (< n_out):
+                    // this thread's disjoint elements per the contract.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(vals.as_ptr(), out.add((t + k) * n_out + g * PACK_ROWS), PACK_ROWS)
+                    };
+                }
+                t += cnt;
+            }
+        }
+        t0 = t1;
+    }
+}
+
 /// Most products one [`matmul_batch`] call takes (its bookkeeping lives on the stack).
 pub const MAX_BATCH_OPS: usize = 64;
 
@@ -491,7 +629,7 @@ pub fn matmul_batch(pool: &ThreadPool, ops: &mut [MatmulOp<'_>]) -> Result<(), M
     if ops.len() > MAX_BATCH_OPS {
         return Err(shape_err(format!("matmul_batch: {} products (at most {MAX_BATCH_OPS})", ops.len())));
     }
-    let mut vds: [Option<VecDot>; MAX_BATCH_OPS] = [None; MAX_BATCH_OPS];
+    let mut vds: [Option<Kern>; MAX_BATCH_OPS] = [None; MAX_BATCH_OPS];
     let mut chunks = [0usize; MAX_BATCH_OPS];
     // first_item[j] = index of op j's first work item; first_item[len] = total.
     let mut first_item = [0usize; MAX_BATCH_OPS + 1];
@@ -499,7 +637,7 @@ pub fn matmul_batch(pool: &ThreadPool, ops: &mut [MatmulOp<'_>]) -> Result<(), M
     let n_threads = pool.n_threads();
     let mut total = 0usize;
     for (j, op) in ops.iter_mut().enumerate() {
-        let vd = vec_dot_for(op.w.ty)?;
+        let vd = Kern::for_matrix(&op.w)?;
         let n_tok = match op.tokens {
             Some(ts) => {
                 if let Some(bad) = ts.iter().find(|&&t| t as usize >= op.xq.n_tokens) {
@@ -512,11 +650,11 @@ pub fn matmul_batch(pool: &ThreadPool, ops: &mut [MatmulOp<'_>]) -> Result<(), M
             }
             None => op.xq.n_tokens,
         };
-        check_shapes(&vd, &op.w, &op.xq, n_tok, op.out)?;
+        check_shapes(vd.act(), &op.w, &op.xq, n_tok, op.out)?;
         vds[j] = Some(vd);
         first_item[j] = total;
         if n_tok > 0 && op.w.n_out > 0 {
-            chunks[j] = rows_per_chunk(op.w.n_out, op.w.row_bytes, n_tok, n_threads);
+            chunks[j] = vd.chunk(rows_per_chunk(op.w.n_out, op.w.row_bytes, n_tok, n_threads));
             total += op.w.n_out.div_ceil(chunks[j]);
         }
         outs[j] = SharedMut(op.out.as_mut_ptr());
@@ -535,7 +673,7 @@ pub fn matmul_batch(pool: &ThreadPool, ops: &mut [MatmulOp<'_>]) -> Result<(), M
             // SAFETY: op j's output has n_tok·n_out elements and valid token indices
             // (checked above); row chunks of one op are disjoint and each is handed out
             // once; different ops have different (exclusively borrowed) outputs.
-            unsafe { rows_kernel(vd, &op.w, &op.xq, op.tokens, rows, outs[j].get()) }
+            unsafe { vd.run(&op.w, &op.xq, op.tokens, rows, outs[j].get()) }
         }
     });
     Ok(())
@@ -585,6 +723,9 @@ pub fn matmul_exact(
 ) -> Result<(), MatmulError> {
     if !quant::is_supported(w.ty) {
         return Err(quant::unsupported(w.ty).into());
+    }
+    if let Some(p) = w.packed {
+        return Err(shape_err(format!("{}: the exact mode needs file-order weights (load without repacking)", p.name())));
     }
     let n = w.n_in;
     if n == 0 || x.len() % n != 0 {
