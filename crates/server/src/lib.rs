@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub n_ctx: usize,
     /// Requests waiting beyond the running ones before 503 (None: 4 × max_seqs).
     pub queue: Option<usize>,
+    /// Finished sequences kept for prefix reuse (None: as many as `max_seqs`).
+    pub prefix_cache: Option<usize>,
     /// Size of the model file in bytes (for `/api/tags`).
     pub file_size: u64,
 }
@@ -61,7 +63,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// A config with no API key.
     pub fn new(model_name: impl Into<String>, n_ctx: usize) -> ServerConfig {
-        ServerConfig { model_name: model_name.into(), api_key: None, n_ctx, queue: None, file_size: 0 }
+        ServerConfig { model_name: model_name.into(), api_key: None, n_ctx, queue: None, prefix_cache: None, file_size: 0 }
     }
 }
 
@@ -80,6 +82,9 @@ impl AppState {
         let mut sc = SchedulerConfig::new(max_seqs, config.n_ctx);
         if let Some(q) = config.queue {
             sc.queue = q;
+        }
+        if let Some(c) = config.prefix_cache {
+            sc.prefix_cache = c;
         }
         let scheduler = Scheduler::start(engine.clone(), sc);
         Arc::new(AppState { engine, scheduler, config, started: unix_now() })
@@ -274,7 +279,10 @@ pub struct RunOptions {
 /// otherwise.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }
 
 /// Serves until SIGINT/SIGTERM: then stops accepting, lets running requests finish for

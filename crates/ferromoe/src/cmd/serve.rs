@@ -24,6 +24,9 @@ pub struct Args {
     /// (default: 4 × --max-seqs).
     #[arg(long)]
     queue: Option<usize>,
+    /// Finished conversations kept for prefix reuse (default: --max-seqs; 0 = off).
+    #[arg(long)]
+    prefix_cache: Option<usize>,
     /// Context size of each sequence (default: the model's, capped at 4096).
     #[arg(long)]
     ctx: Option<usize>,
@@ -53,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         api_key: args.api_key.clone(),
         n_ctx,
         queue: args.queue,
+        prefix_cache: args.prefix_cache,
         file_size: std::fs::metadata(&args.model.model).map(|m| m.len()).unwrap_or(0),
     };
     let options = server::RunOptions {
