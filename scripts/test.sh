@@ -5,6 +5,11 @@ cd "$(dirname "$0")/.."
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
+# The server tests drive `ferromoe serve` with real clients: the official `openai`
+# package and `requests` (tests/python/).
+if ! python3 -c "import openai, requests" >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore openai requests
+fi
 # Release mode: the kernels are tested at the optimisation level they ship with, and
 # the model tests run in seconds instead of minutes.
 exec cargo nextest run --workspace --release --no-fail-fast "$@"
