@@ -156,6 +156,21 @@ fn usage(stats: &GenerationStats) -> Value {
     })
 }
 
+/// llama.cpp-style `timings` (an extension clients ignore; the chat page shows it):
+/// speeds measured by the server, not by the network.
+fn timings(stats: &GenerationStats) -> Value {
+    let processed = stats.prompt_tokens - stats.cached_tokens;
+    json!({
+        "cache_n": stats.cached_tokens,
+        "prompt_n": processed,
+        "prompt_ms": stats.prefill_seconds * 1e3,
+        "prompt_per_second": stats.prefill_tps(),
+        "predicted_n": stats.generated_tokens,
+        "predicted_ms": stats.decode_seconds * 1e3,
+        "predicted_per_second": stats.decode_tps(),
+    })
+}
+
 fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::random::<u64>())
 }
@@ -217,6 +232,7 @@ pub(crate) async fn chat_completions(
             "finish_reason": finish_reason(done.stats.finish),
         }],
         "usage": usage(&done.stats),
+        "timings": timings(&done.stats),
     })))
 }
 
@@ -262,6 +278,7 @@ pub(crate) async fn completions(
         "model": model,
         "choices": [{"text": done.text, "index": 0, "logprobs": null, "finish_reason": finish_reason(done.stats.finish)}],
         "usage": usage(&done.stats),
+        "timings": timings(&done.stats),
     })))
 }
 
@@ -312,7 +329,9 @@ impl StreamShape for ChatChunks {
                 (out, false)
             }
             Event::Done(stats) => {
-                out.push(self.chunk(json!({}), Some(finish_reason(stats.finish))));
+                let mut last: Value = serde_json::from_str(&self.chunk(json!({}), Some(finish_reason(stats.finish)))).unwrap_or_default();
+                last["timings"] = timings(&stats);
+                out.push(last.to_string());
                 if self.include_usage {
                     out.push(
                         json!({
@@ -363,7 +382,9 @@ impl StreamShape for CompletionChunks {
             Event::Started { .. } => (vec![], false),
             Event::Text(t) => (vec![self.chunk(&t, None)], false),
             Event::Done(stats) => {
-                let mut out = vec![self.chunk("", Some(finish_reason(stats.finish)))];
+                let mut last: Value = serde_json::from_str(&self.chunk("", Some(finish_reason(stats.finish)))).unwrap_or_default();
+                last["timings"] = timings(&stats);
+                let mut out = vec![last.to_string()];
                 if self.include_usage {
                     out.push(
                         json!({
