@@ -18,7 +18,7 @@ pub use stop::StopMatcher;
 pub use text::{ChatMessage, ChatTemplate, Tokenizer};
 
 /// How to load and run a model.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Worker threads (default: physical cores).
     pub threads: Option<usize>,
@@ -26,6 +26,16 @@ pub struct LoadOptions {
     pub exact: bool,
     /// Routed experts per token (default: the model's).
     pub experts_per_token: Option<usize>,
+    /// Repack the weights of supported types into the kernels' row-interleaved layouts at
+    /// load (anonymous memory; the mapped pages are released). Default true; ignored in
+    /// the exact mode. `false` (`--no-repack`) keeps the weights mmap-only.
+    pub repack: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions { threads: None, exact: false, experts_per_token: None, repack: true }
+    }
 }
 
 /// Progress of a load, for a progress bar.
@@ -41,6 +51,8 @@ pub struct Engine {
     pub pool: Arc<ThreadPool>,
     pub mode: MatmulMode,
     pub load_seconds: f64,
+    /// What the load-time repack did (`None`: not repacked).
+    pub repack: Option<model::weights::RepackSummary>,
     /// The file's tokenizer (None only when its metadata has none).
     pub tokenizer: Option<Tokenizer>,
     /// The file's chat template, or ChatML flagged as a fallback when it has none.
@@ -56,6 +68,7 @@ impl Engine {
         if let Some(k) = opts.experts_per_token {
             model.set_experts_per_token(k)?;
         }
+        let repack = if opts.repack && !opts.exact { Some(model.weights.repack()?) } else { None };
         let threads = opts.threads.unwrap_or_else(kernels::default_threads).max(1);
         let pool = Arc::new(ThreadPool::new(threads));
         let mode = if opts.exact { MatmulMode::Exact } else { MatmulMode::Quantized };
@@ -78,6 +91,7 @@ impl Engine {
             pool,
             mode,
             load_seconds: start.elapsed().as_secs_f64(),
+            repack,
             tokenizer,
             template,
         })
@@ -134,7 +148,7 @@ impl Engine {
             None => String::new(),
         };
         format!(
-            "{} · {} params ({}){} · {} threads{} · {} kernels{} · weights {} mapped · loaded in {:.2}s",
+            "{} · {} params ({}){} · {} threads{} · {} kernels{} · weights {} mapped{} · loaded in {:.2}s",
             m.config.arch.name(),
             human_count(params),
             types.join(" "),
@@ -144,6 +158,12 @@ impl Engine {
             quant::dot::simd_path(),
             if self.mode == MatmulMode::Exact { " (exact f32 reference mode)" } else { "" },
             human_bytes(m.weight_bytes()),
+            match &self.repack {
+                Some(r) if r.tensors > 0 => {
+                    format!(", {} repacked ({} tensors, {:.2}s)", human_bytes(r.bytes as u64), r.tensors, r.seconds)
+                }
+                _ => String::new(),
+            },
             self.load_seconds,
         )
     }

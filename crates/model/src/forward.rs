@@ -622,7 +622,7 @@ impl Model {
 
 /// The kernels' view of slab `e` of a weight stack.
 fn qmatrix(w: &crate::weights::Matrix, e: usize) -> Result<kernels::matmul::QMatrix<'_>, ModelError> {
-    kernels::matmul::QMatrix::new(w.ty, w.n_in, w.n_out, w.slab(e)).map_err(|err| ModelError::Input(format!("{}: {err}", w.name())))
+    w.qmatrix(e) // the repacked copy when there is one
 }
 
 /// Chooses `ids.len()` experts for one token from its router `logits` (overwritten

@@ -56,7 +56,8 @@ impl Linear {
             .map_err(|e| ModelError::Input(format!("{}: {e}", w.name())))?;
         let r = match self.mode {
             // F32 weights (routers) are multiplied in f32 either way, as llama.cpp does.
-            MatmulMode::Quantized => matmul(pool, &view, x, out, &mut self.act),
+            // The repacked copy when there is one (`Matrix::qmatrix`).
+            MatmulMode::Quantized => matmul(pool, &w.qmatrix(slab)?, x, out, &mut self.act),
             MatmulMode::Exact => {
                 self.exact.reserve(pool.n_threads(), w.n_in);
                 matmul_exact(pool, &view, x, out, &mut self.exact)
@@ -89,8 +90,7 @@ impl Linear {
         let mut ops = Vec::with_capacity(products.len());
         for (w, out) in products.iter_mut() {
             let w: &Matrix = w;
-            let view = QMatrix::new(w.ty, w.n_in, w.n_out, w.slab(0))
-                .map_err(|e| ModelError::Input(format!("{}: {e}", w.name())))?;
+            let view = w.qmatrix(0)?;
             ops.push(MatmulOp { w: view, xq, tokens: None, out });
         }
         matmul_batch(pool, &mut ops).map_err(|e| ModelError::Input(format!("{}: {e}", w0.name())))
@@ -130,7 +130,7 @@ impl Linear {
         {
             let mut ops = Vec::with_capacity(heads);
             for (h, o) in self.slab_out.chunks_exact_mut(n * n_out).enumerate() {
-                let view = QMatrix::new(w.ty, n_in, n_out, w.slab(h)).map_err(err)?;
+                let view = w.qmatrix(h)?;
                 ops.push(MatmulOp { w: view, xq, tokens: Some(&self.slab_rows[h * n..(h + 1) * n]), out: o });
             }
             matmul_batch(pool, &mut ops).map_err(err)?;

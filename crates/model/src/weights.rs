@@ -13,6 +13,9 @@ use crate::ModelError;
 pub struct Matrix {
     file: Arc<Gguf>,
     index: usize,
+    /// The weights repacked at load into anonymous memory (see [`Weights::repack`]), slab
+    /// after slab; `None`: the kernels read the mapped file.
+    packed: Option<Arc<PackedWeights>>,
     pub ty: GgmlType,
     /// Row length (`ne[0]`).
     pub n_in: usize,
@@ -49,6 +52,117 @@ impl Matrix {
     /// Bytes of the weights (for memory summaries).
     pub fn bytes(&self) -> usize {
         self.row_bytes() * self.n_out * self.n_slab
+    }
+    /// Whether the kernels use a repacked copy (see [`Weights::repack`]).
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+    /// The kernels' view of slab `s`: the repacked copy when there is one, else the file's
+    /// bytes. ([`Self::slab`] keeps returning the file's bytes, e.g. for the exact mode.)
+    pub fn qmatrix(&self, s: usize) -> Result<kernels::matmul::QMatrix<'_>, ModelError> {
+        let err = |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", self.name()));
+        match &self.packed {
+            Some(p) => {
+                let n = p.bytes.len() / self.n_slab.max(1);
+                let bytes = p.bytes.get(s * n..(s + 1) * n).ok_or_else(|| {
+                    ModelError::Input(format!("{}: slab {s} out of range ({} slabs)", self.name(), self.n_slab))
+                })?;
+                kernels::matmul::QMatrix::packed(p.ty, self.n_in, self.n_out, bytes).map_err(err)
+            }
+            None => kernels::matmul::QMatrix::new(self.ty, self.n_in, self.n_out, self.slab(s)).map_err(err),
+        }
+    }
+
+    /// Repacks this matrix if its type and shape have a packed layout; returns the packed
+    /// bytes (0 if left as is). The mapped pages are released afterwards.
+    fn repack(&mut self) -> Result<usize, ModelError> {
+        let Some(pt) = quant::repack::PackedType::for_type(self.ty) else { return Ok(0) };
+        let Some(slab_packed) = pt.matrix_bytes(self.n_in, self.n_out) else { return Ok(0) };
+        if self.packed.is_some() || self.n_out == 0 {
+            return Ok(0);
+        }
+        let mut bytes = vec![0u8; slab_packed * self.n_slab];
+        for (s, dst) in bytes.chunks_exact_mut(slab_packed).enumerate() {
+            quant::repack::repack(self.ty, self.n_in, self.n_out, self.slab(s), dst)
+                .map_err(|e| ModelError::Input(format!("{}: {e}", self.name())))?;
+        }
+        let n = bytes.len();
+        self.packed = Some(Arc::new(PackedWeights { ty: pt, bytes }));
+        self.file.release_pages(&self.file.tensors()[self.index]);
+        Ok(n)
+    }
+}
+
+/// A matrix's weights in a repacked layout, in anonymous memory.
+pub struct PackedWeights {
+    pub ty: quant::repack::PackedType,
+    /// All slabs, each [`quant::repack::PackedType::matrix_bytes`] long.
+    pub bytes: Vec<u8>,
+}
+
+/// What [`Weights::repack`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RepackSummary {
+    /// Tensors repacked.
+    pub tensors: usize,
+    /// Bytes of repacked weights (anonymous memory).
+    pub bytes: usize,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl Weights {
+    /// Repacks every matrix the kernels multiply by whose type has a packed layout
+    /// (`quant::repack`: Q4_K so far) and whose rows come in whole groups, into anonymous
+    /// memory, releasing the mapped pages. `token_embd` (looked up by rows) is left as is,
+    /// and so is `output` when it is the tied `token_embd`.
+    pub fn repack(&mut self) -> Result<RepackSummary, ModelError> {
+        let start = std::time::Instant::now();
+        let mut sum = RepackSummary::default();
+        let mut one = |m: &mut Matrix| -> Result<(), ModelError> {
+            let n = m.repack()?;
+            if n > 0 {
+                sum.tensors += 1;
+                sum.bytes += n;
+            }
+            Ok(())
+        };
+        if self.output.index != self.token_embd.index {
+            one(&mut self.output)?;
+        }
+        for l in &mut self.layers {
+            match &mut l.attn {
+                Attention::Gqa(a) => {
+                    for m in [&mut a.wq, &mut a.wk, &mut a.wv, &mut a.wo] {
+                        one(m)?;
+                    }
+                }
+                Attention::Mla(a) => {
+                    if let Some(m) = &mut a.q_a {
+                        one(m)?;
+                    }
+                    for m in [&mut a.q, &mut a.kv_a, &mut a.k_b, &mut a.v_b, &mut a.wo] {
+                        one(m)?;
+                    }
+                }
+            }
+            let dense = match &mut l.ffn {
+                Ffn::Dense(d) => Some(d),
+                Ffn::Moe(f) => {
+                    for m in [&mut f.gate_exps, &mut f.up_exps, &mut f.down_exps] {
+                        one(m)?;
+                    }
+                    f.shared.as_mut()
+                }
+            };
+            if let Some(d) = dense {
+                for m in [&mut d.gate, &mut d.up, &mut d.down] {
+                    one(m)?;
+                }
+            }
+        }
+        sum.seconds = start.elapsed().as_secs_f64();
+        Ok(sum)
     }
 }
 
@@ -105,7 +219,7 @@ impl Binder<'_> {
         if !quant::is_supported(info.ty) {
             return Err(self.bad(name, quant::unsupported(info.ty).to_string()));
         }
-        Ok(Matrix { file: self.file.clone(), index, ty: info.ty, n_in, n_out, n_slab: n_slab.unwrap_or(1) })
+        Ok(Matrix { file: self.file.clone(), index, packed: None, ty: info.ty, n_in, n_out, n_slab: n_slab.unwrap_or(1) })
     }
 
     /// A vector of `len` values (norm weights, biases, router bias), dequantized to f32.

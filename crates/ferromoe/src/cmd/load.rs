@@ -17,11 +17,16 @@ pub struct ModelArgs {
     /// K ≤ the model's experts per token).
     #[arg(long, value_name = "K")]
     pub experts_per_token: Option<usize>,
+    /// Keep the weights mmap-only: skip the load-time repack into the kernels'
+    /// row-interleaved layouts (less load time and anonymous memory, slower matmuls).
+    #[arg(long)]
+    pub no_repack: bool,
 }
 
 /// Loads the model with a progress bar on stderr and prints the summary line.
 pub fn load(args: &ModelArgs, exact: bool, quiet: bool) -> anyhow::Result<Engine> {
-    let opts = LoadOptions { threads: args.threads, exact, experts_per_token: args.experts_per_token };
+    let opts =
+        LoadOptions { threads: args.threads, exact, experts_per_token: args.experts_per_token, repack: !args.no_repack };
     let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
     bar.set_style(
         indicatif::ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} layers")
