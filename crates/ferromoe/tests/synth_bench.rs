@@ -9,11 +9,18 @@ use gguf::{GgmlType, Gguf};
 use testutil::read_npy_f32;
 
 fn ferromoe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ferromoe")).args(args).output().expect("run ferromoe")
+    Command::new(env!("CARGO_BIN_EXE_ferromoe"))
+        .args(args)
+        .output()
+        .expect("run ferromoe")
 }
 
 fn ok(out: &std::process::Output, what: &str) {
-    assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -25,8 +32,25 @@ fn scratch(name: &str) -> PathBuf {
 /// 1 layer (MoE: 4 routed experts + 2 shared), vocabulary 1000, every other width V2-Lite's.
 fn small_v2_lite(path: &Path) {
     let out = ferromoe(&[
-        "synth", "--arch", "deepseek2", "--shape", "v2-lite", "--layers", "2", "--dense-layers", "0", "--experts", "4",
-        "--vocab", "1000", "--type", "Q4_K_M", "--seed", "3", "--out", path.to_str().unwrap(),
+        "synth",
+        "--arch",
+        "deepseek2",
+        "--shape",
+        "v2-lite",
+        "--layers",
+        "2",
+        "--dense-layers",
+        "0",
+        "--experts",
+        "4",
+        "--vocab",
+        "1000",
+        "--type",
+        "Q4_K_M",
+        "--seed",
+        "3",
+        "--out",
+        path.to_str().unwrap(),
     ]);
     ok(&out, "synth");
 }
@@ -49,11 +73,24 @@ fn synth_v2_lite_small_has_the_shape_loads_and_runs() {
     assert_eq!(md.u32("deepseek2.expert_count").unwrap(), 4);
     assert_eq!(md.u32("deepseek2.expert_used_count").unwrap(), 4);
     assert_eq!(md.u32("deepseek2.expert_shared_count").unwrap(), 2);
-    assert_eq!(md.u32("deepseek2.expert_feed_forward_length").unwrap(), 1408);
+    assert_eq!(
+        md.u32("deepseek2.expert_feed_forward_length").unwrap(),
+        1408
+    );
     assert_eq!(md.u32("deepseek2.expert_gating_func").unwrap(), 1);
     assert_eq!(md.f32("deepseek2.rope.scaling.factor").unwrap(), 40.0);
-    assert_eq!(md.u32("deepseek2.rope.scaling.original_context_length").unwrap(), 4096);
-    assert!((md.f32("deepseek2.rope.scaling.yarn_log_multiplier").unwrap() - 0.0707).abs() < 1e-6);
+    assert_eq!(
+        md.u32("deepseek2.rope.scaling.original_context_length")
+            .unwrap(),
+        4096
+    );
+    assert!(
+        (md.f32("deepseek2.rope.scaling.yarn_log_multiplier")
+            .unwrap()
+            - 0.0707)
+            .abs()
+            < 1e-6
+    );
     // Not 26/27 layers: q_lora_rank = 0 so that llama.cpp accepts the file; no q_a/q_b.
     assert_eq!(md.u32("deepseek2.attention.q_lora_rank").unwrap(), 0);
     assert_eq!(md.str_array("tokenizer.ggml.tokens").unwrap().len(), 1000);
@@ -74,11 +111,25 @@ fn synth_v2_lite_small_has_the_shape_loads_and_runs() {
     assert_eq!(t("blk.1.ffn_down_shexp.weight").ty, GgmlType::Q6_K);
     assert_eq!(t("blk.1.ffn_gate_inp.weight").ty, GgmlType::F32);
     assert_eq!(t("output.weight").ty, GgmlType::Q6_K);
-    assert_eq!(t("blk.1.ffn_norm.weight").data, &1f32.to_le_bytes().repeat(2048)[..]);
+    assert_eq!(
+        t("blk.1.ffn_norm.weight").data,
+        &1f32.to_le_bytes().repeat(2048)[..]
+    );
 
     // Our engine loads it and produces finite, non-constant logits.
     let npy = scratch("logits.npy");
-    let out = ferromoe(&["logits", "-m", path.to_str().unwrap(), "-t", "2", "--tokens", "0,5,300,999", "--all", "--out", npy.to_str().unwrap()]);
+    let out = ferromoe(&[
+        "logits",
+        "-m",
+        path.to_str().unwrap(),
+        "-t",
+        "2",
+        "--tokens",
+        "0,5,300,999",
+        "--all",
+        "--out",
+        npy.to_str().unwrap(),
+    ]);
     ok(&out, "logits");
     let (shape, logits) = read_npy_f32(&npy);
     assert_eq!(shape, vec![4, 1000]);
@@ -89,7 +140,20 @@ fn synth_v2_lite_small_has_the_shape_loads_and_runs() {
     assert!(sd > 1e-3, "logits are (nearly) constant: sd {sd}");
 
     // bench --json: llama-bench's fields, one object per test, positive rates.
-    let out = ferromoe(&["bench", "-m", path.to_str().unwrap(), "-t", "2", "-p", "8", "-n", "4", "-r", "2", "--json"]);
+    let out = ferromoe(&[
+        "bench",
+        "-m",
+        path.to_str().unwrap(),
+        "-t",
+        "2",
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-r",
+        "2",
+        "--json",
+    ]);
     ok(&out, "bench");
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let arr = j.as_array().unwrap();
@@ -105,7 +169,22 @@ fn synth_v2_lite_small_has_the_shape_loads_and_runs() {
         assert_eq!(r["n_threads"], 2);
     }
     // --experts-per-token reaches the model.
-    let out = ferromoe(&["bench", "-m", path.to_str().unwrap(), "-t", "1", "-p", "0", "-n", "2", "-r", "1", "--json", "--experts-per-token", "2"]);
+    let out = ferromoe(&[
+        "bench",
+        "-m",
+        path.to_str().unwrap(),
+        "-t",
+        "1",
+        "-p",
+        "0",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--json",
+        "--experts-per-token",
+        "2",
+    ]);
     ok(&out, "bench --experts-per-token");
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j[0]["n_experts_used"], 2);
@@ -117,7 +196,15 @@ fn synth_rejects_bad_arguments() {
     let out = ferromoe(&["synth", "--shape", "v4", "--out", "/nonexistent/x.gguf"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected v2-lite or v3"));
-    let out = ferromoe(&["synth", "--shape", "v2-lite", "--type", "Q2_K", "--out", "/nonexistent/x.gguf"]);
+    let out = ferromoe(&[
+        "synth",
+        "--shape",
+        "v2-lite",
+        "--type",
+        "Q2_K",
+        "--out",
+        "/nonexistent/x.gguf",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Q2_K"));
 }

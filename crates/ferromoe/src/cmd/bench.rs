@@ -52,7 +52,10 @@ impl TestResult {
         }
     }
     fn samples_ts(&self) -> Vec<f64> {
-        self.samples_ns.iter().map(|&ns| self.n_tokens() as f64 * 1e9 / ns as f64).collect()
+        self.samples_ns
+            .iter()
+            .map(|&ns| self.n_tokens() as f64 * 1e9 / ns as f64)
+            .collect()
     }
 }
 
@@ -79,7 +82,11 @@ fn random_tokens(n: usize, vocab: usize, bos: u32, seed: u64) -> Vec<u32> {
         s ^= s << 25;
         s ^= s >> 27;
         let r = s.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        out.push(if i == 0 { bos } else { ((r >> 32) % vocab as u64) as u32 });
+        out.push(if i == 0 {
+            bos
+        } else {
+            ((r >> 32) % vocab as u64) as u32
+        });
     }
     out
 }
@@ -93,7 +100,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let engine = super::load::load(&args.model, false, args.json)?;
     let vocab = engine.model.config.n_vocab;
-    let bos = engine.tokenizer.as_ref().and_then(|t| t.bos_id()).unwrap_or(0);
+    let bos = engine
+        .tokenizer
+        .as_ref()
+        .and_then(|t| t.bos_id())
+        .unwrap_or(0);
     let mut session = engine.session(args.n_prompt.max(args.n_gen).max(1));
     let mut results = Vec::new();
 
@@ -107,8 +118,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(t.elapsed().as_nanos() as u64)
         };
         run_pp()?; // warm-up
-        let samples_ns = (0..args.repetitions).map(|_| run_pp()).collect::<anyhow::Result<_>>()?;
-        results.push(TestResult { n_prompt: args.n_prompt, n_gen: 0, samples_ns });
+        let samples_ns = (0..args.repetitions)
+            .map(|_| run_pp())
+            .collect::<anyhow::Result<_>>()?;
+        results.push(TestResult {
+            n_prompt: args.n_prompt,
+            n_gen: 0,
+            samples_ns,
+        });
     }
     if args.n_gen > 0 {
         let tokens = random_tokens(args.n_gen, vocab, bos, 0x6e7);
@@ -122,8 +139,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(t.elapsed().as_nanos() as u64)
         };
         run_tg(1)?; // warm-up, like llama-bench's
-        let samples_ns = (0..args.repetitions).map(|_| run_tg(args.n_gen)).collect::<anyhow::Result<_>>()?;
-        results.push(TestResult { n_prompt: 0, n_gen: args.n_gen, samples_ns });
+        let samples_ns = (0..args.repetitions)
+            .map(|_| run_tg(args.n_gen))
+            .collect::<anyhow::Result<_>>()?;
+        results.push(TestResult {
+            n_prompt: 0,
+            n_gen: args.n_gen,
+            samples_ns,
+        });
     }
 
     let file = &engine.model.file;
@@ -131,11 +154,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let n_params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
     let model_path = args.model.model.display().to_string();
     let threads = engine.pool.n_threads();
-    let experts = engine.model.config.moe.as_ref().map(|m| (engine.model.experts_per_token(), m.n_expert));
+    let experts = engine
+        .model
+        .config
+        .moe
+        .as_ref()
+        .map(|m| (engine.model.experts_per_token(), m.n_expert));
     let model_type = format!(
         "{} {}",
         engine.model.config.arch.name(),
-        engine.summary().split(" · ").nth(1).unwrap_or("").split(" params").next().unwrap_or("")
+        engine
+            .summary()
+            .split(" · ")
+            .nth(1)
+            .unwrap_or("")
+            .split(" params")
+            .next()
+            .unwrap_or("")
     );
 
     if args.json {
@@ -183,7 +218,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 model_size as f64 / (1u64 << 30) as f64,
                 n_params as f64 / 1e9,
                 threads,
-                experts.map(|e| format!("{}/{}", e.0, e.1)).unwrap_or_else(|| "-".into()),
+                experts
+                    .map(|e| format!("{}/{}", e.0, e.1))
+                    .unwrap_or_else(|| "-".into()),
                 r.name(),
                 avg,
                 sd

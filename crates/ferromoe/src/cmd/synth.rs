@@ -183,7 +183,10 @@ impl Shape {
             s.n_expert = e;
             s.n_expert_used = s.n_expert_used.min(e);
             // Keep group-limited routing only where it still means something.
-            if e % s.n_group != 0 || e / s.n_group < 2 || s.n_group_used * (e / s.n_group) < s.n_expert_used {
+            if e % s.n_group != 0
+                || e / s.n_group < 2
+                || s.n_group_used * (e / s.n_group) < s.n_expert_used
+            {
                 s.n_group = 1;
                 s.n_group_used = 1;
             }
@@ -226,10 +229,16 @@ const WEIGHT_STD: f32 = 0.02;
 /// Q5_K for `attn_output` when the model has exactly 8 experts; then the fallback for
 /// rows that are not a multiple of 256 (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0).
 fn q4_k_m_type(name: &str, ne0: usize, layer: Option<usize>, s: &Shape) -> GgmlType {
-    let use_more_bits = |i: usize, n: usize| i < n / 8 || i >= 7 * n / 8 || (i as i64 - (n / 8) as i64).rem_euclid(3) == 2;
+    let use_more_bits = |i: usize, n: usize| {
+        i < n / 8 || i >= 7 * n / 8 || (i as i64 - (n / 8) as i64).rem_euclid(3) == 2
+    };
     let mut ty = GgmlType::Q4_K;
     if name == "output.weight" {
-        return if ne0 % 256 == 0 { GgmlType::Q6_K } else { GgmlType::Q8_0 };
+        return if ne0.is_multiple_of(256) {
+            GgmlType::Q6_K
+        } else {
+            GgmlType::Q8_0
+        };
     }
     if name.contains("ffn_down") {
         if let Some(il) = layer {
@@ -240,7 +249,7 @@ fn q4_k_m_type(name: &str, ne0: usize, layer: Option<usize>, s: &Shape) -> GgmlT
     } else if name.contains("attn_output.weight") && s.n_expert == 8 {
         ty = GgmlType::Q5_K;
     }
-    if ne0 % 256 != 0 {
+    if !ne0.is_multiple_of(256) {
         ty = match ty {
             GgmlType::Q4_K => GgmlType::Q5_0,
             GgmlType::Q5_K => GgmlType::Q5_1,
@@ -251,12 +260,18 @@ fn q4_k_m_type(name: &str, ne0: usize, layer: Option<usize>, s: &Shape) -> GgmlT
 }
 
 /// The stored type of a weight matrix for the requested mix.
-fn weight_type(mix: &str, name: &str, ne0: usize, layer: Option<usize>, s: &Shape) -> anyhow::Result<GgmlType> {
+fn weight_type(
+    mix: &str,
+    name: &str,
+    ne0: usize,
+    layer: Option<usize>,
+    s: &Shape,
+) -> anyhow::Result<GgmlType> {
     Ok(match mix {
         "Q4_K_M" => q4_k_m_type(name, ne0, layer, s),
         "Q8_0" => GgmlType::Q8_0,
         // llama-quantize's Q4_0 keeps the output matrix at Q6_K.
-        "Q4_0" if name == "output.weight" && ne0 % 256 == 0 => GgmlType::Q6_K,
+        "Q4_0" if name == "output.weight" && ne0.is_multiple_of(256) => GgmlType::Q6_K,
         "Q4_0" => GgmlType::Q4_0,
         other => bail!("--type {other}: expected Q4_K_M, Q8_0 or Q4_0"),
     })
@@ -274,21 +289,37 @@ fn file_type(mix: &str) -> u32 {
 /// Every tensor of the model, in file order.
 fn plan(s: &Shape, mix: &str) -> anyhow::Result<Vec<Planned>> {
     let mut out = Vec::new();
-    let mut add = |name: String, ne: Vec<usize>, layer: Option<usize>, kind: Kind| -> anyhow::Result<()> {
-        let (ty, init) = match kind {
-            Kind::Norm => (GgmlType::F32, Init::Ones),
-            Kind::F32(std) => (GgmlType::F32, Init::Normal(std)),
-            Kind::Weight => (weight_type(mix, &name, ne[0], layer, s)?, Init::Normal(WEIGHT_STD)),
+    let mut add =
+        |name: String, ne: Vec<usize>, layer: Option<usize>, kind: Kind| -> anyhow::Result<()> {
+            let (ty, init) = match kind {
+                Kind::Norm => (GgmlType::F32, Init::Ones),
+                Kind::F32(std) => (GgmlType::F32, Init::Normal(std)),
+                Kind::Weight => (
+                    weight_type(mix, &name, ne[0], layer, s)?,
+                    Init::Normal(WEIGHT_STD),
+                ),
+            };
+            out.push(Planned {
+                spec: TensorSpec {
+                    name,
+                    ty,
+                    ne: ne.iter().map(|&d| d as u64).collect(),
+                },
+                init,
+            });
+            Ok(())
         };
-        out.push(Planned { spec: TensorSpec { name, ty, ne: ne.iter().map(|&d| d as u64).collect() }, init });
-        Ok(())
-    };
     let h = s.hidden;
     let head_k = s.qk_nope + s.qk_rope;
     // Router logits = w·x with x RMS-normalised (|x|² ≈ hidden): σ = 1/√hidden gives logits
     // of unit spread, so softmax/sigmoid scores differ between experts and top-k is not a tie.
     let router_std = 1.0 / (h as f32).sqrt();
-    add("token_embd.weight".into(), vec![h, s.vocab], None, Kind::Weight)?;
+    add(
+        "token_embd.weight".into(),
+        vec![h, s.vocab],
+        None,
+        Kind::Weight,
+    )?;
     for il in 0..s.n_layer {
         let b = |t: &str| format!("blk.{il}.{t}");
         let l = Some(il);
@@ -297,15 +328,45 @@ fn plan(s: &Shape, mix: &str) -> anyhow::Result<Vec<Planned>> {
             Some(r) => {
                 add(b("attn_q_a_norm.weight"), vec![r], l, Kind::Norm)?;
                 add(b("attn_q_a.weight"), vec![h, r], l, Kind::Weight)?;
-                add(b("attn_q_b.weight"), vec![r, s.n_head * head_k], l, Kind::Weight)?;
+                add(
+                    b("attn_q_b.weight"),
+                    vec![r, s.n_head * head_k],
+                    l,
+                    Kind::Weight,
+                )?;
             }
-            None => add(b("attn_q.weight"), vec![h, s.n_head * head_k], l, Kind::Weight)?,
+            None => add(
+                b("attn_q.weight"),
+                vec![h, s.n_head * head_k],
+                l,
+                Kind::Weight,
+            )?,
         }
         add(b("attn_kv_a_norm.weight"), vec![s.kv_lora], l, Kind::Norm)?;
-        add(b("attn_kv_a_mqa.weight"), vec![h, s.kv_lora + s.qk_rope], l, Kind::Weight)?;
-        add(b("attn_k_b.weight"), vec![s.qk_nope, s.kv_lora, s.n_head], l, Kind::Weight)?;
-        add(b("attn_v_b.weight"), vec![s.kv_lora, s.v_head, s.n_head], l, Kind::Weight)?;
-        add(b("attn_output.weight"), vec![s.n_head * s.v_head, h], l, Kind::Weight)?;
+        add(
+            b("attn_kv_a_mqa.weight"),
+            vec![h, s.kv_lora + s.qk_rope],
+            l,
+            Kind::Weight,
+        )?;
+        add(
+            b("attn_k_b.weight"),
+            vec![s.qk_nope, s.kv_lora, s.n_head],
+            l,
+            Kind::Weight,
+        )?;
+        add(
+            b("attn_v_b.weight"),
+            vec![s.kv_lora, s.v_head, s.n_head],
+            l,
+            Kind::Weight,
+        )?;
+        add(
+            b("attn_output.weight"),
+            vec![s.n_head * s.v_head, h],
+            l,
+            Kind::Weight,
+        )?;
         add(b("ffn_norm.weight"), vec![h], l, Kind::Norm)?;
         if !s.is_moe_layer(il) {
             add(b("ffn_gate.weight"), vec![h, s.dense_ffn], l, Kind::Weight)?;
@@ -313,7 +374,12 @@ fn plan(s: &Shape, mix: &str) -> anyhow::Result<Vec<Planned>> {
             add(b("ffn_down.weight"), vec![s.dense_ffn, h], l, Kind::Weight)?;
         } else {
             let (e, f) = (s.n_expert, s.expert_ffn);
-            add(b("ffn_gate_inp.weight"), vec![h, e], l, Kind::F32(router_std))?;
+            add(
+                b("ffn_gate_inp.weight"),
+                vec![h, e],
+                l,
+                Kind::F32(router_std),
+            )?;
             if s.gating == Gating::Sigmoid {
                 // e_score_correction_bias: small, so it nudges selection without deciding it.
                 add(b("exp_probs_b.bias"), vec![e], l, Kind::F32(0.05))?;
@@ -347,7 +413,9 @@ const MIN_VOCAB: usize = 2 + 256 + 26 + 26 * 26;
 /// GPT-2's byte → printable character map (bytes that are printable map to themselves,
 /// the rest to U+0100 and up), so byte-level BPE token strings are valid UTF-8.
 fn gpt2_byte_chars() -> Vec<char> {
-    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
     let mut n = 0;
     (0u32..256)
         .map(|b| {
@@ -412,7 +480,10 @@ fn metadata(s: &Shape, mix: &str, seed: u64) -> Metadata {
     let u = |v: usize| Value::U32(v as u32);
     md.set("general.architecture", Value::String("deepseek2".into()));
     md.set("general.type", Value::String("model".into()));
-    md.set("general.name", Value::String(format!("{} seed {seed}", s.name)));
+    md.set(
+        "general.name",
+        Value::String(format!("{} seed {seed}", s.name)),
+    );
     md.set(a("block_count"), u(s.n_layer));
     md.set(a("context_length"), u(s.context));
     md.set(a("embedding_length"), u(s.hidden));
@@ -453,7 +524,10 @@ fn metadata(s: &Shape, mix: &str, seed: u64) -> Metadata {
         md.set(a("expert_weights_norm"), Value::Bool(n));
     }
     md.set(a("rope.dimension_count"), u(s.qk_rope));
-    md.set(a("rope.scaling.yarn_log_multiplier"), Value::F32(s.yarn_log_mul));
+    md.set(
+        a("rope.scaling.yarn_log_multiplier"),
+        Value::F32(s.yarn_log_mul),
+    );
     tokenizer_metadata(&mut md, s.vocab);
     md.set("general.quantization_version", Value::U32(2));
     md.set("general.file_type", Value::U32(file_type(mix)));
@@ -478,7 +552,9 @@ fn fill_row(row: &mut [f32], init: Init, seed: u64, tensor: usize, index: usize)
     match init {
         Init::Ones => row.fill(1.0),
         Init::Normal(std) => {
-            let mut st = seed ^ (tensor as u64).wrapping_mul(0xd6e8_feb8_6659_fd93) ^ (index as u64).wrapping_mul(0xa076_1d64_78bd_642f);
+            let mut st = seed
+                ^ (tensor as u64).wrapping_mul(0xd6e8_feb8_6659_fd93)
+                ^ (index as u64).wrapping_mul(0xa076_1d64_78bd_642f);
             splitmix64(&mut st);
             // Sum of 4 U(0,1): mean 2, variance 4/12.
             let scale = std * 3f32.sqrt() / 65536.0;
@@ -540,7 +616,10 @@ fn build_tensor(p: &Planned, index: usize, seed: u64, threads: usize) -> anyhow:
     let ne0 = p.spec.ne[0] as usize;
     let rows: usize = p.spec.ne[1..].iter().map(|&d| d as usize).product();
     let row_bytes = p.spec.ty.row_bytes(ne0 as u64).with_context(|| {
-        format!("{}: rows of {ne0} are not a whole number of {} blocks", p.spec.name, p.spec.ty)
+        format!(
+            "{}: rows of {ne0} are not a whole number of {} blocks",
+            p.spec.name, p.spec.ty
+        )
     })? as usize;
     let mut data = vec![0u8; row_bytes * rows];
     let per = rows.div_ceil(threads.max(1)).max(1);
@@ -560,7 +639,8 @@ fn build_tensor(p: &Planned, index: usize, seed: u64, threads: usize) -> anyhow:
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("a quantizing thread panicked"))??;
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a quantizing thread panicked"))??;
         }
         Ok(())
     })?;
@@ -571,11 +651,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let shape = Shape::from_args(&args)?;
     let tensors = plan(&shape, &args.ty)?;
     let md = metadata(&shape, &args.ty, args.seed);
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let total_values: u64 = tensors.iter().map(|t| t.spec.ne.iter().product::<u64>()).sum();
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let total_values: u64 = tensors
+        .iter()
+        .map(|t| t.spec.ne.iter().product::<u64>())
+        .sum();
     let total_bytes: u64 = tensors
         .iter()
-        .map(|t| t.spec.ty.row_bytes(t.spec.ne[0]).unwrap_or(0) * t.spec.ne[1..].iter().product::<u64>())
+        .map(|t| {
+            t.spec.ty.row_bytes(t.spec.ne[0]).unwrap_or(0) * t.spec.ne[1..].iter().product::<u64>()
+        })
         .sum();
     eprintln!(
         "synth: {} · {} layers ({} dense) · {} experts (top {}) · vocab {} · {} · {:.2} G params · {:.2} GB · {threads} threads",
@@ -589,14 +678,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         total_values as f64 / 1e9,
         total_bytes as f64 / 1e9
     );
-    let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let specs = tensors.iter().map(|t| t.spec.clone()).collect();
     let mut w = GgufWriter::new(BufWriter::with_capacity(8 << 20, file), &md, specs)?;
     let start = Instant::now();
     let mut done = 0u64;
     for (i, t) in tensors.iter().enumerate() {
         let data = build_tensor(t, i, args.seed, threads)?;
-        w.write_tensor(&t.spec.name, &data).with_context(|| format!("writing {}", args.out.display()))?;
+        w.write_tensor(&t.spec.name, &data)
+            .with_context(|| format!("writing {}", args.out.display()))?;
         done += t.spec.ne.iter().product::<u64>();
         if t.spec.ne.iter().product::<u64>() > 50_000_000 {
             let s = start.elapsed().as_secs_f64();
@@ -610,7 +701,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    w.finish().with_context(|| format!("writing {}", args.out.display()))?;
+    w.finish()
+        .with_context(|| format!("writing {}", args.out.display()))?;
     let s = start.elapsed().as_secs_f64();
     eprintln!(
         "synth: wrote {} ({:.2} GB) in {:.1} s ({:.1} M values/s on {threads} threads)",
@@ -638,7 +730,10 @@ mod tests {
             let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
             let step = amax / 16.0;
             for (a, b) in x.iter().zip(y) {
-                assert!((a - b).abs() <= 0.5 * step + 1e-6, "block {blk}: {a} vs {b} (step {step})");
+                assert!(
+                    (a - b).abs() <= 0.5 * step + 1e-6,
+                    "block {blk}: {a} vs {b} (step {step})"
+                );
             }
         }
     }
@@ -658,28 +753,60 @@ mod tests {
     fn q4_k_m_types_follow_llama_quantize() {
         let s = Shape::v2_lite();
         assert_eq!(q4_k_m_type("output.weight", 2048, None, &s), GgmlType::Q6_K);
-        assert_eq!(q4_k_m_type("token_embd.weight", 2048, None, &s), GgmlType::Q4_K);
-        assert_eq!(q4_k_m_type("blk.3.attn_k_b.weight", 128, Some(3), &s), GgmlType::Q5_0);
-        assert_eq!(q4_k_m_type("blk.3.attn_output.weight", 2048, Some(3), &s), GgmlType::Q4_K);
+        assert_eq!(
+            q4_k_m_type("token_embd.weight", 2048, None, &s),
+            GgmlType::Q4_K
+        );
+        assert_eq!(
+            q4_k_m_type("blk.3.attn_k_b.weight", 128, Some(3), &s),
+            GgmlType::Q5_0
+        );
+        assert_eq!(
+            q4_k_m_type("blk.3.attn_output.weight", 2048, Some(3), &s),
+            GgmlType::Q4_K
+        );
         // 27 layers: more bits for layers < 3, ≥ 23 and (i − 3) % 3 == 2.
-        assert_eq!(q4_k_m_type("blk.1.ffn_down_shexp.weight", 2816, Some(1), &s), GgmlType::Q6_K);
-        assert_eq!(q4_k_m_type("blk.5.ffn_down_shexp.weight", 2816, Some(5), &s), GgmlType::Q6_K);
-        assert_eq!(q4_k_m_type("blk.6.ffn_down_shexp.weight", 2816, Some(6), &s), GgmlType::Q4_K);
+        assert_eq!(
+            q4_k_m_type("blk.1.ffn_down_shexp.weight", 2816, Some(1), &s),
+            GgmlType::Q6_K
+        );
+        assert_eq!(
+            q4_k_m_type("blk.5.ffn_down_shexp.weight", 2816, Some(5), &s),
+            GgmlType::Q6_K
+        );
+        assert_eq!(
+            q4_k_m_type("blk.6.ffn_down_shexp.weight", 2816, Some(6), &s),
+            GgmlType::Q4_K
+        );
         // Expert rows of 1408 are not a multiple of 256: Q6_K → Q8_0, Q4_K → Q5_0.
-        assert_eq!(q4_k_m_type("blk.1.ffn_down_exps.weight", 1408, Some(1), &s), GgmlType::Q8_0);
-        assert_eq!(q4_k_m_type("blk.6.ffn_down_exps.weight", 1408, Some(6), &s), GgmlType::Q5_0);
+        assert_eq!(
+            q4_k_m_type("blk.1.ffn_down_exps.weight", 1408, Some(1), &s),
+            GgmlType::Q8_0
+        );
+        assert_eq!(
+            q4_k_m_type("blk.6.ffn_down_exps.weight", 1408, Some(6), &s),
+            GgmlType::Q5_0
+        );
     }
 
     #[test]
     fn same_seed_same_bytes_whatever_the_thread_count() {
         let p = Planned {
-            spec: TensorSpec { name: "blk.0.ffn_up_exps.weight".into(), ty: GgmlType::Q4_K, ne: vec![256, 7, 3] },
+            spec: TensorSpec {
+                name: "blk.0.ffn_up_exps.weight".into(),
+                ty: GgmlType::Q4_K,
+                ne: vec![256, 7, 3],
+            },
             init: Init::Normal(0.02),
         };
         let one = build_tensor(&p, 4, 11, 1).unwrap();
         assert_eq!(one, build_tensor(&p, 4, 11, 3).unwrap());
         assert_eq!(one, build_tensor(&p, 4, 11, 64).unwrap());
-        assert_ne!(one, build_tensor(&p, 4, 12, 1).unwrap(), "the seed must matter");
+        assert_ne!(
+            one,
+            build_tensor(&p, 4, 12, 1).unwrap(),
+            "the seed must matter"
+        );
     }
 
     #[test]
@@ -687,11 +814,18 @@ mod tests {
         let mut s = Shape::v3();
         s.n_layer = 4;
         let t = plan(&s, "Q4_K_M").unwrap();
-        let get = |n: &str| t.iter().find(|p| p.spec.name == n).unwrap_or_else(|| panic!("{n} missing"));
+        let get = |n: &str| {
+            t.iter()
+                .find(|p| p.spec.name == n)
+                .unwrap_or_else(|| panic!("{n} missing"))
+        };
         assert_eq!(get("blk.0.attn_q_a.weight").spec.ne, vec![7168, 1536]);
         assert_eq!(get("blk.0.attn_q_b.weight").spec.ne, vec![1536, 128 * 192]);
         assert_eq!(get("blk.2.ffn_down.weight").spec.ne, vec![18432, 7168]);
-        assert_eq!(get("blk.3.ffn_gate_exps.weight").spec.ne, vec![7168, 2048, 256]);
+        assert_eq!(
+            get("blk.3.ffn_gate_exps.weight").spec.ne,
+            vec![7168, 2048, 256]
+        );
         assert_eq!(get("blk.3.exp_probs_b.bias").spec.ne, vec![256]);
         assert_eq!(get("blk.3.ffn_down_shexp.weight").spec.ne, vec![2048, 7168]);
         assert!(t.iter().all(|p| p.spec.name != "blk.0.attn_q.weight"));
@@ -714,6 +848,9 @@ mod tests {
         assert_eq!(tokens.len(), 5000);
         let unique: std::collections::HashSet<_> = tokens.iter().collect();
         assert_eq!(unique.len(), 5000, "token strings must be unique");
-        assert_eq!(md.i32_array("tokenizer.ggml.token_type").unwrap().len(), 5000);
+        assert_eq!(
+            md.i32_array("tokenizer.ggml.token_type").unwrap().len(),
+            5000
+        );
     }
 }
