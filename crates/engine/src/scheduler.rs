@@ -192,7 +192,8 @@ impl Scheduler {
         let mut config = config;
         config.max_seqs = config.max_seqs.max(1);
         config.step_tokens = config.step_tokens.max(config.max_seqs + 1);
-        let inner = Arc::new(Inner { shared: Mutex::new(Shared::default()), wake: Condvar::new(), next_id: AtomicU64::new(1) });
+        let inner =
+            Arc::new(Inner { shared: Mutex::new(Shared::default()), wake: Condvar::new(), next_id: AtomicU64::new(1) });
         let worker = Worker::new(engine, config.clone(), inner.clone());
         let thread = std::thread::Builder::new()
             .name("ferromoe-scheduler".into())
@@ -428,19 +429,23 @@ impl Worker {
         let mut i = 0;
         while i < self.active.len() {
             if self.active[i].cancel.load(Ordering::SeqCst) {
-                let mut seq = self.active.swap_remove(i);
+                let seq = self.active.swap_remove(i);
                 let stats = seq.stats(FinishReason::Cancelled);
-                (seq.sink)(Event::Done(stats));
+                let mut sink = seq.sink;
+                drop(seq.session);
                 self.count_done(true);
-                drop(seq);
+                sink(Event::Done(stats));
             } else {
                 i += 1;
             }
         }
     }
 
+    /// Counts a finished job and publishes the new number of active sequences, before
+    /// its client hears of the end (its next request must find the slot free).
     fn count_done(&self, cancelled: bool) {
         let mut sh = self.inner.lock();
+        sh.status.active = self.active.len();
         sh.status.completed += 1;
         sh.status.cancelled += u64::from(cancelled);
     }
@@ -449,7 +454,8 @@ impl Worker {
     /// prompt is complete.
     fn step(&mut self) {
         // Decode steps first (one token each), then prompt chunks within the budget.
-        let mut budget = self.config.step_tokens.saturating_sub(self.active.iter().filter(|s| s.next.is_some()).count());
+        let mut budget =
+            self.config.step_tokens.saturating_sub(self.active.iter().filter(|s| s.next.is_some()).count());
         let mut inputs: Vec<(usize, usize)> = Vec::with_capacity(self.active.len()); // (index, prompt tokens)
         for (i, s) in self.active.iter().enumerate() {
             if s.next.is_some() {
@@ -507,8 +513,8 @@ impl Worker {
         }
         // Remove from the back so the indices stay valid.
         finished.sort_by_key(|f| std::cmp::Reverse(f.0));
-        for (i, reason, by_string) in finished {
-            let seq = self.active.swap_remove(i);
+        let ended: Vec<_> = finished.into_iter().map(|(i, r, b)| (self.active.swap_remove(i), r, b)).collect();
+        for (seq, reason, by_string) in ended {
             self.finish(seq, reason, by_string);
         }
     }
@@ -519,8 +525,8 @@ impl Worker {
         idx.sort_unstable_by(|a, b| b.cmp(a));
         for i in idx {
             let mut seq = self.active.swap_remove(i);
-            (seq.sink)(Event::Error(e.to_string()));
             self.count_done(false);
+            (seq.sink)(Event::Error(e.to_string()));
         }
     }
 
@@ -536,8 +542,8 @@ impl Worker {
             }
         }
         let stats = seq.stats(reason);
-        (seq.sink)(Event::Done(stats));
         self.count_done(reason == FinishReason::Cancelled);
+        (seq.sink)(Event::Done(stats));
         if reason != FinishReason::Cancelled && self.config.prefix_cache > 0 {
             if self.cache.len() >= self.config.prefix_cache {
                 self.cache.remove(0);
@@ -634,11 +640,12 @@ mod tests {
             .map(|p| {
                 let mut s = engine.session(256);
                 let mut out = String::new();
-                engine.generate(&mut s, p, &greedy(12), &mut |t| {
-                    out += t;
-                    true
-                })
-                .unwrap();
+                engine
+                    .generate(&mut s, p, &greedy(12), &mut |t| {
+                        out += t;
+                        true
+                    })
+                    .unwrap();
                 out
             })
             .collect();

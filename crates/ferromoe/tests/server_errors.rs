@@ -30,7 +30,11 @@ fn post_json(server: &Server, path: &str, body: &Value) -> Response {
 fn openai_error(r: &Response, status: u16) -> Value {
     assert_eq!(r.status, status, "{}", r.body);
     let e = r.json()["error"].clone();
-    assert!(e["message"].is_string() && e["type"].is_string() && e.get("code").is_some(), "not OpenAI's shape: {}", r.body);
+    assert!(
+        e["message"].is_string() && e["type"].is_string() && e.get("code").is_some(),
+        "not OpenAI's shape: {}",
+        r.body
+    );
     e
 }
 
@@ -61,9 +65,13 @@ fn open_stream(server: &Server, body: &Value) -> BufReader<TcpStream> {
 }
 
 fn healthy_chat(server: &Server) {
-    let r = post_json(server, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}));
+    let r = post_json(
+        server,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}),
+    );
     assert_eq!(r.status, 200, "the server must keep serving: {}", r.body);
-    assert_eq!(r.json()["usage"]["completion_tokens"].as_u64().unwrap() <= 3, true);
+    assert!(r.json()["usage"]["completion_tokens"].as_u64().unwrap() <= 3);
 }
 
 fn long_request() -> Value {
@@ -73,7 +81,8 @@ fn long_request() -> Value {
 
 #[test]
 fn bad_inputs_disconnects_and_overload_then_still_serving() {
-    let mut server = Server::start(&["--max-seqs", "1", "--queue", "0", "--ctx", "2048", "--api-key", KEY, "--grace", "0.5"]);
+    let mut server =
+        Server::start(&["--max-seqs", "1", "--queue", "0", "--ctx", "2048", "--api-key", KEY, "--grace", "0.5"]);
     let chat = "/v1/chat/completions";
     let msgs = json!([{"role": "user", "content": "Hello"}]);
 
@@ -152,11 +161,16 @@ fn bad_inputs_disconnects_and_overload_then_still_serving() {
     // SIGTERM during a request: it is finished or cancelled within the grace time, the
     // stream ends properly, and the server exits 0.
     let mut stream = open_stream(&server, &long_request());
-    let status = server.signal_and_wait("TERM", Duration::from_secs(10)).expect("the server did not exit after SIGTERM");
+    let status =
+        server.signal_and_wait("TERM", Duration::from_secs(10)).expect("the server did not exit after SIGTERM");
     assert!(status.success(), "exit status {status:?}\n{}", server.log());
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut stream, &mut rest);
-    assert!(rest.contains("data: [DONE]"), "the stream must end cleanly: ...{}", &rest[rest.len().saturating_sub(300)..]);
+    assert!(
+        rest.contains("data: [DONE]"),
+        "the stream must end cleanly: ...{}",
+        &rest[rest.len().saturating_sub(300)..]
+    );
     assert!(server.log().contains("SIGTERM"), "{}", server.log());
     assert!(TcpStream::connect(&server.addr).is_err(), "still listening after exit");
 }

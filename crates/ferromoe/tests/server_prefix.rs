@@ -9,9 +9,12 @@ use server_common::Server;
 #[test]
 fn second_turn_skips_the_first_turns_prefill() {
     let server = Server::start(&["--max-seqs", "2", "--ctx", "512"]);
-    let mut messages = vec![json!({"role": "system", "content": "You are a helpful assistant."}),
-                            json!({"role": "user", "content": "Tell me a story about a dragon and a knight."})];
-    let r = server.post_json("/v1/chat/completions", &json!({"messages": messages, "max_tokens": 24, "temperature": 0}));
+    let mut messages = vec![
+        json!({"role": "system", "content": "You are a helpful assistant."}),
+        json!({"role": "user", "content": "Tell me a story about a dragon and a knight."}),
+    ];
+    let r =
+        server.post_json("/v1/chat/completions", &json!({"messages": messages, "max_tokens": 24, "temperature": 0}));
     assert_eq!(r.status, 200, "{}", r.body);
     let first = r.json();
     let first_prompt = first["usage"]["prompt_tokens"].as_u64().unwrap();

@@ -51,7 +51,12 @@ impl ApiError {
 
     /// 404: no such route.
     pub fn no_route(method: &str, path: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", Some("not_found"), format!("no route for {method} {path}"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("not_found"),
+            format!("no route for {method} {path}"),
+        )
     }
 
     /// 404: the request names another model.
@@ -93,7 +98,9 @@ impl ApiError {
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
         match self.flavor {
-            Flavor::OpenAi => json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": self.code}}),
+            Flavor::OpenAi => {
+                json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": self.code}})
+            }
             Flavor::Ollama => json!({"error": self.message}),
         }
     }

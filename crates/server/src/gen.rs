@@ -83,11 +83,18 @@ pub(crate) fn render_chat(st: &AppState, messages: &[ChatMessage], flavor: Flavo
         .template
         .as_ref()
         .ok_or_else(|| ApiError::bad_request("this model has no chat template").with_flavor(flavor))?;
-    template.render(messages, true).map_err(|e| ApiError::bad_request(format!("chat template: {e}")).with_flavor(flavor))
+    template
+        .render(messages, true)
+        .map_err(|e| ApiError::bad_request(format!("chat template: {e}")).with_flavor(flavor))
 }
 
 /// Tokenizes on a blocking thread (a long prompt takes a while).
-pub(crate) async fn tokenize(st: &Arc<AppState>, text: String, add_special: bool, flavor: Flavor) -> Result<Vec<u32>, ApiError> {
+pub(crate) async fn tokenize(
+    st: &Arc<AppState>,
+    text: String,
+    add_special: bool,
+    flavor: Flavor,
+) -> Result<Vec<u32>, ApiError> {
     let engine = st.engine.clone();
     let ids = tokio::task::spawn_blocking(move || match engine.tokenizer.as_ref() {
         Some(tok) => tok.encode(&text, add_special).map_err(|e| e.to_string()),
@@ -136,7 +143,11 @@ pub(crate) fn start(
     let sink = move |ev: Event| {
         match &ev {
             Event::Started { prompt_tokens, cached_tokens } if *cached_tokens > 0 => {
-                tracing::info!("prefix cache: reused {cached_tokens} of {prompt_tokens} prompt tokens ({} {})", job_log.method, job_log.path)
+                tracing::info!(
+                    "prefix cache: reused {cached_tokens} of {prompt_tokens} prompt tokens ({} {})",
+                    job_log.method,
+                    job_log.path
+                )
             }
             Event::Done(stats) => job_log.generation(200, stats),
             Event::Error(e) => tracing::warn!("{} {}: generation failed: {e}", job_log.method, job_log.path),
@@ -144,7 +155,8 @@ pub(crate) fn start(
         }
         tx.send(ev).is_ok()
     };
-    let ticket = st.scheduler.submit(Job::new(prompt, request, sink)).map_err(|e| ApiError::from(e).with_flavor(flavor))?;
+    let ticket =
+        st.scheduler.submit(Job::new(prompt, request, sink)).map_err(|e| ApiError::from(e).with_flavor(flavor))?;
     log.defer();
     Ok(Running { rx, ticket, prompt_tokens })
 }

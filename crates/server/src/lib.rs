@@ -63,7 +63,14 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// A config with no API key.
     pub fn new(model_name: impl Into<String>, n_ctx: usize) -> ServerConfig {
-        ServerConfig { model_name: model_name.into(), api_key: None, n_ctx, queue: None, prefix_cache: None, file_size: 0 }
+        ServerConfig {
+            model_name: model_name.into(),
+            api_key: None,
+            n_ctx,
+            queue: None,
+            prefix_cache: None,
+            file_size: 0,
+        }
     }
 }
 
@@ -229,7 +236,11 @@ fn authorized(headers: &HeaderMap, key: &str) -> bool {
 
 /// Parses a JSON body: 415 for another content type (OpenAI routes; Ollama's clients
 /// often send none or a form type), 400 naming the problem and where it is.
-pub(crate) fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes, flavor: Flavor) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    flavor: Flavor,
+) -> Result<T, ApiError> {
     if flavor == Flavor::OpenAi {
         if let Some(ct) = headers.get("content-type") {
             let ct = ct.to_str().unwrap_or("");
@@ -244,7 +255,9 @@ pub(crate) fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes,
         let path = e.path().to_string();
         let inner = e.into_inner();
         let msg = match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => format!("malformed JSON body: {inner}"),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                format!("malformed JSON body: {inner}")
+            }
             _ if path == "." => format!("invalid request body: {inner}"),
             _ => format!("invalid value for '{path}': {inner}"),
         };
@@ -279,7 +292,9 @@ pub struct RunOptions {
 /// otherwise.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();

@@ -107,13 +107,7 @@ fn rfc3339_now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_nanos()
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z", rem / 3600, rem % 3600 / 60, rem % 60, now.subsec_nanos())
 }
 
 fn done_reason(f: FinishReason) -> &'static str {
@@ -275,7 +269,11 @@ pub(crate) async fn tags(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// `POST /api/show`.
-pub(crate) async fn show(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn show(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: ShowRequest = parse_json(&headers, &body, FLAVOR)?;
     let asked = req.model.or(req.name).unwrap_or_default();
     if asked.is_empty() {

