@@ -3,6 +3,8 @@
 
 mod server_common;
 
+use std::time::Duration;
+
 use server_common::Server;
 
 #[test]
@@ -11,10 +13,9 @@ fn openai_python_package_chat_stream_completion_and_exact_usage() {
     let out = server.python("openai_client.py", &[]);
     assert!(out.contains("openai client: all checks passed"), "{out}");
     // One access-log line per generation, with the token counts.
-    let log = server.log();
-    assert!(log.contains("POST /v1/chat/completions 200 in="), "{log}");
-    assert!(log.contains("POST /v1/completions 200 in="), "{log}");
-    assert!(log.contains("POST /v1/chat/completions 404"), "{log}");
+    for line in ["POST /v1/chat/completions 200 in=", "POST /v1/completions 200 in=", "POST /v1/chat/completions 404"] {
+        assert!(server.wait_log(line, Duration::from_secs(5)), "no '{line}' in the log:\n{}", server.log());
+    }
 }
 
 #[test]
@@ -22,5 +23,5 @@ fn ollama_api_with_requests_streaming_and_not() {
     let server = Server::start(&["--max-seqs", "2", "--ctx", "256", "--api-key", "sk-ollama"]);
     let out = server.python("ollama_client.py", &["--api-key", "sk-ollama"]);
     assert!(out.contains("ollama client: all checks passed"), "{out}");
-    assert!(server.log().contains("POST /api/chat 200 in="));
+    assert!(server.wait_log("POST /api/chat 200 in=", Duration::from_secs(5)), "{}", server.log());
 }

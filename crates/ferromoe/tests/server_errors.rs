@@ -171,6 +171,6 @@ fn bad_inputs_disconnects_and_overload_then_still_serving() {
         "the stream must end cleanly: ...{}",
         &rest[rest.len().saturating_sub(300)..]
     );
-    assert!(server.log().contains("SIGTERM"), "{}", server.log());
+    assert!(server.wait_log("SIGTERM", Duration::from_secs(5)), "{}", server.log());
     assert!(TcpStream::connect(&server.addr).is_err(), "still listening after exit");
 }
