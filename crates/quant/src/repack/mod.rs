@@ -14,8 +14,12 @@
 //! - [`PackedType::Q4Kx8`]: Q4_K, 8 rows per group (see `q4k` for the byte layout). Same
 //!   size as the source (148 bytes per row-block instead of 144: the 12 packed scale bytes
 //!   become 16 plain ones).
+//! - [`PackedType::Q8_0x8`], [`PackedType::Q5_0x8`]: the legacy 32-value blocks × Q8_0
+//!   activations (see `legacy`; +6% / +9% for the stored row sums that let `vpdpbusd` take
+//!   signed weights).
 //!
-//! Numerics (the *definition*, [`scalar`] functions): per row and block, the exact
+//! Numerics (the *definition*, [`scalar`] functions; the legacy types likewise with
+//! `acc = fma(d·d_a, Σ w·a, acc)` per 32-value block): per row and block, the exact
 //! integers of ggml's Q4_K×Q8_K dot (`isum = Σ_s sc_s·Σ q·a`, `msum = Σ_s m_s·(bsums)`),
 //! then one f32 accumulator per (row, token) updated per block as
 //! `acc = fma(d·d_a, isum, acc); acc = fma(−dmin·d_a, msum, acc)`. The SIMD tile kernels
@@ -31,10 +35,12 @@
 use crate::dot::SimdPath;
 use crate::GgmlType;
 
+mod legacy;
 mod q4k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use legacy::{Q5_0X8_BLOCK_BYTES, Q8_0X8_BLOCK_BYTES};
 pub use q4k::Q4KX8_BLOCK_BYTES;
 
 /// Rows per repacked group.
@@ -47,7 +53,7 @@ pub const MAX_TOKENS: usize = 4;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RepackError {
     /// No repacked layout for this type.
-    #[error("no repacked layout for weight type {0} (supported: Q4_K)")]
+    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q8_0, Q5_0)")]
     Unsupported(GgmlType),
     /// Shapes that do not fit the layout or the buffers.
     #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
@@ -64,6 +70,10 @@ pub enum RepackError {
 pub enum PackedType {
     /// Q4_K, groups of 8 rows (see the module docs).
     Q4Kx8,
+    /// Q8_0, groups of 8 rows (see `legacy`).
+    Q8_0x8,
+    /// Q5_0, groups of 8 rows (see `legacy`).
+    Q5_0x8,
 }
 
 impl PackedType {
@@ -71,6 +81,8 @@ impl PackedType {
     pub fn for_type(ty: GgmlType) -> Option<PackedType> {
         match ty {
             GgmlType::Q4_K => Some(PackedType::Q4Kx8),
+            GgmlType::Q8_0 => Some(PackedType::Q8_0x8),
+            GgmlType::Q5_0 => Some(PackedType::Q5_0x8),
             _ => None,
         }
     }
@@ -79,6 +91,8 @@ impl PackedType {
     pub fn source(self) -> GgmlType {
         match self {
             PackedType::Q4Kx8 => GgmlType::Q4_K,
+            PackedType::Q8_0x8 => GgmlType::Q8_0,
+            PackedType::Q5_0x8 => GgmlType::Q5_0,
         }
     }
 
@@ -86,6 +100,17 @@ impl PackedType {
     pub fn name(self) -> &'static str {
         match self {
             PackedType::Q4Kx8 => "Q4_Kx8",
+            PackedType::Q8_0x8 => "Q8_0x8",
+            PackedType::Q5_0x8 => "Q5_0x8",
+        }
+    }
+
+    /// Bytes of one packed block (8 rows × one source block).
+    pub fn block_bytes(self) -> usize {
+        match self {
+            PackedType::Q4Kx8 => Q4KX8_BLOCK_BYTES,
+            PackedType::Q8_0x8 => Q8_0X8_BLOCK_BYTES,
+            PackedType::Q5_0x8 => Q5_0X8_BLOCK_BYTES,
         }
     }
 
@@ -96,7 +121,7 @@ impl PackedType {
         if n_in == 0 || n_in % bs != 0 {
             return None;
         }
-        (n_in / bs).checked_mul(Q4KX8_BLOCK_BYTES)
+        (n_in / bs).checked_mul(self.block_bytes())
     }
 
     /// Bytes of a whole repacked `n_out × n_in` matrix (`n_out` must be a multiple of
@@ -152,6 +177,8 @@ fn check(
 pub fn repack(ty: GgmlType, n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) -> Result<(), RepackError> {
     match check(ty, n_in, n_out, src.len(), dst.len())? {
         PackedType::Q4Kx8 => q4k::repack(n_in, n_out, src, dst),
+        PackedType::Q8_0x8 => legacy::repack(false, n_in, n_out, src, dst),
+        PackedType::Q5_0x8 => legacy::repack(true, n_in, n_out, src, dst),
     }
     Ok(())
 }
@@ -162,6 +189,8 @@ pub fn repack(ty: GgmlType, n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8
 pub fn unpack(ty: GgmlType, n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) -> Result<(), RepackError> {
     match check(ty, n_in, n_out, dst.len(), packed.len())? {
         PackedType::Q4Kx8 => q4k::unpack(n_in, n_out, packed, dst),
+        PackedType::Q8_0x8 => legacy::unpack(false, n_in, n_out, packed, dst),
+        PackedType::Q5_0x8 => legacy::unpack(true, n_in, n_out, packed, dst),
     }
     Ok(())
 }
@@ -245,6 +274,8 @@ impl PackedDot {
                     for (ai, oi) in a.iter().zip(o.iter_mut()) {
                         *oi = match self.packed {
                             PackedType::Q4Kx8 => q4k::dot_scalar(nb, group, ai),
+                            PackedType::Q8_0x8 => legacy::dot_scalar(false, nb, group, ai),
+                            PackedType::Q5_0x8 => legacy::dot_scalar(true, nb, group, ai),
                         };
                     }
                 }
@@ -266,6 +297,16 @@ impl PackedDot {
 /// The scalar definitions (see the module docs).
 pub mod scalar {
     pub use super::q4k::dot_scalar as dot_q4kx8;
+
+    /// Q8_0x8 × Q8_0.
+    pub fn dot_q8_0x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
+        super::legacy::dot_scalar(false, nb, group, act)
+    }
+
+    /// Q5_0x8 × Q8_0.
+    pub fn dot_q5_0x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
+        super::legacy::dot_scalar(true, nb, group, act)
+    }
 }
 
 /// Test hooks: per-block integers of the tile kernels vs the scalar definition. Not a
@@ -279,6 +320,8 @@ pub mod testing {
         let nb = n_in / packed.source().block_size();
         match packed {
             PackedType::Q4Kx8 => q4k::ints_scalar(nb, group, act),
+            PackedType::Q8_0x8 => legacy::ints_scalar(false, nb, group, act),
+            PackedType::Q5_0x8 => legacy::ints_scalar(true, nb, group, act),
         }
     }
 

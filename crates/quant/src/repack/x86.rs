@@ -9,12 +9,18 @@
 //! likewise by `vpdpwssd` of (m, m) pairs with the bsums. The f32 part is one FMA per
 //! (block, token) for `isum` and one for `msum`, in the scalar definition's order.
 //!
+//! Q8_0x8 / Q5_0x8 × T tokens: the 8 signed weight vectors of a block (Q5_0: nibble
+//! minus 16 where the fifth bit is clear) times the broadcast 4-byte activation groups;
+//! with VNNI as `vpdpbusd(a XOR 0x80, w)` (= Σ w·a + 128·Σw, the stored row sums take the
+//! excess back out once per block), with AVX2 as `vpmaddubsw(|a|, sign(w, a))`.
+//!
 //! Without VNNI the same integers come from `vpmaddubsw` + `vpmaddwd` (q ≤ 15 so the i16
 //! pair sums never saturate: 2·15·128 < 2¹⁵). Both variants are bit-identical to the
 //! scalar definition.
 
 #![allow(clippy::needless_range_loop)]
 
+use super::legacy::{self, Q5_0X8_BLOCK_BYTES, Q5_OFF_QH, Q5_OFF_QS, Q8_0X8_BLOCK_BYTES, Q8_0_SIZE, Q8_OFF_QS};
 use super::q4k::{OFF_D, OFF_DMIN, OFF_MN, OFF_QS, OFF_SC, Q4KX8_BLOCK_BYTES, Q8K_BSUMS, Q8K_QS, Q8K_SIZE};
 use super::{PackedType, TileFn, MAX_TOKENS, ROWS};
 use crate::dot::SimdPath;
@@ -34,11 +40,21 @@ fn vnni() -> bool {
 /// The kernels for `packed` on `path` or the best available below it.
 pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &'static [TileFn; MAX_TOKENS])> {
     match packed {
-        PackedType::Q4Kx8 => match path {
-            SimdPath::Avx512Vnni if vnni() => Some((SimdPath::Avx512Vnni, &Q4K_VNNI)),
-            SimdPath::Avx512Vnni | SimdPath::Avx2 if avx2() => Some((SimdPath::Avx2, &Q4K_AVX2)),
-            _ => None,
-        },
+        PackedType::Q4Kx8 => pick(path, &Q4K_AVX2, &Q4K_VNNI),
+        PackedType::Q8_0x8 => pick(path, &Q8_0_AVX2, &Q8_0_VNNI),
+        PackedType::Q5_0x8 => pick(path, &Q5_0_AVX2, &Q5_0_VNNI),
+    }
+}
+
+fn pick(
+    path: SimdPath,
+    avx2_fns: &'static [TileFn; MAX_TOKENS],
+    vnni_fns: &'static [TileFn; MAX_TOKENS],
+) -> Option<(SimdPath, &'static [TileFn; MAX_TOKENS])> {
+    match path {
+        SimdPath::Avx512Vnni if vnni() => Some((SimdPath::Avx512Vnni, vnni_fns)),
+        SimdPath::Avx512Vnni | SimdPath::Avx2 if avx2() => Some((SimdPath::Avx2, avx2_fns)),
+        _ => None,
     }
 }
 
@@ -47,6 +63,11 @@ trait Isa {
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
     /// `acc + Σ pairs(p·s)` (i16 × i16 → i32).
     unsafe fn dpwssd(acc: __m256i, p: __m256i, s: __m256i) -> __m256i;
+    /// Whether [`Isa::dot_ws`] adds `128·Σw` (to be subtracted per block).
+    const BIASED: bool;
+    /// `acc + Σ quads(w·a)` for signed weights `w` and signed activations `a` — plus
+    /// `128·Σ quads(w)` when [`Isa::BIASED`].
+    unsafe fn dot_ws(acc: __m256i, w: __m256i, a: __m256i) -> __m256i;
 }
 
 struct Avx2;
@@ -59,6 +80,14 @@ impl Isa for Avx2 {
     unsafe fn dpwssd(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
         _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
     }
+    const BIASED: bool = false;
+    /// `|a| · (w·sign(a))`: pairs ≤ 128·127·2 < 2¹⁵ for weights in −127..=127 (ggml's
+    /// Q8_0 range; Q5_0 values are −16..15).
+    #[inline(always)]
+    unsafe fn dot_ws(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a));
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+    }
 }
 
 struct Vnni;
@@ -70,6 +99,13 @@ impl Isa for Vnni {
     #[inline(always)]
     unsafe fn dpwssd(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
         _mm256_dpwssd_epi32(acc, p, s)
+    }
+    const BIASED: bool = true;
+    /// `(a + 128)` as unsigned bytes (one XOR) times the signed weights: exact for any
+    /// bytes.
+    #[inline(always)]
+    unsafe fn dot_ws(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, _mm256_xor_si256(a, _mm256_set1_epi8(-128)), w)
     }
 }
 
@@ -168,6 +204,123 @@ unsafe fn q4k_vnni<const T: usize>(nb: usize, w: *const u8, a: *const *const u8,
 static Q4K_AVX2: [TileFn; MAX_TOKENS] = [q4k_avx2::<1>, q4k_avx2::<2>, q4k_avx2::<3>, q4k_avx2::<4>];
 static Q4K_VNNI: [TileFn; MAX_TOKENS] = [q4k_vnni::<1>, q4k_vnni::<2>, q4k_vnni::<3>, q4k_vnni::<4>];
 
+// ---------------------------------------------------------------------------------------
+// Q8_0x8 / Q5_0x8 × Q8_0 (see `legacy` for the layouts).
+
+/// The 32 bits of `bits` as bytes: 0xFF where bit j is set, 0 elsewhere.
+#[inline(always)]
+unsafe fn bits32(p: *const u8) -> __m256i {
+    let v = _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
+    let spread = _mm256_shuffle_epi8(
+        v,
+        _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+        ),
+    );
+    let sel = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel)
+}
+
+/// Signed weight vector g (0..8: positions 4g..4g+4 of the 8 rows) of a packed block.
+#[inline(always)]
+unsafe fn legacy_weights<const Q5: bool>(pb: *const u8, g: usize) -> __m256i {
+    if Q5 {
+        let v = load(pb.add(Q5_OFF_QS + 32 * (g % 4)));
+        let m4 = _mm256_set1_epi8(0x0f);
+        let nib = if g < 4 { _mm256_and_si256(v, m4) } else { _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4) };
+        // q − 16 = nibble − 16 where the fifth bit is clear, the nibble where it is set.
+        let set = bits32(pb.add(Q5_OFF_QH + 4 * g));
+        _mm256_sub_epi8(nib, _mm256_andnot_si256(set, _mm256_set1_epi8(16)))
+    } else {
+        load(pb.add(Q8_OFF_QS + 32 * g))
+    }
+}
+
+/// One packed block × T Q8_0 blocks: `Σ w·a` per token, lane = row.
+#[inline(always)]
+unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(pb: *const u8, a: [*const u8; T]) -> [__m256i; T] {
+    let mut dp = [_mm256_setzero_si256(); T];
+    for g in 0..8 {
+        let w = legacy_weights::<Q5>(pb, g);
+        for t in 0..T {
+            dp[t] = I::dot_ws(dp[t], w, bcast32(a[t].add(2 + 4 * g)));
+        }
+    }
+    if I::BIASED {
+        let wsum = _mm256_cvtepi16_epi32(_mm_loadu_si128(pb.add(legacy::OFF_WSUM) as *const __m128i));
+        let corr = _mm256_slli_epi32::<7>(wsum);
+        for t in 0..T {
+            dp[t] = _mm256_sub_epi32(dp[t], corr);
+        }
+    }
+    dp
+}
+
+#[inline(always)]
+unsafe fn legacy_tile<const T: usize, const Q5: bool, I: Isa>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+    let pbb = if Q5 { Q5_0X8_BLOCK_BYTES } else { Q8_0X8_BLOCK_BYTES };
+    let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
+    let mut acc = [_mm256_setzero_ps(); T];
+    for ib in 0..nb {
+        let pb = w.add(ib * pbb);
+        let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8_0_SIZE));
+        let dp = legacy_block_ints::<T, Q5, I>(pb, at);
+        let d = f16x8(pb.add(legacy::OFF_D));
+        for t in 0..T {
+            let da = _mm256_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(at[t] as *const i16)));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(dp[t]), acc[t]);
+        }
+    }
+    for t in 0..T {
+        _mm256_storeu_ps(out.add(t * ROWS), acc[t]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn legacy_avx2<const T: usize, const Q5: bool>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+    legacy_tile::<T, Q5, Avx2>(nb, w, a, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
+unsafe fn legacy_vnni<const T: usize, const Q5: bool>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+    legacy_tile::<T, Q5, Vnni>(nb, w, a, out)
+}
+
+static Q8_0_AVX2: [TileFn; MAX_TOKENS] =
+    [legacy_avx2::<1, false>, legacy_avx2::<2, false>, legacy_avx2::<3, false>, legacy_avx2::<4, false>];
+static Q8_0_VNNI: [TileFn; MAX_TOKENS] =
+    [legacy_vnni::<1, false>, legacy_vnni::<2, false>, legacy_vnni::<3, false>, legacy_vnni::<4, false>];
+static Q5_0_AVX2: [TileFn; MAX_TOKENS] =
+    [legacy_avx2::<1, true>, legacy_avx2::<2, true>, legacy_avx2::<3, true>, legacy_avx2::<4, true>];
+static Q5_0_VNNI: [TileFn; MAX_TOKENS] =
+    [legacy_vnni::<1, true>, legacy_vnni::<2, true>, legacy_vnni::<3, true>, legacy_vnni::<4, true>];
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn legacy_ints_avx2<const Q5: bool>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    legacy_ints_with::<Q5, Avx2>(nb, w, a)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
+unsafe fn legacy_ints_vnni<const Q5: bool>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    legacy_ints_with::<Q5, Vnni>(nb, w, a)
+}
+
+#[inline(always)]
+unsafe fn legacy_ints_with<const Q5: bool, I: Isa>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    let pbb = if Q5 { Q5_0X8_BLOCK_BYTES } else { Q8_0X8_BLOCK_BYTES };
+    let mut out = vec![[[0i32; 2]; ROWS]; nb];
+    for (ib, o) in out.iter_mut().enumerate() {
+        let dp = legacy_block_ints::<1, Q5, I>(w.add(ib * pbb), [a.add(ib * Q8_0_SIZE)]);
+        let mut l = [0i32; 8];
+        _mm256_storeu_si256(l.as_mut_ptr() as *mut __m256i, dp[0]);
+        for r in 0..ROWS {
+            *o.get_mut(r).expect("8 rows") = [l[r], 0];
+        }
+    }
+    out
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn ints_avx2(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
     ints_with::<Avx2>(nb, w, a)
@@ -201,14 +354,23 @@ pub(super) fn block_ints(
     group: &[u8],
     act: &[u8],
 ) -> Option<Vec<[[i32; 2]; ROWS]>> {
-    let PackedType::Q4Kx8 = packed;
-    // SAFETY: the caller checked that `group` holds nb packed blocks and `act` nb Q8_K
-    // blocks; each variant runs only after its CPU features were detected.
+    let (w, a) = (group.as_ptr(), act.as_ptr());
+    let v = match path {
+        SimdPath::Avx512Vnni if vnni() => true,
+        SimdPath::Avx2 if avx2() => false,
+        _ => return None,
+    };
+    // SAFETY: the caller checked that `group` holds nb packed blocks and `act` nb
+    // activation blocks of the partner type; each variant runs only after its CPU features
+    // were detected.
     unsafe {
-        match path {
-            SimdPath::Avx512Vnni if vnni() => Some(ints_vnni(nb, group.as_ptr(), act.as_ptr())),
-            SimdPath::Avx2 if avx2() => Some(ints_avx2(nb, group.as_ptr(), act.as_ptr())),
-            _ => None,
-        }
+        Some(match (packed, v) {
+            (PackedType::Q4Kx8, true) => ints_vnni(nb, w, a),
+            (PackedType::Q4Kx8, false) => ints_avx2(nb, w, a),
+            (PackedType::Q8_0x8, true) => legacy_ints_vnni::<false>(nb, w, a),
+            (PackedType::Q8_0x8, false) => legacy_ints_avx2::<false>(nb, w, a),
+            (PackedType::Q5_0x8, true) => legacy_ints_vnni::<true>(nb, w, a),
+            (PackedType::Q5_0x8, false) => legacy_ints_avx2::<true>(nb, w, a),
+        })
     }
 }

@@ -1,4 +1,4 @@
-//! Property tests of the repacked Q4_K layout (`quant::repack`, Q4_Kx8):
+//! Property tests of the repacked layouts (`quant::repack`: Q4_Kx8, Q8_0x8, Q5_0x8):
 //! - `unpack(repack(x)) == x` for any bytes (the scale re-packing is a bijection);
 //! - the SIMD block code's integers (`isum`, `msum` per row and block) equal the scalar
 //!   definition's, on every path this CPU has;
@@ -19,12 +19,11 @@ use quant::dot::{vec_dot_with, SimdPath};
 use quant::repack::{self, testing, PackedDot, PackedType, ROWS};
 use quant::GgmlType;
 
-const TY: GgmlType = GgmlType::Q4_K;
 const REL_TOL: f64 = 1e-5;
 
-fn paths() -> Vec<PackedDot> {
-    let mut v = vec![PackedDot::with_path(PackedType::Q4Kx8, SimdPath::Avx2)];
-    let vnni = PackedDot::with_path(PackedType::Q4Kx8, SimdPath::Avx512Vnni);
+fn paths(pt: PackedType) -> Vec<PackedDot> {
+    let mut v = vec![PackedDot::with_path(pt, SimdPath::Avx2)];
+    let vnni = PackedDot::with_path(pt, SimdPath::Avx512Vnni);
     if vnni.path != v[0].path {
         v.push(vnni);
     }
@@ -32,36 +31,37 @@ fn paths() -> Vec<PackedDot> {
 }
 
 /// `n_out` random rows of `nb` blocks (one row-major matrix).
-fn matrix(n_out: usize, nb: usize, rng: &mut rand::rngs::StdRng, mode: Mode) -> Vec<u8> {
-    (0..n_out).flat_map(|_| weight_row(TY, nb, rng, mode)).collect()
+fn matrix(ty: GgmlType, n_out: usize, nb: usize, rng: &mut rand::rngs::StdRng, mode: Mode) -> Vec<u8> {
+    (0..n_out).flat_map(|_| weight_row(ty, nb, rng, mode)).collect()
 }
 
 fn same_f32(a: f32, b: f32) -> bool {
     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
 
-fn check_case(seed: u64, mode: usize, nb: usize, groups: usize) -> Result<(), TestCaseError> {
+fn check_case(ty: GgmlType, seed: u64, mode: usize, nb: usize, groups: usize) -> Result<(), TestCaseError> {
     let mode = MODES[mode];
     let mut rng = rng(seed);
-    let (n_in, n_out) = (nb * 256, groups * ROWS);
-    let file = matrix(n_out, nb, &mut rng, mode);
-    let pt = PackedType::for_type(TY).unwrap();
+    let act = quant::dot::act_type_for(ty).unwrap();
+    let (n_in, n_out) = (nb * ty.block_size(), groups * ROWS);
+    let file = matrix(ty, n_out, nb, &mut rng, mode);
+    let pt = PackedType::for_type(ty).unwrap();
     let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
-    repack::repack(TY, n_in, n_out, &file, &mut packed).unwrap();
+    repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
     let mut back = vec![0u8; file.len()];
-    repack::unpack(TY, n_in, n_out, &packed, &mut back).unwrap();
+    repack::unpack(ty, n_in, n_out, &packed, &mut back).unwrap();
     prop_assert!(back == file, "unpack(repack(x)) != x");
 
-    let acts: Vec<Vec<u8>> = (0..7).map(|_| act_row(GgmlType::Q8_K, n_in, &mut rng, mode)).collect();
+    let acts: Vec<Vec<u8>> = (0..7).map(|_| act_row(act, n_in, &mut rng, mode)).collect();
     let gb = pt.group_bytes(n_in).unwrap();
     let scalar = PackedDot::with_path(pt, SimdPath::Scalar);
-    let vd = vec_dot_with(TY, SimdPath::Avx512Vnni).unwrap();
+    let vd = vec_dot_with(ty, SimdPath::Avx512Vnni).unwrap();
     let rb = file.len() / n_out;
     for (g, group) in packed.chunks_exact(gb).enumerate() {
         // Integers: SIMD block code == scalar definition.
         for a in &acts {
             let want = testing::block_ints_scalar(pt, n_in, group, a);
-            for p in paths() {
+            for p in paths(pt) {
                 let got = testing::block_ints_simd(pt, p.path, n_in, group, a);
                 prop_assert!(got.as_ref() == Some(&want), "{:?} ints differ (group {g})", p.path);
             }
@@ -70,7 +70,7 @@ fn check_case(seed: u64, mode: usize, nb: usize, groups: usize) -> Result<(), Te
         let refs: Vec<&[u8]> = acts.iter().map(|a| a.as_slice()).collect();
         let mut want = vec![[0f32; ROWS]; acts.len()];
         scalar.tile(n_in, group, &refs, &mut want);
-        for p in paths() {
+        for p in paths(pt) {
             for count in 1..=acts.len() {
                 let mut got = vec![[0f32; ROWS]; count];
                 p.tile(n_in, group, &refs[..count], &mut got);
@@ -91,7 +91,7 @@ fn check_case(seed: u64, mode: usize, nb: usize, groups: usize) -> Result<(), Te
         for (t, a) in acts.iter().enumerate() {
             for r in 0..ROWS {
                 let row = &file[(g * ROWS + r) * rb..(g * ROWS + r + 1) * rb];
-                let (exact, mag) = reference_dot(TY, GgmlType::Q8_K, row, a);
+                let (exact, mag) = reference_dot(ty, act, row, a);
                 let got = want[t][r] as f64;
                 let old = vd.dot(n_in, row, a) as f64;
                 if !exact.is_finite() || !mag.is_finite() || mag > 1e30 {
@@ -110,7 +110,32 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
     fn q4kx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..5, groups in 1usize..3) {
-        check_case(seed, mode, nb, groups)?;
+        check_case(GgmlType::Q4_K, seed, mode, nb, groups)?;
+    }
+    #[test]
+    fn q8_0x8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..12, groups in 1usize..3) {
+        check_case(GgmlType::Q8_0, seed, mode, nb, groups)?;
+    }
+    #[test]
+    fn q5_0x8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..12, groups in 1usize..3) {
+        check_case(GgmlType::Q5_0, seed, mode, nb, groups)?;
+    }
+}
+
+const TY: GgmlType = GgmlType::Q4_K;
+
+#[test]
+fn unpack_is_inverse_on_any_bytes() {
+    for ty in [GgmlType::Q8_0, GgmlType::Q5_0] {
+        let mut rng = rng(11);
+        let (n_in, n_out) = (96, 16);
+        let file: Vec<u8> = (0..n_out * 3 * ty.type_size()).map(|_| rand::Rng::random::<u8>(&mut rng)).collect();
+        let pt = PackedType::for_type(ty).unwrap();
+        let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
+        repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
+        let mut back = vec![0u8; file.len()];
+        repack::unpack(ty, n_in, n_out, &packed, &mut back).unwrap();
+        assert!(back == file, "{ty}");
     }
 }
 
@@ -139,6 +164,6 @@ fn q4kx8_rejects_bad_shapes() {
     assert!(e.to_string().contains("packed buffer holds 10 bytes"), "{e}");
     let e = repack::repack(TY, 200, 8, &src, &mut dst).unwrap_err();
     assert!(e.to_string().contains("whole number"), "{e}");
-    let e = repack::repack(GgmlType::Q8_0, 256, 8, &src, &mut dst).unwrap_err();
-    assert!(matches!(e, repack::RepackError::Unsupported(GgmlType::Q8_0)));
+    let e = repack::repack(GgmlType::Q6_K, 256, 8, &src, &mut dst).unwrap_err();
+    assert!(matches!(e, repack::RepackError::Unsupported(GgmlType::Q6_K)));
 }
