@@ -1,0 +1,176 @@
+//! Q8_0x8 and Q5_0x8: the 32-value legacy blocks repacked in groups of 8 rows, for Q8_0
+//! activations.
+//!
+//! Both store, per block of 8 rows (32 values each), the 8 f16 `d`, the 8 row sums
+//! `wsum[r] = Σ_k w[r][k]` (i16, |Σ| ≤ 32·128) and the quants arranged so that 32 bytes
+//! hold the same 4 positions of the 8 rows (lane = row):
+//!
+//! Q8_0x8, 288 bytes = 8 × 36: `d[8]` f16 | `wsum[8]` i16 | `qs[g][r][i]` = row r's
+//! `qs[4g + i]` (g 0..8, i 0..4), signed.
+//!
+//! Q5_0x8, 192 bytes = 8 × 24: `d[8]` f16 | `wsum[8]` i16 (of the signed values q − 16) |
+//! `qhq[g]` u32 (g 0..8): bit `4r + i` is the fifth bit of row r's value `4g + i` |
+//! `qs[g][r][i]` = row r's `qs[4g + i]` (g 0..4): low nibbles are values `4g + i`, high
+//! nibbles values `16 + 4g + i`.
+//!
+//! The kernels multiply the *signed* weights by the activations made unsigned
+//! (`a + 128`, one XOR of the broadcast 4 bytes), so `vpdpbusd` applies directly; the
+//! `128·wsum` this adds is subtracted once per block. Definition per row and block:
+//! `isum = Σ_k w[k]·a[k]` (exact), `acc = fma(d·d_a, isum, acc)`.
+
+use super::ROWS;
+use crate::blocks::Half;
+
+/// Bytes of one packed Q8_0x8 block (8 rows × 32 values).
+pub const Q8_0X8_BLOCK_BYTES: usize = 288;
+/// Bytes of one packed Q5_0x8 block.
+pub const Q5_0X8_BLOCK_BYTES: usize = 192;
+pub(super) const OFF_D: usize = 0;
+pub(super) const OFF_WSUM: usize = 16;
+/// Q8_0x8 quants.
+pub(super) const Q8_OFF_QS: usize = 32;
+/// Q5_0x8 fifth bits and nibbles.
+pub(super) const Q5_OFF_QH: usize = 32;
+pub(super) const Q5_OFF_QS: usize = 64;
+/// A Q8_0 block: f16 d, 32 i8.
+pub(super) const Q8_0_SIZE: usize = 34;
+const Q5_0_SIZE: usize = 22;
+
+fn put_common(pb: &mut [u8], r: usize, d: [u8; 2], vals: &[i8; 32]) {
+    pb[OFF_D + 2 * r..OFF_D + 2 * r + 2].copy_from_slice(&d);
+    let s: i32 = vals.iter().map(|&v| v as i32).sum();
+    pb[OFF_WSUM + 2 * r..OFF_WSUM + 2 * r + 2].copy_from_slice(&(s as i16).to_le_bytes());
+}
+
+/// The 32 signed values of a Q5_0 block (q − 16).
+fn q5_0_values(b: &[u8]) -> [i8; 32] {
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    std::array::from_fn(|j| {
+        let nib = if j < 16 { b[6 + j] & 0xf } else { b[6 + j - 16] >> 4 };
+        (nib | ((((qh >> j) & 1) as u8) << 4)) as i8 - 16
+    })
+}
+
+/// Repacks `n_out` rows (`n_out % 8 == 0`, checked by the caller) of Q8_0 (`q5 = false`) or
+/// Q5_0 blocks.
+pub(super) fn repack(q5: bool, n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
+    let nb = n_in / 32;
+    let (sz, pbb) = if q5 { (Q5_0_SIZE, Q5_0X8_BLOCK_BYTES) } else { (Q8_0_SIZE, Q8_0X8_BLOCK_BYTES) };
+    let row_bytes = nb * sz;
+    for (g, out) in dst.chunks_exact_mut(nb * pbb).enumerate().take(n_out / ROWS) {
+        for (ib, pb) in out.chunks_exact_mut(pbb).enumerate() {
+            for r in 0..ROWS {
+                let o = (g * ROWS + r) * row_bytes + ib * sz;
+                let b = &src[o..o + sz];
+                if q5 {
+                    let vals = q5_0_values(b);
+                    put_common(pb, r, [b[0], b[1]], &vals);
+                    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                    for gq in 0..8 {
+                        let o = Q5_OFF_QH + 4 * gq;
+                        let mut word = u32::from_le_bytes([pb[o], pb[o + 1], pb[o + 2], pb[o + 3]]);
+                        word |= ((qh >> (4 * gq)) & 0xf) << (4 * r);
+                        pb[o..o + 4].copy_from_slice(&word.to_le_bytes());
+                    }
+                    for gg in 0..4 {
+                        let d = Q5_OFF_QS + gg * 32 + 4 * r;
+                        pb[d..d + 4].copy_from_slice(&b[6 + 4 * gg..6 + 4 * gg + 4]);
+                    }
+                } else {
+                    let vals: [i8; 32] = std::array::from_fn(|k| b[2 + k] as i8);
+                    put_common(pb, r, [b[0], b[1]], &vals);
+                    for gg in 0..8 {
+                        let d = Q8_OFF_QS + gg * 32 + 4 * r;
+                        pb[d..d + 4].copy_from_slice(&b[2 + 4 * gg..2 + 4 * gg + 4]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The inverse of [`repack`] (exact for any bytes: every stored bit is kept).
+pub(super) fn unpack(q5: bool, n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
+    let nb = n_in / 32;
+    let (sz, pbb) = if q5 { (Q5_0_SIZE, Q5_0X8_BLOCK_BYTES) } else { (Q8_0_SIZE, Q8_0X8_BLOCK_BYTES) };
+    let row_bytes = nb * sz;
+    for (g, grp) in packed.chunks_exact(nb * pbb).enumerate().take(n_out / ROWS) {
+        for (ib, pb) in grp.chunks_exact(pbb).enumerate() {
+            for r in 0..ROWS {
+                let o = (g * ROWS + r) * row_bytes + ib * sz;
+                let b = &mut dst[o..o + sz];
+                b[0] = pb[OFF_D + 2 * r];
+                b[1] = pb[OFF_D + 2 * r + 1];
+                if q5 {
+                    let mut qh = 0u32;
+                    for gq in 0..8 {
+                        let o = Q5_OFF_QH + 4 * gq;
+                        let word = u32::from_le_bytes([pb[o], pb[o + 1], pb[o + 2], pb[o + 3]]);
+                        qh |= ((word >> (4 * r)) & 0xf) << (4 * gq);
+                    }
+                    b[2..6].copy_from_slice(&qh.to_le_bytes());
+                    for gg in 0..4 {
+                        let s = Q5_OFF_QS + gg * 32 + 4 * r;
+                        b[6 + 4 * gg..6 + 4 * gg + 4].copy_from_slice(&pb[s..s + 4]);
+                    }
+                } else {
+                    for gg in 0..8 {
+                        let s = Q8_OFF_QS + gg * 32 + 4 * r;
+                        b[2 + 4 * gg..2 + 4 * gg + 4].copy_from_slice(&pb[s..s + 4]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Row r's 32 signed weight values of a packed block (read from the packed layout).
+fn values(q5: bool, pb: &[u8], r: usize) -> [i8; 32] {
+    std::array::from_fn(|k| {
+        let (g, i) = (k / 4, k % 4);
+        if q5 {
+            let o = Q5_OFF_QH + 4 * g;
+            let word = u32::from_le_bytes([pb[o], pb[o + 1], pb[o + 2], pb[o + 3]]);
+            let hbit = ((word >> (4 * r + i)) & 1) as u8;
+            let byte = pb[Q5_OFF_QS + (g % 4) * 32 + 4 * r + i];
+            let nib = if g < 4 { byte & 0xf } else { byte >> 4 };
+            (nib | (hbit << 4)) as i8 - 16
+        } else {
+            pb[Q8_OFF_QS + g * 32 + 4 * r + i] as i8
+        }
+    })
+}
+
+/// The exact integers of one packed block × one Q8_0 block, per row: `[Σ w·a, 0]`.
+pub(super) fn block_ints(q5: bool, pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
+    std::array::from_fn(|r| {
+        let w = values(q5, pb, r);
+        [(0..32).map(|k| w[k] as i32 * y[2 + k] as i8 as i32).sum(), 0]
+    })
+}
+
+/// `[block][row]` integers of a whole group × one activation row.
+pub(super) fn ints_scalar(q5: bool, nb: usize, group: &[u8], act: &[u8]) -> Vec<[[i32; 2]; ROWS]> {
+    let pbb = if q5 { Q5_0X8_BLOCK_BYTES } else { Q8_0X8_BLOCK_BYTES };
+    (0..nb)
+        .map(|ib| block_ints(q5, &group[ib * pbb..(ib + 1) * pbb], &act[ib * Q8_0_SIZE..(ib + 1) * Q8_0_SIZE]))
+        .collect()
+}
+
+/// The definition: 8 packed rows (`nb` blocks) · one Q8_0 row. Per row, per block:
+/// `acc = fma(d·d_a, Σ w·a, acc)`.
+pub fn dot_scalar(q5: bool, nb: usize, group: &[u8], act: &[u8]) -> [f32; ROWS] {
+    let pbb = if q5 { Q5_0X8_BLOCK_BYTES } else { Q8_0X8_BLOCK_BYTES };
+    let mut acc = [0f32; ROWS];
+    for ib in 0..nb {
+        let pb = &group[ib * pbb..(ib + 1) * pbb];
+        let y = &act[ib * Q8_0_SIZE..(ib + 1) * Q8_0_SIZE];
+        let da = Half([y[0], y[1]]).to_f32();
+        let ints = block_ints(q5, pb, y);
+        for r in 0..ROWS {
+            let dd = Half([pb[OFF_D + 2 * r], pb[OFF_D + 2 * r + 1]]).to_f32() * da;
+            acc[r] = dd.mul_add(ints[r][0] as f32, acc[r]);
+        }
+    }
+    acc
+}
