@@ -28,7 +28,7 @@ fn main() {
         .map(|v| v.parse().expect("--tokens list"))
         .collect();
     let types: Vec<GgmlType> = arg(&args, "--types")
-        .unwrap_or_else(|| "Q4_K".into())
+        .unwrap_or_else(|| "Q4_K,Q5_0,Q8_0".into())
         .split(',')
         .map(|v| GgmlType::from_name(v).expect("--types: a ggml type name"))
         .collect();
@@ -54,7 +54,17 @@ fn main() {
                 })
                 .collect();
             let mut file = vec![0u8; ty.row_bytes((n_in * n_out) as u64).unwrap() as usize];
-            quant::quantize(ty, &src, &mut file).unwrap();
+            if quant::quantize(ty, &src, &mut file).is_err() {
+                // No quantizer for this type (Q5_0): random quants, d = 0.01 per block.
+                for (i, b) in file.iter_mut().enumerate() {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407 + i as u64);
+                    *b = (s >> 56) as u8;
+                }
+                let d = quant::Half::from_f32(0.01).0;
+                for blk in file.chunks_exact_mut(ty.type_size()) {
+                    blk[..2].copy_from_slice(&d);
+                }
+            }
             let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
             repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
             let wf = QMatrix::new(ty, n_in, n_out, &file).unwrap();

@@ -240,12 +240,20 @@ unsafe fn legacy_weights<const Q5: bool>(pb: *const u8, g: usize) -> __m256i {
 /// One packed block × T Q8_0 blocks: `Σ w·a` per token, lane = row.
 #[inline(always)]
 unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(pb: *const u8, a: [*const u8; T]) -> [__m256i; T] {
+    // Two chains per token (even / odd g): `vpdpbusd` latency, not throughput, would
+    // otherwise bound the short legacy blocks.
     let mut dp = [_mm256_setzero_si256(); T];
-    for g in 0..8 {
-        let w = legacy_weights::<Q5>(pb, g);
+    let mut dq = [_mm256_setzero_si256(); T];
+    for g in (0..8).step_by(2) {
+        let w0 = legacy_weights::<Q5>(pb, g);
+        let w1 = legacy_weights::<Q5>(pb, g + 1);
         for t in 0..T {
-            dp[t] = I::dot_ws(dp[t], w, bcast32(a[t].add(2 + 4 * g)));
+            dp[t] = I::dot_ws(dp[t], w0, bcast32(a[t].add(2 + 4 * g)));
+            dq[t] = I::dot_ws(dq[t], w1, bcast32(a[t].add(6 + 4 * g)));
         }
+    }
+    for t in 0..T {
+        dp[t] = _mm256_add_epi32(dp[t], dq[t]);
     }
     if I::BIASED {
         let wsum = _mm256_cvtepi16_epi32(_mm_loadu_si128(pb.add(legacy::OFF_WSUM) as *const __m128i));
