@@ -68,6 +68,10 @@ trait Isa {
     /// `acc + Σ quads(w·a)` for signed weights `w` and signed activations `a` — plus
     /// `128·Σ quads(w)` when [`Isa::BIASED`].
     unsafe fn dot_ws(acc: __m256i, w: __m256i, a: __m256i) -> __m256i;
+    /// [`Isa::dot_ws`] with activations already passed through [`Isa::prepare`].
+    unsafe fn dot_prepared(acc: __m256i, w: __m256i, a: __m256i) -> __m256i;
+    /// The activation bytes as [`Isa::dot_prepared`] takes them (VNNI: `a XOR 0x80`).
+    unsafe fn prepare(a: __m256i) -> __m256i;
 }
 
 struct Avx2;
@@ -88,6 +92,14 @@ impl Isa for Avx2 {
         let p = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a));
         _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
     }
+    #[inline(always)]
+    unsafe fn dot_prepared(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+        Self::dot_ws(acc, w, a)
+    }
+    #[inline(always)]
+    unsafe fn prepare(a: __m256i) -> __m256i {
+        a
+    }
 }
 
 struct Vnni;
@@ -105,7 +117,15 @@ impl Isa for Vnni {
     /// bytes.
     #[inline(always)]
     unsafe fn dot_ws(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
-        _mm256_dpbusd_epi32(acc, _mm256_xor_si256(a, _mm256_set1_epi8(-128)), w)
+        _mm256_dpbusd_epi32(acc, Self::prepare(a), w)
+    }
+    #[inline(always)]
+    unsafe fn dot_prepared(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, a, w)
+    }
+    #[inline(always)]
+    unsafe fn prepare(a: __m256i) -> __m256i {
+        _mm256_xor_si256(a, _mm256_set1_epi8(-128))
     }
 }
 
@@ -237,9 +257,10 @@ unsafe fn legacy_weights<const Q5: bool>(pb: *const u8, g: usize) -> __m256i {
     }
 }
 
-/// One packed block × T Q8_0 blocks: `Σ w·a` per token, lane = row.
+/// One packed block × T activation blocks: `Σ w·a` per token, lane = row. `q[t]` points
+/// to token t's 32 quants *prepared* by [`Isa::prepare`].
 #[inline(always)]
-unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(pb: *const u8, a: [*const u8; T]) -> [__m256i; T] {
+unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(pb: *const u8, q: [*const u8; T]) -> [__m256i; T] {
     // Two chains per token (even / odd g): `vpdpbusd` latency, not throughput, would
     // otherwise bound the short legacy blocks.
     let mut dp = [_mm256_setzero_si256(); T];
@@ -248,8 +269,8 @@ unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(pb: *const u
         let w0 = legacy_weights::<Q5>(pb, g);
         let w1 = legacy_weights::<Q5>(pb, g + 1);
         for t in 0..T {
-            dp[t] = I::dot_ws(dp[t], w0, bcast32(a[t].add(2 + 4 * g)));
-            dq[t] = I::dot_ws(dq[t], w1, bcast32(a[t].add(6 + 4 * g)));
+            dp[t] = I::dot_prepared(dp[t], w0, bcast32(q[t].add(4 * g)));
+            dq[t] = I::dot_prepared(dq[t], w1, bcast32(q[t].add(4 * g + 4)));
         }
     }
     for t in 0..T {
@@ -265,20 +286,47 @@ unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(pb: *const u
     dp
 }
 
+/// Blocks per pass of [`legacy_tile`]: the prepared activations of one pass (T × 2 KiB)
+/// stay in L1.
+const PREP_CHUNK: usize = 64;
+
 #[inline(always)]
 unsafe fn legacy_tile<const T: usize, const Q5: bool, I: Isa>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
     let pbb = if Q5 { Q5_0X8_BLOCK_BYTES } else { Q8_0X8_BLOCK_BYTES };
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
     let mut acc = [_mm256_setzero_ps(); T];
-    for ib in 0..nb {
-        let pb = w.add(ib * pbb);
-        let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8_0_SIZE));
-        let dp = legacy_block_ints::<T, Q5, I>(pb, at);
-        let d = f16x8(pb.add(legacy::OFF_D));
-        for t in 0..T {
-            let da = _mm256_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(at[t] as *const i16)));
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(dp[t]), acc[t]);
+    // The activations prepared once per pass (VNNI: biased to unsigned, one XOR per 32
+    // bytes instead of one per broadcast group); written before being read.
+    let mut prep = std::mem::MaybeUninit::<[[u8; 32 * PREP_CHUNK]; T]>::uninit();
+    let prep = prep.as_mut_ptr() as *mut u8;
+    let mut ib0 = 0;
+    while ib0 < nb {
+        let n = (nb - ib0).min(PREP_CHUNK);
+        let q: [*const u8; T] = if I::BIASED {
+            for t in 0..T {
+                for k in 0..n {
+                    let v = load(a0[t].add((ib0 + k) * Q8_0_SIZE + 2));
+                    _mm256_storeu_si256(prep.add((t * PREP_CHUNK + k) * 32) as *mut __m256i, I::prepare(v));
+                }
+            }
+            std::array::from_fn(|t| prep.add(t * PREP_CHUNK * 32) as *const u8)
+        } else {
+            std::array::from_fn(|t| a0[t].add(ib0 * Q8_0_SIZE + 2))
+        };
+        let stride = if I::BIASED { 32 } else { Q8_0_SIZE };
+        for k in 0..n {
+            let ib = ib0 + k;
+            let pb = w.add(ib * pbb);
+            let qk: [*const u8; T] = std::array::from_fn(|t| q[t].add(k * stride));
+            let dp = legacy_block_ints::<T, Q5, I>(pb, qk);
+            let d = f16x8(pb.add(legacy::OFF_D));
+            for t in 0..T {
+                let at = a0[t].add(ib * Q8_0_SIZE);
+                let da = _mm256_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(at as *const i16)));
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(dp[t]), acc[t]);
+            }
         }
+        ib0 += n;
     }
     for t in 0..T {
         _mm256_storeu_ps(out.add(t * ROWS), acc[t]);
@@ -319,7 +367,10 @@ unsafe fn legacy_ints_with<const Q5: bool, I: Isa>(nb: usize, w: *const u8, a: *
     let pbb = if Q5 { Q5_0X8_BLOCK_BYTES } else { Q8_0X8_BLOCK_BYTES };
     let mut out = vec![[[0i32; 2]; ROWS]; nb];
     for (ib, o) in out.iter_mut().enumerate() {
-        let dp = legacy_block_ints::<1, Q5, I>(w.add(ib * pbb), [a.add(ib * Q8_0_SIZE)]);
+        let mut q = [0u8; 32];
+        let v = I::prepare(load(a.add(ib * Q8_0_SIZE + 2)));
+        _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, v);
+        let dp = legacy_block_ints::<1, Q5, I>(w.add(ib * pbb), [q.as_ptr()]);
         let mut l = [0i32; 8];
         _mm256_storeu_si256(l.as_mut_ptr() as *mut __m256i, dp[0]);
         for r in 0..ROWS {
