@@ -149,6 +149,8 @@ pub struct SchedulerStatus {
     /// Forward passes run, and the sequences in them (their ratio is the mean batch).
     pub steps: u64,
     pub batched_seqs: u64,
+    /// Time spent in those forward passes, in microseconds.
+    pub forward_micros: u64,
 }
 
 struct Queued {
@@ -481,10 +483,14 @@ impl Worker {
                 let tokens: &[u32] = if n == 0 { &decode_tokens[slot] } else { &s.prompt[s.fed..s.fed + n] };
                 items.push((&mut s.session, tokens));
             }
-            self.engine.feed_batch(&mut self.state, &mut items)
+            let t = Instant::now();
+            let result = self.engine.feed_batch(&mut self.state, &mut items);
+            (result, t.elapsed())
         };
+        let (result, took) = result;
         {
             let mut sh = self.inner.lock();
+            sh.status.forward_micros += took.as_micros() as u64;
             sh.status.steps += 1;
             sh.status.batched_seqs += inputs.len() as u64;
         }

@@ -152,6 +152,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
         "reused_tokens": s.reused_tokens,
         "steps": s.steps,
         "batched_seqs": s.batched_seqs,
+        "forward_seconds": s.forward_micros as f64 * 1e-6,
     }))
 }
 
