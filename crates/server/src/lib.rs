@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -206,7 +206,9 @@ async fn access_and_auth(State(st): State<Arc<AppState>>, mut req: Request, next
         deferred: Arc::new(AtomicBool::new(false)),
     };
     let protected = log.path.starts_with("/v1/") || log.path.starts_with("/api/");
-    let response = match &st.config.api_key {
+    let mut response = match &st.config.api_key {
+        // CORS preflight (browser clients on other origins): never carries the key.
+        _ if req.method() == Method::OPTIONS => cors_preflight(),
         Some(key) if protected && !authorized(req.headers(), key) => {
             let flavor = if log.path.starts_with("/api/") { Flavor::Ollama } else { Flavor::OpenAi };
             ApiError::unauthorized().with_flavor(flavor).into_response()
@@ -216,6 +218,7 @@ async fn access_and_auth(State(st): State<Arc<AppState>>, mut req: Request, next
             next.run(req).await
         }
     };
+    response.headers_mut().insert("access-control-allow-origin", HeaderValue::from_static("*"));
     if !log.deferred.load(Ordering::SeqCst) || !response.status().is_success() {
         tracing::info!(
             target: "access",
@@ -227,6 +230,16 @@ async fn access_and_auth(State(st): State<Arc<AppState>>, mut req: Request, next
         );
     }
     response
+}
+
+/// 204 allowing any origin to call the API with JSON and a key.
+fn cors_preflight() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert("access-control-allow-methods", HeaderValue::from_static("GET, POST, OPTIONS"));
+    h.insert("access-control-allow-headers", HeaderValue::from_static("authorization, content-type, x-api-key"));
+    h.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    r
 }
 
 fn authorized(headers: &HeaderMap, key: &str) -> bool {
