@@ -67,6 +67,9 @@ fn main() {
             }
             let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
             repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
+            let t = Instant::now();
+            repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
+            println!("repack {ty} {n_in} × {n_out}: {:.2} GB/s (one thread)", file.len() as f64 / t.elapsed().as_secs_f64() / 1e9);
             let wf = QMatrix::new(ty, n_in, n_out, &file).unwrap();
             let wp = QMatrix::packed(pt, n_in, n_out, &packed).unwrap();
             for &nt in &tokens {

@@ -36,19 +36,16 @@ pub(super) const Q5_OFF_QS: usize = 64;
 pub(super) const Q8_0_SIZE: usize = 34;
 const Q5_0_SIZE: usize = 22;
 
-fn put_common(pb: &mut [u8], r: usize, d: [u8; 2], vals: &[i8; 32]) {
+fn put_common(pb: &mut [u8], r: usize, d: [u8; 2], wsum: i32) {
     pb[OFF_D + 2 * r..OFF_D + 2 * r + 2].copy_from_slice(&d);
-    let s: i32 = vals.iter().map(|&v| v as i32).sum();
-    pb[OFF_WSUM + 2 * r..OFF_WSUM + 2 * r + 2].copy_from_slice(&(s as i16).to_le_bytes());
+    pb[OFF_WSUM + 2 * r..OFF_WSUM + 2 * r + 2].copy_from_slice(&(wsum as i16).to_le_bytes());
 }
 
-/// The 32 signed values of a Q5_0 block (q − 16).
-fn q5_0_values(b: &[u8]) -> [i8; 32] {
+/// Σ (q − 16) over a Q5_0 block: nibbles plus 16 per set fifth bit, minus 32·16.
+fn q5_0_sum(b: &[u8]) -> i32 {
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-    std::array::from_fn(|j| {
-        let nib = if j < 16 { b[6 + j] & 0xf } else { b[6 + j - 16] >> 4 };
-        (nib | ((((qh >> j) & 1) as u8) << 4)) as i8 - 16
-    })
+    let nibs: i32 = b[6..22].iter().map(|&x| (x & 0xf) as i32 + (x >> 4) as i32).sum();
+    nibs + 16 * qh.count_ones() as i32 - 512
 }
 
 /// Repacks `n_out` rows (`n_out % 8 == 0`, checked by the caller) of Q8_0 (`q5 = false`) or
@@ -59,30 +56,32 @@ pub(super) fn repack(q5: bool, n_in: usize, n_out: usize, src: &[u8], dst: &mut 
     let row_bytes = nb * sz;
     for (g, out) in dst.chunks_exact_mut(nb * pbb).enumerate().take(n_out / ROWS) {
         for (ib, pb) in out.chunks_exact_mut(pbb).enumerate() {
+            let mut qhq = [0u32; 8];
             for r in 0..ROWS {
                 let o = (g * ROWS + r) * row_bytes + ib * sz;
                 let b = &src[o..o + sz];
                 if q5 {
-                    let vals = q5_0_values(b);
-                    put_common(pb, r, [b[0], b[1]], &vals);
+                    put_common(pb, r, [b[0], b[1]], q5_0_sum(b));
                     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-                    for gq in 0..8 {
-                        let o = Q5_OFF_QH + 4 * gq;
-                        let mut word = u32::from_le_bytes([pb[o], pb[o + 1], pb[o + 2], pb[o + 3]]);
-                        word |= ((qh >> (4 * gq)) & 0xf) << (4 * r);
-                        pb[o..o + 4].copy_from_slice(&word.to_le_bytes());
+                    for (gq, w) in qhq.iter_mut().enumerate() {
+                        *w |= ((qh >> (4 * gq)) & 0xf) << (4 * r);
                     }
                     for gg in 0..4 {
                         let d = Q5_OFF_QS + gg * 32 + 4 * r;
                         pb[d..d + 4].copy_from_slice(&b[6 + 4 * gg..6 + 4 * gg + 4]);
                     }
                 } else {
-                    let vals: [i8; 32] = std::array::from_fn(|k| b[2 + k] as i8);
-                    put_common(pb, r, [b[0], b[1]], &vals);
+                    let wsum: i32 = b[2..34].iter().map(|&x| x as i8 as i32).sum();
+                    put_common(pb, r, [b[0], b[1]], wsum);
                     for gg in 0..8 {
                         let d = Q8_OFF_QS + gg * 32 + 4 * r;
                         pb[d..d + 4].copy_from_slice(&b[2 + 4 * gg..2 + 4 * gg + 4]);
                     }
+                }
+            }
+            if q5 {
+                for (gq, w) in qhq.iter().enumerate() {
+                    pb[Q5_OFF_QH + 4 * gq..Q5_OFF_QH + 4 * gq + 4].copy_from_slice(&w.to_le_bytes());
                 }
             }
         }
