@@ -18,6 +18,9 @@ m = t["models"][0]
 check(m["name"] == a.model and m["details"]["format"] == "gguf" and m["size"] > 0, f"/api/tags: {m}")
 check(m["details"]["family"] == "qwen2moe" and m["details"]["quantization_level"] == "Q8_0", "tags details")
 
+ps = requests.get(B + "/api/ps", headers=H, timeout=30).json()
+check([m["name"] for m in ps["models"]] == [a.model], f"/api/ps lists the loaded model: {ps}")
+
 s = requests.post(B + "/api/show", json={"model": a.model}, headers=H, timeout=30)
 j = s.json()
 check(s.status_code == 200 and j["model_info"]["general.architecture"] == "qwen2moe" and "im_start" in j["template"], "/api/show")

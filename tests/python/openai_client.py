@@ -9,6 +9,7 @@ client = openai.OpenAI(base_url=a.base + "/v1", api_key=a.api_key, max_retries=0
 
 models = client.models.list()
 check([m.id for m in models.data] == [a.model], f"models.list() names the served model: {models.data}")
+check(client.models.retrieve(a.model).id == a.model, "models.retrieve() of the served model")
 
 messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name three colours."}]
 prompt_ids = tokenize(a, chatml(messages))

@@ -3,7 +3,7 @@
 //! - OpenAI: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`
 //!   (JSON or SSE streaming), errors as `{"error":{"message","type","code"}}`.
 //! - Ollama: `POST /api/chat`, `POST /api/generate` (NDJSON streaming by default),
-//!   `GET /api/tags`, `POST /api/show`, `GET /api/version`.
+//!   `GET /api/tags`, `GET /api/ps`, `POST /api/show`, `GET /api/version`.
 //! - `GET /`: a self-contained web chat page; `GET /health`: scheduler counters.
 //!
 //! Every request runs on the [`engine::scheduler::Scheduler`]: concurrent requests are
@@ -115,11 +115,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(page::index))
         .route("/health", get(health))
         .route("/v1/models", get(openai::models))
+        .route("/v1/models/{id}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/api/chat", post(ollama::chat))
         .route("/api/generate", post(ollama::generate))
         .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
         .route("/api/show", post(ollama::show))
         .route("/api/version", get(ollama::version))
         .fallback(no_route)

@@ -268,6 +268,20 @@ pub(crate) async fn tags(State(st): State<Arc<AppState>>) -> Response {
     }]}))
 }
 
+/// `GET /api/ps`: the loaded model (always this one, always loaded).
+pub(crate) async fn ps(State(st): State<Arc<AppState>>) -> Response {
+    let name = &st.config.model_name;
+    json_ok(json!({"models": [{
+        "name": name,
+        "model": name,
+        "size": st.config.file_size,
+        "digest": format!("{:016x}", st.config.file_size),
+        "details": details(&st),
+        "expires_at": "9999-12-31T23:59:59Z",
+        "size_vram": 0,
+    }]}))
+}
+
 /// `POST /api/show`.
 pub(crate) async fn show(
     State(st): State<Arc<AppState>>,

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -132,12 +132,19 @@ impl Request {
     }
 }
 
+fn model_object(st: &AppState) -> Value {
+    json!({"id": st.config.model_name, "object": "model", "created": st.started, "owned_by": "ferromoe"})
+}
+
 /// `GET /v1/models`.
 pub(crate) async fn models(State(st): State<Arc<AppState>>) -> Response {
-    json_ok(json!({
-        "object": "list",
-        "data": [{"id": st.config.model_name, "object": "model", "created": st.started, "owned_by": "ferromoe"}],
-    }))
+    json_ok(json!({"object": "list", "data": [model_object(&st)]}))
+}
+
+/// `GET /v1/models/{id}`.
+pub(crate) async fn model(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    st.check_model(Some(&id), Flavor::OpenAi)?;
+    Ok(json_ok(model_object(&st)))
 }
 
 fn finish_reason(f: FinishReason) -> &'static str {
