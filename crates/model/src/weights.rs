@@ -82,9 +82,30 @@ impl Matrix {
             return Ok(0);
         }
         let mut bytes = vec![0u8; slab_packed * self.n_slab];
-        for (s, dst) in bytes.chunks_exact_mut(slab_packed).enumerate() {
-            quant::repack::repack(self.ty, self.n_in, self.n_out, self.slab(s), dst)
-                .map_err(|e| ModelError::Input(format!("{}: {e}", self.name())))?;
+        // Slabs are contiguous whole groups of rows, so the stack packs as one matrix of
+        // n_slab · n_out rows; it is split into group-aligned parts, one per core (load time
+        // is bound by page faults and the copy).
+        let rows = self.n_out * self.n_slab;
+        let (groups, rb) = (rows / quant::repack::ROWS, self.row_bytes());
+        let gb = slab_packed / (self.n_out / quant::repack::ROWS);
+        let parts = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(groups.max(1));
+        let per = groups.div_ceil(parts);
+        let (src, ty, n_in) = (self.data(), self.ty, self.n_in);
+        let results: Vec<Result<(), quant::repack::RepackError>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = bytes
+                .chunks_mut(per * gb)
+                .enumerate()
+                .map(|(i, dst)| {
+                    let g0 = i * per;
+                    let n_rows = dst.len() / gb * quant::repack::ROWS;
+                    let src = &src[g0 * quant::repack::ROWS * rb..][..n_rows * rb];
+                    sc.spawn(move || quant::repack::repack(ty, n_in, n_rows, src, dst))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        });
+        for r in results {
+            r.map_err(|e| ModelError::Input(format!("{}: {e}", self.name())))?;
         }
         let n = bytes.len();
         self.packed = Some(Arc::new(PackedWeights { ty: pt, bytes }));
