@@ -322,6 +322,8 @@ pub struct MoeFfn {
 }
 
 /// The FFN block of one layer.
+// One per layer: boxing the larger variant would save nothing that matters.
+#[allow(clippy::large_enum_variant)]
 pub enum Ffn {
     Dense(DenseFfn),
     Moe(MoeFfn),

@@ -32,6 +32,9 @@
 //! Rows not a multiple of [`ROWS`] are not repacked (callers keep such matrices as they
 //! are).
 
+// `is_multiple_of` is newer than our MSRV (1.85).
+#![allow(clippy::manual_is_multiple_of)]
+
 use crate::dot::SimdPath;
 use crate::GgmlType;
 
