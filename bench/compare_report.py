@@ -79,24 +79,29 @@ for test in tests:
         bound = mac_rate * 1e9 / macs_tok
         frac = lambda v: f"{100 * v / bound:.0f}% of {bound:.1f}"
         bound_txt = f"int8 MAC bound {bound:.1f} tok/s ({macs_tok / 1e9:.2f} G weight MACs per token at {mac_rate:g} G MAC/s)"
-    rows.append((test, L, O, ratio, frac(L[0]) if L else "", frac(O[0]) if O else "", K))
+    best = (max(ours[test]) / max(llama[test])) if (test in llama and test in ours) else None
+    rows.append((test, L, O, ratio, frac(L[0]) if L else "", frac(O[0]) if O else "", K,
+                 max(llama[test]) if L else None, max(ours[test]) if O else None, best))
     notes.append(f"- {test}: {bound_txt}")
 
 def f(x):
     return f"{x[0]:.2f} ± {x[1]:.2f}" if x else "–"
 
-hdr = "| test | llama.cpp t/s | ferromoe t/s | ratio | llama.cpp of bound | ferromoe of bound |"
-lines = [hdr, "| --- | ---: | ---: | ---: | ---: | ---: |"]
-for test, L, O, ratio, fl, fo, K in rows:
-    lines.append(f"| {test} | {f(L)} | {f(O)} | {ratio:.2f}× | {fl} | {fo} |" if ratio else
-                 f"| {test} | {f(L)} | {f(O)} | – | {fl} | {fo} |")
+hdr = ("| test | llama.cpp t/s | ferromoe t/s | ratio of means | llama.cpp of bound | ferromoe of bound "
+       "| best sample llama.cpp / ferromoe | ratio of bests |")
+lines = [hdr, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+g = lambda x: f"{x:.2f}" if x is not None else "–"
+for test, L, O, ratio, fl, fo, K, bl, bo, best in rows:
+    r = f"{ratio:.2f}×" if ratio else "–"
+    b = f"{best:.2f}×" if best else "–"
+    lines.append(f"| {test} | {f(L)} | {f(O)} | {r} | {fl} | {fo} | {g(bl)} / {g(bo)} | {b} |")
 if ours_k:
     lines.append("")
     lines.append(f"ferromoe with `--experts-per-token {k_sel}` (of {k_file}):")
     lines.append("")
     lines.append("| test | ferromoe top-%s t/s | speed-up vs top-%s |" % (k_sel, k_file))
     lines.append("| --- | ---: | ---: |")
-    for test, L, O, ratio, fl, fo, K in rows:
+    for test, L, O, ratio, fl, fo, K, *_ in rows:
         if K and O:
             lines.append(f"| {test} | {f(K)} | {K[0] / O[0]:.2f}× |")
 table = "\n".join(lines)
