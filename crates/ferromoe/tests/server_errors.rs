@@ -163,6 +163,27 @@ fn bad_inputs_disconnects_and_overload_then_still_serving() {
     assert!(out < 1900, "{line}");
     healthy_chat(&server);
 
+    // The same for a client that gives up waiting for a non-streamed answer.
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    let body = json!({"prompt": "Count.", "max_tokens": 1900, "ignore_eos": true}).to_string();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{k}: {v}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let t = Instant::now();
+    while server.health()["active"] != 1 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the request never started");
+    }
+    drop(s);
+    let t = Instant::now();
+    while !(server.health()["active"] == 0 && server.health()["cancelled"] == 2) {
+        assert!(t.elapsed() < Duration::from_secs(3), "the abandoned request still runs: {}", server.health());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    healthy_chat(&server);
+
     // SIGTERM during a request: it is finished or cancelled within the grace time, the
     // stream ends properly, and the server exits 0.
     let mut stream = open_stream(&server, &long_request());
