@@ -86,12 +86,22 @@ pub struct Job {
     pub prompt: Vec<u32>,
     pub request: GenerateRequest,
     pub sink: EventSink,
+    /// The output continues the prompt's text (a completion): keep the leading space
+    /// of the first token (SentencePiece `▁Paris` → " Paris"). A chat answer starts a
+    /// new text, where that space is dropped.
+    pub continues_prompt: bool,
 }
 
 impl Job {
-    /// A job sending its events to `sink`.
+    /// A job sending its events to `sink` (an answer that starts a new text).
     pub fn new(prompt: Vec<u32>, request: GenerateRequest, sink: impl FnMut(Event) -> bool + Send + 'static) -> Job {
-        Job { prompt, request, sink: Box::new(sink) }
+        Job { prompt, request, sink: Box::new(sink), continues_prompt: false }
+    }
+
+    /// Marks the output as the continuation of the prompt's text.
+    pub fn continuing(mut self, yes: bool) -> Job {
+        self.continues_prompt = yes;
+        self
     }
 }
 
@@ -377,7 +387,7 @@ impl Worker {
     /// when there is one) and makes it active.
     fn admit(&mut self, q: Queued) {
         let Queued { job, cancel } = q;
-        let Job { prompt, request, mut sink } = job;
+        let Job { prompt, request, mut sink, continues_prompt } = job;
         let Some(tok) = self.engine.tokenizer.as_ref() else {
             sink(Event::Error("this model file has no tokenizer".into()));
             return;
@@ -404,7 +414,11 @@ impl Worker {
         }
         let seq = Seq {
             sampler: Sampler::new(request.sampling.clone()),
-            decoder: tok.stream_decoder(true),
+            decoder: if continues_prompt {
+                tok.stream_decoder(true).keep_leading_space()
+            } else {
+                tok.stream_decoder(true)
+            },
             stops: StopMatcher::new(&request.stop),
             session,
             prompt,

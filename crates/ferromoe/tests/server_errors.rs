@@ -98,7 +98,12 @@ fn bad_inputs_disconnects_and_overload_then_still_serving() {
     assert_eq!(server.request("GET", "/v1/models", &[(k, &v)], b"").status, 200);
     assert_eq!(server.get("/health").status, 200);
     // CORS: a browser's preflight needs no key; answers allow any origin.
-    let r = server.request("OPTIONS", chat, &[("Origin", "http://elsewhere"), ("Access-Control-Request-Method", "POST")], b"");
+    let r = server.request(
+        "OPTIONS",
+        chat,
+        &[("Origin", "http://elsewhere"), ("Access-Control-Request-Method", "POST")],
+        b"",
+    );
     assert_eq!(r.status, 204);
     assert!(r.header("access-control-allow-headers").unwrap().contains("authorization"));
     assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("*"));

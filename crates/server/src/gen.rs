@@ -117,10 +117,19 @@ pub(crate) struct Running {
 }
 
 /// Checks the prompt against the context and queues the job (503 when full).
+/// What the output is: a new text (chat answer) or the continuation of the prompt
+/// (completion; SentencePiece's leading space of the first token is kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Output {
+    Answer,
+    Continuation,
+}
+
 pub(crate) fn start(
     st: &AppState,
     prompt: Vec<u32>,
     params: &GenParams,
+    output: Output,
     log: &AccessLog,
     flavor: Flavor,
 ) -> Result<Running, ApiError> {
@@ -155,8 +164,10 @@ pub(crate) fn start(
         }
         tx.send(ev).is_ok()
     };
-    let ticket =
-        st.scheduler.submit(Job::new(prompt, request, sink)).map_err(|e| ApiError::from(e).with_flavor(flavor))?;
+    let ticket = st
+        .scheduler
+        .submit(Job::new(prompt, request, sink).continuing(output == Output::Continuation))
+        .map_err(|e| ApiError::from(e).with_flavor(flavor))?;
     log.defer();
     Ok(Running { rx, ticket, prompt_tokens })
 }

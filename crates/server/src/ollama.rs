@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::gen::{self, GenParams, StreamShape};
+use crate::gen::{self, GenParams, Output, StreamShape};
 use crate::openai::StringOrList;
 use crate::{json_ok, parse_json, AccessLog, ApiError, AppState, Flavor};
 
@@ -150,7 +150,7 @@ pub(crate) async fn chat(
     let conversation: Vec<ChatMessage> = messages.into_iter().map(|m| ChatMessage::new(m.role, m.content)).collect();
     let text = gen::render_chat(&st, &conversation, FLAVOR)?;
     let prompt = gen::tokenize(&st, text, false, FLAVOR).await?;
-    let run = gen::start(&st, prompt, &req.options.params(), &log, FLAVOR)?;
+    let run = gen::start(&st, prompt, &req.options.params(), Output::Answer, &log, FLAVOR)?;
     let shape = Lines { model, chat: true, start: log.start };
     if req.stream.unwrap_or(true) {
         return Ok(ndjson(run, shape));
@@ -177,6 +177,7 @@ pub(crate) async fn generate(
             "done_reason": "load", "done": true})));
     }
     // Like Ollama: the prompt is one user turn of the chat template unless `raw`.
+    let output = if req.raw { Output::Continuation } else { Output::Answer };
     let ids = if req.raw {
         gen::tokenize(&st, prompt, true, FLAVOR).await?
     } else {
@@ -185,7 +186,7 @@ pub(crate) async fn generate(
         let text = gen::render_chat(&st, &conversation, FLAVOR)?;
         gen::tokenize(&st, text, false, FLAVOR).await?
     };
-    let run = gen::start(&st, ids, &req.options.params(), &log, FLAVOR)?;
+    let run = gen::start(&st, ids, &req.options.params(), output, &log, FLAVOR)?;
     let shape = Lines { model, chat: false, start: log.start };
     if req.stream.unwrap_or(true) {
         return Ok(ndjson(run, shape));

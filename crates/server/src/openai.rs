@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::gen::{self, GenParams, StreamShape};
+use crate::gen::{self, GenParams, Output, StreamShape};
 use crate::{json_ok, parse_json, AccessLog, ApiError, AppState, Flavor};
 
 /// `stop`: one string or a list.
@@ -220,7 +220,7 @@ pub(crate) async fn chat_completions(
     let params = req.params()?;
     let text = gen::render_chat(&st, &conversation, Flavor::OpenAi)?;
     let prompt = gen::tokenize(&st, text, false, Flavor::OpenAi).await?;
-    let run = gen::start(&st, prompt, &params, &log, Flavor::OpenAi)?;
+    let run = gen::start(&st, prompt, &params, Output::Answer, &log, Flavor::OpenAi)?;
     let (id, created, model) = (new_id("chatcmpl"), crate::unix_now(), st.config.model_name.clone());
     if req.stream.unwrap_or(false) {
         let shape = ChatChunks { id, created, model, include_usage: req.include_usage(), sent_role: false };
@@ -273,7 +273,7 @@ pub(crate) async fn completions(
         }
     };
     let params = req.params()?;
-    let run = gen::start(&st, prompt, &params, &log, Flavor::OpenAi)?;
+    let run = gen::start(&st, prompt, &params, Output::Continuation, &log, Flavor::OpenAi)?;
     let (id, created, model) = (new_id("cmpl"), crate::unix_now(), st.config.model_name.clone());
     if req.stream.unwrap_or(false) {
         let shape = CompletionChunks { id, created, model, include_usage: req.include_usage() };
