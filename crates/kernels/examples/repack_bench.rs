@@ -2,13 +2,17 @@
 //! quantized once, outside the timing) for the DeepSeek-V2-Lite expert shapes.
 //!
 //! `cargo run -p kernels --release --example repack_bench -- [--threads N] [--reps R]
-//! [--tokens 1,4,16,48,64] [--types Q4_K]`
+//! [--tokens 1,4,16,48,64] [--types Q4_K] [--cold MiB]`
+//!
+//! `--cold MiB`: instead, GEMV (1 token) from DRAM: the packed 2048 × 1408 matrix copied
+//! until the copies total MiB, ops cycling through them, copies in a `Vec` (4 KiB pages)
+//! vs a `WeightBuffer` (transparent huge pages), alternating; best of R passes each.
 //!
 //! Each case: best of R timed runs (after a warm-up), weights cache-resident (one expert's
 //! matrix, as a prefill tile sees it). GFLOP/s = 2·n_in·n_out·tokens / time; GB/s = weight
 //! bytes / time (meaningful for 1 token).
 
-use kernels::matmul::{matmul_acts, quantize_acts, ActScratch, QMatrix};
+use kernels::matmul::{matmul_acts, quantize_acts, ActScratch, QMatrix, WeightBuffer};
 use kernels::ThreadPool;
 use quant::repack::{self, PackedType};
 use quant::GgmlType;
@@ -33,6 +37,10 @@ fn main() {
         .map(|v| GgmlType::from_name(v).expect("--types: a ggml type name"))
         .collect();
     let pool = ThreadPool::new(threads);
+    if let Some(mib) = arg(&args, "--cold") {
+        cold(&pool, &types, mib.parse().expect("--cold MiB"), reps);
+        return;
+    }
     println!("threads {threads}, best of {reps}; path {}", quant::dot::simd_path());
     println!("| type | n_in × n_out | tokens | file GFLOP/s | packed GFLOP/s | speed-up | file GB/s | packed GB/s |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -99,5 +107,50 @@ fn main() {
                 );
             }
         }
+    }
+}
+
+/// GEMV from DRAM over many copies of one packed matrix: 4 KiB pages vs huge pages.
+fn cold(pool: &ThreadPool, types: &[GgmlType], mib: usize, reps: usize) {
+    println!("| type | pages | GEMV GB/s (cold, best pass) |");
+    println!("|---|---|---|");
+    for &ty in types {
+        let Some(pt) = PackedType::for_type(ty) else { continue };
+        let (n_in, n_out) = (2048usize, 1408usize);
+        let bytes = pt.matrix_bytes(n_in, n_out).unwrap();
+        let copies = (mib << 20).div_ceil(bytes);
+        let mut file = vec![0u8; ty.row_bytes((n_in * n_out) as u64).unwrap() as usize];
+        for (i, b) in file.iter_mut().enumerate() {
+            *b = (i * 131 % 251) as u8;
+        }
+        let d = quant::Half::from_f32(0.01).0;
+        for blk in file.chunks_exact_mut(ty.type_size()) {
+            blk[..2].copy_from_slice(&d);
+        }
+        let mut small = vec![0u8; copies * bytes];
+        let mut huge = WeightBuffer::zeroed(copies * bytes).unwrap();
+        for c in 0..copies {
+            repack::repack(ty, n_in, n_out, &file, &mut small[c * bytes..(c + 1) * bytes]).unwrap();
+            repack::repack(ty, n_in, n_out, &file, &mut huge[c * bytes..(c + 1) * bytes]).unwrap();
+        }
+        let x: Vec<f32> = (0..n_in).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+        let mut scratch = ActScratch::new();
+        let xq = quantize_acts(pool, ty, &x, n_in, &mut scratch).unwrap();
+        let mut out = vec![0f32; n_out];
+        let mut pass = |buf: &[u8]| {
+            let t = Instant::now();
+            for c in 0..copies {
+                let w = QMatrix::packed(pt, n_in, n_out, &buf[c * bytes..(c + 1) * bytes]).unwrap();
+                matmul_acts(pool, &w, &xq, &mut out).unwrap();
+            }
+            (copies * bytes) as f64 / t.elapsed().as_secs_f64() / 1e9
+        };
+        let (mut best_small, mut best_huge) = (0f64, 0f64);
+        for _ in 0..reps {
+            best_small = best_small.max(pass(&small));
+            best_huge = best_huge.max(pass(&huge));
+        }
+        println!("| {ty} | 4 KiB (Vec) | {best_small:.1} |");
+        println!("| {ty} | 2 MiB (WeightBuffer) | {best_huge:.1} |");
     }
 }

@@ -150,6 +150,98 @@ impl<'a> QMatrix<'a> {
     }
 }
 
+/// Anonymous memory for weights repacked at load (`quant::repack`): a private mapping
+/// advised for transparent huge pages (`MADV_HUGEPAGE`), 2 MiB-aligned, so multi-GiB weight
+/// sets take 512× fewer page faults to fill and far fewer TLB misses to stream (the
+/// hardware prefetchers also stop at page boundaries). Zero-filled; unmapped on drop.
+pub struct WeightBuffer {
+    /// Start of the usable (aligned) bytes.
+    ptr: *mut u8,
+    len: usize,
+    /// The whole mapping, for `munmap`.
+    base: *mut libc::c_void,
+    map_len: usize,
+}
+
+// SAFETY: the buffer owns its mapping exclusively; `&WeightBuffer` only reads it.
+unsafe impl Send for WeightBuffer {}
+// SAFETY: as above (shared access is read-only).
+unsafe impl Sync for WeightBuffer {}
+
+impl WeightBuffer {
+    const HUGE: usize = 2 << 20;
+
+    /// `len` zero bytes.
+    pub fn zeroed(len: usize) -> Result<WeightBuffer, MatmulError> {
+        if len == 0 {
+            return Ok(WeightBuffer { ptr: std::ptr::NonNull::dangling().as_ptr(), len: 0, base: std::ptr::null_mut(), map_len: 0 });
+        }
+        let map_len = len
+            .checked_add(Self::HUGE)
+            .ok_or_else(|| shape_err(format!("weight buffer of {len} bytes overflows")))?;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(shape_err(format!("could not map {len} bytes for repacked weights: {}", std::io::Error::last_os_error())));
+        }
+        let offset = (Self::HUGE - (base as usize % Self::HUGE)) % Self::HUGE;
+        // SAFETY: offset < HUGE, so [offset, offset + len) lies inside the mapping.
+        let ptr = unsafe { (base as *mut u8).add(offset) };
+        // SAFETY: advice on our own mapping; a failure (THP disabled) only loses the hint.
+        unsafe { libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        Ok(WeightBuffer { ptr, len, base, map_len })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::ops::Deref for WeightBuffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` points to `len` initialised (zero-filled) bytes owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for WeightBuffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for WeightBuffer {
+    fn drop(&mut self) {
+        if self.map_len > 0 {
+            // SAFETY: `base`/`map_len` are exactly the mapping made in `zeroed`, unmapped once.
+            unsafe { libc::munmap(self.base, self.map_len) };
+        }
+    }
+}
+
+impl std::fmt::Debug for WeightBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WeightBuffer({} bytes)", self.len)
+    }
+}
+
 /// A stack of expert matrices (`ffn_*_exps`: ggml `ne = [n_in, n_out, n_expert]`), each
 /// expert a contiguous slab of `n_out` rows.
 #[derive(Clone, Copy, Debug)]

@@ -81,7 +81,8 @@ impl Matrix {
         if self.packed.is_some() || self.n_out == 0 {
             return Ok(0);
         }
-        let mut bytes = vec![0u8; slab_packed * self.n_slab];
+        let mut bytes = kernels::matmul::WeightBuffer::zeroed(slab_packed * self.n_slab)
+            .map_err(|e| ModelError::Input(format!("{}: {e}", self.name())))?;
         // Slabs are contiguous whole groups of rows, so the stack packs as one matrix of
         // n_slab · n_out rows; it is split into group-aligned parts, one per core (load time
         // is bound by page faults and the copy).
@@ -117,8 +118,9 @@ impl Matrix {
 /// A matrix's weights in a repacked layout, in anonymous memory.
 pub struct PackedWeights {
     pub ty: quant::repack::PackedType,
-    /// All slabs, each [`quant::repack::PackedType::matrix_bytes`] long.
-    pub bytes: Vec<u8>,
+    /// All slabs, each [`quant::repack::PackedType::matrix_bytes`] long (huge-page backed
+    /// anonymous memory).
+    pub bytes: kernels::matmul::WeightBuffer,
 }
 
 /// What [`Weights::repack`] did.
