@@ -84,41 +84,88 @@ pub fn attention(
     let n_ctx = pos0 + m;
     assert!(k.len() >= (n_ctx - 1) * s.k_stride + s.n_kv_head * s.dk, "attention: key cache too short");
     assert!(v.len() >= (n_ctx - 1) * s.v_stride + s.v_offset + s.n_kv_head * s.dv, "attention: value cache too short");
-    scratch.reserve(pool.n_threads(), n_ctx);
+    // Work items are (token, block of heads sharing one KV head): every key and value
+    // row loaded from the cache serves the whole block.
+    let group = s.n_head / s.n_kv_head;
+    let hb = [4, 2, 1].into_iter().find(|b| group % b == 0).unwrap_or(1);
+    let blocks = s.n_head / hb;
+    scratch.reserve(pool.n_threads(), hb * n_ctx);
     let per_thread = scratch.per_thread;
     let scores_ptr = SharedMut(scratch.scores.as_mut_ptr());
     let out_ptr = SharedMut(out.as_mut_ptr());
-    let group = s.n_head / s.n_kv_head;
-    let chunk = (m * s.n_head).div_ceil(4 * pool.n_threads()).max(1);
-    pool.run_chunked(m * s.n_head, chunk, |items, tid| {
-        // SAFETY: thread `tid` alone uses score row `tid` (per_thread floats, reserved above).
+    let chunk = (m * blocks).div_ceil(4 * pool.n_threads()).max(1);
+    pool.run_chunked(m * blocks, chunk, |items, tid| {
+        // SAFETY: thread `tid` alone uses score row `tid` (per_thread ≥ hb·n_ctx floats).
         let scores = unsafe { std::slice::from_raw_parts_mut(scores_ptr.get().add(tid * per_thread), per_thread) };
         for item in items {
-            let (t, h) = (item / s.n_head, item % s.n_head);
-            let g = h / group;
+            let (t, h0) = (item / blocks, (item % blocks) * hb);
+            let g = h0 / group;
             let ctx = pos0 + t + 1;
-            let qh = &q[(t * s.n_head + h) * s.dk..(t * s.n_head + h + 1) * s.dk];
-            let mut max = f32::NEG_INFINITY;
-            for (j, score) in scores[..ctx].iter_mut().enumerate() {
-                let kr = &k[j * s.k_stride + g * s.dk..j * s.k_stride + (g + 1) * s.dk];
-                *score = dot(qh, kr) * s.scale;
-                max = max.max(*score);
+            let qs: [&[f32]; 4] = std::array::from_fn(|i| {
+                let h = h0 + i.min(hb - 1);
+                &q[(t * s.n_head + h) * s.dk..(t * s.n_head + h + 1) * s.dk]
+            });
+            let (sc, _) = scores.split_at_mut(hb * ctx);
+            let k_row = |j: usize| &k[j * s.k_stride + g * s.dk..j * s.k_stride + (g + 1) * s.dk];
+            block_scores(&qs[..hb], ctx, &k_row, s.scale, sc);
+            for row in sc.chunks_exact_mut(ctx) {
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0f32;
+                for x in row.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|x| *x *= inv);
             }
-            let mut sum = 0.0f32;
-            for score in scores[..ctx].iter_mut() {
-                *score = (*score - max).exp();
-                sum += *score;
-            }
-            // SAFETY: item (t, h) owns out[(t·n_head + h)·dv ..][..dv]; items are disjoint.
-            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((t * s.n_head + h) * s.dv), s.dv) };
-            o.fill(0.0);
-            let inv = 1.0 / sum;
-            for (j, &p) in scores[..ctx].iter().enumerate() {
+            // SAFETY: item (t, block) owns out rows (t·n_head + h0 .. + hb)·dv, disjoint
+            // from every other item's.
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((t * s.n_head + h0) * s.dv), hb * s.dv) };
+            let v_row = |j: usize| {
                 let base = j * s.v_stride + s.v_offset + g * s.dv;
-                axpy(o, p * inv, &v[base..base + s.dv]);
-            }
+                &v[base..base + s.dv]
+            };
+            block_values(sc, hb, ctx, &v_row, s.dv, o);
         }
     });
+}
+
+/// `scores[i·ctx + j] = scale · q_i · k_j` for the block's heads `i` and positions `j`.
+fn block_scores<'a>(qs: &[&[f32]], ctx: usize, k_row: &dyn Fn(usize) -> &'a [f32], scale: f32, scores: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() && qs.len() == 4 {
+        for j in 0..ctx {
+            // SAFETY: AVX2+FMA checked at run time; all rows have the same length.
+            let d = unsafe { avx2::dot4(qs, k_row(j)) };
+            for (i, v) in d.iter().enumerate() {
+                scores[i * ctx + j] = v * scale;
+            }
+        }
+        return;
+    }
+    for j in 0..ctx {
+        let kr = k_row(j);
+        for (i, qi) in qs.iter().enumerate() {
+            scores[i * ctx + j] = dot(qi, kr) * scale;
+        }
+    }
+}
+
+/// `out[i] = Σ_j p[i·ctx + j] · v_j` for the block's heads `i` (rows of `dv`).
+fn block_values<'a>(p: &[f32], hb: usize, ctx: usize, v_row: &dyn Fn(usize) -> &'a [f32], dv: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() && dv % 8 == 0 {
+        // SAFETY: AVX2+FMA checked at run time; out holds hb·dv, p holds hb·ctx.
+        unsafe { avx2::weighted_rows(p, hb, ctx, v_row, dv, out) };
+        return;
+    }
+    out.fill(0.0);
+    for j in 0..ctx {
+        let vr = v_row(j);
+        for i in 0..hb {
+            axpy(&mut out[i * dv..(i + 1) * dv], p[i * ctx + j], vr);
+        }
+    }
 }
 
 /// f32 dot product (8-wide FMA lanes on AVX2, same order on every call).
@@ -180,6 +227,92 @@ mod avx2 {
             i += 1;
         }
         sum
+    }
+
+    /// Four dot products of `qs[i]` with the same `k` (each `k` chunk loaded once).
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA; `qs` has 4 rows of at least `k.len()` floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot4(qs: &[&[f32]], k: &[f32]) -> [f32; 4] {
+        let n = k.len();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY: loads of 8 floats at i ≤ n − 8 from k and from each q (same length).
+        unsafe {
+            while i + 8 <= n {
+                let kv = _mm256_loadu_ps(k.as_ptr().add(i));
+                for (a, q) in acc.iter_mut().zip(qs) {
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), kv, *a);
+                }
+                i += 8;
+            }
+        }
+        let mut out = [0f32; 4];
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
+        for (o, q) in out.iter_mut().zip(qs) {
+            for j in i..n {
+                *o += q[j] * k[j];
+            }
+        }
+        out
+    }
+
+    /// `out[h·dv..] = Σ_j p[h·ctx + j] · v_row(j)` for `hb` ≤ 4 heads, each 8-float
+    /// column chunk accumulated in registers over all positions.
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA; `dv` is a multiple of 8, `out` holds `hb·dv`, `p` holds
+    /// `hb·ctx`, every `v_row(j)` holds `dv` floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weighted_rows<'a>(
+        p: &[f32],
+        hb: usize,
+        ctx: usize,
+        v_row: &dyn Fn(usize) -> &'a [f32],
+        dv: usize,
+        out: &mut [f32],
+    ) {
+        // Two column chunks per pass: 2·hb accumulators, the v loads shared by all heads.
+        let mut c = 0;
+        while c < dv {
+            let two = c + 16 <= dv;
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            for j in 0..ctx {
+                let vr = v_row(j);
+                // SAFETY: c + 8 (or c + 16) ≤ dv = vr.len().
+                let v0 = unsafe { _mm256_loadu_ps(vr.as_ptr().add(c)) };
+                let v1 = if two { unsafe { _mm256_loadu_ps(vr.as_ptr().add(c + 8)) } } else { _mm256_setzero_ps() };
+                for h in 0..hb {
+                    let w = _mm256_set1_ps(p[h * ctx + j]);
+                    acc[h][0] = _mm256_fmadd_ps(w, v0, acc[h][0]);
+                    acc[h][1] = _mm256_fmadd_ps(w, v1, acc[h][1]);
+                }
+            }
+            for h in 0..hb {
+                // SAFETY: h·dv + c + 16 ≤ hb·dv (or + 8 when only one chunk is left).
+                unsafe {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(h * dv + c), acc[h][0]);
+                    if two {
+                        _mm256_storeu_ps(out.as_mut_ptr().add(h * dv + c + 8), acc[h][1]);
+                    }
+                }
+            }
+            c += if two { 16 } else { 8 };
+        }
+    }
+
+    #[inline(always)]
+    fn hsum(s: __m256) -> f32 {
+        // SAFETY: only called from AVX2-enabled functions.
+        unsafe {
+            let q = _mm_add_ps(_mm256_extractf128_ps(s, 1), _mm256_castps256_ps128(s));
+            let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+            let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+            _mm_cvtss_f32(q)
+        }
     }
 
     /// # Safety
