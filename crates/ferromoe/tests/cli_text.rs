@@ -27,7 +27,8 @@ fn tokenize_vocab_only_gguf_matches_hf() {
     let reference = json("tokenizers/qwen2.5.tokenizer-ref.json");
     let cases = reference["cases"].as_array().or(reference["strings"].as_array()).expect("reference cases");
     let mut checked = 0;
-    for case in cases.iter().take(12) {
+    // A few strings through the binary (the text crate checks all 43 in-process).
+    for case in cases.iter().step_by(11) {
         let text = case["text"].as_str().unwrap();
         let out = ferromoe(&["tokenize", "-m", path.to_str().unwrap(), text]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -35,7 +36,7 @@ fn tokenize_vocab_only_gguf_matches_hf() {
         assert_eq!(got, ids(&case["ids_add_special_false"]), "{text:?}");
         checked += 1;
     }
-    assert_eq!(checked, 12);
+    assert_eq!(checked, 4);
     // Special-token text is parsed as the special token.
     let out = ferromoe(&["tokenize", "-m", path.to_str().unwrap(), "<|im_start|>user"]);
     let got: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
