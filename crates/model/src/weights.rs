@@ -136,7 +136,7 @@ pub struct RepackSummary {
 
 impl Weights {
     /// Repacks every matrix the kernels multiply by whose type has a packed layout
-    /// (`quant::repack`: Q4_K so far) and whose rows come in whole groups, into anonymous
+    /// (`quant::repack`: Q4_K, Q8_0, Q5_0) and whose rows come in whole groups, into anonymous
     /// memory, releasing the mapped pages. `token_embd` (looked up by rows) is left as is,
     /// and so is `output` when it is the tied `token_embd`.
     pub fn repack(&mut self) -> Result<RepackSummary, ModelError> {
