@@ -103,7 +103,7 @@ impl Linear {
         let (heads, n_in, n_out) = (w.n_slab, w.n_in, w.n_out);
         let n = x.len() / (heads * n_in);
         let err = |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", w.name()));
-        if self.mode == MatmulMode::Exact || heads > kernels::matmul::MAX_BATCH_OPS {
+        if self.mode == MatmulMode::Exact {
             for h in 0..heads {
                 self.slab_in.clear();
                 for t in 0..n {
@@ -127,9 +127,12 @@ impl Linear {
             self.slab_rows.extend((0..n).map(|t| (t * heads + h) as u32));
         }
         self.slab_out.resize(heads * n * n_out, 0.0);
-        {
-            let mut ops = Vec::with_capacity(heads);
-            for (h, o) in self.slab_out.chunks_exact_mut(n * n_out).enumerate() {
+        // One pool op per group of ≤ MAX_BATCH_OPS heads (DeepSeek-V3 has 128).
+        let per_op = kernels::matmul::MAX_BATCH_OPS;
+        for (g, outs) in self.slab_out.chunks_mut(per_op * n * n_out).enumerate() {
+            let mut ops = Vec::with_capacity(per_op);
+            for (i, o) in outs.chunks_exact_mut(n * n_out).enumerate() {
+                let h = g * per_op + i;
                 let view = w.qmatrix(h)?;
                 ops.push(MatmulOp { w: view, xq, tokens: Some(&self.slab_rows[h * n..(h + 1) * n]), out: o });
             }
