@@ -70,7 +70,12 @@ impl Session {
                 self.kv.n_ctx()
             )));
         }
-        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
         // The last prompt token is always run again: its logits are needed.
         let reuse = common.min(prompt.len() - 1);
         self.truncate(reuse);
@@ -92,7 +97,10 @@ impl Engine {
         req: &GenerateRequest,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<GenerationStats, ModelError> {
-        let tok = self.tokenizer.as_ref().ok_or_else(|| ModelError::Input("this file has no tokenizer".into()))?;
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| ModelError::Input("this file has no tokenizer".into()))?;
         req.sampling.validate().map_err(ModelError::Input)?;
         let t0 = Instant::now();
         let (mut logits, cached) = session.prefill(prompt)?;

@@ -34,7 +34,12 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> LoadOptions {
-        LoadOptions { threads: None, exact: false, experts_per_token: None, repack: true }
+        LoadOptions {
+            threads: None,
+            exact: false,
+            experts_per_token: None,
+            repack: true,
+        }
     }
 }
 
@@ -61,30 +66,53 @@ pub struct Engine {
 
 impl Engine {
     /// Maps `path`, binds the model and starts the worker threads.
-    pub fn load(path: &Path, opts: &LoadOptions, progress: &mut dyn FnMut(LoadProgress)) -> Result<Engine, ModelError> {
+    pub fn load(
+        path: &Path,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Engine, ModelError> {
         let start = std::time::Instant::now();
         let file = Arc::new(gguf::Gguf::open(path)?);
-        let mut model = Model::load_with_progress(file, &mut |done, total| progress(LoadProgress::Layers { done, total }))?;
+        let mut model = Model::load_with_progress(file, &mut |done, total| {
+            progress(LoadProgress::Layers { done, total })
+        })?;
         if let Some(k) = opts.experts_per_token {
             model.set_experts_per_token(k)?;
         }
-        let repack = if opts.repack && !opts.exact { Some(model.weights.repack()?) } else { None };
-        let threads = opts.threads.unwrap_or_else(kernels::default_threads).max(1);
-        let pool = Arc::new(ThreadPool::new(threads));
-        let mode = if opts.exact { MatmulMode::Exact } else { MatmulMode::Quantized };
-        let md = model.file.metadata();
-        let tokenizer = if md.contains("tokenizer.ggml.model") {
-            Some(Tokenizer::from_gguf(md).map_err(|e| ModelError::Input(format!("{}: tokenizer: {e}", path.display())))?)
+        let repack = if opts.repack && !opts.exact {
+            Some(model.weights.repack()?)
         } else {
             None
         };
+        let threads = opts.threads.unwrap_or_else(kernels::default_threads).max(1);
+        let pool = Arc::new(ThreadPool::new(threads));
+        let mode = if opts.exact {
+            MatmulMode::Exact
+        } else {
+            MatmulMode::Quantized
+        };
+        let md = model.file.metadata();
+        let tokenizer =
+            if md.contains("tokenizer.ggml.model") {
+                Some(Tokenizer::from_gguf(md).map_err(|e| {
+                    ModelError::Input(format!("{}: tokenizer: {e}", path.display()))
+                })?)
+            } else {
+                None
+            };
         let template = match ChatTemplate::from_gguf(md) {
             Ok(t) => Some(t),
             Err(text::TextError::MissingChatTemplate { .. }) => tokenizer.as_ref().map(|t| {
-                let text_of = |id: Option<u32>| id.and_then(|i| t.token_text(i)).unwrap_or("").to_string();
+                let text_of =
+                    |id: Option<u32>| id.and_then(|i| t.token_text(i)).unwrap_or("").to_string();
                 ChatTemplate::chatml(text_of(t.bos_id()), text_of(t.eos_id()))
             }),
-            Err(e) => return Err(ModelError::Input(format!("{}: chat template: {e}", path.display()))),
+            Err(e) => {
+                return Err(ModelError::Input(format!(
+                    "{}: chat template: {e}",
+                    path.display()
+                )))
+            }
         };
         Ok(Engine {
             model: Arc::new(model),
@@ -116,12 +144,20 @@ impl Engine {
     /// Runs every session's new tokens in ONE forward pass (prompt chunks and decode
     /// steps mixed), appends them to each session and returns each session's
     /// last-position logits. A session's logits do not depend on the rest of the batch.
-    pub fn feed_batch(&self, state: &mut RunState, items: &mut [(&mut Session, &[u32])]) -> Result<Vec<Vec<f32>>, ModelError> {
+    pub fn feed_batch(
+        &self,
+        state: &mut RunState,
+        items: &mut [(&mut Session, &[u32])],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
         let vocab = self.model.config.n_vocab;
         let logits = {
             let mut seqs: Vec<BatchSeq> = items
                 .iter_mut()
-                .map(|(s, toks)| BatchSeq { kv: &mut s.kv, tokens: toks, logits: Logits::Last })
+                .map(|(s, toks)| BatchSeq {
+                    kv: &mut s.kv,
+                    tokens: toks,
+                    logits: Logits::Last,
+                })
                 .collect();
             self.model.forward_batch(&self.pool, state, &mut seqs)?
         };
@@ -144,7 +180,11 @@ impl Engine {
         }
         let types: Vec<String> = types.iter().map(|(t, n)| format!("{t}×{n}")).collect();
         let experts = match &m.config.moe {
-            Some(moe) => format!(", {}/{} experts per token", m.experts_per_token(), moe.n_expert),
+            Some(moe) => format!(
+                ", {}/{} experts per token",
+                m.experts_per_token(),
+                moe.n_expert
+            ),
             None => String::new(),
         };
         format!(
@@ -183,7 +223,9 @@ impl Session {
     /// Processes `tokens` after what the session holds; returns the logits of the last
     /// position (or of every position of `tokens` with [`Logits::All`]).
     pub fn feed(&mut self, tokens: &[u32], which: Logits) -> Result<&[f32], ModelError> {
-        let logits = self.model.forward(&self.pool, &mut self.state, &mut self.kv, tokens, which)?;
+        let logits =
+            self.model
+                .forward(&self.pool, &mut self.state, &mut self.kv, tokens, which)?;
         self.tokens.extend_from_slice(tokens);
         Ok(logits)
     }

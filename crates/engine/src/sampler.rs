@@ -44,12 +44,21 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Greedy decoding (temperature 0, no penalties).
     pub fn greedy() -> SamplingParams {
-        SamplingParams { temperature: 0.0, ..Default::default() }
+        SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        }
     }
 
     /// Checks the ranges, naming the offending setting.
     pub fn validate(&self) -> Result<(), String> {
-        let finite = |name: &str, v: f32| if v.is_finite() { Ok(()) } else { Err(format!("{name} must be a finite number")) };
+        let finite = |name: &str, v: f32| {
+            if v.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a finite number"))
+            }
+        };
         finite("temperature", self.temperature)?;
         finite("top_p", self.top_p)?;
         finite("min_p", self.min_p)?;
@@ -66,7 +75,10 @@ impl SamplingParams {
             return Err(format!("min_p must be in [0, 1], got {}", self.min_p));
         }
         if self.repeat_penalty <= 0.0 {
-            return Err(format!("repeat_penalty must be > 0, got {}", self.repeat_penalty));
+            return Err(format!(
+                "repeat_penalty must be > 0, got {}",
+                self.repeat_penalty
+            ));
         }
         Ok(())
     }
@@ -84,7 +96,12 @@ impl Sampler {
     /// A sampler seeded from `params.seed`.
     pub fn new(params: SamplingParams) -> Sampler {
         let rng = rand::rngs::StdRng::seed_from_u64(params.seed);
-        Sampler { params, rng, candidates: Vec::new(), counts: std::collections::HashMap::new() }
+        Sampler {
+            params,
+            rng,
+            candidates: Vec::new(),
+            counts: std::collections::HashMap::new(),
+        }
     }
 
     /// Picks the next token from `logits` given the tokens so far (`history`, for the
@@ -94,14 +111,24 @@ impl Sampler {
         if p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
             self.counts.clear();
             let recent = &history[history.len().saturating_sub(p.repeat_last_n.max(1))..];
-            let window: &[u32] = if p.repeat_penalty != 1.0 { recent } else { history };
+            let window: &[u32] = if p.repeat_penalty != 1.0 {
+                recent
+            } else {
+                history
+            };
             for &t in window {
                 *self.counts.entry(t).or_insert(0) += 1;
             }
             for (&t, &n) in &self.counts {
-                let Some(l) = logits.get_mut(t as usize) else { continue };
+                let Some(l) = logits.get_mut(t as usize) else {
+                    continue;
+                };
                 if p.repeat_penalty != 1.0 {
-                    *l = if *l > 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
+                    *l = if *l > 0.0 {
+                        *l / p.repeat_penalty
+                    } else {
+                        *l * p.repeat_penalty
+                    };
                 }
                 *l -= p.presence_penalty + p.frequency_penalty * n as f32;
             }
@@ -112,8 +139,13 @@ impl Sampler {
 
         // Candidates sorted by logit, best first (ties: lower id first).
         self.candidates.clear();
-        self.candidates.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
-        let k = if p.top_k == 0 { self.candidates.len() } else { p.top_k.min(self.candidates.len()) };
+        self.candidates
+            .extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
+        let k = if p.top_k == 0 {
+            self.candidates.len()
+        } else {
+            p.top_k.min(self.candidates.len())
+        };
         let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if k < self.candidates.len() {
             self.candidates.select_nth_unstable_by(k - 1, by_logit);
@@ -133,7 +165,12 @@ impl Sampler {
         }
         // min-p, then top-p (always keeping the best token).
         let floor = p.min_p * self.candidates[0].1;
-        let mut keep = self.candidates.iter().take_while(|c| c.1 >= floor).count().max(1);
+        let mut keep = self
+            .candidates
+            .iter()
+            .take_while(|c| c.1 >= floor)
+            .count()
+            .max(1);
         if p.top_p < 1.0 {
             let mut acc = 0.0;
             for (i, c) in self.candidates[..keep].iter().enumerate() {
@@ -181,13 +218,25 @@ mod tests {
     #[test]
     fn same_seed_same_draws_and_top_k_1_is_greedy() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 17) as f32 * 0.3).collect();
-        let params = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 7, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 7,
+            ..Default::default()
+        };
         let draw = |p: SamplingParams| {
             let mut s = Sampler::new(p);
-            (0..50).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(params.clone()), draw(params.clone()));
-        let other = draw(SamplingParams { seed: 8, ..params.clone() });
+        let other = draw(SamplingParams {
+            seed: 8,
+            ..params.clone()
+        });
         assert_ne!(draw(params.clone()), other);
         let top1 = draw(SamplingParams { top_k: 1, ..params });
         assert!(top1.iter().all(|&t| t == argmax(&logits)));
@@ -197,27 +246,69 @@ mod tests {
     fn top_p_and_min_p_cut_the_tail() {
         // Token 0 holds ~88% of the mass at temperature 1.
         let logits = [4.0f32, 2.0, 0.0, -2.0];
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.5, min_p: 0.0, seed: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.5,
+            min_p: 0.0,
+            seed: 1,
+            ..Default::default()
+        });
         assert!((0..200).all(|_| s.sample(&mut logits.clone(), &[]) == 0));
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.1, seed: 1, ..Default::default() });
-        let draws: Vec<u32> = (0..500).map(|_| s.sample(&mut logits.clone(), &[])).collect();
-        assert!(draws.iter().all(|&t| t <= 1), "min_p 0.1 keeps tokens 0 (p .87) and 1 (p .12) only");
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.1,
+            seed: 1,
+            ..Default::default()
+        });
+        let draws: Vec<u32> = (0..500)
+            .map(|_| s.sample(&mut logits.clone(), &[]))
+            .collect();
+        assert!(
+            draws.iter().all(|&t| t <= 1),
+            "min_p 0.1 keeps tokens 0 (p .87) and 1 (p .12) only"
+        );
         assert!(draws.contains(&1));
     }
 
     #[test]
     fn repeat_penalty_discourages_seen_tokens() {
-        let mut s = Sampler::new(SamplingParams { repeat_penalty: 2.0, ..SamplingParams::greedy() });
+        let mut s = Sampler::new(SamplingParams {
+            repeat_penalty: 2.0,
+            ..SamplingParams::greedy()
+        });
         assert_eq!(s.sample(&mut [1.0, 0.9, -3.0], &[0]), 1);
-        let mut s = Sampler::new(SamplingParams { frequency_penalty: 0.5, ..SamplingParams::greedy() });
+        let mut s = Sampler::new(SamplingParams {
+            frequency_penalty: 0.5,
+            ..SamplingParams::greedy()
+        });
         assert_eq!(s.sample(&mut [1.0, 0.9], &[0]), 1);
     }
 
     #[test]
     fn validation_names_the_setting() {
-        assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate().unwrap_err().contains("temperature"));
-        assert!(SamplingParams { top_p: 1.5, ..Default::default() }.validate().unwrap_err().contains("top_p"));
-        assert!(SamplingParams { temperature: f32::NAN, ..Default::default() }.validate().is_err());
+        assert!(SamplingParams {
+            temperature: -1.0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("temperature"));
+        assert!(SamplingParams {
+            top_p: 1.5,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("top_p"));
+        assert!(SamplingParams {
+            temperature: f32::NAN,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
         assert!(SamplingParams::default().validate().is_ok());
     }
 }

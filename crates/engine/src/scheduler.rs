@@ -33,7 +33,9 @@ use model::{ModelError, RunState};
 use text::StreamDecoder;
 
 use crate::generate::PREFILL_CHUNK;
-use crate::{Engine, FinishReason, GenerateRequest, GenerationStats, Sampler, Session, StopMatcher};
+use crate::{
+    Engine, FinishReason, GenerateRequest, GenerationStats, Sampler, Session, StopMatcher,
+};
 
 /// Limits of a scheduler.
 #[derive(Clone, Debug)]
@@ -58,7 +60,13 @@ impl SchedulerConfig {
     /// cached sequences as slots, 512 tokens per step.
     pub fn new(max_seqs: usize, n_ctx: usize) -> SchedulerConfig {
         let max_seqs = max_seqs.max(1);
-        SchedulerConfig { max_seqs, queue: 4 * max_seqs, n_ctx, prefix_cache: max_seqs, step_tokens: PREFILL_CHUNK }
+        SchedulerConfig {
+            max_seqs,
+            queue: 4 * max_seqs,
+            n_ctx,
+            prefix_cache: max_seqs,
+            step_tokens: PREFILL_CHUNK,
+        }
     }
 }
 
@@ -68,7 +76,10 @@ impl SchedulerConfig {
 pub enum Event {
     /// The request got a slot; `cached_tokens` of its `prompt_tokens` were already in
     /// a kept sequence's KV cache and are not processed again.
-    Started { prompt_tokens: usize, cached_tokens: usize },
+    Started {
+        prompt_tokens: usize,
+        cached_tokens: usize,
+    },
     /// Text that became final (complete UTF-8, never part of a stop string).
     Text(String),
     /// Generation ended (also after a cancellation).
@@ -94,8 +105,17 @@ pub struct Job {
 
 impl Job {
     /// A job sending its events to `sink` (an answer that starts a new text).
-    pub fn new(prompt: Vec<u32>, request: GenerateRequest, sink: impl FnMut(Event) -> bool + Send + 'static) -> Job {
-        Job { prompt, request, sink: Box::new(sink), continues_prompt: false }
+    pub fn new(
+        prompt: Vec<u32>,
+        request: GenerateRequest,
+        sink: impl FnMut(Event) -> bool + Send + 'static,
+    ) -> Job {
+        Job {
+            prompt,
+            request,
+            sink: Box::new(sink),
+            continues_prompt: false,
+        }
     }
 
     /// Marks the output as the continuation of the prompt's text.
@@ -110,7 +130,12 @@ impl Job {
 pub enum SubmitError {
     /// Every slot is busy and the queue is full.
     #[error("the server is busy: {active} sequences running and {queued} waiting (limits {max_seqs} + {queue})")]
-    Full { active: usize, queued: usize, max_seqs: usize, queue: usize },
+    Full {
+        active: usize,
+        queued: usize,
+        max_seqs: usize,
+        queue: usize,
+    },
     /// The scheduler is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -204,14 +229,21 @@ impl Scheduler {
         let mut config = config;
         config.max_seqs = config.max_seqs.max(1);
         config.step_tokens = config.step_tokens.max(config.max_seqs + 1);
-        let inner =
-            Arc::new(Inner { shared: Mutex::new(Shared::default()), wake: Condvar::new(), next_id: AtomicU64::new(1) });
+        let inner = Arc::new(Inner {
+            shared: Mutex::new(Shared::default()),
+            wake: Condvar::new(),
+            next_id: AtomicU64::new(1),
+        });
         let worker = Worker::new(engine, config.clone(), inner.clone());
         let thread = std::thread::Builder::new()
             .name("ferromoe-scheduler".into())
             .spawn(move || worker.run())
             .expect("spawn the scheduler thread");
-        Scheduler { inner, config, thread: Some(thread) }
+        Scheduler {
+            inner,
+            config,
+            thread: Some(thread),
+        }
     }
 
     /// The limits in force.
@@ -232,18 +264,29 @@ impl Scheduler {
                 self.config.n_ctx
             )));
         }
-        job.request.sampling.validate().map_err(SubmitError::Invalid)?;
+        job.request
+            .sampling
+            .validate()
+            .map_err(SubmitError::Invalid)?;
         let mut sh = self.inner.lock();
         if sh.closing || sh.abort {
             return Err(SubmitError::ShuttingDown);
         }
         let (active, queued) = (sh.status.active, sh.pending.len());
         if active + queued >= self.config.max_seqs + self.config.queue {
-            return Err(SubmitError::Full { active, queued, max_seqs: self.config.max_seqs, queue: self.config.queue });
+            return Err(SubmitError::Full {
+                active,
+                queued,
+                max_seqs: self.config.max_seqs,
+                queue: self.config.queue,
+            });
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = Arc::new(AtomicBool::new(false));
-        sh.pending.push_back(Queued { job, cancel: cancel.clone() });
+        sh.pending.push_back(Queued {
+            job,
+            cancel: cancel.clone(),
+        });
         sh.status.queued = sh.pending.len();
         drop(sh);
         self.inner.wake.notify_all();
@@ -329,7 +372,14 @@ struct Worker {
 impl Worker {
     fn new(engine: Arc<Engine>, config: SchedulerConfig, inner: Arc<Inner>) -> Worker {
         let state = engine.new_state();
-        Worker { engine, config, inner, state, active: Vec::new(), cache: Vec::new() }
+        Worker {
+            engine,
+            config,
+            inner,
+            state,
+            active: Vec::new(),
+            cache: Vec::new(),
+        }
     }
 
     fn run(mut self) {
@@ -387,13 +437,29 @@ impl Worker {
     /// when there is one) and makes it active.
     fn admit(&mut self, q: Queued) {
         let Queued { job, cancel } = q;
-        let Job { prompt, request, mut sink, continues_prompt } = job;
+        let Job {
+            prompt,
+            request,
+            mut sink,
+            continues_prompt,
+        } = job;
         let Some(tok) = self.engine.tokenizer.as_ref() else {
             sink(Event::Error("this model file has no tokenizer".into()));
             return;
         };
-        let common = |s: &Session| s.tokens.iter().zip(&prompt).take_while(|(a, b)| a == b).count();
-        let best = self.cache.iter().enumerate().map(|(i, s)| (common(s), i)).max_by_key(|&(n, i)| (n, i));
+        let common = |s: &Session| {
+            s.tokens
+                .iter()
+                .zip(&prompt)
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        let best = self
+            .cache
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (common(s), i))
+            .max_by_key(|&(n, i)| (n, i));
         let mut session = match best {
             Some((n, i)) if n > 0 => self.cache.remove(i),
             // No overlap: recycle the least recently used one once the cache is full,
@@ -409,7 +475,10 @@ impl Worker {
             sh.status.reused_tokens += reuse as u64;
             sh.status.active = self.active.len() + 1;
         }
-        if !sink(Event::Started { prompt_tokens: prompt.len(), cached_tokens: reuse }) {
+        if !sink(Event::Started {
+            prompt_tokens: prompt.len(),
+            cached_tokens: reuse,
+        }) {
             cancel.store(true, Ordering::SeqCst);
         }
         let seq = Seq {
@@ -470,8 +539,10 @@ impl Worker {
     /// prompt is complete.
     fn step(&mut self) {
         // Decode steps first (one token each), then prompt chunks within the budget.
-        let mut budget =
-            self.config.step_tokens.saturating_sub(self.active.iter().filter(|s| s.next.is_some()).count());
+        let mut budget = self
+            .config
+            .step_tokens
+            .saturating_sub(self.active.iter().filter(|s| s.next.is_some()).count());
         let mut inputs: Vec<(usize, usize)> = Vec::with_capacity(self.active.len()); // (index, prompt tokens)
         for (i, s) in self.active.iter().enumerate() {
             if s.next.is_some() {
@@ -485,7 +556,10 @@ impl Worker {
         if inputs.is_empty() {
             return;
         }
-        let decode_tokens: Vec<[u32; 1]> = inputs.iter().map(|&(i, _)| [self.active[i].next.unwrap_or(0)]).collect();
+        let decode_tokens: Vec<[u32; 1]> = inputs
+            .iter()
+            .map(|&(i, _)| [self.active[i].next.unwrap_or(0)])
+            .collect();
         let result = {
             let mut picked = vec![None; self.active.len()];
             for (slot, &(i, n)) in inputs.iter().enumerate() {
@@ -494,7 +568,11 @@ impl Worker {
             let mut items: Vec<(&mut Session, &[u32])> = Vec::with_capacity(inputs.len());
             for (s, pick) in self.active.iter_mut().zip(&picked) {
                 let Some((slot, n)) = *pick else { continue };
-                let tokens: &[u32] = if n == 0 { &decode_tokens[slot] } else { &s.prompt[s.fed..s.fed + n] };
+                let tokens: &[u32] = if n == 0 {
+                    &decode_tokens[slot]
+                } else {
+                    &s.prompt[s.fed..s.fed + n]
+                };
                 items.push((&mut s.session, tokens));
             }
             let t = Instant::now();
@@ -533,7 +611,10 @@ impl Worker {
         }
         // Remove from the back so the indices stay valid.
         finished.sort_by_key(|f| std::cmp::Reverse(f.0));
-        let ended: Vec<_> = finished.into_iter().map(|(i, r, b)| (self.active.swap_remove(i), r, b)).collect();
+        let ended: Vec<_> = finished
+            .into_iter()
+            .map(|(i, r, b)| (self.active.swap_remove(i), r, b))
+            .collect();
         for (seq, reason, by_string) in ended {
             self.finish(seq, reason, by_string);
         }
@@ -577,7 +658,9 @@ impl Seq {
     /// Samples the next token from `logits` and streams its text, as
     /// [`Engine::generate`] does.
     fn sample(&mut self, engine: &Engine, logits: &mut [f32]) -> Outcome {
-        let Some(tok) = engine.tokenizer.as_ref() else { return Outcome::Finished(FinishReason::Stop, false) };
+        let Some(tok) = engine.tokenizer.as_ref() else {
+            return Outcome::Finished(FinishReason::Stop, false);
+        };
         let next = self.sampler.sample(logits, &self.session.tokens);
         self.generated += 1;
         if !self.request.ignore_eos && tok.is_eog(next) {
@@ -607,7 +690,10 @@ impl Seq {
             } else {
                 self.started.elapsed().as_secs_f64()
             },
-            decode_seconds: self.decode_started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
+            decode_seconds: self
+                .decode_started
+                .map(|t| t.elapsed().as_secs_f64())
+                .unwrap_or(0.0),
             finish,
         }
     }
@@ -621,16 +707,37 @@ mod tests {
 
     fn engine() -> Arc<Engine> {
         let path = testutil::data_dir().join("tiny/qwen2moe-tiny/qwen2moe-tiny-Q8_0.gguf");
-        Arc::new(Engine::load(&path, &LoadOptions { threads: Some(2), ..Default::default() }, &mut |_| {}).unwrap())
+        Arc::new(
+            Engine::load(
+                &path,
+                &LoadOptions {
+                    threads: Some(2),
+                    ..Default::default()
+                },
+                &mut |_| {},
+            )
+            .unwrap(),
+        )
     }
 
     fn greedy(n: usize) -> GenerateRequest {
-        GenerateRequest { max_new_tokens: n, sampling: SamplingParams::greedy(), stop: vec![], ignore_eos: true }
+        GenerateRequest {
+            max_new_tokens: n,
+            sampling: SamplingParams::greedy(),
+            stop: vec![],
+            ignore_eos: true,
+        }
     }
 
-    fn collect(sched: &Scheduler, prompt: Vec<u32>, req: GenerateRequest) -> (Ticket, mpsc::Receiver<Event>) {
+    fn collect(
+        sched: &Scheduler,
+        prompt: Vec<u32>,
+        req: GenerateRequest,
+    ) -> (Ticket, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel();
-        let t = sched.submit(Job::new(prompt, req, move |ev| tx.send(ev).is_ok())).unwrap();
+        let t = sched
+            .submit(Job::new(prompt, req, move |ev| tx.send(ev).is_ok()))
+            .unwrap();
         (t, rx)
     }
 
@@ -651,10 +758,15 @@ mod tests {
     fn batched_greedy_equals_generate_alone_and_prefix_is_reused() {
         let engine = engine();
         let tok = engine.tokenizer.clone().unwrap();
-        let prompts: Vec<Vec<u32>> = ["Once upon a time", "The capital of France", "1, 2, 3,", "Hello"]
-            .iter()
-            .map(|p| tok.encode(p, false).unwrap())
-            .collect();
+        let prompts: Vec<Vec<u32>> = [
+            "Once upon a time",
+            "The capital of France",
+            "1, 2, 3,",
+            "Hello",
+        ]
+        .iter()
+        .map(|p| tok.encode(p, false).unwrap())
+        .collect();
         let alone: Vec<String> = prompts
             .iter()
             .map(|p| {
@@ -670,14 +782,21 @@ mod tests {
             })
             .collect();
         let sched = Scheduler::start(engine.clone(), SchedulerConfig::new(4, 256));
-        let runs: Vec<_> = prompts.iter().map(|p| collect(&sched, p.clone(), greedy(12))).collect();
+        let runs: Vec<_> = prompts
+            .iter()
+            .map(|p| collect(&sched, p.clone(), greedy(12)))
+            .collect();
         for ((_t, rx), want) in runs.into_iter().zip(&alone) {
             let (text, stats, _) = text_and_stats(rx);
             assert_eq!(&text, want);
             assert_eq!(stats.generated_tokens, 12);
             assert_eq!(stats.finish, FinishReason::Length);
         }
-        assert!(sched.status().batched_seqs > sched.status().steps, "{:?}", sched.status());
+        assert!(
+            sched.status().batched_seqs > sched.status().steps,
+            "{:?}",
+            sched.status()
+        );
         // A prompt extending a finished sequence reuses its KV.
         let mut longer = prompts[0].clone();
         longer.extend(tok.encode(" there was", false).unwrap());
@@ -699,7 +818,9 @@ mod tests {
         let sched = Scheduler::start(engine, cfg);
         let (t1, rx1) = collect(&sched, prompt.clone(), greedy(400));
         let (t2, rx2) = collect(&sched, prompt.clone(), greedy(2));
-        let err = sched.submit(Job::new(prompt.clone(), greedy(2), |_| true)).unwrap_err();
+        let err = sched
+            .submit(Job::new(prompt.clone(), greedy(2), |_| true))
+            .unwrap_err();
         assert!(matches!(err, SubmitError::Full { .. }), "{err:?}");
         drop(t1);
         let (_, stats, _) = text_and_stats(rx1);
@@ -712,7 +833,10 @@ mod tests {
         assert_eq!(st.cancelled, 1);
         assert_eq!(st.completed, 2);
         let too_long = vec![prompt[0]; 513];
-        assert!(matches!(sched.submit(Job::new(too_long, greedy(1), |_| true)), Err(SubmitError::Invalid(_))));
+        assert!(matches!(
+            sched.submit(Job::new(too_long, greedy(1), |_| true)),
+            Err(SubmitError::Invalid(_))
+        ));
         sched.join();
     }
 }

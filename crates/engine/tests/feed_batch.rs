@@ -7,7 +7,15 @@ use testutil::data_dir;
 #[test]
 fn feed_batch_equals_solo_feeds() {
     let path = data_dir().join("tiny/qwen3moe-tiny/qwen3moe-tiny-Q4_K_M.gguf");
-    let engine = Engine::load(&path, &LoadOptions { threads: Some(2), ..Default::default() }, &mut |_| {}).unwrap();
+    let engine = Engine::load(
+        &path,
+        &LoadOptions {
+            threads: Some(2),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
     let prompts: [&[u32]; 2] = [&[1, 2, 3, 4, 5], &[900, 12]];
     let solo: Vec<Vec<f32>> = prompts
         .iter()
@@ -19,14 +27,21 @@ fn feed_batch_equals_solo_feeds() {
     let mut a = engine.session(16);
     let mut b = engine.session(16);
     let mut state = engine.new_state();
-    let out = engine.feed_batch(&mut state, &mut [(&mut a, prompts[0]), (&mut b, prompts[1])]).unwrap();
+    let out = engine
+        .feed_batch(
+            &mut state,
+            &mut [(&mut a, prompts[0]), (&mut b, prompts[1])],
+        )
+        .unwrap();
     assert_eq!(out, solo);
     assert_eq!(a.tokens, prompts[0]);
     assert_eq!(b.tokens, prompts[1]);
     assert_eq!(a.kv.len(), 5);
     // A batch that fails validation leaves nothing half-done.
     let mut c = engine.session(2);
-    let err = engine.feed_batch(&mut state, &mut [(&mut c, &[1, 2, 3])]).unwrap_err();
+    let err = engine
+        .feed_batch(&mut state, &mut [(&mut c, &[1, 2, 3])])
+        .unwrap_err();
     assert!(err.to_string().contains("exceed the context size 2"));
     assert!(c.tokens.is_empty() && c.kv.is_empty());
 }

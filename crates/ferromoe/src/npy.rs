@@ -4,7 +4,11 @@ use std::io::Write;
 
 /// Writes `data` with the given shape (C order) as a little-endian float32 `.npy`.
 pub fn write_f32(path: &std::path::Path, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
-    assert_eq!(shape.iter().product::<usize>(), data.len(), "shape does not match data");
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "shape does not match data"
+    );
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_str = match dims.len() {
         1 => format!("({},)", dims[0]),

@@ -2,15 +2,18 @@
 
 use std::path::{Path, PathBuf};
 
-use testutil::read_npy_f32;
 use std::process::Command;
+use testutil::read_npy_f32;
 
 fn data_dir() -> PathBuf {
     testutil::data_dir()
 }
 
 fn ferromoe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ferromoe")).args(args).output().expect("run ferromoe")
+    Command::new(env!("CARGO_BIN_EXE_ferromoe"))
+        .args(args)
+        .output()
+        .expect("run ferromoe")
 }
 
 fn all_ggufs(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -26,28 +29,47 @@ fn all_ggufs(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn inspect_json_on_every_test_gguf_matches_manifest() {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data_dir().join("tiny/manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data_dir().join("tiny/manifest.json")).unwrap(),
+    )
+    .unwrap();
     let mut files = Vec::new();
     all_ggufs(&data_dir(), &mut files);
     assert!(files.len() >= 13, "found {files:?}");
     let mut tiny_checked = 0;
     for f in &files {
         let out = ferromoe(&["inspect", "--json", "--tensors", f.to_str().unwrap()]);
-        assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let tensors = j["tensors"].as_array().unwrap();
         assert_eq!(j["tensor_count"].as_u64().unwrap() as usize, tensors.len());
         let params: u64 = tensors
             .iter()
-            .map(|t| t["ne"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>())
+            .map(|t| {
+                t["ne"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap())
+                    .product::<u64>()
+            })
             .sum();
         assert_eq!(j["parameter_count"].as_u64().unwrap(), params);
         // Every tiny model's tensor count and types agree with the manifest.
         for (_, m) in manifest["models"].as_object().unwrap() {
             for (_, g) in m["gguf"].as_object().unwrap() {
                 if f.ends_with(g["file"].as_str().unwrap()) {
-                    assert_eq!(tensors.len(), g["tensors"].as_object().unwrap().len(), "{}", f.display());
+                    assert_eq!(
+                        tensors.len(),
+                        g["tensors"].as_object().unwrap().len(),
+                        "{}",
+                        f.display()
+                    );
                     for (ty, n) in g["tensor_type_counts"].as_object().unwrap() {
                         assert_eq!(j["tensor_types"][ty]["tensors"], *n, "{} {ty}", f.display());
                     }
@@ -83,8 +105,10 @@ fn inspect_human_summary() {
 
 #[test]
 fn tensor_command_reproduces_reference_dequantization() {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data_dir().join("quant/manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data_dir().join("quant/manifest.json")).unwrap(),
+    )
+    .unwrap();
     let dir = std::env::temp_dir().join(format!("ferromoe-cli-tensor-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (ty, m) in manifest.as_object().unwrap() {
@@ -97,13 +121,29 @@ fn tensor_command_reproduces_reference_dequantization() {
             "--out",
             out_path.to_str().unwrap(),
         ]);
-        assert!(out.status.success(), "{ty}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{ty}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (shape, ours) = read_npy_f32(&out_path);
-        let (ref_shape, reference) = read_npy_f32(&data_dir().join("quant").join(m["npy"].as_str().unwrap()));
+        let (ref_shape, reference) =
+            read_npy_f32(&data_dir().join("quant").join(m["npy"].as_str().unwrap()));
         assert_eq!(shape, ref_shape, "{ty}");
-        let ne: Vec<usize> = m["ne"].as_array().unwrap().iter().rev().map(|d| d.as_u64().unwrap() as usize).collect();
+        let ne: Vec<usize> = m["ne"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
         assert_eq!(shape, ne, "{ty}: numpy shape is the reversed ne");
-        assert!(ours.iter().zip(&reference).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty}: values differ");
+        assert!(
+            ours.iter()
+                .zip(&reference)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{ty}: values differ"
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -117,7 +157,10 @@ fn bad_input_gives_clear_error_and_nonzero_exit() {
     let out = ferromoe(&["inspect", junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error: ") && err.contains("wrong magic"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("wrong magic"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 
     let out = ferromoe(&["inspect", "/nonexistent/x.gguf"]);
@@ -126,7 +169,13 @@ fn bad_input_gives_clear_error_and_nonzero_exit() {
 
     let blocks = data_dir().join("quant/blocks.gguf");
     let npy = dir.join("x.npy");
-    let out = ferromoe(&["tensor", blocks.to_str().unwrap(), "no.such.tensor", "--out", npy.to_str().unwrap()]);
+    let out = ferromoe(&[
+        "tensor",
+        blocks.to_str().unwrap(),
+        "no.such.tensor",
+        "--out",
+        npy.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tensor 'no.such.tensor' not found"));
 

@@ -5,7 +5,10 @@ use std::process::Command;
 use testutil::{data_dir, read_npy_f32};
 
 fn ferromoe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ferromoe")).args(args).output().expect("run ferromoe")
+    Command::new(env!("CARGO_BIN_EXE_ferromoe"))
+        .args(args)
+        .output()
+        .expect("run ferromoe")
 }
 
 #[test]
@@ -15,22 +18,56 @@ fn logits_all_exact_matches_reference_and_last_matches_all() {
     let model = data_dir().join("tiny/qwen2moe-tiny/qwen2moe-tiny-Q8_0.gguf");
     let all = dir.join("all.npy");
     let tokens = "51,353,612,332,962,69,92";
-    let out = ferromoe(&["logits", "-m", model.to_str().unwrap(), "--tokens", tokens, "--all", "--exact", "-o", all.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ferromoe(&[
+        "logits",
+        "-m",
+        model.to_str().unwrap(),
+        "--tokens",
+        tokens,
+        "--all",
+        "--exact",
+        "-o",
+        all.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("qwen2moe · ") && stderr.contains("threads") && stderr.contains("exact"), "{stderr}");
+    assert!(
+        stderr.contains("qwen2moe · ") && stderr.contains("threads") && stderr.contains("exact"),
+        "{stderr}"
+    );
     let (shape, ours) = read_npy_f32(&all);
     assert_eq!(shape, vec![7, 1000]);
-    let (_, reference) = read_npy_f32(&data_dir().join("tiny/qwen2moe-tiny/ref/lcpp_Q8_0_dequant_logits_all_p1.npy"));
-    let max = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let (_, reference) = read_npy_f32(
+        &data_dir().join("tiny/qwen2moe-tiny/ref/lcpp_Q8_0_dequant_logits_all_p1.npy"),
+    );
+    let max = ours
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(max <= 1e-3, "max |Δ| {max}");
 
     let last = dir.join("last.npy");
-    let out = ferromoe(&["logits", "-m", model.to_str().unwrap(), "--tokens", tokens, "-t", "1", "-o", last.to_str().unwrap()]);
+    let out = ferromoe(&[
+        "logits",
+        "-m",
+        model.to_str().unwrap(),
+        "--tokens",
+        tokens,
+        "-t",
+        "1",
+        "-o",
+        last.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
     let (shape, last_logits) = read_npy_f32(&last);
     assert_eq!(shape, vec![1000]);
-    let (_, reference) = read_npy_f32(&data_dir().join("tiny/qwen2moe-tiny/ref/lcpp_Q8_0_logits_last_p1.npy"));
+    let (_, reference) =
+        read_npy_f32(&data_dir().join("tiny/qwen2moe-tiny/ref/lcpp_Q8_0_logits_last_p1.npy"));
     assert_eq!(testutil::argmax(&last_logits), testutil::argmax(&reference));
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -38,12 +75,29 @@ fn logits_all_exact_matches_reference_and_last_matches_all() {
 #[test]
 fn logits_rejects_bad_token_ids_and_unsupported_files() {
     let model = data_dir().join("tiny/mixtral-tiny/mixtral-tiny-Q4_0.gguf");
-    let out = ferromoe(&["logits", "-m", model.to_str().unwrap(), "--tokens", "5,1000", "-o", "/tmp/never.npy"]);
+    let out = ferromoe(&[
+        "logits",
+        "-m",
+        model.to_str().unwrap(),
+        "--tokens",
+        "5,1000",
+        "-o",
+        "/tmp/never.npy",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("token id 1000 is outside the vocabulary (size 1000)"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("token id 1000 is outside the vocabulary (size 1000)"));
     // A file without model tensors (the block-type sample) is not a model.
     let blocks = data_dir().join("quant/blocks.gguf");
-    let out = ferromoe(&["logits", "-m", blocks.to_str().unwrap(), "--tokens", "1", "-o", "/tmp/never.npy"]);
+    let out = ferromoe(&[
+        "logits",
+        "-m",
+        blocks.to_str().unwrap(),
+        "--tokens",
+        "1",
+        "-o",
+        "/tmp/never.npy",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tensor 'token_embd.weight' not found"));
 }

@@ -6,15 +6,26 @@ use std::process::{Command, Stdio};
 use testutil::{data_dir, json};
 
 fn ferromoe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ferromoe")).args(args).output().expect("run ferromoe")
+    Command::new(env!("CARGO_BIN_EXE_ferromoe"))
+        .args(args)
+        .output()
+        .expect("run ferromoe")
 }
 
 fn tiny(model: &str, variant: &str) -> String {
-    data_dir().join(format!("tiny/{model}/{model}-{variant}.gguf")).to_str().unwrap().to_string()
+    data_dir()
+        .join(format!("tiny/{model}/{model}-{variant}.gguf"))
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
@@ -22,16 +33,24 @@ fn tokenize_vocab_only_gguf_matches_hf() {
     let gz = std::fs::read(data_dir().join("tokenizers/qwen2.5-vocab.gguf.gz")).unwrap();
     let mut raw = Vec::new();
     std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
-    let path = std::env::temp_dir().join(format!("ferromoe-qwen-vocab-{}.gguf", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("ferromoe-qwen-vocab-{}.gguf", std::process::id()));
     std::fs::write(&path, raw).unwrap();
     let reference = json("tokenizers/qwen2.5.tokenizer-ref.json");
-    let cases = reference["cases"].as_array().or(reference["strings"].as_array()).expect("reference cases");
+    let cases = reference["cases"]
+        .as_array()
+        .or(reference["strings"].as_array())
+        .expect("reference cases");
     let mut checked = 0;
     // A few strings through the binary (the text crate checks all 43 in-process).
     for case in cases.iter().step_by(11) {
         let text = case["text"].as_str().unwrap();
         let out = ferromoe(&["tokenize", "-m", path.to_str().unwrap(), text]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(got, ids(&case["ids_add_special_false"]), "{text:?}");
         checked += 1;
@@ -54,12 +73,23 @@ fn run_greedy_continues_like_the_reference() {
     let prompt = tok.decode(&prompt_ids, false);
     // The prompt text tokenizes back to the reference prompt.
     let out = ferromoe(&["tokenize", "-m", &model, &prompt]);
-    assert_eq!(serde_json::from_slice::<Vec<u32>>(&out.stdout).unwrap(), prompt_ids);
+    assert_eq!(
+        serde_json::from_slice::<Vec<u32>>(&out.stdout).unwrap(),
+        prompt_ids
+    );
 
-    let want_ids = ids(&manifest["models"]["deepseek-v3-tiny"]["references"]["hf_float32_eager"][1]["greedy_ids"]);
+    let want_ids = ids(
+        &manifest["models"]["deepseek-v3-tiny"]["references"]["hf_float32_eager"][1]["greedy_ids"],
+    );
     let want = tok.decode(&want_ids, true);
-    let out = ferromoe(&["run", "-m", &model, "-p", &prompt, "-n", "16", "--temp", "0"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ferromoe(&[
+        "run", "-m", &model, "-p", &prompt, "-n", "16", "--temp", "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = String::from_utf8(out.stdout).unwrap();
     assert_eq!(got.strip_suffix('\n').unwrap(), want);
     // The prompt is not echoed, and the load summary goes to stderr.
@@ -75,20 +105,39 @@ fn run_rejects_bad_sampling_and_oversized_prompts() {
     let long = "word ".repeat(400);
     let out = ferromoe(&["run", "-m", &model, "-p", &long, "--ctx", "64"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("more than the context size 64"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("more than the context size 64"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn chat_keeps_history_in_the_cache_and_clears() {
     let model = tiny("qwen2moe-tiny", "Q4_K_M");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferromoe"))
-        .args(["chat", "-m", &model, "--temp", "0", "--max-new-tokens", "6", "--system", "Be brief."])
+        .args([
+            "chat",
+            "-m",
+            &model,
+            "--temp",
+            "0",
+            "--max-new-tokens",
+            "6",
+            "--system",
+            "Be brief.",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"Hello there\nAnd a second turn\n/clear\nHello there\n/exit\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hello there\nAnd a second turn\n/clear\nHello there\n/exit\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -96,7 +145,15 @@ fn chat_keeps_history_in_the_cache_and_clears() {
     assert_eq!(stats.len(), 3, "{err}");
     assert!(stats[0].contains("(0 cached)"), "{}", stats[0]);
     // The second turn reuses the first turn's KV (system + first exchange).
-    let cached: usize = stats[1].split('(').nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let cached: usize = stats[1]
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(cached > 10, "{}", stats[1]);
     assert!(err.contains("(conversation cleared)"));
     assert!(stats[2].contains("(0 cached)"), "{}", stats[2]);
@@ -112,7 +169,20 @@ fn chat_keeps_history_in_the_cache_and_clears() {
 fn ctrl_c_stops_the_answer_not_the_chat() {
     let model = tiny("deepseek-v2-lite-tiny", "Q8_0");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferromoe"))
-        .args(["chat", "-m", &model, "--temp", "0", "--ctx", "60000", "--max-new-tokens", "59000", "-t", "1", "--ignore-eos"])
+        .args([
+            "chat",
+            "-m",
+            &model,
+            "--temp",
+            "0",
+            "--ctx",
+            "60000",
+            "--max-new-tokens",
+            "59000",
+            "-t",
+            "1",
+            "--ignore-eos",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -123,7 +193,10 @@ fn ctrl_c_stops_the_answer_not_the_chat() {
     stdin.flush().unwrap();
     // Let it generate for a moment, then press Ctrl-C.
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     std::thread::sleep(std::time::Duration::from_millis(300));
     // The chat is still there: it takes another question and exits cleanly.

@@ -13,8 +13,16 @@ fn openai_python_package_chat_stream_completion_and_exact_usage() {
     let out = server.python("openai_client.py", &[]);
     assert!(out.contains("openai client: all checks passed"), "{out}");
     // One access-log line per generation, with the token counts.
-    for line in ["POST /v1/chat/completions 200 in=", "POST /v1/completions 200 in=", "POST /v1/chat/completions 404"] {
-        assert!(server.wait_log(line, Duration::from_secs(5)), "no '{line}' in the log:\n{}", server.log());
+    for line in [
+        "POST /v1/chat/completions 200 in=",
+        "POST /v1/completions 200 in=",
+        "POST /v1/chat/completions 404",
+    ] {
+        assert!(
+            server.wait_log(line, Duration::from_secs(5)),
+            "no '{line}' in the log:\n{}",
+            server.log()
+        );
     }
 }
 
@@ -23,5 +31,9 @@ fn ollama_api_with_requests_streaming_and_not() {
     let server = Server::start(&["--max-seqs", "2", "--ctx", "256", "--api-key", "sk-ollama"]);
     let out = server.python("ollama_client.py", &["--api-key", "sk-ollama"]);
     assert!(out.contains("ollama client: all checks passed"), "{out}");
-    assert!(server.wait_log("POST /api/chat 200 in=", Duration::from_secs(5)), "{}", server.log());
+    assert!(
+        server.wait_log("POST /api/chat 200 in=", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
 }

@@ -38,18 +38,26 @@ fn streamed_completion(server: &Server, prompt: &str, tokens: usize) -> String {
 fn sse_text(server: &Server, path: &str, body: &serde_json::Value) -> String {
     let r = server.post_json(path, body);
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"));
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
     let mut text = String::new();
     let mut done = false;
     for line in r.body.lines() {
-        let Some(data) = line.strip_prefix("data: ") else { continue };
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
         if data == "[DONE]" {
             done = true;
             continue;
         }
         let chunk: serde_json::Value = serde_json::from_str(data).unwrap();
         let choice = &chunk["choices"][0];
-        if let Some(s) = choice["delta"]["content"].as_str().or(choice["text"].as_str()) {
+        if let Some(s) = choice["delta"]["content"]
+            .as_str()
+            .or(choice["text"].as_str())
+        {
             text.push_str(s);
         }
     }
@@ -58,10 +66,17 @@ fn sse_text(server: &Server, path: &str, body: &serde_json::Value) -> String {
 }
 
 /// Runs the 8 prompts at once; returns their answers and the wall time.
-fn all_at_once(server: &Server, tokens: usize, run: fn(&Server, &str, usize) -> String) -> (Vec<String>, f64) {
+fn all_at_once(
+    server: &Server,
+    tokens: usize,
+    run: fn(&Server, &str, usize) -> String,
+) -> (Vec<String>, f64) {
     let t = Instant::now();
     let together: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = PROMPTS.iter().map(|p| s.spawn(move || run(server, p, tokens))).collect();
+        let handles: Vec<_> = PROMPTS
+            .iter()
+            .map(|p| s.spawn(move || run(server, p, tokens)))
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     (together, t.elapsed().as_secs_f64())
@@ -70,7 +85,10 @@ fn all_at_once(server: &Server, tokens: usize, run: fn(&Server, &str, usize) -> 
 /// (forward passes, sequences in them) since the server started.
 fn passes(server: &Server) -> (u64, u64) {
     let h = server.health();
-    (h["steps"].as_u64().unwrap(), h["batched_seqs"].as_u64().unwrap())
+    (
+        h["steps"].as_u64().unwrap(),
+        h["batched_seqs"].as_u64().unwrap(),
+    )
 }
 
 #[test]
@@ -78,17 +96,26 @@ fn eight_concurrent_streams_equal_their_solo_runs_and_share_forward_passes() {
     let server = Server::start(&["--max-seqs", "8", "--ctx", "256"]);
     let tokens = 96;
     let t = Instant::now();
-    let alone: Vec<String> = PROMPTS.iter().map(|p| streamed(&server, p, tokens)).collect();
+    let alone: Vec<String> = PROMPTS
+        .iter()
+        .map(|p| streamed(&server, p, tokens))
+        .collect();
     let single = t.elapsed().as_secs_f64() / PROMPTS.len() as f64;
     let before = passes(&server);
     let (together, wall) = all_at_once(&server, tokens, streamed);
     let after = passes(&server);
     for ((p, a), b) in PROMPTS.iter().zip(&alone).zip(&together) {
         assert!(!a.is_empty());
-        assert_eq!(a, b, "prompt {p:?}: the concurrent answer differs from the solo one");
+        assert_eq!(
+            a, b,
+            "prompt {p:?}: the concurrent answer differs from the solo one"
+        );
     }
     let distinct: std::collections::HashSet<&String> = alone.iter().collect();
-    assert!(distinct.len() >= 6, "different prompts should give different answers: {alone:?}");
+    assert!(
+        distinct.len() >= 6,
+        "different prompts should give different answers: {alone:?}"
+    );
     let mean_batch = (after.1 - before.1) as f64 / (after.0 - before.0) as f64;
     println!(
         "tiny model, 8 concurrent streams × {tokens} tokens: {wall:.3}s wall vs {single:.3}s alone ({:.2}×); \
@@ -96,14 +123,20 @@ fn eight_concurrent_streams_equal_their_solo_runs_and_share_forward_passes() {
         wall / single,
         after.0 - before.0
     );
-    assert!(mean_batch > 4.0, "the requests were not batched: {mean_batch:.2} sequences per pass");
+    assert!(
+        mean_batch > 4.0,
+        "the requests were not batched: {mean_batch:.2} sequences per pass"
+    );
 }
 
 #[test]
 fn eight_concurrent_requests_on_real_weights_take_well_under_eight_times_one() {
     let model = server_common::demo_model();
     // No prefix cache: every request processes its whole prompt, alone or not.
-    let server = Server::start_with(&model, &["--max-seqs", "8", "--ctx", "256", "--prefix-cache", "0"]);
+    let server = Server::start_with(
+        &model,
+        &["--max-seqs", "8", "--ctx", "256", "--prefix-cache", "0"],
+    );
     let tokens = 16;
     streamed_completion(&server, "warm up", 2);
     // Rounds of one request alone then all eight at once, interleaved so that both see
@@ -118,14 +151,21 @@ fn eight_concurrent_requests_on_real_weights_take_well_under_eight_times_one() {
         let solo = streamed_completion(&server, p, tokens);
         single = single.min(t.elapsed().as_secs_f64());
         let (together, w) = all_at_once(&server, tokens, streamed_completion);
-        assert_eq!(together[round], solo, "prompt {p:?}: the concurrent answer differs from the solo one");
+        assert_eq!(
+            together[round], solo,
+            "prompt {p:?}: the concurrent answer differs from the solo one"
+        );
         wall = wall.min(w);
         answers.push(together);
     }
     let after = server.health();
-    assert!(answers.iter().all(|a| a == &answers[0]), "greedy answers must not depend on the load");
+    assert!(
+        answers.iter().all(|a| a == &answers[0]),
+        "greedy answers must not depend on the load"
+    );
     let steps = after["steps"].as_u64().unwrap() - before["steps"].as_u64().unwrap();
-    let fwd = after["forward_seconds"].as_f64().unwrap() - before["forward_seconds"].as_f64().unwrap();
+    let fwd =
+        after["forward_seconds"].as_f64().unwrap() - before["forward_seconds"].as_f64().unwrap();
     println!(
         "{steps} forward passes in the model for {:.1}s of the {:.1}s the rounds took",
         fwd,
@@ -135,5 +175,8 @@ fn eight_concurrent_requests_on_real_weights_take_well_under_eight_times_one() {
     println!("Qwen2.5-0.5B Q4_K_M, 8 concurrent requests × {tokens} tokens: {wall:.2}s wall vs {single:.2}s for one alone → {ratio:.2}× (serial would be 8×)");
     // Serial service would take 8×; how far under depends on how well a batched
     // forward pass amortizes the weights on this machine (see the printed ratio).
-    assert!(ratio < 8.0, "8 concurrent requests took {ratio:.2}× one request: no better than serial");
+    assert!(
+        ratio < 8.0,
+        "8 concurrent requests took {ratio:.2}× one request: no better than serial"
+    );
 }

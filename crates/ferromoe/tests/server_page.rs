@@ -15,9 +15,19 @@ fn chat_page_is_self_contained_html_using_the_streaming_api() {
     let html = &r.body;
     assert!(html.starts_with("<!DOCTYPE html>"));
     for external in ["http://", "https://", "src=\"//", "href=\"//", "@import"] {
-        assert!(!html.contains(external), "the page must work offline, found {external:?}");
+        assert!(
+            !html.contains(external),
+            "the page must work offline, found {external:?}"
+        );
     }
-    for needed in ["/v1/chat/completions", "stream: true", "include_usage", "tok/s", "getReader()", "history.push"] {
+    for needed in [
+        "/v1/chat/completions",
+        "stream: true",
+        "include_usage",
+        "tok/s",
+        "getReader()",
+        "history.push",
+    ] {
         assert!(html.contains(needed), "the page lacks {needed:?}");
     }
 }

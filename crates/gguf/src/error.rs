@@ -17,7 +17,11 @@ pub enum GgufError {
     Malformed { file: String, what: String },
     /// A metadata key is missing or has the wrong type.
     #[error("{file}: {key}: {problem}")]
-    Metadata { file: String, key: String, problem: String },
+    Metadata {
+        file: String,
+        key: String,
+        problem: String,
+    },
     /// A tensor the caller asked for is not in the file.
     #[error("{file}: tensor '{name}' not found")]
     MissingTensor { file: String, name: String },
@@ -28,6 +32,9 @@ pub enum GgufError {
 
 impl GgufError {
     pub(crate) fn malformed(file: &str, what: impl Into<String>) -> GgufError {
-        GgufError::Malformed { file: file.to_string(), what: what.into() }
+        GgufError::Malformed {
+            file: file.to_string(),
+            what: what.into(),
+        }
     }
 }

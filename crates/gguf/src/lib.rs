@@ -118,7 +118,10 @@ impl Gguf {
     /// Opens and validates a file, mapping it into memory.
     pub fn open(path: impl AsRef<Path>) -> Result<Gguf, GgufError> {
         let path = path.as_ref();
-        let io = |source| GgufError::Io { path: path.to_path_buf(), source };
+        let io = |source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let name = path.display().to_string();
@@ -139,7 +142,12 @@ impl Gguf {
 
     fn from_backing(backing: Backing, name: String) -> Result<Gguf, GgufError> {
         let parsed = reader::parse(backing.bytes(), &name)?;
-        let index = parsed.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        let index = parsed
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
         Ok(Gguf {
             name,
             version: parsed.version,
@@ -198,7 +206,10 @@ impl Gguf {
     /// The tensor with this name, or an error naming it and the file.
     pub fn tensor(&self, name: &str) -> Result<Tensor<'_>, GgufError> {
         self.get_tensor(name)
-            .ok_or_else(|| GgufError::MissingTensor { file: self.name.clone(), name: name.to_string() })
+            .ok_or_else(|| GgufError::MissingTensor {
+                file: self.name.clone(),
+                name: name.to_string(),
+            })
     }
 
     /// A view of a tensor described by one of this file's infos.
@@ -206,7 +217,12 @@ impl Gguf {
         // Validated at parse time: offset + size lies within the data section.
         let start = (self.data_offset + info.offset) as usize;
         let data = &self.backing.bytes()[start..start + info.size as usize];
-        Tensor { name: &info.name, ty: info.ty, ne: &info.ne, data }
+        Tensor {
+            name: &info.name,
+            ty: info.ty,
+            ne: &info.ne,
+            data,
+        }
     }
 
     /// Advises the OS that the given tensor's pages are no longer needed (after a repack);
@@ -220,7 +236,11 @@ impl Gguf {
                 // SAFETY: DontNeed on a private read-only file mapping only drops cached
                 // pages; later reads fault them back in from the file unchanged.
                 let _ = unsafe {
-                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start as usize, (end - start) as usize)
+                    m.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start as usize,
+                        (end - start) as usize,
+                    )
                 };
             }
         }

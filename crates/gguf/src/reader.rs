@@ -101,7 +101,8 @@ impl<'a> Cursor<'a> {
     fn value_type(&mut self, what: &str) -> Result<ValueType, GgufError> {
         let at = self.pos;
         let id = self.u32(what)?;
-        ValueType::from_id(id).ok_or_else(|| self.err(format!("unknown value type {id} for {what} at byte {at}")))
+        ValueType::from_id(id)
+            .ok_or_else(|| self.err(format!("unknown value type {id} for {what} at byte {at}")))
     }
 
     fn value(&mut self, ty: ValueType, key: &str, depth: u32) -> Result<Value, GgufError> {
@@ -134,7 +135,9 @@ impl<'a> Cursor<'a> {
 
     fn array_value(&mut self, key: &str, depth: u32) -> Result<Array, GgufError> {
         if depth >= MAX_ARRAY_DEPTH {
-            return Err(self.err(format!("{key}: arrays nested more than {MAX_ARRAY_DEPTH} deep")));
+            return Err(self.err(format!(
+                "{key}: arrays nested more than {MAX_ARRAY_DEPTH} deep"
+            )));
         }
         let elem = self.value_type(key)?;
         let count = self.u64(key)?;
@@ -150,7 +153,9 @@ impl<'a> Cursor<'a> {
         }
         Ok(match elem {
             ValueType::U8 => Array::U8(self.take(n as u64, key)?.to_vec()),
-            ValueType::I8 => Array::I8(self.take(n as u64, key)?.iter().map(|&b| b as i8).collect()),
+            ValueType::I8 => {
+                Array::I8(self.take(n as u64, key)?.iter().map(|&b| b as i8).collect())
+            }
             ValueType::U16 => prim!(U16, |c: &mut Self| c.u16(key)),
             ValueType::I16 => prim!(I16, |c: &mut Self| c.u16(key).map(|x| x as i16)),
             ValueType::U32 => prim!(U32, |c: &mut Self| c.u32(key)),
@@ -169,7 +174,11 @@ impl<'a> Cursor<'a> {
 /// Parses everything up to the data section and validates the tensor table against
 /// the total size of the file (`bytes` may be a prefix only if `file_len` says so).
 pub(crate) fn parse(bytes: &[u8], file: &str) -> Result<Parsed, GgufError> {
-    let mut c = Cursor { bytes, pos: 0, file };
+    let mut c = Cursor {
+        bytes,
+        pos: 0,
+        file,
+    };
     if bytes.is_empty() {
         return Err(c.err("the file is empty"));
     }
@@ -184,9 +193,13 @@ pub(crate) fn parse(bytes: &[u8], file: &str) -> Result<Parsed, GgufError> {
     let version = c.u32("version")?;
     match version {
         2 | 3 => {}
-        1 => return Err(c.err("GGUF version 1 is obsolete and not supported; re-convert the model")),
+        1 => {
+            return Err(c.err("GGUF version 1 is obsolete and not supported; re-convert the model"))
+        }
         v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => {
-            return Err(c.err("this is a big-endian GGUF file; only little-endian files are supported"))
+            return Err(
+                c.err("this is a big-endian GGUF file; only little-endian files are supported")
+            )
         }
         v => return Err(c.err(format!("unknown GGUF version {v} (supported: 2, 3)"))),
     }
@@ -228,24 +241,37 @@ pub(crate) fn parse(bytes: &[u8], file: &str) -> Result<Parsed, GgufError> {
         let name = c.string(&format!("tensor #{i} name"))?;
         let n_dims = c.u32(&format!("tensor '{name}' dimension count"))?;
         if n_dims as usize > MAX_DIMS || n_dims == 0 {
-            return Err(c.err(format!("tensor '{name}' has {n_dims} dimensions (must be 1..={MAX_DIMS})")));
+            return Err(c.err(format!(
+                "tensor '{name}' has {n_dims} dimensions (must be 1..={MAX_DIMS})"
+            )));
         }
         let mut ne = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
             ne.push(c.u64(&format!("tensor '{name}' shape"))?);
         }
         let type_id = c.u32(&format!("tensor '{name}' type"))?;
-        let ty = GgmlType::from_id(type_id)
-            .ok_or_else(|| c.err(format!("tensor '{name}' has unknown tensor type id {type_id}")))?;
+        let ty = GgmlType::from_id(type_id).ok_or_else(|| {
+            c.err(format!(
+                "tensor '{name}' has unknown tensor type id {type_id}"
+            ))
+        })?;
         let offset = c.u64(&format!("tensor '{name}' offset"))?;
         let size = tensor_size(&name, ty, &ne).map_err(|e| c.err(e))?;
         if offset % alignment != 0 {
-            return Err(c.err(format!("tensor '{name}' offset {offset} is not a multiple of the alignment {alignment}")));
+            return Err(c.err(format!(
+                "tensor '{name}' offset {offset} is not a multiple of the alignment {alignment}"
+            )));
         }
         if !names.insert(name.clone()) {
             return Err(c.err(format!("duplicate tensor name '{name}'")));
         }
-        tensors.push(TensorInfo { name, ty, ne, offset, size });
+        tensors.push(TensorInfo {
+            name,
+            ty,
+            ne,
+            offset,
+            size,
+        });
     }
 
     let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
@@ -255,13 +281,21 @@ pub(crate) fn parse(bytes: &[u8], file: &str) -> Result<Parsed, GgufError> {
     }
     let data_len = file_len.saturating_sub(data_offset);
     check_extents(&tensors, data_len).map_err(|e| c.err(e))?;
-    Ok(Parsed { version, metadata, tensors, alignment, data_offset })
+    Ok(Parsed {
+        version,
+        metadata,
+        tensors,
+        alignment,
+        data_offset,
+    })
 }
 
 /// Bytes a tensor of this type and shape takes, or a message saying why the shape is invalid.
 pub(crate) fn tensor_size(name: &str, ty: GgmlType, ne: &[u64]) -> Result<u64, String> {
     if let Some(&d) = ne.iter().find(|&&d| d > i64::MAX as u64) {
-        return Err(format!("tensor '{name}' has a negative or absurd dimension {d}"));
+        return Err(format!(
+            "tensor '{name}' has a negative or absurd dimension {d}"
+        ));
     }
     // The element count must fit too (not just the byte size): with a zero-length
     // dimension the byte size is 0 whatever the other dimensions hold, but the row and

@@ -106,7 +106,10 @@ impl GgmlType {
 
     /// The type with this name (case-insensitive), e.g. for `--type q4_k`.
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        ALL_TYPES.iter().copied().find(|t| t.name().eq_ignore_ascii_case(name))
+        ALL_TYPES
+            .iter()
+            .copied()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
     /// Number of values in one block (1 for plain scalar types).

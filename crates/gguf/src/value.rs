@@ -239,7 +239,11 @@ pub struct Metadata {
 impl Metadata {
     /// An empty map whose errors will name `file`.
     pub fn new(file: &str) -> Metadata {
-        Metadata { file: Arc::from(file), entries: Vec::new(), index: HashMap::new() }
+        Metadata {
+            file: Arc::from(file),
+            entries: Vec::new(),
+            index: HashMap::new(),
+        }
     }
 
     /// Inserts or replaces a value (a replaced key keeps its position).
@@ -306,7 +310,11 @@ impl Metadata {
     }
 
     fn err(&self, key: &str, problem: impl Into<String>) -> GgufError {
-        GgufError::Metadata { file: self.file.to_string(), key: key.to_string(), problem: problem.into() }
+        GgufError::Metadata {
+            file: self.file.to_string(),
+            key: key.to_string(),
+            problem: problem.into(),
+        }
     }
 
     fn required(&self, key: &str) -> Result<&Value, GgufError> {
@@ -317,8 +325,15 @@ impl Metadata {
         self.err(key, format!("is {}, expected {expected}", v.describe()))
     }
 
-    fn int_in<T: TryFrom<i128>>(&self, key: &str, v: &Value, expected: &str) -> Result<T, GgufError> {
-        let i = v.as_int().ok_or_else(|| self.wrong_type(key, v, expected))?;
+    fn int_in<T: TryFrom<i128>>(
+        &self,
+        key: &str,
+        v: &Value,
+        expected: &str,
+    ) -> Result<T, GgufError> {
+        let i = v
+            .as_int()
+            .ok_or_else(|| self.wrong_type(key, v, expected))?;
         T::try_from(i).map_err(|_| self.err(key, format!("value {i} does not fit in {expected}")))
     }
 
@@ -380,7 +395,13 @@ impl Metadata {
     pub fn str_array(&self, key: &str) -> Result<Vec<&str>, GgufError> {
         match self.array(key)? {
             Array::String(v) => Ok(v.iter().map(|s| s.as_str()).collect()),
-            a => Err(self.err(key, format!("is an array of {}, expected an array of string", a.elem_type().name()))),
+            a => Err(self.err(
+                key,
+                format!(
+                    "is an array of {}, expected an array of string",
+                    a.elem_type().name()
+                ),
+            )),
         }
     }
 
@@ -388,11 +409,20 @@ impl Metadata {
     pub fn i32_array(&self, key: &str) -> Result<Vec<i32>, GgufError> {
         let a = self.array(key)?;
         let ints = a.ints().ok_or_else(|| {
-            self.err(key, format!("is an array of {}, expected an array of integers", a.elem_type().name()))
+            self.err(
+                key,
+                format!(
+                    "is an array of {}, expected an array of integers",
+                    a.elem_type().name()
+                ),
+            )
         })?;
         ints.into_iter()
             .enumerate()
-            .map(|(i, x)| i32::try_from(x).map_err(|_| self.err(key, format!("element {i} = {x} does not fit in i32"))))
+            .map(|(i, x)| {
+                i32::try_from(x)
+                    .map_err(|_| self.err(key, format!("element {i} = {x} does not fit in i32")))
+            })
             .collect()
     }
 
@@ -401,7 +431,13 @@ impl Metadata {
         match self.array(key)? {
             Array::F32(v) => Ok(v.clone()),
             Array::F64(v) => Ok(v.iter().map(|&x| x as f32).collect()),
-            a => Err(self.err(key, format!("is an array of {}, expected an array of f32", a.elem_type().name()))),
+            a => Err(self.err(
+                key,
+                format!(
+                    "is an array of {}, expected an array of f32",
+                    a.elem_type().name()
+                ),
+            )),
         }
     }
 
@@ -423,11 +459,19 @@ impl Metadata {
     }
     /// [`Metadata::str`], or `None` when the key is missing.
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>, GgufError> {
-        if self.contains(key) { self.str(key).map(Some) } else { Ok(None) }
+        if self.contains(key) {
+            self.str(key).map(Some)
+        } else {
+            Ok(None)
+        }
     }
     /// [`Metadata::str_array`], or `None` when the key is missing.
     pub fn opt_str_array(&self, key: &str) -> Result<Option<Vec<&str>>, GgufError> {
-        if self.contains(key) { self.str_array(key).map(Some) } else { Ok(None) }
+        if self.contains(key) {
+            self.str_array(key).map(Some)
+        } else {
+            Ok(None)
+        }
     }
     /// [`Metadata::i32_array`], or `None` when the key is missing.
     pub fn opt_i32_array(&self, key: &str) -> Result<Option<Vec<i32>>, GgufError> {
@@ -438,7 +482,15 @@ impl Metadata {
         self.opt(key, Self::f32_array)
     }
 
-    fn opt<T>(&self, key: &str, f: impl Fn(&Self, &str) -> Result<T, GgufError>) -> Result<Option<T>, GgufError> {
-        if self.contains(key) { f(self, key).map(Some) } else { Ok(None) }
+    fn opt<T>(
+        &self,
+        key: &str,
+        f: impl Fn(&Self, &str) -> Result<T, GgufError>,
+    ) -> Result<Option<T>, GgufError> {
+        if self.contains(key) {
+            f(self, key).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 }

@@ -41,18 +41,29 @@ fn io_err(e: std::io::Error) -> GgufError {
 
 impl<W: Write> GgufWriter<W> {
     /// Writes the header, `metadata` (in its order) and the tensor table.
-    pub fn new(mut out: W, metadata: &Metadata, tensors: Vec<TensorSpec>) -> Result<Self, GgufError> {
+    pub fn new(
+        mut out: W,
+        metadata: &Metadata,
+        tensors: Vec<TensorSpec>,
+    ) -> Result<Self, GgufError> {
         let alignment = match metadata.get("general.alignment") {
             None => DEFAULT_ALIGNMENT,
             Some(Value::U32(a)) if *a != 0 && a.is_power_of_two() => *a as u64,
-            Some(_) => return Err(werr("general.alignment must be a non-zero power-of-two u32")),
+            Some(_) => {
+                return Err(werr(
+                    "general.alignment must be a non-zero power-of-two u32",
+                ))
+            }
         };
         let mut planned = Vec::with_capacity(tensors.len());
         let mut names = std::collections::HashSet::new();
         let mut offset = 0u64;
         for spec in tensors {
             if spec.ne.is_empty() || spec.ne.len() > MAX_DIMS {
-                return Err(werr(format!("tensor '{}' must have 1..={MAX_DIMS} dimensions", spec.name)));
+                return Err(werr(format!(
+                    "tensor '{}' must have 1..={MAX_DIMS} dimensions",
+                    spec.name
+                )));
             }
             if !names.insert(spec.name.clone()) {
                 return Err(werr(format!("duplicate tensor name '{}'", spec.name)));
@@ -84,24 +95,40 @@ impl<W: Write> GgufWriter<W> {
         let padded = (head.len() as u64).div_ceil(alignment) * alignment;
         head.resize(padded as usize, 0);
         out.write_all(&head).map_err(io_err)?;
-        Ok(GgufWriter { out, planned, next: 0, position: 0, alignment })
+        Ok(GgufWriter {
+            out,
+            planned,
+            next: 0,
+            position: 0,
+            alignment,
+        })
     }
 
     /// Writes the next tensor's data; `name` must be the next tensor in table order and
     /// `data` exactly its size.
     pub fn write_tensor(&mut self, name: &str, data: &[u8]) -> Result<(), GgufError> {
-        let p = self
-            .planned
-            .get(self.next)
-            .ok_or_else(|| werr(format!("tensor '{name}' written but all tensors are already written")))?;
+        let p = self.planned.get(self.next).ok_or_else(|| {
+            werr(format!(
+                "tensor '{name}' written but all tensors are already written"
+            ))
+        })?;
         if p.spec.name != name {
-            return Err(werr(format!("expected data for tensor '{}', got '{name}'", p.spec.name)));
+            return Err(werr(format!(
+                "expected data for tensor '{}', got '{name}'",
+                p.spec.name
+            )));
         }
         if data.len() as u64 != p.size {
-            return Err(werr(format!("tensor '{name}' needs {} bytes, got {}", p.size, data.len())));
+            return Err(werr(format!(
+                "tensor '{name}' needs {} bytes, got {}",
+                p.size,
+                data.len()
+            )));
         }
         let pad = p.offset - self.position;
-        self.out.write_all(&vec![0u8; pad as usize]).map_err(io_err)?;
+        self.out
+            .write_all(&vec![0u8; pad as usize])
+            .map_err(io_err)?;
         self.out.write_all(data).map_err(io_err)?;
         self.position = p.offset + p.size;
         self.next += 1;
@@ -114,7 +141,9 @@ impl<W: Write> GgufWriter<W> {
             return Err(werr(format!("tensor '{}' was never written", p.spec.name)));
         }
         let end = self.position.div_ceil(self.alignment) * self.alignment;
-        self.out.write_all(&vec![0u8; (end - self.position) as usize]).map_err(io_err)?;
+        self.out
+            .write_all(&vec![0u8; (end - self.position) as usize])
+            .map_err(io_err)?;
         self.out.flush().map_err(io_err)?;
         Ok(self.out)
     }
@@ -126,8 +155,15 @@ pub fn write_file(
     metadata: &Metadata,
     tensors: &[(TensorSpec, &[u8])],
 ) -> Result<(), GgufError> {
-    let file = std::fs::File::create(path).map_err(|source| GgufError::Io { path: path.to_path_buf(), source })?;
-    let mut w = GgufWriter::new(std::io::BufWriter::new(file), metadata, tensors.iter().map(|t| t.0.clone()).collect())?;
+    let file = std::fs::File::create(path).map_err(|source| GgufError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut w = GgufWriter::new(
+        std::io::BufWriter::new(file),
+        metadata,
+        tensors.iter().map(|t| t.0.clone()).collect(),
+    )?;
     for (spec, data) in tensors {
         w.write_tensor(&spec.name, data)?;
     }

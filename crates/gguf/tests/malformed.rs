@@ -1,6 +1,6 @@
 //! Every kind of malformed file gives a precise error — never a panic, hang or huge allocation.
 
-use gguf::{Gguf, GgmlType, GgufWriter, Metadata, TensorSpec, Value};
+use gguf::{GgmlType, Gguf, GgufWriter, Metadata, TensorSpec, Value};
 
 /// Builds raw GGUF bytes by hand so that any field can be corrupted.
 #[derive(Default)]
@@ -57,7 +57,10 @@ fn expect_err(r: &Raw, needle: &str) {
         Ok(_) => panic!("parsed, expected an error containing {needle:?}"),
         Err(e) => {
             assert!(e.starts_with("bad.gguf: not a valid GGUF file: "), "{e}");
-            assert!(e.contains(needle), "error {e:?} does not contain {needle:?}");
+            assert!(
+                e.contains(needle),
+                "error {e:?} does not contain {needle:?}"
+            );
         }
     }
 }
@@ -67,11 +70,25 @@ fn valid_file() -> Vec<u8> {
     let mut md = Metadata::new("x");
     md.set("general.architecture", Value::String("llama".into()));
     md.set("llama.block_count", Value::U32(2));
-    md.set("tokenizer.ggml.tokens", Value::Array(gguf::Array::String(vec!["a".into(), "bc".into()])));
-    md.set("nested", Value::Array(gguf::Array::Array(vec![gguf::Array::I32(vec![1, 2])])));
+    md.set(
+        "tokenizer.ggml.tokens",
+        Value::Array(gguf::Array::String(vec!["a".into(), "bc".into()])),
+    );
+    md.set(
+        "nested",
+        Value::Array(gguf::Array::Array(vec![gguf::Array::I32(vec![1, 2])])),
+    );
     let specs = vec![
-        TensorSpec { name: "w".into(), ty: GgmlType::Q8_0, ne: vec![64, 2] },
-        TensorSpec { name: "n".into(), ty: GgmlType::F32, ne: vec![8] },
+        TensorSpec {
+            name: "w".into(),
+            ty: GgmlType::Q8_0,
+            ne: vec![64, 2],
+        },
+        TensorSpec {
+            name: "n".into(),
+            ty: GgmlType::F32,
+            ne: vec![8],
+        },
     ];
     let mut w = GgufWriter::new(Vec::new(), &md, specs).unwrap();
     w.write_tensor("w", &[1u8; 136]).unwrap();
@@ -95,7 +112,12 @@ fn every_truncation_is_an_error_not_a_panic() {
         let r = Gguf::from_bytes(full[..len].to_vec(), "cut");
         let last_end = {
             let f = Gguf::from_bytes(full.clone(), "ok").unwrap();
-            let t = f.tensors().iter().map(|t| f.data_offset() + t.offset + t.size).max().unwrap();
+            let t = f
+                .tensors()
+                .iter()
+                .map(|t| f.data_offset() + t.offset + t.size)
+                .max()
+                .unwrap();
             t as usize
         };
         if len < last_end {
@@ -117,7 +139,9 @@ fn empty_file() {
 
 #[test]
 fn missing_file_names_path() {
-    let e = Gguf::open("/nonexistent/model.gguf").unwrap_err().to_string();
+    let e = Gguf::open("/nonexistent/model.gguf")
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("/nonexistent/model.gguf: "), "{e}");
 }
 
@@ -149,8 +173,14 @@ fn versions() {
 
 #[test]
 fn absurd_counts_and_lengths() {
-    expect_err(&Raw::header(3, 0, 1 << 60), "metadata key/value count 1152921504606846976");
-    expect_err(&Raw::header(3, 1 << 60, 0), "tensor count 1152921504606846976");
+    expect_err(
+        &Raw::header(3, 0, 1 << 60),
+        "metadata key/value count 1152921504606846976",
+    );
+    expect_err(
+        &Raw::header(3, 1 << 60, 0),
+        "tensor count 1152921504606846976",
+    );
     let mut r = Raw::header(3, 0, 1);
     r.u64(1 << 60).bytes(b"abc").zeros(64);
     expect_err(&r, "claims length 1152921504606846976");
@@ -204,7 +234,10 @@ fn deeply_nested_arrays() {
 fn bad_alignment() {
     let mut r = Raw::header(3, 0, 1);
     r.kv_u32("general.alignment", 24);
-    expect_err(&r, "general.alignment must be a non-zero power of two u32, found 24");
+    expect_err(
+        &r,
+        "general.alignment must be a non-zero power of two u32, found 24",
+    );
     let mut r = Raw::header(3, 0, 1);
     r.kv_u32("general.alignment", 0);
     expect_err(&r, "found 0");
@@ -232,17 +265,29 @@ fn bad_dimensions() {
     r.tensor("t", &[], 0, 0).pad_to(32).zeros(32);
     expect_err(&r, "tensor 't' has 0 dimensions");
     let mut r = Raw::header(3, 1, 0);
-    r.tensor("t", &[100], GgmlType::Q4_K.id(), 0).pad_to(32).zeros(1024);
-    expect_err(&r, "row length 100 is not a multiple of the Q4_K block size 256");
+    r.tensor("t", &[100], GgmlType::Q4_K.id(), 0)
+        .pad_to(32)
+        .zeros(1024);
+    expect_err(
+        &r,
+        "row length 100 is not a multiple of the Q4_K block size 256",
+    );
 }
 
 #[test]
 fn shape_overflow() {
     let mut r = Raw::header(3, 1, 0);
-    r.tensor("t", &[1 << 32, 1 << 32, 1 << 32], 0, 0).pad_to(32).zeros(32);
-    expect_err(&r, "element count of shape [4294967296, 4294967296, 4294967296] overflows");
+    r.tensor("t", &[1 << 32, 1 << 32, 1 << 32], 0, 0)
+        .pad_to(32)
+        .zeros(32);
+    expect_err(
+        &r,
+        "element count of shape [4294967296, 4294967296, 4294967296] overflows",
+    );
     let mut r = Raw::header(3, 1, 0);
-    r.tensor("t", &[1 << 31, 1 << 31], 0, 0).pad_to(32).zeros(32);
+    r.tensor("t", &[1 << 31, 1 << 31], 0, 0)
+        .pad_to(32)
+        .zeros(32);
     expect_err(&r, "size of shape [2147483648, 2147483648] overflows");
     let mut r = Raw::header(3, 1, 0);
     r.tensor("t", &[u64::MAX], 0, 0).pad_to(32).zeros(32);
@@ -250,15 +295,23 @@ fn shape_overflow() {
     // Found by the fuzzer: a zero-length row makes the byte size 0, but the row count
     // (product of the other dimensions) still overflows.
     let mut r = Raw::header(3, 1, 0);
-    r.tensor("t", &[0, 1 << 40, 1 << 40], 0, 0).pad_to(32).zeros(32);
-    expect_err(&r, "element count of shape [0, 1099511627776, 1099511627776] overflows");
+    r.tensor("t", &[0, 1 << 40, 1 << 40], 0, 0)
+        .pad_to(32)
+        .zeros(32);
+    expect_err(
+        &r,
+        "element count of shape [0, 1099511627776, 1099511627776] overflows",
+    );
 }
 
 #[test]
 fn tensor_data_past_end() {
     let mut r = Raw::header(3, 1, 0);
     r.tensor("t", &[16], 0, 0).pad_to(32).zeros(63);
-    expect_err(&r, "tensor 't' data (64 bytes at offset 0) is not within the file");
+    expect_err(
+        &r,
+        "tensor 't' data (64 bytes at offset 0) is not within the file",
+    );
     let mut r = Raw::header(3, 1, 0);
     r.tensor("t", &[16], 0, u64::MAX - 31).pad_to(32).zeros(64);
     expect_err(&r, "is not within the file");
@@ -271,10 +324,16 @@ fn tensor_data_past_end() {
 #[test]
 fn overlapping_and_duplicate_tensors() {
     let mut r = Raw::header(3, 2, 0);
-    r.tensor("a", &[16], 0, 0).tensor("b", &[16], 0, 32).pad_to(32).zeros(128);
+    r.tensor("a", &[16], 0, 0)
+        .tensor("b", &[16], 0, 32)
+        .pad_to(32)
+        .zeros(128);
     expect_err(&r, "tensors 'a' and 'b' overlap");
     let mut r = Raw::header(3, 2, 0);
-    r.tensor("a", &[8], 0, 0).tensor("a", &[8], 0, 32).pad_to(32).zeros(128);
+    r.tensor("a", &[8], 0, 0)
+        .tensor("a", &[8], 0, 32)
+        .pad_to(32)
+        .zeros(128);
     expect_err(&r, "duplicate tensor name 'a'");
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use gguf::{Array, Gguf, GgufWriter, Metadata, TensorSpec, Value, GgmlType};
+use gguf::{Array, GgmlType, Gguf, GgufWriter, Metadata, TensorSpec, Value};
 use proptest::prelude::*;
 
 fn data_dir() -> PathBuf {
@@ -13,7 +13,11 @@ fn rewrite(file: &Gguf) -> Vec<u8> {
     let specs = file
         .tensors()
         .iter()
-        .map(|t| TensorSpec { name: t.name.clone(), ty: t.ty, ne: t.ne.clone() })
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            ty: t.ty,
+            ne: t.ne.clone(),
+        })
         .collect();
     let mut w = GgufWriter::new(Vec::new(), file.metadata(), specs).unwrap();
     for t in file.tensors() {
@@ -125,14 +129,40 @@ proptest! {
 #[test]
 fn writer_rejects_misuse() {
     let md = Metadata::new("m");
-    let spec = TensorSpec { name: "t".into(), ty: GgmlType::Q4_K, ne: vec![100] };
-    let e = GgufWriter::new(Vec::new(), &md, vec![spec]).err().unwrap().to_string();
-    assert!(e.contains("not a multiple of the Q4_K block size 256"), "{e}");
+    let spec = TensorSpec {
+        name: "t".into(),
+        ty: GgmlType::Q4_K,
+        ne: vec![100],
+    };
+    let e = GgufWriter::new(Vec::new(), &md, vec![spec])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("not a multiple of the Q4_K block size 256"),
+        "{e}"
+    );
 
-    let spec = TensorSpec { name: "t".into(), ty: GgmlType::F32, ne: vec![4] };
+    let spec = TensorSpec {
+        name: "t".into(),
+        ty: GgmlType::F32,
+        ne: vec![4],
+    };
     let mut w = GgufWriter::new(Vec::new(), &md, vec![spec.clone()]).unwrap();
-    assert!(w.write_tensor("u", &[0; 16]).unwrap_err().to_string().contains("expected data for tensor 't'"));
-    assert!(w.write_tensor("t", &[0; 15]).unwrap_err().to_string().contains("needs 16 bytes, got 15"));
+    assert!(w
+        .write_tensor("u", &[0; 16])
+        .unwrap_err()
+        .to_string()
+        .contains("expected data for tensor 't'"));
+    assert!(w
+        .write_tensor("t", &[0; 15])
+        .unwrap_err()
+        .to_string()
+        .contains("needs 16 bytes, got 15"));
     let w = GgufWriter::new(Vec::new(), &md, vec![spec]).unwrap();
-    assert!(w.finish().unwrap_err().to_string().contains("tensor 't' was never written"));
+    assert!(w
+        .finish()
+        .unwrap_err()
+        .to_string()
+        .contains("tensor 't' was never written"));
 }

@@ -69,7 +69,10 @@ unsafe fn sum_read_avx2(buf: &[u64]) -> u64 {
         }
     }
     let mut out = [0u64; 4];
-    let s = _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3]));
+    let s = _mm256_add_epi64(
+        _mm256_add_epi64(acc[0], acc[1]),
+        _mm256_add_epi64(acc[2], acc[3]),
+    );
     // SAFETY: `out` holds 4 u64.
     unsafe { _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, s) };
     out.iter().fold(0u64, |a, b| a.wrapping_add(*b))
@@ -103,7 +106,9 @@ fn read_pass(pool: &ThreadPool, buf: &[u64]) -> f64 {
 
 /// Best of `passes` read passes over the whole buffer.
 fn read_bandwidth(pool: &ThreadPool, buf: &[u64], passes: usize) -> f64 {
-    (0..passes).map(|_| read_pass(pool, buf)).fold(0.0, f64::max)
+    (0..passes)
+        .map(|_| read_pass(pool, buf))
+        .fold(0.0, f64::max)
 }
 
 /// Words in one bandwidth slice: 64 MiB, twice the L3, so every slice read is from DRAM
@@ -144,7 +149,13 @@ fn make_weights(ty: GgmlType, n_in: usize, n_out: usize, rng: &mut XorShift) -> 
 /// One pass over the given copies (cycled; at least 16 ops): (mean seconds per op, fastest
 /// single op). The fastest op shows what the kernel does when no other process preempts
 /// one of its threads mid-op.
-fn gemv_pass(pool: &ThreadPool, mats: &[QMatrix<'_>], x: &[f32], out: &mut [f32], scratch: &mut ActScratch) -> (f64, f64) {
+fn gemv_pass(
+    pool: &ThreadPool,
+    mats: &[QMatrix<'_>],
+    x: &[f32],
+    out: &mut [f32],
+    scratch: &mut ActScratch,
+) -> (f64, f64) {
     let per_pass = mats.len().max(16);
     let mut fastest = f64::INFINITY;
     let t = Instant::now();
@@ -164,8 +175,13 @@ struct Opts {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` passes `--bench`; ignore it.
-    let opts = Opts { quick: args.iter().any(|a| a == "--quick") };
-    let only: Option<String> = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned());
+    let opts = Opts {
+        quick: args.iter().any(|a| a == "--quick"),
+    };
+    let only: Option<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
     let reps = if opts.quick { 5 } else { 11 };
 
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
@@ -192,7 +208,10 @@ fn main() {
             let full = read_bandwidth(pool, &bw_buf, 5);
             let mut next = 0;
             let (_, fastest) = read_slices(pool, &bw_buf, &mut next, 160);
-            println!("| {} | {full:.1} GB/s | {fastest:.1} GB/s |", pool.n_threads());
+            println!(
+                "| {} | {full:.1} GB/s | {fastest:.1} GB/s |",
+                pool.n_threads()
+            );
         }
         println!();
     }
@@ -262,7 +281,9 @@ fn main() {
                 }
                 drop(one);
                 let mats: Vec<QMatrix> = (0..copies)
-                    .map(|c| QMatrix::new(ty, n_in, n_out, &all[c * bytes..(c + 1) * bytes]).unwrap())
+                    .map(|c| {
+                        QMatrix::new(ty, n_in, n_out, &all[c * bytes..(c + 1) * bytes]).unwrap()
+                    })
                     .collect();
                 let x: Vec<f32> = (0..n_in).map(|_| rng.f32()).collect();
                 let mut out = vec![0f32; n_out];
@@ -275,13 +296,16 @@ fn main() {
                 }
                 for _ in 0..reps {
                     for (p, pool) in pools.iter().enumerate() {
-                        let (mean_bw, fastest_bw) = read_slices(pool, &bw_buf, &mut next_slice[p], 4);
+                        let (mean_bw, fastest_bw) =
+                            read_slices(pool, &bw_buf, &mut next_slice[p], 4);
                         best[p].1 = best[p].1.max(mean_bw);
                         best[p].4 = best[p].4.max(fastest_bw);
                         let (mean, fastest) = gemv_pass(pool, &mats, &x, &mut out, &mut scratch);
                         best[p].0 = best[p].0.min(mean);
                         best[p].3 = best[p].3.min(fastest);
-                        best[p].2 = best[p].2.min(gemv_pass(pool, &mats[..1], &x, &mut out, &mut scratch).0);
+                        best[p].2 = best[p]
+                            .2
+                            .min(gemv_pass(pool, &mats[..1], &x, &mut out, &mut scratch).0);
                     }
                 }
                 let c1 = gb(bytes, best[0].0);
@@ -314,7 +338,12 @@ fn main() {
         } else if opts.quick {
             vec![GgmlType::Q4_K, GgmlType::Q8_0]
         } else {
-            vec![GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::Q4_0]
+            vec![
+                GgmlType::Q4_K,
+                GgmlType::Q8_0,
+                GgmlType::Q6_K,
+                GgmlType::Q4_0,
+            ]
         };
         let pool = &pools[1];
         for &ty in &gemm_types {
@@ -339,7 +368,13 @@ fn main() {
                     for tok in 0..n_tok {
                         let xt = &x[tok * n_in..(tok + 1) * n_in];
                         let xq = quantize_acts(pool, ty, xt, n_in, &mut scratch).unwrap();
-                        kernels::matmul::matmul_acts(pool, &w, &xq, &mut out[tok * n_out..(tok + 1) * n_out]).unwrap();
+                        kernels::matmul::matmul_acts(
+                            pool,
+                            &w,
+                            &xq,
+                            &mut out[tok * n_out..(tok + 1) * n_out],
+                        )
+                        .unwrap();
                     }
                     s.push(t.elapsed().as_secs_f64());
                 }

@@ -19,7 +19,9 @@ use quant::GgmlType;
 use std::time::Instant;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() {
@@ -41,7 +43,10 @@ fn main() {
         cold(&pool, &types, mib.parse().expect("--cold MiB"), reps);
         return;
     }
-    println!("threads {threads}, best of {reps}; path {}", quant::dot::simd_path());
+    println!(
+        "threads {threads}, best of {reps}; path {}",
+        quant::dot::simd_path()
+    );
     println!("| type | n_in × n_out | tokens | file GFLOP/s | packed GFLOP/s | speed-up | file GB/s | packed GB/s |");
     println!("|---|---|---|---|---|---|---|---|");
     for &ty in &types {
@@ -57,7 +62,9 @@ fn main() {
             let mut s = 0x1234_5678u64;
             let src: Vec<f32> = (0..n_in * n_out)
                 .map(|_| {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.04
                 })
                 .collect();
@@ -65,7 +72,9 @@ fn main() {
             if quant::quantize(ty, &src, &mut file).is_err() {
                 // No quantizer for this type (Q5_0): random quants, d = 0.01 per block.
                 for (i, b) in file.iter_mut().enumerate() {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407 + i as u64);
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407 + i as u64);
                     *b = (s >> 56) as u8;
                 }
                 let d = quant::Half::from_f32(0.01).0;
@@ -77,11 +86,16 @@ fn main() {
             repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
             let t = Instant::now();
             repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
-            println!("repack {ty} {n_in} × {n_out}: {:.2} GB/s (one thread)", file.len() as f64 / t.elapsed().as_secs_f64() / 1e9);
+            println!(
+                "repack {ty} {n_in} × {n_out}: {:.2} GB/s (one thread)",
+                file.len() as f64 / t.elapsed().as_secs_f64() / 1e9
+            );
             let wf = QMatrix::new(ty, n_in, n_out, &file).unwrap();
             let wp = QMatrix::packed(pt, n_in, n_out, &packed).unwrap();
             for &nt in &tokens {
-                let x: Vec<f32> = (0..n_in * nt).map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0).collect();
+                let x: Vec<f32> = (0..n_in * nt)
+                    .map(|i| ((i * 7919) % 2003) as f32 / 1001.0 - 1.0)
+                    .collect();
                 let mut scratch = ActScratch::new();
                 let xq = quantize_acts(&pool, ty, &x, n_in, &mut scratch).unwrap();
                 let mut out = vec![0f32; nt * n_out];
@@ -115,7 +129,9 @@ fn cold(pool: &ThreadPool, types: &[GgmlType], mib: usize, reps: usize) {
     println!("| type | pages | GEMV GB/s (cold, best pass) |");
     println!("|---|---|---|");
     for &ty in types {
-        let Some(pt) = PackedType::for_type(ty) else { continue };
+        let Some(pt) = PackedType::for_type(ty) else {
+            continue;
+        };
         let (n_in, n_out) = (2048usize, 1408usize);
         let bytes = pt.matrix_bytes(n_in, n_out).unwrap();
         let copies = (mib << 20).div_ceil(bytes);
@@ -130,8 +146,22 @@ fn cold(pool: &ThreadPool, types: &[GgmlType], mib: usize, reps: usize) {
         let mut small = vec![0u8; copies * bytes];
         let mut huge = WeightBuffer::zeroed(copies * bytes).unwrap();
         for c in 0..copies {
-            repack::repack(ty, n_in, n_out, &file, &mut small[c * bytes..(c + 1) * bytes]).unwrap();
-            repack::repack(ty, n_in, n_out, &file, &mut huge[c * bytes..(c + 1) * bytes]).unwrap();
+            repack::repack(
+                ty,
+                n_in,
+                n_out,
+                &file,
+                &mut small[c * bytes..(c + 1) * bytes],
+            )
+            .unwrap();
+            repack::repack(
+                ty,
+                n_in,
+                n_out,
+                &file,
+                &mut huge[c * bytes..(c + 1) * bytes],
+            )
+            .unwrap();
         }
         let x: Vec<f32> = (0..n_in).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
         let mut scratch = ActScratch::new();

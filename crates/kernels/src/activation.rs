@@ -14,7 +14,11 @@ pub fn silu(x: f32) -> f32 {
 /// If the three slices differ in length.
 pub fn silu_glu(gate: &[f32], up: &[f32], out: &mut [f32]) {
     assert_eq!(gate.len(), up.len(), "silu_glu: gate and up lengths differ");
-    assert_eq!(gate.len(), out.len(), "silu_glu: gate and out lengths differ");
+    assert_eq!(
+        gate.len(),
+        out.len(),
+        "silu_glu: gate and out lengths differ"
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: AVX2+FMA presence checked at run time.
@@ -36,7 +40,11 @@ pub fn silu_glu_inplace(gate: &mut [f32], up: &[f32]) {
         // SAFETY: AVX2+FMA checked; the kernel reads each gate element before writing the
         // same index, so aliasing `gate` as input and output is fine element-wise.
         unsafe {
-            silu_glu_avx2(std::slice::from_raw_parts(p, n), up, std::slice::from_raw_parts_mut(p, n))
+            silu_glu_avx2(
+                std::slice::from_raw_parts(p, n),
+                up,
+                std::slice::from_raw_parts_mut(p, n),
+            )
         };
         return;
     }
@@ -95,7 +103,10 @@ mod tests {
                 let x = g[i] as f64;
                 let want = x / (1.0 + (-x).exp()) * u[i] as f64;
                 let got = out[i] as f64;
-                assert!((got - want).abs() <= 2e-6 * (1.0 + want.abs()), "{i}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() <= 2e-6 * (1.0 + want.abs()),
+                    "{i}: {got} vs {want}"
+                );
             }
         }
     }

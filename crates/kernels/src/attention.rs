@@ -80,10 +80,19 @@ pub fn attention(
     let m = q.len() / (s.n_head * s.dk);
     assert_eq!(q.len(), m * s.n_head * s.dk, "attention: q length");
     assert_eq!(out.len(), m * s.n_head * s.dv, "attention: out length");
-    assert!(s.n_kv_head > 0 && s.n_head % s.n_kv_head == 0, "attention: heads");
+    assert!(
+        s.n_kv_head > 0 && s.n_head % s.n_kv_head == 0,
+        "attention: heads"
+    );
     let n_ctx = pos0 + m;
-    assert!(k.len() >= (n_ctx - 1) * s.k_stride + s.n_kv_head * s.dk, "attention: key cache too short");
-    assert!(v.len() >= (n_ctx - 1) * s.v_stride + s.v_offset + s.n_kv_head * s.dv, "attention: value cache too short");
+    assert!(
+        k.len() >= (n_ctx - 1) * s.k_stride + s.n_kv_head * s.dk,
+        "attention: key cache too short"
+    );
+    assert!(
+        v.len() >= (n_ctx - 1) * s.v_stride + s.v_offset + s.n_kv_head * s.dv,
+        "attention: value cache too short"
+    );
     // Work items are (token, block of heads sharing one KV head): every key and value
     // row loaded from the cache serves the whole block.
     let group = s.n_head / s.n_kv_head;
@@ -96,7 +105,9 @@ pub fn attention(
     let chunk = (m * blocks).div_ceil(4 * pool.n_threads()).max(1);
     pool.run_chunked(m * blocks, chunk, |items, tid| {
         // SAFETY: thread `tid` alone uses score row `tid` (per_thread ≥ hb·n_ctx floats).
-        let scores = unsafe { std::slice::from_raw_parts_mut(scores_ptr.get().add(tid * per_thread), per_thread) };
+        let scores = unsafe {
+            std::slice::from_raw_parts_mut(scores_ptr.get().add(tid * per_thread), per_thread)
+        };
         for item in items {
             let (t, h0) = (item / blocks, (item % blocks) * hb);
             let g = h0 / group;
@@ -120,7 +131,12 @@ pub fn attention(
             }
             // SAFETY: item (t, block) owns out rows (t·n_head + h0 .. + hb)·dv, disjoint
             // from every other item's.
-            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((t * s.n_head + h0) * s.dv), hb * s.dv) };
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(
+                    out_ptr.get().add((t * s.n_head + h0) * s.dv),
+                    hb * s.dv,
+                )
+            };
             let v_row = |j: usize| {
                 let base = j * s.v_stride + s.v_offset + g * s.dv;
                 &v[base..base + s.dv]
@@ -131,7 +147,13 @@ pub fn attention(
 }
 
 /// `scores[i·ctx + j] = scale · q_i · k_j` for the block's heads `i` and positions `j`.
-fn block_scores<'a>(qs: &[&[f32]], ctx: usize, k_row: &dyn Fn(usize) -> &'a [f32], scale: f32, scores: &mut [f32]) {
+fn block_scores<'a>(
+    qs: &[&[f32]],
+    ctx: usize,
+    k_row: &dyn Fn(usize) -> &'a [f32],
+    scale: f32,
+    scores: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() && qs.len() == 4 {
         for j in 0..ctx {
@@ -152,7 +174,14 @@ fn block_scores<'a>(qs: &[&[f32]], ctx: usize, k_row: &dyn Fn(usize) -> &'a [f32
 }
 
 /// `out[i] = Σ_j p[i·ctx + j] · v_j` for the block's heads `i` (rows of `dv`).
-fn block_values<'a>(p: &[f32], hb: usize, ctx: usize, v_row: &dyn Fn(usize) -> &'a [f32], dv: usize, out: &mut [f32]) {
+fn block_values<'a>(
+    p: &[f32],
+    hb: usize,
+    ctx: usize,
+    v_row: &dyn Fn(usize) -> &'a [f32],
+    dv: usize,
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() && dv % 8 == 0 {
         // SAFETY: AVX2+FMA checked at run time; out holds hb·dv, p holds hb·ctx.
@@ -206,12 +235,24 @@ mod avx2 {
         // SAFETY: every load reads 8 floats at i < n - 15 / n - 7 of both slices.
         unsafe {
             while i + 16 <= n {
-                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_loadu_ps(b.as_ptr().add(i)), s0);
-                s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i + 8)), _mm256_loadu_ps(b.as_ptr().add(i + 8)), s1);
+                s0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm256_loadu_ps(b.as_ptr().add(i)),
+                    s0,
+                );
+                s1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(i + 8)),
+                    _mm256_loadu_ps(b.as_ptr().add(i + 8)),
+                    s1,
+                );
                 i += 16;
             }
             if i + 8 <= n {
-                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), _mm256_loadu_ps(b.as_ptr().add(i)), s0);
+                s0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm256_loadu_ps(b.as_ptr().add(i)),
+                    s0,
+                );
                 i += 8;
             }
         }
@@ -284,7 +325,11 @@ mod avx2 {
                 let vr = v_row(j);
                 // SAFETY: c + 8 (or c + 16) ≤ dv = vr.len().
                 let v0 = unsafe { _mm256_loadu_ps(vr.as_ptr().add(c)) };
-                let v1 = if two { unsafe { _mm256_loadu_ps(vr.as_ptr().add(c + 8)) } } else { _mm256_setzero_ps() };
+                let v1 = if two {
+                    unsafe { _mm256_loadu_ps(vr.as_ptr().add(c + 8)) }
+                } else {
+                    _mm256_setzero_ps()
+                };
                 for h in 0..hb {
                     let w = _mm256_set1_ps(p[h * ctx + j]);
                     acc[h][0] = _mm256_fmadd_ps(w, v0, acc[h][0]);
@@ -326,7 +371,10 @@ mod avx2 {
         unsafe {
             while i + 8 <= n {
                 let p = acc.as_mut_ptr().add(i);
-                _mm256_storeu_ps(p, _mm256_fmadd_ps(va, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(p)));
+                _mm256_storeu_ps(
+                    p,
+                    _mm256_fmadd_ps(va, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(p)),
+                );
                 i += 8;
             }
         }
@@ -352,7 +400,12 @@ mod tests {
                 let ctx = pos0 + t + 1;
                 let sc: Vec<f64> = (0..ctx)
                     .map(|j| {
-                        (0..s.dk).map(|i| q[(t * s.n_head + h) * s.dk + i] as f64 * k[j * s.k_stride + g * s.dk + i] as f64).sum::<f64>()
+                        (0..s.dk)
+                            .map(|i| {
+                                q[(t * s.n_head + h) * s.dk + i] as f64
+                                    * k[j * s.k_stride + g * s.dk + i] as f64
+                            })
+                            .sum::<f64>()
                             * s.scale as f64
                     })
                     .collect();
@@ -361,7 +414,8 @@ mod tests {
                 let z: f64 = e.iter().sum();
                 for (j, p) in e.iter().enumerate() {
                     for i in 0..s.dv {
-                        out[(t * s.n_head + h) * s.dv + i] += p / z * v[j * s.v_stride + s.v_offset + g * s.dv + i] as f64;
+                        out[(t * s.n_head + h) * s.dv + i] +=
+                            p / z * v[j * s.v_stride + s.v_offset + g * s.dv + i] as f64;
                     }
                 }
             }
@@ -372,12 +426,31 @@ mod tests {
     fn check(s: AttnShape, m: usize, pos0: usize, shared_kv: bool, threads: usize) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         let n_ctx = pos0 + m;
-        let q: Vec<f32> = (0..m * s.n_head * s.dk).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let k: Vec<f32> = (0..n_ctx * s.k_stride).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let v: Vec<f32> = if shared_kv { k.clone() } else { (0..n_ctx * s.v_stride).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let q: Vec<f32> = (0..m * s.n_head * s.dk)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let k: Vec<f32> = (0..n_ctx * s.k_stride)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let v: Vec<f32> = if shared_kv {
+            k.clone()
+        } else {
+            (0..n_ctx * s.v_stride)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect()
+        };
         let pool = ThreadPool::new(threads);
         let mut out = vec![0f32; m * s.n_head * s.dv];
-        attention(&pool, &s, &q, pos0, &k, &v, &mut out, &mut AttnScratch::new());
+        attention(
+            &pool,
+            &s,
+            &q,
+            pos0,
+            &k,
+            &v,
+            &mut out,
+            &mut AttnScratch::new(),
+        );
         let want = reference(&s, &q, pos0, &k, &v);
         for (a, b) in out.iter().zip(&want) {
             assert!((*a as f64 - b).abs() < 1e-4, "{a} vs {b}");
@@ -385,17 +458,44 @@ mod tests {
         // Same bits with one thread, and for the last token computed alone.
         let pool1 = ThreadPool::new(1);
         let mut out1 = vec![0f32; out.len()];
-        attention(&pool1, &s, &q, pos0, &k, &v, &mut out1, &mut AttnScratch::new());
+        attention(
+            &pool1,
+            &s,
+            &q,
+            pos0,
+            &k,
+            &v,
+            &mut out1,
+            &mut AttnScratch::new(),
+        );
         assert_eq!(out, out1);
         let last = m - 1;
         let mut solo = vec![0f32; s.n_head * s.dv];
-        attention(&pool, &s, &q[last * s.n_head * s.dk..], pos0 + last, &k, &v, &mut solo, &mut AttnScratch::new());
+        attention(
+            &pool,
+            &s,
+            &q[last * s.n_head * s.dk..],
+            pos0 + last,
+            &k,
+            &v,
+            &mut solo,
+            &mut AttnScratch::new(),
+        );
         assert_eq!(&out[last * s.n_head * s.dv..], &solo[..]);
     }
 
     #[test]
     fn gqa_matches_f64_reference() {
-        let s = AttnShape { n_head: 4, n_kv_head: 2, dk: 64, dv: 64, k_stride: 128, v_stride: 128, v_offset: 0, scale: 0.125 };
+        let s = AttnShape {
+            n_head: 4,
+            n_kv_head: 2,
+            dk: 64,
+            dv: 64,
+            k_stride: 128,
+            v_stride: 128,
+            v_offset: 0,
+            scale: 0.125,
+        };
         check(s, 7, 0, false, 2);
         check(s, 1, 20, false, 2);
         check(s, 5, 3, false, 3);
@@ -404,7 +504,16 @@ mod tests {
     #[test]
     fn mla_shared_row_matches_f64_reference() {
         // Key = the whole [c_kv, k_pe] row (288), value = its first 256 floats.
-        let s = AttnShape { n_head: 4, n_kv_head: 1, dk: 288, dv: 256, k_stride: 288, v_stride: 288, v_offset: 0, scale: 0.1 };
+        let s = AttnShape {
+            n_head: 4,
+            n_kv_head: 1,
+            dk: 288,
+            dv: 256,
+            k_stride: 288,
+            v_stride: 288,
+            v_offset: 0,
+            scale: 0.1,
+        };
         check(s, 6, 0, true, 2);
         check(s, 1, 40, true, 2);
     }

@@ -51,7 +51,9 @@ fn shape_err(msg: String) -> MatmulError {
 fn row_bytes(ty: GgmlType, n: usize) -> Result<usize, MatmulError> {
     let bs = ty.block_size();
     if n % bs != 0 {
-        return Err(shape_err(format!("{ty}: row of {n} values is not a multiple of the block size {bs}")));
+        return Err(shape_err(format!(
+            "{ty}: row of {n} values is not a multiple of the block size {bs}"
+        )));
     }
     (n / bs)
         .checked_mul(ty.type_size())
@@ -79,12 +81,20 @@ pub struct QMatrix<'a> {
 impl<'a> QMatrix<'a> {
     /// A view of a matrix repacked by `quant::repack::repack` (`n_out` a multiple of
     /// `quant::repack::ROWS`); `ty` is the source type, `data` the packed bytes.
-    pub fn packed(packed: PackedType, n_in: usize, n_out: usize, data: &'a [u8]) -> Result<QMatrix<'a>, MatmulError> {
+    pub fn packed(
+        packed: PackedType,
+        n_in: usize,
+        n_out: usize,
+        data: &'a [u8],
+    ) -> Result<QMatrix<'a>, MatmulError> {
         let ty = packed.source();
         let rb = row_bytes(ty, n_in)?;
-        let want = packed
-            .matrix_bytes(n_in, n_out)
-            .ok_or_else(|| shape_err(format!("{} [{n_in}, {n_out}]: not a repackable shape", packed.name())))?;
+        let want = packed.matrix_bytes(n_in, n_out).ok_or_else(|| {
+            shape_err(format!(
+                "{} [{n_in}, {n_out}]: not a repackable shape",
+                packed.name()
+            ))
+        })?;
         if data.len() != want {
             return Err(shape_err(format!(
                 "{} [{n_in}, {n_out}] needs {want} bytes, data has {}",
@@ -92,29 +102,54 @@ impl<'a> QMatrix<'a> {
                 data.len()
             )));
         }
-        Ok(QMatrix { ty, n_in, n_out, row_bytes: rb, data, packed: Some(packed) })
+        Ok(QMatrix {
+            ty,
+            n_in,
+            n_out,
+            row_bytes: rb,
+            data,
+            packed: Some(packed),
+        })
     }
 
     /// Checks that `data` holds exactly `n_out` rows of `n_in` values of `ty`.
-    pub fn new(ty: GgmlType, n_in: usize, n_out: usize, data: &'a [u8]) -> Result<QMatrix<'a>, MatmulError> {
+    pub fn new(
+        ty: GgmlType,
+        n_in: usize,
+        n_out: usize,
+        data: &'a [u8],
+    ) -> Result<QMatrix<'a>, MatmulError> {
         let rb = row_bytes(ty, n_in)?;
-        let want = rb.checked_mul(n_out).ok_or_else(|| shape_err(format!("{ty} [{n_in}, {n_out}] overflows")))?;
+        let want = rb
+            .checked_mul(n_out)
+            .ok_or_else(|| shape_err(format!("{ty} [{n_in}, {n_out}] overflows")))?;
         if data.len() != want {
             return Err(shape_err(format!(
                 "{ty} [{n_in}, {n_out}] needs {want} bytes, data has {}",
                 data.len()
             )));
         }
-        Ok(QMatrix { ty, n_in, n_out, row_bytes: rb, data, packed: None })
+        Ok(QMatrix {
+            ty,
+            n_in,
+            n_out,
+            row_bytes: rb,
+            data,
+            packed: None,
+        })
     }
 
     /// A 2-D view from a ggml shape (`ne = [n_in, n_out]`, trailing 1s allowed).
     pub fn from_ne(ty: GgmlType, ne: &[u64], data: &'a [u8]) -> Result<QMatrix<'a>, MatmulError> {
         if ne.is_empty() || ne.len() > 4 || ne.iter().skip(2).any(|&d| d != 1) {
-            return Err(shape_err(format!("expected a 2-D tensor, got shape {ne:?}")));
+            return Err(shape_err(format!(
+                "expected a 2-D tensor, got shape {ne:?}"
+            )));
         }
-        let n_in = usize::try_from(ne[0]).map_err(|_| shape_err(format!("shape {ne:?} too large")))?;
-        let n_out = usize::try_from(*ne.get(1).unwrap_or(&1)).map_err(|_| shape_err(format!("shape {ne:?} too large")))?;
+        let n_in =
+            usize::try_from(ne[0]).map_err(|_| shape_err(format!("shape {ne:?} too large")))?;
+        let n_out = usize::try_from(*ne.get(1).unwrap_or(&1))
+            .map_err(|_| shape_err(format!("shape {ne:?} too large")))?;
         QMatrix::new(ty, n_in, n_out, data)
     }
 
@@ -129,11 +164,17 @@ impl<'a> QMatrix<'a> {
     /// The sub-matrix of rows `rows` (no copy), e.g. one head's slice of a projection.
     pub fn rows(&self, rows: std::ops::Range<usize>) -> Result<QMatrix<'a>, MatmulError> {
         if rows.start > rows.end || rows.end > self.n_out {
-            return Err(shape_err(format!("rows {rows:?} out of range for {} rows", self.n_out)));
+            return Err(shape_err(format!(
+                "rows {rows:?} out of range for {} rows",
+                self.n_out
+            )));
         }
         if let Some(p) = self.packed {
             if rows.start % PACK_ROWS != 0 || rows.end % PACK_ROWS != 0 {
-                return Err(shape_err(format!("rows {rows:?} of a {} matrix: not whole groups of {PACK_ROWS}", p.name())));
+                return Err(shape_err(format!(
+                    "rows {rows:?} of a {} matrix: not whole groups of {PACK_ROWS}",
+                    p.name()
+                )));
             }
             let gb = self.data.len() / (self.n_out / PACK_ROWS).max(1);
             return Ok(QMatrix {
@@ -174,7 +215,12 @@ impl WeightBuffer {
     /// `len` zero bytes.
     pub fn zeroed(len: usize) -> Result<WeightBuffer, MatmulError> {
         if len == 0 {
-            return Ok(WeightBuffer { ptr: std::ptr::NonNull::dangling().as_ptr(), len: 0, base: std::ptr::null_mut(), map_len: 0 });
+            return Ok(WeightBuffer {
+                ptr: std::ptr::NonNull::dangling().as_ptr(),
+                len: 0,
+                base: std::ptr::null_mut(),
+                map_len: 0,
+            });
         }
         let map_len = len
             .checked_add(Self::HUGE)
@@ -191,14 +237,22 @@ impl WeightBuffer {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(shape_err(format!("could not map {len} bytes for repacked weights: {}", std::io::Error::last_os_error())));
+            return Err(shape_err(format!(
+                "could not map {len} bytes for repacked weights: {}",
+                std::io::Error::last_os_error()
+            )));
         }
         let offset = (Self::HUGE - (base as usize % Self::HUGE)) % Self::HUGE;
         // SAFETY: offset < HUGE, so [offset, offset + len) lies inside the mapping.
         let ptr = unsafe { (base as *mut u8).add(offset) };
         // SAFETY: advice on our own mapping; a failure (THP disabled) only loses the hint.
         unsafe { libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
-        Ok(WeightBuffer { ptr, len, base, map_len })
+        Ok(WeightBuffer {
+            ptr,
+            len,
+            base,
+            map_len,
+        })
     }
 
     /// Length in bytes.
@@ -273,9 +327,14 @@ impl<'a> QExperts<'a> {
         let slab = rb.checked_mul(n_out);
         let total = slab.and_then(|s| s.checked_mul(n_expert));
         match (slab, total) {
-            (Some(slab), Some(total)) if total == data.len() => {
-                Ok(QExperts { ty, n_in, n_out, n_expert, slab_bytes: slab, data })
-            }
+            (Some(slab), Some(total)) if total == data.len() => Ok(QExperts {
+                ty,
+                n_in,
+                n_out,
+                n_expert,
+                slab_bytes: slab,
+                data,
+            }),
             (_, total) => Err(shape_err(format!(
                 "{ty} experts [{n_in}, {n_out}, {n_expert}] need {} bytes, data has {}",
                 total.map_or("too many".to_string(), |t| t.to_string()),
@@ -287,16 +346,23 @@ impl<'a> QExperts<'a> {
     /// From a ggml shape `ne = [n_in, n_out, n_expert]`.
     pub fn from_ne(ty: GgmlType, ne: &[u64], data: &'a [u8]) -> Result<QExperts<'a>, MatmulError> {
         if ne.len() != 3 && !(ne.len() == 4 && ne[3] == 1) {
-            return Err(shape_err(format!("expected a 3-D expert stack, got shape {ne:?}")));
+            return Err(shape_err(format!(
+                "expected a 3-D expert stack, got shape {ne:?}"
+            )));
         }
-        let d = |i: usize| usize::try_from(ne[i]).map_err(|_| shape_err(format!("shape {ne:?} too large")));
+        let d = |i: usize| {
+            usize::try_from(ne[i]).map_err(|_| shape_err(format!("shape {ne:?} too large")))
+        };
         QExperts::new(ty, d(0)?, d(1)?, d(2)?, data)
     }
 
     /// Expert `e`'s matrix (a view into its slab, no copy).
     pub fn expert(&self, e: usize) -> Result<QMatrix<'a>, MatmulError> {
         if e >= self.n_expert {
-            return Err(shape_err(format!("expert {e} out of range (n_expert = {})", self.n_expert)));
+            return Err(shape_err(format!(
+                "expert {e} out of range (n_expert = {})",
+                self.n_expert
+            )));
         }
         Ok(QMatrix {
             ty: self.ty,
@@ -325,11 +391,18 @@ impl ActScratch {
 
     /// Makes room for `n_tokens` rows of `n_in` activations quantized for weights of
     /// type `weight_ty` (call with the largest shape the model will use).
-    pub fn reserve(&mut self, weight_ty: GgmlType, n_in: usize, n_tokens: usize) -> Result<(), MatmulError> {
+    pub fn reserve(
+        &mut self,
+        weight_ty: GgmlType,
+        n_in: usize,
+        n_tokens: usize,
+    ) -> Result<(), MatmulError> {
         let act = act_type_for(weight_ty).ok_or(DotError::Unsupported(weight_ty))?;
-        let bytes = row_bytes(act, n_in)?
-            .checked_mul(n_tokens)
-            .ok_or_else(|| shape_err(format!("activation buffer for {n_tokens} × {n_in} overflows")))?;
+        let bytes = row_bytes(act, n_in)?.checked_mul(n_tokens).ok_or_else(|| {
+            shape_err(format!(
+                "activation buffer for {n_tokens} × {n_in} overflows"
+            ))
+        })?;
         self.ensure_bytes(bytes);
         Ok(())
     }
@@ -404,12 +477,21 @@ pub fn quantize_acts<'a>(
 ) -> Result<QuantizedActs<'a>, MatmulError> {
     let act = act_type_for(weight_ty).ok_or(DotError::Unsupported(weight_ty))?;
     if n_in == 0 || x.len() % n_in != 0 {
-        return Err(shape_err(format!("activations: {} values is not a multiple of n_in = {n_in}", x.len())));
+        return Err(shape_err(format!(
+            "activations: {} values is not a multiple of n_in = {n_in}",
+            x.len()
+        )));
     }
     let n_tokens = x.len() / n_in;
     let rb = row_bytes(act, n_in)?;
     if act == GgmlType::F32 {
-        return Ok(QuantizedActs { ty: act, n_in, n_tokens, row_bytes: rb, data: bytemuck::cast_slice(x) });
+        return Ok(QuantizedActs {
+            ty: act,
+            n_in,
+            n_tokens,
+            row_bytes: rb,
+            data: bytemuck::cast_slice(x),
+        });
     }
     let buf = scratch.bytes_mut(rb * n_tokens);
     let dst = SharedMut(buf.as_mut_ptr());
@@ -436,10 +518,18 @@ pub fn quantize_acts<'a>(
         if failed.into_inner() {
             // Sizes were computed from the same numbers, so this is unreachable; report
             // it rather than panic all the same.
-            return Err(shape_err(format!("activation quantization to {act} failed for n_in = {n_in}")));
+            return Err(shape_err(format!(
+                "activation quantization to {act} failed for n_in = {n_in}"
+            )));
         }
     }
-    Ok(QuantizedActs { ty: act, n_in, n_tokens, row_bytes: rb, data: &buf[..rb * n_tokens] })
+    Ok(QuantizedActs {
+        ty: act,
+        n_in,
+        n_tokens,
+        row_bytes: rb,
+        data: &buf[..rb * n_tokens],
+    })
 }
 
 /// One token row → activation blocks of type `act`, written into `dst` bytes.
@@ -504,7 +594,12 @@ pub fn matmul_acts(
     if n_tokens == 0 || w.n_out == 0 {
         return Ok(());
     }
-    let chunk = kern.chunk(rows_per_chunk(w.n_out, w.row_bytes, n_tokens, pool.n_threads()));
+    let chunk = kern.chunk(rows_per_chunk(
+        w.n_out,
+        w.row_bytes,
+        n_tokens,
+        pool.n_threads(),
+    ));
     let dst = SharedMut(out.as_mut_ptr());
     pool.run_chunked(w.n_out, chunk, |rows, _| {
         // SAFETY: this closure writes only out[t·n_out + r] for r in `rows`, a range no
@@ -580,7 +675,10 @@ fn check_shapes(
         )));
     }
     if xq.n_in != w.n_in {
-        return Err(shape_err(format!("activations have {} values per token, weights {} per row", xq.n_in, w.n_in)));
+        return Err(shape_err(format!(
+            "activations have {} values per token, weights {} per row",
+            xq.n_in, w.n_in
+        )));
     }
     let want = n_tok.saturating_mul(w.n_out);
     if out.len() != want {
@@ -686,7 +784,11 @@ unsafe fn packed_kernel(
                     // SAFETY: t + k < n_tok and rows g·8 .. g·8+8 ⊂ `rows` (< n_out):
                     // this thread's disjoint elements per the contract.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(vals.as_ptr(), out.add((t + k) * n_out + g * PACK_ROWS), PACK_ROWS)
+                        std::ptr::copy_nonoverlapping(
+                            vals.as_ptr(),
+                            out.add((t + k) * n_out + g * PACK_ROWS),
+                            PACK_ROWS,
+                        )
                     };
                 }
                 t += cnt;
@@ -719,7 +821,10 @@ pub struct MatmulOp<'a> {
 /// the products one by one.
 pub fn matmul_batch(pool: &ThreadPool, ops: &mut [MatmulOp<'_>]) -> Result<(), MatmulError> {
     if ops.len() > MAX_BATCH_OPS {
-        return Err(shape_err(format!("matmul_batch: {} products (at most {MAX_BATCH_OPS})", ops.len())));
+        return Err(shape_err(format!(
+            "matmul_batch: {} products (at most {MAX_BATCH_OPS})",
+            ops.len()
+        )));
     }
     let mut vds: [Option<Kern>; MAX_BATCH_OPS] = [None; MAX_BATCH_OPS];
     let mut chunks = [0usize; MAX_BATCH_OPS];
@@ -759,7 +864,9 @@ pub fn matmul_batch(pool: &ThreadPool, ops: &mut [MatmulOp<'_>]) -> Result<(), M
             // Ops are few (≤ 64): a linear scan finds the item's op.
             let j = (0..n_ops).rfind(|&j| first_item[j] <= item && item < first_item[j + 1]);
             let Some(j) = j else { continue };
-            let (op, Some(vd)) = (&ops_ref[j], vds[j].as_ref()) else { continue };
+            let (op, Some(vd)) = (&ops_ref[j], vds[j].as_ref()) else {
+                continue;
+            };
             let start = (item - first_item[j]) * chunks[j];
             let rows = start..(start + chunks[j]).min(op.w.n_out);
             // SAFETY: op j's output has n_tok·n_out elements and valid token indices
@@ -817,11 +924,17 @@ pub fn matmul_exact(
         return Err(quant::unsupported(w.ty).into());
     }
     if let Some(p) = w.packed {
-        return Err(shape_err(format!("{}: the exact mode needs file-order weights (load without repacking)", p.name())));
+        return Err(shape_err(format!(
+            "{}: the exact mode needs file-order weights (load without repacking)",
+            p.name()
+        )));
     }
     let n = w.n_in;
     if n == 0 || x.len() % n != 0 {
-        return Err(shape_err(format!("activations: {} values is not a multiple of n_in = {n}", x.len())));
+        return Err(shape_err(format!(
+            "activations: {} values is not a multiple of n_in = {n}",
+            x.len()
+        )));
     }
     let n_tokens = x.len() / n;
     if out.len() != n_tokens * w.n_out {
@@ -859,7 +972,10 @@ pub fn matmul_exact(
         }
     });
     if failed.into_inner() {
-        return Err(shape_err(format!("{}: dequantizing a row of {n} values failed", w.ty)));
+        return Err(shape_err(format!(
+            "{}: dequantizing a row of {n} values failed",
+            w.ty
+        )));
     }
     Ok(())
 }
@@ -900,7 +1016,10 @@ mod tests {
     fn decode_acts(act: GgmlType, row: &[u8], n: usize) -> Vec<f32> {
         let mut out = Vec::with_capacity(n);
         match act {
-            GgmlType::F32 => out.extend(row.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+            GgmlType::F32 => out.extend(
+                row.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            ),
             GgmlType::Q8_K => {
                 for b in row.chunks_exact(292) {
                     let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -908,7 +1027,11 @@ mod tests {
                 }
             }
             GgmlType::Q8_0 | GgmlType::Q8_1 => {
-                let (size, off) = if act == GgmlType::Q8_0 { (34, 2) } else { (36, 4) };
+                let (size, off) = if act == GgmlType::Q8_0 {
+                    (34, 2)
+                } else {
+                    (36, 4)
+                };
                 for b in row.chunks_exact(size) {
                     let d = Half([b[0], b[1]]).to_f32();
                     out.extend(b[off..off + 32].iter().map(|q| d * (*q as i8) as f32));
@@ -940,12 +1063,16 @@ mod tests {
             for &(n_in, n_out, n_tokens) in shapes {
                 let (wb, wf) = weights(ty, n_in, n_out, &mut rng);
                 let w = QMatrix::new(ty, n_in, n_out, &wb).unwrap();
-                let x: Vec<f32> = (0..n_in * n_tokens).map(|_| rng.random_range(-2.0..2.0)).collect();
+                let x: Vec<f32> = (0..n_in * n_tokens)
+                    .map(|_| rng.random_range(-2.0..2.0))
+                    .collect();
                 for pool in &pools {
                     let mut out = vec![f32::NAN; n_out * n_tokens];
                     let xq = quantize_acts(pool, ty, &x, n_in, &mut scratch).unwrap();
                     let act = xq.ty;
-                    let decoded: Vec<Vec<f32>> = (0..n_tokens).map(|t| decode_acts(act, xq.row(t), n_in)).collect();
+                    let decoded: Vec<Vec<f32>> = (0..n_tokens)
+                        .map(|t| decode_acts(act, xq.row(t), n_in))
+                        .collect();
                     matmul_acts(pool, &w, &xq, &mut out).unwrap();
                     let mut exact = vec![f32::NAN; n_out * n_tokens];
                     matmul_exact(pool, &w, &x, &mut exact, &mut exact_scratch).unwrap();
@@ -953,7 +1080,8 @@ mod tests {
                         for r in 0..n_out {
                             let wr = &wf[r * n_in..(r + 1) * n_in];
                             let xt = &x[t * n_in..(t + 1) * n_in];
-                            let (mut tight, mut tight_mag, mut loose, mut loose_mag) = (0f64, 0f64, 0f64, 0f64);
+                            let (mut tight, mut tight_mag, mut loose, mut loose_mag) =
+                                (0f64, 0f64, 0f64, 0f64);
                             for i in 0..n_in {
                                 let a = wr[i] as f64 * decoded[t][i] as f64;
                                 tight += a;
@@ -963,14 +1091,26 @@ mod tests {
                                 loose_mag += b.abs();
                             }
                             let got = out[t * n_out + r] as f64;
-                            let ctx = format!("{ty} [{n_in}x{n_out}] tokens {n_tokens} t{t} r{r} threads {}", pool.n_threads());
+                            let ctx = format!(
+                                "{ty} [{n_in}x{n_out}] tokens {n_tokens} t{t} r{r} threads {}",
+                                pool.n_threads()
+                            );
                             // Q8_1 carries s = d·Σq rounded to f16, which the Q4_1/Q5_1
                             // dots use for the offset term: allow for that rounding.
                             let rel = if act == GgmlType::Q8_1 { 1e-3 } else { 2e-5 };
-                            assert!((got - tight).abs() <= rel * tight_mag + 1e-6, "{ctx}: {got} vs {tight} (quantized acts)");
-                            assert!((got - loose).abs() <= 0.03 * loose_mag + 1e-6, "{ctx}: {got} vs {loose} (f32 acts)");
+                            assert!(
+                                (got - tight).abs() <= rel * tight_mag + 1e-6,
+                                "{ctx}: {got} vs {tight} (quantized acts)"
+                            );
+                            assert!(
+                                (got - loose).abs() <= 0.03 * loose_mag + 1e-6,
+                                "{ctx}: {got} vs {loose} (f32 acts)"
+                            );
                             let e = exact[t * n_out + r] as f64;
-                            assert!((e - loose).abs() <= 1e-6 * loose_mag + 1e-6, "{ctx}: exact {e} vs {loose}");
+                            assert!(
+                                (e - loose).abs() <= 1e-6 * loose_mag + 1e-6,
+                                "{ctx}: exact {e} vs {loose}"
+                            );
                         }
                     }
                     // The convenience wrapper gives the same bits.
@@ -992,11 +1132,18 @@ mod tests {
         let p1 = ThreadPool::new(1);
         let p2 = ThreadPool::new(2);
         let mut scratch = ActScratch::new();
-        for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::F16] {
+        for ty in [
+            GgmlType::Q4_K,
+            GgmlType::Q8_0,
+            GgmlType::Q6_K,
+            GgmlType::F16,
+        ] {
             let (n_in, n_out, n_tokens) = (512, 300, 45);
             let (wb, _) = weights(ty, n_in, n_out, &mut rng);
             let w = QMatrix::new(ty, n_in, n_out, &wb).unwrap();
-            let x: Vec<f32> = (0..n_in * n_tokens).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let x: Vec<f32> = (0..n_in * n_tokens)
+                .map(|_| rng.random_range(-2.0..2.0))
+                .collect();
             let mut full1 = vec![0f32; n_out * n_tokens];
             let mut full2 = vec![0f32; n_out * n_tokens];
             matmul(&p1, &w, &x, &mut full1, &mut scratch).unwrap();
@@ -1005,13 +1152,28 @@ mod tests {
             // Each token alone (GEMV path) and an odd sub-batch give the same bits.
             for t in 0..n_tokens {
                 let mut one = vec![0f32; n_out];
-                matmul(&p2, &w, &x[t * n_in..(t + 1) * n_in], &mut one, &mut scratch).unwrap();
-                assert_eq!(bits(&one), bits(&full1[t * n_out..(t + 1) * n_out]), "{ty}: token {t} alone");
+                matmul(
+                    &p2,
+                    &w,
+                    &x[t * n_in..(t + 1) * n_in],
+                    &mut one,
+                    &mut scratch,
+                )
+                .unwrap();
+                assert_eq!(
+                    bits(&one),
+                    bits(&full1[t * n_out..(t + 1) * n_out]),
+                    "{ty}: token {t} alone"
+                );
             }
             let (a, b) = (3, 14);
             let mut sub = vec![0f32; n_out * (b - a)];
             matmul(&p2, &w, &x[a * n_in..b * n_in], &mut sub, &mut scratch).unwrap();
-            assert_eq!(bits(&sub), bits(&full1[a * n_out..b * n_out]), "{ty}: sub-batch");
+            assert_eq!(
+                bits(&sub),
+                bits(&full1[a * n_out..b * n_out]),
+                "{ty}: sub-batch"
+            );
         }
     }
 
@@ -1023,7 +1185,8 @@ mod tests {
         let ty = GgmlType::Q4_K;
         let (n_in, n_out, n_expert) = (256, 24, 3);
         let (wb, _) = weights(ty, n_in, n_out * n_expert, &mut rng);
-        let stack = QExperts::from_ne(ty, &[n_in as u64, n_out as u64, n_expert as u64], &wb).unwrap();
+        let stack =
+            QExperts::from_ne(ty, &[n_in as u64, n_out as u64, n_expert as u64], &wb).unwrap();
         let x: Vec<f32> = (0..n_in * 2).map(|_| rng.random_range(-1.0..1.0)).collect();
         let slab = wb.len() / n_expert;
         for e in 0..n_expert {
@@ -1051,22 +1214,52 @@ mod tests {
         let (n_in, n_out, n_expert, n_tokens) = (256, 40, 4, 9);
         let (wb, _) = weights(ty, n_in, n_out * n_expert, &mut rng);
         let stack = QExperts::new(ty, n_in, n_out, n_expert, &wb).unwrap();
-        let x: Vec<f32> = (0..n_in * n_tokens).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let x: Vec<f32> = (0..n_in * n_tokens)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
         let xq = quantize_acts(&pool, ty, &x, n_in, &mut scratch).unwrap();
         // Token lists per expert (as a router would produce), one empty.
         let lists: [&[u32]; 4] = [&[0, 3, 8], &[], &[1, 2, 4, 5, 6, 7, 8], &[5]];
-        let mut outs: Vec<Vec<f32>> = lists.iter().map(|l| vec![f32::NAN; l.len() * n_out]).collect();
+        let mut outs: Vec<Vec<f32>> = lists
+            .iter()
+            .map(|l| vec![f32::NAN; l.len() * n_out])
+            .collect();
         let mut full = vec![0f32; n_out * n_tokens];
         {
             let (o0, rest) = outs.split_at_mut(1);
             let (o1, rest) = rest.split_at_mut(1);
             let (o2, o3) = rest.split_at_mut(1);
             let mut ops = [
-                MatmulOp { w: stack.expert(0).unwrap(), xq, tokens: Some(lists[0]), out: &mut o0[0] },
-                MatmulOp { w: stack.expert(1).unwrap(), xq, tokens: Some(lists[1]), out: &mut o1[0] },
-                MatmulOp { w: stack.expert(2).unwrap(), xq, tokens: Some(lists[2]), out: &mut o2[0] },
-                MatmulOp { w: stack.expert(3).unwrap(), xq, tokens: Some(lists[3]), out: &mut o3[0] },
-                MatmulOp { w: stack.expert(2).unwrap(), xq, tokens: None, out: &mut full },
+                MatmulOp {
+                    w: stack.expert(0).unwrap(),
+                    xq,
+                    tokens: Some(lists[0]),
+                    out: &mut o0[0],
+                },
+                MatmulOp {
+                    w: stack.expert(1).unwrap(),
+                    xq,
+                    tokens: Some(lists[1]),
+                    out: &mut o1[0],
+                },
+                MatmulOp {
+                    w: stack.expert(2).unwrap(),
+                    xq,
+                    tokens: Some(lists[2]),
+                    out: &mut o2[0],
+                },
+                MatmulOp {
+                    w: stack.expert(3).unwrap(),
+                    xq,
+                    tokens: Some(lists[3]),
+                    out: &mut o3[0],
+                },
+                MatmulOp {
+                    w: stack.expert(2).unwrap(),
+                    xq,
+                    tokens: None,
+                    out: &mut full,
+                },
             ];
             matmul_batch(&pool, &mut ops).unwrap();
         }
@@ -1078,12 +1271,21 @@ mod tests {
             matmul_expert(&pool, &stack, e, &xq, &mut ref_all).unwrap();
             for (i, &t) in list.iter().enumerate() {
                 let t = t as usize;
-                assert_eq!(bits(&outs[e][i * n_out..(i + 1) * n_out]), bits(&ref_all[t * n_out..(t + 1) * n_out]), "expert {e} token {t}");
+                assert_eq!(
+                    bits(&outs[e][i * n_out..(i + 1) * n_out]),
+                    bits(&ref_all[t * n_out..(t + 1) * n_out]),
+                    "expert {e} token {t}"
+                );
             }
         }
         // A token index past the activations is an error, not a panic.
         let mut o = vec![0f32; n_out];
-        let mut bad = [MatmulOp { w: stack.expert(0).unwrap(), xq, tokens: Some(&[9]), out: &mut o }];
+        let mut bad = [MatmulOp {
+            w: stack.expert(0).unwrap(),
+            xq,
+            tokens: Some(&[9]),
+            out: &mut o,
+        }];
         assert!(matmul_batch(&pool, &mut bad).is_err());
     }
 
@@ -1104,7 +1306,10 @@ mod tests {
         // A type with no dot product.
         let q8k = vec![0u8; 292];
         let w = QMatrix::new(GgmlType::Q8_K, 256, 1, &q8k).unwrap();
-        assert!(matches!(matmul(&pool, &w, &x, &mut out[..1], &mut scratch), Err(MatmulError::Dot(_))));
+        assert!(matches!(
+            matmul(&pool, &w, &x, &mut out[..1], &mut scratch),
+            Err(MatmulError::Dot(_))
+        ));
         // Activations quantized for another weight type.
         let w = QMatrix::new(GgmlType::Q4_K, 256, 4, &data).unwrap();
         let xq = quantize_acts(&pool, GgmlType::Q8_0, &x, 256, &mut scratch).unwrap();

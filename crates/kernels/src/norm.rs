@@ -8,7 +8,11 @@ use crate::simd::has_avx2_fma;
 /// # Panics
 /// If `x`, `weight` and `out` differ in length (a shape bug in the caller).
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    assert_eq!(x.len(), weight.len(), "rms_norm: x and weight lengths differ");
+    assert_eq!(
+        x.len(),
+        weight.len(),
+        "rms_norm: x and weight lengths differ"
+    );
     assert_eq!(x.len(), out.len(), "rms_norm: x and out lengths differ");
     let scale = rms_scale(x, eps);
     mul_scaled(x, weight, scale, out);
@@ -16,7 +20,11 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 
 /// In-place [`rms_norm`].
 pub fn rms_norm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
-    assert_eq!(x.len(), weight.len(), "rms_norm: x and weight lengths differ");
+    assert_eq!(
+        x.len(),
+        weight.len(),
+        "rms_norm: x and weight lengths differ"
+    );
     let scale = rms_scale(x, eps);
     dispatch_inplace(x, weight, scale);
 }
@@ -124,7 +132,10 @@ mod tests {
     fn reference(x: &[f32], w: &[f32], eps: f64) -> Vec<f64> {
         let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64;
         let s = 1.0 / (ms + eps).sqrt();
-        x.iter().zip(w).map(|(a, b)| *a as f64 * s * *b as f64).collect()
+        x.iter()
+            .zip(w)
+            .map(|(a, b)| *a as f64 * s * *b as f64)
+            .collect()
     }
 
     #[test]
@@ -141,7 +152,10 @@ mod tests {
                 rms_norm_inplace(&mut inplace, &w, eps);
                 assert_eq!(out, inplace);
                 for (i, (o, r)) in out.iter().zip(&want).enumerate() {
-                    assert!((*o as f64 - r).abs() <= 1e-5 * (1.0 + r.abs()), "n={n} i={i}: {o} vs {r}");
+                    assert!(
+                        (*o as f64 - r).abs() <= 1e-5 * (1.0 + r.abs()),
+                        "n={n} i={i}: {o} vs {r}"
+                    );
                 }
                 let mut unw = x.clone();
                 rms_norm_unweighted_inplace(&mut unw, eps);

@@ -118,18 +118,30 @@ impl ThreadPool {
             sleepers: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
-            job: std::cell::UnsafeCell::new(Job { f: &|_, _| {}, n_items: 0, chunk: 1 }),
+            job: std::cell::UnsafeCell::new(Job {
+                f: &|_, _| {},
+                n_items: 0,
+                chunk: 1,
+            }),
             panic: Mutex::new(None),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
             submit: Mutex::new(()),
         });
-        let cpus = if pin { topology::one_cpu_per_core() } else { Vec::new() };
+        let cpus = if pin {
+            topology::one_cpu_per_core()
+        } else {
+            Vec::new()
+        };
         let pinned_ok = Arc::new(AtomicUsize::new(0));
         let workers = (1..n_threads)
             .map(|tid| {
                 let shared = Arc::clone(&shared);
-                let cpu = if cpus.len() > 1 { Some(cpus[tid % cpus.len()]) } else { None };
+                let cpu = if cpus.len() > 1 {
+                    Some(cpus[tid % cpus.len()])
+                } else {
+                    None
+                };
                 let pinned_ok = Arc::clone(&pinned_ok);
                 std::thread::Builder::new()
                     .name(format!("ferromoe-worker-{tid}"))
@@ -157,7 +169,12 @@ impl ThreadPool {
                 std::thread::yield_now();
             }
         }
-        ThreadPool { shared, workers, n_threads, pinned }
+        ThreadPool {
+            shared,
+            workers,
+            n_threads,
+            pinned,
+        }
     }
 
     /// A pool sized by [`default_threads`].
@@ -253,14 +270,20 @@ impl ThreadPool {
         // SAFETY: no worker is inside an op (the previous op was closed and all that
         // entered it are done, and we hold `submit`), so nobody reads `job` now.
         unsafe {
-            *sh.job.get() = Job { f: f_static, n_items, chunk };
+            *sh.job.get() = Job {
+                f: f_static,
+                n_items,
+                chunk,
+            };
         }
         sh.panicked.store(false, Ordering::Relaxed);
         sh.next.0.store(0, Ordering::Relaxed);
         sh.done.0.store(0, Ordering::Relaxed);
         let epoch = sh.epoch.0.load(Ordering::Relaxed).wrapping_add(1);
         // Release: a worker that enters (Acquire CAS on `admit`) sees `job`, `next`, `done`.
-        sh.admit.0.store((epoch & 0xffff_ffff) << 32, Ordering::Release);
+        sh.admit
+            .0
+            .store((epoch & 0xffff_ffff) << 32, Ordering::Release);
         // SeqCst pairs with the worker's SeqCst `sleepers` increment + epoch re-check
         // (see `wait_for_epoch`) so a wake-up can never be lost.
         sh.epoch.0.store(epoch, Ordering::SeqCst);
@@ -388,7 +411,11 @@ fn enter(sh: &Shared, epoch: u64) -> bool {
         if cur >> 32 != (epoch & 0xffff_ffff) || cur & CLOSED != 0 {
             return false;
         }
-        match sh.admit.0.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire) {
+        match sh
+            .admit
+            .0
+            .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => return true,
             Err(now) => cur = now,
         }
@@ -427,7 +454,9 @@ pub fn default_threads() -> usize {
     if n > 0 {
         n
     } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     }
 }
 
@@ -462,10 +491,14 @@ mod topology {
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-                let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+                let n = std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1);
                 return (0..n).collect();
             }
-            (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
         }
     }
 
@@ -670,6 +703,11 @@ mod tests {
     fn default_threads_is_positive() {
         let n = default_threads();
         assert!(n >= 1);
-        assert!(n <= std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1));
+        assert!(
+            n <= std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .max(1)
+        );
     }
 }

@@ -100,9 +100,16 @@ impl RopeParams {
     /// If `cache.len() != n_dims`, `n_dims` is odd, or `freq_factors` is too short.
     pub fn cache(&self, pos: i32, freq_factors: Option<&[f32]>, cache: &mut [f32]) {
         assert!(self.n_dims % 2 == 0, "rope: n_dims {} is odd", self.n_dims);
-        assert_eq!(cache.len(), self.n_dims, "rope: cache length must be n_dims");
+        assert_eq!(
+            cache.len(),
+            self.n_dims,
+            "rope: cache length must be n_dims"
+        );
         if let Some(ff) = freq_factors {
-            assert!(ff.len() >= self.n_dims / 2, "rope: freq_factors shorter than n_dims/2");
+            assert!(
+                ff.len() >= self.n_dims / 2,
+                "rope: freq_factors shorter than n_dims/2"
+            );
         }
         let theta_scale = self.freq_base.powf(-2.0 / self.n_dims as f32);
         let corr = self.corr_dims();
@@ -173,8 +180,14 @@ pub fn rope_apply(x: &mut [f32], cache: &[f32], mode: RopeMode) {
 /// # Panics
 /// If `x.len()` is not a multiple of `head_dim` or `offset + cache.len() > head_dim`.
 pub fn rope_heads(x: &mut [f32], head_dim: usize, offset: usize, cache: &[f32], mode: RopeMode) {
-    assert!(head_dim > 0 && x.len() % head_dim == 0, "rope: length not a multiple of head_dim");
-    assert!(offset + cache.len() <= head_dim, "rope: rotated range exceeds the head");
+    assert!(
+        head_dim > 0 && x.len() % head_dim == 0,
+        "rope: length not a multiple of head_dim"
+    );
+    assert!(
+        offset + cache.len() <= head_dim,
+        "rope: rotated range exceeds the head"
+    );
     for head in x.chunks_exact_mut(head_dim) {
         rope_apply(&mut head[offset..], cache, mode);
     }
@@ -200,7 +213,11 @@ pub fn deepseek2_yarn_scales(
     yarn_log_multiplier: f32,
 ) -> (f32, f32) {
     let l = (1.0 / freq_scale).ln();
-    let rope_attn = if ext_factor != 0.0 { attn_factor_org / (1.0 + 0.1 * l) } else { attn_factor_org };
+    let rope_attn = if ext_factor != 0.0 {
+        attn_factor_org / (1.0 + 0.1 * l)
+    } else {
+        attn_factor_org
+    };
     let kq_mscale = attn_factor_org * (1.0 + yarn_log_multiplier * l);
     (rope_attn, kq_mscale)
 }
@@ -214,7 +231,10 @@ mod tests {
     fn reference(x: &[f32], pos: i32, p: &RopeParams, ff: Option<&[f32]>) -> Vec<f64> {
         let d = p.n_dims as f64;
         let base = p.freq_base as f64;
-        let corr_dim = |n_rot: f64| d * (p.n_ctx_orig as f64 / (n_rot * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln());
+        let corr_dim = |n_rot: f64| {
+            d * (p.n_ctx_orig as f64 / (n_rot * 2.0 * std::f64::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
         let lo = corr_dim(p.beta_fast as f64).floor().max(0.0);
         let hi = corr_dim(p.beta_slow as f64).ceil().min(d - 1.0);
         let fs = p.freq_scale as f64;
@@ -225,7 +245,10 @@ mod tests {
             let (theta, m) = if p.ext_factor != 0.0 {
                 let y = (j as f64 - lo) / (hi - lo).max(0.001);
                 let r = (1.0 - y.clamp(0.0, 1.0)) * p.ext_factor as f64;
-                (interp * (1.0 - r) + ext * r, p.attn_factor as f64 * (1.0 + 0.1 * (1.0 / fs).ln()))
+                (
+                    interp * (1.0 - r) + ext * r,
+                    p.attn_factor as f64 * (1.0 + 0.1 * (1.0 / fs).ln()),
+                )
             } else {
                 (interp, p.attn_factor as f64)
             };
@@ -245,7 +268,9 @@ mod tests {
         let n_heads = 3;
         let mut cache = vec![0f32; p.n_dims];
         for &pos in positions {
-            let x: Vec<f32> = (0..n_heads * head_dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let x: Vec<f32> = (0..n_heads * head_dim)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
             let mut y = x.clone();
             p.cache(pos, ff, &mut cache);
             rope_heads(&mut y, head_dim, offset, &cache, p.mode);
@@ -259,7 +284,10 @@ mod tests {
                         assert_eq!(y[base + i], x[base + i], "untouched element changed");
                     } else {
                         let w = want[i - offset];
-                        assert!((got - w).abs() <= tol, "{p:?} pos {pos} head {h} dim {i}: {got} vs {w}");
+                        assert!(
+                            (got - w).abs() <= tol,
+                            "{p:?} pos {pos} head {h} dim {i}: {got} vs {w}"
+                        );
                     }
                 }
             }
@@ -269,17 +297,41 @@ mod tests {
     #[test]
     fn plain_rope_both_modes() {
         for mode in [RopeMode::Norm, RopeMode::Neox] {
-            check(RopeParams::new(128, mode, 10000.0), 128, 0, &[0, 1, 7, 100, 1000], None);
-            check(RopeParams::new(64, mode, 1_000_000.0), 64, 0, &[3, 4095], None);
+            check(
+                RopeParams::new(128, mode, 10000.0),
+                128,
+                0,
+                &[0, 1, 7, 100, 1000],
+                None,
+            );
+            check(
+                RopeParams::new(64, mode, 1_000_000.0),
+                64,
+                0,
+                &[3, 4095],
+                None,
+            );
         }
     }
 
     #[test]
     fn partial_and_offset_rotation() {
         // DeepSeek-style: 192-wide query head, the last 64 rotated (NORM).
-        check(RopeParams::new(64, RopeMode::Norm, 10000.0), 192, 128, &[0, 5, 300], None);
+        check(
+            RopeParams::new(64, RopeMode::Norm, 10000.0),
+            192,
+            128,
+            &[0, 5, 300],
+            None,
+        );
         // Partial rotary at the front (n_dims < head_dim, offset 0), NEOX.
-        check(RopeParams::new(32, RopeMode::Neox, 10000.0), 128, 0, &[9, 77], None);
+        check(
+            RopeParams::new(32, RopeMode::Neox, 10000.0),
+            128,
+            0,
+            &[9, 77],
+            None,
+        );
     }
 
     #[test]
@@ -294,11 +346,18 @@ mod tests {
             };
             check(p, 64, 0, &[0, 1, 17, 2000, 60000], None);
             let (ra, _) = deepseek2_yarn_scales(1.0, p.freq_scale, 1.0, 0.0707);
-            let p2 = RopeParams { attn_factor: ra, ..p };
+            let p2 = RopeParams {
+                attn_factor: ra,
+                ..p
+            };
             assert!((p2.mscale() - 1.0).abs() < 1e-6);
             check(p2, 192, 128, &[5, 4096], None);
             // Linear interpolation only (ext_factor 0): magnitude is attn_factor.
-            let p3 = RopeParams { freq_scale: 0.25, attn_factor: 0.9, ..RopeParams::new(64, mode, 10000.0) };
+            let p3 = RopeParams {
+                freq_scale: 0.25,
+                attn_factor: 0.9,
+                ..RopeParams::new(64, mode, 10000.0)
+            };
             check(p3, 64, 0, &[33, 999], None);
         }
     }
@@ -306,13 +365,24 @@ mod tests {
     #[test]
     fn freq_factors_divide_the_angle() {
         let ff: Vec<f32> = (0..32).map(|j| 1.0 + j as f32 * 0.25).collect();
-        check(RopeParams::new(64, RopeMode::Neox, 500000.0), 64, 0, &[1, 250], Some(&ff));
+        check(
+            RopeParams::new(64, RopeMode::Neox, 500000.0),
+            64,
+            0,
+            &[1, 250],
+            Some(&ff),
+        );
     }
 
     #[test]
     fn corr_dims_known_values() {
         // DeepSeek-V2-Lite: n_dims 64, base 10000, n_ctx_orig 4096, β 32 / 1.
-        let p = RopeParams { n_ctx_orig: 4096, ext_factor: 1.0, freq_scale: 1.0 / 40.0, ..RopeParams::new(64, RopeMode::Norm, 10000.0) };
+        let p = RopeParams {
+            n_ctx_orig: 4096,
+            ext_factor: 1.0,
+            freq_scale: 1.0 / 40.0,
+            ..RopeParams::new(64, RopeMode::Norm, 10000.0)
+        };
         let c = p.corr_dims();
         // corr_dim(32) = 64·ln(4096/(64π))/(2 ln 1e4) = 10.52… → floor 10;
         // corr_dim(1) = 64·ln(4096/(2π))/(2 ln 1e4) = 22.5… → ceil 23.

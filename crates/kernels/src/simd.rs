@@ -66,7 +66,10 @@ pub mod avx2 {
         let too_small = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
         let too_big = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
         let xc = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
-        let n = _mm256_round_ps(_mm256_mul_ps(xc, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        let n = _mm256_round_ps(
+            _mm256_mul_ps(xc, log2e),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
         let r = _mm256_fnmadd_ps(n, ln2_hi, xc);
         let r = _mm256_fnmadd_ps(n, ln2_lo, r);
         // e^r ≈ 1 + r + r²/2 + … + r⁶/720 (Horner).
@@ -127,12 +130,24 @@ mod tests {
         }
         assert!(worst < 4e-7, "worst relative error {worst}");
         // Edges.
-        let edge = [-100.0f32, -87.5, 89.0, 1000.0, f32::NEG_INFINITY, f32::INFINITY, f32::NAN, 0.0];
+        let edge = [
+            -100.0f32,
+            -87.5,
+            89.0,
+            1000.0,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            f32::NAN,
+            0.0,
+        ];
         let mut out = [0f32; 8];
         // SAFETY: as above.
         unsafe {
             use std::arch::x86_64::*;
-            _mm256_storeu_ps(out.as_mut_ptr(), avx2::exp_ps(_mm256_loadu_ps(edge.as_ptr())));
+            _mm256_storeu_ps(
+                out.as_mut_ptr(),
+                avx2::exp_ps(_mm256_loadu_ps(edge.as_ptr())),
+            );
         }
         assert_eq!(&out[..4], &[0.0, 0.0, f32::INFINITY, f32::INFINITY]);
         assert_eq!(out[4], 0.0);

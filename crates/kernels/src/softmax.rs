@@ -133,8 +133,15 @@ mod tests {
                     assert!((*a as f64 - b).abs() <= 1e-6 + 1e-5 * b, "{a} vs {b}");
                 }
                 // Scaled + masked (causal-style mask: last third excluded).
-                let mask: Vec<f32> =
-                    (0..n).map(|i| if i >= n - n / 3 && i > 0 { f32::NEG_INFINITY } else { rng.random_range(-1.0..0.0) }).collect();
+                let mask: Vec<f32> = (0..n)
+                    .map(|i| {
+                        if i >= n - n / 3 && i > 0 {
+                            f32::NEG_INFINITY
+                        } else {
+                            rng.random_range(-1.0..0.0)
+                        }
+                    })
+                    .collect();
                 let mut y = x.clone();
                 softmax_scaled_masked_inplace(&mut y, 0.125, Some(&mask));
                 let want = reference(&x, 0.125, Some(&mask));

@@ -43,11 +43,15 @@ fn hot_path_does_not_allocate() {
     let pool = ThreadPool::new(2);
     let (n_in, n_out, n_tok) = (512usize, 96usize, 9usize);
     let ty = quant::GgmlType::Q4_K;
-    let src: Vec<f32> = (0..n_in * n_out).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let src: Vec<f32> = (0..n_in * n_out)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
     let mut wb = vec![0u8; ty.row_bytes((n_in * n_out) as u64).unwrap() as usize];
     quant::quantize(ty, &src, &mut wb).unwrap();
     let w = QMatrix::new(ty, n_in, n_out, &wb).unwrap();
-    let x: Vec<f32> = (0..n_in * n_tok).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+    let x: Vec<f32> = (0..n_in * n_tok)
+        .map(|i| (i % 13) as f32 * 0.1 - 0.6)
+        .collect();
     let mut out = vec![0f32; n_out * n_tok];
     let mut out_b = vec![0f32; n_out * 3];
     let mut scratch = ActScratch::new();
@@ -62,7 +66,12 @@ fn hot_path_does_not_allocate() {
         matmul(pool, &w, &x[..n_in], &mut out[..n_out], scratch).unwrap(); // GEMV
         matmul(pool, &w, &x, &mut out, scratch).unwrap(); // GEMM
         let xq = quantize_acts(pool, ty, &x, n_in, scratch).unwrap();
-        let mut ops = [MatmulOp { w, xq, tokens: Some(&tokens), out: &mut out_b }];
+        let mut ops = [MatmulOp {
+            w,
+            xq,
+            tokens: Some(&tokens),
+            out: &mut out_b,
+        }];
         matmul_batch(pool, &mut ops).unwrap();
         pool.run(1000, |r, _| {
             std::hint::black_box(r);
@@ -82,5 +91,9 @@ fn hot_path_does_not_allocate() {
         step(&pool, &mut scratch);
     }
     ARMED.store(false, Ordering::SeqCst);
-    assert_eq!(ALLOCS.load(Ordering::Relaxed), 0, "allocations on the hot path");
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        0,
+        "allocations on the hot path"
+    );
 }

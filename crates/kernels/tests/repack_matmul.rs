@@ -5,7 +5,9 @@
 //!   batch, through `matmul_batch` with a routed token subset, or on 1 or 2 threads;
 //! - row slices of packed matrices and shape errors.
 
-use kernels::matmul::{matmul, matmul_acts, matmul_batch, quantize_acts, ActScratch, MatmulOp, QMatrix};
+use kernels::matmul::{
+    matmul, matmul_acts, matmul_batch, quantize_acts, ActScratch, MatmulOp, QMatrix,
+};
 use kernels::ThreadPool;
 use quant::repack::{self, PackedType};
 use quant::GgmlType;
@@ -16,7 +18,9 @@ fn weights(n_in: usize, n_out: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     let mut x = seed;
     let src: Vec<f32> = (0..n_in * n_out)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
         })
         .collect();
@@ -28,7 +32,9 @@ fn weights(n_in: usize, n_out: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn acts(n_in: usize, n_tok: usize) -> Vec<f32> {
-    (0..n_in * n_tok).map(|i| (((i * 7919) % 2003) as f32 / 1001.0 - 1.0) * 1.5).collect()
+    (0..n_in * n_tok)
+        .map(|i| (((i * 7919) % 2003) as f32 / 1001.0 - 1.0) * 1.5)
+        .collect()
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -54,12 +60,19 @@ fn packed_matches_file_order_and_is_batch_invariant() {
             let mag: f32 = xt.iter().map(|v| v.abs()).sum::<f32>() * 0.1;
             for r in 0..n_out {
                 let (a, b) = (got[t * n_out + r], want[t * n_out + r]);
-                assert!((a - b).abs() <= 1e-5 * mag, "{threads} threads, token {t} row {r}: packed {a} vs file {b}");
+                assert!(
+                    (a - b).abs() <= 1e-5 * mag,
+                    "{threads} threads, token {t} row {r}: packed {a} vs file {b}"
+                );
             }
             // Alone (GEMV) vs in the batch: bit-identical.
             let mut one = vec![0f32; n_out];
             matmul(&pool, &wp, xt, &mut one, &mut scratch).unwrap();
-            assert_eq!(bits(&one), bits(&got[t * n_out..(t + 1) * n_out]), "{threads} threads, token {t}");
+            assert_eq!(
+                bits(&one),
+                bits(&got[t * n_out..(t + 1) * n_out]),
+                "{threads} threads, token {t}"
+            );
         }
         // A routed subset through matmul_batch, with a row slice as a second product.
         let xq = quantize_acts(&pool, TY, &x, n_in, &mut scratch).unwrap();
@@ -69,17 +82,35 @@ fn packed_matches_file_order_and_is_batch_invariant() {
         let mut sub2 = vec![0f32; n_tok * 24];
         {
             let mut ops = [
-                MatmulOp { w: wp, xq, tokens: Some(&tokens), out: &mut sub },
-                MatmulOp { w: slice, xq, tokens: None, out: &mut sub2 },
+                MatmulOp {
+                    w: wp,
+                    xq,
+                    tokens: Some(&tokens),
+                    out: &mut sub,
+                },
+                MatmulOp {
+                    w: slice,
+                    xq,
+                    tokens: None,
+                    out: &mut sub2,
+                },
             ];
             matmul_batch(&pool, &mut ops).unwrap();
         }
         for (i, &t) in tokens.iter().enumerate() {
             let t = t as usize;
-            assert_eq!(bits(&sub[i * n_out..(i + 1) * n_out]), bits(&got[t * n_out..(t + 1) * n_out]), "subset {i}");
+            assert_eq!(
+                bits(&sub[i * n_out..(i + 1) * n_out]),
+                bits(&got[t * n_out..(t + 1) * n_out]),
+                "subset {i}"
+            );
         }
         for t in 0..n_tok {
-            assert_eq!(bits(&sub2[t * 24..(t + 1) * 24]), bits(&got[t * n_out + 16..t * n_out + 40]), "slice, token {t}");
+            assert_eq!(
+                bits(&sub2[t * 24..(t + 1) * 24]),
+                bits(&got[t * n_out + 16..t * n_out + 40]),
+                "slice, token {t}"
+            );
         }
         let mut again = vec![0f32; n_tok * n_out];
         matmul_acts(&pool, &wp, &xq, &mut again).unwrap();
@@ -98,6 +129,13 @@ fn packed_shape_errors() {
     assert!(e.to_string().contains("groups of 8"), "{e}");
     let pool = ThreadPool::new(1);
     let mut out = vec![0f32; n_out];
-    let e = kernels::matmul::matmul_exact(&pool, &wp, &vec![0f32; n_in], &mut out, &mut Default::default()).unwrap_err();
+    let e = kernels::matmul::matmul_exact(
+        &pool,
+        &wp,
+        &vec![0f32; n_in],
+        &mut out,
+        &mut Default::default(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("exact mode"), "{e}");
 }

@@ -42,12 +42,20 @@ static GLOBAL: Counting = Counting;
 fn packed_matmuls_do_not_allocate() {
     let pool = ThreadPool::new(2);
     let (n_in, n_out, n_tok) = (512usize, 96usize, 9usize);
-    let x: Vec<f32> = (0..n_in * n_tok).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+    let x: Vec<f32> = (0..n_in * n_tok)
+        .map(|i| (i % 13) as f32 * 0.1 - 0.6)
+        .collect();
     let tokens = [0u32, 4, 8, 4, 1];
     let mut cases = Vec::new();
-    for ty in [quant::GgmlType::Q4_K, quant::GgmlType::Q8_0, quant::GgmlType::Q5_0] {
+    for ty in [
+        quant::GgmlType::Q4_K,
+        quant::GgmlType::Q8_0,
+        quant::GgmlType::Q5_0,
+    ] {
         // Any bytes are valid quants for the kernels; scales set to 0.01.
-        let mut file: Vec<u8> = (0..ty.row_bytes((n_in * n_out) as u64).unwrap() as usize).map(|i| (i * 131 % 251) as u8).collect();
+        let mut file: Vec<u8> = (0..ty.row_bytes((n_in * n_out) as u64).unwrap() as usize)
+            .map(|i| (i * 131 % 251) as u8)
+            .collect();
         let d = quant::Half::from_f32(0.01).0;
         for blk in file.chunks_exact_mut(ty.type_size()) {
             blk[..2].copy_from_slice(&d);
@@ -67,7 +75,12 @@ fn packed_matmuls_do_not_allocate() {
             matmul(&pool, &w, &x[..n_in], &mut out[..n_out], scratch).unwrap(); // GEMV
             matmul(&pool, &w, &x, &mut out, scratch).unwrap(); // GEMM
             let xq = quantize_acts(&pool, pt.source(), &x, n_in, scratch).unwrap();
-            let mut ops = [MatmulOp { w, xq, tokens: Some(&tokens), out: &mut out_b }];
+            let mut ops = [MatmulOp {
+                w,
+                xq,
+                tokens: Some(&tokens),
+                out: &mut out_b,
+            }];
             matmul_batch(&pool, &mut ops).unwrap();
         }
     };
@@ -79,6 +92,10 @@ fn packed_matmuls_do_not_allocate() {
         step(&mut cases);
     }
     ARMED.store(false, Ordering::SeqCst);
-    assert_eq!(ALLOCS.load(Ordering::Relaxed), 0, "allocations on the packed hot path");
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        0,
+        "allocations on the packed hot path"
+    );
     assert!(out.iter().chain(&out_b).all(|v| v.is_finite()));
 }

@@ -5,7 +5,9 @@
 use kernels::{activation, norm, simd, softmax, vector};
 
 fn lcg(seed: &mut u64) -> f32 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
@@ -31,12 +33,20 @@ fn run_all(x: &[f32], w: &[f32], g: &[f32], mask: &[f32]) -> Outputs {
     vector::add_inplace(&mut axpy, g);
     vector::mul_inplace(&mut axpy, w);
     vector::scale_inplace(&mut axpy, 1.5);
-    Outputs { rms, glu, soft, axpy }
+    Outputs {
+        rms,
+        glu,
+        soft,
+        axpy,
+    }
 }
 
 fn close(a: &[f32], b: &[f64], rel: f64, what: &str) {
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((*x as f64 - y).abs() <= rel * (1.0 + y.abs()), "{what}[{i}]: {x} vs {y}");
+        assert!(
+            (*x as f64 - y).abs() <= rel * (1.0 + y.abs()),
+            "{what}[{i}]: {x} vs {y}"
+        );
     }
 }
 
@@ -47,7 +57,9 @@ fn scalar_paths_match_simd_and_f64() {
     let x: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 4.0).collect();
     let w: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
     let g: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 12.0).collect();
-    let mask: Vec<f32> = (0..n).map(|i| if i % 5 == 0 { f32::NEG_INFINITY } else { 0.0 }).collect();
+    let mask: Vec<f32> = (0..n)
+        .map(|i| if i % 5 == 0 { f32::NEG_INFINITY } else { 0.0 })
+        .collect();
 
     simd::force_scalar(false);
     let fast = run_all(&x, &w, &g, &mask);
@@ -59,9 +71,24 @@ fn scalar_paths_match_simd_and_f64() {
     // f64 references.
     let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / n as f64;
     let s = 1.0 / (ms + 1e-6).sqrt();
-    let rms: Vec<f64> = x.iter().zip(&w).map(|(a, b)| *a as f64 * s * *b as f64).collect();
-    let glu: Vec<f64> = g.iter().zip(&w).map(|(a, b)| { let a = *a as f64; a / (1.0 + (-a).exp()) * *b as f64 }).collect();
-    let y: Vec<f64> = x.iter().zip(&mask).map(|(a, m)| *a as f64 * 3.0 + *m as f64).collect();
+    let rms: Vec<f64> = x
+        .iter()
+        .zip(&w)
+        .map(|(a, b)| *a as f64 * s * *b as f64)
+        .collect();
+    let glu: Vec<f64> = g
+        .iter()
+        .zip(&w)
+        .map(|(a, b)| {
+            let a = *a as f64;
+            a / (1.0 + (-a).exp()) * *b as f64
+        })
+        .collect();
+    let y: Vec<f64> = x
+        .iter()
+        .zip(&mask)
+        .map(|(a, m)| *a as f64 * 3.0 + *m as f64)
+        .collect();
     let mx = y.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = y.iter().map(|v| (v - mx).exp()).collect();
     let se: f64 = e.iter().sum();

@@ -14,7 +14,11 @@ pub enum ModelError {
     UnsupportedArch { file: String, arch: String },
     /// A tensor is present but its shape or type does not fit the hyper-parameters.
     #[error("{file}: tensor '{name}': {problem}")]
-    BadTensor { file: String, name: String, problem: String },
+    BadTensor {
+        file: String,
+        name: String,
+        problem: String,
+    },
     /// Hyper-parameters that contradict each other or are out of range.
     #[error("{file}: {problem}")]
     BadConfig { file: String, problem: String },

@@ -151,7 +151,15 @@ impl Model {
         tokens: &[u32],
         which: Logits,
     ) -> Result<&'s [f32], ModelError> {
-        self.forward_batch(pool, st, &mut [BatchSeq { kv, tokens, logits: which }])
+        self.forward_batch(
+            pool,
+            st,
+            &mut [BatchSeq {
+                kv,
+                tokens,
+                logits: which,
+            }],
+        )
     }
 
     /// Runs several sequences' new tokens in one pass (prompt chunks and decode steps
@@ -169,7 +177,9 @@ impl Model {
         let w = &self.weights;
         for s in seqs.iter() {
             if s.tokens.is_empty() {
-                return Err(ModelError::Input("forward: a sequence has no tokens".into()));
+                return Err(ModelError::Input(
+                    "forward: a sequence has no tokens".into(),
+                ));
             }
             if s.kv.len() + s.tokens.len() > s.kv.n_ctx() {
                 return Err(ModelError::Input(format!(
@@ -180,7 +190,10 @@ impl Model {
                 )));
             }
             if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
-                return Err(ModelError::Input(format!("token id {bad} is outside the vocabulary (size {})", c.n_vocab)));
+                return Err(ModelError::Input(format!(
+                    "token id {bad} is outside the vocabulary (size {})",
+                    c.n_vocab
+                )));
             }
         }
         if seqs.is_empty() {
@@ -189,7 +202,8 @@ impl Model {
         // Which sequence and position each row of the batch belongs to.
         st.token_pos.clear();
         for (si, s) in seqs.iter().enumerate() {
-            st.token_pos.extend((0..s.tokens.len()).map(|i| (si, s.kv.len() + i)));
+            st.token_pos
+                .extend((0..s.tokens.len()).map(|i| (si, s.kv.len() + i)));
         }
         let n = st.token_pos.len();
 
@@ -197,18 +211,33 @@ impl Model {
         let x = buf(&mut st.x, n * c.dim);
         for (t, &tok) in seqs.iter().flat_map(|s| s.tokens.iter()).enumerate() {
             let e = &w.token_embd;
-            quant::dequantize_row(e.ty, e.data(), tok as usize, &mut x[t * c.dim..(t + 1) * c.dim])?;
+            quant::dequantize_row(
+                e.ty,
+                e.data(),
+                tok as usize,
+                &mut x[t * c.dim..(t + 1) * c.dim],
+            )?;
         }
 
         for (il, layer) in w.layers.iter().enumerate() {
-            norm_rows(&st.x[..n * c.dim], &layer.attn_norm, c.rms_eps, buf(&mut st.xb, n * c.dim));
+            norm_rows(
+                &st.x[..n * c.dim],
+                &layer.attn_norm,
+                c.rms_eps,
+                buf(&mut st.xb, n * c.dim),
+            );
             match &layer.attn {
                 Attention::Gqa(a) => self.attention_gqa(pool, st, seqs, il, a)?,
                 Attention::Mla(a) => self.attention_mla(pool, st, seqs, il, a)?,
             }
             add_inplace(&mut st.x[..n * c.dim], &st.block_out[..n * c.dim]);
 
-            norm_rows(&st.x[..n * c.dim], &layer.ffn_norm, c.rms_eps, buf(&mut st.xb, n * c.dim));
+            norm_rows(
+                &st.x[..n * c.dim],
+                &layer.ffn_norm,
+                c.rms_eps,
+                buf(&mut st.xb, n * c.dim),
+            );
             match &layer.ffn {
                 Ffn::Dense(f) => {
                     let out = std::mem::take(&mut st.block_out);
@@ -232,14 +261,21 @@ impl Model {
                 Logits::All => (first_row, s.tokens.len()),
             };
             for r in from..from + count {
-                let out = &mut buf(&mut st.xb, (rows + 1) * c.dim)[rows * c.dim..(rows + 1) * c.dim];
-                rms_norm(&st.x[r * c.dim..(r + 1) * c.dim], &w.output_norm, c.rms_eps, out);
+                let out =
+                    &mut buf(&mut st.xb, (rows + 1) * c.dim)[rows * c.dim..(rows + 1) * c.dim];
+                rms_norm(
+                    &st.x[r * c.dim..(r + 1) * c.dim],
+                    &w.output_norm,
+                    c.rms_eps,
+                    out,
+                );
                 rows += 1;
             }
             first_row += s.tokens.len();
         }
         let logits = buf(&mut st.logits, rows * c.n_vocab);
-        st.linear.forward(pool, &w.output, 0, &st.xb[..rows * c.dim], logits)?;
+        st.linear
+            .forward(pool, &w.output, 0, &st.xb[..rows * c.dim], logits)?;
         Ok(&st.logits[..rows * c.n_vocab])
     }
 
@@ -260,23 +296,49 @@ impl Model {
         st.linear.forward_multi(
             pool,
             xb,
-            &mut [(&a.wq, buf(&mut st.q, n * q_w)), (&a.wk, buf(&mut st.k, n * k_w)), (&a.wv, buf(&mut st.v, n * v_w))],
+            &mut [
+                (&a.wq, buf(&mut st.q, n * q_w)),
+                (&a.wk, buf(&mut st.k, n * k_w)),
+                (&a.wv, buf(&mut st.v, n * v_w)),
+            ],
         )?;
-        for (m, bias, width) in [(&mut st.q, &a.bq, q_w), (&mut st.k, &a.bk, k_w), (&mut st.v, &a.bv, v_w)] {
+        for (m, bias, width) in [
+            (&mut st.q, &a.bq, q_w),
+            (&mut st.k, &a.bk, k_w),
+            (&mut st.v, &a.bv, v_w),
+        ] {
             if let Some(b) = bias {
-                m[..n * width].chunks_exact_mut(width).for_each(|row| add_inplace(row, b));
+                m[..n * width]
+                    .chunks_exact_mut(width)
+                    .for_each(|row| add_inplace(row, b));
             }
         }
         if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
-            st.q[..n * q_w].chunks_exact_mut(hd).for_each(|h| rms_norm_inplace(h, qn, c.rms_eps));
-            st.k[..n * k_w].chunks_exact_mut(hd).for_each(|h| rms_norm_inplace(h, kn, c.rms_eps));
+            st.q[..n * q_w]
+                .chunks_exact_mut(hd)
+                .for_each(|h| rms_norm_inplace(h, qn, c.rms_eps));
+            st.k[..n * k_w]
+                .chunks_exact_mut(hd)
+                .for_each(|h| rms_norm_inplace(h, kn, c.rms_eps));
         }
         // Rotate q and k, and store k and v in each token's cache.
         let rope_cache = buf(&mut st.rope_cache, c.rope.n_dims);
         for (t, &(si, pos)) in st.token_pos.iter().enumerate() {
             c.rope.cache(pos as i32, None, rope_cache);
-            rope_heads(&mut st.q[t * q_w..(t + 1) * q_w], hd, 0, rope_cache, c.rope.mode);
-            rope_heads(&mut st.k[t * k_w..(t + 1) * k_w], hd, 0, rope_cache, c.rope.mode);
+            rope_heads(
+                &mut st.q[t * q_w..(t + 1) * q_w],
+                hd,
+                0,
+                rope_cache,
+                c.rope.mode,
+            );
+            rope_heads(
+                &mut st.k[t * k_w..(t + 1) * k_w],
+                hd,
+                0,
+                rope_cache,
+                c.rope.mode,
+            );
             let (k_cache, v_cache) = seqs[si].kv.gqa(il);
             k_cache[pos * k_w..(pos + 1) * k_w].copy_from_slice(&st.k[t * k_w..(t + 1) * k_w]);
             v_cache[pos * v_w..(pos + 1) * v_w].copy_from_slice(&st.v[t * v_w..(t + 1) * v_w]);
@@ -310,7 +372,13 @@ impl Model {
             );
             t0 += m;
         }
-        st.linear.forward(pool, &a.wo, 0, &st.att_out[..n * c.n_head * hdv], buf(&mut st.block_out, n * c.dim))
+        st.linear.forward(
+            pool,
+            &a.wo,
+            0,
+            &st.att_out[..n * c.n_head * hdv],
+            buf(&mut st.block_out, n * c.dim),
+        )
     }
 
     /// DeepSeek MLA in the absorbed form; writes `st.block_out`.
@@ -336,18 +404,43 @@ impl Model {
         match (&a.q_a, &a.q_a_norm) {
             (Some(q_a), Some(q_a_norm)) => {
                 let q_lora = buf(&mut st.q_lora, n * q_a.n_out);
-                st.linear.forward_multi(pool, xb, &mut [(q_a, q_lora), (&a.kv_a, buf(&mut st.k, n * lat_w))])?;
+                st.linear.forward_multi(
+                    pool,
+                    xb,
+                    &mut [(q_a, q_lora), (&a.kv_a, buf(&mut st.k, n * lat_w))],
+                )?;
                 let q_lora = &mut st.q_lora[..n * q_a.n_out];
-                q_lora.chunks_exact_mut(q_a.n_out).for_each(|r| rms_norm_inplace(r, q_a_norm, c.rms_eps));
-                st.linear.forward(pool, &a.q, 0, &st.q_lora[..n * q_a.n_out], buf(&mut st.q, n * q_w))?;
+                q_lora
+                    .chunks_exact_mut(q_a.n_out)
+                    .for_each(|r| rms_norm_inplace(r, q_a_norm, c.rms_eps));
+                st.linear.forward(
+                    pool,
+                    &a.q,
+                    0,
+                    &st.q_lora[..n * q_a.n_out],
+                    buf(&mut st.q, n * q_w),
+                )?;
             }
-            _ => st.linear.forward_multi(pool, xb, &mut [(&a.q, buf(&mut st.q, n * q_w)), (&a.kv_a, buf(&mut st.k, n * lat_w))])?,
+            _ => st.linear.forward_multi(
+                pool,
+                xb,
+                &mut [
+                    (&a.q, buf(&mut st.q, n * q_w)),
+                    (&a.kv_a, buf(&mut st.k, n * lat_w)),
+                ],
+            )?,
         }
         // Normalise/rotate the latent and the shared RoPE key, and cache them.
         let rope_cache = buf(&mut st.rope_cache, rope);
         for (t, &(si, pos)) in st.token_pos.iter().enumerate() {
             c.rope.cache(pos as i32, None, rope_cache);
-            rope_heads(&mut st.q[t * q_w..(t + 1) * q_w], head_q, nope, rope_cache, c.rope.mode);
+            rope_heads(
+                &mut st.q[t * q_w..(t + 1) * q_w],
+                head_q,
+                nope,
+                rope_cache,
+                c.rope.mode,
+            );
             let kv_row = &mut st.k[t * lat_w..(t + 1) * lat_w];
             rms_norm_inplace(&mut kv_row[..lora], &a.kv_a_norm, c.rms_eps);
             rope_heads(&mut kv_row[lora..], rope, 0, rope_cache, c.rope.mode);
@@ -361,11 +454,13 @@ impl Model {
         for t in 0..n {
             for h in 0..c.n_head {
                 let src = t * q_w + h * head_q;
-                head_in[(t * c.n_head + h) * nope..(t * c.n_head + h + 1) * nope].copy_from_slice(&st.q[src..src + nope]);
+                head_in[(t * c.n_head + h) * nope..(t * c.n_head + h + 1) * nope]
+                    .copy_from_slice(&st.q[src..src + nope]);
             }
         }
         let head_out = buf(&mut st.head_out, n * c.n_head * lora);
-        st.linear.forward_slabs(pool, &a.k_b, &st.head_in[..n * c.n_head * nope], head_out)?;
+        st.linear
+            .forward_slabs(pool, &a.k_b, &st.head_in[..n * c.n_head * nope], head_out)?;
         let q_attn = buf(&mut st.q_latent, n * c.n_head * lat_w);
         for t in 0..n {
             for h in 0..c.n_head {
@@ -408,8 +503,19 @@ impl Model {
         // W_UV per head: attended latent (lora) → values (v_head), then the output projection.
         let v = m.v_head;
         let att_out = buf(&mut st.att_out, n * c.n_head * v);
-        st.linear.forward_slabs(pool, &a.v_b, &st.attended_latent[..n * c.n_head * lora], att_out)?;
-        st.linear.forward(pool, &a.wo, 0, &st.att_out[..n * c.n_head * v], buf(&mut st.block_out, n * c.dim))
+        st.linear.forward_slabs(
+            pool,
+            &a.v_b,
+            &st.attended_latent[..n * c.n_head * lora],
+            att_out,
+        )?;
+        st.linear.forward(
+            pool,
+            &a.wo,
+            0,
+            &st.att_out[..n * c.n_head * v],
+            buf(&mut st.block_out, n * c.dim),
+        )
     }
 
     /// `down(silu(gate·xb) · up·xb)` for the `n` rows of `st.xb`, written into `out`
@@ -427,15 +533,30 @@ impl Model {
         st.linear.forward_multi(
             pool,
             xb,
-            &mut [(&f.gate, buf(&mut st.ffn_gate, n * hidden)), (&f.up, buf(&mut st.ffn_up, n * hidden))],
+            &mut [
+                (&f.gate, buf(&mut st.ffn_gate, n * hidden)),
+                (&f.up, buf(&mut st.ffn_up, n * hidden)),
+            ],
         )?;
         silu_glu_inplace(&mut st.ffn_gate[..n * hidden], &st.ffn_up[..n * hidden]);
-        st.linear.forward(pool, &f.down, 0, &st.ffn_gate[..n * hidden], buf(&mut out, n * self.config.dim))?;
+        st.linear.forward(
+            pool,
+            &f.down,
+            0,
+            &st.ffn_gate[..n * hidden],
+            buf(&mut out, n * self.config.dim),
+        )?;
         Ok(out)
     }
 
     /// Routed experts (+ shared expert) for the `n` rows of `st.xb`; writes `st.block_out`.
-    fn moe_ffn(&self, pool: &ThreadPool, st: &mut RunState, f: &MoeFfn, n: usize) -> Result<(), ModelError> {
+    fn moe_ffn(
+        &self,
+        pool: &ThreadPool,
+        st: &mut RunState,
+        f: &MoeFfn,
+        n: usize,
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let mc = c.moe.as_ref().expect("MoE weights imply a MoE config");
         let dim = c.dim;
@@ -443,7 +564,8 @@ impl Model {
 
         // Route every token.
         let logits = buf(&mut st.router_logits, n * mc.n_expert);
-        st.linear.forward(pool, &f.router, 0, &st.xb[..n * dim], logits)?;
+        st.linear
+            .forward(pool, &f.router, 0, &st.xb[..n * dim], logits)?;
         if st.expert_ids.len() < n * k {
             st.expert_ids.resize(n * k, 0);
         }
@@ -483,12 +605,34 @@ impl Model {
             for (i, &(t, _)) in st.expert_tokens.iter().enumerate() {
                 x_in[i * dim..(i + 1) * dim].copy_from_slice(&st.xb[t * dim..(t + 1) * dim]);
             }
-            st.linear.forward(pool, &f.gate_exps, e, &st.expert_in[..m * dim], buf(&mut st.ffn_gate, m * hidden))?;
-            st.linear.forward(pool, &f.up_exps, e, &st.expert_in[..m * dim], buf(&mut st.ffn_up, m * hidden))?;
+            st.linear.forward(
+                pool,
+                &f.gate_exps,
+                e,
+                &st.expert_in[..m * dim],
+                buf(&mut st.ffn_gate, m * hidden),
+            )?;
+            st.linear.forward(
+                pool,
+                &f.up_exps,
+                e,
+                &st.expert_in[..m * dim],
+                buf(&mut st.ffn_up, m * hidden),
+            )?;
             silu_glu_inplace(&mut st.ffn_gate[..m * hidden], &st.ffn_up[..m * hidden]);
-            st.linear.forward(pool, &f.down_exps, e, &st.ffn_gate[..m * hidden], buf(&mut st.expert_out, m * dim))?;
+            st.linear.forward(
+                pool,
+                &f.down_exps,
+                e,
+                &st.ffn_gate[..m * hidden],
+                buf(&mut st.expert_out, m * dim),
+            )?;
             for (i, &(t, wgt)) in st.expert_tokens.iter().enumerate() {
-                axpy(&mut st.block_out[t * dim..(t + 1) * dim], wgt, &st.expert_out[i * dim..(i + 1) * dim]);
+                axpy(
+                    &mut st.block_out[t * dim..(t + 1) * dim],
+                    wgt,
+                    &st.expert_out[i * dim..(i + 1) * dim],
+                );
             }
         }
         self.shared_expert(pool, st, f, n)
@@ -499,7 +643,14 @@ impl Model {
     /// (expert, row-chunk) items, each expert reading only its routed tokens; then
     /// SiLU·mul, one quantization of all hidden rows, and the down projections as a
     /// second region; finally each token's weighted sum, in slot order.
-    fn moe_experts_fused(&self, pool: &ThreadPool, st: &mut RunState, f: &MoeFfn, n: usize, k: usize) -> Result<(), ModelError> {
+    fn moe_experts_fused(
+        &self,
+        pool: &ThreadPool,
+        st: &mut RunState,
+        f: &MoeFfn,
+        n: usize,
+        k: usize,
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let mc = c.moe.as_ref().expect("MoE config");
         let (dim, hidden) = (c.dim, mc.expert_ffn);
@@ -539,28 +690,53 @@ impl Model {
         buf(&mut up_all, nk * hidden);
 
         // Gate and up, in groups of experts (one pool op per group).
-        let xq = kernels::matmul::quantize_acts(pool, f.gate_exps.ty, &st.xb[..n * dim], dim, &mut st.moe_act_in).map_err(err)?;
+        let xq = kernels::matmul::quantize_acts(
+            pool,
+            f.gate_exps.ty,
+            &st.xb[..n * dim],
+            dim,
+            &mut st.moe_act_in,
+        )
+        .map_err(err)?;
         let same_act = |ty| quant::dot::act_type_for(ty) == Some(xq.ty);
         if !same_act(f.up_exps.ty) {
-            return Err(ModelError::Input(format!("MoE: {} and {} experts need different activation types", f.gate_exps.ty, f.up_exps.ty)));
+            return Err(ModelError::Input(format!(
+                "MoE: {} and {} experts need different activation types",
+                f.gate_exps.ty, f.up_exps.ty
+            )));
         }
-        let active: Vec<usize> = (0..mc.n_expert).filter(|&e| st.expert_offsets[e + 1] > st.expert_offsets[e]).collect();
+        let active: Vec<usize> = (0..mc.n_expert)
+            .filter(|&e| st.expert_offsets[e + 1] > st.expert_offsets[e])
+            .collect();
         for group in active.chunks(kernels::matmul::MAX_BATCH_OPS / 2) {
             let mut ops = Vec::with_capacity(2 * group.len());
-            let (mut g_rest, mut u_rest) = (&mut gate_all[..nk * hidden], &mut up_all[..nk * hidden]);
+            let (mut g_rest, mut u_rest) =
+                (&mut gate_all[..nk * hidden], &mut up_all[..nk * hidden]);
             let mut consumed = 0;
             for &e in group {
                 let (r0, r1) = (st.expert_offsets[e], st.expert_offsets[e + 1]);
-                let (_, g_tail) = std::mem::take(&mut g_rest).split_at_mut((r0 - consumed) * hidden);
+                let (_, g_tail) =
+                    std::mem::take(&mut g_rest).split_at_mut((r0 - consumed) * hidden);
                 let (g_here, g_next) = g_tail.split_at_mut((r1 - r0) * hidden);
-                let (_, u_tail) = std::mem::take(&mut u_rest).split_at_mut((r0 - consumed) * hidden);
+                let (_, u_tail) =
+                    std::mem::take(&mut u_rest).split_at_mut((r0 - consumed) * hidden);
                 let (u_here, u_next) = u_tail.split_at_mut((r1 - r0) * hidden);
                 g_rest = g_next;
                 u_rest = u_next;
                 consumed = r1;
                 let tokens = &st.routed_tokens[r0..r1];
-                ops.push(kernels::matmul::MatmulOp { w: qmatrix(&f.gate_exps, e)?, xq, tokens: Some(tokens), out: g_here });
-                ops.push(kernels::matmul::MatmulOp { w: qmatrix(&f.up_exps, e)?, xq, tokens: Some(tokens), out: u_here });
+                ops.push(kernels::matmul::MatmulOp {
+                    w: qmatrix(&f.gate_exps, e)?,
+                    xq,
+                    tokens: Some(tokens),
+                    out: g_here,
+                });
+                ops.push(kernels::matmul::MatmulOp {
+                    w: qmatrix(&f.up_exps, e)?,
+                    xq,
+                    tokens: Some(tokens),
+                    out: u_here,
+                });
             }
             kernels::matmul::matmul_batch(pool, &mut ops).map_err(err)?;
         }
@@ -568,8 +744,14 @@ impl Model {
 
         // Down, from one quantization of every hidden row.
         let out_all = buf(&mut st.expert_out, nk * dim);
-        let hq = kernels::matmul::quantize_acts(pool, f.down_exps.ty, &gate_all[..nk * hidden], hidden, &mut st.moe_act_hidden)
-            .map_err(err)?;
+        let hq = kernels::matmul::quantize_acts(
+            pool,
+            f.down_exps.ty,
+            &gate_all[..nk * hidden],
+            hidden,
+            &mut st.moe_act_hidden,
+        )
+        .map_err(err)?;
         for group in active.chunks(kernels::matmul::MAX_BATCH_OPS) {
             let mut ops = Vec::with_capacity(group.len());
             let mut rest = &mut out_all[..];
@@ -580,7 +762,12 @@ impl Model {
                 let (here, next) = tail.split_at_mut((r1 - r0) * dim);
                 rest = next;
                 consumed = r1;
-                ops.push(kernels::matmul::MatmulOp { w: qmatrix(&f.down_exps, e)?, xq: hq, tokens: Some(&st.identity[r0..r1]), out: here });
+                ops.push(kernels::matmul::MatmulOp {
+                    w: qmatrix(&f.down_exps, e)?,
+                    xq: hq,
+                    tokens: Some(&st.identity[r0..r1]),
+                    out: here,
+                });
             }
             kernels::matmul::matmul_batch(pool, &mut ops).map_err(err)?;
         }
@@ -594,7 +781,11 @@ impl Model {
             for slot in 0..k {
                 let row = st.row_of_slot[t * k + slot];
                 let wgt = st.expert_weights[t * k + slot];
-                axpy(&mut out[t * dim..(t + 1) * dim], wgt, &st.expert_out[row * dim..(row + 1) * dim]);
+                axpy(
+                    &mut out[t * dim..(t + 1) * dim],
+                    wgt,
+                    &st.expert_out[row * dim..(row + 1) * dim],
+                );
             }
         }
         self.shared_expert(pool, st, f, n)
@@ -602,7 +793,13 @@ impl Model {
 
     /// Adds the shared expert(s) to `st.block_out`, scaled by sigmoid(shared_gate · x)
     /// where the architecture has that gate.
-    fn shared_expert(&self, pool: &ThreadPool, st: &mut RunState, f: &MoeFfn, n: usize) -> Result<(), ModelError> {
+    fn shared_expert(
+        &self,
+        pool: &ThreadPool,
+        st: &mut RunState,
+        f: &MoeFfn,
+        n: usize,
+    ) -> Result<(), ModelError> {
         let dim = self.config.dim;
         if let Some(shared) = &f.shared {
             let shared_out = std::mem::take(&mut st.expert_out);
@@ -612,7 +809,11 @@ impl Model {
                     Some(g) => sigmoid(dot(g, &st.xb[t * dim..(t + 1) * dim])),
                     None => 1.0,
                 };
-                axpy(&mut st.block_out[t * dim..(t + 1) * dim], scale, &shared_out[t * dim..(t + 1) * dim]);
+                axpy(
+                    &mut st.block_out[t * dim..(t + 1) * dim],
+                    scale,
+                    &shared_out[t * dim..(t + 1) * dim],
+                );
             }
             st.expert_out = shared_out;
         }
@@ -621,13 +822,22 @@ impl Model {
 }
 
 /// The kernels' view of slab `e` of a weight stack.
-fn qmatrix(w: &crate::weights::Matrix, e: usize) -> Result<kernels::matmul::QMatrix<'_>, ModelError> {
+fn qmatrix(
+    w: &crate::weights::Matrix,
+    e: usize,
+) -> Result<kernels::matmul::QMatrix<'_>, ModelError> {
     w.qmatrix(e) // the repacked copy when there is one
 }
 
 /// Chooses `ids.len()` experts for one token from its router `logits` (overwritten
 /// with the scores) and writes their combination weights.
-pub fn route(mc: &MoeConfig, logits: &mut [f32], selection_bias: Option<&[f32]>, ids: &mut [usize], weights: &mut [f32]) {
+pub fn route(
+    mc: &MoeConfig,
+    logits: &mut [f32],
+    selection_bias: Option<&[f32]>,
+    ids: &mut [usize],
+    weights: &mut [f32],
+) {
     let n_expert = logits.len();
     match mc.gating {
         Gating::Softmax => softmax_inplace(logits),
@@ -708,4 +918,3 @@ fn sigmoid(x: f32) -> f32 {
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
-

@@ -27,15 +27,29 @@ impl KvCache {
     pub fn new(config: &Config, n_ctx: usize) -> KvCache {
         let (k_width, v_width) = match &config.mla {
             Some(m) => (m.kv_lora_rank + m.qk_rope, 0),
-            None => (config.n_head_kv * config.head_dim, config.n_head_kv * config.head_dim_v),
+            None => (
+                config.n_head_kv * config.head_dim,
+                config.n_head_kv * config.head_dim_v,
+            ),
         };
         let layers = (0..config.n_layer)
             .map(|_| match config.mla {
-                Some(_) => LayerCache::Mla { latent: vec![0.0; n_ctx * k_width] },
-                None => LayerCache::Gqa { k: vec![0.0; n_ctx * k_width], v: vec![0.0; n_ctx * v_width] },
+                Some(_) => LayerCache::Mla {
+                    latent: vec![0.0; n_ctx * k_width],
+                },
+                None => LayerCache::Gqa {
+                    k: vec![0.0; n_ctx * k_width],
+                    v: vec![0.0; n_ctx * v_width],
+                },
             })
             .collect();
-        KvCache { n_ctx, len: 0, layers, k_width, v_width }
+        KvCache {
+            n_ctx,
+            len: 0,
+            layers,
+            k_width,
+            v_width,
+        }
     }
 
     /// Positions stored.

@@ -54,10 +54,16 @@ impl Model {
     }
 
     /// [`Model::load`], calling `progress(layers_done, n_layer)` as layers are bound.
-    pub fn load_with_progress(file: Arc<Gguf>, progress: &mut dyn FnMut(usize, usize)) -> Result<Model, ModelError> {
+    pub fn load_with_progress(
+        file: Arc<Gguf>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model, ModelError> {
         let md = file.metadata();
         let arch_name = file.architecture()?.to_string();
-        let hp = Hparams { md, arch: &arch_name };
+        let hp = Hparams {
+            md,
+            arch: &arch_name,
+        };
         let n_vocab = match file.get_tensor("token_embd.weight") {
             Some(t) if t.ne.len() >= 2 => t.ne[1] as usize,
             _ => file.tensor("token_embd.weight").map(|_| 0)?,
@@ -68,7 +74,12 @@ impl Model {
             "qwen2moe" => arch::qwen2moe::config(&hp, n_vocab)?,
             "llama" => arch::llama::config(&hp, n_vocab)?,
             "qwen2" => arch::qwen2::config(&hp, n_vocab)?,
-            _ => return Err(ModelError::UnsupportedArch { file: file.name().to_string(), arch: arch_name }),
+            _ => {
+                return Err(ModelError::UnsupportedArch {
+                    file: file.name().to_string(),
+                    arch: arch_name,
+                })
+            }
         };
         let b = Binder { file: &file };
         let (token_embd, output_norm, output) = b.embeddings(config.dim, n_vocab)?;
@@ -87,8 +98,18 @@ impl Model {
             progress(il + 1, config.n_layer);
         }
         let experts_per_token = config.moe.as_ref().map_or(0, |m| m.n_expert_used);
-        let weights = Weights { token_embd, layers, output_norm, output };
-        Ok(Model { config, weights, file, experts_per_token })
+        let weights = Weights {
+            token_embd,
+            layers,
+            output_norm,
+            output,
+        };
+        Ok(Model {
+            config,
+            weights,
+            file,
+            experts_per_token,
+        })
     }
 
     /// Routed experts run per token (KTransformers' "selective experts").
@@ -100,7 +121,9 @@ impl Model {
     /// model's `expert_used_count`); the weights are renormalised as the architecture does.
     pub fn set_experts_per_token(&mut self, k: usize) -> Result<(), ModelError> {
         let Some(m) = &self.config.moe else {
-            return Err(ModelError::Input("--experts-per-token: this model has no routed experts".into()));
+            return Err(ModelError::Input(
+                "--experts-per-token: this model has no routed experts".into(),
+            ));
         };
         if k == 0 || k > m.n_expert_used {
             return Err(ModelError::Input(format!(

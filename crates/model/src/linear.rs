@@ -3,7 +3,9 @@
 //! does) or the exact reference (weights dequantized, f32 activations). `--exact` swaps
 //! only this; the forward pass is the same.
 
-use kernels::matmul::{matmul, matmul_batch, matmul_exact, quantize_acts, ActScratch, ExactScratch, MatmulOp, QMatrix};
+use kernels::matmul::{
+    matmul, matmul_batch, matmul_exact, quantize_acts, ActScratch, ExactScratch, MatmulOp, QMatrix,
+};
 use kernels::ThreadPool;
 
 use crate::weights::Matrix;
@@ -77,8 +79,13 @@ impl Linear {
     ) -> Result<(), ModelError> {
         let first = products.first().map(|p| p.0.ty);
         let act = first.and_then(quant::dot::act_type_for);
-        let same_act = products.iter().all(|p| quant::dot::act_type_for(p.0.ty) == act && p.0.n_in == products[0].0.n_in);
-        if self.mode == MatmulMode::Exact || !same_act || products.len() > kernels::matmul::MAX_BATCH_OPS {
+        let same_act = products
+            .iter()
+            .all(|p| quant::dot::act_type_for(p.0.ty) == act && p.0.n_in == products[0].0.n_in);
+        if self.mode == MatmulMode::Exact
+            || !same_act
+            || products.len() > kernels::matmul::MAX_BATCH_OPS
+        {
             for (w, out) in products.iter_mut() {
                 self.forward(pool, w, 0, x, out)?;
             }
@@ -91,7 +98,12 @@ impl Linear {
         for (w, out) in products.iter_mut() {
             let w: &Matrix = w;
             let view = w.qmatrix(0)?;
-            ops.push(MatmulOp { w: view, xq, tokens: None, out });
+            ops.push(MatmulOp {
+                w: view,
+                xq,
+                tokens: None,
+                out,
+            });
         }
         matmul_batch(pool, &mut ops).map_err(|e| ModelError::Input(format!("{}: {e}", w0.name())))
     }
@@ -99,7 +111,13 @@ impl Linear {
     /// Per-head products of a stack (e.g. DeepSeek's `attn_k_b`): `x` holds `n` tokens ×
     /// `w.n_slab` rows of `w.n_in`, row (t, h) is multiplied by slab h, and `out` gets
     /// `n × n_slab` rows of `w.n_out`. All heads run as one parallel region.
-    pub fn forward_slabs(&mut self, pool: &ThreadPool, w: &Matrix, x: &[f32], out: &mut [f32]) -> Result<(), ModelError> {
+    pub fn forward_slabs(
+        &mut self,
+        pool: &ThreadPool,
+        w: &Matrix,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), ModelError> {
         let (heads, n_in, n_out) = (w.n_slab, w.n_in, w.n_out);
         let n = x.len() / (heads * n_in);
         let err = |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", w.name()));
@@ -107,13 +125,18 @@ impl Linear {
             for h in 0..heads {
                 self.slab_in.clear();
                 for t in 0..n {
-                    self.slab_in.extend_from_slice(&x[(t * heads + h) * n_in..(t * heads + h + 1) * n_in]);
+                    self.slab_in
+                        .extend_from_slice(&x[(t * heads + h) * n_in..(t * heads + h + 1) * n_in]);
                 }
                 self.slab_out.resize(n * n_out, 0.0);
-                let (inp, mut tmp) = (std::mem::take(&mut self.slab_in), std::mem::take(&mut self.slab_out));
+                let (inp, mut tmp) = (
+                    std::mem::take(&mut self.slab_in),
+                    std::mem::take(&mut self.slab_out),
+                );
                 let r = self.forward(pool, w, h, &inp, &mut tmp);
                 for t in 0..n {
-                    out[(t * heads + h) * n_out..(t * heads + h + 1) * n_out].copy_from_slice(&tmp[t * n_out..(t + 1) * n_out]);
+                    out[(t * heads + h) * n_out..(t * heads + h + 1) * n_out]
+                        .copy_from_slice(&tmp[t * n_out..(t + 1) * n_out]);
                 }
                 self.slab_in = inp;
                 self.slab_out = tmp;
@@ -124,7 +147,8 @@ impl Linear {
         let xq = quantize_acts(pool, w.ty, x, n_in, &mut self.act).map_err(err)?;
         self.slab_rows.clear();
         for h in 0..heads {
-            self.slab_rows.extend((0..n).map(|t| (t * heads + h) as u32));
+            self.slab_rows
+                .extend((0..n).map(|t| (t * heads + h) as u32));
         }
         self.slab_out.resize(heads * n * n_out, 0.0);
         // One pool op per group of ≤ MAX_BATCH_OPS heads (DeepSeek-V3 has 128).
@@ -134,14 +158,20 @@ impl Linear {
             for (i, o) in outs.chunks_exact_mut(n * n_out).enumerate() {
                 let h = g * per_op + i;
                 let view = w.qmatrix(h)?;
-                ops.push(MatmulOp { w: view, xq, tokens: Some(&self.slab_rows[h * n..(h + 1) * n]), out: o });
+                ops.push(MatmulOp {
+                    w: view,
+                    xq,
+                    tokens: Some(&self.slab_rows[h * n..(h + 1) * n]),
+                    out: o,
+                });
             }
             matmul_batch(pool, &mut ops).map_err(err)?;
         }
         for h in 0..heads {
             for t in 0..n {
                 let src = (h * n + t) * n_out;
-                out[(t * heads + h) * n_out..(t * heads + h + 1) * n_out].copy_from_slice(&self.slab_out[src..src + n_out]);
+                out[(t * heads + h) * n_out..(t * heads + h + 1) * n_out]
+                    .copy_from_slice(&self.slab_out[src..src + n_out]);
             }
         }
         Ok(())

@@ -27,7 +27,15 @@ pub struct Matrix {
 
 impl std::fmt::Debug for Matrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} [{} x {} x {}]", self.name(), self.ty, self.n_in, self.n_out, self.n_slab)
+        write!(
+            f,
+            "{} {} [{} x {} x {}]",
+            self.name(),
+            self.ty,
+            self.n_in,
+            self.n_out,
+            self.n_slab
+        )
     }
 }
 
@@ -60,24 +68,34 @@ impl Matrix {
     /// The kernels' view of slab `s`: the repacked copy when there is one, else the file's
     /// bytes. ([`Self::slab`] keeps returning the file's bytes, e.g. for the exact mode.)
     pub fn qmatrix(&self, s: usize) -> Result<kernels::matmul::QMatrix<'_>, ModelError> {
-        let err = |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", self.name()));
+        let err =
+            |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", self.name()));
         match &self.packed {
             Some(p) => {
                 let n = p.bytes.len() / self.n_slab.max(1);
                 let bytes = p.bytes.get(s * n..(s + 1) * n).ok_or_else(|| {
-                    ModelError::Input(format!("{}: slab {s} out of range ({} slabs)", self.name(), self.n_slab))
+                    ModelError::Input(format!(
+                        "{}: slab {s} out of range ({} slabs)",
+                        self.name(),
+                        self.n_slab
+                    ))
                 })?;
                 kernels::matmul::QMatrix::packed(p.ty, self.n_in, self.n_out, bytes).map_err(err)
             }
-            None => kernels::matmul::QMatrix::new(self.ty, self.n_in, self.n_out, self.slab(s)).map_err(err),
+            None => kernels::matmul::QMatrix::new(self.ty, self.n_in, self.n_out, self.slab(s))
+                .map_err(err),
         }
     }
 
     /// Repacks this matrix if its type and shape have a packed layout; returns the packed
     /// bytes (0 if left as is). The mapped pages are released afterwards.
     fn repack(&mut self) -> Result<usize, ModelError> {
-        let Some(pt) = quant::repack::PackedType::for_type(self.ty) else { return Ok(0) };
-        let Some(slab_packed) = pt.matrix_bytes(self.n_in, self.n_out) else { return Ok(0) };
+        let Some(pt) = quant::repack::PackedType::for_type(self.ty) else {
+            return Ok(0);
+        };
+        let Some(slab_packed) = pt.matrix_bytes(self.n_in, self.n_out) else {
+            return Ok(0);
+        };
         if self.packed.is_some() || self.n_out == 0 {
             return Ok(0);
         }
@@ -89,7 +107,10 @@ impl Matrix {
         let rows = self.n_out * self.n_slab;
         let (groups, rb) = (rows / quant::repack::ROWS, self.row_bytes());
         let gb = slab_packed / (self.n_out / quant::repack::ROWS);
-        let parts = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(groups.max(1));
+        let parts = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8)
+            .min(groups.max(1));
         let per = groups.div_ceil(parts);
         let (src, ty, n_in) = (self.data(), self.ty, self.n_in);
         let results: Vec<Result<(), quant::repack::RepackError>> = std::thread::scope(|sc| {
@@ -103,7 +124,10 @@ impl Matrix {
                     sc.spawn(move || quant::repack::repack(ty, n_in, n_rows, src, dst))
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
         });
         for r in results {
             r.map_err(|e| ModelError::Input(format!("{}: {e}", self.name())))?;
@@ -196,7 +220,11 @@ pub struct Binder<'a> {
 
 impl Binder<'_> {
     fn bad(&self, name: &str, problem: String) -> ModelError {
-        ModelError::BadTensor { file: self.file.name().to_string(), name: name.to_string(), problem }
+        ModelError::BadTensor {
+            file: self.file.name().to_string(),
+            name: name.to_string(),
+            problem,
+        }
     }
 
     /// Whether the file has a tensor of this name.
@@ -210,22 +238,46 @@ impl Binder<'_> {
     }
 
     /// A stack of `n_slab` matrices, `ne = [n_in, n_out, n_slab]`.
-    pub fn stack(&self, name: &str, n_in: usize, n_out: usize, n_slab: usize) -> Result<Matrix, ModelError> {
+    pub fn stack(
+        &self,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+        n_slab: usize,
+    ) -> Result<Matrix, ModelError> {
         self.stack_opt_slab(name, n_in, n_out, Some(n_slab))
     }
 
     /// [`Self::matrix`], or `None` when the tensor is absent.
-    pub fn opt_matrix(&self, name: &str, n_in: usize, n_out: usize) -> Result<Option<Matrix>, ModelError> {
-        if self.has(name) { self.matrix(name, n_in, n_out).map(Some) } else { Ok(None) }
+    pub fn opt_matrix(
+        &self,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<Option<Matrix>, ModelError> {
+        if self.has(name) {
+            self.matrix(name, n_in, n_out).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
-    fn stack_opt_slab(&self, name: &str, n_in: usize, n_out: usize, n_slab: Option<usize>) -> Result<Matrix, ModelError> {
+    fn stack_opt_slab(
+        &self,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+        n_slab: Option<usize>,
+    ) -> Result<Matrix, ModelError> {
         let index = self
             .file
             .tensors()
             .iter()
             .position(|t| t.name == name)
-            .ok_or_else(|| gguf::GgufError::MissingTensor { file: self.file.name().to_string(), name: name.to_string() })?;
+            .ok_or_else(|| gguf::GgufError::MissingTensor {
+                file: self.file.name().to_string(),
+                name: name.to_string(),
+            })?;
         let info = &self.file.tensors()[index];
         let want: Vec<u64> = match n_slab {
             None => vec![n_in as u64, n_out as u64],
@@ -237,12 +289,23 @@ impl Binder<'_> {
             got.pop();
         }
         if got != want {
-            return Err(self.bad(name, format!("shape (ne) is {:?}, expected {want:?}", info.ne)));
+            return Err(self.bad(
+                name,
+                format!("shape (ne) is {:?}, expected {want:?}", info.ne),
+            ));
         }
         if !quant::is_supported(info.ty) {
             return Err(self.bad(name, quant::unsupported(info.ty).to_string()));
         }
-        Ok(Matrix { file: self.file.clone(), index, packed: None, ty: info.ty, n_in, n_out, n_slab: n_slab.unwrap_or(1) })
+        Ok(Matrix {
+            file: self.file.clone(),
+            index,
+            packed: None,
+            ty: info.ty,
+            n_in,
+            n_out,
+            n_slab: n_slab.unwrap_or(1),
+        })
     }
 
     /// A vector of `len` values (norm weights, biases, router bias), dequantized to f32.
@@ -258,7 +321,11 @@ impl Binder<'_> {
 
     /// [`Self::vector`], or `None` when the tensor is absent.
     pub fn opt_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>, ModelError> {
-        if self.has(name) { self.vector(name, len).map(Some) } else { Ok(None) }
+        if self.has(name) {
+            self.vector(name, len).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 }
 
@@ -351,7 +418,13 @@ pub struct Weights {
 
 impl Binder<'_> {
     /// The SiLU-gated dense FFN `blk.{il}.ffn_{gate,up,down}{suffix}`.
-    pub fn dense_ffn(&self, il: usize, suffix: &str, dim: usize, hidden: usize) -> Result<DenseFfn, ModelError> {
+    pub fn dense_ffn(
+        &self,
+        il: usize,
+        suffix: &str,
+        dim: usize,
+        hidden: usize,
+    ) -> Result<DenseFfn, ModelError> {
         Ok(DenseFfn {
             gate: self.matrix(&format!("blk.{il}.ffn_gate{suffix}.weight"), dim, hidden)?,
             up: self.matrix(&format!("blk.{il}.ffn_up{suffix}.weight"), dim, hidden)?,
@@ -360,7 +433,11 @@ impl Binder<'_> {
     }
 
     /// `token_embd`, `output_norm` and `output` (falling back to `token_embd` when tied).
-    pub fn embeddings(&self, dim: usize, n_vocab: usize) -> Result<(Matrix, Vec<f32>, Matrix), ModelError> {
+    pub fn embeddings(
+        &self,
+        dim: usize,
+        n_vocab: usize,
+    ) -> Result<(Matrix, Vec<f32>, Matrix), ModelError> {
         let token_embd = self.matrix("token_embd.weight", dim, n_vocab)?;
         let output_norm = self.vector("output_norm.weight", dim)?;
         let output = match self.opt_matrix("output.weight", dim, n_vocab)? {

@@ -15,15 +15,28 @@ fn load(model: &str, variant: &str) -> Model {
 fn check(model: &str, variant: &str, mode: MatmulMode) {
     let m = load(model, variant);
     let pool = ThreadPool::new(2);
-    let prompts: [&[u32]; 3] = [&[5, 17, 300, 42, 9, 600, 13], &[841], &[0, 708, 40, 341, 50, 41, 55, 58, 488, 40, 355]];
+    let prompts: [&[u32]; 3] = [
+        &[5, 17, 300, 42, 9, 600, 13],
+        &[841],
+        &[0, 708, 40, 341, 50, 41, 55, 58, 488, 40, 355],
+    ];
     // Alone: prompt, then two decode steps.
     let mut alone = Vec::new();
     for p in prompts {
         let mut st = RunState::new(mode);
         let mut kv = KvCache::new(&m.config, 32);
-        let a = m.forward(&pool, &mut st, &mut kv, p, Logits::All).unwrap().to_vec();
-        let b = m.forward(&pool, &mut st, &mut kv, &[77], Logits::Last).unwrap().to_vec();
-        let c = m.forward(&pool, &mut st, &mut kv, &[78], Logits::Last).unwrap().to_vec();
+        let a = m
+            .forward(&pool, &mut st, &mut kv, p, Logits::All)
+            .unwrap()
+            .to_vec();
+        let b = m
+            .forward(&pool, &mut st, &mut kv, &[77], Logits::Last)
+            .unwrap()
+            .to_vec();
+        let c = m
+            .forward(&pool, &mut st, &mut kv, &[78], Logits::Last)
+            .unwrap()
+            .to_vec();
         alone.push((a, b, c));
     }
     // Together: all prompts in one pass; then the decode steps of sequence 0 and 2 batched
@@ -35,26 +48,41 @@ fn check(model: &str, variant: &str, mode: MatmulMode) {
         let mut it = kvs.iter_mut();
         let mut seqs: Vec<BatchSeq> = prompts
             .iter()
-            .map(|p| BatchSeq { kv: it.next().unwrap(), tokens: p, logits: Logits::All })
+            .map(|p| BatchSeq {
+                kv: it.next().unwrap(),
+                tokens: p,
+                logits: Logits::All,
+            })
             .collect();
         m.forward_batch(&pool, &mut st, &mut seqs).unwrap().to_vec()
     };
     let mut row = 0;
     for (i, p) in prompts.iter().enumerate() {
-        assert!(all[row * vocab..(row + p.len()) * vocab] == alone[i].0[..], "{model} {variant}: prompt {i} differs in a batch");
+        assert!(
+            all[row * vocab..(row + p.len()) * vocab] == alone[i].0[..],
+            "{model} {variant}: prompt {i} differs in a batch"
+        );
         row += p.len();
     }
     for (step, tok) in [(1, 77u32), (2, 78u32)] {
         let out = {
             let mut it = kvs.iter_mut();
             let toks = [tok];
-            let mut seqs: Vec<BatchSeq> =
-                (0..3).map(|_| BatchSeq { kv: it.next().unwrap(), tokens: &toks, logits: Logits::Last }).collect();
+            let mut seqs: Vec<BatchSeq> = (0..3)
+                .map(|_| BatchSeq {
+                    kv: it.next().unwrap(),
+                    tokens: &toks,
+                    logits: Logits::Last,
+                })
+                .collect();
             m.forward_batch(&pool, &mut st, &mut seqs).unwrap().to_vec()
         };
         for i in 0..3 {
             let want = if step == 1 { &alone[i].1 } else { &alone[i].2 };
-            assert!(out[i * vocab..(i + 1) * vocab] == want[..], "{model} {variant}: decode step {step} of sequence {i} differs");
+            assert!(
+                out[i * vocab..(i + 1) * vocab] == want[..],
+                "{model} {variant}: decode step {step} of sequence {i} differs"
+            );
         }
     }
 }

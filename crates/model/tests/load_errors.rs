@@ -6,24 +6,41 @@ use gguf::{Array, Gguf, GgufWriter, Metadata, TensorSpec, Value};
 use model::{Model, ModelError};
 use testutil::data_dir;
 
-fn rewrite(src: &str, edit: impl Fn(&mut Metadata, &mut Vec<TensorSpec>)) -> Result<Model, ModelError> {
+fn rewrite(
+    src: &str,
+    edit: impl Fn(&mut Metadata, &mut Vec<TensorSpec>),
+) -> Result<Model, ModelError> {
     let file = Gguf::open(data_dir().join(src)).unwrap();
     let mut md = file.metadata().clone();
-    let mut specs: Vec<TensorSpec> =
-        file.tensors().iter().map(|t| TensorSpec { name: t.name.clone(), ty: t.ty, ne: t.ne.clone() }).collect();
+    let mut specs: Vec<TensorSpec> = file
+        .tensors()
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            ty: t.ty,
+            ne: t.ne.clone(),
+        })
+        .collect();
     edit(&mut md, &mut specs);
     let mut w = GgufWriter::new(Vec::new(), &md, specs.clone()).unwrap();
     for s in &specs {
-        w.write_tensor(&s.name, file.tensor(&s.name).unwrap().data).unwrap();
+        w.write_tensor(&s.name, file.tensor(&s.name).unwrap().data)
+            .unwrap();
     }
-    Model::load(Arc::new(Gguf::from_bytes(w.finish().unwrap(), "edited.gguf").unwrap()))
+    Model::load(Arc::new(
+        Gguf::from_bytes(w.finish().unwrap(), "edited.gguf").unwrap(),
+    ))
 }
 
 const QWEN3: &str = "tiny/qwen3moe-tiny/qwen3moe-tiny-Q8_0.gguf";
 
 #[test]
 fn unsupported_architecture_lists_supported_ones() {
-    let e = rewrite(QWEN3, |md, _| md.set("general.architecture", Value::String("gemma3".into()))).err().unwrap();
+    let e = rewrite(QWEN3, |md, _| {
+        md.set("general.architecture", Value::String("gemma3".into()))
+    })
+    .err()
+    .unwrap();
     assert_eq!(
         e.to_string(),
         "edited.gguf: unsupported architecture 'gemma3' (supported: deepseek2, qwen3moe, qwen2moe, llama, qwen2)"
@@ -32,8 +49,15 @@ fn unsupported_architecture_lists_supported_ones() {
 
 #[test]
 fn missing_tensor_is_named() {
-    let e = rewrite(QWEN3, |_, specs| specs.retain(|s| s.name != "blk.1.ffn_up_exps.weight")).err().unwrap();
-    assert_eq!(e.to_string(), "edited.gguf: tensor 'blk.1.ffn_up_exps.weight' not found");
+    let e = rewrite(QWEN3, |_, specs| {
+        specs.retain(|s| s.name != "blk.1.ffn_up_exps.weight")
+    })
+    .err()
+    .unwrap();
+    assert_eq!(
+        e.to_string(),
+        "edited.gguf: tensor 'blk.1.ffn_up_exps.weight' not found"
+    );
 }
 
 #[test]
@@ -43,19 +67,49 @@ fn missing_or_mistyped_metadata_is_named() {
     })
     .err()
     .unwrap();
-    assert_eq!(e.to_string(), "edited.gguf: qwen3moe.expert_used_count: missing");
-    let e = rewrite(QWEN3, |md, _| md.set("qwen3moe.block_count", Value::String("2".into()))).err().unwrap();
-    assert_eq!(e.to_string(), "edited.gguf: qwen3moe.block_count: is a string, expected u32");
-    let e = rewrite(QWEN3, |md, _| md.set("qwen3moe.expert_used_count", Value::U32(9))).err().unwrap();
-    assert!(e.to_string().contains("expert_used_count 9 must be in 1..=8"), "{e}");
-    let e = rewrite(QWEN3, |md, _| md.set("qwen3moe.attention.head_count_kv", Value::U32(3))).err().unwrap();
-    assert!(e.to_string().contains("4 attention heads cannot share 3 KV heads"), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "edited.gguf: qwen3moe.expert_used_count: missing"
+    );
+    let e = rewrite(QWEN3, |md, _| {
+        md.set("qwen3moe.block_count", Value::String("2".into()))
+    })
+    .err()
+    .unwrap();
+    assert_eq!(
+        e.to_string(),
+        "edited.gguf: qwen3moe.block_count: is a string, expected u32"
+    );
+    let e = rewrite(QWEN3, |md, _| {
+        md.set("qwen3moe.expert_used_count", Value::U32(9))
+    })
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string()
+            .contains("expert_used_count 9 must be in 1..=8"),
+        "{e}"
+    );
+    let e = rewrite(QWEN3, |md, _| {
+        md.set("qwen3moe.attention.head_count_kv", Value::U32(3))
+    })
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string()
+            .contains("4 attention heads cannot share 3 KV heads"),
+        "{e}"
+    );
 }
 
 #[test]
 fn wrong_shapes_are_named() {
     // Claim a wider FFN than the tensors have.
-    let e = rewrite(QWEN3, |md, _| md.set("qwen3moe.expert_feed_forward_length", Value::U32(512))).err().unwrap();
+    let e = rewrite(QWEN3, |md, _| {
+        md.set("qwen3moe.expert_feed_forward_length", Value::U32(512))
+    })
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("tensor 'blk.0.ffn_gate_exps.weight': shape (ne) is [256, 256, 8], expected [256, 512, 8]"), "{e}");
     let _ = Array::U8(vec![]);
 }
@@ -63,8 +117,13 @@ fn wrong_shapes_are_named() {
 #[test]
 fn deepseek_without_q_lora_key_loads_as_lite() {
     // The real V2-Lite files have no q_lora_rank key; the tiny one neither.
-    let f = Gguf::open(data_dir().join("tiny/deepseek-v2-lite-tiny/deepseek-v2-lite-tiny-Q8_0.gguf")).unwrap();
-    assert!(f.metadata().get("deepseek2.attention.q_lora_rank").is_none());
+    let f =
+        Gguf::open(data_dir().join("tiny/deepseek-v2-lite-tiny/deepseek-v2-lite-tiny-Q8_0.gguf"))
+            .unwrap();
+    assert!(f
+        .metadata()
+        .get("deepseek2.attention.q_lora_rank")
+        .is_none());
     let m = Model::load(Arc::new(f)).unwrap();
     assert_eq!(m.config.mla.as_ref().unwrap().q_lora_rank, None);
 }
@@ -73,7 +132,11 @@ fn deepseek_without_q_lora_key_loads_as_lite() {
 fn experts_per_token_is_checked() {
     let mut m = Model::load(Arc::new(Gguf::open(data_dir().join(QWEN3)).unwrap())).unwrap();
     assert_eq!(m.experts_per_token(), 2);
-    assert!(m.set_experts_per_token(3).unwrap_err().to_string().contains("between 1 and the model's 2"));
+    assert!(m
+        .set_experts_per_token(3)
+        .unwrap_err()
+        .to_string()
+        .contains("between 1 and the model's 2"));
     assert!(m.set_experts_per_token(0).is_err());
     m.set_experts_per_token(1).unwrap();
     assert_eq!(m.experts_per_token(), 1);

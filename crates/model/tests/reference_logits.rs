@@ -20,7 +20,14 @@ fn prompts() -> Vec<Vec<u32>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+        .map(|p| {
+            p["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
         .collect()
 }
 
@@ -28,17 +35,25 @@ fn prompts() -> Vec<Vec<u32>> {
 fn logits_all(m: &Model, pool: &ThreadPool, mode: MatmulMode, ids: &[u32]) -> Vec<f32> {
     let mut st = RunState::new(mode);
     let mut kv = KvCache::new(&m.config, 64);
-    m.forward(pool, &mut st, &mut kv, ids, Logits::All).unwrap().to_vec()
+    m.forward(pool, &mut st, &mut kv, ids, Logits::All)
+        .unwrap()
+        .to_vec()
 }
 
 /// Greedy continuation decoded one token at a time with the KV cache.
 fn greedy(m: &Model, pool: &ThreadPool, mode: MatmulMode, ids: &[u32], n: usize) -> Vec<u32> {
     let mut st = RunState::new(mode);
     let mut kv = KvCache::new(&m.config, 64);
-    let mut next = argmax(m.forward(pool, &mut st, &mut kv, ids, Logits::Last).unwrap()) as u32;
+    let mut next = argmax(
+        m.forward(pool, &mut st, &mut kv, ids, Logits::Last)
+            .unwrap(),
+    ) as u32;
     let mut out = vec![next];
     while out.len() < n {
-        next = argmax(m.forward(pool, &mut st, &mut kv, &[next], Logits::Last).unwrap()) as u32;
+        next = argmax(
+            m.forward(pool, &mut st, &mut kv, &[next], Logits::Last)
+                .unwrap(),
+        ) as u32;
         out.push(next);
     }
     out
@@ -60,10 +75,19 @@ fn check_exact(model: &str, variant: &str, ref_prefix: &str, greedy_ref: &str) {
     let vocab = m.config.n_vocab;
     for (i, ids) in prompts().iter().enumerate() {
         let ours = logits_all(&m, &pool, MatmulMode::Exact, ids);
-        let (shape, theirs) = read_npy_f32(&data_dir().join(format!("tiny/{model}/ref/{ref_prefix}_logits_all_p{i}.npy")));
+        let (shape, theirs) = read_npy_f32(
+            &data_dir().join(format!("tiny/{model}/ref/{ref_prefix}_logits_all_p{i}.npy")),
+        );
         assert_eq!(shape, vec![ids.len(), vocab]);
-        let max_diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(max_diff <= 1e-3, "{model} {variant} p{i}: max |Δ| = {max_diff}");
+        let max_diff = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff <= 1e-3,
+            "{model} {variant} p{i}: max |Δ| = {max_diff}"
+        );
         for p in 0..ids.len() {
             assert_eq!(
                 argmax(&ours[p * vocab..(p + 1) * vocab]),
@@ -72,7 +96,11 @@ fn check_exact(model: &str, variant: &str, ref_prefix: &str, greedy_ref: &str) {
             );
         }
         let g = greedy(&m, &pool, MatmulMode::Exact, ids, 16);
-        assert_eq!(g, reference_greedy(model, greedy_ref, i), "{model} {variant} p{i}: greedy continuation");
+        assert_eq!(
+            g,
+            reference_greedy(model, greedy_ref, i),
+            "{model} {variant} p{i}: greedy continuation"
+        );
     }
 }
 
@@ -84,13 +112,21 @@ fn check_production(model: &str, variant: &str) {
     let (mut agree, mut total) = (0, 0);
     for (i, ids) in prompts().iter().enumerate() {
         let ours = logits_all(&m, &pool, MatmulMode::Quantized, ids);
-        let (_, theirs) = read_npy_f32(&data_dir().join(format!("tiny/{model}/ref/lcpp_{variant}_logits_all_p{i}.npy")));
+        let (_, theirs) = read_npy_f32(&data_dir().join(format!(
+            "tiny/{model}/ref/lcpp_{variant}_logits_all_p{i}.npy"
+        )));
         for p in 0..ids.len() {
             total += 1;
-            agree += usize::from(argmax(&ours[p * vocab..(p + 1) * vocab]) == argmax(&theirs[p * vocab..(p + 1) * vocab]));
+            agree += usize::from(
+                argmax(&ours[p * vocab..(p + 1) * vocab])
+                    == argmax(&theirs[p * vocab..(p + 1) * vocab]),
+            );
         }
     }
-    assert!(agree * 10 >= total * 9, "{model} {variant}: top-1 agreement {agree}/{total} < 90%");
+    assert!(
+        agree * 10 >= total * 9,
+        "{model} {variant}: top-1 agreement {agree}/{total} < 90%"
+    );
 }
 
 macro_rules! exact_tests {

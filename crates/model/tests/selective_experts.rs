@@ -28,7 +28,9 @@ fn mean_kl(model: &str, variant: &str, k: usize) -> (usize, f64) {
     let run = |m: &Model| {
         let mut st = RunState::new(MatmulMode::Quantized);
         let mut kv = KvCache::new(&m.config, 64);
-        m.forward(&pool, &mut st, &mut kv, &prompt, Logits::All).unwrap().to_vec()
+        m.forward(&pool, &mut st, &mut kv, &prompt, Logits::All)
+            .unwrap()
+            .to_vec()
     };
     let full = run(&m);
     m.set_experts_per_token(k).unwrap();
@@ -38,7 +40,11 @@ fn mean_kl(model: &str, variant: &str, k: usize) -> (usize, f64) {
     for p in 0..prompt.len() {
         let a = log_softmax(&full[p * vocab..(p + 1) * vocab]);
         let b = log_softmax(&reduced[p * vocab..(p + 1) * vocab]);
-        kl += a.iter().zip(&b).map(|(la, lb)| la.exp() * (la - lb)).sum::<f64>();
+        kl += a
+            .iter()
+            .zip(&b)
+            .map(|(la, lb)| la.exp() * (la - lb))
+            .sum::<f64>();
     }
     (full_k, kl / prompt.len() as f64)
 }
@@ -55,10 +61,15 @@ fn selective_experts_kl_on_tiny_models() {
         ("mixtral-tiny", "Q8_0", 1),
     ] {
         let (full_k, kl) = mean_kl(model, variant, k);
-        report.push(format!("{model} {variant}: {k} of {full_k} experts, mean KL {kl:.4} nats"));
+        report.push(format!(
+            "{model} {variant}: {k} of {full_k} experts, mean KL {kl:.4} nats"
+        ));
         // Dropping experts changes the output, but the model stays the same model.
         assert!(kl > 0.0 && kl.is_finite(), "{model}: KL {kl}");
-        assert!(kl < 1.0, "{model}: KL {kl} — dropping the weakest experts should not change the model this much");
+        assert!(
+            kl < 1.0,
+            "{model}: KL {kl} — dropping the weakest experts should not change the model this much"
+        );
     }
     eprintln!("{}", report.join("\n"));
 }

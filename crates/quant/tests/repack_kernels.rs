@@ -31,15 +31,29 @@ fn paths(pt: PackedType) -> Vec<PackedDot> {
 }
 
 /// `n_out` random rows of `nb` blocks (one row-major matrix).
-fn matrix(ty: GgmlType, n_out: usize, nb: usize, rng: &mut rand::rngs::StdRng, mode: Mode) -> Vec<u8> {
-    (0..n_out).flat_map(|_| weight_row(ty, nb, rng, mode)).collect()
+fn matrix(
+    ty: GgmlType,
+    n_out: usize,
+    nb: usize,
+    rng: &mut rand::rngs::StdRng,
+    mode: Mode,
+) -> Vec<u8> {
+    (0..n_out)
+        .flat_map(|_| weight_row(ty, nb, rng, mode))
+        .collect()
 }
 
 fn same_f32(a: f32, b: f32) -> bool {
     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
 
-fn check_case(ty: GgmlType, seed: u64, mode: usize, nb: usize, groups: usize) -> Result<(), TestCaseError> {
+fn check_case(
+    ty: GgmlType,
+    seed: u64,
+    mode: usize,
+    nb: usize,
+    groups: usize,
+) -> Result<(), TestCaseError> {
     let mode = MODES[mode];
     let mut rng = rng(seed);
     let act = quant::dot::act_type_for(ty).unwrap();
@@ -63,7 +77,11 @@ fn check_case(ty: GgmlType, seed: u64, mode: usize, nb: usize, groups: usize) ->
             let want = testing::block_ints_scalar(pt, n_in, group, a);
             for p in paths(pt) {
                 let got = testing::block_ints_simd(pt, p.path, n_in, group, a);
-                prop_assert!(got.as_ref() == Some(&want), "{:?} ints differ (group {g})", p.path);
+                prop_assert!(
+                    got.as_ref() == Some(&want),
+                    "{:?} ints differ (group {g})",
+                    p.path
+                );
             }
         }
         // f32: the scalar definition per token.
@@ -98,8 +116,14 @@ fn check_case(ty: GgmlType, seed: u64, mode: usize, nb: usize, groups: usize) ->
                     continue;
                 }
                 let tol = REL_TOL * mag + 1e-30;
-                prop_assert!((got - exact).abs() <= tol, "token {t} row {r}: {got} vs f64 {exact} (mag {mag})");
-                prop_assert!((got - old).abs() <= 2.0 * tol, "token {t} row {r}: {got} vs VecDot {old} (mag {mag})");
+                prop_assert!(
+                    (got - exact).abs() <= tol,
+                    "token {t} row {r}: {got} vs f64 {exact} (mag {mag})"
+                );
+                prop_assert!(
+                    (got - old).abs() <= 2.0 * tol,
+                    "token {t} row {r}: {got} vs VecDot {old} (mag {mag})"
+                );
             }
         }
     }
@@ -129,7 +153,9 @@ fn unpack_is_inverse_on_any_bytes() {
     for ty in [GgmlType::Q8_0, GgmlType::Q5_0] {
         let mut rng = rng(11);
         let (n_in, n_out) = (96, 16);
-        let file: Vec<u8> = (0..n_out * 3 * ty.type_size()).map(|_| rand::Rng::random::<u8>(&mut rng)).collect();
+        let file: Vec<u8> = (0..n_out * 3 * ty.type_size())
+            .map(|_| rand::Rng::random::<u8>(&mut rng))
+            .collect();
         let pt = PackedType::for_type(ty).unwrap();
         let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
         repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
@@ -143,7 +169,9 @@ fn unpack_is_inverse_on_any_bytes() {
 fn q4kx8_unpack_is_inverse_on_any_bytes() {
     let mut rng = rng(7);
     let (n_in, n_out) = (512, 16);
-    let file: Vec<u8> = (0..n_out * 2 * 144).map(|_| rand::Rng::random::<u8>(&mut rng)).collect();
+    let file: Vec<u8> = (0..n_out * 2 * 144)
+        .map(|_| rand::Rng::random::<u8>(&mut rng))
+        .collect();
     let mut packed = vec![0u8; PackedType::Q4Kx8.matrix_bytes(n_in, n_out).unwrap()];
     repack::repack(TY, n_in, n_out, &file, &mut packed).unwrap();
     let mut back = vec![0u8; file.len()];
@@ -161,9 +189,15 @@ fn q4kx8_rejects_bad_shapes() {
     let e = repack::repack(TY, 256, 8, &src[..100], &mut dst).unwrap_err();
     assert!(e.to_string().contains("source holds 100 bytes"), "{e}");
     let e = repack::repack(TY, 256, 8, &src, &mut dst[..10]).unwrap_err();
-    assert!(e.to_string().contains("packed buffer holds 10 bytes"), "{e}");
+    assert!(
+        e.to_string().contains("packed buffer holds 10 bytes"),
+        "{e}"
+    );
     let e = repack::repack(TY, 200, 8, &src, &mut dst).unwrap_err();
     assert!(e.to_string().contains("whole number"), "{e}");
     let e = repack::repack(GgmlType::Q6_K, 256, 8, &src, &mut dst).unwrap_err();
-    assert!(matches!(e, repack::RepackError::Unsupported(GgmlType::Q6_K)));
+    assert!(matches!(
+        e,
+        repack::RepackError::Unsupported(GgmlType::Q6_K)
+    ));
 }

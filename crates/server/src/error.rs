@@ -25,18 +25,39 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, code: Option<&'static str>, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), kind, code, flavor: Flavor::OpenAi }
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            code,
+            flavor: Flavor::OpenAi,
+        }
     }
 
     /// 400: the request cannot be served as written.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, message)
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            message,
+        )
     }
 
     /// 400 with a specific code (e.g. "context_length_exceeded").
     pub fn bad_request_code(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", Some(code), message)
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some(code),
+            message,
+        )
     }
 
     /// 401: missing or wrong API key.
@@ -81,12 +102,22 @@ impl ApiError {
 
     /// 503: every slot and the queue are busy, or the server is shutting down.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("server_busy"), message)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("server_busy"),
+            message,
+        )
     }
 
     /// 500: the model failed.
     pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, message)
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            None,
+            message,
+        )
     }
 
     /// The same error in another API's shape.

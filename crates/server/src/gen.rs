@@ -34,7 +34,12 @@ pub(crate) struct GenParams {
 impl GenParams {
     /// The engine request for a prompt of `prompt_len` tokens: at most what the
     /// context has room for.
-    pub fn request(&self, prompt_len: usize, n_ctx: usize, flavor: Flavor) -> Result<GenerateRequest, ApiError> {
+    pub fn request(
+        &self,
+        prompt_len: usize,
+        n_ctx: usize,
+        flavor: Flavor,
+    ) -> Result<GenerateRequest, ApiError> {
         let bad = |m: String| ApiError::bad_request(m).with_flavor(flavor);
         let room = n_ctx.saturating_sub(prompt_len);
         let max_new_tokens = match self.max_tokens {
@@ -53,7 +58,10 @@ impl GenParams {
             Some(n) => n as usize,
             None => d.repeat_last_n,
         };
-        for (name, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
             if let Some(v) = v {
                 if !(-2.0..=2.0).contains(&v) {
                     return Err(bad(format!("{name} must be in [-2, 2], got {v}")));
@@ -72,17 +80,24 @@ impl GenParams {
             seed: self.seed.map(|s| s as u64).unwrap_or_else(rand::random),
         };
         sampling.validate().map_err(bad)?;
-        Ok(GenerateRequest { max_new_tokens, sampling, stop: self.stop.clone(), ignore_eos: self.ignore_eos })
+        Ok(GenerateRequest {
+            max_new_tokens,
+            sampling,
+            stop: self.stop.clone(),
+            ignore_eos: self.ignore_eos,
+        })
     }
 }
 
 /// Renders a conversation with the model's chat template.
-pub(crate) fn render_chat(st: &AppState, messages: &[ChatMessage], flavor: Flavor) -> Result<String, ApiError> {
-    let template = st
-        .engine
-        .template
-        .as_ref()
-        .ok_or_else(|| ApiError::bad_request("this model has no chat template").with_flavor(flavor))?;
+pub(crate) fn render_chat(
+    st: &AppState,
+    messages: &[ChatMessage],
+    flavor: Flavor,
+) -> Result<String, ApiError> {
+    let template = st.engine.template.as_ref().ok_or_else(|| {
+        ApiError::bad_request("this model has no chat template").with_flavor(flavor)
+    })?;
     template
         .render(messages, true)
         .map_err(|e| ApiError::bad_request(format!("chat template: {e}")).with_flavor(flavor))
@@ -151,7 +166,10 @@ pub(crate) fn start(
     let job_log = log.clone();
     let sink = move |ev: Event| {
         match &ev {
-            Event::Started { prompt_tokens, cached_tokens } if *cached_tokens > 0 => {
+            Event::Started {
+                prompt_tokens,
+                cached_tokens,
+            } if *cached_tokens > 0 => {
                 tracing::info!(
                     "prefix cache: reused {cached_tokens} of {prompt_tokens} prompt tokens ({} {})",
                     job_log.method,
@@ -159,7 +177,11 @@ pub(crate) fn start(
                 )
             }
             Event::Done(stats) => job_log.generation(200, stats),
-            Event::Error(e) => tracing::warn!("{} {}: generation failed: {e}", job_log.method, job_log.path),
+            Event::Error(e) => tracing::warn!(
+                "{} {}: generation failed: {e}",
+                job_log.method,
+                job_log.path
+            ),
             _ => {}
         }
         tx.send(ev).is_ok()
@@ -169,7 +191,11 @@ pub(crate) fn start(
         .submit(Job::new(prompt, request, sink).continuing(output == Output::Continuation))
         .map_err(|e| ApiError::from(e).with_flavor(flavor))?;
     log.defer();
-    Ok(Running { rx, ticket, prompt_tokens })
+    Ok(Running {
+        rx,
+        ticket,
+        prompt_tokens,
+    })
 }
 
 /// A finished generation.
@@ -199,14 +225,22 @@ pub(crate) trait StreamShape: Send + 'static {
 }
 
 /// The job's events as a stream of messages; dropping the stream cancels the job.
-pub(crate) fn messages<S: StreamShape>(run: Running, shape: S) -> impl Stream<Item = String> + Send {
+pub(crate) fn messages<S: StreamShape>(
+    run: Running,
+    shape: S,
+) -> impl Stream<Item = String> + Send {
     struct St<S> {
         run: Running,
         shape: S,
         out: VecDeque<String>,
         ended: bool,
     }
-    let st = St { run, shape, out: VecDeque::new(), ended: false };
+    let st = St {
+        run,
+        shape,
+        out: VecDeque::new(),
+        ended: false,
+    };
     futures_util::stream::unfold(st, |mut st| async move {
         loop {
             if let Some(m) = st.out.pop_front() {

@@ -94,7 +94,12 @@ impl AppState {
             sc.prefix_cache = c;
         }
         let scheduler = Scheduler::start(engine.clone(), sc);
-        Arc::new(AppState { engine, scheduler, config, started: unix_now() })
+        Arc::new(AppState {
+            engine,
+            scheduler,
+            config,
+            started: unix_now(),
+        })
     }
 
     /// Accepts a request's `model` when it names this server's model (or is empty);
@@ -125,7 +130,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/show", post(ollama::show))
         .route("/api/version", get(ollama::version))
         .fallback(no_route)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), access_and_auth))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_and_auth,
+        ))
         .with_state(state)
 }
 
@@ -136,7 +144,9 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
@@ -200,7 +210,11 @@ impl AccessLog {
     }
 }
 
-async fn access_and_auth(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+async fn access_and_auth(
+    State(st): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let log = AccessLog {
         method: req.method().clone(),
         path: req.uri().path().to_string(),
@@ -212,7 +226,11 @@ async fn access_and_auth(State(st): State<Arc<AppState>>, mut req: Request, next
         // CORS preflight (browser clients on other origins): never carries the key.
         _ if req.method() == Method::OPTIONS => cors_preflight(),
         Some(key) if protected && !authorized(req.headers(), key) => {
-            let flavor = if log.path.starts_with("/api/") { Flavor::Ollama } else { Flavor::OpenAi };
+            let flavor = if log.path.starts_with("/api/") {
+                Flavor::Ollama
+            } else {
+                Flavor::OpenAi
+            };
             ApiError::unauthorized().with_flavor(flavor).into_response()
         }
         _ => {
@@ -220,7 +238,9 @@ async fn access_and_auth(State(st): State<Arc<AppState>>, mut req: Request, next
             next.run(req).await
         }
     };
-    response.headers_mut().insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    response
+        .headers_mut()
+        .insert("access-control-allow-origin", HeaderValue::from_static("*"));
     if !log.deferred.load(Ordering::SeqCst) || !response.status().is_success() {
         tracing::info!(
             target: "access",
@@ -238,14 +258,23 @@ async fn access_and_auth(State(st): State<Arc<AppState>>, mut req: Request, next
 fn cors_preflight() -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
     let h = r.headers_mut();
-    h.insert("access-control-allow-methods", HeaderValue::from_static("GET, POST, OPTIONS"));
-    h.insert("access-control-allow-headers", HeaderValue::from_static("authorization, content-type, x-api-key"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("authorization, content-type, x-api-key"),
+    );
     h.insert("access-control-max-age", HeaderValue::from_static("86400"));
     r
 }
 
 fn authorized(headers: &HeaderMap, key: &str) -> bool {
-    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
     let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
     bearer.map(str::trim) == Some(key) || x_api_key == Some(key)
 }
@@ -260,7 +289,12 @@ pub(crate) fn parse_json<T: DeserializeOwned>(
     if flavor == Flavor::OpenAi {
         if let Some(ct) = headers.get("content-type") {
             let ct = ct.to_str().unwrap_or("");
-            let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let mime = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if mime != "application/json" && !mime.ends_with("+json") {
                 return Err(ApiError::unsupported_media(ct));
             }
@@ -283,7 +317,10 @@ pub(crate) fn parse_json<T: DeserializeOwned>(
 }
 
 pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// 200 with a JSON body.
@@ -307,7 +344,8 @@ pub struct RunOptions {
 /// Sends `tracing` output (the access log) to stderr, at `info` unless `RUST_LOG` says
 /// otherwise.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -323,7 +361,10 @@ pub fn run(engine: Arc<Engine>, config: ServerConfig, options: &RunOptions) -> s
     let n_ctx = config.n_ctx;
     let keyed = config.api_key.is_some();
     let state = AppState::new(engine, config, options.max_seqs);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((options.host.as_str(), options.port))
             .await

@@ -94,7 +94,9 @@ struct ShowRequest {
 
 /// RFC 3339 UTC time, as Ollama's `created_at`.
 fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -107,7 +109,13 @@ fn rfc3339_now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z", rem / 3600, rem % 3600 / 60, rem % 60, now.subsec_nanos())
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_nanos()
+    )
 }
 
 fn done_reason(f: FinishReason) -> &'static str {
@@ -140,18 +148,34 @@ pub(crate) async fn chat(
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = parse_json(&headers, &body, FLAVOR)?;
     st.check_model(req.model.as_deref(), FLAVOR)?;
-    let messages = req.messages.ok_or_else(|| ApiError::bad_request("'messages' is required").with_flavor(FLAVOR))?;
+    let messages = req
+        .messages
+        .ok_or_else(|| ApiError::bad_request("'messages' is required").with_flavor(FLAVOR))?;
     let model = st.config.model_name.clone();
     if messages.is_empty() {
         // Ollama answers an empty conversation by (re)loading the model.
         return Ok(json_ok(json!({"model": model, "created_at": rfc3339_now(),
             "message": {"role": "assistant", "content": ""}, "done_reason": "load", "done": true})));
     }
-    let conversation: Vec<ChatMessage> = messages.into_iter().map(|m| ChatMessage::new(m.role, m.content)).collect();
+    let conversation: Vec<ChatMessage> = messages
+        .into_iter()
+        .map(|m| ChatMessage::new(m.role, m.content))
+        .collect();
     let text = gen::render_chat(&st, &conversation, FLAVOR)?;
     let prompt = gen::tokenize(&st, text, false, FLAVOR).await?;
-    let run = gen::start(&st, prompt, &req.options.params(), Output::Answer, &log, FLAVOR)?;
-    let shape = Lines { model, chat: true, start: log.start };
+    let run = gen::start(
+        &st,
+        prompt,
+        &req.options.params(),
+        Output::Answer,
+        &log,
+        FLAVOR,
+    )?;
+    let shape = Lines {
+        model,
+        chat: true,
+        start: log.start,
+    };
     if req.stream.unwrap_or(true) {
         return Ok(ndjson(run, shape));
     }
@@ -173,21 +197,32 @@ pub(crate) async fn generate(
     let model = st.config.model_name.clone();
     let prompt = req.prompt.unwrap_or_default();
     if prompt.is_empty() {
-        return Ok(json_ok(json!({"model": model, "created_at": rfc3339_now(), "response": "",
-            "done_reason": "load", "done": true})));
+        return Ok(json_ok(
+            json!({"model": model, "created_at": rfc3339_now(), "response": "",
+            "done_reason": "load", "done": true}),
+        ));
     }
     // Like Ollama: the prompt is one user turn of the chat template unless `raw`.
-    let output = if req.raw { Output::Continuation } else { Output::Answer };
+    let output = if req.raw {
+        Output::Continuation
+    } else {
+        Output::Answer
+    };
     let ids = if req.raw {
         gen::tokenize(&st, prompt, true, FLAVOR).await?
     } else {
-        let mut conversation: Vec<ChatMessage> = req.system.into_iter().map(ChatMessage::system).collect();
+        let mut conversation: Vec<ChatMessage> =
+            req.system.into_iter().map(ChatMessage::system).collect();
         conversation.push(ChatMessage::user(prompt));
         let text = gen::render_chat(&st, &conversation, FLAVOR)?;
         gen::tokenize(&st, text, false, FLAVOR).await?
     };
     let run = gen::start(&st, ids, &req.options.params(), output, &log, FLAVOR)?;
-    let shape = Lines { model, chat: false, start: log.start };
+    let shape = Lines {
+        model,
+        chat: false,
+        start: log.start,
+    };
     if req.stream.unwrap_or(true) {
         return Ok(ndjson(run, shape));
     }
@@ -199,7 +234,12 @@ pub(crate) async fn generate(
 
 fn ndjson(run: gen::Running, shape: Lines) -> Response {
     let stream = gen::messages(run, shape).map(|m| Ok::<_, Infallible>(m + "\n"));
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// One NDJSON object per piece of text, then the counters.
@@ -245,7 +285,11 @@ fn details(st: &AppState) -> Value {
     for t in m.file.tensors() {
         *by_type.entry(t.ty.name()).or_insert(0u64) += t.n_elements();
     }
-    let quant = by_type.iter().max_by_key(|(_, &n)| n).map(|(t, _)| t.to_string()).unwrap_or_default();
+    let quant = by_type
+        .iter()
+        .max_by_key(|(_, &n)| n)
+        .map(|(t, _)| t.to_string())
+        .unwrap_or_default();
     json!({
         "parent_model": "",
         "format": "gguf",
@@ -298,7 +342,12 @@ pub(crate) async fn show(
     let m = &st.engine.model;
     let arch = m.config.arch.name();
     let params: u64 = m.file.tensors().iter().map(|t| t.n_elements()).sum();
-    let template = st.engine.template.as_ref().map(|t| t.source().to_string()).unwrap_or_default();
+    let template = st
+        .engine
+        .template
+        .as_ref()
+        .map(|t| t.source().to_string())
+        .unwrap_or_default();
     Ok(json_ok(json!({
         "modelfile": format!("# served by ferromoe\nFROM {}\n", st.config.model_name),
         "parameters": format!("num_ctx {}", st.config.n_ctx),

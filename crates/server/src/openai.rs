@@ -105,7 +105,9 @@ impl Request {
     fn params(&mut self) -> Result<GenParams, ApiError> {
         if let Some(n) = self.n {
             if n != 1 {
-                return Err(ApiError::bad_request(format!("only n=1 is supported, got n={n}")));
+                return Err(ApiError::bad_request(format!(
+                    "only n=1 is supported, got n={n}"
+                )));
             }
         }
         if self.echo == Some(true) {
@@ -118,7 +120,11 @@ impl Request {
             top_k: self.top_k,
             min_p: self.min_p,
             seed: self.seed,
-            stop: self.stop.take().map(StringOrList::into_vec).unwrap_or_default(),
+            stop: self
+                .stop
+                .take()
+                .map(StringOrList::into_vec)
+                .unwrap_or_default(),
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
             repeat_penalty: self.repeat_penalty,
@@ -128,7 +134,9 @@ impl Request {
     }
 
     fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
     }
 }
 
@@ -142,7 +150,10 @@ pub(crate) async fn models(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /v1/models/{id}`.
-pub(crate) async fn model(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn model(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     st.check_model(Some(&id), Flavor::OpenAi)?;
     Ok(json_ok(model_object(&st)))
 }
@@ -191,9 +202,14 @@ pub(crate) async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let mut req: Request = parse_json(&headers, &body, Flavor::OpenAi)?;
     st.check_model(req.model.as_deref(), Flavor::OpenAi)?;
-    let messages = req.messages.take().ok_or_else(|| ApiError::bad_request("'messages' is required"))?;
+    let messages = req
+        .messages
+        .take()
+        .ok_or_else(|| ApiError::bad_request("'messages' is required"))?;
     if messages.is_empty() {
-        return Err(ApiError::bad_request("'messages' must hold at least one message"));
+        return Err(ApiError::bad_request(
+            "'messages' must hold at least one message",
+        ));
     }
     let mut conversation = Vec::with_capacity(messages.len());
     for (i, m) in messages.into_iter().enumerate() {
@@ -221,9 +237,19 @@ pub(crate) async fn chat_completions(
     let text = gen::render_chat(&st, &conversation, Flavor::OpenAi)?;
     let prompt = gen::tokenize(&st, text, false, Flavor::OpenAi).await?;
     let run = gen::start(&st, prompt, &params, Output::Answer, &log, Flavor::OpenAi)?;
-    let (id, created, model) = (new_id("chatcmpl"), crate::unix_now(), st.config.model_name.clone());
+    let (id, created, model) = (
+        new_id("chatcmpl"),
+        crate::unix_now(),
+        st.config.model_name.clone(),
+    );
     if req.stream.unwrap_or(false) {
-        let shape = ChatChunks { id, created, model, include_usage: req.include_usage(), sent_role: false };
+        let shape = ChatChunks {
+            id,
+            created,
+            model,
+            include_usage: req.include_usage(),
+            sent_role: false,
+        };
         return Ok(sse(run, shape));
     }
     let done = gen::collect(run, Flavor::OpenAi).await?;
@@ -255,9 +281,14 @@ pub(crate) async fn completions(
     let prompt = match req.prompt.take() {
         None => return Err(ApiError::bad_request("'prompt' is required")),
         Some(Prompt::Text(t)) => gen::tokenize(&st, t, true, Flavor::OpenAi).await?,
-        Some(Prompt::Texts(mut v)) if v.len() == 1 => gen::tokenize(&st, v.remove(0), true, Flavor::OpenAi).await?,
+        Some(Prompt::Texts(mut v)) if v.len() == 1 => {
+            gen::tokenize(&st, v.remove(0), true, Flavor::OpenAi).await?
+        }
         Some(Prompt::Texts(v)) => {
-            return Err(ApiError::bad_request(format!("'prompt' must be one string (n=1), got a list of {}", v.len())))
+            return Err(ApiError::bad_request(format!(
+                "'prompt' must be one string (n=1), got a list of {}",
+                v.len()
+            )))
         }
         Some(Prompt::Ids(ids)) => {
             let n_vocab = st.engine.model.config.n_vocab;
@@ -273,10 +304,26 @@ pub(crate) async fn completions(
         }
     };
     let params = req.params()?;
-    let run = gen::start(&st, prompt, &params, Output::Continuation, &log, Flavor::OpenAi)?;
-    let (id, created, model) = (new_id("cmpl"), crate::unix_now(), st.config.model_name.clone());
+    let run = gen::start(
+        &st,
+        prompt,
+        &params,
+        Output::Continuation,
+        &log,
+        Flavor::OpenAi,
+    )?;
+    let (id, created, model) = (
+        new_id("cmpl"),
+        crate::unix_now(),
+        st.config.model_name.clone(),
+    );
     if req.stream.unwrap_or(false) {
-        let shape = CompletionChunks { id, created, model, include_usage: req.include_usage() };
+        let shape = CompletionChunks {
+            id,
+            created,
+            model,
+            include_usage: req.include_usage(),
+        };
         return Ok(sse(run, shape));
     }
     let done = gen::collect(run, Flavor::OpenAi).await?;
@@ -292,12 +339,14 @@ pub(crate) async fn completions(
 }
 
 fn sse<S: StreamShape>(run: gen::Running, shape: S) -> Response {
-    let stream = gen::messages(run, shape).map(|m| Ok::<_, Infallible>(SseEvent::default().data(m)));
+    let stream =
+        gen::messages(run, shape).map(|m| Ok::<_, Infallible>(SseEvent::default().data(m)));
     Sse::new(stream).into_response()
 }
 
 fn error_chunk(e: &str) -> String {
-    json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}}).to_string()
+    json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}})
+        .to_string()
 }
 
 struct ChatChunks {
@@ -339,7 +388,8 @@ impl StreamShape for ChatChunks {
             }
             Event::Done(stats) => {
                 let mut last: Value =
-                    serde_json::from_str(&self.chunk(json!({}), Some(finish_reason(stats.finish)))).unwrap_or_default();
+                    serde_json::from_str(&self.chunk(json!({}), Some(finish_reason(stats.finish))))
+                        .unwrap_or_default();
                 last["timings"] = timings(&stats);
                 out.push(last.to_string());
                 if self.include_usage {
@@ -393,7 +443,8 @@ impl StreamShape for CompletionChunks {
             Event::Text(t) => (vec![self.chunk(&t, None)], false),
             Event::Done(stats) => {
                 let mut last: Value =
-                    serde_json::from_str(&self.chunk("", Some(finish_reason(stats.finish)))).unwrap_or_default();
+                    serde_json::from_str(&self.chunk("", Some(finish_reason(stats.finish))))
+                        .unwrap_or_default();
                 last["timings"] = timings(&stats);
                 let mut out = vec![last.to_string()];
                 if self.include_usage {

@@ -9,5 +9,11 @@ pub const CHAT_PAGE: &str = include_str!("chat.html");
 
 /// `GET /`.
 pub(crate) async fn index() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], CHAT_PAGE)
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        CHAT_PAGE,
+    )
 }

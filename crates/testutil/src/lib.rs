@@ -24,17 +24,32 @@ pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
         _ => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
     };
     let header = std::str::from_utf8(&b[start..start + hlen]).unwrap();
-    assert!(header.contains("'descr': '<f4'"), "{}: not float32: {header}", path.display());
-    assert!(header.contains("'fortran_order': False"), "{}: Fortran order", path.display());
+    assert!(
+        header.contains("'descr': '<f4'"),
+        "{}: not float32: {header}",
+        path.display()
+    );
+    assert!(
+        header.contains("'fortran_order': False"),
+        "{}: Fortran order",
+        path.display()
+    );
     let shape_str = &header[header.find("'shape': (").unwrap() + 10..];
     let shape: Vec<usize> = shape_str[..shape_str.find(')').unwrap()]
         .split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().parse().unwrap())
         .collect();
-    let data: Vec<f32> =
-        b[start + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "{}: size", path.display());
+    let data: Vec<f32> = b[start + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(
+        data.len(),
+        shape.iter().product::<usize>(),
+        "{}: size",
+        path.display()
+    );
     (shape, data)
 }
 

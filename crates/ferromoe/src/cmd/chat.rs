@@ -34,12 +34,20 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let engine = super::load::load(&args.model, false, false)?;
-    let tok = engine.tokenizer.as_ref().ok_or_else(|| anyhow::anyhow!("the file has no tokenizer"))?;
-    let template = engine.template.as_ref().expect("a tokenizer implies a template");
+    let tok = engine
+        .tokenizer
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the file has no tokenizer"))?;
+    let template = engine
+        .template
+        .as_ref()
+        .expect("a tokenizer implies a template");
     if template.is_fallback() {
         eprintln!("note: the file has no chat template; using ChatML");
     }
-    let ctx = args.ctx.unwrap_or(engine.model.config.n_ctx_train.min(8192));
+    let ctx = args
+        .ctx
+        .unwrap_or(engine.model.config.n_ctx_train.min(8192));
     let mut session = engine.session(ctx);
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -47,12 +55,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))?;
     }
 
-    let mut history: Vec<ChatMessage> = args.system.iter().map(|s| ChatMessage::system(s.clone())).collect();
+    let mut history: Vec<ChatMessage> = args
+        .system
+        .iter()
+        .map(|s| ChatMessage::system(s.clone()))
+        .collect();
     let mut first = match &args.prompt_file {
-        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?),
+        Some(p) => {
+            Some(std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
+        }
         None => None,
     };
-    eprintln!("chat with {} — /clear starts over, /exit (or Ctrl-D) quits, Ctrl-C stops an answer", args.model.model.display());
+    eprintln!(
+        "chat with {} — /clear starts over, /exit (or Ctrl-D) quits, Ctrl-C stops an answer",
+        args.model.model.display()
+    );
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let mut seed_offset = 0u64;
@@ -86,7 +103,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         history.push(ChatMessage::user(user));
         let prompt = tok.encode(&template.render(&history, true)?, false)?;
         if prompt.len() + 1 >= session.kv.n_ctx() {
-            eprintln!("(the conversation no longer fits in the {}-token context; /clear to start over)", session.kv.n_ctx());
+            eprintln!(
+                "(the conversation no longer fits in the {}-token context; /clear to start over)",
+                session.kv.n_ctx()
+            );
             history.pop();
             continue;
         }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use gguf::{Array, Gguf, Metadata, Value};
 use engine::{human_bytes, human_count};
+use gguf::{Array, Gguf, Metadata, Value};
 use serde_json::json;
 
 /// Arrays longer than this are summarised (type and length) instead of printed.
@@ -26,7 +26,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let file = Gguf::open(&args.file)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&file, args.tensors))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&file, args.tensors))?
+        );
     } else {
         print_human(&file, args.tensors);
     }
@@ -49,8 +52,11 @@ fn bytes_per_type(file: &Gguf) -> BTreeMap<gguf::GgmlType, (usize, u64)> {
 }
 
 fn to_json(file: &Gguf, with_tensors: bool) -> serde_json::Value {
-    let metadata: serde_json::Map<String, serde_json::Value> =
-        file.metadata().iter().map(|(k, v)| (k.to_string(), value_json(v))).collect();
+    let metadata: serde_json::Map<String, serde_json::Value> = file
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.to_string(), value_json(v)))
+        .collect();
     let types: serde_json::Map<String, serde_json::Value> = bytes_per_type(file)
         .into_iter()
         .map(|(ty, (n, bytes))| (ty.name().to_string(), json!({"tensors": n, "bytes": bytes})))
@@ -77,7 +83,9 @@ fn to_json(file: &Gguf, with_tensors: bool) -> serde_json::Value {
 }
 
 fn float_json(x: f64) -> serde_json::Value {
-    serde_json::Number::from_f64(x).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+    serde_json::Number::from_f64(x)
+        .map(serde_json::Value::Number)
+        .unwrap_or(serde_json::Value::Null)
 }
 
 fn value_json(v: &Value) -> serde_json::Value {
@@ -125,7 +133,11 @@ fn value_short(v: &Value) -> String {
         Value::String(s) => {
             let one_line = s.replace('\n', "\\n");
             if one_line.chars().count() > 60 {
-                format!("{:?}… ({} chars)", one_line.chars().take(57).collect::<String>(), s.chars().count())
+                format!(
+                    "{:?}… ({} chars)",
+                    one_line.chars().take(57).collect::<String>(),
+                    s.chars().count()
+                )
             } else {
                 format!("{one_line:?}")
             }
@@ -145,9 +157,16 @@ fn tokenizer_summary(md: &Metadata) -> Option<String> {
     if let Some(t) = &tokens {
         s += &format!(", {} tokens", t.len());
     }
-    for (label, key) in [("bos", "tokenizer.ggml.bos_token_id"), ("eos", "tokenizer.ggml.eos_token_id")] {
+    for (label, key) in [
+        ("bos", "tokenizer.ggml.bos_token_id"),
+        ("eos", "tokenizer.ggml.eos_token_id"),
+    ] {
         if let Ok(Some(id)) = md.opt_u32(key) {
-            let text = tokens.as_ref().and_then(|t| t.get(id as usize)).map(|t| format!(" {t:?}")).unwrap_or_default();
+            let text = tokens
+                .as_ref()
+                .and_then(|t| t.get(id as usize))
+                .map(|t| format!(" {t:?}"))
+                .unwrap_or_default();
             s += &format!(", {label} {id}{text}");
         }
     }
@@ -158,22 +177,38 @@ fn tokenizer_summary(md: &Metadata) -> Option<String> {
         s += &format!(", {} merges", m.len());
     }
     let template = md.contains("tokenizer.chat_template");
-    s += if template { ", chat template" } else { ", no chat template" };
+    s += if template {
+        ", chat template"
+    } else {
+        ", no chat template"
+    };
     Some(s)
 }
 
 fn print_human(file: &Gguf, with_tensors: bool) {
     let md = file.metadata();
     let arch = md.opt_str("general.architecture").ok().flatten();
-    println!("file:          {} ({}, GGUF v{})", file.name(), human_bytes(file.file_size()), file.version());
+    println!(
+        "file:          {} ({}, GGUF v{})",
+        file.name(),
+        human_bytes(file.file_size()),
+        file.version()
+    );
     println!("architecture:  {}", arch.unwrap_or("(none)"));
     if let Ok(Some(name)) = md.opt_str("general.name") {
         println!("name:          {name}");
     }
     if let Ok(Some(ft)) = md.opt_u32("general.file_type") {
-        println!("file type:     {} ({ft})", gguf::file_type_name(ft).unwrap_or("unknown"));
+        println!(
+            "file type:     {} ({ft})",
+            gguf::file_type_name(ft).unwrap_or("unknown")
+        );
     }
-    println!("parameters:    {} ({})", human_count(parameter_count(file)), parameter_count(file));
+    println!(
+        "parameters:    {} ({})",
+        human_count(parameter_count(file)),
+        parameter_count(file)
+    );
     if let Some(arch) = arch {
         let prefix = format!("{arch}.");
         let hyper: Vec<_> = md.iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
@@ -189,13 +224,28 @@ fn print_human(file: &Gguf, with_tensors: bool) {
     }
     println!("tensors:       {}", file.tensors().len());
     for (ty, (n, bytes)) in bytes_per_type(file) {
-        println!("  {:<8} {:>6} tensors  {:>12}", ty.name(), n, human_bytes(bytes));
+        println!(
+            "  {:<8} {:>6} tensors  {:>12}",
+            ty.name(),
+            n,
+            human_bytes(bytes)
+        );
     }
     if with_tensors {
-        println!("{:<48} {:<8} {:<28} {:>12} {:>12}", "name", "type", "ne", "offset", "bytes");
+        println!(
+            "{:<48} {:<8} {:<28} {:>12} {:>12}",
+            "name", "type", "ne", "offset", "bytes"
+        );
         for t in file.tensors() {
             let ne = format!("{:?}", t.ne);
-            println!("{:<48} {:<8} {:<28} {:>12} {:>12}", t.name, t.ty.name(), ne, t.offset, t.size);
+            println!(
+                "{:<48} {:<8} {:<28} {:>12} {:>12}",
+                t.name,
+                t.ty.name(),
+                ne,
+                t.offset,
+                t.size
+            );
         }
     }
 }

@@ -25,9 +25,17 @@ pub struct ModelArgs {
 
 /// Loads the model with a progress bar on stderr and prints the summary line.
 pub fn load(args: &ModelArgs, exact: bool, quiet: bool) -> anyhow::Result<Engine> {
-    let opts =
-        LoadOptions { threads: args.threads, exact, experts_per_token: args.experts_per_token, repack: !args.no_repack };
-    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
+    let opts = LoadOptions {
+        threads: args.threads,
+        exact,
+        experts_per_token: args.experts_per_token,
+        repack: !args.no_repack,
+    };
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
     bar.set_style(
         indicatif::ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} layers")
             .expect("valid template")

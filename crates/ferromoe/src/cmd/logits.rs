@@ -31,8 +31,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let which = if args.all { Logits::All } else { Logits::Last };
     let logits = session.feed(&args.tokens, which)?;
     let vocab = engine.model.config.n_vocab;
-    let shape = if args.all { vec![n, vocab] } else { vec![vocab] };
-    crate::npy::write_f32(&args.out, &shape, logits).with_context(|| format!("writing {}", args.out.display()))?;
+    let shape = if args.all {
+        vec![n, vocab]
+    } else {
+        vec![vocab]
+    };
+    crate::npy::write_f32(&args.out, &shape, logits)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("wrote {} {:?}", args.out.display(), shape);
     Ok(())
 }

@@ -30,7 +30,10 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     pub fn params(&self) -> engine::SamplingParams {
         let seed = self.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
         });
         engine::SamplingParams {
             temperature: self.temperature,
@@ -72,9 +75,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let engine = super::load::load(&args.model, false, false)?;
-    let tok = engine.tokenizer.as_ref().ok_or_else(|| anyhow::anyhow!("{}: the file has no tokenizer", args.model.model.display()))?;
+    let tok = engine.tokenizer.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("{}: the file has no tokenizer", args.model.model.display())
+    })?;
     let text = if args.chat {
-        let template = engine.template.as_ref().expect("a tokenizer implies a template (or the ChatML fallback)");
+        let template = engine
+            .template
+            .as_ref()
+            .expect("a tokenizer implies a template (or the ChatML fallback)");
         template.render(&[ChatMessage::user(args.prompt.clone())], true)?
     } else {
         args.prompt.clone()
@@ -82,9 +90,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // A chat template writes its own BOS; plain prompts get what the metadata asks for.
     let prompt = tok.encode(&text, !args.chat)?;
     // Default: room for the prompt and the answer, within what the model was trained for.
-    let ctx = args.ctx.unwrap_or_else(|| (prompt.len() + args.max_new_tokens).min(engine.model.config.n_ctx_train.max(1)));
+    let ctx = args.ctx.unwrap_or_else(|| {
+        (prompt.len() + args.max_new_tokens).min(engine.model.config.n_ctx_train.max(1))
+    });
     let mut session = engine.session(ctx);
-    let req = GenerateRequest { max_new_tokens: args.max_new_tokens, sampling: args.sampling.params(), stop: vec![], ignore_eos: args.ignore_eos };
+    let req = GenerateRequest {
+        max_new_tokens: args.max_new_tokens,
+        sampling: args.sampling.params(),
+        stop: vec![],
+        ignore_eos: args.ignore_eos,
+    };
     let mut out = std::io::stdout().lock();
     let stats = engine.generate(&mut session, &prompt, &req, &mut |piece| {
         let _ = out.write_all(piece.as_bytes());

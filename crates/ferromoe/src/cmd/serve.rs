@@ -44,11 +44,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     server::init_logging();
     let engine = super::load::load(&args.model, false, false)?;
     if engine.tokenizer.is_none() {
-        anyhow::bail!("{}: the file has no tokenizer; the server needs one", args.model.model.display());
+        anyhow::bail!(
+            "{}: the file has no tokenizer; the server needs one",
+            args.model.model.display()
+        );
     }
-    let n_ctx = args.ctx.unwrap_or(engine.model.config.n_ctx_train.clamp(1, 4096));
+    let n_ctx = args
+        .ctx
+        .unwrap_or(engine.model.config.n_ctx_train.clamp(1, 4096));
     let name = args.model_name.clone().unwrap_or_else(|| {
-        let stem = args.model.model.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let stem = args
+            .model
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
         stem.unwrap_or_else(|| "model".into())
     });
     let config = server::ServerConfig {
@@ -57,7 +66,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         n_ctx,
         queue: args.queue,
         prefix_cache: args.prefix_cache,
-        file_size: std::fs::metadata(&args.model.model).map(|m| m.len()).unwrap_or(0),
+        file_size: std::fs::metadata(&args.model.model)
+            .map(|m| m.len())
+            .unwrap_or(0),
     };
     let options = server::RunOptions {
         host: args.host.clone(),

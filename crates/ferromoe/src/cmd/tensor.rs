@@ -20,11 +20,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let t = file.tensor(&args.name)?;
     let n = usize::try_from(t.n_elements()).context("tensor too large for this machine")?;
     let mut values = Vec::new();
-    values.try_reserve_exact(n).with_context(|| format!("cannot allocate {n} floats for '{}'", args.name))?;
+    values
+        .try_reserve_exact(n)
+        .with_context(|| format!("cannot allocate {n} floats for '{}'", args.name))?;
     values.resize(n, 0.0f32);
-    quant::dequantize(t.ty, t.data, &mut values).with_context(|| format!("tensor '{}'", args.name))?;
+    quant::dequantize(t.ty, t.data, &mut values)
+        .with_context(|| format!("tensor '{}'", args.name))?;
     let shape: Vec<usize> = t.ne.iter().rev().map(|&d| d as usize).collect();
-    crate::npy::write_f32(&args.out, &shape, &values).with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!("wrote {} ({} {:?} → float32 {:?})", args.out.display(), t.ty, t.ne, shape);
+    crate::npy::write_f32(&args.out, &shape, &values)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!(
+        "wrote {} ({} {:?} → float32 {:?})",
+        args.out.display(),
+        t.ty,
+        t.ne,
+        shape
+    );
     Ok(())
 }

@@ -41,7 +41,15 @@ impl Server {
     /// Starts `ferromoe serve` on `model` (named [`MODEL_NAME`]) with `extra` arguments.
     pub fn start_with(model: &std::path::Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferromoe"))
-            .args(["serve", "-m", model.to_str().unwrap(), "--port", "0", "--model-name", MODEL_NAME])
+            .args([
+                "serve",
+                "-m",
+                model.to_str().unwrap(),
+                "--port",
+                "0",
+                "--model-name",
+                MODEL_NAME,
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -57,7 +65,10 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(at) = line.find("listening on http://") {
-                    let addr: String = line[at + 20..].chars().take_while(|c| !c.is_whitespace()).collect();
+                    let addr: String = line[at + 20..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace())
+                        .collect();
                     let _ = tx.send(addr);
                 }
                 let mut l = sink.lock().unwrap();
@@ -72,7 +83,12 @@ impl Server {
                 panic!("the server did not start:\n{}", log.lock().unwrap());
             }
         };
-        Server { child, base: format!("http://{addr}"), addr, log }
+        Server {
+            child,
+            base: format!("http://{addr}"),
+            addr,
+            log,
+        }
     }
 
     /// Everything the server wrote to stderr so far.
@@ -97,8 +113,15 @@ impl Server {
     }
 
     /// Sends a signal and waits for the exit status (at most `timeout`).
-    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let ok = Command::new("kill").args([format!("-{signal}"), self.pid().to_string()]).status().unwrap();
+    pub fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let ok = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
         let t = Instant::now();
         while t.elapsed() < timeout {
@@ -112,7 +135,13 @@ impl Server {
 
     /// One HTTP/1.1 request (`Connection: close`); returns (status, headers, body) with a
     /// chunked body already decoded.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut s = TcpStream::connect(&self.addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
         let mut head = format!(
@@ -133,7 +162,12 @@ impl Server {
 
     /// POST a JSON body with `Content-Type: application/json`.
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Response {
-        self.request("POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
     }
 
     pub fn get(&self, path: &str) -> Response {
@@ -153,7 +187,13 @@ impl Server {
         let path = repo_dir().join("tests/python").join(script);
         let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
             .arg(&path)
-            .args(["--base", &self.base, "--ferromoe", env!("CARGO_BIN_EXE_ferromoe"), "--model-file"])
+            .args([
+                "--base",
+                &self.base,
+                "--ferromoe",
+                env!("CARGO_BIN_EXE_ferromoe"),
+                "--model-file",
+            ])
             .arg(tiny_model())
             .args(args)
             .output()
@@ -184,14 +224,28 @@ pub struct Response {
 
 impl Response {
     fn parse(raw: &[u8]) -> Response {
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a complete response head");
         let head = String::from_utf8_lossy(&raw[..split]).into_owned();
         let mut body = raw[split + 4..].to_vec();
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status code");
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             body = dechunk(&body);
         }
-        Response { status, headers: head, body: String::from_utf8_lossy(&body).into_owned() }
+        Response {
+            status,
+            headers: head,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -201,7 +255,9 @@ impl Response {
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     }
 }
@@ -209,7 +265,8 @@ impl Response {
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
         if size == 0 {
             break;
         }
@@ -226,13 +283,22 @@ pub fn demo_model() -> PathBuf {
     // once on a fresh machine): wait for that one to finish first.
     let cache = std::env::var("FERROMOE_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/ferromoe"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/ferromoe")
+        });
     let t = Instant::now();
     while cache.join("parts").exists() && t.elapsed() < Duration::from_secs(900) {
         std::thread::sleep(Duration::from_secs(1));
     }
     let script = repo_dir().join("scripts/fetch-demo-model.sh");
-    let out = Command::new("bash").arg(&script).output().expect("run fetch-demo-model.sh");
-    assert!(out.status.success(), "fetching the demo model failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("run fetch-demo-model.sh");
+    assert!(
+        out.status.success(),
+        "fetching the demo model failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }

@@ -24,7 +24,10 @@ use crate::ModelError;
 
 pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError> {
     let mut c = hp.base(Arch::Deepseek2, n_vocab)?;
-    let bad = |problem: String| ModelError::BadConfig { file: hp.md.file().to_string(), problem };
+    let bad = |problem: String| ModelError::BadConfig {
+        file: hp.md.file().to_string(),
+        problem,
+    };
     let kv_lora_rank = hp.usize("attention.kv_lora_rank")?;
     let qk_rope = hp.usize("rope.dimension_count")?;
     // Files converted since the attn_kv_b split carry the per-head sizes in *_mla keys
@@ -38,16 +41,27 @@ pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError>
         None => c.head_dim_v,
     };
     if qk_rope == 0 || qk_rope % 2 != 0 || head_k <= qk_rope {
-        return Err(bad(format!("MLA head width {head_k} must exceed the even RoPE width {qk_rope}")));
+        return Err(bad(format!(
+            "MLA head width {head_k} must exceed the even RoPE width {qk_rope}"
+        )));
     }
     let q_lora_rank = hp.opt_usize("attention.q_lora_rank")?.filter(|&r| r > 0);
-    c.mla = Some(MlaConfig { q_lora_rank, kv_lora_rank, qk_nope: head_k - qk_rope, qk_rope, v_head });
+    c.mla = Some(MlaConfig {
+        q_lora_rank,
+        kv_lora_rank,
+        qk_nope: head_k - qk_rope,
+        qk_rope,
+        v_head,
+    });
     c.head_dim = head_k;
     c.head_dim_v = v_head;
 
     let mut rope = hp.rope(qk_rope, RopeMode::Norm)?;
-    let log_mul = hp.opt_f32("rope.scaling.yarn_log_multiplier")?.unwrap_or(0.0);
-    let (rope_attn, kq_mscale) = deepseek2_yarn_scales(rope.attn_factor, rope.freq_scale, rope.ext_factor, log_mul);
+    let log_mul = hp
+        .opt_f32("rope.scaling.yarn_log_multiplier")?
+        .unwrap_or(0.0);
+    let (rope_attn, kq_mscale) =
+        deepseek2_yarn_scales(rope.attn_factor, rope.freq_scale, rope.ext_factor, log_mul);
     rope.attn_factor = rope_attn;
     c.rope = rope;
     c.kq_scale = kq_mscale * kq_mscale / (head_k as f32).sqrt();
@@ -55,7 +69,11 @@ pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError>
     let gating = match hp.opt_usize("expert_gating_func")? {
         None | Some(1) => Gating::Softmax,
         Some(2) => Gating::Sigmoid,
-        Some(g) => return Err(bad(format!("expert_gating_func {g} is not 1 (softmax) or 2 (sigmoid)"))),
+        Some(g) => {
+            return Err(bad(format!(
+                "expert_gating_func {g} is not 1 (softmax) or 2 (sigmoid)"
+            )))
+        }
     };
     let norm = hp.opt_bool("expert_weights_norm")?.unwrap_or(false);
     if let Some(mut m) = hp.moe(gating, norm)? {
@@ -108,7 +126,11 @@ pub(crate) fn bind_mla(b: &Binder, c: &Config, il: usize) -> Result<Attention, M
         q_a,
         q_a_norm,
         q,
-        kv_a: b.matrix(&p("attn_kv_a_mqa.weight"), c.dim, m.kv_lora_rank + m.qk_rope)?,
+        kv_a: b.matrix(
+            &p("attn_kv_a_mqa.weight"),
+            c.dim,
+            m.kv_lora_rank + m.qk_rope,
+        )?,
         kv_a_norm: b.vector(&p("attn_kv_a_norm.weight"), m.kv_lora_rank)?,
         k_b: b.stack(&p("attn_k_b.weight"), m.qk_nope, m.kv_lora_rank, c.n_head)?,
         v_b: b.stack(&p("attn_v_b.weight"), m.kv_lora_rank, m.v_head, c.n_head)?,

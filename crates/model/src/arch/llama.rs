@@ -9,7 +9,10 @@ use crate::ModelError;
 
 pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError> {
     let mut c = hp.base(Arch::Llama, n_vocab)?;
-    c.rope = hp.rope(hp.opt_usize("rope.dimension_count")?.unwrap_or(c.head_dim), RopeMode::Norm)?;
+    c.rope = hp.rope(
+        hp.opt_usize("rope.dimension_count")?.unwrap_or(c.head_dim),
+        RopeMode::Norm,
+    )?;
     c.moe = hp.moe(Gating::Softmax, true)?;
     Ok(c)
 }

@@ -44,8 +44,15 @@ impl Hparams<'_> {
 
     /// RoPE with the file's scaling settings (none, linear or YaRN) as llama.cpp reads them.
     pub fn rope(&self, n_dims: usize, mode: RopeMode) -> Result<RopeParams, ModelError> {
-        let mut p = RopeParams::new(n_dims, mode, self.opt_f32("rope.freq_base")?.unwrap_or(10000.0));
-        let scaling = self.opt_str("rope.scaling.type")?.unwrap_or("none").to_string();
+        let mut p = RopeParams::new(
+            n_dims,
+            mode,
+            self.opt_f32("rope.freq_base")?.unwrap_or(10000.0),
+        );
+        let scaling = self
+            .opt_str("rope.scaling.type")?
+            .unwrap_or("none")
+            .to_string();
         let factor = match self.opt_f32("rope.scaling.factor")? {
             Some(f) => f,
             None => self.opt_f32("rope.scale_linear")?.unwrap_or(1.0),
@@ -70,17 +77,30 @@ impl Hparams<'_> {
         let dim = self.usize("embedding_length")?;
         let n_head = self.usize("attention.head_count")?;
         let n_head_kv = self.opt_usize("attention.head_count_kv")?.unwrap_or(n_head);
-        let bad = |problem: String| ModelError::BadConfig { file: self.md.file().to_string(), problem };
+        let bad = |problem: String| ModelError::BadConfig {
+            file: self.md.file().to_string(),
+            problem,
+        };
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
-            return Err(bad(format!("{n_head} attention heads cannot share {n_head_kv} KV heads")));
+            return Err(bad(format!(
+                "{n_head} attention heads cannot share {n_head_kv} KV heads"
+            )));
         }
-        let head_dim = self.opt_usize("attention.key_length")?.unwrap_or(dim / n_head);
-        let head_dim_v = self.opt_usize("attention.value_length")?.unwrap_or(head_dim);
+        let head_dim = self
+            .opt_usize("attention.key_length")?
+            .unwrap_or(dim / n_head);
+        let head_dim_v = self
+            .opt_usize("attention.value_length")?
+            .unwrap_or(head_dim);
         let n_layer = self.usize("block_count")?;
         if dim == 0 || n_layer == 0 || head_dim == 0 || head_dim % 2 != 0 {
-            return Err(bad(format!("invalid shapes: embedding {dim}, {n_layer} layers, head dim {head_dim}")));
+            return Err(bad(format!(
+                "invalid shapes: embedding {dim}, {n_layer} layers, head dim {head_dim}"
+            )));
         }
-        let rms_eps = self.opt_f32("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-6);
+        let rms_eps = self
+            .opt_f32("attention.layer_norm_rms_epsilon")?
+            .unwrap_or(1e-6);
         Ok(Config {
             arch,
             n_vocab,
@@ -135,17 +155,41 @@ impl Hparams<'_> {
 /// Binds the grouped-query attention of layer `il`.
 pub(crate) fn bind_gqa(b: &Binder, c: &Config, il: usize) -> Result<Attention, ModelError> {
     let p = |n: &str| format!("blk.{il}.{n}");
-    let (q, kv, v) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim, c.n_head_kv * c.head_dim_v);
+    let (q, kv, v) = (
+        c.n_head * c.head_dim,
+        c.n_head_kv * c.head_dim,
+        c.n_head_kv * c.head_dim_v,
+    );
     Ok(Attention::Gqa(GqaWeights {
         wq: b.matrix(&p("attn_q.weight"), c.dim, q)?,
         wk: b.matrix(&p("attn_k.weight"), c.dim, kv)?,
         wv: b.matrix(&p("attn_v.weight"), c.dim, v)?,
         wo: b.matrix(&p("attn_output.weight"), c.n_head * c.head_dim_v, c.dim)?,
-        bq: if c.qkv_bias { Some(b.vector(&p("attn_q.bias"), q)?) } else { b.opt_vector(&p("attn_q.bias"), q)? },
-        bk: if c.qkv_bias { Some(b.vector(&p("attn_k.bias"), kv)?) } else { b.opt_vector(&p("attn_k.bias"), kv)? },
-        bv: if c.qkv_bias { Some(b.vector(&p("attn_v.bias"), v)?) } else { b.opt_vector(&p("attn_v.bias"), v)? },
-        q_norm: if c.qk_norm { Some(b.vector(&p("attn_q_norm.weight"), c.head_dim)?) } else { None },
-        k_norm: if c.qk_norm { Some(b.vector(&p("attn_k_norm.weight"), c.head_dim)?) } else { None },
+        bq: if c.qkv_bias {
+            Some(b.vector(&p("attn_q.bias"), q)?)
+        } else {
+            b.opt_vector(&p("attn_q.bias"), q)?
+        },
+        bk: if c.qkv_bias {
+            Some(b.vector(&p("attn_k.bias"), kv)?)
+        } else {
+            b.opt_vector(&p("attn_k.bias"), kv)?
+        },
+        bv: if c.qkv_bias {
+            Some(b.vector(&p("attn_v.bias"), v)?)
+        } else {
+            b.opt_vector(&p("attn_v.bias"), v)?
+        },
+        q_norm: if c.qk_norm {
+            Some(b.vector(&p("attn_q_norm.weight"), c.head_dim)?)
+        } else {
+            None
+        },
+        k_norm: if c.qk_norm {
+            Some(b.vector(&p("attn_k_norm.weight"), c.head_dim)?)
+        } else {
+            None
+        },
     }))
 }
 
@@ -161,7 +205,11 @@ pub(crate) fn bind_ffn(b: &Binder, c: &Config, il: usize) -> Result<Ffn, ModelEr
             problem: "experts stored as separate per-expert tensors (an old GGUF layout); re-convert the model with a current llama.cpp".into(),
         });
     }
-    let shared = if m.shared_ffn > 0 { Some(b.dense_ffn(il, "_shexp", c.dim, m.shared_ffn)?) } else { None };
+    let shared = if m.shared_ffn > 0 {
+        Some(b.dense_ffn(il, "_shexp", c.dim, m.shared_ffn)?)
+    } else {
+        None
+    };
     Ok(Ffn::Moe(MoeFfn {
         router: b.matrix(&p("ffn_gate_inp.weight"), c.dim, m.n_expert)?,
         selection_bias: b.opt_vector(&p("exp_probs_b.bias"), m.n_expert)?,

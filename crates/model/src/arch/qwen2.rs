@@ -8,7 +8,10 @@ use crate::ModelError;
 
 pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError> {
     let mut c = hp.base(Arch::Qwen2, n_vocab)?;
-    c.rope = hp.rope(hp.opt_usize("rope.dimension_count")?.unwrap_or(c.head_dim), RopeMode::Neox)?;
+    c.rope = hp.rope(
+        hp.opt_usize("rope.dimension_count")?.unwrap_or(c.head_dim),
+        RopeMode::Neox,
+    )?;
     c.qkv_bias = true;
     Ok(c)
 }

@@ -10,12 +10,17 @@ use crate::ModelError;
 
 pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError> {
     let mut c = hp.base(Arch::Qwen2Moe, n_vocab)?;
-    c.rope = hp.rope(hp.opt_usize("rope.dimension_count")?.unwrap_or(c.head_dim), RopeMode::Neox)?;
+    c.rope = hp.rope(
+        hp.opt_usize("rope.dimension_count")?.unwrap_or(c.head_dim),
+        RopeMode::Neox,
+    )?;
     c.qkv_bias = true;
     // llama.cpp hard-codes "no renormalisation" for this family; the file has no key for it.
     let mut moe = hp.moe(Gating::Softmax, false)?;
     if let Some(m) = moe.as_mut() {
-        m.shared_ffn = hp.opt_usize("expert_shared_feed_forward_length")?.unwrap_or(0);
+        m.shared_ffn = hp
+            .opt_usize("expert_shared_feed_forward_length")?
+            .unwrap_or(0);
         m.n_shared = usize::from(m.shared_ffn > 0);
     }
     c.moe = moe;

@@ -10,7 +10,10 @@ use crate::ModelError;
 
 pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError> {
     let mut c = hp.base(Arch::Qwen3Moe, n_vocab)?;
-    c.rope = hp.rope(hp.opt_usize("rope.dimension_count")?.unwrap_or(c.head_dim), RopeMode::Neox)?;
+    c.rope = hp.rope(
+        hp.opt_usize("rope.dimension_count")?.unwrap_or(c.head_dim),
+        RopeMode::Neox,
+    )?;
     c.qk_norm = true;
     c.moe = hp.moe(Gating::Softmax, true)?;
     Ok(c)

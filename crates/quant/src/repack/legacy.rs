@@ -44,7 +44,10 @@ fn put_common(pb: &mut [u8], r: usize, d: [u8; 2], wsum: i32) {
 /// Σ (q − 16) over a Q5_0 block: nibbles plus 16 per set fifth bit, minus 32·16.
 fn q5_0_sum(b: &[u8]) -> i32 {
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-    let nibs: i32 = b[6..22].iter().map(|&x| (x & 0xf) as i32 + (x >> 4) as i32).sum();
+    let nibs: i32 = b[6..22]
+        .iter()
+        .map(|&x| (x & 0xf) as i32 + (x >> 4) as i32)
+        .sum();
     nibs + 16 * qh.count_ones() as i32 - 512
 }
 
@@ -52,9 +55,17 @@ fn q5_0_sum(b: &[u8]) -> i32 {
 /// Q5_0 blocks.
 pub(super) fn repack(q5: bool, n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
     let nb = n_in / 32;
-    let (sz, pbb) = if q5 { (Q5_0_SIZE, Q5_0X8_BLOCK_BYTES) } else { (Q8_0_SIZE, Q8_0X8_BLOCK_BYTES) };
+    let (sz, pbb) = if q5 {
+        (Q5_0_SIZE, Q5_0X8_BLOCK_BYTES)
+    } else {
+        (Q8_0_SIZE, Q8_0X8_BLOCK_BYTES)
+    };
     let row_bytes = nb * sz;
-    for (g, out) in dst.chunks_exact_mut(nb * pbb).enumerate().take(n_out / ROWS) {
+    for (g, out) in dst
+        .chunks_exact_mut(nb * pbb)
+        .enumerate()
+        .take(n_out / ROWS)
+    {
         for (ib, pb) in out.chunks_exact_mut(pbb).enumerate() {
             let mut qhq = [0u32; 8];
             for r in 0..ROWS {
@@ -81,7 +92,8 @@ pub(super) fn repack(q5: bool, n_in: usize, n_out: usize, src: &[u8], dst: &mut 
             }
             if q5 {
                 for (gq, w) in qhq.iter().enumerate() {
-                    pb[Q5_OFF_QH + 4 * gq..Q5_OFF_QH + 4 * gq + 4].copy_from_slice(&w.to_le_bytes());
+                    pb[Q5_OFF_QH + 4 * gq..Q5_OFF_QH + 4 * gq + 4]
+                        .copy_from_slice(&w.to_le_bytes());
                 }
             }
         }
@@ -91,7 +103,11 @@ pub(super) fn repack(q5: bool, n_in: usize, n_out: usize, src: &[u8], dst: &mut 
 /// The inverse of [`repack`] (exact for any bytes: every stored bit is kept).
 pub(super) fn unpack(q5: bool, n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
     let nb = n_in / 32;
-    let (sz, pbb) = if q5 { (Q5_0_SIZE, Q5_0X8_BLOCK_BYTES) } else { (Q8_0_SIZE, Q8_0X8_BLOCK_BYTES) };
+    let (sz, pbb) = if q5 {
+        (Q5_0_SIZE, Q5_0X8_BLOCK_BYTES)
+    } else {
+        (Q8_0_SIZE, Q8_0X8_BLOCK_BYTES)
+    };
     let row_bytes = nb * sz;
     for (g, grp) in packed.chunks_exact(nb * pbb).enumerate().take(n_out / ROWS) {
         for (ib, pb) in grp.chunks_exact(pbb).enumerate() {
@@ -144,22 +160,39 @@ fn values(q5: bool, pb: &[u8], r: usize) -> [i8; 32] {
 pub(super) fn block_ints(q5: bool, pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
     std::array::from_fn(|r| {
         let w = values(q5, pb, r);
-        [(0..32).map(|k| w[k] as i32 * y[2 + k] as i8 as i32).sum(), 0]
+        [
+            (0..32).map(|k| w[k] as i32 * y[2 + k] as i8 as i32).sum(),
+            0,
+        ]
     })
 }
 
 /// `[block][row]` integers of a whole group × one activation row.
 pub(super) fn ints_scalar(q5: bool, nb: usize, group: &[u8], act: &[u8]) -> Vec<[[i32; 2]; ROWS]> {
-    let pbb = if q5 { Q5_0X8_BLOCK_BYTES } else { Q8_0X8_BLOCK_BYTES };
+    let pbb = if q5 {
+        Q5_0X8_BLOCK_BYTES
+    } else {
+        Q8_0X8_BLOCK_BYTES
+    };
     (0..nb)
-        .map(|ib| block_ints(q5, &group[ib * pbb..(ib + 1) * pbb], &act[ib * Q8_0_SIZE..(ib + 1) * Q8_0_SIZE]))
+        .map(|ib| {
+            block_ints(
+                q5,
+                &group[ib * pbb..(ib + 1) * pbb],
+                &act[ib * Q8_0_SIZE..(ib + 1) * Q8_0_SIZE],
+            )
+        })
         .collect()
 }
 
 /// The definition: 8 packed rows (`nb` blocks) · one Q8_0 row. Per row, per block:
 /// `acc = fma(d·d_a, Σ w·a, acc)`.
 pub fn dot_scalar(q5: bool, nb: usize, group: &[u8], act: &[u8]) -> [f32; ROWS] {
-    let pbb = if q5 { Q5_0X8_BLOCK_BYTES } else { Q8_0X8_BLOCK_BYTES };
+    let pbb = if q5 {
+        Q5_0X8_BLOCK_BYTES
+    } else {
+        Q8_0X8_BLOCK_BYTES
+    };
     let mut acc = [0f32; ROWS];
     for ib in 0..nb {
         let pb = &group[ib * pbb..(ib + 1) * pbb];

@@ -157,27 +157,53 @@ fn check(
 ) -> Result<PackedType, RepackError> {
     let pt = PackedType::for_type(ty).ok_or(RepackError::Unsupported(ty))?;
     if n_out % ROWS != 0 {
-        return Err(shape(ty, n_in, n_out, format!("{n_out} rows is not a multiple of {ROWS}")));
+        return Err(shape(
+            ty,
+            n_in,
+            n_out,
+            format!("{n_out} rows is not a multiple of {ROWS}"),
+        ));
     }
-    let want_packed = pt
-        .matrix_bytes(n_in, n_out)
-        .ok_or_else(|| shape(ty, n_in, n_out, format!("{n_in} values is not a whole number of {ty} blocks")))?;
+    let want_packed = pt.matrix_bytes(n_in, n_out).ok_or_else(|| {
+        shape(
+            ty,
+            n_in,
+            n_out,
+            format!("{n_in} values is not a whole number of {ty} blocks"),
+        )
+    })?;
     let want_file = ty
         .row_bytes(n_in as u64)
         .and_then(|rb| (rb as usize).checked_mul(n_out))
         .ok_or_else(|| shape(ty, n_in, n_out, "size overflows".to_string()))?;
     if file != want_file {
-        return Err(shape(ty, n_in, n_out, format!("source holds {file} bytes, expected {want_file}")));
+        return Err(shape(
+            ty,
+            n_in,
+            n_out,
+            format!("source holds {file} bytes, expected {want_file}"),
+        ));
     }
     if packed != want_packed {
-        return Err(shape(ty, n_in, n_out, format!("packed buffer holds {packed} bytes, expected {want_packed}")));
+        return Err(shape(
+            ty,
+            n_in,
+            n_out,
+            format!("packed buffer holds {packed} bytes, expected {want_packed}"),
+        ));
     }
     Ok(pt)
 }
 
 /// Repacks `n_out` rows of `n_in` values of `ty` as stored in GGUF (`src`) into `dst`
 /// (exactly [`PackedType::matrix_bytes`] bytes).
-pub fn repack(ty: GgmlType, n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) -> Result<(), RepackError> {
+pub fn repack(
+    ty: GgmlType,
+    n_in: usize,
+    n_out: usize,
+    src: &[u8],
+    dst: &mut [u8],
+) -> Result<(), RepackError> {
     match check(ty, n_in, n_out, src.len(), dst.len())? {
         PackedType::Q4Kx8 => q4k::repack(n_in, n_out, src, dst),
         PackedType::Q8_0x8 => legacy::repack(false, n_in, n_out, src, dst),
@@ -189,7 +215,13 @@ pub fn repack(ty: GgmlType, n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8
 /// The inverse of [`repack`]: the GGUF bytes of the `n_out` rows (for dequantization and
 /// the reference path). `unpack(repack(x)) == x` for blocks whose packed scales are
 /// canonical (ggml's quantizer writes them so; see `q4k`).
-pub fn unpack(ty: GgmlType, n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) -> Result<(), RepackError> {
+pub fn unpack(
+    ty: GgmlType,
+    n_in: usize,
+    n_out: usize,
+    packed: &[u8],
+    dst: &mut [u8],
+) -> Result<(), RepackError> {
     match check(ty, n_in, n_out, dst.len(), packed.len())? {
         PackedType::Q4Kx8 => q4k::unpack(n_in, n_out, packed, dst),
         PackedType::Q8_0x8 => legacy::unpack(false, n_in, n_out, packed, dst),
@@ -246,10 +278,20 @@ impl PackedDot {
         let act = crate::dot::act_type_for(packed.source()).unwrap_or(GgmlType::Q8_K);
         #[cfg(target_arch = "x86_64")]
         if let Some((p, fns)) = x86::kernels(packed, path) {
-            return PackedDot { packed, act, path: p, imp: Imp::Simd(fns) };
+            return PackedDot {
+                packed,
+                act,
+                path: p,
+                imp: Imp::Simd(fns),
+            };
         }
         let _ = path;
-        PackedDot { packed, act, path: SimdPath::Scalar, imp: Imp::Scalar }
+        PackedDot {
+            packed,
+            act,
+            path: SimdPath::Scalar,
+            imp: Imp::Scalar,
+        }
     }
 
     /// One group of [`ROWS`] packed rows (`group`: [`PackedType::group_bytes`] bytes)
@@ -290,7 +332,14 @@ impl PackedDot {
                     // SAFETY: lengths checked above (the group holds nb packed blocks, each
                     // activation row nb blocks); `o` has a.len() ≤ MAX_TOKENS rows of ROWS
                     // f32, contiguous; CPU features were detected when `fns` was chosen.
-                    unsafe { fns[a.len() - 1](nb, group.as_ptr(), ptrs.as_ptr(), o.as_mut_ptr() as *mut f32) };
+                    unsafe {
+                        fns[a.len() - 1](
+                            nb,
+                            group.as_ptr(),
+                            ptrs.as_ptr(),
+                            o.as_mut_ptr() as *mut f32,
+                        )
+                    };
                 }
             }
         }
@@ -319,7 +368,12 @@ pub mod testing {
     use super::*;
 
     /// `[block][row] = [isum, msum]` of one packed group × one activation row (scalar).
-    pub fn block_ints_scalar(packed: PackedType, n_in: usize, group: &[u8], act: &[u8]) -> Vec<[[i32; 2]; ROWS]> {
+    pub fn block_ints_scalar(
+        packed: PackedType,
+        n_in: usize,
+        group: &[u8],
+        act: &[u8],
+    ) -> Vec<[[i32; 2]; ROWS]> {
         let nb = n_in / packed.source().block_size();
         match packed {
             PackedType::Q4Kx8 => q4k::ints_scalar(nb, group, act),

@@ -42,7 +42,10 @@ fn k4_scales_mins(p: &[u8; 12]) -> [u8; 16] {
         let (sc, m) = if j < 4 {
             (p[j] & 63, p[j + 4] & 63)
         } else {
-            ((p[j + 4] & 0xf) | ((p[j - 4] >> 6) << 4), (p[j + 4] >> 4) | ((p[j] >> 6) << 4))
+            (
+                (p[j + 4] & 0xf) | ((p[j - 4] >> 6) << 4),
+                (p[j + 4] >> 4) | ((p[j] >> 6) << 4),
+            )
         };
         out[j] = sc;
         out[8 + j] = m;
@@ -53,7 +56,11 @@ fn k4_scales_mins(p: &[u8; 12]) -> [u8; 16] {
 pub(super) fn repack(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
     let nb = n_in / 256;
     let row_bytes = nb * SRC;
-    for (g, out) in dst.chunks_exact_mut(nb * Q4KX8_BLOCK_BYTES).enumerate().take(n_out / ROWS) {
+    for (g, out) in dst
+        .chunks_exact_mut(nb * Q4KX8_BLOCK_BYTES)
+        .enumerate()
+        .take(n_out / ROWS)
+    {
         for (ib, pb) in out.chunks_exact_mut(Q4KX8_BLOCK_BYTES).enumerate() {
             for r in 0..ROWS {
                 let o = (g * ROWS + r) * row_bytes + ib * SRC;
@@ -92,7 +99,11 @@ fn pack_scales(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
 pub(super) fn unpack(n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
     let nb = n_in / 256;
     let row_bytes = nb * SRC;
-    for (g, grp) in packed.chunks_exact(nb * Q4KX8_BLOCK_BYTES).enumerate().take(n_out / ROWS) {
+    for (g, grp) in packed
+        .chunks_exact(nb * Q4KX8_BLOCK_BYTES)
+        .enumerate()
+        .take(n_out / ROWS)
+    {
         for (ib, pb) in grp.chunks_exact(Q4KX8_BLOCK_BYTES).enumerate() {
             for r in 0..ROWS {
                 let o = (g * ROWS + r) * row_bytes + ib * SRC;
@@ -122,7 +133,8 @@ fn f16_at(b: &[u8], o: usize) -> f32 {
 /// `isum = Σ_s sc_s·Σ_{k<32} q[32s+k]·a[32s+k]`, `msum = Σ_s m_s·(bsums[2s] + bsums[2s+1])`.
 pub(super) fn block_ints(pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
     let a = |p: usize| y[Q8K_QS + p] as i8 as i32;
-    let bsum = |k: usize| i16::from_le_bytes([y[Q8K_BSUMS + 2 * k], y[Q8K_BSUMS + 2 * k + 1]]) as i32;
+    let bsum =
+        |k: usize| i16::from_le_bytes([y[Q8K_BSUMS + 2 * k], y[Q8K_BSUMS + 2 * k + 1]]) as i32;
     std::array::from_fn(|r| {
         let mut isum = 0i32;
         let mut msum = 0i32;

@@ -20,14 +20,20 @@
 
 #![allow(clippy::needless_range_loop)]
 
-use super::legacy::{self, Q5_0X8_BLOCK_BYTES, Q5_OFF_QH, Q5_OFF_QS, Q8_0X8_BLOCK_BYTES, Q8_0_SIZE, Q8_OFF_QS};
-use super::q4k::{OFF_D, OFF_DMIN, OFF_MN, OFF_QS, OFF_SC, Q4KX8_BLOCK_BYTES, Q8K_BSUMS, Q8K_QS, Q8K_SIZE};
+use super::legacy::{
+    self, Q5_0X8_BLOCK_BYTES, Q5_OFF_QH, Q5_OFF_QS, Q8_0X8_BLOCK_BYTES, Q8_0_SIZE, Q8_OFF_QS,
+};
+use super::q4k::{
+    OFF_D, OFF_DMIN, OFF_MN, OFF_QS, OFF_SC, Q4KX8_BLOCK_BYTES, Q8K_BSUMS, Q8K_QS, Q8K_SIZE,
+};
 use super::{PackedType, TileFn, MAX_TOKENS, ROWS};
 use crate::dot::SimdPath;
 use std::arch::x86_64::*;
 
 fn avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
 fn vnni() -> bool {
@@ -38,7 +44,10 @@ fn vnni() -> bool {
 }
 
 /// The kernels for `packed` on `path` or the best available below it.
-pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &'static [TileFn; MAX_TOKENS])> {
+pub(super) fn kernels(
+    packed: PackedType,
+    path: SimdPath,
+) -> Option<(SimdPath, &'static [TileFn; MAX_TOKENS])> {
     match packed {
         PackedType::Q4Kx8 => pick(path, &Q4K_AVX2, &Q4K_VNNI),
         PackedType::Q8_0x8 => pick(path, &Q8_0_AVX2, &Q8_0_VNNI),
@@ -78,7 +87,10 @@ struct Avx2;
 impl Isa for Avx2 {
     #[inline(always)]
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
-        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+        _mm256_add_epi32(
+            acc,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)),
+        )
     }
     #[inline(always)]
     unsafe fn dpwssd(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
@@ -154,7 +166,10 @@ unsafe fn f16x8(p: *const u8) -> __m256 {
 
 /// One packed block × T activation blocks: `[isum, msum]` per token, lane = row.
 #[inline(always)]
-unsafe fn q4k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T]) -> ([__m256i; T], [__m256i; T]) {
+unsafe fn q4k_block_ints<const T: usize, I: Isa>(
+    pb: *const u8,
+    a: [*const u8; T],
+) -> ([__m256i; T], [__m256i; T]) {
     let m4 = _mm256_set1_epi8(0x0f);
     let mut isum = [_mm256_setzero_si256(); T];
     for j in 0..4 {
@@ -174,7 +189,10 @@ unsafe fn q4k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T
         let sh = u8x8(pb.add(OFF_SC + 8 * (2 * j + 1)));
         for t in 0..T {
             // |sub-block sum| ≤ 32·15·128, scale ≤ 63: no overflow.
-            let p = _mm256_add_epi32(_mm256_mullo_epi32(slo[t], sl), _mm256_mullo_epi32(shi[t], sh));
+            let p = _mm256_add_epi32(
+                _mm256_mullo_epi32(slo[t], sl),
+                _mm256_mullo_epi32(shi[t], sh),
+            );
             isum[t] = _mm256_add_epi32(isum[t], p);
         }
     }
@@ -191,7 +209,12 @@ unsafe fn q4k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T
 }
 
 #[inline(always)]
-unsafe fn q4k_tile<const T: usize, I: Isa>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+unsafe fn q4k_tile<const T: usize, I: Isa>(
+    nb: usize,
+    w: *const u8,
+    a: *const *const u8,
+    out: *mut f32,
+) {
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
     let mut acc = [_mm256_setzero_ps(); T];
     for ib in 0..nb {
@@ -221,8 +244,10 @@ unsafe fn q4k_vnni<const T: usize>(nb: usize, w: *const u8, a: *const *const u8,
     q4k_tile::<T, Vnni>(nb, w, a, out)
 }
 
-static Q4K_AVX2: [TileFn; MAX_TOKENS] = [q4k_avx2::<1>, q4k_avx2::<2>, q4k_avx2::<3>, q4k_avx2::<4>];
-static Q4K_VNNI: [TileFn; MAX_TOKENS] = [q4k_vnni::<1>, q4k_vnni::<2>, q4k_vnni::<3>, q4k_vnni::<4>];
+static Q4K_AVX2: [TileFn; MAX_TOKENS] =
+    [q4k_avx2::<1>, q4k_avx2::<2>, q4k_avx2::<3>, q4k_avx2::<4>];
+static Q4K_VNNI: [TileFn; MAX_TOKENS] =
+    [q4k_vnni::<1>, q4k_vnni::<2>, q4k_vnni::<3>, q4k_vnni::<4>];
 
 // ---------------------------------------------------------------------------------------
 // Q8_0x8 / Q5_0x8 × Q8_0 (see `legacy` for the layouts).
@@ -248,7 +273,11 @@ unsafe fn legacy_weights<const Q5: bool>(pb: *const u8, g: usize) -> __m256i {
     if Q5 {
         let v = load(pb.add(Q5_OFF_QS + 32 * (g % 4)));
         let m4 = _mm256_set1_epi8(0x0f);
-        let nib = if g < 4 { _mm256_and_si256(v, m4) } else { _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4) };
+        let nib = if g < 4 {
+            _mm256_and_si256(v, m4)
+        } else {
+            _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4)
+        };
         // q − 16 = nibble − 16 where the fifth bit is clear, the nibble where it is set.
         let set = bits32(pb.add(Q5_OFF_QH + 4 * g));
         _mm256_sub_epi8(nib, _mm256_andnot_si256(set, _mm256_set1_epi8(16)))
@@ -260,7 +289,10 @@ unsafe fn legacy_weights<const Q5: bool>(pb: *const u8, g: usize) -> __m256i {
 /// One packed block × T activation blocks: `Σ w·a` per token, lane = row. `q[t]` points
 /// to token t's 32 quants *prepared* by [`Isa::prepare`].
 #[inline(always)]
-unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(pb: *const u8, q: [*const u8; T]) -> [__m256i; T] {
+unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(
+    pb: *const u8,
+    q: [*const u8; T],
+) -> [__m256i; T] {
     // Two chains per token (even / odd g): `vpdpbusd` latency, not throughput, would
     // otherwise bound the short legacy blocks.
     let mut dp = [_mm256_setzero_si256(); T];
@@ -277,7 +309,8 @@ unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(pb: *const u
         dp[t] = _mm256_add_epi32(dp[t], dq[t]);
     }
     if I::BIASED {
-        let wsum = _mm256_cvtepi16_epi32(_mm_loadu_si128(pb.add(legacy::OFF_WSUM) as *const __m128i));
+        let wsum =
+            _mm256_cvtepi16_epi32(_mm_loadu_si128(pb.add(legacy::OFF_WSUM) as *const __m128i));
         let corr = _mm256_slli_epi32::<7>(wsum);
         for t in 0..T {
             dp[t] = _mm256_sub_epi32(dp[t], corr);
@@ -291,8 +324,17 @@ unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(pb: *const u
 const PREP_CHUNK: usize = 64;
 
 #[inline(always)]
-unsafe fn legacy_tile<const T: usize, const Q5: bool, I: Isa>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
-    let pbb = if Q5 { Q5_0X8_BLOCK_BYTES } else { Q8_0X8_BLOCK_BYTES };
+unsafe fn legacy_tile<const T: usize, const Q5: bool, I: Isa>(
+    nb: usize,
+    w: *const u8,
+    a: *const *const u8,
+    out: *mut f32,
+) {
+    let pbb = if Q5 {
+        Q5_0X8_BLOCK_BYTES
+    } else {
+        Q8_0X8_BLOCK_BYTES
+    };
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
     let mut acc = [_mm256_setzero_ps(); T];
     // The activations prepared once per pass (VNNI: biased to unsigned, one XOR per 32
@@ -306,7 +348,10 @@ unsafe fn legacy_tile<const T: usize, const Q5: bool, I: Isa>(nb: usize, w: *con
             for t in 0..T {
                 for k in 0..n {
                     let v = load(a0[t].add((ib0 + k) * Q8_0_SIZE + 2));
-                    _mm256_storeu_si256(prep.add((t * PREP_CHUNK + k) * 32) as *mut __m256i, I::prepare(v));
+                    _mm256_storeu_si256(
+                        prep.add((t * PREP_CHUNK + k) * 32) as *mut __m256i,
+                        I::prepare(v),
+                    );
                 }
             }
             std::array::from_fn(|t| prep.add(t * PREP_CHUNK * 32) as *const u8)
@@ -322,7 +367,8 @@ unsafe fn legacy_tile<const T: usize, const Q5: bool, I: Isa>(nb: usize, w: *con
             let d = f16x8(pb.add(legacy::OFF_D));
             for t in 0..T {
                 let at = a0[t].add(ib * Q8_0_SIZE);
-                let da = _mm256_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(at as *const i16)));
+                let da =
+                    _mm256_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(at as *const i16)));
                 acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(dp[t]), acc[t]);
             }
         }
@@ -334,37 +380,79 @@ unsafe fn legacy_tile<const T: usize, const Q5: bool, I: Isa>(nb: usize, w: *con
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn legacy_avx2<const T: usize, const Q5: bool>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+unsafe fn legacy_avx2<const T: usize, const Q5: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const *const u8,
+    out: *mut f32,
+) {
     legacy_tile::<T, Q5, Avx2>(nb, w, a, out)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
-unsafe fn legacy_vnni<const T: usize, const Q5: bool>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+unsafe fn legacy_vnni<const T: usize, const Q5: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const *const u8,
+    out: *mut f32,
+) {
     legacy_tile::<T, Q5, Vnni>(nb, w, a, out)
 }
 
-static Q8_0_AVX2: [TileFn; MAX_TOKENS] =
-    [legacy_avx2::<1, false>, legacy_avx2::<2, false>, legacy_avx2::<3, false>, legacy_avx2::<4, false>];
-static Q8_0_VNNI: [TileFn; MAX_TOKENS] =
-    [legacy_vnni::<1, false>, legacy_vnni::<2, false>, legacy_vnni::<3, false>, legacy_vnni::<4, false>];
-static Q5_0_AVX2: [TileFn; MAX_TOKENS] =
-    [legacy_avx2::<1, true>, legacy_avx2::<2, true>, legacy_avx2::<3, true>, legacy_avx2::<4, true>];
-static Q5_0_VNNI: [TileFn; MAX_TOKENS] =
-    [legacy_vnni::<1, true>, legacy_vnni::<2, true>, legacy_vnni::<3, true>, legacy_vnni::<4, true>];
+static Q8_0_AVX2: [TileFn; MAX_TOKENS] = [
+    legacy_avx2::<1, false>,
+    legacy_avx2::<2, false>,
+    legacy_avx2::<3, false>,
+    legacy_avx2::<4, false>,
+];
+static Q8_0_VNNI: [TileFn; MAX_TOKENS] = [
+    legacy_vnni::<1, false>,
+    legacy_vnni::<2, false>,
+    legacy_vnni::<3, false>,
+    legacy_vnni::<4, false>,
+];
+static Q5_0_AVX2: [TileFn; MAX_TOKENS] = [
+    legacy_avx2::<1, true>,
+    legacy_avx2::<2, true>,
+    legacy_avx2::<3, true>,
+    legacy_avx2::<4, true>,
+];
+static Q5_0_VNNI: [TileFn; MAX_TOKENS] = [
+    legacy_vnni::<1, true>,
+    legacy_vnni::<2, true>,
+    legacy_vnni::<3, true>,
+    legacy_vnni::<4, true>,
+];
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn legacy_ints_avx2<const Q5: bool>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+unsafe fn legacy_ints_avx2<const Q5: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+) -> Vec<[[i32; 2]; ROWS]> {
     legacy_ints_with::<Q5, Avx2>(nb, w, a)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
-unsafe fn legacy_ints_vnni<const Q5: bool>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+unsafe fn legacy_ints_vnni<const Q5: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+) -> Vec<[[i32; 2]; ROWS]> {
     legacy_ints_with::<Q5, Vnni>(nb, w, a)
 }
 
 #[inline(always)]
-unsafe fn legacy_ints_with<const Q5: bool, I: Isa>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
-    let pbb = if Q5 { Q5_0X8_BLOCK_BYTES } else { Q8_0X8_BLOCK_BYTES };
+unsafe fn legacy_ints_with<const Q5: bool, I: Isa>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+) -> Vec<[[i32; 2]; ROWS]> {
+    let pbb = if Q5 {
+        Q5_0X8_BLOCK_BYTES
+    } else {
+        Q8_0X8_BLOCK_BYTES
+    };
     let mut out = vec![[[0i32; 2]; ROWS]; nb];
     for (ib, o) in out.iter_mut().enumerate() {
         let mut q = [0u8; 32];
@@ -394,7 +482,8 @@ unsafe fn ints_vnni(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROW
 unsafe fn ints_with<I: Isa>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
     let mut out = vec![[[0i32; 2]; ROWS]; nb];
     for (ib, o) in out.iter_mut().enumerate() {
-        let (isum, msum) = q4k_block_ints::<1, I>(w.add(ib * Q4KX8_BLOCK_BYTES), [a.add(ib * Q8K_SIZE)]);
+        let (isum, msum) =
+            q4k_block_ints::<1, I>(w.add(ib * Q4KX8_BLOCK_BYTES), [a.add(ib * Q8K_SIZE)]);
         let (mut li, mut lm) = ([0i32; 8], [0i32; 8]);
         _mm256_storeu_si256(li.as_mut_ptr() as *mut __m256i, isum[0]);
         _mm256_storeu_si256(lm.as_mut_ptr() as *mut __m256i, msum[0]);
