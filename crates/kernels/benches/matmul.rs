@@ -23,8 +23,9 @@
 //! Weights are random bytes (the dots' speed does not depend on the values), except the
 //! float types, which are quantized from random f32 so no NaN/denormal slows them.
 
-use kernels::matmul::{matmul, quantize_acts, ActScratch, QMatrix};
+use kernels::matmul::{matmul, quantize_acts, ActScratch, QMatrix, WeightBuffer};
 use kernels::ThreadPool;
+use quant::repack::{self, PackedType};
 use quant::GgmlType;
 use std::hint::black_box;
 use std::time::Instant;
@@ -271,20 +272,44 @@ fn main() {
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         let mut next_slice = [0usize; 2];
         for &ty in &types {
-            for &(n_in, n_out) in &shapes {
+            // File order, then (where the engine repacks this type at load) the packed
+            // layout in huge-page memory, as `ferromoe` runs it by default.
+            let mut cases = Vec::new();
+            for &shape in &shapes {
+                cases.push((shape, None));
+                if let Some(p) = PackedType::for_type(ty) {
+                    cases.push((shape, Some(p)));
+                }
+            }
+            for ((n_in, n_out), packed) in cases {
                 let one = make_weights(ty, n_in, n_out, &mut rng);
-                let bytes = one.len();
+                let bytes = match packed {
+                    Some(p) => p.matrix_bytes(n_in, n_out).unwrap(),
+                    None => one.len(),
+                };
                 let copies = (512usize << 20).div_ceil(bytes).max(1);
-                let mut all = Vec::with_capacity(bytes * copies);
-                for _ in 0..copies {
-                    all.extend_from_slice(&one);
+                let mut all = WeightBuffer::zeroed(bytes * copies).unwrap();
+                for c in 0..copies {
+                    let dst = &mut all[c * bytes..(c + 1) * bytes];
+                    match packed {
+                        Some(_) => repack::repack(ty, n_in, n_out, &one, dst).unwrap(),
+                        None => dst.copy_from_slice(&one),
+                    }
                 }
                 drop(one);
                 let mats: Vec<QMatrix> = (0..copies)
                     .map(|c| {
-                        QMatrix::new(ty, n_in, n_out, &all[c * bytes..(c + 1) * bytes]).unwrap()
+                        let data = &all[c * bytes..(c + 1) * bytes];
+                        match packed {
+                            Some(p) => QMatrix::packed(p, n_in, n_out, data).unwrap(),
+                            None => QMatrix::new(ty, n_in, n_out, data).unwrap(),
+                        }
                     })
                     .collect();
+                let label = match packed {
+                    Some(p) => format!("{ty} ({})", p.name()),
+                    None => ty.to_string(),
+                };
                 let x: Vec<f32> = (0..n_in).map(|_| rng.f32()).collect();
                 let mut out = vec![0f32; n_out];
                 // [threads] -> (best cold s/op, best 256 MiB bw, best hot s/op, fastest cold op,
@@ -312,7 +337,7 @@ fn main() {
                 let c2 = gb(bytes, best[1].0);
                 let f2 = gb(bytes, best[1].3);
                 println!(
-                    "| {ty} | {n_in} × {n_out} | {:.1} | {c1:.1} | {:.1} | {:.0}% | {c2:.1} | {:.1} | {:.0}% | {f2:.1} | {:.1} | {:.0}% | {:.1} | {:.1} |",
+                    "| {label} | {n_in} × {n_out} | {:.1} | {c1:.1} | {:.1} | {:.0}% | {c2:.1} | {:.1} | {:.0}% | {f2:.1} | {:.1} | {:.0}% | {:.1} | {:.1} |",
                     bytes as f64 / (1 << 20) as f64,
                     best[0].1,
                     100.0 * c1 / best[0].1,
