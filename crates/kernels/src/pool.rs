@@ -641,6 +641,33 @@ mod tests {
     }
 
     #[test]
+    fn each_thread_streams_its_share_in_order() {
+        // Thread 0 runs share 0 in order, then steals share 1's leftovers in order; the
+        // worker runs share 1 in order, then share 0's leftovers: so thread 0's items only
+        // increase, and the worker's decrease at most once (when it moves to share 0).
+        let pool = ThreadPool::new(2);
+        for _ in 0..20 {
+            let order: [Mutex<Vec<usize>>; 2] = Default::default();
+            pool.run_chunked(64, 2, |r, tid| {
+                order[tid].lock().unwrap().push(r.start);
+                std::thread::sleep(Duration::from_micros(50));
+            });
+            let [o0, o1] = order.map(|m| m.into_inner().unwrap());
+            assert!(o0.windows(2).all(|w| w[0] < w[1]), "thread 0: {o0:?}");
+            let drops = o1.windows(2).filter(|w| w[0] > w[1]).count();
+            assert!(drops <= 1, "worker: {o1:?}");
+            if let Some(&first) = o1.first() {
+                // The worker starts in its own share unless thread 0 had emptied it.
+                assert!(
+                    first >= 32 || o0.contains(&62),
+                    "worker began at {first}: {o1:?}"
+                );
+            }
+            assert_eq!(o0.len() + o1.len(), 32);
+        }
+    }
+
+    #[test]
     fn nested_run_executes_inline() {
         let pool = ThreadPool::new(2);
         let count = AtomicUsize::new(0);
