@@ -6,9 +6,14 @@
 //!   `[c_kv, k_pe]` row (the query is `[q·W_UK, q_pe]`) and whose value is the `c_kv`
 //!   part of the same row — so `k` and `v` may be the same buffer.
 //!
-//! Each (token, head) item computes all its scores, a max-subtracted softmax and the
-//! weighted sum of values in a fixed order, so a token's output never depends on which
-//! thread ran it or what else was in the batch.
+//! A work item is up to 4 query rows that read the same keys and values: 4 heads of one
+//! token sharing a KV head (GQA groups, MLA's absorbed form), or, when fewer heads share
+//! one, the same head of up to 4 consecutive tokens (multi-head attention, MLA's
+//! decompressed form). Each cached row is loaded once per item. Every query row computes
+//! its scores, a max-subtracted softmax over its own causal length and the weighted sum of
+//! values in a fixed order (rows never mix; a shorter row's extra positions get weight
+//! 0), so a token's output does not depend on which thread ran it or what else was in
+//! the batch.
 
 use crate::ThreadPool;
 
@@ -29,21 +34,25 @@ pub struct AttnShape {
     pub scale: f32,
 }
 
-/// Per-thread score buffers.
+/// Per-thread score and output buffers.
 #[derive(Default, Debug)]
 pub struct AttnScratch {
     scores: Vec<f32>,
     per_thread: usize,
 }
 
+/// Query rows per work item (the register block of the score and value kernels).
+const ROWS: usize = 4;
+
 impl AttnScratch {
     /// An empty scratch.
     pub fn new() -> AttnScratch {
         AttnScratch::default()
     }
-    fn reserve(&mut self, n_threads: usize, n_ctx: usize) {
-        if self.per_thread < n_ctx || self.scores.len() < n_threads * n_ctx {
-            self.per_thread = self.per_thread.max(n_ctx);
+    /// Room for `floats` per thread.
+    fn reserve(&mut self, n_threads: usize, floats: usize) {
+        if self.per_thread < floats || self.scores.len() < n_threads * floats {
+            self.per_thread = self.per_thread.max(floats);
             self.scores.resize(n_threads * self.per_thread, 0.0);
         }
     }
@@ -93,73 +102,96 @@ pub fn attention(
         v.len() >= (n_ctx - 1) * s.v_stride + s.v_offset + s.n_kv_head * s.dv,
         "attention: value cache too short"
     );
-    // Work items are (token, block of heads sharing one KV head): every key and value
-    // row loaded from the cache serves the whole block.
+    // Work items: `tb` consecutive tokens × `hb` heads sharing one KV head (tb·hb ≤ 4).
     let group = s.n_head / s.n_kv_head;
     let hb = [4, 2, 1].into_iter().find(|b| group % b == 0).unwrap_or(1);
-    let blocks = s.n_head / hb;
-    scratch.reserve(pool.n_threads(), hb * n_ctx);
+    let tb = ROWS / hb;
+    let (head_blocks, token_blocks) = (s.n_head / hb, m.div_ceil(tb));
+    // Per thread: ROWS score rows of n_ctx, then ROWS output rows of dv.
+    let per_item = ROWS * n_ctx + ROWS * s.dv;
+    scratch.reserve(pool.n_threads(), per_item);
     let per_thread = scratch.per_thread;
     let scores_ptr = SharedMut(scratch.scores.as_mut_ptr());
     let out_ptr = SharedMut(out.as_mut_ptr());
-    let chunk = (m * blocks).div_ceil(4 * pool.n_threads()).max(1);
-    pool.run_chunked(m * blocks, chunk, |items, tid| {
-        // SAFETY: thread `tid` alone uses score row `tid` (per_thread ≥ hb·n_ctx floats).
-        let scores = unsafe {
+    let n_items = token_blocks * head_blocks;
+    let chunk = n_items.div_ceil(4 * pool.n_threads()).max(1);
+    pool.run_chunked(n_items, chunk, |items, tid| {
+        // SAFETY: thread `tid` alone uses scratch row `tid` (per_thread ≥ per_item floats).
+        let scratch = unsafe {
             std::slice::from_raw_parts_mut(scores_ptr.get().add(tid * per_thread), per_thread)
         };
         for item in items {
-            let (t, h0) = (item / blocks, (item % blocks) * hb);
+            let (t0, h0) = ((item / head_blocks) * tb, (item % head_blocks) * hb);
+            let nt = tb.min(m - t0);
+            let rows = nt * hb;
             let g = h0 / group;
-            let ctx = pos0 + t + 1;
-            let qs: [&[f32]; 4] = std::array::from_fn(|i| {
-                let h = h0 + i.min(hb - 1);
+            // Row r = (token t0 + r / hb, head h0 + r % hb); padding rows repeat the last.
+            let row_th = |r: usize| {
+                let r = r.min(rows - 1);
+                (t0 + r / hb, h0 + r % hb)
+            };
+            let ctx_max = pos0 + t0 + nt;
+            let qs: [&[f32]; ROWS] = std::array::from_fn(|r| {
+                let (t, h) = row_th(r);
                 &q[(t * s.n_head + h) * s.dk..(t * s.n_head + h + 1) * s.dk]
             });
-            let (sc, _) = scores.split_at_mut(hb * ctx);
+            let (sc, outs) = scratch.split_at_mut(ROWS * n_ctx);
+            let sc = &mut sc[..rows * ctx_max];
             let k_row = |j: usize| &k[j * s.k_stride + g * s.dk..j * s.k_stride + (g + 1) * s.dk];
-            block_scores(&qs[..hb], ctx, &k_row, s.scale, sc);
-            for row in sc.chunks_exact_mut(ctx) {
-                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            block_scores(&qs, rows, ctx_max, &k_row, s.scale, sc);
+            for (r, row) in sc.chunks_exact_mut(ctx_max).enumerate() {
+                // Causal length of this row's token; later positions get weight 0.
+                let ctx = pos0 + row_th(r).0 + 1;
+                let (live, masked) = row.split_at_mut(ctx);
+                let max = live.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0f32;
-                for x in row.iter_mut() {
+                for x in live.iter_mut() {
                     *x = (*x - max).exp();
                     sum += *x;
                 }
                 let inv = 1.0 / sum;
-                row.iter_mut().for_each(|x| *x *= inv);
+                live.iter_mut().for_each(|x| *x *= inv);
+                masked.fill(0.0);
             }
-            // SAFETY: item (t, block) owns out rows (t·n_head + h0 .. + hb)·dv, disjoint
-            // from every other item's.
-            let o = unsafe {
-                std::slice::from_raw_parts_mut(
-                    out_ptr.get().add((t * s.n_head + h0) * s.dv),
-                    hb * s.dv,
-                )
-            };
             let v_row = |j: usize| {
                 let base = j * s.v_stride + s.v_offset + g * s.dv;
                 &v[base..base + s.dv]
             };
-            block_values(sc, hb, ctx, &v_row, s.dv, o);
+            let o = &mut outs[..rows * s.dv];
+            block_values(sc, rows, ctx_max, &v_row, s.dv, o);
+            for (r, res) in o.chunks_exact(s.dv).enumerate() {
+                let (t, h) = row_th(r);
+                // SAFETY: row (t, h) belongs to this item only: out[(t·n_head + h)·dv..]
+                // is written by no other item.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        res.as_ptr(),
+                        out_ptr.get().add((t * s.n_head + h) * s.dv),
+                        s.dv,
+                    );
+                }
+            }
         }
     });
 }
 
-/// `scores[i·ctx + j] = scale · q_i · k_j` for the block's heads `i` and positions `j`.
+/// `scores[i·ctx + j] = scale · q_i · k_j` for the item's first `rows` query rows `i`
+/// and positions `j` (the 4 rows are always computed together, so a row's bits do not
+/// depend on how many rows the item has).
 fn block_scores<'a>(
-    qs: &[&[f32]],
+    qs: &[&[f32]; ROWS],
+    rows: usize,
     ctx: usize,
     k_row: &dyn Fn(usize) -> &'a [f32],
     scale: f32,
     scores: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() && qs.len() == 4 {
+    if crate::simd::has_avx2_fma() {
         for j in 0..ctx {
             // SAFETY: AVX2+FMA checked at run time; all rows have the same length.
             let d = unsafe { avx2::dot4(qs, k_row(j)) };
-            for (i, v) in d.iter().enumerate() {
+            for (i, v) in d.iter().take(rows).enumerate() {
                 scores[i * ctx + j] = v * scale;
             }
         }
@@ -167,7 +199,7 @@ fn block_scores<'a>(
     }
     for j in 0..ctx {
         let kr = k_row(j);
-        for (i, qi) in qs.iter().enumerate() {
+        for (i, qi) in qs.iter().take(rows).enumerate() {
             scores[i * ctx + j] = dot(qi, kr) * scale;
         }
     }
@@ -499,6 +531,26 @@ mod tests {
         check(s, 7, 0, false, 2);
         check(s, 1, 20, false, 2);
         check(s, 5, 3, false, 3);
+    }
+
+    #[test]
+    fn multi_head_matches_f64_reference() {
+        // One KV head per query head (MLA's decompressed form: dk 192, dv 128): items are
+        // blocks of 4 tokens, whose causal lengths differ.
+        let s = AttnShape {
+            n_head: 3,
+            n_kv_head: 3,
+            dk: 48,
+            dv: 32,
+            k_stride: 3 * 48,
+            v_stride: 3 * 32,
+            v_offset: 0,
+            scale: 0.2,
+        };
+        check(s, 9, 0, false, 2);
+        check(s, 6, 5, false, 2);
+        check(s, 1, 11, false, 1);
+        check(s, 3, 2, false, 3);
     }
 
     #[test]

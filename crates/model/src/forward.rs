@@ -51,6 +51,17 @@ pub struct RunState {
     /// and the attention-weighted latents, `n × n_head × kv_lora`.
     q_latent: Vec<f32>,
     attended_latent: Vec<f32>,
+    /// MLA: which form each sequence of the batch uses in this layer, and the batch rows
+    /// of the absorbed ones (their absorbed buffers are compacted to these rows).
+    mla_form: MlaForm,
+    mla_decompress: Vec<bool>,
+    mla_absorbed_rows: Vec<usize>,
+    /// MLA decompressed form, per position of one sequence: the latents (contiguous),
+    /// every head's no-RoPE key, full keys `[k_nope, k_pe]` and values.
+    mla_latents: Vec<f32>,
+    mla_k_nope: Vec<f32>,
+    mla_keys: Vec<f32>,
+    mla_values: Vec<f32>,
     /// Attention output (all heads), `n × n_head · head_dim_v`.
     att_out: Vec<f32>,
     /// Per-thread attention scores.
@@ -105,6 +116,13 @@ impl RunState {
             head_out: Vec::new(),
             q_latent: Vec::new(),
             attended_latent: Vec::new(),
+            mla_form: MlaForm::Auto,
+            mla_decompress: Vec::new(),
+            mla_absorbed_rows: Vec::new(),
+            mla_latents: Vec::new(),
+            mla_k_nope: Vec::new(),
+            mla_keys: Vec::new(),
+            mla_values: Vec::new(),
             att_out: Vec::new(),
             attn_scratch: AttnScratch::new(),
             rope_cache: Vec::new(),
@@ -130,6 +148,66 @@ impl RunState {
     pub fn mode(&self) -> MatmulMode {
         self.linear.mode
     }
+
+    /// Chooses how MLA attention runs (default [`MlaForm::Auto`]).
+    pub fn set_mla_form(&mut self, form: MlaForm) {
+        self.mla_form = form;
+    }
+}
+
+/// The two equivalent forms of DeepSeek's multi-head latent attention. Both read the same
+/// compressed cache (latent + RoPE key per position); they differ in where `attn_k_b` /
+/// `attn_v_b` are applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MlaForm {
+    /// Per sequence and layer, whichever costs fewer operations ([`mla_decompress_pays`]);
+    /// always absorbed in [`MatmulMode::Exact`].
+    Auto,
+    /// Queries mapped into latent space (`q·W_UK`), attention over the 576-wide cached rows,
+    /// `W_UV` after: cheapest when few tokens attend to a long cache (decode).
+    Absorbed,
+    /// Cached latents expanded into per-head keys and values (one int8 matmul per
+    /// position), then ordinary attention over 192/128-wide heads: cheapest for prompts,
+    /// where every cached position is attended to by many new tokens.
+    Decompressed,
+}
+
+/// MLA head geometry.
+#[derive(Clone, Copy, Debug)]
+pub struct MlaDims {
+    pub heads: usize,
+    pub nope: usize,
+    pub rope: usize,
+    pub lora: usize,
+    pub v: usize,
+}
+
+/// Floats of per-position scratch above which the decompressed form is not used (its
+/// keys and values grow with the context: 256 MiB ≈ 13k positions of DeepSeek-V2-Lite).
+const MLA_DECOMPRESS_MAX_FLOATS: usize = 64 << 20;
+
+/// Whether `m` new tokens after `pos0` cached ones cost less in the decompressed form.
+/// Multiply-accumulates counted, the f32 attention ones at full weight and the int8 matmul
+/// ones (absorption, decompression) at a quarter (what the packed int8 kernels do per
+/// cycle relative to the f32 attention kernels, measured on V2-Lite shapes):
+/// - absorbed: `m·ctx·H·(2·lora + rope)` attention + `m·H·lora·(nope + v)` absorption;
+/// - decompressed: `m·ctx·H·(nope + rope + v)` attention + `(pos0+m)·H·lora·(nope + v)`.
+///
+/// with `ctx` the mean attended length. The choice depends only on the sequence's own
+/// lengths, so a token's result never depends on the rest of its batch.
+pub fn mla_decompress_pays(m: usize, pos0: usize, d: &MlaDims) -> bool {
+    let total = pos0 + m;
+    if total * d.heads * (d.nope + d.rope + d.v + d.nope) + total * d.lora
+        > MLA_DECOMPRESS_MAX_FLOATS
+    {
+        return false;
+    }
+    let (mf, h) = (m as f64, d.heads as f64);
+    let ctx = pos0 as f64 + (mf + 1.0) / 2.0;
+    let int8 = 0.25 * h * d.lora as f64 * (d.nope + d.v) as f64;
+    let absorbed = mf * ctx * h * (2 * d.lora + d.rope) as f64 + mf * int8;
+    let decompressed = mf * ctx * h * (d.nope + d.rope + d.v) as f64 + total as f64 * int8;
+    decompressed < absorbed
 }
 
 /// One sequence's share of a batch: its cache, its new tokens and which logits it wants.
@@ -381,7 +459,7 @@ impl Model {
         )
     }
 
-    /// DeepSeek MLA in the absorbed form; writes `st.block_out`.
+    /// DeepSeek MLA (absorbed or decompressed per sequence); writes `st.block_out`.
     fn attention_mla(
         &self,
         pool: &ThreadPool,
@@ -447,32 +525,99 @@ impl Model {
             seqs[si].kv.mla(il)[pos * lat_w..(pos + 1) * lat_w].copy_from_slice(kv_row);
         }
 
+        // Per sequence: absorbed or decompressed form.
+        let dims = MlaDims {
+            heads: c.n_head,
+            nope,
+            rope,
+            lora,
+            v: m.v_head,
+        };
+        st.mla_decompress.clear();
+        st.mla_absorbed_rows.clear();
+        let mut t0 = 0;
+        for s in seqs.iter() {
+            let len = s.tokens.len();
+            let pos0 = st.token_pos[t0].1;
+            let decompress = match st.mla_form {
+                MlaForm::Absorbed => false,
+                MlaForm::Decompressed => true,
+                MlaForm::Auto => {
+                    st.linear.mode == MatmulMode::Quantized && mla_decompress_pays(len, pos0, &dims)
+                }
+            };
+            st.mla_decompress.push(decompress);
+            if !decompress {
+                st.mla_absorbed_rows.extend(t0..t0 + len);
+            }
+            t0 += len;
+        }
+        buf(&mut st.att_out, n * c.n_head * m.v_head);
+        if !st.mla_absorbed_rows.is_empty() {
+            self.mla_absorbed(pool, st, seqs, il, a, &dims)?;
+        }
+        let mut t0 = 0;
+        for (si, s) in seqs.iter().enumerate() {
+            let len = s.tokens.len();
+            if st.mla_decompress[si] {
+                let pos0 = st.token_pos[t0].1;
+                self.mla_decompressed(pool, st, s.kv.mla_ref(il), t0, len, pos0, a, &dims)?;
+            }
+            t0 += len;
+        }
+        st.linear.forward(
+            pool,
+            &a.wo,
+            0,
+            &st.att_out[..n * c.n_head * m.v_head],
+            buf(&mut st.block_out, n * c.dim),
+        )
+    }
+
+    /// MLA in the absorbed form for the batch rows `st.mla_absorbed_rows` (whole
+    /// sequences); writes their rows of `st.att_out`.
+    fn mla_absorbed(
+        &self,
+        pool: &ThreadPool,
+        st: &mut RunState,
+        seqs: &[BatchSeq<'_>],
+        il: usize,
+        a: &MlaWeights,
+        d: &MlaDims,
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let (h_n, nope, rope, lora, v) = (d.heads, d.nope, d.rope, d.lora, d.v);
+        let (head_q, lat_w) = (nope + rope, lora + rope);
+        let q_w = h_n * head_q;
+        let rows = std::mem::take(&mut st.mla_absorbed_rows);
+        let na = rows.len();
         // Absorb W_UK: per head, q_nope (nope) → latent space (lora). The attention query
         // of head h is [q_nope·W_UK, q_pe] (lat_w wide), scored against the cached
-        // [c_kv, k_pe] rows, whose c_kv part is also the value.
-        let head_in = buf(&mut st.head_in, n * c.n_head * nope);
-        for t in 0..n {
-            for h in 0..c.n_head {
+        // [c_kv, k_pe] rows, whose c_kv part is also the value. Row i of these buffers
+        // is batch row rows[i].
+        let head_in = buf(&mut st.head_in, na * h_n * nope);
+        for (i, &t) in rows.iter().enumerate() {
+            for h in 0..h_n {
                 let src = t * q_w + h * head_q;
-                head_in[(t * c.n_head + h) * nope..(t * c.n_head + h + 1) * nope]
+                head_in[(i * h_n + h) * nope..(i * h_n + h + 1) * nope]
                     .copy_from_slice(&st.q[src..src + nope]);
             }
         }
-        let head_out = buf(&mut st.head_out, n * c.n_head * lora);
+        let head_out = buf(&mut st.head_out, na * h_n * lora);
         st.linear
-            .forward_slabs(pool, &a.k_b, &st.head_in[..n * c.n_head * nope], head_out)?;
-        let q_attn = buf(&mut st.q_latent, n * c.n_head * lat_w);
-        for t in 0..n {
-            for h in 0..c.n_head {
-                let dst = (t * c.n_head + h) * lat_w;
-                let src = (t * c.n_head + h) * lora;
+            .forward_slabs(pool, &a.k_b, &st.head_in[..na * h_n * nope], head_out)?;
+        let q_attn = buf(&mut st.q_latent, na * h_n * lat_w);
+        for (i, &t) in rows.iter().enumerate() {
+            for h in 0..h_n {
+                let dst = (i * h_n + h) * lat_w;
+                let src = (i * h_n + h) * lora;
                 q_attn[dst..dst + lora].copy_from_slice(&st.head_out[src..src + lora]);
                 let pe = t * q_w + h * head_q + nope;
                 q_attn[dst + lora..dst + lat_w].copy_from_slice(&st.q[pe..pe + rope]);
             }
         }
         let shape = AttnShape {
-            n_head: c.n_head,
+            n_head: h_n,
             n_kv_head: 1,
             dk: lat_w,
             dv: lora,
@@ -481,41 +626,113 @@ impl Model {
             v_offset: 0,
             scale: c.kq_scale,
         };
-        let attended = buf(&mut st.attended_latent, n * c.n_head * lora);
-        let mut t0 = 0;
-        for s in seqs.iter_mut() {
+        let attended = buf(&mut st.attended_latent, na * h_n * lora);
+        let (mut t0, mut i0) = (0, 0);
+        for (si, s) in seqs.iter().enumerate() {
             let m = s.tokens.len();
-            let pos0 = st.token_pos[t0].1;
-            let latent_cache = s.kv.mla_ref(il);
-            attention(
-                pool,
-                &shape,
-                &q_attn[t0 * c.n_head * lat_w..(t0 + m) * c.n_head * lat_w],
-                pos0,
-                latent_cache,
-                latent_cache,
-                &mut attended[t0 * c.n_head * lora..(t0 + m) * c.n_head * lora],
-                &mut st.attn_scratch,
-            );
+            if !st.mla_decompress[si] {
+                let pos0 = st.token_pos[t0].1;
+                let latent_cache = s.kv.mla_ref(il);
+                attention(
+                    pool,
+                    &shape,
+                    &q_attn[i0 * h_n * lat_w..(i0 + m) * h_n * lat_w],
+                    pos0,
+                    latent_cache,
+                    latent_cache,
+                    &mut attended[i0 * h_n * lora..(i0 + m) * h_n * lora],
+                    &mut st.attn_scratch,
+                );
+                i0 += m;
+            }
             t0 += m;
         }
 
-        // W_UV per head: attended latent (lora) → values (v_head), then the output projection.
-        let v = m.v_head;
-        let att_out = buf(&mut st.att_out, n * c.n_head * v);
-        st.linear.forward_slabs(
+        // W_UV per head: attended latent (lora) → values (v_head), into the rows' att_out.
+        let n = st.token_pos.len();
+        if na == n {
+            st.linear.forward_slabs(
+                pool,
+                &a.v_b,
+                &st.attended_latent[..n * h_n * lora],
+                &mut st.att_out[..n * h_n * v],
+            )?;
+        } else {
+            let tmp = buf(&mut st.head_out, na * h_n * v);
+            st.linear
+                .forward_slabs(pool, &a.v_b, &st.attended_latent[..na * h_n * lora], tmp)?;
+            for (i, &t) in rows.iter().enumerate() {
+                st.att_out[t * h_n * v..(t + 1) * h_n * v]
+                    .copy_from_slice(&st.head_out[i * h_n * v..(i + 1) * h_n * v]);
+            }
+        }
+        st.mla_absorbed_rows = rows;
+        Ok(())
+    }
+
+    /// MLA in the decompressed form for one sequence's `len` new tokens (batch rows
+    /// `t0..t0 + len`, positions `pos0..`): the cached latents of every position are
+    /// expanded into per-head keys `[latent·W_UKᵀ, k_pe]` and values `latent·W_UVᵀ`, then
+    /// ordinary multi-head attention; writes the rows' `st.att_out`.
+    #[allow(clippy::too_many_arguments)]
+    fn mla_decompressed(
+        &self,
+        pool: &ThreadPool,
+        st: &mut RunState,
+        latent_cache: &[f32],
+        t0: usize,
+        len: usize,
+        pos0: usize,
+        a: &MlaWeights,
+        d: &MlaDims,
+    ) -> Result<(), ModelError> {
+        let (h_n, nope, rope, lora, v) = (d.heads, d.nope, d.rope, d.lora, d.v);
+        let (head_q, lat_w) = (nope + rope, lora + rope);
+        let ctx = pos0 + len;
+        let latents = buf(&mut st.mla_latents, ctx * lora);
+        for (p, row) in latents.chunks_exact_mut(lora).enumerate() {
+            row.copy_from_slice(&latent_cache[p * lat_w..p * lat_w + lora]);
+        }
+        let v_b_all = a.v_b.flattened();
+        st.linear.forward_multi(
             pool,
-            &a.v_b,
-            &st.attended_latent[..n * c.n_head * lora],
-            att_out,
+            &st.mla_latents[..ctx * lora],
+            &mut [
+                (&a.k_b_t, buf(&mut st.mla_k_nope, ctx * h_n * nope)),
+                (&v_b_all, buf(&mut st.mla_values, ctx * h_n * v)),
+            ],
         )?;
-        st.linear.forward(
+        let keys = buf(&mut st.mla_keys, ctx * h_n * head_q);
+        for p in 0..ctx {
+            let k_pe = &latent_cache[p * lat_w + lora..(p + 1) * lat_w];
+            for h in 0..h_n {
+                let dst = (p * h_n + h) * head_q;
+                let src = (p * h_n + h) * nope;
+                keys[dst..dst + nope].copy_from_slice(&st.mla_k_nope[src..src + nope]);
+                keys[dst + nope..dst + head_q].copy_from_slice(k_pe);
+            }
+        }
+        let shape = AttnShape {
+            n_head: h_n,
+            n_kv_head: h_n,
+            dk: head_q,
+            dv: v,
+            k_stride: h_n * head_q,
+            v_stride: h_n * v,
+            v_offset: 0,
+            scale: self.config.kq_scale,
+        };
+        attention(
             pool,
-            &a.wo,
-            0,
-            &st.att_out[..n * c.n_head * v],
-            buf(&mut st.block_out, n * c.dim),
-        )
+            &shape,
+            &st.q[t0 * h_n * head_q..(t0 + len) * h_n * head_q],
+            pos0,
+            &st.mla_keys[..ctx * h_n * head_q],
+            &st.mla_values[..ctx * h_n * v],
+            &mut st.att_out[t0 * h_n * v..(t0 + len) * h_n * v],
+            &mut st.attn_scratch,
+        );
+        Ok(())
     }
 
     /// `down(silu(gate·xb) · up·xb)` for the `n` rows of `st.xb`, written into `out`

@@ -7,12 +7,12 @@ use gguf::{GgmlType, Gguf};
 
 use crate::ModelError;
 
-/// A weight matrix (or a stack of them: experts, heads) stored in the file.
+/// A weight matrix (or a stack of them: experts, heads) stored in the file, or derived
+/// from the file's weights at load (see [`Matrix::derived`]).
 /// Row `r` of slab `s` holds `n_in` values: output `r` is `row · x`.
 #[derive(Clone)]
 pub struct Matrix {
-    file: Arc<Gguf>,
-    index: usize,
+    source: Source,
     /// The weights repacked at load into anonymous memory (see [`Weights::repack`]), slab
     /// after slab; `None`: the kernels read the mapped file.
     packed: Option<Arc<PackedWeights>>,
@@ -23,6 +23,15 @@ pub struct Matrix {
     pub n_out: usize,
     /// Slabs (`ne[2]`: experts or heads), 1 for a plain matrix.
     pub n_slab: usize,
+}
+
+/// Where a matrix's bytes (in a GGUF block type) live.
+#[derive(Clone)]
+enum Source {
+    /// Tensor `index` of the mapped file.
+    File { file: Arc<Gguf>, index: usize },
+    /// Computed at load from the file's weights (e.g. a transposed copy).
+    Derived { name: Arc<str>, bytes: Arc<[u8]> },
 }
 
 impl std::fmt::Debug for Matrix {
@@ -40,13 +49,57 @@ impl std::fmt::Debug for Matrix {
 }
 
 impl Matrix {
-    /// Tensor name in the file.
+    /// A matrix computed at load: `bytes` hold `n_slab` slabs of `n_out` rows of `n_in`
+    /// values of `ty`, as a GGUF tensor would. `name` says where it came from.
+    pub fn derived(
+        name: String,
+        ty: GgmlType,
+        n_in: usize,
+        n_out: usize,
+        n_slab: usize,
+        bytes: Vec<u8>,
+    ) -> Result<Matrix, ModelError> {
+        let want = ty
+            .row_bytes(n_in as u64)
+            .map(|rb| rb as usize * n_out * n_slab);
+        if want != Some(bytes.len()) {
+            return Err(ModelError::Input(format!(
+                "{name}: {} bytes do not hold {n_slab} x {n_out} rows of {n_in} {ty} values",
+                bytes.len()
+            )));
+        }
+        Ok(Matrix {
+            source: Source::Derived {
+                name: name.into(),
+                bytes: bytes.into(),
+            },
+            packed: None,
+            ty,
+            n_in,
+            n_out,
+            n_slab,
+        })
+    }
+    /// Tensor name in the file (or the description of a derived matrix).
     pub fn name(&self) -> &str {
-        &self.file.tensors()[self.index].name
+        match &self.source {
+            Source::File { file, index } => &file.tensors()[*index].name,
+            Source::Derived { name, .. } => name,
+        }
     }
     /// All bytes of the tensor.
     pub fn data(&self) -> &[u8] {
-        self.file.view(&self.file.tensors()[self.index]).data
+        match &self.source {
+            Source::File { file, index } => file.view(&file.tensors()[*index]).data,
+            Source::Derived { bytes, .. } => bytes,
+        }
+    }
+    /// Whether two matrices are the same file tensor (e.g. `output` tied to `token_embd`).
+    fn same_tensor(&self, other: &Matrix) -> bool {
+        match (&self.source, &other.source) {
+            (Source::File { index: a, .. }, Source::File { index: b, .. }) => a == b,
+            _ => false,
+        }
     }
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
@@ -56,6 +109,15 @@ impl Matrix {
     pub fn slab(&self, s: usize) -> &[u8] {
         let n = self.row_bytes() * self.n_out;
         &self.data()[s * n..(s + 1) * n]
+    }
+    /// The whole stack as one matrix of `n_slab · n_out` rows (slabs are contiguous whole
+    /// groups of rows, in the file and when repacked): e.g. all heads' `attn_v_b` at once.
+    pub fn flattened(&self) -> Matrix {
+        Matrix {
+            n_out: self.n_out * self.n_slab,
+            n_slab: 1,
+            ..self.clone()
+        }
     }
     /// Bytes of the weights (for memory summaries).
     pub fn bytes(&self) -> usize {
@@ -134,7 +196,9 @@ impl Matrix {
         }
         let n = bytes.len();
         self.packed = Some(Arc::new(PackedWeights { ty: pt, bytes }));
-        self.file.release_pages(&self.file.tensors()[self.index]);
+        if let Source::File { file, index } = &self.source {
+            file.release_pages(&file.tensors()[*index]);
+        }
         Ok(n)
     }
 }
@@ -174,7 +238,7 @@ impl Weights {
             }
             Ok(())
         };
-        if self.output.index != self.token_embd.index {
+        if !self.output.same_tensor(&self.token_embd) {
             one(&mut self.output)?;
         }
         for l in &mut self.layers {
@@ -188,7 +252,14 @@ impl Weights {
                     if let Some(m) = &mut a.q_a {
                         one(m)?;
                     }
-                    for m in [&mut a.q, &mut a.kv_a, &mut a.k_b, &mut a.v_b, &mut a.wo] {
+                    for m in [
+                        &mut a.q,
+                        &mut a.kv_a,
+                        &mut a.k_b,
+                        &mut a.k_b_t,
+                        &mut a.v_b,
+                        &mut a.wo,
+                    ] {
                         one(m)?;
                     }
                 }
@@ -298,8 +369,10 @@ impl Binder<'_> {
             return Err(self.bad(name, quant::unsupported(info.ty).to_string()));
         }
         Ok(Matrix {
-            file: self.file.clone(),
-            index,
+            source: Source::File {
+                file: self.file.clone(),
+                index,
+            },
             packed: None,
             ty: info.ty,
             n_in,
@@ -356,6 +429,10 @@ pub struct MlaWeights {
     pub kv_a_norm: Vec<f32>,
     /// Per head: `qk_nope` → `kv_lora` (`attn_k_b`, ne `[qk_nope, kv_lora, n_head]`).
     pub k_b: Matrix,
+    /// `attn_k_b` transposed and stacked: `kv_lora` → `n_head · qk_nope`, so that one
+    /// matmul decompresses cached latents into every head's no-RoPE key (the decompressed
+    /// form of MLA, used for long prompts). Q8_0, computed at load.
+    pub k_b_t: Matrix,
     /// Per head: `kv_lora` → `v_head` (`attn_v_b`, ne `[kv_lora, v_head, n_head]`).
     pub v_b: Matrix,
     pub wo: Matrix,

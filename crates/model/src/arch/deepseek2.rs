@@ -9,6 +9,9 @@
 //!   rotated with NORM-layout RoPE. We run the *absorbed* form: per head, `attn_k_b`
 //!   maps the query's no-RoPE part into latent space and `attn_v_b` maps the attended
 //!   latent to the head's values, so the cache holds only the latent and the RoPE key.
+//!   Long prompts instead decompress the cached latents into per-head keys and values
+//!   (`attn_k_b` transposed, computed at load, and `attn_v_b`) when that costs less; see
+//!   `forward::mla_decompress_pays`.
 //! - YaRN: llama.cpp's pre-scaling — the RoPE magnitude is cancelled and the attention
 //!   scale becomes `mscale² / sqrt(qk_nope + qk_rope)` with
 //!   `mscale = 1 + yarn_log_multiplier · ln(factor)`.
@@ -19,8 +22,9 @@ use kernels::rope::{deepseek2_yarn_scales, RopeMode};
 
 use super::Hparams;
 use crate::config::{Arch, Config, Gating, MlaConfig};
-use crate::weights::{Attention, Binder, MlaWeights};
+use crate::weights::{Attention, Binder, Matrix, MlaWeights};
 use crate::ModelError;
+use gguf::GgmlType;
 
 pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError> {
     let mut c = hp.base(Arch::Deepseek2, n_vocab)?;
@@ -122,6 +126,14 @@ pub(crate) fn bind_mla(b: &Binder, c: &Config, il: usize) -> Result<Attention, M
             problem: "this DeepSeek file stores the fused attn_kv_b tensor (converted before the attn_k_b/attn_v_b split); re-convert it with a current llama.cpp".into(),
         });
     }
+    let k_b = b.stack(&p("attn_k_b.weight"), m.qk_nope, m.kv_lora_rank, c.n_head)?;
+    // (F32 if the rows are not whole Q8_0 blocks; no released model has such a rank.)
+    let k_b_t_ty = if m.kv_lora_rank.is_multiple_of(32) {
+        GgmlType::Q8_0
+    } else {
+        GgmlType::F32
+    };
+    let k_b_t = transpose_k_b(&k_b, k_b_t_ty)?;
     Ok(Attention::Mla(MlaWeights {
         q_a,
         q_a_norm,
@@ -132,8 +144,39 @@ pub(crate) fn bind_mla(b: &Binder, c: &Config, il: usize) -> Result<Attention, M
             m.kv_lora_rank + m.qk_rope,
         )?,
         kv_a_norm: b.vector(&p("attn_kv_a_norm.weight"), m.kv_lora_rank)?,
-        k_b: b.stack(&p("attn_k_b.weight"), m.qk_nope, m.kv_lora_rank, c.n_head)?,
+        k_b,
+        k_b_t,
         v_b: b.stack(&p("attn_v_b.weight"), m.kv_lora_rank, m.v_head, c.n_head)?,
         wo: b.matrix(&p("attn_output.weight"), c.n_head * m.v_head, c.dim)?,
     }))
+}
+
+/// `attn_k_b` (per head: `kv_lora` rows of `qk_nope`) transposed and stacked into one
+/// `kv_lora` → `n_head · qk_nope` matrix, so that a single matmul turns cached latents
+/// into every head's no-RoPE key, stored as `ty`. The model uses Q8_0 (re-quantized from
+/// the file's type along the other axis; Q8_0's ~0.4% error is small next to the file's own
+/// 5-bit blocks); F32 makes the decompressed form exactly equivalent (tests).
+pub fn transpose_k_b(k_b: &Matrix, ty: GgmlType) -> Result<Matrix, ModelError> {
+    let (nope, lora, heads) = (k_b.n_in, k_b.n_out, k_b.n_slab);
+    let name = format!("{} (transposed)", k_b.name());
+    let err = |e: quant::QuantError| ModelError::Input(format!("{name}: {e}"));
+    let mut src = vec![0f32; nope * lora * heads];
+    quant::dequantize(k_b.ty, k_b.data(), &mut src).map_err(err)?;
+    let mut t = vec![0f32; src.len()];
+    for h in 0..heads {
+        let slab = &src[h * lora * nope..(h + 1) * lora * nope];
+        let out = &mut t[h * lora * nope..(h + 1) * lora * nope];
+        for r in 0..lora {
+            for i in 0..nope {
+                out[i * lora + r] = slab[r * nope + i];
+            }
+        }
+    }
+    let rb = ty
+        .row_bytes(lora as u64)
+        .ok_or_else(|| ModelError::Input(format!("{name}: kv_lora {lora} too large")))?
+        as usize;
+    let mut bytes = vec![0u8; rb * nope * heads];
+    quant::quantize(ty, &t, &mut bytes).map_err(err)?;
+    Matrix::derived(name, ty, lora, heads * nope, 1, bytes)
 }
