@@ -6,14 +6,19 @@
 //!   `[c_kv, k_pe]` row (the query is `[q·W_UK, q_pe]`) and whose value is the `c_kv`
 //!   part of the same row — so `k` and `v` may be the same buffer.
 //!
-//! A work item is up to 4 query rows that read the same keys and values: 4 heads of one
-//! token sharing a KV head (GQA groups, MLA's absorbed form), or, when fewer heads share
-//! one, the same head of up to 4 consecutive tokens (multi-head attention, MLA's
-//! decompressed form). Each cached row is loaded once per item. Every query row computes
-//! its scores, a max-subtracted softmax over its own causal length and the weighted sum of
-//! values in a fixed order (rows never mix; a shorter row's extra positions get weight
-//! 0), so a token's output does not depend on which thread ran it or what else was in
-//! the batch.
+//! A work item is up to 16 query rows that read the same keys and values: heads of one
+//! token sharing a KV head (GQA groups, MLA's absorbed form: 16 heads per latent row), or,
+//! when fewer heads share one, the same heads of consecutive tokens (multi-head attention,
+//! MLA's decompressed form). Keys are scored in tiles of 4 query rows × 3 cached rows
+//! (7 loads per 12 FMAs) and values summed in blocks of 64 positions that stay in cache
+//! while every row tile of the item passes over them, so each cached row comes from
+//! memory once per item, not once per head.
+//!
+//! Every (query row, cached row) score is computed by the same code whatever the tiling,
+//! each row's softmax runs over its own causal length, and its weighted sum adds the
+//! positions in order (a shorter row's extra positions get weight 0): a token's output
+//! does not depend on the item shapes, on which thread ran it, or on the rest of the
+//! batch.
 
 use crate::ThreadPool;
 
@@ -41,8 +46,13 @@ pub struct AttnScratch {
     per_thread: usize,
 }
 
-/// Query rows per work item (the register block of the score and value kernels).
-const ROWS: usize = 4;
+/// Most query rows per work item.
+const MAX_ROWS: usize = 16;
+/// Query rows and cached rows of one score tile.
+const TILE_Q: usize = 4;
+const TILE_K: usize = 3;
+/// Positions per value block (64 rows of ≤ 2 KiB stay in L2 while all row tiles pass).
+const VALUE_BLOCK: usize = 64;
 
 impl AttnScratch {
     /// An empty scratch.
@@ -60,8 +70,8 @@ impl AttnScratch {
 
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
-// SAFETY: each (token, head) item writes only its own `dv` outputs and its own thread's
-// score row; items are disjoint.
+// SAFETY: each item writes only its own rows' `dv` outputs and its own thread's scratch;
+// items are disjoint.
 unsafe impl Sync for SharedMut {}
 // SAFETY: as above.
 unsafe impl Send for SharedMut {}
@@ -72,10 +82,28 @@ impl SharedMut {
     }
 }
 
+/// Item shape: (heads per item, tokens per item). As many rows as fit (≤ 16) so cached
+/// rows are reused, but at least one item per thread when there are enough rows.
+fn item_shape(n_head: usize, group: usize, m: usize, n_threads: usize) -> (usize, usize) {
+    let mut best = (1, 1);
+    for hb in [16, 8, 4, 2, 1] {
+        if group % hb != 0 {
+            continue;
+        }
+        let tb = (MAX_ROWS / hb).clamp(1, m.max(1));
+        best = (hb, tb);
+        if (n_head / hb) * m.div_ceil(tb) >= n_threads {
+            break;
+        }
+    }
+    best
+}
+
 /// `out[t, h] = softmax(scale · q[t, h] · K[0..=pos0+t]) · V[0..=pos0+t]` for the `m`
 /// tokens of one sequence at positions `pos0..pos0+m`, whose keys/values (including
 /// these tokens') are already in `k` / `v`. `q` is `m × n_head × dk`, `out` is
 /// `m × n_head × dv`.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     pool: &ThreadPool,
     s: &AttnShape,
@@ -93,6 +121,9 @@ pub fn attention(
         s.n_kv_head > 0 && s.n_head % s.n_kv_head == 0,
         "attention: heads"
     );
+    if m == 0 {
+        return;
+    }
     let n_ctx = pos0 + m;
     assert!(
         k.len() >= (n_ctx - 1) * s.k_stride + s.n_kv_head * s.dk,
@@ -102,13 +133,11 @@ pub fn attention(
         v.len() >= (n_ctx - 1) * s.v_stride + s.v_offset + s.n_kv_head * s.dv,
         "attention: value cache too short"
     );
-    // Work items: `tb` consecutive tokens × `hb` heads sharing one KV head (tb·hb ≤ 4).
     let group = s.n_head / s.n_kv_head;
-    let hb = [4, 2, 1].into_iter().find(|b| group % b == 0).unwrap_or(1);
-    let tb = ROWS / hb;
+    let (hb, tb) = item_shape(s.n_head, group, m, pool.n_threads());
     let (head_blocks, token_blocks) = (s.n_head / hb, m.div_ceil(tb));
-    // Per thread: ROWS score rows of n_ctx, then ROWS output rows of dv.
-    let per_item = ROWS * n_ctx + ROWS * s.dv;
+    // Per thread: 16 score rows of n_ctx, then 16 output rows of dv.
+    let per_item = MAX_ROWS * n_ctx + MAX_ROWS * s.dv;
     scratch.reserve(pool.n_threads(), per_item);
     let per_thread = scratch.per_thread;
     let scores_ptr = SharedMut(scratch.scores.as_mut_ptr());
@@ -125,20 +154,17 @@ pub fn attention(
             let nt = tb.min(m - t0);
             let rows = nt * hb;
             let g = h0 / group;
-            // Row r = (token t0 + r / hb, head h0 + r % hb); padding rows repeat the last.
-            let row_th = |r: usize| {
-                let r = r.min(rows - 1);
-                (t0 + r / hb, h0 + r % hb)
-            };
+            // Row r = (token t0 + r / hb, head h0 + r % hb).
+            let row_th = |r: usize| (t0 + r / hb, h0 + r % hb);
             let ctx_max = pos0 + t0 + nt;
-            let qs: [&[f32]; ROWS] = std::array::from_fn(|r| {
+            let q_row = |r: usize| {
                 let (t, h) = row_th(r);
                 &q[(t * s.n_head + h) * s.dk..(t * s.n_head + h + 1) * s.dk]
-            });
-            let (sc, outs) = scratch.split_at_mut(ROWS * n_ctx);
+            };
+            let (sc, outs) = scratch.split_at_mut(MAX_ROWS * n_ctx);
             let sc = &mut sc[..rows * ctx_max];
             let k_row = |j: usize| &k[j * s.k_stride + g * s.dk..j * s.k_stride + (g + 1) * s.dk];
-            block_scores(&qs, rows, ctx_max, &k_row, s.scale, sc);
+            item_scores(&q_row, rows, ctx_max, &k_row, s.scale, sc);
             for (r, row) in sc.chunks_exact_mut(ctx_max).enumerate() {
                 // Causal length of this row's token; later positions get weight 0.
                 let ctx = pos0 + row_th(r).0 + 1;
@@ -158,7 +184,7 @@ pub fn attention(
                 &v[base..base + s.dv]
             };
             let o = &mut outs[..rows * s.dv];
-            block_values(sc, rows, ctx_max, &v_row, s.dv, o);
+            item_values(sc, rows, ctx_max, &v_row, s.dv, o);
             for (r, res) in o.chunks_exact(s.dv).enumerate() {
                 let (t, h) = row_th(r);
                 // SAFETY: row (t, h) belongs to this item only: out[(t·n_head + h)·dv..]
@@ -175,56 +201,70 @@ pub fn attention(
     });
 }
 
-/// `scores[i·ctx + j] = scale · q_i · k_j` for the item's first `rows` query rows `i`
-/// and positions `j` (the 4 rows are always computed together, so a row's bits do not
-/// depend on how many rows the item has).
-fn block_scores<'a>(
-    qs: &[&[f32]; ROWS],
+/// `scores[r·ctx + j] = scale · q_r · k_j` for the item's `rows` query rows and positions
+/// `0..ctx`, in tiles of 4 rows × 3 positions (short tiles repeat their last row /
+/// position; the extra results are dropped).
+fn item_scores<'a, 'b>(
+    q_row: &dyn Fn(usize) -> &'b [f32],
     rows: usize,
     ctx: usize,
     k_row: &dyn Fn(usize) -> &'a [f32],
     scale: f32,
     scores: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() {
-        for j in 0..ctx {
-            // SAFETY: AVX2+FMA checked at run time; all rows have the same length.
-            let d = unsafe { avx2::dot4(qs, k_row(j)) };
-            for (i, v) in d.iter().take(rows).enumerate() {
-                scores[i * ctx + j] = v * scale;
+    for r0 in (0..rows).step_by(TILE_Q) {
+        let qs: [&[f32]; TILE_Q] = std::array::from_fn(|i| q_row((r0 + i).min(rows - 1)));
+        for j0 in (0..ctx).step_by(TILE_K) {
+            let ks: [&[f32]; TILE_K] = std::array::from_fn(|i| k_row((j0 + i).min(ctx - 1)));
+            let d = dot_tile(&qs, &ks);
+            for (i, row) in d.iter().enumerate().take(rows - r0) {
+                for (jj, &x) in row.iter().enumerate().take(ctx - j0) {
+                    scores[(r0 + i) * ctx + j0 + jj] = x * scale;
+                }
             }
-        }
-        return;
-    }
-    for j in 0..ctx {
-        let kr = k_row(j);
-        for (i, qi) in qs.iter().take(rows).enumerate() {
-            scores[i * ctx + j] = dot(qi, kr) * scale;
         }
     }
 }
 
-/// `out[i] = Σ_j p[i·ctx + j] · v_j` for the block's heads `i` (rows of `dv`).
-fn block_values<'a>(
+/// The 4 × 3 dot products of a score tile; each pair is summed the same way every time.
+#[inline]
+fn dot_tile(qs: &[&[f32]; TILE_Q], ks: &[&[f32]; TILE_K]) -> [[f32; TILE_K]; TILE_Q] {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: AVX2+FMA checked at run time; dot_tile reads min(len) floats of each.
+        return unsafe { avx2::dot_tile(qs, ks) };
+    }
+    std::array::from_fn(|i| std::array::from_fn(|j| dot(qs[i], ks[j])))
+}
+
+/// `out[r] = Σ_j p[r·ctx + j] · v_j` (rows of `dv`), positions added in order. Blocks of
+/// 64 positions: every tile of 4 rows passes over a block while it is in cache.
+fn item_values<'a>(
     p: &[f32],
-    hb: usize,
+    rows: usize,
     ctx: usize,
     v_row: &dyn Fn(usize) -> &'a [f32],
     dv: usize,
     out: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() && dv % 8 == 0 {
-        // SAFETY: AVX2+FMA checked at run time; out holds hb·dv, p holds hb·ctx.
-        unsafe { avx2::weighted_rows(p, hb, ctx, v_row, dv, out) };
-        return;
-    }
     out.fill(0.0);
-    for j in 0..ctx {
-        let vr = v_row(j);
-        for i in 0..hb {
-            axpy(&mut out[i * dv..(i + 1) * dv], p[i * ctx + j], vr);
+    for j0 in (0..ctx).step_by(VALUE_BLOCK) {
+        let j1 = (j0 + VALUE_BLOCK).min(ctx);
+        for r0 in (0..rows).step_by(TILE_Q) {
+            let nr = TILE_Q.min(rows - r0);
+            let o = &mut out[r0 * dv..(r0 + nr) * dv];
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::has_avx2_fma() && dv % 8 == 0 {
+                // SAFETY: AVX2+FMA checked at run time; o holds nr·dv, p holds rows·ctx.
+                unsafe { avx2::weighted_rows(&p[r0 * ctx..], nr, ctx, j0..j1, v_row, dv, o) };
+                continue;
+            }
+            for j in j0..j1 {
+                let vr = v_row(j);
+                for i in 0..nr {
+                    axpy(&mut o[i * dv..(i + 1) * dv], p[(r0 + i) * ctx + j], vr);
+                }
+            }
         }
     }
 }
@@ -255,7 +295,9 @@ fn axpy(acc: &mut [f32], alpha: f32, x: &[f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::{TILE_K, TILE_Q};
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
     /// # Safety
     /// Needs AVX2 and FMA.
@@ -288,13 +330,7 @@ mod avx2 {
                 i += 8;
             }
         }
-        let s = _mm256_add_ps(s0, s1);
-        let hi = _mm256_extractf128_ps(s, 1);
-        let lo = _mm256_castps256_ps128(s);
-        let q = _mm_add_ps(hi, lo);
-        let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-        let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-        let mut sum = _mm_cvtss_f32(q);
+        let mut sum = hsum(_mm256_add_ps(s0, s1));
         while i < n {
             sum += a[i] * b[i];
             i += 1;
@@ -302,78 +338,99 @@ mod avx2 {
         sum
     }
 
-    /// Four dot products of `qs[i]` with the same `k` (each `k` chunk loaded once).
+    /// 4 query rows × 3 key rows: per pair, one 8-lane FMA accumulator over the full
+    /// 8-float chunks, a horizontal sum, then the scalar tail. 12 accumulators + the 4
+    /// query vectors fill the 16 AVX2 registers; the key rows are FMA memory operands.
     ///
     /// # Safety
-    /// Needs AVX2 and FMA; `qs` has 4 rows of at least `k.len()` floats.
+    /// Needs AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot4(qs: &[&[f32]], k: &[f32]) -> [f32; 4] {
-        let n = k.len();
-        let mut acc = [_mm256_setzero_ps(); 4];
+    pub unsafe fn dot_tile(
+        qs: &[&[f32]; TILE_Q],
+        ks: &[&[f32]; TILE_K],
+    ) -> [[f32; TILE_K]; TILE_Q] {
+        let n = qs
+            .iter()
+            .chain(ks.iter())
+            .map(|r| r.len())
+            .min()
+            .unwrap_or(0);
+        let mut acc = [[_mm256_setzero_ps(); TILE_K]; TILE_Q];
         let mut i = 0;
-        // SAFETY: loads of 8 floats at i ≤ n − 8 from k and from each q (same length).
+        // SAFETY: loads of 8 floats at i ≤ n − 8 of rows at least n long.
         unsafe {
             while i + 8 <= n {
-                let kv = _mm256_loadu_ps(k.as_ptr().add(i));
-                for (a, q) in acc.iter_mut().zip(qs) {
-                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), kv, *a);
+                let q: [__m256; TILE_Q] =
+                    std::array::from_fn(|r| _mm256_loadu_ps(qs[r].as_ptr().add(i)));
+                for j in 0..TILE_K {
+                    let kv = _mm256_loadu_ps(ks[j].as_ptr().add(i));
+                    for r in 0..TILE_Q {
+                        acc[r][j] = _mm256_fmadd_ps(q[r], kv, acc[r][j]);
+                    }
                 }
                 i += 8;
             }
         }
-        let mut out = [0f32; 4];
-        for (o, a) in out.iter_mut().zip(acc) {
-            *o = hsum(a);
-        }
-        for (o, q) in out.iter_mut().zip(qs) {
-            for j in i..n {
-                *o += q[j] * k[j];
+        let mut out = [[0f32; TILE_K]; TILE_Q];
+        for r in 0..TILE_Q {
+            for j in 0..TILE_K {
+                let mut x = hsum(acc[r][j]);
+                for t in i..n {
+                    x += qs[r][t] * ks[j][t];
+                }
+                out[r][j] = x;
             }
         }
         out
     }
 
-    /// `out[h·dv..] = Σ_j p[h·ctx + j] · v_row(j)` for `hb` ≤ 4 heads, each 8-float
-    /// column chunk accumulated in registers over all positions.
+    /// `out[h·dv..] += Σ_{j ∈ js} p[h·ctx + j] · v_row(j)` for `nr` ≤ 4 rows, each 16-float
+    /// column chunk accumulated in registers over the block's positions, in order.
     ///
     /// # Safety
-    /// Needs AVX2 and FMA; `dv` is a multiple of 8, `out` holds `hb·dv`, `p` holds
-    /// `hb·ctx`, every `v_row(j)` holds `dv` floats.
+    /// Needs AVX2 and FMA; `dv` is a multiple of 8, `out` holds `nr·dv`, `p` holds
+    /// `nr·ctx` (rows of `ctx`), `js ⊆ 0..ctx`, every `v_row(j)` holds `dv` floats.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn weighted_rows<'a>(
         p: &[f32],
-        hb: usize,
+        nr: usize,
         ctx: usize,
+        js: Range<usize>,
         v_row: &dyn Fn(usize) -> &'a [f32],
         dv: usize,
         out: &mut [f32],
     ) {
-        // Two column chunks per pass: 2·hb accumulators, the v loads shared by all heads.
         let mut c = 0;
         while c < dv {
             let two = c + 16 <= dv;
             let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-            for j in 0..ctx {
-                let vr = v_row(j);
-                // SAFETY: c + 8 (or c + 16) ≤ dv = vr.len().
-                let v0 = unsafe { _mm256_loadu_ps(vr.as_ptr().add(c)) };
-                let v1 = if two {
-                    unsafe { _mm256_loadu_ps(vr.as_ptr().add(c + 8)) }
-                } else {
-                    _mm256_setzero_ps()
-                };
-                for h in 0..hb {
-                    let w = _mm256_set1_ps(p[h * ctx + j]);
-                    acc[h][0] = _mm256_fmadd_ps(w, v0, acc[h][0]);
-                    acc[h][1] = _mm256_fmadd_ps(w, v1, acc[h][1]);
-                }
-            }
-            for h in 0..hb {
-                // SAFETY: h·dv + c + 16 ≤ hb·dv (or + 8 when only one chunk is left).
-                unsafe {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(h * dv + c), acc[h][0]);
+            // SAFETY (all loads/stores below): c + 8 (or + 16) ≤ dv = vr.len(), and
+            // r·dv + c + 16 ≤ nr·dv (or + 8 when only one chunk is left).
+            unsafe {
+                for (r, a) in acc.iter_mut().enumerate().take(nr) {
+                    a[0] = _mm256_loadu_ps(out.as_ptr().add(r * dv + c));
                     if two {
-                        _mm256_storeu_ps(out.as_mut_ptr().add(h * dv + c + 8), acc[h][1]);
+                        a[1] = _mm256_loadu_ps(out.as_ptr().add(r * dv + c + 8));
+                    }
+                }
+                for j in js.clone() {
+                    let vr = v_row(j);
+                    let v0 = _mm256_loadu_ps(vr.as_ptr().add(c));
+                    let v1 = if two {
+                        _mm256_loadu_ps(vr.as_ptr().add(c + 8))
+                    } else {
+                        _mm256_setzero_ps()
+                    };
+                    for (r, a) in acc.iter_mut().enumerate().take(nr) {
+                        let w = _mm256_set1_ps(p[r * ctx + j]);
+                        a[0] = _mm256_fmadd_ps(w, v0, a[0]);
+                        a[1] = _mm256_fmadd_ps(w, v1, a[1]);
+                    }
+                }
+                for (r, a) in acc.iter().enumerate().take(nr) {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(r * dv + c), a[0]);
+                    if two {
+                        _mm256_storeu_ps(out.as_mut_ptr().add(r * dv + c + 8), a[1]);
                     }
                 }
             }
@@ -551,6 +608,37 @@ mod tests {
         check(s, 6, 5, false, 2);
         check(s, 1, 11, false, 1);
         check(s, 3, 2, false, 3);
+    }
+
+    #[test]
+    fn sixteen_heads_long_context_match_f64_reference() {
+        // 16 query heads per KV row (items of up to 16 rows, several score tiles) over
+        // contexts longer than one 64-position value block; and 8 heads per KV head.
+        let mla = AttnShape {
+            n_head: 16,
+            n_kv_head: 1,
+            dk: 40,
+            dv: 32,
+            k_stride: 40,
+            v_stride: 40,
+            v_offset: 0,
+            scale: 0.15,
+        };
+        check(mla, 7, 100, true, 2);
+        check(mla, 1, 150, true, 2);
+        check(mla, 20, 3, true, 3);
+        let gqa = AttnShape {
+            n_head: 16,
+            n_kv_head: 2,
+            dk: 24,
+            dv: 16,
+            k_stride: 48,
+            v_stride: 32,
+            v_offset: 0,
+            scale: 0.2,
+        };
+        check(gqa, 5, 70, false, 2);
+        check(gqa, 1, 0, false, 1);
     }
 
     #[test]
