@@ -179,12 +179,13 @@ pub fn attention(
                 live.iter_mut().for_each(|x| *x *= inv);
                 masked.fill(0.0);
             }
-            let v_row = |j: usize| {
-                let base = j * s.v_stride + s.v_offset + g * s.dv;
-                &v[base..base + s.dv]
+            let vs = Rows {
+                data: &v[s.v_offset + g * s.dv..],
+                stride: s.v_stride,
+                width: s.dv,
             };
             let o = &mut outs[..rows * s.dv];
-            item_values(sc, rows, ctx_max, &v_row, s.dv, o);
+            item_values(sc, rows, ctx_max, &vs, o);
             for (r, res) in o.chunks_exact(s.dv).enumerate() {
                 let (t, h) = row_th(r);
                 // SAFETY: row (t, h) belongs to this item only: out[(t·n_head + h)·dv..]
@@ -237,16 +238,28 @@ fn dot_tile(qs: &[&[f32]; TILE_Q], ks: &[&[f32]; TILE_K]) -> [[f32; TILE_K]; TIL
     std::array::from_fn(|i| std::array::from_fn(|j| dot(qs[i], ks[j])))
 }
 
+/// Cached rows: row `j` is `data[j·stride..j·stride + width]`.
+struct Rows<'a> {
+    data: &'a [f32],
+    stride: usize,
+    width: usize,
+}
+
+impl Rows<'_> {
+    #[inline(always)]
+    fn row(&self, j: usize) -> &[f32] {
+        &self.data[j * self.stride..j * self.stride + self.width]
+    }
+}
+
 /// `out[r] = Σ_j p[r·ctx + j] · v_j` (rows of `dv`), positions added in order. Blocks of
 /// 64 positions: every tile of 4 rows passes over a block while it is in cache.
-fn item_values<'a>(
-    p: &[f32],
-    rows: usize,
-    ctx: usize,
-    v_row: &dyn Fn(usize) -> &'a [f32],
-    dv: usize,
-    out: &mut [f32],
-) {
+fn item_values(p: &[f32], rows: usize, ctx: usize, vs: &Rows<'_>, out: &mut [f32]) {
+    let dv = vs.width;
+    assert!(
+        ctx == 0 || vs.data.len() >= (ctx - 1) * vs.stride + dv,
+        "attention: value rows out of range"
+    );
     out.fill(0.0);
     for j0 in (0..ctx).step_by(VALUE_BLOCK) {
         let j1 = (j0 + VALUE_BLOCK).min(ctx);
@@ -255,12 +268,13 @@ fn item_values<'a>(
             let o = &mut out[r0 * dv..(r0 + nr) * dv];
             #[cfg(target_arch = "x86_64")]
             if crate::simd::has_avx2_fma() && dv % 8 == 0 {
-                // SAFETY: AVX2+FMA checked at run time; o holds nr·dv, p holds rows·ctx.
-                unsafe { avx2::weighted_rows(&p[r0 * ctx..], nr, ctx, j0..j1, v_row, dv, o) };
+                // SAFETY: AVX2+FMA checked at run time; o holds nr·dv, p holds rows·ctx,
+                // rows j < ctx of `vs` are in range (asserted above).
+                unsafe { avx2::weighted_rows(&p[r0 * ctx..], nr, ctx, j0..j1, vs, o) };
                 continue;
             }
             for j in j0..j1 {
-                let vr = v_row(j);
+                let vr = vs.row(j);
                 for i in 0..nr {
                     axpy(&mut o[i * dv..(i + 1) * dv], p[(r0 + i) * ctx + j], vr);
                 }
@@ -295,7 +309,7 @@ fn axpy(acc: &mut [f32], alpha: f32, x: &[f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{TILE_K, TILE_Q};
+    use super::{Rows, TILE_K, TILE_Q};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -388,18 +402,18 @@ mod avx2 {
     /// column chunk accumulated in registers over the block's positions, in order.
     ///
     /// # Safety
-    /// Needs AVX2 and FMA; `dv` is a multiple of 8, `out` holds `nr·dv`, `p` holds
-    /// `nr·ctx` (rows of `ctx`), `js ⊆ 0..ctx`, every `v_row(j)` holds `dv` floats.
+    /// Needs AVX2 and FMA; `vs.width` (`dv`) is a multiple of 8, `out` holds `nr·dv`, `p`
+    /// holds `nr·ctx` (rows of `ctx`), `js ⊆ 0..ctx`, and `vs` holds rows `0..ctx`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weighted_rows<'a>(
+    pub unsafe fn weighted_rows(
         p: &[f32],
         nr: usize,
         ctx: usize,
         js: Range<usize>,
-        v_row: &dyn Fn(usize) -> &'a [f32],
-        dv: usize,
+        vs: &Rows<'_>,
         out: &mut [f32],
     ) {
+        let dv = vs.width;
         let mut c = 0;
         while c < dv {
             let two = c + 16 <= dv;
@@ -414,15 +428,17 @@ mod avx2 {
                     }
                 }
                 for j in js.clone() {
-                    let vr = v_row(j);
-                    let v0 = _mm256_loadu_ps(vr.as_ptr().add(c));
+                    // Row j starts at j·stride; j < ctx, so it and its dv floats are in
+                    // range (caller's contract); p[r·ctx + j] likewise.
+                    let vr = vs.data.as_ptr().add(j * vs.stride);
+                    let v0 = _mm256_loadu_ps(vr.add(c));
                     let v1 = if two {
-                        _mm256_loadu_ps(vr.as_ptr().add(c + 8))
+                        _mm256_loadu_ps(vr.add(c + 8))
                     } else {
                         _mm256_setzero_ps()
                     };
                     for (r, a) in acc.iter_mut().enumerate().take(nr) {
-                        let w = _mm256_set1_ps(p[r * ctx + j]);
+                        let w = _mm256_set1_ps(*p.get_unchecked(r * ctx + j));
                         a[0] = _mm256_fmadd_ps(w, v0, a[0]);
                         a[1] = _mm256_fmadd_ps(w, v1, a[1]);
                     }
