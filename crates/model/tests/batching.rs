@@ -1,16 +1,11 @@
 //! Batch invariance: a sequence's logits are bit-identical whether it runs alone or
 //! shares a forward pass with other sequences (prompt chunks and decode steps mixed).
 
-use std::sync::Arc;
+mod common;
 
+use common::load;
 use kernels::ThreadPool;
-use model::{BatchSeq, KvCache, Logits, MatmulMode, Model, RunState};
-use testutil::data_dir;
-
-fn load(model: &str, variant: &str) -> Model {
-    let path = data_dir().join(format!("tiny/{model}/{model}-{variant}.gguf"));
-    Model::load(Arc::new(gguf::Gguf::open(path).unwrap())).unwrap()
-}
+use model::{BatchSeq, KvCache, Logits, MatmulMode, RunState};
 
 fn check(model: &str, variant: &str, mode: MatmulMode) {
     let m = load(model, variant);

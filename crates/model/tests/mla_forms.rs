@@ -2,36 +2,16 @@
 //! latents, used for long prompts) against the absorbed form (used for decode) and against
 //! llama.cpp, on the tiny deepseek2 models; and the cost rule that picks between them.
 
-use std::sync::Arc;
+mod common;
 
+use common::{kl, load, prompts};
 use gguf::GgmlType;
 use kernels::ThreadPool;
 use model::arch::deepseek2::transpose_k_b;
 use model::forward::{mla_decompress_pays, MlaDims};
 use model::weights::Attention;
 use model::{KvCache, Logits, MatmulMode, MlaForm, Model, RunState};
-use testutil::{argmax, data_dir, json, read_npy_f32};
-
-fn load(model: &str, variant: &str) -> Model {
-    let path = data_dir().join(format!("tiny/{model}/{model}-{variant}.gguf"));
-    Model::load(Arc::new(gguf::Gguf::open(path).unwrap())).unwrap()
-}
-
-fn prompts() -> Vec<Vec<u32>> {
-    json("tiny/manifest.json")["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            p["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
+use testutil::{argmax, data_dir, read_npy_f32};
 
 /// All-position logits of `ids`, the first `split` tokens as one batch and the rest as a
 /// second batch after them (so the second batch attends to cached positions too).
@@ -57,18 +37,6 @@ fn logits(
         );
     }
     out
-}
-
-fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let mx = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let z: f64 = x.iter().map(|&v| (v as f64 - mx).exp()).sum::<f64>().ln() + mx;
-    x.iter().map(|&v| v as f64 - z).collect()
-}
-
-/// KL(p‖q) of two logit rows.
-fn kl(p: &[f32], q: &[f32]) -> f64 {
-    let (lp, lq) = (log_softmax(p), log_softmax(q));
-    lp.iter().zip(&lq).map(|(x, y)| x.exp() * (x - y)).sum()
 }
 
 /// With `attn_k_b` transposed losslessly (F32) and exact matmuls, the decompressed form

@@ -4,32 +4,12 @@
 //!   same 16-token greedy continuation;
 //! - production kernels vs llama.cpp on the quantized files: top-1 agreement ≥ 90%.
 
-use std::sync::Arc;
+mod common;
 
+use common::{load, prompts};
 use kernels::ThreadPool;
 use model::{KvCache, Logits, MatmulMode, Model, RunState};
 use testutil::{argmax, data_dir, json, read_npy_f32};
-
-fn load(model: &str, variant: &str) -> Model {
-    let path = data_dir().join(format!("tiny/{model}/{model}-{variant}.gguf"));
-    Model::load(Arc::new(gguf::Gguf::open(path).unwrap())).unwrap()
-}
-
-fn prompts() -> Vec<Vec<u32>> {
-    json("tiny/manifest.json")["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            p["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
 
 /// All-position logits of one prompt processed as one batch.
 fn logits_all(m: &Model, pool: &ThreadPool, mode: MatmulMode, ids: &[u32]) -> Vec<f32> {

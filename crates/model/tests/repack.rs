@@ -7,15 +7,14 @@
 //! - batch invariance still holds bit for bit (a prompt alone vs in a batch with others,
 //!   decode steps alone vs batched).
 
-use std::sync::Arc;
+mod common;
 
 use kernels::ThreadPool;
 use model::{BatchSeq, KvCache, Logits, MatmulMode, Model, RunState};
 use testutil::{argmax, data_dir, read_npy_f32};
 
 fn load(model: &str, variant: &str, repack: bool) -> Model {
-    let path = data_dir().join(format!("tiny/{model}/{model}-{variant}.gguf"));
-    let mut m = Model::load(Arc::new(gguf::Gguf::open(path).unwrap())).unwrap();
+    let mut m = common::load(model, variant);
     if repack {
         let s = m.weights.repack().unwrap();
         assert!(s.tensors > 0 && s.bytes > 0, "{model}: nothing repacked");
@@ -64,16 +63,9 @@ fn check(model: &str) {
     );
 
     // Against llama.cpp, as the production tests require of the unrepacked model.
-    let manifest = testutil::json("tiny/manifest.json");
     let (mut agree, mut n) = (0, 0);
     let (mut lcpp_diff, mut packed_lcpp) = (0f32, 0f32);
-    for (i, p) in manifest["prompts"].as_array().unwrap().iter().enumerate() {
-        let ids: Vec<u32> = p["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
+    for (i, ids) in common::prompts().into_iter().enumerate() {
         let ours = logits(&packed, &pool, &ids);
         let (_, theirs) = read_npy_f32(
             &data_dir().join(format!("tiny/{model}/ref/lcpp_Q4_K_M_logits_all_p{i}.npy")),

@@ -1,30 +1,18 @@
 //! `--experts-per-token K < k` (KTransformers' "selective experts"): the logit KL
 //! divergence against the full top-k, on the tiny models.
 
-use std::sync::Arc;
+mod common;
 
+use common::{load, prompts};
 use kernels::ThreadPool;
 use model::{KvCache, Logits, MatmulMode, Model, RunState};
-use testutil::{data_dir, json};
-
-fn log_softmax(x: &[f32]) -> Vec<f64> {
-    let m = x.iter().cloned().fold(f32::MIN, f32::max) as f64;
-    let z: f64 = x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
-    x.iter().map(|&v| v as f64 - z).collect()
-}
 
 /// Mean over prompt positions of KL(full ‖ reduced).
 fn mean_kl(model: &str, variant: &str, k: usize) -> (usize, f64) {
-    let path = data_dir().join(format!("tiny/{model}/{model}-{variant}.gguf"));
-    let mut m = Model::load(Arc::new(gguf::Gguf::open(path).unwrap())).unwrap();
+    let mut m = load(model, variant);
     let full_k = m.experts_per_token();
     let pool = ThreadPool::new(2);
-    let prompt: Vec<u32> = json("tiny/manifest.json")["prompts"][2]["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
+    let prompt = prompts().swap_remove(2);
     let run = |m: &Model| {
         let mut st = RunState::new(MatmulMode::Quantized);
         let mut kv = KvCache::new(&m.config, 64);
@@ -38,13 +26,10 @@ fn mean_kl(model: &str, variant: &str, k: usize) -> (usize, f64) {
     let vocab = m.config.n_vocab;
     let mut kl = 0.0;
     for p in 0..prompt.len() {
-        let a = log_softmax(&full[p * vocab..(p + 1) * vocab]);
-        let b = log_softmax(&reduced[p * vocab..(p + 1) * vocab]);
-        kl += a
-            .iter()
-            .zip(&b)
-            .map(|(la, lb)| la.exp() * (la - lb))
-            .sum::<f64>();
+        kl += common::kl(
+            &full[p * vocab..(p + 1) * vocab],
+            &reduced[p * vocab..(p + 1) * vocab],
+        );
     }
     (full_k, kl / prompt.len() as f64)
 }

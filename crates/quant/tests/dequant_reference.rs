@@ -6,7 +6,7 @@ use gguf::{GgmlType, Gguf};
 use std::path::PathBuf;
 
 fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/quant")
+    testutil::data_dir().join("quant")
 }
 
 /// (type, tensor name in blocks.gguf), as listed in tests/data/quant/manifest.json.
@@ -27,55 +27,6 @@ const CASES: [(GgmlType, &str); 15] = [
     (GgmlType::IQ4_NL, "iq4_nl.blk.0.ffn_up.weight"),
     (GgmlType::IQ4_XS, "iq4_xs.blk.0.ffn_up.weight"),
 ];
-
-/// A minimal reader for little-endian float32 C-order `.npy` files (format 1.0/2.0).
-fn read_npy_f32(path: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(
-        &bytes[..6],
-        b"\x93NUMPY",
-        "{}: not an .npy file",
-        path.display()
-    );
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        v => panic!("{}: unknown npy version {v}", path.display()),
-    };
-    let header = std::str::from_utf8(&bytes[start..start + header_len]).expect("ascii header");
-    assert!(
-        header.contains("'descr': '<f4'"),
-        "{}: not <f4: {header}",
-        path.display()
-    );
-    assert!(
-        header.contains("'fortran_order': False"),
-        "{}: {header}",
-        path.display()
-    );
-    let shape_str = header
-        .split("'shape': (")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .expect("shape");
-    let shape: Vec<usize> = shape_str
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().expect("dim"))
-        .collect();
-    let body = &bytes[start + header_len..];
-    let n: usize = shape.iter().product();
-    assert_eq!(body.len(), 4 * n, "{}: body size", path.display());
-    let values = body
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (shape, values)
-}
 
 /// Distance in units in the last place between two finite f32 of the same sign
 /// (or both zero), else u32::MAX.
@@ -102,7 +53,7 @@ fn all_15_types_match_gguf_py_bit_for_bit() {
         let t = file.tensor(name).expect("tensor present");
         assert_eq!(t.ty, ty, "{name}");
         assert!(quant::is_supported(ty));
-        let (shape, want) = read_npy_f32(&data_dir().join(format!("{}.npy", ty.name())));
+        let (shape, want) = testutil::read_npy_f32(&data_dir().join(format!("{}.npy", ty.name())));
         let reversed: Vec<usize> = t.ne.iter().rev().map(|&n| n as usize).collect();
         assert_eq!(shape, reversed, "{ty}: npy shape = reversed ne");
 

@@ -5,32 +5,10 @@
 
 mod dot_common;
 
-use dot_common::{dequant_act, reference_dot};
+use dot_common::{dequant_act, quantize_act, reference_dot};
 use quant::dot::{self, vec_dot_with, SimdPath};
 use quant::GgmlType;
 use rand::{Rng, SeedableRng};
-
-fn quantize_act(act: GgmlType, x: &[f32]) -> Vec<u8> {
-    match act {
-        GgmlType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        GgmlType::Q8_0 => {
-            let mut b = vec![bytemuck::Zeroable::zeroed(); x.len() / 32];
-            quant::quantize_act_q8_0(x, &mut b).unwrap();
-            bytemuck::cast_slice(&b).to_vec()
-        }
-        GgmlType::Q8_1 => {
-            let mut b = vec![bytemuck::Zeroable::zeroed(); x.len() / 32];
-            quant::quantize_act_q8_1(x, &mut b).unwrap();
-            bytemuck::cast_slice(&b).to_vec()
-        }
-        GgmlType::Q8_K => {
-            let mut b: Vec<quant::BlockQ8K> = vec![bytemuck::Zeroable::zeroed(); x.len() / 256];
-            quant::quantize_act_q8_k(x, &mut b).unwrap();
-            bytemuck::cast_slice(&b).to_vec()
-        }
-        _ => unreachable!(),
-    }
-}
 
 /// Relative error allowed against the unquantized f32 dot, per weight type (of Σ|w·x|).
 fn quant_tol(ty: GgmlType) -> f64 {

@@ -427,3 +427,26 @@ pub fn reference_dot(weight: GgmlType, act: GgmlType, w: &[u8], a: &[u8]) -> (f6
     }
     (dot, mag)
 }
+
+/// `x` quantized by the crate's activation quantizer for `act` (F32: the raw bytes).
+pub fn quantize_act(act: GgmlType, x: &[f32]) -> Vec<u8> {
+    match act {
+        GgmlType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        GgmlType::Q8_0 => {
+            let mut b = vec![bytemuck::Zeroable::zeroed(); x.len() / 32];
+            quant::quantize_act_q8_0(x, &mut b).unwrap();
+            bytemuck::cast_slice(&b).to_vec()
+        }
+        GgmlType::Q8_1 => {
+            let mut b = vec![bytemuck::Zeroable::zeroed(); x.len() / 32];
+            quant::quantize_act_q8_1(x, &mut b).unwrap();
+            bytemuck::cast_slice(&b).to_vec()
+        }
+        GgmlType::Q8_K => {
+            let mut b: Vec<quant::BlockQ8K> = vec![bytemuck::Zeroable::zeroed(); x.len() / 256];
+            quant::quantize_act_q8_k(x, &mut b).unwrap();
+            bytemuck::cast_slice(&b).to_vec()
+        }
+        _ => unreachable!(),
+    }
+}
