@@ -51,6 +51,11 @@ fn q4_0_matches_llama_quantize() {
 }
 
 #[test]
+fn q5_0_matches_llama_quantize() {
+    check(GgmlType::Q5_0, "q5_0.blk.0.attn_k_b.weight");
+}
+
+#[test]
 fn q4_k_matches_llama_quantize() {
     check(GgmlType::Q4_K, "q4_k.blk.0.ffn_down.weight");
 }

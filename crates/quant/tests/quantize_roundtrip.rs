@@ -54,7 +54,7 @@ const N: usize = 256 * 64;
 
 /// Relative RMS error bounds on N(0, 1) data (measured values in comments; the
 /// quantizers reproduce llama-quantize's bytes, so these are ggml's own error levels).
-const GAUSSIAN_BOUNDS: [(GgmlType, f32); 9] = [
+const GAUSSIAN_BOUNDS: [(GgmlType, f32); 10] = [
     (GgmlType::F16, 0.0003),  // 0.00021
     (GgmlType::BF16, 0.0020), // 0.00168
     (GgmlType::Q8_0, 0.0065), // 0.00537
@@ -63,6 +63,7 @@ const GAUSSIAN_BOUNDS: [(GgmlType, f32); 9] = [
     (GgmlType::Q6_K, 0.021),  // 0.0178
     (GgmlType::Q5_K, 0.043),  // 0.0362
     (GgmlType::Q4_K, 0.085),  // 0.0713
+    (GgmlType::Q5_0, 0.050),  // 0.0429
     (GgmlType::Q4_0, 0.100),  // 0.0860
 ];
 
@@ -319,8 +320,9 @@ fn quantize_errors_are_precise() {
     );
     let e = quantize(GgmlType::IQ2_XXS, &x, &mut out).unwrap_err();
     assert!(
-        e.to_string()
-            .starts_with("cannot quantize to tensor type IQ2_XXS (supported: F32, F16, Q4_0, Q8_0"),
+        e.to_string().starts_with(
+            "cannot quantize to tensor type IQ2_XXS (supported: F32, F16, Q4_0, Q5_0, Q8_0"
+        ),
         "{e}"
     );
     let mut bad = x.clone();

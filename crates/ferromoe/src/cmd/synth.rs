@@ -567,48 +567,9 @@ fn fill_row(row: &mut [f32], init: Init, seed: u64, tensor: usize, index: usize)
     }
 }
 
-/// ggml's reference Q5_0 quantizer (`quantize_row_q5_0_ref`): per block of 32, the value
-/// of largest magnitude maps to −16, d = max / −16, q = min(31, trunc(x/d + 16.5)), the low
-/// 4 bits in `qs`, the 5th bits in `qh`. Needed for the Q4_K → Q5_0 fallback (`attn_k_b`,
-/// rows of 128; V2-Lite's expert `ffn_down`, rows of 1408). Block: d (f16), qh (u32), qs[16].
-fn quantize_q5_0(src: &[f32], dst: &mut [u8]) {
-    for (x, y) in src.chunks_exact(32).zip(dst.chunks_exact_mut(22)) {
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        let d = max / -16.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        y[..2].copy_from_slice(&quant::f32_to_half(d).0);
-        let mut qh = 0u32;
-        for j in 0..16 {
-            let x0 = x[j] * id;
-            let x1 = x[16 + j] * id;
-            let q0 = ((x0 + 16.5) as i8).min(31) as u8;
-            let q1 = ((x1 + 16.5) as i8).min(31) as u8;
-            y[6 + j] = (q0 & 0x0f) | ((q1 & 0x0f) << 4);
-            qh |= (((q0 & 0x10) >> 4) as u32) << j;
-            qh |= (((q1 & 0x10) >> 4) as u32) << (j + 16);
-        }
-        y[2..6].copy_from_slice(&qh.to_le_bytes());
-    }
-}
-
 /// One row, f32 → stored type.
 fn encode_row(ty: GgmlType, row: &[f32], dst: &mut [u8]) -> anyhow::Result<()> {
-    match ty {
-        GgmlType::F32 => {
-            for (v, d) in row.iter().zip(dst.chunks_exact_mut(4)) {
-                d.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        GgmlType::Q5_0 => quantize_q5_0(row, dst),
-        _ => quant::quantize(ty, row, dst).with_context(|| format!("quantizing a row to {ty}"))?,
-    }
-    Ok(())
+    quant::quantize(ty, row, dst).with_context(|| format!("quantizing a row to {ty}"))
 }
 
 /// Generates and encodes tensor `index` (all its rows, split over `threads`).
@@ -723,7 +684,7 @@ mod tests {
         let mut row = vec![0f32; 256];
         fill_row(&mut row, Init::Normal(0.02), 7, 0, 0);
         let mut q = vec![0u8; GgmlType::Q5_0.row_bytes(256).unwrap() as usize];
-        quantize_q5_0(&row, &mut q);
+        quant::quantize(GgmlType::Q5_0, &row, &mut q).unwrap();
         let mut back = vec![0f32; 256];
         quant::dequantize(GgmlType::Q5_0, &q, &mut back).unwrap();
         for (blk, (x, y)) in row.chunks(32).zip(back.chunks(32)).enumerate() {

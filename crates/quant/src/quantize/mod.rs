@@ -25,9 +25,11 @@ pub use weights::*;
 
 /// The types [`quantize`] produces. Q8_0 is the weight quantizer (ggml's reference, as
 /// llama-quantize); Q8_1 and Q8_K are the activation quantizers.
-pub const QUANTIZE_TYPES: [GgmlType; 10] = {
+pub const QUANTIZE_TYPES: [GgmlType; 11] = {
     use GgmlType::*;
-    [F32, F16, Q4_0, Q8_0, Q8_1, Q4_K, Q5_K, Q6_K, Q8_K, BF16]
+    [
+        F32, F16, Q4_0, Q5_0, Q8_0, Q8_1, Q4_K, Q5_K, Q6_K, Q8_K, BF16,
+    ]
 };
 
 /// Whether [`quantize`] can produce this type.
@@ -99,6 +101,7 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
             }
         }
         Q4_0 => quantize_q4_0(src, bytemuck::cast_slice_mut(dst))?,
+        Q5_0 => quantize_q5_0(src, bytemuck::cast_slice_mut(dst))?,
         Q8_0 => quantize_q8_0(src, bytemuck::cast_slice_mut(dst))?,
         Q8_1 => quantize_act_q8_1(src, bytemuck::cast_slice_mut(dst))?,
         Q4_K => quantize_q4_k(src, bytemuck::cast_slice_mut(dst))?,

@@ -60,6 +60,39 @@ pub fn quantize_block_q4_0(x: &[f32; QK]) -> BlockQ4_0 {
     }
 }
 
+/// One Q5_0 block, ggml's `quantize_row_q5_0_ref`: d = (the value of largest
+/// magnitude)/−16, q = min(31, trunc(x/d + 16.5)); the low 4 bits of q in `qs` (values j
+/// and j + 16 share a byte), the 5th bits in `qh` (bit j for value j).
+pub fn quantize_block_q5_0(x: &[f32; QK]) -> BlockQ5_0 {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -16.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut qs = [0u8; QK / 2];
+    let mut qh = 0u32;
+    for (j, q) in qs.iter_mut().enumerate() {
+        let x0 = x[j] * id;
+        let x1 = x[j + QK / 2] * id;
+        // Two separate f32 roundings (product, then sum), as ggml-base is compiled.
+        let q0 = ((x0 + 16.5) as i8).min(31) as u8;
+        let q1 = ((x1 + 16.5) as i8).min(31) as u8;
+        *q = (q0 & 0x0f) | ((q1 & 0x0f) << 4);
+        qh |= u32::from(q0 >> 4) << j;
+        qh |= u32::from(q1 >> 4) << (j + QK / 2);
+    }
+    BlockQ5_0 {
+        d: f32_to_half(d),
+        qh: qh.to_le_bytes(),
+        qs,
+    }
+}
+
 /// C's `roundf` (halves away from zero) for |x| < 2^31, inline: on baseline x86-64
 /// `f32::round` is a libm call, which made Q8_0 quantization call-bound.
 #[inline(always)]
@@ -290,6 +323,8 @@ slice_quantizer! {
     quantize_q8_0: BlockQ8_0, QK, quantize_block_q8_0;
     /// f32 → Q4_0 weight blocks (ggml reference; `src.len()` = 32 · `dst.len()`).
     quantize_q4_0: BlockQ4_0, QK, quantize_block_q4_0;
+    /// f32 → Q5_0 weight blocks (ggml reference; `src.len()` = 32 · `dst.len()`).
+    quantize_q5_0: BlockQ5_0, QK, quantize_block_q5_0;
     /// f32 → Q4_K weight blocks (ggml reference; `src.len()` = 256 · `dst.len()`).
     quantize_q4_k: BlockQ4K, QK_K, quantize_block_q4_k;
     /// f32 → Q5_K weight blocks (ggml reference; `src.len()` = 256 · `dst.len()`).
