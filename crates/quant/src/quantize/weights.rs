@@ -35,15 +35,7 @@ pub fn quantize_block_q8_0(x: &[f32; QK]) -> BlockQ8_0 {
 /// One Q4_0 block, ggml's `quantize_row_q4_0_ref`: d = (the value of largest magnitude)/−8,
 /// q = min(15, trunc(x/d + 8.5)).
 pub fn quantize_block_q4_0(x: &[f32; QK]) -> BlockQ4_0 {
-    let mut amax = 0.0f32;
-    let mut max = 0.0f32;
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    let d = max / -8.0;
+    let d = signed_absmax(x) / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut qs = [0u8; QK / 2];
     for (j, q) in qs.iter_mut().enumerate() {
@@ -64,15 +56,7 @@ pub fn quantize_block_q4_0(x: &[f32; QK]) -> BlockQ4_0 {
 /// magnitude)/−16, q = min(31, trunc(x/d + 16.5)); the low 4 bits of q in `qs` (values j
 /// and j + 16 share a byte), the 5th bits in `qh` (bit j for value j).
 pub fn quantize_block_q5_0(x: &[f32; QK]) -> BlockQ5_0 {
-    let mut amax = 0.0f32;
-    let mut max = 0.0f32;
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    let d = max / -16.0;
+    let d = signed_absmax(x) / -16.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let mut qs = [0u8; QK / 2];
     let mut qh = 0u32;
@@ -91,6 +75,19 @@ pub fn quantize_block_q5_0(x: &[f32; QK]) -> BlockQ5_0 {
         qh: qh.to_le_bytes(),
         qs,
     }
+}
+
+/// The value of largest magnitude, sign kept (the first one on ties), as ggml's legacy
+/// quantizers pick it: the scale maps it to the lowest level.
+fn signed_absmax(x: &[f32]) -> f32 {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
 }
 
 /// C's `roundf` (halves away from zero) for |x| < 2^31, inline: on baseline x86-64
