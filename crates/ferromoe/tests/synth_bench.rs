@@ -188,6 +188,28 @@ fn synth_v2_lite_small_has_the_shape_loads_and_runs() {
     ok(&out, "bench --experts-per-token");
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j[0]["n_experts_used"], 2);
+    // -d: the tests run after that many cached tokens (named like llama-bench's).
+    let out = ferromoe(&[
+        "bench",
+        "-m",
+        path.to_str().unwrap(),
+        "-t",
+        "2",
+        "-p",
+        "4",
+        "-n",
+        "2",
+        "-d",
+        "24",
+        "-r",
+        "1",
+    ]);
+    ok(&out, "bench -d");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("pp4 @ d24") && table.contains("tg2 @ d24"),
+        "{table}"
+    );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 

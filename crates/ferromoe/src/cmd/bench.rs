@@ -4,6 +4,9 @@
 //! - **pp N**: one batch of N tokens fed into an empty KV cache (logits of the last position
 //!   only, as `llama_batch_get_one` asks for);
 //! - **tg N**: N single-token steps starting from an empty cache;
+//! - with `-d D`, both start instead after D cached tokens (filled once, untimed; each
+//!   repetition truncates the cache back to D), like llama-bench's `-d`: the speed at a
+//!   context depth, where attention's cost shows;
 //! - random token ids (no tokenizer), no sampling; one warm-up run of each test (a full pp,
 //!   a 1-token tg), then `-r` timed repetitions; tokens/s = mean ± sample standard deviation
 //!   of the per-repetition rates (llama-bench's `avg_ts` / `stddev_ts`).
@@ -25,6 +28,9 @@ pub struct Args {
     /// Generated tokens of the tg test (0: skip it).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     n_gen: usize,
+    /// Context depth: run each test after this many cached tokens (untimed).
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    n_depth: usize,
     /// Timed repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     repetitions: usize,
@@ -37,6 +43,7 @@ pub struct Args {
 struct TestResult {
     n_prompt: usize,
     n_gen: usize,
+    n_depth: usize,
     samples_ns: Vec<u64>,
 }
 
@@ -45,10 +52,15 @@ impl TestResult {
         self.n_prompt + self.n_gen
     }
     fn name(&self) -> String {
-        if self.n_prompt > 0 {
+        let test = if self.n_prompt > 0 {
             format!("pp{}", self.n_prompt)
         } else {
             format!("tg{}", self.n_gen)
+        };
+        if self.n_depth > 0 {
+            format!("{test} @ d{}", self.n_depth)
+        } else {
+            test
         }
     }
     fn samples_ts(&self) -> Vec<f64> {
@@ -105,13 +117,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .as_ref()
         .and_then(|t| t.bos_id())
         .unwrap_or(0);
-    let mut session = engine.session(args.n_prompt.max(args.n_gen).max(1));
+    let depth = args.n_depth;
+    let mut session = engine.session(depth + args.n_prompt.max(args.n_gen).max(1));
     let mut results = Vec::new();
+    if depth > 0 {
+        let tokens = random_tokens(depth, vocab, bos, 0xde97);
+        session.feed(&tokens, Logits::Last)?;
+    }
 
     if args.n_prompt > 0 {
         let tokens = random_tokens(args.n_prompt, vocab, bos, 0x5eed);
         let mut run_pp = || -> anyhow::Result<u64> {
-            session.truncate(0);
+            session.truncate(depth);
             let t = Instant::now();
             let logits = session.feed(&tokens, Logits::Last)?;
             std::hint::black_box(logits);
@@ -124,13 +141,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         results.push(TestResult {
             n_prompt: args.n_prompt,
             n_gen: 0,
+            n_depth: depth,
             samples_ns,
         });
     }
     if args.n_gen > 0 {
         let tokens = random_tokens(args.n_gen, vocab, bos, 0x6e7);
         let mut run_tg = |n: usize| -> anyhow::Result<u64> {
-            session.truncate(0);
+            session.truncate(depth);
             let t = Instant::now();
             for tok in &tokens[..n] {
                 let logits = session.feed(std::slice::from_ref(tok), Logits::Last)?;
@@ -145,6 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         results.push(TestResult {
             n_prompt: 0,
             n_gen: args.n_gen,
+            n_depth: depth,
             samples_ns,
         });
     }
@@ -196,6 +215,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "n_experts": experts.map(|e| e.1),
                     "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen,
+                    "n_depth": r.n_depth,
                     "test": r.name(),
                     "avg_ns": avg_ns.round() as u64,
                     "stddev_ns": stddev_ns.round() as u64,
