@@ -59,11 +59,13 @@ impl AttnScratch {
     pub fn new() -> AttnScratch {
         AttnScratch::default()
     }
-    /// Room for `floats` per thread.
+    /// Room for `floats` per thread: afterwards `per_thread ≥ floats` and the buffer holds
+    /// `n_threads · per_thread` (a scratch may be reused with pools of other sizes).
     fn reserve(&mut self, n_threads: usize, floats: usize) {
-        if self.per_thread < floats || self.scores.len() < n_threads * floats {
-            self.per_thread = self.per_thread.max(floats);
-            self.scores.resize(n_threads * self.per_thread, 0.0);
+        self.per_thread = self.per_thread.max(floats);
+        let want = n_threads * self.per_thread;
+        if self.scores.len() < want {
+            self.scores.resize(want, 0.0);
         }
     }
 }
@@ -213,10 +215,12 @@ fn item_scores<'a, 'b>(
     scale: f32,
     scores: &mut [f32],
 ) {
-    for r0 in (0..rows).step_by(TILE_Q) {
-        let qs: [&[f32]; TILE_Q] = std::array::from_fn(|i| q_row((r0 + i).min(rows - 1)));
-        for j0 in (0..ctx).step_by(TILE_K) {
-            let ks: [&[f32]; TILE_K] = std::array::from_fn(|i| k_row((j0 + i).min(ctx - 1)));
+    // Positions outer, row tiles inner: each cached row is read from memory once per item
+    // (the item's ≤ 16 query rows stay in L1/L2).
+    for j0 in (0..ctx).step_by(TILE_K) {
+        let ks: [&[f32]; TILE_K] = std::array::from_fn(|i| k_row((j0 + i).min(ctx - 1)));
+        for r0 in (0..rows).step_by(TILE_Q) {
+            let qs: [&[f32]; TILE_Q] = std::array::from_fn(|i| q_row((r0 + i).min(rows - 1)));
             let d = dot_tile(&qs, &ks);
             for (i, row) in d.iter().enumerate().take(rows - r0) {
                 for (jj, &x) in row.iter().enumerate().take(ctx - j0) {
@@ -604,6 +608,18 @@ mod tests {
         check(s, 7, 0, false, 2);
         check(s, 1, 20, false, 2);
         check(s, 5, 3, false, 3);
+    }
+
+    #[test]
+    fn scratch_reused_across_pool_sizes_covers_every_thread() {
+        // Big rows for 1 thread, then smaller rows for 3 threads: every thread's slice
+        // (per_thread floats each) must lie inside the buffer.
+        let mut sc = AttnScratch::new();
+        sc.reserve(1, 1000);
+        sc.reserve(3, 500);
+        assert!(sc.per_thread >= 500 && sc.scores.len() >= 3 * sc.per_thread);
+        sc.reserve(2, 2000);
+        assert!(sc.per_thread >= 2000 && sc.scores.len() >= 2 * sc.per_thread);
     }
 
     #[test]

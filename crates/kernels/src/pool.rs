@@ -353,6 +353,11 @@ fn execute(sh: &Shared, job: Job, tid: usize) {
             if sh.panicked.load(Ordering::Relaxed) {
                 return;
             }
+            // A finished share is only read (no cache-line transfer for a claim that
+            // cannot succeed); the fetch_add decides.
+            if sh.shares[s].0.load(Ordering::Relaxed) >= end {
+                break;
+            }
             let c = sh.shares[s].0.fetch_add(1, Ordering::Relaxed);
             if c >= end {
                 break;

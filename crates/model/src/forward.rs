@@ -168,7 +168,8 @@ pub enum MlaForm {
     Absorbed,
     /// Cached latents expanded into per-head keys and values (one int8 matmul per
     /// position), then ordinary attention over 192/128-wide heads: cheapest for prompts,
-    /// where every cached position is attended to by many new tokens.
+    /// where every cached position is attended to by many new tokens. (Absorbed anyway
+    /// when the expanded keys and values would exceed 256 MiB.)
     Decompressed,
 }
 
@@ -182,9 +183,16 @@ pub struct MlaDims {
     pub v: usize,
 }
 
-/// Floats of per-position scratch above which the decompressed form is not used (its
-/// keys and values grow with the context: 256 MiB ≈ 13k positions of DeepSeek-V2-Lite).
+/// Floats of per-position scratch above which the decompressed form is not used, even
+/// when asked for (its keys and values grow with the context): 256 MiB ≈ 8.7k positions
+/// of DeepSeek-V2-Lite (7680 floats each), ≈ 1.1k of V3 (128 heads: 57 856 floats).
 const MLA_DECOMPRESS_MAX_FLOATS: usize = 64 << 20;
+
+/// Whether the decompressed form's scratch for `total` positions stays under the cap.
+fn mla_decompress_fits(total: usize, d: &MlaDims) -> bool {
+    total.saturating_mul(d.heads * (d.nope + d.rope + d.v + d.nope) + d.lora)
+        <= MLA_DECOMPRESS_MAX_FLOATS
+}
 
 /// Whether `m` new tokens after `pos0` cached ones cost less in the decompressed form.
 /// Multiply-accumulates counted, the f32 attention ones at full weight and the int8 matmul
@@ -197,9 +205,7 @@ const MLA_DECOMPRESS_MAX_FLOATS: usize = 64 << 20;
 /// lengths, so a token's result never depends on the rest of its batch.
 pub fn mla_decompress_pays(m: usize, pos0: usize, d: &MlaDims) -> bool {
     let total = pos0 + m;
-    if total * d.heads * (d.nope + d.rope + d.v + d.nope) + total * d.lora
-        > MLA_DECOMPRESS_MAX_FLOATS
-    {
+    if !mla_decompress_fits(total, d) {
         return false;
     }
     let (mf, h) = (m as f64, d.heads as f64);
@@ -541,7 +547,7 @@ impl Model {
             let pos0 = st.token_pos[t0].1;
             let decompress = match st.mla_form {
                 MlaForm::Absorbed => false,
-                MlaForm::Decompressed => true,
+                MlaForm::Decompressed => mla_decompress_fits(pos0 + len, &dims),
                 MlaForm::Auto => {
                     st.linear.mode == MatmulMode::Quantized && mla_decompress_pays(len, pos0, &dims)
                 }

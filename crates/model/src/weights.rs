@@ -97,7 +97,9 @@ impl Matrix {
     /// Whether two matrices are the same file tensor (e.g. `output` tied to `token_embd`).
     fn same_tensor(&self, other: &Matrix) -> bool {
         match (&self.source, &other.source) {
-            (Source::File { index: a, .. }, Source::File { index: b, .. }) => a == b,
+            (Source::File { file: fa, index: a }, Source::File { file: fb, index: b }) => {
+                Arc::ptr_eq(fa, fb) && a == b
+            }
             _ => false,
         }
     }

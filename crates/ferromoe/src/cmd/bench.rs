@@ -121,8 +121,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut session = engine.session(depth + args.n_prompt.max(args.n_gen).max(1));
     let mut results = Vec::new();
     if depth > 0 {
+        // In batches of 512 like llama-bench's default n_batch, so the activation buffers
+        // stay the size of the tests' own.
         let tokens = random_tokens(depth, vocab, bos, 0xde97);
-        session.feed(&tokens, Logits::Last)?;
+        for part in tokens.chunks(512) {
+            session.feed(part, Logits::Last)?;
+        }
     }
 
     if args.n_prompt > 0 {
