@@ -27,6 +27,7 @@ fn packed_matmuls_do_not_allocate() {
     let mut cases = Vec::new();
     for ty in [
         quant::GgmlType::Q4_K,
+        quant::GgmlType::Q6_K,
         quant::GgmlType::Q8_0,
         quant::GgmlType::Q5_0,
     ] {

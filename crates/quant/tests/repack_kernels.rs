@@ -1,4 +1,4 @@
-//! Property tests of the repacked layouts (`quant::repack`: Q4_Kx8, Q8_0x8, Q5_0x8):
+//! Property tests of the repacked layouts (`quant::repack`: Q4_Kx8, Q6_Kx8, Q8_0x8, Q5_0x8):
 //! - `unpack(repack(x)) == x` for any bytes (the scale re-packing is a bijection);
 //! - the SIMD block code's integers (`isum`, `msum` per row and block) equal the scalar
 //!   definition's, on every path this CPU has;
@@ -137,6 +137,10 @@ proptest! {
         check_case(GgmlType::Q4_K, seed, mode, nb, groups)?;
     }
     #[test]
+    fn q6kx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
+        check_case(GgmlType::Q6_K, seed, mode, nb, groups)?;
+    }
+    #[test]
     fn q8_0x8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..12, groups in 1usize..3) {
         check_case(GgmlType::Q8_0, seed, mode, nb, groups)?;
     }
@@ -150,10 +154,14 @@ const TY: GgmlType = GgmlType::Q4_K;
 
 #[test]
 fn unpack_is_inverse_on_any_bytes() {
-    for ty in [GgmlType::Q8_0, GgmlType::Q5_0] {
+    for (ty, n_in) in [
+        (GgmlType::Q8_0, 96),
+        (GgmlType::Q5_0, 96),
+        (GgmlType::Q6_K, 512),
+    ] {
         let mut rng = rng(11);
-        let (n_in, n_out) = (96, 16);
-        let file: Vec<u8> = (0..n_out * 3 * ty.type_size())
+        let n_out = 16;
+        let file: Vec<u8> = (0..n_out * (n_in / ty.block_size()) * ty.type_size())
             .map(|_| rand::Rng::random::<u8>(&mut rng))
             .collect();
         let pt = PackedType::for_type(ty).unwrap();
@@ -195,9 +203,9 @@ fn q4kx8_rejects_bad_shapes() {
     );
     let e = repack::repack(TY, 200, 8, &src, &mut dst).unwrap_err();
     assert!(e.to_string().contains("whole number"), "{e}");
-    let e = repack::repack(GgmlType::Q6_K, 256, 8, &src, &mut dst).unwrap_err();
+    let e = repack::repack(GgmlType::Q3_K, 256, 8, &src, &mut dst).unwrap_err();
     assert!(matches!(
         e,
-        repack::RepackError::Unsupported(GgmlType::Q6_K)
+        repack::RepackError::Unsupported(GgmlType::Q3_K)
     ));
 }

@@ -14,6 +14,7 @@
 //! - [`PackedType::Q4Kx8`]: Q4_K, 8 rows per group (see `q4k` for the byte layout). Same
 //!   size as the source (148 bytes per row-block instead of 144: the 12 packed scale bytes
 //!   become 16 plain ones).
+//! - [`PackedType::Q6Kx8`]: Q6_K, 8 rows per group (see `q6k`), same size as the source.
 //! - [`PackedType::Q8_0x8`], [`PackedType::Q5_0x8`]: the legacy 32-value blocks × Q8_0
 //!   activations (see `legacy`; +6% / +9% for the stored row sums that let `vpdpbusd` take
 //!   signed weights).
@@ -40,11 +41,13 @@ use crate::GgmlType;
 
 mod legacy;
 mod q4k;
+mod q6k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use legacy::{Q5_0X8_BLOCK_BYTES, Q8_0X8_BLOCK_BYTES};
 pub use q4k::Q4KX8_BLOCK_BYTES;
+pub use q6k::Q6KX8_BLOCK_BYTES;
 
 /// Rows per repacked group.
 pub const ROWS: usize = 8;
@@ -73,6 +76,8 @@ pub enum RepackError {
 pub enum PackedType {
     /// Q4_K, groups of 8 rows (see the module docs).
     Q4Kx8,
+    /// Q6_K, groups of 8 rows (see `q6k`).
+    Q6Kx8,
     /// Q8_0, groups of 8 rows (see `legacy`).
     Q8_0x8,
     /// Q5_0, groups of 8 rows (see `legacy`).
@@ -84,6 +89,7 @@ impl PackedType {
     pub fn for_type(ty: GgmlType) -> Option<PackedType> {
         match ty {
             GgmlType::Q4_K => Some(PackedType::Q4Kx8),
+            GgmlType::Q6_K => Some(PackedType::Q6Kx8),
             GgmlType::Q8_0 => Some(PackedType::Q8_0x8),
             GgmlType::Q5_0 => Some(PackedType::Q5_0x8),
             _ => None,
@@ -94,6 +100,7 @@ impl PackedType {
     pub fn source(self) -> GgmlType {
         match self {
             PackedType::Q4Kx8 => GgmlType::Q4_K,
+            PackedType::Q6Kx8 => GgmlType::Q6_K,
             PackedType::Q8_0x8 => GgmlType::Q8_0,
             PackedType::Q5_0x8 => GgmlType::Q5_0,
         }
@@ -103,6 +110,7 @@ impl PackedType {
     pub fn name(self) -> &'static str {
         match self {
             PackedType::Q4Kx8 => "Q4_Kx8",
+            PackedType::Q6Kx8 => "Q6_Kx8",
             PackedType::Q8_0x8 => "Q8_0x8",
             PackedType::Q5_0x8 => "Q5_0x8",
         }
@@ -112,6 +120,7 @@ impl PackedType {
     pub fn block_bytes(self) -> usize {
         match self {
             PackedType::Q4Kx8 => Q4KX8_BLOCK_BYTES,
+            PackedType::Q6Kx8 => Q6KX8_BLOCK_BYTES,
             PackedType::Q8_0x8 => Q8_0X8_BLOCK_BYTES,
             PackedType::Q5_0x8 => Q5_0X8_BLOCK_BYTES,
         }
@@ -206,6 +215,7 @@ pub fn repack(
 ) -> Result<(), RepackError> {
     match check(ty, n_in, n_out, src.len(), dst.len())? {
         PackedType::Q4Kx8 => q4k::repack(n_in, n_out, src, dst),
+        PackedType::Q6Kx8 => q6k::repack(n_in, n_out, src, dst),
         PackedType::Q8_0x8 => legacy::repack(false, n_in, n_out, src, dst),
         PackedType::Q5_0x8 => legacy::repack(true, n_in, n_out, src, dst),
     }
@@ -224,6 +234,7 @@ pub fn unpack(
 ) -> Result<(), RepackError> {
     match check(ty, n_in, n_out, dst.len(), packed.len())? {
         PackedType::Q4Kx8 => q4k::unpack(n_in, n_out, packed, dst),
+        PackedType::Q6Kx8 => q6k::unpack(n_in, n_out, packed, dst),
         PackedType::Q8_0x8 => legacy::unpack(false, n_in, n_out, packed, dst),
         PackedType::Q5_0x8 => legacy::unpack(true, n_in, n_out, packed, dst),
     }
@@ -319,6 +330,7 @@ impl PackedDot {
                     for (ai, oi) in a.iter().zip(o.iter_mut()) {
                         *oi = match self.packed {
                             PackedType::Q4Kx8 => q4k::dot_scalar(nb, group, ai),
+                            PackedType::Q6Kx8 => q6k::dot_scalar(nb, group, ai),
                             PackedType::Q8_0x8 => legacy::dot_scalar(false, nb, group, ai),
                             PackedType::Q5_0x8 => legacy::dot_scalar(true, nb, group, ai),
                         };
@@ -349,6 +361,7 @@ impl PackedDot {
 /// The scalar definitions (see the module docs).
 pub mod scalar {
     pub use super::q4k::dot_scalar as dot_q4kx8;
+    pub use super::q6k::dot_scalar as dot_q6kx8;
 
     /// Q8_0x8 × Q8_0.
     pub fn dot_q8_0x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
@@ -377,6 +390,7 @@ pub mod testing {
         let nb = n_in / packed.source().block_size();
         match packed {
             PackedType::Q4Kx8 => q4k::ints_scalar(nb, group, act),
+            PackedType::Q6Kx8 => q6k::ints_scalar(nb, group, act),
             PackedType::Q8_0x8 => legacy::ints_scalar(false, nb, group, act),
             PackedType::Q5_0x8 => legacy::ints_scalar(true, nb, group, act),
         }

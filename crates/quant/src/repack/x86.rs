@@ -9,6 +9,12 @@
 //! likewise by `vpdpwssd` of (m, m) pairs with the bsums. The f32 part is one FMA per
 //! (block, token) for `isum` and one for `msum`, in the scalar definition's order.
 //!
+//! Q6_Kx8 × T tokens: per half, `ql` vector and `qh` vector give (shifts and masks) the
+//! unsigned 6-bit values of 8 rows × 4 positions twice; `vpdpbusd` with the broadcast
+//! activations sums each 16-value sub-block, which then loses `32·bsums` (the stored
+//! offset) and is scaled by its 8 signed row scales (`vpmulld`). f32: one FMA per (block,
+//! token), as the scalar definition.
+//!
 //! Q8_0x8 / Q5_0x8 × T tokens: the 8 signed weight vectors of a block (Q5_0: nibble
 //! minus 16 where the fifth bit is clear) times the broadcast 4-byte activation groups;
 //! with VNNI as `vpdpbusd(a XOR 0x80, w)` (= Σ w·a + 128·Σw, the stored row sums take the
@@ -26,6 +32,7 @@ use super::legacy::{
 use super::q4k::{
     OFF_D, OFF_DMIN, OFF_MN, OFF_QS, OFF_SC, Q4KX8_BLOCK_BYTES, Q8K_BSUMS, Q8K_QS, Q8K_SIZE,
 };
+use super::q6k::{self, Q6KX8_BLOCK_BYTES};
 use super::{PackedType, TileFn, MAX_TOKENS, ROWS};
 use crate::dot::SimdPath;
 use std::arch::x86_64::*;
@@ -50,6 +57,7 @@ pub(super) fn kernels(
 ) -> Option<(SimdPath, &'static [TileFn; MAX_TOKENS])> {
     match packed {
         PackedType::Q4Kx8 => pick(path, &Q4K_AVX2, &Q4K_VNNI),
+        PackedType::Q6Kx8 => pick(path, &Q6K_AVX2, &Q6K_VNNI),
         PackedType::Q8_0x8 => pick(path, &Q8_0_AVX2, &Q8_0_VNNI),
         PackedType::Q5_0x8 => pick(path, &Q5_0_AVX2, &Q5_0_VNNI),
     }
@@ -248,6 +256,137 @@ static Q4K_AVX2: [TileFn; MAX_TOKENS] =
     [q4k_avx2::<1>, q4k_avx2::<2>, q4k_avx2::<3>, q4k_avx2::<4>];
 static Q4K_VNNI: [TileFn; MAX_TOKENS] =
     [q4k_vnni::<1>, q4k_vnni::<2>, q4k_vnni::<3>, q4k_vnni::<4>];
+
+// ---------------------------------------------------------------------------------------
+// Q6_Kx8 × Q8_K (see `q6k` for the layout).
+
+/// One packed Q6_Kx8 block × T activation blocks: `isum` per token, lane = row.
+#[inline(always)]
+unsafe fn q6k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T]) -> [__m256i; T] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m30 = _mm256_set1_epi8(0x30);
+    let mut isum = [_mm256_setzero_si256(); T];
+    for n in 0..2 {
+        for p in 0..2 {
+            for gh in 0..2 {
+                // Sub-blocks of 16 values: low nibbles 8n + 2p + gh, high nibbles 4 later.
+                let mut slo = [_mm256_setzero_si256(); T];
+                let mut shi = [_mm256_setzero_si256(); T];
+                for g4 in 0..4 {
+                    let g = 4 * gh + g4;
+                    let l = load(pb.add(q6k::ql_at(n, p, g)));
+                    let h = load(pb.add(q6k::qh_at(n, g)));
+                    // The 2 high bits of each value moved to bits 4..5 (16-bit shifts: the
+                    // bits that cross into the neighbouring byte are masked away).
+                    let (hlo, hhi) = if p == 0 {
+                        (
+                            _mm256_and_si256(_mm256_slli_epi16::<4>(h), m30),
+                            _mm256_and_si256(h, m30),
+                        )
+                    } else {
+                        (
+                            _mm256_and_si256(_mm256_slli_epi16::<2>(h), m30),
+                            _mm256_and_si256(_mm256_srli_epi16::<2>(h), m30),
+                        )
+                    };
+                    let qlo = _mm256_or_si256(_mm256_and_si256(l, m4), hlo);
+                    let qhi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l), m4), hhi);
+                    for t in 0..T {
+                        let y = a[t].add(Q8K_QS + 128 * n + 32 * p + 4 * g);
+                        slo[t] = I::dpbusd(slo[t], qlo, bcast32(y));
+                        shi[t] = I::dpbusd(shi[t], qhi, bcast32(y.add(64)));
+                    }
+                }
+                let s_lo = 8 * n + 2 * p + gh;
+                let s_hi = s_lo + 4;
+                let sc = |s: usize| {
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                        pb.add(q6k::OFF_SC + 8 * s) as *const __m128i
+                    ))
+                };
+                let (sc_lo, sc_hi) = (sc(s_lo), sc(s_hi));
+                for t in 0..T {
+                    // 32·bsums[s]: the stored offset of 16 values against these activations.
+                    let off = |s: usize| {
+                        let b = std::ptr::read_unaligned(a[t].add(Q8K_BSUMS + 2 * s) as *const i16);
+                        _mm256_set1_epi32(32 * b as i32)
+                    };
+                    // |Σ q·a − 32·bsum| ≤ 16·63·128 + 32·16·128, × |scale| ≤ 128, 16 sub-blocks:
+                    // < 2³¹.
+                    let v = _mm256_add_epi32(
+                        _mm256_mullo_epi32(_mm256_sub_epi32(slo[t], off(s_lo)), sc_lo),
+                        _mm256_mullo_epi32(_mm256_sub_epi32(shi[t], off(s_hi)), sc_hi),
+                    );
+                    isum[t] = _mm256_add_epi32(isum[t], v);
+                }
+            }
+        }
+    }
+    isum
+}
+
+#[inline(always)]
+unsafe fn q6k_tile<const T: usize, I: Isa>(
+    nb: usize,
+    w: *const u8,
+    a: *const *const u8,
+    out: *mut f32,
+) {
+    let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
+    let mut acc = [_mm256_setzero_ps(); T];
+    for ib in 0..nb {
+        let pb = w.add(ib * Q6KX8_BLOCK_BYTES);
+        let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8K_SIZE));
+        let isum = q6k_block_ints::<T, I>(pb, at);
+        let d = f16x8(pb.add(q6k::OFF_D));
+        for t in 0..T {
+            let da = _mm256_set1_ps(std::ptr::read_unaligned(at[t] as *const f32));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+        }
+    }
+    for t in 0..T {
+        _mm256_storeu_ps(out.add(t * ROWS), acc[t]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_avx2<const T: usize>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+    q6k_tile::<T, Avx2>(nb, w, a, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
+unsafe fn q6k_vnni<const T: usize>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
+    q6k_tile::<T, Vnni>(nb, w, a, out)
+}
+
+static Q6K_AVX2: [TileFn; MAX_TOKENS] =
+    [q6k_avx2::<1>, q6k_avx2::<2>, q6k_avx2::<3>, q6k_avx2::<4>];
+static Q6K_VNNI: [TileFn; MAX_TOKENS] =
+    [q6k_vnni::<1>, q6k_vnni::<2>, q6k_vnni::<3>, q6k_vnni::<4>];
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_ints_avx2(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    q6k_ints_with::<Avx2>(nb, w, a)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
+unsafe fn q6k_ints_vnni(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    q6k_ints_with::<Vnni>(nb, w, a)
+}
+
+#[inline(always)]
+unsafe fn q6k_ints_with<I: Isa>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    let mut out = vec![[[0i32; 2]; ROWS]; nb];
+    for (ib, o) in out.iter_mut().enumerate() {
+        let isum = q6k_block_ints::<1, I>(w.add(ib * Q6KX8_BLOCK_BYTES), [a.add(ib * Q8K_SIZE)]);
+        let mut li = [0i32; 8];
+        _mm256_storeu_si256(li.as_mut_ptr() as *mut __m256i, isum[0]);
+        for r in 0..ROWS {
+            *o.get_mut(r).expect("8 rows") = [li[r], 0];
+        }
+    }
+    out
+}
 
 // ---------------------------------------------------------------------------------------
 // Q8_0x8 / Q5_0x8 × Q8_0 (see `legacy` for the layouts).
@@ -515,6 +654,8 @@ pub(super) fn block_ints(
         Some(match (packed, v) {
             (PackedType::Q4Kx8, true) => ints_vnni(nb, w, a),
             (PackedType::Q4Kx8, false) => ints_avx2(nb, w, a),
+            (PackedType::Q6Kx8, true) => q6k_ints_vnni(nb, w, a),
+            (PackedType::Q6Kx8, false) => q6k_ints_avx2(nb, w, a),
             (PackedType::Q8_0x8, true) => legacy_ints_vnni::<false>(nb, w, a),
             (PackedType::Q8_0x8, false) => legacy_ints_avx2::<false>(nb, w, a),
             (PackedType::Q5_0x8, true) => legacy_ints_vnni::<true>(nb, w, a),
