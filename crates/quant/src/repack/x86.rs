@@ -260,43 +260,46 @@ static Q4K_VNNI: [TileFn; MAX_TOKENS] =
 // ---------------------------------------------------------------------------------------
 // Q6_Kx8 × Q8_K (see `q6k` for the layout).
 
-/// One packed Q6_Kx8 block × T activation blocks: `isum` per token, lane = row.
+/// One packed Q6_Kx8 block × T activation blocks: `isum` per token, lane = row. The
+/// block is read in address order: per (n, g) its `qh` vector and the two `ql` vectors.
 #[inline(always)]
 unsafe fn q6k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T]) -> [__m256i; T] {
     let m4 = _mm256_set1_epi8(0x0f);
     let m30 = _mm256_set1_epi8(0x30);
     let mut isum = [_mm256_setzero_si256(); T];
     for n in 0..2 {
-        for p in 0..2 {
-            for gh in 0..2 {
-                // Sub-blocks of 16 values: low nibbles 8n + 2p + gh, high nibbles 4 later.
-                let mut slo = [_mm256_setzero_si256(); T];
-                let mut shi = [_mm256_setzero_si256(); T];
-                for g4 in 0..4 {
-                    let g = 4 * gh + g4;
+        for gh in 0..2 {
+            // Sub-block sums [p][low/high nibbles] per token: sub-blocks 8n + 2p + gh (low)
+            // and 8n + 4 + 2p + gh (high).
+            let mut sub = [[[_mm256_setzero_si256(); 2]; 2]; T];
+            for g4 in 0..4 {
+                let g = 4 * gh + g4;
+                let h = load(pb.add(q6k::qh_at(n, g)));
+                // The 2 high bits of each value moved to bits 4..5 (16-bit shifts: the
+                // bits that cross into the neighbouring byte are masked away).
+                let hb = [
+                    [
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(h), m30),
+                        _mm256_and_si256(h, m30),
+                    ],
+                    [
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(h), m30),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(h), m30),
+                    ],
+                ];
+                for p in 0..2 {
                     let l = load(pb.add(q6k::ql_at(n, p, g)));
-                    let h = load(pb.add(q6k::qh_at(n, g)));
-                    // The 2 high bits of each value moved to bits 4..5 (16-bit shifts: the
-                    // bits that cross into the neighbouring byte are masked away).
-                    let (hlo, hhi) = if p == 0 {
-                        (
-                            _mm256_and_si256(_mm256_slli_epi16::<4>(h), m30),
-                            _mm256_and_si256(h, m30),
-                        )
-                    } else {
-                        (
-                            _mm256_and_si256(_mm256_slli_epi16::<2>(h), m30),
-                            _mm256_and_si256(_mm256_srli_epi16::<2>(h), m30),
-                        )
-                    };
-                    let qlo = _mm256_or_si256(_mm256_and_si256(l, m4), hlo);
-                    let qhi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l), m4), hhi);
+                    let qlo = _mm256_or_si256(_mm256_and_si256(l, m4), hb[p][0]);
+                    let qhi =
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l), m4), hb[p][1]);
                     for t in 0..T {
                         let y = a[t].add(Q8K_QS + 128 * n + 32 * p + 4 * g);
-                        slo[t] = I::dpbusd(slo[t], qlo, bcast32(y));
-                        shi[t] = I::dpbusd(shi[t], qhi, bcast32(y.add(64)));
+                        sub[t][p][0] = I::dpbusd(sub[t][p][0], qlo, bcast32(y));
+                        sub[t][p][1] = I::dpbusd(sub[t][p][1], qhi, bcast32(y.add(64)));
                     }
                 }
+            }
+            for p in 0..2 {
                 let s_lo = 8 * n + 2 * p + gh;
                 let s_hi = s_lo + 4;
                 let sc = |s: usize| {
@@ -314,8 +317,8 @@ unsafe fn q6k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T
                     // |Σ q·a − 32·bsum| ≤ 16·63·128 + 32·16·128, × |scale| ≤ 128, 16 sub-blocks:
                     // < 2³¹.
                     let v = _mm256_add_epi32(
-                        _mm256_mullo_epi32(_mm256_sub_epi32(slo[t], off(s_lo)), sc_lo),
-                        _mm256_mullo_epi32(_mm256_sub_epi32(shi[t], off(s_hi)), sc_hi),
+                        _mm256_mullo_epi32(_mm256_sub_epi32(sub[t][p][0], off(s_lo)), sc_lo),
+                        _mm256_mullo_epi32(_mm256_sub_epi32(sub[t][p][1], off(s_hi)), sc_hi),
                     );
                     isum[t] = _mm256_add_epi32(isum[t], v);
                 }
