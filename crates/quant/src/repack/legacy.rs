@@ -9,7 +9,8 @@
 //! `qs[4g + i]` (g 0..8, i 0..4), signed.
 //!
 //! Q5_0x8, 192 bytes = 8 × 24: `d[8]` f16 | `wsum[8]` i16 (of the signed values q − 16) |
-//! `qhq[g]` u32 (g 0..8): bit `4r + i` is the fifth bit of row r's value `4g + i` |
+//! `plane[4r + i]` (32 bytes): bit g (0..8) is the fifth bit of row r's value `4g + i`, so
+//! one shift brings the fifth bits of weight vector g to bit 4 |
 //! `qs[g][r][i]` = row r's `qs[4g + i]` (g 0..4): low nibbles are values `4g + i`, high
 //! nibbles values `16 + 4g + i`.
 //!
@@ -67,15 +68,18 @@ pub(super) fn repack(q5: bool, n_in: usize, n_out: usize, src: &[u8], dst: &mut 
         .take(n_out / ROWS)
     {
         for (ib, pb) in out.chunks_exact_mut(pbb).enumerate() {
-            let mut qhq = [0u32; 8];
             for r in 0..ROWS {
                 let o = (g * ROWS + r) * row_bytes + ib * sz;
                 let b = &src[o..o + sz];
                 if q5 {
                     put_common(pb, r, [b[0], b[1]], q5_0_sum(b));
                     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-                    for (gq, w) in qhq.iter_mut().enumerate() {
-                        *w |= ((qh >> (4 * gq)) & 0xf) << (4 * r);
+                    for i in 0..4 {
+                        let mut bits = 0u8;
+                        for gq in 0..8 {
+                            bits |= (((qh >> (4 * gq + i)) & 1) as u8) << gq;
+                        }
+                        pb[Q5_OFF_QH + 4 * r + i] = bits;
                     }
                     for gg in 0..4 {
                         let d = Q5_OFF_QS + gg * 32 + 4 * r;
@@ -88,12 +92,6 @@ pub(super) fn repack(q5: bool, n_in: usize, n_out: usize, src: &[u8], dst: &mut 
                         let d = Q8_OFF_QS + gg * 32 + 4 * r;
                         pb[d..d + 4].copy_from_slice(&b[2 + 4 * gg..2 + 4 * gg + 4]);
                     }
-                }
-            }
-            if q5 {
-                for (gq, w) in qhq.iter().enumerate() {
-                    pb[Q5_OFF_QH + 4 * gq..Q5_OFF_QH + 4 * gq + 4]
-                        .copy_from_slice(&w.to_le_bytes());
                 }
             }
         }
@@ -118,10 +116,11 @@ pub(super) fn unpack(q5: bool, n_in: usize, n_out: usize, packed: &[u8], dst: &m
                 b[1] = pb[OFF_D + 2 * r + 1];
                 if q5 {
                     let mut qh = 0u32;
-                    for gq in 0..8 {
-                        let o = Q5_OFF_QH + 4 * gq;
-                        let word = u32::from_le_bytes([pb[o], pb[o + 1], pb[o + 2], pb[o + 3]]);
-                        qh |= ((word >> (4 * r)) & 0xf) << (4 * gq);
+                    for i in 0..4 {
+                        let bits = pb[Q5_OFF_QH + 4 * r + i];
+                        for gq in 0..8 {
+                            qh |= (((bits >> gq) & 1) as u32) << (4 * gq + i);
+                        }
                     }
                     b[2..6].copy_from_slice(&qh.to_le_bytes());
                     for gg in 0..4 {
@@ -144,9 +143,7 @@ fn values(q5: bool, pb: &[u8], r: usize) -> [i8; 32] {
     std::array::from_fn(|k| {
         let (g, i) = (k / 4, k % 4);
         if q5 {
-            let o = Q5_OFF_QH + 4 * g;
-            let word = u32::from_le_bytes([pb[o], pb[o + 1], pb[o + 2], pb[o + 3]]);
-            let hbit = ((word >> (4 * r + i)) & 1) as u8;
+            let hbit = (pb[Q5_OFF_QH + 4 * r + i] >> g) & 1;
             let byte = pb[Q5_OFF_QS + (g % 4) * 32 + 4 * r + i];
             let nib = if g < 4 { byte & 0xf } else { byte >> 4 };
             (nib | (hbit << 4)) as i8 - 16

@@ -16,7 +16,7 @@
 //! token), as the scalar definition.
 //!
 //! Q8_0x8 / Q5_0x8 × T tokens: the 8 signed weight vectors of a block (Q5_0: nibble
-//! minus 16 where the fifth bit is clear) times the broadcast 4-byte activation groups;
+//! or'ed with the fifth bit shifted out of the block's bit plane, minus 16) times the broadcast 4-byte activation groups;
 //! with VNNI as `vpdpbusd(a XOR 0x80, w)` (= Σ w·a + 128·Σw, the stored row sums take the
 //! excess back out once per block), with AVX2 as `vpmaddubsw(|a|, sign(w, a))`.
 //!
@@ -394,24 +394,11 @@ unsafe fn q6k_ints_with<I: Isa>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[
 // ---------------------------------------------------------------------------------------
 // Q8_0x8 / Q5_0x8 × Q8_0 (see `legacy` for the layouts).
 
-/// The 32 bits of `bits` as bytes: 0xFF where bit j is set, 0 elsewhere.
-#[inline(always)]
-unsafe fn bits32(p: *const u8) -> __m256i {
-    let v = _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
-    let spread = _mm256_shuffle_epi8(
-        v,
-        _mm256_setr_epi8(
-            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
-            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
-        ),
-    );
-    let sel = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    _mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel)
-}
-
 /// Signed weight vector g (0..8: positions 4g..4g+4 of the 8 rows) of a packed block.
+/// Q5_0: `plane` is the block's fifth-bit plane (bit g of byte 4r + i = the fifth bit of
+/// row r's value 4g + i), moved to bit 4 with one shift.
 #[inline(always)]
-unsafe fn legacy_weights<const Q5: bool>(pb: *const u8, g: usize) -> __m256i {
+unsafe fn legacy_weights<const Q5: bool>(pb: *const u8, g: usize, plane: __m256i) -> __m256i {
     if Q5 {
         let v = load(pb.add(Q5_OFF_QS + 32 * (g % 4)));
         let m4 = _mm256_set1_epi8(0x0f);
@@ -420,9 +407,14 @@ unsafe fn legacy_weights<const Q5: bool>(pb: *const u8, g: usize) -> __m256i {
         } else {
             _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4)
         };
-        // q − 16 = nibble − 16 where the fifth bit is clear, the nibble where it is set.
-        let set = bits32(pb.add(Q5_OFF_QH + 4 * g));
-        _mm256_sub_epi8(nib, _mm256_andnot_si256(set, _mm256_set1_epi8(16)))
+        // 16-bit shifts: what crosses into the neighbouring byte is masked away.
+        let hb = if g < 4 {
+            _mm256_sll_epi16(plane, _mm_cvtsi32_si128(4 - g as i32))
+        } else {
+            _mm256_srl_epi16(plane, _mm_cvtsi32_si128(g as i32 - 4))
+        };
+        let q = _mm256_or_si256(nib, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
+        _mm256_sub_epi8(q, _mm256_set1_epi8(16))
     } else {
         load(pb.add(Q8_OFF_QS + 32 * g))
     }
@@ -439,9 +431,14 @@ unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(
     // otherwise bound the short legacy blocks.
     let mut dp = [_mm256_setzero_si256(); T];
     let mut dq = [_mm256_setzero_si256(); T];
+    let plane = if Q5 {
+        load(pb.add(Q5_OFF_QH))
+    } else {
+        _mm256_setzero_si256()
+    };
     for g in (0..8).step_by(2) {
-        let w0 = legacy_weights::<Q5>(pb, g);
-        let w1 = legacy_weights::<Q5>(pb, g + 1);
+        let w0 = legacy_weights::<Q5>(pb, g, plane);
+        let w1 = legacy_weights::<Q5>(pb, g + 1, plane);
         for t in 0..T {
             dp[t] = I::dot_prepared(dp[t], w0, bcast32(q[t].add(4 * g)));
             dq[t] = I::dot_prepared(dq[t], w1, bcast32(q[t].add(4 * g + 4)));
