@@ -765,6 +765,14 @@ unsafe fn packed_kernel(
     let n_tok = tokens.map_or(xq.n_tokens, |t| t.len());
     let act_row = |i: usize| xq.row(tokens.map_or(i, |t| t[i] as usize));
     let gb = w.data.len() / (n_out / PACK_ROWS).max(1);
+    // What `tile_unchecked` relies on, checked once per chunk (QuantizedActs' fields are
+    // public, so a caller could have changed `row_bytes`).
+    assert!(
+        w.packed.and_then(|p| p.group_bytes(w.n_in)) == Some(gb)
+            && pd.act.row_bytes(w.n_in as u64) == Some(xq.row_bytes as u64)
+            && xq.ty == pd.act,
+        "packed matmul: inconsistent matrix or activation shapes"
+    );
     let (g0, g1) = (rows.start / PACK_ROWS, rows.end.div_ceil(PACK_ROWS));
     let mut t0 = 0;
     while t0 < n_tok {
@@ -779,7 +787,10 @@ unsafe fn packed_kernel(
                     *slot = act_row(t + k);
                 }
                 let mut res = [[0f32; PACK_ROWS]; MT];
-                pd.tile(w.n_in, group, &a[..cnt], &mut res[..cnt]);
+                // SAFETY: `group` is one whole packed group of this matrix (QMatrix::packed
+                // checked the matrix size) and every activation row is a row of `xq`, whose
+                // type and width `check_shapes` verified for this matrix.
+                unsafe { pd.tile_unchecked(w.n_in, group, &a[..cnt], &mut res[..cnt]) };
                 for (k, vals) in res.iter().take(cnt).enumerate() {
                     // SAFETY: t + k < n_tok and rows g·8 .. g·8+8 ⊂ `rows` (< n_out):
                     // this thread's disjoint elements per the contract.

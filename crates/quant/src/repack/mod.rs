@@ -323,6 +323,24 @@ impl PackedDot {
             acts.len(),
             out.len()
         );
+        // SAFETY: the lengths were checked just above.
+        unsafe { self.tile_unchecked(n_in, group, acts, out) }
+    }
+
+    /// [`tile`](Self::tile) without its length checks, for callers that validated a whole
+    /// matrix and its activation rows once (the matmul calls this per 8 rows × ≤ 4 tokens,
+    /// where the checks cost a few percent of the GEMM).
+    ///
+    /// # Safety
+    /// `group` must hold [`PackedType::group_bytes`]`(n_in)` bytes, every `acts[t]` one
+    /// activation row of `n_in` values of [`PackedDot::act`], and `out.len() == acts.len()`.
+    pub unsafe fn tile_unchecked(
+        &self,
+        n_in: usize,
+        group: &[u8],
+        acts: &[&[u8]],
+        out: &mut [[f32; ROWS]],
+    ) {
         let nb = n_in / self.packed.source().block_size();
         for (a, o) in acts.chunks(MAX_TOKENS).zip(out.chunks_mut(MAX_TOKENS)) {
             match self.imp {
@@ -341,9 +359,9 @@ impl PackedDot {
                     for (p, ai) in ptrs.iter_mut().zip(a) {
                         *p = ai.as_ptr();
                     }
-                    // SAFETY: lengths checked above (the group holds nb packed blocks, each
-                    // activation row nb blocks); `o` has a.len() ≤ MAX_TOKENS rows of ROWS
-                    // f32, contiguous; CPU features were detected when `fns` was chosen.
+                    // SAFETY: lengths per the contract (the group holds nb packed blocks,
+                    // each activation row nb blocks); `o` has a.len() ≤ MAX_TOKENS rows of
+                    // ROWS f32, contiguous; CPU features were detected when `fns` was chosen.
                     unsafe {
                         fns[a.len() - 1](
                             nb,
