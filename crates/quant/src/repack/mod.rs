@@ -204,6 +204,55 @@ fn check(
     Ok(pt)
 }
 
+/// The (packed block, row, source block) triples of a repack of 256-value super-blocks:
+/// `f(pb, r, src_block)` fills row r's share of packed block `pb` (`pbb` bytes) from that
+/// row's `sbb`-byte source block.
+fn each_row_block(
+    n_in: usize,
+    n_out: usize,
+    (sbb, pbb): (usize, usize),
+    src: &[u8],
+    dst: &mut [u8],
+    mut f: impl FnMut(&mut [u8], usize, &[u8]),
+) {
+    let nb = n_in / 256;
+    let row_bytes = nb * sbb;
+    for (g, out) in dst
+        .chunks_exact_mut(nb * pbb)
+        .enumerate()
+        .take(n_out / ROWS)
+    {
+        for (ib, pb) in out.chunks_exact_mut(pbb).enumerate() {
+            for r in 0..ROWS {
+                let o = (g * ROWS + r) * row_bytes + ib * sbb;
+                f(pb, r, &src[o..o + sbb]);
+            }
+        }
+    }
+}
+
+/// The inverse walk of [`each_row_block`]: `f(pb, r, dst_block)` writes row r's source
+/// block back from packed block `pb`.
+fn each_row_block_back(
+    n_in: usize,
+    n_out: usize,
+    (sbb, pbb): (usize, usize),
+    packed: &[u8],
+    dst: &mut [u8],
+    mut f: impl FnMut(&[u8], usize, &mut [u8]),
+) {
+    let nb = n_in / 256;
+    let row_bytes = nb * sbb;
+    for (g, grp) in packed.chunks_exact(nb * pbb).enumerate().take(n_out / ROWS) {
+        for (ib, pb) in grp.chunks_exact(pbb).enumerate() {
+            for r in 0..ROWS {
+                let o = (g * ROWS + r) * row_bytes + ib * sbb;
+                f(pb, r, &mut dst[o..o + sbb]);
+            }
+        }
+    }
+}
+
 /// Repacks `n_out` rows of `n_in` values of `ty` as stored in GGUF (`src`) into `dst`
 /// (exactly [`PackedType::matrix_bytes`] bytes).
 pub fn repack(

@@ -16,7 +16,7 @@
 //! `64j + 32 + 4g .. +4` (sub-block 2j+1): one AND / one shift+AND gives two vectors of
 //! 8 rows × 4 values, each multiplied by one broadcast 4-byte group of activations.
 
-use super::ROWS;
+use super::{each_row_block, each_row_block_back, ROWS};
 use crate::blocks::{BlockQ4K, Half};
 
 /// Bytes of one packed block (8 rows × 256 values).
@@ -54,34 +54,24 @@ fn k4_scales_mins(p: &[u8; 12]) -> [u8; 16] {
 }
 
 pub(super) fn repack(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
-    let nb = n_in / 256;
-    let row_bytes = nb * SRC;
-    for (g, out) in dst
-        .chunks_exact_mut(nb * Q4KX8_BLOCK_BYTES)
-        .enumerate()
-        .take(n_out / ROWS)
-    {
-        for (ib, pb) in out.chunks_exact_mut(Q4KX8_BLOCK_BYTES).enumerate() {
-            for r in 0..ROWS {
-                let o = (g * ROWS + r) * row_bytes + ib * SRC;
-                let x: &BlockQ4K = bytemuck::from_bytes(&src[o..o + SRC]);
-                pb[OFF_D + 2 * r..OFF_D + 2 * r + 2].copy_from_slice(&x.d.0);
-                pb[OFF_DMIN + 2 * r..OFF_DMIN + 2 * r + 2].copy_from_slice(&x.dmin.0);
-                let sm = k4_scales_mins(&x.scales);
-                for s in 0..8 {
-                    pb[OFF_SC + 8 * s + r] = sm[s];
-                    pb[OFF_MN + 8 * s + r] = sm[8 + s];
-                }
-                for j in 0..4 {
-                    for gg in 0..8 {
-                        let d = OFF_QS + (j * 8 + gg) * 32 + 4 * r;
-                        let s = 32 * j + 4 * gg;
-                        pb[d..d + 4].copy_from_slice(&x.qs[s..s + 4]);
-                    }
-                }
+    let sizes = (SRC, Q4KX8_BLOCK_BYTES);
+    each_row_block(n_in, n_out, sizes, src, dst, |pb, r, b| {
+        let x: &BlockQ4K = bytemuck::from_bytes(b);
+        pb[OFF_D + 2 * r..OFF_D + 2 * r + 2].copy_from_slice(&x.d.0);
+        pb[OFF_DMIN + 2 * r..OFF_DMIN + 2 * r + 2].copy_from_slice(&x.dmin.0);
+        let sm = k4_scales_mins(&x.scales);
+        for s in 0..8 {
+            pb[OFF_SC + 8 * s + r] = sm[s];
+            pb[OFF_MN + 8 * s + r] = sm[8 + s];
+        }
+        for j in 0..4 {
+            for gg in 0..8 {
+                let d = OFF_QS + (j * 8 + gg) * 32 + 4 * r;
+                let s = 32 * j + 4 * gg;
+                pb[d..d + 4].copy_from_slice(&x.qs[s..s + 4]);
             }
         }
-    }
+    });
 }
 
 /// The 12-byte Q4_K scale packing of 8 six-bit scales and mins (inverse of
@@ -97,32 +87,22 @@ fn pack_scales(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
 }
 
 pub(super) fn unpack(n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
-    let nb = n_in / 256;
-    let row_bytes = nb * SRC;
-    for (g, grp) in packed
-        .chunks_exact(nb * Q4KX8_BLOCK_BYTES)
-        .enumerate()
-        .take(n_out / ROWS)
-    {
-        for (ib, pb) in grp.chunks_exact(Q4KX8_BLOCK_BYTES).enumerate() {
-            for r in 0..ROWS {
-                let o = (g * ROWS + r) * row_bytes + ib * SRC;
-                let x: &mut BlockQ4K = bytemuck::from_bytes_mut(&mut dst[o..o + SRC]);
-                x.d = Half([pb[OFF_D + 2 * r], pb[OFF_D + 2 * r + 1]]);
-                x.dmin = Half([pb[OFF_DMIN + 2 * r], pb[OFF_DMIN + 2 * r + 1]]);
-                let sc: [u8; 8] = std::array::from_fn(|s| pb[OFF_SC + 8 * s + r]);
-                let mn: [u8; 8] = std::array::from_fn(|s| pb[OFF_MN + 8 * s + r]);
-                x.scales = pack_scales(&sc, &mn);
-                for j in 0..4 {
-                    for gg in 0..8 {
-                        let s = OFF_QS + (j * 8 + gg) * 32 + 4 * r;
-                        let d = 32 * j + 4 * gg;
-                        x.qs[d..d + 4].copy_from_slice(&pb[s..s + 4]);
-                    }
-                }
+    let sizes = (SRC, Q4KX8_BLOCK_BYTES);
+    each_row_block_back(n_in, n_out, sizes, packed, dst, |pb, r, b| {
+        let x: &mut BlockQ4K = bytemuck::from_bytes_mut(b);
+        x.d = Half([pb[OFF_D + 2 * r], pb[OFF_D + 2 * r + 1]]);
+        x.dmin = Half([pb[OFF_DMIN + 2 * r], pb[OFF_DMIN + 2 * r + 1]]);
+        let sc: [u8; 8] = std::array::from_fn(|s| pb[OFF_SC + 8 * s + r]);
+        let mn: [u8; 8] = std::array::from_fn(|s| pb[OFF_MN + 8 * s + r]);
+        x.scales = pack_scales(&sc, &mn);
+        for j in 0..4 {
+            for gg in 0..8 {
+                let s = OFF_QS + (j * 8 + gg) * 32 + 4 * r;
+                let d = 32 * j + 4 * gg;
+                x.qs[d..d + 4].copy_from_slice(&pb[s..s + 4]);
             }
         }
-    }
+    });
 }
 
 fn f16_at(b: &[u8], o: usize) -> f32 {
@@ -154,33 +134,70 @@ pub(super) fn block_ints(pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
     })
 }
 
-/// `[block][row]` integers of a whole group × one activation row.
-pub(super) fn ints_scalar(nb: usize, group: &[u8], act: &[u8]) -> Vec<[[i32; 2]; ROWS]> {
+/// The integers of a k-quant packed layout's block × a Q8_K block (`[isum, msum]` per row).
+pub(super) type BlockInts = fn(&[u8], &[u8]) -> [[i32; 2]; ROWS];
+
+/// `[block][row]` integers of a whole group × one Q8_K row, blocks of `pbb` bytes.
+pub(super) fn kq_ints_scalar(
+    ints: BlockInts,
+    pbb: usize,
+    nb: usize,
+    group: &[u8],
+    act: &[u8],
+) -> Vec<[[i32; 2]; ROWS]> {
     (0..nb)
         .map(|ib| {
-            block_ints(
-                &group[ib * Q4KX8_BLOCK_BYTES..(ib + 1) * Q4KX8_BLOCK_BYTES],
+            ints(
+                &group[ib * pbb..(ib + 1) * pbb],
                 &act[ib * Q8K_SIZE..(ib + 1) * Q8K_SIZE],
             )
         })
         .collect()
 }
 
-/// The definition: the 8 rows of a packed group (`nb` blocks) · one Q8_K row.
-/// Per row, per block: `acc = fma(d·d_a, isum, acc)`, then `acc = fma(−(dmin·d_a), msum, acc)`.
-pub fn dot_scalar(nb: usize, group: &[u8], act: &[u8]) -> [f32; ROWS] {
+/// The definition shared by the k-quant layouts: per row, per block,
+/// `acc = fma(d·d_a, isum, acc)`, then (layouts with mins, `off_dmin`)
+/// `acc = fma(−(dmin·d_a), msum, acc)`.
+pub(super) fn kq_dot_scalar(
+    ints: BlockInts,
+    pbb: usize,
+    (off_d, off_dmin): (usize, Option<usize>),
+    nb: usize,
+    group: &[u8],
+    act: &[u8],
+) -> [f32; ROWS] {
     let mut acc = [0f32; ROWS];
     for ib in 0..nb {
-        let pb = &group[ib * Q4KX8_BLOCK_BYTES..(ib + 1) * Q4KX8_BLOCK_BYTES];
+        let pb = &group[ib * pbb..(ib + 1) * pbb];
         let y = &act[ib * Q8K_SIZE..(ib + 1) * Q8K_SIZE];
         let da = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-        let ints = block_ints(pb, y);
+        let v = ints(pb, y);
         for r in 0..ROWS {
-            let dd = f16_at(pb, OFF_D + 2 * r) * da;
-            let dm = f16_at(pb, OFF_DMIN + 2 * r) * da;
-            acc[r] = dd.mul_add(ints[r][0] as f32, acc[r]);
-            acc[r] = (-dm).mul_add(ints[r][1] as f32, acc[r]);
+            let dd = f16_at(pb, off_d + 2 * r) * da;
+            acc[r] = dd.mul_add(v[r][0] as f32, acc[r]);
+            if let Some(off) = off_dmin {
+                let dm = f16_at(pb, off + 2 * r) * da;
+                acc[r] = (-dm).mul_add(v[r][1] as f32, acc[r]);
+            }
         }
     }
     acc
+}
+
+/// `[block][row]` integers of a whole group × one activation row.
+pub(super) fn ints_scalar(nb: usize, group: &[u8], act: &[u8]) -> Vec<[[i32; 2]; ROWS]> {
+    kq_ints_scalar(block_ints, Q4KX8_BLOCK_BYTES, nb, group, act)
+}
+
+/// The definition: the 8 rows of a packed group (`nb` blocks) · one Q8_K row.
+/// Per row, per block: `acc = fma(d·d_a, isum, acc)`, then `acc = fma(−(dmin·d_a), msum, acc)`.
+pub fn dot_scalar(nb: usize, group: &[u8], act: &[u8]) -> [f32; ROWS] {
+    kq_dot_scalar(
+        block_ints,
+        Q4KX8_BLOCK_BYTES,
+        (OFF_D, Some(OFF_DMIN)),
+        nb,
+        group,
+        act,
+    )
 }

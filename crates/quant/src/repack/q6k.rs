@@ -28,8 +28,8 @@
 //! Definition per row and block: `isum = Σ_s sc_s · (Σ_{k<16} q[16s+k]·a[16s+k] −
 //! 32·bsums[s])` (= ggml's Σ sc·Σ (q − 32)·a, exactly), `acc = fma(d·d_a, isum, acc)`.
 
-use super::q4k::{Q8K_BSUMS, Q8K_QS, Q8K_SIZE};
-use super::ROWS;
+use super::q4k::{kq_dot_scalar, kq_ints_scalar, Q8K_BSUMS, Q8K_QS};
+use super::{each_row_block, each_row_block_back, ROWS};
 use crate::blocks::{BlockQ6K, Half};
 
 /// Bytes of one packed block (8 rows × 256 values).
@@ -53,69 +53,49 @@ pub(super) const fn ql_at(n: usize, p: usize, g: usize) -> usize {
 }
 
 pub(super) fn repack(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
-    let nb = n_in / 256;
-    let row_bytes = nb * SRC;
-    for (grp, out) in dst
-        .chunks_exact_mut(nb * Q6KX8_BLOCK_BYTES)
-        .enumerate()
-        .take(n_out / ROWS)
-    {
-        for (ib, pb) in out.chunks_exact_mut(Q6KX8_BLOCK_BYTES).enumerate() {
-            for r in 0..ROWS {
-                let o = (grp * ROWS + r) * row_bytes + ib * SRC;
-                let x: &BlockQ6K = bytemuck::from_bytes(&src[o..o + SRC]);
-                pb[OFF_D + 2 * r..OFF_D + 2 * r + 2].copy_from_slice(&x.d.0);
-                for s in 0..16 {
-                    pb[OFF_SC + 8 * s + r] = x.scales[s] as u8;
+    let sizes = (SRC, Q6KX8_BLOCK_BYTES);
+    each_row_block(n_in, n_out, sizes, src, dst, |pb, r, b| {
+        let x: &BlockQ6K = bytemuck::from_bytes(b);
+        pb[OFF_D + 2 * r..OFF_D + 2 * r + 2].copy_from_slice(&x.d.0);
+        for s in 0..16 {
+            pb[OFF_SC + 8 * s + r] = x.scales[s] as u8;
+        }
+        for n in 0..2 {
+            for g in 0..8 {
+                for p in 0..2 {
+                    let d = ql_at(n, p, g) + 4 * r;
+                    let s = 64 * n + 32 * p + 4 * g;
+                    pb[d..d + 4].copy_from_slice(&x.ql[s..s + 4]);
                 }
-                for n in 0..2 {
-                    for g in 0..8 {
-                        for p in 0..2 {
-                            let d = ql_at(n, p, g) + 4 * r;
-                            let s = 64 * n + 32 * p + 4 * g;
-                            pb[d..d + 4].copy_from_slice(&x.ql[s..s + 4]);
-                        }
-                        let d = qh_at(n, g) + 4 * r;
-                        let s = 32 * n + 4 * g;
-                        pb[d..d + 4].copy_from_slice(&x.qh[s..s + 4]);
-                    }
-                }
+                let d = qh_at(n, g) + 4 * r;
+                let s = 32 * n + 4 * g;
+                pb[d..d + 4].copy_from_slice(&x.qh[s..s + 4]);
             }
         }
-    }
+    });
 }
 
 pub(super) fn unpack(n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
-    let nb = n_in / 256;
-    let row_bytes = nb * SRC;
-    for (grp, pg) in packed
-        .chunks_exact(nb * Q6KX8_BLOCK_BYTES)
-        .enumerate()
-        .take(n_out / ROWS)
-    {
-        for (ib, pb) in pg.chunks_exact(Q6KX8_BLOCK_BYTES).enumerate() {
-            for r in 0..ROWS {
-                let o = (grp * ROWS + r) * row_bytes + ib * SRC;
-                let x: &mut BlockQ6K = bytemuck::from_bytes_mut(&mut dst[o..o + SRC]);
-                x.d = Half([pb[OFF_D + 2 * r], pb[OFF_D + 2 * r + 1]]);
-                for s in 0..16 {
-                    x.scales[s] = pb[OFF_SC + 8 * s + r] as i8;
+    let sizes = (SRC, Q6KX8_BLOCK_BYTES);
+    each_row_block_back(n_in, n_out, sizes, packed, dst, |pb, r, b| {
+        let x: &mut BlockQ6K = bytemuck::from_bytes_mut(b);
+        x.d = Half([pb[OFF_D + 2 * r], pb[OFF_D + 2 * r + 1]]);
+        for s in 0..16 {
+            x.scales[s] = pb[OFF_SC + 8 * s + r] as i8;
+        }
+        for n in 0..2 {
+            for g in 0..8 {
+                for p in 0..2 {
+                    let s = ql_at(n, p, g) + 4 * r;
+                    let d = 64 * n + 32 * p + 4 * g;
+                    x.ql[d..d + 4].copy_from_slice(&pb[s..s + 4]);
                 }
-                for n in 0..2 {
-                    for g in 0..8 {
-                        for p in 0..2 {
-                            let s = ql_at(n, p, g) + 4 * r;
-                            let d = 64 * n + 32 * p + 4 * g;
-                            x.ql[d..d + 4].copy_from_slice(&pb[s..s + 4]);
-                        }
-                        let s = qh_at(n, g) + 4 * r;
-                        let d = 32 * n + 4 * g;
-                        x.qh[d..d + 4].copy_from_slice(&pb[s..s + 4]);
-                    }
-                }
+                let s = qh_at(n, g) + 4 * r;
+                let d = 32 * n + 4 * g;
+                x.qh[d..d + 4].copy_from_slice(&pb[s..s + 4]);
             }
         }
-    }
+    });
 }
 
 /// Row r's unsigned value v (0..64) of a packed block, decoded from the layout above.
@@ -149,29 +129,11 @@ pub(super) fn block_ints(pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
 
 /// `[block][row]` integers of a whole group × one activation row.
 pub(super) fn ints_scalar(nb: usize, group: &[u8], act: &[u8]) -> Vec<[[i32; 2]; ROWS]> {
-    (0..nb)
-        .map(|ib| {
-            block_ints(
-                &group[ib * Q6KX8_BLOCK_BYTES..(ib + 1) * Q6KX8_BLOCK_BYTES],
-                &act[ib * Q8K_SIZE..(ib + 1) * Q8K_SIZE],
-            )
-        })
-        .collect()
+    kq_ints_scalar(block_ints, Q6KX8_BLOCK_BYTES, nb, group, act)
 }
 
 /// The definition: the 8 rows of a packed group (`nb` blocks) · one Q8_K row.
 /// Per row, per block: `acc = fma(d·d_a, isum, acc)`.
 pub fn dot_scalar(nb: usize, group: &[u8], act: &[u8]) -> [f32; ROWS] {
-    let mut acc = [0f32; ROWS];
-    for ib in 0..nb {
-        let pb = &group[ib * Q6KX8_BLOCK_BYTES..(ib + 1) * Q6KX8_BLOCK_BYTES];
-        let y = &act[ib * Q8K_SIZE..(ib + 1) * Q8K_SIZE];
-        let da = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-        let ints = block_ints(pb, y);
-        for r in 0..ROWS {
-            let dd = Half([pb[OFF_D + 2 * r], pb[OFF_D + 2 * r + 1]]).to_f32() * da;
-            acc[r] = dd.mul_add(ints[r][0] as f32, acc[r]);
-        }
-    }
-    acc
+    kq_dot_scalar(block_ints, Q6KX8_BLOCK_BYTES, (OFF_D, None), nb, group, act)
 }

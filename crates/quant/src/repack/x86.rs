@@ -216,47 +216,6 @@ unsafe fn q4k_block_ints<const T: usize, I: Isa>(
     (isum, msum)
 }
 
-#[inline(always)]
-unsafe fn q4k_tile<const T: usize, I: Isa>(
-    nb: usize,
-    w: *const u8,
-    a: *const *const u8,
-    out: *mut f32,
-) {
-    let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
-    let mut acc = [_mm256_setzero_ps(); T];
-    for ib in 0..nb {
-        let pb = w.add(ib * Q4KX8_BLOCK_BYTES);
-        let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8K_SIZE));
-        let (isum, msum) = q4k_block_ints::<T, I>(pb, at);
-        let d = f16x8(pb.add(OFF_D));
-        let dmin = f16x8(pb.add(OFF_DMIN));
-        for t in 0..T {
-            let da = _mm256_set1_ps(std::ptr::read_unaligned(at[t] as *const f32));
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
-            acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(msum[t]), acc[t]);
-        }
-    }
-    for t in 0..T {
-        _mm256_storeu_ps(out.add(t * ROWS), acc[t]);
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_avx2<const T: usize>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
-    q4k_tile::<T, Avx2>(nb, w, a, out)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
-unsafe fn q4k_vnni<const T: usize>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
-    q4k_tile::<T, Vnni>(nb, w, a, out)
-}
-
-static Q4K_AVX2: [TileFn; MAX_TOKENS] =
-    [q4k_avx2::<1>, q4k_avx2::<2>, q4k_avx2::<3>, q4k_avx2::<4>];
-static Q4K_VNNI: [TileFn; MAX_TOKENS] =
-    [q4k_vnni::<1>, q4k_vnni::<2>, q4k_vnni::<3>, q4k_vnni::<4>];
-
 // ---------------------------------------------------------------------------------------
 // Q6_Kx8 × Q8_K (see `q6k` for the layout).
 
@@ -328,8 +287,53 @@ unsafe fn q6k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T
     isum
 }
 
+// ---------------------------------------------------------------------------------------
+// The k-quant layouts' shared tile: per block the layout's integers, then the f32 steps of
+// the scalar definition (`q4k::kq_dot_scalar`).
+
+/// A k-quant packed layout's block code.
+trait KBlock {
+    const BLOCK_BYTES: usize;
+    /// Offsets of the 8 f16 `d` and (layouts with mins) the 8 f16 `dmin`.
+    const OFF_D: usize;
+    const OFF_DMIN: Option<usize>;
+    /// `(isum, msum)` per token, lane = row (`msum` unused without mins).
+    unsafe fn ints<const T: usize, I: Isa>(
+        pb: *const u8,
+        a: [*const u8; T],
+    ) -> ([__m256i; T], [__m256i; T]);
+}
+
+struct Q4K;
+impl KBlock for Q4K {
+    const BLOCK_BYTES: usize = Q4KX8_BLOCK_BYTES;
+    const OFF_D: usize = OFF_D;
+    const OFF_DMIN: Option<usize> = Some(OFF_DMIN);
+    #[inline(always)]
+    unsafe fn ints<const T: usize, I: Isa>(
+        pb: *const u8,
+        a: [*const u8; T],
+    ) -> ([__m256i; T], [__m256i; T]) {
+        q4k_block_ints::<T, I>(pb, a)
+    }
+}
+
+struct Q6K;
+impl KBlock for Q6K {
+    const BLOCK_BYTES: usize = Q6KX8_BLOCK_BYTES;
+    const OFF_D: usize = q6k::OFF_D;
+    const OFF_DMIN: Option<usize> = None;
+    #[inline(always)]
+    unsafe fn ints<const T: usize, I: Isa>(
+        pb: *const u8,
+        a: [*const u8; T],
+    ) -> ([__m256i; T], [__m256i; T]) {
+        (q6k_block_ints::<T, I>(pb, a), [_mm256_setzero_si256(); T])
+    }
+}
+
 #[inline(always)]
-unsafe fn q6k_tile<const T: usize, I: Isa>(
+unsafe fn kq_tile<const T: usize, I: Isa, K: KBlock>(
     nb: usize,
     w: *const u8,
     a: *const *const u8,
@@ -338,13 +342,18 @@ unsafe fn q6k_tile<const T: usize, I: Isa>(
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
     let mut acc = [_mm256_setzero_ps(); T];
     for ib in 0..nb {
-        let pb = w.add(ib * Q6KX8_BLOCK_BYTES);
+        let pb = w.add(ib * K::BLOCK_BYTES);
         let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8K_SIZE));
-        let isum = q6k_block_ints::<T, I>(pb, at);
-        let d = f16x8(pb.add(q6k::OFF_D));
+        let (isum, msum) = K::ints::<T, I>(pb, at);
+        let d = f16x8(pb.add(K::OFF_D));
         for t in 0..T {
             let da = _mm256_set1_ps(std::ptr::read_unaligned(at[t] as *const f32));
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+            if let Some(off) = K::OFF_DMIN {
+                let dmin = f16x8(pb.add(off));
+                acc[t] =
+                    _mm256_fnmadd_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(msum[t]), acc[t]);
+            }
         }
     }
     for t in 0..T {
@@ -353,43 +362,49 @@ unsafe fn q6k_tile<const T: usize, I: Isa>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_avx2<const T: usize>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
-    q6k_tile::<T, Avx2>(nb, w, a, out)
+unsafe fn kq_avx2<K: KBlock, const T: usize>(
+    nb: usize,
+    w: *const u8,
+    a: *const *const u8,
+    out: *mut f32,
+) {
+    kq_tile::<T, Avx2, K>(nb, w, a, out)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
-unsafe fn q6k_vnni<const T: usize>(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32) {
-    q6k_tile::<T, Vnni>(nb, w, a, out)
+unsafe fn kq_vnni<K: KBlock, const T: usize>(
+    nb: usize,
+    w: *const u8,
+    a: *const *const u8,
+    out: *mut f32,
+) {
+    kq_tile::<T, Vnni, K>(nb, w, a, out)
 }
 
-static Q6K_AVX2: [TileFn; MAX_TOKENS] =
-    [q6k_avx2::<1>, q6k_avx2::<2>, q6k_avx2::<3>, q6k_avx2::<4>];
-static Q6K_VNNI: [TileFn; MAX_TOKENS] =
-    [q6k_vnni::<1>, q6k_vnni::<2>, q6k_vnni::<3>, q6k_vnni::<4>];
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_ints_avx2(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
-    q6k_ints_with::<Avx2>(nb, w, a)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
-unsafe fn q6k_ints_vnni(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
-    q6k_ints_with::<Vnni>(nb, w, a)
-}
-
-#[inline(always)]
-unsafe fn q6k_ints_with<I: Isa>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
-    let mut out = vec![[[0i32; 2]; ROWS]; nb];
-    for (ib, o) in out.iter_mut().enumerate() {
-        let isum = q6k_block_ints::<1, I>(w.add(ib * Q6KX8_BLOCK_BYTES), [a.add(ib * Q8K_SIZE)]);
-        let mut li = [0i32; 8];
-        _mm256_storeu_si256(li.as_mut_ptr() as *mut __m256i, isum[0]);
-        for r in 0..ROWS {
-            *o.get_mut(r).expect("8 rows") = [li[r], 0];
-        }
-    }
-    out
-}
+static Q4K_AVX2: [TileFn; MAX_TOKENS] = [
+    kq_avx2::<Q4K, 1>,
+    kq_avx2::<Q4K, 2>,
+    kq_avx2::<Q4K, 3>,
+    kq_avx2::<Q4K, 4>,
+];
+static Q4K_VNNI: [TileFn; MAX_TOKENS] = [
+    kq_vnni::<Q4K, 1>,
+    kq_vnni::<Q4K, 2>,
+    kq_vnni::<Q4K, 3>,
+    kq_vnni::<Q4K, 4>,
+];
+static Q6K_AVX2: [TileFn; MAX_TOKENS] = [
+    kq_avx2::<Q6K, 1>,
+    kq_avx2::<Q6K, 2>,
+    kq_avx2::<Q6K, 3>,
+    kq_avx2::<Q6K, 4>,
+];
+static Q6K_VNNI: [TileFn; MAX_TOKENS] = [
+    kq_vnni::<Q6K, 1>,
+    kq_vnni::<Q6K, 2>,
+    kq_vnni::<Q6K, 3>,
+    kq_vnni::<Q6K, 4>,
+];
 
 // ---------------------------------------------------------------------------------------
 // Q8_0x8 / Q5_0x8 × Q8_0 (see `legacy` for the layouts).
@@ -608,21 +623,24 @@ unsafe fn legacy_ints_with<const Q5: bool, I: Isa>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn ints_avx2(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
-    ints_with::<Avx2>(nb, w, a)
+unsafe fn kq_ints_avx2<K: KBlock>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    kq_ints_with::<Avx2, K>(nb, w, a)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
-unsafe fn ints_vnni(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
-    ints_with::<Vnni>(nb, w, a)
+unsafe fn kq_ints_vnni<K: KBlock>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    kq_ints_with::<Vnni, K>(nb, w, a)
 }
 
 #[inline(always)]
-unsafe fn ints_with<I: Isa>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+unsafe fn kq_ints_with<I: Isa, K: KBlock>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+) -> Vec<[[i32; 2]; ROWS]> {
     let mut out = vec![[[0i32; 2]; ROWS]; nb];
     for (ib, o) in out.iter_mut().enumerate() {
-        let (isum, msum) =
-            q4k_block_ints::<1, I>(w.add(ib * Q4KX8_BLOCK_BYTES), [a.add(ib * Q8K_SIZE)]);
+        let (isum, msum) = K::ints::<1, I>(w.add(ib * K::BLOCK_BYTES), [a.add(ib * Q8K_SIZE)]);
         let (mut li, mut lm) = ([0i32; 8], [0i32; 8]);
         _mm256_storeu_si256(li.as_mut_ptr() as *mut __m256i, isum[0]);
         _mm256_storeu_si256(lm.as_mut_ptr() as *mut __m256i, msum[0]);
@@ -652,10 +670,10 @@ pub(super) fn block_ints(
     // were detected.
     unsafe {
         Some(match (packed, v) {
-            (PackedType::Q4Kx8, true) => ints_vnni(nb, w, a),
-            (PackedType::Q4Kx8, false) => ints_avx2(nb, w, a),
-            (PackedType::Q6Kx8, true) => q6k_ints_vnni(nb, w, a),
-            (PackedType::Q6Kx8, false) => q6k_ints_avx2(nb, w, a),
+            (PackedType::Q4Kx8, true) => kq_ints_vnni::<Q4K>(nb, w, a),
+            (PackedType::Q4Kx8, false) => kq_ints_avx2::<Q4K>(nb, w, a),
+            (PackedType::Q6Kx8, true) => kq_ints_vnni::<Q6K>(nb, w, a),
+            (PackedType::Q6Kx8, false) => kq_ints_avx2::<Q6K>(nb, w, a),
             (PackedType::Q8_0x8, true) => legacy_ints_vnni::<false>(nb, w, a),
             (PackedType::Q8_0x8, false) => legacy_ints_avx2::<false>(nb, w, a),
             (PackedType::Q5_0x8, true) => legacy_ints_vnni::<true>(nb, w, a),
