@@ -210,6 +210,19 @@ fn synth_v2_lite_small_has_the_shape_loads_and_runs() {
         table.contains("pp4 @ d24") && table.contains("tg2 @ d24"),
         "{table}"
     );
+    // Sizes past the model's context are refused with a message, not an allocation abort.
+    let huge = ferromoe(&[
+        "bench",
+        "-m",
+        path.to_str().unwrap(),
+        "-p",
+        "100000000000",
+        "-n",
+        "0",
+    ]);
+    assert_eq!(huge.status.code(), Some(1), "bench -p huge");
+    let err = String::from_utf8_lossy(&huge.stderr);
+    assert!(err.contains("exceed the model's context length"), "{err}");
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 

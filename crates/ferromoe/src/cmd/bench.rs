@@ -118,7 +118,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .and_then(|t| t.bos_id())
         .unwrap_or(0);
     let depth = args.n_depth;
-    let mut session = engine.session(depth + args.n_prompt.max(args.n_gen).max(1));
+    let n_ctx_train = engine.model.config.n_ctx_train;
+    let n_ctx = depth
+        .checked_add(args.n_prompt.max(args.n_gen).max(1))
+        .filter(|&n| n <= n_ctx_train)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "-d {depth} plus -p {} / -n {} exceed the model's context length {n_ctx_train} \
+                 (its KV cache would not fit the model's trained positions); use smaller values",
+                args.n_prompt,
+                args.n_gen
+            )
+        })?;
+    let mut session = engine.session(n_ctx);
     let mut results = Vec::new();
     if depth > 0 {
         // In batches of 512 like llama-bench's default n_batch, so the activation buffers
