@@ -554,9 +554,12 @@ fn quantize_act_row(act: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Ma
 const TOKEN_TILE: usize = 32;
 
 /// Rows per work item. GEMV: many chunks per thread (~32) so that a thread that is
-/// descheduled mid-op (the cores are shared) holds up the barrier by one small chunk,
-/// but each chunk at least ~16 KiB of weights so that the per-chunk cost (one atomic
-/// add) and the hardware prefetcher's ramp-up are amortised. GEMM: per-row work is already n_tokens dots, so smaller chunks suffice.
+/// descheduled mid-op (the cores are shared) holds up the barrier by one small chunk and
+/// the others can steal the rest of its share, but each chunk at least ~16 KiB of weights
+/// so that the per-chunk cost (one atomic add) stays negligible. (The pool gives each
+/// thread one contiguous share of chunks, so chunk boundaries do not break a thread's
+/// sequential read stream.) GEMM: per-row work is already n_tokens dots, so smaller
+/// chunks suffice.
 fn rows_per_chunk(n_out: usize, row_bytes: usize, n_tokens: usize, n_threads: usize) -> usize {
     if n_threads <= 1 {
         return n_out.max(1);
