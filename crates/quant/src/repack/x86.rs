@@ -386,24 +386,40 @@ static Q4K_AVX2: [TileFn; MAX_TOKENS] = [
     kq_avx2::<Q4K, 2>,
     kq_avx2::<Q4K, 3>,
     kq_avx2::<Q4K, 4>,
+    kq_avx2::<Q4K, 5>,
+    kq_avx2::<Q4K, 6>,
+    kq_avx2::<Q4K, 7>,
+    kq_avx2::<Q4K, 8>,
 ];
 static Q4K_VNNI: [TileFn; MAX_TOKENS] = [
     kq_vnni::<Q4K, 1>,
     kq_vnni::<Q4K, 2>,
     kq_vnni::<Q4K, 3>,
     kq_vnni::<Q4K, 4>,
+    kq_vnni::<Q4K, 5>,
+    kq_vnni::<Q4K, 6>,
+    kq_vnni::<Q4K, 7>,
+    kq_vnni::<Q4K, 8>,
 ];
 static Q6K_AVX2: [TileFn; MAX_TOKENS] = [
     kq_avx2::<Q6K, 1>,
     kq_avx2::<Q6K, 2>,
     kq_avx2::<Q6K, 3>,
     kq_avx2::<Q6K, 4>,
+    kq_avx2::<Q6K, 5>,
+    kq_avx2::<Q6K, 6>,
+    kq_avx2::<Q6K, 7>,
+    kq_avx2::<Q6K, 8>,
 ];
 static Q6K_VNNI: [TileFn; MAX_TOKENS] = [
     kq_vnni::<Q6K, 1>,
     kq_vnni::<Q6K, 2>,
     kq_vnni::<Q6K, 3>,
     kq_vnni::<Q6K, 4>,
+    kq_vnni::<Q6K, 5>,
+    kq_vnni::<Q6K, 6>,
+    kq_vnni::<Q6K, 7>,
+    kq_vnni::<Q6K, 8>,
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -558,24 +574,40 @@ static Q8_0_AVX2: [TileFn; MAX_TOKENS] = [
     legacy_avx2::<2, false>,
     legacy_avx2::<3, false>,
     legacy_avx2::<4, false>,
+    legacy_avx2::<5, false>,
+    legacy_avx2::<6, false>,
+    legacy_avx2::<7, false>,
+    legacy_avx2::<8, false>,
 ];
 static Q8_0_VNNI: [TileFn; MAX_TOKENS] = [
     legacy_vnni::<1, false>,
     legacy_vnni::<2, false>,
     legacy_vnni::<3, false>,
     legacy_vnni::<4, false>,
+    legacy_vnni::<5, false>,
+    legacy_vnni::<6, false>,
+    legacy_vnni::<7, false>,
+    legacy_vnni::<8, false>,
 ];
 static Q5_0_AVX2: [TileFn; MAX_TOKENS] = [
     legacy_avx2::<1, true>,
     legacy_avx2::<2, true>,
     legacy_avx2::<3, true>,
     legacy_avx2::<4, true>,
+    legacy_avx2::<5, true>,
+    legacy_avx2::<6, true>,
+    legacy_avx2::<7, true>,
+    legacy_avx2::<8, true>,
 ];
 static Q5_0_VNNI: [TileFn; MAX_TOKENS] = [
     legacy_vnni::<1, true>,
     legacy_vnni::<2, true>,
     legacy_vnni::<3, true>,
     legacy_vnni::<4, true>,
+    legacy_vnni::<5, true>,
+    legacy_vnni::<6, true>,
+    legacy_vnni::<7, true>,
+    legacy_vnni::<8, true>,
 ];
 
 #[target_feature(enable = "avx2,fma,f16c")]
