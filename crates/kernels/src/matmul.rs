@@ -1240,41 +1240,23 @@ mod tests {
             .collect();
         let mut full = vec![0f32; n_out * n_tokens];
         {
-            let (o0, rest) = outs.split_at_mut(1);
-            let (o1, rest) = rest.split_at_mut(1);
-            let (o2, o3) = rest.split_at_mut(1);
-            let mut ops = [
-                MatmulOp {
-                    w: stack.expert(0).unwrap(),
+            let mut ops: Vec<MatmulOp> = outs
+                .iter_mut()
+                .zip(lists)
+                .enumerate()
+                .map(|(e, (out, list))| MatmulOp {
+                    w: stack.expert(e).unwrap(),
                     xq,
-                    tokens: Some(lists[0]),
-                    out: &mut o0[0],
-                },
-                MatmulOp {
-                    w: stack.expert(1).unwrap(),
-                    xq,
-                    tokens: Some(lists[1]),
-                    out: &mut o1[0],
-                },
-                MatmulOp {
-                    w: stack.expert(2).unwrap(),
-                    xq,
-                    tokens: Some(lists[2]),
-                    out: &mut o2[0],
-                },
-                MatmulOp {
-                    w: stack.expert(3).unwrap(),
-                    xq,
-                    tokens: Some(lists[3]),
-                    out: &mut o3[0],
-                },
-                MatmulOp {
-                    w: stack.expert(2).unwrap(),
-                    xq,
-                    tokens: None,
-                    out: &mut full,
-                },
-            ];
+                    tokens: Some(list),
+                    out,
+                })
+                .collect();
+            ops.push(MatmulOp {
+                w: stack.expert(2).unwrap(),
+                xq,
+                tokens: None,
+                out: &mut full,
+            });
             matmul_batch(&pool, &mut ops).unwrap();
         }
         let mut all = vec![0f32; n_out * n_tokens];

@@ -19,7 +19,7 @@
 //! `128·wsum` this adds is subtracted once per block. Definition per row and block:
 //! `isum = Σ_k w[k]·a[k]` (exact), `acc = fma(d·d_a, isum, acc)`.
 
-use super::ROWS;
+use super::{each_row_block, each_row_block_back, ROWS};
 use crate::blocks::Half;
 
 /// Bytes of one packed Q8_0x8 block (8 rows × 32 values).
@@ -52,90 +52,72 @@ fn q5_0_sum(b: &[u8]) -> i32 {
     nibs + 16 * qh.count_ones() as i32 - 512
 }
 
+/// Source and packed block sizes of Q8_0 (`q5 = false`) or Q5_0.
+fn sizes(q5: bool) -> (usize, usize, usize) {
+    if q5 {
+        (32, Q5_0_SIZE, Q5_0X8_BLOCK_BYTES)
+    } else {
+        (32, Q8_0_SIZE, Q8_0X8_BLOCK_BYTES)
+    }
+}
+
 /// Repacks `n_out` rows (`n_out % 8 == 0`, checked by the caller) of Q8_0 (`q5 = false`) or
 /// Q5_0 blocks.
 pub(super) fn repack(q5: bool, n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
-    let nb = n_in / 32;
-    let (sz, pbb) = if q5 {
-        (Q5_0_SIZE, Q5_0X8_BLOCK_BYTES)
-    } else {
-        (Q8_0_SIZE, Q8_0X8_BLOCK_BYTES)
-    };
-    let row_bytes = nb * sz;
-    for (g, out) in dst
-        .chunks_exact_mut(nb * pbb)
-        .enumerate()
-        .take(n_out / ROWS)
-    {
-        for (ib, pb) in out.chunks_exact_mut(pbb).enumerate() {
-            for r in 0..ROWS {
-                let o = (g * ROWS + r) * row_bytes + ib * sz;
-                let b = &src[o..o + sz];
-                if q5 {
-                    put_common(pb, r, [b[0], b[1]], q5_0_sum(b));
-                    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-                    for i in 0..4 {
-                        let mut bits = 0u8;
-                        for gq in 0..8 {
-                            bits |= (((qh >> (4 * gq + i)) & 1) as u8) << gq;
-                        }
-                        pb[Q5_OFF_QH + 4 * r + i] = bits;
-                    }
-                    for gg in 0..4 {
-                        let d = Q5_OFF_QS + gg * 32 + 4 * r;
-                        pb[d..d + 4].copy_from_slice(&b[6 + 4 * gg..6 + 4 * gg + 4]);
-                    }
-                } else {
-                    let wsum: i32 = b[2..34].iter().map(|&x| x as i8 as i32).sum();
-                    put_common(pb, r, [b[0], b[1]], wsum);
-                    for gg in 0..8 {
-                        let d = Q8_OFF_QS + gg * 32 + 4 * r;
-                        pb[d..d + 4].copy_from_slice(&b[2 + 4 * gg..2 + 4 * gg + 4]);
-                    }
+    // One walk per type, so each closure is compiled without the other's branch.
+    if q5 {
+        each_row_block(n_in, n_out, sizes(true), src, dst, |pb, r, b| {
+            put_common(pb, r, [b[0], b[1]], q5_0_sum(b));
+            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+            for i in 0..4 {
+                let mut bits = 0u8;
+                for gq in 0..8 {
+                    bits |= (((qh >> (4 * gq + i)) & 1) as u8) << gq;
                 }
+                pb[Q5_OFF_QH + 4 * r + i] = bits;
             }
-        }
+            for gg in 0..4 {
+                let d = Q5_OFF_QS + gg * 32 + 4 * r;
+                pb[d..d + 4].copy_from_slice(&b[6 + 4 * gg..6 + 4 * gg + 4]);
+            }
+        });
+    } else {
+        each_row_block(n_in, n_out, sizes(false), src, dst, |pb, r, b| {
+            let wsum: i32 = b[2..34].iter().map(|&x| x as i8 as i32).sum();
+            put_common(pb, r, [b[0], b[1]], wsum);
+            for gg in 0..8 {
+                let d = Q8_OFF_QS + gg * 32 + 4 * r;
+                pb[d..d + 4].copy_from_slice(&b[2 + 4 * gg..2 + 4 * gg + 4]);
+            }
+        });
     }
 }
 
 /// The inverse of [`repack`] (exact for any bytes: every stored bit is kept).
 pub(super) fn unpack(q5: bool, n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
-    let nb = n_in / 32;
-    let (sz, pbb) = if q5 {
-        (Q5_0_SIZE, Q5_0X8_BLOCK_BYTES)
-    } else {
-        (Q8_0_SIZE, Q8_0X8_BLOCK_BYTES)
-    };
-    let row_bytes = nb * sz;
-    for (g, grp) in packed.chunks_exact(nb * pbb).enumerate().take(n_out / ROWS) {
-        for (ib, pb) in grp.chunks_exact(pbb).enumerate() {
-            for r in 0..ROWS {
-                let o = (g * ROWS + r) * row_bytes + ib * sz;
-                let b = &mut dst[o..o + sz];
-                b[0] = pb[OFF_D + 2 * r];
-                b[1] = pb[OFF_D + 2 * r + 1];
-                if q5 {
-                    let mut qh = 0u32;
-                    for i in 0..4 {
-                        let bits = pb[Q5_OFF_QH + 4 * r + i];
-                        for gq in 0..8 {
-                            qh |= (((bits >> gq) & 1) as u32) << (4 * gq + i);
-                        }
-                    }
-                    b[2..6].copy_from_slice(&qh.to_le_bytes());
-                    for gg in 0..4 {
-                        let s = Q5_OFF_QS + gg * 32 + 4 * r;
-                        b[6 + 4 * gg..6 + 4 * gg + 4].copy_from_slice(&pb[s..s + 4]);
-                    }
-                } else {
-                    for gg in 0..8 {
-                        let s = Q8_OFF_QS + gg * 32 + 4 * r;
-                        b[2 + 4 * gg..2 + 4 * gg + 4].copy_from_slice(&pb[s..s + 4]);
-                    }
+    each_row_block_back(n_in, n_out, sizes(q5), packed, dst, |pb, r, b| {
+        b[0] = pb[OFF_D + 2 * r];
+        b[1] = pb[OFF_D + 2 * r + 1];
+        if q5 {
+            let mut qh = 0u32;
+            for i in 0..4 {
+                let bits = pb[Q5_OFF_QH + 4 * r + i];
+                for gq in 0..8 {
+                    qh |= (((bits >> gq) & 1) as u32) << (4 * gq + i);
                 }
             }
+            b[2..6].copy_from_slice(&qh.to_le_bytes());
+            for gg in 0..4 {
+                let s = Q5_OFF_QS + gg * 32 + 4 * r;
+                b[6 + 4 * gg..6 + 4 * gg + 4].copy_from_slice(&pb[s..s + 4]);
+            }
+        } else {
+            for gg in 0..8 {
+                let s = Q8_OFF_QS + gg * 32 + 4 * r;
+                b[2 + 4 * gg..2 + 4 * gg + 4].copy_from_slice(&pb[s..s + 4]);
+            }
         }
-    }
+    });
 }
 
 /// Row r's 32 signed weight values of a packed block (read from the packed layout).
@@ -166,11 +148,7 @@ pub(super) fn block_ints(q5: bool, pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
 
 /// `[block][row]` integers of a whole group × one activation row.
 pub(super) fn ints_scalar(q5: bool, nb: usize, group: &[u8], act: &[u8]) -> Vec<[[i32; 2]; ROWS]> {
-    let pbb = if q5 {
-        Q5_0X8_BLOCK_BYTES
-    } else {
-        Q8_0X8_BLOCK_BYTES
-    };
+    let (_, _, pbb) = sizes(q5);
     (0..nb)
         .map(|ib| {
             block_ints(
@@ -185,11 +163,7 @@ pub(super) fn ints_scalar(q5: bool, nb: usize, group: &[u8], act: &[u8]) -> Vec<
 /// The definition: 8 packed rows (`nb` blocks) · one Q8_0 row. Per row, per block:
 /// `acc = fma(d·d_a, Σ w·a, acc)`.
 pub fn dot_scalar(q5: bool, nb: usize, group: &[u8], act: &[u8]) -> [f32; ROWS] {
-    let pbb = if q5 {
-        Q5_0X8_BLOCK_BYTES
-    } else {
-        Q8_0X8_BLOCK_BYTES
-    };
+    let (_, _, pbb) = sizes(q5);
     let mut acc = [0f32; ROWS];
     for ib in 0..nb {
         let pb = &group[ib * pbb..(ib + 1) * pbb];

@@ -204,18 +204,19 @@ fn check(
     Ok(pt)
 }
 
-/// The (packed block, row, source block) triples of a repack of 256-value super-blocks:
-/// `f(pb, r, src_block)` fills row r's share of packed block `pb` (`pbb` bytes) from that
-/// row's `sbb`-byte source block.
-fn each_row_block(
+/// The (packed block, row, source block) triples of a repack, for source blocks of
+/// `vals` values and `sbb` bytes and packed blocks of `pbb` bytes: `f(pb, r, src_block)`
+/// fills row r's share of packed block `pb` from that row's source block.
+#[inline(always)]
+pub(super) fn each_row_block(
     n_in: usize,
     n_out: usize,
-    (sbb, pbb): (usize, usize),
+    (vals, sbb, pbb): (usize, usize, usize),
     src: &[u8],
     dst: &mut [u8],
     mut f: impl FnMut(&mut [u8], usize, &[u8]),
 ) {
-    let nb = n_in / 256;
+    let nb = n_in / vals;
     let row_bytes = nb * sbb;
     for (g, out) in dst
         .chunks_exact_mut(nb * pbb)
@@ -233,15 +234,16 @@ fn each_row_block(
 
 /// The inverse walk of [`each_row_block`]: `f(pb, r, dst_block)` writes row r's source
 /// block back from packed block `pb`.
-fn each_row_block_back(
+#[inline(always)]
+pub(super) fn each_row_block_back(
     n_in: usize,
     n_out: usize,
-    (sbb, pbb): (usize, usize),
+    (vals, sbb, pbb): (usize, usize, usize),
     packed: &[u8],
     dst: &mut [u8],
     mut f: impl FnMut(&[u8], usize, &mut [u8]),
 ) {
-    let nb = n_in / 256;
+    let nb = n_in / vals;
     let row_bytes = nb * sbb;
     for (g, grp) in packed.chunks_exact(nb * pbb).enumerate().take(n_out / ROWS) {
         for (ib, pb) in grp.chunks_exact(pbb).enumerate() {

@@ -54,7 +54,7 @@ fn k4_scales_mins(p: &[u8; 12]) -> [u8; 16] {
 }
 
 pub(super) fn repack(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
-    let sizes = (SRC, Q4KX8_BLOCK_BYTES);
+    let sizes = (256, SRC, Q4KX8_BLOCK_BYTES);
     each_row_block(n_in, n_out, sizes, src, dst, |pb, r, b| {
         let x: &BlockQ4K = bytemuck::from_bytes(b);
         pb[OFF_D + 2 * r..OFF_D + 2 * r + 2].copy_from_slice(&x.d.0);
@@ -87,7 +87,7 @@ fn pack_scales(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
 }
 
 pub(super) fn unpack(n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
-    let sizes = (SRC, Q4KX8_BLOCK_BYTES);
+    let sizes = (256, SRC, Q4KX8_BLOCK_BYTES);
     each_row_block_back(n_in, n_out, sizes, packed, dst, |pb, r, b| {
         let x: &mut BlockQ4K = bytemuck::from_bytes_mut(b);
         x.d = Half([pb[OFF_D + 2 * r], pb[OFF_D + 2 * r + 1]]);

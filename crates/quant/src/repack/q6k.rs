@@ -53,7 +53,7 @@ pub(super) const fn ql_at(n: usize, p: usize, g: usize) -> usize {
 }
 
 pub(super) fn repack(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
-    let sizes = (SRC, Q6KX8_BLOCK_BYTES);
+    let sizes = (256, SRC, Q6KX8_BLOCK_BYTES);
     each_row_block(n_in, n_out, sizes, src, dst, |pb, r, b| {
         let x: &BlockQ6K = bytemuck::from_bytes(b);
         pb[OFF_D + 2 * r..OFF_D + 2 * r + 2].copy_from_slice(&x.d.0);
@@ -76,7 +76,7 @@ pub(super) fn repack(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
 }
 
 pub(super) fn unpack(n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
-    let sizes = (SRC, Q6KX8_BLOCK_BYTES);
+    let sizes = (256, SRC, Q6KX8_BLOCK_BYTES);
     each_row_block_back(n_in, n_out, sizes, packed, dst, |pb, r, b| {
         let x: &mut BlockQ6K = bytemuck::from_bytes_mut(b);
         x.d = Half([pb[OFF_D + 2 * r], pb[OFF_D + 2 * r + 1]]);
