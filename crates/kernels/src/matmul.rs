@@ -747,10 +747,11 @@ unsafe fn rows_kernel(
     }
 }
 
-/// [`rows_kernel`] for a packed matrix: each group of [`PACK_ROWS`] rows against up to
-/// `quant::repack::MAX_TOKENS` tokens per tile-kernel call, tokens tiled by [`TOKEN_TILE`]
-/// so that a chunk's packed groups are re-read from cache. Every output element comes
-/// from the same per-(row, token) computation whatever the batch (batch invariance).
+/// [`rows_kernel`] for a packed matrix: all the chunk's groups of [`PACK_ROWS`] rows
+/// against up to `quant::repack::MAX_TOKENS` tokens per tile-kernel call (the tokens'
+/// activation rows stay in L1 while the chunk's groups, a few tens of KiB, are re-read
+/// from L2 for each such token tile). Every output element comes from the same
+/// per-(row, token) computation whatever the batch (batch invariance).
 ///
 /// # Safety
 /// As [`rows_kernel`]; `rows.start` is a multiple of [`PACK_ROWS`] and `rows.end` one or
@@ -768,7 +769,7 @@ unsafe fn packed_kernel(
     let n_tok = tokens.map_or(xq.n_tokens, |t| t.len());
     let act_row = |i: usize| xq.row(tokens.map_or(i, |t| t[i] as usize));
     let gb = w.data.len() / (n_out / PACK_ROWS).max(1);
-    // What `tile_unchecked` relies on, checked once per chunk (QuantizedActs' fields are
+    // What `tiles_unchecked` relies on, checked once per chunk (QuantizedActs' fields are
     // public, so a caller could have changed `row_bytes`).
     assert!(
         w.packed.and_then(|p| p.group_bytes(w.n_in)) == Some(gb)
@@ -777,38 +778,29 @@ unsafe fn packed_kernel(
         "packed matmul: inconsistent matrix or activation shapes"
     );
     let (g0, g1) = (rows.start / PACK_ROWS, rows.end.div_ceil(PACK_ROWS));
-    let mut t0 = 0;
-    while t0 < n_tok {
-        let t1 = (t0 + TOKEN_TILE).min(n_tok);
-        for g in g0..g1 {
-            let group = &w.data[g * gb..(g + 1) * gb];
-            let mut t = t0;
-            while t < t1 {
-                let cnt = (t1 - t).min(MT);
-                let mut a: [&[u8]; MT] = [&[]; MT];
-                for (k, slot) in a.iter_mut().take(cnt).enumerate() {
-                    *slot = act_row(t + k);
-                }
-                let mut res = [[0f32; PACK_ROWS]; MT];
-                // SAFETY: `group` is one whole packed group of this matrix (QMatrix::packed
-                // checked the matrix size) and every activation row is a row of `xq`, whose
-                // type and width `check_shapes` verified for this matrix.
-                unsafe { pd.tile_unchecked(w.n_in, group, &a[..cnt], &mut res[..cnt]) };
-                for (k, vals) in res.iter().take(cnt).enumerate() {
-                    // SAFETY: t + k < n_tok and rows g·8 .. g·8+8 ⊂ `rows` (< n_out):
-                    // this thread's disjoint elements per the contract.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            vals.as_ptr(),
-                            out.add((t + k) * n_out + g * PACK_ROWS),
-                            PACK_ROWS,
-                        )
-                    };
-                }
-                t += cnt;
-            }
+    let groups = &w.data[g0 * gb..g1 * gb];
+    let mut t = 0;
+    while t < n_tok {
+        let cnt = (n_tok - t).min(MT);
+        let mut a: [&[u8]; MT] = [&[]; MT];
+        for (k, slot) in a.iter_mut().take(cnt).enumerate() {
+            *slot = act_row(t + k);
         }
-        t0 = t1;
+        // SAFETY: `groups` are whole packed groups of this matrix (QMatrix::packed checked
+        // the matrix size), every activation row is a row of `xq`, whose type and width
+        // were verified for this matrix, and the kernel writes out[(t + k)·n_out + r] for
+        // k < cnt (t + k < n_tok) and r in g0·8 .. g1·8 ⊂ `rows`: this thread's disjoint
+        // elements per the contract.
+        unsafe {
+            pd.tiles_unchecked(
+                w.n_in,
+                groups,
+                &a[..cnt],
+                out.add(t * n_out + g0 * PACK_ROWS),
+                n_out,
+            )
+        };
+        t += cnt;
     }
 }
 

@@ -209,3 +209,62 @@ fn q4kx8_rejects_bad_shapes() {
         repack::RepackError::Unsupported(GgmlType::Q3_K)
     ));
 }
+
+/// `tiles_unchecked` over several groups at once (the matmul's call) gives, bit for bit,
+/// what `tile` gives group by group, for token counts across the tile width and for rows
+/// longer than one 64-block pass (the accumulators then wait in `out` between passes);
+/// it writes only its own elements of a strided output.
+#[test]
+fn multi_group_tiles_match_single_group() {
+    for (ty, nb) in [
+        (GgmlType::Q4_K, 67),
+        (GgmlType::Q6_K, 66),
+        (GgmlType::Q8_0, 130),
+        (GgmlType::Q5_0, 70),
+        (GgmlType::Q4_K, 3),
+    ] {
+        let mut rng = rng(nb as u64);
+        let groups = 3;
+        let act = quant::dot::act_type_for(ty).unwrap();
+        let (n_in, n_out) = (nb * ty.block_size(), groups * ROWS);
+        let file = matrix(ty, n_out, nb, &mut rng, Mode::Random);
+        let pt = PackedType::for_type(ty).unwrap();
+        let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
+        repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
+        let gb = pt.group_bytes(n_in).unwrap();
+        let acts: Vec<Vec<u8>> = (0..11)
+            .map(|_| act_row(act, n_in, &mut rng, Mode::Random))
+            .collect();
+        let refs: Vec<&[u8]> = acts.iter().map(|a| a.as_slice()).collect();
+        let ld = n_out + 5;
+        for p in paths(pt)
+            .into_iter()
+            .chain([PackedDot::with_path(pt, SimdPath::Scalar)])
+        {
+            for count in [1, 4, 8, 9, 11] {
+                let mut got = vec![f32::NAN; count * ld];
+                // SAFETY: `packed` is whole groups of n_in, the rows are activation rows of
+                // n_in values of `act`, and `got` has count rows of ld ≥ n_out values.
+                unsafe { p.tiles_unchecked(n_in, &packed, &refs[..count], got.as_mut_ptr(), ld) };
+                for (g, group) in packed.chunks_exact(gb).enumerate() {
+                    let mut want = vec![[0f32; ROWS]; count];
+                    p.tile(n_in, group, &refs[..count], &mut want);
+                    for t in 0..count {
+                        for r in 0..ROWS {
+                            let v = got[t * ld + g * ROWS + r];
+                            assert!(
+                                same_f32(v, want[t][r]),
+                                "{ty} nb {nb} {:?} {count} tokens: group {g} token {t} row {r}: {v} vs {}",
+                                p.path,
+                                want[t][r]
+                            );
+                        }
+                    }
+                }
+                for t in 0..count {
+                    assert!(got[t * ld + n_out..(t + 1) * ld].iter().all(|v| v.is_nan()));
+                }
+            }
+        }
+    }
+}

@@ -292,13 +292,15 @@ pub fn unpack(
     Ok(())
 }
 
-/// A tile kernel: `nb` blocks of one packed group × `T` activation rows → `out[t][row]`.
+/// A tile kernel: `ng` consecutive packed groups of `nb` blocks each × `T` activation rows
+/// → `out[t·ld + g·ROWS + row]`.
 ///
 /// # Safety
-/// `w` must point to one group of `nb` packed blocks, each `a[t]` (t < T) to `nb`
-/// activation blocks, `out` to `T·ROWS` writable f32, and the CPU must support the
-/// kernel's target features.
-pub(crate) type TileFn = unsafe fn(nb: usize, w: *const u8, a: *const *const u8, out: *mut f32);
+/// `w` must point to `ng` groups of `nb` packed blocks, each `a[t]` (t < T) to `nb`
+/// activation blocks, `out` to writable f32 at those offsets, and the CPU must support
+/// the kernel's target features.
+pub(crate) type TileFn =
+    unsafe fn(nb: usize, ng: usize, w: *const u8, a: *const *const u8, out: *mut f32, ld: usize);
 
 #[derive(Clone, Copy)]
 enum Imp {
@@ -384,36 +386,55 @@ impl PackedDot {
             acts.len(),
             out.len()
         );
-        // SAFETY: the lengths were checked just above.
-        unsafe { self.tile_unchecked(n_in, group, acts, out) }
+        // SAFETY: the lengths were checked just above; `out` holds acts.len() rows of
+        // ROWS contiguous f32, so row stride ROWS covers exactly it.
+        unsafe { self.tiles_unchecked(n_in, group, acts, out.as_mut_ptr() as *mut f32, ROWS) }
     }
 
-    /// [`tile`](Self::tile) without its length checks, for callers that validated a whole
-    /// matrix and its activation rows once (the matmul calls this per 8 rows × ≤ 4 tokens,
-    /// where the checks cost a few percent of the GEMM).
+    /// [`tile`](Self::tile) for several consecutive groups at once and without length
+    /// checks, for callers that validated a whole matrix and its activation rows once:
+    /// `groups` holds whole groups (g = 0, 1, …) and `out[t·ld + g·ROWS + r] = Σ W_g[r]·a[t]`.
+    /// Per-token work on the activations (e.g. Q4_K's min sums) is done once per call
+    /// for all its groups; the values are those of [`tile`](Self::tile), bit for bit.
     ///
     /// # Safety
-    /// `group` must hold [`PackedType::group_bytes`]`(n_in)` bytes, every `acts[t]` one
-    /// activation row of `n_in` values of [`PackedDot::act`], and `out.len() == acts.len()`.
-    pub unsafe fn tile_unchecked(
+    /// `groups` must hold a multiple of [`PackedType::group_bytes`]`(n_in)` bytes, every
+    /// `acts[t]` one activation row of `n_in` values of [`PackedDot::act`], and `out` must
+    /// be valid for writes at every `t·ld + g·ROWS + r` (t < acts.len(), r < ROWS).
+    pub unsafe fn tiles_unchecked(
         &self,
         n_in: usize,
-        group: &[u8],
+        groups: &[u8],
         acts: &[&[u8]],
-        out: &mut [[f32; ROWS]],
+        out: *mut f32,
+        ld: usize,
     ) {
         let nb = n_in / self.packed.source().block_size();
+        let gb = self.packed.block_bytes() * nb;
+        let ng = groups.len() / gb.max(1);
         let w = self.tile_tokens;
-        for (a, o) in acts.chunks(w).zip(out.chunks_mut(w)) {
+        for (c, a) in acts.chunks(w).enumerate() {
+            // SAFETY (both arms): token c·w + t's output row is within the caller's range.
+            let o = unsafe { out.add(c * w * ld) };
             match self.imp {
                 Imp::Scalar => {
-                    for (ai, oi) in a.iter().zip(o.iter_mut()) {
-                        *oi = match self.packed {
-                            PackedType::Q4Kx8 => q4k::dot_scalar(nb, group, ai),
-                            PackedType::Q6Kx8 => q6k::dot_scalar(nb, group, ai),
-                            PackedType::Q8_0x8 => legacy::dot_scalar(false, nb, group, ai),
-                            PackedType::Q5_0x8 => legacy::dot_scalar(true, nb, group, ai),
-                        };
+                    for (g, group) in groups.chunks_exact(gb).enumerate() {
+                        for (t, at) in a.iter().enumerate() {
+                            let v = match self.packed {
+                                PackedType::Q4Kx8 => q4k::dot_scalar(nb, group, at),
+                                PackedType::Q6Kx8 => q6k::dot_scalar(nb, group, at),
+                                PackedType::Q8_0x8 => legacy::dot_scalar(false, nb, group, at),
+                                PackedType::Q5_0x8 => legacy::dot_scalar(true, nb, group, at),
+                            };
+                            // SAFETY: per the contract.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    v.as_ptr(),
+                                    o.add(t * ld + g * ROWS),
+                                    ROWS,
+                                )
+                            };
+                        }
                     }
                 }
                 Imp::Simd(fns) => {
@@ -421,17 +442,10 @@ impl PackedDot {
                     for (p, ai) in ptrs.iter_mut().zip(a) {
                         *p = ai.as_ptr();
                     }
-                    // SAFETY: lengths per the contract (the group holds nb packed blocks,
-                    // each activation row nb blocks); `o` has a.len() ≤ MAX_TOKENS rows of
-                    // ROWS f32, contiguous; CPU features were detected when `fns` was chosen.
-                    unsafe {
-                        fns[a.len() - 1](
-                            nb,
-                            group.as_ptr(),
-                            ptrs.as_ptr(),
-                            o.as_mut_ptr() as *mut f32,
-                        )
-                    };
+                    // SAFETY: lengths per the contract (`groups` holds ng groups of nb
+                    // packed blocks, each activation row nb blocks, `out` writable at the
+                    // kernel's offsets); CPU features were detected when `fns` was chosen.
+                    unsafe { fns[a.len() - 1](nb, ng, groups.as_ptr(), ptrs.as_ptr(), o, ld) };
                 }
             }
         }

@@ -8,13 +8,18 @@
 //! | 0    | 16   | `d` of rows 0..8 (f16) |
 //! | 16   | 16   | `dmin` of rows 0..8 (f16) |
 //! | 32   | 64   | `sc[s][r]`: 6-bit scale of sub-block s (0..8) of row r, one byte each |
-//! | 96   | 64   | `mn[s][r]`: 6-bit min, likewise |
+//! | 96   | 64   | `mn[h][r][i]`: 6-bit min of sub-block 4h + i (h: 0..2, i: 0..4) of row r |
 //! | 160  | 1024 | `qs[j][g][r][i]` = row r's Q4_K `qs[32j + 4g + i]` (j, g, i: 0..4, 0..8, 0..4) |
 //!
 //! So the 32 bytes at `qs[j][g]` hold, for each of the 8 rows, the 4 bytes whose low
 //! nibbles are values `64j + 4g .. +4` (sub-block 2j) and whose high nibbles are values
 //! `64j + 32 + 4g .. +4` (sub-block 2j+1): one AND / one shift+AND gives two vectors of
 //! 8 rows × 4 values, each multiplied by one broadcast 4-byte group of activations.
+//!
+//! The mins are stored as 4 consecutive sub-blocks per row (lane = row), so that `msum`
+//! is 4 `vpdpbusd` per token against the activations' per-32 sums, split into a low
+//! signed byte and a high one (`Σ32 = lo + 256·hi`, prepared once per activation block:
+//! see `x86`).
 
 use super::{each_row_block, each_row_block_back, ROWS};
 use crate::blocks::{BlockQ4K, Half};
@@ -25,6 +30,12 @@ pub(super) const OFF_D: usize = 0;
 pub(super) const OFF_DMIN: usize = 16;
 pub(super) const OFF_SC: usize = 32;
 pub(super) const OFF_MN: usize = 96;
+
+/// Offset of row r's min of sub-block s (0..8) in a packed block.
+#[inline]
+pub(super) fn mn_at(s: usize, r: usize) -> usize {
+    OFF_MN + 32 * (s / 4) + 4 * r + s % 4
+}
 pub(super) const OFF_QS: usize = 160;
 
 const SRC: usize = 144; // size_of::<BlockQ4K>()
@@ -62,7 +73,7 @@ pub(super) fn repack(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
         let sm = k4_scales_mins(&x.scales);
         for s in 0..8 {
             pb[OFF_SC + 8 * s + r] = sm[s];
-            pb[OFF_MN + 8 * s + r] = sm[8 + s];
+            pb[mn_at(s, r)] = sm[8 + s];
         }
         for j in 0..4 {
             for gg in 0..8 {
@@ -93,7 +104,7 @@ pub(super) fn unpack(n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
         x.d = Half([pb[OFF_D + 2 * r], pb[OFF_D + 2 * r + 1]]);
         x.dmin = Half([pb[OFF_DMIN + 2 * r], pb[OFF_DMIN + 2 * r + 1]]);
         let sc: [u8; 8] = std::array::from_fn(|s| pb[OFF_SC + 8 * s + r]);
-        let mn: [u8; 8] = std::array::from_fn(|s| pb[OFF_MN + 8 * s + r]);
+        let mn: [u8; 8] = std::array::from_fn(|s| pb[mn_at(s, r)]);
         x.scales = pack_scales(&sc, &mn);
         for j in 0..4 {
             for gg in 0..8 {
@@ -128,7 +139,7 @@ pub(super) fn block_ints(pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
                 sub += q * a(32 * s + k);
             }
             isum += pb[OFF_SC + 8 * s + r] as i32 * sub;
-            msum += pb[OFF_MN + 8 * s + r] as i32 * (bsum(2 * s) + bsum(2 * s + 1));
+            msum += pb[mn_at(s, r)] as i32 * (bsum(2 * s) + bsum(2 * s + 1));
         }
         [isum, msum]
     })

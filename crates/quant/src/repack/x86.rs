@@ -1,12 +1,17 @@
 //! AVX2 / AVX512-VNNI tile kernels of the repacked layouts (x86-64, chosen at run time).
 //!
-//! Q4_Kx8 × T tokens (T = 1..=4): for each packed block and each 64-value chunk j, the 8
+//! A call covers T tokens (1..=8) and any number of consecutive groups: per-token work on
+//! the activations (Q4_K's split min sums, the VNNI bias of Q8_0 activations) is done
+//! once per pass of up to 64 blocks for all groups of the call.
+//!
+//! Q4_Kx8 × T tokens: for each packed block and each 64-value chunk j, the 8
 //! vectors `qs[j][g]` (8 rows × 4 bytes) are split into low nibbles (sub-block 2j) and high
 //! nibbles (sub-block 2j+1) once and multiplied, per token, with the broadcast 4-byte
 //! activation group of the same positions (`vpdpbusd`: u8 weights × s8 activations, 4
 //! products summed per i32 lane, lane = row). Each sub-block's 8 lane sums are then scaled
-//! by that sub-block's 8 row scales (`vpmulld`) into the block's `isum`, and the mins
-//! likewise by `vpdpwssd` of (m, m) pairs with the bsums. The f32 part is one FMA per
+//! by that sub-block's 8 row scales (`vpmulld`) into the block's `isum`. `msum` is 4
+//! `vpdpbusd` of the mins (4 sub-blocks per row and vector) with the activations'
+//! per-32 sums split into a low and a high signed byte. The f32 part is one FMA per
 //! (block, token) for `isum` and one for `msum`, in the scalar definition's order.
 //!
 //! Q6_Kx8 × T tokens: per half, `ql` vector and `qh` vector give (shifts and masks) the
@@ -78,8 +83,6 @@ fn pick(
 trait Isa {
     /// `acc + Σ quads(u·s)` (u8 × s8 → i32).
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
-    /// `acc + Σ pairs(p·s)` (i16 × i16 → i32).
-    unsafe fn dpwssd(acc: __m256i, p: __m256i, s: __m256i) -> __m256i;
     /// Whether [`Isa::dot_ws`] adds `128·Σw` (to be subtracted per block).
     const BIASED: bool;
     /// `acc + Σ quads(w·a)` for signed weights `w` and signed activations `a` — plus
@@ -99,10 +102,6 @@ impl Isa for Avx2 {
             acc,
             _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)),
         )
-    }
-    #[inline(always)]
-    unsafe fn dpwssd(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
-        _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
     }
     const BIASED: bool = false;
     /// `|a| · (w·sign(a))`: pairs ≤ 128·127·2 < 2¹⁵ for weights in −127..=127 (ggml's
@@ -127,10 +126,6 @@ impl Isa for Vnni {
     #[inline(always)]
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, u, s)
-    }
-    #[inline(always)]
-    unsafe fn dpwssd(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
-        _mm256_dpwssd_epi32(acc, p, s)
     }
     const BIASED: bool = true;
     /// `(a + 128)` as unsigned bytes (one XOR) times the signed weights: exact for any
@@ -172,11 +167,13 @@ unsafe fn f16x8(p: *const u8) -> __m256 {
     _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
 }
 
-/// One packed block × T activation blocks: `[isum, msum]` per token, lane = row.
+/// One packed block × T activation blocks: `[isum, msum]` per token, lane = row. `ex[t]`:
+/// token t's 16 prepared bytes of this block ([`q4k_prepare`]).
 #[inline(always)]
 unsafe fn q4k_block_ints<const T: usize, I: Isa>(
     pb: *const u8,
     a: [*const u8; T],
+    ex: [*const u8; T],
 ) -> ([__m256i; T], [__m256i; T]) {
     let m4 = _mm256_set1_epi8(0x0f);
     let mut isum = [_mm256_setzero_si256(); T];
@@ -204,16 +201,37 @@ unsafe fn q4k_block_ints<const T: usize, I: Isa>(
             isum[t] = _mm256_add_epi32(isum[t], p);
         }
     }
-    let mut msum = [_mm256_setzero_si256(); T];
-    for s in 0..8 {
-        // (m, m) as an i16 pair per lane, against the pair (bsums[2s], bsums[2s+1]).
-        let m = u8x8(pb.add(OFF_MN + 8 * s));
-        let mm = _mm256_or_si256(m, _mm256_slli_epi32::<16>(m));
-        for t in 0..T {
-            msum[t] = I::dpwssd(msum[t], mm, bcast32(a[t].add(Q8K_BSUMS + 4 * s)));
-        }
-    }
+    // msum = Σ_s m_s·Σ32_s with Σ32 = lo + 256·hi: the mins of sub-blocks 0..4 and 4..8
+    // (one vector each, 4 bytes per row) against the broadcast lo and hi bytes.
+    let q0 = load(pb.add(OFF_MN));
+    let q1 = load(pb.add(OFF_MN + 32));
+    let z = _mm256_setzero_si256();
+    let msum = std::array::from_fn(|t| {
+        let e = ex[t];
+        let ml = I::dpbusd(I::dpbusd(z, q0, bcast32(e)), q1, bcast32(e.add(4)));
+        let mh = I::dpbusd(I::dpbusd(z, q0, bcast32(e.add(8))), q1, bcast32(e.add(12)));
+        _mm256_add_epi32(ml, _mm256_slli_epi32::<8>(mh))
+    });
     (isum, msum)
+}
+
+/// Bytes [`q4k_prepare`] writes per activation block.
+const Q4K_EXTRA: usize = 16;
+
+/// A Q8_K block's per-32 sums `Σ32_s = bsums[2s] + bsums[2s+1]` (|Σ32| ≤ 32·128) split as
+/// `lo + 256·hi` into signed bytes: `lo_0..4 | lo_4..8 | hi_0..4 | hi_4..8`, the operands of
+/// the 4 `vpdpbusd` of `msum`. Done once per (token, block) and pass, for all the groups.
+#[inline(always)]
+unsafe fn q4k_prepare(blk: *const u8, dst: *mut u8) {
+    let v = _mm256_madd_epi16(load(blk.add(Q8K_BSUMS)), _mm256_set1_epi16(1));
+    let lo = _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(v));
+    let hi = _mm256_srai_epi32::<8>(_mm256_sub_epi32(v, lo));
+    // Per 128-bit half: [lo0..4 hi0..4] (i16), then bytes [lo hi lo hi]; |hi| ≤ 16, so no
+    // saturation. 32-bit elements 0, 4, 1, 5 are lo_0..4, lo_4..8, hi_0..4, hi_4..8.
+    let p16 = _mm256_packs_epi32(lo, hi);
+    let p8 = _mm256_packs_epi16(p16, p16);
+    let r = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 3, 6, 7));
+    _mm_storeu_si128(dst as *mut __m128i, _mm256_castsi256_si128(r));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -297,10 +315,16 @@ trait KBlock {
     /// Offsets of the 8 f16 `d` and (layouts with mins) the 8 f16 `dmin`.
     const OFF_D: usize;
     const OFF_DMIN: Option<usize>;
-    /// `(isum, msum)` per token, lane = row (`msum` unused without mins).
+    /// Bytes of prepared data per activation block (0: none).
+    const EXTRA: usize;
+    /// Writes the [`KBlock::EXTRA`] prepared bytes of the Q8_K block at `blk` to `dst`.
+    unsafe fn prepare(blk: *const u8, dst: *mut u8);
+    /// `(isum, msum)` per token, lane = row (`msum` unused without mins); `ex[t]` points
+    /// to token t's prepared bytes of this block.
     unsafe fn ints<const T: usize, I: Isa>(
         pb: *const u8,
         a: [*const u8; T],
+        ex: [*const u8; T],
     ) -> ([__m256i; T], [__m256i; T]);
 }
 
@@ -309,12 +333,18 @@ impl KBlock for Q4K {
     const BLOCK_BYTES: usize = Q4KX8_BLOCK_BYTES;
     const OFF_D: usize = OFF_D;
     const OFF_DMIN: Option<usize> = Some(OFF_DMIN);
+    const EXTRA: usize = Q4K_EXTRA;
+    #[inline(always)]
+    unsafe fn prepare(blk: *const u8, dst: *mut u8) {
+        q4k_prepare(blk, dst)
+    }
     #[inline(always)]
     unsafe fn ints<const T: usize, I: Isa>(
         pb: *const u8,
         a: [*const u8; T],
+        ex: [*const u8; T],
     ) -> ([__m256i; T], [__m256i; T]) {
-        q4k_block_ints::<T, I>(pb, a)
+        q4k_block_ints::<T, I>(pb, a, ex)
     }
 }
 
@@ -323,62 +353,123 @@ impl KBlock for Q6K {
     const BLOCK_BYTES: usize = Q6KX8_BLOCK_BYTES;
     const OFF_D: usize = q6k::OFF_D;
     const OFF_DMIN: Option<usize> = None;
+    const EXTRA: usize = 0;
+    #[inline(always)]
+    unsafe fn prepare(_blk: *const u8, _dst: *mut u8) {}
     #[inline(always)]
     unsafe fn ints<const T: usize, I: Isa>(
         pb: *const u8,
         a: [*const u8; T],
+        _ex: [*const u8; T],
     ) -> ([__m256i; T], [__m256i; T]) {
         (q6k_block_ints::<T, I>(pb, a), [_mm256_setzero_si256(); T])
+    }
+}
+
+/// Blocks per pass of the tiles. A pass prepares the activation blocks of its T tokens
+/// once (into a stack buffer that stays in L1) and then runs every group of the call over
+/// them; between passes a group's accumulators wait in `out` (f32 stored and reloaded
+/// unchanged, so results do not depend on the pass length).
+const PASS_BLOCKS: usize = 64;
+
+/// The f32 accumulators of group output `o` (row stride `ld`): zero on the first pass,
+/// else what the previous pass stored.
+#[inline(always)]
+unsafe fn acc_in<const T: usize>(first: bool, o: *const f32, ld: usize) -> [__m256; T] {
+    std::array::from_fn(|t| {
+        if first {
+            _mm256_setzero_ps()
+        } else {
+            _mm256_loadu_ps(o.add(t * ld))
+        }
+    })
+}
+
+#[inline(always)]
+unsafe fn acc_out<const T: usize>(acc: [__m256; T], o: *mut f32, ld: usize) {
+    for t in 0..T {
+        _mm256_storeu_ps(o.add(t * ld), acc[t]);
     }
 }
 
 #[inline(always)]
 unsafe fn kq_tile<const T: usize, I: Isa, K: KBlock>(
     nb: usize,
+    ng: usize,
     w: *const u8,
     a: *const *const u8,
     out: *mut f32,
+    ld: usize,
 ) {
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
-    let mut acc = [_mm256_setzero_ps(); T];
-    for ib in 0..nb {
-        let pb = w.add(ib * K::BLOCK_BYTES);
-        let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8K_SIZE));
-        let (isum, msum) = K::ints::<T, I>(pb, at);
-        let d = f16x8(pb.add(K::OFF_D));
-        for t in 0..T {
-            let da = _mm256_set1_ps(std::ptr::read_unaligned(at[t] as *const f32));
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
-            if let Some(off) = K::OFF_DMIN {
-                let dmin = f16x8(pb.add(off));
-                acc[t] =
-                    _mm256_fnmadd_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(msum[t]), acc[t]);
+    let gbytes = nb * K::BLOCK_BYTES;
+    // Prepared bytes of the pass (written before being read; unused without EXTRA).
+    let mut ex = std::mem::MaybeUninit::<[[u8; Q4K_EXTRA * PASS_BLOCKS]; MAX_TOKENS]>::uninit();
+    let ex = ex.as_mut_ptr() as *mut u8;
+    let ex_at = |t: usize, k: usize| ex.add((t * PASS_BLOCKS + k) * Q4K_EXTRA);
+    let mut ib0 = 0;
+    while ib0 < nb {
+        let n = (nb - ib0).min(PASS_BLOCKS);
+        if K::EXTRA > 0 {
+            for t in 0..T {
+                for k in 0..n {
+                    K::prepare(a0[t].add((ib0 + k) * Q8K_SIZE), ex_at(t, k));
+                }
             }
         }
-    }
-    for t in 0..T {
-        _mm256_storeu_ps(out.add(t * ROWS), acc[t]);
+        for g in 0..ng {
+            let wg = w.add(g * gbytes);
+            let og = out.add(g * ROWS);
+            let mut acc = acc_in::<T>(ib0 == 0, og, ld);
+            for k in 0..n {
+                let ib = ib0 + k;
+                let pb = wg.add(ib * K::BLOCK_BYTES);
+                let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8K_SIZE));
+                let et: [*const u8; T] = std::array::from_fn(|t| ex_at(t, k) as *const u8);
+                let (isum, msum) = K::ints::<T, I>(pb, at, et);
+                let d = f16x8(pb.add(K::OFF_D));
+                for t in 0..T {
+                    let da = _mm256_set1_ps(std::ptr::read_unaligned(at[t] as *const f32));
+                    acc[t] =
+                        _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+                    if let Some(off) = K::OFF_DMIN {
+                        let dmin = f16x8(pb.add(off));
+                        acc[t] = _mm256_fnmadd_ps(
+                            _mm256_mul_ps(dmin, da),
+                            _mm256_cvtepi32_ps(msum[t]),
+                            acc[t],
+                        );
+                    }
+                }
+            }
+            acc_out(acc, og, ld);
+        }
+        ib0 += n;
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn kq_avx2<K: KBlock, const T: usize>(
     nb: usize,
+    ng: usize,
     w: *const u8,
     a: *const *const u8,
     out: *mut f32,
+    ld: usize,
 ) {
-    kq_tile::<T, Avx2, K>(nb, w, a, out)
+    kq_tile::<T, Avx2, K>(nb, ng, w, a, out, ld)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
 unsafe fn kq_vnni<K: KBlock, const T: usize>(
     nb: usize,
+    ng: usize,
     w: *const u8,
     a: *const *const u8,
     out: *mut f32,
+    ld: usize,
 ) {
-    kq_tile::<T, Vnni, K>(nb, w, a, out)
+    kq_tile::<T, Vnni, K>(nb, ng, w, a, out, ld)
 }
 
 static Q4K_AVX2: [TileFn; MAX_TOKENS] = [
@@ -489,84 +580,90 @@ unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(
     dp
 }
 
-/// Blocks per pass of [`legacy_tile`]: the prepared activations of one pass (T × 2 KiB)
-/// stay in L1.
-const PREP_CHUNK: usize = 64;
-
 #[inline(always)]
 unsafe fn legacy_tile<const T: usize, const Q5: bool, I: Isa>(
     nb: usize,
+    ng: usize,
     w: *const u8,
     a: *const *const u8,
     out: *mut f32,
+    ld: usize,
 ) {
     let pbb = if Q5 {
         Q5_0X8_BLOCK_BYTES
     } else {
         Q8_0X8_BLOCK_BYTES
     };
+    let gbytes = nb * pbb;
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
-    let mut acc = [_mm256_setzero_ps(); T];
-    // The activations prepared once per pass (VNNI: biased to unsigned, one XOR per 32
-    // bytes instead of one per broadcast group); written before being read.
-    let mut prep = std::mem::MaybeUninit::<[[u8; 32 * PREP_CHUNK]; T]>::uninit();
+    // The activations prepared once per pass for all groups (VNNI: biased to unsigned,
+    // one XOR per 32 bytes instead of one per broadcast group); written before being read.
+    let mut prep = std::mem::MaybeUninit::<[[u8; 32 * PASS_BLOCKS]; T]>::uninit();
     let prep = prep.as_mut_ptr() as *mut u8;
     let mut ib0 = 0;
     while ib0 < nb {
-        let n = (nb - ib0).min(PREP_CHUNK);
+        let n = (nb - ib0).min(PASS_BLOCKS);
         let q: [*const u8; T] = if I::BIASED {
             for t in 0..T {
                 for k in 0..n {
                     let v = load(a0[t].add((ib0 + k) * Q8_0_SIZE + 2));
                     _mm256_storeu_si256(
-                        prep.add((t * PREP_CHUNK + k) * 32) as *mut __m256i,
+                        prep.add((t * PASS_BLOCKS + k) * 32) as *mut __m256i,
                         I::prepare(v),
                     );
                 }
             }
-            std::array::from_fn(|t| prep.add(t * PREP_CHUNK * 32) as *const u8)
+            std::array::from_fn(|t| prep.add(t * PASS_BLOCKS * 32) as *const u8)
         } else {
             std::array::from_fn(|t| a0[t].add(ib0 * Q8_0_SIZE + 2))
         };
         let stride = if I::BIASED { 32 } else { Q8_0_SIZE };
-        for k in 0..n {
-            let ib = ib0 + k;
-            let pb = w.add(ib * pbb);
-            let qk: [*const u8; T] = std::array::from_fn(|t| q[t].add(k * stride));
-            let dp = legacy_block_ints::<T, Q5, I>(pb, qk);
-            let d = f16x8(pb.add(legacy::OFF_D));
-            for t in 0..T {
-                let at = a0[t].add(ib * Q8_0_SIZE);
-                let da =
-                    _mm256_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(at as *const i16)));
-                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(dp[t]), acc[t]);
+        for g in 0..ng {
+            let wg = w.add(g * gbytes);
+            let og = out.add(g * ROWS);
+            let mut acc = acc_in::<T>(ib0 == 0, og, ld);
+            for k in 0..n {
+                let ib = ib0 + k;
+                let pb = wg.add(ib * pbb);
+                let qk: [*const u8; T] = std::array::from_fn(|t| q[t].add(k * stride));
+                let dp = legacy_block_ints::<T, Q5, I>(pb, qk);
+                let d = f16x8(pb.add(legacy::OFF_D));
+                for t in 0..T {
+                    let at = a0[t].add(ib * Q8_0_SIZE);
+                    let da =
+                        _mm256_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(at as *const i16)));
+                    acc[t] =
+                        _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(dp[t]), acc[t]);
+                }
             }
+            acc_out(acc, og, ld);
         }
         ib0 += n;
-    }
-    for t in 0..T {
-        _mm256_storeu_ps(out.add(t * ROWS), acc[t]);
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn legacy_avx2<const T: usize, const Q5: bool>(
     nb: usize,
+    ng: usize,
     w: *const u8,
     a: *const *const u8,
     out: *mut f32,
+    ld: usize,
 ) {
-    legacy_tile::<T, Q5, Avx2>(nb, w, a, out)
+    legacy_tile::<T, Q5, Avx2>(nb, ng, w, a, out, ld)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
 unsafe fn legacy_vnni<const T: usize, const Q5: bool>(
     nb: usize,
+    ng: usize,
     w: *const u8,
     a: *const *const u8,
     out: *mut f32,
+    ld: usize,
 ) {
-    legacy_tile::<T, Q5, Vnni>(nb, w, a, out)
+    legacy_tile::<T, Q5, Vnni>(nb, ng, w, a, out, ld)
 }
 
 static Q8_0_AVX2: [TileFn; MAX_TOKENS] = [
@@ -672,7 +769,10 @@ unsafe fn kq_ints_with<I: Isa, K: KBlock>(
 ) -> Vec<[[i32; 2]; ROWS]> {
     let mut out = vec![[[0i32; 2]; ROWS]; nb];
     for (ib, o) in out.iter_mut().enumerate() {
-        let (isum, msum) = K::ints::<1, I>(w.add(ib * K::BLOCK_BYTES), [a.add(ib * Q8K_SIZE)]);
+        let blk = a.add(ib * Q8K_SIZE);
+        let mut ex = [0u8; Q4K_EXTRA];
+        K::prepare(blk, ex.as_mut_ptr());
+        let (isum, msum) = K::ints::<1, I>(w.add(ib * K::BLOCK_BYTES), [blk], [ex.as_ptr()]);
         let (mut li, mut lm) = ([0i32; 8], [0i32; 8]);
         _mm256_storeu_si256(li.as_mut_ptr() as *mut __m256i, isum[0]);
         _mm256_storeu_si256(lm.as_mut_ptr() as *mut __m256i, msum[0]);
