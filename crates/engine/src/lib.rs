@@ -125,15 +125,16 @@ impl Engine {
         })
     }
 
-    /// A new sequence with room for `n_ctx` positions.
-    pub fn session(&self, n_ctx: usize) -> Session {
-        Session {
+    /// A new sequence with room for `n_ctx` positions (an error, with a message, for a
+    /// context of 0 positions or one whose KV cache exceeds the machine's memory).
+    pub fn session(&self, n_ctx: usize) -> Result<Session, ModelError> {
+        Ok(Session {
             model: self.model.clone(),
             pool: self.pool.clone(),
-            kv: KvCache::new(&self.model.config, n_ctx),
+            kv: KvCache::new(&self.model.config, n_ctx)?,
             state: RunState::new(self.mode),
             tokens: Vec::new(),
-        }
+        })
     }
 
     /// Activation buffers for [`Engine::feed_batch`] (one per scheduler).

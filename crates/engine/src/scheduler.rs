@@ -465,7 +465,13 @@ impl Worker {
             // No overlap: recycle the least recently used one once the cache is full,
             // so the number of KV caches stays bounded.
             Some(_) if self.cache.len() >= self.config.prefix_cache => self.cache.remove(0),
-            _ => self.engine.session(self.config.n_ctx),
+            _ => match self.engine.session(self.config.n_ctx) {
+                Ok(s) => s,
+                Err(e) => {
+                    sink(Event::Error(e.to_string()));
+                    return;
+                }
+            },
         };
         // The last prompt token is always run again: its logits are needed.
         let reuse = common(&session).min(prompt.len() - 1);
@@ -770,7 +776,7 @@ mod tests {
         let alone: Vec<String> = prompts
             .iter()
             .map(|p| {
-                let mut s = engine.session(256);
+                let mut s = engine.session(256).unwrap();
                 let mut out = String::new();
                 engine
                     .generate(&mut s, p, &greedy(12), &mut |t| {

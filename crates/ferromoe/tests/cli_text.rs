@@ -112,6 +112,38 @@ fn run_rejects_bad_sampling_and_oversized_prompts() {
     );
 }
 
+/// A context whose KV cache cannot exist (0 positions, more bytes than the machine has,
+/// more than an address space) is refused with a message by every command that
+/// allocates one, before any allocation aborts the process.
+#[test]
+fn impossible_contexts_are_refused_with_a_message() {
+    let model = tiny("deepseek-v2-lite-tiny", "Q8_0");
+    let cases: [(&[&str], &str); 4] = [
+        (&["run", "-p", "hi", "--ctx", "0"], "at least one position"),
+        (
+            &["run", "-p", "hi", "--ctx", "5000000000000"],
+            "of KV cache",
+        ),
+        (&["chat", "--ctx", "18446744073709551615"], "size overflows"),
+        (
+            &["serve", "--ctx", "5000000000000", "--port", "0"],
+            "use a smaller --ctx",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = args.to_vec();
+        all.extend(["-m", &model]);
+        let out = ferromoe(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("memory allocation"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn chat_keeps_history_in_the_cache_and_clears() {
     let model = tiny("qwen2moe-tiny", "Q4_K_M");

@@ -1,6 +1,7 @@
 //! The KV cache of one sequence.
 
 use crate::config::Config;
+use crate::ModelError;
 
 /// Cached keys and values of one layer.
 enum LayerCache {
@@ -23,15 +24,63 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache for up to `n_ctx` positions (memory is reserved up front).
-    pub fn new(config: &Config, n_ctx: usize) -> KvCache {
-        let (k_width, v_width) = match &config.mla {
+    /// Floats per position and layer of the keys (MLA: latent + RoPE key) and values.
+    fn widths(config: &Config) -> (usize, usize) {
+        match &config.mla {
             Some(m) => (m.kv_lora_rank + m.qk_rope, 0),
             None => (
                 config.n_head_kv * config.head_dim,
                 config.n_head_kv * config.head_dim_v,
             ),
-        };
+        }
+    }
+
+    /// Bytes a cache of `n_ctx` positions holds (`None` if the size overflows).
+    pub fn bytes_for(config: &Config, n_ctx: usize) -> Option<usize> {
+        let (k, v) = KvCache::widths(config);
+        config
+            .n_layer
+            .checked_mul(n_ctx)?
+            .checked_mul(k + v)?
+            .checked_mul(std::mem::size_of::<f32>())
+    }
+
+    /// An empty cache for up to `n_ctx` positions. The memory is reserved up front (the
+    /// OS supplies zeroed pages as positions are written). A context of 0 positions, or
+    /// one whose cache would exceed the machine's memory (RAM + swap), is an error that
+    /// says so, instead of an aborted allocation.
+    pub fn new(config: &Config, n_ctx: usize) -> Result<KvCache, ModelError> {
+        let (k_width, v_width) = KvCache::widths(config);
+        let per_position = KvCache::bytes_for(config, 1).unwrap_or(usize::MAX);
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        if n_ctx == 0 {
+            return Err(ModelError::Input(
+                "the context must hold at least one position (--ctx 0)".into(),
+            ));
+        }
+        let bytes = KvCache::bytes_for(config, n_ctx)
+            .filter(|&b| b <= isize::MAX as usize)
+            .ok_or_else(|| {
+                ModelError::Input(format!(
+                    "a context of {n_ctx} positions: its KV cache size overflows ({} layers × \
+                     {} bytes per position and layer); use a smaller --ctx",
+                    config.n_layer,
+                    per_position / config.n_layer.max(1),
+                ))
+            })?;
+        if let Some(have) = crate::sysmem::total_bytes() {
+            if bytes as u64 > have {
+                return Err(ModelError::Input(format!(
+                    "a context of {n_ctx} positions needs {:.1} GiB of KV cache ({} layers × \
+                     {} bytes per position and layer), more than this machine's {:.1} GiB of \
+                     memory (RAM + swap); use a smaller --ctx",
+                    gib(bytes as f64),
+                    config.n_layer,
+                    per_position / config.n_layer.max(1),
+                    gib(have as f64),
+                )));
+            }
+        }
         let layers = (0..config.n_layer)
             .map(|_| match config.mla {
                 Some(_) => LayerCache::Mla {
@@ -43,13 +92,13 @@ impl KvCache {
                 },
             })
             .collect();
-        KvCache {
+        Ok(KvCache {
             n_ctx,
             len: 0,
             layers,
             k_width,
             v_width,
-        }
+        })
     }
 
     /// Positions stored.

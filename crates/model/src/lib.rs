@@ -8,7 +8,7 @@
 //! let model = model::Model::load(file)?;
 //! let pool = kernels::ThreadPool::new(2);
 //! let mut state = model::RunState::new(model::MatmulMode::Quantized);
-//! let mut kv = model::KvCache::new(&model.config, 4096);
+//! let mut kv = model::KvCache::new(&model.config, 4096)?;
 //! let logits = model.forward(&pool, &mut state, &mut kv, &[1, 2, 3], model::Logits::Last)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -19,6 +19,7 @@ mod error;
 pub mod forward;
 pub mod kv;
 pub mod linear;
+pub mod sysmem;
 pub mod weights;
 
 use std::sync::Arc;

@@ -19,7 +19,7 @@ fn check(model: &str, variant: &str, mode: MatmulMode) {
     let mut alone = Vec::new();
     for p in prompts {
         let mut st = RunState::new(mode);
-        let mut kv = KvCache::new(&m.config, 32);
+        let mut kv = KvCache::new(&m.config, 32).unwrap();
         let a = m
             .forward(&pool, &mut st, &mut kv, p, Logits::All)
             .unwrap()
@@ -37,7 +37,9 @@ fn check(model: &str, variant: &str, mode: MatmulMode) {
     // Together: all prompts in one pass; then the decode steps of sequence 0 and 2 batched
     // with sequence 1's decode steps.
     let mut st = RunState::new(mode);
-    let mut kvs: Vec<KvCache> = (0..3).map(|_| KvCache::new(&m.config, 32)).collect();
+    let mut kvs: Vec<KvCache> = (0..3)
+        .map(|_| KvCache::new(&m.config, 32).unwrap())
+        .collect();
     let vocab = m.config.n_vocab;
     let all = {
         let mut it = kvs.iter_mut();

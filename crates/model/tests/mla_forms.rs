@@ -25,7 +25,7 @@ fn logits(
 ) -> Vec<f32> {
     let mut st = RunState::new(mode);
     st.set_mla_form(form);
-    let mut kv = KvCache::new(&m.config, 64);
+    let mut kv = KvCache::new(&m.config, 64).unwrap();
     let mut out = m
         .forward(pool, &mut st, &mut kv, &ids[..split], Logits::All)
         .unwrap()

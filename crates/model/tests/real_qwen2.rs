@@ -38,7 +38,7 @@ fn qwen2_5_coder_0_5b_matches_llama_cpp() {
     for (i, p) in reference["prompts"].as_array().unwrap().iter().enumerate() {
         let prompt = ids(&p["ids"]);
         let mut st = RunState::new(MatmulMode::Quantized);
-        let mut kv = KvCache::new(&model.config, prompt.len() + 40);
+        let mut kv = KvCache::new(&model.config, prompt.len() + 40).unwrap();
         let all = model
             .forward(&pool, &mut st, &mut kv, &prompt, Logits::All)
             .unwrap()

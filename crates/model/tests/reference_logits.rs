@@ -14,7 +14,7 @@ use testutil::{argmax, data_dir, json, read_npy_f32};
 /// All-position logits of one prompt processed as one batch.
 fn logits_all(m: &Model, pool: &ThreadPool, mode: MatmulMode, ids: &[u32]) -> Vec<f32> {
     let mut st = RunState::new(mode);
-    let mut kv = KvCache::new(&m.config, 64);
+    let mut kv = KvCache::new(&m.config, 64).unwrap();
     m.forward(pool, &mut st, &mut kv, ids, Logits::All)
         .unwrap()
         .to_vec()
@@ -23,7 +23,7 @@ fn logits_all(m: &Model, pool: &ThreadPool, mode: MatmulMode, ids: &[u32]) -> Ve
 /// Greedy continuation decoded one token at a time with the KV cache.
 fn greedy(m: &Model, pool: &ThreadPool, mode: MatmulMode, ids: &[u32], n: usize) -> Vec<u32> {
     let mut st = RunState::new(mode);
-    let mut kv = KvCache::new(&m.config, 64);
+    let mut kv = KvCache::new(&m.config, 64).unwrap();
     let mut next = argmax(
         m.forward(pool, &mut st, &mut kv, ids, Logits::Last)
             .unwrap(),

@@ -24,7 +24,7 @@ fn load(model: &str, variant: &str, repack: bool) -> Model {
 
 fn logits(m: &Model, pool: &ThreadPool, ids: &[u32]) -> Vec<f32> {
     let mut st = RunState::new(MatmulMode::Quantized);
-    let mut kv = KvCache::new(&m.config, 64);
+    let mut kv = KvCache::new(&m.config, 64).unwrap();
     m.forward(pool, &mut st, &mut kv, ids, Logits::All)
         .unwrap()
         .to_vec()
@@ -108,7 +108,7 @@ fn check(model: &str) {
         .iter()
         .map(|p| {
             let mut st = RunState::new(MatmulMode::Quantized);
-            let mut kv = KvCache::new(&packed.config, 32);
+            let mut kv = KvCache::new(&packed.config, 32).unwrap();
             let a = packed
                 .forward(&pool, &mut st, &mut kv, p, Logits::All)
                 .unwrap()
@@ -121,7 +121,9 @@ fn check(model: &str) {
         })
         .collect();
     let mut st = RunState::new(MatmulMode::Quantized);
-    let mut kvs: Vec<KvCache> = (0..2).map(|_| KvCache::new(&packed.config, 32)).collect();
+    let mut kvs: Vec<KvCache> = (0..2)
+        .map(|_| KvCache::new(&packed.config, 32).unwrap())
+        .collect();
     let all = {
         let mut it = kvs.iter_mut();
         let mut seqs: Vec<BatchSeq> = prompts

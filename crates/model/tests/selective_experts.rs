@@ -15,7 +15,7 @@ fn mean_kl(model: &str, variant: &str, k: usize) -> (usize, f64) {
     let prompt = prompts().swap_remove(2);
     let run = |m: &Model| {
         let mut st = RunState::new(MatmulMode::Quantized);
-        let mut kv = KvCache::new(&m.config, 64);
+        let mut kv = KvCache::new(&m.config, 64).unwrap();
         m.forward(&pool, &mut st, &mut kv, &prompt, Logits::All)
             .unwrap()
             .to_vec()

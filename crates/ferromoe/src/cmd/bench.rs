@@ -130,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.n_gen
             )
         })?;
-    let mut session = engine.session(n_ctx);
+    let mut session = engine.session(n_ctx)?;
     let mut results = Vec::new();
     if depth > 0 {
         // In batches of 512 like llama-bench's default n_batch, so the activation buffers

@@ -48,7 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ctx = args
         .ctx
         .unwrap_or(engine.model.config.n_ctx_train.min(8192));
-    let mut session = engine.session(ctx);
+    let mut session = engine.session(ctx)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();

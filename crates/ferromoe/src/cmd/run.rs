@@ -93,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ctx = args.ctx.unwrap_or_else(|| {
         (prompt.len() + args.max_new_tokens).min(engine.model.config.n_ctx_train.max(1))
     });
-    let mut session = engine.session(ctx);
+    let mut session = engine.session(ctx)?;
     let req = GenerateRequest {
         max_new_tokens: args.max_new_tokens,
         sampling: args.sampling.params(),

@@ -52,6 +52,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let n_ctx = args
         .ctx
         .unwrap_or(engine.model.config.n_ctx_train.clamp(1, 4096));
+    // Every sequence gets a cache of n_ctx positions: a size that cannot be allocated is
+    // refused here, with its message, rather than on the first request.
+    drop(engine.session(n_ctx)?);
     let name = args.model_name.clone().unwrap_or_else(|| {
         let stem = args
             .model
