@@ -12,6 +12,9 @@
 //! malformed file gives a [`GgufError`] naming the problem, never a panic or a huge
 //! allocation.
 
+// `is_multiple_of` is newer than our MSRV (1.85).
+#![allow(clippy::manual_is_multiple_of)]
+
 mod error;
 mod reader;
 pub mod types;

@@ -183,30 +183,6 @@ impl fmt::Display for GgmlType {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_round_trip_and_are_unique() {
-        for t in ALL_TYPES {
-            assert_eq!(GgmlType::from_id(t.id()), Some(t));
-            assert_eq!(GgmlType::from_name(t.name()), Some(t));
-        }
-        for retired in [4, 5, 31, 32, 33, 36, 37, 38, 40, 1000] {
-            assert_eq!(GgmlType::from_id(retired), None);
-        }
-    }
-
-    #[test]
-    fn row_bytes() {
-        assert_eq!(GgmlType::Q4_K.row_bytes(512), Some(288));
-        assert_eq!(GgmlType::Q4_K.row_bytes(100), None);
-        assert_eq!(GgmlType::F32.row_bytes(3), Some(12));
-        assert_eq!(GgmlType::F32.row_bytes(u64::MAX), None);
-    }
-}
-
 /// llama.cpp's name for a `general.file_type` value (the "mostly" type of a model file,
 /// e.g. 15 → `Q4_K_M`), or `None` if unknown.
 pub fn file_type_name(ftype: u32) -> Option<&'static str> {
@@ -246,4 +222,28 @@ pub fn file_type_name(ftype: u32) -> Option<&'static str> {
         38 => "MXFP4_MOE",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_are_unique() {
+        for t in ALL_TYPES {
+            assert_eq!(GgmlType::from_id(t.id()), Some(t));
+            assert_eq!(GgmlType::from_name(t.name()), Some(t));
+        }
+        for retired in [4, 5, 31, 32, 33, 36, 37, 38, 40, 1000] {
+            assert_eq!(GgmlType::from_id(retired), None);
+        }
+    }
+
+    #[test]
+    fn row_bytes() {
+        assert_eq!(GgmlType::Q4_K.row_bytes(512), Some(288));
+        assert_eq!(GgmlType::Q4_K.row_bytes(100), None);
+        assert_eq!(GgmlType::F32.row_bytes(3), Some(12));
+        assert_eq!(GgmlType::F32.row_bytes(u64::MAX), None);
+    }
 }

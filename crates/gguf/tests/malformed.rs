@@ -1,5 +1,8 @@
 //! Every kind of malformed file gives a precise error — never a panic, hang or huge allocation.
 
+// `is_multiple_of` is newer than our MSRV (1.85).
+#![allow(clippy::manual_is_multiple_of)]
+
 use gguf::{GgmlType, Gguf, GgufWriter, Metadata, TensorSpec, Value};
 
 /// Builds raw GGUF bytes by hand so that any field can be corrupted.
