@@ -1,55 +1,43 @@
 //! Q8_0x8 and Q5_0x8: the 32-value legacy blocks repacked in groups of 8 rows, for Q8_0
 //! activations.
 //!
-//! Both store, per block of 8 rows (32 values each), the 8 f16 `d`, the 8 row sums
-//! `wsum[r] = Σ_k w[r][k]` (i16, |Σ| ≤ 32·128) and the quants arranged so that 32 bytes
-//! hold the same 4 positions of the 8 rows (lane = row):
+//! Both store, per block of 8 rows (32 values each), the 8 f16 `d` and the quants arranged
+//! so that 32 bytes hold the same 4 positions of the 8 rows (lane = row); both are the
+//! size of their source blocks:
 //!
-//! Q8_0x8, 288 bytes = 8 × 36: `d[8]` f16 | `wsum[8]` i16 | `qs[g][r][i]` = row r's
-//! `qs[4g + i]` (g 0..8, i 0..4), signed.
+//! Q8_0x8, 272 bytes = 8 × 34: `d[8]` f16 | `qs[g][r][i]` = row r's `qs[4g + i]` XOR 0x80
+//! (g 0..8, i 0..4), i.e. the value + 128 as an unsigned byte.
 //!
-//! Q5_0x8, 192 bytes = 8 × 24: `d[8]` f16 | `wsum[8]` i16 (of the signed values q − 16) |
-//! `plane[4r + i]` (32 bytes): bit g (0..8) is the fifth bit of row r's value `4g + i`, so
-//! one shift brings the fifth bits of weight vector g to bit 4 |
-//! `qs[g][r][i]` = row r's `qs[4g + i]` (g 0..4): low nibbles are values `4g + i`, high
-//! nibbles values `16 + 4g + i`.
+//! Q5_0x8, 176 bytes = 8 × 22: `d[8]` f16 | `plane[4r + i]` (32 bytes): bit g (0..8) is the
+//! fifth bit of row r's value `4g + i`, so one shift brings the fifth bits of weight vector
+//! g to bit 4 | `qs[g][r][i]` = row r's `qs[4g + i]` (g 0..4): low nibbles are values
+//! `4g + i`, high nibbles values `16 + 4g + i`. The unsigned 5-bit value is `q`, the
+//! weight `q − 16`.
 //!
-//! The kernels multiply the *signed* weights by the activations made unsigned
-//! (`a + 128`, one XOR of the broadcast 4 bytes), so `vpdpbusd` applies directly; the
-//! `128·wsum` this adds is subtracted once per block. Definition per row and block:
-//! `isum = Σ_k w[k]·a[k]` (exact), `acc = fma(d·d_a, isum, acc)`.
+//! The kernels multiply the *unsigned* stored values `u = w + o` (o = 128 for Q8_0, 16 for
+//! Q5_0) by the signed activations (`vpdpbusd` as is) and start each block's sum at
+//! `−o·Σa`, a per-(token, block) constant prepared once per call. Definition per row and
+//! block: `isum = Σ_k w[k]·a[k]` (exact), `acc = fma(d·d_a, isum, acc)`.
 
 use super::{each_row_block, each_row_block_back, ROWS};
 use crate::blocks::Half;
 
 /// Bytes of one packed Q8_0x8 block (8 rows × 32 values).
-pub const Q8_0X8_BLOCK_BYTES: usize = 288;
+pub const Q8_0X8_BLOCK_BYTES: usize = 272;
 /// Bytes of one packed Q5_0x8 block.
-pub const Q5_0X8_BLOCK_BYTES: usize = 192;
+pub const Q5_0X8_BLOCK_BYTES: usize = 176;
 pub(super) const OFF_D: usize = 0;
-pub(super) const OFF_WSUM: usize = 16;
-/// Q8_0x8 quants.
-pub(super) const Q8_OFF_QS: usize = 32;
+/// Q8_0x8 quants (+128).
+pub(super) const Q8_OFF_QS: usize = 16;
 /// Q5_0x8 fifth bits and nibbles.
-pub(super) const Q5_OFF_QH: usize = 32;
-pub(super) const Q5_OFF_QS: usize = 64;
+pub(super) const Q5_OFF_QH: usize = 16;
+pub(super) const Q5_OFF_QS: usize = 48;
 /// A Q8_0 block: f16 d, 32 i8.
 pub(super) const Q8_0_SIZE: usize = 34;
 const Q5_0_SIZE: usize = 22;
 
-fn put_common(pb: &mut [u8], r: usize, d: [u8; 2], wsum: i32) {
+fn put_d(pb: &mut [u8], r: usize, d: [u8; 2]) {
     pb[OFF_D + 2 * r..OFF_D + 2 * r + 2].copy_from_slice(&d);
-    pb[OFF_WSUM + 2 * r..OFF_WSUM + 2 * r + 2].copy_from_slice(&(wsum as i16).to_le_bytes());
-}
-
-/// Σ (q − 16) over a Q5_0 block: nibbles plus 16 per set fifth bit, minus 32·16.
-fn q5_0_sum(b: &[u8]) -> i32 {
-    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-    let nibs: i32 = b[6..22]
-        .iter()
-        .map(|&x| (x & 0xf) as i32 + (x >> 4) as i32)
-        .sum();
-    nibs + 16 * qh.count_ones() as i32 - 512
 }
 
 /// Source and packed block sizes of Q8_0 (`q5 = false`) or Q5_0.
@@ -67,7 +55,7 @@ pub(super) fn repack(q5: bool, n_in: usize, n_out: usize, src: &[u8], dst: &mut 
     // One walk per type, so each closure is compiled without the other's branch.
     if q5 {
         each_row_block(n_in, n_out, sizes(true), src, dst, |pb, r, b| {
-            put_common(pb, r, [b[0], b[1]], q5_0_sum(b));
+            put_d(pb, r, [b[0], b[1]]);
             let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
             for i in 0..4 {
                 let mut bits = 0u8;
@@ -83,11 +71,11 @@ pub(super) fn repack(q5: bool, n_in: usize, n_out: usize, src: &[u8], dst: &mut 
         });
     } else {
         each_row_block(n_in, n_out, sizes(false), src, dst, |pb, r, b| {
-            let wsum: i32 = b[2..34].iter().map(|&x| x as i8 as i32).sum();
-            put_common(pb, r, [b[0], b[1]], wsum);
+            put_d(pb, r, [b[0], b[1]]);
             for gg in 0..8 {
-                let d = Q8_OFF_QS + gg * 32 + 4 * r;
-                pb[d..d + 4].copy_from_slice(&b[2 + 4 * gg..2 + 4 * gg + 4]);
+                for i in 0..4 {
+                    pb[Q8_OFF_QS + gg * 32 + 4 * r + i] = b[2 + 4 * gg + i] ^ 0x80;
+                }
             }
         });
     }
@@ -113,8 +101,9 @@ pub(super) fn unpack(q5: bool, n_in: usize, n_out: usize, packed: &[u8], dst: &m
             }
         } else {
             for gg in 0..8 {
-                let s = Q8_OFF_QS + gg * 32 + 4 * r;
-                b[2 + 4 * gg..2 + 4 * gg + 4].copy_from_slice(&pb[s..s + 4]);
+                for i in 0..4 {
+                    b[2 + 4 * gg + i] = pb[Q8_OFF_QS + gg * 32 + 4 * r + i] ^ 0x80;
+                }
             }
         }
     });
@@ -130,7 +119,7 @@ fn values(q5: bool, pb: &[u8], r: usize) -> [i8; 32] {
             let nib = if g < 4 { byte & 0xf } else { byte >> 4 };
             (nib | (hbit << 4)) as i8 - 16
         } else {
-            pb[Q8_OFF_QS + g * 32 + 4 * r + i] as i8
+            (pb[Q8_OFF_QS + g * 32 + 4 * r + i] ^ 0x80) as i8
         }
     })
 }

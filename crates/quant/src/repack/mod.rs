@@ -16,8 +16,8 @@
 //!   become 16 plain ones).
 //! - [`PackedType::Q6Kx8`]: Q6_K, 8 rows per group (see `q6k`), same size as the source.
 //! - [`PackedType::Q8_0x8`], [`PackedType::Q5_0x8`]: the legacy 32-value blocks × Q8_0
-//!   activations (see `legacy`; +6% / +9% for the stored row sums that let `vpdpbusd` take
-//!   signed weights).
+//!   activations (see `legacy`), the same size as the source (the quants are stored
+//!   unsigned, so `vpdpbusd` takes them as they are).
 //!
 //! Numerics (the *definition*, [`scalar`] functions; the legacy types likewise with
 //! `acc = fma(d·d_a, Σ w·a, acc)` per 32-value block): per row and block, the exact
@@ -319,8 +319,8 @@ pub struct PackedDot {
     /// The implementation in use.
     pub path: SimdPath,
     /// Tokens per tile-kernel call: 8 where the tile's accumulators fit the registers and
-    /// it pays (Q4_Kx8, Q5_0x8 on AVX-512 VNNI, 32 registers: +4–7% GEMM), else 4 (Q6_Kx8
-    /// at 8 tokens spills: −31%; Q8_0x8: −4%; AVX2 has 16 registers).
+    /// it pays (Q4_Kx8, Q5_0x8, Q8_0x8 on AVX-512 VNNI, 32 registers: +4–11% GEMM), else 4
+    /// (Q6_Kx8 at 8 tokens spills: −31%; AVX2 has 16 registers).
     pub tile_tokens: usize,
     imp: Imp,
 }
@@ -347,7 +347,10 @@ impl PackedDot {
         #[cfg(target_arch = "x86_64")]
         if let Some((p, fns)) = x86::kernels(packed, path) {
             let tile_tokens = match (packed, p) {
-                (PackedType::Q4Kx8 | PackedType::Q5_0x8, SimdPath::Avx512Vnni) => MAX_TOKENS,
+                (
+                    PackedType::Q4Kx8 | PackedType::Q5_0x8 | PackedType::Q8_0x8,
+                    SimdPath::Avx512Vnni,
+                ) => MAX_TOKENS,
                 _ => 4,
             };
             return PackedDot {

@@ -20,14 +20,16 @@
 //! offset) and is scaled by its 8 signed row scales (`vpmulld`). f32: one FMA per (block,
 //! token), as the scalar definition.
 //!
-//! Q8_0x8 / Q5_0x8 × T tokens: the 8 signed weight vectors of a block (Q5_0: nibble
-//! or'ed with the fifth bit shifted out of the block's bit plane, minus 16) times the broadcast 4-byte activation groups;
-//! with VNNI as `vpdpbusd(a XOR 0x80, w)` (= Σ w·a + 128·Σw, the stored row sums take the
-//! excess back out once per block), with AVX2 as `vpmaddubsw(|a|, sign(w, a))`.
+//! Q8_0x8 / Q5_0x8 × T tokens: the 8 unsigned weight vectors `w + o` of a block (Q5_0: the
+//! nibble or'ed with the fifth bit shifted out of the block's bit plane, o = 16; Q8_0: the
+//! stored bytes, o = 128) times the broadcast 4-byte activation groups (`vpdpbusd`), each
+//! block's sums starting at `−o·Σa` (prepared once per call with `d_a` as f32). Without
+//! VNNI, Q8_0 goes back to the signed weights (one XOR per vector) and
+//! `vpmaddubsw(|a|, sign(w, a))` (o = 0), since `(w + 128)·a` pairs would saturate i16.
 //!
-//! Without VNNI the same integers come from `vpmaddubsw` + `vpmaddwd` (q ≤ 15 so the i16
-//! pair sums never saturate: 2·15·128 < 2¹⁵). Both variants are bit-identical to the
-//! scalar definition.
+//! Without VNNI the k-quant integers come from `vpmaddubsw` + `vpmaddwd` (values ≤ 63, so
+//! the i16 pair sums never saturate: 2·63·128 < 2¹⁵). Both variants are bit-identical to
+//! the scalar definition.
 
 #![allow(clippy::needless_range_loop)]
 
@@ -83,15 +85,9 @@ fn pick(
 trait Isa {
     /// `acc + Σ quads(u·s)` (u8 × s8 → i32).
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
-    /// Whether [`Isa::dot_ws`] adds `128·Σw` (to be subtracted per block).
-    const BIASED: bool;
-    /// `acc + Σ quads(w·a)` for signed weights `w` and signed activations `a` — plus
-    /// `128·Σ quads(w)` when [`Isa::BIASED`].
-    unsafe fn dot_ws(acc: __m256i, w: __m256i, a: __m256i) -> __m256i;
-    /// [`Isa::dot_ws`] with activations already passed through [`Isa::prepare`].
-    unsafe fn dot_prepared(acc: __m256i, w: __m256i, a: __m256i) -> __m256i;
-    /// The activation bytes as [`Isa::dot_prepared`] takes them (VNNI: `a XOR 0x80`).
-    unsafe fn prepare(a: __m256i) -> __m256i;
+    /// Whether [`Isa::dpbusd`] is exact for any unsigned bytes (VNNI); the AVX2 emulation
+    /// saturates its i16 pair sums beyond 2·127·128.
+    const VNNI: bool;
 }
 
 struct Avx2;
@@ -103,22 +99,16 @@ impl Isa for Avx2 {
             _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)),
         )
     }
-    const BIASED: bool = false;
-    /// `|a| · (w·sign(a))`: pairs ≤ 128·127·2 < 2¹⁵ for weights in −127..=127 (ggml's
-    /// Q8_0 range; Q5_0 values are −16..15).
-    #[inline(always)]
-    unsafe fn dot_ws(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
-        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a));
-        _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
-    }
-    #[inline(always)]
-    unsafe fn dot_prepared(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
-        Self::dot_ws(acc, w, a)
-    }
-    #[inline(always)]
-    unsafe fn prepare(a: __m256i) -> __m256i {
-        a
-    }
+    const VNNI: bool = false;
+}
+
+/// `acc + Σ quads(w·a)` for signed weights and activations without VNNI:
+/// `|a| · (w·sign(a))`, pairs ≤ 128·127·2 < 2¹⁵ for weights in −127..=127 (ggml's Q8_0
+/// range).
+#[inline(always)]
+unsafe fn dot_signed_avx2(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+    let p = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a));
+    _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
 }
 
 struct Vnni;
@@ -127,21 +117,7 @@ impl Isa for Vnni {
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, u, s)
     }
-    const BIASED: bool = true;
-    /// `(a + 128)` as unsigned bytes (one XOR) times the signed weights: exact for any
-    /// bytes.
-    #[inline(always)]
-    unsafe fn dot_ws(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
-        _mm256_dpbusd_epi32(acc, Self::prepare(a), w)
-    }
-    #[inline(always)]
-    unsafe fn dot_prepared(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
-        _mm256_dpbusd_epi32(acc, a, w)
-    }
-    #[inline(always)]
-    unsafe fn prepare(a: __m256i) -> __m256i {
-        _mm256_xor_si256(a, _mm256_set1_epi8(-128))
-    }
+    const VNNI: bool = true;
 }
 
 #[inline(always)]
@@ -516,11 +492,26 @@ static Q6K_VNNI: [TileFn; MAX_TOKENS] = [
 // ---------------------------------------------------------------------------------------
 // Q8_0x8 / Q5_0x8 × Q8_0 (see `legacy` for the layouts).
 
-/// Signed weight vector g (0..8: positions 4g..4g+4 of the 8 rows) of a packed block.
-/// Q5_0: `plane` is the block's fifth-bit plane (bit g of byte 4r + i = the fifth bit of
-/// row r's value 4g + i), moved to bit 4 with one shift.
+/// The offset `o` of the weight vectors [`legacy_weights`] returns (`u = w + o`).
 #[inline(always)]
-unsafe fn legacy_weights<const Q5: bool>(pb: *const u8, g: usize, plane: __m256i) -> __m256i {
+fn legacy_offset<const Q5: bool, I: Isa>() -> i32 {
+    match (Q5, I::VNNI) {
+        (true, _) => 16,
+        (false, true) => 128,
+        (false, false) => 0,
+    }
+}
+
+/// Weight vector g (0..8: positions 4g..4g+4 of the 8 rows) of a packed block as the
+/// block's dot takes it: `w + o` unsigned ([`legacy_offset`]), or signed for Q8_0 without
+/// VNNI. Q5_0: `plane` is the block's fifth-bit plane (bit g of byte 4r + i = the fifth
+/// bit of row r's value 4g + i), moved to bit 4 with one shift.
+#[inline(always)]
+unsafe fn legacy_weights<const Q5: bool, I: Isa>(
+    pb: *const u8,
+    g: usize,
+    plane: __m256i,
+) -> __m256i {
     if Q5 {
         let v = load(pb.add(Q5_OFF_QS + 32 * (g % 4)));
         let m4 = _mm256_set1_epi8(0x0f);
@@ -535,50 +526,74 @@ unsafe fn legacy_weights<const Q5: bool>(pb: *const u8, g: usize, plane: __m256i
         } else {
             _mm256_srl_epi16(plane, _mm_cvtsi32_si128(g as i32 - 4))
         };
-        let q = _mm256_or_si256(nib, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
-        _mm256_sub_epi8(q, _mm256_set1_epi8(16))
-    } else {
+        _mm256_or_si256(nib, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)))
+    } else if I::VNNI {
         load(pb.add(Q8_OFF_QS + 32 * g))
+    } else {
+        _mm256_xor_si256(load(pb.add(Q8_OFF_QS + 32 * g)), _mm256_set1_epi8(-128))
     }
 }
 
 /// One packed block × T activation blocks: `Σ w·a` per token, lane = row. `q[t]` points
-/// to token t's 32 quants *prepared* by [`Isa::prepare`].
+/// to token t's 32 quants, `c[t]` to its prepared `−o·Σa` (i32) of this block.
 #[inline(always)]
 unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(
     pb: *const u8,
     q: [*const u8; T],
+    c: [*const u8; T],
 ) -> [__m256i; T] {
     // Two chains per token (even / odd g): `vpdpbusd` latency, not throughput, would
-    // otherwise bound the short legacy blocks.
-    let mut dp = [_mm256_setzero_si256(); T];
+    // otherwise bound the short legacy blocks. The even chain starts at −o·Σa.
+    let mut dp: [__m256i; T] = std::array::from_fn(|t| bcast32(c[t]));
     let mut dq = [_mm256_setzero_si256(); T];
     let plane = if Q5 {
         load(pb.add(Q5_OFF_QH))
     } else {
         _mm256_setzero_si256()
     };
+    let dot = |acc: __m256i, w: __m256i, a: __m256i| {
+        if !Q5 && !I::VNNI {
+            dot_signed_avx2(acc, w, a)
+        } else {
+            I::dpbusd(acc, w, a)
+        }
+    };
     for g in (0..8).step_by(2) {
-        let w0 = legacy_weights::<Q5>(pb, g, plane);
-        let w1 = legacy_weights::<Q5>(pb, g + 1, plane);
+        let w0 = legacy_weights::<Q5, I>(pb, g, plane);
+        let w1 = legacy_weights::<Q5, I>(pb, g + 1, plane);
         for t in 0..T {
-            dp[t] = I::dot_prepared(dp[t], w0, bcast32(q[t].add(4 * g)));
-            dq[t] = I::dot_prepared(dq[t], w1, bcast32(q[t].add(4 * g + 4)));
+            dp[t] = dot(dp[t], w0, bcast32(q[t].add(4 * g)));
+            dq[t] = dot(dq[t], w1, bcast32(q[t].add(4 * g + 4)));
         }
     }
-    for t in 0..T {
-        dp[t] = _mm256_add_epi32(dp[t], dq[t]);
-    }
-    if I::BIASED {
-        let wsum =
-            _mm256_cvtepi16_epi32(_mm_loadu_si128(pb.add(legacy::OFF_WSUM) as *const __m128i));
-        let corr = _mm256_slli_epi32::<7>(wsum);
-        for t in 0..T {
-            dp[t] = _mm256_sub_epi32(dp[t], corr);
-        }
-    }
-    dp
+    std::array::from_fn(|t| _mm256_add_epi32(dp[t], dq[t]))
 }
+
+/// A Q8_0 activation block's per-call constants: `−o·Σa` (i32) and `d_a` (f32).
+#[inline(always)]
+unsafe fn legacy_prepare<const Q5: bool, I: Isa>(blk: *const u8, dst: *mut u8) {
+    let off = legacy_offset::<Q5, I>();
+    let sum = if off == 0 {
+        0
+    } else {
+        // Σ of the 32 signed bytes: pairs, then 8 lanes, then one.
+        let v = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_set1_epi8(1), load(blk.add(2))),
+            _mm256_set1_epi16(1),
+        );
+        let h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let h = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
+        _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32::<1>(h)))
+    };
+    let da = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+        blk as *const u16,
+    ) as i32)));
+    std::ptr::write_unaligned(dst as *mut i32, -off * sum);
+    std::ptr::write_unaligned(dst.add(4) as *mut f32, da);
+}
+
+/// Bytes [`legacy_prepare`] writes per activation block.
+const LEGACY_EXTRA: usize = 8;
 
 #[inline(always)]
 unsafe fn legacy_tile<const T: usize, const Q5: bool, I: Isa>(
@@ -596,28 +611,18 @@ unsafe fn legacy_tile<const T: usize, const Q5: bool, I: Isa>(
     };
     let gbytes = nb * pbb;
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
-    // The activations prepared once per pass for all groups (VNNI: biased to unsigned,
-    // one XOR per 32 bytes instead of one per broadcast group); written before being read.
-    let mut prep = std::mem::MaybeUninit::<[[u8; 32 * PASS_BLOCKS]; T]>::uninit();
+    // Per (token, block) of the pass: −o·Σa and d_a, for all groups (written before read).
+    let mut prep = std::mem::MaybeUninit::<[[u8; LEGACY_EXTRA * PASS_BLOCKS]; T]>::uninit();
     let prep = prep.as_mut_ptr() as *mut u8;
+    let prep_at = |t: usize, k: usize| prep.add((t * PASS_BLOCKS + k) * LEGACY_EXTRA);
     let mut ib0 = 0;
     while ib0 < nb {
         let n = (nb - ib0).min(PASS_BLOCKS);
-        let q: [*const u8; T] = if I::BIASED {
-            for t in 0..T {
-                for k in 0..n {
-                    let v = load(a0[t].add((ib0 + k) * Q8_0_SIZE + 2));
-                    _mm256_storeu_si256(
-                        prep.add((t * PASS_BLOCKS + k) * 32) as *mut __m256i,
-                        I::prepare(v),
-                    );
-                }
+        for t in 0..T {
+            for k in 0..n {
+                legacy_prepare::<Q5, I>(a0[t].add((ib0 + k) * Q8_0_SIZE), prep_at(t, k));
             }
-            std::array::from_fn(|t| prep.add(t * PASS_BLOCKS * 32) as *const u8)
-        } else {
-            std::array::from_fn(|t| a0[t].add(ib0 * Q8_0_SIZE + 2))
-        };
-        let stride = if I::BIASED { 32 } else { Q8_0_SIZE };
+        }
         for g in 0..ng {
             let wg = w.add(g * gbytes);
             let og = out.add(g * ROWS);
@@ -625,13 +630,12 @@ unsafe fn legacy_tile<const T: usize, const Q5: bool, I: Isa>(
             for k in 0..n {
                 let ib = ib0 + k;
                 let pb = wg.add(ib * pbb);
-                let qk: [*const u8; T] = std::array::from_fn(|t| q[t].add(k * stride));
-                let dp = legacy_block_ints::<T, Q5, I>(pb, qk);
+                let qk: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8_0_SIZE + 2));
+                let ck: [*const u8; T] = std::array::from_fn(|t| prep_at(t, k) as *const u8);
+                let dp = legacy_block_ints::<T, Q5, I>(pb, qk, ck);
                 let d = f16x8(pb.add(legacy::OFF_D));
                 for t in 0..T {
-                    let at = a0[t].add(ib * Q8_0_SIZE);
-                    let da =
-                        _mm256_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(at as *const i16)));
+                    let da = _mm256_set1_ps(std::ptr::read_unaligned(ck[t].add(4) as *const f32));
                     acc[t] =
                         _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(dp[t]), acc[t]);
                 }
@@ -738,10 +742,10 @@ unsafe fn legacy_ints_with<const Q5: bool, I: Isa>(
     };
     let mut out = vec![[[0i32; 2]; ROWS]; nb];
     for (ib, o) in out.iter_mut().enumerate() {
-        let mut q = [0u8; 32];
-        let v = I::prepare(load(a.add(ib * Q8_0_SIZE + 2)));
-        _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, v);
-        let dp = legacy_block_ints::<1, Q5, I>(w.add(ib * pbb), [q.as_ptr()]);
+        let blk = a.add(ib * Q8_0_SIZE);
+        let mut c = [0u8; LEGACY_EXTRA];
+        legacy_prepare::<Q5, I>(blk, c.as_mut_ptr());
+        let dp = legacy_block_ints::<1, Q5, I>(w.add(ib * pbb), [blk.add(2)], [c.as_ptr()]);
         let mut l = [0i32; 8];
         _mm256_storeu_si256(l.as_mut_ptr() as *mut __m256i, dp[0]);
         for r in 0..ROWS {
