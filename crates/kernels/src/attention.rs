@@ -35,6 +35,11 @@ pub struct AttnShape {
     pub v_stride: usize,
     /// Where value head 0 starts within a value row.
     pub v_offset: usize,
+    /// Floats from one KV head's key (value) row to the next head's at the same position:
+    /// `dk` (`dv`) when heads are interleaved per position; `n_ctx·dk` for a head-major
+    /// buffer, whose per-head rows are then contiguous (`k_stride = dk`).
+    pub k_head: usize,
+    pub v_head: usize,
     /// Multiplier of q·k.
     pub scale: f32,
 }
@@ -128,11 +133,11 @@ pub fn attention(
     }
     let n_ctx = pos0 + m;
     assert!(
-        k.len() >= (n_ctx - 1) * s.k_stride + s.n_kv_head * s.dk,
+        k.len() >= (n_ctx - 1) * s.k_stride + (s.n_kv_head - 1) * s.k_head + s.dk,
         "attention: key cache too short"
     );
     assert!(
-        v.len() >= (n_ctx - 1) * s.v_stride + s.v_offset + s.n_kv_head * s.dv,
+        v.len() >= (n_ctx - 1) * s.v_stride + s.v_offset + (s.n_kv_head - 1) * s.v_head + s.dv,
         "attention: value cache too short"
     );
     let group = s.n_head / s.n_kv_head;
@@ -165,7 +170,10 @@ pub fn attention(
             };
             let (sc, outs) = scratch.split_at_mut(MAX_ROWS * n_ctx);
             let sc = &mut sc[..rows * ctx_max];
-            let k_row = |j: usize| &k[j * s.k_stride + g * s.dk..j * s.k_stride + (g + 1) * s.dk];
+            let k_row = |j: usize| {
+                let o = j * s.k_stride + g * s.k_head;
+                &k[o..o + s.dk]
+            };
             item_scores(&q_row, rows, ctx_max, &k_row, s.scale, sc);
             for (r, row) in sc.chunks_exact_mut(ctx_max).enumerate() {
                 // Causal length of this row's token; later positions get weight 0.
@@ -182,7 +190,7 @@ pub fn attention(
                 masked.fill(0.0);
             }
             let vs = Rows {
-                data: &v[s.v_offset + g * s.dv..],
+                data: &v[s.v_offset + g * s.v_head..],
                 stride: s.v_stride,
                 width: s.dv,
             };
@@ -530,7 +538,7 @@ mod tests {
                         (0..s.dk)
                             .map(|i| {
                                 q[(t * s.n_head + h) * s.dk + i] as f64
-                                    * k[j * s.k_stride + g * s.dk + i] as f64
+                                    * k[j * s.k_stride + g * s.k_head + i] as f64
                             })
                             .sum::<f64>()
                             * s.scale as f64
@@ -542,7 +550,7 @@ mod tests {
                 for (j, p) in e.iter().enumerate() {
                     for i in 0..s.dv {
                         out[(t * s.n_head + h) * s.dv + i] +=
-                            p / z * v[j * s.v_stride + s.v_offset + g * s.dv + i] as f64;
+                            p / z * v[j * s.v_stride + s.v_offset + g * s.v_head + i] as f64;
                     }
                 }
             }
@@ -556,13 +564,15 @@ mod tests {
         let q: Vec<f32> = (0..m * s.n_head * s.dk)
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
-        let k: Vec<f32> = (0..n_ctx * s.k_stride)
+        let k_len = (n_ctx - 1) * s.k_stride + (s.n_kv_head - 1) * s.k_head + s.dk;
+        let k: Vec<f32> = (0..k_len.max(n_ctx * s.k_stride))
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
+        let v_len = (n_ctx - 1) * s.v_stride + s.v_offset + (s.n_kv_head - 1) * s.v_head + s.dv;
         let v: Vec<f32> = if shared_kv {
             k.clone()
         } else {
-            (0..n_ctx * s.v_stride)
+            (0..v_len.max(n_ctx * s.v_stride))
                 .map(|_| rng.random_range(-1.0..1.0))
                 .collect()
         };
@@ -611,6 +621,29 @@ mod tests {
         assert_eq!(&out[last * s.n_head * s.dv..], &solo[..]);
     }
 
+    /// Head-major buffers (each head's rows contiguous, as the MLA decompressed form
+    /// stores them): multi-head attention with `k_stride = dk` and `k_head = n_ctx·dk`.
+    #[test]
+    fn head_major_matches_f64_reference() {
+        for (m, pos0, threads) in [(7, 0, 2), (1, 20, 2), (19, 5, 3)] {
+            let n_ctx = pos0 + m;
+            let (dk, dv) = (24, 16);
+            let s = AttnShape {
+                n_head: 3,
+                n_kv_head: 3,
+                dk,
+                dv,
+                k_stride: dk,
+                v_stride: dv,
+                v_offset: 0,
+                k_head: n_ctx * dk,
+                v_head: n_ctx * dv,
+                scale: 0.2,
+            };
+            check(s, m, pos0, false, threads);
+        }
+    }
+
     #[test]
     fn gqa_matches_f64_reference() {
         let s = AttnShape {
@@ -621,6 +654,8 @@ mod tests {
             k_stride: 128,
             v_stride: 128,
             v_offset: 0,
+            k_head: 64,
+            v_head: 64,
             scale: 0.125,
         };
         check(s, 7, 0, false, 2);
@@ -652,6 +687,8 @@ mod tests {
             k_stride: 3 * 48,
             v_stride: 3 * 32,
             v_offset: 0,
+            k_head: 48,
+            v_head: 32,
             scale: 0.2,
         };
         check(s, 9, 0, false, 2);
@@ -672,6 +709,8 @@ mod tests {
             k_stride: 40,
             v_stride: 40,
             v_offset: 0,
+            k_head: 40,
+            v_head: 32,
             scale: 0.15,
         };
         check(mla, 7, 100, true, 2);
@@ -685,6 +724,8 @@ mod tests {
             k_stride: 48,
             v_stride: 32,
             v_offset: 0,
+            k_head: 24,
+            v_head: 16,
             scale: 0.2,
         };
         check(gqa, 5, 70, false, 2);
@@ -702,6 +743,8 @@ mod tests {
             k_stride: 288,
             v_stride: 288,
             v_offset: 0,
+            k_head: 288,
+            v_head: 256,
             scale: 0.1,
         };
         check(s, 6, 0, true, 2);

@@ -190,7 +190,8 @@ const MLA_DECOMPRESS_MAX_FLOATS: usize = 64 << 20;
 
 /// Whether the decompressed form's scratch for `total` positions stays under the cap.
 fn mla_decompress_fits(total: usize, d: &MlaDims) -> bool {
-    total.saturating_mul(d.heads * (d.nope + d.rope + d.v + d.nope) + d.lora)
+    // Keys, values, k_nope (later the head-major values), latents.
+    total.saturating_mul(d.heads * (d.nope + d.rope + d.v + d.nope.max(d.v)) + d.lora)
         <= MLA_DECOMPRESS_MAX_FLOATS
 }
 
@@ -436,6 +437,8 @@ impl Model {
             k_stride: k_w,
             v_stride: v_w,
             v_offset: 0,
+            k_head: hd,
+            v_head: hdv,
             scale: c.kq_scale,
         };
         let att_out = buf(&mut st.att_out, n * c.n_head * hdv);
@@ -630,6 +633,8 @@ impl Model {
             k_stride: lat_w,
             v_stride: lat_w,
             v_offset: 0,
+            k_head: lat_w,
+            v_head: lora,
             scale: c.kq_scale,
         };
         let attended = buf(&mut st.attended_latent, na * h_n * lora);
@@ -708,14 +713,26 @@ impl Model {
                 (&v_b_all, buf(&mut st.mla_values, ctx * h_n * v)),
             ],
         )?;
+        // Keys and values head-major: each head's rows are contiguous, so attention streams
+        // them in order (interleaved per position, a head's rows are h_n·head_q floats
+        // apart: a new page per position for V3's 128 heads).
         let keys = buf(&mut st.mla_keys, ctx * h_n * head_q);
         for p in 0..ctx {
             let k_pe = &latent_cache[p * lat_w + lora..(p + 1) * lat_w];
             for h in 0..h_n {
-                let dst = (p * h_n + h) * head_q;
+                let dst = (h * ctx + p) * head_q;
                 let src = (p * h_n + h) * nope;
                 keys[dst..dst + nope].copy_from_slice(&st.mla_k_nope[src..src + nope]);
                 keys[dst + nope..dst + head_q].copy_from_slice(k_pe);
+            }
+        }
+        // The head-major values go into k_nope's buffer, consumed by now.
+        let mut values_hm = std::mem::take(&mut st.mla_k_nope);
+        let values = buf(&mut values_hm, ctx * h_n * v);
+        for p in 0..ctx {
+            for h in 0..h_n {
+                let (dst, src) = ((h * ctx + p) * v, (p * h_n + h) * v);
+                values[dst..dst + v].copy_from_slice(&st.mla_values[src..src + v]);
             }
         }
         let shape = AttnShape {
@@ -723,9 +740,11 @@ impl Model {
             n_kv_head: h_n,
             dk: head_q,
             dv: v,
-            k_stride: h_n * head_q,
-            v_stride: h_n * v,
+            k_stride: head_q,
+            v_stride: v,
             v_offset: 0,
+            k_head: ctx * head_q,
+            v_head: ctx * v,
             scale: self.config.kq_scale,
         };
         attention(
@@ -734,10 +753,11 @@ impl Model {
             &st.q[t0 * h_n * head_q..(t0 + len) * h_n * head_q],
             pos0,
             &st.mla_keys[..ctx * h_n * head_q],
-            &st.mla_values[..ctx * h_n * v],
+            &values_hm[..ctx * h_n * v],
             &mut st.att_out[t0 * h_n * v..(t0 + len) * h_n * v],
             &mut st.attn_scratch,
         );
+        st.mla_k_nope = values_hm;
         Ok(())
     }
 
