@@ -10,7 +10,8 @@
 //! token sharing a KV head (GQA groups, MLA's absorbed form: 16 heads per latent row), or,
 //! when fewer heads share one, the same heads of consecutive tokens (multi-head attention,
 //! MLA's decompressed form). Keys are scored in tiles of 4 query rows × 3 cached rows
-//! (7 loads per 12 FMAs) and values summed in blocks of 64 positions that stay in cache
+//! (7 loads per 12 FMAs; × 6 where AVX-512 gives 32 registers: 10 loads per 24 FMAs, one
+//! call per item) and values summed in blocks of 64 positions that stay in cache
 //! while every row tile of the item passes over them, so each cached row comes from
 //! memory once per item, not once per head.
 //!
@@ -170,11 +171,16 @@ pub fn attention(
             };
             let (sc, outs) = scratch.split_at_mut(MAX_ROWS * n_ctx);
             let sc = &mut sc[..rows * ctx_max];
-            let k_row = |j: usize| {
-                let o = j * s.k_stride + g * s.k_head;
-                &k[o..o + s.dk]
+            let mut qs: [&[f32]; MAX_ROWS] = [&[]; MAX_ROWS];
+            for (r, slot) in qs.iter_mut().take(rows).enumerate() {
+                *slot = q_row(r);
+            }
+            let ks = Rows {
+                data: &k[g * s.k_head..],
+                stride: s.k_stride,
+                width: s.dk,
             };
-            item_scores(&q_row, rows, ctx_max, &k_row, s.scale, sc);
+            item_scores(&qs[..rows], ctx_max, &ks, s.scale, sc);
             for (r, row) in sc.chunks_exact_mut(ctx_max).enumerate() {
                 // Causal length of this row's token; later positions get weight 0.
                 let ctx = pos0 + row_th(r).0 + 1;
@@ -212,42 +218,35 @@ pub fn attention(
     });
 }
 
-/// `scores[r·ctx + j] = scale · q_r · k_j` for the item's `rows` query rows and positions
-/// `0..ctx`, in tiles of 4 rows × 3 positions (short tiles repeat their last row /
-/// position; the extra results are dropped).
-fn item_scores<'a, 'b>(
-    q_row: &dyn Fn(usize) -> &'b [f32],
-    rows: usize,
-    ctx: usize,
-    k_row: &dyn Fn(usize) -> &'a [f32],
-    scale: f32,
-    scores: &mut [f32],
-) {
-    // Positions outer, row tiles inner: each cached row is read from memory once per item
-    // (the item's ≤ 16 query rows stay in L1/L2).
-    for j0 in (0..ctx).step_by(TILE_K) {
-        let ks: [&[f32]; TILE_K] = std::array::from_fn(|i| k_row((j0 + i).min(ctx - 1)));
-        for r0 in (0..rows).step_by(TILE_Q) {
-            let qs: [&[f32]; TILE_Q] = std::array::from_fn(|i| q_row((r0 + i).min(rows - 1)));
-            let d = dot_tile(&qs, &ks);
-            for (i, row) in d.iter().enumerate().take(rows - r0) {
-                for (jj, &x) in row.iter().enumerate().take(ctx - j0) {
-                    scores[(r0 + i) * ctx + j0 + jj] = x * scale;
-                }
-            }
-        }
-    }
-}
-
-/// The 4 × 3 dot products of a score tile; each pair is summed the same way every time.
-#[inline]
-fn dot_tile(qs: &[&[f32]; TILE_Q], ks: &[&[f32]; TILE_K]) -> [[f32; TILE_K]; TILE_Q] {
+/// `scores[r·ctx + j] = scale · q_r · k_j` for the item's query rows `qs` and positions
+/// `0..ctx`, in tiles of 4 rows × 3 positions (AVX2) or × 6 (AVX-512's 32 registers);
+/// short tiles repeat their last row / position and drop the extra results. Every pair is
+/// summed the same way whatever the tile.
+fn item_scores(qs: &[&[f32]], ctx: usize, ks: &Rows<'_>, scale: f32, scores: &mut [f32]) {
+    let rows = qs.len();
+    assert!(
+        ctx == 0 || ks.data.len() >= (ctx - 1) * ks.stride + ks.width,
+        "attention: key rows out of range"
+    );
+    assert!(scores.len() >= rows * ctx, "attention: score rows");
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
-        // SAFETY: AVX2+FMA checked at run time; dot_tile reads min(len) floats of each.
-        return unsafe { avx2::dot_tile(qs, ks) };
+        // SAFETY: AVX2+FMA (and AVX-512 VL for the wide tiles) checked at run time; key
+        // rows 0..ctx are in range (asserted above), scores hold rows·ctx.
+        unsafe {
+            if crate::simd::has_avx512vl() {
+                avx2::item_scores_wide(qs, ctx, ks, scale, scores)
+            } else {
+                avx2::item_scores(qs, ctx, ks, scale, scores)
+            }
+        };
+        return;
     }
-    std::array::from_fn(|i| std::array::from_fn(|j| dot(qs[i], ks[j])))
+    for j in 0..ctx {
+        for (r, q) in qs.iter().enumerate() {
+            scores[r * ctx + j] = dot(q, ks.row(j)) * scale;
+        }
+    }
 }
 
 /// Cached rows: row `j` is `data[j·stride..j·stride + width]`.
@@ -364,31 +363,28 @@ mod avx2 {
         sum
     }
 
-    /// 4 query rows × 3 key rows: per pair, one 8-lane FMA accumulator over the full
-    /// 8-float chunks, a horizontal sum, then the scalar tail. 12 accumulators + the 4
-    /// query vectors fill the 16 AVX2 registers; the key rows are FMA memory operands.
-    ///
-    /// # Safety
-    /// Needs AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_tile(
+    /// 4 query rows × TK key rows: per pair, one 8-lane FMA accumulator over the full
+    /// 8-float chunks, a horizontal sum, then the scalar tail. TK = 3: 12 accumulators +
+    /// the 4 query vectors fill AVX2's 16 registers; TK = 6 takes 28 of AVX-512's 32.
+    #[inline(always)]
+    unsafe fn dot_tile<const TK: usize>(
         qs: &[&[f32]; TILE_Q],
-        ks: &[&[f32]; TILE_K],
-    ) -> [[f32; TILE_K]; TILE_Q] {
+        ks: &[&[f32]; TK],
+    ) -> [[f32; TK]; TILE_Q] {
         let n = qs
             .iter()
             .chain(ks.iter())
             .map(|r| r.len())
             .min()
             .unwrap_or(0);
-        let mut acc = [[_mm256_setzero_ps(); TILE_K]; TILE_Q];
+        let mut acc = [[_mm256_setzero_ps(); TK]; TILE_Q];
         let mut i = 0;
         // SAFETY: loads of 8 floats at i ≤ n − 8 of rows at least n long.
         unsafe {
             while i + 8 <= n {
                 let q: [__m256; TILE_Q] =
                     std::array::from_fn(|r| _mm256_loadu_ps(qs[r].as_ptr().add(i)));
-                for j in 0..TILE_K {
+                for j in 0..TK {
                     let kv = _mm256_loadu_ps(ks[j].as_ptr().add(i));
                     for r in 0..TILE_Q {
                         acc[r][j] = _mm256_fmadd_ps(q[r], kv, acc[r][j]);
@@ -397,8 +393,8 @@ mod avx2 {
                 i += 8;
             }
         }
-        let mut out = [[0f32; TILE_K]; TILE_Q];
-        for j in 0..TILE_K {
+        let mut out = [[0f32; TK]; TILE_Q];
+        for j in 0..TK {
             // The 4 rows' sums of key j at once (the same tree for every slot).
             let s = hsum4([acc[0][j], acc[1][j], acc[2][j], acc[3][j]]);
             for r in 0..TILE_Q {
@@ -410,6 +406,63 @@ mod avx2 {
             }
         }
         out
+    }
+
+    /// [`super::item_scores`] with tiles of 4 rows × TK positions: positions outer, row
+    /// tiles inner, so each cached row is read from memory once per item (the item's ≤ 16
+    /// query rows stay in L1).
+    #[inline(always)]
+    unsafe fn scores<const TK: usize>(
+        qs: &[&[f32]],
+        ctx: usize,
+        ks: &Rows<'_>,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let rows = qs.len();
+        for j0 in (0..ctx).step_by(TK) {
+            let kt: [&[f32]; TK] = std::array::from_fn(|i| ks.row((j0 + i).min(ctx - 1)));
+            for r0 in (0..rows).step_by(TILE_Q) {
+                let qt: [&[f32]; TILE_Q] = std::array::from_fn(|i| qs[(r0 + i).min(rows - 1)]);
+                // SAFETY: forwarded (AVX2+FMA enabled by the callers).
+                let d = unsafe { dot_tile::<TK>(&qt, &kt) };
+                for (i, row) in d.iter().enumerate().take(rows - r0) {
+                    for (jj, &x) in row.iter().enumerate().take(ctx - j0) {
+                        scores[(r0 + i) * ctx + j0 + jj] = x * scale;
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// Needs AVX2 and FMA; `ks` holds rows `0..ctx`, `out` `qs.len()·ctx` floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn item_scores(
+        qs: &[&[f32]],
+        ctx: usize,
+        ks: &Rows<'_>,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        // SAFETY: forwarded.
+        unsafe { scores::<TILE_K>(qs, ctx, ks, scale, out) }
+    }
+
+    /// [`item_scores`] in 4 × 6 tiles (the upper 16 vector registers of AVX-512 VL).
+    ///
+    /// # Safety
+    /// As [`item_scores`], and needs AVX-512 F + VL.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    pub unsafe fn item_scores_wide(
+        qs: &[&[f32]],
+        ctx: usize,
+        ks: &Rows<'_>,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        // SAFETY: forwarded.
+        unsafe { scores::<{ 2 * TILE_K }>(qs, ctx, ks, scale, out) }
     }
 
     /// The horizontal sums of 4 vectors, each as ((x0+x1)+(x2+x3)) + ((x4+x5)+(x6+x7)):
@@ -619,6 +672,36 @@ mod tests {
             &mut AttnScratch::new(),
         );
         assert_eq!(&out[last * s.n_head * s.dv..], &solo[..]);
+    }
+
+    /// The AVX2 (4 × 3) and AVX-512 (4 × 6) score tiles give the same bits for every pair,
+    /// whatever the row and position counts (short tiles included).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn score_tiles_agree() {
+        if !crate::simd::has_avx512vl() {
+            return; // nothing to compare on this CPU (the AVX2 path is the only one)
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for (rows, ctx, dk) in [(16, 37, 192), (5, 1, 64), (3, 8, 20), (16, 64, 576)] {
+            let q: Vec<Vec<f32>> = (0..rows)
+                .map(|_| (0..dk).map(|_| rng.random_range(-1.0..1.0)).collect())
+                .collect();
+            let k: Vec<f32> = (0..ctx * dk).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let qs: Vec<&[f32]> = q.iter().map(|r| r.as_slice()).collect();
+            let ks = Rows {
+                data: &k,
+                stride: dk,
+                width: dk,
+            };
+            let (mut a, mut b) = (vec![0f32; rows * ctx], vec![1f32; rows * ctx]);
+            // SAFETY: AVX2+FMA and AVX-512 VL checked above; k holds ctx rows of dk.
+            unsafe {
+                avx2::item_scores(&qs, ctx, &ks, 0.5, &mut a);
+                avx2::item_scores_wide(&qs, ctx, &ks, 0.5, &mut b);
+            }
+            assert_eq!(a, b, "rows {rows} ctx {ctx} dk {dk}");
+        }
     }
 
     /// Head-major buffers (each head's rows contiguous, as the MLA decompressed form

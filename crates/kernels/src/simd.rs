@@ -24,6 +24,22 @@ pub fn has_avx2_fma() -> bool {
     }
 }
 
+/// Whether this CPU also has AVX-512 F and VL (the upper 16 vector registers for 256-bit
+/// code); false whenever [`has_avx2_fma`] is.
+#[inline]
+pub fn has_avx512vl() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2_fma()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Turns the SIMD paths of this crate's elementwise kernels off (`true`) or back to what
 /// the CPU supports (`false`), for the whole process. For tests of the portable paths and
 /// for benchmarks; not meant to be flipped while kernels run on other threads (a kernel
