@@ -185,14 +185,7 @@ pub fn attention(
                 // Causal length of this row's token; later positions get weight 0.
                 let ctx = pos0 + row_th(r).0 + 1;
                 let (live, masked) = row.split_at_mut(ctx);
-                let max = live.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f32;
-                for x in live.iter_mut() {
-                    *x = (*x - max).exp();
-                    sum += *x;
-                }
-                let inv = 1.0 / sum;
-                live.iter_mut().for_each(|x| *x *= inv);
+                crate::softmax::softmax_inplace(live);
                 masked.fill(0.0);
             }
             let vs = Rows {
