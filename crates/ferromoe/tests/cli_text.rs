@@ -118,7 +118,7 @@ fn run_rejects_bad_sampling_and_oversized_prompts() {
 #[test]
 fn impossible_contexts_are_refused_with_a_message() {
     let model = tiny("deepseek-v2-lite-tiny", "Q8_0");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["run", "-p", "hi", "--ctx", "0"], "at least one position"),
         (
             &["run", "-p", "hi", "--ctx", "5000000000000"],
@@ -128,6 +128,19 @@ fn impossible_contexts_are_refused_with_a_message() {
         (
             &["serve", "--ctx", "5000000000000", "--port", "0"],
             "use a smaller --ctx",
+        ),
+        // One cache fits, the 64 running + 64 kept ones (590 GB) do not.
+        (
+            &[
+                "serve",
+                "--ctx",
+                "2000000",
+                "--max-seqs",
+                "64",
+                "--port",
+                "0",
+            ],
+            "128 KV caches",
         ),
     ];
     for (args, want) in cases {

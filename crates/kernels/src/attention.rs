@@ -404,6 +404,10 @@ mod avx2 {
     /// [`super::item_scores`] with tiles of 4 rows × TK positions: positions outer, row
     /// tiles inner, so each cached row is read from memory once per item (the item's ≤ 16
     /// query rows stay in L1).
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA (enabled by the caller); `ks` holds rows `0..ctx` and `scores`
+    /// `qs.len()·ctx` floats.
     #[inline(always)]
     unsafe fn scores<const TK: usize>(
         qs: &[&[f32]],
@@ -680,15 +684,19 @@ mod tests {
             let q: Vec<Vec<f32>> = (0..rows)
                 .map(|_| (0..dk).map(|_| rng.random_range(-1.0..1.0)).collect())
                 .collect();
-            let k: Vec<f32> = (0..ctx * dk).map(|_| rng.random_range(-1.0..1.0)).collect();
+            // Rows `stride` apart from an offset, as one head of an interleaved cache.
+            let stride = 2 * dk + 4;
+            let k: Vec<f32> = (0..ctx * stride + dk)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
             let qs: Vec<&[f32]> = q.iter().map(|r| r.as_slice()).collect();
             let ks = Rows {
-                data: &k,
-                stride: dk,
+                data: &k[dk..],
+                stride,
                 width: dk,
             };
             let (mut a, mut b) = (vec![0f32; rows * ctx], vec![1f32; rows * ctx]);
-            // SAFETY: AVX2+FMA and AVX-512 VL checked above; k holds ctx rows of dk.
+            // SAFETY: AVX2+FMA and AVX-512 VL checked above; `ks` holds ctx rows of dk.
             unsafe {
                 avx2::item_scores(&qs, ctx, &ks, 0.5, &mut a);
                 avx2::item_scores_wide(&qs, ctx, &ks, 0.5, &mut b);

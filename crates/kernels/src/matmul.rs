@@ -603,6 +603,8 @@ pub fn matmul_acts(
     let chunk = kern.chunk(
         rows_per_chunk(w.n_out, w.row_bytes, n_tokens, pool.n_threads()),
         n_tokens,
+        w.n_out,
+        pool.n_threads(),
     );
     let dst = SharedMut(out.as_mut_ptr());
     pool.run_chunked(w.n_out, chunk, |rows, _| {
@@ -637,16 +639,22 @@ impl Kern {
     }
 
     /// Rows per work item, from [`rows_per_chunk`]'s `rows`: packed matrices split only
-    /// at group boundaries, and for several tokens into at least [`PACKED_GEMM_ROWS`]
-    /// (each tile call prepares its tokens' activations once for all groups of its
-    /// chunk: V2-Lite pp512 +4% over 24-row chunks).
-    fn chunk(&self, rows: usize, n_tokens: usize) -> usize {
+    /// at group boundaries, and for at least a tile of tokens into at least
+    /// [`PACKED_GEMM_ROWS`] (each tile call prepares its tokens' activations once for all
+    /// groups of its chunk: V2-Lite pp512 +4% over 24-row chunks).
+    fn chunk(&self, rows: usize, n_tokens: usize, n_out: usize, n_threads: usize) -> usize {
         match self {
             Kern::Rows(_) => rows,
-            Kern::Packed(_) if n_tokens > 1 => {
-                rows.max(PACKED_GEMM_ROWS).div_ceil(PACK_ROWS) * PACK_ROWS
+            Kern::Packed(pd) => {
+                // Only for real GEMMs (a few decode steps batched stay bandwidth-bound and
+                // keep their small items), and never fewer items than threads.
+                let rows = if n_tokens >= pd.tile_tokens {
+                    rows.max(PACKED_GEMM_ROWS.min(n_out.div_ceil(n_threads.max(1))))
+                } else {
+                    rows
+                };
+                rows.div_ceil(PACK_ROWS) * PACK_ROWS
             }
-            Kern::Packed(_) => rows.div_ceil(PACK_ROWS) * PACK_ROWS,
         }
     }
 
@@ -755,10 +763,12 @@ unsafe fn rows_kernel(
 }
 
 /// [`rows_kernel`] for a packed matrix: all the chunk's groups of [`PACK_ROWS`] rows
-/// against up to `quant::repack::MAX_TOKENS` tokens per tile-kernel call (the tokens'
-/// activation rows stay in L1 while the chunk's groups, a few tens of KiB, are re-read
-/// from L2 for each such token tile). Every output element comes from the same
-/// per-(row, token) computation whatever the batch (batch invariance).
+/// against up to `quant::repack::MAX_TOKENS` tokens per tile-kernel call, which prepares
+/// its tokens' activations once for all the groups. The chunk's groups (≥ 128 rows for a
+/// GEMM: ~150 KiB of Q4_K at n_in 2048, several MiB for wide rows) are re-read for each
+/// token tile, from L2 or L3 (blocking them to stay in L2 measured no faster on V3 shapes).
+/// Every output element comes from the same per-(row, token) computation whatever the
+/// batch (batch invariance).
 ///
 /// # Safety
 /// As [`rows_kernel`]; `rows.start` is a multiple of [`PACK_ROWS`] and `rows.end` one or
@@ -795,9 +805,9 @@ unsafe fn packed_kernel(
         }
         // SAFETY: `groups` are whole packed groups of this matrix (QMatrix::packed checked
         // the matrix size), every activation row is a row of `xq`, whose type and width
-        // were verified for this matrix, and the kernel writes out[(t + k)·n_out + r] for
-        // k < cnt (t + k < n_tok) and r in g0·8 .. g1·8 ⊂ `rows`: this thread's disjoint
-        // elements per the contract.
+        // were verified for this matrix, and the kernel reads back and writes only
+        // out[(t + k)·n_out + r] for k < cnt (t + k < n_tok) and r in g0·8 .. g1·8 ⊂ `rows`
+        // (ld = n_out ≥ the chunk's rows): this thread's disjoint elements per the contract.
         unsafe {
             pd.tiles_unchecked(
                 w.n_in,
@@ -867,6 +877,8 @@ pub fn matmul_batch(pool: &ThreadPool, ops: &mut [MatmulOp<'_>]) -> Result<(), M
             chunks[j] = vd.chunk(
                 rows_per_chunk(op.w.n_out, op.w.row_bytes, n_tok, n_threads),
                 n_tok,
+                op.w.n_out,
+                n_threads,
             );
             total += op.w.n_out.div_ceil(chunks[j]);
         }

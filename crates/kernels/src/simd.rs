@@ -25,7 +25,7 @@ pub fn has_avx2_fma() -> bool {
 }
 
 /// Whether this CPU also has AVX-512 F and VL (the upper 16 vector registers for 256-bit
-/// code); false whenever [`has_avx2_fma`] is.
+/// code); false whenever [`has_avx2_fma`] is false.
 #[inline]
 pub fn has_avx512vl() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -119,7 +119,8 @@ impl KvCache {
     }
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.layers.len() * self.n_ctx * (self.k_width + self.v_width) * 4
+        // (checked when the cache was made)
+        self.layers.len() * self.n_ctx * (self.k_width + self.v_width) * std::mem::size_of::<f32>()
     }
     pub(crate) fn set_len(&mut self, len: usize) {
         self.len = len;

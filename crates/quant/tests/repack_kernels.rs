@@ -66,7 +66,8 @@ fn check_case(
     repack::unpack(ty, n_in, n_out, &packed, &mut back).unwrap();
     prop_assert!(back == file, "unpack(repack(x)) != x");
 
-    let acts: Vec<Vec<u8>> = (0..7).map(|_| act_row(act, n_in, &mut rng, mode)).collect();
+    // 9 tokens: the 8-token kernels and a split into 8 + 1.
+    let acts: Vec<Vec<u8>> = (0..9).map(|_| act_row(act, n_in, &mut rng, mode)).collect();
     let gb = pt.group_bytes(n_in).unwrap();
     let scalar = PackedDot::with_path(pt, SimdPath::Scalar);
     let vd = vec_dot_with(ty, SimdPath::Avx512Vnni).unwrap();
@@ -211,15 +212,17 @@ fn q4kx8_rejects_bad_shapes() {
 }
 
 /// `tiles_unchecked` over several groups at once (the matmul's call) gives, bit for bit,
-/// what `tile` gives group by group, for token counts across the tile width and for rows
-/// longer than one 64-block pass (the accumulators then wait in `out` between passes);
-/// it writes only its own elements of a strided output.
+/// the scalar definition group by group, for token counts across the tile width and for
+/// rows of one pass, exactly two (128 Q8_0 blocks) and more than one 64-block pass (the
+/// accumulators then wait in `out` between passes); it writes only its own elements of a
+/// strided output.
 #[test]
 fn multi_group_tiles_match_single_group() {
     for (ty, nb) in [
         (GgmlType::Q4_K, 67),
         (GgmlType::Q6_K, 66),
         (GgmlType::Q8_0, 130),
+        (GgmlType::Q8_0, 128),
         (GgmlType::Q5_0, 70),
         (GgmlType::Q4_K, 3),
     ] {
@@ -237,6 +240,7 @@ fn multi_group_tiles_match_single_group() {
             .collect();
         let refs: Vec<&[u8]> = acts.iter().map(|a| a.as_slice()).collect();
         let ld = n_out + 5;
+        let scalar = PackedDot::with_path(pt, SimdPath::Scalar);
         for p in paths(pt)
             .into_iter()
             .chain([PackedDot::with_path(pt, SimdPath::Scalar)])
@@ -248,7 +252,7 @@ fn multi_group_tiles_match_single_group() {
                 unsafe { p.tiles_unchecked(n_in, &packed, &refs[..count], got.as_mut_ptr(), ld) };
                 for (g, group) in packed.chunks_exact(gb).enumerate() {
                     let mut want = vec![[0f32; ROWS]; count];
-                    p.tile(n_in, group, &refs[..count], &mut want);
+                    scalar.tile(n_in, group, &refs[..count], &mut want);
                     for t in 0..count {
                         for r in 0..ROWS {
                             let v = got[t * ld + g * ROWS + r];

@@ -11,9 +11,9 @@
 //! buffers and ik_llama.cpp's `_R4`/`_R8` types (the layout and code here are our own).
 //!
 //! Formats ([`PackedType`]):
-//! - [`PackedType::Q4Kx8`]: Q4_K, 8 rows per group (see `q4k` for the byte layout). Same
-//!   size as the source (148 bytes per row-block instead of 144: the 12 packed scale bytes
-//!   become 16 plain ones).
+//! - [`PackedType::Q4Kx8`]: Q4_K, 8 rows per group (see `q4k` for the byte layout), +2.8%
+//!   (148 bytes per row-block instead of 144: the 12 packed scale bytes become 16 plain
+//!   ones).
 //! - [`PackedType::Q6Kx8`]: Q6_K, 8 rows per group (see `q6k`), same size as the source.
 //! - [`PackedType::Q8_0x8`], [`PackedType::Q5_0x8`]: the legacy 32-value blocks × Q8_0
 //!   activations (see `legacy`), the same size as the source (the quants are stored
@@ -59,7 +59,7 @@ pub const MAX_TOKENS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RepackError {
     /// No repacked layout for this type.
-    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q8_0, Q5_0)")]
+    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q8_0, Q5_0)")]
     Unsupported(GgmlType),
     /// Shapes that do not fit the layout or the buffers.
     #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
@@ -297,7 +297,10 @@ pub fn unpack(
 ///
 /// # Safety
 /// `w` must point to `ng` groups of `nb` packed blocks, each `a[t]` (t < T) to `nb`
-/// activation blocks, `out` to writable f32 at those offsets, and the CPU must support
+/// activation blocks (as the activation quantizer writes them: Q8_K `bsums` are the sums
+/// of their quants), `out` to f32 readable and writable at those offsets (rows longer than
+/// 64 blocks keep their partial sums there between passes), non-overlapping
+/// (`ld ≥ ng·ROWS` when T > 1) and aliasing neither `w` nor `a`; and the CPU must support
 /// the kernel's target features.
 pub(crate) type TileFn =
     unsafe fn(nb: usize, ng: usize, w: *const u8, a: *const *const u8, out: *mut f32, ld: usize);
@@ -402,8 +405,10 @@ impl PackedDot {
     ///
     /// # Safety
     /// `groups` must hold a multiple of [`PackedType::group_bytes`]`(n_in)` bytes, every
-    /// `acts[t]` one activation row of `n_in` values of [`PackedDot::act`], and `out` must
-    /// be valid for writes at every `t·ld + g·ROWS + r` (t < acts.len(), r < ROWS).
+    /// `acts[t]` one activation row of `n_in` values of [`PackedDot::act`] as the
+    /// activation quantizer writes it, and `out` must be valid for reads and writes at
+    /// every `t·ld + g·ROWS + r` (t < acts.len(), r < ROWS), with `ld ≥ ng·ROWS` when
+    /// there are several tokens (each token's outputs its own), aliasing neither input.
     pub unsafe fn tiles_unchecked(
         &self,
         n_in: usize,
@@ -415,6 +420,10 @@ impl PackedDot {
         let nb = n_in / self.packed.source().block_size();
         let gb = self.packed.block_bytes() * nb;
         let ng = groups.len() / gb.max(1);
+        debug_assert!(
+            acts.len() <= 1 || ld >= ng * ROWS,
+            "tiles_unchecked: ld {ld} < {ng} groups"
+        );
         let w = self.tile_tokens;
         for (c, a) in acts.chunks(w).enumerate() {
             // SAFETY (both arms): token c·w + t's output row is within the caller's range.

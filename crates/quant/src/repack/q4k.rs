@@ -18,8 +18,8 @@
 //!
 //! The mins are stored as 4 consecutive sub-blocks per row (lane = row), so that `msum`
 //! is 4 `vpdpbusd` per token against the activations' per-32 sums, split into a low
-//! signed byte and a high one (`Σ32 = lo + 256·hi`, prepared once per activation block:
-//! see `x86`).
+//! signed byte and a high one (`Σ32 = lo + 256·hi`, prepared once per tile call for all its
+//! groups: see `x86`).
 
 use super::{each_row_block, each_row_block_back, ROWS};
 use crate::blocks::{BlockQ4K, Half};

@@ -1,8 +1,8 @@
 //! AVX2 / AVX512-VNNI tile kernels of the repacked layouts (x86-64, chosen at run time).
 //!
 //! A call covers T tokens (1..=8) and any number of consecutive groups: per-token work on
-//! the activations (Q4_K's split min sums, the VNNI bias of Q8_0 activations) is done
-//! once per pass of up to 64 blocks for all groups of the call.
+//! the activations (Q4_K's split min sums; Q8_0/Q5_0's `−o·Σa` and f32 `d_a`) is done once
+//! per pass of up to 64 blocks for all groups of the call.
 //!
 //! Q4_Kx8 × T tokens: for each packed block and each 64-value chunk j, the 8
 //! vectors `qs[j][g]` (8 rows × 4 bytes) are split into low nibbles (sub-block 2j) and high
@@ -29,7 +29,9 @@
 //!
 //! Without VNNI the k-quant integers come from `vpmaddubsw` + `vpmaddwd` (values ≤ 63, so
 //! the i16 pair sums never saturate: 2·63·128 < 2¹⁵). Both variants are bit-identical to
-//! the scalar definition.
+//! the scalar definition, with one exception: a Q8_0 weight of −128 (ggml's quantizer
+//! writes −127..=127; only a hand-made file holds −128) is exact with VNNI but takes the
+//! wrong sign in AVX2's `sign(w, a)`.
 
 #![allow(clippy::needless_range_loop)]
 
@@ -86,7 +88,7 @@ trait Isa {
     /// `acc + Σ quads(u·s)` (u8 × s8 → i32).
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
     /// Whether [`Isa::dpbusd`] is exact for any unsigned bytes (VNNI); the AVX2 emulation
-    /// saturates its i16 pair sums beyond 2·127·128.
+    /// saturates when a pair `u₀s₀ + u₁s₁` leaves the i16 range (possible for u > 127).
     const VNNI: bool;
 }
 
@@ -291,7 +293,8 @@ trait KBlock {
     /// Offsets of the 8 f16 `d` and (layouts with mins) the 8 f16 `dmin`.
     const OFF_D: usize;
     const OFF_DMIN: Option<usize>;
-    /// Bytes of prepared data per activation block (0: none).
+    /// Bytes of prepared data per activation block (0: none; at most `Q4K_EXTRA`, the
+    /// size of the tile's buffer).
     const EXTRA: usize;
     /// Writes the [`KBlock::EXTRA`] prepared bytes of the Q8_K block at `blk` to `dst`.
     unsafe fn prepare(blk: *const u8, dst: *mut u8);
@@ -377,6 +380,7 @@ unsafe fn kq_tile<const T: usize, I: Isa, K: KBlock>(
     out: *mut f32,
     ld: usize,
 ) {
+    const { assert!(K::EXTRA <= Q4K_EXTRA) };
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
     let gbytes = nb * K::BLOCK_BYTES;
     // Prepared bytes of the pass (written before being read; unused without EXTRA).
