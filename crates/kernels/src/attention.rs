@@ -11,9 +11,10 @@
 //! when fewer heads share one, the same heads of consecutive tokens (multi-head attention,
 //! MLA's decompressed form). Keys are scored in tiles of 4 query rows × 3 cached rows
 //! (7 loads per 12 FMAs; × 6 where AVX-512 gives 32 registers: 10 loads per 24 FMAs, one
-//! call per item) and values summed in blocks of 64 positions that stay in cache
-//! while every row tile of the item passes over them, so each cached row comes from
-//! memory once per item, not once per head.
+//! call per item) and values (register tiles of 4 rows × 16 floats, × 32 with AVX-512)
+//! summed in blocks of 64 positions that stay in cache while every row tile of the item
+//! passes over them, so each cached row comes from memory once per item, not once per
+//! head.
 //!
 //! Every (query row, cached row) score is computed by the same code whatever the tiling,
 //! each row's softmax runs over its own causal length, and its weighted sum adds the
@@ -265,18 +266,25 @@ fn item_values(p: &[f32], rows: usize, ctx: usize, vs: &Rows<'_>, out: &mut [f32
         "attention: value rows out of range"
     );
     out.fill(0.0);
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() && dv % 8 == 0 {
+        // SAFETY: AVX2+FMA (and AVX-512 VL for the wide chunks) checked at run time; out
+        // holds rows·dv, p holds rows·ctx, rows j < ctx of `vs` are in range (asserted
+        // above).
+        unsafe {
+            if crate::simd::has_avx512vl() {
+                avx2::item_values_wide(p, rows, ctx, vs, out)
+            } else {
+                avx2::item_values(p, rows, ctx, vs, out)
+            }
+        };
+        return;
+    }
     for j0 in (0..ctx).step_by(VALUE_BLOCK) {
         let j1 = (j0 + VALUE_BLOCK).min(ctx);
         for r0 in (0..rows).step_by(TILE_Q) {
             let nr = TILE_Q.min(rows - r0);
             let o = &mut out[r0 * dv..(r0 + nr) * dv];
-            #[cfg(target_arch = "x86_64")]
-            if crate::simd::has_avx2_fma() && dv % 8 == 0 {
-                // SAFETY: AVX2+FMA checked at run time; o holds nr·dv, p holds rows·ctx,
-                // rows j < ctx of `vs` are in range (asserted above).
-                unsafe { avx2::weighted_rows(&p[r0 * ctx..], nr, ctx, j0..j1, vs, o) };
-                continue;
-            }
             for j in j0..j1 {
                 let vr = vs.row(j);
                 for i in 0..nr {
@@ -313,7 +321,7 @@ fn axpy(acc: &mut [f32], alpha: f32, x: &[f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Rows, TILE_K, TILE_Q};
+    use super::{Rows, TILE_K, TILE_Q, VALUE_BLOCK};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -478,60 +486,109 @@ mod avx2 {
         }
     }
 
-    /// `out[h·dv..] += Σ_{j ∈ js} p[h·ctx + j] · v_row(j)` for `nr` ≤ 4 rows, each 16-float
-    /// column chunk accumulated in registers over the block's positions, in order.
+    /// [`super::item_values`]: per block of [`VALUE_BLOCK`] positions, each tile of ≤ 4
+    /// rows accumulates column chunks of `8·NV` floats in registers over the block's
+    /// positions, in order (every output element is one FMA chain over j whatever NV).
     ///
     /// # Safety
-    /// Needs AVX2 and FMA; `vs.width` (`dv`) is a multiple of 8, `out` holds `nr·dv`, `p`
-    /// holds `nr·ctx` (rows of `ctx`), `js ⊆ 0..ctx`, and `vs` holds rows `0..ctx`.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weighted_rows(
+    /// Needs AVX2 and FMA (enabled by the caller); `vs.width` (`dv`) is a multiple of 8,
+    /// `out` holds `rows·dv`, `p` holds `rows·ctx`, and `vs` holds rows `0..ctx`.
+    #[inline(always)]
+    unsafe fn values<const NV: usize>(
+        p: &[f32],
+        rows: usize,
+        ctx: usize,
+        vs: &Rows<'_>,
+        out: &mut [f32],
+    ) {
+        let dv = vs.width;
+        for j0 in (0..ctx).step_by(VALUE_BLOCK) {
+            let j1 = (j0 + VALUE_BLOCK).min(ctx);
+            for r0 in (0..rows).step_by(TILE_Q) {
+                let nr = TILE_Q.min(rows - r0);
+                let (pr, o) = (&p[r0 * ctx..], &mut out[r0 * dv..(r0 + nr) * dv]);
+                let mut c = 0;
+                // SAFETY (both loops): forwarded; each chunk lies within dv.
+                while c + 8 * NV <= dv {
+                    unsafe { weighted_chunk::<NV>(pr, nr, ctx, j0..j1, vs, o, c) };
+                    c += 8 * NV;
+                }
+                while c + 8 <= dv {
+                    unsafe { weighted_chunk::<1>(pr, nr, ctx, j0..j1, vs, o, c) };
+                    c += 8;
+                }
+            }
+        }
+    }
+
+    /// `o[r·dv + c .. + 8·N] += Σ_{j ∈ js} p[r·ctx + j] · v_row(j)[c .. c + 8·N]` for `nr`
+    /// ≤ 4 rows, the sums in registers, positions in order.
+    ///
+    /// # Safety
+    /// AVX2 and FMA enabled; `c + 8·N ≤ dv = vs.width`, `o` holds `nr·dv`, `p` holds
+    /// `nr·ctx`, `js ⊆ 0..ctx`, and `vs` holds rows `0..ctx`.
+    #[inline(always)]
+    unsafe fn weighted_chunk<const N: usize>(
         p: &[f32],
         nr: usize,
         ctx: usize,
         js: Range<usize>,
         vs: &Rows<'_>,
-        out: &mut [f32],
+        o: &mut [f32],
+        c: usize,
     ) {
         let dv = vs.width;
-        let mut c = 0;
-        while c < dv {
-            let two = c + 16 <= dv;
-            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-            // SAFETY (all loads/stores below): c + 8 (or + 16) ≤ dv = vr.len(), and
-            // r·dv + c + 16 ≤ nr·dv (or + 8 when only one chunk is left).
-            unsafe {
+        let mut acc = [[_mm256_setzero_ps(); N]; TILE_Q];
+        // SAFETY (all loads/stores below): c + 8·N ≤ dv = the row width, r·dv + c + 8·N ≤
+        // nr·dv, row j < ctx starts at j·stride (in range per the contract), and
+        // p[r·ctx + j] with r < nr, j < ctx likewise.
+        unsafe {
+            for (r, a) in acc.iter_mut().enumerate().take(nr) {
+                for (k, x) in a.iter_mut().enumerate() {
+                    *x = _mm256_loadu_ps(o.as_ptr().add(r * dv + c + 8 * k));
+                }
+            }
+            for j in js {
+                let vr = vs.data.as_ptr().add(j * vs.stride + c);
+                let v: [__m256; N] = std::array::from_fn(|k| _mm256_loadu_ps(vr.add(8 * k)));
                 for (r, a) in acc.iter_mut().enumerate().take(nr) {
-                    a[0] = _mm256_loadu_ps(out.as_ptr().add(r * dv + c));
-                    if two {
-                        a[1] = _mm256_loadu_ps(out.as_ptr().add(r * dv + c + 8));
-                    }
-                }
-                for j in js.clone() {
-                    // Row j starts at j·stride; j < ctx, so it and its dv floats are in
-                    // range (caller's contract); p[r·ctx + j] likewise.
-                    let vr = vs.data.as_ptr().add(j * vs.stride);
-                    let v0 = _mm256_loadu_ps(vr.add(c));
-                    let v1 = if two {
-                        _mm256_loadu_ps(vr.add(c + 8))
-                    } else {
-                        _mm256_setzero_ps()
-                    };
-                    for (r, a) in acc.iter_mut().enumerate().take(nr) {
-                        let w = _mm256_set1_ps(*p.get_unchecked(r * ctx + j));
-                        a[0] = _mm256_fmadd_ps(w, v0, a[0]);
-                        a[1] = _mm256_fmadd_ps(w, v1, a[1]);
-                    }
-                }
-                for (r, a) in acc.iter().enumerate().take(nr) {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(r * dv + c), a[0]);
-                    if two {
-                        _mm256_storeu_ps(out.as_mut_ptr().add(r * dv + c + 8), a[1]);
+                    let w = _mm256_set1_ps(*p.get_unchecked(r * ctx + j));
+                    for k in 0..N {
+                        a[k] = _mm256_fmadd_ps(w, v[k], a[k]);
                     }
                 }
             }
-            c += if two { 16 } else { 8 };
+            for (r, a) in acc.iter().enumerate().take(nr) {
+                for (k, x) in a.iter().enumerate() {
+                    _mm256_storeu_ps(o.as_mut_ptr().add(r * dv + c + 8 * k), *x);
+                }
+            }
         }
+    }
+
+    /// # Safety
+    /// As [`values`]; needs AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn item_values(p: &[f32], rows: usize, ctx: usize, vs: &Rows<'_>, out: &mut [f32]) {
+        // SAFETY: forwarded.
+        unsafe { values::<2>(p, rows, ctx, vs, out) }
+    }
+
+    /// [`item_values`] in 32-float column chunks (16 accumulators: AVX-512 VL's upper
+    /// registers).
+    ///
+    /// # Safety
+    /// As [`values`]; needs AVX2, FMA and AVX-512 F + VL.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    pub unsafe fn item_values_wide(
+        p: &[f32],
+        rows: usize,
+        ctx: usize,
+        vs: &Rows<'_>,
+        out: &mut [f32],
+    ) {
+        // SAFETY: forwarded.
+        unsafe { values::<4>(p, rows, ctx, vs, out) }
     }
 
     #[inline(always)]
@@ -702,6 +759,39 @@ mod tests {
                 avx2::item_scores_wide(&qs, ctx, &ks, 0.5, &mut b);
             }
             assert_eq!(a, b, "rows {rows} ctx {ctx} dk {dk}");
+        }
+    }
+
+    /// The AVX2 (16-float) and AVX-512 (32-float) value chunks give the same bits, for
+    /// widths with and without a tail chunk and contexts across value blocks.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn value_chunks_agree() {
+        if !crate::simd::has_avx512vl() {
+            return; // nothing to compare on this CPU (the AVX2 path is the only one)
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        for (rows, ctx, dv) in [(16, 130, 128), (7, 64, 40), (3, 1, 8), (5, 200, 512)] {
+            let p: Vec<f32> = (0..rows * ctx)
+                .map(|_| rng.random_range(0.0..1.0))
+                .collect();
+            let stride = dv + 24;
+            let v: Vec<f32> = (0..ctx * stride)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let vs = Rows {
+                data: &v[8..],
+                stride,
+                width: dv,
+            };
+            let (mut a, mut b) = (vec![0f32; rows * dv], vec![0f32; rows * dv]);
+            // SAFETY: AVX2+FMA and AVX-512 VL checked above; dv is a multiple of 8, `vs`
+            // holds ctx rows of dv, p rows·ctx, the outputs rows·dv.
+            unsafe {
+                avx2::item_values(&p, rows, ctx, &vs, &mut a);
+                avx2::item_values_wide(&p, rows, ctx, &vs, &mut b);
+            }
+            assert_eq!(a, b, "rows {rows} ctx {ctx} dv {dv}");
         }
     }
 
