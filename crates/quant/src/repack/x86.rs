@@ -284,37 +284,46 @@ unsafe fn q6k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T
 }
 
 // ---------------------------------------------------------------------------------------
-// The k-quant layouts' shared tile: per block the layout's integers, then the f32 steps of
-// the scalar definition (`q4k::kq_dot_scalar`).
+// The tile all layouts share (the legacy layouts' block code follows it): per block the
+// layout's integers, then the f32 steps of the scalar definitions.
 
-/// A k-quant packed layout's block code.
-trait KBlock {
+/// A packed layout's block code, for the one tile all layouts share ([`tile`]).
+trait Layout {
     const BLOCK_BYTES: usize;
+    /// Bytes of one activation block (Q8_K or Q8_0).
+    const ACT_BYTES: usize;
     /// Offsets of the 8 f16 `d` and (layouts with mins) the 8 f16 `dmin`.
     const OFF_D: usize;
     const OFF_DMIN: Option<usize>;
-    /// Bytes of prepared data per activation block (0: none; at most `Q4K_EXTRA`, the
+    /// Bytes of prepared data per activation block (0: none; at most [`EXTRA_MAX`], the
     /// size of the tile's buffer).
     const EXTRA: usize;
-    /// Writes the [`KBlock::EXTRA`] prepared bytes of the Q8_K block at `blk` to `dst`.
-    unsafe fn prepare(blk: *const u8, dst: *mut u8);
-    /// `(isum, msum)` per token, lane = row (`msum` unused without mins); `ex[t]` points
-    /// to token t's prepared bytes of this block.
+    /// Writes the [`Layout::EXTRA`] prepared bytes of the activation block at `blk` to
+    /// `dst`.
+    unsafe fn prepare<I: Isa>(blk: *const u8, dst: *mut u8);
+    /// `(isum, msum)` per token, lane = row (`msum` unused without mins); `a[t]` points to
+    /// token t's activation block, `ex[t]` to its prepared bytes.
     unsafe fn ints<const T: usize, I: Isa>(
         pb: *const u8,
         a: [*const u8; T],
         ex: [*const u8; T],
     ) -> ([__m256i; T], [__m256i; T]);
+    /// The activation block's scale `d_a`.
+    unsafe fn d_a(blk: *const u8, ex: *const u8) -> f32;
 }
 
+/// Prepared bytes per activation block of the largest layout (Q4_K's split sums).
+const EXTRA_MAX: usize = Q4K_EXTRA;
+
 struct Q4K;
-impl KBlock for Q4K {
+impl Layout for Q4K {
     const BLOCK_BYTES: usize = Q4KX8_BLOCK_BYTES;
+    const ACT_BYTES: usize = Q8K_SIZE;
     const OFF_D: usize = OFF_D;
     const OFF_DMIN: Option<usize> = Some(OFF_DMIN);
     const EXTRA: usize = Q4K_EXTRA;
     #[inline(always)]
-    unsafe fn prepare(blk: *const u8, dst: *mut u8) {
+    unsafe fn prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
         q4k_prepare(blk, dst)
     }
     #[inline(always)]
@@ -325,16 +334,21 @@ impl KBlock for Q4K {
     ) -> ([__m256i; T], [__m256i; T]) {
         q4k_block_ints::<T, I>(pb, a, ex)
     }
+    #[inline(always)]
+    unsafe fn d_a(blk: *const u8, _ex: *const u8) -> f32 {
+        std::ptr::read_unaligned(blk as *const f32)
+    }
 }
 
 struct Q6K;
-impl KBlock for Q6K {
+impl Layout for Q6K {
     const BLOCK_BYTES: usize = Q6KX8_BLOCK_BYTES;
+    const ACT_BYTES: usize = Q8K_SIZE;
     const OFF_D: usize = q6k::OFF_D;
     const OFF_DMIN: Option<usize> = None;
     const EXTRA: usize = 0;
     #[inline(always)]
-    unsafe fn prepare(_blk: *const u8, _dst: *mut u8) {}
+    unsafe fn prepare<I: Isa>(_blk: *const u8, _dst: *mut u8) {}
     #[inline(always)]
     unsafe fn ints<const T: usize, I: Isa>(
         pb: *const u8,
@@ -342,6 +356,10 @@ impl KBlock for Q6K {
         _ex: [*const u8; T],
     ) -> ([__m256i; T], [__m256i; T]) {
         (q6k_block_ints::<T, I>(pb, a), [_mm256_setzero_si256(); T])
+    }
+    #[inline(always)]
+    unsafe fn d_a(blk: *const u8, _ex: *const u8) -> f32 {
+        std::ptr::read_unaligned(blk as *const f32)
     }
 }
 
@@ -371,8 +389,12 @@ unsafe fn acc_out<const T: usize>(acc: [__m256; T], o: *mut f32, ld: usize) {
     }
 }
 
+/// The tile of every layout: per pass, the tokens' activation blocks prepared once, then
+/// per group and block the layout's integers and the f32 steps of the scalar definitions
+/// (`q4k::kq_dot_scalar`, `legacy::dot_scalar`): `acc = fma(d·d_a, isum, acc)`, then for
+/// layouts with mins `acc = fma(−(dmin·d_a), msum, acc)`.
 #[inline(always)]
-unsafe fn kq_tile<const T: usize, I: Isa, K: KBlock>(
+unsafe fn tile<const T: usize, I: Isa, L: Layout>(
     nb: usize,
     ng: usize,
     w: *const u8,
@@ -380,20 +402,20 @@ unsafe fn kq_tile<const T: usize, I: Isa, K: KBlock>(
     out: *mut f32,
     ld: usize,
 ) {
-    const { assert!(K::EXTRA <= Q4K_EXTRA) };
+    const { assert!(L::EXTRA <= EXTRA_MAX) };
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
-    let gbytes = nb * K::BLOCK_BYTES;
+    let gbytes = nb * L::BLOCK_BYTES;
     // Prepared bytes of the pass (written before being read; unused without EXTRA).
-    let mut ex = std::mem::MaybeUninit::<[[u8; Q4K_EXTRA * PASS_BLOCKS]; MAX_TOKENS]>::uninit();
+    let mut ex = std::mem::MaybeUninit::<[[u8; EXTRA_MAX * PASS_BLOCKS]; MAX_TOKENS]>::uninit();
     let ex = ex.as_mut_ptr() as *mut u8;
-    let ex_at = |t: usize, k: usize| ex.add((t * PASS_BLOCKS + k) * Q4K_EXTRA);
+    let ex_at = |t: usize, k: usize| ex.add((t * PASS_BLOCKS + k) * L::EXTRA);
     let mut ib0 = 0;
     while ib0 < nb {
         let n = (nb - ib0).min(PASS_BLOCKS);
-        if K::EXTRA > 0 {
+        if L::EXTRA > 0 {
             for t in 0..T {
                 for k in 0..n {
-                    K::prepare(a0[t].add((ib0 + k) * Q8K_SIZE), ex_at(t, k));
+                    L::prepare::<I>(a0[t].add((ib0 + k) * L::ACT_BYTES), ex_at(t, k));
                 }
             }
         }
@@ -403,16 +425,16 @@ unsafe fn kq_tile<const T: usize, I: Isa, K: KBlock>(
             let mut acc = acc_in::<T>(ib0 == 0, og, ld);
             for k in 0..n {
                 let ib = ib0 + k;
-                let pb = wg.add(ib * K::BLOCK_BYTES);
-                let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8K_SIZE));
+                let pb = wg.add(ib * L::BLOCK_BYTES);
+                let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * L::ACT_BYTES));
                 let et: [*const u8; T] = std::array::from_fn(|t| ex_at(t, k) as *const u8);
-                let (isum, msum) = K::ints::<T, I>(pb, at, et);
-                let d = f16x8(pb.add(K::OFF_D));
+                let (isum, msum) = L::ints::<T, I>(pb, at, et);
+                let d = f16x8(pb.add(L::OFF_D));
                 for t in 0..T {
-                    let da = _mm256_set1_ps(std::ptr::read_unaligned(at[t] as *const f32));
+                    let da = _mm256_set1_ps(L::d_a(at[t], et[t]));
                     acc[t] =
                         _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(isum[t]), acc[t]);
-                    if let Some(off) = K::OFF_DMIN {
+                    if let Some(off) = L::OFF_DMIN {
                         let dmin = f16x8(pb.add(off));
                         acc[t] = _mm256_fnmadd_ps(
                             _mm256_mul_ps(dmin, da),
@@ -429,7 +451,7 @@ unsafe fn kq_tile<const T: usize, I: Isa, K: KBlock>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn kq_avx2<K: KBlock, const T: usize>(
+unsafe fn tile_avx2<L: Layout, const T: usize>(
     nb: usize,
     ng: usize,
     w: *const u8,
@@ -437,11 +459,11 @@ unsafe fn kq_avx2<K: KBlock, const T: usize>(
     out: *mut f32,
     ld: usize,
 ) {
-    kq_tile::<T, Avx2, K>(nb, ng, w, a, out, ld)
+    tile::<T, Avx2, L>(nb, ng, w, a, out, ld)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
-unsafe fn kq_vnni<K: KBlock, const T: usize>(
+unsafe fn tile_vnni<L: Layout, const T: usize>(
     nb: usize,
     ng: usize,
     w: *const u8,
@@ -449,49 +471,33 @@ unsafe fn kq_vnni<K: KBlock, const T: usize>(
     out: *mut f32,
     ld: usize,
 ) {
-    kq_tile::<T, Vnni, K>(nb, ng, w, a, out, ld)
+    tile::<T, Vnni, L>(nb, ng, w, a, out, ld)
 }
 
-static Q4K_AVX2: [TileFn; MAX_TOKENS] = [
-    kq_avx2::<Q4K, 1>,
-    kq_avx2::<Q4K, 2>,
-    kq_avx2::<Q4K, 3>,
-    kq_avx2::<Q4K, 4>,
-    kq_avx2::<Q4K, 5>,
-    kq_avx2::<Q4K, 6>,
-    kq_avx2::<Q4K, 7>,
-    kq_avx2::<Q4K, 8>,
-];
-static Q4K_VNNI: [TileFn; MAX_TOKENS] = [
-    kq_vnni::<Q4K, 1>,
-    kq_vnni::<Q4K, 2>,
-    kq_vnni::<Q4K, 3>,
-    kq_vnni::<Q4K, 4>,
-    kq_vnni::<Q4K, 5>,
-    kq_vnni::<Q4K, 6>,
-    kq_vnni::<Q4K, 7>,
-    kq_vnni::<Q4K, 8>,
-];
-static Q6K_AVX2: [TileFn; MAX_TOKENS] = [
-    kq_avx2::<Q6K, 1>,
-    kq_avx2::<Q6K, 2>,
-    kq_avx2::<Q6K, 3>,
-    kq_avx2::<Q6K, 4>,
-    kq_avx2::<Q6K, 5>,
-    kq_avx2::<Q6K, 6>,
-    kq_avx2::<Q6K, 7>,
-    kq_avx2::<Q6K, 8>,
-];
-static Q6K_VNNI: [TileFn; MAX_TOKENS] = [
-    kq_vnni::<Q6K, 1>,
-    kq_vnni::<Q6K, 2>,
-    kq_vnni::<Q6K, 3>,
-    kq_vnni::<Q6K, 4>,
-    kq_vnni::<Q6K, 5>,
-    kq_vnni::<Q6K, 6>,
-    kq_vnni::<Q6K, 7>,
-    kq_vnni::<Q6K, 8>,
-];
+/// The kernels of layout `$l` for 1..=8 tokens.
+macro_rules! tile_table {
+    ($f:ident, $l:ty) => {
+        [
+            $f::<$l, 1>,
+            $f::<$l, 2>,
+            $f::<$l, 3>,
+            $f::<$l, 4>,
+            $f::<$l, 5>,
+            $f::<$l, 6>,
+            $f::<$l, 7>,
+            $f::<$l, 8>,
+        ]
+    };
+}
+
+static Q4K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q4K);
+static Q4K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q4K);
+static Q6K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q6K);
+static Q6K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q6K);
+static Q8_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<false>);
+static Q8_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<false>);
+static Q5_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<true>);
+static Q5_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<true>);
 
 // ---------------------------------------------------------------------------------------
 // Q8_0x8 / Q5_0x8 × Q8_0 (see `legacy` for the layouts).
@@ -599,188 +605,63 @@ unsafe fn legacy_prepare<const Q5: bool, I: Isa>(blk: *const u8, dst: *mut u8) {
 /// Bytes [`legacy_prepare`] writes per activation block.
 const LEGACY_EXTRA: usize = 8;
 
-#[inline(always)]
-unsafe fn legacy_tile<const T: usize, const Q5: bool, I: Isa>(
-    nb: usize,
-    ng: usize,
-    w: *const u8,
-    a: *const *const u8,
-    out: *mut f32,
-    ld: usize,
-) {
-    let pbb = if Q5 {
+/// Q8_0x8 (`Q5 = false`) or Q5_0x8 against Q8_0 activations.
+struct Legacy<const Q5: bool>;
+impl<const Q5: bool> Layout for Legacy<Q5> {
+    const BLOCK_BYTES: usize = if Q5 {
         Q5_0X8_BLOCK_BYTES
     } else {
         Q8_0X8_BLOCK_BYTES
     };
-    let gbytes = nb * pbb;
-    let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
-    // Per (token, block) of the pass: −o·Σa and d_a, for all groups (written before read).
-    let mut prep = std::mem::MaybeUninit::<[[u8; LEGACY_EXTRA * PASS_BLOCKS]; T]>::uninit();
-    let prep = prep.as_mut_ptr() as *mut u8;
-    let prep_at = |t: usize, k: usize| prep.add((t * PASS_BLOCKS + k) * LEGACY_EXTRA);
-    let mut ib0 = 0;
-    while ib0 < nb {
-        let n = (nb - ib0).min(PASS_BLOCKS);
-        for t in 0..T {
-            for k in 0..n {
-                legacy_prepare::<Q5, I>(a0[t].add((ib0 + k) * Q8_0_SIZE), prep_at(t, k));
-            }
-        }
-        for g in 0..ng {
-            let wg = w.add(g * gbytes);
-            let og = out.add(g * ROWS);
-            let mut acc = acc_in::<T>(ib0 == 0, og, ld);
-            for k in 0..n {
-                let ib = ib0 + k;
-                let pb = wg.add(ib * pbb);
-                let qk: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8_0_SIZE + 2));
-                let ck: [*const u8; T] = std::array::from_fn(|t| prep_at(t, k) as *const u8);
-                let dp = legacy_block_ints::<T, Q5, I>(pb, qk, ck);
-                let d = f16x8(pb.add(legacy::OFF_D));
-                for t in 0..T {
-                    let da = _mm256_set1_ps(std::ptr::read_unaligned(ck[t].add(4) as *const f32));
-                    acc[t] =
-                        _mm256_fmadd_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(dp[t]), acc[t]);
-                }
-            }
-            acc_out(acc, og, ld);
-        }
-        ib0 += n;
+    const ACT_BYTES: usize = Q8_0_SIZE;
+    const OFF_D: usize = legacy::OFF_D;
+    const OFF_DMIN: Option<usize> = None;
+    const EXTRA: usize = LEGACY_EXTRA;
+    #[inline(always)]
+    unsafe fn prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
+        legacy_prepare::<Q5, I>(blk, dst)
+    }
+    #[inline(always)]
+    unsafe fn ints<const T: usize, I: Isa>(
+        pb: *const u8,
+        a: [*const u8; T],
+        ex: [*const u8; T],
+    ) -> ([__m256i; T], [__m256i; T]) {
+        let q: [*const u8; T] = std::array::from_fn(|t| a[t].add(2));
+        (
+            legacy_block_ints::<T, Q5, I>(pb, q, ex),
+            [_mm256_setzero_si256(); T],
+        )
+    }
+    /// Prepared as f32 with `−o·Σa` ([`legacy_prepare`]).
+    #[inline(always)]
+    unsafe fn d_a(_blk: *const u8, ex: *const u8) -> f32 {
+        std::ptr::read_unaligned(ex.add(4) as *const f32)
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn legacy_avx2<const T: usize, const Q5: bool>(
-    nb: usize,
-    ng: usize,
-    w: *const u8,
-    a: *const *const u8,
-    out: *mut f32,
-    ld: usize,
-) {
-    legacy_tile::<T, Q5, Avx2>(nb, ng, w, a, out, ld)
+unsafe fn ints_avx2<L: Layout>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    ints_with::<Avx2, L>(nb, w, a)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
-unsafe fn legacy_vnni<const T: usize, const Q5: bool>(
-    nb: usize,
-    ng: usize,
-    w: *const u8,
-    a: *const *const u8,
-    out: *mut f32,
-    ld: usize,
-) {
-    legacy_tile::<T, Q5, Vnni>(nb, ng, w, a, out, ld)
-}
-
-static Q8_0_AVX2: [TileFn; MAX_TOKENS] = [
-    legacy_avx2::<1, false>,
-    legacy_avx2::<2, false>,
-    legacy_avx2::<3, false>,
-    legacy_avx2::<4, false>,
-    legacy_avx2::<5, false>,
-    legacy_avx2::<6, false>,
-    legacy_avx2::<7, false>,
-    legacy_avx2::<8, false>,
-];
-static Q8_0_VNNI: [TileFn; MAX_TOKENS] = [
-    legacy_vnni::<1, false>,
-    legacy_vnni::<2, false>,
-    legacy_vnni::<3, false>,
-    legacy_vnni::<4, false>,
-    legacy_vnni::<5, false>,
-    legacy_vnni::<6, false>,
-    legacy_vnni::<7, false>,
-    legacy_vnni::<8, false>,
-];
-static Q5_0_AVX2: [TileFn; MAX_TOKENS] = [
-    legacy_avx2::<1, true>,
-    legacy_avx2::<2, true>,
-    legacy_avx2::<3, true>,
-    legacy_avx2::<4, true>,
-    legacy_avx2::<5, true>,
-    legacy_avx2::<6, true>,
-    legacy_avx2::<7, true>,
-    legacy_avx2::<8, true>,
-];
-static Q5_0_VNNI: [TileFn; MAX_TOKENS] = [
-    legacy_vnni::<1, true>,
-    legacy_vnni::<2, true>,
-    legacy_vnni::<3, true>,
-    legacy_vnni::<4, true>,
-    legacy_vnni::<5, true>,
-    legacy_vnni::<6, true>,
-    legacy_vnni::<7, true>,
-    legacy_vnni::<8, true>,
-];
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn legacy_ints_avx2<const Q5: bool>(
-    nb: usize,
-    w: *const u8,
-    a: *const u8,
-) -> Vec<[[i32; 2]; ROWS]> {
-    legacy_ints_with::<Q5, Avx2>(nb, w, a)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
-unsafe fn legacy_ints_vnni<const Q5: bool>(
-    nb: usize,
-    w: *const u8,
-    a: *const u8,
-) -> Vec<[[i32; 2]; ROWS]> {
-    legacy_ints_with::<Q5, Vnni>(nb, w, a)
+unsafe fn ints_vnni<L: Layout>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
+    ints_with::<Vnni, L>(nb, w, a)
 }
 
 #[inline(always)]
-unsafe fn legacy_ints_with<const Q5: bool, I: Isa>(
-    nb: usize,
-    w: *const u8,
-    a: *const u8,
-) -> Vec<[[i32; 2]; ROWS]> {
-    let pbb = if Q5 {
-        Q5_0X8_BLOCK_BYTES
-    } else {
-        Q8_0X8_BLOCK_BYTES
-    };
-    let mut out = vec![[[0i32; 2]; ROWS]; nb];
-    for (ib, o) in out.iter_mut().enumerate() {
-        let blk = a.add(ib * Q8_0_SIZE);
-        let mut c = [0u8; LEGACY_EXTRA];
-        legacy_prepare::<Q5, I>(blk, c.as_mut_ptr());
-        let dp = legacy_block_ints::<1, Q5, I>(w.add(ib * pbb), [blk.add(2)], [c.as_ptr()]);
-        let mut l = [0i32; 8];
-        _mm256_storeu_si256(l.as_mut_ptr() as *mut __m256i, dp[0]);
-        for r in 0..ROWS {
-            *o.get_mut(r).expect("8 rows") = [l[r], 0];
-        }
-    }
-    out
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn kq_ints_avx2<K: KBlock>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
-    kq_ints_with::<Avx2, K>(nb, w, a)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw")]
-unsafe fn kq_ints_vnni<K: KBlock>(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
-    kq_ints_with::<Vnni, K>(nb, w, a)
-}
-
-#[inline(always)]
-unsafe fn kq_ints_with<I: Isa, K: KBlock>(
+unsafe fn ints_with<I: Isa, L: Layout>(
     nb: usize,
     w: *const u8,
     a: *const u8,
 ) -> Vec<[[i32; 2]; ROWS]> {
     let mut out = vec![[[0i32; 2]; ROWS]; nb];
     for (ib, o) in out.iter_mut().enumerate() {
-        let blk = a.add(ib * Q8K_SIZE);
-        let mut ex = [0u8; Q4K_EXTRA];
-        K::prepare(blk, ex.as_mut_ptr());
-        let (isum, msum) = K::ints::<1, I>(w.add(ib * K::BLOCK_BYTES), [blk], [ex.as_ptr()]);
+        let blk = a.add(ib * L::ACT_BYTES);
+        let mut ex = [0u8; EXTRA_MAX];
+        L::prepare::<I>(blk, ex.as_mut_ptr());
+        let (isum, msum) = L::ints::<1, I>(w.add(ib * L::BLOCK_BYTES), [blk], [ex.as_ptr()]);
         let (mut li, mut lm) = ([0i32; 8], [0i32; 8]);
         _mm256_storeu_si256(li.as_mut_ptr() as *mut __m256i, isum[0]);
         _mm256_storeu_si256(lm.as_mut_ptr() as *mut __m256i, msum[0]);
@@ -810,14 +691,14 @@ pub(super) fn block_ints(
     // were detected.
     unsafe {
         Some(match (packed, v) {
-            (PackedType::Q4Kx8, true) => kq_ints_vnni::<Q4K>(nb, w, a),
-            (PackedType::Q4Kx8, false) => kq_ints_avx2::<Q4K>(nb, w, a),
-            (PackedType::Q6Kx8, true) => kq_ints_vnni::<Q6K>(nb, w, a),
-            (PackedType::Q6Kx8, false) => kq_ints_avx2::<Q6K>(nb, w, a),
-            (PackedType::Q8_0x8, true) => legacy_ints_vnni::<false>(nb, w, a),
-            (PackedType::Q8_0x8, false) => legacy_ints_avx2::<false>(nb, w, a),
-            (PackedType::Q5_0x8, true) => legacy_ints_vnni::<true>(nb, w, a),
-            (PackedType::Q5_0x8, false) => legacy_ints_avx2::<true>(nb, w, a),
+            (PackedType::Q4Kx8, true) => ints_vnni::<Q4K>(nb, w, a),
+            (PackedType::Q4Kx8, false) => ints_avx2::<Q4K>(nb, w, a),
+            (PackedType::Q6Kx8, true) => ints_vnni::<Q6K>(nb, w, a),
+            (PackedType::Q6Kx8, false) => ints_avx2::<Q6K>(nb, w, a),
+            (PackedType::Q8_0x8, true) => ints_vnni::<Legacy<false>>(nb, w, a),
+            (PackedType::Q8_0x8, false) => ints_avx2::<Legacy<false>>(nb, w, a),
+            (PackedType::Q5_0x8, true) => ints_vnni::<Legacy<true>>(nb, w, a),
+            (PackedType::Q5_0x8, false) => ints_avx2::<Legacy<true>>(nb, w, a),
         })
     }
 }
