@@ -15,6 +15,13 @@ fn ferromoe(args: &[&str]) -> std::process::Output {
         .expect("run ferromoe")
 }
 
+/// `ferromoe bench -m model args…`.
+fn bench(model: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["bench", "-m", model.to_str().unwrap()];
+    all.extend_from_slice(args);
+    ferromoe(&all)
+}
+
 fn ok(out: &std::process::Output, what: &str) {
     assert!(
         out.status.success(),
@@ -140,20 +147,10 @@ fn synth_v2_lite_small_has_the_shape_loads_and_runs() {
     assert!(sd > 1e-3, "logits are (nearly) constant: sd {sd}");
 
     // bench --json: llama-bench's fields, one object per test, positive rates.
-    let out = ferromoe(&[
-        "bench",
-        "-m",
-        path.to_str().unwrap(),
-        "-t",
-        "2",
-        "-p",
-        "8",
-        "-n",
-        "4",
-        "-r",
-        "2",
-        "--json",
-    ]);
+    let out = bench(
+        &path,
+        &["-t", "2", "-p", "8", "-n", "4", "-r", "2", "--json"],
+    );
     ok(&out, "bench");
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let arr = j.as_array().unwrap();
@@ -169,41 +166,30 @@ fn synth_v2_lite_small_has_the_shape_loads_and_runs() {
         assert_eq!(r["n_threads"], 2);
     }
     // --experts-per-token reaches the model.
-    let out = ferromoe(&[
-        "bench",
-        "-m",
-        path.to_str().unwrap(),
-        "-t",
-        "1",
-        "-p",
-        "0",
-        "-n",
-        "2",
-        "-r",
-        "1",
-        "--json",
-        "--experts-per-token",
-        "2",
-    ]);
+    let out = bench(
+        &path,
+        &[
+            "-t",
+            "1",
+            "-p",
+            "0",
+            "-n",
+            "2",
+            "-r",
+            "1",
+            "--json",
+            "--experts-per-token",
+            "2",
+        ],
+    );
     ok(&out, "bench --experts-per-token");
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j[0]["n_experts_used"], 2);
     // -d: the tests run after that many cached tokens (named like llama-bench's).
-    let out = ferromoe(&[
-        "bench",
-        "-m",
-        path.to_str().unwrap(),
-        "-t",
-        "2",
-        "-p",
-        "4",
-        "-n",
-        "2",
-        "-d",
-        "24",
-        "-r",
-        "1",
-    ]);
+    let out = bench(
+        &path,
+        &["-t", "2", "-p", "4", "-n", "2", "-d", "24", "-r", "1"],
+    );
     ok(&out, "bench -d");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -211,15 +197,7 @@ fn synth_v2_lite_small_has_the_shape_loads_and_runs() {
         "{table}"
     );
     // Sizes past the model's context are refused with a message, not an allocation abort.
-    let huge = ferromoe(&[
-        "bench",
-        "-m",
-        path.to_str().unwrap(),
-        "-p",
-        "100000000000",
-        "-n",
-        "0",
-    ]);
+    let huge = bench(&path, &["-p", "100000000000", "-n", "0"]);
     assert_eq!(huge.status.code(), Some(1), "bench -p huge");
     let err = String::from_utf8_lossy(&huge.stderr);
     assert!(err.contains("exceed the model's context length"), "{err}");
