@@ -45,6 +45,16 @@ pub(super) const Q8K_QS: usize = 4;
 pub(super) const Q8K_BSUMS: usize = 260;
 pub(super) const Q8K_SIZE: usize = 292;
 
+/// Quant `p` (0..256) of a Q8_K block.
+pub(super) fn q8k_quant(y: &[u8], p: usize) -> i32 {
+    y[Q8K_QS + p] as i8 as i32
+}
+
+/// `bsums[k]` (the sum of quants 16k..16k+16) of a Q8_K block.
+pub(super) fn q8k_bsum(y: &[u8], k: usize) -> i32 {
+    i16::from_le_bytes([y[Q8K_BSUMS + 2 * k], y[Q8K_BSUMS + 2 * k + 1]]) as i32
+}
+
 /// Q4_K's 12 packed bytes → 8 six-bit scales (bytes 0..8) and 8 mins (8..16), per ggml's
 /// `get_scale_min_k4`.
 fn k4_scales_mins(p: &[u8; 12]) -> [u8; 16] {
@@ -123,9 +133,8 @@ fn f16_at(b: &[u8], o: usize) -> f32 {
 /// The exact integers of one packed block × one Q8_K block, per row: `[isum, msum]` with
 /// `isum = Σ_s sc_s·Σ_{k<32} q[32s+k]·a[32s+k]`, `msum = Σ_s m_s·(bsums[2s] + bsums[2s+1])`.
 pub(super) fn block_ints(pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
-    let a = |p: usize| y[Q8K_QS + p] as i8 as i32;
-    let bsum =
-        |k: usize| i16::from_le_bytes([y[Q8K_BSUMS + 2 * k], y[Q8K_BSUMS + 2 * k + 1]]) as i32;
+    let a = |p: usize| q8k_quant(y, p);
+    let bsum = |k: usize| q8k_bsum(y, k);
     std::array::from_fn(|r| {
         let mut isum = 0i32;
         let mut msum = 0i32;

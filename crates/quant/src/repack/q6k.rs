@@ -28,7 +28,7 @@
 //! Definition per row and block: `isum = Σ_s sc_s · (Σ_{k<16} q[16s+k]·a[16s+k] −
 //! 32·bsums[s])` (= ggml's Σ sc·Σ (q − 32)·a, exactly), `acc = fma(d·d_a, isum, acc)`.
 
-use super::q4k::{kq_dot_scalar, kq_ints_scalar, Q8K_BSUMS, Q8K_QS};
+use super::q4k::{kq_dot_scalar, kq_ints_scalar, q8k_bsum, q8k_quant};
 use super::{each_row_block, each_row_block_back, ROWS};
 use crate::blocks::{BlockQ6K, Half};
 
@@ -112,9 +112,8 @@ fn value(pb: &[u8], r: usize, v: usize) -> i32 {
 
 /// The exact integers of one packed block × one Q8_K block, per row: `[isum, 0]`.
 pub(super) fn block_ints(pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
-    let a = |p: usize| y[Q8K_QS + p] as i8 as i32;
-    let bsum =
-        |k: usize| i16::from_le_bytes([y[Q8K_BSUMS + 2 * k], y[Q8K_BSUMS + 2 * k + 1]]) as i32;
+    let a = |p: usize| q8k_quant(y, p);
+    let bsum = |k: usize| q8k_bsum(y, k);
     std::array::from_fn(|r| {
         let mut isum = 0i32;
         for s in 0..16 {
