@@ -43,6 +43,14 @@ fn matrix(
         .collect()
 }
 
+/// `file` (`n_out` rows of `n_in` values of `ty`) repacked.
+fn repacked(ty: GgmlType, n_in: usize, n_out: usize, file: &[u8]) -> Vec<u8> {
+    let pt = PackedType::for_type(ty).unwrap();
+    let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
+    repack::repack(ty, n_in, n_out, file, &mut packed).unwrap();
+    packed
+}
+
 fn same_f32(a: f32, b: f32) -> bool {
     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
@@ -60,8 +68,7 @@ fn check_case(
     let (n_in, n_out) = (nb * ty.block_size(), groups * ROWS);
     let file = matrix(ty, n_out, nb, &mut rng, mode);
     let pt = PackedType::for_type(ty).unwrap();
-    let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
-    repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
+    let packed = repacked(ty, n_in, n_out, &file);
     let mut back = vec![0u8; file.len()];
     repack::unpack(ty, n_in, n_out, &packed, &mut back).unwrap();
     prop_assert!(back == file, "unpack(repack(x)) != x");
@@ -165,9 +172,7 @@ fn unpack_is_inverse_on_any_bytes() {
         let file: Vec<u8> = (0..n_out * (n_in / ty.block_size()) * ty.type_size())
             .map(|_| rand::Rng::random::<u8>(&mut rng))
             .collect();
-        let pt = PackedType::for_type(ty).unwrap();
-        let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
-        repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
+        let packed = repacked(ty, n_in, n_out, &file);
         let mut back = vec![0u8; file.len()];
         repack::unpack(ty, n_in, n_out, &packed, &mut back).unwrap();
         assert!(back == file, "{ty}");
@@ -181,8 +186,7 @@ fn q4kx8_unpack_is_inverse_on_any_bytes() {
     let file: Vec<u8> = (0..n_out * 2 * 144)
         .map(|_| rand::Rng::random::<u8>(&mut rng))
         .collect();
-    let mut packed = vec![0u8; PackedType::Q4Kx8.matrix_bytes(n_in, n_out).unwrap()];
-    repack::repack(TY, n_in, n_out, &file, &mut packed).unwrap();
+    let packed = repacked(TY, n_in, n_out, &file);
     let mut back = vec![0u8; file.len()];
     repack::unpack(TY, n_in, n_out, &packed, &mut back).unwrap();
     assert!(back == file);
@@ -232,8 +236,7 @@ fn multi_group_tiles_match_single_group() {
         let (n_in, n_out) = (nb * ty.block_size(), groups * ROWS);
         let file = matrix(ty, n_out, nb, &mut rng, Mode::Random);
         let pt = PackedType::for_type(ty).unwrap();
-        let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
-        repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
+        let packed = repacked(ty, n_in, n_out, &file);
         let gb = pt.group_bytes(n_in).unwrap();
         let acts: Vec<Vec<u8>> = (0..11)
             .map(|_| act_row(act, n_in, &mut rng, Mode::Random))
