@@ -45,14 +45,13 @@ impl KvCache {
             .checked_mul(std::mem::size_of::<f32>())
     }
 
-    /// An empty cache for up to `n_ctx` positions. The memory is reserved up front (the
-    /// OS supplies zeroed pages as positions are written). A context of 0 positions, or
-    /// one whose cache would exceed the machine's memory (RAM + swap), is an error that
-    /// says so, instead of an aborted allocation.
-    pub fn new(config: &Config, n_ctx: usize) -> Result<KvCache, ModelError> {
-        let (k_width, v_width) = KvCache::widths(config);
+    /// Checks that `copies` caches of `n_ctx` positions can exist, and returns the bytes of
+    /// one: at least one position, a size that does not overflow, and (where the OS says)
+    /// no more bytes in all than the machine's RAM + swap. The errors say which and what to
+    /// change.
+    pub fn check_size(config: &Config, n_ctx: usize, copies: usize) -> Result<usize, ModelError> {
         let per_position = KvCache::bytes_for(config, 1).unwrap_or(usize::MAX);
-        let gib = |b: f64| b / (1u64 << 30) as f64;
+        let per_layer = per_position / config.n_layer.max(1);
         if n_ctx == 0 {
             return Err(ModelError::Input(
                 "the context must hold at least one position (--ctx 0)".into(),
@@ -63,24 +62,39 @@ impl KvCache {
             .ok_or_else(|| {
                 ModelError::Input(format!(
                     "a context of {n_ctx} positions: its KV cache size overflows ({} layers × \
-                     {} bytes per position and layer); use a smaller --ctx",
+                     {per_layer} bytes per position and layer); use a smaller --ctx",
                     config.n_layer,
-                    per_position / config.n_layer.max(1),
                 ))
             })?;
         if let Some(have) = crate::sysmem::total_bytes() {
-            if bytes as u64 > have {
+            let need = bytes as u128 * copies as u128;
+            if need > have as u128 {
+                let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
+                let what = if copies == 1 {
+                    format!("a context of {n_ctx} positions needs")
+                } else {
+                    format!("{copies} KV caches of {n_ctx} positions need")
+                };
                 return Err(ModelError::Input(format!(
-                    "a context of {n_ctx} positions needs {:.1} GiB of KV cache ({} layers × \
-                     {} bytes per position and layer), more than this machine's {:.1} GiB of \
-                     memory (RAM + swap); use a smaller --ctx",
-                    gib(bytes as f64),
+                    "{what} {:.1} GiB of KV cache ({} layers × {per_layer} bytes per position \
+                     and layer), more than this machine's {:.1} GiB of memory (RAM + swap); \
+                     use a smaller --ctx",
+                    gib(need),
                     config.n_layer,
-                    per_position / config.n_layer.max(1),
-                    gib(have as f64),
+                    gib(have as u128),
                 )));
             }
         }
+        Ok(bytes)
+    }
+
+    /// An empty cache for up to `n_ctx` positions, after [`KvCache::check_size`]. The
+    /// memory is reserved up front (the OS supplies zeroed pages as positions are
+    /// written), so an impossible size is an error that says so instead of an aborted
+    /// allocation.
+    pub fn new(config: &Config, n_ctx: usize) -> Result<KvCache, ModelError> {
+        KvCache::check_size(config, n_ctx, 1)?;
+        let (k_width, v_width) = KvCache::widths(config);
         let layers = (0..config.n_layer)
             .map(|_| match config.mla {
                 Some(_) => LayerCache::Mla {

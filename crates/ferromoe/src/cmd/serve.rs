@@ -55,25 +55,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Every sequence gets a cache of n_ctx positions: a size that cannot be allocated is
     // refused here, with its message, rather than on the first request. Up to max_seqs
     // running and prefix_cache kept sequences hold one each (the OS supplies the pages as
-    // they are written, so this is the worst case, checked against RAM + swap; cgroup
-    // limits are not seen).
-    drop(engine.session(n_ctx)?);
-    let caches = args.max_seqs + args.prefix_cache.unwrap_or(args.max_seqs);
-    let per_cache = model::KvCache::bytes_for(&engine.model.config, n_ctx).unwrap_or(usize::MAX);
-    if let Some(have) = model::sysmem::total_bytes() {
-        let need = (per_cache as u128) * caches as u128;
-        if need > have as u128 {
-            let gib = |b: u128| b as f64 / (1u64 << 30) as f64;
-            anyhow::bail!(
-                "{caches} KV caches ({} running + kept sequences) of {n_ctx} positions need \
-                 {:.1} GiB, more than this machine's {:.1} GiB of memory (RAM + swap); use a \
-                 smaller --ctx, --max-seqs or --prefix-cache",
-                args.max_seqs,
-                gib(need),
-                gib(have as u128)
-            );
-        }
-    }
+    // they are written, so this is the worst case; cgroup limits are not seen).
+    let model_config = &engine.model.config;
+    model::KvCache::check_size(model_config, n_ctx, 1)?;
+    let kept = args.prefix_cache.unwrap_or(args.max_seqs);
+    model::KvCache::check_size(model_config, n_ctx, args.max_seqs + kept).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}, or fewer sequences (--max-seqs {} running + --prefix-cache {kept} kept)",
+            args.max_seqs
+        )
+    })?;
     let name = args.model_name.clone().unwrap_or_else(|| {
         let stem = args
             .model
