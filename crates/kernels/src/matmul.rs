@@ -1029,6 +1029,22 @@ mod tests {
                 })
                 .collect();
             bytemuck::cast_slice(&blocks).to_vec()
+        } else if !quant::can_quantize(ty) {
+            // No quantizer (IQ1_S, IQ1_M, TQ1_0, TQ2_0): random blocks (any bytes are valid),
+            // redrawn until their values are finite and of ordinary size.
+            let size = ty.type_size();
+            let mut b = vec![0u8; n / ty.block_size() * size];
+            let mut vals = vec![0f32; ty.block_size()];
+            for blk in b.chunks_exact_mut(size) {
+                loop {
+                    rng.fill(blk);
+                    quant::dequantize(ty, blk, &mut vals).unwrap();
+                    if vals.iter().all(|v| v.abs() < 4.0) && vals.iter().any(|&v| v != 0.0) {
+                        break;
+                    }
+                }
+            }
+            b
         } else {
             let src: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
             let mut b = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
@@ -1071,9 +1087,11 @@ mod tests {
         out
     }
 
-    const TYPES: [GgmlType; 9] = {
+    const TYPES: [GgmlType; 14] = {
         use GgmlType::*;
-        [F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K]
+        [
+            F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ1_S, IQ1_M, TQ1_0, TQ2_0, MXFP4,
+        ]
     };
 
     #[test]

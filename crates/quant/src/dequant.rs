@@ -11,13 +11,17 @@
 
 use crate::blocks::*;
 use crate::error::{QuantError, TypeList};
+use crate::iq1::{BlockIQ1M, BlockIQ1S};
+use crate::mxfp4::BlockMXFP4;
+use crate::ternary::{BlockTQ1_0, BlockTQ2_0};
 use crate::GgmlType;
 
 /// The types [`dequantize`] decodes, in ggml id order.
-pub const DEQUANTIZE_TYPES: [GgmlType; 15] = {
+pub const DEQUANTIZE_TYPES: [GgmlType; 20] = {
     use GgmlType::*;
     [
-        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, BF16,
+        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ1_S, IQ4_NL,
+        IQ4_XS, IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4,
     ]
 };
 
@@ -104,6 +108,11 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Quan
         Q6_K => dequantize_q6_k(cast_blocks(data)?, out),
         IQ4_NL => dequantize_iq4_nl(cast_blocks(data)?, out),
         IQ4_XS => dequantize_iq4_xs(cast_blocks(data)?, out),
+        IQ1_S => dequantize_iq1_s(cast_blocks(data)?, out),
+        IQ1_M => dequantize_iq1_m(cast_blocks(data)?, out),
+        TQ1_0 => dequantize_tq1_0(cast_blocks(data)?, out),
+        TQ2_0 => dequantize_tq2_0(cast_blocks(data)?, out),
+        MXFP4 => dequantize_mxfp4(cast_blocks(data)?, out),
         _ => Err(unsupported(ty)),
     }
 }
@@ -534,4 +543,14 @@ slice_decoder! {
     dequantize_iq4_nl: BlockIQ4NL, QK;
     /// IQ4_XS blocks → f32 (`out.len()` = 256 · blocks).
     dequantize_iq4_xs: BlockIQ4XS, QK_K;
+    /// IQ1_S blocks → f32 (`out.len()` = 256 · blocks).
+    dequantize_iq1_s: BlockIQ1S, QK_K;
+    /// IQ1_M blocks → f32 (`out.len()` = 256 · blocks).
+    dequantize_iq1_m: BlockIQ1M, QK_K;
+    /// TQ1_0 blocks → f32 (`out.len()` = 256 · blocks).
+    dequantize_tq1_0: BlockTQ1_0, QK_K;
+    /// TQ2_0 blocks → f32 (`out.len()` = 256 · blocks).
+    dequantize_tq2_0: BlockTQ2_0, QK_K;
+    /// MXFP4 blocks → f32 (`out.len()` = 32 · blocks).
+    dequantize_mxfp4: BlockMXFP4, QK;
 }

@@ -12,11 +12,18 @@ pub mod blocks;
 pub mod dequant;
 pub mod dot;
 pub mod error;
+pub mod iq1;
+mod iq1_grid;
+pub mod mxfp4;
 pub mod quantize;
 pub mod repack;
+pub mod ternary;
 
 pub use blocks::*;
 pub use dequant::*;
 pub use error::QuantError;
 pub use gguf::GgmlType;
+pub use iq1::{BlockIQ1M, BlockIQ1S};
+pub use mxfp4::{quantize_mxfp4, BlockMXFP4};
 pub use quantize::*;
+pub use ternary::{BlockTQ1_0, BlockTQ2_0};

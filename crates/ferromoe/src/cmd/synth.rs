@@ -38,7 +38,8 @@ pub struct Args {
     /// Vocabulary size (default: the real model's 102400 / 129280).
     #[arg(long)]
     vocab: Option<usize>,
-    /// Weight type mix: `Q4_K_M` (llama-quantize's choices), `Q8_0`, or `Q4_0`.
+    /// Weight type mix: `Q4_K_M` (llama-quantize's choices), `Q8_0`, `Q4_0`, or `MXFP4`
+    /// (llama-quantize's `MXFP4_MOE`: 3-D tensors MXFP4, every other matrix Q8_0).
     #[arg(long = "type", default_value = "Q4_K_M")]
     ty: String,
     /// Seed of the random weights (same seed, same file, whatever the thread count).
@@ -263,17 +264,22 @@ fn q4_k_m_type(name: &str, ne0: usize, layer: Option<usize>, s: &Shape) -> GgmlT
 fn weight_type(
     mix: &str,
     name: &str,
-    ne0: usize,
+    ne: &[usize],
     layer: Option<usize>,
     s: &Shape,
 ) -> anyhow::Result<GgmlType> {
+    let ne0 = ne[0];
     Ok(match mix {
         "Q4_K_M" => q4_k_m_type(name, ne0, layer, s),
         "Q8_0" => GgmlType::Q8_0,
+        // llama-quantize's MXFP4_MOE: tensors with a third dimension (the stacked experts,
+        // and deepseek2's per-head attn_k_b/attn_v_b) MXFP4, the rest Q8_0.
+        "MXFP4" if ne.get(2).is_some_and(|&n| n > 1) => GgmlType::MXFP4,
+        "MXFP4" => GgmlType::Q8_0,
         // llama-quantize's Q4_0 keeps the output matrix at Q6_K.
         "Q4_0" if name == "output.weight" && ne0.is_multiple_of(256) => GgmlType::Q6_K,
         "Q4_0" => GgmlType::Q4_0,
-        other => bail!("--type {other}: expected Q4_K_M, Q8_0 or Q4_0"),
+        other => bail!("--type {other}: expected Q4_K_M, Q8_0, Q4_0 or MXFP4"),
     })
 }
 
@@ -282,7 +288,8 @@ fn file_type(mix: &str) -> u32 {
     match mix {
         "Q4_K_M" => 15,
         "Q8_0" => 7,
-        _ => 2, // Q4_0
+        "MXFP4" => 38, // MXFP4_MOE
+        _ => 2,        // Q4_0
     }
 }
 
@@ -295,7 +302,7 @@ fn plan(s: &Shape, mix: &str) -> anyhow::Result<Vec<Planned>> {
                 Kind::Norm => (GgmlType::F32, Init::Ones),
                 Kind::F32(std) => (GgmlType::F32, Init::Normal(std)),
                 Kind::Weight => (
-                    weight_type(mix, &name, ne[0], layer, s)?,
+                    weight_type(mix, &name, &ne, layer, s)?,
                     Init::Normal(WEIGHT_STD),
                 ),
             };
@@ -799,6 +806,28 @@ mod tests {
         // Real V2-Lite (27 layers) has no q_lora_rank key at all.
         let md = metadata(&Shape::v2_lite(), "Q4_K_M", 1);
         assert!(md.get("deepseek2.attention.q_lora_rank").is_none());
+    }
+
+    #[test]
+    fn mxfp4_mix_follows_llama_quantize_mxfp4_moe() {
+        let mut s = Shape::v2_lite();
+        s.n_layer = 2;
+        let t = plan(&s, "MXFP4").unwrap();
+        for p in &t {
+            let three_d = p.spec.ne.get(2).is_some_and(|&n| n > 1);
+            let want = match p.spec.ty {
+                GgmlType::F32 => continue,
+                _ if three_d => GgmlType::MXFP4,
+                _ => GgmlType::Q8_0,
+            };
+            assert_eq!(p.spec.ty, want, "{}", p.spec.name);
+        }
+        let ty = |n: &str| t.iter().find(|p| p.spec.name == n).unwrap().spec.ty;
+        assert_eq!(ty("blk.1.ffn_down_exps.weight"), GgmlType::MXFP4);
+        assert_eq!(ty("blk.1.ffn_down_shexp.weight"), GgmlType::Q8_0);
+        assert_eq!(ty("output.weight"), GgmlType::Q8_0);
+        assert_eq!(file_type("MXFP4"), 38);
+        assert!(plan(&s, "IQ1_S").is_err(), "no quantizer: refused");
     }
 
     #[test]

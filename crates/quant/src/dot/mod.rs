@@ -2,8 +2,9 @@
 //! blocks, the inner loop of every matmul.
 //!
 //! Each supported weight type has an activation partner (the type the matmul quantizes
-//! its f32 input to, once per op): Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_1 for Q4_1/Q5_1
-//! (whose offset `m` needs the activation sums), Q8_K for the k-quants and IQ4_XS, and
+//! its f32 input to, once per op): Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL/MXFP4, Q8_1 for Q4_1/Q5_1
+//! (whose offset `m` needs the activation sums), Q8_K for the k-quants, IQ4_XS, IQ1_S/IQ1_M
+//! and TQ1_0/TQ2_0, and
 //! plain f32 for F32/F16/BF16 weights.
 //!
 //! Implementations of every pair ([`SimdPath`]):
@@ -43,18 +44,22 @@ use crate::GgmlType;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub mod iq1;
 mod layout;
+pub mod mxfp4;
 pub mod scalar;
+pub mod ternary;
 
 /// Most activation rows one kernel call handles ([`VecDot::dot_multi`] splits longer lists
 /// into groups of this size).
 pub const MAX_ROWS: usize = 4;
 
 /// The weight types [`vec_dot_for`] accepts, in ggml id order.
-pub const DOT_TYPES: [GgmlType; 15] = {
+pub const DOT_TYPES: [GgmlType; 20] = {
     use GgmlType::*;
     [
-        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, BF16,
+        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ1_S, IQ4_NL,
+        IQ4_XS, IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4,
     ]
 };
 
@@ -62,7 +67,7 @@ pub const DOT_TYPES: [GgmlType; 15] = {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DotError {
     /// No dot product for this weight type.
-    #[error("no dot product for weight type {0} (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS)")]
+    #[error("no dot product for weight type {0} (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, IQ1_S, IQ1_M, TQ1_0, TQ2_0, MXFP4)")]
     Unsupported(GgmlType),
     /// The row length is not a whole number of blocks.
     #[error("{ty}: {n} values is not a multiple of the block size {block_size}")]
@@ -90,9 +95,10 @@ pub fn act_type_for(weight: GgmlType) -> Option<GgmlType> {
     use GgmlType::*;
     Some(match weight {
         F32 | F16 | BF16 => F32,
-        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => Q8_0,
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | MXFP4 => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => Q8_K,
+        IQ1_S | IQ1_M | TQ1_0 | TQ2_0 => Q8_K,
         _ => return None,
     })
 }

@@ -38,6 +38,11 @@ pub(crate) fn kernel(weight: GgmlType) -> Option<ScalarFn> {
         Q5_K => dot_q5_k,
         Q6_K => dot_q6_k,
         IQ4_XS => dot_iq4_xs,
+        IQ1_S => super::iq1::dot_iq1_s,
+        IQ1_M => super::iq1::dot_iq1_m,
+        TQ1_0 => super::ternary::dot_tq1_0,
+        TQ2_0 => super::ternary::dot_tq2_0,
+        MXFP4 => super::mxfp4::dot_mxfp4,
         _ => return None,
     })
 }
@@ -500,7 +505,10 @@ pub fn dot_iq4_xs(w: &[u8], a: &[u8]) -> f32 {
 /// - Q3_K: `[Σ (sc − 32)·Σ q·a, 0]` (q ∈ −4..4);
 /// - Q4_K, Q5_K: `[Σ sc·Σ q·a, Σ m·bsums]`;
 /// - Q6_K: `[Σ sc·Σ (q − 32)·a, 0]`;
-/// - IQ4_XS: `[Σ (ls − 32)·Σ KVALUES[q]·a, 0]`.
+/// - IQ4_XS: `[Σ (ls − 32)·Σ KVALUES[q]·a, 0]`;
+/// - IQ1_S, IQ1_M: `[8·S + S_δ, 0]` (see `super::iq1`);
+/// - TQ1_0, TQ2_0: `[Σ (q − 1)·a, 0]`;
+/// - MXFP4: `[Σ KVALUES_MXFP4[q]·a, 0]`.
 ///
 /// Lengths must already be checked; `None` for float types.
 pub(crate) fn block_ints(weight: GgmlType, w: &[u8], a: &[u8]) -> Option<Vec<[i32; 2]>> {
@@ -551,6 +559,11 @@ pub(crate) fn block_ints(weight: GgmlType, w: &[u8], a: &[u8]) -> Option<Vec<[i3
             let subs = subs_iq4_xs(x, y);
             [(0..8).map(|ib| (ls[ib] as i32 - 32) * subs[ib]).sum(), 0]
         }),
+        IQ1_S => super::iq1::ints_iq1_s(w, a),
+        IQ1_M => super::iq1::ints_iq1_m(w, a),
+        TQ1_0 => super::ternary::ints_tq1_0(w, a),
+        TQ2_0 => super::ternary::ints_tq2_0(w, a),
+        MXFP4 => super::mxfp4::ints_mxfp4(w, a),
         _ => return None,
     })
 }

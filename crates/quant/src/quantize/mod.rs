@@ -1,7 +1,7 @@
 //! Quantization: f32 → ggml blocks.
 //!
 //! Two families with different goals:
-//! - **weights** ([`weights`]: Q8_0, Q4_0, Q4_K, Q5_K, Q6_K): ports of ggml's reference
+//! - **weights** ([`weights`]: Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; MXFP4 in [`crate::mxfp4`]): ports of ggml's reference
 //!   quantizers (`quantize_row_*_ref`, what `llama-quantize` runs when given no importance
 //!   matrix), including the k-quants' scale searches, evaluated in f32 in ggml's order so
 //!   that our files match llama-quantize's bit for bit;
@@ -25,10 +25,10 @@ pub use weights::*;
 
 /// The types [`quantize`] produces. Q8_0 is the weight quantizer (ggml's reference, as
 /// llama-quantize); Q8_1 and Q8_K are the activation quantizers.
-pub const QUANTIZE_TYPES: [GgmlType; 11] = {
+pub const QUANTIZE_TYPES: [GgmlType; 12] = {
     use GgmlType::*;
     [
-        F32, F16, Q4_0, Q5_0, Q8_0, Q8_1, Q4_K, Q5_K, Q6_K, Q8_K, BF16,
+        F32, F16, Q4_0, Q5_0, Q8_0, Q8_1, Q4_K, Q5_K, Q6_K, Q8_K, BF16, MXFP4,
     ]
 };
 
@@ -107,6 +107,7 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
         Q4_K => quantize_q4_k(src, bytemuck::cast_slice_mut(dst))?,
         Q5_K => quantize_q5_k(src, bytemuck::cast_slice_mut(dst))?,
         Q6_K => quantize_q6_k(src, bytemuck::cast_slice_mut(dst))?,
+        MXFP4 => crate::mxfp4::quantize_mxfp4(src, bytemuck::cast_slice_mut(dst))?,
         Q8_K => {
             // BlockQ8K holds an f32 (alignment 4) and `dst` may be unaligned: go through
             // one block on the stack.

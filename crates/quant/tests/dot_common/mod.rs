@@ -229,6 +229,14 @@ pub fn dequant_weights(ty: GgmlType, row: &[u8]) -> (Vec<f64>, Vec<f64>) {
             }
             return (main, off);
         }
+        IQ1_S | IQ1_M | TQ1_0 | TQ2_0 | MXFP4 => {
+            // The crate's own decoder, itself checked bit for bit against gguf-py
+            // (tests/dequant_lowbit.rs).
+            let n = row.len() / ty.type_size() * ty.block_size();
+            let mut v = vec![0f32; n];
+            quant::dequantize(ty, row, &mut v).unwrap();
+            return (v.iter().map(|&x| x as f64).collect(), vec![0.0; n]);
+        }
         _ => {}
     }
     for b in row.chunks_exact(ty.type_size()) {

@@ -11,7 +11,7 @@ use super::*;
 
 /// `d_w · d_a` broadcast, for a weight f16 at `wd` and a Q8_K block at `y`.
 #[inline(always)]
-unsafe fn kscale(wd: __m256, y: *const u8) -> __m256 {
+pub(super) unsafe fn kscale(wd: __m256, y: *const u8) -> __m256 {
     _mm256_mul_ps(wd, _mm256_set1_ps(f32_at(y)))
 }
 

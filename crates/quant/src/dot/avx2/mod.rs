@@ -82,6 +82,11 @@ pub(super) fn kernels(weight: GgmlType, vnni: bool) -> Option<&'static RowsFns> 
         Q5_K => &Q5_K_FNS[v],
         Q6_K => &Q6_K_FNS[v],
         IQ4_XS => &IQ4_XS_FNS[v],
+        IQ1_S => &iq1::IQ1_S_FNS[v],
+        IQ1_M => &iq1::IQ1_M_FNS[v],
+        TQ1_0 => &ternary::TQ1_0_FNS[v],
+        TQ2_0 => &ternary::TQ2_0_FNS[v],
+        MXFP4 => &mxfp4::MXFP4_FNS[v],
         _ => return None,
     })
 }
@@ -123,6 +128,11 @@ pub(super) fn block_ints(
             Q5_K => pick!(Q5_KK),
             Q6_K => pick!(Q6_KK),
             IQ4_XS => pick!(IQ4_XSK),
+            IQ1_S => pick!(iq1::IQ1_SK),
+            IQ1_M => pick!(iq1::IQ1_MK),
+            TQ1_0 => pick!(ternary::TQ1_0K),
+            TQ2_0 => pick!(ternary::TQ2_0K),
+            MXFP4 => pick!(mxfp4::MXFP4K),
             _ => return None,
         })
     }
@@ -533,5 +543,8 @@ unsafe fn iq4_table() -> __m256i {
 
 // The kernels themselves (after `fns!`, which they use).
 mod float;
+mod iq1;
 mod kquants;
 mod legacy;
+mod mxfp4;
+mod ternary;
