@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 fn f16_fields(ty: GgmlType) -> &'static [usize] {
     use GgmlType::*;
     match ty {
-        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS | IQ1_S => &[0],
+        TQ1_0 => &[52],
+        TQ2_0 => &[64],
         Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
         Q2_K => &[80, 82],
         Q3_K => &[108],
@@ -62,6 +64,17 @@ fn weights(ty: GgmlType, n: usize, rows: usize, rng: &mut Lcg) -> Vec<u8> {
             for blk in out.chunks_exact_mut(bs) {
                 for &o in f16_fields(ty) {
                     blk[o..o + 2].copy_from_slice(&h);
+                }
+                // Scales stored outside an f16 field: MXFP4's E8M0 byte (2^(e − 128)), IQ1_M's
+                // f16 spread over the top nibbles of its 4 scale words.
+                if ty == GgmlType::MXFP4 {
+                    blk[0] = 121;
+                }
+                if ty == GgmlType::IQ1_M {
+                    for k in 0..4 {
+                        let nib = (u16::from_le_bytes(h) >> (4 * k)) as u8 & 0xf;
+                        blk[49 + 2 * k] = (blk[49 + 2 * k] & 0x0f) | (nib << 4);
+                    }
                 }
                 if ty == GgmlType::Q8_0 {
                     blk[2..]

@@ -49,56 +49,28 @@ impl Kernel for TQ2_0K {
     }
 }
 
-/// `vpmullw` multipliers for [`trits`]: the even and odd bytes' powers of 3 (`m_even << 8`,
-/// `m_odd`) per 16-bit lane, for a 32-byte vector whose byte j is multiplied by `pow[j]`.
-#[inline(always)]
-unsafe fn trit_muls(pow: [u8; 32]) -> (__m256i, __m256i) {
-    let even: [i16; 16] = std::array::from_fn(|k| ((pow[2 * k] as u16) << 8) as i16);
-    let odd: [i16; 16] = std::array::from_fn(|k| pow[2 * k + 1] as i16);
-    (
-        _mm256_loadu_si256(even.as_ptr() as *const __m256i),
-        _mm256_loadu_si256(odd.as_ptr() as *const __m256i),
-    )
+/// `3·x mod 256` per byte (two byte adds: the next power of 3 of a TQ1_0 byte). The result
+/// passes through an empty `asm!`, so LLVM sees an unknown value: it would otherwise fold
+/// the chains of adds into 16-bit zmm multiplies with widening and narrowing (~2× slower).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn times3(x: __m256i) -> __m256i {
+    let mut r = _mm256_add_epi8(_mm256_add_epi8(x, x), x);
+    // SAFETY: an empty instruction sequence; it only hides the value from the optimiser.
+    std::arch::asm!("/* {r} */", r = inout(ymm_reg) r, options(pure, nomem, nostack, preserves_flags));
+    r
 }
 
-/// Trits of 32 TQ1_0 bytes: byte j → `((x_j·pow_j mod 256)·3) >> 8` ∈ 0..=2, with the
-/// multipliers from [`trit_muls`]. In 16-bit lanes: the even byte times `m << 8` leaves
-/// `(x·m mod 256) << 8`, the odd byte (in place) times m likewise; `vpmulhuw` by 3 then
-/// gives `((x·m mod 256)·3) >> 8` in the low byte.
+/// Trit of each byte q = `x·3^l mod 256`: `(q·3) >> 8` ∈ 0..=2, i.e. [q ≥ 86] + [q ≥ 171]
+/// (3·85 < 256 ≤ 3·86, 3·170 < 512 ≤ 3·171). Unsigned compares as signed ones on q − 128;
+/// the two masks (0 or −1) add to −trit, and `vpabsb` makes it the unsigned byte the
+/// `vpmaddubsw`/`vpdpbusd` dots take.
 #[inline(always)]
-unsafe fn trits(x: __m256i, mul: (__m256i, __m256i)) -> __m256i {
-    let lo = _mm256_set1_epi16(0x00ff);
-    let three = _mm256_set1_epi16(3);
-    let e = _mm256_mullo_epi16(_mm256_and_si256(x, lo), mul.0);
-    let o = _mm256_mullo_epi16(_mm256_andnot_si256(lo, x), mul.1);
-    let te = _mm256_mulhi_epu16(e, three);
-    let to = _mm256_mulhi_epu16(o, three);
-    _mm256_or_si256(te, _mm256_slli_epi16::<8>(to))
-}
-
-/// The multiplier pairs of the TQ1_0 kernel: 0..5 = 3^l for all 32 bytes; 5, 6 = lanes
-/// (3^l, 3^(l+1)) for l = 0, 2; 7 = low lane 3^4 (the last `qs` trit), high lane the `qh`
-/// bytes repeated 4 times with 1, 3, 9, 27.
-struct TritMuls([(__m256i, __m256i); 8]);
-
-#[inline(always)]
-unsafe fn tq1_muls() -> TritMuls {
-    let mut m = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 8];
-    const P: [u8; 5] = crate::ternary::POW3;
-    for (l, v) in m.iter_mut().enumerate().take(5) {
-        *v = trit_muls([P[l]; 32]);
-    }
-    for (k, l) in [(5, 0), (6, 2)] {
-        m[k] = trit_muls(std::array::from_fn(|j| P[l + j / 16]));
-    }
-    m[7] = trit_muls(std::array::from_fn(|j| {
-        if j < 16 {
-            P[4]
-        } else {
-            P[(j - 16) / 4]
-        }
-    }));
-    TritMuls(m)
+unsafe fn trits(q: __m256i) -> __m256i {
+    let s = _mm256_xor_si256(q, _mm256_set1_epi8(-128));
+    let ge86 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8((86i32 - 128 - 1) as i8));
+    let ge171 = _mm256_cmpgt_epi8(s, _mm256_set1_epi8((171i32 - 128 - 1) as i8));
+    _mm256_abs_epi8(_mm256_add_epi8(ge86, ge171))
 }
 
 pub(super) struct TQ1_0K;
@@ -116,23 +88,35 @@ impl Kernel for TQ1_0K {
         s: &mut S,
     ) {
         let x = &*(w as *const BlockTQ1_0);
-        let m = tq1_muls();
+        // q = x·3^l mod 256 for each vector, by repeated ×3 (see `BlockTQ1_0` for the
+        // order): values 0..160 from qs[0..32] (l = 0..5); 160..224 from qs[32..48], two
+        // powers per vector (low lane 3^l, high lane 3^(l+1)); 224..240 from its 3^4 with
+        // the 16 qh values 240..256 (4 bytes × 3^0..3^4, a power per dword) in the high lane.
         let q0 = load(x.qs.as_ptr());
-        let q1 = _mm256_broadcastsi128_si256(load128(x.qs.as_ptr().add(32)));
-        let qh = std::ptr::read_unaligned(x.qh.as_ptr() as *const i32);
-        let q2 = _mm256_inserti128_si256::<1>(q1, _mm_set1_epi32(qh));
-        // The 8 vectors of 32 trits, in value order (see `BlockTQ1_0`): values 0..160 from
-        // qs[0..32], 160..224 from qs[32..48] (two trits per vector), 224..240 from its
-        // last trit with the 16 qh values 240..256 in the high lane.
+        let q1 = times3(q0);
+        let q2 = times3(q1);
+        let q3 = times3(q2);
+        let q4 = times3(q3);
+        let y = _mm256_broadcastsi128_si256(load128(x.qs.as_ptr().add(32)));
+        let y5 = _mm256_blend_epi32::<0xf0>(y, times3(y));
+        let y6 = times3(times3(y5));
+        let h1 = _mm256_set1_epi32(std::ptr::read_unaligned(x.qh.as_ptr() as *const i32));
+        let h3 = times3(h1);
+        let h9 = times3(h3);
+        let h = _mm256_blend_epi32::<0x20>(h1, h3);
+        let h = _mm256_blend_epi32::<0x40>(h, h9);
+        let h = _mm256_blend_epi32::<0x80>(h, times3(h9));
+        let y7 = _mm256_blend_epi32::<0xf0>(times3(times3(y6)), h);
+        // (Not `.map(trits)`: a closure does not inherit the target features.)
         let vecs = [
-            trits(q0, m.0[0]),
-            trits(q0, m.0[1]),
-            trits(q0, m.0[2]),
-            trits(q0, m.0[3]),
-            trits(q0, m.0[4]),
-            trits(q1, m.0[5]),
-            trits(q1, m.0[6]),
-            trits(q2, m.0[7]),
+            trits(q0),
+            trits(q1),
+            trits(q2),
+            trits(q3),
+            trits(q4),
+            trits(y5),
+            trits(y6),
+            trits(y7),
         ];
         let mut sumi = [_mm256_setzero_si256(); N];
         for (v, t) in vecs.iter().enumerate() {
