@@ -142,6 +142,14 @@ fn make_weights(ty: GgmlType, n_in: usize, n_out: usize, rng: &mut XorShift) -> 
             let src: Vec<f32> = (0..n_in * n_out).map(|_| rng.f32()).collect();
             quant::quantize(ty, &src, &mut w).unwrap();
         }
+        GgmlType::MXFP4 => {
+            // Random bytes, but E8M0 scales of ordinary size: a random exponent makes ~1 in
+            // 10 blocks' products f32 subnormals, which run several times slower.
+            rng.fill(&mut w);
+            for (i, b) in w.iter_mut().step_by(17).enumerate() {
+                *b = 121 + (i % 12) as u8;
+            }
+        }
         _ => rng.fill(&mut w),
     }
     w
@@ -255,7 +263,9 @@ fn main() {
         vec![GgmlType::Q4_K, GgmlType::Q8_0]
     } else {
         use GgmlType::*;
-        vec![Q4_K, Q8_0, Q4_0, Q5_K, Q6_K, Q3_K, Q2_K, IQ4_XS, F16]
+        vec![
+            Q4_K, Q8_0, Q4_0, Q5_K, Q6_K, Q3_K, Q2_K, IQ4_XS, F16, IQ1_S, IQ1_M, TQ1_0, TQ2_0, MXFP4,
+        ]
     };
     let shapes = [(2048usize, 1408usize), (7168, 2048), (2048, 102400)];
     let mut rng = XorShift(42);

@@ -127,6 +127,24 @@ static IQ1M_WORDS: Masks = {
     Masks(m)
 };
 
+/// For the 4 delta bits of an IQ1_M sub-block (bit l: group l has δ = −1): 2 in the bytes
+/// of the groups with δ = +1, 0 elsewhere.
+#[repr(align(32))]
+struct Plus2([[u8; 32]; 16]);
+static PLUS2: Plus2 = {
+    let mut t = [[0u8; 32]; 16];
+    let mut bits = 0;
+    while bits < 16 {
+        let mut i = 0;
+        while i < 32 {
+            t[bits][i] = if bits >> (i / 8) & 1 == 0 { 2 } else { 0 };
+            i += 1;
+        }
+        bits += 1;
+    }
+    Plus2(t)
+};
+
 pub(super) struct IQ1_MK;
 fns!(IQ1_M_FNS, IQ1_MK);
 impl Kernel for IQ1_MK {
@@ -161,21 +179,19 @@ impl Kernel for IQ1_MK {
         let hi8 = _mm256_permute2x128_si256::<0x11>(ls, ls);
         let coef = _mm256_mullo_epi16(ls, _mm256_set1_epi16(-9));
         let mut sumi = [_mm256_setzero_si256(); N];
-        const TWO: u64 = 0x0202_0202_0202_0202;
         for j in 0..8 {
             let h = u16::from_le_bytes([x.qh[2 * j], x.qh[2 * j + 1]]) as usize;
             let q = x.qs.as_ptr().add(4 * j);
-            // Group l: index bits from nibble l of h, +2 per byte where its bit 3 is clear.
-            let e = |l: usize, idx: usize| -> i64 {
-                let plus = (((h >> (4 * l + 3)) & 1) ^ 1) as u64 * TWO;
-                entry(&GRID_X8, idx).wrapping_add(plus as i64)
-            };
+            // Group l: index bits from nibble l of h; +2 per byte where its bit 3 is clear
+            // (δ = +1), added from a table indexed by the 4 delta bits.
             let g = _mm256_set_epi64x(
-                e(3, *q.add(3) as usize | (h >> 4) & 0x700),
-                e(2, *q.add(2) as usize | h & 0x700),
-                e(1, *q.add(1) as usize | (h << 4) & 0x700),
-                e(0, *q as usize | (h << 8) & 0x700),
+                entry(&GRID_X8, *q.add(3) as usize | (h >> 4) & 0x700),
+                entry(&GRID_X8, *q.add(2) as usize | h & 0x700),
+                entry(&GRID_X8, *q.add(1) as usize | (h << 4) & 0x700),
+                entry(&GRID_X8, *q as usize | (h << 8) & 0x700),
             );
+            let bits = (h >> 3) & 1 | (h >> 6) & 2 | (h >> 9) & 4 | (h >> 12) & 8;
+            let g = _mm256_add_epi8(g, load(PLUS2.0[bits].as_ptr()));
             let scale = scale_pair(lo8, hi8, j);
             for r in 0..N {
                 // 8g + 9 + δ ∈ 0..=18: pairs ≤ 18·128·2; scale ≤ 15.
