@@ -264,7 +264,8 @@ fn main() {
     } else {
         use GgmlType::*;
         vec![
-            Q4_K, Q8_0, Q4_0, Q5_K, Q6_K, Q3_K, Q2_K, IQ4_XS, F16, IQ1_S, IQ1_M, TQ1_0, TQ2_0, MXFP4,
+            Q4_K, Q8_0, Q4_0, Q5_K, Q6_K, Q3_K, Q2_K, IQ4_XS, F16, IQ1_S, IQ1_M, TQ1_0, TQ2_0,
+            MXFP4,
         ]
     };
     let shapes = [(2048usize, 1408usize), (7168, 2048), (2048, 102400)];
