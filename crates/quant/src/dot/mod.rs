@@ -29,7 +29,8 @@
 //! Input contracts (what the activation quantizers and ggml's weight quantizers guarantee;
 //! any bytes are memory-safe, but outside these scalar and SIMD may disagree):
 //! - Q8_K `bsums` are the sums of each 16 `qs` (both paths take the k-quant mins from them,
-//!   and the AVX2 Q3_K/Q6_K kernels also their −4/−32 offsets);
+//!   and the AVX2 Q3_K/Q6_K kernels also their −4/−32 offsets, the AVX2 TQ1_0/TQ2_0 kernels
+//!   their −1 and the AVX2 IQ1_S/IQ1_M kernels their unsigned-grid offsets and IQ1_S's deltas);
 //! - Q8_1 `s` is used as stored (ggml's definition: `d·Σq` rounded to f16);
 //! - Q8_0 *weights* lie in −127..=127 (the quantizer's range; −128 breaks the AVX2 sign
 //!   trick). Activations may use the full −128..=127.
