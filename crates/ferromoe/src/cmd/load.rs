@@ -7,7 +7,7 @@ use engine::{Engine, LoadOptions, LoadProgress};
 /// Options every model-running subcommand takes.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// The GGUF model file.
+    /// The GGUF model file (of a split set, any part: the others are found by their names).
     #[arg(long, short = 'm')]
     pub model: PathBuf,
     /// Worker threads (default: the number of physical cores).
