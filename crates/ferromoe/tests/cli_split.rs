@@ -217,3 +217,37 @@ fn synth_writes_a_split_set_that_loads() {
     assert!(v.iter().all(|x| x.is_finite()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn load_summary_shows_tiers_and_a_tight_budget_keeps_experts_mapped() {
+    let dir = scratch("budget");
+    let first = part(0);
+    let run = |extra: &[&str]| {
+        let out = dir.join("l.npy");
+        let mut args = vec!["logits", "-m", first.to_str().unwrap(), "--tokens", "1,2,3"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-o", out.to_str().unwrap()]);
+        let o = ferromoe(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (_, v) = read_npy_f32(&out);
+        assert!(v.iter().all(|x| x.is_finite()));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let roomy = run(&[]);
+    assert!(roomy.contains("in 3 parts (usable memory"), "{roomy}");
+    assert!(
+        roomy.contains("  repacked (anonymous memory): 22 tensors"),
+        "{roomy}"
+    );
+    assert!(roomy.contains("  mapped (page cache): "), "{roomy}");
+    assert!(!roomy.contains("warning:"), "{roomy}");
+    // 24 MiB: ~10.7 MiB reserved, a 12 MiB margin, room for part of the 2.1 MiB repack.
+    let tight = run(&["--memory-budget", "24M"]);
+    assert!(
+        tight.contains("warning: memory: repacking every weight needs")
+            && tight.contains("routed experts")
+            && tight.contains("--memory-budget 24.00 MiB"),
+        "{tight}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
