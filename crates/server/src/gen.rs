@@ -89,6 +89,26 @@ impl GenParams {
     }
 }
 
+/// The roles a message may have. OpenAI's `developer` is its newer name for `system`
+/// (chat templates know only `system`). Anything else — a misspelt or empty role — would
+/// be rendered into the prompt as the template sees fit, so it is refused.
+pub(crate) fn check_role(
+    role: &str,
+    index: usize,
+    flavor: Flavor,
+) -> Result<&'static str, ApiError> {
+    match role {
+        "system" | "developer" => Ok("system"),
+        "user" => Ok("user"),
+        "assistant" => Ok("assistant"),
+        "tool" => Ok("tool"),
+        other => Err(ApiError::bad_request(format!(
+            "messages[{index}].role: '{other}' is not a role (system, developer, user, assistant, tool)"
+        ))
+        .with_flavor(flavor)),
+    }
+}
+
 /// Renders a conversation with the model's chat template.
 pub(crate) fn render_chat(
     st: &AppState,

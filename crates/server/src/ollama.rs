@@ -157,10 +157,11 @@ pub(crate) async fn chat(
         return Ok(json_ok(json!({"model": model, "created_at": rfc3339_now(),
             "message": {"role": "assistant", "content": ""}, "done_reason": "load", "done": true})));
     }
-    let conversation: Vec<ChatMessage> = messages
-        .into_iter()
-        .map(|m| ChatMessage::new(m.role, m.content))
-        .collect();
+    let mut conversation = Vec::with_capacity(messages.len());
+    for (i, m) in messages.into_iter().enumerate() {
+        let role = gen::check_role(&m.role, i, FLAVOR)?;
+        conversation.push(ChatMessage::new(role, m.content));
+    }
     let text = gen::render_chat(&st, &conversation, FLAVOR)?;
     let prompt = gen::tokenize(&st, text, false, FLAVOR).await?;
     let run = gen::start(

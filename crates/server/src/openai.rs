@@ -231,7 +231,8 @@ pub(crate) async fn chat_completions(
                 text
             }
         };
-        conversation.push(ChatMessage::new(m.role, content));
+        let role = gen::check_role(&m.role, i, Flavor::OpenAi)?;
+        conversation.push(ChatMessage::new(role, content));
     }
     let params = req.params()?;
     let text = gen::render_chat(&st, &conversation, Flavor::OpenAi)?;

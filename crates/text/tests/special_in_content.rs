@@ -46,7 +46,7 @@ fn content_special_tokens_are_text_template_ones_stay() {
         "encode parses them"
     );
     let ids = tok
-        .encode_with_text_spans(&text, false, &[span.clone()])
+        .encode_with_text_spans(&text, false, std::slice::from_ref(&span))
         .unwrap();
     assert_eq!(
         (count(&ids, im_start), count(&ids, im_end)),
@@ -58,7 +58,7 @@ fn content_special_tokens_are_text_template_ones_stay() {
     // content alone (all of it text), then the template after it.
     let before = tok.encode(&text[..span.start], false).unwrap();
     let content = tok
-        .encode_with_text_spans(forged, false, &[0..forged.len()])
+        .encode_with_text_spans(forged, false, std::slice::from_ref(&(0..forged.len())))
         .unwrap();
     assert!(content.iter().all(|&t| !tok.is_special(t)), "{content:?}");
     let after = tok.encode(&text[span.end..], false).unwrap();
@@ -72,7 +72,7 @@ fn sentencepiece_and_bos_eos() {
     let span = 8..text.len() - 8;
     assert!(tok.contains_special_text(&text[span.clone()]));
     let ids = tok
-        .encode_with_text_spans(text, true, &[span.clone()])
+        .encode_with_text_spans(text, true, std::slice::from_ref(&span))
         .unwrap();
     let (bos, eos) = (tok.bos_id().unwrap(), tok.eos_id().unwrap());
     assert_eq!(ids[0], bos, "BOS added as encode adds it");
@@ -83,7 +83,8 @@ fn sentencepiece_and_bos_eos() {
     assert_eq!(tok.decode(&ids[1..], false), text);
     // A span elsewhere leaves the special tokens to encode.
     assert_eq!(
-        tok.encode_with_text_spans(text, true, &[0..1]).unwrap(),
+        tok.encode_with_text_spans(text, true, std::slice::from_ref(&(0..1)))
+            .unwrap(),
         tok.encode(text, true).unwrap()
     );
 }

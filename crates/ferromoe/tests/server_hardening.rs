@@ -1,0 +1,147 @@
+//! Issue 16's error contract: bytes after the JSON body and unknown or empty roles are
+//! 400s (in each API's shape), `bearer` is as good as `Bearer`, and a 503 says when to
+//! retry.
+
+mod server_common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::json;
+use server_common::{Response, Server};
+
+const KEY: &str = "sk-hardening";
+
+fn post(server: &Server, path: &str, scheme: &str, body: &[u8]) -> Response {
+    let auth = format!("{scheme} {KEY}");
+    server.request(
+        "POST",
+        path,
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &auth),
+        ],
+        body,
+    )
+}
+
+fn error_message(r: &Response, status: u16, ollama: bool) -> String {
+    assert_eq!(r.status, status, "{}", r.body);
+    let e = &r.json()["error"];
+    let m = if ollama {
+        e.as_str()
+    } else {
+        e["message"].as_str()
+    };
+    m.unwrap_or_else(|| panic!("not the API's error shape: {}", r.body))
+        .to_string()
+}
+
+#[test]
+fn trailing_bytes_bad_roles_bearer_case_and_retry_after() {
+    let server = Server::start(&[
+        "--max-seqs",
+        "1",
+        "--queue",
+        "0",
+        "--ctx",
+        "2048",
+        "--api-key",
+        KEY,
+    ]);
+    let ok = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+
+    // The scheme is case-insensitive.
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = post(
+            &server,
+            "/v1/chat/completions",
+            scheme,
+            ok.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{scheme}: {}", r.body);
+    }
+    assert_eq!(
+        post(&server, "/v1/chat/completions", "Basic", b"{}").status,
+        401
+    );
+
+    // Trailing bytes after the JSON value; trailing whitespace is fine.
+    for (path, ollama) in [("/v1/chat/completions", false), ("/api/chat", true)] {
+        let body = format!("{ok} garbage");
+        let m = error_message(&post(&server, path, "Bearer", body.as_bytes()), 400, ollama);
+        assert!(
+            m.contains("malformed JSON") && m.contains("trailing"),
+            "{m}"
+        );
+        let body = format!("{ok}{ok}");
+        error_message(&post(&server, path, "Bearer", body.as_bytes()), 400, ollama);
+        let mut body = ok.clone();
+        body["stream"] = json!(false);
+        let r = post(&server, path, "Bearer", format!("{body} \r\n").as_bytes());
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+    }
+
+    // Unknown and empty roles are refused, not rendered into the prompt.
+    for role in ["", "admin", "User", "system\n"] {
+        let body = json!({"messages": [{"role": role, "content": "hi"}], "max_tokens": 2, "stream": false});
+        for (path, ollama) in [("/v1/chat/completions", false), ("/api/chat", true)] {
+            let r = post(&server, path, "Bearer", body.to_string().as_bytes());
+            let m = error_message(&r, 400, ollama);
+            assert!(m.contains("messages[0].role"), "{role:?} on {path}: {m}");
+        }
+    }
+    // `developer` is OpenAI's name for `system`; `tool` is a role too.
+    let body = json!({"messages": [{"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": "hi"}], "max_tokens": 2});
+    let r = post(
+        &server,
+        "/v1/chat/completions",
+        "Bearer",
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // The only slot busy, no queue: 503 with Retry-After.
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let long = json!({"messages": [{"role": "user", "content": "Count."}], "max_tokens": 1900,
+        "ignore_eos": true, "stream": true})
+    .to_string();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{long}",
+        server.addr,
+        long.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    while !line.contains("\"content\"") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
+    }
+    let r = post(
+        &server,
+        "/v1/chat/completions",
+        "Bearer",
+        ok.to_string().as_bytes(),
+    );
+    error_message(&r, 503, false);
+    assert_eq!(
+        r.header("retry-after").as_deref(),
+        Some("1"),
+        "{}",
+        r.headers
+    );
+    let r = post(&server, "/api/chat", "Bearer", ok.to_string().as_bytes());
+    error_message(&r, 503, true);
+    assert_eq!(
+        r.header("retry-after").as_deref(),
+        Some("1"),
+        "{}",
+        r.headers
+    );
+}
