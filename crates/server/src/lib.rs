@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub prefix_cache: Option<usize>,
     /// Size of the model file in bytes (for `/api/tags`).
     pub file_size: u64,
+    /// Special-token text in message contents is read as control tokens (the old,
+    /// unsafe behaviour: a user's `<|im_end|>` can forge a turn); off by default.
+    pub special_in_content: bool,
 }
 
 impl ServerConfig {
@@ -70,6 +73,7 @@ impl ServerConfig {
             queue: None,
             prefix_cache: None,
             file_size: 0,
+            special_in_content: false,
         }
     }
 }

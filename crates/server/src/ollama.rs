@@ -162,8 +162,7 @@ pub(crate) async fn chat(
         let role = gen::check_role(&m.role, i, FLAVOR)?;
         conversation.push(ChatMessage::new(role, m.content));
     }
-    let text = gen::render_chat(&st, &conversation, FLAVOR)?;
-    let prompt = gen::tokenize(&st, text, false, FLAVOR).await?;
+    let prompt = gen::chat_prompt(&st, &conversation, FLAVOR).await?;
     let run = gen::start(
         &st,
         prompt,
@@ -215,8 +214,7 @@ pub(crate) async fn generate(
         let mut conversation: Vec<ChatMessage> =
             req.system.into_iter().map(ChatMessage::system).collect();
         conversation.push(ChatMessage::user(prompt));
-        let text = gen::render_chat(&st, &conversation, FLAVOR)?;
-        gen::tokenize(&st, text, false, FLAVOR).await?
+        gen::chat_prompt(&st, &conversation, FLAVOR).await?
     };
     let run = gen::start(&st, ids, &req.options.params(), output, &log, FLAVOR)?;
     let shape = Lines {
