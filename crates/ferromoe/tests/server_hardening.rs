@@ -206,3 +206,23 @@ fn special_tokens_in_message_content_are_text_unless_asked() {
         );
     }
 }
+
+#[test]
+fn ollama_quantization_level_is_the_files_own() {
+    let model =
+        testutil::data_dir().join("tiny/deepseek-v2-lite-tiny/deepseek-v2-lite-tiny-Q4_K_M.gguf");
+    let server = Server::start_with(&model, &["-t", "1", "--max-seqs", "1", "--ctx", "64"]);
+    for path in ["/api/tags", "/api/ps"] {
+        let r = server.get(path);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let details = &r.json()["models"][0]["details"];
+        assert_eq!(details["quantization_level"], "Q4_K_M", "{path}: {details}");
+    }
+    let r = server.post_json("/api/show", &json!({"model": server_common::MODEL_NAME}));
+    assert_eq!(
+        r.json()["details"]["quantization_level"],
+        "Q4_K_M",
+        "{}",
+        r.body
+    );
+}

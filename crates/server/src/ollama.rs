@@ -279,16 +279,27 @@ fn details(st: &AppState) -> Value {
     let m = &st.engine.model;
     let arch = m.config.arch.name();
     let params: u64 = m.file.tensors().iter().map(|t| t.n_elements()).sum();
-    // The quantization: the type holding the most weights.
+    // The quantization: the file's own `general.file_type` (Q4_K_M, not the Q4_K or
+    // Q5_0 that most of its weights happen to be), else the type holding the most weights.
+    let named = m
+        .file
+        .metadata()
+        .opt_u32("general.file_type")
+        .ok()
+        .flatten()
+        .and_then(gguf::file_type_name);
     let mut by_type = std::collections::BTreeMap::new();
     for t in m.file.tensors() {
         *by_type.entry(t.ty.name()).or_insert(0u64) += t.n_elements();
     }
-    let quant = by_type
-        .iter()
-        .max_by_key(|(_, &n)| n)
-        .map(|(t, _)| t.to_string())
-        .unwrap_or_default();
+    let quant = match named {
+        Some(name) => name.to_string(),
+        None => by_type
+            .iter()
+            .max_by_key(|(_, &n)| n)
+            .map(|(t, _)| t.to_string())
+            .unwrap_or_default(),
+    };
     json!({
         "parent_model": "",
         "format": "gguf",
