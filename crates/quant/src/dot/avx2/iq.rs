@@ -2,8 +2,9 @@
 //!
 //! Per 32-value chunk of a super-block: the 4 (IQ2) or 8 (IQ3) codebook entries are read
 //! from the generated grids with scalar loads and assembled into one vector of unsigned
-//! bytes (values ≤ 62), the chunk's 32 sign bits become a byte mask (`bits32`) that negates
-//! them (`(g ^ m) − m`), and the signed weights meet the activations through `mul_s8`
+//! bytes (values ≤ 62), the chunk's signs become a byte mask (8-byte masks of the 7-bit
+//! sign indices from a table derived from `KSIGNS`, or `bits32` of the plain sign bytes) that
+//! negates them (`(g ^ m) − m`), and the signed weights meet the activations through `mul_s8`
 //! (|a|·(w·sign a): exact for a = −128), giving i16 pairs (≤ 2·62·128) that `madd_add`
 //! multiplies by the odd sub-block scales `2s + 1` (≤ 31; one per 16 values: low 128-bit lane
 //! = first 16 values) into 8 i32 lanes. Their sum is exactly the scalar `bsum`; it is scaled
@@ -28,8 +29,9 @@ trait IqFormat {
     /// Per-block setup: the 16 scales (per 16 values) as i16 `[lo8, hi8]` for
     /// [`scale_pair`], where the type has one scale per 16 values; unused otherwise.
     unsafe fn setup(x: &Self::B) -> [__m256i; 2];
-    /// Chunk `c` (0..8): (unsigned grid bytes, 32 sign bits, i16 scale multipliers).
-    unsafe fn chunk(x: &Self::B, c: usize, setup: &[__m256i; 2]) -> (__m256i, u32, __m256i);
+    /// Chunk `c` (0..8): (unsigned grid bytes, sign byte mask (0xFF: negative), i16 scale
+    /// multipliers).
+    unsafe fn chunk(x: &Self::B, c: usize, setup: &[__m256i; 2]) -> (__m256i, __m256i, __m256i);
 }
 
 #[inline(always)]
@@ -50,11 +52,30 @@ unsafe fn grid8(e: [u32; 8]) -> __m256i {
     _mm256_set_epi64x(pair(3), pair(2), pair(1), pair(0))
 }
 
-/// The four 7-bit sign indices of `aux` (bits 0..28) → 32 sign bits via KSIGNS.
+/// `KSIGNS[i]` as 8 byte masks (byte j = 0xFF where bit j is set): one load per 8 values
+/// instead of assembling sign bits and spreading them with `bits32`.
+static KSIGN_MASKS: [u64; 128] = {
+    let mut t = [0u64; 128];
+    let mut i = 0;
+    while i < 128 {
+        let mut j = 0;
+        while j < 8 {
+            if KSIGNS[i] >> j & 1 != 0 {
+                t[i] |= 0xFF << (8 * j);
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// The sign masks of the four 7-bit sign indices of `aux` (bits 0..28), entry l in bytes
+/// 8l..8l+8.
 #[inline(always)]
-fn ksigns4(aux: u32) -> u32 {
-    let k = |l: u32| KSIGNS[((aux >> (7 * l)) & 127) as usize] as u32;
-    k(0) | k(1) << 8 | k(2) << 16 | k(3) << 24
+unsafe fn ksign_masks4(aux: u32) -> __m256i {
+    let k = |l: u32| KSIGN_MASKS[((aux >> (7 * l)) & 127) as usize];
+    grid4([k(0), k(1), k(2), k(3)])
 }
 
 /// `ls = 2·s + 1` broadcast as i16 (one scale for the whole chunk).
@@ -88,13 +109,13 @@ impl IqFormat for Iq2Xxs {
         [_mm256_setzero_si256(); 2]
     }
     #[inline(always)]
-    unsafe fn chunk(x: &BlockIQ2XXS, c: usize, _: &[__m256i; 2]) -> (__m256i, u32, __m256i) {
+    unsafe fn chunk(x: &BlockIQ2XXS, c: usize, _: &[__m256i; 2]) -> (__m256i, __m256i, __m256i) {
         let p = x.qs.as_ptr().add(8 * c);
         let aux = u32_at(p.add(4));
         let e = |l: usize| IQ2XXS_GRID[*p.add(l) as usize];
         (
             grid4([e(0), e(1), e(2), e(3)]),
-            ksigns4(aux),
+            ksign_masks4(aux),
             odd_scale(aux >> 28),
         )
     }
@@ -109,12 +130,12 @@ impl IqFormat for Iq2Xs {
         nibble_scales(x.scales.as_ptr())
     }
     #[inline(always)]
-    unsafe fn chunk(x: &BlockIQ2XS, c: usize, s: &[__m256i; 2]) -> (__m256i, u32, __m256i) {
+    unsafe fn chunk(x: &BlockIQ2XS, c: usize, s: &[__m256i; 2]) -> (__m256i, __m256i, __m256i) {
         let p = x.qs.as_ptr().add(8 * c);
         let q = |l: usize| std::ptr::read_unaligned(p.add(2 * l) as *const u16);
         let e = |l: usize| IQ2XS_GRID[(q(l) & 511) as usize];
-        let sg = |l: usize| KSIGNS[(q(l) >> 9) as usize] as u32;
-        let signs = sg(0) | sg(1) << 8 | sg(2) << 16 | sg(3) << 24;
+        let sg = |l: usize| KSIGN_MASKS[(q(l) >> 9) as usize];
+        let signs = grid4([sg(0), sg(1), sg(2), sg(3)]);
         (
             grid4([e(0), e(1), e(2), e(3)]),
             signs,
@@ -132,10 +153,10 @@ impl IqFormat for Iq2S {
         nibble_scales(x.scales.as_ptr())
     }
     #[inline(always)]
-    unsafe fn chunk(x: &BlockIQ2S, c: usize, s: &[__m256i; 2]) -> (__m256i, u32, __m256i) {
+    unsafe fn chunk(x: &BlockIQ2S, c: usize, s: &[__m256i; 2]) -> (__m256i, __m256i, __m256i) {
         let qh = x.qh[c] as usize;
         let e = |l: usize| IQ2S_GRID[x.qs[4 * c + l] as usize | ((qh >> (2 * l)) & 3) << 8];
-        let signs = u32_at(x.signs.as_ptr().add(4 * c));
+        let signs = bits32(u32_at(x.signs.as_ptr().add(4 * c)));
         (
             grid4([e(0), e(1), e(2), e(3)]),
             signs,
@@ -153,11 +174,11 @@ impl IqFormat for Iq3Xxs {
         [_mm256_setzero_si256(); 2]
     }
     #[inline(always)]
-    unsafe fn chunk(x: &BlockIQ3XXS, c: usize, _: &[__m256i; 2]) -> (__m256i, u32, __m256i) {
+    unsafe fn chunk(x: &BlockIQ3XXS, c: usize, _: &[__m256i; 2]) -> (__m256i, __m256i, __m256i) {
         let p = x.qs.as_ptr().add(8 * c);
         let aux = u32_at(x.qs.as_ptr().add(64 + 4 * c));
         let e: [u32; 8] = std::array::from_fn(|k| IQ3XXS_GRID[*p.add(k) as usize]);
-        (grid8(e), ksigns4(aux), odd_scale(aux >> 28))
+        (grid8(e), ksign_masks4(aux), odd_scale(aux >> 28))
     }
 }
 
@@ -170,11 +191,11 @@ impl IqFormat for Iq3S {
         [_mm256_setzero_si256(); 2]
     }
     #[inline(always)]
-    unsafe fn chunk(x: &BlockIQ3S, c: usize, _: &[__m256i; 2]) -> (__m256i, u32, __m256i) {
+    unsafe fn chunk(x: &BlockIQ3S, c: usize, _: &[__m256i; 2]) -> (__m256i, __m256i, __m256i) {
         let qh = x.qh[c] as usize;
         let e: [u32; 8] =
             std::array::from_fn(|k| IQ3S_GRID[x.qs[8 * c + k] as usize | ((qh >> k) & 1) << 8]);
-        let signs = u32_at(x.signs.as_ptr().add(4 * c));
+        let signs = bits32(u32_at(x.signs.as_ptr().add(4 * c)));
         let ls = (x.scales[c / 2] >> (4 * (c % 2))) & 0xf;
         (grid8(e), signs, odd_scale(ls as u32))
     }
@@ -198,15 +219,24 @@ impl<F: IqFormat> Kernel for IqK<F> {
         let x = &*(w as *const F::B);
         let setup = F::setup(x);
         let mut sumi = [_mm256_setzero_si256(); N];
+        // One row: odd chunks in a second chain (a single `vpdpwssd` chain of 8 would be
+        // latency-bound). Integer lanes, so the split does not change any result.
+        let mut sumb = _mm256_setzero_si256();
         for c in 0..8 {
-            let (g, signs, scale) = F::chunk(x, c, &setup);
-            // 0xFF where negative: (g ^ m) − m negates those bytes; |g| ≤ 62.
-            let m = bits32(signs);
+            let (g, m, scale) = F::chunk(x, c, &setup);
+            // m = 0xFF where negative: (g ^ m) − m negates those bytes; |g| ≤ 62.
             let wv = _mm256_sub_epi8(_mm256_xor_si256(g, m), m);
             for r in 0..N {
                 let p = mul_s8(wv, load(a[r].add(Q8K_QS + 32 * c)));
-                sumi[r] = I::madd_add(sumi[r], p, scale);
+                if N == 1 && c % 2 == 1 {
+                    sumb = I::madd_add(sumb, p, scale);
+                } else {
+                    sumi[r] = I::madd_add(sumi[r], p, scale);
+                }
             }
+        }
+        if N == 1 {
+            sumi[0] = _mm256_add_epi32(sumi[0], sumb);
         }
         // The block's f16 `d` is its first field.
         let dw = f16_at(w) * F::FACTOR;
