@@ -154,8 +154,10 @@ impl IqFormat for Iq2S {
     }
     #[inline(always)]
     unsafe fn chunk(x: &BlockIQ2S, c: usize, s: &[__m256i; 2]) -> (__m256i, __m256i, __m256i) {
-        let qh = x.qh[c] as usize;
-        let e = |l: usize| IQ2S_GRID[x.qs[4 * c + l] as usize | ((qh >> (2 * l)) & 3) << 8];
+        // c < 8: raw reads, no bounds checks in the unrolled chunk loop.
+        let qh = *x.qh.as_ptr().add(c) as usize;
+        let q = u32_at(x.qs.as_ptr().add(4 * c)) as usize;
+        let e = |l: usize| IQ2S_GRID[(q >> (8 * l)) & 0xff | ((qh >> (2 * l)) & 3) << 8];
         let signs = bits32(u32_at(x.signs.as_ptr().add(4 * c)));
         (
             grid4([e(0), e(1), e(2), e(3)]),
@@ -192,11 +194,13 @@ impl IqFormat for Iq3S {
     }
     #[inline(always)]
     unsafe fn chunk(x: &BlockIQ3S, c: usize, _: &[__m256i; 2]) -> (__m256i, __m256i, __m256i) {
-        let qh = x.qh[c] as usize;
+        // c < 8: raw reads, no bounds checks in the unrolled chunk loop.
+        let qh = *x.qh.as_ptr().add(c) as usize;
+        let q = std::ptr::read_unaligned(x.qs.as_ptr().add(8 * c) as *const u64) as usize;
         let e: [u32; 8] =
-            std::array::from_fn(|k| IQ3S_GRID[x.qs[8 * c + k] as usize | ((qh >> k) & 1) << 8]);
+            std::array::from_fn(|k| IQ3S_GRID[(q >> (8 * k)) & 0xff | ((qh >> k) & 1) << 8]);
         let signs = bits32(u32_at(x.signs.as_ptr().add(4 * c)));
-        let ls = (x.scales[c / 2] >> (4 * (c % 2))) & 0xf;
+        let ls = (*x.scales.as_ptr().add(c / 2) >> (4 * (c % 2))) & 0xf;
         (grid8(e), signs, odd_scale(ls as u32))
     }
 }
