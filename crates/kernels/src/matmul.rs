@@ -1029,6 +1029,16 @@ mod tests {
                 })
                 .collect();
             bytemuck::cast_slice(&blocks).to_vec()
+        } else if !quant::QUANTIZE_TYPES.contains(&ty) {
+            // Codebook types (IQ2_XXS …): every byte pattern is valid except the leading f16
+            // scale `d`, set to a small finite value.
+            let mut b: Vec<u8> = (0..ty.row_bytes(n as u64).unwrap())
+                .map(|_| rng.random())
+                .collect();
+            for blk in b.chunks_exact_mut(ty.type_size()) {
+                blk[..2].copy_from_slice(&Half::from_f32(rng.random_range(-0.01..0.01)).0);
+            }
+            b
         } else {
             let src: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
             let mut b = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
@@ -1071,9 +1081,12 @@ mod tests {
         out
     }
 
-    const TYPES: [GgmlType; 9] = {
+    const TYPES: [GgmlType; 14] = {
         use GgmlType::*;
-        [F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K]
+        [
+            F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS,
+            IQ3_S,
+        ]
     };
 
     #[test]

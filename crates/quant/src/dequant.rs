@@ -14,10 +14,11 @@ use crate::error::{QuantError, TypeList};
 use crate::GgmlType;
 
 /// The types [`dequantize`] decodes, in ggml id order.
-pub const DEQUANTIZE_TYPES: [GgmlType; 15] = {
+pub const DEQUANTIZE_TYPES: [GgmlType; 20] = {
     use GgmlType::*;
     [
-        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, BF16,
+        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ2_XXS, IQ2_XS,
+        IQ3_XXS, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, BF16,
     ]
 };
 
@@ -104,6 +105,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Quan
         Q6_K => dequantize_q6_k(cast_blocks(data)?, out),
         IQ4_NL => dequantize_iq4_nl(cast_blocks(data)?, out),
         IQ4_XS => dequantize_iq4_xs(cast_blocks(data)?, out),
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => iq::dequantize_iq(ty, data, out),
         _ => Err(unsupported(ty)),
     }
 }
@@ -535,3 +537,7 @@ slice_decoder! {
     /// IQ4_XS blocks → f32 (`out.len()` = 256 · blocks).
     dequantize_iq4_xs: BlockIQ4XS, QK_K;
 }
+
+// The 2- and 3-bit i-quants (after `slice_decoder!`, which they use).
+mod iq;
+pub use iq::*;

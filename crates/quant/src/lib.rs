@@ -12,6 +12,8 @@ pub mod blocks;
 pub mod dequant;
 pub mod dot;
 pub mod error;
+pub mod iq_blocks;
+pub mod iq_grids;
 pub mod quantize;
 pub mod repack;
 
@@ -19,4 +21,5 @@ pub use blocks::*;
 pub use dequant::*;
 pub use error::QuantError;
 pub use gguf::GgmlType;
+pub use iq_blocks::*;
 pub use quantize::*;

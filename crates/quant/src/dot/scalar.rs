@@ -38,6 +38,7 @@ pub(crate) fn kernel(weight: GgmlType) -> Option<ScalarFn> {
         Q5_K => dot_q5_k,
         Q6_K => dot_q6_k,
         IQ4_XS => dot_iq4_xs,
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => return super::scalar_iq::kernel(weight),
         _ => return None,
     })
 }
@@ -551,6 +552,9 @@ pub(crate) fn block_ints(weight: GgmlType, w: &[u8], a: &[u8]) -> Option<Vec<[i3
             let subs = subs_iq4_xs(x, y);
             [(0..8).map(|ib| (ls[ib] as i32 - 32) * subs[ib]).sum(), 0]
         }),
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => {
+            return super::scalar_iq::block_ints(weight, w, a)
+        }
         _ => return None,
     })
 }

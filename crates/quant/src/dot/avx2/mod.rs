@@ -82,6 +82,7 @@ pub(super) fn kernels(weight: GgmlType, vnni: bool) -> Option<&'static RowsFns> 
         Q5_K => &Q5_K_FNS[v],
         Q6_K => &Q6_K_FNS[v],
         IQ4_XS => &IQ4_XS_FNS[v],
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => return iq::kernels(weight, v),
         _ => return None,
     })
 }
@@ -123,6 +124,9 @@ pub(super) fn block_ints(
             Q5_K => pick!(Q5_KK),
             Q6_K => pick!(Q6_KK),
             IQ4_XS => pick!(IQ4_XSK),
+            IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => {
+                return iq::block_ints(weight, vnni, nb, w, a)
+            }
             _ => return None,
         })
     }
@@ -533,5 +537,6 @@ unsafe fn iq4_table() -> __m256i {
 
 // The kernels themselves (after `fns!`, which they use).
 mod float;
+mod iq;
 mod kquants;
 mod legacy;
