@@ -30,6 +30,12 @@ pub struct LoadOptions {
     /// load (anonymous memory; the mapped pages are released). Default true; ignored in
     /// the exact mode. `false` (`--no-repack`) keeps the weights mmap-only.
     pub repack: bool,
+    /// KV-cache positions (all sequences together) the memory plan reserves (default: the
+    /// model's training context, at most 4096).
+    pub kv_positions: Option<usize>,
+    /// Plan as if this process could use only this many bytes (default: what
+    /// `MemAvailable` and the cgroup limit say).
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -39,6 +45,8 @@ impl Default for LoadOptions {
             exact: false,
             experts_per_token: None,
             repack: true,
+            kv_positions: None,
+            memory_budget: None,
         }
     }
 }
@@ -48,6 +56,28 @@ impl Default for LoadOptions {
 pub enum LoadProgress {
     /// `done` of `total` layers bound.
     Layers { done: usize, total: usize },
+    /// `done` of `total` bytes of weights (all parts) repacked, read or left mapped.
+    Bytes { done: u64, total: u64 },
+}
+
+/// How the load went, per tier: for the load summary.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    /// Files read (a split set's parts).
+    pub parts: usize,
+    /// Bytes of all tensors in the file(s).
+    pub file_bytes: u64,
+    /// Binding (and weights computed at load, e.g. fused `attn_kv_b`), seconds.
+    pub bind_seconds: f64,
+    /// The memory plan.
+    pub plan: model::memplan::MemoryPlan,
+    /// The usable memory it planned with, and where that figure comes from.
+    pub usable: Option<(u64, String)>,
+    /// KV positions the plan reserved.
+    pub kv_positions: usize,
+    pub repack: model::weights::RepackSummary,
+    /// Mapped weights read into the page cache at load (none when they do not all fit).
+    pub page_in: model::weights::PageInSummary,
 }
 
 /// A loaded model and the threads that run it.
@@ -58,6 +88,8 @@ pub struct Engine {
     pub load_seconds: f64,
     /// What the load-time repack did (`None`: not repacked).
     pub repack: Option<model::weights::RepackSummary>,
+    /// The memory plan and what each tier's load took.
+    pub load: LoadReport,
     /// The file's tokenizer (None only when its metadata has none).
     pub tokenizer: Option<Tokenizer>,
     /// The file's chat template, or ChatML flagged as a fallback when it has none.
@@ -79,13 +111,14 @@ impl Engine {
         if let Some(k) = opts.experts_per_token {
             model.set_experts_per_token(k)?;
         }
-        let repack = if opts.repack && !opts.exact {
-            Some(model.weights.repack()?)
-        } else {
-            None
-        };
+        let bind_seconds = start.elapsed().as_secs_f64();
         let threads = opts.threads.unwrap_or_else(kernels::default_threads).max(1);
         let pool = Arc::new(ThreadPool::new(threads));
+        let (report, repack) = place_weights(&mut model, opts, &pool, progress)?;
+        let report = LoadReport {
+            bind_seconds,
+            ..report
+        };
         let mode = if opts.exact {
             MatmulMode::Exact
         } else {
@@ -120,6 +153,7 @@ impl Engine {
             mode,
             load_seconds: start.elapsed().as_secs_f64(),
             repack,
+            load: report,
             tokenizer,
             template,
         })
@@ -207,6 +241,143 @@ impl Engine {
             },
             self.load_seconds,
         )
+    }
+}
+
+/// Activation scratch the plan reserves: a 512-token step's logits and a generous
+/// multiple of the hidden width (an estimate: the buffers grow with the batch).
+fn scratch_estimate(c: &model::Config) -> u64 {
+    512 * (c.n_vocab as u64 + 16 * c.dim as u64) * 4
+}
+
+/// Plans memory, then repacks what the plan selects and reads the rest of the weights into
+/// the page cache when it all fits, reporting progress in bytes over all parts.
+fn place_weights(
+    model: &mut Model,
+    opts: &LoadOptions,
+    pool: &ThreadPool,
+    progress: &mut dyn FnMut(LoadProgress),
+) -> Result<(LoadReport, Option<model::weights::RepackSummary>), ModelError> {
+    let file = model.file.clone();
+    let total = file.tensors().iter().map(|t| t.size).sum::<u64>();
+    let kv_positions = opts
+        .kv_positions
+        .unwrap_or_else(|| model.config.n_ctx_train.clamp(1, 4096));
+    let usable = match opts.memory_budget {
+        Some(b) => Some((b, format!("--memory-budget {}", human_bytes(b)))),
+        None => model::sysmem::MemoryBudget::current().map(|b| (b.usable(), b.describe())),
+    };
+    let items = model.weights.plan_items();
+    let repack = opts.repack && !opts.exact;
+    let in_items: u64 = items.iter().map(|i| i.bytes).sum();
+    let input = model::memplan::PlanInput {
+        other_mapped_bytes: total.saturating_sub(in_items),
+        derived_bytes: model.weights.derived_bytes(),
+        kv_bytes: KvCache::bytes_for(&model.config, kv_positions).unwrap_or(usize::MAX) as u64,
+        scratch_bytes: scratch_estimate(&model.config),
+        repack,
+        usable: usable.clone(),
+        items,
+    };
+    let plan = model::memplan::plan(&input);
+    let mut done = 0u64;
+    let mut bump = |b: u64| {
+        done = (done + b).min(total);
+        progress(LoadProgress::Bytes { done, total });
+    };
+    bump(0);
+    let summary = if repack {
+        Some(
+            model
+                .weights
+                .repack_planned(pool, &plan.repack, &mut bump)?,
+        )
+    } else {
+        None
+    };
+    // The rest stays mapped: read it now if it all stays cached, else leave it to be
+    // read on demand (reading it all would only evict itself).
+    let repacked = model.weights.repacked_file_tensors();
+    let rest: Vec<usize> = (0..file.tensors().len())
+        .filter(|i| !repacked.contains(i))
+        .collect();
+    let page_in = if plan.fits {
+        model::weights::Weights::page_in(&file, &rest, pool, &mut bump)
+    } else {
+        let skipped: u64 = rest.iter().map(|&i| file.tensors()[i].size).sum();
+        bump(skipped);
+        Default::default()
+    };
+    let report = LoadReport {
+        parts: file.parts().len(),
+        file_bytes: total,
+        bind_seconds: 0.0,
+        plan,
+        usable,
+        kv_positions,
+        repack: summary.unwrap_or_default(),
+        page_in,
+    };
+    Ok((report, summary))
+}
+
+/// "2.40 GB/s" for `bytes` in `seconds` (decimal, as storage rates are quoted).
+fn rate(bytes: u64, seconds: f64) -> String {
+    if seconds > 0.0 {
+        format!("{:.2} GB/s", bytes as f64 / seconds / 1e9)
+    } else {
+        "-".to_string()
+    }
+}
+
+impl LoadReport {
+    /// The load summary, one line per tier, then the plan's warnings (each starting
+    /// with "warning: ").
+    pub fn lines(&self) -> Vec<String> {
+        let p = &self.plan;
+        let mut out = vec![format!(
+            "load: {} in {} ({}) · bound in {:.2}s",
+            human_bytes(self.file_bytes),
+            if self.parts > 1 {
+                format!("{} parts", self.parts)
+            } else {
+                "1 file".to_string()
+            },
+            match &self.usable {
+                Some((u, src)) => format!("usable memory {} from {src}", human_bytes(*u)),
+                None => "usable memory unknown".to_string(),
+            },
+            self.bind_seconds
+        )];
+        out.push(format!(
+            "  repacked (anonymous memory): {} tensors, {} read, {} written in {:.2}s ({} read)",
+            self.repack.tensors,
+            human_bytes(self.repack.file_bytes),
+            human_bytes(self.repack.bytes as u64),
+            self.repack.seconds,
+            rate(self.repack.file_bytes, self.repack.seconds)
+        ));
+        out.push(if p.fits {
+            format!(
+                "  mapped (page cache): {}, read in {:.2}s ({})",
+                human_bytes(p.mapped_bytes),
+                self.page_in.seconds,
+                rate(self.page_in.bytes, self.page_in.seconds)
+            )
+        } else {
+            format!(
+                "  mapped (page cache): {}, read on demand (does not all fit)",
+                human_bytes(p.mapped_bytes)
+            )
+        });
+        out.push(format!(
+            "  reserved: KV cache for {} positions, scratch and weights computed at load: {} anonymous in all, {} margin",
+            self.kv_positions,
+            human_bytes(p.anonymous_bytes),
+            human_bytes(p.margin_bytes)
+        ));
+        out.extend(p.warnings.iter().map(|w| format!("warning: {w}")));
+        out
     }
 }
 

@@ -25,6 +25,10 @@ pub enum GgufError {
     /// A tensor the caller asked for is not in the file.
     #[error("{file}: tensor '{name}' not found")]
     MissingTensor { file: String, name: String },
+    /// A split set (`NAME-00001-of-00009.gguf` …) is incomplete or inconsistent: `file`
+    /// names the part that is missing or wrong.
+    #[error("{file}: {problem}")]
+    Split { file: String, problem: String },
     /// The writer was used incorrectly (wrong order, wrong size, ...).
     #[error("GGUF writer: {0}")]
     Write(String),

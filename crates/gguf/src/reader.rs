@@ -271,6 +271,7 @@ pub(crate) fn parse(bytes: &[u8], file: &str) -> Result<Parsed, GgufError> {
             ne,
             offset,
             size,
+            part: 0,
         });
     }
 

@@ -265,7 +265,7 @@ fn main() {
         use GgmlType::*;
         vec![
             Q4_K, Q8_0, Q4_0, Q5_K, Q6_K, Q3_K, Q2_K, IQ4_XS, F16, IQ1_S, IQ1_M, TQ1_0, TQ2_0,
-            MXFP4,
+            MXFP4, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S,
         ]
     };
     let shapes = [(2048usize, 1408usize), (7168, 2048), (2048, 102400)];

@@ -1030,8 +1030,8 @@ mod tests {
                 .collect();
             bytemuck::cast_slice(&blocks).to_vec()
         } else if !quant::can_quantize(ty) {
-            // No quantizer (IQ1_S, IQ1_M, TQ1_0, TQ2_0): random blocks (any bytes are valid),
-            // redrawn until their values are finite and of ordinary size.
+            // No quantizer (the i-quants IQ1_S … IQ3_S, TQ1_0, TQ2_0): random blocks (any bytes
+            // are valid), redrawn until their values are finite and of ordinary size.
             let size = ty.type_size();
             let mut b = vec![0u8; n / ty.block_size() * size];
             let mut vals = vec![0f32; ty.block_size()];
@@ -1087,10 +1087,11 @@ mod tests {
         out
     }
 
-    const TYPES: [GgmlType; 14] = {
+    const TYPES: [GgmlType; 19] = {
         use GgmlType::*;
         [
             F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ1_S, IQ1_M, TQ1_0, TQ2_0, MXFP4,
+            IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S,
         ]
     };
 

@@ -69,7 +69,7 @@ pub struct MoeConfig {
 }
 
 /// DeepSeek's multi-head latent attention shapes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MlaConfig {
     /// Rank of the query compression (`None`: a plain `attn_q` projection, as V2-Lite).
     pub q_lora_rank: Option<usize>,

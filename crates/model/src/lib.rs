@@ -19,6 +19,7 @@ mod error;
 pub mod forward;
 pub mod kv;
 pub mod linear;
+pub mod memplan;
 pub mod sysmem;
 pub mod weights;
 

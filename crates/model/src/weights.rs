@@ -4,6 +4,9 @@
 use std::sync::Arc;
 
 use gguf::{GgmlType, Gguf};
+use kernels::ThreadPool;
+
+use crate::memplan::{PlanItem, WeightClass};
 
 use crate::ModelError;
 
@@ -151,57 +154,71 @@ impl Matrix {
         }
     }
 
-    /// Repacks this matrix if its type and shape have a packed layout; returns the packed
-    /// bytes (0 if left as is). The mapped pages are released afterwards.
-    fn repack(&mut self) -> Result<usize, ModelError> {
-        let Some(pt) = quant::repack::PackedType::for_type(self.ty) else {
-            return Ok(0);
-        };
-        let Some(slab_packed) = pt.matrix_bytes(self.n_in, self.n_out) else {
-            return Ok(0);
-        };
+    /// Bytes of this matrix's repacked copy, or 0 when its type or shape has no packed
+    /// layout (or it is packed already).
+    pub fn packed_bytes(&self) -> usize {
         if self.packed.is_some() || self.n_out == 0 {
-            return Ok(0);
+            return 0;
         }
-        let mut bytes = kernels::matmul::WeightBuffer::zeroed(slab_packed * self.n_slab)
+        quant::repack::PackedType::for_type(self.ty)
+            .and_then(|pt| pt.matrix_bytes(self.n_in, self.n_out))
+            .map_or(0, |b| b * self.n_slab)
+    }
+
+    /// The index of the file tensor this matrix reads (`None` for a derived matrix).
+    pub fn file_index(&self) -> Option<usize> {
+        match &self.source {
+            Source::File { index, .. } => Some(*index),
+            Source::Derived { .. } => None,
+        }
+    }
+
+    /// Repacks this matrix if its type and shape have a packed layout, its row groups
+    /// split across the pool's threads (each reads its share of the mapped file, so cold
+    /// pages are read in parallel); returns the packed bytes (0 if left as is). The mapped
+    /// pages are released afterwards.
+    fn repack(&mut self, pool: &ThreadPool) -> Result<usize, ModelError> {
+        let total = self.packed_bytes();
+        let Some(pt) = quant::repack::PackedType::for_type(self.ty).filter(|_| total > 0) else {
+            return Ok(0);
+        };
+        let mut bytes = kernels::matmul::WeightBuffer::zeroed(total)
             .map_err(|e| ModelError::Input(format!("{}: {e}", self.name())))?;
         // Slabs are contiguous whole groups of rows, so the stack packs as one matrix of
-        // n_slab · n_out rows; it is split into group-aligned parts, one per core (load time
-        // is bound by page faults and the copy).
+        // n_slab · n_out rows, in chunks of whole groups (about 1 MiB of output each).
         let rows = self.n_out * self.n_slab;
         let (groups, rb) = (rows / quant::repack::ROWS, self.row_bytes());
-        let gb = slab_packed / (self.n_out / quant::repack::ROWS);
-        let parts = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 8)
-            .min(groups.max(1));
-        let per = groups.div_ceil(parts);
+        let gb = total / groups;
+        let per = ((1 << 20) / gb).clamp(1, groups);
+        let chunks: Vec<std::sync::Mutex<&mut [u8]>> = bytes
+            .chunks_mut(per * gb)
+            .map(std::sync::Mutex::new)
+            .collect();
+        let first_error = std::sync::Mutex::new(None);
         let (src, ty, n_in) = (self.data(), self.ty, self.n_in);
-        let results: Vec<Result<(), quant::repack::RepackError>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = bytes
-                .chunks_mut(per * gb)
-                .enumerate()
-                .map(|(i, dst)| {
-                    let g0 = i * per;
-                    let n_rows = dst.len() / gb * quant::repack::ROWS;
-                    let src = &src[g0 * quant::repack::ROWS * rb..][..n_rows * rb];
-                    sc.spawn(move || quant::repack::repack(ty, n_in, n_rows, src, dst))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+        pool.run_chunked(chunks.len(), 1, |range, _| {
+            for c in range {
+                // Each chunk is taken by exactly one item: the lock is never contended.
+                let mut dst = chunks[c].lock().unwrap_or_else(|p| p.into_inner());
+                let n_rows = dst.len() / gb * quant::repack::ROWS;
+                let src = &src[c * per * quant::repack::ROWS * rb..][..n_rows * rb];
+                if let Err(e) = quant::repack::repack(ty, n_in, n_rows, src, &mut dst) {
+                    first_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                }
+            }
         });
-        for r in results {
-            r.map_err(|e| ModelError::Input(format!("{}: {e}", self.name())))?;
+        drop(chunks);
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(ModelError::Input(format!("{}: {e}", self.name())));
         }
-        let n = bytes.len();
         self.packed = Some(Arc::new(PackedWeights { ty: pt, bytes }));
         if let Source::File { file, index } = &self.source {
             file.release_pages(&file.tensors()[*index]);
         }
-        Ok(n)
+        Ok(total)
     }
 }
 
@@ -220,39 +237,44 @@ pub struct RepackSummary {
     pub tensors: usize,
     /// Bytes of repacked weights (anonymous memory).
     pub bytes: usize,
+    /// Bytes of the file those tensors were read from.
+    pub file_bytes: u64,
     /// Wall time.
     pub seconds: f64,
 }
 
+/// A callback over the matrices: class, layer, matrix.
+type MatrixVisitor<'a> =
+    dyn FnMut(WeightClass, Option<usize>, &mut Matrix) -> Result<(), ModelError> + 'a;
+
+/// What [`Weights::page_in`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageInSummary {
+    /// File tensors read.
+    pub tensors: usize,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
 impl Weights {
-    /// Repacks every matrix the kernels multiply by whose type has a packed layout
-    /// (`quant::repack`: Q4_K, Q8_0, Q5_0) and whose rows come in whole groups, into anonymous
-    /// memory, releasing the mapped pages. `token_embd` (looked up by rows) is left as is,
-    /// and so is `output` when it is the tied `token_embd`.
-    pub fn repack(&mut self) -> Result<RepackSummary, ModelError> {
-        let start = std::time::Instant::now();
-        let mut sum = RepackSummary::default();
-        let mut one = |m: &mut Matrix| -> Result<(), ModelError> {
-            let n = m.repack()?;
-            if n > 0 {
-                sum.tensors += 1;
-                sum.bytes += n;
-            }
-            Ok(())
-        };
+    /// Calls `f` on every matrix the kernels multiply by, with its class and layer, in a
+    /// fixed order (the order of [`Self::plan_items`]). `token_embd` (looked up by rows) is
+    /// not one, and neither is `output` when it is the tied `token_embd`.
+    fn for_each_matrix(&mut self, f: &mut MatrixVisitor) -> Result<(), ModelError> {
         if !self.output.same_tensor(&self.token_embd) {
-            one(&mut self.output)?;
+            f(WeightClass::Output, None, &mut self.output)?;
         }
-        for l in &mut self.layers {
+        for (il, l) in self.layers.iter_mut().enumerate() {
+            let at = Some(il);
             match &mut l.attn {
                 Attention::Gqa(a) => {
                     for m in [&mut a.wq, &mut a.wk, &mut a.wv, &mut a.wo] {
-                        one(m)?;
+                        f(WeightClass::Attention, at, m)?;
                     }
                 }
                 Attention::Mla(a) => {
                     if let Some(m) = &mut a.q_a {
-                        one(m)?;
+                        f(WeightClass::Attention, at, m)?;
                     }
                     for m in [
                         &mut a.q,
@@ -262,27 +284,146 @@ impl Weights {
                         &mut a.v_b,
                         &mut a.wo,
                     ] {
-                        one(m)?;
+                        f(WeightClass::Attention, at, m)?;
                     }
                 }
             }
-            let dense = match &mut l.ffn {
-                Ffn::Dense(d) => Some(d),
-                Ffn::Moe(f) => {
-                    for m in [&mut f.gate_exps, &mut f.up_exps, &mut f.down_exps] {
-                        one(m)?;
+            let (dense, class) = match &mut l.ffn {
+                Ffn::Dense(d) => (Some(d), WeightClass::DenseFfn),
+                Ffn::Moe(moe) => {
+                    for m in [&mut moe.gate_exps, &mut moe.up_exps, &mut moe.down_exps] {
+                        f(WeightClass::RoutedExperts, at, m)?;
                     }
-                    f.shared.as_mut()
+                    (moe.shared.as_mut(), WeightClass::SharedExperts)
                 }
             };
             if let Some(d) = dense {
                 for m in [&mut d.gate, &mut d.up, &mut d.down] {
-                    one(m)?;
+                    f(class, at, m)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// What the memory plan needs to know of every matrix (see [`crate::memplan`]).
+    pub fn plan_items(&mut self) -> Vec<PlanItem> {
+        let mut items = Vec::new();
+        let _ = self.for_each_matrix(&mut |class, layer, m| {
+            items.push(PlanItem {
+                class,
+                layer,
+                bytes: m.bytes() as u64,
+                packed_bytes: m.packed_bytes() as u64,
+            });
+            Ok(())
+        });
+        items
+    }
+
+    /// Bytes of the weights computed at load (anonymous memory, e.g. `attn_k_b`
+    /// transposed).
+    pub fn derived_bytes(&mut self) -> u64 {
+        let mut n = 0;
+        let _ = self.for_each_matrix(&mut |_, _, m| {
+            if m.file_index().is_none() {
+                n += m.bytes() as u64;
+            }
+            Ok(())
+        });
+        n
+    }
+
+    /// Repacks every matrix whose type has a packed layout (`quant::repack`) and whose rows
+    /// come in whole groups into anonymous memory, releasing the mapped pages.
+    pub fn repack(&mut self) -> Result<RepackSummary, ModelError> {
+        let pool = ThreadPool::new(kernels::default_threads());
+        let n = self.plan_items().len();
+        self.repack_planned(&pool, &vec![true; n], &mut |_| {})
+    }
+
+    /// Repacks the matrices the plan selects (`select[i]` for the i-th of
+    /// [`Self::plan_items`]), on the pool, calling `progress(file bytes)` after each.
+    pub fn repack_planned(
+        &mut self,
+        pool: &ThreadPool,
+        select: &[bool],
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<RepackSummary, ModelError> {
+        let start = std::time::Instant::now();
+        let mut sum = RepackSummary::default();
+        let mut i = 0;
+        self.for_each_matrix(&mut |_, _, m| {
+            let chosen = select.get(i).copied().unwrap_or(false);
+            i += 1;
+            if !chosen {
+                return Ok(());
+            }
+            let n = m.repack(pool)?;
+            if n > 0 {
+                sum.tensors += 1;
+                sum.bytes += n;
+                sum.file_bytes += m.bytes() as u64;
+                progress(m.bytes() as u64);
+            }
+            Ok(())
+        })?;
         sum.seconds = start.elapsed().as_secs_f64();
         Ok(sum)
+    }
+
+    /// Indices of the file tensors some matrix reads through a repacked copy (their
+    /// mapped pages were released).
+    pub fn repacked_file_tensors(&mut self) -> std::collections::HashSet<usize> {
+        let mut set = std::collections::HashSet::new();
+        let _ = self.for_each_matrix(&mut |_, _, m| {
+            if let (true, Some(i)) = (m.is_packed(), m.file_index()) {
+                set.insert(i);
+            }
+            Ok(())
+        });
+        set
+    }
+
+    /// Reads the file tensors in `indices` once, one page in each 4 KiB, split across the
+    /// pool (so that cold pages come from the storage in parallel, and the first tokens
+    /// do not wait for page faults); `progress(bytes)` after each tensor.
+    pub fn page_in(
+        file: &Gguf,
+        indices: &[usize],
+        pool: &ThreadPool,
+        progress: &mut dyn FnMut(u64),
+    ) -> PageInSummary {
+        const PAGE: usize = 4096;
+        const CHUNK: usize = 1 << 20;
+        let start = std::time::Instant::now();
+        let mut sum = PageInSummary::default();
+        for &i in indices {
+            let Some(info) = file.tensors().get(i) else {
+                continue;
+            };
+            let data = file.view(info).data;
+            let touched = std::sync::atomic::AtomicU64::new(0);
+            pool.run_chunked(data.len().div_ceil(CHUNK), 1, |range, _| {
+                let mut acc = 0u64;
+                for c in range {
+                    let chunk = &data[c * CHUNK..data.len().min((c + 1) * CHUNK)];
+                    for b in chunk.iter().step_by(PAGE) {
+                        acc = acc.wrapping_add(*b as u64);
+                    }
+                }
+                // Keeps the reads from being optimised away.
+                touched.fetch_add(
+                    std::hint::black_box(acc),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            });
+            sum.tensors += 1;
+            sum.bytes += info.size;
+            progress(info.size);
+        }
+        sum.seconds = start.elapsed().as_secs_f64();
+        sum
     }
 }
 

@@ -17,11 +17,11 @@ use crate::ternary::{BlockTQ1_0, BlockTQ2_0};
 use crate::GgmlType;
 
 /// The types [`dequantize`] decodes, in ggml id order.
-pub const DEQUANTIZE_TYPES: [GgmlType; 20] = {
+pub const DEQUANTIZE_TYPES: [GgmlType; 25] = {
     use GgmlType::*;
     [
-        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ1_S, IQ4_NL,
-        IQ4_XS, IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4,
+        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ2_XXS, IQ2_XS,
+        IQ3_XXS, IQ1_S, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4,
     ]
 };
 
@@ -113,6 +113,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Quan
         TQ1_0 => dequantize_tq1_0(cast_blocks(data)?, out),
         TQ2_0 => dequantize_tq2_0(cast_blocks(data)?, out),
         MXFP4 => dequantize_mxfp4(cast_blocks(data)?, out),
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => iq::dequantize_iq(ty, data, out),
         _ => Err(unsupported(ty)),
     }
 }
@@ -554,3 +555,7 @@ slice_decoder! {
     /// MXFP4 blocks → f32 (`out.len()` = 32 · blocks).
     dequantize_mxfp4: BlockMXFP4, QK;
 }
+
+// The 2- and 3-bit i-quants (after `slice_decoder!`, which they use).
+mod iq;
+pub use iq::*;

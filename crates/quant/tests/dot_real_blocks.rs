@@ -15,12 +15,24 @@ use rand::{Rng, SeedableRng};
 fn dot_real_llama_quantize_blocks_every_type() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let mut seen = Vec::new();
-    // The older types, then IQ1_S, IQ1_M, TQ1_0, TQ2_0, MXFP4 (lowbit/, "real.*" tensors).
-    for file in ["blocks.gguf", "lowbit/blocks.gguf"] {
-        let path = format!(
-            "{}/../../tests/data/quant/{file}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+    // The older types, then IQ1_S, IQ1_M, TQ1_0, TQ2_0, MXFP4 (quant/lowbit/, "real.*" tensors),
+    // then IQ2_XXS … IQ3_S (lowbit/blocks-<TYPE>.gguf).
+    let data = testutil::data_dir();
+    let mut paths = vec![
+        data.join("quant/blocks.gguf"),
+        data.join("quant/lowbit/blocks.gguf"),
+    ];
+    let mut iq23: Vec<_> = std::fs::read_dir(data.join("lowbit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("blocks-") && name.ends_with(".gguf")
+        })
+        .collect();
+    iq23.sort();
+    paths.extend(iq23);
+    for path in &paths {
         check_file(&gguf::Gguf::open(path).unwrap(), &mut rng, &mut seen);
     }
     seen.sort();

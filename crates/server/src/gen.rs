@@ -89,6 +89,26 @@ impl GenParams {
     }
 }
 
+/// The roles a message may have. OpenAI's `developer` is its newer name for `system`
+/// (chat templates know only `system`). Anything else — a misspelt or empty role — would
+/// be rendered into the prompt as the template sees fit, so it is refused.
+pub(crate) fn check_role(
+    role: &str,
+    index: usize,
+    flavor: Flavor,
+) -> Result<&'static str, ApiError> {
+    match role {
+        "system" | "developer" => Ok("system"),
+        "user" => Ok("user"),
+        "assistant" => Ok("assistant"),
+        "tool" => Ok("tool"),
+        other => Err(ApiError::bad_request(format!(
+            "messages[{index}].role: '{other}' is not a role (system, developer, user, assistant, tool)"
+        ))
+        .with_flavor(flavor)),
+    }
+}
+
 /// Renders a conversation with the model's chat template.
 pub(crate) fn render_chat(
     st: &AppState,
@@ -101,6 +121,90 @@ pub(crate) fn render_chat(
     template
         .render(messages, true)
         .map_err(|e| ApiError::bad_request(format!("chat template: {e}")).with_flavor(flavor))
+}
+
+/// A conversation's prompt ids: rendered with the chat template and tokenized. Message
+/// contents are text: special-token text in them (a user's `<|im_end|>`) is encoded as
+/// plain tokens so it cannot forge a turn, unless the server runs with
+/// `--special-in-content`.
+pub(crate) async fn chat_prompt(
+    st: &Arc<AppState>,
+    messages: &[ChatMessage],
+    flavor: Flavor,
+) -> Result<Vec<u32>, ApiError> {
+    let text = render_chat(st, messages, flavor)?;
+    let forging = !st.config.special_in_content
+        && st
+            .engine
+            .tokenizer
+            .as_ref()
+            .is_some_and(|t| messages.iter().any(|m| t.contains_special_text(&m.content)));
+    if !forging {
+        return tokenize(st, text, false, flavor).await;
+    }
+    let spans = content_spans(st, messages, &text, flavor)?;
+    let engine = st.engine.clone();
+    let ids = tokio::task::spawn_blocking(move || match engine.tokenizer.as_ref() {
+        Some(tok) => tok
+            .encode_with_text_spans(&text, false, &spans)
+            .map_err(|e| e.to_string()),
+        None => Err("this model file has no tokenizer".to_string()),
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("tokenizer task: {e}")).with_flavor(flavor))?
+    .map_err(|e| ApiError::bad_request(e).with_flavor(flavor))?;
+    Ok(ids)
+}
+
+/// Where each message's content sits in the rendered prompt `text`: the conversation is
+/// rendered again with a private-use marker in place of each content, and the markers
+/// must come out once each, in order, giving back `text` when replaced. A template that
+/// does not show contents verbatim cannot be checked, and the request is refused.
+fn content_spans(
+    st: &AppState,
+    messages: &[ChatMessage],
+    text: &str,
+    flavor: Flavor,
+) -> Result<Vec<std::ops::Range<usize>>, ApiError> {
+    let marker = |i: usize| format!("\u{E000}{i}\u{E001}");
+    let marked: Vec<ChatMessage> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let content = if m.content.is_empty() {
+                String::new()
+            } else {
+                marker(i)
+            };
+            ChatMessage::new(m.role.clone(), content)
+        })
+        .collect();
+    let rendered = render_chat(st, &marked, flavor)?;
+    let mut rebuilt = String::with_capacity(text.len());
+    let mut spans = Vec::new();
+    let mut rest = rendered.as_str();
+    for (i, m) in messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !m.content.is_empty())
+    {
+        let mark = marker(i);
+        let Some(at) = rest.find(&mark) else { break };
+        rebuilt.push_str(&rest[..at]);
+        spans.push(rebuilt.len()..rebuilt.len() + m.content.len());
+        rebuilt.push_str(&m.content);
+        rest = &rest[at + mark.len()..];
+    }
+    rebuilt.push_str(rest);
+    if rebuilt != text || rest.contains('\u{E000}') {
+        return Err(ApiError::bad_request(
+            "a message's content holds special-token text (such as '<|im_end|>') and this model's \
+             chat template does not show contents verbatim, so it cannot be kept as text; remove it, \
+             or start the server with --special-in-content to have it read as control tokens",
+        )
+        .with_flavor(flavor));
+    }
+    Ok(spans)
 }
 
 /// Tokenizes on a blocking thread (a long prompt takes a while).

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub prefix_cache: Option<usize>,
     /// Size of the model file in bytes (for `/api/tags`).
     pub file_size: u64,
+    /// Special-token text in message contents is read as control tokens (the old,
+    /// unsafe behaviour: a user's `<|im_end|>` can forge a turn); off by default.
+    pub special_in_content: bool,
 }
 
 impl ServerConfig {
@@ -70,6 +73,7 @@ impl ServerConfig {
             queue: None,
             prefix_cache: None,
             file_size: 0,
+            special_in_content: false,
         }
     }
 }
@@ -271,10 +275,13 @@ fn cors_preflight() -> Response {
 }
 
 fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    // RFC 9110: the scheme name is case-insensitive ("bearer KEY" is as good).
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key);
     let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
     bearer.map(str::trim) == Some(key) || x_api_key == Some(key)
 }
@@ -301,7 +308,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(
         }
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let msg = match inner.classify() {
@@ -312,6 +319,10 @@ pub(crate) fn parse_json<T: DeserializeOwned>(
             _ => format!("invalid value for '{path}': {inner}"),
         };
         ApiError::bad_request(msg).with_flavor(flavor)
+    })?;
+    // Bytes after the JSON value (only whitespace may follow) make the body malformed.
+    de.end().map_err(|e| {
+        ApiError::bad_request(format!("malformed JSON body: {e}")).with_flavor(flavor)
     })?;
     Ok(value)
 }

@@ -157,12 +157,12 @@ pub(crate) async fn chat(
         return Ok(json_ok(json!({"model": model, "created_at": rfc3339_now(),
             "message": {"role": "assistant", "content": ""}, "done_reason": "load", "done": true})));
     }
-    let conversation: Vec<ChatMessage> = messages
-        .into_iter()
-        .map(|m| ChatMessage::new(m.role, m.content))
-        .collect();
-    let text = gen::render_chat(&st, &conversation, FLAVOR)?;
-    let prompt = gen::tokenize(&st, text, false, FLAVOR).await?;
+    let mut conversation = Vec::with_capacity(messages.len());
+    for (i, m) in messages.into_iter().enumerate() {
+        let role = gen::check_role(&m.role, i, FLAVOR)?;
+        conversation.push(ChatMessage::new(role, m.content));
+    }
+    let prompt = gen::chat_prompt(&st, &conversation, FLAVOR).await?;
     let run = gen::start(
         &st,
         prompt,
@@ -214,8 +214,7 @@ pub(crate) async fn generate(
         let mut conversation: Vec<ChatMessage> =
             req.system.into_iter().map(ChatMessage::system).collect();
         conversation.push(ChatMessage::user(prompt));
-        let text = gen::render_chat(&st, &conversation, FLAVOR)?;
-        gen::tokenize(&st, text, false, FLAVOR).await?
+        gen::chat_prompt(&st, &conversation, FLAVOR).await?
     };
     let run = gen::start(&st, ids, &req.options.params(), output, &log, FLAVOR)?;
     let shape = Lines {
@@ -280,16 +279,27 @@ fn details(st: &AppState) -> Value {
     let m = &st.engine.model;
     let arch = m.config.arch.name();
     let params: u64 = m.file.tensors().iter().map(|t| t.n_elements()).sum();
-    // The quantization: the type holding the most weights.
+    // The quantization: the file's own `general.file_type` (Q4_K_M, not the Q4_K or
+    // Q5_0 that most of its weights happen to be), else the type holding the most weights.
+    let named = m
+        .file
+        .metadata()
+        .opt_u32("general.file_type")
+        .ok()
+        .flatten()
+        .and_then(gguf::file_type_name);
     let mut by_type = std::collections::BTreeMap::new();
     for t in m.file.tensors() {
         *by_type.entry(t.ty.name()).or_insert(0u64) += t.n_elements();
     }
-    let quant = by_type
-        .iter()
-        .max_by_key(|(_, &n)| n)
-        .map(|(t, _)| t.to_string())
-        .unwrap_or_default();
+    let quant = match named {
+        Some(name) => name.to_string(),
+        None => by_type
+            .iter()
+            .max_by_key(|(_, &n)| n)
+            .map(|(t, _)| t.to_string())
+            .unwrap_or_default(),
+    };
     json!({
         "parent_model": "",
         "format": "gguf",

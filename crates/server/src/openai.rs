@@ -231,11 +231,11 @@ pub(crate) async fn chat_completions(
                 text
             }
         };
-        conversation.push(ChatMessage::new(m.role, content));
+        let role = gen::check_role(&m.role, i, Flavor::OpenAi)?;
+        conversation.push(ChatMessage::new(role, content));
     }
     let params = req.params()?;
-    let text = gen::render_chat(&st, &conversation, Flavor::OpenAi)?;
-    let prompt = gen::tokenize(&st, text, false, Flavor::OpenAi).await?;
+    let prompt = gen::chat_prompt(&st, &conversation, Flavor::OpenAi).await?;
     let run = gen::start(&st, prompt, &params, Output::Answer, &log, Flavor::OpenAi)?;
     let (id, created, model) = (
         new_id("chatcmpl"),

@@ -1,6 +1,7 @@
 //! The public tokenizer: encode text to ids, decode ids to text, special tokens.
 
-use std::sync::Arc;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 use gguf::Metadata;
 use tokenizers::Tokenizer as HfTokenizer;
@@ -28,6 +29,39 @@ struct Inner {
     /// SentencePiece with the `▁` prefix: decoding drops the one leading space the
     /// prefix introduced (HF's `Strip` decoder).
     strip_leading_space: bool,
+    /// For [`Tokenizer::encode_with_text_spans`], built on first use: `hf` with special
+    /// tokens encoded as plain text, and the special tokens to look for.
+    as_text: OnceLock<(HfTokenizer, SpecialTexts)>,
+}
+
+/// The special (control and unknown) tokens' texts, by first byte, longest first: what
+/// a leftmost-longest scan of a text needs.
+struct SpecialTexts {
+    by_first_byte: Vec<Vec<(String, u32)>>,
+}
+
+impl SpecialTexts {
+    fn new(vocab: &Vocab) -> SpecialTexts {
+        let mut by_first_byte = vec![Vec::new(); 256];
+        for (id, (text, ty)) in vocab.tokens.iter().zip(&vocab.types).enumerate() {
+            if let (Some(&b), true) = (text.as_bytes().first(), ty.is_special()) {
+                by_first_byte[b as usize].push((text.clone(), id as u32));
+            }
+        }
+        for list in &mut by_first_byte {
+            list.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        }
+        SpecialTexts { by_first_byte }
+    }
+
+    /// The longest special token whose text starts at byte `at` of `text`.
+    fn longest_at(&self, text: &str, at: usize) -> Option<(usize, u32)> {
+        let rest = &text.as_bytes()[at..];
+        let list = &self.by_first_byte[*rest.first()? as usize];
+        list.iter()
+            .find(|(t, _)| rest.starts_with(t.as_bytes()))
+            .map(|(t, id)| (t.len(), *id))
+    }
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -100,6 +134,7 @@ impl Tokenizer {
                 add_bos,
                 add_eos,
                 strip_leading_space,
+                as_text: OnceLock::new(),
             }),
         })
     }
@@ -123,6 +158,88 @@ impl Tokenizer {
             ids.extend(inner.vocab.special.eos);
         }
         Ok(ids)
+    }
+
+    /// Like [`encode`](Self::encode), but special-token text that overlaps one of the
+    /// byte ranges `text_spans` of `text` is encoded as ordinary text: a chat prompt whose
+    /// messages' contents are those spans gets its template's control tokens while a
+    /// user's `<|im_end|>` stays five plain tokens and cannot forge a turn.
+    ///
+    /// When no special-token text overlaps a span the ids are exactly `encode`'s.
+    /// Otherwise the text is cut at the special tokens that stay (found leftmost-longest,
+    /// as HF does) and each stretch between them is encoded on its own with special
+    /// tokens as text, which is how HF encodes the stretches between added tokens.
+    pub fn encode_with_text_spans(
+        &self,
+        text: &str,
+        add_special: bool,
+        text_spans: &[Range<usize>],
+    ) -> Result<Vec<u32>, TextError> {
+        let (plain_hf, specials) = self.as_text();
+        // The special tokens a leftmost-longest scan finds, with whether each may stay.
+        let overlaps = |r: &Range<usize>| {
+            text_spans
+                .iter()
+                .any(|s| s.start < r.end && r.start < s.end)
+        };
+        let mut kept = Vec::new();
+        let mut in_span = false;
+        let mut at = 0;
+        while at < text.len() {
+            match specials.longest_at(text, at) {
+                Some((len, id)) if !overlaps(&(at..at + len)) => {
+                    kept.push((at..at + len, id));
+                    at += len;
+                }
+                found => {
+                    in_span |= found.is_some();
+                    at += text[at..].chars().next().map_or(1, char::len_utf8);
+                }
+            }
+        }
+        if !in_span {
+            return self.encode(text, add_special);
+        }
+        let inner = &*self.inner;
+        let mut ids = Vec::new();
+        if add_special && inner.add_bos {
+            ids.extend(inner.vocab.special.bos);
+        }
+        let stretch = |piece: &str, ids: &mut Vec<u32>| -> Result<(), TextError> {
+            if !piece.is_empty() {
+                let enc = plain_hf
+                    .encode_fast(piece, false)
+                    .map_err(|e| TextError::Encode(e.to_string()))?;
+                ids.extend_from_slice(enc.get_ids());
+            }
+            Ok(())
+        };
+        let mut from = 0;
+        for (range, id) in kept {
+            stretch(&text[from..range.start], &mut ids)?;
+            ids.push(id);
+            from = range.end;
+        }
+        stretch(&text[from..], &mut ids)?;
+        if add_special && inner.add_eos {
+            ids.extend(inner.vocab.special.eos);
+        }
+        Ok(ids)
+    }
+
+    fn as_text(&self) -> &(HfTokenizer, SpecialTexts) {
+        self.inner.as_text.get_or_init(|| {
+            let mut hf = self.inner.hf.clone();
+            hf.set_encode_special_tokens(true);
+            (hf, SpecialTexts::new(&self.inner.vocab))
+        })
+    }
+
+    /// Whether `text` holds the text of a special (control or unknown) token.
+    pub fn contains_special_text(&self, text: &str) -> bool {
+        let (_, specials) = self.as_text();
+        (0..text.len())
+            .any(|at| text.is_char_boundary(at) && specials.longest_at(text, at).is_some())
     }
 
     /// Text for `ids`. With `skip_special`, control and unknown tokens are left out.

@@ -13,7 +13,8 @@ const MAX_ARRAY_SHOWN: usize = 32;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The GGUF file (a model, or a vocabulary-only file).
+    /// The GGUF file (a model, or a vocabulary-only file; any part of a split set opens
+    /// the whole set).
     file: PathBuf,
     /// Print one JSON object instead of the human-readable summary.
     #[arg(long)]
@@ -68,6 +69,11 @@ fn to_json(file: &Gguf, with_tensors: bool) -> serde_json::Value {
         "architecture": file.metadata().opt_str("general.architecture").ok().flatten(),
         "name": file.metadata().opt_str("general.name").ok().flatten(),
         "tensor_count": file.tensors().len(),
+        "parts": file
+            .parts()
+            .iter()
+            .map(|p| json!({"file": p.name(), "bytes": p.file_size(), "tensors": p.tensor_count()}))
+            .collect::<Vec<_>>(),
         "parameter_count": parameter_count(file),
         "tensor_types": types,
         "metadata": metadata,
@@ -76,7 +82,7 @@ fn to_json(file: &Gguf, with_tensors: bool) -> serde_json::Value {
         out["tensors"] = file
             .tensors()
             .iter()
-            .map(|t| json!({"name": t.name, "type": t.ty.name(), "ne": t.ne, "offset": t.offset, "bytes": t.size}))
+            .map(|t| json!({"name": t.name, "type": t.ty.name(), "ne": t.ne, "offset": t.offset, "bytes": t.size, "part": t.part + 1}))
             .collect();
     }
     out
@@ -194,6 +200,18 @@ fn print_human(file: &Gguf, with_tensors: bool) {
         human_bytes(file.file_size()),
         file.version()
     );
+    if file.parts().len() > 1 {
+        println!("parts:         {} (split set)", file.parts().len());
+        for (i, p) in file.parts().iter().enumerate() {
+            println!(
+                "  {:>5}  {:>12}  {:>5} tensors  {}",
+                i + 1,
+                human_bytes(p.file_size()),
+                p.tensor_count(),
+                p.name()
+            );
+        }
+    }
     println!("architecture:  {}", arch.unwrap_or("(none)"));
     if let Ok(Some(name)) = md.opt_str("general.name") {
         println!("name:          {name}");
@@ -232,14 +250,25 @@ fn print_human(file: &Gguf, with_tensors: bool) {
         );
     }
     if with_tensors {
+        let split = file.parts().len() > 1;
         println!(
-            "{:<48} {:<8} {:<28} {:>12} {:>12}",
-            "name", "type", "ne", "offset", "bytes"
+            "{:<48} {:<8} {:<28} {:>12} {:>12}{}",
+            "name",
+            "type",
+            "ne",
+            "offset",
+            "bytes",
+            if split { "  part" } else { "" }
         );
         for t in file.tensors() {
             let ne = format!("{:?}", t.ne);
+            let part = if split {
+                format!("  {:>4}", t.part + 1)
+            } else {
+                String::new()
+            };
             println!(
-                "{:<48} {:<8} {:<28} {:>12} {:>12}",
+                "{:<48} {:<8} {:<28} {:>12} {:>12}{part}",
                 t.name,
                 t.ty.name(),
                 ne,

@@ -7,7 +7,7 @@ use engine::{Engine, LoadOptions, LoadProgress};
 /// Options every model-running subcommand takes.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// The GGUF model file.
+    /// The GGUF model file (of a split set, any part: the others are found by their names).
     #[arg(long, short = 'm')]
     pub model: PathBuf,
     /// Worker threads (default: the number of physical cores).
@@ -21,6 +21,27 @@ pub struct ModelArgs {
     /// row-interleaved layouts (less load time and anonymous memory, slower matmuls).
     #[arg(long)]
     pub no_repack: bool,
+    /// Plan memory as if this process could use only SIZE bytes (`20G`, `512M`; default:
+    /// MemAvailable and the cgroup limit): what does not fit stays memory-mapped.
+    #[arg(long, value_name = "SIZE", value_parser = parse_budget)]
+    pub memory_budget: Option<u64>,
+}
+
+/// `20G` → 20 GiB, `512M` → 512 MiB, a bare number is bytes.
+fn parse_budget(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.strip_suffix(['G', 'g']) {
+        Some(d) => (d, 30),
+        None => match s.strip_suffix(['M', 'm']) {
+            Some(d) => (d, 20),
+            None => (s, 0),
+        },
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("'{s}' is not a positive size like 20G, 512M or 4096"))
 }
 
 /// Loads the model with a progress bar on stderr and prints the summary line.
@@ -30,6 +51,8 @@ pub fn load(args: &ModelArgs, exact: bool, quiet: bool) -> anyhow::Result<Engine
         exact,
         experts_per_token: args.experts_per_token,
         repack: !args.no_repack,
+        memory_budget: args.memory_budget,
+        ..Default::default()
     };
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
@@ -42,15 +65,45 @@ pub fn load(args: &ModelArgs, exact: bool, quiet: bool) -> anyhow::Result<Engine
             .progress_chars("=> "),
     );
     bar.set_message(args.model.display().to_string());
+    let mut by_bytes = false;
     let engine = Engine::load(&args.model, &opts, &mut |p| match p {
         LoadProgress::Layers { done, total } => {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         }
+        LoadProgress::Bytes { done, total } => {
+            if !by_bytes {
+                // One bar by bytes over all parts, with the rate and the time left.
+                by_bytes = true;
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "loading {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                bar.reset_elapsed();
+            }
+            bar.set_length(total);
+            bar.set_position(done);
+        }
     })?;
     bar.finish_and_clear();
     if !quiet {
         eprintln!("{}", engine.summary());
+        for line in engine.load.lines() {
+            eprintln!("{line}");
+        }
+    } else {
+        // Warnings are printed even when quiet: they say why a run will be slow.
+        for line in engine
+            .load
+            .lines()
+            .into_iter()
+            .filter(|l| l.starts_with("warning:"))
+        {
+            eprintln!("{line}");
+        }
     }
     Ok(engine)
 }

@@ -37,6 +37,11 @@ pub struct Args {
     /// cancelled.
     #[arg(long, default_value_t = 10.0)]
     grace: f64,
+    /// Read special-token text in chat message contents (e.g. `<|im_end|>`) as control
+    /// tokens, as llama.cpp does. Off: contents are plain text, so a user cannot forge
+    /// turns or system messages.
+    #[arg(long)]
+    special_in_content: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -82,6 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         file_size: std::fs::metadata(&args.model.model)
             .map(|m| m.len())
             .unwrap_or(0),
+        special_in_content: args.special_in_content,
     };
     let options = server::RunOptions {
         host: args.host.clone(),

@@ -48,9 +48,66 @@ pub struct Args {
     /// Threads quantizing rows (default: all cores).
     #[arg(long, short = 't')]
     threads: Option<usize>,
-    /// Output file.
+    /// Output file. With `--split-max-size`, the name of the set: `-o m.gguf` writes
+    /// `m-00001-of-0000N.gguf`, …
     #[arg(long, short)]
     out: PathBuf,
+    /// Write a split set, as `llama-gguf-split --split --split-max-size` does: parts of at
+    /// most SIZE bytes of tensor data (`500M`, `50G`: decimal units, like gguf-split; a
+    /// bare number is bytes).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    split_max_size: Option<u64>,
+}
+
+/// `500M` → 500·10⁶, `50G` → 50·10⁹, `4096` → 4096 (gguf-split's units).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.strip_suffix(['M', 'm']) {
+        Some(d) => (d, 1_000_000),
+        None => match s.strip_suffix(['G', 'g']) {
+            Some(d) => (d, 1_000_000_000),
+            None => (s, 1),
+        },
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("'{s}' is not a positive size like 500M, 50G or 4096"))
+}
+
+/// Where the tensors go: one file, or the parts of a split set.
+enum Output {
+    File(GgufWriter<BufWriter<std::fs::File>>),
+    Set(gguf::SplitWriter),
+}
+
+impl Output {
+    fn write_tensor(&mut self, name: &str, data: &[u8]) -> Result<(), gguf::GgufError> {
+        match self {
+            Output::File(w) => w.write_tensor(name, data),
+            Output::Set(w) => w.write_tensor(name, data),
+        }
+    }
+
+    /// Finishes the file(s); returns what was written, for the closing line.
+    fn finish(self, out: &std::path::Path) -> Result<String, gguf::GgufError> {
+        match self {
+            Output::File(w) => {
+                w.finish()?;
+                Ok(out.display().to_string())
+            }
+            Output::Set(w) => {
+                let paths = w.finish()?;
+                Ok(format!(
+                    "{} parts: {} … {}",
+                    paths.len(),
+                    paths[0].display(),
+                    paths[paths.len() - 1].display()
+                ))
+            }
+        }
+    }
 }
 
 /// Router scoring function (`expert_gating_func`).
@@ -646,10 +703,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         total_values as f64 / 1e9,
         total_bytes as f64 / 1e9
     );
-    let file = std::fs::File::create(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
     let specs = tensors.iter().map(|t| t.spec.clone()).collect();
-    let mut w = GgufWriter::new(BufWriter::with_capacity(8 << 20, file), &md, specs)?;
+    let mut w = match args.split_max_size {
+        None => {
+            let file = std::fs::File::create(&args.out)
+                .with_context(|| format!("creating {}", args.out.display()))?;
+            Output::File(GgufWriter::new(
+                BufWriter::with_capacity(8 << 20, file),
+                &md,
+                specs,
+            )?)
+        }
+        Some(max) => Output::Set(gguf::SplitWriter::create(&args.out, &md, specs, max)?),
+    };
     let start = Instant::now();
     let mut done = 0u64;
     for (i, t) in tensors.iter().enumerate() {
@@ -669,12 +735,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    w.finish()
+    let written = w
+        .finish(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let s = start.elapsed().as_secs_f64();
     eprintln!(
-        "synth: wrote {} ({:.2} GB) in {:.1} s ({:.1} M values/s on {threads} threads)",
-        args.out.display(),
+        "synth: wrote {written} ({:.2} GB) in {:.1} s ({:.1} M values/s on {threads} threads)",
         total_bytes as f64 / 1e9,
         s,
         total_values as f64 / s / 1e6
@@ -685,6 +751,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_sizes_use_gguf_splits_decimal_units() {
+        assert_eq!(parse_size("500M"), Ok(500_000_000));
+        assert_eq!(parse_size("50G"), Ok(50_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "0", "0M", "-5M", "1.5G", "12K", "G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn q5_0_round_trips_within_half_a_step() {

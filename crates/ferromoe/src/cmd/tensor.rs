@@ -6,7 +6,7 @@ use anyhow::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The GGUF file.
+    /// The GGUF file (of a split set, any part).
     file: PathBuf,
     /// Tensor name, e.g. `blk.0.ffn_down_exps.weight` (see `ferromoe inspect --tensors`).
     name: String,

@@ -49,6 +49,7 @@ pub mod iq1;
 mod layout;
 pub mod mxfp4;
 pub mod scalar;
+pub mod scalar_iq;
 pub mod ternary;
 
 /// Most activation rows one kernel call handles ([`VecDot::dot_multi`] splits longer lists
@@ -56,11 +57,11 @@ pub mod ternary;
 pub const MAX_ROWS: usize = 4;
 
 /// The weight types [`vec_dot_for`] accepts, in ggml id order.
-pub const DOT_TYPES: [GgmlType; 20] = {
+pub const DOT_TYPES: [GgmlType; 25] = {
     use GgmlType::*;
     [
-        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ1_S, IQ4_NL,
-        IQ4_XS, IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4,
+        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ2_XXS, IQ2_XS,
+        IQ3_XXS, IQ1_S, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4,
     ]
 };
 
@@ -68,7 +69,7 @@ pub const DOT_TYPES: [GgmlType; 20] = {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DotError {
     /// No dot product for this weight type.
-    #[error("no dot product for weight type {0} (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, IQ1_S, IQ1_M, TQ1_0, TQ2_0, MXFP4)")]
+    #[error("no dot product for weight type {0} (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, TQ1_0, TQ2_0, MXFP4)")]
     Unsupported(GgmlType),
     /// The row length is not a whole number of blocks.
     #[error("{ty}: {n} values is not a multiple of the block size {block_size}")]
@@ -100,6 +101,7 @@ pub fn act_type_for(weight: GgmlType) -> Option<GgmlType> {
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => Q8_K,
         IQ1_S | IQ1_M | TQ1_0 | TQ2_0 => Q8_K,
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => Q8_K,
         _ => return None,
     })
 }

@@ -43,6 +43,7 @@ pub(crate) fn kernel(weight: GgmlType) -> Option<ScalarFn> {
         TQ1_0 => super::ternary::dot_tq1_0,
         TQ2_0 => super::ternary::dot_tq2_0,
         MXFP4 => super::mxfp4::dot_mxfp4,
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => return super::scalar_iq::kernel(weight),
         _ => return None,
     })
 }
@@ -564,6 +565,9 @@ pub(crate) fn block_ints(weight: GgmlType, w: &[u8], a: &[u8]) -> Option<Vec<[i3
         TQ1_0 => super::ternary::ints_tq1_0(w, a),
         TQ2_0 => super::ternary::ints_tq2_0(w, a),
         MXFP4 => super::mxfp4::ints_mxfp4(w, a),
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => {
+            return super::scalar_iq::block_ints(weight, w, a)
+        }
         _ => return None,
     })
 }

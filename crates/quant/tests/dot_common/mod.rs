@@ -370,6 +370,13 @@ pub fn dequant_weights(ty: GgmlType, row: &[u8]) -> (Vec<f64>, Vec<f64>) {
                     }
                 }
             }
+            IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => {
+                // Codebook types: the crate's dequantization (bit-identical to gguf-py,
+                // tests/dequant_lowbit.rs), exact in f32 (an f16 scale times small integers).
+                let mut v = [0f32; 256];
+                quant::dequantize(ty, b, &mut v).unwrap();
+                v.iter().for_each(|&x| push(x as f64, 0.0));
+            }
             _ => panic!("no dequantizer for {ty:?}"),
         }
     }

@@ -87,6 +87,7 @@ pub(super) fn kernels(weight: GgmlType, vnni: bool) -> Option<&'static RowsFns> 
         TQ1_0 => &ternary::TQ1_0_FNS[v],
         TQ2_0 => &ternary::TQ2_0_FNS[v],
         MXFP4 => &mxfp4::MXFP4_FNS[v],
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => return iq::kernels(weight, v),
         _ => return None,
     })
 }
@@ -133,6 +134,9 @@ pub(super) fn block_ints(
             TQ1_0 => pick!(ternary::TQ1_0K),
             TQ2_0 => pick!(ternary::TQ2_0K),
             MXFP4 => pick!(mxfp4::MXFP4K),
+            IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S => {
+                return iq::block_ints(weight, vnni, nb, w, a)
+            }
             _ => return None,
         })
     }
@@ -543,6 +547,7 @@ unsafe fn iq4_table() -> __m256i {
 
 // The kernels themselves (after `fns!`, which they use).
 mod float;
+mod iq;
 mod iq1;
 mod kquants;
 mod legacy;
