@@ -30,9 +30,8 @@ pub struct LoadOptions {
     /// load (anonymous memory; the mapped pages are released). Default true; ignored in
     /// the exact mode. `false` (`--no-repack`) keeps the weights mmap-only.
     pub repack: bool,
-    /// KV-cache positions (all sequences together) the memory plan reserves (default: the
-    /// model's training context, at most 4096).
-    pub kv_positions: Option<usize>,
+    /// The KV caches the command will allocate: the memory plan reserves them.
+    pub kv: KvReservation,
     /// Plan as if this process could use only this many bytes (default: what
     /// `MemAvailable` and the cgroup limit say).
     pub memory_budget: Option<u64>,
@@ -45,9 +44,59 @@ impl Default for LoadOptions {
             exact: false,
             experts_per_token: None,
             repack: true,
-            kv_positions: None,
+            kv: KvReservation::default(),
             memory_budget: None,
         }
+    }
+}
+
+/// The KV caches a command allocates, so that the memory plan reserves what the command
+/// will really hold (its `--ctx`, times the sequences it serves at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvReservation {
+    /// Positions per cache (`--ctx`); `None`: the model's training context, at most
+    /// `default_max`.
+    pub ctx: Option<usize>,
+    /// The cap on the default context.
+    pub default_max: usize,
+    /// Caches of that size the command may hold at once (`serve`: running plus kept
+    /// sequences).
+    pub caches: usize,
+}
+
+impl Default for KvReservation {
+    /// One cache of the training context, at most 4096 positions.
+    fn default() -> KvReservation {
+        KvReservation {
+            ctx: None,
+            default_max: 4096,
+            caches: 1,
+        }
+    }
+}
+
+impl KvReservation {
+    /// One cache of exactly `n_ctx` positions.
+    pub fn positions(n_ctx: usize) -> KvReservation {
+        KvReservation {
+            ctx: Some(n_ctx),
+            ..KvReservation::default()
+        }
+    }
+
+    /// Positions per cache for a model of this configuration (the command sizes its
+    /// caches with this, so plan and allocation agree).
+    pub fn ctx_for(&self, config: &model::Config) -> usize {
+        self.ctx
+            .unwrap_or_else(|| config.n_ctx_train.clamp(1, self.default_max.max(1)))
+    }
+
+    /// Bytes of all the caches, by the function [`KvCache`] allocates with
+    /// (`u64::MAX` when the size overflows: the plan then says it cannot fit).
+    pub fn bytes(&self, config: &model::Config) -> u64 {
+        KvCache::bytes_for(config, self.ctx_for(config))
+            .and_then(|b| b.checked_mul(self.caches))
+            .map_or(u64::MAX, |b| b as u64)
     }
 }
 
@@ -73,8 +122,12 @@ pub struct LoadReport {
     pub plan: model::memplan::MemoryPlan,
     /// The usable memory it planned with, and where that figure comes from.
     pub usable: Option<(u64, String)>,
-    /// KV positions the plan reserved.
-    pub kv_positions: usize,
+    /// Positions per KV cache the plan reserved (the size commands give their caches).
+    pub kv_ctx: usize,
+    /// KV caches of `kv_ctx` positions it reserved.
+    pub kv_caches: usize,
+    /// Bytes it reserved for them.
+    pub kv_bytes: u64,
     pub repack: model::weights::RepackSummary,
     /// Mapped weights read into the page cache at load (none when they do not all fit).
     pub page_in: model::weights::PageInSummary,
@@ -260,9 +313,8 @@ fn place_weights(
 ) -> Result<(LoadReport, Option<model::weights::RepackSummary>), ModelError> {
     let file = model.file.clone();
     let total = file.tensors().iter().map(|t| t.size).sum::<u64>();
-    let kv_positions = opts
-        .kv_positions
-        .unwrap_or_else(|| model.config.n_ctx_train.clamp(1, 4096));
+    let kv_ctx = opts.kv.ctx_for(&model.config);
+    let kv_bytes = opts.kv.bytes(&model.config);
     let usable = match opts.memory_budget {
         Some(b) => Some((b, format!("--memory-budget {}", human_bytes(b)))),
         None => model::sysmem::MemoryBudget::current().map(|b| (b.usable(), b.describe())),
@@ -273,7 +325,7 @@ fn place_weights(
     let input = model::memplan::PlanInput {
         other_mapped_bytes: total.saturating_sub(in_items),
         derived_bytes: model.weights.derived_bytes(),
-        kv_bytes: KvCache::bytes_for(&model.config, kv_positions).unwrap_or(usize::MAX) as u64,
+        kv_bytes,
         scratch_bytes: scratch_estimate(&model.config),
         repack,
         usable: usable.clone(),
@@ -314,7 +366,9 @@ fn place_weights(
         bind_seconds: 0.0,
         plan,
         usable,
-        kv_positions,
+        kv_ctx,
+        kv_caches: opts.kv.caches,
+        kv_bytes,
         repack: summary.unwrap_or_default(),
         page_in,
     };
@@ -371,8 +425,14 @@ impl LoadReport {
             )
         });
         out.push(format!(
-            "  reserved: KV cache for {} positions, scratch and weights computed at load: {} anonymous in all, {} margin",
-            self.kv_positions,
+            "  reserved: KV cache {} ({}{} positions), scratch and weights computed at load: {} anonymous in all, {} margin",
+            human_bytes(self.kv_bytes),
+            if self.kv_caches == 1 {
+                String::new()
+            } else {
+                format!("{} caches × ", self.kv_caches)
+            },
+            self.kv_ctx,
             human_bytes(p.anonymous_bytes),
             human_bytes(p.margin_bytes)
         ));

@@ -251,3 +251,40 @@ fn load_summary_shows_tiers_and_a_tight_budget_keeps_experts_mapped() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_plan_reserves_the_ctx_asked_for_and_warns_when_it_does_not_fit() {
+    let first = part(0);
+    let run = |ctx: &str| {
+        let o = ferromoe(&[
+            "run",
+            "-m",
+            first.to_str().unwrap(),
+            "-p",
+            "hello",
+            "-n",
+            "2",
+            "--ctx",
+            ctx,
+            "--memory-budget",
+            "64M",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // deepseek-v3-tiny caches 2 layers × (256 latent + 32 RoPE) floats = 2304 bytes per
+    // position: 200 positions fit in 64 MiB, 100 000 (220 MiB) do not.
+    let small = run("200");
+    assert!(
+        small.contains("  reserved: KV cache 450.0 KiB (200 positions)"),
+        "{small}"
+    );
+    assert!(!small.contains("warning:"), "{small}");
+    let large = run("100000");
+    assert!(
+        large.contains("  reserved: KV cache 219.73 MiB (100000 positions)")
+            && large.contains("warning: memory: the KV cache (0.2 GiB)")
+            && large.contains("use a smaller --ctx"),
+        "{large}"
+    );
+}

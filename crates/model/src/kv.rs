@@ -18,9 +18,9 @@ pub struct KvCache {
     n_ctx: usize,
     len: usize,
     layers: Vec<LayerCache>,
-    /// Floats per position (per layer) of each stored tensor.
-    k_width: usize,
-    v_width: usize,
+    /// Bytes held, as [`KvCache::bytes_for`] computed them (the memory plan reserves
+    /// with the same function).
+    bytes: usize,
 }
 
 impl KvCache {
@@ -93,7 +93,7 @@ impl KvCache {
     /// written), so an impossible size is an error that says so instead of an aborted
     /// allocation.
     pub fn new(config: &Config, n_ctx: usize) -> Result<KvCache, ModelError> {
-        KvCache::check_size(config, n_ctx, 1)?;
+        let bytes = KvCache::check_size(config, n_ctx, 1)?;
         let (k_width, v_width) = KvCache::widths(config);
         let layers = (0..config.n_layer)
             .map(|_| match config.mla {
@@ -110,8 +110,7 @@ impl KvCache {
             n_ctx,
             len: 0,
             layers,
-            k_width,
-            v_width,
+            bytes,
         })
     }
 
@@ -133,8 +132,20 @@ impl KvCache {
     }
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        // (checked when the cache was made)
-        self.layers.len() * self.n_ctx * (self.k_width + self.v_width) * std::mem::size_of::<f32>()
+        self.bytes
+    }
+    /// Bytes of the buffers actually allocated, counted from them (tests check that this
+    /// equals [`KvCache::bytes`], i.e. that the plan's formula is the allocation's).
+    pub fn allocated_bytes(&self) -> usize {
+        let floats: usize = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                LayerCache::Gqa { k, v } => k.len() + v.len(),
+                LayerCache::Mla { latent } => latent.len(),
+            })
+            .sum();
+        floats * std::mem::size_of::<f32>()
     }
     pub(crate) fn set_len(&mut self, len: usize) {
         self.len = len;

@@ -20,6 +20,9 @@ fn sizes_and_refusals() {
         assert_eq!(KvCache::bytes_for(c, 10), Some(10 * per));
         let kv = KvCache::new(c, 10).unwrap();
         assert_eq!((kv.n_ctx(), kv.len(), kv.bytes()), (10, 0, 10 * per));
+        // The size the memory plan reserves (bytes_for) is what the buffers hold.
+        assert_eq!(kv.allocated_bytes(), kv.bytes());
+        assert_eq!(KvCache::new(c, 37).unwrap().allocated_bytes(), 37 * per);
 
         let e = KvCache::new(c, 0).err().unwrap().to_string();
         assert!(e.contains("at least one position"), "{e}");

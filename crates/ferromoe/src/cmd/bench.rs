@@ -110,7 +110,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.n_prompt == 0 && args.n_gen == 0 {
         anyhow::bail!("nothing to measure: -p and -n are both 0");
     }
-    let engine = super::load::load(&args.model, false, args.json)?;
+    // The cache the tests use: depth plus the larger test (checked against the model's
+    // context once it is loaded).
+    let planned = args
+        .n_depth
+        .saturating_add(args.n_prompt.max(args.n_gen).max(1));
+    let engine = super::load::load(
+        &args.model,
+        false,
+        args.json,
+        engine::KvReservation::positions(planned),
+    )?;
     let vocab = engine.model.config.n_vocab;
     let bos = engine
         .tokenizer

@@ -33,7 +33,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let engine = super::load::load(&args.model, false, false)?;
+    let kv = engine::KvReservation {
+        ctx: args.ctx,
+        default_max: 8192,
+        caches: 1,
+    };
+    let engine = super::load::load(&args.model, false, false, kv)?;
     let tok = engine
         .tokenizer
         .as_ref()
@@ -45,10 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if template.is_fallback() {
         eprintln!("note: the file has no chat template; using ChatML");
     }
-    let ctx = args
-        .ctx
-        .unwrap_or(engine.model.config.n_ctx_train.min(8192));
-    let mut session = engine.session(ctx)?;
+    let mut session = engine.session(engine.load.kv_ctx)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use engine::{Engine, LoadOptions, LoadProgress};
+use engine::{Engine, KvReservation, LoadOptions, LoadProgress};
 
 /// Options every model-running subcommand takes.
 #[derive(clap::Args, Clone, Debug)]
@@ -44,15 +44,22 @@ fn parse_budget(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{s}' is not a positive size like 20G, 512M or 4096"))
 }
 
-/// Loads the model with a progress bar on stderr and prints the summary line.
-pub fn load(args: &ModelArgs, exact: bool, quiet: bool) -> anyhow::Result<Engine> {
+/// Loads the model with a progress bar on stderr and prints the summary line. The memory
+/// plan reserves the KV caches `kv` says the command will allocate; the command sizes
+/// them with `engine.load.kv_ctx`, the context the plan reserved.
+pub fn load(
+    args: &ModelArgs,
+    exact: bool,
+    quiet: bool,
+    kv: KvReservation,
+) -> anyhow::Result<Engine> {
     let opts = LoadOptions {
         threads: args.threads,
         exact,
         experts_per_token: args.experts_per_token,
         repack: !args.no_repack,
         memory_budget: args.memory_budget,
-        ..Default::default()
+        kv,
     };
     let bar = if quiet {
         indicatif::ProgressBar::hidden()

@@ -25,8 +25,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let engine = super::load::load(&args.model, args.exact, false)?;
     let n = args.tokens.len();
+    let engine = super::load::load(
+        &args.model,
+        args.exact,
+        false,
+        engine::KvReservation::positions(n),
+    )?;
     let mut session = engine.session(n)?;
     let which = if args.all { Logits::All } else { Logits::Last };
     let logits = session.feed(&args.tokens, which)?;

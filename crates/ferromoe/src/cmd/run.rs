@@ -74,7 +74,19 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let engine = super::load::load(&args.model, false, false)?;
+    // The plan reserves --ctx, or room for the prompt and the answer: the prompt's tokens
+    // are not known before the tokenizer is loaded, so its bytes (at least one per token)
+    // plus room for a chat template and BOS bound them.
+    let kv = engine::KvReservation {
+        ctx: args.ctx,
+        default_max: args
+            .prompt
+            .len()
+            .saturating_add(args.max_new_tokens)
+            .saturating_add(if args.chat { 1024 } else { 1 }),
+        caches: 1,
+    };
+    let engine = super::load::load(&args.model, false, false, kv)?;
     let tok = engine.tokenizer.as_ref().ok_or_else(|| {
         anyhow::anyhow!("{}: the file has no tokenizer", args.model.model.display())
     })?;

@@ -47,23 +47,28 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     // The access log and server messages go to stderr; RUST_LOG overrides the level.
     server::init_logging();
-    let engine = super::load::load(&args.model, false, false)?;
+    // Up to max_seqs running and prefix_cache kept sequences hold a cache each: the
+    // memory plan reserves them all.
+    let kept = args.prefix_cache.unwrap_or(args.max_seqs);
+    let kv = engine::KvReservation {
+        ctx: args.ctx,
+        default_max: 4096,
+        caches: args.max_seqs.saturating_add(kept),
+    };
+    let engine = super::load::load(&args.model, false, false, kv)?;
     if engine.tokenizer.is_none() {
         anyhow::bail!(
             "{}: the file has no tokenizer; the server needs one",
             args.model.model.display()
         );
     }
-    let n_ctx = args
-        .ctx
-        .unwrap_or(engine.model.config.n_ctx_train.clamp(1, 4096));
+    let n_ctx = engine.load.kv_ctx;
     // Every sequence gets a cache of n_ctx positions: a size that cannot be allocated is
     // refused here, with its message, rather than on the first request. Up to max_seqs
     // running and prefix_cache kept sequences hold one each (the OS supplies the pages as
     // they are written, so this is the worst case; cgroup limits are not seen).
     let model_config = &engine.model.config;
     model::KvCache::check_size(model_config, n_ctx, 1)?;
-    let kept = args.prefix_cache.unwrap_or(args.max_seqs);
     model::KvCache::check_size(model_config, n_ctx, args.max_seqs + kept).map_err(|e| {
         anyhow::anyhow!(
             "{e}, or fewer sequences (--max-seqs {} running + --prefix-cache {kept} kept)",
