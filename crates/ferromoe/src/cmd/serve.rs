@@ -75,13 +75,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.max_seqs
         )
     })?;
+    let split_set = engine.model.file.parts().len() > 1;
     let name = args.model_name.clone().unwrap_or_else(|| {
         let stem = args
             .model
             .model
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned());
-        stem.unwrap_or_else(|| "model".into())
+        let stem = stem.unwrap_or_else(|| "model".into());
+        if split_set {
+            set_name(&stem).to_string()
+        } else {
+            stem
+        }
     });
     let config = server::ServerConfig {
         model_name: name,
@@ -89,9 +95,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         n_ctx,
         queue: args.queue,
         prefix_cache: args.prefix_cache,
-        file_size: std::fs::metadata(&args.model.model)
-            .map(|m| m.len())
-            .unwrap_or(0),
+        // All parts of a split set.
+        file_size: engine.model.file.file_size(),
         special_in_content: args.special_in_content,
     };
     let options = server::RunOptions {
@@ -102,4 +107,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     server::run(Arc::new(engine), config, &options)?;
     Ok(())
+}
+
+/// The name of a split set from one part's file stem: `m-00001-of-00003` → `m` (a stem not
+/// named like a part is kept as it is).
+fn set_name(stem: &str) -> &str {
+    let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+    match stem.rsplit_once("-of-") {
+        Some((head, count)) if digits(count) => match head.rsplit_once('-') {
+            Some((name, no)) if digits(no) && !name.is_empty() => name,
+            _ => stem,
+        },
+        _ => stem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_name;
+
+    #[test]
+    fn a_split_sets_name_drops_the_part_number() {
+        assert_eq!(
+            set_name("DeepSeek-R1-Q4_K_M-00001-of-00009"),
+            "DeepSeek-R1-Q4_K_M"
+        );
+        assert_eq!(set_name("m-00003-of-00003"), "m");
+        for kept in [
+            "m",
+            "m-of-00003",
+            "m-1-of-00003",
+            "-00001-of-00003",
+            "m-00001-of-3",
+        ] {
+            assert_eq!(set_name(kept), kept);
+        }
+    }
 }
