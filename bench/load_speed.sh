@@ -1,8 +1,7 @@
 #!/bin/sh
 # Load speed on a V3-shape synth file, cold (the file's pages evicted from the page cache
 # with posix_fadvise(DONTNEED): no root needed, unlike drop_caches) and warm (cached).
-# Also the larger-than-RAM run: LAYERS=12 makes a ~29 GB V3-shape file (more than a 24 GiB
-# machine's RAM); ferromoe must plan, warn and run from the page cache without being killed.
+# (A model bigger than RAM: bench/bigger_than_ram.sh.)
 #   sh bench/load_speed.sh [FILE] [LAYERS]   (not in CI; deletes only a file it made itself)
 set -eu
 bin=${FERROMOE:-target/release/ferromoe}
