@@ -226,3 +226,44 @@ fn ollama_quantization_level_is_the_files_own() {
         r.body
     );
 }
+
+#[test]
+fn http_layer_errors_are_json_in_each_apis_shape() {
+    let server = Server::start(&["--max-seqs", "1", "--ctx", "128"]);
+    // 405: a route that exists, the wrong method; the Allow header stays.
+    for (path, ollama) in [
+        ("/v1/chat/completions", false),
+        ("/v1/completions", false),
+        ("/api/chat", true),
+        ("/api/generate", true),
+    ] {
+        let r = server.get(path);
+        let m = error_message(&r, 405, ollama);
+        assert!(m.contains("GET") && m.contains("POST"), "{path}: {m}");
+        assert!(r
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/json"));
+        assert_eq!(r.header("allow").as_deref(), Some("POST"), "{}", r.headers);
+    }
+    let r = server.request("DELETE", "/v1/models", &[], b"");
+    assert_eq!(openai_code(&r, 405), "method_not_allowed");
+    // 413: a body over the limit (2 MiB).
+    let big = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(3 << 20));
+    for (path, ollama) in [("/v1/completions", false), ("/api/generate", true)] {
+        let r = server.post_json_raw(path, big.as_bytes());
+        let m = error_message(&r, 413, ollama);
+        assert!(!m.is_empty(), "{path}");
+        assert!(r
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/json"));
+    }
+    let r = server.post_json_raw("/v1/chat/completions", big.as_bytes());
+    assert_eq!(openai_code(&r, 413), "payload_too_large");
+}
+
+fn openai_code(r: &Response, status: u16) -> String {
+    error_message(r, status, false);
+    r.json()["error"]["code"].as_str().unwrap_or("").to_string()
+}

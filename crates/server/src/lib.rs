@@ -120,7 +120,7 @@ impl AppState {
 
 /// The routes, with authentication and the access log around them.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(page::index))
         .route("/health", get(health))
         .route("/v1/models", get(openai::models))
@@ -134,11 +134,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/show", post(ollama::show))
         .route("/api/version", get(ollama::version))
         .fallback(no_route)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            access_and_auth,
-        ))
-        .with_state(state)
+        .with_state(state.clone());
+    // The middleware wraps the whole router (not each route), so it sees the final
+    // response of every request, a 405's `Allow` header included.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn_with_state(state, access_and_auth))
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` completes, then lets the
@@ -173,12 +174,46 @@ async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
 }
 
 async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
-    let e = ApiError::no_route(method.as_str(), uri.path());
-    if uri.path().starts_with("/api/") {
-        e.with_flavor(Flavor::Ollama)
-    } else {
-        e
+    ApiError::no_route(method.as_str(), uri.path()).with_flavor(ApiError::flavor_of(uri.path()))
+}
+
+/// Every error is JSON in its API's shape: an error that the HTTP layer answered
+/// itself (405 with an empty body, 413 or an extractor's 400 as text) is rewritten,
+/// keeping its status and headers such as `Allow`.
+async fn json_error_body(response: Response, method: &Method, path: &str) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
     }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = parts
+            .headers
+            .get(axum::http::header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        format!("method {method} is not allowed on {path} (allowed: {allowed})")
+    } else {
+        text
+    };
+    let mut r = ApiError::from_status(status, message)
+        .with_flavor(ApiError::flavor_of(path))
+        .into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            r.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    r
 }
 
 /// Set by the middleware on every request: a generation handler takes over the access
@@ -226,22 +261,18 @@ async fn access_and_auth(
         deferred: Arc::new(AtomicBool::new(false)),
     };
     let protected = log.path.starts_with("/v1/") || log.path.starts_with("/api/");
-    let mut response = match &st.config.api_key {
+    let response = match &st.config.api_key {
         // CORS preflight (browser clients on other origins): never carries the key.
         _ if req.method() == Method::OPTIONS => cors_preflight(),
-        Some(key) if protected && !authorized(req.headers(), key) => {
-            let flavor = if log.path.starts_with("/api/") {
-                Flavor::Ollama
-            } else {
-                Flavor::OpenAi
-            };
-            ApiError::unauthorized().with_flavor(flavor).into_response()
-        }
+        Some(key) if protected && !authorized(req.headers(), key) => ApiError::unauthorized()
+            .with_flavor(ApiError::flavor_of(&log.path))
+            .into_response(),
         _ => {
             req.extensions_mut().insert(log.clone());
             next.run(req).await
         }
     };
+    let mut response = json_error_body(response, &log.method, &log.path).await;
     response
         .headers_mut()
         .insert("access-control-allow-origin", HeaderValue::from_static("*"));

@@ -170,6 +170,11 @@ impl Server {
         )
     }
 
+    /// POST raw bytes as `Content-Type: application/json`.
+    pub fn post_json_raw(&self, path: &str, body: &[u8]) -> Response {
+        self.request("POST", path, &[("Content-Type", "application/json")], body)
+    }
+
     pub fn get(&self, path: &str) -> Response {
         self.request("GET", path, &[], b"")
     }
