@@ -267,3 +267,23 @@ fn openai_code(r: &Response, status: u16) -> String {
     error_message(r, status, false);
     r.json()["error"]["code"].as_str().unwrap_or("").to_string()
 }
+
+#[test]
+fn health_tells_strangers_only_ok_when_a_key_is_set() {
+    let open = Server::start(&["--max-seqs", "1", "--ctx", "128"]);
+    let h = open.get("/health").json();
+    assert_eq!(h["model"], server_common::MODEL_NAME, "{h}");
+    assert!(h["completed"].is_u64(), "{h}");
+
+    let keyed = Server::start(&["--max-seqs", "1", "--ctx", "128", "--api-key", KEY]);
+    for auth in [None, Some("Bearer wrong")] {
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
+        let r = keyed.request("GET", "/health", &headers, b"");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json(), json!({"status": "ok"}), "{auth:?}");
+        assert!(!r.body.contains(server_common::MODEL_NAME));
+    }
+    // The key holder sees the counters.
+    let h = keyed.health();
+    assert_eq!(h["model"], server_common::MODEL_NAME, "{h}");
+}

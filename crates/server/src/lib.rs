@@ -154,7 +154,14 @@ pub async fn serve(
         .await
 }
 
-async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
+/// `GET /health`: needs no key, so with a key set it says only that the server is up;
+/// the model's name and the counters are for those who send the key.
+async fn health(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Json<serde_json::Value> {
+    if let Some(key) = &st.config.api_key {
+        if !authorized(&headers, key) {
+            return Json(serde_json::json!({"status": "ok"}));
+        }
+    }
     let s = st.scheduler.status();
     Json(serde_json::json!({
         "status": "ok",

@@ -27,6 +27,8 @@ pub struct Server {
     pub base: String,
     pub addr: String,
     log: Arc<Mutex<String>>,
+    /// The `--api-key` it was started with ([`Server::health`] sends it).
+    pub api_key: Option<String>,
 }
 
 impl Server {
@@ -83,11 +85,17 @@ impl Server {
                 panic!("the server did not start:\n{}", log.lock().unwrap());
             }
         };
+        let api_key = extra
+            .iter()
+            .position(|&a| a == "--api-key")
+            .and_then(|i| extra.get(i + 1))
+            .map(|k| k.to_string());
         Server {
             child,
             base: format!("http://{addr}"),
             addr,
             log,
+            api_key,
         }
     }
 
@@ -179,9 +187,12 @@ impl Server {
         self.request("GET", path, &[], b"")
     }
 
-    /// `/health` as JSON.
+    /// `/health` as JSON, with the counters (the server's API key sent when it has one).
     pub fn health(&self) -> serde_json::Value {
-        let r = self.get("/health");
+        let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let r = self.request("GET", "/health", &headers, b"");
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()
     }
