@@ -287,3 +287,134 @@ fn health_tells_strangers_only_ok_when_a_key_is_set() {
     let h = keyed.health();
     assert_eq!(h["model"], server_common::MODEL_NAME, "{h}");
 }
+
+/// A GET of `/v1/models` naming `host` with these extra headers.
+fn models_via(server: &Server, host: &str, headers: &[(&str, &str)]) -> Response {
+    server.request_to_host(host, "GET", "/v1/models", headers, b"")
+}
+
+#[test]
+fn cors_is_off_by_default_and_host_must_name_the_server() {
+    let server = Server::start(&["--max-seqs", "1", "--ctx", "128"]);
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let same_origin = format!("http://{}", server.addr);
+
+    // No CORS header on any answer; a page on another origin is refused, preflight too.
+    let r = server.get("/v1/models");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        None,
+        "{}",
+        r.headers
+    );
+    let evil = [("Origin", "http://evil.example")];
+    let r = models_via(&server, &server.addr, &evil);
+    assert_eq!(openai_code(&r, 403), "forbidden");
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = server.request(
+        "OPTIONS",
+        "/v1/chat/completions",
+        &[
+            ("Origin", "http://evil.example"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 403, "{}", r.headers);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    // Ollama's routes take any content type: a form post from a page is refused too.
+    let r = server.request(
+        "POST",
+        "/api/generate",
+        &[
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "text/plain"),
+        ],
+        br#"{"prompt": "hi"}"#,
+    );
+    error_message(&r, 403, true);
+    // The server's own chat page (same origin) works.
+    let r = models_via(&server, &server.addr, &[("Origin", &same_origin)]);
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Host: loopback names and addresses on any port; another name is refused (DNS
+    // rebinding), in each API's shape.
+    for host in [
+        format!("localhost:{port}"),
+        "localhost".into(),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        assert_eq!(models_via(&server, &host, &[]).status, 200, "{host}");
+    }
+    for host in ["evil.example", "evil.example:80", "localhost.evil.example"] {
+        let m = error_message(&models_via(&server, host, &[]), 403, false);
+        assert!(m.contains("--allowed-hosts"), "{m}");
+        let r = server.request_to_host(host, "GET", "/api/tags", &[], b"");
+        error_message(&r, 403, true);
+        assert_eq!(
+            server.request_to_host(host, "GET", "/", &[], b"").status,
+            403
+        );
+    }
+
+    // --cors: those origins (and their preflights) get the header, others do not.
+    let app = "https://app.example";
+    let server = Server::start(&[
+        "--max-seqs",
+        "1",
+        "--ctx",
+        "128",
+        "--cors",
+        app,
+        "--allowed-hosts",
+        "box.lan",
+    ]);
+    let r = models_via(&server, &server.addr, &[("Origin", app)]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some(app)
+    );
+    assert_eq!(r.header("vary").as_deref(), Some("Origin"));
+    let r = server.request(
+        "OPTIONS",
+        "/v1/chat/completions",
+        &[("Origin", app), ("Access-Control-Request-Method", "POST")],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.headers);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some(app)
+    );
+    assert!(r
+        .header("access-control-allow-headers")
+        .unwrap()
+        .contains("authorization"));
+    let r = models_via(&server, &server.addr, &evil);
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    // --allowed-hosts: that name is accepted, others still refused.
+    assert_eq!(models_via(&server, "box.lan:8080", &[]).status, 200);
+    assert_eq!(models_via(&server, "evil.example", &[]).status, 403);
+
+    // `*` for both: any origin, any host.
+    let server = Server::start(&[
+        "--max-seqs",
+        "1",
+        "--ctx",
+        "128",
+        "--cors",
+        "*",
+        "--allowed-hosts",
+        "*",
+    ]);
+    let r = models_via(&server, "evil.example", &evil);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+}

@@ -70,6 +70,16 @@ impl ApiError {
         )
     }
 
+    /// 403: the request's `Host` or `Origin` is not allowed.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            Some("forbidden"),
+            message,
+        )
+    }
+
     /// 404: no such route.
     pub fn no_route(method: &str, path: &str) -> ApiError {
         ApiError::new(

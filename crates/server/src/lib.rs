@@ -24,6 +24,7 @@ mod error;
 mod gen;
 mod ollama;
 mod openai;
+mod origin;
 mod page;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +62,14 @@ pub struct ServerConfig {
     /// Special-token text in message contents is read as control tokens (the old,
     /// unsafe behaviour: a user's `<|im_end|>` can forge a turn); off by default.
     pub special_in_content: bool,
+    /// Origins whose pages may call the API (`--cors`; `*`: any). Empty: none but the
+    /// server's own page.
+    pub cors: Vec<String>,
+    /// Names the `Host` header may carry besides the listen address, loopback names and
+    /// IP addresses (`--allowed-hosts`; `*`: any).
+    pub allowed_hosts: Vec<String>,
+    /// The address the server listens on (a `Host` naming it is accepted).
+    pub listen_host: String,
 }
 
 impl ServerConfig {
@@ -74,6 +83,9 @@ impl ServerConfig {
             prefix_cache: None,
             file_size: 0,
             special_in_content: false,
+            cors: Vec::new(),
+            allowed_hosts: Vec::new(),
+            listen_host: "127.0.0.1".into(),
         }
     }
 }
@@ -268,21 +280,53 @@ async fn access_and_auth(
         deferred: Arc::new(AtomicBool::new(false)),
     };
     let protected = log.path.starts_with("/v1/") || log.path.starts_with("/api/");
-    let response = match &st.config.api_key {
-        // CORS preflight (browser clients on other origins): never carries the key.
-        _ if req.method() == Method::OPTIONS => cors_preflight(),
-        Some(key) if protected && !authorized(req.headers(), key) => ApiError::unauthorized()
-            .with_flavor(ApiError::flavor_of(&log.path))
-            .into_response(),
+    let flavor = ApiError::flavor_of(&log.path);
+    let cfg = &st.config;
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    let origin = origin::check_origin(req.headers(), &cfg.cors);
+    let response = match (&host, &origin, &cfg.api_key) {
+        // A request without `Host` is not from a browser (they always send it).
+        (Some(h), _, _) if !origin::host_allowed(h, &cfg.listen_host, &cfg.allowed_hosts) => {
+            ApiError::forbidden(format!(
+                "Host '{h}' does not name this server; start it with --allowed-hosts NAME to \
+                 accept other names"
+            ))
+            .with_flavor(flavor)
+            .into_response()
+        }
+        (_, origin::OriginCheck::Refused(o), _) => ApiError::forbidden(format!(
+            "cross-origin requests from '{o}' are not allowed; start the server with --cors {o} \
+             to allow them"
+        ))
+        .with_flavor(flavor)
+        .into_response(),
+        // CORS preflight (browser clients on allowed origins): never carries the key.
+        _ if req.method() == Method::OPTIONS => cors_preflight(&origin),
+        (_, _, Some(key)) if protected && !authorized(req.headers(), key) => {
+            ApiError::unauthorized().with_flavor(flavor).into_response()
+        }
         _ => {
             req.extensions_mut().insert(log.clone());
             next.run(req).await
         }
     };
     let mut response = json_error_body(response, &log.method, &log.path).await;
-    response
-        .headers_mut()
-        .insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    if let origin::OriginCheck::Allowed(o) = &origin {
+        if let Ok(v) = HeaderValue::from_str(o) {
+            response
+                .headers_mut()
+                .insert("access-control-allow-origin", v);
+        }
+    }
+    if !cfg.cors.is_empty() {
+        // The answer depends on the Origin: caches must not hand it to another page.
+        response
+            .headers_mut()
+            .insert("vary", HeaderValue::from_static("Origin"));
+    }
     if !log.deferred.load(Ordering::SeqCst) || !response.status().is_success() {
         tracing::info!(
             target: "access",
@@ -296,19 +340,22 @@ async fn access_and_auth(
     response
 }
 
-/// 204 allowing any origin to call the API with JSON and a key.
-fn cors_preflight() -> Response {
+/// 204 to a preflight: an origin allowed by `--cors` may call the API with JSON and a
+/// key; for any other the answer carries no CORS headers (the browser refuses).
+fn cors_preflight(origin: &origin::OriginCheck) -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
-    let h = r.headers_mut();
-    h.insert(
-        "access-control-allow-methods",
-        HeaderValue::from_static("GET, POST, OPTIONS"),
-    );
-    h.insert(
-        "access-control-allow-headers",
-        HeaderValue::from_static("authorization, content-type, x-api-key"),
-    );
-    h.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    if let origin::OriginCheck::Allowed(_) = origin {
+        let h = r.headers_mut();
+        h.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static("authorization, content-type, x-api-key"),
+        );
+        h.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    }
     r
 }
 

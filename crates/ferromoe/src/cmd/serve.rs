@@ -42,6 +42,14 @@ pub struct Args {
     /// turns or system messages.
     #[arg(long)]
     special_in_content: bool,
+    /// Let web pages from these origins call the API (e.g. `--cors
+    /// https://app.example`; `*`: any). Default: only the server's own chat page.
+    #[arg(long, num_args = 1.., value_delimiter = ',', value_name = "ORIGIN")]
+    cors: Vec<String>,
+    /// Accept these names in the `Host` header besides the listen address, localhost
+    /// and IP addresses (`*`: any). Refusing other names stops DNS-rebinding pages.
+    #[arg(long, num_args = 1.., value_delimiter = ',', value_name = "HOST")]
+    allowed_hosts: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -88,6 +96,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map(|m| m.len())
             .unwrap_or(0),
         special_in_content: args.special_in_content,
+        cors: args.cors.clone(),
+        allowed_hosts: args.allowed_hosts.clone(),
+        listen_host: args.host.clone(),
     };
     let options = server::RunOptions {
         host: args.host.clone(),

@@ -150,11 +150,22 @@ impl Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
+        self.request_to_host(&self.addr, method, path, headers, body)
+    }
+
+    /// [`Server::request`] naming `host` in the `Host` header.
+    pub fn request_to_host(
+        &self,
+        host: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut s = TcpStream::connect(&self.addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()
         );
         for (k, v) in headers {
