@@ -418,3 +418,90 @@ fn cors_is_off_by_default_and_host_must_name_the_server() {
         Some("*")
     );
 }
+
+/// Opens a connection and sends `raw` (a request cut short), leaving it open.
+fn half_sent(server: &Server, raw: &str) -> TcpStream {
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    s
+}
+
+/// Everything the server sends until it closes the connection, and how long that took.
+fn read_until_closed(s: &mut TcpStream) -> (String, Duration) {
+    let t = std::time::Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match std::io::Read::read(s, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the connection stayed open ({e}) after {:?}", t.elapsed()),
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), t.elapsed())
+}
+
+#[test]
+fn stalled_requests_time_out_and_do_not_hold_up_shutdown() {
+    let server = Server::start(&[
+        "--max-seqs",
+        "1",
+        "--ctx",
+        "128",
+        "--timeout",
+        "1",
+        "--timeout-header",
+        "1",
+    ]);
+    // The headers promise 100 bytes of body and one comes: 408 in OpenAI's shape, and
+    // the connection is closed.
+    let head = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: 100\r\n\r\n{{",
+            server.addr
+        )
+    };
+    for (path, ollama) in [("/v1/chat/completions", false), ("/api/chat", true)] {
+        let (answer, took) = read_until_closed(&mut half_sent(&server, &head(path)));
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let e: serde_json::Value = serde_json::from_str(body).unwrap();
+        let m = if ollama {
+            &e["error"]
+        } else {
+            &e["error"]["message"]
+        };
+        assert!(m.as_str().unwrap().contains("did not arrive"), "{body}");
+    }
+    // Headers that never end: the connection is closed.
+    let (_, took) = read_until_closed(&mut half_sent(
+        &server,
+        "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+    ));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The server still serves.
+    assert_eq!(server.get("/v1/models").status, 200);
+
+    // Default timeouts (a minute): SIGTERM with a half-sent request open still exits
+    // within the grace time and a little more.
+    let mut server = Server::start(&["--max-seqs", "1", "--ctx", "128", "--grace", "2"]);
+    let _open = half_sent(&server, &head("/v1/chat/completions"));
+    let _idle = half_sent(&server, "");
+    std::thread::sleep(Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    let status = server
+        .signal_and_wait("TERM", Duration::from_secs(10))
+        .expect("no exit within 10 s of SIGTERM");
+    let took = t.elapsed();
+    println!("SIGTERM with a half-sent request open, --grace 2: exited in {took:?}");
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    assert!(
+        took < Duration::from_millis(3500),
+        "{took:?}\n{}",
+        server.log()
+    );
+}

@@ -16,12 +16,14 @@
 //! let config = server::ServerConfig::new("my-model", 4096);
 //! let state = server::AppState::new(engine, config, 4);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! server::serve(listener, state, std::future::pending()).await
+//! let grace = std::time::Duration::from_secs(10);
+//! server::serve(listener, state, std::future::pending(), grace).await
 //! # }
 //! ```
 
 mod error;
 mod gen;
+mod listen;
 mod ollama;
 mod openai;
 mod origin;
@@ -43,6 +45,10 @@ use engine::Engine;
 use serde::de::DeserializeOwned;
 
 pub use error::{ApiError, Flavor};
+pub use listen::serve;
+
+/// The largest request body accepted (413 beyond).
+pub const BODY_LIMIT: usize = 2 << 20;
 
 /// What the server says about itself and enforces.
 #[derive(Clone, Debug)]
@@ -70,6 +76,10 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// The address the server listens on (a `Host` naming it is accepted).
     pub listen_host: String,
+    /// A request's headers must arrive within this (else the connection is closed).
+    pub header_timeout: std::time::Duration,
+    /// A request's body must arrive within this (else 408).
+    pub body_timeout: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -86,6 +96,8 @@ impl ServerConfig {
             cors: Vec::new(),
             allowed_hosts: Vec::new(),
             listen_host: "127.0.0.1".into(),
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -152,18 +164,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::from_fn_with_state(state, access_and_auth))
-}
-
-/// Serves `router(state)` on `listener` until `shutdown` completes, then lets the
-/// running requests end (the caller bounds that with [`Scheduler::cancel_all`]).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// `GET /health`: needs no key, so with a key set it says only that the server is up;
@@ -268,11 +268,7 @@ impl AccessLog {
     }
 }
 
-async fn access_and_auth(
-    State(st): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+async fn access_and_auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let log = AccessLog {
         method: req.method().clone(),
         path: req.uri().path().to_string(),
@@ -308,10 +304,13 @@ async fn access_and_auth(
         (_, _, Some(key)) if protected && !authorized(req.headers(), key) => {
             ApiError::unauthorized().with_flavor(flavor).into_response()
         }
-        _ => {
-            req.extensions_mut().insert(log.clone());
-            next.run(req).await
-        }
+        _ => match read_body(req, cfg.body_timeout, flavor).await {
+            Ok(mut req) => {
+                req.extensions_mut().insert(log.clone());
+                next.run(req).await
+            }
+            Err(refused) => refused,
+        },
     };
     let mut response = json_error_body(response, &log.method, &log.path).await;
     if let origin::OriginCheck::Allowed(o) = &origin {
@@ -357,6 +356,56 @@ fn cors_preflight(origin: &origin::OriginCheck) -> Response {
         h.insert("access-control-max-age", HeaderValue::from_static("86400"));
     }
     r
+}
+
+/// Reads the whole body within `timeout` (a client that sends its headers and then
+/// stalls must not hold a connection and a task forever): 408 when it does not arrive
+/// in time (and the connection is closed: what is left of the body is not waited
+/// for), 413 beyond [`BODY_LIMIT`], 400 when the client breaks off.
+async fn read_body(
+    req: Request,
+    timeout: std::time::Duration,
+    flavor: Flavor,
+) -> Result<Request, Response> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let refuse = |e: ApiError| e.with_flavor(flavor).into_response();
+    let too_large = || {
+        ApiError::from_status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {BODY_LIMIT} bytes"),
+        )
+    };
+    // A body declared too large is read up to the limit all the same (as one that
+    // turns out too large): a client still writing it would get a broken pipe, not
+    // the answer, if the connection were closed now.
+    let limited = http_body_util::Limited::new(body, BODY_LIMIT);
+    let bytes = match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => {
+            let mut r = refuse(ApiError::from_status(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
+            ));
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
+            return Err(r);
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(refuse(too_large()))
+        }
+        Ok(Err(e)) => {
+            return Err(refuse(ApiError::bad_request(format!(
+                "reading the request body: {e}"
+            ))))
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 fn authorized(headers: &HeaderMap, key: &str) -> bool {
@@ -471,24 +520,19 @@ pub fn run(engine: Arc<Engine>, config: ServerConfig, options: &RunOptions) -> s
             options.max_seqs,
             if keyed { " · API key required" } else { "" }
         );
-        let shutdown_state = state.clone();
         let grace = options.grace;
         let shutdown = async move {
             let signal = wait_for_signal().await;
-            tracing::info!("{signal}: finishing in-flight requests (at most {:.0}s), then exiting", grace.as_secs_f64());
-            shutdown_state.scheduler.close();
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                let s = shutdown_state.scheduler.status();
-                if s.active + s.queued > 0 {
-                    tracing::info!("cancelling {} running and {} queued requests", s.active, s.queued);
-                }
-                shutdown_state.scheduler.cancel_all();
-            });
+            tracing::info!(
+                "{signal}: finishing in-flight requests (at most {:.0}s), then exiting",
+                grace.as_secs_f64()
+            );
         };
-        serve(listener, state.clone(), shutdown).await
+        serve(listener, state.clone(), shutdown, grace).await
     })?;
     state.scheduler.cancel_all();
+    // Connections still open (a stalled upload) are dropped with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     tracing::info!("server stopped");
     Ok(())
 }

@@ -50,6 +50,27 @@ pub struct Args {
     /// and IP addresses (`*`: any). Refusing other names stops DNS-rebinding pages.
     #[arg(long, num_args = 1.., value_delimiter = ',', value_name = "HOST")]
     allowed_hosts: Vec<String>,
+    /// Seconds a client has to send a request's body once its headers are in (408
+    /// after); llama-server's flag name.
+    #[arg(
+        long,
+        visible_alias = "read-timeout",
+        default_value_t = 60.0,
+        value_name = "SECS"
+    )]
+    timeout: f64,
+    /// Seconds a client has to send a request's headers (the connection is closed
+    /// after; also how long an idle keep-alive connection stays open).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    timeout_header: f64,
+}
+
+/// A positive, finite number of seconds.
+fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
+        anyhow::bail!("{flag} must be a positive number of seconds, got {secs}");
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -99,6 +120,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cors: args.cors.clone(),
         allowed_hosts: args.allowed_hosts.clone(),
         listen_host: args.host.clone(),
+        header_timeout: seconds("--timeout-header", args.timeout_header)?,
+        body_timeout: seconds("--timeout", args.timeout)?,
     };
     let options = server::RunOptions {
         host: args.host.clone(),
