@@ -505,3 +505,94 @@ fn stalled_requests_time_out_and_do_not_hold_up_shutdown() {
         server.log()
     );
 }
+
+/// Sends `body` to `path` on a new connection and returns it (the answer unread).
+fn send_request(server: &Server, path: &str, body: &serde_json::Value) -> TcpStream {
+    let body = body.to_string();
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn generations_cut_off_at_shutdown_end_in_an_error_not_stop() {
+    let mut server = Server::start(&["--max-seqs", "4", "--ctx", "4096", "--grace", "0.3"]);
+    let chat = |stream: bool| {
+        json!({"messages": [{"role": "user", "content": "Count."}], "max_tokens": 4000,
+            "ignore_eos": true, "stream": stream})
+    };
+    let ollama = |stream: bool| {
+        json!({"messages": [{"role": "user", "content": "Count."}], "stream": stream,
+            "options": {"num_predict": 4000, "ignore_eos": true}})
+    };
+    let mut open = [
+        send_request(&server, "/v1/chat/completions", &chat(true)),
+        send_request(&server, "/v1/chat/completions", &chat(false)),
+        send_request(&server, "/api/chat", &ollama(true)),
+        send_request(&server, "/api/chat", &ollama(false)),
+    ];
+    let t = std::time::Instant::now();
+    while server.health()["active"] != 4 {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", server.health());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = server
+        .signal_and_wait("TERM", Duration::from_secs(10))
+        .expect("no exit after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let answers: Vec<Response> = open
+        .iter_mut()
+        .map(|s| {
+            let mut raw = Vec::new();
+            let _ = std::io::Read::read_to_end(s, &mut raw);
+            Response::parse(&raw)
+        })
+        .collect();
+    let tail = |r: &Response| r.body[r.body.len().saturating_sub(400)..].to_string();
+    // OpenAI stream: an error event, then [DONE]; no finish_reason at all.
+    let a = &answers[0];
+    assert_eq!(a.status, 200);
+    let events: Vec<&str> = a
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{}", tail(a));
+    let error: serde_json::Value = serde_json::from_str(events[events.len() - 2]).unwrap();
+    let m = error["error"]["message"].as_str().unwrap();
+    assert!(m.starts_with("cut off"), "{}", tail(a));
+    assert!(
+        !a.body.contains("\"finish_reason\":\"stop\""),
+        "{}",
+        tail(a)
+    );
+    // Not streamed: 503 in the API's shape.
+    assert!(error_message(&answers[1], 503, false).contains("shutting down"));
+    assert!(error_message(&answers[3], 503, true).contains("shutting down"));
+    // Ollama stream: its last line is an error, none says done.
+    let a = &answers[2];
+    let last: serde_json::Value =
+        serde_json::from_str(a.body.trim_end().lines().last().unwrap()).unwrap();
+    assert!(
+        last["error"].as_str().unwrap().starts_with("cut off"),
+        "{}",
+        tail(a)
+    );
+    assert!(!a.body.contains("\"done\":true"), "{}", tail(a));
+    // The log says why.
+    assert!(
+        server
+            .log()
+            .contains("cut off: the server is shutting down"),
+        "{}",
+        server.log()
+    );
+}

@@ -36,6 +36,9 @@ struct Options {
     frequency_penalty: Option<f32>,
     repeat_penalty: Option<f32>,
     repeat_last_n: Option<i64>,
+    /// llama.cpp's extension (not Ollama's): keep going past end-of-generation tokens.
+    #[serde(default)]
+    ignore_eos: bool,
 }
 
 impl Options {
@@ -53,7 +56,7 @@ impl Options {
             frequency_penalty: self.frequency_penalty,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
-            ignore_eos: false,
+            ignore_eos: self.ignore_eos,
         }
     }
 }
@@ -271,6 +274,10 @@ impl StreamShape for Lines {
             }
             Event::Error(e) => (vec![json!({"error": e}).to_string()], true),
         }
+    }
+
+    fn on_cut_off(&mut self, message: &str) -> Vec<String> {
+        vec![json!({"error": message}).to_string()]
     }
 }
 
