@@ -596,3 +596,121 @@ fn generations_cut_off_at_shutdown_end_in_an_error_not_stop() {
         server.log()
     );
 }
+
+/// `/metrics` parsed: every sample's `name{labels}` → value; checks each metric has its
+/// HELP and TYPE lines first.
+fn scrape(server: &Server) -> std::collections::HashMap<String, f64> {
+    let auth = format!("Bearer {KEY}");
+    let r = server.request("GET", "/metrics", &[("Authorization", &auth)], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let mut samples = std::collections::HashMap::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in r.body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let name = key.split('{').next().unwrap();
+        assert!(typed.contains(name), "{name} has no TYPE line");
+        assert!(
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{line}"
+        );
+        let value: f64 = value.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+        samples.insert(key.to_string(), value);
+    }
+    samples
+}
+
+#[test]
+fn metrics_in_prometheus_format_after_some_requests() {
+    let server = Server::start(&["--max-seqs", "2", "--ctx", "512", "--api-key", KEY]);
+    // The key is needed.
+    let r = server.get("/metrics");
+    assert_eq!(r.status, 401, "{}", r.body);
+
+    let m0 = scrape(&server);
+    assert_eq!(m0["ferromoe_generated_tokens_total"], 0.0);
+    // Two chat turns (the second extends the first: a prefix-cache hit), a completion,
+    // a 404 and a 400.
+    let mut prompt = 0;
+    let mut out = 0;
+    let mut messages = vec![json!({"role": "user", "content": "Hello there, how are you?"})];
+    for turn in 0..2 {
+        let body = json!({"messages": messages, "max_tokens": 8, "temperature": 0});
+        let r = post(
+            &server,
+            "/v1/chat/completions",
+            "Bearer",
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let j = r.json();
+        prompt += j["usage"]["prompt_tokens"].as_u64().unwrap();
+        out += j["usage"]["completion_tokens"].as_u64().unwrap();
+        if turn == 0 {
+            messages.push(j["choices"][0]["message"].clone());
+            messages.push(json!({"role": "user", "content": "And then?"}));
+        }
+    }
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 5});
+    let r = post(
+        &server,
+        "/v1/completions",
+        "Bearer",
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    prompt += r.json()["usage"]["prompt_tokens"].as_u64().unwrap();
+    out += r.json()["usage"]["completion_tokens"].as_u64().unwrap();
+    assert_eq!(post(&server, "/nowhere", "Bearer", b"{}").status, 404);
+    assert_eq!(post(&server, "/v1/completions", "Bearer", b"{").status, 400);
+
+    let m = scrape(&server);
+    let req = |route: &str, status: u16| {
+        m.get(&format!(
+            "ferromoe_http_requests_total{{route=\"{route}\",status=\"{status}\"}}"
+        ))
+        .copied()
+        .unwrap_or(0.0)
+    };
+    assert_eq!(req("/v1/chat/completions", 200), 2.0, "{m:?}");
+    assert_eq!(req("/v1/completions", 200), 1.0);
+    assert_eq!(req("/v1/completions", 400), 1.0);
+    assert_eq!(req("other", 404), 1.0);
+    assert_eq!(req("/metrics", 401), 1.0);
+    assert_eq!(req("/metrics", 200), 1.0, "the first scrape");
+    assert_eq!(m["ferromoe_generations_total"], 3.0);
+    assert_eq!(m["ferromoe_prompt_tokens_total"], prompt as f64);
+    assert_eq!(m["ferromoe_generated_tokens_total"], out as f64);
+    assert_eq!(m["ferromoe_prefix_cache_hits_total"], 1.0);
+    let cached = m["ferromoe_prompt_tokens_cached_total"];
+    assert!(cached > 10.0, "{cached}");
+    assert_eq!(m["ferromoe_prefix_cache_reused_tokens_total"], cached);
+    assert!(m["ferromoe_prefill_tokens_per_second"] > 0.0);
+    assert!(m["ferromoe_decode_tokens_per_second"] > 0.0);
+    assert!(m["ferromoe_prefill_seconds_total"] > 0.0);
+    assert_eq!(m["ferromoe_requests_running"], 0.0);
+    assert_eq!(m["ferromoe_requests_queued"], 0.0);
+    assert_eq!(m["ferromoe_max_sequences"], 2.0);
+    // Finished sequences are kept (prefix cache of 2): they hold KV cache.
+    let kept = m["ferromoe_prefix_cache_sequences"];
+    assert!(kept >= 1.0, "{kept}");
+    assert_eq!(m["ferromoe_kv_cache_sequences"], kept);
+    let bytes = m["ferromoe_kv_cache_bytes"];
+    assert!(
+        bytes > 0.0 && bytes <= m["ferromoe_kv_cache_capacity_bytes"],
+        "{m:?}"
+    );
+    assert!(m["ferromoe_forward_passes_total"] > 0.0);
+}

@@ -273,12 +273,14 @@ pub(crate) fn start(
     let prompt_tokens = prompt.len();
     let (tx, rx) = unbounded_channel();
     let job_log = log.clone();
+    let metrics = st.metrics.clone();
     let sink = move |ev: Event| {
         match &ev {
             Event::Started {
                 prompt_tokens,
                 cached_tokens,
             } if *cached_tokens > 0 => {
+                metrics.count_start(*cached_tokens);
                 tracing::info!(
                     "prefix cache: reused {cached_tokens} of {prompt_tokens} prompt tokens ({} {})",
                     job_log.method,
@@ -286,6 +288,7 @@ pub(crate) fn start(
                 )
             }
             Event::Done(stats) => {
+                metrics.count_done(stats);
                 job_log.generation(200, stats);
                 // Cancelled with someone still listening: not a client that went away
                 // but the shutdown's grace time running out.

@@ -4,7 +4,8 @@
 //!   (JSON or SSE streaming), errors as `{"error":{"message","type","code"}}`.
 //! - Ollama: `POST /api/chat`, `POST /api/generate` (NDJSON streaming by default),
 //!   `GET /api/tags`, `GET /api/ps`, `POST /api/show`, `GET /api/version`.
-//! - `GET /`: a self-contained web chat page; `GET /health`: scheduler counters.
+//! - `GET /`: a self-contained web chat page; `GET /health`: up or not (and counters);
+//!   `GET /metrics`: Prometheus text format (needs the key when one is set).
 //!
 //! Every request runs on the [`engine::scheduler::Scheduler`]: concurrent requests are
 //! batched into one forward pass per step, and a prompt that extends a finished
@@ -24,6 +25,7 @@
 mod error;
 mod gen;
 mod listen;
+mod metrics;
 mod ollama;
 mod openai;
 mod origin;
@@ -109,6 +111,8 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Unix time the server started (OpenAI's `created` of the model).
     pub started: u64,
+    /// Counters for `/metrics`.
+    pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -127,6 +131,7 @@ impl AppState {
             scheduler,
             config,
             started: unix_now(),
+            metrics: Arc::default(),
         })
     }
 
@@ -147,6 +152,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let routes = Router::new()
         .route("/", get(page::index))
         .route("/health", get(health))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
@@ -275,7 +281,8 @@ async fn access_and_auth(State(st): State<Arc<AppState>>, req: Request, next: Ne
         start: Instant::now(),
         deferred: Arc::new(AtomicBool::new(false)),
     };
-    let protected = log.path.starts_with("/v1/") || log.path.starts_with("/api/");
+    let protected =
+        log.path.starts_with("/v1/") || log.path.starts_with("/api/") || log.path == "/metrics";
     let flavor = ApiError::flavor_of(&log.path);
     let cfg = &st.config;
     let host = req
@@ -313,6 +320,8 @@ async fn access_and_auth(State(st): State<Arc<AppState>>, req: Request, next: Ne
         },
     };
     let mut response = json_error_body(response, &log.method, &log.path).await;
+    st.metrics
+        .count_request(&log.path, response.status().as_u16());
     if let origin::OriginCheck::Allowed(o) = &origin {
         if let Ok(v) = HeaderValue::from_str(o) {
             response
