@@ -714,3 +714,45 @@ fn metrics_in_prometheus_format_after_some_requests() {
     );
     assert!(m["ferromoe_forward_passes_total"] > 0.0);
 }
+
+#[test]
+fn ollama_names_carry_latest_and_the_digest_is_the_files_sha256() {
+    let server = Server::start(&["--max-seqs", "1", "--ctx", "128"]);
+    let tagged = format!("{}:latest", server_common::MODEL_NAME);
+    let out = std::process::Command::new("sha256sum")
+        .arg(server_common::tiny_model())
+        .output()
+        .expect("sha256sum (coreutils)");
+    let sha = String::from_utf8(out.stdout).unwrap();
+    let sha = sha.split_whitespace().next().unwrap();
+    assert_eq!(sha.len(), 64);
+    // Computed in the background on the first request: empty until then.
+    let t = std::time::Instant::now();
+    for path in ["/api/tags", "/api/ps"] {
+        let digest = loop {
+            let m = server.get(path).json()["models"][0].clone();
+            assert_eq!(m["name"], tagged.as_str(), "{path}: {m}");
+            assert_eq!(m["model"], tagged.as_str(), "{path}: {m}");
+            let d = m["digest"].as_str().unwrap().to_string();
+            if !d.is_empty() {
+                break d;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "no digest yet");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(digest, sha, "{path}");
+    }
+    assert!(server
+        .log()
+        .contains(&format!("sha256 of the model file: {sha}")));
+    // Requests may name the model with or without the tag; another tag is another model.
+    for name in [server_common::MODEL_NAME, tagged.as_str()] {
+        let r = server.post_json("/api/show", &json!({"model": name}));
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        let body = json!({"model": name, "messages": [{"role": "user", "content": "hi"}],
+            "stream": false, "options": {"num_predict": 2}});
+        assert_eq!(server.post_json("/api/chat", &body).status, 200, "{name}");
+    }
+    let r = server.post_json("/api/show", &json!({"model": "tiny:7b"}));
+    error_message(&r, 404, true);
+}

@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+mod digest;
 mod error;
 mod gen;
 mod listen;
@@ -113,6 +114,8 @@ pub struct AppState {
     pub started: u64,
     /// Counters for `/metrics`.
     pub(crate) metrics: Arc<metrics::Metrics>,
+    /// The model file's SHA-256 (Ollama's `digest`), computed when first asked for.
+    pub(crate) digest: digest::FileDigest,
 }
 
 impl AppState {
@@ -126,13 +129,32 @@ impl AppState {
             sc.prefix_cache = c;
         }
         let scheduler = Scheduler::start(engine.clone(), sc);
+        let paths = engine
+            .model
+            .file
+            .parts()
+            .iter()
+            .map(|p| std::path::PathBuf::from(p.name()))
+            .collect();
         Arc::new(AppState {
+            digest: digest::FileDigest::new(paths),
             engine,
             scheduler,
             config,
             started: unix_now(),
             metrics: Arc::default(),
         })
+    }
+
+    /// The model's name as Ollama lists it: with a tag (`NAME:latest` unless the name
+    /// has one).
+    pub fn ollama_name(&self) -> String {
+        let name = &self.config.model_name;
+        if name.contains(':') {
+            name.clone()
+        } else {
+            format!("{name}:latest")
+        }
     }
 
     /// Accepts a request's `model` when it names this server's model (or is empty);

@@ -317,27 +317,32 @@ fn details(st: &AppState) -> Value {
     })
 }
 
+/// The model file's SHA-256 (empty while it is being computed: see `digest.rs`).
+fn digest(st: &AppState) -> String {
+    st.digest.get().unwrap_or_default()
+}
+
 /// `GET /api/tags`.
 pub(crate) async fn tags(State(st): State<Arc<AppState>>) -> Response {
-    let name = &st.config.model_name;
+    let name = st.ollama_name();
     json_ok(json!({"models": [{
         "name": name,
         "model": name,
         "modified_at": rfc3339_now(),
         "size": st.config.file_size,
-        "digest": format!("{:016x}", st.config.file_size),
+        "digest": digest(&st),
         "details": details(&st),
     }]}))
 }
 
 /// `GET /api/ps`: the loaded model (always this one, always loaded).
 pub(crate) async fn ps(State(st): State<Arc<AppState>>) -> Response {
-    let name = &st.config.model_name;
+    let name = st.ollama_name();
     json_ok(json!({"models": [{
         "name": name,
         "model": name,
         "size": st.config.file_size,
-        "digest": format!("{:016x}", st.config.file_size),
+        "digest": digest(&st),
         "details": details(&st),
         "expires_at": "9999-12-31T23:59:59Z",
         "size_vram": 0,

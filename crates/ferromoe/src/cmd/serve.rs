@@ -113,9 +113,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         n_ctx,
         queue: args.queue,
         prefix_cache: args.prefix_cache,
-        file_size: std::fs::metadata(&args.model.model)
-            .map(|m| m.len())
-            .unwrap_or(0),
+        // Of a split set: all parts.
+        file_size: engine.model.file.file_size(),
         special_in_content: args.special_in_content,
         cors: args.cors.clone(),
         allowed_hosts: args.allowed_hosts.clone(),
