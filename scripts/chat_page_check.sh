@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Renders the web chat page of `ferromoe serve` in headless Chromium (Debian's
-# `chromium` package, driven by playwright-core from npm) against a tiny model: the page
-# sends a message (`/?q=...`), streams the answer from /v1/chat/completions and shows
-# tokens/s. Checks the page after the answer, then a second turn (prefix cache), and
+# `chromium` package, driven by playwright-core from npm) against a tiny model: `/?q=...`
+# fills the input (and sends nothing), Enter sends it, the page streams the answer from
+# /v1/chat/completions and shows tokens/s. Checks the page after the answer, then a
+# second turn (prefix cache), a failed turn (not sent again with the next one), and
 # writes screenshots.
 #
 #   scripts/chat_page_check.sh [OUT_DIR]      (default: target/chat-page-check)
@@ -49,7 +50,15 @@ function check(cond, what) { if (!cond) throw new Error("FAIL: " + what); consol
     const page = await browser.newPage({ viewport: { width: 1000, height: 720 } });
     const external = [];
     page.on("request", (r) => { if (!r.url().startsWith(base)) external.push(r.url()); });
+    const chats = [];
+    page.on("request", (r) => { if (r.url().endsWith("/v1/chat/completions")) chats.push(r.url()); });
+    // `/?q=` fills the input and sends nothing by itself; Enter sends it.
     await page.goto(base + "/?q=" + encodeURIComponent("Tell me about dragons.") + "&max_tokens=48");
+    await page.waitForFunction(() => document.getElementById("model").textContent !== "connecting…");
+    await page.waitForTimeout(500);
+    check(await page.inputValue("#input") === "Tell me about dragons.", "/?q= fills the input");
+    check(chats.length === 0, "/?q= sends nothing by itself");
+    await page.press("#input", "Enter");
     await page.waitForSelector('body[data-state="done"]', { timeout: 30000 });
     check(await page.textContent("#model") === "tiny-qwen2moe", "the model name from /v1/models is shown");
     const answer = await page.textContent(".msg.assistant .text");
@@ -67,6 +76,21 @@ function check(cond, what) { if (!cond) throw new Error("FAIL: " + what); consol
     const meta2 = (await page.$$eval(".msg.assistant .meta", (m) => m.map((x) => x.textContent)))[1];
     check(/\(([0-9]+) cached\)/.test(meta2), "the second turn reuses the first one's KV: " + meta2);
     await page.screenshot({ path: out + "/chat-page-2.png" });
+    // A turn that fails (503) is shown as an error and not sent again with the next.
+    await page.route("**/v1/chat/completions", (r) => r.fulfill({ status: 503, contentType: "application/json",
+      body: JSON.stringify({ error: { message: "the server is busy", type: "server_error" } }) }), { times: 1 });
+    await page.fill("#input", "This one fails.");
+    await page.press("#input", "Enter");
+    await page.waitForSelector(".msg.error", { timeout: 30000 });
+    await page.waitForFunction(() => document.body.dataset.state === "done");
+    check(await page.inputValue("#input") === "This one fails.", "the failed turn's text is back in the input");
+    const sent = page.waitForRequest((r) => r.url().endsWith("/v1/chat/completions"));
+    await page.fill("#input", "Third turn.");
+    await page.press("#input", "Enter");
+    const messages = JSON.parse((await sent).postData()).messages.map((m) => m.content);
+    check(messages.length === 5 && !messages.includes("This one fails."), "the failed turn is not sent again");
+    await page.waitForFunction(() => document.querySelectorAll(".msg.assistant .meta").length === 4
+      && document.body.dataset.state === "done", null, { timeout: 30000 });
     check(external.length === 0, "no request left the server (offline page): " + external.join(", "));
   } finally {
     await browser.close();

@@ -10,6 +10,11 @@ fi
 if ! python3 -c "import openai, requests" >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore openai requests
 fi
+# The chat page's script is tested under node (tests/js/, no npm packages needed).
+if ! command -v node >/dev/null 2>&1; then
+    echo "error: node (18 or later) is needed for the chat page test (tests/js/)" >&2
+    exit 1
+fi
 # Release mode: the kernels are tested at the optimisation level they ship with, and
 # the model tests run in seconds instead of minutes.
 exec cargo nextest run --workspace --release --no-fail-fast "$@"

@@ -15,11 +15,11 @@ check(v.status_code == 200 and isinstance(v.json()["version"], str), f"/api/vers
 
 t = requests.get(B + "/api/tags", headers=H, timeout=30).json()
 m = t["models"][0]
-check(m["name"] == a.model and m["details"]["format"] == "gguf" and m["size"] > 0, f"/api/tags: {m}")
+check(m["name"] == a.model + ":latest" and m["details"]["format"] == "gguf" and m["size"] > 0, f"/api/tags: {m}")
 check(m["details"]["family"] == "qwen2moe" and m["details"]["quantization_level"] == "Q8_0", "tags details")
 
 ps = requests.get(B + "/api/ps", headers=H, timeout=30).json()
-check([m["name"] for m in ps["models"]] == [a.model], f"/api/ps lists the loaded model: {ps}")
+check([m["name"] for m in ps["models"]] == [a.model + ":latest"], f"/api/ps lists the loaded model: {ps}")
 
 s = requests.post(B + "/api/show", json={"model": a.model}, headers=H, timeout=30)
 j = s.json()

@@ -56,7 +56,8 @@ fn open_stream(server: &Server, body: &Value) -> BufReader<TcpStream> {
     let (k, v) = auth();
     write!(
         s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{k}: {v}\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{k}: {v}\r\nContent-Length: {}\r\n\r\n{body}",
+        server.addr,
         body.len()
     )
     .unwrap();
@@ -127,7 +128,8 @@ fn bad_inputs_disconnects_and_overload_then_still_serving() {
         200
     );
     assert_eq!(server.get("/health").status, 200);
-    // CORS: a browser's preflight needs no key; answers allow any origin.
+    // CORS is off by default: another origin's preflight is refused, with no CORS
+    // headers (server_hardening.rs tests --cors).
     let r = server.request(
         "OPTIONS",
         chat,
@@ -137,15 +139,8 @@ fn bad_inputs_disconnects_and_overload_then_still_serving() {
         ],
         b"",
     );
-    assert_eq!(r.status, 204);
-    assert!(r
-        .header("access-control-allow-headers")
-        .unwrap()
-        .contains("authorization"));
-    assert_eq!(
-        r.header("access-control-allow-origin").as_deref(),
-        Some("*")
-    );
+    openai_error(&r, 403);
+    assert_eq!(r.header("access-control-allow-origin"), None);
     healthy_chat(&server);
 
     // Malformed JSON, missing messages, negative max_tokens, a field of the wrong type.
@@ -299,7 +294,8 @@ fn bad_inputs_disconnects_and_overload_then_still_serving() {
     let body = json!({"prompt": "Count.", "max_tokens": 1900, "ignore_eos": true}).to_string();
     write!(
         s,
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{k}: {v}\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{k}: {v}\r\nContent-Length: {}\r\n\r\n{body}",
+        server.addr,
         body.len()
     )
     .unwrap();

@@ -31,3 +31,26 @@ fn chat_page_is_self_contained_html_using_the_streaming_api() {
         assert!(html.contains(needed), "the page lacks {needed:?}");
     }
 }
+
+/// The page's script run under node against the server (tests/js/chat_page_logic.mjs):
+/// `/?q=` only fills the input, and a failed turn (a 503, an error event mid-stream) is
+/// not kept in the conversation that the next turn sends.
+#[test]
+fn chat_page_logic_under_node_drops_failed_turns_and_q_does_not_send() {
+    let server = Server::start(&["--max-seqs", "1", "--ctx", "1024"]);
+    let script = server_common::repo_dir().join("tests/js/chat_page_logic.mjs");
+    let out = std::process::Command::new(std::env::var("NODE").unwrap_or_else(|_| "node".into()))
+        .arg(&script)
+        .arg(&server.base)
+        .output()
+        .unwrap_or_else(|e| panic!("node {} (needs node 18 or later): {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n--- stdout\n{stdout}\n--- stderr\n{}\n--- server log\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    assert!(stdout.contains("all chat page checks passed"), "{stdout}");
+}

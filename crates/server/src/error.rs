@@ -70,6 +70,16 @@ impl ApiError {
         )
     }
 
+    /// 403: the request's `Host` or `Origin` is not allowed.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            Some("forbidden"),
+            message,
+        )
+    }
+
     /// 404: no such route.
     pub fn no_route(method: &str, path: &str) -> ApiError {
         ApiError::new(
@@ -118,6 +128,36 @@ impl ApiError {
             None,
             message,
         )
+    }
+
+    /// An error the HTTP layer produced (405 for a wrong method, 413 for a body too
+    /// large, 400/422 from a body extractor): its status and what it said, as JSON.
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> ApiError {
+        let (kind, code) = match status {
+            StatusCode::METHOD_NOT_ALLOWED => ("invalid_request_error", Some("method_not_allowed")),
+            StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request_error", Some("payload_too_large")),
+            StatusCode::REQUEST_TIMEOUT => ("invalid_request_error", Some("request_timeout")),
+            StatusCode::FORBIDDEN => ("permission_error", Some("forbidden")),
+            s if s.is_server_error() => ("server_error", None),
+            _ => ("invalid_request_error", None),
+        };
+        let mut message = message.into();
+        if message.trim().is_empty() {
+            message = status
+                .canonical_reason()
+                .unwrap_or("request failed")
+                .to_string();
+        }
+        ApiError::new(status, kind, code, message)
+    }
+
+    /// The API whose routes `path` is on: Ollama's under `/api/`, OpenAI's elsewhere.
+    pub fn flavor_of(path: &str) -> Flavor {
+        if path.starts_with("/api/") {
+            Flavor::Ollama
+        } else {
+            Flavor::OpenAi
+        }
     }
 
     /// The same error in another API's shape.

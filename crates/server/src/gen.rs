@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use engine::scheduler::{Event, Job, Ticket};
-use engine::{ChatMessage, GenerateRequest, GenerationStats, SamplingParams};
+use engine::{ChatMessage, FinishReason, GenerateRequest, GenerationStats, SamplingParams};
 use futures_util::Stream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -228,6 +228,11 @@ pub(crate) async fn tokenize(
     Ok(ids)
 }
 
+/// Why a generation that a client still waits for was cancelled: only the shutdown
+/// cancels such a one (a client that goes away cancels its own, unheard).
+pub(crate) const CUT_OFF: &str =
+    "cut off: the server is shutting down and the grace time for running requests is over";
+
 /// A job on the scheduler: its events and the ticket that cancels it when dropped.
 pub(crate) struct Running {
     pub rx: UnboundedReceiver<Event>,
@@ -268,19 +273,34 @@ pub(crate) fn start(
     let prompt_tokens = prompt.len();
     let (tx, rx) = unbounded_channel();
     let job_log = log.clone();
+    let metrics = st.metrics.clone();
     let sink = move |ev: Event| {
         match &ev {
             Event::Started {
                 prompt_tokens,
                 cached_tokens,
             } if *cached_tokens > 0 => {
+                metrics.count_start(*cached_tokens);
                 tracing::info!(
                     "prefix cache: reused {cached_tokens} of {prompt_tokens} prompt tokens ({} {})",
                     job_log.method,
                     job_log.path
                 )
             }
-            Event::Done(stats) => job_log.generation(200, stats),
+            Event::Done(stats) => {
+                metrics.count_done(stats);
+                job_log.generation(200, stats);
+                // Cancelled with someone still listening: not a client that went away
+                // but the shutdown's grace time running out.
+                if stats.finish == FinishReason::Cancelled && !tx.is_closed() {
+                    tracing::warn!(
+                        "{} {}: {CUT_OFF} after {} tokens; the client gets an error",
+                        job_log.method,
+                        job_log.path,
+                        stats.generated_tokens
+                    );
+                }
+            }
             Event::Error(e) => tracing::warn!(
                 "{} {}: generation failed: {e}",
                 job_log.method,
@@ -315,6 +335,9 @@ pub(crate) async fn collect(mut run: Running, flavor: Flavor) -> Result<Collecte
         match ev {
             Event::Started { .. } => {}
             Event::Text(t) => text.push_str(&t),
+            Event::Done(stats) if stats.finish == FinishReason::Cancelled => {
+                return Err(ApiError::unavailable(CUT_OFF).with_flavor(flavor))
+            }
             Event::Done(stats) => return Ok(Collected { text, stats }),
             Event::Error(e) => return Err(ApiError::internal(e).with_flavor(flavor)),
         }
@@ -326,6 +349,8 @@ pub(crate) async fn collect(mut run: Running, flavor: Flavor) -> Result<Collecte
 /// and whether the stream ends after them.
 pub(crate) trait StreamShape: Send + 'static {
     fn on_event(&mut self, ev: Event, prompt_tokens: usize) -> (Vec<String>, bool);
+    /// The last messages of a stream cut off at shutdown: an error, never a normal end.
+    fn on_cut_off(&mut self, message: &str) -> Vec<String>;
 }
 
 /// The job's events as a stream of messages; dropping the stream cancels the job.
@@ -354,6 +379,10 @@ pub(crate) fn messages<S: StreamShape>(
                 return None;
             }
             match st.run.rx.recv().await {
+                Some(Event::Done(stats)) if stats.finish == FinishReason::Cancelled => {
+                    st.out.extend(st.shape.on_cut_off(CUT_OFF));
+                    st.ended = true;
+                }
                 Some(ev) => {
                     let (msgs, end) = st.shape.on_event(ev, st.run.prompt_tokens);
                     st.out.extend(msgs);

@@ -4,7 +4,8 @@
 //!   (JSON or SSE streaming), errors as `{"error":{"message","type","code"}}`.
 //! - Ollama: `POST /api/chat`, `POST /api/generate` (NDJSON streaming by default),
 //!   `GET /api/tags`, `GET /api/ps`, `POST /api/show`, `GET /api/version`.
-//! - `GET /`: a self-contained web chat page; `GET /health`: scheduler counters.
+//! - `GET /`: a self-contained web chat page; `GET /health`: up or not (and counters);
+//!   `GET /metrics`: Prometheus text format (needs the key when one is set).
 //!
 //! Every request runs on the [`engine::scheduler::Scheduler`]: concurrent requests are
 //! batched into one forward pass per step, and a prompt that extends a finished
@@ -16,14 +17,19 @@
 //! let config = server::ServerConfig::new("my-model", 4096);
 //! let state = server::AppState::new(engine, config, 4);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! server::serve(listener, state, std::future::pending()).await
+//! let grace = std::time::Duration::from_secs(10);
+//! server::serve(listener, state, std::future::pending(), grace).await
 //! # }
 //! ```
 
+mod digest;
 mod error;
 mod gen;
+mod listen;
+mod metrics;
 mod ollama;
 mod openai;
+mod origin;
 mod page;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +48,10 @@ use engine::Engine;
 use serde::de::DeserializeOwned;
 
 pub use error::{ApiError, Flavor};
+pub use listen::serve;
+
+/// The largest request body accepted (413 beyond).
+pub const BODY_LIMIT: usize = 2 << 20;
 
 /// What the server says about itself and enforces.
 #[derive(Clone, Debug)]
@@ -61,6 +71,18 @@ pub struct ServerConfig {
     /// Special-token text in message contents is read as control tokens (the old,
     /// unsafe behaviour: a user's `<|im_end|>` can forge a turn); off by default.
     pub special_in_content: bool,
+    /// Origins whose pages may call the API (`--cors`; `*`: any). Empty: none but the
+    /// server's own page.
+    pub cors: Vec<String>,
+    /// Names the `Host` header may carry besides the listen address, loopback names and
+    /// IP addresses (`--allowed-hosts`; `*`: any).
+    pub allowed_hosts: Vec<String>,
+    /// The address the server listens on (a `Host` naming it is accepted).
+    pub listen_host: String,
+    /// A request's headers must arrive within this (else the connection is closed).
+    pub header_timeout: std::time::Duration,
+    /// A request's body must arrive within this (else 408).
+    pub body_timeout: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -74,6 +96,11 @@ impl ServerConfig {
             prefix_cache: None,
             file_size: 0,
             special_in_content: false,
+            cors: Vec::new(),
+            allowed_hosts: Vec::new(),
+            listen_host: "127.0.0.1".into(),
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -85,6 +112,10 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Unix time the server started (OpenAI's `created` of the model).
     pub started: u64,
+    /// Counters for `/metrics`.
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    /// The model file's SHA-256 (Ollama's `digest`), computed when first asked for.
+    pub(crate) digest: digest::FileDigest,
 }
 
 impl AppState {
@@ -98,12 +129,32 @@ impl AppState {
             sc.prefix_cache = c;
         }
         let scheduler = Scheduler::start(engine.clone(), sc);
+        let paths = engine
+            .model
+            .file
+            .parts()
+            .iter()
+            .map(|p| std::path::PathBuf::from(p.name()))
+            .collect();
         Arc::new(AppState {
+            digest: digest::FileDigest::new(paths),
             engine,
             scheduler,
             config,
             started: unix_now(),
+            metrics: Arc::default(),
         })
+    }
+
+    /// The model's name as Ollama lists it: with a tag (`NAME:latest` unless the name
+    /// has one).
+    pub fn ollama_name(&self) -> String {
+        let name = &self.config.model_name;
+        if name.contains(':') {
+            name.clone()
+        } else {
+            format!("{name}:latest")
+        }
     }
 
     /// Accepts a request's `model` when it names this server's model (or is empty);
@@ -120,9 +171,10 @@ impl AppState {
 
 /// The routes, with authentication and the access log around them.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(page::index))
         .route("/health", get(health))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
@@ -134,26 +186,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/show", post(ollama::show))
         .route("/api/version", get(ollama::version))
         .fallback(no_route)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            access_and_auth,
-        ))
-        .with_state(state)
+        .with_state(state.clone());
+    // The middleware wraps the whole router (not each route), so it sees the final
+    // response of every request, a 405's `Allow` header included.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn_with_state(state, access_and_auth))
 }
 
-/// Serves `router(state)` on `listener` until `shutdown` completes, then lets the
-/// running requests end (the caller bounds that with [`Scheduler::cancel_all`]).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
+/// `GET /health`: needs no key, so with a key set it says only that the server is up;
+/// the model's name and the counters are for those who send the key.
+async fn health(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Json<serde_json::Value> {
+    if let Some(key) = &st.config.api_key {
+        if !authorized(&headers, key) {
+            return Json(serde_json::json!({"status": "ok"}));
+        }
+    }
     let s = st.scheduler.status();
     Json(serde_json::json!({
         "status": "ok",
@@ -173,12 +221,46 @@ async fn health(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
 }
 
 async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
-    let e = ApiError::no_route(method.as_str(), uri.path());
-    if uri.path().starts_with("/api/") {
-        e.with_flavor(Flavor::Ollama)
-    } else {
-        e
+    ApiError::no_route(method.as_str(), uri.path()).with_flavor(ApiError::flavor_of(uri.path()))
+}
+
+/// Every error is JSON in its API's shape: an error that the HTTP layer answered
+/// itself (405 with an empty body, 413 or an extractor's 400 as text) is rewritten,
+/// keeping its status and headers such as `Allow`.
+async fn json_error_body(response: Response, method: &Method, path: &str) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
     }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = parts
+            .headers
+            .get(axum::http::header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        format!("method {method} is not allowed on {path} (allowed: {allowed})")
+    } else {
+        text
+    };
+    let mut r = ApiError::from_status(status, message)
+        .with_flavor(ApiError::flavor_of(path))
+        .into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            r.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    r
 }
 
 /// Set by the middleware on every request: a generation handler takes over the access
@@ -214,37 +296,67 @@ impl AccessLog {
     }
 }
 
-async fn access_and_auth(
-    State(st): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+async fn access_and_auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let log = AccessLog {
         method: req.method().clone(),
         path: req.uri().path().to_string(),
         start: Instant::now(),
         deferred: Arc::new(AtomicBool::new(false)),
     };
-    let protected = log.path.starts_with("/v1/") || log.path.starts_with("/api/");
-    let mut response = match &st.config.api_key {
-        // CORS preflight (browser clients on other origins): never carries the key.
-        _ if req.method() == Method::OPTIONS => cors_preflight(),
-        Some(key) if protected && !authorized(req.headers(), key) => {
-            let flavor = if log.path.starts_with("/api/") {
-                Flavor::Ollama
-            } else {
-                Flavor::OpenAi
-            };
+    let protected =
+        log.path.starts_with("/v1/") || log.path.starts_with("/api/") || log.path == "/metrics";
+    let flavor = ApiError::flavor_of(&log.path);
+    let cfg = &st.config;
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    let origin = origin::check_origin(req.headers(), &cfg.cors);
+    let response = match (&host, &origin, &cfg.api_key) {
+        // A request without `Host` is not from a browser (they always send it).
+        (Some(h), _, _) if !origin::host_allowed(h, &cfg.listen_host, &cfg.allowed_hosts) => {
+            ApiError::forbidden(format!(
+                "Host '{h}' does not name this server; start it with --allowed-hosts NAME to \
+                 accept other names"
+            ))
+            .with_flavor(flavor)
+            .into_response()
+        }
+        (_, origin::OriginCheck::Refused(o), _) => ApiError::forbidden(format!(
+            "cross-origin requests from '{o}' are not allowed; start the server with --cors {o} \
+             to allow them"
+        ))
+        .with_flavor(flavor)
+        .into_response(),
+        // CORS preflight (browser clients on allowed origins): never carries the key.
+        _ if req.method() == Method::OPTIONS => cors_preflight(&origin),
+        (_, _, Some(key)) if protected && !authorized(req.headers(), key) => {
             ApiError::unauthorized().with_flavor(flavor).into_response()
         }
-        _ => {
-            req.extensions_mut().insert(log.clone());
-            next.run(req).await
-        }
+        _ => match read_body(req, cfg.body_timeout, flavor).await {
+            Ok(mut req) => {
+                req.extensions_mut().insert(log.clone());
+                next.run(req).await
+            }
+            Err(refused) => refused,
+        },
     };
-    response
-        .headers_mut()
-        .insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    let mut response = json_error_body(response, &log.method, &log.path).await;
+    st.metrics
+        .count_request(&log.path, response.status().as_u16());
+    if let origin::OriginCheck::Allowed(o) = &origin {
+        if let Ok(v) = HeaderValue::from_str(o) {
+            response
+                .headers_mut()
+                .insert("access-control-allow-origin", v);
+        }
+    }
+    if !cfg.cors.is_empty() {
+        // The answer depends on the Origin: caches must not hand it to another page.
+        response
+            .headers_mut()
+            .insert("vary", HeaderValue::from_static("Origin"));
+    }
     if !log.deferred.load(Ordering::SeqCst) || !response.status().is_success() {
         tracing::info!(
             target: "access",
@@ -258,20 +370,73 @@ async fn access_and_auth(
     response
 }
 
-/// 204 allowing any origin to call the API with JSON and a key.
-fn cors_preflight() -> Response {
+/// 204 to a preflight: an origin allowed by `--cors` may call the API with JSON and a
+/// key; for any other the answer carries no CORS headers (the browser refuses).
+fn cors_preflight(origin: &origin::OriginCheck) -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
-    let h = r.headers_mut();
-    h.insert(
-        "access-control-allow-methods",
-        HeaderValue::from_static("GET, POST, OPTIONS"),
-    );
-    h.insert(
-        "access-control-allow-headers",
-        HeaderValue::from_static("authorization, content-type, x-api-key"),
-    );
-    h.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    if let origin::OriginCheck::Allowed(_) = origin {
+        let h = r.headers_mut();
+        h.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static("authorization, content-type, x-api-key"),
+        );
+        h.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    }
     r
+}
+
+/// Reads the whole body within `timeout` (a client that sends its headers and then
+/// stalls must not hold a connection and a task forever): 408 when it does not arrive
+/// in time (and the connection is closed: what is left of the body is not waited
+/// for), 413 beyond [`BODY_LIMIT`], 400 when the client breaks off.
+async fn read_body(
+    req: Request,
+    timeout: std::time::Duration,
+    flavor: Flavor,
+) -> Result<Request, Response> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let refuse = |e: ApiError| e.with_flavor(flavor).into_response();
+    let too_large = || {
+        ApiError::from_status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {BODY_LIMIT} bytes"),
+        )
+    };
+    // A body declared too large is read up to the limit all the same (as one that
+    // turns out too large): a client still writing it would get a broken pipe, not
+    // the answer, if the connection were closed now.
+    let limited = http_body_util::Limited::new(body, BODY_LIMIT);
+    let bytes = match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => {
+            let mut r = refuse(ApiError::from_status(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
+            ));
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
+            return Err(r);
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(refuse(too_large()))
+        }
+        Ok(Err(e)) => {
+            return Err(refuse(ApiError::bad_request(format!(
+                "reading the request body: {e}"
+            ))))
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 fn authorized(headers: &HeaderMap, key: &str) -> bool {
@@ -386,24 +551,19 @@ pub fn run(engine: Arc<Engine>, config: ServerConfig, options: &RunOptions) -> s
             options.max_seqs,
             if keyed { " · API key required" } else { "" }
         );
-        let shutdown_state = state.clone();
         let grace = options.grace;
         let shutdown = async move {
             let signal = wait_for_signal().await;
-            tracing::info!("{signal}: finishing in-flight requests (at most {:.0}s), then exiting", grace.as_secs_f64());
-            shutdown_state.scheduler.close();
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                let s = shutdown_state.scheduler.status();
-                if s.active + s.queued > 0 {
-                    tracing::info!("cancelling {} running and {} queued requests", s.active, s.queued);
-                }
-                shutdown_state.scheduler.cancel_all();
-            });
+            tracing::info!(
+                "{signal}: finishing in-flight requests (at most {:.0}s), then exiting",
+                grace.as_secs_f64()
+            );
         };
-        serve(listener, state.clone(), shutdown).await
+        serve(listener, state.clone(), shutdown, grace).await
     })?;
     state.scheduler.cancel_all();
+    // Connections still open (a stalled upload) are dropped with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     tracing::info!("server stopped");
     Ok(())
 }

@@ -36,6 +36,9 @@ struct Options {
     frequency_penalty: Option<f32>,
     repeat_penalty: Option<f32>,
     repeat_last_n: Option<i64>,
+    /// llama.cpp's extension (not Ollama's): keep going past end-of-generation tokens.
+    #[serde(default)]
+    ignore_eos: bool,
 }
 
 impl Options {
@@ -53,7 +56,7 @@ impl Options {
             frequency_penalty: self.frequency_penalty,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
-            ignore_eos: false,
+            ignore_eos: self.ignore_eos,
         }
     }
 }
@@ -272,6 +275,10 @@ impl StreamShape for Lines {
             Event::Error(e) => (vec![json!({"error": e}).to_string()], true),
         }
     }
+
+    fn on_cut_off(&mut self, message: &str) -> Vec<String> {
+        vec![json!({"error": message}).to_string()]
+    }
 }
 
 /// The facts `/api/tags` and `/api/show` report.
@@ -310,27 +317,32 @@ fn details(st: &AppState) -> Value {
     })
 }
 
+/// The model file's SHA-256 (empty while it is being computed: see `digest.rs`).
+fn digest(st: &AppState) -> String {
+    st.digest.get().unwrap_or_default()
+}
+
 /// `GET /api/tags`.
 pub(crate) async fn tags(State(st): State<Arc<AppState>>) -> Response {
-    let name = &st.config.model_name;
+    let name = st.ollama_name();
     json_ok(json!({"models": [{
         "name": name,
         "model": name,
         "modified_at": rfc3339_now(),
         "size": st.config.file_size,
-        "digest": format!("{:016x}", st.config.file_size),
+        "digest": digest(&st),
         "details": details(&st),
     }]}))
 }
 
 /// `GET /api/ps`: the loaded model (always this one, always loaded).
 pub(crate) async fn ps(State(st): State<Arc<AppState>>) -> Response {
-    let name = &st.config.model_name;
+    let name = st.ollama_name();
     json_ok(json!({"models": [{
         "name": name,
         "model": name,
         "size": st.config.file_size,
-        "digest": format!("{:016x}", st.config.file_size),
+        "digest": digest(&st),
         "details": details(&st),
         "expires_at": "9999-12-31T23:59:59Z",
         "size_vram": 0,

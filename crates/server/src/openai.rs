@@ -160,8 +160,10 @@ pub(crate) async fn model(
 
 fn finish_reason(f: FinishReason) -> &'static str {
     match f {
-        FinishReason::Stop | FinishReason::Cancelled => "stop",
+        FinishReason::Stop => "stop",
         FinishReason::Length => "length",
+        // Not sent: a cancelled generation ends in an error (gen::CUT_OFF).
+        FinishReason::Cancelled => "cancelled",
     }
 }
 
@@ -411,6 +413,10 @@ impl StreamShape for ChatChunks {
             }
         }
     }
+
+    fn on_cut_off(&mut self, message: &str) -> Vec<String> {
+        vec![error_chunk(message), "[DONE]".into()]
+    }
 }
 
 struct CompletionChunks {
@@ -461,5 +467,9 @@ impl StreamShape for CompletionChunks {
             }
             Event::Error(e) => (vec![error_chunk(&e), "[DONE]".into()], true),
         }
+    }
+
+    fn on_cut_off(&mut self, message: &str) -> Vec<String> {
+        vec![error_chunk(message), "[DONE]".into()]
     }
 }

@@ -42,6 +42,35 @@ pub struct Args {
     /// turns or system messages.
     #[arg(long)]
     special_in_content: bool,
+    /// Let web pages from these origins call the API (e.g. `--cors
+    /// https://app.example`; `*`: any). Default: only the server's own chat page.
+    #[arg(long, num_args = 1.., value_delimiter = ',', value_name = "ORIGIN")]
+    cors: Vec<String>,
+    /// Accept these names in the `Host` header besides the listen address, localhost
+    /// and IP addresses (`*`: any). Refusing other names stops DNS-rebinding pages.
+    #[arg(long, num_args = 1.., value_delimiter = ',', value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// Seconds a client has to send a request's body once its headers are in (408
+    /// after); llama-server's flag name.
+    #[arg(
+        long,
+        visible_alias = "read-timeout",
+        default_value_t = 60.0,
+        value_name = "SECS"
+    )]
+    timeout: f64,
+    /// Seconds a client has to send a request's headers (the connection is closed
+    /// after; also how long an idle keep-alive connection stays open).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    timeout_header: f64,
+}
+
+/// A positive, finite number of seconds.
+fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
+        anyhow::bail!("{flag} must be a positive number of seconds, got {secs}");
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -98,6 +127,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // All parts of a split set.
         file_size: engine.model.file.file_size(),
         special_in_content: args.special_in_content,
+        cors: args.cors.clone(),
+        allowed_hosts: args.allowed_hosts.clone(),
+        listen_host: args.host.clone(),
+        header_timeout: seconds("--timeout-header", args.timeout_header)?,
+        body_timeout: seconds("--timeout", args.timeout)?,
     };
     let options = server::RunOptions {
         host: args.host.clone(),

@@ -27,6 +27,8 @@ pub struct Server {
     pub base: String,
     pub addr: String,
     log: Arc<Mutex<String>>,
+    /// The `--api-key` it was started with ([`Server::health`] sends it).
+    pub api_key: Option<String>,
 }
 
 impl Server {
@@ -83,11 +85,17 @@ impl Server {
                 panic!("the server did not start:\n{}", log.lock().unwrap());
             }
         };
+        let api_key = extra
+            .iter()
+            .position(|&a| a == "--api-key")
+            .and_then(|i| extra.get(i + 1))
+            .map(|k| k.to_string());
         Server {
             child,
             base: format!("http://{addr}"),
             addr,
             log,
+            api_key,
         }
     }
 
@@ -142,11 +150,22 @@ impl Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
+        self.request_to_host(&self.addr, method, path, headers, body)
+    }
+
+    /// [`Server::request`] naming `host` in the `Host` header.
+    pub fn request_to_host(
+        &self,
+        host: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut s = TcpStream::connect(&self.addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()
         );
         for (k, v) in headers {
@@ -170,13 +189,21 @@ impl Server {
         )
     }
 
+    /// POST raw bytes as `Content-Type: application/json`.
+    pub fn post_json_raw(&self, path: &str, body: &[u8]) -> Response {
+        self.request("POST", path, &[("Content-Type", "application/json")], body)
+    }
+
     pub fn get(&self, path: &str) -> Response {
         self.request("GET", path, &[], b"")
     }
 
-    /// `/health` as JSON.
+    /// `/health` as JSON, with the counters (the server's API key sent when it has one).
     pub fn health(&self) -> serde_json::Value {
-        let r = self.get("/health");
+        let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let r = self.request("GET", "/health", &headers, b"");
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()
     }
@@ -223,7 +250,7 @@ pub struct Response {
 }
 
 impl Response {
-    fn parse(raw: &[u8]) -> Response {
+    pub fn parse(raw: &[u8]) -> Response {
         let split = raw
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
