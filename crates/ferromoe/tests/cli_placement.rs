@@ -235,3 +235,27 @@ fn bad_rules_are_refused_by_name() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_repack_the_memory_plan_refuses_is_warned_by_rule() {
+    // 16 MiB of usable memory: the KV cache and scratch alone do not fit, nothing is repacked.
+    let out = ferromoe(&[
+        "logits",
+        "-m",
+        &model(),
+        "--tokens",
+        "1,2",
+        "-o",
+        "/dev/null",
+        "--memory-budget",
+        "16M",
+        "-ot",
+        "attn_q_b=cpu:repacked",
+    ]);
+    let (_, stderr) = ok(&out);
+    assert!(
+        stderr.contains("warning: placement: --override-tensor 'attn_q_b=cpu:repacked' asks to repack 2 tensor(s) that the memory plan left mapped")
+            && stderr.contains("attention: cpu · mapped (did not fit in memory)"),
+        "{stderr}"
+    );
+}
