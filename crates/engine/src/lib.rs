@@ -97,7 +97,7 @@ pub struct Engine {
     pub pool: Arc<ThreadPool>,
     pub mode: MatmulMode,
     pub load_seconds: f64,
-    /// What the load-time repack did (`None`: not repacked).
+    /// What the load-time repack did (`None`: the exact mode, which repacks nothing).
     pub repack: Option<model::weights::RepackSummary>,
     /// The memory plan and what each tier's load took.
     pub load: LoadReport,
