@@ -28,10 +28,14 @@ pub struct LoadOptions {
     pub experts_per_token: Option<usize>,
     /// Repack the weights of supported types into the kernels' row-interleaved layouts at
     /// load (anonymous memory; the mapped pages are released). Default true; ignored in
-    /// the exact mode. `false` (`--no-repack`) keeps the weights mmap-only.
+    /// the exact mode. `false` (`--no-repack`) keeps the weights mmap-only: a placement
+    /// rule after the user's.
     pub repack: bool,
     /// The KV caches the command will allocate: the memory plan reserves them.
     pub kv: KvReservation,
+    /// The user's placement rules, in order (`--override-tensor`, `--placement`,
+    /// `--cpu-moe`): see [`model::placement`].
+    pub placement: Vec<model::placement::Rule>,
     /// Plan as if this process could use only this many bytes (default: what
     /// `MemAvailable` and the cgroup limit say).
     pub memory_budget: Option<u64>,
@@ -45,6 +49,7 @@ impl Default for LoadOptions {
             experts_per_token: None,
             repack: true,
             kv: KvReservation::default(),
+            placement: Vec::new(),
             memory_budget: None,
         }
     }
@@ -131,6 +136,12 @@ pub struct LoadReport {
     pub repack: model::weights::RepackSummary,
     /// Mapped weights read into the page cache at load (none when they do not all fit).
     pub page_in: model::weights::PageInSummary,
+    /// Tensors converted at load by `requantized:TYPE` rules, seconds.
+    pub requantized: (usize, f64),
+    /// Where each tensor group went (see [`model::placement::PlacedModel::lines`]).
+    pub placement: Vec<String>,
+    /// Placement rules the load could not follow (e.g. a repack that did not fit).
+    pub placement_warnings: Vec<String>,
 }
 
 /// A loaded model and the threads that run it.
@@ -139,7 +150,7 @@ pub struct Engine {
     pub pool: Arc<ThreadPool>,
     pub mode: MatmulMode,
     pub load_seconds: f64,
-    /// What the load-time repack did (`None`: not repacked).
+    /// What the load-time repack did (`None`: the exact mode, which repacks nothing).
     pub repack: Option<model::weights::RepackSummary>,
     /// The memory plan and what each tier's load took.
     pub load: LoadReport,
@@ -319,8 +330,21 @@ fn place_weights(
         Some(b) => Some((b, format!("--memory-budget {}", human_bytes(b)))),
         None => model::sysmem::MemoryBudget::current().map(|b| (b.usable(), b.describe())),
     };
-    let items = model.weights.plan_items();
-    let repack = opts.repack && !opts.exact;
+    let placement =
+        model::placement::Placement::new(opts.placement.clone(), !opts.repack, model.config.arch);
+    let infos = model.weights.tensor_infos(&file);
+    let placed = model::placement::PlacedModel::new(placement, infos)?;
+    let targets = placed.requantize_targets();
+    let started = std::time::Instant::now();
+    let (requantized, _) = model.weights.requantize_planned(pool, &targets)?;
+    let requantized = (requantized, started.elapsed().as_secs_f64());
+    let mut items = model.weights.plan_items();
+    for (item, wanted) in items.iter_mut().zip(placed.repack_wanted()) {
+        item.wanted = wanted;
+    }
+    // `--no-repack` is a placement rule (every matrix mapped unless an earlier rule says
+    // otherwise); only the exact mode, which reads the file's layout, repacks nothing.
+    let repack = !opts.exact;
     let in_items: u64 = items.iter().map(|i| i.bytes).sum();
     let input = model::memplan::PlanInput {
         other_mapped_bytes: total.saturating_sub(in_items),
@@ -349,7 +373,15 @@ fn place_weights(
     };
     // The rest stays mapped: read it now if it all stays cached, else leave it to be
     // read on demand (reading it all would only evict itself).
-    let repacked = model.weights.repacked_file_tensors();
+    let outcome = model.weights.storage_outcome();
+    let placement_warnings = if repack {
+        let repacked: Vec<bool> = outcome.iter().map(|o| o.1).collect();
+        let layout: Vec<bool> = outcome.iter().map(|o| o.2).collect();
+        placed.refused_repacks(&repacked, &layout)
+    } else {
+        Vec::new()
+    };
+    let repacked = model.weights.replaced_file_tensors();
     let rest: Vec<usize> = (0..file.tensors().len())
         .filter(|i| !repacked.contains(i))
         .collect();
@@ -371,6 +403,9 @@ fn place_weights(
         kv_bytes,
         repack: summary.unwrap_or_default(),
         page_in,
+        requantized,
+        placement: placed.lines(&outcome, repack),
+        placement_warnings,
     };
     Ok((report, summary))
 }
@@ -436,7 +471,19 @@ impl LoadReport {
             human_bytes(p.anonymous_bytes),
             human_bytes(p.margin_bytes)
         ));
+        if self.requantized.0 > 0 {
+            out.push(format!(
+                "  requantized at load: {} tensors in {:.2}s",
+                self.requantized.0, self.requantized.1
+            ));
+        }
+        out.extend(self.placement.iter().cloned());
         out.extend(p.warnings.iter().map(|w| format!("warning: {w}")));
+        out.extend(
+            self.placement_warnings
+                .iter()
+                .map(|w| format!("warning: placement: {w}")),
+        );
         out
     }
 }

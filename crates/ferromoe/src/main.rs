@@ -37,8 +37,18 @@ enum Command {
     Serve(cmd::serve::Args),
 }
 
+/// llama.cpp's `-ot REGEX=TYPE` (a two-letter short option, which clap does not have) is
+/// `--override-tensor`.
+fn llama_cpp_spelling(arg: std::ffi::OsString) -> std::ffi::OsString {
+    match arg.to_str() {
+        Some("-ot") => "--override-tensor".into(),
+        Some(a) if a.starts_with("-ot=") => format!("--override-tensor={}", &a[4..]).into(),
+        _ => arg,
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(std::env::args_os().map(llama_cpp_spelling));
     let result = match cli.command {
         Command::Chat(args) => cmd::chat::run(args),
         Command::Run(args) => cmd::run::run(args),

@@ -22,6 +22,9 @@ pub enum ModelError {
     /// Hyper-parameters that contradict each other or are out of range.
     #[error("{file}: {problem}")]
     BadConfig { file: String, problem: String },
+    /// A placement rule that cannot be used (`--override-tensor`, `--placement`).
+    #[error(transparent)]
+    Placement(#[from] crate::placement::PlacementError),
     /// A request the model cannot serve (too long for the context, bad token id, ...).
     #[error("{0}")]
     Input(String),

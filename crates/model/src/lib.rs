@@ -20,6 +20,7 @@ pub mod forward;
 pub mod kv;
 pub mod linear;
 pub mod memplan;
+pub mod placement;
 pub mod sysmem;
 pub mod weights;
 

@@ -45,6 +45,20 @@ pub struct PlanItem {
     pub bytes: u64,
     /// Bytes of its repacked copy (0: its type or shape has no repacked layout).
     pub packed_bytes: u64,
+    /// Whether the placement plan asks for a repacked copy (`false`: a rule keeps it
+    /// mapped; see [`crate::placement`]).
+    pub wanted: bool,
+}
+
+impl PlanItem {
+    /// Bytes of the repacked copy asked for (0 when not asked or not possible).
+    fn wanted_bytes(&self) -> u64 {
+        if self.wanted {
+            self.packed_bytes
+        } else {
+            0
+        }
+    }
 }
 
 /// What the plan starts from.
@@ -61,7 +75,7 @@ pub struct PlanInput {
     pub kv_bytes: u64,
     /// Activation scratch (an estimate).
     pub scratch_bytes: u64,
-    /// Whether repacking was asked for at all.
+    /// Whether repacking was asked for at all (each item says whether it is asked for).
     pub repack: bool,
     /// Bytes the process can still allocate, and where that limit comes from; `None`
     /// where unknown (then everything is repacked, as before there was a plan).
@@ -100,7 +114,7 @@ pub fn plan(input: &PlanInput) -> MemoryPlan {
     let fixed = input.derived_bytes + input.kv_bytes + input.scratch_bytes;
     let weights: u64 = input.items.iter().map(|i| i.bytes).sum::<u64>() + input.other_mapped_bytes;
     let want: u64 = if input.repack {
-        input.items.iter().map(|i| i.packed_bytes).sum()
+        input.items.iter().map(|i| i.wanted_bytes()).sum()
     } else {
         0
     };
@@ -123,7 +137,7 @@ pub fn plan(input: &PlanInput) -> MemoryPlan {
     let mut repacked = 0u64;
     if input.repack {
         for i in order {
-            let p = input.items[i].packed_bytes;
+            let p = input.items[i].wanted_bytes();
             if p > 0 && repacked + p <= room {
                 repack[i] = true;
                 repacked += p;
@@ -160,7 +174,7 @@ pub fn plan(input: &PlanInput) -> MemoryPlan {
                     .items
                     .iter()
                     .zip(&repack)
-                    .filter(|(i, &r)| !r && i.packed_bytes > 0)
+                    .filter(|(i, &r)| !r && i.wanted_bytes() > 0)
                 {
                     *by_class.entry(item.class).or_insert(0u64) += item.bytes;
                 }
@@ -217,6 +231,7 @@ mod tests {
             layer: None,
             bytes: GIB / 2,
             packed_bytes: GIB / 2,
+            wanted: true,
         }];
         for l in 0..layers {
             let item = |class, bytes| PlanItem {
@@ -224,6 +239,7 @@ mod tests {
                 layer: Some(l),
                 bytes,
                 packed_bytes: bytes,
+                wanted: true,
             };
             v.push(item(WeightClass::RoutedExperts, 4 * GIB));
             v.push(item(WeightClass::Attention, GIB / 4));
@@ -338,6 +354,31 @@ mod tests {
         let p = plan(&i);
         assert!(p.repack.iter().all(|&r| !r));
         assert!(p.warnings[0].contains("KV cache (8.0 GiB)") && p.warnings[0].contains("--ctx"));
+    }
+
+    #[test]
+    fn items_the_placement_keeps_mapped_are_not_repacked_nor_counted_as_wanted() {
+        // Experts kept mapped by a rule: the rest fits in 12 GiB, no warning of a refusal.
+        let items: Vec<PlanItem> = model(3)
+            .into_iter()
+            .map(|i| PlanItem {
+                wanted: i.class != WeightClass::RoutedExperts,
+                ..i
+            })
+            .collect();
+        let p = plan(&input(items.clone(), Some(12 * GIB)));
+        for (item, &r) in items.iter().zip(&p.repack) {
+            assert_eq!(r, item.wanted, "{item:?}");
+        }
+        assert_eq!(p.repacked_bytes, 2 * GIB);
+        assert_eq!(p.mapped_bytes, 12 * GIB + GIB);
+        assert!(
+            p.warnings
+                .iter()
+                .all(|w| !w.contains("repacking every weight")),
+            "{:?}",
+            p.warnings
+        );
     }
 
     #[test]

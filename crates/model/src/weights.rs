@@ -7,6 +7,7 @@ use gguf::{GgmlType, Gguf};
 use kernels::ThreadPool;
 
 use crate::memplan::{PlanItem, WeightClass};
+use crate::placement::TensorInfo;
 
 use crate::ModelError;
 
@@ -35,6 +36,13 @@ enum Source {
     File { file: Arc<Gguf>, index: usize },
     /// Computed at load from the file's weights (e.g. a transposed copy).
     Derived { name: Arc<str>, bytes: Arc<[u8]> },
+    /// Tensor `index` of the file converted at load to another type (a placement rule's
+    /// `requantized:TYPE`); the file's pages are no longer read.
+    Converted {
+        file: Arc<Gguf>,
+        index: usize,
+        bytes: Arc<[u8]>,
+    },
 }
 
 impl std::fmt::Debug for Matrix {
@@ -86,7 +94,9 @@ impl Matrix {
     /// Tensor name in the file (or the description of a derived matrix).
     pub fn name(&self) -> &str {
         match &self.source {
-            Source::File { file, index } => &file.tensors()[*index].name,
+            Source::File { file, index } | Source::Converted { file, index, .. } => {
+                &file.tensors()[*index].name
+            }
             Source::Derived { name, .. } => name,
         }
     }
@@ -94,7 +104,7 @@ impl Matrix {
     pub fn data(&self) -> &[u8] {
         match &self.source {
             Source::File { file, index } => file.view(&file.tensors()[*index]).data,
-            Source::Derived { bytes, .. } => bytes,
+            Source::Derived { bytes, .. } | Source::Converted { bytes, .. } => bytes,
         }
     }
     /// Whether two matrices are the same file tensor (e.g. `output` tied to `token_embd`).
@@ -165,12 +175,86 @@ impl Matrix {
             .map_or(0, |b| b * self.n_slab)
     }
 
-    /// The index of the file tensor this matrix reads (`None` for a derived matrix).
+    /// The index of the file tensor this matrix was read from (`None` for a derived
+    /// matrix).
     pub fn file_index(&self) -> Option<usize> {
         match &self.source {
-            Source::File { index, .. } => Some(*index),
+            Source::File { index, .. } | Source::Converted { index, .. } => Some(*index),
             Source::Derived { .. } => None,
         }
+    }
+
+    /// Whether its bytes were computed at load (derived or converted: anonymous memory)
+    /// rather than mapped from the file.
+    pub fn computed_at_load(&self) -> bool {
+        !matches!(self.source, Source::File { .. })
+    }
+
+    /// Converts the weights to type `to` at load (dequantize, then quantize with the
+    /// repo's weight quantizers), rows split across the pool; returns the new bytes. The
+    /// file's pages are released afterwards. Must come before [`Self::repack`].
+    fn requantize(&mut self, to: GgmlType, pool: &ThreadPool) -> Result<usize, ModelError> {
+        let err =
+            |e: String| ModelError::Input(format!("{}: requantize to {to}: {e}", self.name()));
+        if self.packed.is_some() {
+            return Err(err("already repacked".into()));
+        }
+        let (src_rb, n_in, from) = (self.row_bytes(), self.n_in, self.ty);
+        let dst_rb = to
+            .row_bytes(n_in as u64)
+            .filter(|_| n_in % to.block_size() == 0)
+            .ok_or_else(|| err(format!("rows of {n_in} values are not whole blocks")))?
+            as usize;
+        let rows = self.n_out * self.n_slab;
+        let mut bytes = vec![0u8; rows * dst_rb];
+        // Chunks of whole rows, about 1 MiB of output each.
+        let per = ((1 << 20) / dst_rb.max(1)).clamp(1, rows.max(1));
+        let chunks: Vec<std::sync::Mutex<&mut [u8]>> = bytes
+            .chunks_mut(per * dst_rb)
+            .map(std::sync::Mutex::new)
+            .collect();
+        let first_error = std::sync::Mutex::new(None);
+        let src = self.data();
+        pool.run_chunked(chunks.len(), 1, |range, _| {
+            let mut row = vec![0f32; n_in];
+            for c in range {
+                // Each chunk is taken by exactly one item: the lock is never contended.
+                let mut dst = chunks[c].lock().unwrap_or_else(|p| p.into_inner());
+                for (r, out) in dst.chunks_exact_mut(dst_rb).enumerate() {
+                    let at = (c * per + r) * src_rb;
+                    let result = quant::dequantize(from, &src[at..at + src_rb], &mut row)
+                        .and_then(|()| quant::quantize(to, &row, out));
+                    if let Err(e) = result {
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        return;
+                    }
+                }
+            }
+        });
+        drop(chunks);
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(err(e.to_string()));
+        }
+        let n = bytes.len();
+        self.source = match &self.source {
+            Source::File { file, index } | Source::Converted { file, index, .. } => {
+                file.release_pages(&file.tensors()[*index]);
+                Source::Converted {
+                    file: file.clone(),
+                    index: *index,
+                    bytes: bytes.into(),
+                }
+            }
+            Source::Derived { name, .. } => Source::Derived {
+                name: name.clone(),
+                bytes: bytes.into(),
+            },
+        };
+        self.ty = to;
+        Ok(n)
     }
 
     /// Repacks this matrix if its type and shape have a packed layout, its row groups
@@ -306,7 +390,8 @@ impl Weights {
         Ok(())
     }
 
-    /// What the memory plan needs to know of every matrix (see [`crate::memplan`]).
+    /// What the memory plan needs to know of every matrix (see [`crate::memplan`]), each
+    /// `wanted` (the placement plan keeps some mapped).
     pub fn plan_items(&mut self) -> Vec<PlanItem> {
         let mut items = Vec::new();
         let _ = self.for_each_matrix(&mut |class, layer, m| {
@@ -315,6 +400,7 @@ impl Weights {
                 layer,
                 bytes: m.bytes() as u64,
                 packed_bytes: m.packed_bytes() as u64,
+                wanted: true,
             });
             Ok(())
         });
@@ -326,7 +412,7 @@ impl Weights {
     pub fn derived_bytes(&mut self) -> u64 {
         let mut n = 0;
         let _ = self.for_each_matrix(&mut |_, _, m| {
-            if m.file_index().is_none() {
+            if m.computed_at_load() {
                 n += m.bytes() as u64;
             }
             Ok(())
@@ -372,12 +458,82 @@ impl Weights {
         Ok(sum)
     }
 
-    /// Indices of the file tensors some matrix reads through a repacked copy (their
-    /// mapped pages were released).
-    pub fn repacked_file_tensors(&mut self) -> std::collections::HashSet<usize> {
+    /// Converts the matrices to the types in `targets` (`targets[i]` for the i-th of
+    /// [`Self::plan_items`]; `None`: left as is), on the pool. Returns the tensors
+    /// converted and their new bytes (anonymous memory).
+    pub fn requantize_planned(
+        &mut self,
+        pool: &ThreadPool,
+        targets: &[Option<GgmlType>],
+    ) -> Result<(usize, u64), ModelError> {
+        let (mut i, mut tensors, mut bytes) = (0, 0, 0u64);
+        self.for_each_matrix(&mut |_, _, m| {
+            if let Some(to) = targets.get(i).copied().flatten() {
+                bytes += m.requantize(to, pool)? as u64;
+                tensors += 1;
+            }
+            i += 1;
+            Ok(())
+        })?;
+        Ok((tensors, bytes))
+    }
+
+    /// What the placement plan needs to know of every tensor: first every matrix the
+    /// kernels multiply by (in the order of [`Self::plan_items`]), then the file's other
+    /// tensors (embeddings looked up by row, norms, routers: read as stored).
+    pub fn tensor_infos(&mut self, file: &Gguf) -> Vec<TensorInfo> {
+        let mut infos = Vec::new();
+        let mut read = std::collections::HashSet::new();
+        let _ = self.for_each_matrix(&mut |class, _, m| {
+            if let Some(i) = m.file_index() {
+                read.insert(i);
+            }
+            infos.push(TensorInfo {
+                name: m.name().to_string(),
+                class: Some(class),
+                ty: m.ty,
+                n_in: m.n_in,
+                n_out: m.n_out,
+                rows: (m.n_out * m.n_slab) as u64,
+                bytes: m.bytes() as u64,
+                derived: m.computed_at_load(),
+            });
+            Ok(())
+        });
+        for (i, t) in file.tensors().iter().enumerate() {
+            if !read.contains(&i) {
+                infos.push(TensorInfo {
+                    name: t.name.clone(),
+                    class: None,
+                    ty: t.ty,
+                    n_in: t.ne.first().copied().unwrap_or(0) as usize,
+                    n_out: t.ne.get(1).copied().unwrap_or(1) as usize,
+                    rows: t.ne.iter().skip(1).product(),
+                    bytes: t.size,
+                    derived: false,
+                });
+            }
+        }
+        infos
+    }
+
+    /// Per matrix (in the order of [`Self::plan_items`]): its type, whether it is
+    /// repacked, and whether its type and shape have a repacked layout.
+    pub fn storage_outcome(&mut self) -> Vec<(GgmlType, bool, bool)> {
+        let mut out = Vec::new();
+        let _ = self.for_each_matrix(&mut |_, _, m| {
+            out.push((m.ty, m.is_packed(), m.is_packed() || m.packed_bytes() > 0));
+            Ok(())
+        });
+        out
+    }
+
+    /// Indices of the file tensors some matrix reads through a repacked or converted
+    /// copy (their mapped pages were released).
+    pub fn replaced_file_tensors(&mut self) -> std::collections::HashSet<usize> {
         let mut set = std::collections::HashSet::new();
         let _ = self.for_each_matrix(&mut |_, _, m| {
-            if let (true, Some(i)) = (m.is_packed(), m.file_index()) {
+            if let (true, Some(i)) = (m.is_packed() || m.computed_at_load(), m.file_index()) {
                 set.insert(i);
             }
             Ok(())

@@ -22,10 +22,19 @@ pub struct Args {
     /// Also list every tensor: name, type, shape (ggml `ne`), offset, bytes.
     #[arg(long)]
     tensors: bool,
+    /// Print the placement plan instead: where each tensor group goes (tier, storage,
+    /// deciding rule) with bytes per tier, under the placement options given.
+    #[arg(long, conflicts_with_all = ["json", "tensors"])]
+    plan: bool,
+    #[command(flatten)]
+    placement: super::load::PlacementArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let file = Gguf::open(&args.file)?;
+    if args.plan {
+        return print_plan(file, &args.placement);
+    }
     if args.json {
         println!(
             "{}",
@@ -34,6 +43,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         print_human(&file, args.tensors);
     }
+    Ok(())
+}
+
+/// `inspect --plan`: binds the model (no repack, no conversion) and prints what the
+/// placement rules decide for every tensor group.
+fn print_plan(file: Gguf, args: &super::load::PlacementArgs) -> anyhow::Result<()> {
+    use model::placement::{PlacedModel, Placement};
+    let file = std::sync::Arc::new(file);
+    let mut model = model::Model::load(file.clone())?;
+    let placement = Placement::new(args.rules()?, args.no_repack, model.config.arch);
+    let infos = model.weights.tensor_infos(&file);
+    let placed = PlacedModel::new(placement, infos)?;
+    println!(
+        "{}: {} ({} in {} tensors)",
+        file.name(),
+        model.config.arch.name(),
+        human_bytes(file.tensors().iter().map(|t| t.size).sum()),
+        file.tensors().len()
+    );
+    for line in placed.lines(&placed.predicted_outcome(), true) {
+        println!("{line}");
+    }
+    println!(
+        "(before the memory plan: at load, repacked weights that do not fit in the usable memory stay mapped)"
+    );
     Ok(())
 }
 

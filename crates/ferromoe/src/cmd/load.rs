@@ -17,14 +17,64 @@ pub struct ModelArgs {
     /// K ≤ the model's experts per token).
     #[arg(long, value_name = "K")]
     pub experts_per_token: Option<usize>,
-    /// Keep the weights mmap-only: skip the load-time repack into the kernels'
-    /// row-interleaved layouts (less load time and anonymous memory, slower matmuls).
-    #[arg(long)]
-    pub no_repack: bool,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// Plan memory as if this process could use only SIZE bytes (`20G`, `512M`; default:
     /// MemAvailable and the cgroup limit): what does not fit stays memory-mapped.
     #[arg(long, value_name = "SIZE", value_parser = parse_budget)]
     pub memory_budget: Option<u64>,
+}
+
+/// Where each tensor runs and how it is stored (see `model::placement`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct PlacementArgs {
+    /// Keep the weights mmap-only: skip the load-time repack into the kernels'
+    /// row-interleaved layouts (less load time and anonymous memory, slower matmuls). A
+    /// placement rule `.*=cpu:mapped` after the --override-tensor and --placement rules.
+    #[arg(long)]
+    pub no_repack: bool,
+    /// Place tensors whose name matches REGEX: TIER is cpu (llama.cpp's CPU accepted;
+    /// accel is refused until the accelerator tier exists), STORAGE mapped, repacked or
+    /// requantized:TYPE (e.g. `ffn_.*_exps=cpu:mapped`). Repeatable, or comma-separated;
+    /// the first matching rule wins.
+    /// `-ot` (llama.cpp's spelling) is read as this option.
+    #[arg(long = "override-tensor", value_name = "REGEX=TIER[:STORAGE]")]
+    pub override_tensor: Vec<String>,
+    /// Placement rules from a TOML file (`[[rule]]` tables with tensors, tier, storage),
+    /// after the --override-tensor rules.
+    #[arg(long, value_name = "FILE.toml")]
+    pub placement: Option<PathBuf>,
+    /// Keep every routed expert on the CPU (llama.cpp's meaning; every tensor is on the
+    /// CPU until the accelerator tier exists).
+    #[arg(long)]
+    pub cpu_moe: bool,
+    /// Keep the routed experts of the first N layers on the CPU (llama.cpp's meaning).
+    #[arg(long, value_name = "N")]
+    pub n_cpu_moe: Option<usize>,
+}
+
+impl PlacementArgs {
+    /// The user's rules in order: --override-tensor, --placement, --cpu-moe, --n-cpu-moe
+    /// (`--no-repack` and the defaults follow them at load).
+    pub fn rules(&self) -> anyhow::Result<Vec<model::placement::Rule>> {
+        use model::placement::Rule;
+        let mut rules = Vec::new();
+        for spec in &self.override_tensor {
+            rules.extend(Rule::parse_override(spec)?);
+        }
+        if let Some(path) = &self.placement {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--placement {}: {e}", path.display()))?;
+            rules.extend(Rule::parse_toml(&path.display().to_string(), &text)?);
+        }
+        if self.cpu_moe {
+            rules.push(Rule::cpu_moe());
+        }
+        if let Some(n) = self.n_cpu_moe {
+            rules.extend(Rule::n_cpu_moe(n)?);
+        }
+        Ok(rules)
+    }
 }
 
 /// `20G` → 20 GiB, `512M` → 512 MiB, a bare number is bytes.
@@ -57,7 +107,8 @@ pub fn load(
         threads: args.threads,
         exact,
         experts_per_token: args.experts_per_token,
-        repack: !args.no_repack,
+        repack: !args.placement.no_repack,
+        placement: args.placement.rules()?,
         memory_budget: args.memory_budget,
         kv,
     };
