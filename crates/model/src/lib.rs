@@ -20,6 +20,7 @@ pub mod forward;
 pub mod kv;
 pub mod linear;
 pub mod memplan;
+pub mod stage;
 pub mod sysmem;
 pub mod weights;
 

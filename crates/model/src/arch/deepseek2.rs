@@ -11,7 +11,7 @@
 //!   latent to the head's values, so the cache holds only the latent and the RoPE key.
 //!   Long prompts instead decompress the cached latents into per-head keys and values
 //!   (`attn_k_b` transposed, computed at load, and `attn_v_b`) when that costs less; see
-//!   `forward::mla_decompress_pays`.
+//!   `stage::mla::mla_decompress_pays`.
 //! - YaRN: llama.cpp's pre-scaling — the RoPE magnitude is cancelled and the attention
 //!   scale becomes `mscale² / sqrt(qk_nope + qk_rope)` with
 //!   `mscale = 1 + yarn_log_multiplier · ln(factor)`.
