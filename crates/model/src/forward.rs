@@ -58,8 +58,8 @@ pub struct RunState {
     moe: MoeScratch,
     /// Output logits, `rows × n_vocab`.
     logits: Vec<f32>,
-    /// Largest batch (tokens, sequences) the buffers are sized for.
-    reserved: (usize, usize),
+    /// The largest batch the buffers are sized for.
+    reserved: BatchLimits,
 }
 
 impl RunState {
@@ -77,7 +77,7 @@ impl RunState {
             ffn: FfnScratch::default(),
             moe: MoeScratch::default(),
             logits: Vec::new(),
-            reserved: (0, 0),
+            reserved: BatchLimits::default(),
         }
     }
 
@@ -89,31 +89,47 @@ impl RunState {
     /// Chooses how MLA attention runs (default [`MlaForm::Auto`]).
     pub fn set_mla_form(&mut self, form: MlaForm) {
         self.mla.form = form;
+        // The forced decompressed form sizes its buffers differently: size again.
+        self.reserved = BatchLimits::default();
     }
 
-    /// Sizes every buffer for batches of up to `n_tokens` tokens from `n_seqs` sequences
-    /// of `model` (a no-op when they are that large already). The MLA decompressed
-    /// form's per-position buffers grow with the longest prompt it serves.
+    /// Sizes every buffer for batches within `max` of `model` on `pool` (a no-op when
+    /// they are that large already), so that later steps do not allocate. The MLA
+    /// decompressed form's per-position buffers grow with the longest prompt it serves
+    /// instead (sized for the whole context they could take 256 MiB), unless that form
+    /// is forced ([`RunState::set_mla_form`]).
     pub fn reserve(
         &mut self,
         model: &Model,
-        n_tokens: usize,
-        n_seqs: usize,
+        pool: &ThreadPool,
+        max: BatchLimits,
     ) -> Result<(), ModelError> {
-        if n_tokens <= self.reserved.0 && n_seqs <= self.reserved.1 {
+        let r = self.reserved;
+        if max.tokens <= r.tokens && max.seqs <= r.seqs && max.ctx <= r.ctx {
             return Ok(());
         }
-        let (n, c) = (n_tokens.max(self.reserved.0), &model.config);
+        let max = BatchLimits {
+            tokens: max.tokens.max(r.tokens),
+            seqs: max.seqs.max(r.seqs),
+            ctx: max.ctx.max(r.ctx),
+        };
+        let (n, c, threads) = (max.tokens, &model.config, pool.n_threads());
         self.rows.reserve(n.saturating_sub(self.rows.len()));
         for v in [&mut self.x, &mut self.xb, &mut self.stage_out] {
             buf(v, n * c.dim);
         }
         // Logits of one row per sequence (more grow on demand: all positions of a prompt).
-        buf(&mut self.logits, n_seqs * c.n_vocab);
+        buf(&mut self.logits, max.seqs * c.n_vocab);
         for layer in &model.weights.layers {
             match &layer.attn {
-                Attention::Gqa(_) => self.gqa.reserve(c, n),
-                Attention::Mla(_) => self.mla.reserve(c, n, n_seqs),
+                Attention::Gqa(_) => self.gqa.reserve(c, n, threads, max.ctx),
+                Attention::Mla(a) => {
+                    self.mla.reserve(c, max, threads);
+                    // The forced decompressed form quantizes every cached latent.
+                    if let Some(ctx) = self.mla.forced_decompress_ctx(c, max.ctx) {
+                        self.linear.reserve(&a.k_b_t, ctx)?;
+                    }
+                }
             }
             match &layer.ffn {
                 Ffn::Dense(f) => self.ffn.reserve(f.gate.n_out, n),
@@ -123,9 +139,20 @@ impl RunState {
                 }
             }
         }
-        self.reserved = (n, n_seqs.max(self.reserved.1));
+        self.reserved = max;
         Ok(())
     }
+}
+
+/// The largest batch a [`RunState`] is sized for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Tokens in one forward pass (all sequences together).
+    pub tokens: usize,
+    /// Sequences in one forward pass.
+    pub seqs: usize,
+    /// Context size of the longest cache (attention scores span it).
+    pub ctx: usize,
 }
 
 impl Model {
@@ -172,7 +199,16 @@ impl Model {
                 .extend((0..s.tokens.len()).map(|i| (si, s.kv.len() + i)));
         }
         let n = st.rows.len();
-        st.reserve(self, n, seqs.len())?;
+        let ctx = seqs.iter().map(|s| s.kv.n_ctx()).max().unwrap_or(0);
+        st.reserve(
+            self,
+            pool,
+            BatchLimits {
+                tokens: n,
+                seqs: seqs.len(),
+                ctx,
+            },
+        )?;
         let nd = n * c.dim;
 
         // Token embeddings: rows of token_embd, dequantized.

@@ -30,7 +30,7 @@ use gguf::Gguf;
 
 pub use config::{Arch, Config, Gating, MlaConfig, MoeConfig};
 pub use error::ModelError;
-pub use forward::{BatchSeq, Logits, MlaForm, RunState};
+pub use forward::{BatchLimits, BatchSeq, Logits, MlaForm, RunState};
 pub use kv::KvCache;
 pub use linear::MatmulMode;
 pub use weights::Weights;

@@ -77,6 +77,17 @@ impl Linear {
         }
     }
 
+    /// Makes room for `n_rows` input rows of `w` (quantized activations), so that a
+    /// product that large does not allocate.
+    pub fn reserve(&mut self, w: &Matrix, n_rows: usize) -> Result<(), ModelError> {
+        if self.mode == MatmulMode::Quantized {
+            self.act
+                .reserve(w.ty, w.n_in, n_rows)
+                .map_err(|e| ModelError::Input(format!("{}: {e}", w.name())))?;
+        }
+        Ok(())
+    }
+
     /// `out[t] = W_slab · x[t]` for every token row `t` of `x` (`n_in` values each);
     /// `out` holds `n_out` values per token.
     pub fn forward(

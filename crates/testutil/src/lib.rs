@@ -1,6 +1,8 @@
 //! Helpers for the test suites (a dev-dependency only): where the reference data lives
 //! and how to read it.
 
+pub mod counting_alloc;
+
 use std::path::{Path, PathBuf};
 
 /// The repository's `tests/data` folder.

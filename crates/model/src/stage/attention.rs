@@ -31,8 +31,10 @@ pub struct GqaScratch {
 }
 
 impl GqaScratch {
-    /// Sizes the buffers for `n` tokens of a model shaped `c`.
-    pub fn reserve(&mut self, c: &Config, n: usize) {
+    /// Sizes the buffers for `n` tokens of a model shaped `c`, attending over up to
+    /// `n_ctx` positions on `threads` threads.
+    pub fn reserve(&mut self, c: &Config, n: usize, threads: usize, n_ctx: usize) {
+        self.attn.reserve_for(threads, n_ctx, c.head_dim_v);
         buf(&mut self.q, n * c.n_head * c.head_dim);
         buf(&mut self.k, n * c.n_head_kv * c.head_dim);
         buf(&mut self.v, n * c.n_head_kv * c.head_dim_v);

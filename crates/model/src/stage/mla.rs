@@ -12,6 +12,7 @@ use kernels::norm::rms_norm_inplace;
 use kernels::rope::rope_heads;
 
 use super::{buf, Batch, StageCtx};
+use crate::forward::BatchLimits;
 use crate::linear::MatmulMode;
 use crate::weights::MlaWeights;
 use crate::{Config, ModelError};
@@ -128,12 +129,17 @@ pub struct MlaScratch {
 }
 
 impl MlaScratch {
-    /// Sizes the per-token buffers for `n` tokens of a model shaped `c` (the
-    /// decompressed form's per-position buffers grow with the longest prompt it serves).
-    pub fn reserve(&mut self, c: &Config, n: usize, n_seqs: usize) {
+    /// Sizes the per-token buffers for the batches within `max` of a model shaped `c` on
+    /// `threads` threads. The decompressed form's per-position buffers grow with the
+    /// longest prompt it serves, or are sized for the whole context (up to the cap) when
+    /// that form is forced.
+    pub fn reserve(&mut self, c: &Config, max: BatchLimits, threads: usize) {
         let (Some(d), Some(m)) = (MlaDims::of(c), c.mla.as_ref()) else {
             return;
         };
+        let (n, n_seqs) = (max.tokens, max.seqs);
+        // Absorbed: values are latents (lora wide); decompressed: v_head wide.
+        self.attn.reserve_for(threads, max.ctx, d.lora.max(d.v));
         let (head_q, lat_w) = (d.nope + d.rope, d.lora + d.rope);
         buf(&mut self.q, n * d.heads * head_q);
         buf(&mut self.latent_rope, n * lat_w);
@@ -146,6 +152,23 @@ impl MlaScratch {
         buf(&mut self.rope_cache, d.rope);
         self.decompress.reserve(n_seqs);
         self.absorbed_rows.reserve(n);
+        if let Some(ctx) = self.forced_decompress_ctx(c, max.ctx) {
+            buf(&mut self.latents, ctx * d.lora);
+            buf(&mut self.k_nope, ctx * d.heads * d.nope.max(d.v));
+            buf(&mut self.keys, ctx * d.heads * head_q);
+            buf(&mut self.values, ctx * d.heads * d.v);
+        }
+    }
+}
+
+impl MlaScratch {
+    /// With the decompressed form forced (every step, decode included), the positions
+    /// its per-position buffers are sized for: the whole context `n_ctx`, at most the cap
+    /// (longer contexts use the absorbed form).
+    pub fn forced_decompress_ctx(&self, c: &Config, n_ctx: usize) -> Option<usize> {
+        let d = MlaDims::of(c).filter(|_| self.form == MlaForm::Decompressed)?;
+        let per_position = d.heads * (d.nope + d.rope + d.v + d.nope.max(d.v)) + d.lora;
+        Some(n_ctx.min(MLA_DECOMPRESS_MAX_FLOATS / per_position.max(1)))
     }
 }
 
