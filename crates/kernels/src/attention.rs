@@ -22,6 +22,7 @@
 //! does not depend on the item shapes, on which thread ran it, or on the rest of the
 //! batch.
 
+use crate::pool::SharedMut;
 use crate::ThreadPool;
 
 /// Shapes and strides of one attention call (all in f32 elements).
@@ -80,20 +81,6 @@ impl AttnScratch {
         if self.scores.len() < want {
             self.scores.resize(want, 0.0);
         }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: each item writes only its own rows' `dv` outputs and its own thread's scratch;
-// items are disjoint.
-unsafe impl Sync for SharedMut {}
-// SAFETY: as above.
-unsafe impl Send for SharedMut {}
-impl SharedMut {
-    #[inline(always)]
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

@@ -24,7 +24,7 @@
 //! Nothing here allocates once the scratch buffers are sized (see
 //! [`ActScratch::reserve`], [`ExactScratch::reserve`]).
 
-use crate::pool::ThreadPool;
+use crate::pool::{SharedMut, ThreadPool};
 use quant::dot::{act_type_for, vec_dot_for, DotError, VecDot, MAX_ROWS};
 use quant::repack::{PackedDot, PackedType, ROWS as PACK_ROWS};
 use quant::{GgmlType, QuantError};
@@ -365,24 +365,6 @@ impl<'a> QuantizedActs<'a> {
     #[inline]
     pub fn row(&self, t: usize) -> &'a [u8] {
         &self.data[t * self.row_bytes..(t + 1) * self.row_bytes]
-    }
-}
-
-/// A raw pointer that may be shared across the pool's threads: each thread writes only
-/// the elements of the rows it claimed, which are disjoint.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-// SAFETY: used only for disjoint writes (see each use).
-unsafe impl<T> Sync for SharedMut<T> {}
-// SAFETY: as above.
-unsafe impl<T> Send for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper rather than
-    /// the raw-pointer field).
-    #[inline(always)]
-    fn get(self) -> *mut T {
-        self.0
     }
 }
 

@@ -71,14 +71,3 @@ pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     );
     (shape, data)
 }
-
-/// Index of the largest value (first one on ties).
-pub fn argmax(x: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best
-}

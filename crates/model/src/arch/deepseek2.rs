@@ -71,13 +71,12 @@ pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError>
     c.kq_scale = kq_mscale * kq_mscale / (head_k as f32).sqrt();
 
     let gating = match hp.opt_usize("expert_gating_func")? {
-        None | Some(1) => Gating::Softmax,
-        Some(2) => Gating::Sigmoid,
-        Some(g) => {
-            return Err(bad(format!(
+        None => Gating::Softmax,
+        Some(g) => Gating::from_gguf(g).ok_or_else(|| {
+            bad(format!(
                 "expert_gating_func {g} is not 1 (softmax) or 2 (sigmoid)"
-            )))
-        }
+            ))
+        })?,
     };
     let norm = hp.opt_bool("expert_weights_norm")?.unwrap_or(false);
     if let Some(mut m) = hp.moe(gating, norm)? {
