@@ -210,6 +210,10 @@ impl Model {
             },
         )?;
         let nd = n * c.dim;
+        // (Sized already unless this state served a wider model before.)
+        for v in [&mut st.x, &mut st.xb, &mut st.stage_out] {
+            buf(v, nd);
+        }
 
         // Token embeddings: rows of token_embd, dequantized.
         let x = &mut st.x[..nd];
