@@ -194,15 +194,9 @@ impl Sampler {
     }
 }
 
-/// Index of the largest logit (lowest index on ties).
+/// Index of the largest logit (lowest index on ties; NaNs ignored, 0 if there is none).
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
+    kernels::vector::argmax(logits).unwrap_or(0) as u32
 }
 
 #[cfg(test)]

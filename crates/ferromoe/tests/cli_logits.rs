@@ -68,7 +68,10 @@ fn logits_all_exact_matches_reference_and_last_matches_all() {
     assert_eq!(shape, vec![1000]);
     let (_, reference) =
         read_npy_f32(&data_dir().join("tiny/qwen2moe-tiny/ref/lcpp_Q8_0_logits_last_p1.npy"));
-    assert_eq!(testutil::argmax(&last_logits), testutil::argmax(&reference));
+    assert_eq!(
+        kernels::vector::argmax(&last_logits),
+        kernels::vector::argmax(&reference)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

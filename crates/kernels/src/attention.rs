@@ -22,6 +22,7 @@
 //! does not depend on the item shapes, on which thread ran it, or on the rest of the
 //! batch.
 
+use crate::pool::SharedMut;
 use crate::ThreadPool;
 
 /// Shapes and strides of one attention call (all in f32 elements).
@@ -66,6 +67,12 @@ impl AttnScratch {
     pub fn new() -> AttnScratch {
         AttnScratch::default()
     }
+    /// Room for attention over up to `n_ctx` positions with values `dv` wide on
+    /// `n_threads` threads, so that [`attention`] never grows it (it would, once, for a
+    /// longer context).
+    pub fn reserve_for(&mut self, n_threads: usize, n_ctx: usize, dv: usize) {
+        self.reserve(n_threads, MAX_ROWS * n_ctx + MAX_ROWS * dv);
+    }
     /// Room for `floats` per thread: afterwards `per_thread ≥ floats` and the buffer holds
     /// `n_threads · per_thread` (a scratch may be reused with pools of other sizes).
     fn reserve(&mut self, n_threads: usize, floats: usize) {
@@ -74,20 +81,6 @@ impl AttnScratch {
         if self.scores.len() < want {
             self.scores.resize(want, 0.0);
         }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: each item writes only its own rows' `dv` outputs and its own thread's scratch;
-// items are disjoint.
-unsafe impl Sync for SharedMut {}
-// SAFETY: as above.
-unsafe impl Send for SharedMut {}
-impl SharedMut {
-    #[inline(always)]
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
@@ -146,15 +139,14 @@ pub fn attention(
     let (hb, tb) = item_shape(s.n_head, group, m, pool.n_threads());
     let (head_blocks, token_blocks) = (s.n_head / hb, m.div_ceil(tb));
     // Per thread: 16 score rows of n_ctx, then 16 output rows of dv.
-    let per_item = MAX_ROWS * n_ctx + MAX_ROWS * s.dv;
-    scratch.reserve(pool.n_threads(), per_item);
+    scratch.reserve_for(pool.n_threads(), n_ctx, s.dv);
     let per_thread = scratch.per_thread;
     let scores_ptr = SharedMut(scratch.scores.as_mut_ptr());
     let out_ptr = SharedMut(out.as_mut_ptr());
     let n_items = token_blocks * head_blocks;
     let chunk = n_items.div_ceil(4 * pool.n_threads()).max(1);
     pool.run_chunked(n_items, chunk, |items, tid| {
-        // SAFETY: thread `tid` alone uses scratch row `tid` (per_thread ≥ per_item floats).
+        // SAFETY: thread `tid` alone uses scratch row `tid` (per_thread ≥ the 16·(n_ctx + dv) floats reserved).
         let scratch = unsafe {
             std::slice::from_raw_parts_mut(scores_ptr.get().add(tid * per_thread), per_thread)
         };

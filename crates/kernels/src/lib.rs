@@ -1,6 +1,6 @@
 //! CPU compute kernels for ferromoe: the persistent thread pool every op is split across,
-//! elementwise kernels (norms, activations, softmax, RoPE/YaRN, vector helpers), and
-//! matmul over quantized weights.
+//! elementwise kernels (norms, activations, softmax, RoPE/YaRN, vector helpers),
+//! matmul over quantized weights, and the routed experts of a MoE FFN ([`moe`]).
 //!
 //! SIMD paths are chosen at run time ([`simd::has_avx2_fma`]); every kernel also has a
 //! portable scalar path and is tested against an f64 reference.
@@ -11,6 +11,7 @@
 pub mod activation;
 pub mod attention;
 pub mod matmul;
+pub mod moe;
 pub mod norm;
 pub mod pool;
 pub mod rope;

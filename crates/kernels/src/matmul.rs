@@ -24,7 +24,7 @@
 //! Nothing here allocates once the scratch buffers are sized (see
 //! [`ActScratch::reserve`], [`ExactScratch::reserve`]).
 
-use crate::pool::ThreadPool;
+use crate::pool::{SharedMut, ThreadPool};
 use quant::dot::{act_type_for, vec_dot_for, DotError, VecDot, MAX_ROWS};
 use quant::repack::{PackedDot, PackedType, ROWS as PACK_ROWS};
 use quant::{GgmlType, QuantError};
@@ -296,85 +296,6 @@ impl std::fmt::Debug for WeightBuffer {
     }
 }
 
-/// A stack of expert matrices (`ffn_*_exps`: ggml `ne = [n_in, n_out, n_expert]`), each
-/// expert a contiguous slab of `n_out` rows.
-#[derive(Clone, Copy, Debug)]
-pub struct QExperts<'a> {
-    /// Weight type.
-    pub ty: GgmlType,
-    /// Values per row.
-    pub n_in: usize,
-    /// Rows per expert.
-    pub n_out: usize,
-    /// Number of experts.
-    pub n_expert: usize,
-    /// Bytes of one expert's slab.
-    pub slab_bytes: usize,
-    /// All slabs, expert-major.
-    pub data: &'a [u8],
-}
-
-impl<'a> QExperts<'a> {
-    /// Checks that `data` holds `n_expert` slabs of `n_out × n_in` values.
-    pub fn new(
-        ty: GgmlType,
-        n_in: usize,
-        n_out: usize,
-        n_expert: usize,
-        data: &'a [u8],
-    ) -> Result<QExperts<'a>, MatmulError> {
-        let rb = row_bytes(ty, n_in)?;
-        let slab = rb.checked_mul(n_out);
-        let total = slab.and_then(|s| s.checked_mul(n_expert));
-        match (slab, total) {
-            (Some(slab), Some(total)) if total == data.len() => Ok(QExperts {
-                ty,
-                n_in,
-                n_out,
-                n_expert,
-                slab_bytes: slab,
-                data,
-            }),
-            (_, total) => Err(shape_err(format!(
-                "{ty} experts [{n_in}, {n_out}, {n_expert}] need {} bytes, data has {}",
-                total.map_or("too many".to_string(), |t| t.to_string()),
-                data.len()
-            ))),
-        }
-    }
-
-    /// From a ggml shape `ne = [n_in, n_out, n_expert]`.
-    pub fn from_ne(ty: GgmlType, ne: &[u64], data: &'a [u8]) -> Result<QExperts<'a>, MatmulError> {
-        if ne.len() != 3 && !(ne.len() == 4 && ne[3] == 1) {
-            return Err(shape_err(format!(
-                "expected a 3-D expert stack, got shape {ne:?}"
-            )));
-        }
-        let d = |i: usize| {
-            usize::try_from(ne[i]).map_err(|_| shape_err(format!("shape {ne:?} too large")))
-        };
-        QExperts::new(ty, d(0)?, d(1)?, d(2)?, data)
-    }
-
-    /// Expert `e`'s matrix (a view into its slab, no copy).
-    pub fn expert(&self, e: usize) -> Result<QMatrix<'a>, MatmulError> {
-        if e >= self.n_expert {
-            return Err(shape_err(format!(
-                "expert {e} out of range (n_expert = {})",
-                self.n_expert
-            )));
-        }
-        Ok(QMatrix {
-            ty: self.ty,
-            n_in: self.n_in,
-            n_out: self.n_out,
-            row_bytes: self.slab_bytes / self.n_out.max(1),
-            data: &self.data[e * self.slab_bytes..(e + 1) * self.slab_bytes],
-            packed: None,
-        })
-    }
-}
-
 /// Caller-owned buffer for quantized activations. Backed by `u64` words so that Q8_K
 /// blocks (alignment 4) can be written in place. Size it once at load with
 /// [`reserve`](Self::reserve); an undersized buffer grows (allocates) on first use.
@@ -444,24 +365,6 @@ impl<'a> QuantizedActs<'a> {
     #[inline]
     pub fn row(&self, t: usize) -> &'a [u8] {
         &self.data[t * self.row_bytes..(t + 1) * self.row_bytes]
-    }
-}
-
-/// A raw pointer that may be shared across the pool's threads: each thread writes only
-/// the elements of the rows it claimed, which are disjoint.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-// SAFETY: used only for disjoint writes (see each use).
-unsafe impl<T> Sync for SharedMut<T> {}
-// SAFETY: as above.
-unsafe impl<T> Send for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper rather than
-    /// the raw-pointer field).
-    #[inline(always)]
-    fn get(self) -> *mut T {
-        self.0
     }
 }
 
@@ -827,7 +730,7 @@ pub const MAX_BATCH_OPS: usize = 64;
 /// One product of a [`matmul_batch`]: `out[i] = W · xq[tokens[i]]` (or every token of `xq`
 /// when `tokens` is `None`); `out` holds `n_tok × w.n_out` values, token-major.
 pub struct MatmulOp<'a> {
-    /// The weights (e.g. one expert's slab from [`QExperts::expert`]).
+    /// The weights (e.g. one expert's slab of a stack).
     pub w: QMatrix<'a>,
     /// Quantized activations (shared between ops that consume the same input).
     pub xq: QuantizedActs<'a>,
@@ -835,6 +738,79 @@ pub struct MatmulOp<'a> {
     pub tokens: Option<&'a [u32]>,
     /// The output.
     pub out: &'a mut [f32],
+}
+
+impl MatmulOp<'_> {
+    /// A product of nothing (an unused slot of an [`OpBatch`]).
+    fn empty() -> MatmulOp<'static> {
+        MatmulOp {
+            w: QMatrix {
+                ty: GgmlType::F32,
+                n_in: 0,
+                n_out: 0,
+                row_bytes: 0,
+                data: &[],
+                packed: None,
+            },
+            xq: QuantizedActs {
+                ty: GgmlType::F32,
+                n_in: 0,
+                n_tokens: 0,
+                row_bytes: 0,
+                data: &[],
+            },
+            tokens: None,
+            out: &mut [],
+        }
+    }
+}
+
+/// Up to [`MAX_BATCH_OPS`] products collected for one [`matmul_batch`], on the stack (so
+/// that building a batch never allocates: the forward pass builds several per layer).
+pub struct OpBatch<'a> {
+    ops: [MatmulOp<'a>; MAX_BATCH_OPS],
+    len: usize,
+}
+
+impl<'a> OpBatch<'a> {
+    /// An empty batch.
+    pub fn new() -> OpBatch<'a> {
+        OpBatch {
+            ops: std::array::from_fn(|_| MatmulOp::empty()),
+            len: 0,
+        }
+    }
+
+    /// Products collected so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no product was added.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds a product; an error when the batch already holds [`MAX_BATCH_OPS`].
+    pub fn push(&mut self, op: MatmulOp<'a>) -> Result<(), MatmulError> {
+        let slot = self.ops.get_mut(self.len).ok_or_else(|| {
+            shape_err(format!("matmul_batch: more than {MAX_BATCH_OPS} products"))
+        })?;
+        *slot = op;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Runs the collected products as one pool op ([`matmul_batch`]).
+    pub fn run(&mut self, pool: &ThreadPool) -> Result<(), MatmulError> {
+        matmul_batch(pool, &mut self.ops[..self.len])
+    }
+}
+
+impl Default for OpBatch<'_> {
+    fn default() -> Self {
+        OpBatch::new()
+    }
 }
 
 /// Runs several independent products as ONE pool op (one barrier): work items are
@@ -904,17 +880,6 @@ pub fn matmul_batch(pool: &ThreadPool, ops: &mut [MatmulOp<'_>]) -> Result<(), M
         }
     });
     Ok(())
-}
-
-/// `out = x · Wᵀ` for expert `e` of a stack (a slab view, no copy).
-pub fn matmul_expert(
-    pool: &ThreadPool,
-    w: &QExperts<'_>,
-    e: usize,
-    xq: &QuantizedActs<'_>,
-    out: &mut [f32],
-) -> Result<(), MatmulError> {
-    matmul_acts(pool, &w.expert(e)?, xq, out)
 }
 
 /// Per-thread f32 row buffers for [`matmul_exact`].
@@ -1225,34 +1190,6 @@ mod tests {
     }
 
     #[test]
-    fn experts_are_slab_views() {
-        let mut rng = Rng64::seed_from_u64(9);
-        let pool = ThreadPool::new(2);
-        let mut scratch = ActScratch::new();
-        let ty = GgmlType::Q4_K;
-        let (n_in, n_out, n_expert) = (256, 24, 3);
-        let (wb, _) = weights(ty, n_in, n_out * n_expert, &mut rng);
-        let stack =
-            QExperts::from_ne(ty, &[n_in as u64, n_out as u64, n_expert as u64], &wb).unwrap();
-        let x: Vec<f32> = (0..n_in * 2).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let slab = wb.len() / n_expert;
-        for e in 0..n_expert {
-            let m = stack.expert(e).unwrap();
-            assert_eq!(m.data.as_ptr(), wb[e * slab..].as_ptr(), "no copy");
-            let alone = QMatrix::new(ty, n_in, n_out, &wb[e * slab..(e + 1) * slab]).unwrap();
-            let mut a = vec![0f32; 2 * n_out];
-            let mut b = vec![0f32; 2 * n_out];
-            let xq = quantize_acts(&pool, ty, &x, n_in, &mut scratch).unwrap();
-            matmul_expert(&pool, &stack, e, &xq, &mut a).unwrap();
-            matmul_acts(&pool, &alone, &xq, &mut b).unwrap();
-            assert_eq!(bits(&a), bits(&b));
-        }
-        assert!(stack.expert(3).is_err());
-        assert!(QExperts::from_ne(ty, &[256, 24], &wb).is_err());
-        assert!(QExperts::new(ty, 256, 24, 4, &wb).is_err());
-    }
-
-    #[test]
     fn batch_of_expert_products_matches_one_by_one() {
         let mut rng = Rng64::seed_from_u64(10);
         let pool = ThreadPool::new(2);
@@ -1260,7 +1197,10 @@ mod tests {
         let ty = GgmlType::Q4_K;
         let (n_in, n_out, n_expert, n_tokens) = (256, 40, 4, 9);
         let (wb, _) = weights(ty, n_in, n_out * n_expert, &mut rng);
-        let stack = QExperts::new(ty, n_in, n_out, n_expert, &wb).unwrap();
+        // Expert e is slab e of the stack: rows e·n_out .. (e + 1)·n_out.
+        let slab = wb.len() / n_expert;
+        let expert =
+            |e: usize| QMatrix::new(ty, n_in, n_out, &wb[e * slab..(e + 1) * slab]).unwrap();
         let x: Vec<f32> = (0..n_in * n_tokens)
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
@@ -1278,14 +1218,14 @@ mod tests {
                 .zip(lists)
                 .enumerate()
                 .map(|(e, (out, list))| MatmulOp {
-                    w: stack.expert(e).unwrap(),
+                    w: expert(e),
                     xq,
                     tokens: Some(list),
                     out,
                 })
                 .collect();
             ops.push(MatmulOp {
-                w: stack.expert(2).unwrap(),
+                w: expert(2),
                 xq,
                 tokens: None,
                 out: &mut full,
@@ -1293,11 +1233,11 @@ mod tests {
             matmul_batch(&pool, &mut ops).unwrap();
         }
         let mut all = vec![0f32; n_out * n_tokens];
-        matmul_expert(&pool, &stack, 2, &xq, &mut all).unwrap();
+        matmul_acts(&pool, &expert(2), &xq, &mut all).unwrap();
         assert_eq!(bits(&full), bits(&all));
         for (e, list) in lists.iter().enumerate() {
             let mut ref_all = vec![0f32; n_out * n_tokens];
-            matmul_expert(&pool, &stack, e, &xq, &mut ref_all).unwrap();
+            matmul_acts(&pool, &expert(e), &xq, &mut ref_all).unwrap();
             for (i, &t) in list.iter().enumerate() {
                 let t = t as usize;
                 assert_eq!(
@@ -1310,7 +1250,7 @@ mod tests {
         // A token index past the activations is an error, not a panic.
         let mut o = vec![0f32; n_out];
         let mut bad = [MatmulOp {
-            w: stack.expert(0).unwrap(),
+            w: expert(0),
             xq,
             tokens: Some(&[9]),
             out: &mut o,

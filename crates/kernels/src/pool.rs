@@ -90,6 +90,25 @@ unsafe impl Sync for Shared {}
 // SAFETY: as above; the raw pointer is only dereferenced under that protocol.
 unsafe impl Send for Shared {}
 
+/// A raw pointer that may be shared across the pool's threads, for kernels whose work
+/// items write disjoint elements of one output (each use says why they are disjoint).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut<T>(pub(crate) *mut T);
+// SAFETY: only used for writes to elements that no other work item touches (see each
+// use); the pointer itself is plain data.
+unsafe impl<T> Sync for SharedMut<T> {}
+// SAFETY: as above.
+unsafe impl<T> Send for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper rather than
+    /// the raw-pointer field).
+    #[inline(always)]
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 thread_local! {
     /// (pool identity, thread id) while this thread executes a job of that pool; lets a
     /// nested `run` on the same pool execute inline instead of deadlocking.

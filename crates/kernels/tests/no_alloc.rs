@@ -1,20 +1,32 @@
 //! The hot-path rule "no allocation inside a forward pass": once the scratch buffers are
-//! sized, pool ops, matmuls (GEMV, GEMM, batched expert products) and the elementwise
-//! kernels must not touch the allocator. A counting global allocator checks it; this is
+//! sized, pool ops, matmuls (GEMV, GEMM, batched expert products), the fused routed
+//! experts (`kernels::moe`) and the elementwise kernels must not touch the allocator. A counting global allocator checks it; this is
 //! its own test binary (one test) so nothing else allocates meanwhile.
 
-use kernels::matmul::{matmul, matmul_batch, quantize_acts, ActScratch, MatmulOp, QMatrix};
+use kernels::matmul::{
+    matmul, matmul_batch, quantize_acts, ActScratch, MatmulError, MatmulOp, QMatrix,
+};
+use kernels::moe::{moe_experts, ExpertStack, Experts, MoeScratch, Routing};
 use kernels::rope::{rope_heads, RopeMode, RopeParams};
 use kernels::{activation, norm, softmax, ThreadPool};
 use std::sync::atomic::Ordering;
 
-mod common {
-    pub mod counting_alloc;
-}
-use common::counting_alloc::{Counting, ALLOCS, ARMED};
+use testutil::counting_alloc::{Counting, ALLOCS, ARMED};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// Every expert of a test stack is the same matrix.
+struct SameExpert<'a>(QMatrix<'a>);
+
+impl ExpertStack for SameExpert<'_> {
+    fn ty(&self) -> quant::GgmlType {
+        self.0.ty
+    }
+    fn expert(&self, _e: usize) -> Result<QMatrix<'_>, MatmulError> {
+        Ok(self.0)
+    }
+}
 
 #[test]
 fn hot_path_does_not_allocate() {
@@ -39,6 +51,26 @@ fn hot_path_does_not_allocate() {
     let mut cache = vec![0f32; 64];
     let rope = RopeParams::new(64, RopeMode::Neox, 10000.0);
     let tokens = [0u32, 4, 8];
+    // Routed experts: dim = n_in, hidden = 256, 3 tokens × 2 of 4 experts (every expert
+    // the same bytes: 256 rows of n_in for gate and up, n_in rows of 256 for down).
+    let ew_src: Vec<f32> = (0..n_in * 256)
+        .map(|i| ((i * 7907) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let mut ew = vec![0u8; ty.row_bytes((n_in * 256) as u64).unwrap() as usize];
+    quant::quantize(ty, &ew_src, &mut ew).unwrap();
+    let gate = SameExpert(QMatrix::new(ty, n_in, 256, &ew).unwrap());
+    let down = SameExpert(QMatrix::new(ty, 256, n_in, &ew).unwrap());
+    let experts = Experts {
+        gate: &gate,
+        up: &gate,
+        down: &down,
+        dim: n_in,
+        hidden: 256,
+        n_expert: 4,
+    };
+    let (ids, weights) = ([0usize, 3, 2, 3, 1, 0], [0.5f32, 0.25, 0.7, 0.3, 0.6, 0.4]);
+    let mut moe_scratch = MoeScratch::new();
+    let mut moe_out = vec![0f32; 3 * n_in];
 
     let mut step = |pool: &ThreadPool, scratch: &mut ActScratch| {
         matmul(pool, &w, &x[..n_in], &mut out[..n_out], scratch).unwrap(); // GEMV
@@ -51,6 +83,13 @@ fn hot_path_does_not_allocate() {
             out: &mut out_b,
         }];
         matmul_batch(pool, &mut ops).unwrap();
+        let routing = Routing {
+            ids: &ids,
+            weights: &weights,
+            k: 2,
+        };
+        let x3 = &x[..3 * n_in];
+        moe_experts(pool, &experts, x3, routing, &mut moe_scratch, &mut moe_out).unwrap();
         pool.run(1000, |r, _| {
             std::hint::black_box(r);
         });

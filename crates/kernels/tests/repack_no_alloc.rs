@@ -8,10 +8,7 @@ use kernels::ThreadPool;
 use quant::repack::{self, PackedType};
 use std::sync::atomic::Ordering;
 
-mod common {
-    pub mod counting_alloc;
-}
-use common::counting_alloc::{Counting, ALLOCS, ARMED};
+use testutil::counting_alloc::{Counting, ALLOCS, ARMED};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;

@@ -40,6 +40,25 @@ pub enum Gating {
     Sigmoid,
 }
 
+impl Gating {
+    /// From GGUF's `expert_gating_func` (llama.cpp's `LLAMA_EXPERT_GATING_FUNC_TYPE`).
+    pub fn from_gguf(v: usize) -> Option<Gating> {
+        match v {
+            1 => Some(Gating::Softmax),
+            2 => Some(Gating::Sigmoid),
+            _ => None,
+        }
+    }
+
+    /// The `expert_gating_func` value that says this.
+    pub fn gguf_value(self) -> usize {
+        match self {
+            Gating::Softmax => 1,
+            Gating::Sigmoid => 2,
+        }
+    }
+}
+
 /// Mixture-of-experts routing and shapes.
 #[derive(Clone, Debug)]
 pub struct MoeConfig {

@@ -21,6 +21,7 @@ pub mod kv;
 pub mod linear;
 pub mod memplan;
 pub mod placement;
+pub mod stage;
 pub mod sysmem;
 pub mod weights;
 
@@ -30,7 +31,7 @@ use gguf::Gguf;
 
 pub use config::{Arch, Config, Gating, MlaConfig, MoeConfig};
 pub use error::ModelError;
-pub use forward::{BatchSeq, Logits, MlaForm, RunState};
+pub use forward::{BatchLimits, BatchSeq, Logits, MlaForm, RunState};
 pub use kv::KvCache;
 pub use linear::MatmulMode;
 pub use weights::Weights;

@@ -1,10 +1,15 @@
-//! The one place where the forward pass multiplies by a weight matrix: either the
-//! production kernels (activations quantized to the weight's dot partner, as llama.cpp
-//! does) or the exact reference (weights dequantized, f32 activations). `--exact` swaps
-//! only this; the forward pass is the same.
+//! Where the forward pass multiplies by a weight matrix: either the production kernels
+//! (activations quantized to the weight's dot partner, as llama.cpp does) or the exact
+//! reference (weights dequantized, f32 activations). `--exact` swaps only this; the
+//! forward pass is the same.
+//!
+//! The one other entry point is `kernels::moe`, which the MoE stage
+//! ([`crate::stage::moe`]) calls for the routed experts in [`MatmulMode::Quantized`]
+//! (grouping tokens by expert and running every active expert in one parallel region);
+//! in [`MatmulMode::Exact`] the experts go through [`Linear::forward`] one by one.
 
 use kernels::matmul::{
-    matmul, matmul_batch, matmul_exact, quantize_acts, ActScratch, ExactScratch, MatmulOp, QMatrix,
+    matmul, matmul_exact, quantize_acts, ActScratch, ExactScratch, MatmulOp, OpBatch, QMatrix,
 };
 use kernels::ThreadPool;
 
@@ -20,15 +25,43 @@ pub enum MatmulMode {
     Exact,
 }
 
-/// Scratch memory of the matmuls, reused across calls.
+/// Scratch memory of the matmuls, reused across calls (grown to the largest input seen,
+/// then no allocation).
 pub struct Linear {
     pub mode: MatmulMode,
     act: ActScratch,
     exact: ExactScratch,
-    /// [`Linear::forward_slabs`]: the input rows of each slab, and head-major outputs.
+    /// [`Linear::forward_slabs`]: the input rows of each slab, and head-major inputs and
+    /// outputs.
     slab_rows: Vec<u32>,
     slab_in: Vec<f32>,
     slab_out: Vec<f32>,
+}
+
+/// `out = W_slab · x` with the kernels of `mode` (the body of [`Linear::forward`], apart
+/// from `Linear` so that callers can lend it the scratch fields separately).
+#[allow(clippy::too_many_arguments)]
+fn product(
+    mode: MatmulMode,
+    act: &mut ActScratch,
+    exact: &mut ExactScratch,
+    pool: &ThreadPool,
+    w: &Matrix,
+    slab: usize,
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), ModelError> {
+    let err = |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", w.name()));
+    match mode {
+        // F32 weights (routers) are multiplied in f32 either way, as llama.cpp does.
+        // The repacked copy when there is one (`Matrix::qmatrix`).
+        MatmulMode::Quantized => matmul(pool, &w.qmatrix(slab)?, x, out, act).map_err(err),
+        MatmulMode::Exact => {
+            let view = QMatrix::new(w.ty, w.n_in, w.n_out, w.slab(slab)).map_err(err)?;
+            exact.reserve(pool.n_threads(), w.n_in);
+            matmul_exact(pool, &view, x, out, exact).map_err(err)
+        }
+    }
 }
 
 impl Linear {
@@ -44,6 +77,17 @@ impl Linear {
         }
     }
 
+    /// Makes room for `n_rows` input rows of `w` (quantized activations), so that a
+    /// product that large does not allocate.
+    pub fn reserve(&mut self, w: &Matrix, n_rows: usize) -> Result<(), ModelError> {
+        if self.mode == MatmulMode::Quantized {
+            self.act
+                .reserve(w.ty, w.n_in, n_rows)
+                .map_err(|e| ModelError::Input(format!("{}: {e}", w.name())))?;
+        }
+        Ok(())
+    }
+
     /// `out[t] = W_slab · x[t]` for every token row `t` of `x` (`n_in` values each);
     /// `out` holds `n_out` values per token.
     pub fn forward(
@@ -54,18 +98,16 @@ impl Linear {
         x: &[f32],
         out: &mut [f32],
     ) -> Result<(), ModelError> {
-        let view = QMatrix::new(w.ty, w.n_in, w.n_out, w.slab(slab))
-            .map_err(|e| ModelError::Input(format!("{}: {e}", w.name())))?;
-        let r = match self.mode {
-            // F32 weights (routers) are multiplied in f32 either way, as llama.cpp does.
-            // The repacked copy when there is one (`Matrix::qmatrix`).
-            MatmulMode::Quantized => matmul(pool, &w.qmatrix(slab)?, x, out, &mut self.act),
-            MatmulMode::Exact => {
-                self.exact.reserve(pool.n_threads(), w.n_in);
-                matmul_exact(pool, &view, x, out, &mut self.exact)
-            }
-        };
-        r.map_err(|e| ModelError::Input(format!("{}: {e}", w.name())))
+        product(
+            self.mode,
+            &mut self.act,
+            &mut self.exact,
+            pool,
+            w,
+            slab,
+            x,
+            out,
+        )
     }
 
     /// Several products of the same input (q/k/v, gate/up, ...): the input is quantized
@@ -92,20 +134,22 @@ impl Linear {
             return Ok(());
         }
         let w0: &Matrix = products[0].0;
-        let xq = quantize_acts(pool, w0.ty, x, w0.n_in, &mut self.act)
-            .map_err(|e| ModelError::Input(format!("{}: {e}", w0.name())))?;
-        let mut ops = Vec::with_capacity(products.len());
+        let err =
+            |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", w0.name()));
+        let xq = quantize_acts(pool, w0.ty, x, w0.n_in, &mut self.act).map_err(err)?;
+        let mut batch = OpBatch::new();
         for (w, out) in products.iter_mut() {
             let w: &Matrix = w;
-            let view = w.qmatrix(0)?;
-            ops.push(MatmulOp {
-                w: view,
-                xq,
-                tokens: None,
-                out,
-            });
+            batch
+                .push(MatmulOp {
+                    w: w.qmatrix(0)?,
+                    xq,
+                    tokens: None,
+                    out,
+                })
+                .map_err(err)?;
         }
-        matmul_batch(pool, &mut ops).map_err(|e| ModelError::Input(format!("{}: {e}", w0.name())))
+        batch.run(pool).map_err(err)
     }
 
     /// Per-head products of a stack (e.g. DeepSeek's `attn_k_b`): `x` holds `n` tokens ×
@@ -122,25 +166,26 @@ impl Linear {
         let n = x.len() / (heads * n_in);
         let err = |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", w.name()));
         if self.mode == MatmulMode::Exact {
+            let Linear {
+                mode,
+                act,
+                exact,
+                slab_in,
+                slab_out,
+                ..
+            } = self;
             for h in 0..heads {
-                self.slab_in.clear();
+                slab_in.clear();
                 for t in 0..n {
-                    self.slab_in
+                    slab_in
                         .extend_from_slice(&x[(t * heads + h) * n_in..(t * heads + h + 1) * n_in]);
                 }
-                self.slab_out.resize(n * n_out, 0.0);
-                let (inp, mut tmp) = (
-                    std::mem::take(&mut self.slab_in),
-                    std::mem::take(&mut self.slab_out),
-                );
-                let r = self.forward(pool, w, h, &inp, &mut tmp);
+                slab_out.resize(n * n_out, 0.0);
+                product(*mode, act, exact, pool, w, h, slab_in, slab_out)?;
                 for t in 0..n {
                     out[(t * heads + h) * n_out..(t * heads + h + 1) * n_out]
-                        .copy_from_slice(&tmp[t * n_out..(t + 1) * n_out]);
+                        .copy_from_slice(&slab_out[t * n_out..(t + 1) * n_out]);
                 }
-                self.slab_in = inp;
-                self.slab_out = tmp;
-                r?;
             }
             return Ok(());
         }
@@ -154,18 +199,19 @@ impl Linear {
         // One pool op per group of ≤ MAX_BATCH_OPS heads (DeepSeek-V3 has 128).
         let per_op = kernels::matmul::MAX_BATCH_OPS;
         for (g, outs) in self.slab_out.chunks_mut(per_op * n * n_out).enumerate() {
-            let mut ops = Vec::with_capacity(per_op);
+            let mut batch = OpBatch::new();
             for (i, o) in outs.chunks_exact_mut(n * n_out).enumerate() {
                 let h = g * per_op + i;
-                let view = w.qmatrix(h)?;
-                ops.push(MatmulOp {
-                    w: view,
-                    xq,
-                    tokens: Some(&self.slab_rows[h * n..(h + 1) * n]),
-                    out: o,
-                });
+                batch
+                    .push(MatmulOp {
+                        w: w.qmatrix(h)?,
+                        xq,
+                        tokens: Some(&self.slab_rows[h * n..(h + 1) * n]),
+                        out: o,
+                    })
+                    .map_err(err)?;
             }
-            matmul_batch(pool, &mut ops).map_err(err)?;
+            batch.run(pool).map_err(err)?;
         }
         for h in 0..heads {
             for t in 0..n {

@@ -9,10 +9,11 @@ mod common;
 
 use std::sync::Arc;
 
+use common::argmax;
 use common::{kl, prompts};
 use kernels::ThreadPool;
 use model::{KvCache, Logits, MatmulMode, Model, RunState};
-use testutil::{argmax, data_dir, read_npy_f32};
+use testutil::{data_dir, read_npy_f32};
 
 /// `tests/data/lowbit/deepseek-v3-tiny-<name>.gguf` and the ggml types it must contain.
 const VARIANTS: [(&str, &[gguf::GgmlType]); 3] = {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::argmax;
 use common::{kl, load, prompts};
 use gguf::GgmlType;
 use kernels::ThreadPool;
@@ -11,7 +12,7 @@ use model::arch::deepseek2::transpose_k_b;
 use model::forward::{mla_decompress_pays, MlaDims};
 use model::weights::Attention;
 use model::{KvCache, Logits, MatmulMode, MlaForm, Model, RunState};
-use testutil::{argmax, data_dir, read_npy_f32};
+use testutil::{data_dir, read_npy_f32};
 
 /// All-position logits of `ids`, the first `split` tokens as one batch and the rest as a
 /// second batch after them (so the second batch attends to cached positions too).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kernels::ThreadPool;
 use model::{KvCache, Logits, MatmulMode, Model, RunState};
-use testutil::{argmax, data_dir, demo_model, json, read_npy_f32};
+use testutil::{data_dir, demo_model, json, read_npy_f32};
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()
@@ -19,7 +19,7 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 
 /// (top-1, top-1 − top-2) of a logit row.
 fn top2(x: &[f32]) -> (usize, f32) {
-    let best = argmax(x);
+    let best = kernels::vector::argmax(x).expect("a row of logits");
     let second = x
         .iter()
         .enumerate()

@@ -6,10 +6,11 @@
 
 mod common;
 
+use common::argmax;
 use common::{load, prompts};
 use kernels::ThreadPool;
 use model::{KvCache, Logits, MatmulMode, Model, RunState};
-use testutil::{argmax, data_dir, json, read_npy_f32};
+use testutil::{data_dir, json, read_npy_f32};
 
 /// All-position logits of one prompt processed as one batch.
 fn logits_all(m: &Model, pool: &ThreadPool, mode: MatmulMode, ids: &[u32]) -> Vec<f32> {

@@ -9,9 +9,10 @@
 
 mod common;
 
+use common::argmax;
 use kernels::ThreadPool;
 use model::{BatchSeq, KvCache, Logits, MatmulMode, Model, RunState};
-use testutil::{argmax, data_dir, read_npy_f32};
+use testutil::{data_dir, read_npy_f32};
 
 fn load(model: &str, variant: &str, repack: bool) -> Model {
     let mut m = common::load(model, variant);

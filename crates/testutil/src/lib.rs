@@ -1,6 +1,8 @@
 //! Helpers for the test suites (a dev-dependency only): where the reference data lives
 //! and how to read it.
 
+pub mod counting_alloc;
+
 use std::path::{Path, PathBuf};
 
 /// The repository's `tests/data` folder.
@@ -68,15 +70,4 @@ pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
         path.display()
     );
     (shape, data)
-}
-
-/// Index of the largest value (first one on ties).
-pub fn argmax(x: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best
 }

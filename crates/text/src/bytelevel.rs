@@ -2,8 +2,8 @@
 //! that BPE vocabularies can be stored as text. Decoding a token means mapping each of
 //! its characters back to the byte it stands for.
 
-/// The character that stands for each byte.
-pub(crate) fn byte_to_char_table() -> [char; 256] {
+/// The character that stands for each byte (what GGUF byte-level vocabularies store).
+pub fn byte_to_char_table() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next_extra = 256u32;
     for b in 0..=255u8 {

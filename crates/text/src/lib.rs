@@ -33,6 +33,7 @@ mod strftime;
 mod tokenizer;
 mod vocab;
 
+pub use bytelevel::byte_to_char_table;
 pub use chat::{ChatMessage, ChatTemplate, CHATML_TEMPLATE};
 pub use error::TextError;
 pub use stream::StreamDecoder;

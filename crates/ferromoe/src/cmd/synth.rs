@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use gguf::{Array, GgmlType, GgufWriter, Metadata, TensorSpec, Value};
+use model::Gating;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -108,13 +109,6 @@ impl Output {
             }
         }
     }
-}
-
-/// Router scoring function (`expert_gating_func`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Gating {
-    Softmax = 1,
-    Sigmoid = 2,
 }
 
 /// Everything that fixes a deepseek2 model's tensors and metadata.
@@ -474,31 +468,13 @@ enum Kind {
 /// Smallest vocabulary the synthetic tokenizer fits in (specials + bytes + merges).
 const MIN_VOCAB: usize = 2 + 256 + 26 + 26 * 26;
 
-/// GPT-2's byte → printable character map (bytes that are printable map to themselves,
-/// the rest to U+0100 and up), so byte-level BPE token strings are valid UTF-8.
-fn gpt2_byte_chars() -> Vec<char> {
-    let printable = |b: u32| {
-        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
-    };
-    let mut n = 0;
-    (0u32..256)
-        .map(|b| {
-            if printable(b) {
-                char::from_u32(b).expect("latin-1 is valid")
-            } else {
-                n += 1;
-                char::from_u32(255 + n).expect("U+0100.. is valid")
-            }
-        })
-        .collect()
-}
-
 /// A small but real byte-level BPE tokenizer (`gpt2` model, `gpt-2` pre-tokenizer):
 /// `<|bos|>`, `<|eos|>`, the 256 byte tokens, merges for "Ġ"+letter and every pair of
 /// lowercase letters, then `[PADn]` tokens (type UNUSED) up to the vocabulary size,
 /// like converters pad real vocabularies to the embedding size.
 fn tokenizer_metadata(md: &mut Metadata, vocab: usize) {
-    let bytes = gpt2_byte_chars();
+    // GPT-2's byte → printable character map, so byte-level token strings are UTF-8.
+    let bytes = text::byte_to_char_table();
     let mut tokens: Vec<String> = vec!["<|bos|>".into(), "<|eos|>".into()];
     let mut types: Vec<i32> = vec![3, 3]; // CONTROL
     for &c in &bytes {
@@ -565,7 +541,7 @@ fn metadata(s: &Shape, mix: &str, seed: u64) -> Metadata {
     md.set(a("expert_used_count"), u(s.n_expert_used));
     md.set(a("expert_group_count"), u(s.n_group));
     md.set(a("expert_group_used_count"), u(s.n_group_used));
-    md.set(a("expert_gating_func"), u(s.gating as usize));
+    md.set(a("expert_gating_func"), u(s.gating.gguf_value()));
     md.set(a("attention.key_length"), u(s.kv_lora + s.qk_rope));
     md.set(a("attention.value_length"), u(s.kv_lora));
     md.set(a("leading_dense_block_count"), u(s.n_dense));

@@ -11,7 +11,7 @@
 //!   latent to the head's values, so the cache holds only the latent and the RoPE key.
 //!   Long prompts instead decompress the cached latents into per-head keys and values
 //!   (`attn_k_b` transposed, computed at load, and `attn_v_b`) when that costs less; see
-//!   `forward::mla_decompress_pays`.
+//!   `stage::mla::mla_decompress_pays`.
 //! - YaRN: llama.cpp's pre-scaling — the RoPE magnitude is cancelled and the attention
 //!   scale becomes `mscale² / sqrt(qk_nope + qk_rope)` with
 //!   `mscale = 1 + yarn_log_multiplier · ln(factor)`.
@@ -71,13 +71,12 @@ pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError>
     c.kq_scale = kq_mscale * kq_mscale / (head_k as f32).sqrt();
 
     let gating = match hp.opt_usize("expert_gating_func")? {
-        None | Some(1) => Gating::Softmax,
-        Some(2) => Gating::Sigmoid,
-        Some(g) => {
-            return Err(bad(format!(
+        None => Gating::Softmax,
+        Some(g) => Gating::from_gguf(g).ok_or_else(|| {
+            bad(format!(
                 "expert_gating_func {g} is not 1 (softmax) or 2 (sigmoid)"
-            )))
-        }
+            ))
+        })?,
     };
     let norm = hp.opt_bool("expert_weights_norm")?.unwrap_or(false);
     if let Some(mut m) = hp.moe(gating, norm)? {

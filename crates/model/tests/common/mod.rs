@@ -31,6 +31,11 @@ pub fn prompts() -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Index of the largest logit (the first on ties).
+pub fn argmax(x: &[f32]) -> usize {
+    kernels::vector::argmax(x).expect("a row of logits")
+}
+
 /// `log softmax(x)` in f64.
 pub fn log_softmax(x: &[f32]) -> Vec<f64> {
     let mx = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;

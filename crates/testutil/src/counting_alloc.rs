@@ -1,5 +1,7 @@
-//! A global allocator that counts allocations while armed, for the no-allocation tests
-//! (each such test is its own binary, so nothing else allocates meanwhile).
+//! A global allocator that counts allocations while armed, for the no-allocation tests:
+//! a test binary installs it with `#[global_allocator] static A: Counting = Counting;`.
+//! The counter is global, so allocations on the thread pool's workers count too; each
+//! such test is its own binary with one test, so nothing else allocates meanwhile.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,4 +29,15 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
+}
+
+/// Runs `f` with the counter armed and returns how many allocations (and reallocations)
+/// happened meanwhile, on any thread. Only meaningful in a binary that installed
+/// [`Counting`] as its global allocator.
+pub fn count_allocs(f: impl FnOnce()) -> usize {
+    ALLOCS.store(0, Ordering::SeqCst);
+    ARMED.store(true, Ordering::SeqCst);
+    f();
+    ARMED.store(false, Ordering::SeqCst);
+    ALLOCS.load(Ordering::SeqCst)
 }

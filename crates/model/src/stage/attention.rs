@@ -1,0 +1,140 @@
+//! Grouped-query attention (Llama, Qwen2, Qwen2-MoE, Qwen3-MoE).
+//!
+//! Contract: `xb` (`n × dim`) in; q/k/v projections (+ biases, + Qwen3's per-head q/k
+//! RMSNorm), RoPE, the batch's keys and values stored in each token's own cache, causal
+//! attention of each token over its sequence, and the output projection written to `out`
+//! (`n × dim`).
+
+use kernels::attention::{attention, AttnScratch, AttnShape};
+use kernels::norm::rms_norm_inplace;
+use kernels::rope::rope_heads;
+use kernels::vector::add_inplace;
+
+use super::{buf, Batch, StageCtx};
+use crate::weights::GqaWeights;
+use crate::{Config, ModelError};
+
+/// The GQA stage's buffers (`n` = tokens in the batch).
+#[derive(Default)]
+pub struct GqaScratch {
+    /// Queries, keys and values of the batch: `n × n_head·head_dim`, `n × n_kv·head_dim`,
+    /// `n × n_kv·head_dim_v`.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention output (all heads), `n × n_head·head_dim_v`.
+    att_out: Vec<f32>,
+    /// RoPE cos/sin of one position.
+    rope_cache: Vec<f32>,
+    /// Per-thread attention scores.
+    attn: AttnScratch,
+}
+
+impl GqaScratch {
+    /// Sizes the buffers for `n` tokens of a model shaped `c`, attending over up to
+    /// `n_ctx` positions on `threads` threads.
+    pub fn reserve(&mut self, c: &Config, n: usize, threads: usize, n_ctx: usize) {
+        self.attn.reserve_for(threads, n_ctx, c.head_dim_v);
+        buf(&mut self.q, n * c.n_head * c.head_dim);
+        buf(&mut self.k, n * c.n_head_kv * c.head_dim);
+        buf(&mut self.v, n * c.n_head_kv * c.head_dim_v);
+        buf(&mut self.att_out, n * c.n_head * c.head_dim_v);
+        buf(&mut self.rope_cache, c.rope.n_dims);
+    }
+}
+
+/// Grouped-query attention of layer `il` over each token's own cache (see the module
+/// contract).
+pub fn gqa_attention(
+    cx: &mut StageCtx<'_>,
+    s: &mut GqaScratch,
+    a: &GqaWeights,
+    batch: &mut Batch<'_, '_>,
+    il: usize,
+    xb: &[f32],
+    out: &mut [f32],
+) -> Result<(), ModelError> {
+    let (c, pool) = (cx.config, cx.pool);
+    let n = batch.rows.len();
+    let (hd, hdv) = (c.head_dim, c.head_dim_v);
+    let (q_w, k_w, v_w) = (c.n_head * hd, c.n_head_kv * hd, c.n_head_kv * hdv);
+    let q = buf(&mut s.q, n * q_w);
+    let k = buf(&mut s.k, n * k_w);
+    let v = buf(&mut s.v, n * v_w);
+    cx.linear.forward_multi(
+        pool,
+        xb,
+        &mut [(&a.wq, &mut *q), (&a.wk, &mut *k), (&a.wv, &mut *v)],
+    )?;
+    for (m, bias, width) in [
+        (&mut *q, &a.bq, q_w),
+        (&mut *k, &a.bk, k_w),
+        (&mut *v, &a.bv, v_w),
+    ] {
+        if let Some(b) = bias {
+            m.chunks_exact_mut(width)
+                .for_each(|row| add_inplace(row, b));
+        }
+    }
+    if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
+        q.chunks_exact_mut(hd)
+            .for_each(|h| rms_norm_inplace(h, qn, c.rms_eps));
+        k.chunks_exact_mut(hd)
+            .for_each(|h| rms_norm_inplace(h, kn, c.rms_eps));
+    }
+    // Rotate q and k, and store k and v in each token's cache.
+    let rope_cache = buf(&mut s.rope_cache, c.rope.n_dims);
+    for (t, &(si, pos)) in batch.rows.iter().enumerate() {
+        c.rope.cache(pos as i32, None, rope_cache);
+        rope_heads(
+            &mut q[t * q_w..(t + 1) * q_w],
+            hd,
+            0,
+            rope_cache,
+            c.rope.mode,
+        );
+        rope_heads(
+            &mut k[t * k_w..(t + 1) * k_w],
+            hd,
+            0,
+            rope_cache,
+            c.rope.mode,
+        );
+        let (k_cache, v_cache) = batch.seqs[si].kv.gqa(il);
+        k_cache[pos * k_w..(pos + 1) * k_w].copy_from_slice(&k[t * k_w..(t + 1) * k_w]);
+        v_cache[pos * v_w..(pos + 1) * v_w].copy_from_slice(&v[t * v_w..(t + 1) * v_w]);
+    }
+
+    let shape = AttnShape {
+        n_head: c.n_head,
+        n_kv_head: c.n_head_kv,
+        dk: hd,
+        dv: hdv,
+        k_stride: k_w,
+        v_stride: v_w,
+        v_offset: 0,
+        k_head: hd,
+        v_head: hdv,
+        scale: c.kq_scale,
+    };
+    let att_w = c.n_head * hdv;
+    let att_out = buf(&mut s.att_out, n * att_w);
+    let mut t0 = 0;
+    for seq in batch.seqs.iter_mut() {
+        let m = seq.tokens.len();
+        let pos0 = batch.rows[t0].1;
+        let (k_cache, v_cache) = seq.kv.gqa_ref(il);
+        attention(
+            pool,
+            &shape,
+            &q[t0 * q_w..(t0 + m) * q_w],
+            pos0,
+            k_cache,
+            v_cache,
+            &mut att_out[t0 * att_w..(t0 + m) * att_w],
+            &mut s.attn,
+        );
+        t0 += m;
+    }
+    cx.linear.forward(pool, &a.wo, 0, att_out, out)
+}

@@ -1,0 +1,449 @@
+//! DeepSeek's multi-head latent attention (MLA), in two equivalent forms chosen per
+//! sequence and layer by their cost ([`mla_decompress_pays`]).
+//!
+//! Contract: `xb` (`n × dim`) in; queries (plain, or compressed → normalised →
+//! expanded), the normalised latent and rotated shared RoPE key of each token stored in
+//! its cache (`kv_lora + qk_rope` floats per position), causal attention of each token
+//! over its sequence in the absorbed or decompressed form, and the output projection
+//! written to `out` (`n × dim`).
+
+use kernels::attention::{attention, AttnScratch, AttnShape};
+use kernels::norm::rms_norm_inplace;
+use kernels::rope::rope_heads;
+
+use super::{buf, Batch, StageCtx};
+use crate::forward::BatchLimits;
+use crate::linear::MatmulMode;
+use crate::weights::MlaWeights;
+use crate::{Config, ModelError};
+
+/// The two equivalent forms of DeepSeek's multi-head latent attention. Both read the same
+/// compressed cache (latent + RoPE key per position); they differ in where `attn_k_b` /
+/// `attn_v_b` are applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MlaForm {
+    /// Per sequence and layer, whichever costs fewer operations ([`mla_decompress_pays`]);
+    /// always absorbed in [`MatmulMode::Exact`].
+    #[default]
+    Auto,
+    /// Queries mapped into latent space (`q·W_UK`), attention over the 576-wide cached rows,
+    /// `W_UV` after: cheapest when few tokens attend to a long cache (decode).
+    Absorbed,
+    /// Cached latents expanded into per-head keys and values (one int8 matmul per
+    /// position), then ordinary attention over 192/128-wide heads: cheapest for prompts,
+    /// where every cached position is attended to by many new tokens. (Absorbed anyway
+    /// when the expanded keys and values would exceed 256 MiB.)
+    Decompressed,
+}
+
+/// MLA head geometry.
+#[derive(Clone, Copy, Debug)]
+pub struct MlaDims {
+    pub heads: usize,
+    pub nope: usize,
+    pub rope: usize,
+    pub lora: usize,
+    pub v: usize,
+}
+
+impl MlaDims {
+    /// The geometry of a model with MLA (`None` without).
+    pub fn of(c: &Config) -> Option<MlaDims> {
+        c.mla.as_ref().map(|m| MlaDims {
+            heads: c.n_head,
+            nope: m.qk_nope,
+            rope: m.qk_rope,
+            lora: m.kv_lora_rank,
+            v: m.v_head,
+        })
+    }
+}
+
+/// Floats of per-position scratch above which the decompressed form is not used, even
+/// when asked for (its keys and values grow with the context): 256 MiB ≈ 8.7k positions
+/// of DeepSeek-V2-Lite (7680 floats each), ≈ 1.1k of V3 (128 heads: 57 856 floats).
+const MLA_DECOMPRESS_MAX_FLOATS: usize = 64 << 20;
+
+/// Whether the decompressed form's scratch for `total` positions stays under the cap.
+fn mla_decompress_fits(total: usize, d: &MlaDims) -> bool {
+    // Keys, values, k_nope (later the head-major values), latents.
+    total.saturating_mul(d.heads * (d.nope + d.rope + d.v + d.nope.max(d.v)) + d.lora)
+        <= MLA_DECOMPRESS_MAX_FLOATS
+}
+
+/// Whether `m` new tokens after `pos0` cached ones cost less in the decompressed form.
+/// Multiply-accumulates counted, the f32 attention ones at full weight and the int8 matmul
+/// ones (absorption, decompression) at a quarter (what the packed int8 kernels do per
+/// cycle relative to the f32 attention kernels, measured on V2-Lite shapes):
+/// - absorbed: `m·ctx·H·(2·lora + rope)` attention + `m·H·lora·(nope + v)` absorption;
+/// - decompressed: `m·ctx·H·(nope + rope + v)` attention + `(pos0+m)·H·lora·(nope + v)`.
+///
+/// with `ctx` the mean attended length. The choice depends only on the sequence's own
+/// lengths, so a token's result never depends on the rest of its batch.
+pub fn mla_decompress_pays(m: usize, pos0: usize, d: &MlaDims) -> bool {
+    let total = pos0 + m;
+    if !mla_decompress_fits(total, d) {
+        return false;
+    }
+    let (mf, h) = (m as f64, d.heads as f64);
+    let ctx = pos0 as f64 + (mf + 1.0) / 2.0;
+    let int8 = 0.25 * h * d.lora as f64 * (d.nope + d.v) as f64;
+    let absorbed = mf * ctx * h * (2 * d.lora + d.rope) as f64 + mf * int8;
+    let decompressed = mf * ctx * h * (d.nope + d.rope + d.v) as f64 + total as f64 * int8;
+    decompressed < absorbed
+}
+
+/// The MLA stage's buffers (`n` = tokens in the batch, `ctx` = one sequence's positions).
+#[derive(Default)]
+pub struct MlaScratch {
+    /// Which form to use.
+    pub form: MlaForm,
+    /// Queries `n × n_head·(nope + rope)`; the latent + RoPE key rows `n × (lora + rope)`;
+    /// the compressed queries `n × q_lora` (with q_lora).
+    q: Vec<f32>,
+    latent_rope: Vec<f32>,
+    q_lora: Vec<f32>,
+    /// Absorbed form: per-head gather/scatter buffers; the attention queries
+    /// `[q_nope·W_UK, q_pe]`, `n × n_head × (lora + rope)`; the attention-weighted
+    /// latents, `n × n_head × lora`.
+    head_in: Vec<f32>,
+    head_out: Vec<f32>,
+    q_latent: Vec<f32>,
+    attended_latent: Vec<f32>,
+    /// Which form each sequence of the batch uses in this layer, and the batch rows of the
+    /// absorbed ones (their absorbed buffers are compacted to these rows).
+    decompress: Vec<bool>,
+    absorbed_rows: Vec<usize>,
+    /// Decompressed form, per position of one sequence: the latents (contiguous), every
+    /// head's no-RoPE key (then the head-major values), full keys `[k_nope, k_pe]`, values.
+    latents: Vec<f32>,
+    k_nope: Vec<f32>,
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    /// Attention output (all heads), `n × n_head·v_head`.
+    att_out: Vec<f32>,
+    /// RoPE cos/sin of one position.
+    rope_cache: Vec<f32>,
+    /// Per-thread attention scores.
+    attn: AttnScratch,
+}
+
+impl MlaScratch {
+    /// Sizes the per-token buffers for the batches within `max` of a model shaped `c` on
+    /// `threads` threads. The decompressed form's per-position buffers grow with the
+    /// longest prompt it serves, or are sized for the whole context (up to the cap) when
+    /// that form is forced.
+    pub fn reserve(&mut self, c: &Config, max: BatchLimits, threads: usize) {
+        let (Some(d), Some(m)) = (MlaDims::of(c), c.mla.as_ref()) else {
+            return;
+        };
+        let (n, n_seqs) = (max.tokens, max.seqs);
+        // Absorbed: values are latents (lora wide); decompressed: v_head wide.
+        self.attn.reserve_for(threads, max.ctx, d.lora.max(d.v));
+        let (head_q, lat_w) = (d.nope + d.rope, d.lora + d.rope);
+        buf(&mut self.q, n * d.heads * head_q);
+        buf(&mut self.latent_rope, n * lat_w);
+        buf(&mut self.q_lora, n * m.q_lora_rank.unwrap_or(0));
+        buf(&mut self.head_in, n * d.heads * d.nope);
+        buf(&mut self.head_out, n * d.heads * d.lora.max(d.v));
+        buf(&mut self.q_latent, n * d.heads * lat_w);
+        buf(&mut self.attended_latent, n * d.heads * d.lora);
+        buf(&mut self.att_out, n * d.heads * d.v);
+        buf(&mut self.rope_cache, d.rope);
+        self.decompress.reserve(n_seqs);
+        self.absorbed_rows.reserve(n);
+        if let Some(ctx) = self.forced_decompress_ctx(c, max.ctx) {
+            buf(&mut self.latents, ctx * d.lora);
+            buf(&mut self.k_nope, ctx * d.heads * d.nope.max(d.v));
+            buf(&mut self.keys, ctx * d.heads * head_q);
+            buf(&mut self.values, ctx * d.heads * d.v);
+        }
+    }
+}
+
+impl MlaScratch {
+    /// With the decompressed form forced (every step, decode included), the positions
+    /// its per-position buffers are sized for: the whole context `n_ctx`, at most the cap
+    /// (longer contexts use the absorbed form).
+    pub fn forced_decompress_ctx(&self, c: &Config, n_ctx: usize) -> Option<usize> {
+        let d = MlaDims::of(c).filter(|_| self.form == MlaForm::Decompressed)?;
+        let per_position = d.heads * (d.nope + d.rope + d.v + d.nope.max(d.v)) + d.lora;
+        Some(n_ctx.min(MLA_DECOMPRESS_MAX_FLOATS / per_position.max(1)))
+    }
+}
+
+/// MLA of layer `il` (see the module contract).
+pub fn mla_attention(
+    cx: &mut StageCtx<'_>,
+    s: &mut MlaScratch,
+    a: &MlaWeights,
+    batch: &mut Batch<'_, '_>,
+    il: usize,
+    xb: &[f32],
+    out: &mut [f32],
+) -> Result<(), ModelError> {
+    let (c, pool) = (cx.config, cx.pool);
+    let n = batch.rows.len();
+    let d = MlaDims::of(c).ok_or_else(|| {
+        ModelError::Input("MLA weights in a model without an MLA configuration".into())
+    })?;
+    let (nope, rope, lora) = (d.nope, d.rope, d.lora);
+    let head_q = nope + rope;
+    let q_w = c.n_head * head_q;
+    let lat_w = lora + rope;
+
+    // Queries: plain projection, or compressed → normalised → expanded.
+    // (The latent and the shared RoPE key come from the same input, in the same pass.)
+    let q = buf(&mut s.q, n * q_w);
+    let latent_rope = buf(&mut s.latent_rope, n * lat_w);
+    match (&a.q_a, &a.q_a_norm) {
+        (Some(q_a), Some(q_a_norm)) => {
+            let q_lora = buf(&mut s.q_lora, n * q_a.n_out);
+            cx.linear.forward_multi(
+                pool,
+                xb,
+                &mut [(q_a, &mut *q_lora), (&a.kv_a, &mut *latent_rope)],
+            )?;
+            q_lora
+                .chunks_exact_mut(q_a.n_out)
+                .for_each(|r| rms_norm_inplace(r, q_a_norm, c.rms_eps));
+            cx.linear.forward(pool, &a.q, 0, q_lora, q)?;
+        }
+        _ => cx.linear.forward_multi(
+            pool,
+            xb,
+            &mut [(&a.q, &mut *q), (&a.kv_a, &mut *latent_rope)],
+        )?,
+    }
+    // Normalise/rotate the latent and the shared RoPE key, and cache them.
+    let rope_cache = buf(&mut s.rope_cache, rope);
+    for (t, &(si, pos)) in batch.rows.iter().enumerate() {
+        c.rope.cache(pos as i32, None, rope_cache);
+        rope_heads(
+            &mut q[t * q_w..(t + 1) * q_w],
+            head_q,
+            nope,
+            rope_cache,
+            c.rope.mode,
+        );
+        let kv_row = &mut latent_rope[t * lat_w..(t + 1) * lat_w];
+        rms_norm_inplace(&mut kv_row[..lora], &a.kv_a_norm, c.rms_eps);
+        rope_heads(&mut kv_row[lora..], rope, 0, rope_cache, c.rope.mode);
+        batch.seqs[si].kv.mla(il)[pos * lat_w..(pos + 1) * lat_w].copy_from_slice(kv_row);
+    }
+
+    // Per sequence: absorbed or decompressed form.
+    s.decompress.clear();
+    s.absorbed_rows.clear();
+    let mut t0 = 0;
+    for seq in batch.seqs.iter() {
+        let len = seq.tokens.len();
+        let pos0 = batch.rows[t0].1;
+        let decompress = match s.form {
+            MlaForm::Absorbed => false,
+            MlaForm::Decompressed => mla_decompress_fits(pos0 + len, &d),
+            MlaForm::Auto => {
+                cx.linear.mode == MatmulMode::Quantized && mla_decompress_pays(len, pos0, &d)
+            }
+        };
+        s.decompress.push(decompress);
+        if !decompress {
+            s.absorbed_rows.extend(t0..t0 + len);
+        }
+        t0 += len;
+    }
+    buf(&mut s.att_out, n * c.n_head * d.v);
+    if !s.absorbed_rows.is_empty() {
+        absorbed(cx, s, batch, il, a, &d)?;
+    }
+    let mut t0 = 0;
+    for (si, seq) in batch.seqs.iter().enumerate() {
+        let len = seq.tokens.len();
+        if s.decompress[si] {
+            let pos0 = batch.rows[t0].1;
+            decompressed(cx, s, seq.kv.mla_ref(il), t0..t0 + len, pos0, a, &d)?;
+        }
+        t0 += len;
+    }
+    cx.linear
+        .forward(pool, &a.wo, 0, &s.att_out[..n * c.n_head * d.v], out)
+}
+
+/// MLA in the absorbed form for the batch rows `s.absorbed_rows` (whole sequences);
+/// writes their rows of `s.att_out`.
+fn absorbed(
+    cx: &mut StageCtx<'_>,
+    s: &mut MlaScratch,
+    batch: &Batch<'_, '_>,
+    il: usize,
+    a: &MlaWeights,
+    d: &MlaDims,
+) -> Result<(), ModelError> {
+    let pool = cx.pool;
+    let (h_n, nope, rope, lora, v) = (d.heads, d.nope, d.rope, d.lora, d.v);
+    let (head_q, lat_w) = (nope + rope, lora + rope);
+    let q_w = h_n * head_q;
+    let MlaScratch {
+        q,
+        head_in,
+        head_out,
+        q_latent,
+        attended_latent,
+        decompress,
+        absorbed_rows: rows,
+        att_out,
+        attn,
+        ..
+    } = s;
+    let na = rows.len();
+    // Absorb W_UK: per head, q_nope (nope) → latent space (lora). The attention query
+    // of head h is [q_nope·W_UK, q_pe] (lat_w wide), scored against the cached
+    // [c_kv, k_pe] rows, whose c_kv part is also the value. Row i of these buffers
+    // is batch row rows[i].
+    let head_in = buf(head_in, na * h_n * nope);
+    for (i, &t) in rows.iter().enumerate() {
+        for h in 0..h_n {
+            let src = t * q_w + h * head_q;
+            head_in[(i * h_n + h) * nope..(i * h_n + h + 1) * nope]
+                .copy_from_slice(&q[src..src + nope]);
+        }
+    }
+    let absorbed_q = buf(head_out, na * h_n * lora);
+    cx.linear.forward_slabs(pool, &a.k_b, head_in, absorbed_q)?;
+    let q_attn = buf(q_latent, na * h_n * lat_w);
+    for (i, &t) in rows.iter().enumerate() {
+        for h in 0..h_n {
+            let dst = (i * h_n + h) * lat_w;
+            let src = (i * h_n + h) * lora;
+            q_attn[dst..dst + lora].copy_from_slice(&absorbed_q[src..src + lora]);
+            let pe = t * q_w + h * head_q + nope;
+            q_attn[dst + lora..dst + lat_w].copy_from_slice(&q[pe..pe + rope]);
+        }
+    }
+    let shape = AttnShape {
+        n_head: h_n,
+        n_kv_head: 1,
+        dk: lat_w,
+        dv: lora,
+        k_stride: lat_w,
+        v_stride: lat_w,
+        v_offset: 0,
+        k_head: lat_w,
+        v_head: lora,
+        scale: cx.config.kq_scale,
+    };
+    let attended = buf(attended_latent, na * h_n * lora);
+    let (mut t0, mut i0) = (0, 0);
+    for (si, seq) in batch.seqs.iter().enumerate() {
+        let m = seq.tokens.len();
+        if !decompress[si] {
+            let pos0 = batch.rows[t0].1;
+            let latent_cache = seq.kv.mla_ref(il);
+            attention(
+                pool,
+                &shape,
+                &q_attn[i0 * h_n * lat_w..(i0 + m) * h_n * lat_w],
+                pos0,
+                latent_cache,
+                latent_cache,
+                &mut attended[i0 * h_n * lora..(i0 + m) * h_n * lora],
+                attn,
+            );
+            i0 += m;
+        }
+        t0 += m;
+    }
+
+    // W_UV per head: attended latent (lora) → values (v_head), into the rows' att_out.
+    let n = batch.rows.len();
+    if na == n {
+        cx.linear
+            .forward_slabs(pool, &a.v_b, attended, &mut att_out[..n * h_n * v])?;
+    } else {
+        let values = buf(head_out, na * h_n * v);
+        cx.linear.forward_slabs(pool, &a.v_b, attended, values)?;
+        for (i, &t) in rows.iter().enumerate() {
+            att_out[t * h_n * v..(t + 1) * h_n * v]
+                .copy_from_slice(&values[i * h_n * v..(i + 1) * h_n * v]);
+        }
+    }
+    Ok(())
+}
+
+/// MLA in the decompressed form for one sequence's new tokens (batch rows `rows`,
+/// positions `pos0..`): the cached latents of every position are expanded into per-head
+/// keys `[latent·W_UKᵀ, k_pe]` and values `latent·W_UVᵀ`, then ordinary multi-head
+/// attention; writes the rows' `s.att_out`.
+fn decompressed(
+    cx: &mut StageCtx<'_>,
+    s: &mut MlaScratch,
+    latent_cache: &[f32],
+    rows: std::ops::Range<usize>,
+    pos0: usize,
+    a: &MlaWeights,
+    d: &MlaDims,
+) -> Result<(), ModelError> {
+    let pool = cx.pool;
+    let (h_n, nope, rope, lora, v) = (d.heads, d.nope, d.rope, d.lora, d.v);
+    let (head_q, lat_w) = (nope + rope, lora + rope);
+    let (t0, len) = (rows.start, rows.len());
+    let ctx = pos0 + len;
+    let latents = buf(&mut s.latents, ctx * lora);
+    for (p, row) in latents.chunks_exact_mut(lora).enumerate() {
+        row.copy_from_slice(&latent_cache[p * lat_w..p * lat_w + lora]);
+    }
+    // k_nope's buffer later holds the head-major values: room for both.
+    buf(&mut s.k_nope, ctx * h_n * nope.max(v));
+    let k_nope = &mut s.k_nope[..ctx * h_n * nope];
+    let values = buf(&mut s.values, ctx * h_n * v);
+    let v_b_all = a.v_b.flattened();
+    cx.linear.forward_multi(
+        pool,
+        latents,
+        &mut [(&a.k_b_t, &mut *k_nope), (&v_b_all, &mut *values)],
+    )?;
+    // Keys and values head-major: each head's rows are contiguous, so attention streams
+    // them in order (interleaved per position, a head's rows are h_n·head_q floats
+    // apart: a new page per position for V3's 128 heads).
+    let keys = buf(&mut s.keys, ctx * h_n * head_q);
+    for p in 0..ctx {
+        let k_pe = &latent_cache[p * lat_w + lora..(p + 1) * lat_w];
+        for h in 0..h_n {
+            let dst = (h * ctx + p) * head_q;
+            let src = (p * h_n + h) * nope;
+            keys[dst..dst + nope].copy_from_slice(&k_nope[src..src + nope]);
+            keys[dst + nope..dst + head_q].copy_from_slice(k_pe);
+        }
+    }
+    // The head-major values go into k_nope's buffer, consumed by now.
+    let values_hm = &mut s.k_nope[..ctx * h_n * v];
+    for p in 0..ctx {
+        for h in 0..h_n {
+            let (dst, src) = ((h * ctx + p) * v, (p * h_n + h) * v);
+            values_hm[dst..dst + v].copy_from_slice(&values[src..src + v]);
+        }
+    }
+    let shape = AttnShape {
+        n_head: h_n,
+        n_kv_head: h_n,
+        dk: head_q,
+        dv: v,
+        k_stride: head_q,
+        v_stride: v,
+        v_offset: 0,
+        k_head: ctx * head_q,
+        v_head: ctx * v,
+        scale: cx.config.kq_scale,
+    };
+    attention(
+        pool,
+        &shape,
+        &s.q[t0 * h_n * head_q..(t0 + len) * h_n * head_q],
+        pos0,
+        keys,
+        values_hm,
+        &mut s.att_out[t0 * h_n * v..(t0 + len) * h_n * v],
+        &mut s.attn,
+    );
+    Ok(())
+}
