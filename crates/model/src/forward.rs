@@ -897,7 +897,7 @@ impl Model {
         let c = &self.config;
         let mc = c.moe.as_ref().expect("MoE config");
         let (dim, hidden) = (c.dim, mc.expert_ffn);
-        let err = |e: kernels::matmul::MatmulError| ModelError::Input(format!("MoE: {e}"));
+        let err = |e: kernels::matmul::MatmulError| ModelError::Kernel(format!("MoE: {e}"));
 
         // Group the (token, slot) pairs by expert: rows[off[e]..off[e+1]] are expert e's.
         let nk = n * k;
@@ -943,7 +943,7 @@ impl Model {
         .map_err(err)?;
         let same_act = |ty| quant::dot::act_type_for(ty) == Some(xq.ty);
         if !same_act(f.up_exps.ty) {
-            return Err(ModelError::Input(format!(
+            return Err(ModelError::Kernel(format!(
                 "MoE: {} and {} experts need different activation types",
                 f.gate_exps.ty, f.up_exps.ty
             )));

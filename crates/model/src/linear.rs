@@ -55,7 +55,7 @@ impl Linear {
         out: &mut [f32],
     ) -> Result<(), ModelError> {
         let view = QMatrix::new(w.ty, w.n_in, w.n_out, w.slab(slab))
-            .map_err(|e| ModelError::Input(format!("{}: {e}", w.name())))?;
+            .map_err(|e| ModelError::Kernel(format!("{}: {e}", w.name())))?;
         let r = match self.mode {
             // F32 weights (routers) are multiplied in f32 either way, as llama.cpp does.
             // The repacked copy when there is one (`Matrix::qmatrix`).
@@ -65,7 +65,7 @@ impl Linear {
                 matmul_exact(pool, &view, x, out, &mut self.exact)
             }
         };
-        r.map_err(|e| ModelError::Input(format!("{}: {e}", w.name())))
+        r.map_err(|e| ModelError::Kernel(format!("{}: {e}", w.name())))
     }
 
     /// Several products of the same input (q/k/v, gate/up, ...): the input is quantized
@@ -93,7 +93,7 @@ impl Linear {
         }
         let w0: &Matrix = products[0].0;
         let xq = quantize_acts(pool, w0.ty, x, w0.n_in, &mut self.act)
-            .map_err(|e| ModelError::Input(format!("{}: {e}", w0.name())))?;
+            .map_err(|e| ModelError::Kernel(format!("{}: {e}", w0.name())))?;
         let mut ops = Vec::with_capacity(products.len());
         for (w, out) in products.iter_mut() {
             let w: &Matrix = w;
@@ -105,7 +105,7 @@ impl Linear {
                 out,
             });
         }
-        matmul_batch(pool, &mut ops).map_err(|e| ModelError::Input(format!("{}: {e}", w0.name())))
+        matmul_batch(pool, &mut ops).map_err(|e| ModelError::Kernel(format!("{}: {e}", w0.name())))
     }
 
     /// Per-head products of a stack (e.g. DeepSeek's `attn_k_b`): `x` holds `n` tokens ×
@@ -120,7 +120,8 @@ impl Linear {
     ) -> Result<(), ModelError> {
         let (heads, n_in, n_out) = (w.n_slab, w.n_in, w.n_out);
         let n = x.len() / (heads * n_in);
-        let err = |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", w.name()));
+        let err =
+            |e: kernels::matmul::MatmulError| ModelError::Kernel(format!("{}: {e}", w.name()));
         if self.mode == MatmulMode::Exact {
             for h in 0..heads {
                 self.slab_in.clear();

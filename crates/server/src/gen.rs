@@ -268,7 +268,7 @@ pub(crate) fn start(
     let prompt_tokens = prompt.len();
     let (tx, rx) = unbounded_channel();
     let job_log = log.clone();
-    let sink = move |ev: Event| {
+    let sink = move |ev: Event<&str>| {
         match &ev {
             Event::Started {
                 prompt_tokens,
@@ -281,14 +281,20 @@ pub(crate) fn start(
                 )
             }
             Event::Done(stats) => job_log.generation(200, stats),
-            Event::Error(e) => tracing::warn!(
-                "{} {}: generation failed: {e}",
+            Event::Error(e) if e.is_input() => tracing::warn!(
+                "{} {}: generation refused: {e}",
                 job_log.method,
                 job_log.path
             ),
+            Event::Error(e) => tracing::error!(
+                "{} {}: generation failed: {}",
+                job_log.method,
+                job_log.path,
+                e.chain()
+            ),
             _ => {}
         }
-        tx.send(ev).is_ok()
+        tx.send(ev.into_owned()).is_ok()
     };
     let ticket = st
         .scheduler
@@ -316,7 +322,7 @@ pub(crate) async fn collect(mut run: Running, flavor: Flavor) -> Result<Collecte
             Event::Started { .. } => {}
             Event::Text(t) => text.push_str(&t),
             Event::Done(stats) => return Ok(Collected { text, stats }),
-            Event::Error(e) => return Err(ApiError::internal(e).with_flavor(flavor)),
+            Event::Error(e) => return Err(ApiError::from(e).with_flavor(flavor)),
         }
     }
     Err(ApiError::internal("the scheduler stopped before the request ended").with_flavor(flavor))

@@ -344,8 +344,8 @@ fn sse<S: StreamShape>(run: gen::Running, shape: S) -> Response {
     Sse::new(stream).into_response()
 }
 
-fn error_chunk(e: &str) -> String {
-    json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}})
+fn error_chunk(e: &dyn std::fmt::Display) -> String {
+    json!({"error": {"message": e.to_string(), "type": "server_error", "param": null, "code": null}})
         .to_string()
 }
 

@@ -48,7 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ctx = args
         .ctx
         .unwrap_or(engine.model.config.n_ctx_train.min(8192));
-    let mut session = engine.session(ctx)?;
+    let mut seq = engine.sequence(ctx)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -94,7 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "/exit" | "/quit" => break,
             "/clear" => {
                 history.truncate(usize::from(args.system.is_some()));
-                session.truncate(0);
+                seq.truncate(0);
                 eprintln!("(conversation cleared)");
                 continue;
             }
@@ -102,10 +102,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         history.push(ChatMessage::user(user));
         let prompt = tok.encode(&template.render(&history, true)?, false)?;
-        if prompt.len() + 1 >= session.kv.n_ctx() {
+        if prompt.len() + 1 >= seq.kv.n_ctx() {
             eprintln!(
                 "(the conversation no longer fits in the {}-token context; /clear to start over)",
-                session.kv.n_ctx()
+                seq.kv.n_ctx()
             );
             history.pop();
             continue;
@@ -114,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         sampling.seed = sampling.seed.wrapping_add(seed_offset);
         seed_offset += 1;
         let req = GenerateRequest {
-            max_new_tokens: args.max_new_tokens.min(session.kv.n_ctx() - prompt.len()),
+            max_new_tokens: args.max_new_tokens.min(seq.kv.n_ctx() - prompt.len()),
             sampling,
             stop: vec![],
             ignore_eos: args.ignore_eos,
@@ -122,7 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut answer = String::new();
         let mut out = std::io::stdout().lock();
         let flag = interrupted.clone();
-        let stats = engine.generate(&mut session, &prompt, &req, &mut |piece| {
+        let stats = engine.generate(&mut seq, &prompt, &req, &mut |piece| {
             answer.push_str(piece);
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();

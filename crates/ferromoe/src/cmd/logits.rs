@@ -27,9 +27,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let engine = super::load::load(&args.model, args.exact, false)?;
     let n = args.tokens.len();
-    let mut session = engine.session(n)?;
+    let mut seq = engine.sequence(n)?;
     let which = if args.all { Logits::All } else { Logits::Last };
-    let logits = session.feed(&args.tokens, which)?;
+    let logits = seq.feed(&args.tokens, which)?;
     let vocab = engine.model.config.n_vocab;
     let shape = if args.all {
         vec![n, vocab]
