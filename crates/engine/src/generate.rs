@@ -96,6 +96,13 @@ impl Generation {
     /// space (SentencePiece `▁Paris` → " Paris"); a chat answer starts a new text.
     pub fn new(tok: &Tokenizer, req: &GenerateRequest, continues_prompt: bool) -> Generation {
         let decoder = tok.stream_decoder(true);
+        let mut stops = StopMatcher::new(&req.stop);
+        // One token's text is at most its piece plus an incomplete character, each byte
+        // at worst a 3-byte U+FFFD; the stop matcher holds a stop string's worth more.
+        // Sized once, so a step never reallocates.
+        let piece_cap = 3 * (tok.max_piece_len() + 4);
+        let text_cap = piece_cap + stops.max_stop_len();
+        stops.reserve(text_cap);
         Generation {
             tok: tok.clone(),
             sampler: Sampler::new(req.sampling.clone()),
@@ -104,12 +111,12 @@ impl Generation {
             } else {
                 decoder
             },
-            stops: StopMatcher::new(&req.stop),
+            stops,
             max_new_tokens: req.max_new_tokens,
             ignore_eos: req.ignore_eos,
             generated: 0,
-            piece: String::new(),
-            text: String::new(),
+            piece: String::with_capacity(piece_cap),
+            text: String::with_capacity(text_cap),
             stopped_by_string: false,
         }
     }

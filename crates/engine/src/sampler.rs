@@ -233,9 +233,7 @@ mod tests {
         };
         let draw = |p: SamplingParams| {
             let mut s = Sampler::new(p);
-            (0..50)
-                .map(|_| s.sample(&logits, &[]))
-                .collect::<Vec<_>>()
+            (0..50).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
         };
         assert_eq!(draw(params.clone()), draw(params.clone()));
         let other = draw(SamplingParams {
@@ -268,9 +266,7 @@ mod tests {
             seed: 1,
             ..Default::default()
         });
-        let draws: Vec<u32> = (0..500)
-            .map(|_| s.sample(&logits, &[]))
-            .collect();
+        let draws: Vec<u32> = (0..500).map(|_| s.sample(&logits, &[])).collect();
         assert!(
             draws.iter().all(|&t| t <= 1),
             "min_p 0.1 keeps tokens 0 (p .87) and 1 (p .12) only"

@@ -54,6 +54,17 @@ impl StopMatcher {
         false
     }
 
+    /// Makes room for `bytes` of pending text (the longest stop string plus a token's
+    /// text), so pushing never reallocates.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.pending.reserve(bytes);
+    }
+
+    /// The longest stop string, in bytes.
+    pub fn max_stop_len(&self) -> usize {
+        self.stops.iter().map(String::len).max().unwrap_or(0)
+    }
+
     /// The text still held back (at the end of generation it is shown after all).
     pub fn flush(&mut self) -> String {
         std::mem::take(&mut self.pending)

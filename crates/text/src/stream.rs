@@ -26,10 +26,13 @@ impl StreamDecoder {
     /// A decoder for `tok`; `skip_special` as in [`Tokenizer::decode`].
     pub fn new(tok: Tokenizer, skip_special: bool) -> StreamDecoder {
         let strip_next_space = tok.strips_leading_space();
+        // Room for the longest piece after an incomplete character: pushing never
+        // reallocates.
+        let pending = Vec::with_capacity(tok.max_piece_len() + 4);
         StreamDecoder {
             tok,
             skip_special,
-            pending: Vec::new(),
+            pending,
             strip_next_space,
         }
     }
