@@ -1,19 +1,25 @@
 //! The engine: loads a model with its thread pool ([`Engine`]), runs sequences
-//! ([`Session`]: KV cache + activation buffers), and samples ([`Sampler`]).
+//! ([`Sequence`]: KV cache + activation buffers), and generates from them ([`Generation`]:
+//! sampling, end of generation, stop strings, streamed text), one sequence alone
+//! ([`Engine::generate`]) or many batched ([`scheduler`]).
 
+pub mod error;
 pub mod generate;
 pub mod sampler;
 pub mod scheduler;
+pub mod sequence;
 pub mod stop;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use kernels::ThreadPool;
-use model::{BatchSeq, KvCache, Logits, MatmulMode, Model, ModelError, RunState};
+use model::{BatchSeq, KvCache, Logits, MatmulMode, Model, RunState};
 
-pub use generate::{FinishReason, GenerateRequest, GenerationStats};
-pub use sampler::{argmax, Sampler, SamplingParams};
+pub use error::EngineError;
+pub use generate::{FinishReason, GenerateRequest, Generation, GenerationStats, Step};
+pub use sampler::{Sampler, SamplingParams};
+pub use sequence::{Sequence, PREFILL_CHUNK};
 pub use stop::StopMatcher;
 pub use text::{ChatMessage, ChatTemplate, Tokenizer};
 
@@ -166,7 +172,7 @@ impl Engine {
         path: &Path,
         opts: &LoadOptions,
         progress: &mut dyn FnMut(LoadProgress),
-    ) -> Result<Engine, ModelError> {
+    ) -> Result<Engine, EngineError> {
         let start = std::time::Instant::now();
         let file = Arc::new(gguf::Gguf::open(path)?);
         let mut model = Model::load_with_progress(file, &mut |done, total| {
@@ -189,14 +195,16 @@ impl Engine {
             MatmulMode::Quantized
         };
         let md = model.file.metadata();
-        let tokenizer =
-            if md.contains("tokenizer.ggml.model") {
-                Some(Tokenizer::from_gguf(md).map_err(|e| {
-                    ModelError::Input(format!("{}: tokenizer: {e}", path.display()))
-                })?)
-            } else {
-                None
-            };
+        let text_error = |what, e| EngineError::Text {
+            path: path.display().to_string(),
+            what,
+            source: Arc::new(e),
+        };
+        let tokenizer = if md.contains("tokenizer.ggml.model") {
+            Some(Tokenizer::from_gguf(md).map_err(|e| text_error("tokenizer", e))?)
+        } else {
+            None
+        };
         let template = match ChatTemplate::from_gguf(md) {
             Ok(t) => Some(t),
             Err(text::TextError::MissingChatTemplate { .. }) => tokenizer.as_ref().map(|t| {
@@ -204,12 +212,7 @@ impl Engine {
                     |id: Option<u32>| id.and_then(|i| t.token_text(i)).unwrap_or("").to_string();
                 ChatTemplate::chatml(text_of(t.bos_id()), text_of(t.eos_id()))
             }),
-            Err(e) => {
-                return Err(ModelError::Input(format!(
-                    "{}: chat template: {e}",
-                    path.display()
-                )))
-            }
+            Err(e) => return Err(text_error("chat template", e)),
         };
         Ok(Engine {
             model: Arc::new(model),
@@ -225,14 +228,13 @@ impl Engine {
 
     /// A new sequence with room for `n_ctx` positions (an error, with a message, for a
     /// context of 0 positions or one whose KV cache exceeds the machine's memory).
-    pub fn session(&self, n_ctx: usize) -> Result<Session, ModelError> {
-        Ok(Session {
-            model: self.model.clone(),
-            pool: self.pool.clone(),
-            kv: KvCache::new(&self.model.config, n_ctx)?,
-            state: RunState::new(self.mode),
-            tokens: Vec::new(),
-        })
+    pub fn sequence(&self, n_ctx: usize) -> Result<Sequence, EngineError> {
+        Ok(Sequence::new(
+            self.model.clone(),
+            self.pool.clone(),
+            KvCache::new(&self.model.config, n_ctx)?,
+            RunState::new(self.mode),
+        ))
     }
 
     /// Activation buffers for [`Engine::feed_batch`] (one per scheduler).
@@ -240,17 +242,29 @@ impl Engine {
         RunState::new(self.mode)
     }
 
-    /// Runs every session's new tokens in ONE forward pass (prompt chunks and decode
-    /// steps mixed), appends them to each session and returns each session's
-    /// last-position logits. A session's logits do not depend on the rest of the batch.
+    /// Runs every sequence's new tokens in ONE forward pass (prompt chunks and decode
+    /// steps mixed) and returns each one's last-position logits, `[batch.len() × n_vocab]`,
+    /// borrowed from `state` (nothing copied or allocated). A sequence's logits do not
+    /// depend on the rest of the batch. The caller appends the tokens to its sequences.
+    pub fn forward_batch<'s>(
+        &self,
+        state: &'s mut RunState,
+        batch: &mut [BatchSeq<'_>],
+    ) -> Result<&'s [f32], EngineError> {
+        Ok(self.model.forward_batch(&self.pool, state, batch)?)
+    }
+
+    /// [`forward_batch`](Self::forward_batch) for whole sequences: appends the tokens to
+    /// each and returns a copy of each one's last-position logits (for tests and tools;
+    /// the scheduler uses `forward_batch`).
     pub fn feed_batch(
         &self,
         state: &mut RunState,
-        items: &mut [(&mut Session, &[u32])],
-    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        items: &mut [(&mut Sequence, &[u32])],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let vocab = self.model.config.n_vocab;
         let logits = {
-            let mut seqs: Vec<BatchSeq> = items
+            let mut batch: Vec<BatchSeq> = items
                 .iter_mut()
                 .map(|(s, toks)| BatchSeq {
                     kv: &mut s.kv,
@@ -258,7 +272,7 @@ impl Engine {
                     logits: Logits::Last,
                 })
                 .collect();
-            self.model.forward_batch(&self.pool, state, &mut seqs)?
+            self.forward_batch(state, &mut batch)?
         };
         let out = logits.chunks_exact(vocab).map(|r| r.to_vec()).collect();
         for (s, toks) in items.iter_mut() {
@@ -321,7 +335,7 @@ fn place_weights(
     opts: &LoadOptions,
     pool: &ThreadPool,
     progress: &mut dyn FnMut(LoadProgress),
-) -> Result<(LoadReport, Option<model::weights::RepackSummary>), ModelError> {
+) -> Result<(LoadReport, Option<model::weights::RepackSummary>), EngineError> {
     let file = model.file.clone();
     let total = file.tensors().iter().map(|t| t.size).sum::<u64>();
     let kv_ctx = opts.kv.ctx_for(&model.config);
@@ -485,39 +499,6 @@ impl LoadReport {
                 .map(|w| format!("warning: placement: {w}")),
         );
         out
-    }
-}
-
-/// One sequence: its tokens so far, KV cache and activation buffers.
-pub struct Session {
-    pub model: Arc<Model>,
-    pool: Arc<ThreadPool>,
-    pub kv: KvCache,
-    state: RunState,
-    /// Every token processed so far (prompt and generated).
-    pub tokens: Vec<u32>,
-}
-
-impl Session {
-    /// Processes `tokens` after what the session holds; returns the logits of the last
-    /// position (or of every position of `tokens` with [`Logits::All`]).
-    pub fn feed(&mut self, tokens: &[u32], which: Logits) -> Result<&[f32], ModelError> {
-        let logits =
-            self.model
-                .forward(&self.pool, &mut self.state, &mut self.kv, tokens, which)?;
-        self.tokens.extend_from_slice(tokens);
-        Ok(logits)
-    }
-
-    /// Forgets everything from position `len` on (0 = start over).
-    pub fn truncate(&mut self, len: usize) {
-        self.kv.truncate(len);
-        self.tokens.truncate(len);
-    }
-
-    /// Positions left in the context.
-    pub fn remaining(&self) -> usize {
-        self.kv.n_ctx() - self.kv.len()
     }
 }
 

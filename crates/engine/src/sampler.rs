@@ -84,12 +84,15 @@ impl SamplingParams {
     }
 }
 
-/// A sampler with its own random state and candidate buffer.
+/// A sampler with its own random state and buffers (reused: sampling allocates nothing
+/// once they have grown).
 pub struct Sampler {
     pub params: SamplingParams,
     rng: rand::rngs::StdRng,
     candidates: Vec<(u32, f32)>,
     counts: std::collections::HashMap<u32, u32>,
+    /// The logits with the penalties applied (the caller's stay untouched).
+    penalized: Vec<f32>,
 }
 
 impl Sampler {
@@ -101,38 +104,45 @@ impl Sampler {
             rng,
             candidates: Vec::new(),
             counts: std::collections::HashMap::new(),
+            penalized: Vec::new(),
         }
     }
 
     /// Picks the next token from `logits` given the tokens so far (`history`, for the
-    /// penalties). `logits` is modified (penalties applied).
-    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+    /// penalties). The penalties are applied to a copy, only when some are set.
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let p = &self.params;
-        if p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
-            self.counts.clear();
-            let recent = &history[history.len().saturating_sub(p.repeat_last_n.max(1))..];
-            let window: &[u32] = if p.repeat_penalty != 1.0 {
-                recent
-            } else {
-                history
-            };
-            for &t in window {
-                *self.counts.entry(t).or_insert(0) += 1;
-            }
-            for (&t, &n) in &self.counts {
-                let Some(l) = logits.get_mut(t as usize) else {
-                    continue;
+        let logits: &[f32] =
+            if p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+                self.counts.clear();
+                let recent = &history[history.len().saturating_sub(p.repeat_last_n.max(1))..];
+                let window: &[u32] = if p.repeat_penalty != 1.0 {
+                    recent
+                } else {
+                    history
                 };
-                if p.repeat_penalty != 1.0 {
-                    *l = if *l > 0.0 {
-                        *l / p.repeat_penalty
-                    } else {
-                        *l * p.repeat_penalty
-                    };
+                for &t in window {
+                    *self.counts.entry(t).or_insert(0) += 1;
                 }
-                *l -= p.presence_penalty + p.frequency_penalty * n as f32;
-            }
-        }
+                self.penalized.clear();
+                self.penalized.extend_from_slice(logits);
+                for (&t, &n) in &self.counts {
+                    let Some(l) = self.penalized.get_mut(t as usize) else {
+                        continue;
+                    };
+                    if p.repeat_penalty != 1.0 {
+                        *l = if *l > 0.0 {
+                            *l / p.repeat_penalty
+                        } else {
+                            *l * p.repeat_penalty
+                        };
+                    }
+                    *l -= p.presence_penalty + p.frequency_penalty * n as f32;
+                }
+                &self.penalized
+            } else {
+                logits
+            };
         if p.temperature == 0.0 {
             return argmax(logits);
         }
@@ -206,7 +216,7 @@ mod tests {
     #[test]
     fn greedy_takes_argmax_and_lowest_id_on_ties() {
         let mut s = Sampler::new(SamplingParams::greedy());
-        assert_eq!(s.sample(&mut [0.1, 2.0, -1.0, 2.0], &[]), 1);
+        assert_eq!(s.sample(&[0.1, 2.0, -1.0, 2.0], &[]), 1);
     }
 
     #[test]
@@ -222,9 +232,7 @@ mod tests {
         };
         let draw = |p: SamplingParams| {
             let mut s = Sampler::new(p);
-            (0..50)
-                .map(|_| s.sample(&mut logits.clone(), &[]))
-                .collect::<Vec<_>>()
+            (0..50).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
         };
         assert_eq!(draw(params.clone()), draw(params.clone()));
         let other = draw(SamplingParams {
@@ -248,7 +256,7 @@ mod tests {
             seed: 1,
             ..Default::default()
         });
-        assert!((0..200).all(|_| s.sample(&mut logits.clone(), &[]) == 0));
+        assert!((0..200).all(|_| s.sample(&logits, &[]) == 0));
         let mut s = Sampler::new(SamplingParams {
             temperature: 1.0,
             top_k: 0,
@@ -257,9 +265,7 @@ mod tests {
             seed: 1,
             ..Default::default()
         });
-        let draws: Vec<u32> = (0..500)
-            .map(|_| s.sample(&mut logits.clone(), &[]))
-            .collect();
+        let draws: Vec<u32> = (0..500).map(|_| s.sample(&logits, &[])).collect();
         assert!(
             draws.iter().all(|&t| t <= 1),
             "min_p 0.1 keeps tokens 0 (p .87) and 1 (p .12) only"
@@ -273,12 +279,12 @@ mod tests {
             repeat_penalty: 2.0,
             ..SamplingParams::greedy()
         });
-        assert_eq!(s.sample(&mut [1.0, 0.9, -3.0], &[0]), 1);
+        assert_eq!(s.sample(&[1.0, 0.9, -3.0], &[0]), 1);
         let mut s = Sampler::new(SamplingParams {
             frequency_penalty: 0.5,
             ..SamplingParams::greedy()
         });
-        assert_eq!(s.sample(&mut [1.0, 0.9], &[0]), 1);
+        assert_eq!(s.sample(&[1.0, 0.9], &[0]), 1);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Continuous batching: one thread owns every sequence of a server, admits requests
 //! from a bounded queue (up to `max_seqs` at once) and runs all active sequences'
 //! next tokens — prompt chunks and decode steps mixed — in ONE forward pass per
-//! iteration. Each sequence keeps its own KV cache, sampler, streaming decoder and
-//! stop matcher, so its output is the same alone or under load (greedy).
+//! iteration. Each request keeps its own [`Sequence`] (KV cache) and [`Generation`]
+//! (sampler, streaming decoder, stop matcher: the same state machine as
+//! [`Engine::generate`]), so its output is the same alone or under load (greedy). A
+//! steady-state step allocates nothing: the logits are read where the forward pass left
+//! them and every buffer is reused.
 //!
 //! Finished sequences are kept (up to `prefix_cache` of them): a new request whose
 //! prompt starts with one's tokens (the next turn of a chat) reuses that KV and only
@@ -15,7 +18,9 @@
 //! use engine::scheduler::{Event, Job, Scheduler, SchedulerConfig};
 //! let sched = Scheduler::start(engine, SchedulerConfig::new(4, 2048));
 //! let (tx, rx) = std::sync::mpsc::channel();
-//! let ticket = sched.submit(Job::new(prompt, req, move |ev| tx.send(ev).is_ok())).unwrap();
+//! let ticket = sched
+//!     .submit(Job::new(prompt, req, move |ev: Event<&str>| tx.send(ev.into_owned()).is_ok()))
+//!     .unwrap();
 //! for ev in rx {
 //!     if let Event::Text(t) = ev { print!("{t}") }
 //! }
@@ -29,12 +34,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use model::{ModelError, RunState};
-use text::StreamDecoder;
+use model::{BatchSeq, Logits, RunState};
 
-use crate::generate::PREFILL_CHUNK;
+use crate::sequence::check_prompt;
 use crate::{
-    Engine, FinishReason, GenerateRequest, GenerationStats, Sampler, Session, StopMatcher,
+    Engine, EngineError, FinishReason, GenerateRequest, Generation, GenerationStats, Sequence,
+    Step, PREFILL_CHUNK,
 };
 
 /// Limits of a scheduler.
@@ -71,9 +76,11 @@ impl SchedulerConfig {
 }
 
 /// What a running request reports, in order: one `Started`, any number of `Text`,
-/// then exactly one `Done` or `Error`.
+/// then exactly one `Done` or `Error`. The sink receives the text borrowed
+/// (`Event<&str>`: the scheduler allocates nothing per token); `into_owned` makes the
+/// `Event` (of `String`) that can be sent on.
 #[derive(Clone, Debug)]
-pub enum Event {
+pub enum Event<T = String> {
     /// The request got a slot; `cached_tokens` of its `prompt_tokens` were already in
     /// a kept sequence's KV cache and are not processed again.
     Started {
@@ -81,16 +88,35 @@ pub enum Event {
         cached_tokens: usize,
     },
     /// Text that became final (complete UTF-8, never part of a stop string).
-    Text(String),
+    Text(T),
     /// Generation ended (also after a cancellation).
     Done(GenerationStats),
-    /// The request could not run (bad sampling settings, model error).
-    Error(String),
+    /// The request could not run: its input (→ 4xx) or the model (→ 500), see
+    /// [`EngineError::is_input`].
+    Error(EngineError),
+}
+
+impl Event<&str> {
+    /// The event with its text copied, to send to another thread.
+    pub fn into_owned(self) -> Event {
+        match self {
+            Event::Started {
+                prompt_tokens,
+                cached_tokens,
+            } => Event::Started {
+                prompt_tokens,
+                cached_tokens,
+            },
+            Event::Text(t) => Event::Text(t.to_string()),
+            Event::Done(stats) => Event::Done(stats),
+            Event::Error(e) => Event::Error(e),
+        }
+    }
 }
 
 /// Receives a request's events; returns `false` when nobody listens any more, which
 /// cancels the request.
-pub type EventSink = Box<dyn FnMut(Event) -> bool + Send>;
+pub type EventSink = Box<dyn FnMut(Event<&str>) -> bool + Send>;
 
 /// One request for the scheduler.
 pub struct Job {
@@ -108,7 +134,7 @@ impl Job {
     pub fn new(
         prompt: Vec<u32>,
         request: GenerateRequest,
-        sink: impl FnMut(Event) -> bool + Send + 'static,
+        sink: impl FnMut(Event<&str>) -> bool + Send + 'static,
     ) -> Job {
         Job {
             prompt,
@@ -139,7 +165,7 @@ pub enum SubmitError {
     /// The scheduler is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
-    /// The prompt cannot run at all.
+    /// The prompt or the settings cannot run at all (an input error: HTTP 400).
     #[error("{0}")]
     Invalid(String),
 }
@@ -254,20 +280,9 @@ impl Scheduler {
     /// Queues a job. Its events go to the job's sink from the scheduler thread; keep the
     /// ticket while you listen (dropping it cancels the job).
     pub fn submit(&self, job: Job) -> Result<Ticket, SubmitError> {
-        if job.prompt.is_empty() {
-            return Err(SubmitError::Invalid("the prompt is empty".into()));
-        }
-        if job.prompt.len() > self.config.n_ctx {
-            return Err(SubmitError::Invalid(format!(
-                "the prompt has {} tokens, more than the context size {}",
-                job.prompt.len(),
-                self.config.n_ctx
-            )));
-        }
-        job.request
-            .sampling
-            .validate()
-            .map_err(SubmitError::Invalid)?;
+        let invalid = |e: EngineError| SubmitError::Invalid(e.to_string());
+        check_prompt(&job.prompt, self.config.n_ctx).map_err(invalid)?;
+        job.request.validate().map_err(invalid)?;
         let mut sh = self.inner.lock();
         if sh.closing || sh.abort {
             return Err(SubmitError::ShuttingDown);
@@ -333,30 +348,25 @@ impl Drop for Scheduler {
     }
 }
 
-/// One admitted request in flight.
-struct Seq {
-    session: Session,
+/// One admitted request in flight: its sequence and its generation.
+struct ActiveJob {
+    sequence: Sequence,
+    generation: Generation,
     prompt: Vec<u32>,
-    request: GenerateRequest,
     sink: EventSink,
     cancel: Arc<AtomicBool>,
-    sampler: Sampler,
-    decoder: StreamDecoder,
-    stops: StopMatcher,
     /// Prompt tokens already in the KV cache (reused or processed).
     fed: usize,
     cached: usize,
-    generated: usize,
-    /// The last sampled token, to be fed at the next step.
-    next: Option<u32>,
+    /// The last sampled token, fed at the next step (valid while `decoding`).
+    next: u32,
+    decoding: bool,
+    /// This step's share: `None` (left out), `Some(0)` (the decode token) or `Some(n)`
+    /// (the next `n` prompt tokens).
+    take: Option<usize>,
     started: Instant,
     prefill_seconds: f64,
     decode_started: Option<Instant>,
-}
-
-enum Outcome {
-    Running,
-    Finished(FinishReason, bool),
 }
 
 struct Worker {
@@ -364,21 +374,37 @@ struct Worker {
     config: SchedulerConfig,
     inner: Arc<Inner>,
     state: RunState,
-    active: Vec<Seq>,
-    /// Finished sessions, least recently used first.
-    cache: Vec<Session>,
+    active: Vec<ActiveJob>,
+    /// Finished sequences, least recently used first.
+    cache: Vec<Sequence>,
+    /// The step's batch, kept empty between steps for its allocation.
+    batch: Vec<BatchSeq<'static>>,
+    /// Indices into `active` of the jobs that ended in this step, with why.
+    ended: Vec<(usize, FinishReason)>,
+}
+
+/// An empty `Vec` of another lifetime reusing `v`'s allocation: collecting a
+/// `vec::IntoIter` into a `Vec` of an element with the same layout is done in place.
+fn recycle<'a>(mut v: Vec<BatchSeq<'_>>) -> Vec<BatchSeq<'a>> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
 }
 
 impl Worker {
     fn new(engine: Arc<Engine>, config: SchedulerConfig, inner: Arc<Inner>) -> Worker {
         let state = engine.new_state();
+        let max = config.max_seqs;
         Worker {
             engine,
             config,
             inner,
             state,
-            active: Vec::new(),
-            cache: Vec::new(),
+            active: Vec::with_capacity(max),
+            cache: Vec::with_capacity(max + 1),
+            batch: Vec::with_capacity(max),
+            ended: Vec::with_capacity(max),
         }
     }
 
@@ -433,7 +459,7 @@ impl Worker {
         sh.status.queued = sh.pending.len();
     }
 
-    /// Gives a job a session (the kept one sharing the longest prefix with its prompt,
+    /// Gives a job a sequence (the kept one sharing the longest prefix with its prompt,
     /// when there is one) and makes it active.
     fn admit(&mut self, q: Queued) {
         let Queued { job, cancel } = q;
@@ -444,38 +470,31 @@ impl Worker {
             continues_prompt,
         } = job;
         let Some(tok) = self.engine.tokenizer.as_ref() else {
-            sink(Event::Error("this model file has no tokenizer".into()));
+            sink(Event::Error(EngineError::NoTokenizer));
             return;
-        };
-        let common = |s: &Session| {
-            s.tokens
-                .iter()
-                .zip(&prompt)
-                .take_while(|(a, b)| a == b)
-                .count()
         };
         let best = self
             .cache
             .iter()
             .enumerate()
-            .map(|(i, s)| (common(s), i))
+            .map(|(i, s)| (s.common_prefix(&prompt), i))
             .max_by_key(|&(n, i)| (n, i));
-        let mut session = match best {
+        let mut sequence = match best {
             Some((n, i)) if n > 0 => self.cache.remove(i),
             // No overlap: recycle the least recently used one once the cache is full,
             // so the number of KV caches stays bounded.
             Some(_) if self.cache.len() >= self.config.prefix_cache => self.cache.remove(0),
-            _ => match self.engine.session(self.config.n_ctx) {
+            _ => match self.engine.sequence(self.config.n_ctx) {
                 Ok(s) => s,
                 Err(e) => {
-                    sink(Event::Error(e.to_string()));
+                    sink(Event::Error(e));
                     return;
                 }
             },
         };
         // The last prompt token is always run again: its logits are needed.
-        let reuse = common(&session).min(prompt.len() - 1);
-        session.truncate(reuse);
+        let reuse = sequence.common_prefix(&prompt).min(prompt.len() - 1);
+        sequence.truncate(reuse);
         {
             let mut sh = self.inner.lock();
             sh.status.reused_tokens += reuse as u64;
@@ -487,43 +506,37 @@ impl Worker {
         }) {
             cancel.store(true, Ordering::SeqCst);
         }
-        let seq = Seq {
-            sampler: Sampler::new(request.sampling.clone()),
-            decoder: if continues_prompt {
-                tok.stream_decoder(true).keep_leading_space()
-            } else {
-                tok.stream_decoder(true)
-            },
-            stops: StopMatcher::new(&request.stop),
-            session,
+        let job = ActiveJob {
+            generation: Generation::new(tok, &request, continues_prompt),
+            sequence,
             prompt,
-            request,
             sink,
             cancel,
             fed: reuse,
             cached: reuse,
-            generated: 0,
-            next: None,
+            next: 0,
+            decoding: false,
+            take: None,
             started: Instant::now(),
             prefill_seconds: 0.0,
             decode_started: None,
         };
-        if seq.request.max_new_tokens == 0 {
-            self.finish(seq, FinishReason::Length, false);
+        if job.generation.is_empty_request() {
+            self.finish(job, FinishReason::Length);
         } else {
-            self.active.push(seq);
+            self.active.push(job);
         }
     }
 
-    /// Ends cancelled sequences; their KV caches are freed right away.
+    /// Ends cancelled jobs; their KV caches are freed right away.
     fn drop_cancelled(&mut self) {
         let mut i = 0;
         while i < self.active.len() {
             if self.active[i].cancel.load(Ordering::SeqCst) {
-                let seq = self.active.swap_remove(i);
-                let stats = seq.stats(FinishReason::Cancelled);
-                let mut sink = seq.sink;
-                drop(seq.session);
+                let job = self.active.swap_remove(i);
+                let stats = job.stats(FinishReason::Cancelled);
+                let mut sink = job.sink;
+                drop(job.sequence);
                 self.count_done(true);
                 sink(Event::Done(stats));
             } else {
@@ -541,156 +554,140 @@ impl Worker {
         sh.status.cancelled += u64::from(cancelled);
     }
 
-    /// One forward pass over every active sequence, then sampling for those whose
-    /// prompt is complete.
+    /// One forward pass over every active sequence, then a generation step for those
+    /// whose prompt is complete. Allocates nothing once the buffers have grown.
     fn step(&mut self) {
         // Decode steps first (one token each), then prompt chunks within the budget.
-        let mut budget = self
-            .config
-            .step_tokens
-            .saturating_sub(self.active.iter().filter(|s| s.next.is_some()).count());
-        let mut inputs: Vec<(usize, usize)> = Vec::with_capacity(self.active.len()); // (index, prompt tokens)
-        for (i, s) in self.active.iter().enumerate() {
-            if s.next.is_some() {
-                inputs.push((i, 0));
+        let decoding = self.active.iter().filter(|j| j.decoding).count();
+        let mut budget = self.config.step_tokens.saturating_sub(decoding);
+        let mut batch = recycle(std::mem::take(&mut self.batch));
+        for j in self.active.iter_mut() {
+            j.take = if j.decoding {
+                Some(0)
             } else if budget > 0 {
-                let n = (s.prompt.len() - s.fed).min(budget).min(PREFILL_CHUNK);
+                let n = (j.prompt.len() - j.fed).min(budget).min(PREFILL_CHUNK);
                 budget -= n;
-                inputs.push((i, n));
-            }
+                Some(n)
+            } else {
+                None
+            };
+            let tokens: &[u32] = match j.take {
+                None => continue,
+                Some(0) => std::slice::from_ref(&j.next),
+                Some(n) => &j.prompt[j.fed..j.fed + n],
+            };
+            batch.push(BatchSeq {
+                kv: &mut j.sequence.kv,
+                tokens,
+                logits: Logits::Last,
+            });
         }
-        if inputs.is_empty() {
+        let n_batch = batch.len();
+        if n_batch == 0 {
+            self.batch = recycle(batch);
             return;
         }
-        let decode_tokens: Vec<[u32; 1]> = inputs
-            .iter()
-            .map(|&(i, _)| [self.active[i].next.unwrap_or(0)])
-            .collect();
-        let result = {
-            let mut picked = vec![None; self.active.len()];
-            for (slot, &(i, n)) in inputs.iter().enumerate() {
-                picked[i] = Some((slot, n));
-            }
-            let mut items: Vec<(&mut Session, &[u32])> = Vec::with_capacity(inputs.len());
-            for (s, pick) in self.active.iter_mut().zip(&picked) {
-                let Some((slot, n)) = *pick else { continue };
-                let tokens: &[u32] = if n == 0 {
-                    &decode_tokens[slot]
-                } else {
-                    &s.prompt[s.fed..s.fed + n]
-                };
-                items.push((&mut s.session, tokens));
-            }
-            let t = Instant::now();
-            let result = self.engine.feed_batch(&mut self.state, &mut items);
-            (result, t.elapsed())
-        };
-        let (result, took) = result;
+        let t = Instant::now();
+        let result = self.engine.forward_batch(&mut self.state, &mut batch);
+        let took = t.elapsed();
+        self.batch = recycle(batch);
         {
             let mut sh = self.inner.lock();
             sh.status.forward_micros += took.as_micros() as u64;
             sh.status.steps += 1;
-            sh.status.batched_seqs += inputs.len() as u64;
+            sh.status.batched_seqs += n_batch as u64;
         }
-        let mut logits = match result {
+        let logits = match result {
             Ok(l) => l,
-            Err(e) => return self.fail_batch(&inputs, e),
+            Err(e) => return self.fail_batch(e),
         };
-        let mut finished = Vec::new();
-        for (slot, &(i, n)) in inputs.iter().enumerate() {
-            let s = &mut self.active[i];
-            // `feed_batch` has appended the tokens to the session.
+        let vocab = self.engine.model.config.n_vocab;
+        let mut rows = logits.chunks_exact(vocab);
+        self.ended.clear();
+        for (i, j) in self.active.iter_mut().enumerate() {
+            let Some(n) = j.take else { continue };
+            let Some(row) = rows.next() else { break };
             if n == 0 {
-                s.next = None;
+                j.sequence.tokens.push(j.next);
+                j.decoding = false;
             } else {
-                s.fed += n;
-                if s.fed < s.prompt.len() {
+                j.sequence
+                    .tokens
+                    .extend_from_slice(&j.prompt[j.fed..j.fed + n]);
+                j.fed += n;
+                if j.fed < j.prompt.len() {
                     continue;
                 }
-                s.prefill_seconds = s.started.elapsed().as_secs_f64();
-                s.decode_started = Some(Instant::now());
+                j.prefill_seconds = j.started.elapsed().as_secs_f64();
+                j.decode_started = Some(Instant::now());
             }
-            let mut row = std::mem::take(&mut logits[slot]);
-            if let Outcome::Finished(reason, by_string) = s.sample(&self.engine, &mut row) {
-                finished.push((i, reason, by_string));
+            if let Some(reason) = j.generate(row) {
+                self.ended.push((i, reason));
             }
         }
         // Remove from the back so the indices stay valid.
-        finished.sort_by_key(|f| std::cmp::Reverse(f.0));
-        let ended: Vec<_> = finished
-            .into_iter()
-            .map(|(i, r, b)| (self.active.swap_remove(i), r, b))
-            .collect();
-        for (seq, reason, by_string) in ended {
-            self.finish(seq, reason, by_string);
+        while let Some((i, reason)) = self.ended.pop() {
+            let job = self.active.swap_remove(i);
+            self.finish(job, reason);
         }
     }
 
-    /// A forward error ends every sequence of the batch with that error.
-    fn fail_batch(&mut self, inputs: &[(usize, usize)], e: ModelError) {
-        let mut idx: Vec<usize> = inputs.iter().map(|&(i, _)| i).collect();
-        idx.sort_unstable_by(|a, b| b.cmp(a));
-        for i in idx {
-            let mut seq = self.active.swap_remove(i);
-            self.count_done(false);
-            (seq.sink)(Event::Error(e.to_string()));
+    /// A forward error ends every job of the batch with that error.
+    fn fail_batch(&mut self, e: EngineError) {
+        let mut i = self.active.len();
+        while i > 0 {
+            i -= 1;
+            if self.active[i].take.is_some() {
+                let mut job = self.active.swap_remove(i);
+                self.count_done(false);
+                (job.sink)(Event::Error(e.clone()));
+            }
         }
     }
 
-    /// Flushes held-back text, reports the stats and keeps the session for reuse.
-    fn finish(&mut self, mut seq: Seq, reason: FinishReason, stopped_by_string: bool) {
-        if reason != FinishReason::Cancelled && !stopped_by_string {
-            let (mut rest, stopped) = seq.stops.push(&seq.decoder.flush());
-            if !stopped {
-                rest += &seq.stops.flush();
-            }
-            if !rest.is_empty() {
-                (seq.sink)(Event::Text(rest));
-            }
+    /// Flushes held-back text, reports the stats and keeps the sequence for reuse.
+    fn finish(&mut self, mut job: ActiveJob, reason: FinishReason) {
+        let rest = job.generation.finish(reason);
+        if !rest.is_empty() {
+            (job.sink)(Event::Text(rest));
         }
-        let stats = seq.stats(reason);
+        let stats = job.stats(reason);
         self.count_done(reason == FinishReason::Cancelled);
-        (seq.sink)(Event::Done(stats));
+        (job.sink)(Event::Done(stats));
         if reason != FinishReason::Cancelled && self.config.prefix_cache > 0 {
             if self.cache.len() >= self.config.prefix_cache {
                 self.cache.remove(0);
             }
-            self.cache.push(seq.session);
+            self.cache.push(job.sequence);
         }
     }
 }
 
-impl Seq {
-    /// Samples the next token from `logits` and streams its text, as
-    /// [`Engine::generate`] does.
-    fn sample(&mut self, engine: &Engine, logits: &mut [f32]) -> Outcome {
-        let Some(tok) = engine.tokenizer.as_ref() else {
-            return Outcome::Finished(FinishReason::Stop, false);
-        };
-        let next = self.sampler.sample(logits, &self.session.tokens);
-        self.generated += 1;
-        if !self.request.ignore_eos && tok.is_eog(next) {
-            return Outcome::Finished(FinishReason::Stop, false);
-        }
-        let (text, stopped) = self.stops.push(&self.decoder.push(next));
+impl ActiveJob {
+    /// One generation step from this job's logits `row`, streaming the text that became
+    /// final; the reason when the job ends.
+    fn generate(&mut self, row: &[f32]) -> Option<FinishReason> {
+        let room = self.sequence.remaining();
+        let step = self.generation.step(row, &self.sequence.tokens, room);
+        let text = self.generation.text();
         if !text.is_empty() && !(self.sink)(Event::Text(text)) {
-            return Outcome::Finished(FinishReason::Cancelled, false);
+            return Some(FinishReason::Cancelled);
         }
-        if stopped {
-            return Outcome::Finished(FinishReason::Stop, true);
+        match step {
+            Step::Next(next) => {
+                self.next = next;
+                self.decoding = true;
+                None
+            }
+            Step::Finished(reason) => Some(reason),
         }
-        if self.generated >= self.request.max_new_tokens || self.session.remaining() == 0 {
-            return Outcome::Finished(FinishReason::Length, false);
-        }
-        self.next = Some(next);
-        Outcome::Running
     }
 
     fn stats(&self, finish: FinishReason) -> GenerationStats {
         GenerationStats {
             prompt_tokens: self.prompt.len(),
             cached_tokens: self.cached,
-            generated_tokens: self.generated,
+            generated_tokens: self.generation.generated(),
             prefill_seconds: if self.decode_started.is_some() {
                 self.prefill_seconds
             } else {
@@ -742,7 +739,9 @@ mod tests {
     ) -> (Ticket, mpsc::Receiver<Event>) {
         let (tx, rx) = mpsc::channel();
         let t = sched
-            .submit(Job::new(prompt, req, move |ev| tx.send(ev).is_ok()))
+            .submit(Job::new(prompt, req, move |ev| {
+                tx.send(ev.into_owned()).is_ok()
+            }))
             .unwrap();
         (t, rx)
     }
@@ -776,7 +775,7 @@ mod tests {
         let alone: Vec<String> = prompts
             .iter()
             .map(|p| {
-                let mut s = engine.session(256).unwrap();
+                let mut s = engine.sequence(256).unwrap();
                 let mut out = String::new();
                 engine
                     .generate(&mut s, p, &greedy(12), &mut |t| {

@@ -20,6 +20,14 @@ impl StopMatcher {
     /// Adds generated text; returns the text that is safe to show and whether a stop
     /// string was found (then everything from it on is dropped).
     pub fn push(&mut self, text: &str) -> (String, bool) {
+        let mut out = String::new();
+        let stopped = self.push_to(text, &mut out);
+        (out, stopped)
+    }
+
+    /// [`push`](Self::push), appending the text that is safe to show to `out` (no
+    /// allocation once the buffers have grown).
+    pub fn push_to(&mut self, text: &str, out: &mut String) -> bool {
         self.pending.push_str(text);
         if let Some(at) = self
             .stops
@@ -27,9 +35,9 @@ impl StopMatcher {
             .filter_map(|s| self.pending.find(s.as_str()))
             .min()
         {
-            let out = self.pending[..at].to_string();
+            out.push_str(&self.pending[..at]);
             self.pending.clear();
-            return (out, true);
+            return true;
         }
         // Hold back the longest tail that is a proper prefix of a stop string.
         let mut hold = 0;
@@ -41,14 +49,31 @@ impl StopMatcher {
             }
         }
         let cut = self.pending.len() - hold;
-        let out = self.pending[..cut].to_string();
+        out.push_str(&self.pending[..cut]);
         self.pending.drain(..cut);
-        (out, false)
+        false
+    }
+
+    /// Makes room for `bytes` of pending text (the longest stop string plus a token's
+    /// text), so pushing never reallocates.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.pending.reserve(bytes);
+    }
+
+    /// The longest stop string, in bytes.
+    pub fn max_stop_len(&self) -> usize {
+        self.stops.iter().map(String::len).max().unwrap_or(0)
     }
 
     /// The text still held back (at the end of generation it is shown after all).
     pub fn flush(&mut self) -> String {
         std::mem::take(&mut self.pending)
+    }
+
+    /// [`flush`](Self::flush), appending to `out`.
+    pub fn flush_to(&mut self, out: &mut String) {
+        out.push_str(&self.pending);
+        self.pending.clear();
     }
 }
 

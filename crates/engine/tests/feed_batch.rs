@@ -1,4 +1,4 @@
-//! `Engine::feed_batch` gives each session exactly what it gets alone.
+//! `Engine::feed_batch` gives each sequence exactly what it gets alone.
 
 use engine::{Engine, LoadOptions};
 use model::Logits;
@@ -20,12 +20,12 @@ fn feed_batch_equals_solo_feeds() {
     let solo: Vec<Vec<f32>> = prompts
         .iter()
         .map(|p| {
-            let mut s = engine.session(16).unwrap();
+            let mut s = engine.sequence(16).unwrap();
             s.feed(p, Logits::Last).unwrap().to_vec()
         })
         .collect();
-    let mut a = engine.session(16).unwrap();
-    let mut b = engine.session(16).unwrap();
+    let mut a = engine.sequence(16).unwrap();
+    let mut b = engine.sequence(16).unwrap();
     let mut state = engine.new_state();
     let out = engine
         .feed_batch(
@@ -38,7 +38,7 @@ fn feed_batch_equals_solo_feeds() {
     assert_eq!(b.tokens, prompts[1]);
     assert_eq!(a.kv.len(), 5);
     // A batch that fails validation leaves nothing half-done.
-    let mut c = engine.session(2).unwrap();
+    let mut c = engine.sequence(2).unwrap();
     let err = engine
         .feed_batch(&mut state, &mut [(&mut c, &[1, 2, 3])])
         .unwrap_err();

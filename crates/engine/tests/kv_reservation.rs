@@ -30,7 +30,7 @@ fn the_plan_reserves_the_commands_caches_in_the_bytes_they_allocate() {
     let config = &default.model.config;
     assert_eq!(config.n_ctx_train, 256);
     assert_eq!((default.load.kv_ctx, default.load.kv_caches), (256, 1));
-    let one = default.session(256).unwrap().kv.allocated_bytes() as u64;
+    let one = default.sequence(256).unwrap().kv.allocated_bytes() as u64;
     assert_eq!(default.load.kv_bytes, one);
     // The default is capped.
     let capped = KvReservation {
@@ -51,7 +51,7 @@ fn the_plan_reserves_the_commands_caches_in_the_bytes_they_allocate() {
         8 * GIB,
     );
     assert_eq!((three.load.kv_ctx, three.load.kv_caches), (1000, 3));
-    let per_cache = three.session(1000).unwrap().kv.allocated_bytes() as u64;
+    let per_cache = three.sequence(1000).unwrap().kv.allocated_bytes() as u64;
     assert_eq!(three.load.kv_bytes, 3 * per_cache);
     assert_eq!(
         three.load.plan.anonymous_bytes - default.load.plan.anonymous_bytes,

@@ -25,7 +25,13 @@ pub enum ModelError {
     /// A placement rule that cannot be used (`--override-tensor`, `--placement`).
     #[error(transparent)]
     Placement(#[from] crate::placement::PlacementError),
-    /// A request the model cannot serve (too long for the context, bad token id, ...).
+    /// A request the model cannot serve as asked, the caller's to fix: too long for the
+    /// context, a token id outside the vocabulary, an option out of range.
     #[error("{0}")]
     Input(String),
+    /// A kernel refused its operands or a weight could not be prepared (a shape the
+    /// binding should have rejected, a failed repack or fused weight): a bug or a corrupt
+    /// file, never the caller's input.
+    #[error("{0}")]
+    Kernel(String),
 }

@@ -51,7 +51,7 @@ fn product(
     x: &[f32],
     out: &mut [f32],
 ) -> Result<(), ModelError> {
-    let err = |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", w.name()));
+    let err = |e: kernels::matmul::MatmulError| ModelError::Kernel(format!("{}: {e}", w.name()));
     match mode {
         // F32 weights (routers) are multiplied in f32 either way, as llama.cpp does.
         // The repacked copy when there is one (`Matrix::qmatrix`).
@@ -83,7 +83,7 @@ impl Linear {
         if self.mode == MatmulMode::Quantized {
             self.act
                 .reserve(w.ty, w.n_in, n_rows)
-                .map_err(|e| ModelError::Input(format!("{}: {e}", w.name())))?;
+                .map_err(|e| ModelError::Kernel(format!("{}: {e}", w.name())))?;
         }
         Ok(())
     }
@@ -135,7 +135,7 @@ impl Linear {
         }
         let w0: &Matrix = products[0].0;
         let err =
-            |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", w0.name()));
+            |e: kernels::matmul::MatmulError| ModelError::Kernel(format!("{}: {e}", w0.name()));
         let xq = quantize_acts(pool, w0.ty, x, w0.n_in, &mut self.act).map_err(err)?;
         let mut batch = OpBatch::new();
         for (w, out) in products.iter_mut() {
@@ -164,7 +164,8 @@ impl Linear {
     ) -> Result<(), ModelError> {
         let (heads, n_in, n_out) = (w.n_slab, w.n_in, w.n_out);
         let n = x.len() / (heads * n_in);
-        let err = |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", w.name()));
+        let err =
+            |e: kernels::matmul::MatmulError| ModelError::Kernel(format!("{}: {e}", w.name()));
         if self.mode == MatmulMode::Exact {
             let Linear {
                 mode,

@@ -74,7 +74,7 @@ impl Matrix {
             .row_bytes(n_in as u64)
             .map(|rb| rb as usize * n_out * n_slab);
         if want != Some(bytes.len()) {
-            return Err(ModelError::Input(format!(
+            return Err(ModelError::Kernel(format!(
                 "{name}: {} bytes do not hold {n_slab} x {n_out} rows of {n_in} {ty} values",
                 bytes.len()
             )));
@@ -146,12 +146,12 @@ impl Matrix {
     /// bytes. ([`Self::slab`] keeps returning the file's bytes, e.g. for the exact mode.)
     pub fn qmatrix(&self, s: usize) -> Result<kernels::matmul::QMatrix<'_>, ModelError> {
         let err =
-            |e: kernels::matmul::MatmulError| ModelError::Input(format!("{}: {e}", self.name()));
+            |e: kernels::matmul::MatmulError| ModelError::Kernel(format!("{}: {e}", self.name()));
         match &self.packed {
             Some(p) => {
                 let n = p.bytes.len() / self.n_slab.max(1);
                 let bytes = p.bytes.get(s * n..(s + 1) * n).ok_or_else(|| {
-                    ModelError::Input(format!(
+                    ModelError::Kernel(format!(
                         "{}: slab {s} out of range ({} slabs)",
                         self.name(),
                         self.n_slab
@@ -267,7 +267,7 @@ impl Matrix {
             return Ok(0);
         };
         let mut bytes = kernels::matmul::WeightBuffer::zeroed(total)
-            .map_err(|e| ModelError::Input(format!("{}: {e}", self.name())))?;
+            .map_err(|e| ModelError::Kernel(format!("{}: {e}", self.name())))?;
         // Slabs are contiguous whole groups of rows, so the stack packs as one matrix of
         // n_slab · n_out rows, in chunks of whole groups (about 1 MiB of output each).
         let rows = self.n_out * self.n_slab;
@@ -296,7 +296,7 @@ impl Matrix {
         });
         drop(chunks);
         if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(ModelError::Input(format!("{}: {e}", self.name())));
+            return Err(ModelError::Kernel(format!("{}: {e}", self.name())));
         }
         self.packed = Some(Arc::new(PackedWeights { ty: pt, bytes }));
         if let Source::File { file, index } = &self.source {

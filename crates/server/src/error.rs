@@ -192,11 +192,46 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The caller's input → 400; the model's failure → 500 (its cause is logged where the
+/// generation ends).
+impl From<engine::EngineError> for ApiError {
+    fn from(e: engine::EngineError) -> ApiError {
+        if e.is_input() {
+            ApiError::bad_request(e.to_string())
+        } else {
+            ApiError::internal(e.to_string())
+        }
+    }
+}
+
 impl From<engine::scheduler::SubmitError> for ApiError {
     fn from(e: engine::scheduler::SubmitError) -> ApiError {
         match e {
             engine::scheduler::SubmitError::Invalid(m) => ApiError::bad_request(m),
             other => ApiError::unavailable(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::EngineError;
+
+    #[test]
+    fn engine_errors_map_to_400_or_500() {
+        let internal = ApiError::from(EngineError::from(model::ModelError::Kernel(
+            "blk.0.ffn_up: matmul: shape mismatch".into(),
+        )));
+        assert_eq!(internal.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(internal.kind, "server_error");
+        assert!(internal.message.contains("shape mismatch"));
+        assert_eq!(
+            ApiError::from(EngineError::NoTokenizer).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let input = ApiError::from(EngineError::Input("the prompt is empty".into()));
+        assert_eq!(input.status, StatusCode::BAD_REQUEST);
+        assert_eq!(input.message, "the prompt is empty");
     }
 }

@@ -274,7 +274,7 @@ pub(crate) fn start(
     let (tx, rx) = unbounded_channel();
     let job_log = log.clone();
     let metrics = st.metrics.clone();
-    let sink = move |ev: Event| {
+    let sink = move |ev: Event<&str>| {
         match &ev {
             Event::Started {
                 prompt_tokens,
@@ -301,14 +301,20 @@ pub(crate) fn start(
                     );
                 }
             }
-            Event::Error(e) => tracing::warn!(
-                "{} {}: generation failed: {e}",
+            Event::Error(e) if e.is_input() => tracing::warn!(
+                "{} {}: generation refused: {e}",
                 job_log.method,
                 job_log.path
             ),
+            Event::Error(e) => tracing::error!(
+                "{} {}: generation failed: {}",
+                job_log.method,
+                job_log.path,
+                e.chain()
+            ),
             _ => {}
         }
-        tx.send(ev).is_ok()
+        tx.send(ev.into_owned()).is_ok()
     };
     let ticket = st
         .scheduler
@@ -339,7 +345,7 @@ pub(crate) async fn collect(mut run: Running, flavor: Flavor) -> Result<Collecte
                 return Err(ApiError::unavailable(CUT_OFF).with_flavor(flavor))
             }
             Event::Done(stats) => return Ok(Collected { text, stats }),
-            Event::Error(e) => return Err(ApiError::internal(e).with_flavor(flavor)),
+            Event::Error(e) => return Err(ApiError::from(e).with_flavor(flavor)),
         }
     }
     Err(ApiError::internal("the scheduler stopped before the request ended").with_flavor(flavor))

@@ -272,7 +272,7 @@ impl StreamShape for Lines {
                 final_fields(&mut v, &stats, self.start);
                 (vec![v.to_string()], true)
             }
-            Event::Error(e) => (vec![json!({"error": e}).to_string()], true),
+            Event::Error(e) => (vec![json!({"error": e.to_string()}).to_string()], true),
         }
     }
 

@@ -346,8 +346,8 @@ fn sse<S: StreamShape>(run: gen::Running, shape: S) -> Response {
     Sse::new(stream).into_response()
 }
 
-fn error_chunk(e: &str) -> String {
-    json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}})
+fn error_chunk(e: &dyn std::fmt::Display) -> String {
+    json!({"error": {"message": e.to_string(), "type": "server_error", "param": null, "code": null}})
         .to_string()
 }
 
@@ -415,7 +415,7 @@ impl StreamShape for ChatChunks {
     }
 
     fn on_cut_off(&mut self, message: &str) -> Vec<String> {
-        vec![error_chunk(message), "[DONE]".into()]
+        vec![error_chunk(&message), "[DONE]".into()]
     }
 }
 
@@ -470,6 +470,6 @@ impl StreamShape for CompletionChunks {
     }
 
     fn on_cut_off(&mut self, message: &str) -> Vec<String> {
-        vec![error_chunk(message), "[DONE]".into()]
+        vec![error_chunk(&message), "[DONE]".into()]
     }
 }

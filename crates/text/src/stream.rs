@@ -26,10 +26,13 @@ impl StreamDecoder {
     /// A decoder for `tok`; `skip_special` as in [`Tokenizer::decode`].
     pub fn new(tok: Tokenizer, skip_special: bool) -> StreamDecoder {
         let strip_next_space = tok.strips_leading_space();
+        // Room for the longest piece after an incomplete character: pushing never
+        // reallocates.
+        let pending = Vec::with_capacity(tok.max_piece_len() + 4);
         StreamDecoder {
             tok,
             skip_special,
-            pending: Vec::new(),
+            pending,
             strip_next_space,
         }
     }
@@ -43,12 +46,20 @@ impl StreamDecoder {
 
     /// Adds one token; returns the text that became complete (possibly empty).
     pub fn push(&mut self, id: u32) -> String {
+        let mut out = String::new();
+        self.push_to(id, &mut out);
+        out
+    }
+
+    /// Adds one token, appending the text that became complete to `out` (no allocation
+    /// once `out` and the decoder's buffer have grown to a token's size).
+    pub fn push_to(&mut self, id: u32, out: &mut String) {
         if self.skip_special && self.tok.is_special(id) {
-            return String::new();
+            return;
         }
         let mut piece = self.tok.token_to_piece(id);
         if piece.is_empty() {
-            return String::new();
+            return;
         }
         if self.strip_next_space {
             self.strip_next_space = false;
@@ -57,7 +68,7 @@ impl StreamDecoder {
             }
         }
         self.pending.extend_from_slice(piece);
-        self.take_complete()
+        self.take_complete(out);
     }
 
     /// Adds several tokens; returns the text that became complete.
@@ -68,10 +79,16 @@ impl StreamDecoder {
     /// Returns whatever is held back (an incomplete character becomes U+FFFD) and
     /// resets the decoder to its initial state, ready for a new stream.
     pub fn flush(&mut self) -> String {
-        let rest = String::from_utf8_lossy(&self.pending).into_owned();
+        let mut out = String::new();
+        self.flush_to(&mut out);
+        out
+    }
+
+    /// [`flush`](Self::flush), appending to `out`.
+    pub fn flush_to(&mut self, out: &mut String) {
+        out.push_str(&String::from_utf8_lossy(&self.pending));
         self.pending.clear();
         self.strip_next_space = self.tok.strips_leading_space();
-        rest
     }
 
     /// Number of bytes held back waiting for the rest of a character.
@@ -80,9 +97,8 @@ impl StreamDecoder {
     }
 
     /// Moves every complete character (and every certainly-invalid byte run, as
-    /// U+FFFD) out of `pending`, keeping only an incomplete trailing sequence.
-    fn take_complete(&mut self) -> String {
-        let mut out = String::new();
+    /// U+FFFD) out of `pending` onto `out`, keeping only an incomplete trailing sequence.
+    fn take_complete(&mut self, out: &mut String) {
         let mut rest: &[u8] = &self.pending;
         loop {
             match std::str::from_utf8(rest) {
@@ -113,6 +129,5 @@ impl StreamDecoder {
         let keep = rest.len();
         let start = self.pending.len() - keep;
         self.pending.drain(..start);
-        out
     }
 }

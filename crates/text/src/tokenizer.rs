@@ -300,6 +300,11 @@ impl Tokenizer {
         self.inner.vocab.len()
     }
 
+    /// Bytes of the longest token piece (to size streaming buffers once).
+    pub fn max_piece_len(&self) -> usize {
+        self.inner.vocab.max_piece_len
+    }
+
     /// Beginning-of-sequence id, if the file defines one.
     pub fn bos_id(&self) -> Option<u32> {
         self.inner.vocab.special.bos

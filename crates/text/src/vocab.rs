@@ -105,6 +105,8 @@ pub(crate) struct Vocab {
     /// Concatenated token pieces; token `i` is `piece_bytes[piece_ends[i-1]..piece_ends[i]]`.
     piece_bytes: Vec<u8>,
     piece_ends: Vec<u32>,
+    /// Bytes of the longest piece (what a streaming decoder must hold at most).
+    pub max_piece_len: usize,
 }
 
 const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
@@ -250,6 +252,7 @@ impl Vocab {
             special,
             piece_bytes: Vec::new(),
             piece_ends: Vec::with_capacity(n),
+            max_piece_len: 0,
         };
         vocab.build_pieces()?;
         Ok(vocab)
@@ -295,6 +298,8 @@ impl Vocab {
                     msg: "token texts exceed 4 GiB".into(),
                 });
             }
+            let start = self.piece_ends.last().map_or(0, |&e| e as usize);
+            self.max_piece_len = self.max_piece_len.max(out.len() - start);
             self.piece_ends.push(out.len() as u32);
         }
         self.piece_bytes = out;

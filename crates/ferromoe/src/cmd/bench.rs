@@ -140,23 +140,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.n_gen
             )
         })?;
-    let mut session = engine.session(n_ctx)?;
+    let mut seq = engine.sequence(n_ctx)?;
     let mut results = Vec::new();
     if depth > 0 {
         // In batches of 512 like llama-bench's default n_batch, so the activation buffers
         // stay the size of the tests' own.
         let tokens = random_tokens(depth, vocab, bos, 0xde97);
         for part in tokens.chunks(512) {
-            session.feed(part, Logits::Last)?;
+            seq.feed(part, Logits::Last)?;
         }
     }
 
     if args.n_prompt > 0 {
         let tokens = random_tokens(args.n_prompt, vocab, bos, 0x5eed);
         let mut run_pp = || -> anyhow::Result<u64> {
-            session.truncate(depth);
+            seq.truncate(depth);
             let t = Instant::now();
-            let logits = session.feed(&tokens, Logits::Last)?;
+            let logits = seq.feed(&tokens, Logits::Last)?;
             std::hint::black_box(logits);
             Ok(t.elapsed().as_nanos() as u64)
         };
@@ -174,10 +174,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.n_gen > 0 {
         let tokens = random_tokens(args.n_gen, vocab, bos, 0x6e7);
         let mut run_tg = |n: usize| -> anyhow::Result<u64> {
-            session.truncate(depth);
+            seq.truncate(depth);
             let t = Instant::now();
             for tok in &tokens[..n] {
-                let logits = session.feed(std::slice::from_ref(tok), Logits::Last)?;
+                let logits = seq.feed(std::slice::from_ref(tok), Logits::Last)?;
                 std::hint::black_box(logits);
             }
             Ok(t.elapsed().as_nanos() as u64)

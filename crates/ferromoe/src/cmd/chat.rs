@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if template.is_fallback() {
         eprintln!("note: the file has no chat template; using ChatML");
     }
-    let mut session = engine.session(engine.load.kv_ctx)?;
+    let mut seq = engine.sequence(engine.load.kv_ctx)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -96,7 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "/exit" | "/quit" => break,
             "/clear" => {
                 history.truncate(usize::from(args.system.is_some()));
-                session.truncate(0);
+                seq.truncate(0);
                 eprintln!("(conversation cleared)");
                 continue;
             }
@@ -104,10 +104,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         history.push(ChatMessage::user(user));
         let prompt = tok.encode(&template.render(&history, true)?, false)?;
-        if prompt.len() + 1 >= session.kv.n_ctx() {
+        if prompt.len() + 1 >= seq.kv.n_ctx() {
             eprintln!(
                 "(the conversation no longer fits in the {}-token context; /clear to start over)",
-                session.kv.n_ctx()
+                seq.kv.n_ctx()
             );
             history.pop();
             continue;
@@ -116,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         sampling.seed = sampling.seed.wrapping_add(seed_offset);
         seed_offset += 1;
         let req = GenerateRequest {
-            max_new_tokens: args.max_new_tokens.min(session.kv.n_ctx() - prompt.len()),
+            max_new_tokens: args.max_new_tokens.min(seq.kv.n_ctx() - prompt.len()),
             sampling,
             stop: vec![],
             ignore_eos: args.ignore_eos,
@@ -124,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut answer = String::new();
         let mut out = std::io::stdout().lock();
         let flag = interrupted.clone();
-        let stats = engine.generate(&mut session, &prompt, &req, &mut |piece| {
+        let stats = engine.generate(&mut seq, &prompt, &req, &mut |piece| {
             answer.push_str(piece);
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();

@@ -32,9 +32,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         false,
         engine::KvReservation::positions(n),
     )?;
-    let mut session = engine.session(n)?;
+    let mut seq = engine.sequence(n)?;
     let which = if args.all { Logits::All } else { Logits::Last };
-    let logits = session.feed(&args.tokens, which)?;
+    let logits = seq.feed(&args.tokens, which)?;
     let vocab = engine.model.config.n_vocab;
     let shape = if args.all {
         vec![n, vocab]

@@ -105,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ctx = args.ctx.unwrap_or_else(|| {
         (prompt.len() + args.max_new_tokens).min(engine.model.config.n_ctx_train.max(1))
     });
-    let mut session = engine.session(ctx)?;
+    let mut seq = engine.sequence(ctx)?;
     let req = GenerateRequest {
         max_new_tokens: args.max_new_tokens,
         sampling: args.sampling.params(),
@@ -113,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ignore_eos: args.ignore_eos,
     };
     let mut out = std::io::stdout().lock();
-    let stats = engine.generate(&mut session, &prompt, &req, &mut |piece| {
+    let stats = engine.generate(&mut seq, &prompt, &req, &mut |piece| {
         let _ = out.write_all(piece.as_bytes());
         let _ = out.flush();
         true

@@ -172,9 +172,9 @@ pub fn split_kv_b(
 ) -> Result<(Matrix, Matrix), ModelError> {
     let lora = kv_b.n_in;
     let per_head = qk_nope + v_head;
-    let err = |e: quant::QuantError| ModelError::Input(format!("{}: {e}", kv_b.name()));
+    let err = |e: quant::QuantError| ModelError::Kernel(format!("{}: {e}", kv_b.name()));
     if kv_b.n_out != n_head * per_head || kv_b.n_slab != 1 {
-        return Err(ModelError::Input(format!(
+        return Err(ModelError::Kernel(format!(
             "{}: {} x {} rows do not hold {n_head} heads of {qk_nope} key + {v_head} value rows",
             kv_b.name(),
             kv_b.n_slab,
@@ -204,10 +204,9 @@ pub fn split_kv_b(
         _ if qk_nope.is_multiple_of(32) => GgmlType::Q8_0,
         _ => GgmlType::F32,
     };
-    let k_rb = k_ty
-        .row_bytes(qk_nope as u64)
-        .ok_or_else(|| ModelError::Input(format!("{}: qk_nope {qk_nope} too large", kv_b.name())))?
-        as usize;
+    let k_rb = k_ty.row_bytes(qk_nope as u64).ok_or_else(|| {
+        ModelError::Kernel(format!("{}: qk_nope {qk_nope} too large", kv_b.name()))
+    })? as usize;
     let mut k_bytes = vec![0u8; k_rb * lora * n_head];
     quant::quantize(k_ty, &k, &mut k_bytes).map_err(err)?;
     let k_b = Matrix::derived(
@@ -237,7 +236,7 @@ pub fn split_kv_b(
 pub fn transpose_k_b(k_b: &Matrix, ty: GgmlType) -> Result<Matrix, ModelError> {
     let (nope, lora, heads) = (k_b.n_in, k_b.n_out, k_b.n_slab);
     let name = format!("{} (transposed)", k_b.name());
-    let err = |e: quant::QuantError| ModelError::Input(format!("{name}: {e}"));
+    let err = |e: quant::QuantError| ModelError::Kernel(format!("{name}: {e}"));
     let mut src = vec![0f32; nope * lora * heads];
     quant::dequantize(k_b.ty, k_b.data(), &mut src).map_err(err)?;
     let mut t = vec![0f32; src.len()];
@@ -252,7 +251,7 @@ pub fn transpose_k_b(k_b: &Matrix, ty: GgmlType) -> Result<Matrix, ModelError> {
     }
     let rb = ty
         .row_bytes(lora as u64)
-        .ok_or_else(|| ModelError::Input(format!("{name}: kv_lora {lora} too large")))?
+        .ok_or_else(|| ModelError::Kernel(format!("{name}: kv_lora {lora} too large")))?
         as usize;
     let mut bytes = vec![0u8; rb * nope * heads];
     quant::quantize(ty, &t, &mut bytes).map_err(err)?;

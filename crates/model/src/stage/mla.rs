@@ -185,7 +185,7 @@ pub fn mla_attention(
     let (c, pool) = (cx.config, cx.pool);
     let n = batch.rows.len();
     let d = MlaDims::of(c).ok_or_else(|| {
-        ModelError::Input("MLA weights in a model without an MLA configuration".into())
+        ModelError::Kernel("MLA weights in a model without an MLA configuration".into())
     })?;
     let (nope, rope, lora) = (d.nope, d.rope, d.lora);
     let head_q = nope + rope;

@@ -79,7 +79,7 @@ impl MoeScratch {
             MatmulMode::Quantized => self
                 .fused
                 .reserve(&experts(c, f), n, k)
-                .map_err(|e| ModelError::Input(format!("MoE: {e}")))?,
+                .map_err(|e| ModelError::Kernel(format!("MoE: {e}")))?,
             MatmulMode::Exact => {
                 let s = &mut self.one_by_one;
                 s.groups.reserve(mc.n_expert, n * k);
@@ -121,7 +121,7 @@ pub fn moe_ffn(
 ) -> Result<(), ModelError> {
     let (c, pool) = (cx.config, cx.pool);
     let mc = c.moe.as_ref().ok_or_else(|| {
-        ModelError::Input("MoE weights in a model without a MoE configuration".into())
+        ModelError::Kernel("MoE weights in a model without a MoE configuration".into())
     })?;
     let dim = c.dim;
     let n = xb.len() / dim;
@@ -145,7 +145,7 @@ pub fn moe_ffn(
     match cx.linear.mode {
         MatmulMode::Quantized => {
             moe_experts(pool, &experts(c, f), xb, routing, &mut s.fused, out)
-                .map_err(|e| ModelError::Input(format!("MoE: {e}")))?;
+                .map_err(|e| ModelError::Kernel(format!("MoE: {e}")))?;
         }
         MatmulMode::Exact => experts_one_by_one(cx, &mut s.one_by_one, f, routing, xb, out)?,
     }
@@ -166,7 +166,7 @@ fn experts_one_by_one(
     let (dim, hidden) = (cx.config.dim, f.gate_exps.n_out);
     s.groups
         .group(routing.ids, routing.k, f.gate_exps.n_slab)
-        .map_err(|e| ModelError::Input(format!("MoE: {e}")))?;
+        .map_err(|e| ModelError::Kernel(format!("MoE: {e}")))?;
     out.fill(0.0);
     for &e in s.groups.active() {
         let tokens = s.groups.tokens(e);

@@ -1,0 +1,113 @@
+//! One sequence: the tokens it holds, their KV cache, and activation buffers for running
+//! it on its own. The scheduler batches many; `run`, `chat` and `bench` run one.
+
+use std::sync::Arc;
+
+use kernels::ThreadPool;
+use model::{KvCache, Logits, Model, RunState};
+
+use crate::EngineError;
+
+/// Prompt tokens processed per forward pass (bounds the activation buffers).
+pub const PREFILL_CHUNK: usize = 512;
+
+/// One sequence: its tokens so far, KV cache and activation buffers.
+pub struct Sequence {
+    pub model: Arc<Model>,
+    pool: Arc<ThreadPool>,
+    pub kv: KvCache,
+    state: RunState,
+    /// Every token processed so far (prompt and generated); room for the whole context
+    /// is reserved, so appending never allocates.
+    pub tokens: Vec<u32>,
+}
+
+impl Sequence {
+    pub(crate) fn new(
+        model: Arc<Model>,
+        pool: Arc<ThreadPool>,
+        kv: KvCache,
+        state: RunState,
+    ) -> Sequence {
+        let tokens = Vec::with_capacity(kv.n_ctx());
+        Sequence {
+            model,
+            pool,
+            kv,
+            state,
+            tokens,
+        }
+    }
+
+    /// Processes `tokens` after what the sequence holds; returns the logits of the last
+    /// position (or of every position of `tokens` with [`Logits::All`]).
+    pub fn feed(&mut self, tokens: &[u32], which: Logits) -> Result<&[f32], EngineError> {
+        Ok(self.feed_with_history(tokens, which)?.0)
+    }
+
+    /// [`feed`](Self::feed), also lending every token held (for the sampler's penalties)
+    /// while the logits are borrowed.
+    pub fn feed_with_history(
+        &mut self,
+        tokens: &[u32],
+        which: Logits,
+    ) -> Result<(&[f32], &[u32]), EngineError> {
+        let logits =
+            self.model
+                .forward(&self.pool, &mut self.state, &mut self.kv, tokens, which)?;
+        self.tokens.extend_from_slice(tokens);
+        Ok((logits, &self.tokens))
+    }
+
+    /// Forgets everything from position `len` on (0 = start over).
+    pub fn truncate(&mut self, len: usize) {
+        self.kv.truncate(len);
+        self.tokens.truncate(len);
+    }
+
+    /// Positions left in the context.
+    pub fn remaining(&self) -> usize {
+        self.kv.n_ctx() - self.kv.len()
+    }
+
+    /// Tokens `prompt` shares with what the sequence holds, from the start.
+    pub fn common_prefix(&self, prompt: &[u32]) -> usize {
+        self.tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+    }
+
+    /// Makes the sequence hold exactly `prompt`, reusing the longest common prefix of
+    /// what it holds; returns the last position's logits, every token held and the number
+    /// of reused tokens.
+    pub fn prefill(&mut self, prompt: &[u32]) -> Result<(&[f32], &[u32], usize), EngineError> {
+        check_prompt(prompt, self.kv.n_ctx())?;
+        // The last prompt token is always run again: its logits are needed.
+        let reuse = self.common_prefix(prompt).min(prompt.len() - 1);
+        self.truncate(reuse);
+        let chunks = prompt[reuse..].chunks(PREFILL_CHUNK);
+        let n = chunks.len();
+        for chunk in chunks.clone().take(n - 1) {
+            self.feed(chunk, Logits::Last)?;
+        }
+        let last = chunks.last().unwrap_or_default();
+        let (logits, tokens) = self.feed_with_history(last, Logits::Last)?;
+        Ok((logits, tokens, reuse))
+    }
+}
+
+/// A prompt must hold at least one token and fit the context.
+pub fn check_prompt(prompt: &[u32], n_ctx: usize) -> Result<(), EngineError> {
+    if prompt.is_empty() {
+        return Err(EngineError::Input("the prompt is empty".into()));
+    }
+    if prompt.len() > n_ctx {
+        return Err(EngineError::Input(format!(
+            "the prompt has {} tokens, more than the context size {n_ctx}",
+            prompt.len()
+        )));
+    }
+    Ok(())
+}
