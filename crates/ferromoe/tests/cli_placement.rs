@@ -167,7 +167,10 @@ fn experts_mapped_rest_repacked_gives_the_default_logits() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(max <= 1e-4, "max |Δ| {max}");
-    assert_eq!(kernels::vector::argmax(&default), kernels::vector::argmax(&mapped));
+    assert_eq!(
+        kernels::vector::argmax(&default),
+        kernels::vector::argmax(&mapped)
+    );
     assert!(
         stderr.contains("routed experts: cpu · mapped · 3 tensor(s)")
             && stderr.contains("dense FFN: cpu · repacked · 3 tensor(s)"),
@@ -207,7 +210,10 @@ fn requantized_q8_0_attention_gives_close_logits() {
     // Q4_K → Q8_0 changes the weights a little and the activations' quantization:
     // close (logits have std ≈ 1.7), not identical.
     assert!(max > 0.0 && max < 0.5, "max |Δ| {max}");
-    assert_eq!(kernels::vector::argmax(&default), kernels::vector::argmax(&q8));
+    assert_eq!(
+        kernels::vector::argmax(&default),
+        kernels::vector::argmax(&q8)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
