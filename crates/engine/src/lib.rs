@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kernels::ThreadPool;
-use model::{BatchSeq, KvCache, Logits, MatmulMode, Model, RunState};
+use model::{BatchLimits, BatchSeq, KvCache, Logits, MatmulMode, Model, RunState};
 
 pub use error::EngineError;
 pub use generate::{FinishReason, GenerateRequest, Generation, GenerationStats, Step};
@@ -237,9 +237,12 @@ impl Engine {
         ))
     }
 
-    /// Activation buffers for [`Engine::feed_batch`] (one per scheduler).
-    pub fn new_state(&self) -> RunState {
-        RunState::new(self.mode)
+    /// Activation buffers for [`Engine::forward_batch`] (one per scheduler), sized once
+    /// for batches within `max`, so that the steps that follow do not allocate.
+    pub fn new_state(&self, max: BatchLimits) -> Result<RunState, EngineError> {
+        let mut state = RunState::new(self.mode);
+        state.reserve(&self.model, &self.pool, max)?;
+        Ok(state)
     }
 
     /// Runs every sequence's new tokens in ONE forward pass (prompt chunks and decode

@@ -34,7 +34,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use model::{BatchSeq, Logits, RunState};
+use model::{BatchLimits, BatchSeq, Logits, RunState};
 
 use crate::sequence::check_prompt;
 use crate::{
@@ -394,7 +394,17 @@ fn recycle<'a>(mut v: Vec<BatchSeq<'_>>) -> Vec<BatchSeq<'a>> {
 
 impl Worker {
     fn new(engine: Arc<Engine>, config: SchedulerConfig, inner: Arc<Inner>) -> Worker {
-        let state = engine.new_state();
+        let limits = BatchLimits {
+            tokens: config.step_tokens,
+            seqs: config.max_seqs,
+            ctx: config.n_ctx,
+        };
+        // Sized up front so that steady-state steps do not allocate. If that fails, the
+        // buffers grow on demand instead, and the step that needs them reports the same
+        // error to its jobs.
+        let state = engine
+            .new_state(limits)
+            .unwrap_or_else(|_| RunState::new(engine.mode));
         let max = config.max_seqs;
         Worker {
             engine,

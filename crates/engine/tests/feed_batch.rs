@@ -26,7 +26,13 @@ fn feed_batch_equals_solo_feeds() {
         .collect();
     let mut a = engine.sequence(16).unwrap();
     let mut b = engine.sequence(16).unwrap();
-    let mut state = engine.new_state();
+    let mut state = engine
+        .new_state(model::BatchLimits {
+            tokens: 64,
+            seqs: 2,
+            ctx: 16,
+        })
+        .unwrap();
     let out = engine
         .feed_batch(
             &mut state,
