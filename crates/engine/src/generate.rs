@@ -49,6 +49,10 @@ pub struct GenerationStats {
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
     pub finish: FinishReason,
+    /// The stop string that ended the output: its index in the request's `stop` list
+    /// (Anthropic's `stop_sequence`). None when an end-of-generation token or the
+    /// length ended it.
+    pub stop_string: Option<usize>,
 }
 
 impl GenerationStats {
@@ -124,6 +128,11 @@ impl Generation {
     /// Tokens generated so far (an end-of-generation token counts).
     pub fn generated(&self) -> usize {
         self.generated
+    }
+
+    /// The stop string that ended the output (its index in the request's `stop`).
+    pub fn stop_string(&self) -> Option<usize> {
+        self.stops.matched()
     }
 
     /// Nothing may be generated at all (`max_new_tokens` is 0).
@@ -224,6 +233,7 @@ impl Engine {
             prefill_seconds,
             decode_seconds: t1.elapsed().as_secs_f64(),
             finish,
+            stop_string: gen.stop_string(),
         })
     }
 }
@@ -282,12 +292,13 @@ mod tests {
         let ids = tok
             .encode("Hello world. STOP and more words", false)
             .unwrap();
-        let mut gen = Generation::new(&tok, &request(100, &["STOP"]), false);
+        let mut gen = Generation::new(&tok, &request(100, &["@@", "STOP"]), false);
         let (text, steps, reason) = drive(&mut gen, vocab, &ids, 100);
         assert_eq!(text, "Hello world. ");
         assert_eq!(reason, FinishReason::Stop);
         assert!(steps < ids.len());
         assert_eq!(gen.generated(), steps);
+        assert_eq!(gen.stop_string(), Some(1), "which stop string ended it");
     }
 
     #[test]
@@ -303,6 +314,7 @@ mod tests {
             (text.as_str(), steps, reason),
             ("one two three", n, FinishReason::Length)
         );
+        assert_eq!(gen.stop_string(), None);
         let mut gen = Generation::new(&tok, &request(100, &[]), false);
         let (_, steps, reason) = drive(&mut gen, vocab, &ids, 2);
         assert_eq!((steps, reason), (3, FinishReason::Length));

@@ -708,6 +708,7 @@ impl ActiveJob {
                 .map(|t| t.elapsed().as_secs_f64())
                 .unwrap_or(0.0),
             finish,
+            stop_string: self.generation.stop_string(),
         }
     }
 }

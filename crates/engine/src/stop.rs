@@ -4,16 +4,25 @@
 /// Streams text through, cutting it at the first stop string.
 #[derive(Debug, Default)]
 pub struct StopMatcher {
-    stops: Vec<String>,
+    /// The non-empty stop strings, each with its index in the list it was made from.
+    stops: Vec<(usize, String)>,
     pending: String,
+    /// The index (in the list given to [`new`](Self::new)) of the stop string found.
+    matched: Option<usize>,
 }
 
 impl StopMatcher {
     /// A matcher for these stop strings (empty strings are ignored).
     pub fn new(stops: &[String]) -> StopMatcher {
         StopMatcher {
-            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            stops: stops
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.is_empty())
+                .map(|(i, s)| (i, s.clone()))
+                .collect(),
             pending: String::new(),
+            matched: None,
         }
     }
 
@@ -29,19 +38,21 @@ impl StopMatcher {
     /// allocation once the buffers have grown).
     pub fn push_to(&mut self, text: &str, out: &mut String) -> bool {
         self.pending.push_str(text);
-        if let Some(at) = self
+        // The earliest match wins; at the same position, the first in the list.
+        if let Some((at, index)) = self
             .stops
             .iter()
-            .filter_map(|s| self.pending.find(s.as_str()))
-            .min()
+            .filter_map(|(i, s)| Some((self.pending.find(s.as_str())?, *i)))
+            .min_by_key(|&(at, _)| at)
         {
+            self.matched = Some(index);
             out.push_str(&self.pending[..at]);
             self.pending.clear();
             return true;
         }
         // Hold back the longest tail that is a proper prefix of a stop string.
         let mut hold = 0;
-        for s in &self.stops {
+        for (_, s) in &self.stops {
             for (i, _) in s.char_indices().skip(1) {
                 if i > hold && self.pending.ends_with(&s[..i]) {
                     hold = i;
@@ -62,7 +73,13 @@ impl StopMatcher {
 
     /// The longest stop string, in bytes.
     pub fn max_stop_len(&self) -> usize {
-        self.stops.iter().map(String::len).max().unwrap_or(0)
+        self.stops.iter().map(|(_, s)| s.len()).max().unwrap_or(0)
+    }
+
+    /// Which stop string was found (its index in the list given to
+    /// [`new`](Self::new)), once one was.
+    pub fn matched(&self) -> Option<usize> {
+        self.matched
     }
 
     /// The text still held back (at the end of generation it is shown after all).
@@ -101,9 +118,28 @@ mod tests {
     #[test]
     fn earliest_stop_wins_and_no_stops_pass_through() {
         let mut m = StopMatcher::new(&["b".to_string(), "a".to_string()]);
+        assert_eq!(m.matched(), None);
         assert_eq!(m.push("xxab"), ("xx".to_string(), true));
+        assert_eq!(
+            m.matched(),
+            Some(1),
+            "'a' (index 1) comes first in the text"
+        );
         let mut m = StopMatcher::new(&[]);
         assert_eq!(m.push("anything"), ("anything".to_string(), false));
+        assert_eq!(m.matched(), None);
+    }
+
+    #[test]
+    fn matched_index_counts_empty_stops_and_ties_go_to_the_first() {
+        let stops = ["".to_string(), "yz".to_string(), "y".to_string()];
+        let mut m = StopMatcher::new(&stops);
+        assert_eq!(m.push("xyz"), ("x".to_string(), true));
+        assert_eq!(
+            m.matched(),
+            Some(1),
+            "index in the list as given, empty one included"
+        );
     }
 
     #[test]
