@@ -1,5 +1,6 @@
 //! Errors as the clients expect them: OpenAI's `{"error":{"message","type","code"}}`
-//! under `/v1`, Ollama's `{"error":"..."}` under `/api`.
+//! under `/v1`, Ollama's `{"error":"..."}` under `/api`, Anthropic's
+//! `{"type":"error","error":{"type","message"}}` under `/v1/messages`.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,6 +11,7 @@ use serde_json::json;
 pub enum Flavor {
     OpenAi,
     Ollama,
+    Anthropic,
 }
 
 /// An HTTP error with its status, message and OpenAI type/code.
@@ -66,7 +68,7 @@ impl ApiError {
             StatusCode::UNAUTHORIZED,
             "authentication_error",
             Some("invalid_api_key"),
-            "Incorrect or missing API key: send it as 'Authorization: Bearer KEY'",
+            "Incorrect or missing API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'",
         )
     }
 
@@ -151,12 +153,30 @@ impl ApiError {
         ApiError::new(status, kind, code, message)
     }
 
-    /// The API whose routes `path` is on: Ollama's under `/api/`, OpenAI's elsewhere.
+    /// The API whose routes `path` is on: Ollama's under `/api/`, Anthropic's under
+    /// `/v1/messages`, OpenAI's elsewhere.
     pub fn flavor_of(path: &str) -> Flavor {
         if path.starts_with("/api/") {
             Flavor::Ollama
+        } else if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            Flavor::Anthropic
         } else {
             Flavor::OpenAi
+        }
+    }
+
+    /// Anthropic's error `type` for this error's status (their documented table; a
+    /// 503 — busy or shutting down — is their "overloaded" case).
+    pub fn anthropic_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            s if s >= 500 => "api_error",
+            _ => "invalid_request_error",
         }
     }
 
@@ -173,6 +193,8 @@ impl ApiError {
                 json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": self.code}})
             }
             Flavor::Ollama => json!({"error": self.message}),
+            Flavor::Anthropic => json!({"type": "error",
+                "error": {"type": self.anthropic_type(), "message": self.message}}),
         }
     }
 }
@@ -233,5 +255,42 @@ mod tests {
         let input = ApiError::from(EngineError::Input("the prompt is empty".into()));
         assert_eq!(input.status, StatusCode::BAD_REQUEST);
         assert_eq!(input.message, "the prompt is empty");
+    }
+
+    #[test]
+    fn anthropic_shape_and_types_by_status() {
+        assert_eq!(ApiError::flavor_of("/v1/messages"), Flavor::Anthropic);
+        assert_eq!(
+            ApiError::flavor_of("/v1/messages/count_tokens"),
+            Flavor::Anthropic
+        );
+        assert_eq!(
+            ApiError::flavor_of("/v1/messagesx"),
+            Flavor::OpenAi,
+            "only the Messages routes"
+        );
+        assert_eq!(ApiError::flavor_of("/v1/chat/completions"), Flavor::OpenAi);
+        let cases = [
+            (ApiError::bad_request("x"), "invalid_request_error"),
+            (ApiError::unauthorized(), "authentication_error"),
+            (ApiError::forbidden("x"), "permission_error"),
+            (ApiError::unknown_model("a", "b"), "not_found_error"),
+            (
+                ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE, "x"),
+                "request_too_large",
+            ),
+            (ApiError::unavailable("x"), "overloaded_error"),
+            (ApiError::internal("x"), "api_error"),
+            (
+                ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED, ""),
+                "invalid_request_error",
+            ),
+        ];
+        for (e, kind) in cases {
+            let body = e.with_flavor(Flavor::Anthropic).body();
+            assert_eq!(body["type"], "error", "{body}");
+            assert_eq!(body["error"]["type"], kind, "{body}");
+            assert!(body["error"]["message"].is_string(), "{body}");
+        }
     }
 }

@@ -1,9 +1,12 @@
-//! `ferromoe serve`: an HTTP server that OpenAI and Ollama clients accept.
+//! `ferromoe serve`: an HTTP server that OpenAI, Ollama and Anthropic clients accept.
 //!
 //! - OpenAI: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`
 //!   (JSON or SSE streaming), errors as `{"error":{"message","type","code"}}`.
 //! - Ollama: `POST /api/chat`, `POST /api/generate` (NDJSON streaming by default),
 //!   `GET /api/tags`, `GET /api/ps`, `POST /api/show`, `GET /api/version`.
+//! - Anthropic: `POST /v1/messages` (JSON or SSE events), `POST /v1/messages/count_tokens`,
+//!   errors as `{"type":"error","error":{"type","message"}}`.
+//! - llama-server's `POST /tokenize` and `POST /detokenize`.
 //! - `GET /`: a self-contained web chat page; `GET /health`: up or not (and counters);
 //!   `GET /metrics`: Prometheus text format (needs the key when one is set).
 //!
@@ -22,6 +25,7 @@
 //! # }
 //! ```
 
+mod anthropic;
 mod digest;
 mod error;
 mod gen;
@@ -31,6 +35,7 @@ mod ollama;
 mod openai;
 mod origin;
 mod page;
+mod tokenize;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,7 +63,8 @@ pub const BODY_LIMIT: usize = 2 << 20;
 pub struct ServerConfig {
     /// The name clients use for the model (`model` field, `/v1/models`, `/api/tags`).
     pub model_name: String,
-    /// Required as `Authorization: Bearer KEY` on `/v1/*` and `/api/*` when set.
+    /// Required as `Authorization: Bearer KEY` (or `x-api-key: KEY`) on `/v1/*`,
+    /// `/api/*`, `/metrics`, `/tokenize` and `/detokenize` when set.
     pub api_key: Option<String>,
     /// Context size of each sequence.
     pub n_ctx: usize,
@@ -179,6 +185,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{id}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
         .route("/api/chat", post(ollama::chat))
         .route("/api/generate", post(ollama::generate))
         .route("/api/tags", get(ollama::tags))
@@ -303,8 +313,9 @@ async fn access_and_auth(State(st): State<Arc<AppState>>, req: Request, next: Ne
         start: Instant::now(),
         deferred: Arc::new(AtomicBool::new(false)),
     };
-    let protected =
-        log.path.starts_with("/v1/") || log.path.starts_with("/api/") || log.path == "/metrics";
+    let protected = log.path.starts_with("/v1/")
+        || log.path.starts_with("/api/")
+        || ["/metrics", "/tokenize", "/detokenize"].contains(&log.path.as_str());
     let flavor = ApiError::flavor_of(&log.path);
     let cfg = &st.config;
     let host = req
@@ -382,7 +393,10 @@ fn cors_preflight(origin: &origin::OriginCheck) -> Response {
         );
         h.insert(
             "access-control-allow-headers",
-            HeaderValue::from_static("authorization, content-type, x-api-key"),
+            HeaderValue::from_static(
+                "authorization, content-type, x-api-key, anthropic-version, anthropic-beta, \
+                 anthropic-dangerous-direct-browser-access",
+            ),
         );
         h.insert("access-control-max-age", HeaderValue::from_static("86400"));
     }
@@ -451,14 +465,15 @@ fn authorized(headers: &HeaderMap, key: &str) -> bool {
     bearer.map(str::trim) == Some(key) || x_api_key == Some(key)
 }
 
-/// Parses a JSON body: 415 for another content type (OpenAI routes; Ollama's clients
-/// often send none or a form type), 400 naming the problem and where it is.
+/// Parses a JSON body: 415 for another content type (OpenAI and Anthropic routes;
+/// Ollama's clients often send none or a form type), 400 naming the problem and where
+/// it is.
 pub(crate) fn parse_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
     flavor: Flavor,
 ) -> Result<T, ApiError> {
-    if flavor == Flavor::OpenAi {
+    if flavor != Flavor::Ollama {
         if let Some(ct) = headers.get("content-type") {
             let ct = ct.to_str().unwrap_or("");
             let mime = ct
@@ -468,7 +483,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(
                 .trim()
                 .to_ascii_lowercase();
             if mime != "application/json" && !mime.ends_with("+json") {
-                return Err(ApiError::unsupported_media(ct));
+                return Err(ApiError::unsupported_media(ct).with_flavor(flavor));
             }
         }
     }
@@ -547,7 +562,7 @@ pub fn run(engine: Arc<Engine>, config: ServerConfig, options: &RunOptions) -> s
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}:{}: {e}", options.host, options.port)))?;
         let addr = listener.local_addr()?;
         tracing::info!(
-            "listening on http://{addr} · model '{name}' · {} sequences × {n_ctx} tokens{} · chat page at /, OpenAI API at /v1, Ollama API at /api",
+            "listening on http://{addr} · model '{name}' · {} sequences × {n_ctx} tokens{} · chat page at /, OpenAI API at /v1, Ollama API at /api, Anthropic API at /v1/messages",
             options.max_seqs,
             if keyed { " · API key required" } else { "" }
         );

@@ -43,6 +43,10 @@ const ROUTES: &[&str] = &[
     "/v1/models",
     "/v1/chat/completions",
     "/v1/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/tokenize",
+    "/detokenize",
     "/api/chat",
     "/api/generate",
     "/api/tags",
@@ -310,6 +314,7 @@ mod tests {
     #[test]
     fn route_labels_are_bounded() {
         assert_eq!(route_label("/v1/chat/completions"), "/v1/chat/completions");
+        assert_eq!(route_label("/v1/messages"), "/v1/messages");
         assert_eq!(route_label("/v1/models/tiny"), "/v1/models/{id}");
         assert_eq!(route_label("/v1/models/a/b"), "other");
         assert_eq!(route_label("/wp-admin"), "other");

@@ -29,6 +29,8 @@ pub struct Server {
     log: Arc<Mutex<String>>,
     /// The `--api-key` it was started with ([`Server::health`] sends it).
     pub api_key: Option<String>,
+    /// The model file it serves (the Python tests tokenize with it).
+    pub model: PathBuf,
 }
 
 impl Server {
@@ -96,6 +98,7 @@ impl Server {
             addr,
             log,
             api_key,
+            model: model.to_path_buf(),
         }
     }
 
@@ -208,8 +211,8 @@ impl Server {
         r.json()
     }
 
-    /// Runs `tests/python/<script>` with `--base URL` and more arguments; panics with its
-    /// output if it fails. Returns its stdout.
+    /// Runs `tests/python/<script>` with `--base URL`, `--model-file` (the served file)
+    /// and more arguments; panics with its output if it fails. Returns its stdout.
     pub fn python(&self, script: &str, args: &[&str]) -> String {
         let path = repo_dir().join("tests/python").join(script);
         let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
@@ -221,7 +224,7 @@ impl Server {
                 env!("CARGO_BIN_EXE_ferromoe"),
                 "--model-file",
             ])
-            .arg(tiny_model())
+            .arg(&self.model)
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("python3 {}: {e}", path.display()));
@@ -229,7 +232,7 @@ impl Server {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success(),
-            "{script} failed (needs `pip install openai requests`, which scripts/test.sh does)\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
+            "{script} failed (needs `pip install openai anthropic requests`, which scripts/test.sh does)\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
             self.log()
         );
         stdout
