@@ -23,6 +23,13 @@ messages = [{"role": "user", "content": "Name three colours."}]
 oai_messages = [{"role": "system", "content": system}] + messages
 prompt_ids = tokenize(a, chatml(oai_messages))
 
+# GET /v1/models serves both APIs' shapes.
+models = client.models.list()
+check([m.id for m in models.data] == [a.model] and models.data[0].type == "model" and models.has_more is False,
+      f"models.list() names the served model: {models}")
+m = client.models.retrieve(a.model)
+check(m.id == a.model and m.display_name == a.model and m.created_at.year >= 2024, f"models.retrieve(): {m}")
+
 # count_tokens: the rendered prompt's tokens (ChatML with a system turn on both the tiny
 # models and Qwen2.5).
 n = client.messages.count_tokens(model=a.model, system=system, messages=messages).input_tokens

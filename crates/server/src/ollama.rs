@@ -97,9 +97,12 @@ struct ShowRequest {
 
 /// RFC 3339 UTC time, as Ollama's `created_at`.
 fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// `t` as an RFC 3339 UTC time with nanoseconds (Ollama's and Anthropic's dates).
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
+    let now = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

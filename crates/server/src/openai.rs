@@ -140,13 +140,21 @@ impl Request {
     }
 }
 
+/// The model as OpenAI lists it, with Anthropic's fields too (`type`, `display_name`,
+/// `created_at`): both APIs list models at `GET /v1/models`, and extra fields are
+/// ignored by either's clients.
 fn model_object(st: &AppState) -> Value {
-    json!({"id": st.config.model_name, "object": "model", "created": st.started, "owned_by": "ferromoe"})
+    let created = std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.started);
+    json!({"id": st.config.model_name, "object": "model", "created": st.started, "owned_by": "ferromoe",
+        "type": "model", "display_name": st.config.model_name,
+        "created_at": crate::ollama::rfc3339(created)})
 }
 
-/// `GET /v1/models`.
+/// `GET /v1/models` (with Anthropic's paging fields: one page).
 pub(crate) async fn models(State(st): State<Arc<AppState>>) -> Response {
-    json_ok(json!({"object": "list", "data": [model_object(&st)]}))
+    let name = &st.config.model_name;
+    json_ok(json!({"object": "list", "data": [model_object(&st)],
+        "has_more": false, "first_id": name, "last_id": name}))
 }
 
 /// `GET /v1/models/{id}`.
