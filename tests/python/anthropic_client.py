@@ -162,6 +162,22 @@ for body, status, needle, both in cases:
         check(r.status_code == status and e["type"] == "error" and isinstance(e["error"]["message"], str)
               and e["error"]["type"] == ("not_found_error" if status == 404 else "invalid_request_error")
               and needle in e["error"]["message"], f"{path} {body} → {status}: {r.status_code} {r.text}")
+# More shapes a confused client sends: each a 400 in Anthropic's shape, none a 5xx.
+for body in [[], None, "x", 5, {"max_tokens": 5, "messages": "hi"}, {"max_tokens": 5, "messages": [1]},
+             {"max_tokens": 5, "messages": [{"content": "x"}]},
+             {"max_tokens": 5, "messages": [{"role": "user", "content": [1]}]},
+             {"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+             {"max_tokens": 5, "messages": [{"role": "user", "content": None}]},
+             {"max_tokens": 1e30, "messages": user}, {"max_tokens": -3, "messages": user},
+             {"max_tokens": 5, "messages": user, "stop_sequences": [1]},
+             {"max_tokens": 5, "messages": user, "thinking": "on"}, {"max_tokens": 5, "messages": user, "tools": {}},
+             {"max_tokens": 5, "messages": user, "tool_choice": {"type": "tool", "name": "f"}},
+             {"max_tokens": 5, "messages": user, "system": [{"type": "image"}]},
+             {"max_tokens": 5, "messages": user, "stream": "yes"}, {"max_tokens": 5, "messages": user, "top_p": 7}]:
+    r = requests.post(B + "/v1/messages", headers=H, json=body, timeout=60)
+    e = r.json()
+    check(r.status_code == 400 and e["type"] == "error" and e["error"]["type"] == "invalid_request_error",
+          f"{body!r} → 400: {r.status_code} {r.text}")
 raw = [(b"{not json", 400), (b'{"max_tokens": 5, "messages": []} trailing', 400)]
 for data, status in raw:
     r = requests.post(B + "/v1/messages", headers={**H, "content-type": "application/json"}, data=data, timeout=60)
