@@ -120,6 +120,11 @@ H = {"x-api-key": a.api_key, "anthropic-version": "2023-06-01"}
 ok = requests.post(B + "/v1/messages", headers=H, timeout=60,
                    json={"model": a.model, "max_tokens": 2, "messages": messages, "metadata": {"user_id": "u"}, "future_field": 1})
 check(ok.status_code == 200 and ok.json()["type"] == "message", f"x-api-key + anthropic-version, unknown fields ignored: {ok.text}")
+# Claude Code's form: a beta query and beta header, the key as a Bearer token (ANTHROPIC_AUTH_TOKEN).
+ok = requests.post(B + "/v1/messages?beta=true", timeout=60, json={"model": a.model, "max_tokens": 2, "messages": messages},
+                   headers={"Authorization": f"Bearer {a.api_key}", "anthropic-version": "2023-06-01",
+                            "anthropic-beta": "interleaved-thinking-2025-05-14"})
+check(ok.status_code == 200 and ok.json()["type"] == "message", f"?beta=true with a Bearer key: {ok.text}")
 
 # Errors: the package's exceptions, and every malformed request a 4xx in Anthropic's shape.
 try:
