@@ -184,3 +184,25 @@ fn glm4moe_and_minimax_m2_settings_are_checked() {
     .unwrap();
     assert_eq!((m.config.n_layer, m.config.nextn_layers), (3, 0));
 }
+
+#[test]
+fn glm4moe_without_qk_norms_loads_as_air_does() {
+    // GLM-4.5-Air's files have no attn_q_norm/attn_k_norm (the 355B model's do).
+    let m = rewrite(GLM, |_, specs| {
+        specs.retain(|s| !s.name.contains("attn_q_norm") && !s.name.contains("attn_k_norm"))
+    })
+    .unwrap();
+    for layer in &m.weights.layers {
+        let model::weights::Attention::Gqa(a) = &layer.attn else {
+            panic!("GQA attention")
+        };
+        assert!(a.q_norm.is_none() && a.k_norm.is_none());
+    }
+    // A file with only one of the two is refused rather than half-normalised.
+    let e = rewrite(GLM, |_, specs| {
+        specs.retain(|s| s.name != "blk.1.attn_k_norm.weight")
+    })
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("attn_k_norm"), "{e}");
+}

@@ -226,6 +226,7 @@ pub(crate) fn bind_gqa(b: &Binder, c: &Config, il: usize) -> Result<Attention, M
         c.n_head_kv * c.head_dim,
         c.n_head_kv * c.head_dim_v,
     );
+    let (q_norm, k_norm) = bind_qk_norms(b, c, il)?;
     Ok(Attention::Gqa(GqaWeights {
         wq: b.matrix(&p("attn_q.weight"), c.dim, q)?,
         wk: b.matrix(&p("attn_k.weight"), c.dim, kv)?,
@@ -246,17 +247,34 @@ pub(crate) fn bind_gqa(b: &Binder, c: &Config, il: usize) -> Result<Attention, M
         } else {
             b.opt_vector(&p("attn_v.bias"), v)?
         },
-        q_norm: match c.qk_norm {
-            QkNorm::None => b.opt_vector(&p("attn_q_norm.weight"), c.head_dim)?,
-            QkNorm::PerHead => Some(b.vector(&p("attn_q_norm.weight"), c.head_dim)?),
-            QkNorm::AllHeads => Some(b.vector(&p("attn_q_norm.weight"), q)?),
-        },
-        k_norm: match c.qk_norm {
-            QkNorm::None => b.opt_vector(&p("attn_k_norm.weight"), c.head_dim)?,
-            QkNorm::PerHead => Some(b.vector(&p("attn_k_norm.weight"), c.head_dim)?),
-            QkNorm::AllHeads => Some(b.vector(&p("attn_k_norm.weight"), kv)?),
-        },
+        q_norm,
+        k_norm,
     }))
+}
+
+/// A layer's q and k RMSNorm weights, if it has them.
+type QkNormWeights = (Option<Vec<f32>>, Option<Vec<f32>>);
+
+/// The q and k RMSNorm weights of layer `il` as `c.qk_norm` says: required per head or
+/// over all heads, or optional per-head ones (both or neither).
+fn bind_qk_norms(b: &Binder, c: &Config, il: usize) -> Result<QkNormWeights, ModelError> {
+    let (q, k) = (
+        format!("blk.{il}.attn_q_norm.weight"),
+        format!("blk.{il}.attn_k_norm.weight"),
+    );
+    let hd = c.head_dim;
+    Ok(match c.qk_norm {
+        QkNorm::PerHead => (Some(b.vector(&q, hd)?), Some(b.vector(&k, hd)?)),
+        QkNorm::AllHeads => (
+            Some(b.vector(&q, c.n_head * hd)?),
+            Some(b.vector(&k, c.n_head_kv * hd)?),
+        ),
+        // Present in the file or not; one without the other is the missing one's error.
+        QkNorm::None if b.has(&q) || b.has(&k) => {
+            (Some(b.vector(&q, hd)?), Some(b.vector(&k, hd)?))
+        }
+        QkNorm::None => (None, None),
+    })
 }
 
 /// Binds the FFN of layer `il`: dense, or routed experts (+ shared expert) by the config.
