@@ -168,6 +168,19 @@ impl Model {
         )]
     }
 
+    /// Whether the file's tensor `name` belongs to a block the forward pass does not run
+    /// (GLM-4.5's MTP blocks, `blk.N.*` for N ≥ `n_layer`): never read, so not worth
+    /// paging in.
+    pub fn is_unused_tensor(&self, name: &str) -> bool {
+        let c = &self.config;
+        c.nextn_layers > 0
+            && name
+                .strip_prefix("blk.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|il| il >= c.n_layer)
+    }
+
     /// Parameters and bytes of all weights.
     pub fn weight_bytes(&self) -> u64 {
         self.file.tensors().iter().map(|t| t.size).sum()

@@ -203,6 +203,11 @@ fn glm4moe_binds_its_mechanisms_and_leaves_the_mtp_block() {
         }
         _ => panic!("layer 1 is MoE"),
     }
+    // The MTP block's tensors are in the file and left unread.
+    assert!(m.is_unused_tensor("blk.2.nextn.eh_proj.weight"));
+    assert!(m.is_unused_tensor("blk.2.ffn_up_exps.weight"));
+    assert!(!m.is_unused_tensor("blk.1.ffn_up_exps.weight"));
+    assert!(!m.is_unused_tensor("output.weight"));
     assert_eq!(
         m.load_notes(),
         vec!["note: 1 next-token-prediction (MTP) layer(s) (blk.2) recognised and not computed; the forward pass runs 2 layers".to_string()]
@@ -229,4 +234,5 @@ fn minimax_m2_normalises_q_and_k_over_all_heads() {
     assert_eq!(a.k_norm.as_ref().map(Vec::len), Some(2 * 64));
     assert!(a.bq.is_none());
     assert!(m.load_notes().is_empty());
+    assert!(!m.is_unused_tensor("blk.1.ffn_up_exps.weight"));
 }
