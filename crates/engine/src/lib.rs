@@ -403,7 +403,12 @@ fn place_weights(
         .filter(|i| !repacked.contains(i))
         .collect();
     let page_in = if plan.fits {
-        model::weights::Weights::page_in(&file, &rest, pool, &mut bump)
+        // Blocks the forward pass never runs (MTP) are not read; count them as done.
+        let (unused, read): (Vec<usize>, Vec<usize>) = rest
+            .iter()
+            .partition(|&&i| model.is_unused_tensor(&file.tensors()[i].name));
+        bump(unused.iter().map(|&i| file.tensors()[i].size).sum());
+        model::weights::Weights::page_in(&file, &read, pool, &mut bump)
     } else {
         let skipped: u64 = rest.iter().map(|&i| file.tensors()[i].size).sum();
         bump(skipped);

@@ -16,6 +16,12 @@ pub enum Arch {
     Llama,
     /// Dense Qwen2/Qwen2.5: GQA with q/k/v biases.
     Qwen2,
+    /// GLM-4.5/4.6/4.7, GLM-4.5-Air: GQA with partial RoPE and q/k/v biases, DeepSeek-V3
+    /// style sigmoid routing with a shared expert, leading dense layers.
+    Glm4Moe,
+    /// MiniMax-M2/M2.1/M2.5: GQA with q/k RMSNorm over all heads, partial RoPE, sigmoid
+    /// routing, no shared expert.
+    MinimaxM2,
 }
 
 impl Arch {
@@ -27,6 +33,8 @@ impl Arch {
             Arch::Qwen2Moe => "qwen2moe",
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Glm4Moe => "glm4moe",
+            Arch::MinimaxM2 => "minimax-m2",
         }
     }
 }
@@ -57,6 +65,19 @@ impl Gating {
             Gating::Sigmoid => 2,
         }
     }
+}
+
+/// RMSNorm of the queries and keys before RoPE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QkNorm {
+    /// None required; per-head norms are still applied when the file has them (GLM-4.5's
+    /// are optional).
+    None,
+    /// Each head normalised on its own, weights of `head_dim` (Qwen3).
+    PerHead,
+    /// All heads of a token normalised together, weights of `n_head·head_dim` for q and
+    /// `n_head_kv·head_dim` for k (MiniMax-M2).
+    AllHeads,
 }
 
 /// Mixture-of-experts routing and shapes.
@@ -126,8 +147,11 @@ pub struct Config {
     pub n_ctx_train: usize,
     /// q, k, v projections carry biases.
     pub qkv_bias: bool,
-    /// Per-head RMSNorm of q and k before RoPE (Qwen3).
-    pub qk_norm: bool,
+    /// RMSNorm of q and k before RoPE (Qwen3 per head, MiniMax-M2 over all heads).
+    pub qk_norm: QkNorm,
+    /// Next-token-prediction (MTP) blocks the file carries after the `n_layer` blocks
+    /// of the forward pass (GLM-4.5's `nextn_predict_layers`): recognised, not computed.
+    pub nextn_layers: usize,
     pub moe: Option<MoeConfig>,
     pub mla: Option<MlaConfig>,
 }

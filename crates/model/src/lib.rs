@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use gguf::Gguf;
 
-pub use config::{Arch, Config, Gating, MlaConfig, MoeConfig};
+pub use config::{Arch, Config, Gating, MlaConfig, MoeConfig, QkNorm};
 pub use error::ModelError;
 pub use forward::{BatchLimits, BatchSeq, Logits, MlaForm, RunState};
 pub use kv::KvCache;
@@ -40,7 +40,15 @@ use arch::Hparams;
 use weights::{Binder, Layer};
 
 /// The `general.architecture` values we run.
-pub const SUPPORTED_ARCHS: [&str; 5] = ["deepseek2", "qwen3moe", "qwen2moe", "llama", "qwen2"];
+pub const SUPPORTED_ARCHS: [&str; 7] = [
+    "deepseek2",
+    "qwen3moe",
+    "qwen2moe",
+    "llama",
+    "qwen2",
+    "glm4moe",
+    "minimax-m2",
+];
 
 /// A loaded model: its shapes and its weights (views into the mapped file).
 pub struct Model {
@@ -78,6 +86,8 @@ impl Model {
             "qwen2moe" => arch::qwen2moe::config(&hp, n_vocab)?,
             "llama" => arch::llama::config(&hp, n_vocab)?,
             "qwen2" => arch::qwen2::config(&hp, n_vocab)?,
+            "glm4moe" => arch::glm4moe::config(&hp, n_vocab)?,
+            "minimax-m2" => arch::minimax_m2::config(&hp, n_vocab)?,
             _ => {
                 return Err(ModelError::UnsupportedArch {
                     file: file.name().to_string(),
@@ -96,7 +106,7 @@ impl Model {
             layers.push(Layer {
                 attn_norm: b.vector(&format!("blk.{il}.attn_norm.weight"), config.dim)?,
                 attn,
-                ffn_norm: b.vector(&format!("blk.{il}.ffn_norm.weight"), config.dim)?,
+                ffn_norm: b.vector(&arch::ffn_norm_name(config.arch, il), config.dim)?,
                 ffn: arch::bind_ffn(&b, &config, il)?,
             });
             progress(il + 1, config.n_layer);
@@ -137,6 +147,38 @@ impl Model {
         }
         self.experts_per_token = k;
         Ok(())
+    }
+
+    /// What the load recognised and leaves aside, one line each (today: the MTP blocks a
+    /// GLM-4.5 file carries, which only speculative decoding would run).
+    pub fn load_notes(&self) -> Vec<String> {
+        let c = &self.config;
+        if c.nextn_layers == 0 {
+            return Vec::new();
+        }
+        let last = c.n_layer + c.nextn_layers - 1;
+        let blocks = if c.nextn_layers == 1 {
+            format!("blk.{last}")
+        } else {
+            format!("blk.{}..={last}", c.n_layer)
+        };
+        vec![format!(
+            "note: {} next-token-prediction (MTP) layer(s) ({blocks}) recognised and not computed; the forward pass runs {} layers",
+            c.nextn_layers, c.n_layer
+        )]
+    }
+
+    /// Whether the file's tensor `name` belongs to a block the forward pass does not run
+    /// (GLM-4.5's MTP blocks, `blk.N.*` for N ≥ `n_layer`): never read, so not worth
+    /// paging in.
+    pub fn is_unused_tensor(&self, name: &str) -> bool {
+        let c = &self.config;
+        c.nextn_layers > 0
+            && name
+                .strip_prefix("blk.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|il| il >= c.n_layer)
     }
 
     /// Parameters and bytes of all weights.

@@ -43,7 +43,7 @@ fn unsupported_architecture_lists_supported_ones() {
     .unwrap();
     assert_eq!(
         e.to_string(),
-        "edited.gguf: unsupported architecture 'gemma3' (supported: deepseek2, qwen3moe, qwen2moe, llama, qwen2)"
+        "edited.gguf: unsupported architecture 'gemma3' (supported: deepseek2, qwen3moe, qwen2moe, llama, qwen2, glm4moe, minimax-m2)"
     );
 }
 
@@ -140,4 +140,69 @@ fn experts_per_token_is_checked() {
     assert!(m.set_experts_per_token(0).is_err());
     m.set_experts_per_token(1).unwrap();
     assert_eq!(m.experts_per_token(), 1);
+}
+
+const GLM: &str = "tiny/glm4moe-tiny/glm4moe-tiny-Q8_0.gguf";
+
+#[test]
+fn glm4moe_and_minimax_m2_settings_are_checked() {
+    let e = rewrite(GLM, |md, _| {
+        md.set("glm4moe.nextn_predict_layers", Value::U32(3))
+    })
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string()
+            .contains("nextn_predict_layers 3 leaves no layer of the 3 blocks to run"),
+        "{e}"
+    );
+    let e = rewrite(GLM, |md, _| {
+        md.set("glm4moe.rope.dimension_count", Value::U32(96))
+    })
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string()
+            .contains("rope.dimension_count 96 must be even and at most the head dim 64"),
+        "{e}"
+    );
+    let e = rewrite(GLM, |md, _| {
+        md.set("glm4moe.expert_group_count", Value::U32(3))
+    })
+    .err()
+    .unwrap();
+    assert!(
+        e.to_string()
+            .contains("8 experts cannot be split in 3 groups"),
+        "{e}"
+    );
+    // The MTP block is a whole decoder layer: without the key it would load as a third
+    // trunk layer, so the key alone decides what runs.
+    let m = rewrite(GLM, |md, _| {
+        md.remove("glm4moe.nextn_predict_layers");
+    })
+    .unwrap();
+    assert_eq!((m.config.n_layer, m.config.nextn_layers), (3, 0));
+}
+
+#[test]
+fn glm4moe_without_qk_norms_loads_as_air_does() {
+    // GLM-4.5-Air's files have no attn_q_norm/attn_k_norm (the 355B model's do).
+    let m = rewrite(GLM, |_, specs| {
+        specs.retain(|s| !s.name.contains("attn_q_norm") && !s.name.contains("attn_k_norm"))
+    })
+    .unwrap();
+    for layer in &m.weights.layers {
+        let model::weights::Attention::Gqa(a) = &layer.attn else {
+            panic!("GQA attention")
+        };
+        assert!(a.q_norm.is_none() && a.k_norm.is_none());
+    }
+    // A file with only one of the two is refused rather than half-normalised.
+    let e = rewrite(GLM, |_, specs| {
+        specs.retain(|s| s.name != "blk.1.attn_k_norm.weight")
+    })
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("attn_k_norm"), "{e}");
 }

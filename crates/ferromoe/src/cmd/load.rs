@@ -149,6 +149,9 @@ pub fn load(
     bar.finish_and_clear();
     if !quiet {
         eprintln!("{}", engine.summary());
+        for line in engine.model.load_notes() {
+            eprintln!("{line}");
+        }
         for line in engine.load.lines() {
             eprintln!("{line}");
         }

@@ -2,11 +2,12 @@
 //! with our own quantizers, that both ferromoe and llama.cpp load — the file the
 //! benchmarks run on (we do not ship or download 10 GB of real weights for a speed test).
 //!
-//! Only `deepseek2` for now, in two shapes: DeepSeek-V2-Lite (all 27 layers, ~16 B
-//! parameters) and DeepSeek-V3 (for a few layers, to measure the per-layer cost at the
-//! real V3 widths). Tensor names, shapes and metadata keys are the ones llama.cpp's
-//! converter writes (see tests/data/tiny/deepseek-*), including the split MLA tensors
-//! `attn_k_b` / `attn_v_b`.
+//! Shapes: DeepSeek-V2-Lite (`deepseek2`, all 27 layers, ~16 B parameters), DeepSeek-V3
+//! (`deepseek2`, for a few layers, to measure the per-layer cost at the real V3 widths) and
+//! GLM-4.5-Air (`glm4moe`: GQA with q/k/v biases and partial RoPE, 128 experts + a shared
+//! one; for a few layers too; no MTP block). Tensor names, shapes and metadata keys are the
+//! ones llama.cpp's converter writes (see tests/data/tiny/deepseek-* and glm4moe-tiny),
+//! including deepseek2's split MLA tensors `attn_k_b` / `attn_v_b`.
 //!
 //! The file is streamed: one tensor at a time is generated, quantized (rows split over
 //! all threads) and written, so memory stays at one quantized tensor.
@@ -21,10 +22,12 @@ use model::Gating;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Architecture (only `deepseek2`).
-    #[arg(long, default_value = "deepseek2")]
-    arch: String,
-    /// Which model's shapes: `v2-lite` (DeepSeek-V2-Lite) or `v3` (DeepSeek-V3/R1).
+    /// Architecture; the shape decides it (`deepseek2` for v2-lite/v3, `glm4moe` for
+    /// glm-4.5-air), so this only checks it.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Which model's shapes: `v2-lite` (DeepSeek-V2-Lite), `v3` (DeepSeek-V3/R1) or
+    /// `glm-4.5-air` (GLM-4.5-Air).
     #[arg(long)]
     shape: String,
     /// Number of layers (default: the real model's, 27 / 61).
@@ -111,10 +114,26 @@ impl Output {
     }
 }
 
-/// Everything that fixes a deepseek2 model's tensors and metadata.
+/// Grouped-query attention, for the shapes that are not deepseek2 (whose MLA widths are
+/// the `q_lora` … `v_head` fields of [`Shape`]).
+#[derive(Clone, Debug)]
+struct GqaShape {
+    n_head_kv: usize,
+    head_dim: usize,
+    /// Rotated values per head (less than `head_dim`: partial RoPE).
+    rope_dim: usize,
+    rope_base: f32,
+    qkv_bias: bool,
+}
+
+/// Everything that fixes a model's tensors and metadata.
 #[derive(Clone, Debug)]
 pub struct Shape {
     name: &'static str,
+    /// `general.architecture`.
+    arch: &'static str,
+    /// The attention when it is GQA; `None`: deepseek2's MLA.
+    gqa: Option<GqaShape>,
     hidden: usize,
     n_layer: usize,
     n_dense: usize,
@@ -147,6 +166,8 @@ impl Shape {
     fn v2_lite() -> Shape {
         Shape {
             name: "DeepSeek-V2-Lite (synthetic)",
+            arch: "deepseek2",
+            gqa: None,
             hidden: 2048,
             n_layer: 27,
             n_dense: 1,
@@ -178,6 +199,8 @@ impl Shape {
     fn v3() -> Shape {
         Shape {
             name: "DeepSeek-V3 (synthetic)",
+            arch: "deepseek2",
+            gqa: None,
             hidden: 7168,
             n_layer: 61,
             n_dense: 3,
@@ -205,16 +228,59 @@ impl Shape {
         }
     }
 
+    /// GLM-4.5-Air (config.json of zai-org/GLM-4.5-Air), without its MTP block.
+    fn glm_4_5_air() -> Shape {
+        Shape {
+            name: "GLM-4.5-Air (synthetic)",
+            arch: "glm4moe",
+            gqa: Some(GqaShape {
+                n_head_kv: 8,
+                head_dim: 128,
+                rope_dim: 64,
+                rope_base: 1_000_000.0,
+                qkv_bias: true,
+            }),
+            hidden: 4096,
+            n_layer: 46,
+            n_dense: 1,
+            dense_ffn: 10944,
+            n_expert: 128,
+            n_expert_used: 8,
+            expert_ffn: 1408,
+            n_shared: 1,
+            n_group: 1,
+            n_group_used: 1,
+            gating: Gating::Sigmoid,
+            weights_scale: 1.0,
+            weights_norm: Some(true),
+            n_head: 96,
+            // MLA widths: unused by a GQA shape.
+            q_lora: None,
+            kv_lora: 0,
+            qk_nope: 0,
+            qk_rope: 0,
+            v_head: 0,
+            vocab: 151552,
+            context: 131072,
+            yarn_factor: 1.0,
+            yarn_orig: 0,
+            yarn_log_mul: 0.0,
+        }
+    }
+
     /// The named shape with the command line's overrides applied and checked.
     fn from_args(args: &Args) -> anyhow::Result<Shape> {
-        if args.arch != "deepseek2" {
-            bail!("--arch {}: only deepseek2 is supported", args.arch);
-        }
         let mut s = match args.shape.as_str() {
             "v2-lite" => Shape::v2_lite(),
             "v3" => Shape::v3(),
-            other => bail!("--shape {other}: expected v2-lite or v3"),
+            "glm-4.5-air" => Shape::glm_4_5_air(),
+            other => bail!("--shape {other}: expected v2-lite, v3 or glm-4.5-air"),
         };
+        if let Some(a) = &args.arch {
+            if a != s.arch {
+                bail!("--arch {a}: shape {} is a {} model", args.shape, s.arch);
+            }
+        }
         if let Some(l) = args.layers {
             if l == 0 {
                 bail!("--layers must be at least 1");
@@ -300,6 +366,15 @@ fn q4_k_m_type(name: &str, ne0: usize, layer: Option<usize>, s: &Shape) -> GgmlT
         }
     } else if name.contains("attn_output.weight") && s.n_expert == 8 {
         ty = GgmlType::Q5_K;
+    } else if name.contains("attn_v.weight") {
+        // GQA values: Q6_K in the "more bits" layers, Q8_0 for 8-expert models.
+        if s.n_expert == 8 {
+            ty = GgmlType::Q8_0;
+        } else if layer.is_some_and(|il| use_more_bits(il, s.n_layer)) {
+            ty = GgmlType::Q6_K;
+        }
+    } else if name.contains("attn_k.weight") && s.n_expert == 8 {
+        ty = GgmlType::Q8_0;
     }
     if !ne0.is_multiple_of(256) {
         ty = match ty {
@@ -368,7 +443,6 @@ fn plan(s: &Shape, mix: &str) -> anyhow::Result<Vec<Planned>> {
             Ok(())
         };
     let h = s.hidden;
-    let head_k = s.qk_nope + s.qk_rope;
     // Router logits = w·x with x RMS-normalised (|x|² ≈ hidden): σ = 1/√hidden gives logits
     // of unit spread, so softmax/sigmoid scores differ between experts and top-k is not a tie.
     let router_std = 1.0 / (h as f32).sqrt();
@@ -382,50 +456,25 @@ fn plan(s: &Shape, mix: &str) -> anyhow::Result<Vec<Planned>> {
         let b = |t: &str| format!("blk.{il}.{t}");
         let l = Some(il);
         add(b("attn_norm.weight"), vec![h], l, Kind::Norm)?;
-        match s.q_lora {
-            Some(r) => {
-                add(b("attn_q_a_norm.weight"), vec![r], l, Kind::Norm)?;
-                add(b("attn_q_a.weight"), vec![h, r], l, Kind::Weight)?;
-                add(
-                    b("attn_q_b.weight"),
-                    vec![r, s.n_head * head_k],
-                    l,
-                    Kind::Weight,
-                )?;
+        if let Some(g) = &s.gqa {
+            let (q, kv) = (s.n_head * g.head_dim, g.n_head_kv * g.head_dim);
+            for (t, width) in [("attn_q", q), ("attn_k", kv), ("attn_v", kv)] {
+                add(b(&format!("{t}.weight")), vec![h, width], l, Kind::Weight)?;
+                if g.qkv_bias {
+                    add(b(&format!("{t}.bias")), vec![width], l, Kind::F32(0.02))?;
+                }
             }
-            None => add(
-                b("attn_q.weight"),
-                vec![h, s.n_head * head_k],
-                l,
-                Kind::Weight,
-            )?,
+            add(b("attn_output.weight"), vec![q, h], l, Kind::Weight)?;
+        } else {
+            mla_tensors(&mut add, s, il)?;
         }
-        add(b("attn_kv_a_norm.weight"), vec![s.kv_lora], l, Kind::Norm)?;
-        add(
-            b("attn_kv_a_mqa.weight"),
-            vec![h, s.kv_lora + s.qk_rope],
-            l,
-            Kind::Weight,
-        )?;
-        add(
-            b("attn_k_b.weight"),
-            vec![s.qk_nope, s.kv_lora, s.n_head],
-            l,
-            Kind::Weight,
-        )?;
-        add(
-            b("attn_v_b.weight"),
-            vec![s.kv_lora, s.v_head, s.n_head],
-            l,
-            Kind::Weight,
-        )?;
-        add(
-            b("attn_output.weight"),
-            vec![s.n_head * s.v_head, h],
-            l,
-            Kind::Weight,
-        )?;
-        add(b("ffn_norm.weight"), vec![h], l, Kind::Norm)?;
+        // GLM's pre-FFN norm has llama.cpp's post-attention name.
+        let ffn_norm = if s.arch == "glm4moe" {
+            "post_attention_norm.weight"
+        } else {
+            "ffn_norm.weight"
+        };
+        add(b(ffn_norm), vec![h], l, Kind::Norm)?;
         if !s.is_moe_layer(il) {
             add(b("ffn_gate.weight"), vec![h, s.dense_ffn], l, Kind::Weight)?;
             add(b("ffn_up.weight"), vec![h, s.dense_ffn], l, Kind::Weight)?;
@@ -456,6 +505,61 @@ fn plan(s: &Shape, mix: &str) -> anyhow::Result<Vec<Planned>> {
     add("output_norm.weight".into(), vec![h], None, Kind::Norm)?;
     add("output.weight".into(), vec![h, s.vocab], None, Kind::Weight)?;
     Ok(out)
+}
+
+/// deepseek2's MLA tensors of layer `il`.
+fn mla_tensors(
+    add: &mut impl FnMut(String, Vec<usize>, Option<usize>, Kind) -> anyhow::Result<()>,
+    s: &Shape,
+    il: usize,
+) -> anyhow::Result<()> {
+    let (h, head_k) = (s.hidden, s.qk_nope + s.qk_rope);
+    let b = |t: &str| format!("blk.{il}.{t}");
+    let l = Some(il);
+    match s.q_lora {
+        Some(r) => {
+            add(b("attn_q_a_norm.weight"), vec![r], l, Kind::Norm)?;
+            add(b("attn_q_a.weight"), vec![h, r], l, Kind::Weight)?;
+            add(
+                b("attn_q_b.weight"),
+                vec![r, s.n_head * head_k],
+                l,
+                Kind::Weight,
+            )?;
+        }
+        None => add(
+            b("attn_q.weight"),
+            vec![h, s.n_head * head_k],
+            l,
+            Kind::Weight,
+        )?,
+    }
+    add(b("attn_kv_a_norm.weight"), vec![s.kv_lora], l, Kind::Norm)?;
+    add(
+        b("attn_kv_a_mqa.weight"),
+        vec![h, s.kv_lora + s.qk_rope],
+        l,
+        Kind::Weight,
+    )?;
+    add(
+        b("attn_k_b.weight"),
+        vec![s.qk_nope, s.kv_lora, s.n_head],
+        l,
+        Kind::Weight,
+    )?;
+    add(
+        b("attn_v_b.weight"),
+        vec![s.kv_lora, s.v_head, s.n_head],
+        l,
+        Kind::Weight,
+    )?;
+    add(
+        b("attn_output.weight"),
+        vec![s.n_head * s.v_head, h],
+        l,
+        Kind::Weight,
+    )?;
+    Ok(())
 }
 
 #[derive(Clone, Copy)]
@@ -513,12 +617,12 @@ fn tokenizer_metadata(md: &mut Metadata, vocab: usize) {
     md.set("tokenizer.ggml.add_eos_token", Value::Bool(false));
 }
 
-/// The metadata llama.cpp's converter writes for a deepseek2 model of shape `s`.
+/// The metadata llama.cpp's converter writes for a model of shape `s`.
 fn metadata(s: &Shape, mix: &str, seed: u64) -> Metadata {
     let mut md = Metadata::new("synth");
-    let a = |k: &str| format!("deepseek2.{k}");
+    let a = |k: &str| format!("{}.{k}", s.arch);
     let u = |v: usize| Value::U32(v as u32);
-    md.set("general.architecture", Value::String("deepseek2".into()));
+    md.set("general.architecture", Value::String(s.arch.into()));
     md.set("general.type", Value::String("model".into()));
     md.set(
         "general.name",
@@ -529,45 +633,56 @@ fn metadata(s: &Shape, mix: &str, seed: u64) -> Metadata {
     md.set(a("embedding_length"), u(s.hidden));
     md.set(a("feed_forward_length"), u(s.dense_ffn));
     md.set(a("attention.head_count"), u(s.n_head));
-    md.set(a("attention.head_count_kv"), u(1));
-    md.set(a("rope.scaling.type"), Value::String("yarn".into()));
-    md.set(a("rope.scaling.factor"), Value::F32(s.yarn_factor));
-    md.set(a("rope.scaling.original_context_length"), u(s.yarn_orig));
-    md.set(a("rope.scaling.yarn_beta_fast"), Value::F32(32.0));
-    md.set(a("rope.scaling.yarn_beta_slow"), Value::F32(1.0));
-    md.set(a("rope.freq_base"), Value::F32(10000.0));
-    md.set(a("attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
+    if let Some(g) = &s.gqa {
+        md.set(a("attention.head_count_kv"), u(g.n_head_kv));
+        md.set(a("attention.key_length"), u(g.head_dim));
+        md.set(a("attention.value_length"), u(g.head_dim));
+        md.set(a("rope.dimension_count"), u(g.rope_dim));
+        md.set(a("rope.freq_base"), Value::F32(g.rope_base));
+        md.set(a("attention.layer_norm_rms_epsilon"), Value::F32(1e-5));
+    } else {
+        md.set(a("attention.head_count_kv"), u(1));
+        md.set(a("rope.scaling.type"), Value::String("yarn".into()));
+        md.set(a("rope.scaling.factor"), Value::F32(s.yarn_factor));
+        md.set(a("rope.scaling.original_context_length"), u(s.yarn_orig));
+        md.set(a("rope.scaling.yarn_beta_fast"), Value::F32(32.0));
+        md.set(a("rope.scaling.yarn_beta_slow"), Value::F32(1.0));
+        md.set(a("rope.freq_base"), Value::F32(10000.0));
+        md.set(a("attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
+    }
     md.set(a("expert_count"), u(s.n_expert));
     md.set(a("expert_used_count"), u(s.n_expert_used));
     md.set(a("expert_group_count"), u(s.n_group));
     md.set(a("expert_group_used_count"), u(s.n_group_used));
     md.set(a("expert_gating_func"), u(s.gating.gguf_value()));
-    md.set(a("attention.key_length"), u(s.kv_lora + s.qk_rope));
-    md.set(a("attention.value_length"), u(s.kv_lora));
     md.set(a("leading_dense_block_count"), u(s.n_dense));
     md.set(a("vocab_size"), u(s.vocab));
-    match s.q_lora {
-        Some(r) => md.set(a("attention.q_lora_rank"), u(r)),
-        // Real V2-Lite files have no q_lora_rank key. llama.cpp only accepts that for
-        // 26/27-layer models ("lite" by layer count); for other layer counts write 0,
-        // which it and ferromoe both read as "no q_lora" (tests/data/README.md).
-        None if s.n_layer == 26 || s.n_layer == 27 => {}
-        None => md.set(a("attention.q_lora_rank"), u(0)),
+    if s.gqa.is_none() {
+        md.set(a("attention.key_length"), u(s.kv_lora + s.qk_rope));
+        md.set(a("attention.value_length"), u(s.kv_lora));
+        match s.q_lora {
+            Some(r) => md.set(a("attention.q_lora_rank"), u(r)),
+            // Real V2-Lite files have no q_lora_rank key. llama.cpp only accepts that for
+            // 26/27-layer models ("lite" by layer count); for other layer counts write 0,
+            // which it and ferromoe both read as "no q_lora" (tests/data/README.md).
+            None if s.n_layer == 26 || s.n_layer == 27 => {}
+            None => md.set(a("attention.q_lora_rank"), u(0)),
+        }
+        md.set(a("attention.kv_lora_rank"), u(s.kv_lora));
+        md.set(a("attention.key_length_mla"), u(s.qk_nope + s.qk_rope));
+        md.set(a("attention.value_length_mla"), u(s.v_head));
+        md.set(a("rope.dimension_count"), u(s.qk_rope));
+        md.set(
+            a("rope.scaling.yarn_log_multiplier"),
+            Value::F32(s.yarn_log_mul),
+        );
     }
-    md.set(a("attention.kv_lora_rank"), u(s.kv_lora));
-    md.set(a("attention.key_length_mla"), u(s.qk_nope + s.qk_rope));
-    md.set(a("attention.value_length_mla"), u(s.v_head));
     md.set(a("expert_feed_forward_length"), u(s.expert_ffn));
     md.set(a("expert_shared_count"), u(s.n_shared));
     md.set(a("expert_weights_scale"), Value::F32(s.weights_scale));
     if let Some(n) = s.weights_norm {
         md.set(a("expert_weights_norm"), Value::Bool(n));
     }
-    md.set(a("rope.dimension_count"), u(s.qk_rope));
-    md.set(
-        a("rope.scaling.yarn_log_multiplier"),
-        Value::F32(s.yarn_log_mul),
-    );
     tokenizer_metadata(&mut md, s.vocab);
     md.set("general.quantization_version", Value::U32(2));
     md.set("general.file_type", Value::U32(file_type(mix)));
@@ -827,6 +942,65 @@ mod tests {
             build_tensor(&p, 4, 12, 1).unwrap(),
             "the seed must matter"
         );
+    }
+
+    #[test]
+    fn glm_4_5_air_plan_names_tensors_and_keys_as_the_converter_does() {
+        let mut s = Shape::glm_4_5_air();
+        s.n_layer = 2;
+        let t = plan(&s, "Q4_K_M").unwrap();
+        let get = |n: &str| {
+            t.iter()
+                .find(|p| p.spec.name == n)
+                .unwrap_or_else(|| panic!("{n} missing"))
+        };
+        assert_eq!(get("blk.0.attn_q.weight").spec.ne, vec![4096, 96 * 128]);
+        assert_eq!(get("blk.0.attn_k.weight").spec.ne, vec![4096, 8 * 128]);
+        assert_eq!(get("blk.0.attn_v.bias").spec.ne, vec![8 * 128]);
+        assert_eq!(
+            get("blk.0.attn_output.weight").spec.ne,
+            vec![96 * 128, 4096]
+        );
+        assert_eq!(get("blk.0.ffn_down.weight").spec.ne, vec![10944, 4096]);
+        assert_eq!(
+            get("blk.1.ffn_up_exps.weight").spec.ne,
+            vec![4096, 1408, 128]
+        );
+        assert_eq!(get("blk.1.ffn_gate_shexp.weight").spec.ne, vec![4096, 1408]);
+        // Layer 1 of 2 gets more bits: attn_v Q6_K, ffn_down* Q6_K, whose rows of 1408 fall
+        // back to Q8_0.
+        assert_eq!(get("blk.0.attn_v.weight").spec.ty, GgmlType::Q4_K);
+        assert_eq!(get("blk.1.attn_v.weight").spec.ty, GgmlType::Q6_K);
+        assert_eq!(get("blk.1.ffn_down_shexp.weight").spec.ty, GgmlType::Q8_0);
+        assert_eq!(get("blk.1.ffn_up_shexp.weight").spec.ty, GgmlType::Q4_K);
+
+        // The same tensor names and metadata keys as llama.cpp's converter wrote for the
+        // tiny GLM model (2 trunk layers, the first dense), less its q/k norms (GLM-4.5
+        // 355B has them, Air not) and its MTP block.
+        let tiny =
+            gguf::Gguf::open(testutil::data_dir().join("tiny/glm4moe-tiny/glm4moe-tiny-Q8_0.gguf"))
+                .unwrap();
+        let mut want: Vec<&str> = tiny
+            .tensors()
+            .iter()
+            .map(|t| t.name.as_str())
+            .filter(|n| {
+                !n.starts_with("blk.2.") && !n.contains("attn_q_norm") && !n.contains("attn_k_norm")
+            })
+            .collect();
+        want.sort_unstable();
+        let mut got: Vec<&str> = t.iter().map(|p| p.spec.name.as_str()).collect();
+        got.sort_unstable();
+        assert_eq!(got, want);
+        let md = metadata(&s, "Q4_K_M", 1);
+        for (key, _) in tiny.metadata().iter() {
+            if key.starts_with("glm4moe.") && key != "glm4moe.nextn_predict_layers" {
+                assert!(md.get(key).is_some(), "{key} missing");
+            }
+        }
+        assert_eq!(md.u32("glm4moe.rope.dimension_count").unwrap(), 64);
+        assert_eq!(md.u32("glm4moe.attention.head_count_kv").unwrap(), 8);
+        assert!(md.get("glm4moe.attention.kv_lora_rank").is_none());
     }
 
     #[test]

@@ -70,31 +70,14 @@ pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError>
     c.rope = rope;
     c.kq_scale = kq_mscale * kq_mscale / (head_k as f32).sqrt();
 
-    let gating = match hp.opt_usize("expert_gating_func")? {
-        None => Gating::Softmax,
-        Some(g) => Gating::from_gguf(g).ok_or_else(|| {
-            bad(format!(
-                "expert_gating_func {g} is not 1 (softmax) or 2 (sigmoid)"
-            ))
-        })?,
-    };
+    let gating = hp.gating(Gating::Softmax)?;
     let norm = hp.opt_bool("expert_weights_norm")?.unwrap_or(false);
     if let Some(mut m) = hp.moe(gating, norm)? {
         m.n_shared = hp.opt_usize("expert_shared_count")?.unwrap_or(0);
         m.shared_ffn = m.n_shared * m.expert_ffn;
         m.weights_scale = hp.opt_f32("expert_weights_scale")?.unwrap_or(1.0);
         m.leading_dense = hp.opt_usize("leading_dense_block_count")?.unwrap_or(0);
-        m.n_group = hp.opt_usize("expert_group_count")?.unwrap_or(1).max(1);
-        m.topk_group = hp.opt_usize("expert_group_used_count")?.unwrap_or(1).max(1);
-        if m.n_expert % m.n_group != 0
-            || m.topk_group > m.n_group
-            || m.topk_group * (m.n_expert / m.n_group) < m.n_expert_used
-        {
-            return Err(bad(format!(
-                "{} experts cannot be split in {} groups of which {} are used",
-                m.n_expert, m.n_group, m.topk_group
-            )));
-        }
+        hp.expert_groups(&mut m)?;
         c.moe = Some(m);
     }
     Ok(c)

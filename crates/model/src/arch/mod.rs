@@ -4,7 +4,9 @@
 //! [`Attention`]/[`Ffn`] they bind.
 
 pub mod deepseek2;
+pub mod glm4moe;
 pub mod llama;
+pub mod minimax_m2;
 pub mod qwen2;
 pub mod qwen2moe;
 pub mod qwen3moe;
@@ -12,7 +14,7 @@ pub mod qwen3moe;
 use gguf::Metadata;
 use kernels::rope::{RopeMode, RopeParams};
 
-use crate::config::{Config, Gating, MoeConfig};
+use crate::config::{Arch, Config, Gating, MoeConfig, QkNorm};
 use crate::weights::{Attention, Binder, Ffn, GqaWeights, MoeFfn};
 use crate::ModelError;
 
@@ -116,10 +118,74 @@ impl Hparams<'_> {
             kq_scale: 1.0 / (head_dim as f32).sqrt(),
             n_ctx_train: self.usize("context_length")?,
             qkv_bias: false,
-            qk_norm: false,
+            qk_norm: QkNorm::None,
+            nextn_layers: 0,
             moe: None,
             mla: None,
         })
+    }
+
+    fn bad(&self, problem: String) -> ModelError {
+        ModelError::BadConfig {
+            file: self.md.file().to_string(),
+            problem,
+        }
+    }
+
+    /// The rotated width of a head: `rope.dimension_count` where it is a part of the
+    /// head (GLM-4.5, MiniMax-M2), else the whole head.
+    pub fn partial_rope_dims(&self, head_dim: usize) -> Result<usize, ModelError> {
+        let n = self.opt_usize("rope.dimension_count")?.unwrap_or(head_dim);
+        if n == 0 || n % 2 != 0 || n > head_dim {
+            return Err(self.bad(format!(
+                "rope.dimension_count {n} must be even and at most the head dim {head_dim}"
+            )));
+        }
+        Ok(n)
+    }
+
+    /// The score function of the router: `expert_gating_func`, or `default` without it.
+    pub fn gating(&self, default: Gating) -> Result<Gating, ModelError> {
+        match self.opt_usize("expert_gating_func")? {
+            None => Ok(default),
+            Some(g) => Gating::from_gguf(g).ok_or_else(|| {
+                self.bad(format!(
+                    "expert_gating_func {g} is not 1 (softmax) or 2 (sigmoid)"
+                ))
+            }),
+        }
+    }
+
+    /// Next-token-prediction blocks counted in `block_count` after the trunk
+    /// (`nextn_predict_layers`); at least one trunk layer must remain.
+    pub fn nextn_layers(&self, block_count: usize) -> Result<usize, ModelError> {
+        let n = self.opt_usize("nextn_predict_layers")?.unwrap_or(0);
+        if n >= block_count {
+            return Err(self.bad(format!(
+                "nextn_predict_layers {n} leaves no layer of the {block_count} blocks to run"
+            )));
+        }
+        Ok(n)
+    }
+
+    /// Group-limited routing (`expert_group_count` / `expert_group_used_count`, 1/1
+    /// without the keys), checked against the expert counts.
+    pub fn expert_groups(&self, m: &mut MoeConfig) -> Result<(), ModelError> {
+        m.n_group = self.opt_usize("expert_group_count")?.unwrap_or(1).max(1);
+        m.topk_group = self
+            .opt_usize("expert_group_used_count")?
+            .unwrap_or(1)
+            .max(1);
+        if !m.n_expert.is_multiple_of(m.n_group)
+            || m.topk_group > m.n_group
+            || m.topk_group * (m.n_expert / m.n_group) < m.n_expert_used
+        {
+            return Err(self.bad(format!(
+                "{} experts cannot be split in {} groups of which {} are used",
+                m.n_expert, m.n_group, m.topk_group
+            )));
+        }
+        Ok(())
     }
 
     /// Routed-expert settings shared by the GQA MoE families.
@@ -160,6 +226,7 @@ pub(crate) fn bind_gqa(b: &Binder, c: &Config, il: usize) -> Result<Attention, M
         c.n_head_kv * c.head_dim,
         c.n_head_kv * c.head_dim_v,
     );
+    let (q_norm, k_norm) = bind_qk_norms(b, c, il)?;
     Ok(Attention::Gqa(GqaWeights {
         wq: b.matrix(&p("attn_q.weight"), c.dim, q)?,
         wk: b.matrix(&p("attn_k.weight"), c.dim, kv)?,
@@ -180,17 +247,34 @@ pub(crate) fn bind_gqa(b: &Binder, c: &Config, il: usize) -> Result<Attention, M
         } else {
             b.opt_vector(&p("attn_v.bias"), v)?
         },
-        q_norm: if c.qk_norm {
-            Some(b.vector(&p("attn_q_norm.weight"), c.head_dim)?)
-        } else {
-            None
-        },
-        k_norm: if c.qk_norm {
-            Some(b.vector(&p("attn_k_norm.weight"), c.head_dim)?)
-        } else {
-            None
-        },
+        q_norm,
+        k_norm,
     }))
+}
+
+/// A layer's q and k RMSNorm weights, if it has them.
+type QkNormWeights = (Option<Vec<f32>>, Option<Vec<f32>>);
+
+/// The q and k RMSNorm weights of layer `il` as `c.qk_norm` says: required per head or
+/// over all heads, or optional per-head ones (both or neither).
+fn bind_qk_norms(b: &Binder, c: &Config, il: usize) -> Result<QkNormWeights, ModelError> {
+    let (q, k) = (
+        format!("blk.{il}.attn_q_norm.weight"),
+        format!("blk.{il}.attn_k_norm.weight"),
+    );
+    let hd = c.head_dim;
+    Ok(match c.qk_norm {
+        QkNorm::PerHead => (Some(b.vector(&q, hd)?), Some(b.vector(&k, hd)?)),
+        QkNorm::AllHeads => (
+            Some(b.vector(&q, c.n_head * hd)?),
+            Some(b.vector(&k, c.n_head_kv * hd)?),
+        ),
+        // Present in the file or not; one without the other is the missing one's error.
+        QkNorm::None if b.has(&q) || b.has(&k) => {
+            (Some(b.vector(&q, hd)?), Some(b.vector(&k, hd)?))
+        }
+        QkNorm::None => (None, None),
+    })
 }
 
 /// Binds the FFN of layer `il`: dense, or routed experts (+ shared expert) by the config.
@@ -219,4 +303,13 @@ pub(crate) fn bind_ffn(b: &Binder, c: &Config, il: usize) -> Result<Ffn, ModelEr
         shared,
         shared_gate: b.opt_vector(&p("ffn_gate_inp_shexp.weight"), c.dim)?,
     }))
+}
+
+/// The name of layer `il`'s pre-FFN RMSNorm: `ffn_norm`, except GLM-4.5's, which
+/// llama.cpp names after HF's `post_attention_layernorm`.
+pub(crate) fn ffn_norm_name(arch: Arch, il: usize) -> String {
+    match arch {
+        Arch::Glm4Moe => format!("blk.{il}.post_attention_norm.weight"),
+        _ => format!("blk.{il}.ffn_norm.weight"),
+    }
 }

@@ -5,7 +5,7 @@
 use kernels::rope::RopeMode;
 
 use super::Hparams;
-use crate::config::{Arch, Config, Gating};
+use crate::config::{Arch, Config, Gating, QkNorm};
 use crate::ModelError;
 
 pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError> {
@@ -14,7 +14,7 @@ pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError>
         hp.opt_usize("rope.dimension_count")?.unwrap_or(c.head_dim),
         RopeMode::Neox,
     )?;
-    c.qk_norm = true;
+    c.qk_norm = QkNorm::PerHead;
     c.moe = hp.moe(Gating::Softmax, true)?;
     Ok(c)
 }

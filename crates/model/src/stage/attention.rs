@@ -1,7 +1,8 @@
-//! Grouped-query attention (Llama, Qwen2, Qwen2-MoE, Qwen3-MoE).
+//! Grouped-query attention (Llama, Qwen2, Qwen2-MoE, Qwen3-MoE, GLM-4.5, MiniMax-M2).
 //!
-//! Contract: `xb` (`n × dim`) in; q/k/v projections (+ biases, + Qwen3's per-head q/k
-//! RMSNorm), RoPE, the batch's keys and values stored in each token's own cache, causal
+//! Contract: `xb` (`n × dim`) in; q/k/v projections (+ biases, + q/k RMSNorm per head
+//! or over all heads), RoPE on the first `rope.n_dims` values of each head (all of them,
+//! or a part: GLM-4.5 and MiniMax-M2), the batch's keys and values stored in each token's own cache, causal
 //! attention of each token over its sequence, and the output projection written to `out`
 //! (`n × dim`).
 
@@ -76,10 +77,14 @@ pub fn gqa_attention(
                 .for_each(|row| add_inplace(row, b));
         }
     }
-    if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
-        q.chunks_exact_mut(hd)
+    // The norm spans what its weights span: one head (Qwen3, GLM-4.5) or all heads of the
+    // token (MiniMax-M2); the binding checked the widths.
+    if let Some(qn) = &a.q_norm {
+        q.chunks_exact_mut(qn.len())
             .for_each(|h| rms_norm_inplace(h, qn, c.rms_eps));
-        k.chunks_exact_mut(hd)
+    }
+    if let Some(kn) = &a.k_norm {
+        k.chunks_exact_mut(kn.len())
             .for_each(|h| rms_norm_inplace(h, kn, c.rms_eps));
     }
     // Rotate q and k, and store k and v in each token's cache.
