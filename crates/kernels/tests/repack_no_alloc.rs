@@ -62,16 +62,27 @@ fn packed_matmuls_do_not_allocate() {
     };
     // Warm up: first use may initialise lazily (feature detection, thread wake-ups).
     step(&mut cases);
-    ALLOCS.store(0, Ordering::Relaxed);
-    ARMED.store(true, Ordering::SeqCst);
-    for _ in 0..20 {
-        step(&mut cases);
+    // A hot-path allocation would happen in every step, so it shows in every window of 20
+    // steps. The counter is process-wide, so a window can also catch a stray allocation of
+    // the test harness's own thread (seen once in many runs on a machine at load 10):
+    // up to three windows are tried, and one must be clean.
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        ALLOCS.store(0, Ordering::SeqCst);
+        ARMED.store(true, Ordering::SeqCst);
+        for _ in 0..20 {
+            step(&mut cases);
+        }
+        ARMED.store(false, Ordering::SeqCst);
+        counts.push(ALLOCS.load(Ordering::SeqCst));
+        if counts.last() == Some(&0) {
+            break;
+        }
     }
-    ARMED.store(false, Ordering::SeqCst);
     assert_eq!(
-        ALLOCS.load(Ordering::Relaxed),
-        0,
-        "allocations on the packed hot path"
+        counts.last(),
+        Some(&0),
+        "allocations on the packed hot path, per window of 20 steps: {counts:?}"
     );
     assert!(out.iter().chain(&out_b).all(|v| v.is_finite()));
 }
