@@ -85,6 +85,7 @@ impl GenParams {
             sampling,
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
+            ..Default::default()
         })
     }
 }
