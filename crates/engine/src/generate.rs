@@ -101,6 +101,9 @@ pub struct GenerationStats {
     pub generated_tokens: usize,
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
+    /// Of the decode time, what the grammar took: computing the allowed tokens and
+    /// committing the sampled ones (0 without a constraint).
+    pub grammar_seconds: f64,
     pub finish: FinishReason,
 }
 
@@ -144,6 +147,8 @@ pub struct Generation {
     constraint: Option<Constraint>,
     /// Why the constraint ended the output early (its grammar failed), if it did.
     constraint_error: Option<String>,
+    /// Time spent in the grammar (masks and commits).
+    grammar_time: std::time::Duration,
     logit_bias: Vec<(u32, f32)>,
     /// The logits with the bias and the grammar's mask applied (only used when one is set).
     shaped: Vec<f32>,
@@ -184,6 +189,7 @@ impl Generation {
             stopped_by_string: false,
             constraint: req.constraint.clone(),
             constraint_error: None,
+            grammar_time: std::time::Duration::ZERO,
             logit_bias: req.logit_bias.clone(),
             shaped: Vec::new(),
             logprobs: req.logprobs,
@@ -203,6 +209,11 @@ impl Generation {
     /// it did; the output then ends with [`FinishReason::Stop`].
     pub fn constraint_error(&self) -> Option<&str> {
         self.constraint_error.as_deref()
+    }
+
+    /// Seconds spent in the grammar so far (computing masks, committing tokens).
+    pub fn grammar_seconds(&self) -> f64 {
+        self.grammar_time.as_secs_f64()
     }
 
     /// Records `token`'s log-probability and the `n` best alternatives under the
@@ -269,7 +280,10 @@ impl Generation {
                 }
             }
             if let Some(c) = &mut self.constraint {
-                if let Err(e) = c.mask_logits(&mut self.shaped) {
+                let t = Instant::now();
+                let masked = c.mask_logits(&mut self.shaped);
+                self.grammar_time += t.elapsed();
+                if let Err(e) = masked {
                     self.constraint_error = Some(e);
                     return Step::Finished(FinishReason::Stop);
                 }
@@ -285,7 +299,10 @@ impl Generation {
             if eog {
                 return Step::Finished(FinishReason::Stop);
             }
-            if let Err(e) = c.commit(next) {
+            let t = Instant::now();
+            let committed = c.commit(next);
+            self.grammar_time += t.elapsed();
+            if let Err(e) = committed {
                 self.constraint_error = Some(e);
                 return Step::Finished(FinishReason::Stop);
             }
@@ -380,6 +397,7 @@ impl Engine {
             generated_tokens: gen.generated(),
             prefill_seconds,
             decode_seconds: t1.elapsed().as_secs_f64(),
+            grammar_seconds: gen.grammar_seconds(),
             finish,
         })
     }

@@ -726,6 +726,7 @@ impl ActiveJob {
                 .decode_started
                 .map(|t| t.elapsed().as_secs_f64())
                 .unwrap_or(0.0),
+            grammar_seconds: self.generation.grammar_seconds(),
             finish,
         }
     }

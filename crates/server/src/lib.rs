@@ -26,11 +26,13 @@ mod digest;
 mod error;
 mod gen;
 mod listen;
+mod logprobs;
 mod metrics;
 mod ollama;
 mod openai;
 mod origin;
 mod page;
+mod structured;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
