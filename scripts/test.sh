@@ -5,10 +5,10 @@ cd "$(dirname "$0")/.."
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
-# The server tests drive `ferromoe serve` with real clients: the official `openai`
-# package and `requests` (tests/python/).
-if ! python3 -c "import openai, requests" >/dev/null 2>&1; then
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore openai requests
+# The server tests drive `ferromoe serve` with real clients: the official `openai` and
+# `ollama` packages and `requests`; `jsonschema` validates structured output (tests/python/).
+if ! python3 -c "import openai, requests, ollama, jsonschema" >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore openai requests ollama jsonschema
 fi
 # The chat page's script is tested under node (tests/js/, no npm packages needed).
 if ! command -v node >/dev/null 2>&1; then

@@ -20,34 +20,35 @@ pub(crate) fn openai_spec(
     json_schema: Option<&Value>,
 ) -> Result<Option<ConstraintSpec>, ApiError> {
     let bad = |m: String| Err(ApiError::bad_request(m));
-    let from_format = match response_format {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(f)) => match f.get("type").and_then(Value::as_str) {
-            Some("text") => None,
-            // llama-server also takes a schema here.
-            Some("json_object") => Some(match f.get("schema") {
-                Some(s) if !s.is_null() => ConstraintSpec::JsonSchema(s.clone()),
-                _ => ConstraintSpec::JsonObject,
-            }),
-            Some("json_schema") => {
-                let inner = f.get("json_schema").and_then(Value::as_object);
-                match inner.and_then(|j| j.get("schema")) {
-                    Some(s) => Some(ConstraintSpec::JsonSchema(s.clone())),
-                    None => {
-                        return bad(
+    let from_format =
+        match response_format {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(f)) => match f.get("type").and_then(Value::as_str) {
+                Some("text") => None,
+                // llama-server also takes a schema here.
+                Some("json_object") => Some(match f.get("schema") {
+                    Some(s) if !s.is_null() => ConstraintSpec::JsonSchema(s.clone()),
+                    _ => ConstraintSpec::JsonObject,
+                }),
+                Some("json_schema") => {
+                    let inner = f.get("json_schema").and_then(Value::as_object);
+                    match inner.and_then(|j| j.get("schema")) {
+                        Some(s) => Some(ConstraintSpec::JsonSchema(s.clone())),
+                        None => return bad(
                             "response_format.json_schema.schema is required for type 'json_schema'"
                                 .into(),
-                        )
+                        ),
                     }
                 }
-            }
-            Some(other) => return bad(format!(
+                Some(other) => {
+                    return bad(format!(
                 "response_format.type '{other}' is not one of 'text', 'json_object', 'json_schema'"
-            )),
-            None => return bad("response_format.type is required".into()),
-        },
-        Some(_) => return bad("response_format must be an object".into()),
-    };
+            ))
+                }
+                None => return bad("response_format.type is required".into()),
+            },
+            Some(_) => return bad("response_format must be an object".into()),
+        };
     let from_grammar = grammar.map(ConstraintSpec::grammar);
     let from_schema = json_schema
         .filter(|s| !s.is_null())
