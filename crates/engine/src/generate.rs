@@ -272,20 +272,22 @@ impl Generation {
         // The bias and the grammar's mask work on a copy, made only when one is set: an
         // unconstrained request costs nothing here.
         let next = if self.constraint.is_some() || !self.logit_bias.is_empty() {
-            self.shaped.clear();
-            self.shaped.extend_from_slice(logits);
-            for &(t, b) in &self.logit_bias {
-                if let Some(l) = self.shaped.get_mut(t as usize) {
-                    *l += b;
-                }
-            }
             if let Some(c) = &mut self.constraint {
                 let t = Instant::now();
-                let masked = c.mask_logits(&mut self.shaped);
+                let masked = c.mask_into(logits, &mut self.shaped);
                 self.grammar_time += t.elapsed();
                 if let Err(e) = masked {
                     self.constraint_error = Some(e);
                     return Step::Finished(FinishReason::Stop);
+                }
+            } else {
+                self.shaped.clear();
+                self.shaped.extend_from_slice(logits);
+            }
+            // A forbidden token stays at −∞ whatever its bias.
+            for &(t, b) in &self.logit_bias {
+                if let Some(l) = self.shaped.get_mut(t as usize) {
+                    *l += b;
                 }
             }
             self.sampler.sample(&self.shaped, history)

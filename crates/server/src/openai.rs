@@ -224,6 +224,8 @@ fn timings(stats: &GenerationStats) -> Value {
         "predicted_n": stats.generated_tokens,
         "predicted_ms": stats.decode_seconds * 1e3,
         "predicted_per_second": stats.decode_tps(),
+        // Of the decode time, what the grammar of a constrained request took.
+        "grammar_ms": stats.grammar_seconds * 1e3,
     })
 }
 

@@ -156,20 +156,37 @@ impl Constraint {
         Ok(mask)
     }
 
-    /// Sets every logit the grammar forbids next to −∞; an error when the grammar is in
-    /// an error state or allows nothing.
-    pub fn mask_logits(&mut self, logits: &mut [f32]) -> Result<(), String> {
+    /// Writes `logits` to `out` with every token the grammar forbids next at −∞; an
+    /// error when the grammar is in an error state or allows nothing.
+    pub fn mask_into(&mut self, logits: &[f32], out: &mut Vec<f32>) -> Result<(), String> {
         let mask = self.allowed()?;
-        let n = self.vocab.min(logits.len());
-        mask.iter_unset_entries(|i| {
-            if i < n {
-                logits[i] = f32::NEG_INFINITY;
-            }
-        });
-        for l in logits.iter_mut().skip(n) {
-            *l = f32::NEG_INFINITY;
-        }
+        self.apply(&mask, logits, out);
         Ok(())
+    }
+
+    /// Writes `logits` to `out` with the tokens `mask` leaves out at −∞, 32 at a time (a
+    /// word of the mask): whole words allowed are copied, whole words forbidden filled;
+    /// one pass over the row, the cost of a copy.
+    pub fn apply(&self, mask: &SimpleVob, logits: &[f32], out: &mut Vec<f32>) {
+        const BANNED: f32 = f32::NEG_INFINITY;
+        let words = mask.as_slice();
+        let n = self.vocab.min(logits.len()).min(mask.len());
+        out.clear();
+        out.reserve(logits.len());
+        for (k, chunk) in logits[..n].chunks(32).enumerate() {
+            match words.get(k).copied().unwrap_or(0) {
+                u32::MAX if chunk.len() == 32 => out.extend_from_slice(chunk),
+                0 => out.extend(std::iter::repeat_n(BANNED, chunk.len())),
+                w => out.extend(chunk.iter().enumerate().map(|(b, &l)| {
+                    if w >> b & 1 == 1 {
+                        l
+                    } else {
+                        BANNED
+                    }
+                })),
+            }
+        }
+        out.extend(std::iter::repeat_n(BANNED, logits.len() - n));
     }
 
     /// Advances the grammar by the sampled `token`.
@@ -199,5 +216,58 @@ impl LazyCompiler {
         self.0
             .get_or_init(|| ConstraintCompiler::new(tok).map(Arc::new))
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_tokenizer() -> Tokenizer {
+        let path = testutil::data_dir().join("tiny/qwen2moe-tiny/qwen2moe-tiny-Q8_0.gguf");
+        let file = gguf::Gguf::open(&path).unwrap();
+        Tokenizer::from_gguf(file.metadata()).unwrap()
+    }
+
+    /// The word-at-a-time mask equals the one-token-at-a-time reference, for masks of
+    /// whole, empty and mixed words, and logits rows longer than the vocabulary.
+    #[test]
+    fn apply_matches_the_per_token_reference() {
+        let tok = tiny_tokenizer();
+        let c = ConstraintCompiler::new(&tok)
+            .unwrap()
+            .compile(&ConstraintSpec::JsonObject)
+            .unwrap();
+        let vocab = tok.vocab_size();
+        let mut out = Vec::new();
+        for (seed, extra) in [(1u64, 0usize), (2, 5), (3, 37)] {
+            let mut mask = SimpleVob::alloc(vocab);
+            let mut x = seed;
+            for t in 0..vocab {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // Runs of allowed and forbidden words, and mixed ones.
+                let allowed = match (t / 32) % 3 {
+                    0 => true,
+                    1 => false,
+                    _ => x >> 63 == 1,
+                };
+                if allowed {
+                    mask.allow_token(t as u32);
+                }
+            }
+            let logits: Vec<f32> = (0..vocab + extra).map(|i| i as f32 * 0.5 - 7.0).collect();
+            c.apply(&mask, &logits, &mut out);
+            assert_eq!(out.len(), logits.len());
+            for (i, (&o, &l)) in out.iter().zip(&logits).enumerate() {
+                let want = if i < vocab && mask.is_allowed(i as u32) {
+                    l
+                } else {
+                    f32::NEG_INFINITY
+                };
+                assert_eq!(o, want, "token {i}, seed {seed}");
+            }
+        }
     }
 }
