@@ -104,6 +104,8 @@ pub struct GenerationStats {
     /// Of the decode time, what the grammar took: computing the allowed tokens and
     /// committing the sampled ones (0 without a constraint).
     pub grammar_seconds: f64,
+    /// The grammar engine failed mid-way and ended the output (as `Stop`): why.
+    pub grammar_error: Option<String>,
     pub finish: FinishReason,
 }
 
@@ -400,6 +402,7 @@ impl Engine {
             prefill_seconds,
             decode_seconds: t1.elapsed().as_secs_f64(),
             grammar_seconds: gen.grammar_seconds(),
+            grammar_error: gen.constraint_error().map(str::to_string),
             finish,
         })
     }

@@ -727,6 +727,7 @@ impl ActiveJob {
                 .map(|t| t.elapsed().as_secs_f64())
                 .unwrap_or(0.0),
             grammar_seconds: self.generation.grammar_seconds(),
+            grammar_error: self.generation.constraint_error().map(str::to_string),
             finish,
         }
     }

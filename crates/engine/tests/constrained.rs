@@ -274,3 +274,96 @@ fn logprobs_are_the_log_softmax_of_the_raw_logits() {
     };
     assert!(bad.validate().is_err());
 }
+
+/// In the scheduler, a constrained sequence batched with unconstrained ones: its output
+/// validates, theirs is what they write alone, and log-probabilities reach the token sink
+/// one per generated token.
+#[test]
+fn constrained_and_free_sequences_share_a_batch() {
+    use engine::scheduler::{Event, Job, Scheduler, SchedulerConfig};
+    use engine::{Engine, LoadOptions};
+    use std::sync::{mpsc, Arc, Mutex};
+
+    let path = testutil::data_dir().join("tiny/qwen2moe-tiny/qwen2moe-tiny-Q8_0.gguf");
+    let opts = LoadOptions {
+        threads: Some(2),
+        ..Default::default()
+    };
+    let engine = Arc::new(Engine::load(&path, &opts, &mut |_| {}).unwrap());
+    let tok = engine.tokenizer.clone().unwrap();
+    let prompt = tok.encode("Pick a color:", false).unwrap();
+    let free = |n| GenerateRequest {
+        max_new_tokens: n,
+        sampling: SamplingParams::greedy(),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let mut alone = engine.sequence(256).unwrap();
+    let mut want = String::new();
+    engine
+        .generate(&mut alone, &prompt, &free(24), &mut |t| {
+            want += t;
+            true
+        })
+        .unwrap();
+
+    let sched = Scheduler::start(engine.clone(), SchedulerConfig::new(3, 256));
+    let constrained = GenerateRequest {
+        constraint: Some(
+            engine
+                .compile_constraint(&ConstraintSpec::JsonSchema(schema()))
+                .unwrap(),
+        ),
+        logprobs: Some(2),
+        ..free(100)
+    };
+    let submit = |req: GenerateRequest, lps: Option<Arc<Mutex<Vec<engine::TokenLogprobs>>>>| {
+        let (tx, rx) = mpsc::channel();
+        let mut job = Job::new(prompt.clone(), req, move |ev| {
+            tx.send(ev.into_owned()).is_ok()
+        });
+        if let Some(l) = lps {
+            job = job.with_token_sink(move |lp| l.lock().unwrap().push(lp.clone()));
+        }
+        (sched.submit(job).unwrap(), rx)
+    };
+    let collect = |rx: mpsc::Receiver<Event>| {
+        let mut text = String::new();
+        for ev in rx {
+            match ev {
+                Event::Text(t) => text += &t,
+                Event::Done(stats) => return (text, stats),
+                Event::Error(e) => panic!("{e}"),
+                Event::Started { .. } => {}
+            }
+        }
+        panic!("no Done")
+    };
+    let lps = Arc::new(Mutex::new(Vec::new()));
+    let (_t1, rx1) = submit(free(24), None);
+    let (_t2, rx2) = submit(constrained, Some(lps.clone()));
+    let (_t3, rx3) = submit(free(24), None);
+    let (a, _) = collect(rx1);
+    let (json_text, stats) = collect(rx2);
+    let (b, _) = collect(rx3);
+    assert_eq!((a.as_str(), b.as_str()), (want.as_str(), want.as_str()));
+    check_schema_output(&json_text);
+    assert_eq!(stats.finish, FinishReason::Stop);
+    assert!(stats.grammar_seconds > 0.0);
+    let lps = lps.lock().unwrap();
+    // Every generated token but the end-of-generation one the grammar allowed at the end
+    // (or none, when the grammar ended by itself).
+    assert!(
+        lps.len() == stats.generated_tokens || lps.len() + 1 == stats.generated_tokens,
+        "{} entries for {} tokens",
+        lps.len(),
+        stats.generated_tokens
+    );
+    assert!(lps
+        .iter()
+        .all(|e| e.top.len() == 2 && e.top[0].1 >= e.top[1].1));
+    assert_eq!(
+        tok.decode(&lps.iter().map(|e| e.token).collect::<Vec<_>>(), false),
+        json_text
+    );
+}

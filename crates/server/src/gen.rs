@@ -305,6 +305,13 @@ pub(crate) fn start(
             Event::Done(stats) => {
                 metrics.count_done(stats);
                 job_log.generation(200, stats);
+                if let Some(e) = &stats.grammar_error {
+                    tracing::warn!(
+                        "{} {}: the grammar ended the output early: {e}",
+                        job_log.method,
+                        job_log.path
+                    );
+                }
                 // Cancelled with someone still listening: not a client that went away
                 // but the shutdown's grace time running out.
                 if stats.finish == FinishReason::Cancelled && !tx.is_closed() {
