@@ -6,9 +6,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 # The server tests drive `ferromoe serve` with real clients: the official `openai` and
-# `anthropic` packages and `requests` (tests/python/).
-if ! python3 -c "import openai, anthropic, requests" >/dev/null 2>&1; then
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore openai anthropic requests
+# `anthropic` and `ollama` packages and `requests`; `jsonschema` validates structured output
+# (tests/python/).
+if ! python3 -c "import openai, anthropic, ollama, requests, jsonschema" >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore openai anthropic ollama requests jsonschema
 fi
 # The chat page's script is tested under node (tests/js/, no npm packages needed).
 if ! command -v node >/dev/null 2>&1; then

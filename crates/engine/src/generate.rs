@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use text::{StreamDecoder, Tokenizer};
 
+use crate::constraint::Constraint;
 use crate::stop::StopMatcher;
 use crate::{Engine, EngineError, Sampler, SamplingParams, Sequence};
 
@@ -17,15 +18,67 @@ pub struct GenerateRequest {
     pub sampling: SamplingParams,
     /// Stop strings (never included in the output).
     pub stop: Vec<String>,
-    /// Keep generating past end-of-generation tokens.
+    /// Keep generating past end-of-generation tokens (with a constraint, an
+    /// end-of-generation token the grammar allows still ends the output).
     pub ignore_eos: bool,
+    /// The output must match this grammar: tokens it forbids are masked out before
+    /// sampling, and generation ends when it is complete ([`crate::constraint`]).
+    pub constraint: Option<Constraint>,
+    /// Added to these tokens' logits before sampling (OpenAI's `logit_bias`: −100 bans
+    /// a token, +100 all but forces it).
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Report each generated token's log-probability and its `n` most likely
+    /// alternatives ([`Generation::token_logprobs`]).
+    pub logprobs: Option<usize>,
 }
 
-impl GenerateRequest {
-    /// Checks what the caller asked for (the sampling settings' ranges).
-    pub fn validate(&self) -> Result<(), EngineError> {
-        self.sampling.validate().map_err(EngineError::Input)
+impl Default for GenerateRequest {
+    /// Up to 256 tokens with the default sampling, no stop strings, no constraint.
+    fn default() -> GenerateRequest {
+        GenerateRequest {
+            max_new_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            ignore_eos: false,
+            constraint: None,
+            logit_bias: Vec::new(),
+            logprobs: None,
+        }
     }
+}
+
+/// Most alternatives [`GenerateRequest::logprobs`] may ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+impl GenerateRequest {
+    /// Checks what the caller asked for (the sampling settings' ranges, the bias
+    /// values, the number of alternatives).
+    pub fn validate(&self) -> Result<(), EngineError> {
+        self.sampling.validate().map_err(EngineError::Input)?;
+        if let Some(&(t, b)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
+            return Err(EngineError::Input(format!(
+                "logit_bias for token {t} must be a finite number, got {b}"
+            )));
+        }
+        if let Some(n) = self.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+            return Err(EngineError::Input(format!(
+                "top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {n}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The log-probabilities of one generated token: the model's own distribution at that
+/// step (log-softmax of the raw logits, before penalties, bias, grammar and
+/// temperature), as OpenAI reports them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TokenLogprobs {
+    pub token: u32,
+    pub logprob: f32,
+    /// The most likely tokens, best first (ties: lower id first), with their
+    /// log-probabilities.
+    pub top: Vec<(u32, f32)>,
 }
 
 /// Why generation ended.
@@ -48,6 +101,11 @@ pub struct GenerationStats {
     pub generated_tokens: usize,
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
+    /// Of the decode time, what the grammar took: computing the allowed tokens and
+    /// committing the sampled ones (0 without a constraint).
+    pub grammar_seconds: f64,
+    /// The grammar engine failed mid-way and ended the output (as `Stop`): why.
+    pub grammar_error: Option<String>,
     pub finish: FinishReason,
     /// The stop string that ended the output: its index in the request's `stop` list
     /// (Anthropic's `stop_sequence`). None when an end-of-generation token or the
@@ -92,6 +150,19 @@ pub struct Generation {
     text: String,
     /// A stop string ended the output: what it held back is dropped, not flushed.
     stopped_by_string: bool,
+    constraint: Option<Constraint>,
+    /// Why the constraint ended the output early (its grammar failed), if it did.
+    constraint_error: Option<String>,
+    /// Time spent in the grammar (masks and commits).
+    grammar_time: std::time::Duration,
+    logit_bias: Vec<(u32, f32)>,
+    /// The logits with the bias and the grammar's mask applied (only used when one is set).
+    shaped: Vec<f32>,
+    /// Alternatives to report per token (`None`: no log-probabilities).
+    logprobs: Option<usize>,
+    /// The last step's token log-probabilities, valid when `has_logprobs`.
+    last: TokenLogprobs,
+    has_logprobs: bool,
 }
 
 impl Generation {
@@ -122,7 +193,70 @@ impl Generation {
             piece: String::with_capacity(piece_cap),
             text: String::with_capacity(text_cap),
             stopped_by_string: false,
+            constraint: req.constraint.clone(),
+            constraint_error: None,
+            grammar_time: std::time::Duration::ZERO,
+            logit_bias: req.logit_bias.clone(),
+            shaped: Vec::new(),
+            logprobs: req.logprobs,
+            last: TokenLogprobs::default(),
+            has_logprobs: false,
         }
+    }
+
+    /// The last step's token and its log-probabilities (when the request asked for them
+    /// and the step produced a token of the output: end-of-generation tokens are not
+    /// reported).
+    pub fn token_logprobs(&self) -> Option<&TokenLogprobs> {
+        self.has_logprobs.then_some(&self.last)
+    }
+
+    /// Why the grammar ended the output early (an error inside the grammar engine), if
+    /// it did; the output then ends with [`FinishReason::Stop`].
+    pub fn constraint_error(&self) -> Option<&str> {
+        self.constraint_error.as_deref()
+    }
+
+    /// Seconds spent in the grammar so far (computing masks, committing tokens).
+    pub fn grammar_seconds(&self) -> f64 {
+        self.grammar_time.as_secs_f64()
+    }
+
+    /// Records `token`'s log-probability and the `n` best alternatives under the
+    /// log-softmax of `logits`.
+    fn record_logprobs(&mut self, logits: &[f32], token: u32, n: usize) {
+        let max = logits
+            .iter()
+            .copied()
+            .filter(|l| l.is_finite())
+            .fold(f32::NEG_INFINITY, f32::max);
+        // In f64: the sum over a large vocabulary loses nothing.
+        let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+        let log_z = max as f64 + sum.ln();
+        let lp = |l: f32| (l as f64 - log_z) as f32;
+        self.last.token = token;
+        self.last.logprob = logits
+            .get(token as usize)
+            .map_or(f32::NEG_INFINITY, |&l| lp(l));
+        // The n best by a bounded insertion (n ≤ 20): one pass, no sort of the vocabulary.
+        let top = &mut self.last.top;
+        top.clear();
+        if n > 0 {
+            for (i, &l) in logits.iter().enumerate() {
+                if top.len() == n && top[n - 1].1 >= l || l.is_nan() {
+                    continue;
+                }
+                let at = top.partition_point(|&(_, b)| b >= l);
+                if top.len() == n {
+                    top.pop();
+                }
+                top.insert(at, (i as u32, l));
+            }
+            for e in top.iter_mut() {
+                e.1 = lp(e.1);
+            }
+        }
+        self.has_logprobs = true;
     }
 
     /// Tokens generated so far (an end-of-generation token counts).
@@ -145,15 +279,59 @@ impl Generation {
     /// text that became final is in [`text`](Self::text) (possibly empty).
     pub fn step(&mut self, logits: &[f32], history: &[u32], room: usize) -> Step {
         self.text.clear();
-        let next = self.sampler.sample(logits, history);
+        self.has_logprobs = false;
+        // The bias and the grammar's mask work on a copy, made only when one is set: an
+        // unconstrained request costs nothing here.
+        let next = if self.constraint.is_some() || !self.logit_bias.is_empty() {
+            if let Some(c) = &mut self.constraint {
+                let t = Instant::now();
+                let masked = c.mask_into(logits, &mut self.shaped);
+                self.grammar_time += t.elapsed();
+                if let Err(e) = masked {
+                    self.constraint_error = Some(e);
+                    return Step::Finished(FinishReason::Stop);
+                }
+            } else {
+                self.shaped.clear();
+                self.shaped.extend_from_slice(logits);
+            }
+            // A forbidden token stays at −∞ whatever its bias.
+            for &(t, b) in &self.logit_bias {
+                if let Some(l) = self.shaped.get_mut(t as usize) {
+                    *l += b;
+                }
+            }
+            self.sampler.sample(&self.shaped, history)
+        } else {
+            self.sampler.sample(logits, history)
+        };
         self.generated += 1;
-        if !self.ignore_eos && self.tok.is_eog(next) {
+        let eog = self.tok.is_eog(next);
+        if let Some(c) = &mut self.constraint {
+            // The mask allowed it: the grammar is complete.
+            if eog {
+                return Step::Finished(FinishReason::Stop);
+            }
+            let t = Instant::now();
+            let committed = c.commit(next);
+            self.grammar_time += t.elapsed();
+            if let Err(e) = committed {
+                self.constraint_error = Some(e);
+                return Step::Finished(FinishReason::Stop);
+            }
+        } else if eog && !self.ignore_eos {
             return Step::Finished(FinishReason::Stop);
+        }
+        if let Some(n) = self.logprobs {
+            self.record_logprobs(logits, next, n);
         }
         self.piece.clear();
         self.decoder.push_to(next, &mut self.piece);
         if self.stops.push_to(&self.piece, &mut self.text) {
             self.stopped_by_string = true;
+            return Step::Finished(FinishReason::Stop);
+        }
+        if self.constraint.as_ref().is_some_and(Constraint::is_stopped) {
             return Step::Finished(FinishReason::Stop);
         }
         if self.generated >= self.max_new_tokens || room == 0 {
@@ -232,6 +410,8 @@ impl Engine {
             generated_tokens: gen.generated(),
             prefill_seconds,
             decode_seconds: t1.elapsed().as_secs_f64(),
+            grammar_seconds: gen.grammar_seconds(),
+            grammar_error: gen.constraint_error().map(str::to_string),
             finish,
             stop_string: gen.stop_string(),
         })
@@ -253,7 +433,7 @@ mod tests {
             max_new_tokens,
             sampling: SamplingParams::greedy(),
             stop: stop.iter().map(|s| s.to_string()).collect(),
-            ignore_eos: false,
+            ..Default::default()
         }
     }
 

@@ -3,6 +3,7 @@
 //! sampling, end of generation, stop strings, streamed text), one sequence alone
 //! ([`Engine::generate`]) or many batched ([`scheduler`]).
 
+pub mod constraint;
 pub mod error;
 pub mod generate;
 pub mod sampler;
@@ -16,8 +17,12 @@ use std::sync::Arc;
 use kernels::ThreadPool;
 use model::{BatchLimits, BatchSeq, KvCache, Logits, MatmulMode, Model, RunState};
 
+pub use constraint::{Constraint, ConstraintCompiler, ConstraintSpec};
 pub use error::EngineError;
-pub use generate::{FinishReason, GenerateRequest, Generation, GenerationStats, Step};
+pub use generate::{
+    FinishReason, GenerateRequest, Generation, GenerationStats, Step, TokenLogprobs,
+    MAX_TOP_LOGPROBS,
+};
 pub use sampler::{Sampler, SamplingParams};
 pub use sequence::{Sequence, PREFILL_CHUNK};
 pub use stop::StopMatcher;
@@ -164,6 +169,8 @@ pub struct Engine {
     pub tokenizer: Option<Tokenizer>,
     /// The file's chat template, or ChatML flagged as a fallback when it has none.
     pub template: Option<ChatTemplate>,
+    /// Compiles grammars for this vocabulary, built on the first constrained request.
+    constraints: constraint::LazyCompiler,
 }
 
 impl Engine {
@@ -223,7 +230,16 @@ impl Engine {
             load: report,
             tokenizer,
             template,
+            constraints: Default::default(),
         })
+    }
+
+    /// Compiles `spec` for this model's vocabulary (the first call builds the token
+    /// trie). An invalid schema or grammar is an input error with the grammar engine's
+    /// message.
+    pub fn compile_constraint(&self, spec: &ConstraintSpec) -> Result<Constraint, EngineError> {
+        let tok = self.tokenizer.as_ref().ok_or(EngineError::NoTokenizer)?;
+        self.constraints.get(tok)?.compile(spec)
     }
 
     /// A new sequence with room for `n_ctx` positions (an error, with a message, for a

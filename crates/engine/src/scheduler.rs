@@ -39,7 +39,7 @@ use model::{BatchLimits, BatchSeq, Logits, RunState};
 use crate::sequence::check_prompt;
 use crate::{
     Engine, EngineError, FinishReason, GenerateRequest, Generation, GenerationStats, Sequence,
-    Step, PREFILL_CHUNK,
+    Step, TokenLogprobs, PREFILL_CHUNK,
 };
 
 /// Limits of a scheduler.
@@ -118,6 +118,10 @@ impl Event<&str> {
 /// cancels the request.
 pub type EventSink = Box<dyn FnMut(Event<&str>) -> bool + Send>;
 
+/// Receives each generated token's log-probabilities (when the request asks for them),
+/// just before the [`Event::Text`] of that step.
+pub type TokenSink = Box<dyn FnMut(&TokenLogprobs) + Send>;
+
 /// One request for the scheduler.
 pub struct Job {
     pub prompt: Vec<u32>,
@@ -127,6 +131,8 @@ pub struct Job {
     /// of the first token (SentencePiece `▁Paris` → " Paris"). A chat answer starts a
     /// new text, where that space is dropped.
     pub continues_prompt: bool,
+    /// Where each token's log-probabilities go ([`GenerateRequest::logprobs`]).
+    pub on_token: Option<TokenSink>,
 }
 
 impl Job {
@@ -141,7 +147,14 @@ impl Job {
             request,
             sink: Box::new(sink),
             continues_prompt: false,
+            on_token: None,
         }
+    }
+
+    /// Sends each token's log-probabilities to `f` (the request must ask for them).
+    pub fn with_token_sink(mut self, f: impl FnMut(&TokenLogprobs) + Send + 'static) -> Job {
+        self.on_token = Some(Box::new(f));
+        self
     }
 
     /// Marks the output as the continuation of the prompt's text.
@@ -354,6 +367,7 @@ struct ActiveJob {
     generation: Generation,
     prompt: Vec<u32>,
     sink: EventSink,
+    on_token: Option<TokenSink>,
     cancel: Arc<AtomicBool>,
     /// Prompt tokens already in the KV cache (reused or processed).
     fed: usize,
@@ -478,6 +492,7 @@ impl Worker {
             request,
             mut sink,
             continues_prompt,
+            on_token,
         } = job;
         let Some(tok) = self.engine.tokenizer.as_ref() else {
             sink(Event::Error(EngineError::NoTokenizer));
@@ -521,6 +536,7 @@ impl Worker {
             sequence,
             prompt,
             sink,
+            on_token,
             cancel,
             fed: reuse,
             cached: reuse,
@@ -679,6 +695,9 @@ impl ActiveJob {
     fn generate(&mut self, row: &[f32]) -> Option<FinishReason> {
         let room = self.sequence.remaining();
         let step = self.generation.step(row, &self.sequence.tokens, room);
+        if let (Some(lp), Some(f)) = (self.generation.token_logprobs(), self.on_token.as_mut()) {
+            f(lp);
+        }
         let text = self.generation.text();
         if !text.is_empty() && !(self.sink)(Event::Text(text)) {
             return Some(FinishReason::Cancelled);
@@ -707,6 +726,8 @@ impl ActiveJob {
                 .decode_started
                 .map(|t| t.elapsed().as_secs_f64())
                 .unwrap_or(0.0),
+            grammar_seconds: self.generation.grammar_seconds(),
+            grammar_error: self.generation.constraint_error().map(str::to_string),
             finish,
             stop_string: self.generation.stop_string(),
         }
@@ -740,6 +761,7 @@ mod tests {
             sampling: SamplingParams::greedy(),
             stop: vec![],
             ignore_eos: true,
+            ..Default::default()
         }
     }
 

@@ -522,6 +522,8 @@ mod tests {
             decode_seconds: 0.0,
             finish,
             stop_string,
+            grammar_seconds: 0.0,
+            grammar_error: None,
         };
         let stops = ["\n".to_string(), "END".to_string()];
         assert_eq!(

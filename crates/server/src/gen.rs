@@ -6,10 +6,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use engine::scheduler::{Event, Job, Ticket};
-use engine::{ChatMessage, FinishReason, GenerateRequest, GenerationStats, SamplingParams};
+use engine::{
+    ChatMessage, Constraint, FinishReason, GenerateRequest, GenerationStats, SamplingParams,
+    TokenLogprobs,
+};
 use futures_util::Stream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+use crate::logprobs::LogprobBuffer;
 use crate::{AccessLog, ApiError, AppState, Flavor};
 
 /// Sampling and length settings as the APIs name them (already range-checked for type
@@ -29,6 +33,12 @@ pub(crate) struct GenParams {
     pub repeat_last_n: Option<i64>,
     /// llama.cpp's extension: keep going past end-of-generation tokens.
     pub ignore_eos: bool,
+    /// The compiled grammar the output must match (see `structured.rs`).
+    pub constraint: Option<Constraint>,
+    /// Token id → bias added to its logit (already range-checked).
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Report log-probabilities with this many alternatives per token.
+    pub logprobs: Option<usize>,
 }
 
 impl GenParams {
@@ -85,6 +95,9 @@ impl GenParams {
             sampling,
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
+            constraint: self.constraint.clone(),
+            logit_bias: self.logit_bias.clone(),
+            logprobs: self.logprobs,
         })
     }
 }
@@ -238,6 +251,8 @@ pub(crate) struct Running {
     pub rx: UnboundedReceiver<Event>,
     pub ticket: Ticket,
     pub prompt_tokens: usize,
+    /// The tokens' log-probabilities as they come (when the request asked for them).
+    pub logprobs: Option<LogprobBuffer>,
 }
 
 /// Checks the prompt against the context and queues the job (503 when full).
@@ -290,6 +305,13 @@ pub(crate) fn start(
             Event::Done(stats) => {
                 metrics.count_done(stats);
                 job_log.generation(200, stats);
+                if let Some(e) = &stats.grammar_error {
+                    tracing::warn!(
+                        "{} {}: the grammar ended the output early: {e}",
+                        job_log.method,
+                        job_log.path
+                    );
+                }
                 // Cancelled with someone still listening: not a client that went away
                 // but the shutdown's grace time running out.
                 if stats.finish == FinishReason::Cancelled && !tx.is_closed() {
@@ -316,15 +338,26 @@ pub(crate) fn start(
         }
         tx.send(ev.into_owned()).is_ok()
     };
+    let mut job = Job::new(prompt, request, sink).continuing(output == Output::Continuation);
+    let logprobs = params.logprobs.map(|_| LogprobBuffer::default());
+    if let Some(buf) = &logprobs {
+        let buf = buf.clone();
+        job = job.with_token_sink(move |lp| {
+            buf.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(lp.clone())
+        });
+    }
     let ticket = st
         .scheduler
-        .submit(Job::new(prompt, request, sink).continuing(output == Output::Continuation))
+        .submit(job)
         .map_err(|e| ApiError::from(e).with_flavor(flavor))?;
     log.defer();
     Ok(Running {
         rx,
         ticket,
         prompt_tokens,
+        logprobs,
     })
 }
 
@@ -332,6 +365,8 @@ pub(crate) fn start(
 pub(crate) struct Collected {
     pub text: String,
     pub stats: GenerationStats,
+    /// Each token's log-probabilities (empty unless asked for).
+    pub logprobs: Vec<TokenLogprobs>,
 }
 
 /// Waits for the whole answer (dropping the future — a client gone — cancels the job).
@@ -344,7 +379,14 @@ pub(crate) async fn collect(mut run: Running, flavor: Flavor) -> Result<Collecte
             Event::Done(stats) if stats.finish == FinishReason::Cancelled => {
                 return Err(ApiError::unavailable(CUT_OFF).with_flavor(flavor))
             }
-            Event::Done(stats) => return Ok(Collected { text, stats }),
+            Event::Done(stats) => {
+                let logprobs = crate::logprobs::take(run.logprobs.as_ref());
+                return Ok(Collected {
+                    text,
+                    stats,
+                    logprobs,
+                });
+            }
             Event::Error(e) => return Err(ApiError::from(e).with_flavor(flavor)),
         }
     }

@@ -30,12 +30,14 @@ mod digest;
 mod error;
 mod gen;
 mod listen;
+mod logprobs;
 mod metrics;
 mod ollama;
 mod openai;
 mod origin;
 mod page;
 mod tokenize;
+mod structured;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

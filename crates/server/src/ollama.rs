@@ -17,8 +17,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::gen::{self, GenParams, Output, StreamShape};
+use crate::logprobs::LogprobStream;
 use crate::openai::StringOrList;
-use crate::{json_ok, parse_json, AccessLog, ApiError, AppState, Flavor};
+use crate::{json_ok, parse_json, structured, AccessLog, ApiError, AppState, Flavor};
 
 const FLAVOR: Flavor = Flavor::Ollama;
 
@@ -57,7 +58,30 @@ impl Options {
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
             ignore_eos: self.ignore_eos,
+            ..Default::default()
         }
+    }
+}
+
+/// `format` (`"json"` or a JSON schema) and `logprobs`/`top_logprobs`, which both
+/// endpoints take at the top level.
+#[derive(Deserialize, Debug, Default)]
+struct OutputFields {
+    format: Option<Value>,
+    logprobs: Option<Value>,
+    top_logprobs: Option<i64>,
+}
+
+impl OutputFields {
+    /// `options` as generation settings, with the grammar compiled (an invalid schema
+    /// is a 400) and the log-probabilities asked for.
+    async fn params(&self, st: &Arc<AppState>, options: Options) -> Result<GenParams, ApiError> {
+        let mut params = options.params();
+        params.logprobs = crate::logprobs::chat_request(self.logprobs.as_ref(), self.top_logprobs)
+            .map_err(|m| ApiError::bad_request(m).with_flavor(FLAVOR))?;
+        let spec = structured::ollama_spec(self.format.as_ref())?;
+        params.constraint = structured::compile(st, spec, FLAVOR).await?;
+        Ok(params)
     }
 }
 
@@ -75,6 +99,8 @@ struct ChatRequest {
     stream: Option<bool>,
     #[serde(default)]
     options: Options,
+    #[serde(flatten)]
+    output: OutputFields,
 }
 
 #[derive(Deserialize, Debug)]
@@ -87,6 +113,8 @@ struct GenerateRequest {
     stream: Option<bool>,
     #[serde(default)]
     options: Options,
+    #[serde(flatten)]
+    output: OutputFields,
 }
 
 #[derive(Deserialize, Debug)]
@@ -168,27 +196,20 @@ pub(crate) async fn chat(
         let role = gen::check_role(&m.role, i, FLAVOR)?;
         conversation.push(ChatMessage::new(role, m.content));
     }
+    let params = req.output.params(&st, req.options).await?;
     let prompt = gen::chat_prompt(&st, &conversation, FLAVOR).await?;
-    let run = gen::start(
-        &st,
-        prompt,
-        &req.options.params(),
-        Output::Answer,
-        &log,
-        FLAVOR,
-    )?;
+    let run = gen::start(&st, prompt, &params, Output::Answer, &log, FLAVOR)?;
     let shape = Lines {
         model,
         chat: true,
         start: log.start,
+        lp: LogprobStream::of(&run, st.engine.tokenizer.as_ref()),
     };
     if req.stream.unwrap_or(true) {
         return Ok(ndjson(run, shape));
     }
     let done = gen::collect(run, FLAVOR).await?;
-    let mut v = shape.line(&done.text);
-    final_fields(&mut v, &done.stats, log.start);
-    Ok(json_ok(v))
+    Ok(json_ok(shape.collected(&st, &done, log.start)))
 }
 
 /// `POST /api/generate`.
@@ -222,19 +243,19 @@ pub(crate) async fn generate(
         conversation.push(ChatMessage::user(prompt));
         gen::chat_prompt(&st, &conversation, FLAVOR).await?
     };
-    let run = gen::start(&st, ids, &req.options.params(), output, &log, FLAVOR)?;
+    let params = req.output.params(&st, req.options).await?;
+    let run = gen::start(&st, ids, &params, output, &log, FLAVOR)?;
     let shape = Lines {
         model,
         chat: false,
         start: log.start,
+        lp: LogprobStream::of(&run, st.engine.tokenizer.as_ref()),
     };
     if req.stream.unwrap_or(true) {
         return Ok(ndjson(run, shape));
     }
     let done = gen::collect(run, FLAVOR).await?;
-    let mut v = shape.line(&done.text);
-    final_fields(&mut v, &done.stats, log.start);
-    Ok(json_ok(v))
+    Ok(json_ok(shape.collected(&st, &done, log.start)))
 }
 
 fn ndjson(run: gen::Running, shape: Lines) -> Response {
@@ -252,9 +273,29 @@ struct Lines {
     model: String,
     chat: bool,
     start: Instant,
+    lp: Option<LogprobStream>,
 }
 
 impl Lines {
+    /// The one object of a `"stream": false` answer.
+    fn collected(&self, st: &AppState, done: &gen::Collected, start: Instant) -> Value {
+        let mut v = self.line(&done.text);
+        final_fields(&mut v, &done.stats, start);
+        if let (Some(_), Some(tok)) = (&self.lp, &st.engine.tokenizer) {
+            v["logprobs"] = crate::logprobs::content(tok, &done.logprobs);
+        }
+        v
+    }
+
+    /// A line with the log-probabilities of the tokens that arrived since the last one.
+    fn line_with_logprobs(&mut self, text: &str) -> Value {
+        let mut v = self.line(text);
+        if let Some(c) = self.lp.as_mut().and_then(LogprobStream::content) {
+            v["logprobs"] = c;
+        }
+        v
+    }
+
     fn line(&self, text: &str) -> Value {
         if self.chat {
             json!({"model": self.model, "created_at": rfc3339_now(),
@@ -269,9 +310,9 @@ impl StreamShape for Lines {
     fn on_event(&mut self, ev: Event, _prompt_tokens: usize) -> (Vec<String>, bool) {
         match ev {
             Event::Started { .. } => (vec![], false),
-            Event::Text(t) => (vec![self.line(&t).to_string()], false),
+            Event::Text(t) => (vec![self.line_with_logprobs(&t).to_string()], false),
             Event::Done(stats) => {
-                let mut v = self.line("");
+                let mut v = self.line_with_logprobs("");
                 final_fields(&mut v, &stats, self.start);
                 (vec![v.to_string()], true)
             }

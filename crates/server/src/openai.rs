@@ -17,7 +17,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::gen::{self, GenParams, Output, StreamShape};
-use crate::{json_ok, parse_json, AccessLog, ApiError, AppState, Flavor};
+use crate::logprobs::LogprobStream;
+use crate::{json_ok, parse_json, structured, AccessLog, ApiError, AppState, Flavor};
 
 /// `stop`: one string or a list.
 #[derive(Deserialize, Debug)]
@@ -99,6 +100,14 @@ struct Request {
     #[serde(default)]
     ignore_eos: Option<bool>,
     echo: Option<bool>,
+    /// Chat: `true`/`false`; completions: the number of alternatives (0..=20).
+    logprobs: Option<Value>,
+    top_logprobs: Option<i64>,
+    logit_bias: Option<std::collections::HashMap<String, f32>>,
+    response_format: Option<Value>,
+    /// llama-server's extensions: a GBNF (or `%llguidance` Lark) grammar, a bare schema.
+    grammar: Option<String>,
+    json_schema: Option<Value>,
 }
 
 impl Request {
@@ -130,7 +139,34 @@ impl Request {
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: None,
             ignore_eos: self.ignore_eos.unwrap_or(false),
+            ..Default::default()
         })
+    }
+
+    /// The settings that shape the output besides sampling: log-probabilities (chat or
+    /// legacy completion form), `logit_bias`, and the grammar from `response_format`,
+    /// `grammar` or `json_schema` (compiled here: an invalid one is a 400).
+    async fn shape_output(
+        &self,
+        st: &Arc<AppState>,
+        params: &mut GenParams,
+        chat: bool,
+    ) -> Result<(), ApiError> {
+        params.logprobs = if chat {
+            crate::logprobs::chat_request(self.logprobs.as_ref(), self.top_logprobs)
+        } else {
+            crate::logprobs::completion_request(self.logprobs.as_ref())
+        }
+        .map_err(ApiError::bad_request)?;
+        params.logit_bias =
+            structured::logit_bias(self.logit_bias.as_ref(), st.engine.model.config.n_vocab)?;
+        let spec = structured::openai_spec(
+            self.response_format.as_ref(),
+            self.grammar.as_deref(),
+            self.json_schema.as_ref(),
+        )?;
+        params.constraint = structured::compile(st, spec, Flavor::OpenAi).await?;
+        Ok(())
     }
 
     fn include_usage(&self) -> bool {
@@ -196,6 +232,8 @@ fn timings(stats: &GenerationStats) -> Value {
         "predicted_n": stats.generated_tokens,
         "predicted_ms": stats.decode_seconds * 1e3,
         "predicted_per_second": stats.decode_tps(),
+        // Of the decode time, what the grammar of a constrained request took.
+        "grammar_ms": stats.grammar_seconds * 1e3,
     })
 }
 
@@ -244,9 +282,11 @@ pub(crate) async fn chat_completions(
         let role = gen::check_role(&m.role, i, Flavor::OpenAi)?;
         conversation.push(ChatMessage::new(role, content));
     }
-    let params = req.params()?;
+    let mut params = req.params()?;
+    req.shape_output(&st, &mut params, true).await?;
     let prompt = gen::chat_prompt(&st, &conversation, Flavor::OpenAi).await?;
     let run = gen::start(&st, prompt, &params, Output::Answer, &log, Flavor::OpenAi)?;
+    let lp = LogprobStream::of(&run, st.engine.tokenizer.as_ref());
     let (id, created, model) = (
         new_id("chatcmpl"),
         crate::unix_now(),
@@ -259,10 +299,17 @@ pub(crate) async fn chat_completions(
             model,
             include_usage: req.include_usage(),
             sent_role: false,
+            lp,
         };
         return Ok(sse(run, shape));
     }
     let done = gen::collect(run, Flavor::OpenAi).await?;
+    let logprobs = match (&lp, &st.engine.tokenizer) {
+        (Some(_), Some(tok)) => {
+            json!({"content": crate::logprobs::content(tok, &done.logprobs), "refusal": null})
+        }
+        _ => Value::Null,
+    };
     Ok(json_ok(json!({
         "id": id,
         "object": "chat.completion",
@@ -271,7 +318,7 @@ pub(crate) async fn chat_completions(
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": done.text},
-            "logprobs": null,
+            "logprobs": logprobs,
             "finish_reason": finish_reason(done.stats.finish),
         }],
         "usage": usage(&done.stats),
@@ -313,7 +360,8 @@ pub(crate) async fn completions(
             ids
         }
     };
-    let params = req.params()?;
+    let mut params = req.params()?;
+    req.shape_output(&st, &mut params, false).await?;
     let run = gen::start(
         &st,
         prompt,
@@ -322,6 +370,7 @@ pub(crate) async fn completions(
         &log,
         Flavor::OpenAi,
     )?;
+    let lp = LogprobStream::of(&run, st.engine.tokenizer.as_ref());
     let (id, created, model) = (
         new_id("cmpl"),
         crate::unix_now(),
@@ -333,16 +382,21 @@ pub(crate) async fn completions(
             created,
             model,
             include_usage: req.include_usage(),
+            lp,
         };
         return Ok(sse(run, shape));
     }
     let done = gen::collect(run, Flavor::OpenAi).await?;
+    let logprobs = match (&lp, &st.engine.tokenizer) {
+        (Some(_), Some(tok)) => crate::logprobs::legacy(tok, &done.logprobs, &mut 0),
+        _ => Value::Null,
+    };
     Ok(json_ok(json!({
         "id": id,
         "object": "text_completion",
         "created": created,
         "model": model,
-        "choices": [{"text": done.text, "index": 0, "logprobs": null, "finish_reason": finish_reason(done.stats.finish)}],
+        "choices": [{"text": done.text, "index": 0, "logprobs": logprobs, "finish_reason": finish_reason(done.stats.finish)}],
         "usage": usage(&done.stats),
         "timings": timings(&done.stats),
     })))
@@ -365,21 +419,36 @@ struct ChatChunks {
     model: String,
     include_usage: bool,
     sent_role: bool,
+    lp: Option<LogprobStream>,
 }
 
 impl ChatChunks {
     fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
+        self.chunk_with(delta, Value::Null, finish)
+    }
+
+    fn chunk_with(&self, delta: Value, logprobs: Value, finish: Option<&str>) -> String {
         let mut c = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
         });
         if self.include_usage {
             c["usage"] = Value::Null;
         }
         c.to_string()
+    }
+}
+
+impl ChatChunks {
+    /// The `logprobs` of a chunk: the tokens that arrived since the last one.
+    fn lp_content(&mut self) -> Value {
+        self.lp
+            .as_mut()
+            .and_then(LogprobStream::content)
+            .map_or(Value::Null, |c| json!({"content": c, "refusal": null}))
     }
 }
 
@@ -393,10 +462,16 @@ impl StreamShape for ChatChunks {
         match ev {
             Event::Started { .. } => (out, false),
             Event::Text(t) => {
-                out.push(self.chunk(json!({"content": t}), None));
+                let lp = self.lp_content();
+                out.push(self.chunk_with(json!({"content": t}), lp, None));
                 (out, false)
             }
             Event::Done(stats) => {
+                // Tokens whose text never came (held back, then dropped at a stop string).
+                let lp = self.lp_content();
+                if !lp.is_null() {
+                    out.push(self.chunk_with(json!({}), lp, None));
+                }
                 let mut last: Value =
                     serde_json::from_str(&self.chunk(json!({}), Some(finish_reason(stats.finish))))
                         .unwrap_or_default();
@@ -432,16 +507,21 @@ struct CompletionChunks {
     created: u64,
     model: String,
     include_usage: bool,
+    lp: Option<LogprobStream>,
 }
 
 impl CompletionChunks {
     fn chunk(&self, text: &str, finish: Option<&str>) -> String {
+        self.chunk_with(text, Value::Null, finish)
+    }
+
+    fn chunk_with(&self, text: &str, logprobs: Value, finish: Option<&str>) -> String {
         let mut c = json!({
             "id": self.id,
             "object": "text_completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}],
+            "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}],
         });
         if self.include_usage {
             c["usage"] = Value::Null;
@@ -450,17 +530,35 @@ impl CompletionChunks {
     }
 }
 
+impl CompletionChunks {
+    /// The `logprobs` of a chunk: the tokens that arrived since the last one.
+    fn lp_legacy(&mut self) -> Value {
+        self.lp
+            .as_mut()
+            .and_then(LogprobStream::legacy)
+            .unwrap_or(Value::Null)
+    }
+}
+
 impl StreamShape for CompletionChunks {
     fn on_event(&mut self, ev: Event, _prompt_tokens: usize) -> (Vec<String>, bool) {
         match ev {
             Event::Started { .. } => (vec![], false),
-            Event::Text(t) => (vec![self.chunk(&t, None)], false),
+            Event::Text(t) => {
+                let lp = self.lp_legacy();
+                (vec![self.chunk_with(&t, lp, None)], false)
+            }
             Event::Done(stats) => {
+                let mut out = Vec::new();
+                let lp = self.lp_legacy();
+                if !lp.is_null() {
+                    out.push(self.chunk_with("", lp, None));
+                }
                 let mut last: Value =
                     serde_json::from_str(&self.chunk("", Some(finish_reason(stats.finish))))
                         .unwrap_or_default();
                 last["timings"] = timings(&stats);
-                let mut out = vec![last.to_string()];
+                out.push(last.to_string());
                 if self.include_usage {
                     out.push(
                         json!({

@@ -120,6 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             sampling,
             stop: vec![],
             ignore_eos: args.ignore_eos,
+            ..Default::default()
         };
         let mut answer = String::new();
         let mut out = std::io::stdout().lock();

@@ -71,6 +71,31 @@ pub struct Args {
     /// Print prefill/decode speed to stderr at the end.
     #[arg(long)]
     stats: bool,
+    /// Constrain the output to this JSON schema (a file; `{"type":"object"}` for any
+    /// object).
+    #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
+    json_schema: Option<std::path::PathBuf>,
+    /// Constrain the output to this grammar (a file: GBNF as llama.cpp's `--grammar-file`,
+    /// or llguidance's Lark).
+    #[arg(long, value_name = "FILE")]
+    grammar: Option<std::path::PathBuf>,
+}
+
+/// The constraint `--json-schema` or `--grammar` asks for.
+fn constraint_spec(args: &Args) -> anyhow::Result<Option<engine::ConstraintSpec>> {
+    use anyhow::Context;
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    if let Some(p) = &args.json_schema {
+        let schema = serde_json::from_str(&read(p)?)
+            .with_context(|| format!("{}: not JSON", p.display()))?;
+        return Ok(Some(engine::ConstraintSpec::JsonSchema(schema)));
+    }
+    match &args.grammar {
+        Some(p) => Ok(Some(engine::ConstraintSpec::grammar(&read(p)?))),
+        None => Ok(None),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -106,11 +131,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (prompt.len() + args.max_new_tokens).min(engine.model.config.n_ctx_train.max(1))
     });
     let mut seq = engine.sequence(ctx)?;
+    let constraint = match constraint_spec(&args)? {
+        Some(spec) => Some(engine.compile_constraint(&spec)?),
+        None => None,
+    };
     let req = GenerateRequest {
         max_new_tokens: args.max_new_tokens,
         sampling: args.sampling.params(),
         stop: vec![],
         ignore_eos: args.ignore_eos,
+        constraint,
+        ..Default::default()
     };
     let mut out = std::io::stdout().lock();
     let stats = engine.generate(&mut seq, &prompt, &req, &mut |piece| {
@@ -127,6 +158,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             stats.generated_tokens,
             stats.decode_tps()
         );
+        if args.json_schema.is_some() || args.grammar.is_some() {
+            eprintln!(
+                "grammar {:.1} ms in all, {:.0} µs per generated token ({:.2}% of the decode time)",
+                stats.grammar_seconds * 1e3,
+                stats.grammar_seconds * 1e6 / stats.generated_tokens.max(1) as f64,
+                100.0 * stats.grammar_seconds / stats.decode_seconds.max(1e-9)
+            );
+        }
     }
     Ok(())
 }

@@ -232,7 +232,7 @@ impl Server {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success(),
-            "{script} failed (needs `pip install openai anthropic requests`, which scripts/test.sh does)\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
+            "{script} failed (needs `pip install openai anthropic ollama requests jsonschema`, which scripts/test.sh does)\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
             self.log()
         );
         stdout
