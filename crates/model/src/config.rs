@@ -1,6 +1,7 @@
 //! Hyper-parameters: everything about a model's shapes and math that the forward pass
 //! needs, read once from GGUF metadata by the architecture files in `arch/`.
 
+use kernels::activation::Glu;
 use kernels::rope::RopeParams;
 
 /// The architecture families we run.
@@ -16,6 +17,8 @@ pub enum Arch {
     Llama,
     /// Dense Qwen2/Qwen2.5: GQA with q/k/v biases.
     Qwen2,
+    /// gpt-oss (llama.cpp `gpt-oss`): sinks, sliding-window layers, biases, clamped SwiGLU.
+    GptOss,
 }
 
 impl Arch {
@@ -27,6 +30,7 @@ impl Arch {
             Arch::Qwen2Moe => "qwen2moe",
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::GptOss => "gpt-oss",
         }
     }
 }
@@ -85,6 +89,17 @@ pub struct MoeConfig {
     pub topk_group: usize,
     /// The first `leading_dense` layers have a dense FFN instead of experts.
     pub leading_dense: usize,
+    /// How an expert's gate and up combine (gpt-oss: the clamped SwiGLU).
+    pub act: Glu,
+}
+
+/// Sliding-window attention layers (gpt-oss: every other layer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlidingWindow {
+    /// Positions a query sees on a sliding layer, itself included.
+    pub window: usize,
+    /// Per layer: whether it slides (the others attend to the whole context).
+    pub layers: Vec<bool>,
 }
 
 /// DeepSeek's multi-head latent attention shapes.
@@ -130,9 +145,19 @@ pub struct Config {
     pub qk_norm: bool,
     pub moe: Option<MoeConfig>,
     pub mla: Option<MlaConfig>,
+    /// Sliding-window layers, `None` when every layer sees the whole context.
+    pub swa: Option<SlidingWindow>,
 }
 
 impl Config {
+    /// The window of layer `il` if it is a sliding-window layer.
+    pub fn window(&self, il: usize) -> Option<usize> {
+        self.swa
+            .as_ref()
+            .filter(|s| s.layers.get(il).copied().unwrap_or(false))
+            .map(|s| s.window)
+    }
+
     /// Whether layer `il` has routed experts.
     pub fn is_moe_layer(&self, il: usize) -> bool {
         self.moe.as_ref().is_some_and(|m| il >= m.leading_dense)

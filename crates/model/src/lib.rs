@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use gguf::Gguf;
 
-pub use config::{Arch, Config, Gating, MlaConfig, MoeConfig};
+pub use config::{Arch, Config, Gating, MlaConfig, MoeConfig, SlidingWindow};
 pub use error::ModelError;
 pub use forward::{BatchLimits, BatchSeq, Logits, MlaForm, RunState};
 pub use kv::KvCache;
@@ -40,7 +40,14 @@ use arch::Hparams;
 use weights::{Binder, Layer};
 
 /// The `general.architecture` values we run.
-pub const SUPPORTED_ARCHS: [&str; 5] = ["deepseek2", "qwen3moe", "qwen2moe", "llama", "qwen2"];
+pub const SUPPORTED_ARCHS: [&str; 6] = [
+    "deepseek2",
+    "qwen3moe",
+    "qwen2moe",
+    "llama",
+    "qwen2",
+    "gpt-oss",
+];
 
 /// A loaded model: its shapes and its weights (views into the mapped file).
 pub struct Model {
@@ -78,6 +85,7 @@ impl Model {
             "qwen2moe" => arch::qwen2moe::config(&hp, n_vocab)?,
             "llama" => arch::llama::config(&hp, n_vocab)?,
             "qwen2" => arch::qwen2::config(&hp, n_vocab)?,
+            "gpt-oss" => arch::gpt_oss::config(&hp, n_vocab)?,
             _ => {
                 return Err(ModelError::UnsupportedArch {
                     file: file.name().to_string(),
@@ -87,6 +95,11 @@ impl Model {
         };
         let b = Binder { file: &file };
         let (token_embd, output_norm, output) = b.embeddings(config.dim, n_vocab)?;
+        // gpt-oss names the FFN input norm after HF's `post_attention_layernorm`.
+        let ffn_norm = match config.arch {
+            Arch::GptOss => "post_attention_norm",
+            _ => "ffn_norm",
+        };
         let mut layers = Vec::with_capacity(config.n_layer);
         for il in 0..config.n_layer {
             let attn = match config.arch {
@@ -96,7 +109,7 @@ impl Model {
             layers.push(Layer {
                 attn_norm: b.vector(&format!("blk.{il}.attn_norm.weight"), config.dim)?,
                 attn,
-                ffn_norm: b.vector(&format!("blk.{il}.ffn_norm.weight"), config.dim)?,
+                ffn_norm: b.vector(&format!("blk.{il}.{ffn_norm}.weight"), config.dim)?,
                 ffn: arch::bind_ffn(&b, &config, il)?,
             });
             progress(il + 1, config.n_layer);

@@ -4,6 +4,7 @@
 //! [`Attention`]/[`Ffn`] they bind.
 
 pub mod deepseek2;
+pub mod gpt_oss;
 pub mod llama;
 pub mod qwen2;
 pub mod qwen2moe;
@@ -13,7 +14,7 @@ use gguf::Metadata;
 use kernels::rope::{RopeMode, RopeParams};
 
 use crate::config::{Config, Gating, MoeConfig};
-use crate::weights::{Attention, Binder, Ffn, GqaWeights, MoeFfn};
+use crate::weights::{Attention, Binder, ExpertBiasWeights, Ffn, GqaWeights, MoeFfn};
 use crate::ModelError;
 
 /// Typed access to the `{arch}.*` keys.
@@ -119,6 +120,7 @@ impl Hparams<'_> {
             qk_norm: false,
             moe: None,
             mla: None,
+            swa: None,
         })
     }
 
@@ -148,6 +150,7 @@ impl Hparams<'_> {
             n_group: 1,
             topk_group: 1,
             leading_dense: 0,
+            act: kernels::activation::Glu::Silu,
         }))
     }
 }
@@ -161,6 +164,8 @@ pub(crate) fn bind_gqa(b: &Binder, c: &Config, il: usize) -> Result<Attention, M
         c.n_head_kv * c.head_dim_v,
     );
     Ok(Attention::Gqa(GqaWeights {
+        bo: b.opt_vector(&p("attn_output.bias"), c.dim)?,
+        sinks: b.opt_vector(&p("attn_sinks.weight"), c.n_head)?,
         wq: b.matrix(&p("attn_q.weight"), c.dim, q)?,
         wk: b.matrix(&p("attn_k.weight"), c.dim, kv)?,
         wv: b.matrix(&p("attn_v.weight"), c.dim, v)?,
@@ -210,7 +215,19 @@ pub(crate) fn bind_ffn(b: &Binder, c: &Config, il: usize) -> Result<Ffn, ModelEr
     } else {
         None
     };
+    let ffn = m.expert_ffn;
+    let expert_bias = if b.has(&p("ffn_gate_exps.bias")) {
+        Some(ExpertBiasWeights {
+            gate: b.array(&p("ffn_gate_exps.bias"), &[ffn, m.n_expert])?,
+            up: b.array(&p("ffn_up_exps.bias"), &[ffn, m.n_expert])?,
+            down: b.array(&p("ffn_down_exps.bias"), &[c.dim, m.n_expert])?,
+        })
+    } else {
+        None
+    };
     Ok(Ffn::Moe(MoeFfn {
+        router_bias: b.opt_vector(&p("ffn_gate_inp.bias"), m.n_expert)?,
+        expert_bias,
         router: b.matrix(&p("ffn_gate_inp.weight"), c.dim, m.n_expert)?,
         selection_bias: b.opt_vector(&p("exp_probs_b.bias"), m.n_expert)?,
         gate_exps: b.stack(&p("ffn_gate_exps.weight"), c.dim, m.expert_ffn, m.n_expert)?,
