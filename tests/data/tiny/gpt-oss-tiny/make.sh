@@ -7,7 +7,8 @@
 #      same sdist: models/templates/openai-gpt-oss-120b.jinja);
 #   3. llama-quantize: MXFP4_MOE (experts MXFP4, the other matrices Q8_0, as the real files) and
 #      Q8_0;
-#   4. llama.cpp's logits on both files (../../lowbit/lcpp_logits.c: 2 threads, F32 KV cache,
+#   4. chat_ref.py: HF's apply_chat_template rendering of that template (chat_ref.json);
+#   5. llama.cpp's logits on both files (../../lowbit/lcpp_logits.c: 2 threads, F32 KV cache,
 #      flash attention off, the whole prompt in one batch): ref/lcpp_{TYPE}_logits_all_p{i}.npy.
 #
 # Needs: python3 with torch + transformers (a venv: PYTHON=...), the llama.cpp build of
@@ -43,6 +44,10 @@ import convert_hf_to_gguf
 sys.argv = ["convert_hf_to_gguf.py", hf, "--outtype", "f32", "--outfile", out]
 convert_hf_to_gguf.main()
 PY
+
+# HF's rendering of that template (chat_ref.json).
+"$PYTHON" "$HERE/chat_ref.py" "$LLAMA/src/models/templates/openai-gpt-oss-120b.jinja" "$WORK/hf" \
+    "$HERE/chat_ref.json"
 
 Q=$LLAMA/build/bin/llama-quantize
 "$Q" "$WORK/gpt-oss-tiny-F32.gguf" "$HERE/gpt-oss-tiny-MXFP4_MOE.gguf" MXFP4_MOE > "$WORK/q1.log" 2>&1
