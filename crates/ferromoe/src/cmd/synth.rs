@@ -2,9 +2,9 @@
 //! with our own quantizers, that both ferromoe and llama.cpp load — the file the
 //! benchmarks run on (we do not ship or download 10 GB of real weights for a speed test).
 //!
-//! Only `deepseek2` for now, in two shapes: DeepSeek-V2-Lite (all 27 layers, ~16 B
-//! parameters) and DeepSeek-V3 (for a few layers, to measure the per-layer cost at the
-//! real V3 widths). Tensor names, shapes and metadata keys are the ones llama.cpp's
+//! `deepseek2` in two shapes: DeepSeek-V2-Lite (all 27 layers, ~16 B parameters) and
+//! DeepSeek-V3 (for a few layers, to measure the per-layer cost at the real V3 widths);
+//! `gpt-oss` as gpt-oss-120b and gpt-oss-20b (`synth_gpt_oss.rs`). Tensor names, shapes and metadata keys are the ones llama.cpp's
 //! converter writes (see tests/data/tiny/deepseek-*), including the split MLA tensors
 //! `attn_k_b` / `attn_v_b`.
 //!
@@ -19,12 +19,16 @@ use anyhow::{bail, Context};
 use gguf::{Array, GgmlType, GgufWriter, Metadata, TensorSpec, Value};
 use model::Gating;
 
+#[path = "synth_gpt_oss.rs"]
+mod gpt_oss;
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// Architecture (only `deepseek2`).
-    #[arg(long, default_value = "deepseek2")]
-    arch: String,
-    /// Which model's shapes: `v2-lite` (DeepSeek-V2-Lite) or `v3` (DeepSeek-V3/R1).
+    /// Architecture: `deepseek2` or `gpt-oss` (the shape implies it).
+    #[arg(long)]
+    arch: Option<String>,
+    /// Which model's shapes: `v2-lite` (DeepSeek-V2-Lite), `v3` (DeepSeek-V3/R1),
+    /// `gpt-oss-120b` or `gpt-oss-20b`.
     #[arg(long)]
     shape: String,
     /// Number of layers (default: the real model's, 27 / 61).
@@ -207,13 +211,13 @@ impl Shape {
 
     /// The named shape with the command line's overrides applied and checked.
     fn from_args(args: &Args) -> anyhow::Result<Shape> {
-        if args.arch != "deepseek2" {
-            bail!("--arch {}: only deepseek2 is supported", args.arch);
+        if let Some(a) = args.arch.as_deref().filter(|&a| a != "deepseek2") {
+            bail!("--arch {a}: expected deepseek2 or gpt-oss (with a gpt-oss shape)");
         }
         let mut s = match args.shape.as_str() {
             "v2-lite" => Shape::v2_lite(),
             "v3" => Shape::v3(),
-            other => bail!("--shape {other}: expected v2-lite or v3"),
+            other => bail!("--shape {other}: expected v2-lite, v3, gpt-oss-120b or gpt-oss-20b"),
         };
         if let Some(l) = args.layers {
             if l == 0 {
@@ -649,9 +653,34 @@ fn build_tensor(p: &Planned, index: usize, seed: u64, threads: usize) -> anyhow:
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let shape = Shape::from_args(&args)?;
-    let tensors = plan(&shape, &args.ty)?;
-    let md = metadata(&shape, &args.ty, args.seed);
+    let (tensors, md, what) = match gpt_oss::Shape::named(&args.shape) {
+        Some(s) => {
+            let s = s.with_args(&args)?;
+            let summary = s.summary();
+            (
+                gpt_oss::plan(&s, &args.ty)?,
+                gpt_oss::metadata(&s, &args.ty, args.seed),
+                summary,
+            )
+        }
+        None => {
+            let shape = Shape::from_args(&args)?;
+            let summary = format!(
+                "{} · {} layers ({} dense) · {} experts (top {}) · vocab {}",
+                shape.name,
+                shape.n_layer,
+                shape.n_dense,
+                shape.n_expert,
+                shape.n_expert_used,
+                shape.vocab
+            );
+            (
+                plan(&shape, &args.ty)?,
+                metadata(&shape, &args.ty, args.seed),
+                summary,
+            )
+        }
+    };
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -668,13 +697,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .sum();
     eprintln!(
-        "synth: {} · {} layers ({} dense) · {} experts (top {}) · vocab {} · {} · {:.2} G params · {:.2} GB · {threads} threads",
-        shape.name,
-        shape.n_layer,
-        shape.n_dense,
-        shape.n_expert,
-        shape.n_expert_used,
-        shape.vocab,
+        "synth: {what} · {} · {:.2} G params · {:.2} GB · {threads} threads",
         args.ty,
         total_values as f64 / 1e9,
         total_bytes as f64 / 1e9
