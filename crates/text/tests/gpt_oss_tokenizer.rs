@@ -74,6 +74,12 @@ fn o200k_harmony_ids_and_decodes_equal_hf() {
     );
     assert_eq!(tok.token_id("<|start|>"), Some(200006));
     assert_eq!(tok.token_id("<|channel|>"), Some(200005));
+    // An answer ends at <|return|> or <|call|>; <|end|> only closes the analysis message.
+    assert!(
+        tok.is_eog(200002) && tok.is_eog(200012),
+        "<|return|>, <|call|>"
+    );
+    assert!(!tok.is_eog(200007), "<|end|> does not end the generation");
     assert_eq!(r.strings.len(), 43);
     let mut failures = Vec::new();
     for (i, s) in r.strings.iter().enumerate() {
