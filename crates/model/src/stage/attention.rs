@@ -155,15 +155,11 @@ pub fn gqa_attention(
                     }
                 }
             }
-            // The keys the step's queries see start at `lo` (a ring: at its slot).
+            // The keys the step's queries see start at `lo` (a ring: at its slot); a sliding
+            // layer reads only its window, whichever cache it has.
             let first = pos0 + a;
-            let (lo, at) = match (ring, opts.window) {
-                (Some(rows), Some(w)) => {
-                    let lo = (first + 1).saturating_sub(w);
-                    (lo, lo % rows)
-                }
-                _ => (0, 0),
-            };
+            let lo = opts.window.map_or(0, |w| (first + 1).saturating_sub(w));
+            let at = ring.map_or(lo, |rows| lo % rows);
             let (k_cache, v_cache) = seq.kv.gqa_ref(il);
             attention_with(
                 pool,
