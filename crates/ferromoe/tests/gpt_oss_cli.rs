@@ -41,7 +41,7 @@ fn run_greedy_matches_the_library() {
     m.weights.repack().unwrap();
     let pool = ThreadPool::new(1);
     let mut st = RunState::new(MatmulMode::Quantized);
-    let mut kv = KvCache::new(&m.config, 2048).unwrap();
+    let mut kv = KvCache::new(&m.config, 8192).unwrap();
     assert_eq!(kv.ring_step(), Some(model::kv::RING_STEP));
     let mut next = kernels::vector::argmax(
         m.forward(&pool, &mut st, &mut kv, &ids, Logits::Last)
@@ -71,7 +71,7 @@ fn run_greedy_matches_the_library() {
         "-t",
         "1",
         "--ctx",
-        "2048",
+        "8192",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -97,7 +97,7 @@ fn chat_answers_two_turns() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferromoe"))
         .args(["chat", "-m", tiny().to_str().unwrap(), "-t", "1"])
         .args(["--temp", "0", "--max-new-tokens", "8", "--ignore-eos"])
-        .args(["--ctx", "2048", "--system", "Answer briefly."])
+        .args(["--ctx", "8192", "--system", "Answer briefly."])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -124,7 +124,7 @@ fn chat_answers_two_turns() {
 /// cached prefix (going back into the sliding layer's ring).
 #[test]
 fn serve_answers_and_reuses_the_prefix() {
-    let server = Server::start_with(&tiny(), &["-t", "1", "--ctx", "2048"]);
+    let server = Server::start_with(&tiny(), &["-t", "1", "--ctx", "8192"]);
     let first = json!([{"role": "user", "content": "Tell me about dragons."}]);
     let r = server.post_json(
         "/v1/chat/completions",

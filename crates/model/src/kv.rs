@@ -14,8 +14,11 @@ use crate::config::Config;
 use crate::ModelError;
 
 /// Most new positions a sliding layer's ring takes in one attention step, and so how far
-/// back a cache with rings can be truncated and continue.
-pub const RING_STEP: usize = 512;
+/// back a cache with rings can be truncated and continue: enough for the next turn of a
+/// chat to reuse the conversation although the template drops the last answer's
+/// reasoning (gpt-oss's harmony format does), and for `bench -d` with `-p 2048`. A ring of
+/// 2 · (127 + 2048) rows (gpt-oss) is 17 MiB per sliding layer and sequence.
+pub const RING_STEP: usize = 2048;
 
 /// Positions the ring of a layer with this window holds: the window before the first
 /// token of a step, and the step.
