@@ -518,8 +518,8 @@ impl Worker {
             },
         };
         // The last prompt token is always run again: its logits are needed.
-        let reuse = sequence.common_prefix(&prompt).min(prompt.len() - 1);
-        sequence.truncate(reuse);
+        // (A cache with sliding-window rings may keep less than asked: see `KvCache::truncate`.)
+        let reuse = sequence.truncate(sequence.common_prefix(&prompt).min(prompt.len() - 1));
         {
             let mut sh = self.inner.lock();
             sh.status.reused_tokens += reuse as u64;

@@ -59,10 +59,13 @@ impl Sequence {
         Ok((logits, &self.tokens))
     }
 
-    /// Forgets everything from position `len` on (0 = start over).
-    pub fn truncate(&mut self, len: usize) {
-        self.kv.truncate(len);
-        self.tokens.truncate(len);
+    /// Forgets everything from position `len` on (0 = start over); returns the positions
+    /// kept, fewer than `len` when a sliding-window cache cannot go back that far
+    /// ([`model::KvCache::truncate`]).
+    pub fn truncate(&mut self, len: usize) -> usize {
+        let kept = self.kv.truncate(len);
+        self.tokens.truncate(kept);
+        kept
     }
 
     /// Positions left in the context.
@@ -85,8 +88,7 @@ impl Sequence {
     pub fn prefill(&mut self, prompt: &[u32]) -> Result<(&[f32], &[u32], usize), EngineError> {
         check_prompt(prompt, self.kv.n_ctx())?;
         // The last prompt token is always run again: its logits are needed.
-        let reuse = self.common_prefix(prompt).min(prompt.len() - 1);
-        self.truncate(reuse);
+        let reuse = self.truncate(self.common_prefix(prompt).min(prompt.len() - 1));
         let chunks = prompt[reuse..].chunks(PREFILL_CHUNK);
         let n = chunks.len();
         for chunk in chunks.clone().take(n - 1) {

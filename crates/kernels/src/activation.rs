@@ -1,4 +1,5 @@
-//! Activations: SiLU and the gated SiLU-GLU of SwiGLU feed-forward blocks.
+//! Activations: SiLU and the gated SiLU-GLU of SwiGLU feed-forward blocks, and gpt-oss's
+//! clamped variant ([`Glu::SwigluOai`]).
 
 use crate::simd::has_avx2_fma;
 
@@ -50,6 +51,87 @@ pub fn silu_glu_inplace(gate: &mut [f32], up: &[f32]) {
     }
     for (g, u) in gate.iter_mut().zip(up) {
         *g = silu(*g) * *u;
+    }
+}
+
+/// The gated activation of an FFN: how `gate` and `up` combine into the hidden values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Glu {
+    /// `silu(gate) · up` (SwiGLU).
+    Silu,
+    /// gpt-oss: `g · σ(alpha · g) · (u + 1)` with `g = min(gate, limit)` and
+    /// `u = clamp(up, −limit, limit)` (HF `GptOssExperts._apply_gate`, ggml `swiglu_oai`).
+    SwigluOai { alpha: f32, limit: f32 },
+}
+
+impl Glu {
+    /// gpt-oss's constants (alpha 1.702, limit 7; the GGUF files carry no key for them).
+    pub const GPT_OSS: Glu = Glu::SwigluOai {
+        alpha: 1.702,
+        limit: 7.0,
+    };
+}
+
+/// In place: `gate[i] = act(gate[i], up[i])`.
+pub fn glu_inplace(act: Glu, gate: &mut [f32], up: &[f32]) {
+    match act {
+        Glu::Silu => silu_glu_inplace(gate, up),
+        Glu::SwigluOai { alpha, limit } => swiglu_oai_inplace(gate, up, alpha, limit),
+    }
+}
+
+/// One value of [`Glu::SwigluOai`].
+#[inline]
+pub fn swiglu_oai(gate: f32, up: f32, alpha: f32, limit: f32) -> f32 {
+    let g = gate.min(limit);
+    let u = up.clamp(-limit, limit);
+    g / (1.0 + (-alpha * g).exp()) * (u + 1.0)
+}
+
+/// In place: `gate[i] = swiglu_oai(gate[i], up[i])`.
+pub fn swiglu_oai_inplace(gate: &mut [f32], up: &[f32], alpha: f32, limit: f32) {
+    assert_eq!(
+        gate.len(),
+        up.len(),
+        "swiglu_oai: gate and up lengths differ"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: AVX2+FMA presence checked at run time; the lengths are equal (asserted).
+        unsafe { swiglu_oai_avx2(gate, up, alpha, limit) };
+        return;
+    }
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = swiglu_oai(*g, *u, alpha, limit);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn swiglu_oai_avx2(gate: &mut [f32], up: &[f32], alpha: f32, limit: f32) {
+    use crate::simd::avx2::exp_ps;
+    use std::arch::x86_64::*;
+    let n = gate.len();
+    let one = _mm256_set1_ps(1.0);
+    let (va, hi, lo) = (
+        _mm256_set1_ps(-alpha),
+        _mm256_set1_ps(limit),
+        _mm256_set1_ps(-limit),
+    );
+    let p = gate.as_mut_ptr();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n = the length of both slices.
+        let g = _mm256_min_ps(_mm256_loadu_ps(p.add(i)), hi);
+        let u = _mm256_max_ps(_mm256_min_ps(_mm256_loadu_ps(up.as_ptr().add(i)), hi), lo);
+        let e = exp_ps(_mm256_mul_ps(va, g));
+        let s = _mm256_div_ps(g, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(p.add(i), _mm256_mul_ps(s, _mm256_add_ps(u, one)));
+        i += 8;
+    }
+    while i < n {
+        gate[i] = swiglu_oai(gate[i], up[i], alpha, limit);
+        i += 1;
     }
 }
 
@@ -109,6 +191,39 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn swiglu_oai_matches_f64() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+        let (alpha, limit) = (1.702f64, 7.0f64);
+        for n in [1usize, 7, 8, 9, 128, 2881] {
+            let g: Vec<f32> = (0..n).map(|_| rng.random_range(-30.0..30.0)).collect();
+            let u: Vec<f32> = (0..n).map(|_| rng.random_range(-12.0..12.0)).collect();
+            let mut got = g.clone();
+            glu_inplace(Glu::GPT_OSS, &mut got, &u);
+            for i in 0..n {
+                let x = (g[i] as f64).min(limit);
+                let y = (u[i] as f64).clamp(-limit, limit);
+                let want = x / (1.0 + (-alpha * x).exp()) * (y + 1.0);
+                assert!(
+                    (got[i] as f64 - want).abs() <= 4e-6 * (1.0 + want.abs()),
+                    "{i}: g {} u {}: {} vs {want}",
+                    g[i],
+                    u[i],
+                    got[i]
+                );
+            }
+        }
+        // The clamps: a gate above the limit counts as the limit, an up beyond ±limit too.
+        let mut g = [100.0f32, 7.0, -100.0];
+        glu_inplace(Glu::GPT_OSS, &mut g, &[50.0, 7.0, 0.0]);
+        let top = 7.0 / (1.0 + (-1.702f32 * 7.0).exp()) * 8.0;
+        assert!(
+            (g[0] - top).abs() < 1e-5 && (g[1] - top).abs() < 1e-5,
+            "{g:?}"
+        );
+        assert!(g[2].abs() < 1e-30, "{g:?}");
     }
 
     #[test]

@@ -101,6 +101,17 @@ fn item_shape(n_head: usize, group: usize, m: usize, n_threads: usize) -> (usize
     best
 }
 
+/// What some models add to plain causal attention (gpt-oss has both).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttnOpts<'a> {
+    /// Sliding window: the query at position `p` sees positions `p − window + 1 ..= p`
+    /// only (llama.cpp's standard SWA, HF's `sliding_window`).
+    pub window: Option<usize>,
+    /// Attention sinks, one logit per query head: it joins each row's softmax denominator
+    /// (not scaled by `scale`) and has no value.
+    pub sinks: Option<&'a [f32]>,
+}
+
 /// `out[t, h] = softmax(scale · q[t, h] · K[0..=pos0+t]) · V[0..=pos0+t]` for the `m`
 /// tokens of one sequence at positions `pos0..pos0+m`, whose keys/values (including
 /// these tokens') are already in `k` / `v`. `q` is `m × n_head × dk`, `out` is
@@ -116,6 +127,28 @@ pub fn attention(
     out: &mut [f32],
     scratch: &mut AttnScratch,
 ) {
+    attention_with(pool, s, AttnOpts::default(), q, pos0, k, v, out, scratch)
+}
+
+/// [`attention`] with a sliding window and/or attention sinks ([`AttnOpts`]). Positions
+/// are relative to `k`/`v`: a caller whose cache holds only a window passes the slice
+/// that starts at its first kept position and `pos0` counted from there.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_with(
+    pool: &ThreadPool,
+    s: &AttnShape,
+    opts: AttnOpts<'_>,
+    q: &[f32],
+    pos0: usize,
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    scratch: &mut AttnScratch,
+) {
+    if let Some(sinks) = opts.sinks {
+        assert_eq!(sinks.len(), s.n_head, "attention: one sink per head");
+    }
+    assert!(opts.window != Some(0), "attention: a window of 0 positions");
     let m = q.len() / (s.n_head * s.dk);
     assert_eq!(q.len(), m * s.n_head * s.dk, "attention: q length");
     assert_eq!(out.len(), m * s.n_head * s.dv, "attention: out length");
@@ -175,11 +208,19 @@ pub fn attention(
             };
             item_scores(&qs[..rows], ctx_max, &ks, s.scale, sc);
             for (r, row) in sc.chunks_exact_mut(ctx_max).enumerate() {
-                // Causal length of this row's token; later positions get weight 0.
-                let ctx = pos0 + row_th(r).0 + 1;
-                let (live, masked) = row.split_at_mut(ctx);
-                crate::softmax::softmax_inplace(live);
-                masked.fill(0.0);
+                // Causal length of this row's token; later positions (and, with a window,
+                // earlier ones) get weight 0.
+                let (t, h) = row_th(r);
+                let ctx = pos0 + t + 1;
+                let start = opts.window.map_or(0, |w| ctx.saturating_sub(w));
+                let (seen, later) = row.split_at_mut(ctx);
+                let (earlier, live) = seen.split_at_mut(start);
+                match opts.sinks {
+                    Some(sinks) => crate::softmax::softmax_with_sink_inplace(live, sinks[h]),
+                    None => crate::softmax::softmax_inplace(live),
+                }
+                earlier.fill(0.0);
+                later.fill(0.0);
             }
             let vs = Rows {
                 data: &v[s.v_offset + g * s.v_head..],
@@ -626,13 +667,26 @@ mod tests {
 
     /// Straightforward f64 attention.
     fn reference(s: &AttnShape, q: &[f32], pos0: usize, k: &[f32], v: &[f32]) -> Vec<f64> {
+        reference_with(s, AttnOpts::default(), q, pos0, k, v)
+    }
+
+    /// Straightforward f64 attention with a window and sinks.
+    fn reference_with(
+        s: &AttnShape,
+        opts: AttnOpts<'_>,
+        q: &[f32],
+        pos0: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Vec<f64> {
         let m = q.len() / (s.n_head * s.dk);
         let mut out = vec![0f64; m * s.n_head * s.dv];
         for t in 0..m {
             for h in 0..s.n_head {
                 let g = h / (s.n_head / s.n_kv_head);
                 let ctx = pos0 + t + 1;
-                let sc: Vec<f64> = (0..ctx)
+                let start = opts.window.map_or(0, |w| ctx.saturating_sub(w));
+                let sc: Vec<f64> = (start..ctx)
                     .map(|j| {
                         (0..s.dk)
                             .map(|i| {
@@ -643,10 +697,12 @@ mod tests {
                             * s.scale as f64
                     })
                     .collect();
-                let mx = sc.iter().cloned().fold(f64::MIN, f64::max);
+                let sink = opts.sinks.map(|sk| sk[h] as f64);
+                let mx = sc.iter().cloned().fold(sink.unwrap_or(f64::MIN), f64::max);
                 let e: Vec<f64> = sc.iter().map(|x| (x - mx).exp()).collect();
-                let z: f64 = e.iter().sum();
-                for (j, p) in e.iter().enumerate() {
+                let z: f64 = e.iter().sum::<f64>() + sink.map_or(0.0, |sk| (sk - mx).exp());
+                for (jw, p) in e.iter().enumerate() {
+                    let j = start + jw;
                     for i in 0..s.dv {
                         out[(t * s.n_head + h) * s.dv + i] +=
                             p / z * v[j * s.v_stride + s.v_offset + g * s.v_head + i] as f64;
@@ -915,5 +971,77 @@ mod tests {
         };
         check(s, 6, 0, true, 2);
         check(s, 1, 40, true, 2);
+    }
+
+    /// Sliding window and sinks against the f64 reference, on one and two threads, and a
+    /// token's row alone equal to its row in the batch.
+    #[test]
+    fn window_and_sinks_match_f64_reference() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+        let s = AttnShape {
+            n_head: 4,
+            n_kv_head: 2,
+            dk: 64,
+            dv: 64,
+            k_stride: 128,
+            v_stride: 128,
+            v_offset: 0,
+            k_head: 64,
+            v_head: 64,
+            scale: 0.125,
+        };
+        let sinks: Vec<f32> = (0..4).map(|_| rng.random_range(-2.0..3.0)).collect();
+        for (window, pos0, m) in [
+            (Some(8), 0, 20),
+            (Some(8), 13, 5),
+            (Some(1), 3, 4),
+            (None, 5, 9),
+        ] {
+            let n_ctx = pos0 + m;
+            let q: Vec<f32> = (0..m * 4 * 64)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let k: Vec<f32> = (0..n_ctx * 128)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let v: Vec<f32> = (0..n_ctx * 128)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let opts = AttnOpts {
+                window,
+                sinks: Some(&sinks),
+            };
+            let want = reference_with(&s, opts, &q, pos0, &k, &v);
+            let mut outs = Vec::new();
+            for threads in [1, 2] {
+                let pool = ThreadPool::new(threads);
+                let mut out = vec![0f32; m * 4 * 64];
+                let mut scratch = AttnScratch::new();
+                attention_with(&pool, &s, opts, &q, pos0, &k, &v, &mut out, &mut scratch);
+                for (a, b) in out.iter().zip(&want) {
+                    assert!(
+                        (*a as f64 - b).abs() < 1e-4,
+                        "{window:?} {pos0} {m}: {a} vs {b}"
+                    );
+                }
+                outs.push(out);
+            }
+            assert_eq!(outs[0], outs[1]);
+            let pool = ThreadPool::new(2);
+            let mut solo = vec![0f32; 4 * 64];
+            let last = m - 1;
+            attention_with(
+                &pool,
+                &s,
+                opts,
+                &q[last * 4 * 64..],
+                pos0 + last,
+                &k,
+                &v,
+                &mut solo,
+                &mut AttnScratch::new(),
+            );
+            assert_eq!(&outs[0][last * 4 * 64..], &solo[..]);
+        }
     }
 }

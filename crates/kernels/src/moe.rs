@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use quant::GgmlType;
 
-use crate::activation::silu_glu_inplace;
+use crate::activation::{glu_inplace, Glu};
 use crate::matmul::{quantize_acts, ActScratch, MatmulError, MatmulOp, OpBatch, QMatrix};
 use crate::matmul::{QuantizedActs, MAX_BATCH_OPS};
 use crate::vector::axpy;
@@ -39,6 +39,56 @@ pub struct Experts<'w> {
     pub hidden: usize,
     /// Experts in the stacks.
     pub n_expert: usize,
+    /// How gate and up combine (SwiGLU, or gpt-oss's clamped variant).
+    pub act: Glu,
+    /// Per-expert biases of the three products (gpt-oss), `None` for none.
+    pub bias: Option<ExpertBiases<'w>>,
+}
+
+/// Biases added to each expert's products: `gate`/`up` are `n_expert × hidden` (added
+/// before the activation), `down` is `n_expert × dim` (added before the routing weight).
+#[derive(Clone, Copy, Debug)]
+pub struct ExpertBiases<'w> {
+    pub gate: &'w [f32],
+    pub up: &'w [f32],
+    pub down: &'w [f32],
+}
+
+impl ExpertBiases<'_> {
+    /// Checks the lengths against the stacks' shapes.
+    pub fn check(&self, n_expert: usize, hidden: usize, dim: usize) -> Result<(), MatmulError> {
+        if self.gate.len() != n_expert * hidden
+            || self.up.len() != n_expert * hidden
+            || self.down.len() != n_expert * dim
+        {
+            return Err(MatmulError::Shape(format!(
+                "MoE: expert biases of {}/{}/{} values for {n_expert} experts of {hidden} → {dim}",
+                self.gate.len(),
+                self.up.len(),
+                self.down.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds expert `e`'s gate and up biases to its `rows` hidden rows.
+    pub fn add_gate_up(&self, e: usize, hidden: usize, gate: &mut [f32], up: &mut [f32]) {
+        let (gb, ub) = (
+            &self.gate[e * hidden..(e + 1) * hidden],
+            &self.up[e * hidden..(e + 1) * hidden],
+        );
+        gate.chunks_exact_mut(hidden)
+            .for_each(|r| crate::vector::add_inplace(r, gb));
+        up.chunks_exact_mut(hidden)
+            .for_each(|r| crate::vector::add_inplace(r, ub));
+    }
+
+    /// Adds expert `e`'s down bias to its output rows.
+    pub fn add_down(&self, e: usize, dim: usize, out: &mut [f32]) {
+        let db = &self.down[e * dim..(e + 1) * dim];
+        out.chunks_exact_mut(dim)
+            .for_each(|r| crate::vector::add_inplace(r, db));
+    }
 }
 
 /// The router's choice for `n` tokens: `ids[t·k + slot]` is the expert of the token's
@@ -220,7 +270,8 @@ impl MoeScratch {
 }
 
 /// `out[t] = Σ_slot weight(t, slot) · down_e(silu(gate_e · x[t]) · (up_e · x[t]))` with
-/// `e = ids[t·k + slot]`, for the `n = x.len() / dim` tokens of `x`; `out` is overwritten.
+/// `e = ids[t·k + slot]` (with [`Experts::act`]'s activation and [`Experts::bias`]'s biases
+/// where set), for the `n = x.len() / dim` tokens of `x`; `out` is overwritten.
 /// Each product is the one [`crate::matmul::matmul_acts`] computes, and the sum runs in
 /// slot order, so a token's result does not depend on the rest of the batch.
 pub fn moe_experts(
@@ -254,6 +305,9 @@ pub fn moe_experts(
             w.up.ty()
         )));
     }
+    if let Some(b) = &w.bias {
+        b.check(w.n_expert, hidden, dim)?;
+    }
     s.reserve(w, n, k)?;
     s.groups.group(routing.ids, k, w.n_expert)?;
     let nk = n * k;
@@ -286,7 +340,14 @@ pub fn moe_experts(
         }
         batch.run(pool)?;
     }
-    silu_glu_inplace(gate, up);
+    if let Some(b) = &w.bias {
+        for &e in groups.active() {
+            let rows = groups.rows(e);
+            let span = rows.start * hidden..rows.end * hidden;
+            b.add_gate_up(e, hidden, &mut gate[span.clone()], &mut up[span]);
+        }
+    }
+    glu_inplace(w.act, gate, up);
 
     // Down, from one quantization of every hidden row.
     let hq = quantize_acts(pool, w.down.ty(), gate, hidden, act_hidden)?;
@@ -302,6 +363,13 @@ pub fn moe_experts(
             batch.push(op(w.down.expert(e)?, hq, &groups.identity[rows], here))?;
         }
         batch.run(pool)?;
+    }
+
+    if let Some(b) = &w.bias {
+        for &e in groups.active() {
+            let rows = groups.rows(e);
+            b.add_down(e, dim, &mut row_out[rows.start * dim..rows.end * dim]);
+        }
     }
 
     // Weighted sum per token, in slot order.
@@ -412,7 +480,8 @@ mod tests {
     }
 
     /// The fused path equals the plain one (each expert's products one by one with
-    /// [`matmul_acts`], the weighted sum in slot order), bit for bit.
+    /// [`matmul_acts`], the weighted sum in slot order), bit for bit: SwiGLU without biases,
+    /// and gpt-oss's clamped SwiGLU with per-expert biases.
     #[test]
     fn fused_experts_match_one_by_one() {
         let mut rng = Rng64::seed_from_u64(21);
@@ -421,13 +490,17 @@ mod tests {
         let gate = Stack::random(GgmlType::Q4_K, dim, hidden, n_expert, &mut rng);
         let up = Stack::random(GgmlType::Q4_K, dim, hidden, n_expert, &mut rng);
         let down = Stack::random(GgmlType::Q6_K, hidden, dim, n_expert, &mut rng);
-        let w = Experts {
-            gate: &gate,
-            up: &up,
-            down: &down,
-            dim,
-            hidden,
-            n_expert,
+        let mut bias_values =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-2.0..2.0)).collect() };
+        let (gb, ub, db) = (
+            bias_values(n_expert * hidden),
+            bias_values(n_expert * hidden),
+            bias_values(n_expert * dim),
+        );
+        let biases = ExpertBiases {
+            gate: &gb,
+            up: &ub,
+            down: &db,
         };
         let x: Vec<f32> = (0..n * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
         let ids = [3, 1, 0, 3, 5, 2, 1, 3, 3, 0];
@@ -439,32 +512,69 @@ mod tests {
         };
         let mut s = MoeScratch::new();
         let mut out = vec![f32::NAN; n * dim];
-        moe_experts(&pool, &w, &x, routing, &mut s, &mut out).unwrap();
+        for (act, bias) in [(Glu::Silu, None), (Glu::GPT_OSS, Some(biases))] {
+            let w = Experts {
+                gate: &gate,
+                up: &up,
+                down: &down,
+                dim,
+                hidden,
+                n_expert,
+                act,
+                bias,
+            };
+            moe_experts(&pool, &w, &x, routing, &mut s, &mut out).unwrap();
 
-        let mut act = ActScratch::new();
-        for t in 0..n {
-            let mut want = vec![0f32; dim];
-            for slot in 0..k {
-                let e = ids[t * k + slot];
-                let xt = &x[t * dim..(t + 1) * dim];
-                let (mut g, mut u, mut d) =
-                    (vec![0f32; hidden], vec![0f32; hidden], vec![0f32; dim]);
-                let xq = quantize_acts(&pool, gate.ty, xt, dim, &mut act).unwrap();
-                matmul_acts(&pool, &gate.expert(e).unwrap(), &xq, &mut g).unwrap();
-                matmul_acts(&pool, &up.expert(e).unwrap(), &xq, &mut u).unwrap();
-                silu_glu_inplace(&mut g, &u);
-                let hq = quantize_acts(&pool, down.ty, &g, hidden, &mut act).unwrap();
-                matmul_acts(&pool, &down.expert(e).unwrap(), &hq, &mut d).unwrap();
-                axpy(&mut want, weights[t * k + slot], &d);
+            let mut scratch = ActScratch::new();
+            for t in 0..n {
+                let mut want = vec![0f32; dim];
+                for slot in 0..k {
+                    let e = ids[t * k + slot];
+                    let xt = &x[t * dim..(t + 1) * dim];
+                    let (mut g, mut u, mut d) =
+                        (vec![0f32; hidden], vec![0f32; hidden], vec![0f32; dim]);
+                    let xq = quantize_acts(&pool, gate.ty, xt, dim, &mut scratch).unwrap();
+                    matmul_acts(&pool, &gate.expert(e).unwrap(), &xq, &mut g).unwrap();
+                    matmul_acts(&pool, &up.expert(e).unwrap(), &xq, &mut u).unwrap();
+                    if let Some(b) = &bias {
+                        b.add_gate_up(e, hidden, &mut g, &mut u);
+                    }
+                    glu_inplace(act, &mut g, &u);
+                    let hq = quantize_acts(&pool, down.ty, &g, hidden, &mut scratch).unwrap();
+                    matmul_acts(&pool, &down.expert(e).unwrap(), &hq, &mut d).unwrap();
+                    if let Some(b) = &bias {
+                        b.add_down(e, dim, &mut d);
+                    }
+                    axpy(&mut want, weights[t * k + slot], &d);
+                }
+                let got = &out[t * dim..(t + 1) * dim];
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{act:?}: token {t}"
+                );
             }
-            let got = &out[t * dim..(t + 1) * dim];
-            assert!(
-                got.iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "token {t}"
-            );
         }
+        let w = Experts {
+            gate: &gate,
+            up: &up,
+            down: &down,
+            dim,
+            hidden,
+            n_expert,
+            act: Glu::Silu,
+            bias: None,
+        };
+        let short_bias = ExpertBiases {
+            down: &db[..dim],
+            ..biases
+        };
+        let wrong = Experts {
+            bias: Some(short_bias),
+            ..w
+        };
+        assert!(moe_experts(&pool, &wrong, &x, routing, &mut s, &mut out).is_err());
 
         // Bad input is an error, not a panic.
         let bad_ids = [3, 1, 0, 3, 5, 2, 1, 3, 3, 6];

@@ -50,11 +50,14 @@ pub struct RopeParams {
     pub beta_slow: f32,
     /// `rope.scaling.original_context_length` (only used when `ext_factor ≠ 0`).
     pub n_ctx_orig: u32,
+    /// Round the YaRN correction range outwards to whole pairs (ggml always does; HF's
+    /// `truncate`, false for gpt-oss, whose reference keeps the fractional range).
+    pub truncate_corr: bool,
 }
 
 impl RopeParams {
     /// Plain RoPE (no scaling): `freq_scale = 1`, `ext_factor = 0`, `attn_factor = 1`,
-    /// `beta_fast = 32`, `beta_slow = 1`, `n_ctx_orig = 0`.
+    /// `beta_fast = 32`, `beta_slow = 1`, `n_ctx_orig = 0`, correction range truncated.
     pub fn new(n_dims: usize, mode: RopeMode, freq_base: f32) -> RopeParams {
         RopeParams {
             n_dims,
@@ -66,18 +69,22 @@ impl RopeParams {
             beta_fast: 32.0,
             beta_slow: 1.0,
             n_ctx_orig: 0,
+            truncate_corr: true,
         }
     }
 
-    /// The YaRN correction range `[start, end]` in pair indices (`ggml_rope_yarn_corr_dims`).
+    /// The YaRN correction range `[start, end]` in pair indices (`ggml_rope_yarn_corr_dims`;
+    /// not rounded when `truncate_corr` is off).
     pub fn corr_dims(&self) -> [f32; 2] {
         let n_dims = self.n_dims as f32;
         let corr_dim = |n_rot: f32| -> f32 {
             n_dims * (self.n_ctx_orig as f32 / (n_rot * 2.0 * std::f32::consts::PI)).ln()
                 / (2.0 * self.freq_base.ln())
         };
-        let start = corr_dim(self.beta_fast).floor();
-        let end = corr_dim(self.beta_slow).ceil();
+        let (mut start, mut end) = (corr_dim(self.beta_fast), corr_dim(self.beta_slow));
+        if self.truncate_corr {
+            (start, end) = (start.floor(), end.ceil());
+        }
         [start.max(0.0), end.min(n_dims - 1.0)]
     }
 
@@ -391,6 +398,27 @@ mod tests {
         assert!((m - (1.0 + 0.1 * 40f32.ln())).abs() < 1e-6);
         let (_, kq) = deepseek2_yarn_scales(1.0, 1.0 / 40.0, 1.0, 0.0707);
         assert!((kq - (1.0 + 0.0707 * 40f32.ln())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn corr_dims_untruncated_for_gpt_oss() {
+        // gpt-oss: n_dims 64, base 150000, n_ctx_orig 4096, β 32 / 1, HF's truncate false:
+        // corr_dim(32) = 64·ln(4096/(64π))/(2 ln 150000) = 8.093…, corr_dim(1) = 17.398….
+        let p = RopeParams {
+            n_ctx_orig: 4096,
+            ext_factor: 1.0,
+            freq_scale: 1.0 / 32.0,
+            truncate_corr: false,
+            ..RopeParams::new(64, RopeMode::Neox, 150000.0)
+        };
+        let [lo, hi] = p.corr_dims();
+        assert!((lo - 8.0929).abs() < 1e-3, "{lo}");
+        assert!((hi - 17.398).abs() < 1e-3, "{hi}");
+        let t = RopeParams {
+            truncate_corr: true,
+            ..p
+        };
+        assert_eq!(t.corr_dims(), [8.0, 18.0]);
     }
 
     #[test]

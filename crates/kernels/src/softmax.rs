@@ -55,6 +55,24 @@ pub fn softmax_scaled_masked_inplace(x: &mut [f32], scale: f32, mask: Option<&[f
     crate::vector::scale_inplace(x, inv);
 }
 
+/// In place: `x = softmax([x, sink])` without the sink's own entry — an attention sink
+/// (gpt-oss): a learned logit that joins the denominator, so the weights of `x` sum to
+/// less than 1. Same order of operations as [`softmax_inplace`]; the sink's exponential is
+/// added to the sum last. An empty `x` stays empty.
+pub fn softmax_with_sink_inplace(x: &mut [f32], sink: f32) {
+    if x.is_empty() {
+        return;
+    }
+    let max = x.iter().fold(sink, |m, &v| m.max(v));
+    if max == f32::NEG_INFINITY {
+        x.fill(0.0);
+        return;
+    }
+    let sum = exp_sub_sum(x, max) + ((sink - max).exp() as f64);
+    let inv = (1.0 / sum) as f32;
+    crate::vector::scale_inplace(x, inv);
+}
+
 /// `x[i] = exp(x[i] − max)`, returning `Σ x[i]` (in f64).
 fn exp_sub_sum(x: &mut [f32], max: f32) -> f64 {
     #[cfg(target_arch = "x86_64")]
@@ -105,6 +123,35 @@ unsafe fn exp_sub_sum_avx2(x: &mut [f32], max: f32) -> f64 {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn sink_joins_the_denominator() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+        for n in [1usize, 3, 8, 17, 40] {
+            for sink in [-3.0f32, 0.0, 2.5, 9.0] {
+                let x: Vec<f32> = (0..n).map(|_| rng.random_range(-4.0..4.0)).collect();
+                let mut with = x.clone();
+                with.push(sink);
+                let want = reference(&with, 1.0, None);
+                let mut got = x.clone();
+                softmax_with_sink_inplace(&mut got, sink);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (*g as f64 - w).abs() < 1e-6,
+                        "n {n} sink {sink}: {g} vs {w}"
+                    );
+                }
+                let total: f32 = got.iter().sum();
+                assert!(total < 1.0, "the sink takes a share");
+            }
+        }
+        let mut big = vec![1.0f32; 4];
+        softmax_with_sink_inplace(&mut big, f32::NEG_INFINITY);
+        assert!(
+            big.iter().all(|&p| (p - 0.25).abs() < 1e-7),
+            "a -inf sink is no sink"
+        );
+    }
 
     fn reference(x: &[f32], scale: f64, mask: Option<&[f32]>) -> Vec<f64> {
         let y: Vec<f64> = x

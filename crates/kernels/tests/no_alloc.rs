@@ -60,6 +60,8 @@ fn hot_path_does_not_allocate() {
     quant::quantize(ty, &ew_src, &mut ew).unwrap();
     let gate = SameExpert(QMatrix::new(ty, n_in, 256, &ew).unwrap());
     let down = SameExpert(QMatrix::new(ty, 256, n_in, &ew).unwrap());
+    // Biases and the clamped SwiGLU (gpt-oss) take the same path without allocating.
+    let expert_bias = vec![0.01f32; 4 * 256.max(n_in)];
     let experts = Experts {
         gate: &gate,
         up: &gate,
@@ -67,6 +69,12 @@ fn hot_path_does_not_allocate() {
         dim: n_in,
         hidden: 256,
         n_expert: 4,
+        act: kernels::activation::Glu::GPT_OSS,
+        bias: Some(kernels::moe::ExpertBiases {
+            gate: &expert_bias[..4 * 256],
+            up: &expert_bias[..4 * 256],
+            down: &expert_bias[..4 * n_in],
+        }),
     };
     let (ids, weights) = ([0usize, 3, 2, 3, 1, 0], [0.5f32, 0.25, 0.7, 0.3, 0.6, 0.4]);
     let mut moe_scratch = MoeScratch::new();

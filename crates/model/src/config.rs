@@ -1,6 +1,7 @@
 //! Hyper-parameters: everything about a model's shapes and math that the forward pass
 //! needs, read once from GGUF metadata by the architecture files in `arch/`.
 
+use kernels::activation::Glu;
 use kernels::rope::RopeParams;
 
 /// The architecture families we run.
@@ -22,6 +23,8 @@ pub enum Arch {
     /// MiniMax-M2/M2.1/M2.5: GQA with q/k RMSNorm over all heads, partial RoPE, sigmoid
     /// routing, no shared expert.
     MinimaxM2,
+    /// gpt-oss (llama.cpp `gpt-oss`): sinks, sliding-window layers, biases, clamped SwiGLU.
+    GptOss,
 }
 
 impl Arch {
@@ -35,6 +38,7 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Glm4Moe => "glm4moe",
             Arch::MinimaxM2 => "minimax-m2",
+            Arch::GptOss => "gpt-oss",
         }
     }
 }
@@ -106,6 +110,17 @@ pub struct MoeConfig {
     pub topk_group: usize,
     /// The first `leading_dense` layers have a dense FFN instead of experts.
     pub leading_dense: usize,
+    /// How an expert's gate and up combine (gpt-oss: the clamped SwiGLU).
+    pub act: Glu,
+}
+
+/// Sliding-window attention layers (gpt-oss: every other layer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlidingWindow {
+    /// Positions a query sees on a sliding layer, itself included.
+    pub window: usize,
+    /// Per layer: whether it slides (the others attend to the whole context).
+    pub layers: Vec<bool>,
 }
 
 /// DeepSeek's multi-head latent attention shapes.
@@ -154,9 +169,19 @@ pub struct Config {
     pub nextn_layers: usize,
     pub moe: Option<MoeConfig>,
     pub mla: Option<MlaConfig>,
+    /// Sliding-window layers, `None` when every layer sees the whole context.
+    pub swa: Option<SlidingWindow>,
 }
 
 impl Config {
+    /// The window of layer `il` if it is a sliding-window layer.
+    pub fn window(&self, il: usize) -> Option<usize> {
+        self.swa
+            .as_ref()
+            .filter(|s| s.layers.get(il).copied().unwrap_or(false))
+            .map(|s| s.window)
+    }
+
     /// Whether layer `il` has routed experts.
     pub fn is_moe_layer(&self, il: usize) -> bool {
         self.moe.as_ref().is_some_and(|m| il >= m.leading_dense)

@@ -1,12 +1,41 @@
 //! The KV cache of one sequence.
+//!
+//! A sliding-window layer (gpt-oss: every other layer sees its last 128 positions) keeps
+//! only a ring of [`ring_rows`] positions once the context is longer than twice that:
+//! position `p` lives in slot `p mod rows`, written twice (slots `s` and `s + rows`) so
+//! that any run of up to `rows` consecutive positions is one contiguous slice for the
+//! attention kernel. The attention stage writes and attends in steps of at most
+//! [`RING_STEP`] tokens, so a step never overwrites a position its own queries still
+//! see. Going back ([`KvCache::truncate`]) works while the positions the new last
+//! token's window needs are still in the ring, i.e. up to [`RING_STEP`] positions back;
+//! further back the cache starts over (it says so by the length it keeps).
 
 use crate::config::Config;
 use crate::ModelError;
+
+/// Most new positions a sliding layer's ring takes in one attention step, and so how far
+/// back a cache with rings can be truncated and continue: enough for the next turn of a
+/// chat to reuse the conversation although the template drops the last answer's
+/// reasoning (gpt-oss's harmony format does), and for `bench -d` with `-p 2048`. A ring of
+/// 2 · (127 + 2048) rows (gpt-oss) is 17 MiB per sliding layer and sequence.
+pub const RING_STEP: usize = 2048;
+
+/// Positions the ring of a layer with this window holds: the window before the first
+/// token of a step, and the step.
+pub fn ring_rows(window: usize, step: usize) -> usize {
+    window - 1 + step
+}
 
 /// Cached keys and values of one layer.
 enum LayerCache {
     /// Grouped-query attention: `k` and `v` rows of `n_head_kv · head_dim` per position.
     Gqa { k: Vec<f32>, v: Vec<f32> },
+    /// A sliding-window GQA layer's ring (see the module docs): `2 · rows` rows each.
+    Ring {
+        k: Vec<f32>,
+        v: Vec<f32>,
+        rows: usize,
+    },
     /// MLA (absorbed): per position the normalised latent `c_kv` (`kv_lora`) followed by
     /// the rotated shared key `k_pe` (`qk_rope`) — 576 floats for DeepSeek-V3 instead of
     /// 2 · 128 heads · 128.
@@ -17,6 +46,12 @@ enum LayerCache {
 pub struct KvCache {
     n_ctx: usize,
     len: usize,
+    /// The first position every ring still holds (0 without rings).
+    ring_from: usize,
+    /// New positions a ring takes per attention step ([`RING_STEP`] but in tests).
+    ring_step: usize,
+    /// The smallest window of the ring layers (`None`: no rings).
+    ring_window: Option<usize>,
     layers: Vec<LayerCache>,
     /// Bytes held, as [`KvCache::bytes_for`] computed them (the memory plan reserves
     /// with the same function).
@@ -35,12 +70,26 @@ impl KvCache {
         }
     }
 
+    /// The ring of layer `il` in a cache of `n_ctx` positions: its rows, when the layer
+    /// slides and the ring (stored twice) is smaller than the context.
+    fn ring_of(config: &Config, il: usize, n_ctx: usize, step: usize) -> Option<usize> {
+        let rows = ring_rows(config.window(il)?, step);
+        (config.mla.is_none() && 2 * rows < n_ctx).then_some(rows)
+    }
+
     /// Bytes a cache of `n_ctx` positions holds (`None` if the size overflows).
     pub fn bytes_for(config: &Config, n_ctx: usize) -> Option<usize> {
+        KvCache::bytes_with_step(config, n_ctx, RING_STEP)
+    }
+
+    fn bytes_with_step(config: &Config, n_ctx: usize, step: usize) -> Option<usize> {
         let (k, v) = KvCache::widths(config);
-        config
-            .n_layer
-            .checked_mul(n_ctx)?
+        let mut positions = 0usize;
+        for il in 0..config.n_layer {
+            let rows = KvCache::ring_of(config, il, n_ctx, step).map_or(n_ctx, |r| 2 * r);
+            positions = positions.checked_add(rows)?;
+        }
+        positions
             .checked_mul(k + v)?
             .checked_mul(std::mem::size_of::<f32>())
     }
@@ -93,22 +142,51 @@ impl KvCache {
     /// written), so an impossible size is an error that says so instead of an aborted
     /// allocation.
     pub fn new(config: &Config, n_ctx: usize) -> Result<KvCache, ModelError> {
-        let bytes = KvCache::check_size(config, n_ctx, 1)?;
+        KvCache::with_ring_step(config, n_ctx, RING_STEP)
+    }
+
+    /// [`KvCache::new`] whose sliding layers' rings take `step` (≥ 1) new positions per
+    /// attention step instead of [`RING_STEP`]: small rings that wrap within a short
+    /// prompt, for tests.
+    pub fn with_ring_step(
+        config: &Config,
+        n_ctx: usize,
+        step: usize,
+    ) -> Result<KvCache, ModelError> {
+        if step == 0 {
+            return Err(ModelError::Input("a ring step of 0 positions".into()));
+        }
+        KvCache::check_size(config, n_ctx, 1)?;
+        let bytes = KvCache::bytes_with_step(config, n_ctx, step).unwrap_or(usize::MAX);
         let (k_width, v_width) = KvCache::widths(config);
         let layers = (0..config.n_layer)
-            .map(|_| match config.mla {
-                Some(_) => LayerCache::Mla {
-                    latent: vec![0.0; n_ctx * k_width],
+            .map(
+                |il| match (&config.mla, KvCache::ring_of(config, il, n_ctx, step)) {
+                    (Some(_), _) => LayerCache::Mla {
+                        latent: vec![0.0; n_ctx * k_width],
+                    },
+                    (None, Some(rows)) => LayerCache::Ring {
+                        k: vec![0.0; 2 * rows * k_width],
+                        v: vec![0.0; 2 * rows * v_width],
+                        rows,
+                    },
+                    (None, None) => LayerCache::Gqa {
+                        k: vec![0.0; n_ctx * k_width],
+                        v: vec![0.0; n_ctx * v_width],
+                    },
                 },
-                None => LayerCache::Gqa {
-                    k: vec![0.0; n_ctx * k_width],
-                    v: vec![0.0; n_ctx * v_width],
-                },
-            })
+            )
             .collect();
+        let ring_window = (0..config.n_layer)
+            .filter(|&il| KvCache::ring_of(config, il, n_ctx, step).is_some())
+            .filter_map(|il| config.window(il))
+            .min();
         Ok(KvCache {
             n_ctx,
             len: 0,
+            ring_from: 0,
+            ring_step: step,
+            ring_window,
             layers,
             bytes,
         })
@@ -126,9 +204,21 @@ impl KvCache {
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
     }
-    /// Forgets positions from `len` on (e.g. `/clear`, or keeping a shared prefix).
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+    /// Forgets positions from `len` on (e.g. `/clear`, or keeping a shared prefix) and
+    /// returns the positions kept: `min(len, self.len())`, or 0 when a sliding layer's
+    /// ring no longer holds the window the new last position needs (more than
+    /// [`RING_STEP`] positions back): the sequence then starts over.
+    /// [`KvCache::ring_step`] says how far back it can go.
+    pub fn truncate(&mut self, len: usize) -> usize {
+        let len = self.len.min(len);
+        let lost = self
+            .ring_window
+            .is_some_and(|w| len > 0 && (len + 1).saturating_sub(w) < self.ring_from);
+        self.len = if lost { 0 } else { len };
+        if self.len == 0 {
+            self.ring_from = 0;
+        }
+        self.len
     }
     /// Bytes held.
     pub fn bytes(&self) -> usize {
@@ -141,7 +231,7 @@ impl KvCache {
             .layers
             .iter()
             .map(|l| match l {
-                LayerCache::Gqa { k, v } => k.len() + v.len(),
+                LayerCache::Gqa { k, v } | LayerCache::Ring { k, v, .. } => k.len() + v.len(),
                 LayerCache::Mla { latent } => latent.len(),
             })
             .sum();
@@ -149,12 +239,43 @@ impl KvCache {
     }
     pub(crate) fn set_len(&mut self, len: usize) {
         self.len = len;
+        // The rings now hold the last `rows` positions (and whatever older ones they held).
+        let rows = self
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                LayerCache::Ring { rows, .. } => Some(*rows),
+                _ => None,
+            })
+            .min();
+        if let Some(rows) = rows {
+            self.ring_from = self.ring_from.max(len.saturating_sub(rows));
+        }
     }
 
-    /// GQA layer `il`: (keys, values), each `n_ctx` rows.
+    /// New positions a sliding layer's ring takes per attention step, and so how far back
+    /// [`KvCache::truncate`] can always go; `None` when the cache keeps every position.
+    pub fn ring_step(&self) -> Option<usize> {
+        self.ring_window.map(|_| self.ring_step)
+    }
+
+    /// The first position the sliding layers' rings still hold (0 without rings).
+    pub fn ring_from(&self) -> usize {
+        self.ring_from
+    }
+
+    /// Rows of layer `il`'s ring, `None` when the layer keeps every position.
+    pub(crate) fn ring(&self, il: usize) -> Option<usize> {
+        match &self.layers[il] {
+            LayerCache::Ring { rows, .. } => Some(*rows),
+            _ => None,
+        }
+    }
+
+    /// GQA layer `il`: (keys, values), each `n_ctx` rows (a ring: `2 · rows`).
     pub(crate) fn gqa(&mut self, il: usize) -> (&mut [f32], &mut [f32]) {
         match &mut self.layers[il] {
-            LayerCache::Gqa { k, v } => (k, v),
+            LayerCache::Gqa { k, v } | LayerCache::Ring { k, v, .. } => (k, v),
             LayerCache::Mla { .. } => unreachable!("GQA access to an MLA cache"),
         }
     }
@@ -162,7 +283,7 @@ impl KvCache {
     /// GQA layer `il`, read-only.
     pub(crate) fn gqa_ref(&self, il: usize) -> (&[f32], &[f32]) {
         match &self.layers[il] {
-            LayerCache::Gqa { k, v } => (k, v),
+            LayerCache::Gqa { k, v } | LayerCache::Ring { k, v, .. } => (k, v),
             LayerCache::Mla { .. } => unreachable!("GQA access to an MLA cache"),
         }
     }
@@ -171,7 +292,9 @@ impl KvCache {
     pub(crate) fn mla_ref(&self, il: usize) -> &[f32] {
         match &self.layers[il] {
             LayerCache::Mla { latent } => latent,
-            LayerCache::Gqa { .. } => unreachable!("MLA access to a GQA cache"),
+            LayerCache::Gqa { .. } | LayerCache::Ring { .. } => {
+                unreachable!("MLA access to a GQA cache")
+            }
         }
     }
 
@@ -179,7 +302,9 @@ impl KvCache {
     pub(crate) fn mla(&mut self, il: usize) -> &mut [f32] {
         match &mut self.layers[il] {
             LayerCache::Mla { latent } => latent,
-            LayerCache::Gqa { .. } => unreachable!("MLA access to a GQA cache"),
+            LayerCache::Gqa { .. } | LayerCache::Ring { .. } => {
+                unreachable!("MLA access to a GQA cache")
+            }
         }
     }
 }

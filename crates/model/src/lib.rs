@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use gguf::Gguf;
 
-pub use config::{Arch, Config, Gating, MlaConfig, MoeConfig, QkNorm};
+pub use config::{Arch, Config, Gating, MlaConfig, MoeConfig, QkNorm, SlidingWindow};
 pub use error::ModelError;
 pub use forward::{BatchLimits, BatchSeq, Logits, MlaForm, RunState};
 pub use kv::KvCache;
@@ -40,7 +40,7 @@ use arch::Hparams;
 use weights::{Binder, Layer};
 
 /// The `general.architecture` values we run.
-pub const SUPPORTED_ARCHS: [&str; 7] = [
+pub const SUPPORTED_ARCHS: [&str; 8] = [
     "deepseek2",
     "qwen3moe",
     "qwen2moe",
@@ -48,6 +48,7 @@ pub const SUPPORTED_ARCHS: [&str; 7] = [
     "qwen2",
     "glm4moe",
     "minimax-m2",
+    "gpt-oss",
 ];
 
 /// A loaded model: its shapes and its weights (views into the mapped file).
@@ -88,6 +89,7 @@ impl Model {
             "qwen2" => arch::qwen2::config(&hp, n_vocab)?,
             "glm4moe" => arch::glm4moe::config(&hp, n_vocab)?,
             "minimax-m2" => arch::minimax_m2::config(&hp, n_vocab)?,
+            "gpt-oss" => arch::gpt_oss::config(&hp, n_vocab)?,
             _ => {
                 return Err(ModelError::UnsupportedArch {
                     file: file.name().to_string(),

@@ -691,6 +691,22 @@ impl Binder<'_> {
         Ok(v)
     }
 
+    /// A small tensor of exactly `ne` (e.g. per-expert biases, `[width, n_expert]`),
+    /// dequantized to f32 in file order.
+    pub fn array(&self, name: &str, ne: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let t = self.file.tensor(name)?;
+        let mut got: Vec<u64> = t.ne.to_vec();
+        while got.len() > ne.len() && got.last() == Some(&1) {
+            got.pop();
+        }
+        if got.iter().map(|&d| d as usize).ne(ne.iter().copied()) {
+            return Err(self.bad(name, format!("shape (ne) is {:?}, expected {ne:?}", t.ne)));
+        }
+        let mut v = vec![0f32; ne.iter().product()];
+        quant::dequantize(t.ty, t.data, &mut v).map_err(|e| self.bad(name, e.to_string()))?;
+        Ok(v)
+    }
+
     /// [`Self::vector`], or `None` when the tensor is absent.
     pub fn opt_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>, ModelError> {
         if self.has(name) {
@@ -701,8 +717,12 @@ impl Binder<'_> {
     }
 }
 
-/// Grouped-query attention (Llama, Qwen2, Qwen2-MoE, Qwen3-MoE).
+/// Grouped-query attention (Llama, Qwen2, Qwen2-MoE, Qwen3-MoE, gpt-oss).
 pub struct GqaWeights {
+    /// Output projection bias (gpt-oss), length `dim`.
+    pub bo: Option<Vec<f32>>,
+    /// Attention sinks (gpt-oss): one logit per query head joining its softmax.
+    pub sinks: Option<Vec<f32>>,
     pub wq: Matrix,
     pub wk: Matrix,
     pub wv: Matrix,
@@ -750,8 +770,20 @@ pub struct DenseFfn {
     pub down: Matrix,
 }
 
+/// Per-expert biases of the routed experts (gpt-oss): `gate`/`up` are
+/// `n_expert × expert_ffn`, `down` is `n_expert × dim` (ne `[width, n_expert]`).
+pub struct ExpertBiasWeights {
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+    pub down: Vec<f32>,
+}
+
 /// A mixture-of-experts FFN.
 pub struct MoeFfn {
+    /// Router bias (gpt-oss), added to the router logits.
+    pub router_bias: Option<Vec<f32>>,
+    /// Biases of the expert products (gpt-oss).
+    pub expert_bias: Option<ExpertBiasWeights>,
     /// Router, `dim` → `n_expert` (F32 in every file we have seen).
     pub router: Matrix,
     /// DeepSeek-V3's selection bias (`exp_probs_b`), added to the scores for choosing only.

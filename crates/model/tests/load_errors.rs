@@ -43,8 +43,12 @@ fn unsupported_architecture_lists_supported_ones() {
     .unwrap();
     assert_eq!(
         e.to_string(),
-        "edited.gguf: unsupported architecture 'gemma3' (supported: deepseek2, qwen3moe, qwen2moe, llama, qwen2, glm4moe, minimax-m2)"
+        format!(
+            "edited.gguf: unsupported architecture 'gemma3' (supported: {})",
+            model::SUPPORTED_ARCHS.join(", ")
+        )
     );
+    assert!(model::SUPPORTED_ARCHS.contains(&"gpt-oss"));
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The hot-path rule "no allocation inside a forward pass", for the whole model: after a
 //! warm-up step of each kind, steady-state decode steps, a prompt (prefill) step and a
 //! mixed batch (a prompt and a decode step together) of the tiny DeepSeek-V3 (MLA, grouped
-//! sigmoid routing, shared expert) and Qwen3-MoE (GQA with q/k norms, softmax routing)
+//! sigmoid routing, shared expert), Qwen3-MoE (GQA with q/k norms, softmax routing) and
+//! gpt-oss (sinks, a sliding layer whose cache is a wrapping ring, biases, MXFP4 experts)
 //! models must not touch the allocator, on any thread (the counter is global, so the
 //! pool's workers count). Production matmuls on file-order and repacked weights, and the
 //! exact reference. Its own test binary with one test, so nothing else allocates meanwhile.
@@ -26,7 +27,8 @@ fn steady_state_allocs(
 ) -> [usize; 3] {
     let mut st = RunState::new(mode);
     st.set_mla_form(form);
-    let new_kv = || KvCache::new(&m.config, 64).unwrap();
+    // (gpt-oss: its sliding layer's cache a ring of 8 − 1 + 4 positions, which wraps.)
+    let new_kv = || KvCache::with_ring_step(&m.config, 64, 4).unwrap();
     let (mut kv, mut kv_prompt, mut kv_mixed) = (new_kv(), new_kv(), new_kv());
     let decode = |st: &mut RunState, kv: &mut KvCache, tok: u32| {
         let logits = m.forward(pool, st, kv, &[tok], Logits::Last).unwrap();
@@ -75,9 +77,13 @@ fn steady_state_allocs(
 fn forward_steps_do_not_allocate_after_warm_up() {
     let pool = ThreadPool::new(2);
     let mut failures = Vec::new();
-    for model in ["deepseek-v3-tiny", "qwen3moe-tiny"] {
-        let plain = common::load(model, "Q4_K_M");
-        let mut packed = common::load(model, "Q4_K_M");
+    for (model, variant) in [
+        ("deepseek-v3-tiny", "Q4_K_M"),
+        ("qwen3moe-tiny", "Q4_K_M"),
+        ("gpt-oss-tiny", "MXFP4_MOE"),
+    ] {
+        let plain = common::load(model, variant);
+        let mut packed = common::load(model, variant);
         packed.weights.repack().unwrap();
         let forms: &[MlaForm] = if model.starts_with("deepseek") {
             &[MlaForm::Auto, MlaForm::Absorbed, MlaForm::Decompressed]

@@ -239,6 +239,17 @@ impl Vocab {
             .into_iter()
             .flatten(),
         );
+        // o200k_harmony (gpt-oss): an answer ends with `<|return|>` (`<|call|>` for a tool
+        // call), while `<|end|>` only closes one message of it (the analysis before the final
+        // answer): end at the first two, not at `<|end|>` (llama.cpp does the same).
+        let harmony: Vec<u32> = ["<|return|>", "<|call|>"]
+            .iter()
+            .filter_map(|t| tokens.iter().position(|x| x == t).map(|i| i as u32))
+            .collect();
+        if harmony.len() == 2 {
+            eog.extend(&harmony);
+            eog.retain(|&id| tokens[id as usize] != "<|end|>");
+        }
         eog.sort_unstable();
         eog.dedup();
         special.eog = eog;

@@ -154,7 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.n_prompt > 0 {
         let tokens = random_tokens(args.n_prompt, vocab, bos, 0x5eed);
         let mut run_pp = || -> anyhow::Result<u64> {
-            seq.truncate(depth);
+            back_to_depth(&mut seq, depth)?;
             let t = Instant::now();
             let logits = seq.feed(&tokens, Logits::Last)?;
             std::hint::black_box(logits);
@@ -174,7 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.n_gen > 0 {
         let tokens = random_tokens(args.n_gen, vocab, bos, 0x6e7);
         let mut run_tg = |n: usize| -> anyhow::Result<u64> {
-            seq.truncate(depth);
+            back_to_depth(&mut seq, depth)?;
             let t = Instant::now();
             for tok in &tokens[..n] {
                 let logits = seq.feed(std::slice::from_ref(tok), Logits::Last)?;
@@ -287,6 +287,21 @@ fn cpu_name() -> String {
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_default()
+}
+
+/// Forgets what the last run added after the `depth` cached tokens. A sliding-window
+/// cache (gpt-oss) can only go back `model::kv::RING_STEP` positions: a longer run is an
+/// error rather than a measurement at another depth.
+fn back_to_depth(seq: &mut engine::Sequence, depth: usize) -> anyhow::Result<()> {
+    let kept = seq.truncate(depth);
+    if kept != depth {
+        anyhow::bail!(
+            "this model's sliding-window KV cache cannot go back more than {} positions: \
+             use -p and -n of at most that with -d",
+            model::kv::RING_STEP
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

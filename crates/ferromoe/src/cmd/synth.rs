@@ -3,10 +3,11 @@
 //! benchmarks run on (we do not ship or download 10 GB of real weights for a speed test).
 //!
 //! Shapes: DeepSeek-V2-Lite (`deepseek2`, all 27 layers, ~16 B parameters), DeepSeek-V3
-//! (`deepseek2`, for a few layers, to measure the per-layer cost at the real V3 widths) and
+//! (`deepseek2`, for a few layers, to measure the per-layer cost at the real V3 widths),
 //! GLM-4.5-Air (`glm4moe`: GQA with q/k/v biases and partial RoPE, 128 experts + a shared
-//! one; for a few layers too; no MTP block). Tensor names, shapes and metadata keys are the
-//! ones llama.cpp's converter writes (see tests/data/tiny/deepseek-* and glm4moe-tiny),
+//! one; for a few layers too; no MTP block) and gpt-oss-120b / gpt-oss-20b (`gpt-oss`,
+//! `synth_gpt_oss.rs`). Tensor names, shapes and metadata keys are the ones llama.cpp's
+//! converter writes (see tests/data/tiny/deepseek-*, glm4moe-tiny and gpt-oss-tiny),
 //! including deepseek2's split MLA tensors `attn_k_b` / `attn_v_b`.
 //!
 //! The file is streamed: one tensor at a time is generated, quantized (rows split over
@@ -20,14 +21,17 @@ use anyhow::{bail, Context};
 use gguf::{Array, GgmlType, GgufWriter, Metadata, TensorSpec, Value};
 use model::Gating;
 
+#[path = "synth_gpt_oss.rs"]
+mod gpt_oss;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Architecture; the shape decides it (`deepseek2` for v2-lite/v3, `glm4moe` for
-    /// glm-4.5-air), so this only checks it.
+    /// glm-4.5-air, `gpt-oss` for the gpt-oss shapes), so this only checks it.
     #[arg(long)]
     arch: Option<String>,
-    /// Which model's shapes: `v2-lite` (DeepSeek-V2-Lite), `v3` (DeepSeek-V3/R1) or
-    /// `glm-4.5-air` (GLM-4.5-Air).
+    /// Which model's shapes: `v2-lite` (DeepSeek-V2-Lite), `v3` (DeepSeek-V3/R1),
+    /// `glm-4.5-air` (GLM-4.5-Air), `gpt-oss-120b` or `gpt-oss-20b`.
     #[arg(long)]
     shape: String,
     /// Number of layers (default: the real model's, 27 / 61).
@@ -274,7 +278,9 @@ impl Shape {
             "v2-lite" => Shape::v2_lite(),
             "v3" => Shape::v3(),
             "glm-4.5-air" => Shape::glm_4_5_air(),
-            other => bail!("--shape {other}: expected v2-lite, v3 or glm-4.5-air"),
+            other => bail!(
+                "--shape {other}: expected v2-lite, v3, glm-4.5-air, gpt-oss-120b or gpt-oss-20b"
+            ),
         };
         if let Some(a) = &args.arch {
             if a != s.arch {
@@ -764,9 +770,34 @@ fn build_tensor(p: &Planned, index: usize, seed: u64, threads: usize) -> anyhow:
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let shape = Shape::from_args(&args)?;
-    let tensors = plan(&shape, &args.ty)?;
-    let md = metadata(&shape, &args.ty, args.seed);
+    let (tensors, md, what) = match gpt_oss::Shape::named(&args.shape) {
+        Some(s) => {
+            let s = s.with_args(&args)?;
+            let summary = s.summary();
+            (
+                gpt_oss::plan(&s, &args.ty)?,
+                gpt_oss::metadata(&s, &args.ty, args.seed),
+                summary,
+            )
+        }
+        None => {
+            let shape = Shape::from_args(&args)?;
+            let summary = format!(
+                "{} · {} layers ({} dense) · {} experts (top {}) · vocab {}",
+                shape.name,
+                shape.n_layer,
+                shape.n_dense,
+                shape.n_expert,
+                shape.n_expert_used,
+                shape.vocab
+            );
+            (
+                plan(&shape, &args.ty)?,
+                metadata(&shape, &args.ty, args.seed),
+                summary,
+            )
+        }
+    };
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -783,13 +814,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .sum();
     eprintln!(
-        "synth: {} · {} layers ({} dense) · {} experts (top {}) · vocab {} · {} · {:.2} G params · {:.2} GB · {threads} threads",
-        shape.name,
-        shape.n_layer,
-        shape.n_dense,
-        shape.n_expert,
-        shape.n_expert_used,
-        shape.vocab,
+        "synth: {what} · {} · {:.2} G params · {:.2} GB · {threads} threads",
         args.ty,
         total_values as f64 / 1e9,
         total_bytes as f64 / 1e9

@@ -5,6 +5,7 @@
 
 pub mod deepseek2;
 pub mod glm4moe;
+pub mod gpt_oss;
 pub mod llama;
 pub mod minimax_m2;
 pub mod qwen2;
@@ -15,7 +16,7 @@ use gguf::Metadata;
 use kernels::rope::{RopeMode, RopeParams};
 
 use crate::config::{Arch, Config, Gating, MoeConfig, QkNorm};
-use crate::weights::{Attention, Binder, Ffn, GqaWeights, MoeFfn};
+use crate::weights::{Attention, Binder, ExpertBiasWeights, Ffn, GqaWeights, MoeFfn};
 use crate::ModelError;
 
 /// Typed access to the `{arch}.*` keys.
@@ -122,6 +123,7 @@ impl Hparams<'_> {
             nextn_layers: 0,
             moe: None,
             mla: None,
+            swa: None,
         })
     }
 
@@ -214,6 +216,7 @@ impl Hparams<'_> {
             n_group: 1,
             topk_group: 1,
             leading_dense: 0,
+            act: kernels::activation::Glu::Silu,
         }))
     }
 }
@@ -228,6 +231,8 @@ pub(crate) fn bind_gqa(b: &Binder, c: &Config, il: usize) -> Result<Attention, M
     );
     let (q_norm, k_norm) = bind_qk_norms(b, c, il)?;
     Ok(Attention::Gqa(GqaWeights {
+        bo: b.opt_vector(&p("attn_output.bias"), c.dim)?,
+        sinks: b.opt_vector(&p("attn_sinks.weight"), c.n_head)?,
         wq: b.matrix(&p("attn_q.weight"), c.dim, q)?,
         wk: b.matrix(&p("attn_k.weight"), c.dim, kv)?,
         wv: b.matrix(&p("attn_v.weight"), c.dim, v)?,
@@ -294,7 +299,19 @@ pub(crate) fn bind_ffn(b: &Binder, c: &Config, il: usize) -> Result<Ffn, ModelEr
     } else {
         None
     };
+    let ffn = m.expert_ffn;
+    let expert_bias = if b.has(&p("ffn_gate_exps.bias")) {
+        Some(ExpertBiasWeights {
+            gate: b.array(&p("ffn_gate_exps.bias"), &[ffn, m.n_expert])?,
+            up: b.array(&p("ffn_up_exps.bias"), &[ffn, m.n_expert])?,
+            down: b.array(&p("ffn_down_exps.bias"), &[c.dim, m.n_expert])?,
+        })
+    } else {
+        None
+    };
     Ok(Ffn::Moe(MoeFfn {
+        router_bias: b.opt_vector(&p("ffn_gate_inp.bias"), m.n_expert)?,
+        expert_bias,
         router: b.matrix(&p("ffn_gate_inp.weight"), c.dim, m.n_expert)?,
         selection_bias: b.opt_vector(&p("exp_probs_b.bias"), m.n_expert)?,
         gate_exps: b.stack(&p("ffn_gate_exps.weight"), c.dim, m.expert_ffn, m.n_expert)?,
@@ -309,7 +326,8 @@ pub(crate) fn bind_ffn(b: &Binder, c: &Config, il: usize) -> Result<Ffn, ModelEr
 /// llama.cpp names after HF's `post_attention_layernorm`.
 pub(crate) fn ffn_norm_name(arch: Arch, il: usize) -> String {
     match arch {
-        Arch::Glm4Moe => format!("blk.{il}.post_attention_norm.weight"),
+        // Both name the FFN input norm after HF's `post_attention_layernorm`.
+        Arch::Glm4Moe | Arch::GptOss => format!("blk.{il}.post_attention_norm.weight"),
         _ => format!("blk.{il}.ffn_norm.weight"),
     }
 }

@@ -1,12 +1,14 @@
-//! Grouped-query attention (Llama, Qwen2, Qwen2-MoE, Qwen3-MoE, GLM-4.5, MiniMax-M2).
+//! Grouped-query attention (Llama, Qwen2, Qwen2-MoE, Qwen3-MoE, GLM-4.5, MiniMax-M2,
+//! gpt-oss).
 //!
 //! Contract: `xb` (`n × dim`) in; q/k/v projections (+ biases, + q/k RMSNorm per head
 //! or over all heads), RoPE on the first `rope.n_dims` values of each head (all of them,
-//! or a part: GLM-4.5 and MiniMax-M2), the batch's keys and values stored in each token's own cache, causal
-//! attention of each token over its sequence, and the output projection written to `out`
-//! (`n × dim`).
+//! or a part: GLM-4.5 and MiniMax-M2), the batch's keys and values stored in each token's
+//! own cache, causal attention of each token over its sequence (gpt-oss: with sinks, and a
+//! sliding window on some layers, whose cache may be a ring), and the output projection
+//! (+ bias) written to `out` (`n × dim`).
 
-use kernels::attention::{attention, AttnScratch, AttnShape};
+use kernels::attention::{attention_with, AttnOpts, AttnScratch, AttnShape};
 use kernels::norm::rms_norm_inplace;
 use kernels::rope::rope_heads;
 use kernels::vector::add_inplace;
@@ -87,9 +89,9 @@ pub fn gqa_attention(
         k.chunks_exact_mut(kn.len())
             .for_each(|h| rms_norm_inplace(h, kn, c.rms_eps));
     }
-    // Rotate q and k, and store k and v in each token's cache.
+    // Rotate q and k.
     let rope_cache = buf(&mut s.rope_cache, c.rope.n_dims);
-    for (t, &(si, pos)) in batch.rows.iter().enumerate() {
+    for (t, &(_, pos)) in batch.rows.iter().enumerate() {
         c.rope.cache(pos as i32, None, rope_cache);
         rope_heads(
             &mut q[t * q_w..(t + 1) * q_w],
@@ -105,9 +107,6 @@ pub fn gqa_attention(
             rope_cache,
             c.rope.mode,
         );
-        let (k_cache, v_cache) = batch.seqs[si].kv.gqa(il);
-        k_cache[pos * k_w..(pos + 1) * k_w].copy_from_slice(&k[t * k_w..(t + 1) * k_w]);
-        v_cache[pos * v_w..(pos + 1) * v_w].copy_from_slice(&v[t * v_w..(t + 1) * v_w]);
     }
 
     let shape = AttnShape {
@@ -122,24 +121,70 @@ pub fn gqa_attention(
         v_head: hdv,
         scale: c.kq_scale,
     };
+    let opts = AttnOpts {
+        window: c.window(il),
+        sinks: a.sinks.as_deref(),
+    };
     let att_w = c.n_head * hdv;
     let att_out = buf(&mut s.att_out, n * att_w);
+    // Per sequence: store its keys and values in its cache, then attend. A sliding
+    // layer's ring takes at most RING_STEP new positions per step (see `crate::kv`).
     let mut t0 = 0;
     for seq in batch.seqs.iter_mut() {
         let m = seq.tokens.len();
         let pos0 = batch.rows[t0].1;
-        let (k_cache, v_cache) = seq.kv.gqa_ref(il);
-        attention(
-            pool,
-            &shape,
-            &q[t0 * q_w..(t0 + m) * q_w],
-            pos0,
-            k_cache,
-            v_cache,
-            &mut att_out[t0 * att_w..(t0 + m) * att_w],
-            &mut s.attn,
-        );
+        let ring = seq.kv.ring(il);
+        let step = match (ring, opts.window) {
+            (Some(rows), Some(w)) => rows + 1 - w,
+            _ => m,
+        };
+        for a in (0..m).step_by(step.max(1)) {
+            let b = (a + step).min(m);
+            let (k_cache, v_cache) = seq.kv.gqa(il);
+            for t in a..b {
+                let (row, pos) = (t0 + t, pos0 + t);
+                let (kr, vr) = (
+                    &k[row * k_w..(row + 1) * k_w],
+                    &v[row * v_w..(row + 1) * v_w],
+                );
+                match ring {
+                    // Each position twice, so that a run of ≤ rows positions is contiguous.
+                    Some(rows) => {
+                        for slot in [pos % rows, pos % rows + rows] {
+                            k_cache[slot * k_w..(slot + 1) * k_w].copy_from_slice(kr);
+                            v_cache[slot * v_w..(slot + 1) * v_w].copy_from_slice(vr);
+                        }
+                    }
+                    None => {
+                        k_cache[pos * k_w..(pos + 1) * k_w].copy_from_slice(kr);
+                        v_cache[pos * v_w..(pos + 1) * v_w].copy_from_slice(vr);
+                    }
+                }
+            }
+            // The keys the step's queries see start at `lo` (a ring: at its slot); a sliding
+            // layer reads only its window, whichever cache it has.
+            let first = pos0 + a;
+            let lo = opts.window.map_or(0, |w| (first + 1).saturating_sub(w));
+            let at = ring.map_or(lo, |rows| lo % rows);
+            let (k_cache, v_cache) = seq.kv.gqa_ref(il);
+            attention_with(
+                pool,
+                &shape,
+                opts,
+                &q[(t0 + a) * q_w..(t0 + b) * q_w],
+                first - lo,
+                &k_cache[at * k_w..],
+                &v_cache[at * v_w..],
+                &mut att_out[(t0 + a) * att_w..(t0 + b) * att_w],
+                &mut s.attn,
+            );
+        }
         t0 += m;
     }
-    cx.linear.forward(pool, &a.wo, 0, att_out, out)
+    cx.linear.forward(pool, &a.wo, 0, att_out, out)?;
+    if let Some(bo) = &a.bo {
+        out.chunks_exact_mut(c.dim)
+            .for_each(|row| add_inplace(row, bo));
+    }
+    Ok(())
 }

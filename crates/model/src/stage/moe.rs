@@ -7,12 +7,12 @@
 //! once) and expert by expert through [`crate::linear::Linear`] in the exact mode; the
 //! weighted sums keep each token's result independent of the rest of its batch.
 
-use kernels::activation::silu_glu_inplace;
+use kernels::activation::{glu_inplace, Glu};
 use kernels::attention::dot;
 use kernels::matmul::{MatmulError, QMatrix};
-use kernels::moe::{moe_experts, ExpertGroups, ExpertStack, Experts, Routing};
+use kernels::moe::{moe_experts, ExpertBiases, ExpertGroups, ExpertStack, Experts, Routing};
 use kernels::softmax::softmax_inplace;
-use kernels::vector::axpy;
+use kernels::vector::{add_inplace, axpy};
 use quant::GgmlType;
 
 use super::ffn::{dense_ffn, FfnScratch};
@@ -106,6 +106,12 @@ fn experts<'w>(c: &Config, f: &'w MoeFfn) -> Experts<'w> {
         dim: c.dim,
         hidden: f.gate_exps.n_out,
         n_expert: f.gate_exps.n_slab,
+        act: c.moe.as_ref().map_or(Glu::Silu, |m| m.act),
+        bias: f.expert_bias.as_ref().map(|b| ExpertBiases {
+            gate: &b.gate,
+            up: &b.up,
+            down: &b.down,
+        }),
     }
 }
 
@@ -129,6 +135,11 @@ pub fn moe_ffn(
     // Route every token.
     let logits = buf(&mut s.router_logits, n * mc.n_expert);
     cx.linear.forward(pool, &f.router, 0, xb, logits)?;
+    if let Some(b) = &f.router_bias {
+        logits
+            .chunks_exact_mut(mc.n_expert)
+            .for_each(|row| add_inplace(row, b));
+    }
     let ids = buf(&mut s.expert_ids, n * k);
     let weights = buf(&mut s.expert_weights, n * k);
     for t in 0..n {
@@ -147,7 +158,10 @@ pub fn moe_ffn(
             moe_experts(pool, &experts(c, f), xb, routing, &mut s.fused, out)
                 .map_err(|e| ModelError::Kernel(format!("MoE: {e}")))?;
         }
-        MatmulMode::Exact => experts_one_by_one(cx, &mut s.one_by_one, f, routing, xb, out)?,
+        MatmulMode::Exact => {
+            let w = experts(c, f);
+            experts_one_by_one(cx, &mut s.one_by_one, f, &w, routing, xb, out)?
+        }
     }
     shared_expert(cx, s, f, xb, out)
 }
@@ -158,6 +172,7 @@ fn experts_one_by_one(
     cx: &mut StageCtx<'_>,
     s: &mut OneByOneScratch,
     f: &MoeFfn,
+    w: &Experts<'_>,
     routing: Routing<'_>,
     xb: &[f32],
     out: &mut [f32],
@@ -180,9 +195,15 @@ fn experts_one_by_one(
         let up = buf(&mut s.expert_up, m * hidden);
         cx.linear.forward(pool, &f.gate_exps, e, x_in, gate)?;
         cx.linear.forward(pool, &f.up_exps, e, x_in, up)?;
-        silu_glu_inplace(gate, up);
+        if let Some(b) = &w.bias {
+            b.add_gate_up(e, hidden, gate, up);
+        }
+        glu_inplace(w.act, gate, up);
         let expert_out = buf(&mut s.expert_out, m * dim);
         cx.linear.forward(pool, &f.down_exps, e, gate, expert_out)?;
+        if let Some(b) = &w.bias {
+            b.add_down(e, dim, expert_out);
+        }
         for (i, row) in s.groups.rows(e).enumerate() {
             let t = tokens[i] as usize;
             let wgt = routing.weights[s.groups.slot_of_row(row)];
