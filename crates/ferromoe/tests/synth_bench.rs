@@ -208,7 +208,8 @@ fn synth_v2_lite_small_has_the_shape_loads_and_runs() {
 fn synth_rejects_bad_arguments() {
     let out = ferromoe(&["synth", "--shape", "v4", "--out", "/nonexistent/x.gguf"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("expected v2-lite, v3, glm-4.5-air, gpt-oss-120b or gpt-oss-20b"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("expected v2-lite, v3, glm-4.5-air, gpt-oss-120b or gpt-oss-20b"));
     let out = ferromoe(&[
         "synth",
         "--arch",

@@ -36,8 +36,8 @@ mod ollama;
 mod openai;
 mod origin;
 mod page;
-mod tokenize;
 mod structured;
+mod tokenize;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
