@@ -6,9 +6,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 # The server tests drive `ferromoe serve` with real clients: the official `openai`
-# package and `requests` (tests/python/).
-if ! python3 -c "import openai, requests" >/dev/null 2>&1; then
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore openai requests
+# package, the official `ollama` package and `requests` (tests/python/).
+if ! python3 -c "import openai, requests, ollama" >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore openai requests ollama
 fi
 # The chat page's script is tested under node (tests/js/, no npm packages needed).
 if ! command -v node >/dev/null 2>&1; then

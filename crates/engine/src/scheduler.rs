@@ -739,6 +739,7 @@ mod tests {
             sampling: SamplingParams::greedy(),
             stop: vec![],
             ignore_eos: true,
+            keep_special: vec![],
         }
     }
 

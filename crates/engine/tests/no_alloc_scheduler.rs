@@ -71,6 +71,7 @@ fn steady_state_scheduler_steps_do_not_allocate() {
             sampling: SamplingParams::greedy(),
             stop: vec!["a stop string that never comes".into()],
             ignore_eos: true,
+            keep_special: vec![],
         };
         let weak: Weak<Scheduler> = Arc::downgrade(&sched);
         let steps = move || weak.upgrade().map_or(0, |s| s.status().steps);

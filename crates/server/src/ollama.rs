@@ -15,9 +15,11 @@ use engine::{ChatMessage, FinishReason, GenerationStats};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use text::ToolCall;
 
 use crate::gen::{self, GenParams, Output, StreamShape};
 use crate::openai::StringOrList;
+use crate::tools::{self, ChatSetup, Parsed, Piece, Reply};
 use crate::{json_ok, parse_json, AccessLog, ApiError, AppState, Flavor};
 
 const FLAVOR: Flavor = Flavor::Ollama;
@@ -57,6 +59,7 @@ impl Options {
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
             ignore_eos: self.ignore_eos,
+            keep_special: Vec::new(),
         }
     }
 }
@@ -66,6 +69,27 @@ struct Message {
     role: String,
     #[serde(default)]
     content: String,
+    /// An assistant turn's reasoning.
+    #[serde(default)]
+    thinking: Option<String>,
+    /// An assistant turn's calls, arguments as an object.
+    #[serde(default)]
+    tool_calls: Option<Vec<MessageToolCall>>,
+    /// A tool message: the function that answered.
+    #[serde(default)]
+    tool_name: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+struct MessageToolCall {
+    function: MessageFunction,
+}
+
+#[derive(Deserialize, Debug)]
+struct MessageFunction {
+    name: String,
+    #[serde(default)]
+    arguments: Option<Value>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -75,6 +99,12 @@ struct ChatRequest {
     stream: Option<bool>,
     #[serde(default)]
     options: Options,
+    #[serde(default)]
+    tools: Option<Vec<tools::ApiTool>>,
+    /// Thinking on or off (the template's `enable_thinking`); gpt-oss's levels
+    /// ("low", "medium", "high") set its `reasoning_effort`.
+    #[serde(default)]
+    think: Option<Value>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -163,29 +193,94 @@ pub(crate) async fn chat(
     let mut conversation = Vec::with_capacity(messages.len());
     for (i, m) in messages.into_iter().enumerate() {
         let role = gen::check_role(&m.role, i, FLAVOR)?;
-        conversation.push(ChatMessage::new(role, m.content));
+        let tool_calls = m
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(j, c)| {
+                let arguments = match c.function.arguments {
+                    None | Some(Value::Null) => "{}".to_string(),
+                    Some(v @ Value::Object(_)) => v.to_string(),
+                    Some(_) => {
+                        return Err(ApiError::bad_request(format!(
+                            "messages[{i}].tool_calls[{j}].function.arguments must be an object"
+                        ))
+                        .with_flavor(FLAVOR))
+                    }
+                };
+                Ok(ToolCall {
+                    id: format!("call_{i}_{j}"),
+                    name: c.function.name,
+                    arguments,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        conversation.push(ChatMessage {
+            tool_calls,
+            reasoning: m.thinking,
+            name: m.tool_name,
+            ..ChatMessage::new(role, m.content)
+        });
     }
-    let prompt = gen::chat_prompt(&st, &conversation, FLAVOR).await?;
-    let run = gen::start(
-        &st,
-        prompt,
-        &req.options.params(),
-        Output::Answer,
-        &log,
-        FLAVOR,
-    )?;
+    let mut setup = ChatSetup {
+        tools: tools::tool_specs(req.tools.unwrap_or_default(), FLAVOR)?,
+        kwargs: Vec::new(),
+        reasoning: st.config.reasoning_format,
+    };
+    match req.think {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(on)) => setup.set_kwarg("enable_thinking", json!(on)),
+        Some(Value::String(level)) if ["low", "medium", "high"].contains(&level.as_str()) => {
+            setup.set_kwarg("enable_thinking", json!(true));
+            setup.set_kwarg("reasoning_effort", json!(level));
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "think must be true, false, \"low\", \"medium\" or \"high\", got {other}"
+            ))
+            .with_flavor(FLAVOR))
+        }
+    }
+    setup.check_tools(&st, FLAVOR)?;
+    let mut params = req.options.params();
+    params.keep_special = setup.keep_special(&st);
+    let (prompt, prompt_text) = gen::chat_prompt(&st, &conversation, &setup, FLAVOR).await?;
+    let reply = setup.reply(&st, &prompt_text);
+    let run = gen::start(&st, prompt, &params, Output::Answer, &log, FLAVOR)?;
     let shape = Lines {
         model,
         chat: true,
         start: log.start,
+        reply,
     };
     if req.stream.unwrap_or(true) {
         return Ok(ndjson(run, shape));
     }
     let done = gen::collect(run, FLAVOR).await?;
-    let mut v = shape.line(&done.text);
+    let parsed = Parsed::new(shape.reply, done.text);
+    let mut v = json!({"model": shape.model, "created_at": rfc3339_now(),
+        "message": {"role": "assistant", "content": parsed.content}, "done": false});
+    if !parsed.reasoning.is_empty() {
+        v["message"]["thinking"] = json!(parsed.reasoning);
+    }
+    if !parsed.calls.is_empty() {
+        let calls: Vec<Value> = parsed
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| tool_call_json(i, c))
+            .collect();
+        v["message"]["tool_calls"] = json!(calls);
+    }
     final_fields(&mut v, &done.stats, log.start);
     Ok(json_ok(v))
+}
+
+/// A call as Ollama writes it: arguments as an object.
+fn tool_call_json(index: usize, c: &ToolCall) -> Value {
+    json!({"id": c.id, "function": {"index": index, "name": c.name,
+        "arguments": tools::arguments_object(&c.arguments)}})
 }
 
 /// `POST /api/generate`.
@@ -217,13 +312,16 @@ pub(crate) async fn generate(
         let mut conversation: Vec<ChatMessage> =
             req.system.into_iter().map(ChatMessage::system).collect();
         conversation.push(ChatMessage::user(prompt));
-        gen::chat_prompt(&st, &conversation, FLAVOR).await?
+        gen::chat_prompt(&st, &conversation, &ChatSetup::default(), FLAVOR)
+            .await?
+            .0
     };
     let run = gen::start(&st, ids, &req.options.params(), output, &log, FLAVOR)?;
     let shape = Lines {
         model,
         chat: false,
         start: log.start,
+        reply: None,
     };
     if req.stream.unwrap_or(true) {
         return Ok(ndjson(run, shape));
@@ -249,6 +347,8 @@ struct Lines {
     model: String,
     chat: bool,
     start: Instant,
+    /// Takes a chat reply apart (tools offered or reasoning separated), else None.
+    reply: Option<Reply>,
 }
 
 impl Lines {
@@ -262,15 +362,49 @@ impl Lines {
     }
 }
 
+impl Lines {
+    /// Parsed pieces as chat lines: `content`, `thinking`, or a line with a call.
+    fn piece_lines(&self, pieces: Vec<Piece>) -> Vec<String> {
+        pieces
+            .into_iter()
+            .map(|p| {
+                let mut v = self.line("");
+                match p {
+                    Piece::Content(t) => v["message"]["content"] = json!(t),
+                    Piece::Reasoning(t) => v["message"]["thinking"] = json!(t),
+                    Piece::Call { index, call } => {
+                        v["message"]["tool_calls"] = json!([tool_call_json(index, &call)])
+                    }
+                }
+                v.to_string()
+            })
+            .collect()
+    }
+}
+
 impl StreamShape for Lines {
     fn on_event(&mut self, ev: Event, _prompt_tokens: usize) -> (Vec<String>, bool) {
         match ev {
             Event::Started { .. } => (vec![], false),
-            Event::Text(t) => (vec![self.line(&t).to_string()], false),
+            Event::Text(t) => match self.reply.as_mut() {
+                None => (vec![self.line(&t).to_string()], false),
+                Some(r) => {
+                    let pieces = r.push(&t);
+                    (self.piece_lines(pieces), false)
+                }
+            },
             Event::Done(stats) => {
+                let mut out = match self.reply.as_mut() {
+                    Some(r) => {
+                        let pieces = r.finish();
+                        self.piece_lines(pieces)
+                    }
+                    None => Vec::new(),
+                };
                 let mut v = self.line("");
                 final_fields(&mut v, &stats, self.start);
-                (vec![v.to_string()], true)
+                out.push(v.to_string());
+                (out, true)
             }
             Event::Error(e) => (vec![json!({"error": e.to_string()}).to_string()], true),
         }
@@ -382,9 +516,23 @@ pub(crate) async fn show(
             format!("{arch}.embedding_length"): m.config.dim,
             format!("{arch}.block_count"): m.config.n_layer,
         },
-        "capabilities": ["completion"],
+        "capabilities": capabilities(&st),
         "modified_at": rfc3339_now(),
     })))
+}
+
+/// What the model can do, as Ollama lists it: tools and thinking where its chat
+/// template has a format this server parses.
+fn capabilities(st: &AppState) -> Vec<&'static str> {
+    let format = tools::reply_format(st);
+    let mut caps = vec!["completion"];
+    if format.tools.is_some() {
+        caps.push("tools");
+    }
+    if format.has_reasoning() {
+        caps.push("thinking");
+    }
+    caps
 }
 
 /// `GET /api/version`.

@@ -15,6 +15,10 @@
 //! | GLM-4.5 | `<tool_call>N\n<arg_key>k</arg_key>\n<arg_value>v</arg_value>\n</tool_call>` | `<think>…</think>` |
 //! | gpt-oss (harmony) | `<\|start\|>assistant<\|channel\|>commentary to=functions.N <\|constrain\|>json<\|message\|>{..}<\|call\|>` | the `analysis` channel |
 //!
+//! Hermes calls are also recognised without their tags when the whole reply is such
+//! objects (bare or in a ```json fence), as llama.cpp accepts them: small Qwen2.5 models
+//! write them so. Such a reply is held until it ends (only when tools were offered).
+//!
 //! A call that does not parse (bad JSON, no name, arguments that are not an object) is
 //! given back as content, exactly as the model wrote it.
 
@@ -204,6 +208,9 @@ enum State {
     Body(BodyKind),
     /// Harmony text that turned out not to be harmony: plain content to the end.
     Plain,
+    /// Hermes: a reply that starts with `{` or a code fence may be a call written without
+    /// its tags (small Qwen2.5 models do this): held to the end, then parsed.
+    Bare,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +239,8 @@ pub struct ReplyParser {
     /// Drop whitespace at the start of the next content or reasoning (after a
     /// reasoning or a call ends; never at the start of a plain reply).
     trim_start: bool,
+    /// The start of the reply was looked at for a call without tags.
+    bare_checked: bool,
 }
 
 impl ReplyParser {
@@ -256,6 +265,7 @@ impl ReplyParser {
             header: String::new(),
             wrote_content: false,
             trim_start: state == State::Thinking,
+            bare_checked: false,
         }
     }
 
@@ -311,6 +321,16 @@ impl ReplyParser {
                     self.emit(false, &text, out);
                     false
                 }
+                State::Bare if !at_end => false,
+                State::Bare => {
+                    let text = std::mem::take(&mut self.buf);
+                    match parse_bare(&text) {
+                        Some(calls) => out.extend(calls.into_iter().map(ReplyPart::ToolCall)),
+                        None => self.emit(false, &text, out),
+                    }
+                    self.state = State::Content;
+                    false
+                }
             };
             if !progressed {
                 return;
@@ -320,6 +340,20 @@ impl ReplyParser {
 
     /// Content: look for a call opener (or `<think>` before any content).
     fn step_content(&mut self, at_end: bool, out: &mut Vec<ReplyPart>) -> bool {
+        if self.tools() == Some(ToolSyntax::Hermes) && !self.bare_checked && !self.wrote_content {
+            let t = self.buf.trim_start();
+            let undecided = t.is_empty() || (t.len() < 3 && "```".starts_with(t));
+            if undecided && !at_end {
+                return false;
+            }
+            if !t.is_empty() {
+                self.bare_checked = true;
+                if t.starts_with('{') || t.starts_with("```") {
+                    self.state = State::Bare;
+                    return true;
+                }
+            }
+        }
         let mut markers: Vec<&'static str> = self.call_openers().to_vec();
         let think = self.opts.reasoning && self.format.think_tags && !self.wrote_content;
         if think {
@@ -618,6 +652,30 @@ fn parse_hermes(body: &str) -> Option<ToolCall> {
         name: call.name,
         arguments,
     })
+}
+
+/// A whole reply that is Hermes calls without their tags: one or more
+/// `{"name": .., "arguments": {..}}` objects, possibly in a ```json fence, and nothing
+/// else.
+fn parse_bare(text: &str) -> Option<Vec<ToolCall>> {
+    let mut body = text.trim();
+    if let Some(fenced) = body.strip_prefix("```") {
+        let fenced = fenced.strip_prefix("json").unwrap_or(fenced);
+        body = fenced.trim_end().strip_suffix("```")?.trim();
+    }
+    let mut calls = Vec::new();
+    let mut objects = serde_json::Deserializer::from_str(body).into_iter::<&RawValue>();
+    for raw in objects.by_ref() {
+        let raw = raw.ok()?;
+        // Only objects with exactly a name and arguments: a JSON answer is not a call.
+        let keys: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(raw.get()).ok()?;
+        if keys.len() != 2 || !keys.contains_key("name") || !keys.contains_key("arguments") {
+            return None;
+        }
+        calls.push(parse_hermes(raw.get())?);
+    }
+    (!calls.is_empty()).then_some(calls)
 }
 
 /// `N\n<arg_key>k</arg_key>\n<arg_value>v</arg_value>...`: values that are JSON

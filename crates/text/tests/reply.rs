@@ -133,6 +133,40 @@ fn hermes_malformed_calls_are_text() {
 }
 
 #[test]
+fn hermes_calls_without_tags() {
+    let f = format(ToolSyntax::Hermes, false);
+    check(
+        f,
+        ALL,
+        "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
+        &[call("get_weather", r#"{"city": "Paris"}"#)],
+    );
+    check(
+        f,
+        ALL,
+        "\n```json\n{\"name\": \"a\", \"arguments\": {}}\n{\"name\": \"b\", \"arguments\": {\"x\": 1}}\n```\n",
+        &[call("a", "{}"), call("b", r#"{"x": 1}"#)],
+    );
+    // JSON that is not a call, or a call with more after it, is content.
+    for text in [
+        "{\"answer\": 42}",
+        "{\"name\": \"a\", \"arguments\": {}} and then text",
+        "{\"name\": \"a\", \"arguments\": {}, \"extra\": 1}",
+        "```python\nprint(1)\n```",
+        "`code` here",
+    ] {
+        check(f, ALL, text, &[content(text)]);
+    }
+    // Without tools offered, nothing is held.
+    let off = ParseOptions {
+        tools: false,
+        ..ALL
+    };
+    let text = "{\"name\": \"a\", \"arguments\": {}}";
+    check(f, off, text, &[content(text)]);
+}
+
+#[test]
 fn an_unclosed_valid_call_at_the_end_is_a_call() {
     let f = format(ToolSyntax::Hermes, false);
     check(

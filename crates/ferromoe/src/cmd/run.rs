@@ -111,6 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         sampling: args.sampling.params(),
         stop: vec![],
         ignore_eos: args.ignore_eos,
+        keep_special: vec![],
     };
     let mut out = std::io::stdout().lock();
     let stats = engine.generate(&mut seq, &prompt, &req, &mut |piece| {

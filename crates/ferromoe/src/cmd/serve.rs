@@ -42,6 +42,15 @@ pub struct Args {
     /// turns or system messages.
     #[arg(long)]
     special_in_content: bool,
+    /// What happens to a model's reasoning (`<think>…</think>`, gpt-oss's analysis
+    /// channel): `deepseek` separates it into `reasoning_content` (OpenAI) and `thinking`
+    /// (Ollama); `none` leaves it in the content as written.
+    #[arg(long, default_value = "deepseek", value_parser = ["none", "deepseek"])]
+    reasoning_format: String,
+    /// Use this Jinja chat template instead of the file's own (llama-server's flag): its
+    /// tool-call and reasoning markers decide how replies are parsed.
+    #[arg(long, value_name = "FILE")]
+    chat_template_file: Option<std::path::PathBuf>,
     /// Let web pages from these origins call the API (e.g. `--cors
     /// https://app.example`; `*`: any). Default: only the server's own chat page.
     #[arg(long, num_args = 1.., value_delimiter = ',', value_name = "ORIGIN")]
@@ -84,12 +93,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         default_max: 4096,
         caches: args.max_seqs.saturating_add(kept),
     };
-    let engine = super::load::load(&args.model, false, false, kv)?;
+    let mut engine = super::load::load(&args.model, false, false, kv)?;
     if engine.tokenizer.is_none() {
         anyhow::bail!(
             "{}: the file has no tokenizer; the server needs one",
             args.model.model.display()
         );
+    }
+    if let Some(path) = &args.chat_template_file {
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--chat-template-file {}: {e}", path.display()))?;
+        let (bos, eos) = match &engine.template {
+            Some(t) => (t.bos_token().to_string(), t.eos_token().to_string()),
+            None => (String::new(), String::new()),
+        };
+        let template = text::ChatTemplate::new(source, bos, eos)
+            .map_err(|e| anyhow::anyhow!("--chat-template-file {}: {e}", path.display()))?;
+        engine.template = Some(template);
     }
     let n_ctx = engine.load.kv_ctx;
     // Every sequence gets a cache of n_ctx positions: a size that cannot be allocated is
@@ -127,6 +147,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // All parts of a split set.
         file_size: engine.model.file.file_size(),
         special_in_content: args.special_in_content,
+        reasoning_format: server::ReasoningFormat::parse(&args.reasoning_format)
+            .unwrap_or_default(),
         cors: args.cors.clone(),
         allowed_hosts: args.allowed_hosts.clone(),
         listen_host: args.host.clone(),

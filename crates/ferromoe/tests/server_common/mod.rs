@@ -29,6 +29,8 @@ pub struct Server {
     log: Arc<Mutex<String>>,
     /// The `--api-key` it was started with ([`Server::health`] sends it).
     pub api_key: Option<String>,
+    /// The GGUF file it serves (the Python tests tokenize with it).
+    pub model: PathBuf,
 }
 
 impl Server {
@@ -96,6 +98,7 @@ impl Server {
             addr,
             log,
             api_key,
+            model: model.to_path_buf(),
         }
     }
 
@@ -221,7 +224,7 @@ impl Server {
                 env!("CARGO_BIN_EXE_ferromoe"),
                 "--model-file",
             ])
-            .arg(tiny_model())
+            .arg(&self.model)
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("python3 {}: {e}", path.display()));
@@ -229,7 +232,7 @@ impl Server {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success(),
-            "{script} failed (needs `pip install openai requests`, which scripts/test.sh does)\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
+            "{script} failed (needs `pip install openai requests ollama`, which scripts/test.sh does)\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server log\n{}",
             self.log()
         );
         stdout
