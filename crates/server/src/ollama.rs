@@ -244,9 +244,11 @@ pub(crate) async fn chat(
     }
     setup.check_tools(&st, FLAVOR)?;
     let mut params = req.options.params();
-    params.keep_special = setup.keep_special(&st);
     let (prompt, prompt_text) = gen::chat_prompt(&st, &conversation, &setup, FLAVOR).await?;
     let reply = setup.reply(&st, &prompt_text);
+    if reply.is_some() {
+        params.keep_special = setup.keep_special(&st);
+    }
     let run = gen::start(&st, prompt, &params, Output::Answer, &log, FLAVOR)?;
     let shape = Lines {
         model,

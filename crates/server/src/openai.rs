@@ -314,10 +314,12 @@ pub(crate) async fn chat_completions(
     }
     let setup = chat_setup(&st, &mut req)?;
     let mut params = req.params()?;
-    params.keep_special = setup.keep_special(&st);
     let (prompt, prompt_text) =
         gen::chat_prompt(&st, &conversation, &setup, Flavor::OpenAi).await?;
     let reply = setup.reply(&st, &prompt_text);
+    if reply.is_some() {
+        params.keep_special = setup.keep_special(&st);
+    }
     let run = gen::start(&st, prompt, &params, Output::Answer, &log, Flavor::OpenAi)?;
     let (id, created, model) = (
         new_id("chatcmpl"),

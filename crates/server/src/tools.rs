@@ -3,8 +3,15 @@
 //! parsed reply → the parts each API sends (content, reasoning, calls with ids).
 //!
 //! Every API maps its own shapes onto [`text::ChatMessage`] / [`text::ToolSpec`] /
-//! [`text::ToolCall`] (OpenAI in openai.rs, Ollama in ollama.rs), renders the prompt
-//! with [`ChatSetup`], and turns the model's text into [`Piece`]s with a [`Reply`].
+//! [`text::ToolCall`] (OpenAI in openai.rs, Ollama in ollama.rs), then:
+//! 1. fills a [`ChatSetup`] (tools, template variables such as `enable_thinking`, the
+//!    reasoning format) and calls [`ChatSetup::check_tools`];
+//! 2. renders and tokenizes with `gen::chat_prompt(.., &setup, ..)`, which gives the
+//!    rendered text too;
+//! 3. gets the reply parser with [`ChatSetup::reply`] (None: plain text) and, when there
+//!    is one, sets the request's `keep_special` to [`ChatSetup::keep_special`];
+//! 4. turns generated text into [`Piece`]s with [`Reply::push`] / [`Reply::finish`]
+//!    while streaming, or [`Parsed::new`] for a whole answer (the same parts).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -180,7 +187,8 @@ impl ChatSetup {
     }
 
     /// The special tokens the reply parser must see as text (they are dropped from
-    /// generated text otherwise).
+    /// generated text otherwise). Only for a request whose reply is parsed: without a
+    /// parser they would show up in the content.
     pub fn keep_special(&self, st: &AppState) -> Vec<u32> {
         let Some(tok) = st.engine.tokenizer.as_ref() else {
             return Vec::new();
