@@ -35,6 +35,9 @@ pub struct Args {
     /// channel); by default it is shown dimmed on a terminal.
     #[arg(long)]
     hide_thinking: bool,
+    /// Use this Jinja chat template instead of the file's own.
+    #[arg(long, value_name = "FILE")]
+    chat_template_file: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -43,7 +46,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         default_max: 8192,
         caches: 1,
     };
-    let engine = super::load::load(&args.model, false, false, kv)?;
+    let mut engine = super::load::load(&args.model, false, false, kv)?;
+    super::load::replace_template(&mut engine, args.chat_template_file.as_deref())?;
     let tok = engine
         .tokenizer
         .as_ref()
@@ -257,5 +261,45 @@ impl Answer {
             self.dimmed = false;
         }
         let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(hide_thinking: bool, dim: bool, parts: &[ReplyPart]) -> (String, Answer) {
+        let mut a = Answer {
+            hide_thinking,
+            dim,
+            ..Answer::default()
+        };
+        let mut out = Vec::new();
+        for p in parts {
+            a.show([p.clone()], &mut out);
+        }
+        a.end(&mut out);
+        (String::from_utf8(out).unwrap(), a)
+    }
+
+    #[test]
+    fn reasoning_is_dimmed_plain_or_hidden_and_kept_apart() {
+        let parts = [
+            ReplyPart::Reasoning("Let me".into()),
+            ReplyPart::Reasoning(" think.".into()),
+            ReplyPart::Content("Hi".into()),
+            ReplyPart::Content("!".into()),
+        ];
+        let (out, a) = shown(false, true, &parts);
+        assert_eq!(out, "\x1b[2mLet me think.\x1b[0m\n\nHi!");
+        assert_eq!(
+            (a.reasoning.as_str(), a.content.as_str()),
+            ("Let me think.", "Hi!")
+        );
+        assert_eq!(shown(false, false, &parts).0, "Let me think.\n\nHi!");
+        assert_eq!(shown(true, true, &parts).0, "Hi!");
+        // Cut off while thinking: the dim is reset all the same.
+        assert_eq!(shown(false, true, &parts[..1]).0, "\x1b[2mLet me\x1b[0m");
+        assert_eq!(shown(false, true, &parts[2..]).0, "Hi!");
     }
 }

@@ -100,17 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.model.model.display()
         );
     }
-    if let Some(path) = &args.chat_template_file {
-        let source = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("--chat-template-file {}: {e}", path.display()))?;
-        let (bos, eos) = match &engine.template {
-            Some(t) => (t.bos_token().to_string(), t.eos_token().to_string()),
-            None => (String::new(), String::new()),
-        };
-        let template = text::ChatTemplate::new(source, bos, eos)
-            .map_err(|e| anyhow::anyhow!("--chat-template-file {}: {e}", path.display()))?;
-        engine.template = Some(template);
-    }
+    super::load::replace_template(&mut engine, args.chat_template_file.as_deref())?;
     let n_ctx = engine.load.kv_ctx;
     // Every sequence gets a cache of n_ctx positions: a size that cannot be allocated is
     // refused here, with its message, rather than on the first request. Up to max_seqs
