@@ -129,6 +129,9 @@ const EOG_TEXTS: &[&str] = &[
     "<|eot_id|>",
     "<|im_end|>",
     "<|end|>",
+    // gpt-oss (harmony): the end of the reply, and of a tool call.
+    "<|return|>",
+    "<|call|>",
     "<end_of_turn>",
     "<|endoftext|>",
     "<|eom_id|>",
@@ -239,6 +242,18 @@ impl Vocab {
             .into_iter()
             .flatten(),
         );
+        // Harmony (gpt-oss) ends each message with <|end|> and the reply with <|return|>
+        // or <|call|>: there <|end|> only separates the reasoning from the answer, and
+        // ending at it would cut every reply after its reasoning (llama.cpp drops it
+        // from the end-of-generation tokens the same way).
+        let id_of = |text: &str| tokens.iter().position(|t| t == text).map(|i| i as u32);
+        if let (Some(end), Some(ret), Some(call)) =
+            (id_of("<|end|>"), id_of("<|return|>"), id_of("<|call|>"))
+        {
+            if eog.contains(&ret) && eog.contains(&call) {
+                eog.retain(|&id| id != end);
+            }
+        }
         eog.sort_unstable();
         eog.dedup();
         special.eog = eog;
