@@ -70,4 +70,13 @@ check("".join(p.message.thinking or "" for p in parts) == o.message.thinking, "o
 check("".join(p.message.content or "" for p in parts) == "", "ollama streamed: no content")
 o = ol.chat(model=a.model, messages=messages, options=opts, think=False)
 check(not o.message.thinking and len(o.message.content) > 0, f"ollama think=False: content {o.message.content!r}")
+# /api/generate (the prompt is one user turn): the same reasoning, `thinking` beside
+# `response`.
+g = ol.generate(model=a.model, prompt=messages[0]["content"], options=opts)
+check(g.thinking == m.reasoning_content and g.response == "", f"generate thinking: {g.thinking!r}")
+parts = list(ol.generate(model=a.model, prompt=messages[0]["content"], options=opts, stream=True))
+check("".join(p.thinking or "" for p in parts) == g.thinking and all(not p.response for p in parts),
+      "generate streamed thinking")
+g = ol.generate(model=a.model, prompt=messages[0]["content"], options=opts, think=False)
+check(not g.thinking and len(g.response) > 0, f"generate think=False: {g.response!r}")
 print("reasoning: all checks passed")

@@ -117,6 +117,9 @@ struct GenerateRequest {
     stream: Option<bool>,
     #[serde(default)]
     options: Options,
+    /// As in `/api/chat` (not with `raw`, which has no template).
+    #[serde(default)]
+    think: Option<Value>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -228,20 +231,7 @@ pub(crate) async fn chat(
         kwargs: Vec::new(),
         reasoning: st.config.reasoning_format,
     };
-    match req.think {
-        None | Some(Value::Null) => {}
-        Some(Value::Bool(on)) => setup.set_kwarg("enable_thinking", json!(on)),
-        Some(Value::String(level)) if ["low", "medium", "high"].contains(&level.as_str()) => {
-            setup.set_kwarg("enable_thinking", json!(true));
-            setup.set_kwarg("reasoning_effort", json!(level));
-        }
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "think must be true, false, \"low\", \"medium\" or \"high\", got {other}"
-            ))
-            .with_flavor(FLAVOR))
-        }
-    }
+    apply_think(&mut setup, req.think)?;
     setup.check_tools(&st, FLAVOR)?;
     let mut params = req.options.params();
     let (prompt, prompt_text) = gen::chat_prompt(&st, &conversation, &setup, FLAVOR).await?;
@@ -279,6 +269,26 @@ pub(crate) async fn chat(
     Ok(json_ok(v))
 }
 
+/// Ollama's `think`: thinking on or off (the template's `enable_thinking`); gpt-oss's
+/// levels ("low", "medium", "high") set its `reasoning_effort`.
+fn apply_think(setup: &mut ChatSetup, think: Option<Value>) -> Result<(), ApiError> {
+    match think {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(on)) => setup.set_kwarg("enable_thinking", json!(on)),
+        Some(Value::String(level)) if ["low", "medium", "high"].contains(&level.as_str()) => {
+            setup.set_kwarg("enable_thinking", json!(true));
+            setup.set_kwarg("reasoning_effort", json!(level));
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "think must be true, false, \"low\", \"medium\" or \"high\", got {other}"
+            ))
+            .with_flavor(FLAVOR))
+        }
+    }
+    Ok(())
+}
+
 /// A call as Ollama writes it: arguments as an object.
 fn tool_call_json(index: usize, c: &ToolCall) -> Value {
     json!({"id": c.id, "function": {"index": index, "name": c.name,
@@ -308,28 +318,42 @@ pub(crate) async fn generate(
     } else {
         Output::Answer
     };
-    let ids = if req.raw {
-        gen::tokenize(&st, prompt, true, FLAVOR).await?
+    let mut params = req.options.params();
+    let (ids, reply) = if req.raw {
+        (gen::tokenize(&st, prompt, true, FLAVOR).await?, None)
     } else {
         let mut conversation: Vec<ChatMessage> =
             req.system.into_iter().map(ChatMessage::system).collect();
         conversation.push(ChatMessage::user(prompt));
-        gen::chat_prompt(&st, &conversation, &ChatSetup::default(), FLAVOR)
-            .await?
-            .0
+        let mut setup = ChatSetup {
+            reasoning: st.config.reasoning_format,
+            ..ChatSetup::default()
+        };
+        apply_think(&mut setup, req.think)?;
+        let (ids, text) = gen::chat_prompt(&st, &conversation, &setup, FLAVOR).await?;
+        let reply = setup.reply(&st, &text);
+        if reply.is_some() {
+            params.keep_special = setup.keep_special(&st);
+        }
+        (ids, reply)
     };
-    let run = gen::start(&st, ids, &req.options.params(), output, &log, FLAVOR)?;
+    let run = gen::start(&st, ids, &params, output, &log, FLAVOR)?;
     let shape = Lines {
         model,
         chat: false,
         start: log.start,
-        reply: None,
+        reply,
     };
     if req.stream.unwrap_or(true) {
         return Ok(ndjson(run, shape));
     }
     let done = gen::collect(run, FLAVOR).await?;
-    let mut v = shape.line(&done.text);
+    let parsed = Parsed::new(shape.reply, done.text);
+    let mut v = json!({"model": shape.model, "created_at": rfc3339_now(),
+        "response": parsed.content, "done": false});
+    if !parsed.reasoning.is_empty() {
+        v["thinking"] = json!(parsed.reasoning);
+    }
     final_fields(&mut v, &done.stats, log.start);
     Ok(json_ok(v))
 }
@@ -371,16 +395,32 @@ impl Lines {
             .into_iter()
             .map(|p| {
                 let mut v = self.line("");
-                match p {
-                    Piece::Content(t) => v["message"]["content"] = json!(t),
-                    Piece::Reasoning(t) => v["message"]["thinking"] = json!(t),
-                    Piece::Call { index, call } => {
-                        v["message"]["tool_calls"] = json!([tool_call_json(index, &call)])
-                    }
-                }
+                let (text, thinking, calls) = if self.chat {
+                    (
+                        "/message/content",
+                        "/message/thinking",
+                        "/message/tool_calls",
+                    )
+                } else {
+                    ("/response", "/thinking", "/tool_calls")
+                };
+                let (at, value) = match p {
+                    Piece::Content(t) => (text, json!(t)),
+                    Piece::Reasoning(t) => (thinking, json!(t)),
+                    Piece::Call { index, call } => (calls, json!([tool_call_json(index, &call)])),
+                };
+                set(&mut v, at, value);
                 v.to_string()
             })
             .collect()
+    }
+}
+
+/// Sets `v` at a `/a/b` path of objects (creating the last key).
+fn set(v: &mut Value, path: &str, value: Value) {
+    let (parent, key) = path.rsplit_once('/').unwrap_or(("", path));
+    if let Some(Value::Object(m)) = v.pointer_mut(parent) {
+        m.insert(key.to_string(), value);
     }
 }
 
