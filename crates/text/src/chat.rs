@@ -350,12 +350,10 @@ impl ChatTemplate {
 /// A message as transformers shows an OpenAI-style dict to the template.
 fn message_value(m: &ChatMessage, string_args: bool) -> Result<Value, TextError> {
     let mut fields: Vec<(&str, Value)> = vec![("role", Value::from(m.role.as_str()))];
-    let content = if m.content.is_empty() && !m.tool_calls.is_empty() {
-        Value::from(())
-    } else {
-        Value::from(m.content.as_str())
-    };
-    fields.push(("content", content));
+    // An empty string, never none, for a turn that is only calls: some templates (Qwen3's)
+    // fail on none, and those that test for none (DeepSeek's) write the same text for
+    // an empty string (llama.cpp's minja does the same).
+    fields.push(("content", Value::from(m.content.as_str())));
     if let Some(r) = &m.reasoning {
         fields.push(("reasoning_content", Value::from(r.as_str())));
     }
@@ -444,12 +442,30 @@ fn strftime_now(fmt: String) -> Result<Value, Error> {
     Ok(Value::from(crate::strftime::format_utc(secs, &fmt)))
 }
 
-/// Python's `json.dumps(value, ensure_ascii=False, indent=indent)`.
+/// Python's `json.dumps(value, ensure_ascii=False, indent=indent, sort_keys=...)`
+/// (`ensure_ascii=True` escapes non-ASCII characters as `\uXXXX`).
 fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    // transformers' default is False; GLM's template spells it out.
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     kwargs.assert_all_used()?;
     let mut out = String::new();
     crate::pyjson::write(&value, indent, sort_keys.unwrap_or(false), 0, &mut out)?;
+    if ensure_ascii == Some(true) {
+        // Non-ASCII characters only occur inside strings: escape them as Python does.
+        let mut ascii = String::with_capacity(out.len());
+        for c in out.chars() {
+            if c.is_ascii() {
+                ascii.push(c);
+            } else {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    ascii.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+        }
+        out = ascii;
+    }
     Ok(Value::from_safe_string(out))
 }

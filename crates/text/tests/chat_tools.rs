@@ -1,11 +1,13 @@
-//! Tool conversations rendered with the real templates shipped in tests/data/tokenizers,
-//! against transformers' own rendering (tests/data/tokenizers/chat_tools_ref.py), and
+//! Tool conversations rendered with real templates (those of the vocab-only GGUFs in
+//! tests/data/tokenizers, and Qwen3, DeepSeek-R1/V3.1, Kimi-K2, GLM-4.6, gpt-oss in
+//! tests/data/templates/real) against transformers' own rendering
+//! (tests/data/tokenizers/chat_tools_ref.py), the reply format detected in each, and
 //! template variables (`enable_thinking`) reaching the template.
 
 mod common;
 
 use serde_json::Value;
-use text::{ChatMessage, ChatTemplate, RenderOptions, ToolCall, ToolSpec};
+use text::{ChatMessage, ChatTemplate, RenderOptions, ReplyFormat, ToolCall, ToolSpec, ToolSyntax};
 
 /// An OpenAI-style message of the reference → the crate's message (arguments as the
 /// JSON text a client sends, whatever shape the reference gave the template).
@@ -82,11 +84,32 @@ fn tool_conversations_match_transformers() {
         })
         .collect();
     let cases = reference["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 2);
+    assert_eq!(cases.len(), 12);
     for case in cases {
-        let name = case["tokenizer"].as_str().unwrap();
-        let file = common::load_vocab_gguf(name);
-        let tmpl = ChatTemplate::from_gguf(file.metadata()).unwrap();
+        let (name, tmpl) = match case["tokenizer"].as_str() {
+            // A shipped vocab-only GGUF: its own template and BOS/EOS.
+            Some(name) => {
+                let file = common::load_vocab_gguf(name);
+                (name, ChatTemplate::from_gguf(file.metadata()).unwrap())
+            }
+            // A real template of another family (tests/data/templates/real).
+            None => {
+                let name = case["template"].as_str().unwrap();
+                let path = common::data_dir().join(format!("templates/real/{name}.jinja"));
+                let source = std::fs::read_to_string(&path).unwrap();
+                let tmpl = ChatTemplate::new(
+                    source,
+                    case["bos_token"].as_str().unwrap(),
+                    case["eos_token"].as_str().unwrap(),
+                )
+                .unwrap();
+                (name, tmpl)
+            }
+        };
+        let kwargs: Vec<(String, Value)> = case["kwargs"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
         assert_eq!(
             tmpl.wants_string_arguments(),
             case["string_arguments"].as_bool().unwrap(),
@@ -101,10 +124,52 @@ fn tool_conversations_match_transformers() {
         let opts = RenderOptions {
             add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
             tools: &tools,
-            kwargs: &[],
+            kwargs: &kwargs,
         };
-        let rendered = tmpl.render_with(&msgs, &opts).unwrap();
-        assert_eq!(rendered, case["rendered"].as_str().unwrap(), "{name}");
+        let rendered = tmpl
+            .render_with(&msgs, &opts)
+            .unwrap_or_else(|e| panic!("{name} {kwargs:?}: {e}"));
+        let want = case["rendered"].as_str().unwrap();
+        assert_eq!(blank_date(&rendered), blank_date(want), "{name} {kwargs:?}");
+        // The reply format each template teaches, and whether it opens the reasoning.
+        let format = ReplyFormat::detect(tmpl.source());
+        // R1 (llama.cpp's copy) and V3.1 open <think> when asked to think.
+        let asked = kwargs.iter().any(|(_, v)| v == &Value::Bool(true));
+        let (syntax, think, opens) = match name {
+            "qwen2.5" => (ToolSyntax::Hermes, false, false),
+            "deepseek-v3" => (ToolSyntax::DeepSeek, true, false),
+            "Qwen-Qwen3-0.6B" => (ToolSyntax::Hermes, true, false),
+            "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B" => (ToolSyntax::DeepSeek, true, asked),
+            "deepseek-ai-DeepSeek-V3.1" => (ToolSyntax::DeepSeek, true, asked),
+            "moonshotai-Kimi-K2" => (ToolSyntax::KimiK2, false, false),
+            "GLM-4.6" => (ToolSyntax::Glm45, true, false),
+            "openai-gpt-oss-120b" => (ToolSyntax::Harmony, false, false),
+            other => panic!("no expectation for {other}"),
+        };
+        assert_eq!(
+            format,
+            ReplyFormat {
+                tools: Some(syntax),
+                think_tags: think
+            },
+            "{name}"
+        );
+        assert_eq!(
+            format.prompt_opens_thinking(&rendered),
+            opens,
+            "{name} {kwargs:?}"
+        );
+    }
+}
+
+/// gpt-oss's template writes today's date (`strftime_now`): blanked for comparing.
+fn blank_date(text: &str) -> String {
+    match text.find("Current date: ") {
+        Some(at) => {
+            let start = at + "Current date: ".len();
+            format!("{}YYYY-MM-DD{}", &text[..start], &text[start + 10..])
+        }
+        None => text.to_string(),
     }
 }
 
@@ -134,6 +199,26 @@ fn template_variables_reach_the_template() {
         ..RenderOptions::default()
     };
     assert!(t.render_with(&msgs, &opts).is_err());
+}
+
+#[test]
+fn tojson_ensure_ascii_as_python() {
+    let t = ChatTemplate::new(
+        "{{ x | tojson(ensure_ascii=False) }} {{ x | tojson(ensure_ascii=True) }}",
+        "",
+        "",
+    )
+    .unwrap();
+    let x = [("x".to_string(), Value::String("é😀\"".into()))];
+    let opts = RenderOptions {
+        kwargs: &x,
+        ..RenderOptions::default()
+    };
+    // json.dumps("é😀\"", ensure_ascii=...) in Python.
+    assert_eq!(
+        t.render_with(&[], &opts).unwrap(),
+        r#""é😀\"" "\u00e9\ud83d\ude00\"""#
+    );
 }
 
 #[test]

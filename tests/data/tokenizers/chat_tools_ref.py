@@ -4,7 +4,10 @@ GGUFs here, by transformers' own renderer (`render_jinja_template`, which
 
     python3 tests/data/tokenizers/chat_tools_ref.py   # writes chat-tools-ref.json
 
-Arguments reach each template as a client sends them: an object for templates that
+A turn that is only calls has content "" (what ferromoe passes, as llama.cpp's minja does:
+Qwen3's template fails on null and GLM's writes "None"; DeepSeek's writes the same text
+for both). strftime_now (gpt-oss's "Current date") is the day of rendering: the test compares with
+the date blanked. Arguments reach each template as a client sends them: an object for templates that
 write them with `tojson` (Qwen2.5), the JSON text for templates that concatenate
 strings (DeepSeek-V3, whose template fails on an object).
 """
@@ -35,7 +38,7 @@ def conversation(string_args):
     return [
         {"role": "system", "content": "You help with travel."},
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [
+        {"role": "assistant", "content": "", "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": args}},
             {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}" if string_args else {}}},
         ]},
@@ -63,6 +66,20 @@ def template_and_tokens(name):
         return tmpl, tok("tokenizer.ggml.bos_token_id"), tok("tokenizer.ggml.eos_token_id")
 
 
+def shows_objects(tmpl, bos, eos):
+    """What ferromoe's probe finds: a template that renders an object argument's value
+    takes objects; one that fails or hides it takes the JSON text."""
+    probe = [{"role": "user", "content": "probe"},
+             {"role": "assistant", "content": "", "tool_calls": [
+                 {"id": "call_probe", "type": "function",
+                  "function": {"name": "probe_fn", "arguments": {"probe_key": "probe_value"}}}]}]
+    try:
+        text = render_jinja_template([probe], chat_template=tmpl, bos_token=bos, eos_token=eos)[0][0]
+    except Exception:
+        return False
+    return "probe_value" in text
+
+
 out = {"transformers": transformers.__version__, "tools": TOOLS, "cases": []}
 for name, string_args in [("qwen2.5", False), ("deepseek-v3", True)]:
     tmpl, bos, eos = template_and_tokens(name)
@@ -71,6 +88,25 @@ for name, string_args in [("qwen2.5", False), ("deepseek-v3", True)]:
                                      bos_token=bos, eos_token=eos)[0][0]
     out["cases"].append({"tokenizer": name, "string_arguments": string_args, "messages": msgs,
                          "add_generation_prompt": True, "rendered": rendered})
+# Real templates of the other families (from llama.cpp's models/templates, which copies
+# them from the models' repositories), under ../templates/real/.
+REAL = [("Qwen-Qwen3-0.6B", "", "<|im_end|>", [{}, {"enable_thinking": False}]),
+        ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", [{}, {"enable_thinking": True}]),
+        ("deepseek-ai-DeepSeek-V3.1", "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", [{}, {"thinking": True}]),
+        ("moonshotai-Kimi-K2", "", "<|im_end|>", [{}]),
+        ("GLM-4.6", "", "", [{}, {"enable_thinking": False}]),
+        ("openai-gpt-oss-120b", "<|startoftext|>", "<|return|>", [{}])]
+for name, bos, eos, variants in REAL:
+    with open(os.path.join(HERE, "..", "templates", "real", name + ".jinja")) as f:
+        tmpl = f.read()
+    string_args = not shows_objects(tmpl, bos, eos)
+    for kwargs in variants:
+        msgs = conversation(string_args)
+        rendered = render_jinja_template([msgs], tools=TOOLS, chat_template=tmpl, add_generation_prompt=True,
+                                         bos_token=bos, eos_token=eos, **kwargs)[0][0]
+        out["cases"].append({"template": name, "bos_token": bos, "eos_token": eos, "kwargs": kwargs,
+                             "string_arguments": string_args, "messages": msgs,
+                             "add_generation_prompt": True, "rendered": rendered})
 with open(os.path.join(HERE, "chat-tools-ref.json"), "w") as f:
     json.dump(out, f, ensure_ascii=False, indent=1)
     f.write("\n")
