@@ -7,7 +7,10 @@
 mod common;
 
 use serde_json::Value;
-use text::{ChatMessage, ChatTemplate, RenderOptions, ReplyFormat, ToolCall, ToolSpec, ToolSyntax};
+use text::{
+    ChatMessage, ChatTemplate, ParseOptions, RenderOptions, ReplyFormat, ReplyParser, ReplyPart,
+    ToolCall, ToolSpec, ToolSyntax,
+};
 
 /// An OpenAI-style message of the reference → the crate's message (arguments as the
 /// JSON text a client sends, whatever shape the reference gave the template).
@@ -235,4 +238,114 @@ fn bad_arguments_json_is_an_error_not_a_panic() {
     }];
     let e = tmpl.render(&msgs, false).unwrap_err().to_string();
     assert!(e.contains("not JSON"), "{e}");
+}
+
+/// What the template writes for an assistant turn of calls is what the model learnt to
+/// write: parsed back, it gives the same calls. The turn is the text after the
+/// generation prompt (where the history leaves it), up to the end-of-turn marker.
+#[test]
+fn each_template_s_own_call_syntax_parses_back_to_the_calls() {
+    let calls = vec![
+        ToolCall {
+            id: "functions.get_weather:0".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city": "Paris", "days": 2}"#.into(),
+        },
+        ToolCall {
+            id: "functions.get_time:1".into(),
+            name: "get_time".into(),
+            arguments: "{}".into(),
+        },
+    ];
+    let tools = [ToolSpec {
+        name: "get_weather".into(),
+        description: Some("The weather.".into()),
+        parameters: Some(
+            r#"{"type": "object", "properties": {"city": {"type": "string"}}}"#.into(),
+        ),
+    }];
+    let user = ChatMessage::user("Weather in Paris?");
+    let turn = ChatMessage {
+        tool_calls: calls.clone(),
+        ..ChatMessage::new("assistant", "")
+    };
+    // End-of-turn texts after the last call (EOG tokens the model stops at).
+    const ENDS: [&str; 4] = [
+        "<|im_end|>",
+        "<｜end▁of▁sentence｜>",
+        "<|call|>",
+        "<|user|>",
+    ];
+    let dir = common::data_dir().join("templates/real");
+    let mut checked = 0;
+    for name in [
+        "Qwen-Qwen3-0.6B",
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B",
+        "deepseek-ai-DeepSeek-V3.1",
+        "moonshotai-Kimi-K2",
+        "GLM-4.6",
+        "openai-gpt-oss-120b",
+    ] {
+        let source = std::fs::read_to_string(dir.join(format!("{name}.jinja"))).unwrap();
+        let tmpl = ChatTemplate::new(source, "<s>", "</s>").unwrap();
+        let thinking = [("enable_thinking".to_string(), Value::Bool(false))];
+        let opts = |gen: bool| RenderOptions {
+            add_generation_prompt: gen,
+            tools: &tools,
+            kwargs: &thinking,
+        };
+        let prompt = tmpl
+            .render_with(std::slice::from_ref(&user), &opts(true))
+            .unwrap();
+        let whole = tmpl
+            .render_with(&[user.clone(), turn.clone()], &opts(false))
+            .unwrap();
+        // The turn starts where the history leaves the generation prompt (R1's prompt
+        // adds an empty reasoning that earlier turns do not show).
+        let common = prompt
+            .char_indices()
+            .zip(whole.chars())
+            .find(|((_, a), b)| a != b)
+            .map_or(prompt.len(), |((i, _), _)| i);
+        assert!(common > prompt.len() / 2, "{name}: {prompt:?} vs {whole:?}");
+        // A marker both start with (`<`) is not common: back to the last one's end.
+        let common = if common == prompt.len() {
+            common
+        } else {
+            whole[..common].rfind('>').map_or(common, |i| i + 1)
+        };
+        let reply = &whole[common..];
+        let end = ENDS
+            .iter()
+            .filter_map(|e| reply.find(e))
+            .min()
+            .unwrap_or(reply.len());
+        let reply = &reply[..end];
+        let format = ReplyFormat::detect(tmpl.source());
+        let opts = ParseOptions {
+            reasoning: true,
+            tools: true,
+            starts_in_thinking: format.prompt_opens_thinking(&prompt),
+        };
+        let parts = ReplyParser::parse_all(format, opts, reply);
+        let got: Vec<(String, Value)> = parts
+            .iter()
+            .filter_map(|p| match p {
+                ReplyPart::ToolCall(c) => {
+                    Some((c.name.clone(), serde_json::from_str(&c.arguments).unwrap()))
+                }
+                ReplyPart::Content(t) => panic!("{name}: content {t:?} in {reply:?}"),
+                ReplyPart::Reasoning(_) => None,
+            })
+            .collect();
+        // gpt-oss's template writes only the first call of a turn.
+        let want: Vec<(String, Value)> = calls
+            .iter()
+            .map(|c| (c.name.clone(), serde_json::from_str(&c.arguments).unwrap()))
+            .take(if name == "openai-gpt-oss-120b" { 1 } else { 2 })
+            .collect();
+        assert_eq!(got, want, "{name}: {reply:?}");
+        checked += 1;
+    }
+    assert_eq!(checked, 6);
 }
