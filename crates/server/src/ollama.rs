@@ -226,6 +226,7 @@ pub(crate) async fn chat(
             ..ChatMessage::new(role, m.content)
         });
     }
+    link_tool_results(&mut conversation);
     let mut setup = ChatSetup {
         tools: tools::tool_specs(req.tools.unwrap_or_default(), FLAVOR)?,
         kwargs: Vec::new(),
@@ -267,6 +268,27 @@ pub(crate) async fn chat(
     }
     final_fields(&mut v, &done.stats, log.start);
     Ok(json_ok(v))
+}
+
+/// Ollama's tool messages name no call: they answer the last assistant turn's calls in
+/// order, and get those calls' ids (and names, unless `tool_name` gave one), which
+/// templates such as Kimi-K2's show.
+fn link_tool_results(conversation: &mut [ChatMessage]) {
+    let mut unanswered = std::collections::VecDeque::new();
+    for m in conversation {
+        if m.role == "assistant" {
+            unanswered = m
+                .tool_calls
+                .iter()
+                .map(|c| (c.id.clone(), c.name.clone()))
+                .collect();
+        } else if m.role == "tool" {
+            if let Some((id, name)) = unanswered.pop_front() {
+                m.tool_call_id.get_or_insert(id);
+                m.name.get_or_insert(name);
+            }
+        }
+    }
 }
 
 /// Ollama's `think`: thinking on or off (the template's `enable_thinking`); gpt-oss's
@@ -580,4 +602,43 @@ fn capabilities(st: &AppState) -> Vec<&'static str> {
 /// `GET /api/version`.
 pub(crate) async fn version() -> Response {
     json_ok(json!({"version": env!("CARGO_PKG_VERSION")}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_results_answer_the_last_calls_in_order() {
+        let call = |id: &str, name: &str| ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: "{}".into(),
+        };
+        let mut named = ChatMessage::new("tool", "r2");
+        named.name = Some("own".into());
+        let mut conv = vec![
+            ChatMessage::user("q"),
+            ChatMessage {
+                tool_calls: vec![call("c1", "f"), call("c2", "g")],
+                ..ChatMessage::new("assistant", "")
+            },
+            ChatMessage::new("tool", "r1"),
+            named,
+            ChatMessage::new("tool", "extra"),
+        ];
+        link_tool_results(&mut conv);
+        let got: Vec<(Option<&str>, Option<&str>)> = conv[2..]
+            .iter()
+            .map(|m| (m.tool_call_id.as_deref(), m.name.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some("c1"), Some("f")),
+                (Some("c2"), Some("own")),
+                (None, None)
+            ]
+        );
+    }
 }
