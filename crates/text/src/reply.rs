@@ -208,7 +208,7 @@ enum State {
     Body(BodyKind),
     /// Harmony text that turned out not to be harmony: plain content to the end.
     Plain,
-    /// Hermes: a reply that starts with `{` or a code fence may be a call written without
+    /// Hermes: a reply that starts with `{` or a ```json fence may be a call written without
     /// its tags (small Qwen2.5 models do this): held to the end, then parsed.
     Bare,
 }
@@ -341,14 +341,17 @@ impl ReplyParser {
     /// Content: look for a call opener (or `<think>` before any content).
     fn step_content(&mut self, at_end: bool, out: &mut Vec<ReplyPart>) -> bool {
         if self.tools() == Some(ToolSyntax::Hermes) && !self.bare_checked && !self.wrote_content {
+            // Only `{` or a ```json fence: other replies (code in another language)
+            // stream as they come.
+            const FENCE: &str = "```json";
             let t = self.buf.trim_start();
-            let undecided = t.is_empty() || (t.len() < 3 && "```".starts_with(t));
+            let undecided = t.is_empty() || (t.len() < FENCE.len() && FENCE.starts_with(t));
             if undecided && !at_end {
                 return false;
             }
             if !t.is_empty() {
                 self.bare_checked = true;
-                if t.starts_with('{') || t.starts_with("```") {
+                if t.starts_with('{') || t.starts_with(FENCE) {
                     self.state = State::Bare;
                     return true;
                 }
@@ -659,8 +662,7 @@ fn parse_hermes(body: &str) -> Option<ToolCall> {
 /// else.
 fn parse_bare(text: &str) -> Option<Vec<ToolCall>> {
     let mut body = text.trim();
-    if let Some(fenced) = body.strip_prefix("```") {
-        let fenced = fenced.strip_prefix("json").unwrap_or(fenced);
+    if let Some(fenced) = body.strip_prefix("```json") {
         body = fenced.trim_end().strip_suffix("```")?.trim();
     }
     let mut calls = Vec::new();

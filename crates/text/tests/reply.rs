@@ -153,10 +153,17 @@ fn hermes_calls_without_tags() {
         "{\"name\": \"a\", \"arguments\": {}} and then text",
         "{\"name\": \"a\", \"arguments\": {}, \"extra\": 1}",
         "```python\nprint(1)\n```",
+        "```\n{\"name\": \"a\", \"arguments\": {}}\n```",
+        "``` json",
         "`code` here",
     ] {
         check(f, ALL, text, &[content(text)]);
     }
+    // A code answer streams as it comes (nothing held back past its first line).
+    let mut p = ReplyParser::new(f, ALL);
+    let mut out = Vec::new();
+    p.push("```python\nprint(", &mut out);
+    assert_eq!(out, [content("```python\nprint(")]);
     // Without tools offered, nothing is held.
     let off = ParseOptions {
         tools: false,
