@@ -30,6 +30,10 @@ pub struct GenerateRequest {
     /// Report each generated token's log-probability and its `n` most likely
     /// alternatives ([`Generation::token_logprobs`]).
     pub logprobs: Option<usize>,
+    /// Special tokens written into the text instead of dropped: the tool-call and
+    /// reasoning markers of the model's reply format (`text::ReplyFormat::markers`),
+    /// which the caller's reply parser must see.
+    pub keep_special: Vec<u32>,
 }
 
 impl Default for GenerateRequest {
@@ -43,6 +47,7 @@ impl Default for GenerateRequest {
             constraint: None,
             logit_bias: Vec::new(),
             logprobs: None,
+            keep_special: Vec::new(),
         }
     }
 }
@@ -170,7 +175,7 @@ impl Generation {
     /// continues the prompt's text (a completion), so the first token keeps its leading
     /// space (SentencePiece `▁Paris` → " Paris"); a chat answer starts a new text.
     pub fn new(tok: &Tokenizer, req: &GenerateRequest, continues_prompt: bool) -> Generation {
-        let decoder = tok.stream_decoder(true);
+        let decoder = tok.stream_decoder(true).keep_special(&req.keep_special);
         let mut stops = StopMatcher::new(&req.stop);
         // One token's text is at most its piece plus an incomplete character, each byte
         // at worst a 3-byte U+FFFD; the stop matcher holds a stop string's worth more.
@@ -463,6 +468,23 @@ mod tests {
             }
         }
         panic!("still running after {} tokens", ids.len())
+    }
+
+    #[test]
+    fn kept_special_tokens_are_written_others_dropped() {
+        let tok = tokenizer();
+        let vocab = tok.vocab_size();
+        let start = tok.token_id("<|im_start|>").unwrap();
+        assert!(tok.is_special(start) && !tok.is_eog(start));
+        let mut ids = tok.encode("Hi", false).unwrap();
+        ids.push(start);
+        ids.extend(tok.encode("there", false).unwrap());
+        let mut plain = Generation::new(&tok, &request(ids.len(), &[]), false);
+        assert_eq!(drive(&mut plain, vocab, &ids, 100).0, "Hithere");
+        let mut req = request(ids.len(), &[]);
+        req.keep_special = vec![start];
+        let mut kept = Generation::new(&tok, &req, false);
+        assert_eq!(drive(&mut kept, vocab, &ids, 100).0, "Hi<|im_start|>there");
     }
 
     #[test]

@@ -252,3 +252,52 @@ fn ctrl_c_stops_the_answer_not_the_chat() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("(stopped)]"), "{err}");
 }
+
+#[test]
+fn chat_shows_or_hides_the_reasoning() {
+    // The template opens <think> and the random weights never close it: the whole
+    // answer is reasoning, printed (plain: stdout is not a terminal) or hidden.
+    let model = tiny("qwen2moe-tiny", "Q8_0");
+    let template = data_dir().join("templates/chatml-think.jinja");
+    let chat = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferromoe"))
+            .args(["chat", "-m", &model, "--temp", "0", "--max-new-tokens", "6"])
+            .args([
+                "--ignore-eos",
+                "--chat-template-file",
+                template.to_str().unwrap(),
+            ])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"Hello there\n/exit\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown = chat(&[]);
+    let answer = shown.lines().next().unwrap().trim_start_matches("> ");
+    assert!(!answer.trim().is_empty(), "{shown:?}");
+    assert!(
+        !shown.contains('\x1b'),
+        "no ANSI codes off a terminal: {shown:?}"
+    );
+    let hidden = chat(&["--hide-thinking"]);
+    assert_eq!(
+        hidden.lines().next().unwrap().trim_start_matches("> "),
+        "",
+        "{hidden:?}"
+    );
+}

@@ -201,7 +201,8 @@ async fn prompt_ids(
     st: &Arc<AppState>,
     conv: Conversation,
 ) -> Result<(Vec<u32>, Output), ApiError> {
-    let mut ids = gen::chat_prompt(st, &conv.messages, FLAVOR).await?;
+    let (mut ids, _) =
+        gen::chat_prompt(st, &conv.messages, &crate::tools::ChatSetup::default(), FLAVOR).await?;
     let Some(prefill) = conv.prefill else {
         return Ok((ids, Output::Answer));
     };

@@ -13,7 +13,10 @@ use engine::{
 use futures_util::Stream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+use text::RenderOptions;
+
 use crate::logprobs::LogprobBuffer;
+use crate::tools::ChatSetup;
 use crate::{AccessLog, ApiError, AppState, Flavor};
 
 /// Sampling and length settings as the APIs name them (already range-checked for type
@@ -39,6 +42,8 @@ pub(crate) struct GenParams {
     pub logit_bias: Vec<(u32, f32)>,
     /// Report log-probabilities with this many alternatives per token.
     pub logprobs: Option<usize>,
+    /// Special tokens the reply parser must see as text (see `ChatSetup::keep_special`).
+    pub keep_special: Vec<u32>,
 }
 
 impl GenParams {
@@ -98,6 +103,7 @@ impl GenParams {
             constraint: self.constraint.clone(),
             logit_bias: self.logit_bias.clone(),
             logprobs: self.logprobs,
+            keep_special: self.keep_special.clone(),
         })
     }
 }
@@ -122,30 +128,39 @@ pub(crate) fn check_role(
     }
 }
 
-/// Renders a conversation with the model's chat template.
+/// Renders a conversation with the model's chat template, with the request's tools and
+/// template variables.
 pub(crate) fn render_chat(
     st: &AppState,
     messages: &[ChatMessage],
+    setup: &ChatSetup,
     flavor: Flavor,
 ) -> Result<String, ApiError> {
     let template = st.engine.template.as_ref().ok_or_else(|| {
         ApiError::bad_request("this model has no chat template").with_flavor(flavor)
     })?;
+    let options = RenderOptions {
+        add_generation_prompt: true,
+        tools: &setup.tools,
+        kwargs: &setup.kwargs,
+    };
     template
-        .render(messages, true)
+        .render_with(messages, &options)
         .map_err(|e| ApiError::bad_request(format!("chat template: {e}")).with_flavor(flavor))
 }
 
-/// A conversation's prompt ids: rendered with the chat template and tokenized. Message
-/// contents are text: special-token text in them (a user's `<|im_end|>`) is encoded as
-/// plain tokens so it cannot forge a turn, unless the server runs with
-/// `--special-in-content`.
+/// A conversation's prompt: its ids, and the rendered text (which tells whether the
+/// template opened the model's reasoning). Message contents are text: special-token
+/// text in them (a user's `<|im_end|>`) is encoded as plain tokens so it cannot forge a
+/// turn, unless the server runs with `--special-in-content`.
 pub(crate) async fn chat_prompt(
     st: &Arc<AppState>,
     messages: &[ChatMessage],
+    setup: &ChatSetup,
     flavor: Flavor,
-) -> Result<Vec<u32>, ApiError> {
-    let text = render_chat(st, messages, flavor)?;
+) -> Result<(Vec<u32>, String), ApiError> {
+    crate::tools::check_special_text(st, &setup.tools, messages, flavor)?;
+    let text = render_chat(st, messages, setup, flavor)?;
     let forging = !st.config.special_in_content
         && st
             .engine
@@ -153,20 +168,21 @@ pub(crate) async fn chat_prompt(
             .as_ref()
             .is_some_and(|t| messages.iter().any(|m| t.contains_special_text(&m.content)));
     if !forging {
-        return tokenize(st, text, false, flavor).await;
+        return Ok((tokenize(st, text.clone(), false, flavor).await?, text));
     }
-    let spans = content_spans(st, messages, &text, flavor)?;
+    let spans = content_spans(st, messages, setup, &text, flavor)?;
     let engine = st.engine.clone();
+    let rendered = text.clone();
     let ids = tokio::task::spawn_blocking(move || match engine.tokenizer.as_ref() {
         Some(tok) => tok
-            .encode_with_text_spans(&text, false, &spans)
+            .encode_with_text_spans(&rendered, false, &spans)
             .map_err(|e| e.to_string()),
         None => Err("this model file has no tokenizer".to_string()),
     })
     .await
     .map_err(|e| ApiError::internal(format!("tokenizer task: {e}")).with_flavor(flavor))?
     .map_err(|e| ApiError::bad_request(e).with_flavor(flavor))?;
-    Ok(ids)
+    Ok((ids, text))
 }
 
 /// Where each message's content sits in the rendered prompt `text`: the conversation is
@@ -176,6 +192,7 @@ pub(crate) async fn chat_prompt(
 fn content_spans(
     st: &AppState,
     messages: &[ChatMessage],
+    setup: &ChatSetup,
     text: &str,
     flavor: Flavor,
 ) -> Result<Vec<std::ops::Range<usize>>, ApiError> {
@@ -189,10 +206,13 @@ fn content_spans(
             } else {
                 marker(i)
             };
-            ChatMessage::new(m.role.clone(), content)
+            ChatMessage {
+                content,
+                ..m.clone()
+            }
         })
         .collect();
-    let rendered = render_chat(st, &marked, flavor)?;
+    let rendered = render_chat(st, &marked, setup, flavor)?;
     let mut rebuilt = String::with_capacity(text.len());
     let mut spans = Vec::new();
     let mut rest = rendered.as_str();

@@ -38,6 +38,7 @@ mod origin;
 mod page;
 mod structured;
 mod tokenize;
+mod tools;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -56,6 +57,7 @@ use serde::de::DeserializeOwned;
 
 pub use error::{ApiError, Flavor};
 pub use listen::serve;
+pub use tools::ReasoningFormat;
 
 /// The largest request body accepted (413 beyond).
 pub const BODY_LIMIT: usize = 2 << 20;
@@ -79,6 +81,9 @@ pub struct ServerConfig {
     /// Special-token text in message contents is read as control tokens (the old,
     /// unsafe behaviour: a user's `<|im_end|>` can forge a turn); off by default.
     pub special_in_content: bool,
+    /// What happens to a model's reasoning (`--reasoning-format`): separated into
+    /// `reasoning_content` / `thinking` (default), or left in the content.
+    pub reasoning_format: ReasoningFormat,
     /// Origins whose pages may call the API (`--cors`; `*`: any). Empty: none but the
     /// server's own page.
     pub cors: Vec<String>,
@@ -104,6 +109,7 @@ impl ServerConfig {
             prefix_cache: None,
             file_size: 0,
             special_in_content: false,
+            reasoning_format: ReasoningFormat::DeepSeek,
             cors: Vec::new(),
             allowed_hosts: Vec::new(),
             listen_host: "127.0.0.1".into(),

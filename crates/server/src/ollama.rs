@@ -15,10 +15,12 @@ use engine::{ChatMessage, FinishReason, GenerationStats};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use text::ToolCall;
 
 use crate::gen::{self, GenParams, Output, StreamShape};
 use crate::logprobs::LogprobStream;
 use crate::openai::StringOrList;
+use crate::tools::{self, ChatSetup, Parsed, Piece, Reply};
 use crate::{json_ok, parse_json, structured, AccessLog, ApiError, AppState, Flavor};
 
 const FLAVOR: Flavor = Flavor::Ollama;
@@ -90,6 +92,27 @@ struct Message {
     role: String,
     #[serde(default)]
     content: String,
+    /// An assistant turn's reasoning.
+    #[serde(default)]
+    thinking: Option<String>,
+    /// An assistant turn's calls, arguments as an object.
+    #[serde(default)]
+    tool_calls: Option<Vec<MessageToolCall>>,
+    /// A tool message: the function that answered.
+    #[serde(default)]
+    tool_name: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+struct MessageToolCall {
+    function: MessageFunction,
+}
+
+#[derive(Deserialize, Debug)]
+struct MessageFunction {
+    name: String,
+    #[serde(default)]
+    arguments: Option<Value>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -101,6 +124,12 @@ struct ChatRequest {
     options: Options,
     #[serde(flatten)]
     output: OutputFields,
+    #[serde(default)]
+    tools: Option<Vec<tools::ApiTool>>,
+    /// Thinking on or off (the template's `enable_thinking`); gpt-oss's levels
+    /// ("low", "medium", "high") set its `reasoning_effort`.
+    #[serde(default)]
+    think: Option<Value>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -115,6 +144,9 @@ struct GenerateRequest {
     options: Options,
     #[serde(flatten)]
     output: OutputFields,
+    /// As in `/api/chat` (not with `raw`, which has no template).
+    #[serde(default)]
+    think: Option<Value>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -194,22 +226,129 @@ pub(crate) async fn chat(
     let mut conversation = Vec::with_capacity(messages.len());
     for (i, m) in messages.into_iter().enumerate() {
         let role = gen::check_role(&m.role, i, FLAVOR)?;
-        conversation.push(ChatMessage::new(role, m.content));
+        let tool_calls = m
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(j, c)| {
+                let arguments = match c.function.arguments {
+                    None | Some(Value::Null) => "{}".to_string(),
+                    Some(v @ Value::Object(_)) => v.to_string(),
+                    Some(_) => {
+                        return Err(ApiError::bad_request(format!(
+                            "messages[{i}].tool_calls[{j}].function.arguments must be an object"
+                        ))
+                        .with_flavor(FLAVOR))
+                    }
+                };
+                Ok(ToolCall {
+                    id: format!("call_{i}_{j}"),
+                    name: c.function.name,
+                    arguments,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        conversation.push(ChatMessage {
+            tool_calls,
+            reasoning: m.thinking,
+            name: m.tool_name,
+            ..ChatMessage::new(role, m.content)
+        });
     }
-    let params = req.output.params(&st, req.options).await?;
-    let prompt = gen::chat_prompt(&st, &conversation, FLAVOR).await?;
+    link_tool_results(&mut conversation);
+    let mut setup = ChatSetup {
+        tools: tools::tool_specs(req.tools.unwrap_or_default(), FLAVOR)?,
+        kwargs: Vec::new(),
+        reasoning: st.config.reasoning_format,
+    };
+    apply_think(&mut setup, req.think)?;
+    setup.check_tools(&st, FLAVOR)?;
+    let mut params = req.output.params(&st, req.options).await?;
+    let (prompt, prompt_text) = gen::chat_prompt(&st, &conversation, &setup, FLAVOR).await?;
+    let reply = setup.reply(&st, &prompt_text);
+    if reply.is_some() {
+        params.keep_special = setup.keep_special(&st);
+    }
     let run = gen::start(&st, prompt, &params, Output::Answer, &log, FLAVOR)?;
     let shape = Lines {
         model,
         chat: true,
         start: log.start,
         lp: LogprobStream::of(&run, st.engine.tokenizer.as_ref()),
+        reply,
     };
     if req.stream.unwrap_or(true) {
         return Ok(ndjson(run, shape));
     }
     let done = gen::collect(run, FLAVOR).await?;
-    Ok(json_ok(shape.collected(&st, &done, log.start)))
+    let parsed = Parsed::new(shape.reply, done.text);
+    let mut v = json!({"model": shape.model, "created_at": rfc3339_now(),
+        "message": {"role": "assistant", "content": parsed.content}, "done": false});
+    if !parsed.reasoning.is_empty() {
+        v["message"]["thinking"] = json!(parsed.reasoning);
+    }
+    if !parsed.calls.is_empty() {
+        let calls: Vec<Value> = parsed
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| tool_call_json(i, c))
+            .collect();
+        v["message"]["tool_calls"] = json!(calls);
+    }
+    final_fields(&mut v, &done.stats, log.start);
+    if let (Some(_), Some(tok)) = (&shape.lp, &st.engine.tokenizer) {
+        v["logprobs"] = crate::logprobs::content(tok, &done.logprobs);
+    }
+    Ok(json_ok(v))
+}
+
+/// Ollama's tool messages name no call: they answer the last assistant turn's calls in
+/// order, and get those calls' ids (and names, unless `tool_name` gave one), which
+/// templates such as Kimi-K2's show.
+fn link_tool_results(conversation: &mut [ChatMessage]) {
+    let mut unanswered = std::collections::VecDeque::new();
+    for m in conversation {
+        if m.role == "assistant" {
+            unanswered = m
+                .tool_calls
+                .iter()
+                .map(|c| (c.id.clone(), c.name.clone()))
+                .collect();
+        } else if m.role == "tool" {
+            if let Some((id, name)) = unanswered.pop_front() {
+                m.tool_call_id.get_or_insert(id);
+                m.name.get_or_insert(name);
+            }
+        }
+    }
+}
+
+/// Ollama's `think`: thinking on or off (the template's `enable_thinking`); gpt-oss's
+/// levels ("low", "medium", "high") set its `reasoning_effort`.
+fn apply_think(setup: &mut ChatSetup, think: Option<Value>) -> Result<(), ApiError> {
+    match think {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(on)) => setup.set_kwarg("enable_thinking", json!(on)),
+        Some(Value::String(level)) if ["low", "medium", "high"].contains(&level.as_str()) => {
+            setup.set_kwarg("enable_thinking", json!(true));
+            setup.set_kwarg("reasoning_effort", json!(level));
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "think must be true, false, \"low\", \"medium\" or \"high\", got {other}"
+            ))
+            .with_flavor(FLAVOR))
+        }
+    }
+    Ok(())
+}
+
+/// A call as Ollama writes it: arguments as an object.
+fn tool_call_json(index: usize, c: &ToolCall) -> Value {
+    json!({"id": c.id, "function": {"index": index, "name": c.name,
+        "arguments": tools::arguments_object(&c.arguments)}})
 }
 
 /// `POST /api/generate`.
@@ -235,27 +374,48 @@ pub(crate) async fn generate(
     } else {
         Output::Answer
     };
-    let ids = if req.raw {
-        gen::tokenize(&st, prompt, true, FLAVOR).await?
+    let mut params = req.output.params(&st, req.options).await?;
+    let (ids, reply) = if req.raw {
+        (gen::tokenize(&st, prompt, true, FLAVOR).await?, None)
     } else {
         let mut conversation: Vec<ChatMessage> =
             req.system.into_iter().map(ChatMessage::system).collect();
         conversation.push(ChatMessage::user(prompt));
-        gen::chat_prompt(&st, &conversation, FLAVOR).await?
+        let mut setup = ChatSetup {
+            reasoning: st.config.reasoning_format,
+            ..ChatSetup::default()
+        };
+        apply_think(&mut setup, req.think)?;
+        let (ids, text) = gen::chat_prompt(&st, &conversation, &setup, FLAVOR).await?;
+        let reply = setup.reply(&st, &text);
+        if reply.is_some() {
+            params.keep_special = setup.keep_special(&st);
+        }
+        (ids, reply)
     };
-    let params = req.output.params(&st, req.options).await?;
     let run = gen::start(&st, ids, &params, output, &log, FLAVOR)?;
     let shape = Lines {
         model,
         chat: false,
         start: log.start,
         lp: LogprobStream::of(&run, st.engine.tokenizer.as_ref()),
+        reply,
     };
     if req.stream.unwrap_or(true) {
         return Ok(ndjson(run, shape));
     }
     let done = gen::collect(run, FLAVOR).await?;
-    Ok(json_ok(shape.collected(&st, &done, log.start)))
+    let parsed = Parsed::new(shape.reply, done.text);
+    let mut v = json!({"model": shape.model, "created_at": rfc3339_now(),
+        "response": parsed.content, "done": false});
+    if !parsed.reasoning.is_empty() {
+        v["thinking"] = json!(parsed.reasoning);
+    }
+    final_fields(&mut v, &done.stats, log.start);
+    if let (Some(_), Some(tok)) = (&shape.lp, &st.engine.tokenizer) {
+        v["logprobs"] = crate::logprobs::content(tok, &done.logprobs);
+    }
+    Ok(json_ok(v))
 }
 
 fn ndjson(run: gen::Running, shape: Lines) -> Response {
@@ -274,19 +434,11 @@ struct Lines {
     chat: bool,
     start: Instant,
     lp: Option<LogprobStream>,
+    /// Takes a chat reply apart (tools offered or reasoning separated), else None.
+    reply: Option<Reply>,
 }
 
 impl Lines {
-    /// The one object of a `"stream": false` answer.
-    fn collected(&self, st: &AppState, done: &gen::Collected, start: Instant) -> Value {
-        let mut v = self.line(&done.text);
-        final_fields(&mut v, &done.stats, start);
-        if let (Some(_), Some(tok)) = (&self.lp, &st.engine.tokenizer) {
-            v["logprobs"] = crate::logprobs::content(tok, &done.logprobs);
-        }
-        v
-    }
-
     /// A line with the log-probabilities of the tokens that arrived since the last one.
     fn line_with_logprobs(&mut self, text: &str) -> Value {
         let mut v = self.line(text);
@@ -306,15 +458,72 @@ impl Lines {
     }
 }
 
+impl Lines {
+    /// Parsed pieces as chat lines: `content`, `thinking`, or a line with a call.
+    fn piece_lines(&self, pieces: Vec<Piece>) -> Vec<String> {
+        pieces
+            .into_iter()
+            .map(|p| {
+                let mut v = self.line("");
+                let (text, thinking, calls) = if self.chat {
+                    (
+                        "/message/content",
+                        "/message/thinking",
+                        "/message/tool_calls",
+                    )
+                } else {
+                    ("/response", "/thinking", "/tool_calls")
+                };
+                let (at, value) = match p {
+                    Piece::Content(t) => (text, json!(t)),
+                    Piece::Reasoning(t) => (thinking, json!(t)),
+                    Piece::Call { index, call } => (calls, json!([tool_call_json(index, &call)])),
+                };
+                set(&mut v, at, value);
+                v.to_string()
+            })
+            .collect()
+    }
+}
+
+/// Sets `v` at a `/a/b` path of objects (creating the last key).
+fn set(v: &mut Value, path: &str, value: Value) {
+    let (parent, key) = path.rsplit_once('/').unwrap_or(("", path));
+    if let Some(Value::Object(m)) = v.pointer_mut(parent) {
+        m.insert(key.to_string(), value);
+    }
+}
+
 impl StreamShape for Lines {
     fn on_event(&mut self, ev: Event, _prompt_tokens: usize) -> (Vec<String>, bool) {
         match ev {
             Event::Started { .. } => (vec![], false),
-            Event::Text(t) => (vec![self.line_with_logprobs(&t).to_string()], false),
+            Event::Text(t) => match self.reply.as_mut() {
+                None => (vec![self.line_with_logprobs(&t).to_string()], false),
+                Some(r) => {
+                    let pieces = r.push(&t);
+                    let mut lines = self.piece_lines(pieces);
+                    // The tokens' log-probabilities follow the lines they made (the parser
+                    // may hold their text back: then they come alone).
+                    let v = self.line_with_logprobs("");
+                    if v.get("logprobs").is_some() {
+                        lines.push(v.to_string());
+                    }
+                    (lines, false)
+                }
+            },
             Event::Done(stats) => {
+                let mut out = match self.reply.as_mut() {
+                    Some(r) => {
+                        let pieces = r.finish();
+                        self.piece_lines(pieces)
+                    }
+                    None => Vec::new(),
+                };
                 let mut v = self.line_with_logprobs("");
                 final_fields(&mut v, &stats, self.start);
-                (vec![v.to_string()], true)
+                out.push(v.to_string());
+                (out, true)
             }
             Event::Error(e) => (vec![json!({"error": e.to_string()}).to_string()], true),
         }
@@ -426,12 +635,65 @@ pub(crate) async fn show(
             format!("{arch}.embedding_length"): m.config.dim,
             format!("{arch}.block_count"): m.config.n_layer,
         },
-        "capabilities": ["completion"],
+        "capabilities": capabilities(&st),
         "modified_at": rfc3339_now(),
     })))
+}
+
+/// What the model can do, as Ollama lists it: tools and thinking where its chat
+/// template has a format this server parses.
+fn capabilities(st: &AppState) -> Vec<&'static str> {
+    let format = tools::reply_format(st);
+    let mut caps = vec!["completion"];
+    if format.tools.is_some() {
+        caps.push("tools");
+    }
+    if format.has_reasoning() {
+        caps.push("thinking");
+    }
+    caps
 }
 
 /// `GET /api/version`.
 pub(crate) async fn version() -> Response {
     json_ok(json!({"version": env!("CARGO_PKG_VERSION")}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_results_answer_the_last_calls_in_order() {
+        let call = |id: &str, name: &str| ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: "{}".into(),
+        };
+        let mut named = ChatMessage::new("tool", "r2");
+        named.name = Some("own".into());
+        let mut conv = vec![
+            ChatMessage::user("q"),
+            ChatMessage {
+                tool_calls: vec![call("c1", "f"), call("c2", "g")],
+                ..ChatMessage::new("assistant", "")
+            },
+            ChatMessage::new("tool", "r1"),
+            named,
+            ChatMessage::new("tool", "extra"),
+        ];
+        link_tool_results(&mut conv);
+        let got: Vec<(Option<&str>, Option<&str>)> = conv[2..]
+            .iter()
+            .map(|m| (m.tool_call_id.as_deref(), m.name.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some("c1"), Some("f")),
+                (Some("c2"), Some("own")),
+                (None, None)
+            ]
+        );
+    }
 }

@@ -15,9 +15,11 @@ use engine::{ChatMessage, FinishReason, GenerationStats};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use text::ToolCall;
 
 use crate::gen::{self, GenParams, Output, StreamShape};
 use crate::logprobs::LogprobStream;
+use crate::tools::{self, ChatSetup, Parsed, Piece, Reply, ToolChoice};
 use crate::{json_ok, parse_json, structured, AccessLog, ApiError, AppState, Flavor};
 
 /// `stop`: one string or a list.
@@ -58,6 +60,32 @@ struct Message {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    /// An assistant turn's calls.
+    #[serde(default)]
+    tool_calls: Option<Vec<MessageToolCall>>,
+    /// A tool message: the call it answers.
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    /// An assistant turn's reasoning (sent back by clients of DeepSeek's API).
+    #[serde(default)]
+    reasoning_content: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+struct MessageToolCall {
+    #[serde(default)]
+    id: Option<String>,
+    function: MessageFunction,
+}
+
+#[derive(Deserialize, Debug)]
+struct MessageFunction {
+    name: String,
+    /// JSON text (OpenAI); an object is taken too.
+    #[serde(default)]
+    arguments: Option<Value>,
 }
 
 /// `prompt` of a completion: a string, a one-string list, or token ids.
@@ -108,6 +136,19 @@ struct Request {
     /// llama-server's extensions: a GBNF (or `%llguidance` Lark) grammar, a bare schema.
     grammar: Option<String>,
     json_schema: Option<Value>,
+    #[serde(default)]
+    tools: Option<Vec<tools::ApiTool>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    /// Template variables (llama-server's and vLLM's extension), e.g. `enable_thinking`.
+    #[serde(default)]
+    chat_template_kwargs: Option<Value>,
+    /// Shorthand for `chat_template_kwargs: {"enable_thinking": ...}`.
+    #[serde(default)]
+    enable_thinking: Option<bool>,
+    /// "none" or "deepseek": this request's `--reasoning-format`.
+    #[serde(default)]
+    reasoning_format: Option<String>,
 }
 
 impl Request {
@@ -280,11 +321,51 @@ pub(crate) async fn chat_completions(
             }
         };
         let role = gen::check_role(&m.role, i, Flavor::OpenAi)?;
-        conversation.push(ChatMessage::new(role, content));
+        let tool_calls = m
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(j, c)| {
+                let arguments = match c.function.arguments {
+                    None | Some(Value::Null) => "{}".to_string(),
+                    Some(Value::String(s)) => s,
+                    Some(v @ Value::Object(_)) => v.to_string(),
+                    Some(_) => {
+                        return Err(ApiError::bad_request(format!(
+                            "messages[{i}].tool_calls[{j}].function.arguments must be a JSON text"
+                        )))
+                    }
+                };
+                if serde_json::from_str::<Value>(&arguments).is_err() {
+                    return Err(ApiError::bad_request(format!(
+                        "messages[{i}].tool_calls[{j}].function.arguments is not JSON: {arguments}"
+                    )));
+                }
+                Ok(ToolCall {
+                    id: c.id.unwrap_or_else(|| format!("call_{i}_{j}")),
+                    name: c.function.name,
+                    arguments,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        conversation.push(ChatMessage {
+            tool_calls,
+            tool_call_id: m.tool_call_id,
+            name: m.name,
+            reasoning: m.reasoning_content,
+            ..ChatMessage::new(role, content)
+        });
     }
+    let setup = chat_setup(&st, &mut req)?;
     let mut params = req.params()?;
     req.shape_output(&st, &mut params, true).await?;
-    let prompt = gen::chat_prompt(&st, &conversation, Flavor::OpenAi).await?;
+    let (prompt, prompt_text) =
+        gen::chat_prompt(&st, &conversation, &setup, Flavor::OpenAi).await?;
+    let reply = setup.reply(&st, &prompt_text);
+    if reply.is_some() {
+        params.keep_special = setup.keep_special(&st);
+    }
     let run = gen::start(&st, prompt, &params, Output::Answer, &log, Flavor::OpenAi)?;
     let lp = LogprobStream::of(&run, st.engine.tokenizer.as_ref());
     let (id, created, model) = (
@@ -300,6 +381,7 @@ pub(crate) async fn chat_completions(
             include_usage: req.include_usage(),
             sent_role: false,
             lp,
+            reply,
         };
         return Ok(sse(run, shape));
     }
@@ -310,6 +392,21 @@ pub(crate) async fn chat_completions(
         }
         _ => Value::Null,
     };
+    let parsed = Parsed::new(reply, done.text);
+    let mut message = json!({"role": "assistant", "content": parsed.content});
+    if !parsed.reasoning.is_empty() {
+        message["reasoning_content"] = json!(parsed.reasoning);
+    }
+    let finish = if parsed.calls.is_empty() {
+        finish_reason(done.stats.finish)
+    } else {
+        if parsed.content.is_empty() {
+            message["content"] = Value::Null;
+        }
+        let calls: Vec<Value> = parsed.calls.iter().map(tool_call_json).collect();
+        message["tool_calls"] = json!(calls);
+        "tool_calls"
+    };
     Ok(json_ok(json!({
         "id": id,
         "object": "chat.completion",
@@ -317,13 +414,48 @@ pub(crate) async fn chat_completions(
         "model": model,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": done.text},
+            "message": message,
             "logprobs": logprobs,
-            "finish_reason": finish_reason(done.stats.finish),
+            "finish_reason": finish,
         }],
         "usage": usage(&done.stats),
         "timings": timings(&done.stats),
     })))
+}
+
+/// A chat request's tools, tool choice, template variables and reasoning format.
+fn chat_setup(st: &AppState, req: &mut Request) -> Result<ChatSetup, ApiError> {
+    let flavor = Flavor::OpenAi;
+    let choice = tools::tool_choice(req.tool_choice.as_ref(), flavor)?;
+    let specs = tools::tool_specs(req.tools.take().unwrap_or_default(), flavor)?;
+    let reasoning = match req.reasoning_format.as_deref() {
+        None => st.config.reasoning_format,
+        Some(s) => tools::ReasoningFormat::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "reasoning_format must be \"none\" or \"deepseek\", got '{s}'"
+            ))
+        })?,
+    };
+    let mut setup = ChatSetup {
+        // "none": the model is not told of the tools, and nothing is parsed as a call.
+        tools: if choice == ToolChoice::None {
+            Vec::new()
+        } else {
+            specs
+        },
+        kwargs: tools::template_kwargs(req.chat_template_kwargs.take(), flavor)?,
+        reasoning,
+    };
+    if let Some(on) = req.enable_thinking {
+        setup.set_kwarg("enable_thinking", json!(on));
+    }
+    setup.check_tools(st, flavor)?;
+    Ok(setup)
+}
+
+/// A call as OpenAI writes it in a message.
+fn tool_call_json(c: &ToolCall) -> Value {
+    json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})
 }
 
 /// `POST /v1/completions`.
@@ -420,6 +552,8 @@ struct ChatChunks {
     include_usage: bool,
     sent_role: bool,
     lp: Option<LogprobStream>,
+    /// Takes the reply apart (tools offered or reasoning separated), else None.
+    reply: Option<Reply>,
 }
 
 impl ChatChunks {
@@ -450,6 +584,26 @@ impl ChatChunks {
             .and_then(LogprobStream::content)
             .map_or(Value::Null, |c| json!({"content": c, "refusal": null}))
     }
+
+    /// Parsed pieces as deltas: `content`, `reasoning_content`, and for each call one
+    /// delta with its index, id and name, then one with its arguments (as OpenAI streams
+    /// them: clients join the argument fragments of an index).
+    fn send_pieces(&self, pieces: Vec<Piece>, out: &mut Vec<String>) {
+        for p in pieces {
+            match p {
+                Piece::Content(t) => out.push(self.chunk(json!({"content": t}), None)),
+                Piece::Reasoning(t) => out.push(self.chunk(json!({"reasoning_content": t}), None)),
+                Piece::Call { index, call } => {
+                    let head = json!({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                        "function": {"name": call.name, "arguments": ""}}]});
+                    out.push(self.chunk(head, None));
+                    let args = json!({"tool_calls": [{"index": index,
+                        "function": {"arguments": call.arguments}}]});
+                    out.push(self.chunk(args, None));
+                }
+            }
+        }
+    }
 }
 
 impl StreamShape for ChatChunks {
@@ -463,18 +617,36 @@ impl StreamShape for ChatChunks {
             Event::Started { .. } => (out, false),
             Event::Text(t) => {
                 let lp = self.lp_content();
-                out.push(self.chunk_with(json!({"content": t}), lp, None));
+                match self.reply.as_mut() {
+                    None => out.push(self.chunk_with(json!({"content": t}), lp, None)),
+                    Some(r) => {
+                        let pieces = r.push(&t);
+                        self.send_pieces(pieces, &mut out);
+                        // The tokens' log-probabilities follow the deltas they made (the
+                        // parser may hold their text back: then they come alone).
+                        if !lp.is_null() {
+                            out.push(self.chunk_with(json!({}), lp, None));
+                        }
+                    }
+                }
                 (out, false)
             }
             Event::Done(stats) => {
+                let mut finish = finish_reason(stats.finish);
+                if let Some(r) = self.reply.as_mut() {
+                    let pieces = r.finish();
+                    self.send_pieces(pieces, &mut out);
+                    if self.reply.as_ref().is_some_and(|r| r.calls() > 0) {
+                        finish = "tool_calls";
+                    }
+                }
                 // Tokens whose text never came (held back, then dropped at a stop string).
                 let lp = self.lp_content();
                 if !lp.is_null() {
                     out.push(self.chunk_with(json!({}), lp, None));
                 }
                 let mut last: Value =
-                    serde_json::from_str(&self.chunk(json!({}), Some(finish_reason(stats.finish))))
-                        .unwrap_or_default();
+                    serde_json::from_str(&self.chunk(json!({}), Some(finish))).unwrap_or_default();
                 last["timings"] = timings(&stats);
                 out.push(last.to_string());
                 if self.include_usage {

@@ -9,6 +9,8 @@
 //! - [`ChatTemplate::from_gguf`]: `tokenizer.chat_template` rendered with minijinja the
 //!   way transformers renders it.
 //! - [`StreamDecoder`]: ids in, complete UTF-8 text out.
+//! - [`ReplyParser`]: an assistant reply → content, reasoning and tool calls, for each
+//!   model family's syntax ([`ReplyFormat::detect`] from the chat template).
 //!
 //! ```no_run
 //! let file = gguf::Gguf::open("model.gguf")?;
@@ -26,16 +28,19 @@ mod bytelevel;
 mod chat;
 mod error;
 mod hf;
+mod jsonvalue;
 mod pretok;
 mod pyjson;
+mod reply;
 mod stream;
 mod strftime;
 mod tokenizer;
 mod vocab;
 
 pub use bytelevel::byte_to_char_table;
-pub use chat::{ChatMessage, ChatTemplate, CHATML_TEMPLATE};
+pub use chat::{ChatMessage, ChatTemplate, RenderOptions, ToolCall, ToolSpec, CHATML_TEMPLATE};
 pub use error::TextError;
+pub use reply::{merge_parts, ParseOptions, ReplyFormat, ReplyParser, ReplyPart, ToolSyntax};
 pub use stream::StreamDecoder;
 pub use tokenizer::Tokenizer;
 pub use vocab::{ModelKind, SpecialIds, TokenType};

@@ -20,6 +20,9 @@ pub struct StreamDecoder {
     pending: Vec<u8>,
     /// Still waiting for the first non-empty piece, whose leading space is dropped.
     strip_next_space: bool,
+    /// Special tokens written as text even when `skip_special` (sorted): the markers a
+    /// reply parser needs, such as DeepSeek's `<｜tool▁call▁begin｜>`.
+    keep: Vec<u32>,
 }
 
 impl StreamDecoder {
@@ -34,7 +37,16 @@ impl StreamDecoder {
             skip_special,
             pending,
             strip_next_space,
+            keep: Vec::new(),
         }
+    }
+
+    /// Writes these special tokens as text although special tokens are skipped.
+    pub fn keep_special(mut self, ids: &[u32]) -> StreamDecoder {
+        self.keep = ids.to_vec();
+        self.keep.sort_unstable();
+        self.keep.dedup();
+        self
     }
 
     /// Keep the leading space of the first token (the stream continues earlier text,
@@ -54,7 +66,7 @@ impl StreamDecoder {
     /// Adds one token, appending the text that became complete to `out` (no allocation
     /// once `out` and the decoder's buffer have grown to a token's size).
     pub fn push_to(&mut self, id: u32, out: &mut String) {
-        if self.skip_special && self.tok.is_special(id) {
+        if self.skip_special && self.tok.is_special(id) && self.keep.binary_search(&id).is_err() {
             return;
         }
         let mut piece = self.tok.token_to_piece(id);

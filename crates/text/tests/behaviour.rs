@@ -82,6 +82,39 @@ fn synthetic_bpe_encodes_and_decodes() {
 }
 
 #[test]
+fn harmony_end_of_message_is_not_an_end_of_generation() {
+    // gpt-oss: <|end|> closes the reasoning message; <|return|> and <|call|> end the reply.
+    let mut m = tiny_bpe("gpt-2");
+    let mut tokens: Vec<String> = m
+        .opt_str_array("tokenizer.ggml.tokens")
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let n = tokens.len() as u32;
+    tokens.extend(["<|return|>", "<|call|>"].map(String::from));
+    let mut types = vec![1i32; tokens.len()];
+    for t in &mut types[n as usize - 2..] {
+        *t = 3;
+    }
+    m.set("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    m.set("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+    m.set("tokenizer.ggml.eos_token_id", Value::U32(n));
+    let tok = Tokenizer::from_gguf(&m).unwrap();
+    let end = tok.token_id("<|end|>").unwrap();
+    assert!(!tok.is_eog(end), "<|end|> must not end a harmony reply");
+    assert!(
+        tok.is_eog(n) && tok.is_eog(n + 1),
+        "<|return|> and <|call|> do"
+    );
+    // Without them, <|end|> ends generation as before.
+    assert!(Tokenizer::from_gguf(&tiny_bpe("gpt-2"))
+        .unwrap()
+        .is_eog(end));
+}
+
+#[test]
 fn unsupported_model_and_pre_are_errors_listing_the_supported_ones() {
     let mut m = tiny_bpe("gpt-2");
     m.set("tokenizer.ggml.model", Value::String("bert".into()));

@@ -168,3 +168,24 @@ pub fn load(
     }
     Ok(engine)
 }
+
+/// `--chat-template-file`: serve or chat with this Jinja template instead of the file's
+/// own (keeping the file's BOS/EOS texts).
+pub fn replace_template(
+    engine: &mut engine::Engine,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--chat-template-file {}: {e}", path.display()))?;
+    let (bos, eos) = match &engine.template {
+        Some(t) => (t.bos_token().to_string(), t.eos_token().to_string()),
+        None => (String::new(), String::new()),
+    };
+    let template = text::ChatTemplate::new(source, bos, eos)
+        .map_err(|e| anyhow::anyhow!("--chat-template-file {}: {e}", path.display()))?;
+    engine.template = Some(template);
+    Ok(())
+}

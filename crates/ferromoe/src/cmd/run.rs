@@ -141,6 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stop: vec![],
         ignore_eos: args.ignore_eos,
         constraint,
+        keep_special: vec![],
         ..Default::default()
     };
     let mut out = std::io::stdout().lock();

@@ -42,6 +42,15 @@ pub struct Args {
     /// turns or system messages.
     #[arg(long)]
     special_in_content: bool,
+    /// What happens to a model's reasoning (`<think>…</think>`, gpt-oss's analysis
+    /// channel): `deepseek` separates it into `reasoning_content` (OpenAI) and `thinking`
+    /// (Ollama); `none` leaves it in the content as written.
+    #[arg(long, default_value = "deepseek", value_parser = ["none", "deepseek"])]
+    reasoning_format: String,
+    /// Use this Jinja chat template instead of the file's own (llama-server's flag): its
+    /// tool-call and reasoning markers decide how replies are parsed.
+    #[arg(long, value_name = "FILE")]
+    chat_template_file: Option<std::path::PathBuf>,
     /// Let web pages from these origins call the API (e.g. `--cors
     /// https://app.example`; `*`: any). Default: only the server's own chat page.
     #[arg(long, num_args = 1.., value_delimiter = ',', value_name = "ORIGIN")]
@@ -84,13 +93,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         default_max: 4096,
         caches: args.max_seqs.saturating_add(kept),
     };
-    let engine = super::load::load(&args.model, false, false, kv)?;
+    let mut engine = super::load::load(&args.model, false, false, kv)?;
     if engine.tokenizer.is_none() {
         anyhow::bail!(
             "{}: the file has no tokenizer; the server needs one",
             args.model.model.display()
         );
     }
+    super::load::replace_template(&mut engine, args.chat_template_file.as_deref())?;
     let n_ctx = engine.load.kv_ctx;
     // Every sequence gets a cache of n_ctx positions: a size that cannot be allocated is
     // refused here, with its message, rather than on the first request. Up to max_seqs
@@ -127,6 +137,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // All parts of a split set.
         file_size: engine.model.file.file_size(),
         special_in_content: args.special_in_content,
+        reasoning_format: server::ReasoningFormat::parse(&args.reasoning_format)
+            .unwrap_or_default(),
         cors: args.cors.clone(),
         allowed_hosts: args.allowed_hosts.clone(),
         listen_host: args.host.clone(),

@@ -1,0 +1,79 @@
+//! Tool calling and reasoning through the official `openai` and `ollama` Python
+//! packages (tests/python/tools.py, reasoning.py), and the requests that are refused.
+
+mod server_common;
+
+use server_common::{repo_dir, Server};
+
+#[test]
+fn reasoning_is_separated_switched_off_or_left_in_the_content() {
+    let template = repo_dir().join("tests/data/templates/chatml-think.jinja");
+    let server = Server::start(&[
+        "--max-seqs",
+        "2",
+        "--ctx",
+        "256",
+        "--chat-template-file",
+        template.to_str().unwrap(),
+    ]);
+    let out = server.python("reasoning.py", &[]);
+    assert!(out.contains("reasoning: all checks passed"), "{out}");
+}
+
+#[test]
+fn tool_call_round_trips_on_the_demo_model_with_both_clients() {
+    let model = testutil::demo_model();
+    let server = Server::start_with(&model, &["-t", "2", "--max-seqs", "2", "--ctx", "1024"]);
+    let out = server.python("tools.py", &["--model", server_common::MODEL_NAME]);
+    assert!(out.contains("tools: all checks passed"), "{out}");
+}
+
+#[test]
+fn tools_for_a_template_without_a_tool_format_and_forced_calls_are_refused() {
+    // The tiny model's ChatML template shows no tool calls.
+    let server = Server::start(&["--ctx", "128"]);
+    let tools = r#"[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]"#;
+    for (body, needle) in [
+        (
+            format!(r#"{{"messages":[{{"role":"user","content":"hi"}}],"tools":{tools}}}"#),
+            "no tool-call format",
+        ),
+        (
+            format!(r#"{{"messages":[{{"role":"user","content":"hi"}}],"tools":{tools},"tool_choice":"required"}}"#),
+            "constrained decoding",
+        ),
+        (
+            format!(r#"{{"messages":[{{"role":"user","content":"hi"}}],"tools":{tools},"tool_choice":{{"type":"function","function":{{"name":"f"}}}}}}"#),
+            "constrained decoding",
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"retrieval"}]}"#.to_string(),
+            "function only",
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":[1]}}]}"#.to_string(),
+            "JSON Schema object",
+        ),
+        (
+            r#"{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{oops"}}]}]}"#.to_string(),
+            "is not JSON",
+        ),
+    ] {
+        let r = server.post_json_raw("/v1/chat/completions", body.as_bytes());
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body.contains(needle), "{body}: {}", r.body);
+    }
+    let r = server.post_json_raw(
+        "/api/chat",
+        format!(
+            r#"{{"model":"tiny","messages":[{{"role":"user","content":"hi"}}],"tools":{tools}}}"#
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = server.post_json_raw(
+        "/api/chat",
+        br#"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"think":"maybe"}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+}

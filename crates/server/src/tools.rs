@@ -1,0 +1,366 @@
+//! Tool calling and reasoning, shared by the APIs: what a request asks for (tools, tool
+//! choice, thinking on or off) → the prompt's render options and the reply parser; the
+//! parsed reply → the parts each API sends (content, reasoning, calls with ids).
+//!
+//! Every API maps its own shapes onto [`text::ChatMessage`] / [`text::ToolSpec`] /
+//! [`text::ToolCall`] (OpenAI in openai.rs, Ollama in ollama.rs), then:
+//! 1. fills a [`ChatSetup`] (tools, template variables such as `enable_thinking`, the
+//!    reasoning format) and calls [`ChatSetup::check_tools`];
+//! 2. renders and tokenizes with `gen::chat_prompt(.., &setup, ..)`, which gives the
+//!    rendered text too;
+//! 3. gets the reply parser with [`ChatSetup::reply`] (None: plain text) and, when there
+//!    is one, sets the request's `keep_special` to [`ChatSetup::keep_special`];
+//! 4. turns generated text into [`Piece`]s with [`Reply::push`] / [`Reply::finish`]
+//!    while streaming, or [`Parsed::new`] for a whole answer (the same parts).
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use text::{ParseOptions, ReplyFormat, ReplyParser, ReplyPart, ToolCall, ToolSpec};
+
+use crate::{ApiError, AppState, Flavor};
+
+/// `--reasoning-format`: what happens to a model's reasoning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReasoningFormat {
+    /// Left in the content as the model wrote it (`<think>…</think>` included).
+    None,
+    /// Separated: OpenAI's `reasoning_content`, Ollama's `thinking` (as DeepSeek's API
+    /// and llama-server do).
+    #[default]
+    DeepSeek,
+}
+
+impl ReasoningFormat {
+    /// The flag's and the request field's values: "none", "deepseek" (llama-server's
+    /// "auto" is "deepseek").
+    pub fn parse(s: &str) -> Option<ReasoningFormat> {
+        match s {
+            "none" => Some(ReasoningFormat::None),
+            "deepseek" | "auto" => Some(ReasoningFormat::DeepSeek),
+            _ => None,
+        }
+    }
+}
+
+/// A function tool as OpenAI and Ollama send it:
+/// `{"type": "function", "function": {"name", "description", "parameters"}}`.
+#[derive(Deserialize, Debug)]
+pub(crate) struct ApiTool {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    function: Option<ApiFunction>,
+}
+
+#[derive(Deserialize, Debug)]
+struct ApiFunction {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    /// Kept as written: the template shows the schema with its keys in this order.
+    #[serde(default)]
+    parameters: Option<Box<RawValue>>,
+}
+
+/// The tools of a request, checked: functions with names.
+pub(crate) fn tool_specs(tools: Vec<ApiTool>, flavor: Flavor) -> Result<Vec<ToolSpec>, ApiError> {
+    let bad = |m: String| ApiError::bad_request(m).with_flavor(flavor);
+    tools
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            match t.kind.as_deref() {
+                None | Some("function") => {}
+                Some(other) => {
+                    return Err(bad(format!(
+                        "tools[{i}].type: '{other}' is not supported (function only)"
+                    )))
+                }
+            }
+            let f = t
+                .function
+                .ok_or_else(|| bad(format!("tools[{i}].function is required")))?;
+            if f.name.trim().is_empty() {
+                return Err(bad(format!("tools[{i}].function.name must not be empty")));
+            }
+            let parameters = match f.parameters {
+                None => None,
+                Some(p) if p.get().trim_start().starts_with('{') => Some(p.get().to_string()),
+                Some(p) if p.get().trim() == "null" => None,
+                Some(_) => {
+                    return Err(bad(format!(
+                        "tools[{i}].function.parameters must be a JSON Schema object"
+                    )))
+                }
+            };
+            Ok(ToolSpec {
+                name: f.name,
+                description: f.description,
+                parameters,
+            })
+        })
+        .collect()
+}
+
+/// OpenAI's `tool_choice`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ToolChoice {
+    Auto,
+    None,
+}
+
+/// `tool_choice`: "auto" and "none" are honoured; "required" and a named function need
+/// the reply constrained to a call, which this server cannot do yet: refused, never
+/// silently ignored.
+pub(crate) fn tool_choice(v: Option<&Value>, flavor: Flavor) -> Result<ToolChoice, ApiError> {
+    let unsupported = |what: &str| {
+        Err(ApiError::bad_request(format!(
+            "tool_choice {what} is not supported yet: forcing a call needs constrained decoding, \
+             which this server does not have; use \"auto\" (the model decides) or \"none\""
+        ))
+        .with_flavor(flavor))
+    };
+    match v {
+        None | Some(Value::Null) => Ok(ToolChoice::Auto),
+        Some(Value::String(s)) if s == "auto" => Ok(ToolChoice::Auto),
+        Some(Value::String(s)) if s == "none" => Ok(ToolChoice::None),
+        Some(Value::String(s)) if s == "required" => unsupported("\"required\""),
+        Some(Value::Object(_)) => unsupported("naming a function"),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "tool_choice must be \"auto\", \"none\", \"required\" or a function, got {other}"
+        ))
+        .with_flavor(flavor)),
+    }
+}
+
+/// What a chat request renders and parses: its tools (empty: none offered or
+/// `tool_choice: "none"`), template variables, and how the reply is taken apart.
+#[derive(Debug, Default)]
+pub(crate) struct ChatSetup {
+    pub tools: Vec<ToolSpec>,
+    pub kwargs: Vec<(String, Value)>,
+    pub reasoning: ReasoningFormat,
+}
+
+impl ChatSetup {
+    /// Checks that the model's template can take tools and that the server can read its
+    /// calls back: a template that shows no tool-call syntax we parse is a 400, so that a
+    /// client never believes it offered tools that were dropped.
+    pub fn check_tools(&self, st: &AppState, flavor: Flavor) -> Result<(), ApiError> {
+        if self.tools.is_empty() {
+            return Ok(());
+        }
+        if reply_format(st).tools.is_none() {
+            return Err(ApiError::bad_request(
+                "this model's chat template has no tool-call format that this server parses \
+                 (Hermes <tool_call>, DeepSeek, Kimi-K2, GLM-4.5, gpt-oss); 'tools' cannot be used",
+            )
+            .with_flavor(flavor));
+        }
+        Ok(())
+    }
+
+    /// Sets a template variable (`enable_thinking`, ...), the request's own
+    /// `chat_template_kwargs` winning over the API's switches.
+    pub fn set_kwarg(&mut self, name: &str, value: Value) {
+        if !self.kwargs.iter().any(|(k, _)| k == name) {
+            self.kwargs.push((name.to_string(), value));
+        }
+    }
+
+    /// The reply parser for a prompt rendered as `prompt`, or None when the text needs no
+    /// parsing (no tools offered, reasoning not separated or not in this format).
+    pub fn reply(&self, st: &AppState, prompt: &str) -> Option<Reply> {
+        let format = reply_format(st);
+        let opts = ParseOptions {
+            reasoning: self.reasoning == ReasoningFormat::DeepSeek && format.has_reasoning(),
+            tools: !self.tools.is_empty() && format.tools.is_some(),
+            starts_in_thinking: format.prompt_opens_thinking(prompt),
+        };
+        if !opts.reasoning && !opts.tools {
+            return None;
+        }
+        Some(Reply {
+            parser: ReplyParser::new(format, opts),
+            calls: 0,
+        })
+    }
+
+    /// The special tokens the reply parser must see as text (they are dropped from
+    /// generated text otherwise). Only for a request whose reply is parsed: without a
+    /// parser they would show up in the content.
+    pub fn keep_special(&self, st: &AppState) -> Vec<u32> {
+        let Some(tok) = st.engine.tokenizer.as_ref() else {
+            return Vec::new();
+        };
+        reply_format(st)
+            .markers()
+            .into_iter()
+            .filter_map(|m| tok.token_id(m))
+            .filter(|&id| tok.is_special(id) && !tok.is_eog(id))
+            .collect()
+    }
+}
+
+/// The model's reply format, from its chat template.
+pub(crate) fn reply_format(st: &AppState) -> ReplyFormat {
+    match st.engine.template.as_ref() {
+        Some(t) if !t.is_fallback() => ReplyFormat::detect(t.source()),
+        _ => ReplyFormat::detect(""),
+    }
+}
+
+/// `chat_template_kwargs`: an object of template variables.
+pub(crate) fn template_kwargs(
+    v: Option<Value>,
+    flavor: Flavor,
+) -> Result<Vec<(String, Value)>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(m)) => Ok(m.into_iter().collect()),
+        Some(_) => {
+            Err(ApiError::bad_request("chat_template_kwargs must be an object").with_flavor(flavor))
+        }
+    }
+}
+
+/// A piece of a reply as the APIs send it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Piece {
+    Content(String),
+    Reasoning(String),
+    /// The `index`-th call of the reply, with its id.
+    Call {
+        index: usize,
+        call: ToolCall,
+    },
+}
+
+/// One reply being parsed: the parser and the calls numbered so far.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    parser: ReplyParser,
+    calls: usize,
+}
+
+impl Reply {
+    /// Generated text in, pieces out.
+    pub fn push(&mut self, text: &str) -> Vec<Piece> {
+        let mut parts = Vec::new();
+        self.parser.push(text, &mut parts);
+        self.pieces(parts)
+    }
+
+    /// The end of the reply: what was held back.
+    pub fn finish(&mut self) -> Vec<Piece> {
+        let mut parts = Vec::new();
+        self.parser.finish(&mut parts);
+        self.pieces(parts)
+    }
+
+    /// Calls made so far.
+    pub fn calls(&self) -> usize {
+        self.calls
+    }
+
+    fn pieces(&mut self, parts: Vec<ReplyPart>) -> Vec<Piece> {
+        parts
+            .into_iter()
+            .map(|p| match p {
+                ReplyPart::Content(t) => Piece::Content(t),
+                ReplyPart::Reasoning(t) => Piece::Reasoning(t),
+                ReplyPart::ToolCall(mut call) => {
+                    if call.id.is_empty() {
+                        call.id = format!("call_{:016x}", rand::random::<u64>());
+                    }
+                    let index = self.calls;
+                    self.calls += 1;
+                    Piece::Call { index, call }
+                }
+            })
+            .collect()
+    }
+}
+
+/// A whole reply: content, reasoning and calls.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    pub content: String,
+    pub reasoning: String,
+    pub calls: Vec<ToolCall>,
+}
+
+impl Parsed {
+    /// The whole text parsed by `reply` (or all content without one).
+    pub fn new(reply: Option<Reply>, text: String) -> Parsed {
+        let Some(mut reply) = reply else {
+            return Parsed {
+                content: text,
+                ..Parsed::default()
+            };
+        };
+        let mut out = Parsed::default();
+        let mut pieces = reply.push(&text);
+        pieces.extend(reply.finish());
+        for p in pieces {
+            match p {
+                Piece::Content(t) => out.content.push_str(&t),
+                Piece::Reasoning(t) => out.reasoning.push_str(&t),
+                Piece::Call { call, .. } => out.calls.push(call),
+            }
+        }
+        out
+    }
+}
+
+/// Tool calls' arguments as a JSON object (Ollama's shape); text that is not JSON
+/// (which the parser never lets through) becomes an empty object.
+pub(crate) fn arguments_object(arguments: &str) -> Value {
+    serde_json::from_str(arguments).unwrap_or_else(|_| Value::Object(Default::default()))
+}
+
+/// Refuses special-token text (`<|im_end|>`) in tool definitions and calls: unlike
+/// message contents, these are not kept apart when tokenizing, so such text would be read
+/// as control tokens (unless the server runs with `--special-in-content`).
+pub(crate) fn check_special_text(
+    st: &AppState,
+    tools: &[ToolSpec],
+    messages: &[text::ChatMessage],
+    flavor: Flavor,
+) -> Result<(), ApiError> {
+    if st.config.special_in_content {
+        return Ok(());
+    }
+    let Some(tok) = st.engine.tokenizer.as_ref() else {
+        return Ok(());
+    };
+    let tool_texts = tools.iter().flat_map(|t| {
+        [
+            Some(t.name.as_str()),
+            t.description.as_deref(),
+            t.parameters.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+    });
+    let call_texts = messages.iter().flat_map(|m| {
+        m.tool_calls
+            .iter()
+            .flat_map(|c| [c.name.as_str(), c.arguments.as_str(), c.id.as_str()])
+            .chain(m.reasoning.as_deref())
+            .chain(m.tool_call_id.as_deref())
+            .chain(m.name.as_deref())
+    });
+    if tool_texts
+        .chain(call_texts)
+        .any(|t| tok.contains_special_text(t))
+    {
+        return Err(ApiError::bad_request(
+            "a tool definition or tool call holds special-token text (such as '<|im_end|>'), \
+             which would be read as control tokens; remove it, or start the server with \
+             --special-in-content",
+        )
+        .with_flavor(flavor));
+    }
+    Ok(())
+}

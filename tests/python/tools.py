@@ -1,0 +1,102 @@
+"""A tool-call round trip on the demo model (Qwen2.5-Coder-0.5B-Instruct, whose template
+has Hermes tool calls) with the official `openai` and `ollama` clients: request with
+tools → `tool_calls` (non-streamed and streamed alike) → the tool's result → the answer.
+The 0.5B model writes its calls as bare JSON objects (no <tool_call> tags), which the
+server reads as llama.cpp does. Greedy decoding, so both clients see the same call."""
+import json
+
+import ollama
+import openai
+
+from common import args, check
+
+a = args()
+client = openai.OpenAI(base_url=a.base + "/v1", api_key=a.api_key, max_retries=0, timeout=120)
+TOOLS = [{"type": "function", "function": {
+    "name": "get_stock_price", "description": "Get the latest price of a stock",
+    "parameters": {"type": "object", "properties": {"symbol": {"type": "string"}}, "required": ["symbol"]}}}]
+question = [{"role": "user", "content": "What is the stock price of Apple (AAPL)?"}]
+RESULT = json.dumps({"symbol": "AAPL", "price": 189.5})
+
+
+def ask(messages, **kw):
+    return client.chat.completions.create(model=a.model, messages=messages, tools=TOOLS, max_tokens=48,
+                                          temperature=0, **kw)
+
+
+# 1. The call, not streamed.
+r = ask(question)
+c = r.choices[0]
+check(c.finish_reason == "tool_calls", f"finish_reason tool_calls: {c.finish_reason} {c.message}")
+check(c.message.content is None, f"no content besides the call: {c.message.content!r}")
+calls = c.message.tool_calls
+check(len(calls) == 1 and calls[0].type == "function" and calls[0].id.startswith("call_"), f"one call: {calls}")
+check(calls[0].function.name == "get_stock_price", f"function name: {calls[0].function.name}")
+check(json.loads(calls[0].function.arguments) == {"symbol": "AAPL"}, f"arguments: {calls[0].function.arguments}")
+
+# 2. Streamed: delta.tool_calls chunks (index, id, name, then argument fragments).
+by_index, finish, content = {}, None, []
+for chunk in ask(question, stream=True):
+    for ch in chunk.choices:
+        if ch.delta.content:
+            content.append(ch.delta.content)
+        for tc in ch.delta.tool_calls or []:
+            slot = by_index.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+            if tc.id:
+                slot["id"] = tc.id
+            if tc.function and tc.function.name:
+                slot["name"] += tc.function.name
+            if tc.function and tc.function.arguments:
+                slot["arguments"] += tc.function.arguments
+        if ch.finish_reason:
+            finish = ch.finish_reason
+check(finish == "tool_calls" and content == [], f"streamed: finish {finish}, content {content}")
+check(list(by_index) == [0] and by_index[0]["name"] == "get_stock_price" and by_index[0]["id"].startswith("call_"),
+      f"streamed call: {by_index}")
+check(by_index[0]["arguments"] == calls[0].function.arguments, "streamed arguments == non-streamed")
+
+# 3. The result goes back as a `tool` message; the model answers (in text).
+history = question + [
+    {"role": "assistant", "content": None, "tool_calls": [tc.model_dump() for tc in calls]},
+    {"role": "tool", "tool_call_id": calls[0].id, "content": RESULT},
+]
+r2 = ask(history)
+answer = r2.choices[0].message
+check(r2.choices[0].finish_reason in ("stop", "length") and not answer.tool_calls, f"an answer, not a call: {answer}")
+check(isinstance(answer.content, str) and answer.content.strip() != "", f"answer text: {answer.content!r}")
+check(r2.usage.prompt_tokens > r.usage.prompt_tokens + 10, "the tool result is in the prompt")
+check(r2.usage.prompt_tokens_details.cached_tokens >= r.usage.prompt_tokens - 1,
+      f"the first turn's prompt is reused from the cache: {r2.usage.prompt_tokens_details}")
+streamed = "".join(ch.delta.content or "" for chunk in ask(history, stream=True) for ch in chunk.choices)
+check(streamed == answer.content, f"streamed answer == non-streamed: {streamed!r}")
+
+# tool_choice "none": the model is not offered the tools and answers in text.
+r3 = ask(question, tool_choice="none")
+check(r3.choices[0].finish_reason != "tool_calls" and not r3.choices[0].message.tool_calls,
+      f"tool_choice none: {r3.choices[0]}")
+# "required" needs constrained decoding: refused, not ignored.
+try:
+    ask(question, tool_choice="required")
+    check(False, "tool_choice required accepted")
+except openai.BadRequestError as e:
+    check("constrained decoding" in str(e), f"tool_choice required is a 400: {e}")
+
+# 4. Ollama: the same round trip, arguments as an object.
+ol = ollama.Client(host=a.base)
+opts = {"temperature": 0, "num_predict": 48}
+o = ol.chat(model=a.model, messages=question, tools=TOOLS, options=opts)
+check(len(o.message.tool_calls or []) == 1, f"ollama: one call: {o.message}")
+fn = o.message.tool_calls[0].function
+check(fn.name == "get_stock_price" and dict(fn.arguments) == {"symbol": "AAPL"}, f"ollama call: {fn}")
+streamed_calls = [tc for part in ol.chat(model=a.model, messages=question, tools=TOOLS, options=opts, stream=True)
+                  for tc in (part.message.tool_calls or [])]
+check(len(streamed_calls) == 1 and streamed_calls[0].function.name == fn.name
+      and dict(streamed_calls[0].function.arguments) == dict(fn.arguments), f"ollama streamed call: {streamed_calls}")
+oh = question + [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": fn.name, "arguments": dict(fn.arguments)}}]},
+                 {"role": "tool", "content": RESULT, "tool_name": fn.name}]
+o2 = ol.chat(model=a.model, messages=oh, tools=TOOLS, options=opts)
+check(not o2.message.tool_calls and o2.message.content.strip() != "", f"ollama answer: {o2.message.content!r}")
+check(o2.message.content == answer.content, "ollama's answer == openai's (same prompt, greedy)")
+show = ol.show(a.model)
+check("tools" in (show.capabilities or []), f"/api/show capabilities: {show.capabilities}")
+print("tools: all checks passed")
