@@ -4,6 +4,7 @@ prompt opens <think> (as DeepSeek-R1's and Qwen3's do), and the random weights n
 close it, so the whole reply is reasoning — unless thinking is switched off per request
 (`enable_thinking`, `chat_template_kwargs`, Ollama's `think`), or left in the content
 (`reasoning_format: "none"`)."""
+import anthropic
 import ollama
 import openai
 
@@ -79,4 +80,22 @@ check("".join(p.thinking or "" for p in parts) == g.thinking and all(not p.respo
       "generate streamed thinking")
 g = ol.generate(model=a.model, prompt=messages[0]["content"], options=opts, think=False)
 check(not g.thinking and len(g.response) > 0, f"generate think=False: {g.response!r}")
+# Anthropic: `thinking` blocks (streamed as thinking_delta), thinking disabled → text.
+an = anthropic.Anthropic(base_url=a.base, api_key=a.api_key, max_retries=0, timeout=60)
+body = {"temperature": 0, "ignore_eos": True}
+am = an.messages.create(model=a.model, max_tokens=N, messages=messages, extra_body=body)
+thinking = [b.thinking for b in am.content if b.type == "thinking"]
+check(thinking == [m.reasoning_content] and not any(b.type == "text" and b.text for b in am.content),
+      f"anthropic thinking block == openai reasoning_content: {am.content}")
+deltas = []
+with an.messages.stream(model=a.model, max_tokens=N, messages=messages, extra_body=body) as st:
+    for ev in st:
+        if ev.type == "content_block_delta" and ev.delta.type == "thinking_delta":
+            deltas.append(ev.delta.thinking)
+    final = st.get_final_message()
+check("".join(deltas) == m.reasoning_content and len(deltas) > 1, f"anthropic streamed thinking in {len(deltas)} deltas")
+check([b.type for b in final.content] == [b.type for b in am.content], f"anthropic streamed blocks: {final.content}")
+off = an.messages.create(model=a.model, max_tokens=N, messages=messages, extra_body=body,
+                         thinking={"type": "disabled"})
+check([b.type for b in off.content] == ["text"] and len(off.content[0].text) > 0, f"anthropic thinking off: {off.content}")
 print("reasoning: all checks passed")

@@ -3,8 +3,12 @@
 //! clients can use the local model. The conversation is rendered with the model's own
 //! chat template, as on the OpenAI route, and runs on the same scheduler.
 //!
-//! Tools (`tools`, `tool_use` / `tool_result` blocks) and extended thinking are refused
-//! with a 400 for now rather than ignored: a client must not believe they worked.
+//! Tools (`tools`, `tool_use` / `tool_result` blocks) map onto the same tool calls and
+//! tool messages as the OpenAI route's, rendered by the template and parsed back from
+//! the model's own call syntax (`crate::tools`); extended thinking switches the
+//! template's `enable_thinking` and comes back as `thinking` blocks. Forcing a call
+//! (`tool_choice` `any` or `tool`) needs the reply constrained to the call syntax and is
+//! refused with a 400, as on the OpenAI route, rather than ignored.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,8 +24,10 @@ use engine::{ChatMessage, FinishReason, GenerationStats};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use text::{ToolCall, ToolSpec};
 
 use crate::gen::{self, GenParams, Output, StreamShape};
+use crate::tools::{ChatSetup, Parsed, Piece, Reply};
 use crate::{json_ok, parse_json, AccessLog, ApiError, AppState, Flavor};
 
 const FLAVOR: Flavor = Flavor::Anthropic;
@@ -59,47 +65,198 @@ fn bad(message: impl Into<String>) -> ApiError {
 }
 
 fn not_yet(what: &str) -> ApiError {
-    bad(format!(
-        "{what} not supported yet by this server (text content only for now)"
-    ))
+    bad(format!("{what} not supported by this server"))
 }
 
-/// What a request asks the chat template to render: the messages, and the text of a
-/// last assistant message that the answer continues (Anthropic's "prefill": the model
-/// goes on from it and the response holds only the new text).
-#[derive(Debug, PartialEq)]
+/// What a request asks the chat template to render: the messages, the tools and template
+/// variables, and the text of a last assistant message that the answer continues
+/// (Anthropic's "prefill": the model goes on from it and the response holds only the new
+/// text).
+#[derive(Debug)]
 struct Conversation {
     messages: Vec<ChatMessage>,
+    setup: ChatSetup,
     prefill: Option<String>,
 }
 
-/// The request-level features this server does not have yet.
-fn refuse_unsupported(req: &MessagesRequest) -> Result<(), ApiError> {
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(not_yet("'tools' are"));
-    }
-    if let Some(choice) = &req.tool_choice {
-        let kind = choice.get("type").and_then(Value::as_str).unwrap_or("");
-        if !matches!(kind, "auto" | "none") {
-            return Err(not_yet(&format!("tool_choice of type '{kind}' is")));
+/// An Anthropic tool: `{name, description, input_schema}` (client tools; the server tools
+/// Anthropic runs itself, `web_search_…`, carry a `type` and are refused).
+fn tool_spec(tool: &Value, i: usize) -> Result<ToolSpec, ApiError> {
+    if let Some(kind) = tool.get("type").and_then(Value::as_str) {
+        if kind != "custom" {
+            return Err(bad(format!(
+                "tools[{i}]: '{kind}' is one of Anthropic's server tools, which this server does                  not run (client tools only: name, description, input_schema)"
+            )));
         }
     }
+    let name = tool
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| bad(format!("tools[{i}].name must be a non-empty string")))?;
+    let description = match tool.get("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(d)) => Some(d.clone()),
+        Some(_) => return Err(bad(format!("tools[{i}].description must be a string"))),
+    };
+    let parameters = match tool.get("input_schema") {
+        Some(v @ Value::Object(_)) => Some(v.to_string()),
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            return Err(bad(format!(
+                "tools[{i}].input_schema must be a JSON Schema object"
+            )))
+        }
+    };
+    Ok(ToolSpec {
+        name: name.to_string(),
+        description,
+        parameters,
+    })
+}
+
+/// The tools, `tool_choice` and `thinking` of a request as the template and the reply
+/// parser see them.
+fn setup(req: &MessagesRequest) -> Result<ChatSetup, ApiError> {
+    let mut offer = true;
+    if let Some(choice) = &req.tool_choice {
+        match choice.get("type").and_then(Value::as_str) {
+            Some("auto") => {}
+            // "none": the model is not told of the tools and nothing is read as a call.
+            Some("none") => offer = false,
+            Some(kind @ ("any" | "tool")) => {
+                return Err(bad(format!(
+                    "tool_choice of type '{kind}' is not supported yet: forcing a call needs the \
+                     reply constrained to the model's call syntax; use 'auto' or 'none'"
+                )))
+            }
+            _ => {
+                return Err(bad(
+                    "tool_choice must be an object with type 'auto', 'any', 'tool' or 'none'",
+                ))
+            }
+        }
+    }
+    let tools = match &req.tools {
+        Some(tools) if offer => tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| tool_spec(t, i))
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
+    let mut setup = ChatSetup {
+        tools,
+        kwargs: Vec::new(),
+        // Thinking is always taken apart into `thinking` blocks: the Messages API has no
+        // place for it in a text block.
+        reasoning: crate::tools::ReasoningFormat::DeepSeek,
+    };
     if let Some(thinking) = &req.thinking {
         match thinking.get("type").and_then(Value::as_str) {
-            Some("disabled") => {}
+            Some("enabled") => setup.set_kwarg("enable_thinking", json!(true)),
+            Some("disabled") => setup.set_kwarg("enable_thinking", json!(false)),
             Some(kind) => {
-                return Err(not_yet(&format!(
-                    "extended thinking (thinking.type '{kind}') is"
+                return Err(bad(format!(
+                    "thinking.type must be 'enabled' or 'disabled', got '{kind}'"
                 )))
             }
             None => return Err(bad("'thinking' must be an object with a 'type'")),
         }
     }
+    Ok(setup)
+}
+
+/// The text of a `tool_result` block's `content`: a string or text blocks.
+fn tool_result_text(block: &Value, at: &str) -> Result<String, ApiError> {
+    match block.get("content") {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(c) => content_text(c, &format!("{at}.content"), "user"),
+    }
+}
+
+/// One message's blocks as chat messages: an assistant turn's text and `tool_use` calls
+/// become one assistant message with tool calls; a user turn's `tool_result` blocks
+/// become `tool` messages (answering the calls by id, with the function's name) before
+/// the user's own text, if any.
+fn message_turns(
+    m: &Message,
+    role: &'static str,
+    i: usize,
+    call_names: &mut Vec<(String, String)>,
+    out: &mut Vec<ChatMessage>,
+) -> Result<(), ApiError> {
+    let at = format!("messages[{i}].content");
+    let Value::Array(blocks) = &m.content else {
+        out.push(ChatMessage::new(role, content_text(&m.content, &at, role)?));
+        return Ok(());
+    };
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for (j, block) in blocks.iter().enumerate() {
+        let at = format!("{at}[{j}]");
+        match block.get("type").and_then(Value::as_str) {
+            Some("tool_use") if role == "assistant" => {
+                let field = |k: &str| block.get(k).and_then(Value::as_str);
+                let (Some(id), Some(name)) = (field("id"), field("name")) else {
+                    return Err(bad(format!(
+                        "{at}: a tool_use block needs string 'id' and 'name'"
+                    )));
+                };
+                let input = match block.get("input") {
+                    Some(v @ Value::Object(_)) => v.to_string(),
+                    None | Some(Value::Null) => "{}".to_string(),
+                    Some(_) => return Err(bad(format!("{at}.input must be an object"))),
+                };
+                call_names.push((id.to_string(), name.to_string()));
+                calls.push(ToolCall {
+                    id: id.to_string(),
+                    name: name.to_string(),
+                    arguments: input,
+                });
+            }
+            Some("tool_result") if role == "user" => {
+                let id = block
+                    .get("tool_use_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(format!("{at}: a tool_result block needs 'tool_use_id'")))?;
+                let mut content = tool_result_text(block, &at)?;
+                if block.get("is_error").and_then(Value::as_bool) == Some(true) {
+                    content = format!("Error: {content}");
+                }
+                let name = call_names
+                    .iter()
+                    .rev()
+                    .find(|(c, _)| c == id)
+                    .map(|(_, n)| n.clone());
+                out.push(ChatMessage {
+                    tool_call_id: Some(id.to_string()),
+                    name,
+                    ..ChatMessage::new("tool", content)
+                });
+            }
+            Some(kind @ ("tool_use" | "tool_result")) => {
+                return Err(bad(format!(
+                    "{at}: a '{kind}' block cannot be in a {role} message"
+                )))
+            }
+            _ => {
+                if let Some(t) = block_text(block, &at, role)? {
+                    text.push_str(t);
+                }
+            }
+        }
+    }
+    if !calls.is_empty() || !text.is_empty() || role == "assistant" {
+        out.push(ChatMessage {
+            tool_calls: calls,
+            ..ChatMessage::new(role, text)
+        });
+    }
     Ok(())
 }
 
-/// One content block's text: the one place where Anthropic's block types map onto what
-/// the chat template gets. `Ok(None)`: a block that adds nothing to the prompt.
+/// One content block's text (tool blocks are read by [`message_turns`]). `Ok(None)`: a block that adds nothing to the prompt.
 fn block_text<'a>(block: &'a Value, at: &str, role: &str) -> Result<Option<&'a str>, ApiError> {
     let kind = block.get("type").and_then(Value::as_str).ok_or_else(|| {
         bad(format!(
@@ -115,9 +272,12 @@ fn block_text<'a>(block: &'a Value, at: &str, role: &str) -> Result<Option<&'a s
         // Earlier turns' thinking: Anthropic's own API leaves it out of the context, so
         // it adds nothing here either.
         "thinking" | "redacted_thinking" if role == "assistant" => Ok(None),
-        "tool_use" | "tool_result" | "server_tool_use" | "web_search_tool_result" => Err(not_yet(
-            &format!("{at}: '{kind}' blocks (tool calling) are"),
-        )),
+        "server_tool_use" | "web_search_tool_result" => Err(not_yet(&format!(
+            "{at}: '{kind}' blocks (Anthropic's server tools) are"
+        ))),
+        "tool_use" | "tool_result" => Err(bad(format!(
+            "{at}: a '{kind}' block cannot be in a {role} message"
+        ))),
         "image" | "document" | "search_result" | "container_upload" => {
             Err(not_yet(&format!("{at}: '{kind}' blocks are")))
         }
@@ -149,7 +309,7 @@ fn content_text(content: &Value, at: &str, role: &str) -> Result<String, ApiErro
 
 /// The request's conversation for the chat template.
 fn conversation(req: &mut MessagesRequest) -> Result<Conversation, ApiError> {
-    refuse_unsupported(req)?;
+    let setup = setup(req)?;
     let messages = req
         .messages
         .take()
@@ -164,9 +324,11 @@ fn conversation(req: &mut MessagesRequest) -> Result<Conversation, ApiError> {
             out.push(ChatMessage::system(text));
         }
     }
+    let mut call_names = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let role = match m.role.as_str() {
-            r @ ("user" | "assistant") => r,
+            "user" => "user",
+            "assistant" => "assistant",
             other => {
                 return Err(bad(format!(
                     "messages[{i}].role: '{other}' is not a role here (user or assistant; the \
@@ -174,21 +336,24 @@ fn conversation(req: &mut MessagesRequest) -> Result<Conversation, ApiError> {
                 )))
             }
         };
-        let text = content_text(&m.content, &format!("messages[{i}].content"), role)?;
-        out.push(ChatMessage::new(role, text));
+        message_turns(m, role, i, &mut call_names, &mut out)?;
     }
     // Consecutive messages of one role stay separate turns (the template renders each).
+    // A last assistant message of plain text is a prefill; one with calls is history.
     let prefill = match out.last() {
-        Some(last) if last.role == "assistant" => out.pop().map(|m| m.content),
+        Some(last) if last.role == "assistant" && last.tool_calls.is_empty() => {
+            out.pop().map(|m| m.content)
+        }
         _ => None,
     };
-    if out.is_empty() {
+    if !out.iter().any(|m| m.role == "user") {
         return Err(bad(
             "the conversation needs a user message before the assistant's",
         ));
     }
     Ok(Conversation {
         messages: out,
+        setup,
         prefill: prefill.filter(|p| !p.is_empty()),
     })
 }
@@ -200,11 +365,11 @@ fn conversation(req: &mut MessagesRequest) -> Result<Conversation, ApiError> {
 async fn prompt_ids(
     st: &Arc<AppState>,
     conv: Conversation,
-) -> Result<(Vec<u32>, Output), ApiError> {
-    let (mut ids, _) =
-        gen::chat_prompt(st, &conv.messages, &crate::tools::ChatSetup::default(), FLAVOR).await?;
+) -> Result<(Vec<u32>, Output, Option<Reply>), ApiError> {
+    let (mut ids, text) = gen::chat_prompt(st, &conv.messages, &conv.setup, FLAVOR).await?;
     let Some(prefill) = conv.prefill else {
-        return Ok((ids, Output::Answer));
+        let reply = conv.setup.reply(st, &text);
+        return Ok((ids, Output::Answer, reply));
     };
     let engine = st.engine.clone();
     let as_text = !st.config.special_in_content;
@@ -220,12 +385,14 @@ async fn prompt_ids(
     .map_err(|e| ApiError::internal(format!("tokenizer task: {e}")).with_flavor(FLAVOR))?
     .map_err(bad)?;
     ids.extend(more);
-    Ok((ids, Output::Continuation))
+    // A continued answer is plain text: the prefill decided what it is.
+    Ok((ids, Output::Continuation, None))
 }
 
 /// Anthropic's `stop_reason` and `stop_sequence` for a finished generation.
-fn stop_reason(stats: &GenerationStats, stops: &[String]) -> (&'static str, Value) {
+fn stop_reason(stats: &GenerationStats, stops: &[String], calls: usize) -> (&'static str, Value) {
     match (stats.finish, stats.stop_string) {
+        (FinishReason::Stop, None) if calls > 0 => ("tool_use", Value::Null),
         (FinishReason::Stop, Some(i)) => ("stop_sequence", json!(stops.get(i))),
         (FinishReason::Length, _) => ("max_tokens", Value::Null),
         // Not sent: a cancelled generation ends in an error (gen::CUT_OFF).
@@ -245,6 +412,12 @@ fn usage(prompt_tokens: usize, cached_tokens: usize, output_tokens: usize) -> Va
     })
 }
 
+/// A call as Anthropic writes it: a `tool_use` block with the arguments as an object.
+fn tool_use_json(c: &ToolCall) -> Value {
+    json!({"type": "tool_use", "id": c.id, "name": c.name,
+        "input": crate::tools::arguments_object(&c.arguments)})
+}
+
 fn new_id() -> String {
     format!("msg_{:024x}", rand::random::<u128>() >> 32)
 }
@@ -262,8 +435,9 @@ pub(crate) async fn messages(
         .max_tokens
         .ok_or_else(|| bad("'max_tokens' is required"))?;
     let conv = conversation(&mut req)?;
+    conv.setup.check_tools(&st, FLAVOR)?;
     let stops = req.stop_sequences.take().unwrap_or_default();
-    let params = GenParams {
+    let mut params = GenParams {
         max_tokens: Some(max_tokens),
         temperature: req.temperature,
         top_p: req.top_p,
@@ -272,27 +446,35 @@ pub(crate) async fn messages(
         ignore_eos: req.ignore_eos.unwrap_or(false),
         ..GenParams::default()
     };
-    let (prompt, output) = prompt_ids(&st, conv).await?;
+    let (prompt, output, reply) = prompt_ids(&st, conv).await?;
+    if reply.is_some() {
+        // The call and thinking markers must reach the parser as text.
+        params.keep_special = ChatSetup::default().keep_special(&st);
+    }
     let run = gen::start(&st, prompt, &params, output, &log, FLAVOR)?;
     let (id, model) = (new_id(), st.config.model_name.clone());
     if req.stream.unwrap_or(false) {
-        let shape = Events {
-            id,
-            model,
-            stops,
-            started: false,
-        };
-        return Ok(sse(run, shape));
+        return Ok(sse(run, Events::new(id, model, stops, reply)));
     }
     let done = gen::collect(run, FLAVOR).await?;
-    let (reason, sequence) = stop_reason(&done.stats, &stops);
+    let parsed = Parsed::new(reply, done.text);
+    let (reason, sequence) = stop_reason(&done.stats, &stops, parsed.calls.len());
+    let mut content = Vec::new();
+    if !parsed.reasoning.is_empty() {
+        content.push(json!({"type": "thinking", "thinking": parsed.reasoning, "signature": ""}));
+    }
+    // A text block when there is text, or when nothing else came (as the stream sends).
+    if !parsed.content.is_empty() || (parsed.calls.is_empty() && parsed.reasoning.is_empty()) {
+        content.push(json!({"type": "text", "text": parsed.content}));
+    }
+    content.extend(parsed.calls.iter().map(tool_use_json));
     let s = &done.stats;
     Ok(json_ok(json!({
         "id": id,
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": done.text}],
+        "content": content,
         "stop_reason": reason,
         "stop_sequence": sequence,
         "usage": usage(s.prompt_tokens, s.cached_tokens, s.generated_tokens),
@@ -308,7 +490,8 @@ pub(crate) async fn count_tokens(
     let mut req: MessagesRequest = parse_json(&headers, &body, FLAVOR)?;
     st.check_model(req.model.as_deref(), FLAVOR)?;
     let conv = conversation(&mut req)?;
-    let (prompt, _) = prompt_ids(&st, conv).await?;
+    conv.setup.check_tools(&st, FLAVOR)?;
+    let (prompt, _, _) = prompt_ids(&st, conv).await?;
     Ok(json_ok(json!({"input_tokens": prompt.len()})))
 }
 
@@ -330,16 +513,39 @@ fn sse(run: gen::Running, shape: Events) -> Response {
 /// Anthropic's event sequence: `message_start`, `content_block_start`, `ping`, one
 /// `content_block_delta` per piece of text, `content_block_stop`, `message_delta` (stop
 /// reason and usage), `message_stop`; an `error` event when the generation fails or is
-/// cut off.
+/// cut off. When the reply is parsed (tools offered, or thinking), each part gets its own
+/// block as it comes: `thinking` (`thinking_delta`), `text` (`text_delta`) and one
+/// `tool_use` block per call (its arguments in one `input_json_delta`).
 struct Events {
     id: String,
     model: String,
     stops: Vec<String>,
-    /// `message_start` and the text block's start were sent.
+    /// `message_start` (and, for a plain reply, the text block's start) were sent.
     started: bool,
+    /// Takes the reply apart, or None for plain text.
+    reply: Option<Reply>,
+    /// The open block: its index and kind (`text` or `thinking`).
+    open: Option<(usize, &'static str)>,
+    /// Blocks started so far.
+    blocks: usize,
+    /// Tool calls sent.
+    calls: usize,
 }
 
 impl Events {
+    fn new(id: String, model: String, stops: Vec<String>, reply: Option<Reply>) -> Events {
+        Events {
+            id,
+            model,
+            stops,
+            started: false,
+            reply,
+            open: None,
+            blocks: 0,
+            calls: 0,
+        }
+    }
+
     fn start(&mut self, prompt_tokens: usize, cached_tokens: usize, out: &mut Vec<String>) {
         if self.started {
             return;
@@ -350,9 +556,63 @@ impl Events {
             "content": [], "stop_reason": null, "stop_sequence": null,
             "usage": usage(prompt_tokens, cached_tokens, 0),
         }})));
-        out.push(event(json!({"type": "content_block_start", "index": 0,
-            "content_block": {"type": "text", "text": ""}})));
+        if self.reply.is_none() {
+            self.open_block("text", out);
+        }
         out.push(event(json!({"type": "ping"})));
+    }
+
+    fn close_block(&mut self, out: &mut Vec<String>) {
+        if let Some((index, _)) = self.open.take() {
+            out.push(event(json!({"type": "content_block_stop", "index": index})));
+        }
+    }
+
+    /// Makes a `kind` block the open one (closing another kind's).
+    fn open_block(&mut self, kind: &'static str, out: &mut Vec<String>) -> usize {
+        match self.open {
+            Some((index, k)) if k == kind => return index,
+            Some(_) => self.close_block(out),
+            None => {}
+        }
+        let index = self.blocks;
+        self.blocks += 1;
+        let block = match kind {
+            "thinking" => json!({"type": "thinking", "thinking": "", "signature": ""}),
+            _ => json!({"type": "text", "text": ""}),
+        };
+        out.push(event(json!({"type": "content_block_start", "index": index,
+            "content_block": block})));
+        self.open = Some((index, kind));
+        index
+    }
+
+    fn send(&mut self, piece: Piece, out: &mut Vec<String>) {
+        match piece {
+            Piece::Content(t) => {
+                let index = self.open_block("text", out);
+                out.push(event(json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "text_delta", "text": t}})));
+            }
+            Piece::Reasoning(t) => {
+                let index = self.open_block("thinking", out);
+                out.push(event(json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "thinking_delta", "thinking": t}})));
+            }
+            Piece::Call { call, .. } => {
+                self.close_block(out);
+                let index = self.blocks;
+                self.blocks += 1;
+                self.calls += 1;
+                out.push(event(json!({"type": "content_block_start", "index": index,
+                    "content_block": {"type": "tool_use", "id": call.id, "name": call.name,
+                        "input": {}}})));
+                let input = crate::tools::arguments_object(&call.arguments).to_string();
+                out.push(event(json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": input}})));
+                out.push(event(json!({"type": "content_block_stop", "index": index})));
+            }
+        }
     }
 }
 
@@ -373,14 +633,27 @@ impl StreamShape for Events {
             }
             Event::Text(t) => {
                 self.start(prompt_tokens, 0, &mut out);
-                out.push(event(json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": t}})));
+                let pieces = match self.reply.as_mut() {
+                    Some(r) => r.push(&t),
+                    None => vec![Piece::Content(t.to_string())],
+                };
+                for p in pieces {
+                    self.send(p, &mut out);
+                }
                 (out, false)
             }
             Event::Done(stats) => {
                 self.start(stats.prompt_tokens, stats.cached_tokens, &mut out);
-                let (reason, sequence) = stop_reason(&stats, &self.stops);
-                out.push(event(json!({"type": "content_block_stop", "index": 0})));
+                let pieces = self.reply.as_mut().map(Reply::finish).unwrap_or_default();
+                for p in pieces {
+                    self.send(p, &mut out);
+                }
+                if self.blocks == 0 {
+                    // Nothing came: an empty text block, as Anthropic sends.
+                    self.open_block("text", &mut out);
+                }
+                self.close_block(&mut out);
+                let (reason, sequence) = stop_reason(&stats, &self.stops, self.calls);
                 out.push(event(json!({"type": "message_delta",
                     "delta": {"stop_reason": reason, "stop_sequence": sequence},
                     "usage": usage(stats.prompt_tokens, stats.cached_tokens, stats.generated_tokens),
@@ -454,27 +727,48 @@ mod tests {
     }
 
     #[test]
-    fn tools_thinking_and_unknown_blocks_are_refused_clearly() {
+    fn tools_thinking_and_blocks_map_or_are_refused_clearly() {
         let user = json!([{"role": "user", "content": "Hi"}]);
-        let m = error_of(json!({"messages": user, "tools": [{"name": "f", "input_schema": {}}]}));
-        assert!(m.contains("not supported yet"), "{m}");
-        let m = error_of(
-            json!({"messages": user, "thinking": {"type": "enabled", "budget_tokens": 1024}}),
-        );
-        assert!(m.contains("not supported yet"), "{m}");
+        // Forcing a call, server tools and non-text media are refused.
         let m = error_of(json!({"messages": user, "tool_choice": {"type": "any"}}));
         assert!(m.contains("not supported yet"), "{m}");
-        for block in [
-            json!({"type": "tool_use", "id": "t", "name": "f", "input": {}}),
-            json!({"type": "tool_result", "tool_use_id": "t", "content": "4"}),
-            json!({"type": "image", "source": {"type": "url", "url": "http://x"}}),
-        ] {
-            let m = error_of(json!({"messages": [{"role": "user", "content": [block]}]}));
-            assert!(
-                m.contains("messages[0].content[0]") && m.contains("not supported yet"),
-                "{m}"
-            );
-        }
+        let m = error_of(
+            json!({"messages": user, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+        );
+        assert!(m.contains("server tools"), "{m}");
+        let m = error_of(json!({"messages": user, "tools": [{"name": "", "input_schema": {}}]}));
+        assert!(m.contains("tools[0].name"), "{m}");
+        let m = error_of(json!({"messages": user, "thinking": {"type": "sometimes"}}));
+        assert!(m.contains("thinking.type"), "{m}");
+        let image = json!({"type": "image", "source": {"type": "url", "url": "http://x"}});
+        let m = error_of(json!({"messages": [{"role": "user", "content": [image]}]}));
+        assert!(
+            m.contains("messages[0].content[0]") && m.contains("not supported"),
+            "{m}"
+        );
+        let m = error_of(json!({"messages": [{"role": "user", "content": [
+            {"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]}));
+        assert!(m.contains("cannot be in a user message"), "{m}");
+        // Tools, thinking on: template variables and tool specs.
+        let conv = conversation(&mut request(json!({"messages": user,
+            "tools": [{"name": "add", "description": "Adds.", "input_schema": {"type": "object"}}],
+            "thinking": {"type": "enabled", "budget_tokens": 1024}})))
+        .unwrap();
+        assert_eq!(conv.setup.tools.len(), 1);
+        assert_eq!(conv.setup.tools[0].name, "add");
+        assert_eq!(
+            conv.setup.tools[0].parameters.as_deref(),
+            Some(r#"{"type":"object"}"#)
+        );
+        assert_eq!(
+            conv.setup.kwargs,
+            vec![("enable_thinking".to_string(), json!(true))]
+        );
+        // tool_choice none: the tools are not offered.
+        let conv = conversation(&mut request(json!({"messages": user,
+            "tools": [{"name": "add", "input_schema": {}}], "tool_choice": {"type": "none"}})))
+        .unwrap();
+        assert!(conv.setup.tools.is_empty());
         // What is accepted: no tools, thinking off, tool_choice auto.
         conversation(&mut request(json!({"messages": user, "tools": [],
             "thinking": {"type": "disabled"}, "tool_choice": {"type": "auto"}})))
@@ -514,6 +808,43 @@ mod tests {
     }
 
     #[test]
+    fn a_tool_round_trip_becomes_calls_and_tool_messages() {
+        let conv = conversation(&mut request(json!({"messages": [
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "use the tool", "signature": "x"},
+                {"type": "text", "text": "Let me add."},
+                {"type": "tool_use", "id": "toolu_1", "name": "add", "input": {"a": 2, "b": 2}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "4"}]},
+                {"type": "text", "text": "Thanks."}]},
+        ]})))
+        .unwrap();
+        let m = &conv.messages;
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert_eq!(
+            (m[1].role.as_str(), m[1].content.as_str()),
+            ("assistant", "Let me add.")
+        );
+        assert_eq!(m[1].tool_calls.len(), 1);
+        assert_eq!(m[1].tool_calls[0].name, "add");
+        assert_eq!(m[1].tool_calls[0].id, "toolu_1");
+        assert_eq!(
+            serde_json::from_str::<Value>(&m[1].tool_calls[0].arguments).unwrap(),
+            json!({"a": 2, "b": 2})
+        );
+        assert_eq!((m[2].role.as_str(), m[2].content.as_str()), ("tool", "4"));
+        assert_eq!(m[2].tool_call_id.as_deref(), Some("toolu_1"));
+        assert_eq!(m[2].name.as_deref(), Some("add"));
+        assert_eq!(
+            (m[3].role.as_str(), m[3].content.as_str()),
+            ("user", "Thanks.")
+        );
+        // A last assistant turn with calls is history, not a prefill.
+        assert!(conv.prefill.is_none());
+    }
+
+    #[test]
     fn stop_reasons_map_from_the_engine() {
         let stats = |finish, stop_string| GenerationStats {
             prompt_tokens: 10,
@@ -528,15 +859,15 @@ mod tests {
         };
         let stops = ["\n".to_string(), "END".to_string()];
         assert_eq!(
-            stop_reason(&stats(FinishReason::Stop, Some(1)), &stops),
+            stop_reason(&stats(FinishReason::Stop, Some(1)), &stops, 0),
             ("stop_sequence", json!("END"))
         );
         assert_eq!(
-            stop_reason(&stats(FinishReason::Stop, None), &stops),
+            stop_reason(&stats(FinishReason::Stop, None), &stops, 0),
             ("end_turn", Value::Null)
         );
         assert_eq!(
-            stop_reason(&stats(FinishReason::Length, None), &stops),
+            stop_reason(&stats(FinishReason::Length, None), &stops, 0),
             ("max_tokens", Value::Null)
         );
         let u = usage(10, 4, 3);
@@ -551,12 +882,7 @@ mod tests {
 
     #[test]
     fn the_event_sequence_and_cut_off() {
-        let mut shape = Events {
-            id: "msg_1".into(),
-            model: "m".into(),
-            stops: vec![],
-            started: false,
-        };
+        let mut shape = Events::new("msg_1".into(), "m".into(), vec![], None);
         let mut names = Vec::new();
         let mut push = |(msgs, _end): (Vec<String>, bool)| {
             for m in msgs {
