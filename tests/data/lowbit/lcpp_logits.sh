@@ -4,7 +4,8 @@
 # this directory for the three tiny prompts (/work/shared/testdata/tiny/tokenizer/prompts.json,
 # also in tests/data/tiny) and writes lcpp_<NAME>_logits_all_p<i>.npy ([tokens, vocab] f32).
 #
-# Usage: tests/data/lowbit/lcpp_logits.sh
+# Usage: tests/data/lowbit/lcpp_logits.sh [NAME...]   (default: every model here; NAME as in
+#        deepseek-v3-tiny-NAME.gguf, to (re)make only some references)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 LLAMA=${LLAMA_DIR:-$HOME/.cache/ferromoe/llama.cpp}
@@ -18,7 +19,13 @@ g++ -O2 -x c "$HERE/lcpp_logits.c" -x none -o "$WORK/lcpp_logits" -I"$LLAMA/src/
     "$B/src/libllama.a" "$B/ggml/src/libggml.a" "$B/ggml/src/libggml-cpu.a" \
     "$B/ggml/src/libggml-base.a" -fopenmp -lpthread -ldl -lm
 
-for model in "$HERE"/deepseek-v3-tiny-*.gguf; do
+if [ $# -gt 0 ]; then
+    models=()
+    for name in "$@"; do models+=("$HERE/deepseek-v3-tiny-$name.gguf"); done
+else
+    models=("$HERE"/deepseek-v3-tiny-*.gguf)
+fi
+for model in "${models[@]}"; do
     name=$(basename "$model" .gguf)
     name=${name#deepseek-v3-tiny-}
     python3 - "$WORK/lcpp_logits" "$model" "$PROMPTS" "$HERE/lcpp_${name}" <<'PY'
