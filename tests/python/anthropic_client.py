@@ -160,7 +160,7 @@ cases = [
     ({"max_tokens": 5, "messages": [{"role": "user", "content": 7}]}, 400, "content", True),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}, 400, "image", True),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "tool_use", "id": "x", "name": "f", "input": {}}]}]}, 400, "cannot be in a user message", True),
-    ({"max_tokens": 5, "messages": user, "tool_choice": {"type": "any"}}, 400, "not supported yet", True),
+    ({"max_tokens": 5, "messages": user, "tool_choice": {"type": "any"}}, 400, "requires a call", False),
     ({"max_tokens": 5, "messages": user, "thinking": {"type": "sometimes"}}, 400, "thinking.type", True),
     ({"max_tokens": 5, "messages": user, "temperature": "hot"}, 400, "temperature", True),
     ({"max_tokens": 5, "messages": user, "top_k": -1}, 400, "top_k", False),

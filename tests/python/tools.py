@@ -75,12 +75,23 @@ check(streamed == answer.content, f"streamed answer == non-streamed: {streamed!r
 r3 = ask(question, tool_choice="none")
 check(r3.choices[0].finish_reason != "tool_calls" and not r3.choices[0].message.tool_calls,
       f"tool_choice none: {r3.choices[0]}")
-# "required" needs constrained decoding: refused, not ignored.
+# "required" and a named function: the reply is constrained to a call (llguidance, the
+# Hermes syntax with the tool's schema), even for a question that needs no tool.
+hello = [{"role": "user", "content": "Say hello."}]
+for choice in ["required", {"type": "function", "function": {"name": "get_stock_price"}}]:
+    rf = client.chat.completions.create(model=a.model, messages=hello, tools=TOOLS, max_tokens=96,
+                                        temperature=0, tool_choice=choice)
+    cf = rf.choices[0]
+    check(cf.finish_reason == "tool_calls" and len(cf.message.tool_calls or []) == 1,
+          f"tool_choice {choice}: a call: {cf}")
+    fa = json.loads(cf.message.tool_calls[0].function.arguments)
+    check(cf.message.tool_calls[0].function.name == "get_stock_price" and isinstance(fa.get("symbol"), str),
+          f"tool_choice {choice}: the schema's arguments: {fa}")
 try:
-    ask(question, tool_choice="required")
-    check(False, "tool_choice required accepted")
+    ask(question, tool_choice={"type": "function", "function": {"name": "no_such_tool"}})
+    check(False, "a named function that is not a tool accepted")
 except openai.BadRequestError as e:
-    check("constrained decoding" in str(e), f"tool_choice required is a 400: {e}")
+    check("not one of the tools" in str(e), f"unknown named function is a 400: {e}")
 
 # 4. Ollama: the same round trip, arguments as an object.
 ol = ollama.Client(host=a.base)
@@ -133,9 +144,10 @@ check(m2.stop_reason in ("end_turn", "max_tokens") and not any(b.type == "tool_u
 check(text == answer.content, f"anthropic's answer == openai's (same prompt, greedy): {text!r}")
 count = an.messages.count_tokens(model=a.model, messages=ah, tools=A_TOOLS)
 check(count.input_tokens == r2.usage.prompt_tokens, f"count_tokens with tools: {count.input_tokens}")
-try:
-    an_ask(question, tool_choice={"type": "any"})
-    check(False, "anthropic tool_choice any accepted")
-except anthropic.BadRequestError as e:
-    check("not supported yet" in str(e), f"anthropic tool_choice any is a 400: {e}")
+for choice in [{"type": "any"}, {"type": "tool", "name": "get_stock_price"}]:
+    mf = an.messages.create(model=a.model, max_tokens=96, messages=hello, tools=A_TOOLS, tool_choice=choice,
+                            extra_body={"temperature": 0})
+    fu = [b for b in mf.content if b.type == "tool_use"]
+    check(mf.stop_reason == "tool_use" and len(fu) == 1 and fu[0].name == "get_stock_price"
+          and isinstance(fu[0].input.get("symbol"), str), f"anthropic tool_choice {choice}: a call: {mf}")
 print("tools: all checks passed")

@@ -29,7 +29,7 @@ fn tool_call_round_trips_on_the_demo_model_with_both_clients() {
 }
 
 #[test]
-fn tools_for_a_template_without_a_tool_format_and_forced_calls_are_refused() {
+fn tools_for_a_template_without_a_tool_format_are_refused() {
     // The tiny model's ChatML template shows no tool calls.
     let server = Server::start(&["--ctx", "128"]);
     let tools = r#"[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]"#;
@@ -40,11 +40,11 @@ fn tools_for_a_template_without_a_tool_format_and_forced_calls_are_refused() {
         ),
         (
             format!(r#"{{"messages":[{{"role":"user","content":"hi"}}],"tools":{tools},"tool_choice":"required"}}"#),
-            "constrained decoding",
+            "no tool-call format",
         ),
         (
             format!(r#"{{"messages":[{{"role":"user","content":"hi"}}],"tools":{tools},"tool_choice":{{"type":"function","function":{{"name":"f"}}}}}}"#),
-            "constrained decoding",
+            "no tool-call format",
         ),
         (
             r#"{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"retrieval"}]}"#.to_string(),

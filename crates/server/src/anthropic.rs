@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use text::{ToolCall, ToolSpec};
 
 use crate::gen::{self, GenParams, Output, StreamShape};
-use crate::tools::{ChatSetup, Parsed, Piece, Reply};
+use crate::tools::{ChatSetup, Parsed, Piece, Reply, ToolChoice};
 use crate::{json_ok, parse_json, AccessLog, ApiError, AppState, Flavor};
 
 const FLAVOR: Flavor = Flavor::Anthropic;
@@ -76,6 +76,8 @@ fn not_yet(what: &str) -> ApiError {
 struct Conversation {
     messages: Vec<ChatMessage>,
     setup: ChatSetup,
+    /// `any` or `tool`: the reply must be a call.
+    forced: ToolChoice,
     prefill: Option<String>,
 }
 
@@ -117,19 +119,19 @@ fn tool_spec(tool: &Value, i: usize) -> Result<ToolSpec, ApiError> {
 
 /// The tools, `tool_choice` and `thinking` of a request as the template and the reply
 /// parser see them.
-fn setup(req: &MessagesRequest) -> Result<ChatSetup, ApiError> {
+fn setup(req: &MessagesRequest) -> Result<(ChatSetup, ToolChoice), ApiError> {
     let mut offer = true;
+    let mut forced = ToolChoice::Auto;
     if let Some(choice) = &req.tool_choice {
         match choice.get("type").and_then(Value::as_str) {
             Some("auto") => {}
             // "none": the model is not told of the tools and nothing is read as a call.
             Some("none") => offer = false,
-            Some(kind @ ("any" | "tool")) => {
-                return Err(bad(format!(
-                    "tool_choice of type '{kind}' is not supported yet: forcing a call needs the \
-                     reply constrained to the model's call syntax; use 'auto' or 'none'"
-                )))
-            }
+            Some("any") => forced = ToolChoice::Required,
+            Some("tool") => match choice.get("name").and_then(Value::as_str) {
+                Some(name) => forced = ToolChoice::Named(name.to_string()),
+                None => return Err(bad("tool_choice of type 'tool' needs a 'name'")),
+            },
             _ => {
                 return Err(bad(
                     "tool_choice must be an object with type 'auto', 'any', 'tool' or 'none'",
@@ -164,7 +166,7 @@ fn setup(req: &MessagesRequest) -> Result<ChatSetup, ApiError> {
             None => return Err(bad("'thinking' must be an object with a 'type'")),
         }
     }
-    Ok(setup)
+    Ok((setup, forced))
 }
 
 /// The text of a `tool_result` block's `content`: a string or text blocks.
@@ -309,7 +311,7 @@ fn content_text(content: &Value, at: &str, role: &str) -> Result<String, ApiErro
 
 /// The request's conversation for the chat template.
 fn conversation(req: &mut MessagesRequest) -> Result<Conversation, ApiError> {
-    let setup = setup(req)?;
+    let (setup, forced) = setup(req)?;
     let messages = req
         .messages
         .take()
@@ -354,6 +356,7 @@ fn conversation(req: &mut MessagesRequest) -> Result<Conversation, ApiError> {
     Ok(Conversation {
         messages: out,
         setup,
+        forced,
         prefill: prefill.filter(|p| !p.is_empty()),
     })
 }
@@ -446,6 +449,13 @@ pub(crate) async fn messages(
         ignore_eos: req.ignore_eos.unwrap_or(false),
         ..GenParams::default()
     };
+    let forced = crate::tools::forced_call(
+        &crate::tools::reply_format(&st),
+        &conv.setup.tools,
+        &conv.forced,
+        FLAVOR,
+    )?;
+    params.constraint = crate::structured::compile(&st, forced, FLAVOR).await?;
     let (prompt, output, reply) = prompt_ids(&st, conv).await?;
     if reply.is_some() {
         // The call and thinking markers must reach the parser as text.
@@ -730,8 +740,8 @@ mod tests {
     fn tools_thinking_and_blocks_map_or_are_refused_clearly() {
         let user = json!([{"role": "user", "content": "Hi"}]);
         // Forcing a call, server tools and non-text media are refused.
-        let m = error_of(json!({"messages": user, "tool_choice": {"type": "any"}}));
-        assert!(m.contains("not supported yet"), "{m}");
+        let m = error_of(json!({"messages": user, "tool_choice": {"type": "tool"}}));
+        assert!(m.contains("needs a 'name'"), "{m}");
         let m = error_of(
             json!({"messages": user, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
         );

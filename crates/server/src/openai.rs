@@ -357,9 +357,24 @@ pub(crate) async fn chat_completions(
             ..ChatMessage::new(role, content)
         });
     }
-    let setup = chat_setup(&st, &mut req)?;
+    let (setup, choice) = chat_setup(&st, &mut req)?;
     let mut params = req.params()?;
     req.shape_output(&st, &mut params, true).await?;
+    let forced = tools::forced_call(
+        &tools::reply_format(&st),
+        &setup.tools,
+        &choice,
+        Flavor::OpenAi,
+    )?;
+    if forced.is_some() {
+        if params.constraint.is_some() {
+            return Err(ApiError::bad_request(
+                "a tool_choice that forces a call cannot be combined with response_format, \
+                 grammar or json_schema",
+            ));
+        }
+        params.constraint = structured::compile(&st, forced, Flavor::OpenAi).await?;
+    }
     let (prompt, prompt_text) =
         gen::chat_prompt(&st, &conversation, &setup, Flavor::OpenAi).await?;
     let reply = setup.reply(&st, &prompt_text);
@@ -424,7 +439,7 @@ pub(crate) async fn chat_completions(
 }
 
 /// A chat request's tools, tool choice, template variables and reasoning format.
-fn chat_setup(st: &AppState, req: &mut Request) -> Result<ChatSetup, ApiError> {
+fn chat_setup(st: &AppState, req: &mut Request) -> Result<(ChatSetup, ToolChoice), ApiError> {
     let flavor = Flavor::OpenAi;
     let choice = tools::tool_choice(req.tool_choice.as_ref(), flavor)?;
     let specs = tools::tool_specs(req.tools.take().unwrap_or_default(), flavor)?;
@@ -450,7 +465,7 @@ fn chat_setup(st: &AppState, req: &mut Request) -> Result<ChatSetup, ApiError> {
         setup.set_kwarg("enable_thinking", json!(on));
     }
     setup.check_tools(st, flavor)?;
-    Ok(setup)
+    Ok((setup, choice))
 }
 
 /// A call as OpenAI writes it in a message.

@@ -3,13 +3,15 @@
 //! parsed reply → the parts each API sends (content, reasoning, calls with ids).
 //!
 //! Every API maps its own shapes onto [`text::ChatMessage`] / [`text::ToolSpec`] /
-//! [`text::ToolCall`] (OpenAI in openai.rs, Ollama in ollama.rs), then:
+//! [`text::ToolCall`] (OpenAI in openai.rs, Ollama in ollama.rs, Anthropic in
+//! anthropic.rs), then:
 //! 1. fills a [`ChatSetup`] (tools, template variables such as `enable_thinking`, the
 //!    reasoning format) and calls [`ChatSetup::check_tools`];
 //! 2. renders and tokenizes with `gen::chat_prompt(.., &setup, ..)`, which gives the
 //!    rendered text too;
 //! 3. gets the reply parser with [`ChatSetup::reply`] (None: plain text) and, when there
-//!    is one, sets the request's `keep_special` to [`ChatSetup::keep_special`];
+//!    is one, sets the request's `keep_special` to [`ChatSetup::keep_special`]; a
+//!    `tool_choice` that forces a call becomes the request's constraint ([`forced_call`]);
 //! 4. turns generated text into [`Piece`]s with [`Reply::push`] / [`Reply::finish`]
 //!    while streaming, or [`Parsed::new`] for a whole answer (the same parts).
 
@@ -102,35 +104,93 @@ pub(crate) fn tool_specs(tools: Vec<ApiTool>, flavor: Flavor) -> Result<Vec<Tool
         .collect()
 }
 
-/// OpenAI's `tool_choice`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// OpenAI's `tool_choice` (Anthropic's `any` is `Required`, its `tool` is `Named`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum ToolChoice {
     Auto,
     None,
+    /// The reply must be a call (of any of the tools).
+    Required,
+    /// The reply must be a call of this function.
+    Named(String),
 }
 
-/// `tool_choice`: "auto" and "none" are honoured; "required" and a named function need
-/// the reply constrained to a call, which this server cannot do yet: refused, never
-/// silently ignored.
+/// `tool_choice`: "auto", "none", "required" or `{"type": "function", "function":
+/// {"name": ...}}`. The last two are enforced by constraining the reply to the model's
+/// call syntax ([`forced_call`]).
 pub(crate) fn tool_choice(v: Option<&Value>, flavor: Flavor) -> Result<ToolChoice, ApiError> {
-    let unsupported = |what: &str| {
-        Err(ApiError::bad_request(format!(
-            "tool_choice {what} is not supported yet: forcing a call needs constrained decoding, \
-             which this server does not have; use \"auto\" (the model decides) or \"none\""
-        ))
-        .with_flavor(flavor))
-    };
+    let bad = |m: String| Err(ApiError::bad_request(m).with_flavor(flavor));
     match v {
         None | Some(Value::Null) => Ok(ToolChoice::Auto),
         Some(Value::String(s)) if s == "auto" => Ok(ToolChoice::Auto),
         Some(Value::String(s)) if s == "none" => Ok(ToolChoice::None),
-        Some(Value::String(s)) if s == "required" => unsupported("\"required\""),
-        Some(Value::Object(_)) => unsupported("naming a function"),
-        Some(other) => Err(ApiError::bad_request(format!(
+        Some(Value::String(s)) if s == "required" => Ok(ToolChoice::Required),
+        Some(Value::Object(o)) => match o.get("function").and_then(|f| f.get("name")) {
+            Some(Value::String(name)) => Ok(ToolChoice::Named(name.clone())),
+            _ => bad("tool_choice as an object must be {\"type\": \"function\", \"function\": {\"name\": ...}}".into()),
+        },
+        Some(other) => bad(format!(
             "tool_choice must be \"auto\", \"none\", \"required\" or a function, got {other}"
-        ))
-        .with_flavor(flavor)),
+        )),
     }
+}
+
+/// The constraint that makes the reply one call of `tools` (all of them, or the one
+/// `choice` names) in the model's own call syntax, with arguments that follow the tool's
+/// JSON schema: a grammar for llguidance (`%json` embeds the schema). Only the Hermes
+/// syntax (`<tool_call>{"name", "arguments"}</tool_call>`, Qwen2.5/Qwen3) is written so
+/// far; the other families' calls are delimited by special tokens, and forcing them is
+/// refused with a 400 rather than done wrongly.
+pub(crate) fn forced_call(
+    format: &ReplyFormat,
+    tools: &[ToolSpec],
+    choice: &ToolChoice,
+    flavor: Flavor,
+) -> Result<Option<engine::ConstraintSpec>, ApiError> {
+    let bad = |m: String| Err(ApiError::bad_request(m).with_flavor(flavor));
+    let chosen: Vec<&ToolSpec> = match choice {
+        ToolChoice::Auto | ToolChoice::None => return Ok(None),
+        ToolChoice::Required => tools.iter().collect(),
+        ToolChoice::Named(name) => tools.iter().filter(|t| &t.name == name).collect(),
+    };
+    if chosen.is_empty() {
+        return match choice {
+            ToolChoice::Named(name) => bad(format!(
+                "tool_choice names '{name}', which is not one of the tools"
+            )),
+            _ => bad("tool_choice requires a call, but no tools were given".into()),
+        };
+    }
+    match format.tools {
+        Some(text::ToolSyntax::Hermes) => {}
+        Some(other) => {
+            return bad(format!(
+            "forcing a call (tool_choice required or a named function) is not supported yet for \
+                 this model's call syntax ({other:?}); use \"auto\""
+        ))
+        }
+        None => return Ok(None), // check_tools refuses the tools themselves
+    }
+    let calls: Vec<Value> = chosen
+        .iter()
+        .map(|t| {
+            let args = t
+                .parameters
+                .as_deref()
+                .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+            serde_json::json!({
+                "type": "object",
+                "properties": {"name": {"const": t.name}, "arguments": args},
+                "required": ["name", "arguments"],
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    let schema = serde_json::json!({"anyOf": calls});
+    Ok(Some(engine::ConstraintSpec::Lark(format!(
+        "%llguidance {{}}\nstart: \"<tool_call>\\n\" call \"\\n</tool_call>\"\ncall: %json {schema}\n"
+    ))))
 }
 
 /// What a chat request renders and parses: its tools (empty: none offered or
