@@ -29,6 +29,22 @@ fn tool_call_round_trips_on_the_demo_model_with_both_clients() {
 }
 
 #[test]
+fn forced_calls_on_a_tiny_moe_model_with_a_hermes_template() {
+    // Random weights never call a tool by themselves: tool_choice must force it.
+    let template = repo_dir().join("tests/data/templates/real/Qwen-Qwen3-0.6B.jinja");
+    let server = Server::start(&[
+        "--max-seqs",
+        "2",
+        "--ctx",
+        "2048",
+        "--chat-template-file",
+        template.to_str().unwrap(),
+    ]);
+    let out = server.python("tools_forced.py", &[]);
+    assert!(out.contains("forced tools: all checks passed"), "{out}");
+}
+
+#[test]
 fn tools_for_a_template_without_a_tool_format_are_refused() {
     // The tiny model's ChatML template shows no tool calls.
     let server = Server::start(&["--ctx", "128"]);

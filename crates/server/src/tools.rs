@@ -187,7 +187,12 @@ pub(crate) fn forced_call(
             })
         })
         .collect();
-    let schema = serde_json::json!({"anyOf": calls});
+    // Compact JSON as the templates write calls (`{"name": ..., "arguments": ...}`):
+    // llguidance's flexible whitespace would let a weak model pad the call forever.
+    let schema = serde_json::json!({
+        "anyOf": calls,
+        "x-guidance": {"whitespace_flexible": false, "key_separator": ": ", "item_separator": ", "},
+    });
     Ok(Some(engine::ConstraintSpec::Lark(format!(
         "%llguidance {{}}\nstart: \"<tool_call>\\n\" call \"\\n</tool_call>\"\ncall: %json {schema}\n"
     ))))
