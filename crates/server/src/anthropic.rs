@@ -353,11 +353,17 @@ fn conversation(req: &mut MessagesRequest) -> Result<Conversation, ApiError> {
             "the conversation needs a user message before the assistant's",
         ));
     }
+    let prefill = prefill.filter(|p| !p.is_empty());
+    if prefill.is_some() && forced != ToolChoice::Auto {
+        return Err(bad(
+            "a tool_choice that forces a call cannot continue a prefilled assistant message",
+        ));
+    }
     Ok(Conversation {
         messages: out,
         setup,
         forced,
-        prefill: prefill.filter(|p| !p.is_empty()),
+        prefill,
     })
 }
 
@@ -742,6 +748,10 @@ mod tests {
         // Forcing a call, server tools and non-text media are refused.
         let m = error_of(json!({"messages": user, "tool_choice": {"type": "tool"}}));
         assert!(m.contains("needs a 'name'"), "{m}");
+        let m = error_of(json!({"messages": [{"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Sure"}], "tools": [{"name": "f", "input_schema": {}}],
+            "tool_choice": {"type": "any"}}));
+        assert!(m.contains("prefilled"), "{m}");
         let m = error_of(
             json!({"messages": user, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
         );
