@@ -1,9 +1,10 @@
-"""Forced tool calls on a tiny random-weight MoE model served with a real Hermes-style
-template (Qwen3's, tests/data/templates/real): random weights never choose to call a
-tool, so `tool_choice` "required" / a named function (OpenAI) and `any` / `tool`
-(Anthropic) must make the reply a call — by constraining it to the template's
-<tool_call> syntax with the tool's argument schema — and the round trip (call → tool
-result → answer) must go through, with the official `openai` and `anthropic` clients."""
+"""Forced tool calls on a tiny random-weight MoE model served with a real template
+(tests/data/templates/real: Qwen3's Hermes, DeepSeek V3.1 and R1, Kimi-K2, gpt-oss):
+random weights never choose to call a tool, so `tool_choice` "required" / a named
+function (OpenAI) and `any` / `tool` (Anthropic) must make the reply a call — by
+constraining it to the template's call syntax with the tool's argument schema — and the
+round trip (call → tool result → answer) must go through, with the official `openai` and
+`anthropic` clients."""
 import json
 
 import anthropic
@@ -26,7 +27,7 @@ question = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 def ask(messages, **kw):
-    return client.chat.completions.create(model=a.model, messages=messages, tools=TOOLS, max_tokens=120,
+    return client.chat.completions.create(model=a.model, messages=messages, tools=TOOLS, max_tokens=320,
                                           temperature=0, **kw)
 
 
@@ -79,13 +80,13 @@ except openai.BadRequestError as e:
 an = anthropic.Anthropic(base_url=a.base, api_key=a.api_key, max_retries=0, timeout=120)
 A_TOOLS = [{"name": t["function"]["name"], "description": t["function"]["description"],
             "input_schema": t["function"]["parameters"]} for t in TOOLS]
-m = an.messages.create(model=a.model, max_tokens=120, messages=question, tools=A_TOOLS,
+m = an.messages.create(model=a.model, max_tokens=320, messages=question, tools=A_TOOLS,
                        tool_choice={"type": "tool", "name": "get_weather"}, extra_body={"temperature": 0})
 uses = [b for b in m.content if b.type == "tool_use"]
 check(m.stop_reason == "tool_use" and len(uses) == 1 and uses[0].name == "get_weather"
       and json.dumps(uses[0].input, separators=(",", ":")) == json.dumps(json.loads(call.function.arguments), separators=(",", ":")),
       f"anthropic tool: the same call as OpenAI's: {m.content}")
-m = an.messages.create(model=a.model, max_tokens=120, messages=question, tools=A_TOOLS,
+m = an.messages.create(model=a.model, max_tokens=320, messages=question, tools=A_TOOLS,
                        tool_choice={"type": "any"}, extra_body={"temperature": 0})
 check(m.stop_reason == "tool_use" and [b.type for b in m.content if b.type == "tool_use"] == ["tool_use"],
       f"anthropic any: a call: {m.content}")

@@ -29,19 +29,44 @@ fn tool_call_round_trips_on_the_demo_model_with_both_clients() {
 }
 
 #[test]
-fn forced_calls_on_a_tiny_moe_model_with_a_hermes_template() {
-    // Random weights never call a tool by themselves: tool_choice must force it.
-    let template = repo_dir().join("tests/data/templates/real/Qwen-Qwen3-0.6B.jinja");
+fn forced_calls_on_a_tiny_moe_model_in_each_call_syntax() {
+    // Random weights never call a tool by themselves: tool_choice must force it, in the
+    // syntax of the real template the model is served with (the tiny vocabulary has none
+    // of their markers as tokens, so they are spelt out: hence the long max_tokens).
+    for template in [
+        "Qwen-Qwen3-0.6B",                          // Hermes <tool_call>
+        "deepseek-ai-DeepSeek-V3.1",                // NAME<｜tool▁sep｜>{..}
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", // function<｜tool▁sep｜>NAME + ```json
+        "moonshotai-Kimi-K2",                       // functions.NAME:0
+        "openai-gpt-oss-120b",                      // harmony commentary to=functions.NAME
+    ] {
+        let path = repo_dir().join(format!("tests/data/templates/real/{template}.jinja"));
+        let server = Server::start(&[
+            "--max-seqs",
+            "2",
+            "--ctx",
+            "4096",
+            "--chat-template-file",
+            path.to_str().unwrap(),
+        ]);
+        let out = server.python("tools_forced.py", &[]);
+        assert!(
+            out.contains("forced tools: all checks passed"),
+            "{template}: {out}"
+        );
+    }
+    // GLM-4.5's key/value syntax is not written yet: a 400 that says so.
+    let path = repo_dir().join("tests/data/templates/real/GLM-4.6.jinja");
     let server = Server::start(&[
-        "--max-seqs",
-        "2",
         "--ctx",
-        "2048",
+        "4096",
         "--chat-template-file",
-        template.to_str().unwrap(),
+        path.to_str().unwrap(),
     ]);
-    let out = server.python("tools_forced.py", &[]);
-    assert!(out.contains("forced tools: all checks passed"), "{out}");
+    let body = r#"{"messages":[{"role":"user","content":"hi"}],"tool_choice":"required","tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object"}}}]}"#;
+    let r = server.post_json_raw("/v1/chat/completions", body.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("GLM-4.5's call syntax"), "{}", r.body);
 }
 
 #[test]

@@ -455,12 +455,7 @@ pub(crate) async fn messages(
         ignore_eos: req.ignore_eos.unwrap_or(false),
         ..GenParams::default()
     };
-    let forced = crate::tools::forced_call(
-        &crate::tools::reply_format(&st),
-        &conv.setup.tools,
-        &conv.forced,
-        FLAVOR,
-    )?;
+    let forced = crate::tools::forced_call(&st, &conv.setup.tools, &conv.forced, FLAVOR)?;
     params.constraint = crate::structured::compile(&st, forced, FLAVOR).await?;
     let (prompt, output, reply) = prompt_ids(&st, conv).await?;
     if reply.is_some() {

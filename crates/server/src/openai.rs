@@ -360,12 +360,7 @@ pub(crate) async fn chat_completions(
     let (setup, choice) = chat_setup(&st, &mut req)?;
     let mut params = req.params()?;
     req.shape_output(&st, &mut params, true).await?;
-    let forced = tools::forced_call(
-        &tools::reply_format(&st),
-        &setup.tools,
-        &choice,
-        Flavor::OpenAi,
-    )?;
+    let forced = tools::forced_call(&st, &setup.tools, &choice, Flavor::OpenAi)?;
     if forced.is_some() {
         if params.constraint.is_some() {
             return Err(ApiError::bad_request(

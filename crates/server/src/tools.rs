@@ -137,12 +137,11 @@ pub(crate) fn tool_choice(v: Option<&Value>, flavor: Flavor) -> Result<ToolChoic
 
 /// The constraint that makes the reply one call of `tools` (all of them, or the one
 /// `choice` names) in the model's own call syntax, with arguments that follow the tool's
-/// JSON schema: a grammar for llguidance (`%json` embeds the schema). Only the Hermes
-/// syntax (`<tool_call>{"name", "arguments"}</tool_call>`, Qwen2.5/Qwen3) is written so
-/// far; the other families' calls are delimited by special tokens, and forcing them is
-/// refused with a 400 rather than done wrongly.
+/// JSON schema: a grammar for llguidance, one alternative per tool (`%json` embeds the
+/// schema). Written for the Hermes, DeepSeek (V3/R1 and V3.1), Kimi-K2 and harmony
+/// syntaxes; GLM-4.5's key/value pairs are refused with a 400 rather than done wrongly.
 pub(crate) fn forced_call(
-    format: &ReplyFormat,
+    st: &AppState,
     tools: &[ToolSpec],
     choice: &ToolChoice,
     flavor: Flavor,
@@ -161,41 +160,142 @@ pub(crate) fn forced_call(
             _ => bad("tool_choice requires a call, but no tools were given".into()),
         };
     }
-    match format.tools {
-        Some(text::ToolSyntax::Hermes) => {}
-        Some(other) => {
-            return bad(format!(
+    let Some(syntax) = reply_format(st).tools else {
+        return Ok(None); // check_tools refuses the tools themselves
+    };
+    if syntax == text::ToolSyntax::Glm45 {
+        return bad(
             "forcing a call (tool_choice required or a named function) is not supported yet for \
-                 this model's call syntax ({other:?}); use \"auto\""
-        ))
-        }
-        None => return Ok(None), // check_tools refuses the tools themselves
+             GLM-4.5's call syntax; use \"auto\""
+                .into(),
+        );
     }
-    let calls: Vec<Value> = chosen
-        .iter()
-        .map(|t| {
-            let args = t
-                .parameters
-                .as_deref()
-                .and_then(|p| serde_json::from_str::<Value>(p).ok())
-                .unwrap_or_else(|| serde_json::json!({"type": "object"}));
-            serde_json::json!({
-                "type": "object",
-                "properties": {"name": {"const": t.name}, "arguments": args},
-                "required": ["name", "arguments"],
-                "additionalProperties": false,
-            })
-        })
-        .collect();
-    // Compact JSON as the templates write calls (`{"name": ..., "arguments": ...}`):
-    // llguidance's flexible whitespace would let a weak model pad the call forever.
-    let schema = serde_json::json!({
-        "anyOf": calls,
-        "x-guidance": {"whitespace_flexible": false, "key_separator": ": ", "item_separator": ", "},
-    });
-    Ok(Some(engine::ConstraintSpec::Lark(format!(
-        "%llguidance {{}}\nstart: \"<tool_call>\\n\" call \"\\n</tool_call>\"\ncall: %json {schema}\n"
+    let template = st.engine.template.as_ref().map_or("", |t| t.source());
+    // V3/R1 write `function<｜tool▁sep｜>NAME` and a fenced block; V3.1 `NAME<｜tool▁sep｜>{..}`.
+    let fenced = template.contains("```json");
+    let is_special = |marker: &str| {
+        st.engine
+            .tokenizer
+            .as_ref()
+            .and_then(|tok| tok.token_id(marker).filter(|&id| tok.is_special(id)))
+            .is_some()
+    };
+    Ok(Some(engine::ConstraintSpec::Lark(call_grammar(
+        syntax,
+        fenced,
+        &chosen,
+        &is_special,
     ))))
+}
+
+/// The Lark grammar of one call of one of `tools` in `syntax` (`fenced`: DeepSeek V3/R1's
+/// fenced arguments). A marker that the vocabulary has as a special token (`is_special`)
+/// is written as that token (`<|channel|>`: llguidance's reference to a special token;
+/// the model emits it as one token, and grammar text never matches a special token),
+/// else as text.
+fn call_grammar(
+    syntax: text::ToolSyntax,
+    fenced: bool,
+    tools: &[&ToolSpec],
+    is_special: &dyn Fn(&str) -> bool,
+) -> String {
+    let m = |marker: &str| {
+        if is_special(marker) {
+            marker.to_string()
+        } else {
+            lark_string(marker)
+        }
+    };
+    let mut rules = Vec::new();
+    for (i, t) in tools.iter().enumerate() {
+        let args = t
+            .parameters
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<Value>(p).ok())
+            .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+        let name = lark_string(&t.name);
+        let body = match syntax {
+            text::ToolSyntax::Hermes => {
+                let call = serde_json::json!({
+                    "type": "object",
+                    "properties": {"name": {"const": t.name}, "arguments": args},
+                    "required": ["name", "arguments"],
+                    "additionalProperties": false,
+                });
+                format!(
+                    "{} \"\\n\" %json {} \"\\n\" {}",
+                    m("<tool_call>"),
+                    compact(call),
+                    m("</tool_call>")
+                )
+            }
+            text::ToolSyntax::DeepSeek if fenced => format!(
+                "{} {} \"function\" {} {} \"\\n```json\\n\" %json {} \"\\n```\" {} {}",
+                m("<｜tool▁calls▁begin｜>"),
+                m("<｜tool▁call▁begin｜>"),
+                m("<｜tool▁sep｜>"),
+                name,
+                compact(args),
+                m("<｜tool▁call▁end｜>"),
+                m("<｜tool▁calls▁end｜>")
+            ),
+            text::ToolSyntax::DeepSeek => format!(
+                "{} {} {} {} %json {} {} {}",
+                m("<｜tool▁calls▁begin｜>"),
+                m("<｜tool▁call▁begin｜>"),
+                name,
+                m("<｜tool▁sep｜>"),
+                compact(args),
+                m("<｜tool▁call▁end｜>"),
+                m("<｜tool▁calls▁end｜>")
+            ),
+            text::ToolSyntax::KimiK2 => format!(
+                "{} {} {} {} %json {} {} {}",
+                m("<|tool_calls_section_begin|>"),
+                m("<|tool_call_begin|>"),
+                lark_string(&format!("functions.{}:0", t.name)),
+                m("<|tool_call_argument_begin|>"),
+                compact(args),
+                m("<|tool_call_end|>"),
+                m("<|tool_calls_section_end|>")
+            ),
+            // After the generation prompt `<|start|>assistant`; the call ends at an
+            // end-of-generation token (`<|call|>`), which the complete grammar allows.
+            text::ToolSyntax::Harmony => format!(
+                "{} {} {} \"json\" {} %json {}",
+                m("<|channel|>"),
+                lark_string(&format!("commentary to=functions.{} ", t.name)),
+                m("<|constrain|>"),
+                m("<|message|>"),
+                compact(args)
+            ),
+            text::ToolSyntax::Glm45 => unreachable!("forced_call refuses GLM-4.5"),
+        };
+        rules.push(format!("call{i}: {body}"));
+    }
+    let alternatives: Vec<String> = (0..tools.len()).map(|i| format!("call{i}")).collect();
+    format!(
+        "%llguidance {{}}\nstart: {}\n{}\n",
+        alternatives.join(" | "),
+        rules.join("\n")
+    )
+}
+
+/// A schema with compact JSON, as the templates write calls (`{"a": 1, "b": 2}`):
+/// llguidance's flexible whitespace would let a weak model pad a call forever.
+fn compact(mut schema: Value) -> Value {
+    if let Value::Object(o) = &mut schema {
+        o.insert(
+            "x-guidance".into(),
+            serde_json::json!({"whitespace_flexible": false, "key_separator": ": ", "item_separator": ", "}),
+        );
+    }
+    schema
+}
+
+/// A string literal of llguidance's Lark syntax (JSON's quoting).
+fn lark_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// What a chat request renders and parses: its tools (empty: none offered or
@@ -428,4 +528,120 @@ pub(crate) fn check_special_text(
         .with_flavor(flavor));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::{ConstraintCompiler, ConstraintSpec};
+    use text::{ParseOptions, ReplyParser, ReplyPart, Tokenizer};
+
+    /// A real tokenizer from its vocabulary-only GGUF (tests/data/tokenizers).
+    fn vocab(name: &str) -> Tokenizer {
+        let gz =
+            std::fs::read(testutil::data_dir().join(format!("tokenizers/{name}-vocab.gguf.gz")))
+                .unwrap();
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "ferromoe-forced-{name}-{}.gguf",
+            std::process::id()
+        ));
+        std::fs::write(&path, raw).unwrap();
+        let file = gguf::Gguf::open(&path).unwrap();
+        let tok = Tokenizer::from_gguf(file.metadata()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        tok
+    }
+
+    /// Drives the forced-call grammar of `syntax` over a real vocabulary, taking the
+    /// lowest allowed token id at each step (not what a model would write, but every step
+    /// the grammar allows), and parses the text back: one call of the tool, its arguments
+    /// valid. With these vocabularies the call markers are special tokens, so the
+    /// grammar's special-token references are what is exercised.
+    #[test]
+    fn forced_calls_over_real_vocabularies_parse_back_to_the_call() {
+        let tool = ToolSpec {
+            name: "get_weather".into(),
+            description: None,
+            parameters: Some(
+                r#"{"type":"object","properties":{"city":{"type":"string","maxLength":6}},"required":["city"],"additionalProperties":false}"#
+                    .into(),
+            ),
+        };
+        for (name, syntax, fenced, marker) in [
+            (
+                "deepseek-v3",
+                text::ToolSyntax::DeepSeek,
+                true,
+                "<｜tool▁calls▁begin｜>",
+            ),
+            (
+                "deepseek-v3",
+                text::ToolSyntax::DeepSeek,
+                false,
+                "<｜tool▁sep｜>",
+            ),
+            ("gpt-oss", text::ToolSyntax::Harmony, false, "<|channel|>"),
+            ("qwen2.5", text::ToolSyntax::Hermes, false, "<tool_call>"),
+        ] {
+            let tok = vocab(name);
+            let is_special = |m: &str| tok.token_id(m).is_some_and(|id| tok.is_special(id));
+            if syntax != text::ToolSyntax::Hermes {
+                assert!(is_special(marker), "{name}: {marker} is a special token");
+            }
+            let grammar = call_grammar(syntax, fenced, &[&tool], &is_special);
+            let compiler = ConstraintCompiler::new(&tok).unwrap();
+            let mut c = compiler
+                .compile(&ConstraintSpec::Lark(grammar.clone()))
+                .unwrap_or_else(|e| panic!("{name}: {e}\n{grammar}"));
+            let mut bytes = Vec::new();
+            let mut specials = 0;
+            for _ in 0..400 {
+                if c.is_stopped() || c.is_accepting() {
+                    break;
+                }
+                let allowed = c.allowed().unwrap();
+                let id = (0..tok.vocab_size() as u32)
+                    .find(|&id| allowed.is_allowed(id) && !tok.is_eog(id))
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{name}: no token allowed after {:?}",
+                            String::from_utf8_lossy(&bytes)
+                        )
+                    });
+                specials += usize::from(tok.is_special(id));
+                bytes.extend_from_slice(tok.token_to_piece(id));
+                c.commit(id).unwrap();
+            }
+            assert!(c.is_accepting(), "{name}: the call is complete");
+            let text = String::from_utf8(bytes).unwrap();
+            if syntax != text::ToolSyntax::Hermes {
+                assert!(
+                    specials >= 3,
+                    "{name}: the markers came as special tokens: {text:?}"
+                );
+            }
+            let format = ReplyFormat {
+                tools: Some(syntax),
+                think_tags: false,
+            };
+            let opts = ParseOptions {
+                reasoning: syntax == text::ToolSyntax::Harmony,
+                tools: true,
+                starts_in_thinking: false,
+            };
+            let calls: Vec<ToolCall> = ReplyParser::parse_all(format, opts, &text)
+                .into_iter()
+                .filter_map(|p| match p {
+                    ReplyPart::ToolCall(c) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(calls.len(), 1, "{name} ({fenced}): one call in {text:?}");
+            assert_eq!(calls[0].name, "get_weather", "{name}: {text:?}");
+            let args: Value = serde_json::from_str(&calls[0].arguments).unwrap();
+            assert!(args["city"].is_string(), "{name}: {args}");
+        }
+    }
 }
