@@ -138,8 +138,8 @@ pub(crate) fn tool_choice(v: Option<&Value>, flavor: Flavor) -> Result<ToolChoic
 /// The constraint that makes the reply one call of `tools` (all of them, or the one
 /// `choice` names) in the model's own call syntax, with arguments that follow the tool's
 /// JSON schema: a grammar for llguidance, one alternative per tool (`%json` embeds the
-/// schema). Written for the Hermes, DeepSeek (V3/R1 and V3.1), Kimi-K2 and harmony
-/// syntaxes; GLM-4.5's key/value pairs are refused with a 400 rather than done wrongly.
+/// schema), for every syntax the reply parser reads (Hermes, DeepSeek V3/R1 and V3.1,
+/// Kimi-K2, GLM-4.5, harmony).
 pub(crate) fn forced_call(
     st: &AppState,
     tools: &[ToolSpec],
@@ -163,13 +163,6 @@ pub(crate) fn forced_call(
     let Some(syntax) = reply_format(st).tools else {
         return Ok(None); // check_tools refuses the tools themselves
     };
-    if syntax == text::ToolSyntax::Glm45 {
-        return bad(
-            "forcing a call (tool_choice required or a named function) is not supported yet for \
-             GLM-4.5's call syntax; use \"auto\""
-                .into(),
-        );
-    }
     let template = st.engine.template.as_ref().map_or("", |t| t.source());
     // V3/R1 write `function<｜tool▁sep｜>NAME` and a fenced block; V3.1 `NAME<｜tool▁sep｜>{..}`.
     let fenced = template.contains("```json");
@@ -269,7 +262,36 @@ fn call_grammar(
                 m("<|message|>"),
                 compact(args)
             ),
-            text::ToolSyntax::Glm45 => unreachable!("forced_call refuses GLM-4.5"),
+            // `<tool_call>NAME` then one `<arg_key>k</arg_key><arg_value>v</arg_value>` per
+            // required argument, in the schema's order (optional ones are left out). Every
+            // value is JSON, strings quoted: the template writes strings bare, but a bare
+            // string could not be held to its schema, and the parser reads both.
+            text::ToolSyntax::Glm45 => {
+                let required: Vec<&str> = args["required"]
+                    .as_array()
+                    .map(|r| r.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let mut body = format!("{} {} \"\\n\"", m("<tool_call>"), name);
+                for key in required {
+                    let schema = args["properties"][key].clone();
+                    let schema = if schema.is_object() {
+                        schema
+                    } else {
+                        serde_json::json!({})
+                    };
+                    body.push_str(&format!(
+                        " {} {} {} \"\\n\" {} %json {} {} \"\\n\"",
+                        m("<arg_key>"),
+                        lark_string(key),
+                        m("</arg_key>"),
+                        m("<arg_value>"),
+                        compact(schema),
+                        m("</arg_value>")
+                    ));
+                }
+                body.push_str(&format!(" {}", m("</tool_call>")));
+                body
+            }
         };
         rules.push(format!("call{i}: {body}"));
     }
