@@ -344,6 +344,31 @@ struct Planned {
     init: Init,
 }
 
+impl Planned {
+    /// The tensor `name` of shape `ne` (ne order) as `kind` says: norms of ones, f32
+    /// vectors of `std`, weights of `weight_ty` (the mix's choice) and [`WEIGHT_STD`].
+    fn new(
+        name: String,
+        ne: &[usize],
+        kind: Kind,
+        weight_ty: impl FnOnce(&str) -> anyhow::Result<GgmlType>,
+    ) -> anyhow::Result<Planned> {
+        let (ty, init) = match kind {
+            Kind::Norm => (GgmlType::F32, Init::Ones),
+            Kind::F32(std) => (GgmlType::F32, Init::Normal(std)),
+            Kind::Weight => (weight_ty(&name)?, Init::Normal(WEIGHT_STD)),
+        };
+        Ok(Planned {
+            spec: TensorSpec {
+                name,
+                ty,
+                ne: ne.iter().map(|&d| d as u64).collect(),
+            },
+            init,
+        })
+    }
+}
+
 /// Standard deviation of the random weights (like a freshly initialised transformer).
 const WEIGHT_STD: f32 = 0.02;
 
@@ -430,22 +455,9 @@ fn plan(s: &Shape, mix: &str) -> anyhow::Result<Vec<Planned>> {
     let mut out = Vec::new();
     let mut add =
         |name: String, ne: Vec<usize>, layer: Option<usize>, kind: Kind| -> anyhow::Result<()> {
-            let (ty, init) = match kind {
-                Kind::Norm => (GgmlType::F32, Init::Ones),
-                Kind::F32(std) => (GgmlType::F32, Init::Normal(std)),
-                Kind::Weight => (
-                    weight_type(mix, &name, &ne, layer, s)?,
-                    Init::Normal(WEIGHT_STD),
-                ),
-            };
-            out.push(Planned {
-                spec: TensorSpec {
-                    name,
-                    ty,
-                    ne: ne.iter().map(|&d| d as u64).collect(),
-                },
-                init,
-            });
+            out.push(Planned::new(name, &ne, kind, |name| {
+                weight_type(mix, name, &ne, layer, s)
+            })?);
             Ok(())
         };
     let h = s.hidden;

@@ -9,8 +9,8 @@
 use anyhow::bail;
 use gguf::{Metadata, Value};
 
-use super::{file_type, tokenizer_metadata, weight_type, Args, Init, Kind, Planned, MIN_VOCAB};
-use gguf::{GgmlType, TensorSpec};
+use super::{file_type, tokenizer_metadata, weight_type, Args, Kind, Planned, MIN_VOCAB};
+use gguf::GgmlType;
 
 /// A gpt-oss model's shapes.
 #[derive(Clone, Debug)]
@@ -111,22 +111,9 @@ pub fn plan(s: &Shape, mix: &str) -> anyhow::Result<Vec<Planned>> {
             .strip_prefix("blk.")
             .and_then(|r| r.split('.').next())
             .and_then(|n| n.parse().ok());
-        let (ty, init) = match kind {
-            Kind::Norm => (GgmlType::F32, Init::Ones),
-            Kind::F32(std) => (GgmlType::F32, Init::Normal(std)),
-            Kind::Weight => (
-                gpt_oss_weight_type(mix, &name, &ne, layer, s)?,
-                Init::Normal(super::WEIGHT_STD),
-            ),
-        };
-        out.push(Planned {
-            spec: TensorSpec {
-                name,
-                ty,
-                ne: ne.iter().map(|&d| d as u64).collect(),
-            },
-            init,
-        });
+        out.push(Planned::new(name, &ne, kind, |name| {
+            gpt_oss_weight_type(mix, name, &ne, layer, s)
+        })?);
         Ok(())
     };
     let h = s.hidden;
