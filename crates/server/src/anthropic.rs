@@ -460,7 +460,7 @@ pub(crate) async fn messages(
     let (prompt, output, reply) = prompt_ids(&st, conv).await?;
     if reply.is_some() {
         // The call and thinking markers must reach the parser as text.
-        params.keep_special = ChatSetup::default().keep_special(&st);
+        params.keep_special = crate::tools::keep_special(&st);
     }
     let run = gen::start(&st, prompt, &params, output, &log, FLAVOR)?;
     let (id, model) = (new_id(), st.config.model_name.clone());

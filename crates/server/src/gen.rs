@@ -42,7 +42,7 @@ pub(crate) struct GenParams {
     pub logit_bias: Vec<(u32, f32)>,
     /// Report log-probabilities with this many alternatives per token.
     pub logprobs: Option<usize>,
-    /// Special tokens the reply parser must see as text (see `ChatSetup::keep_special`).
+    /// Special tokens the reply parser must see as text (see `tools::keep_special`).
     pub keep_special: Vec<u32>,
 }
 

@@ -268,7 +268,7 @@ pub(crate) async fn chat(
     let (prompt, prompt_text) = gen::chat_prompt(&st, &conversation, &setup, FLAVOR).await?;
     let reply = setup.reply(&st, &prompt_text);
     if reply.is_some() {
-        params.keep_special = setup.keep_special(&st);
+        params.keep_special = tools::keep_special(&st);
     }
     let run = gen::start(&st, prompt, &params, Output::Answer, &log, FLAVOR)?;
     let shape = Lines {
@@ -389,7 +389,7 @@ pub(crate) async fn generate(
         let (ids, text) = gen::chat_prompt(&st, &conversation, &setup, FLAVOR).await?;
         let reply = setup.reply(&st, &text);
         if reply.is_some() {
-            params.keep_special = setup.keep_special(&st);
+            params.keep_special = tools::keep_special(&st);
         }
         (ids, reply)
     };

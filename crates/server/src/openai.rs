@@ -374,7 +374,7 @@ pub(crate) async fn chat_completions(
         gen::chat_prompt(&st, &conversation, &setup, Flavor::OpenAi).await?;
     let reply = setup.reply(&st, &prompt_text);
     if reply.is_some() {
-        params.keep_special = setup.keep_special(&st);
+        params.keep_special = tools::keep_special(&st);
     }
     let run = gen::start(&st, prompt, &params, Output::Answer, &log, Flavor::OpenAi)?;
     let lp = LogprobStream::of(&run, st.engine.tokenizer.as_ref());

@@ -10,7 +10,7 @@
 //! 2. renders and tokenizes with `gen::chat_prompt(.., &setup, ..)`, which gives the
 //!    rendered text too;
 //! 3. gets the reply parser with [`ChatSetup::reply`] (None: plain text) and, when there
-//!    is one, sets the request's `keep_special` to [`ChatSetup::keep_special`]; a
+//!    is one, sets the request's `keep_special` to [`keep_special`]; a
 //!    `tool_choice` that forces a call becomes the request's constraint ([`forced_call`]);
 //! 4. turns generated text into [`Piece`]s with [`Reply::push`] / [`Reply::finish`]
 //!    while streaming, or [`Parsed::new`] for a whole answer (the same parts).
@@ -372,21 +372,21 @@ impl ChatSetup {
             calls: 0,
         })
     }
+}
 
-    /// The special tokens the reply parser must see as text (they are dropped from
-    /// generated text otherwise). Only for a request whose reply is parsed: without a
-    /// parser they would show up in the content.
-    pub fn keep_special(&self, st: &AppState) -> Vec<u32> {
-        let Some(tok) = st.engine.tokenizer.as_ref() else {
-            return Vec::new();
-        };
-        reply_format(st)
-            .markers()
-            .into_iter()
-            .filter_map(|m| tok.token_id(m))
-            .filter(|&id| tok.is_special(id) && !tok.is_eog(id))
-            .collect()
-    }
+/// The special tokens the reply parser must see as text (they are dropped from generated
+/// text otherwise): the markers of the model's reply format. Only for a request whose
+/// reply is parsed: without a parser they would show up in the content.
+pub(crate) fn keep_special(st: &AppState) -> Vec<u32> {
+    let Some(tok) = st.engine.tokenizer.as_ref() else {
+        return Vec::new();
+    };
+    reply_format(st)
+        .markers()
+        .into_iter()
+        .filter_map(|m| tok.token_id(m))
+        .filter(|&id| tok.is_special(id) && !tok.is_eog(id))
+        .collect()
 }
 
 /// The model's reply format, from its chat template.
