@@ -116,7 +116,7 @@ impl Gpu {
 
     /// Overwrites the start of `dst` with `bytes` (activations each step).
     pub fn write(&self, dst: &GpuBuffer, bytes: &[u8]) -> Result<(), AccelError> {
-        if bytes.len() as u64 > dst.len || bytes.len() % 4 != 0 {
+        if bytes.len() as u64 > dst.len || !bytes.len().is_multiple_of(4) {
             return Err(AccelError::Validation {
                 what: format!("writing {} bytes to {}", bytes.len(), dst.label),
                 adapter: self.name().to_string(),
