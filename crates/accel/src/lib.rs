@@ -13,6 +13,7 @@
 pub mod buffer;
 pub mod device;
 mod error;
+pub mod ops;
 pub mod pipeline;
 pub mod testing;
 
