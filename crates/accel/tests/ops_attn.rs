@@ -272,3 +272,34 @@ fn attention_errors_are_reported_on_the_host() {
     assert!(matches!(e, AccelError::TooLarge { .. }), "{e}");
     assert!(e.to_string().contains("a smaller --ctx fits"), "{e}");
 }
+
+#[test]
+fn the_widest_rows_mla_latents_and_the_limit() {
+    let Some(gpu) = test_gpu() else { return };
+    let ops = Ops::new(&gpu).unwrap();
+    // DeepSeek-V3's absorbed form reads 576-wide rows and 512-wide values; 1024 is the
+    // kernel's limit (16 value elements per thread).
+    for (dk, dv) in [(576, 512), (1024, 1024)] {
+        let mut c = case(2, 1, dk, dv);
+        let cache = GpuKvCache::new(&gpu, 1, 70, dk, dv).unwrap();
+        c.step(&gpu, &ops, &cache, 0, 0, 3, 0, 50);
+        c.step(&gpu, &ops, &cache, 0, 3, 1, 0, 51);
+    }
+    let cache = GpuKvCache::new(&gpu, 1, 4, 1025, 8).unwrap();
+    let q = upload(&gpu, "q", &[0.0; 1025]);
+    let out = gpu.zeroed("out", 64).unwrap();
+    let mut rec = gpu.record("too wide");
+    let heads = GqaHeads {
+        n_head: 1,
+        n_kv_head: 1,
+        head_dim: 1025,
+        head_dim_v: 8,
+        scale: 1.0,
+        window: None,
+        sinks: None,
+    };
+    let e = cache
+        .attend(&ops, &mut rec, 0, heads, &q, 0, 1, 0, &out)
+        .unwrap_err();
+    assert!(e.to_string().contains("must be within 1..=1024"), "{e}");
+}
