@@ -126,6 +126,31 @@ fn add_is_the_residual_and_the_bias() {
         kernels::vector::add_inplace(row, &bias);
     }
     assert_eq!(read(&gpu, &xb), want, "adds are exact");
+
+    // Gated: x += sigmoid(gate_r) · y, the logits 3 floats apart.
+    let gate = random(&mut r, 3 * n_rows, -4.0, 4.0);
+    let (xb, gb) = (upload(&gpu, "x", &x), upload(&gpu, "gate", &gate));
+    let mut rec = gpu.record("gated add");
+    ops.add_gated(
+        &mut rec,
+        Rows::dense(&xb, width),
+        Rows::dense(&yb, width),
+        Rows::at(&gb, 1, 3),
+        n_rows,
+        width,
+    )
+    .unwrap();
+    rec.submit_and_wait().unwrap();
+    let mut want = x.clone();
+    for t in 0..n_rows {
+        let s = 1.0 / (1.0 + (-gate[1 + 3 * t]).exp());
+        kernels::vector::axpy(
+            &mut want[t * width..(t + 1) * width],
+            s,
+            &y[t * width..(t + 1) * width],
+        );
+    }
+    assert_close(&read(&gpu, &xb), &want, 1e-6, 1e-6, "gated");
 }
 
 #[test]

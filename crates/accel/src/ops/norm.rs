@@ -1,5 +1,5 @@
 //! RMSNorm ([`kernels::norm::rms_norm`], `rms_norm_inplace`, `rms_norm_unweighted_inplace`)
-//! and the residual/bias add ([`kernels::vector::add_inplace`]).
+//! and the residual/bias add ([`kernels::vector::add_inplace`]), plain or gated.
 
 use super::{Ops, Params, Rows};
 use crate::pipeline::Recording;
@@ -71,24 +71,59 @@ impl Ops {
         n_rows: usize,
         width: usize,
     ) -> Result<(), AccelError> {
+        self.add_rows(rec, x, y, None, n_rows, width)
+    }
+
+    /// `x[r] += sigmoid(gate[r]) · y[r]`, one gate logit per row (element 0 of each of
+    /// `gate`'s rows): Qwen2-MoE's gated shared expert, as the CPU stage's
+    /// `axpy(out, sigmoid(g·x), shared)` with the logit `g·x` computed by a matmul.
+    pub fn add_gated(
+        &self,
+        rec: &mut Recording<'_>,
+        x: Rows<'_>,
+        y: Rows<'_>,
+        gate: Rows<'_>,
+        n_rows: usize,
+        width: usize,
+    ) -> Result<(), AccelError> {
+        self.add_rows(rec, x, y, Some(gate), n_rows, width)
+    }
+
+    fn add_rows(
+        &self,
+        rec: &mut Recording<'_>,
+        x: Rows<'_>,
+        y: Rows<'_>,
+        gate: Option<Rows<'_>>,
+        n_rows: usize,
+        width: usize,
+    ) -> Result<(), AccelError> {
         const OP: &str = "add";
         self.check_rows(OP, "x", &x, n_rows, width)?;
         self.check_rows(OP, "y", &y, n_rows, width)?;
         self.distinct(OP, y.buf, x.buf)?;
+        if let Some(g) = &gate {
+            self.check_rows(OP, "gate", g, n_rows, 1)?;
+            self.distinct(OP, g.buf, x.buf)?;
+        }
         if n_rows == 0 || width == 0 {
             return Ok(());
         }
+        let g = gate.unwrap_or(Rows::dense(&self.absent, 0));
         let params = Params::default()
             .u(n_rows)
             .u(width)
             .u(x.offset)
             .u(x.stride)
             .u(y.offset)
-            .u(y.stride);
+            .u(y.stride)
+            .u(g.offset)
+            .u(g.stride)
+            .flag(gate.is_some());
         rec.dispatch(
             &self.add,
             params.bytes(),
-            &[x.buf, y.buf],
+            &[x.buf, y.buf, g.buf],
             self.grid((n_rows * width).div_ceil(256)),
         );
         Ok(())

@@ -1,5 +1,6 @@
 // x += y over rows (kernels::vector::add_inplace): the residual connection, or a bias added
-// to every row (y's stride 0). One thread per element.
+// to every row (y's stride 0); gated, x += sigmoid(gate[r]) · y (kernels::vector::axpy with
+// Qwen2-MoE's shared-expert gate, one logit per row). One thread per element.
 
 struct Params {
     n_rows: u32,
@@ -8,11 +9,15 @@ struct Params {
     x_stride: u32,
     y_off: u32,
     y_stride: u32,
+    gate_off: u32,
+    gate_stride: u32,
+    gated: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read> gate: array<f32>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -22,5 +27,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let r = i / p.width;
     let c = i % p.width;
     let xi = p.x_off + r * p.x_stride + c;
-    x[xi] = x[xi] + y[p.y_off + r * p.y_stride + c];
+    let yv = y[p.y_off + r * p.y_stride + c];
+    if (p.gated != 0u) {
+        let scale = 1.0 / (1.0 + exp(-gate[p.gate_off + r * p.gate_stride]));
+        x[xi] = x[xi] + scale * yv;
+    } else {
+        x[xi] = x[xi] + yv;
+    }
 }
