@@ -5,7 +5,7 @@
 
 mod ops_util;
 
-use accel::ops::{GpuKvCache, GqaHeads, Ops, Rows};
+use accel::ops::{AttnSplit, GpuKvCache, GqaHeads, Ops, Rows};
 use accel::testing::test_gpu;
 use accel::{AccelError, Gpu};
 use kernels::attention::{attention_with, AttnOpts, AttnScratch, AttnShape};
@@ -21,6 +21,8 @@ struct Case {
     scale: f32,
     window: Option<usize>,
     sinks: Option<Vec<f32>>,
+    /// Split attention with this chunk of positions.
+    split: Option<usize>,
     k: Vec<f32>,
     v: Vec<f32>,
 }
@@ -78,6 +80,14 @@ impl Case {
         );
         let sinks = self.sinks.as_ref().map(|s| upload(gpu, "sinks", s));
         let out = gpu.zeroed("out", ((token0 + m) * ow * 4) as u64).unwrap();
+        let scratch = self.split.map(|chunk| {
+            let floats =
+                AttnSplit::scratch_floats(chunk, m, pos0, self.window, self.n_head, self.hdv);
+            (
+                chunk,
+                gpu.zeroed("split scratch", (floats * 4) as u64).unwrap(),
+            )
+        });
         let mut rec = gpu.record("attention step");
         cache
             .append(
@@ -98,6 +108,10 @@ impl Case {
             scale: self.scale,
             window: self.window,
             sinks: sinks.as_ref(),
+            split: scratch.as_ref().map(|(chunk, b)| AttnSplit {
+                chunk: *chunk,
+                scratch: b,
+            }),
         };
         cache
             .attend(ops, &mut rec, il, heads, &qb, token0, m, pos0, &out)
@@ -151,6 +165,7 @@ fn case(n_head: usize, n_kv: usize, hd: usize, hdv: usize) -> Case {
         scale: 1.0 / (hd as f32).sqrt(),
         window: None,
         sinks: None,
+        split: None,
         k: Vec::new(),
         v: Vec::new(),
     }
@@ -232,6 +247,7 @@ fn attention_errors_are_reported_on_the_host() {
         scale: 1.0,
         window: None,
         sinks: None,
+        split: None,
     };
     let e = cache
         .attend(&ops, &mut rec, 0, heads, &q, 0, 1, 0, &out)
@@ -265,6 +281,48 @@ fn attention_errors_are_reported_on_the_host() {
         )
         .unwrap_err();
     assert!(e.to_string().contains("window of 0"), "{e}");
+    // A split whose scratch is too small for its 2 splits × 4 heads × (8 + 2) floats.
+    let small = gpu.zeroed("small scratch", 4 * 79).unwrap();
+    let split = Some(AttnSplit {
+        chunk: 4,
+        scratch: &small,
+    });
+    let e = cache
+        .attend(
+            &ops,
+            &mut rec,
+            0,
+            GqaHeads { split, ..heads },
+            &q,
+            0,
+            1,
+            7,
+            &out,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("split scratch"), "{e}");
+    assert_eq!(AttnSplit::scratch_floats(4, 1, 7, None, 4, 8), 80);
+    let zero = Some(AttnSplit {
+        chunk: 0,
+        scratch: &small,
+    });
+    let e = cache
+        .attend(
+            &ops,
+            &mut rec,
+            0,
+            GqaHeads {
+                split: zero,
+                ..heads
+            },
+            &q,
+            0,
+            1,
+            0,
+            &out,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("split of 0"), "{e}");
     rec.submit_and_wait().unwrap();
     // A cache past one storage binding names --ctx and is never allocated.
     let too_long = (gpu.max_binding() / 4 / 16) as usize + 1;
@@ -297,9 +355,32 @@ fn the_widest_rows_mla_latents_and_the_limit() {
         scale: 1.0,
         window: None,
         sinks: None,
+        split: None,
     };
     let e = cache
         .attend(&ops, &mut rec, 0, heads, &q, 0, 1, 0, &out)
         .unwrap_err();
     assert!(e.to_string().contains("must be within 1..=1024"), "{e}");
+}
+
+#[test]
+fn split_attention_matches_the_cpu_for_decode_and_short_prompts() {
+    let Some(gpu) = test_gpu() else { return };
+    let ops = Ops::new(&gpu).unwrap();
+    let mut c = case(4, 2, 32, 48);
+    let cache = GpuKvCache::new(&gpu, 1, 220, 64, 96).unwrap();
+    c.step(&gpu, &ops, &cache, 0, 0, 190, 0, 60);
+    // Decode over 191 positions in 3 splits of 64 (the last one short), then 4 tokens
+    // whose rows end in different splits, at rows 2..6 of their batch.
+    c.split = Some(64);
+    c.step(&gpu, &ops, &cache, 0, 190, 1, 0, 61);
+    c.step(&gpu, &ops, &cache, 0, 191, 4, 2, 62);
+    // A split longer than the context: one split, the plain kernel.
+    c.split = Some(4096);
+    c.step(&gpu, &ops, &cache, 0, 195, 1, 0, 63);
+    // Sinks and a window across two splits; chunks not a multiple of 64.
+    c.sinks = Some(vec![0.5, -2.0, 3.0, f32::NEG_INFINITY]);
+    c.window = Some(70);
+    c.split = Some(40);
+    c.step(&gpu, &ops, &cache, 0, 196, 2, 0, 64);
 }

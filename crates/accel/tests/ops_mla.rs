@@ -7,7 +7,7 @@
 
 mod ops_util;
 
-use accel::ops::{MlaDims, MlaLatentCache, Ops, RopeTable, Rows};
+use accel::ops::{AttnSplit, MlaDims, MlaLatentCache, Ops, RopeTable, Rows};
 use accel::testing::test_gpu;
 use accel::Gpu;
 use kernels::attention::{attention, AttnScratch, AttnShape};
@@ -273,11 +273,25 @@ fn gpu_step(
     let values = upload(gpu, "values", &values);
     let keys = gpu.zeroed("keys", (ctx * D.heads * hq * 4) as u64).unwrap();
     let out = gpu.zeroed("out", (m * D.heads * D.v * 4) as u64).unwrap();
+    // Decode steps split their positions (chunks of 32: 3 splits at position 66).
+    let chunk = 32;
+    let scratch = gpu
+        .zeroed(
+            "split scratch",
+            (AttnSplit::scratch_floats(chunk, m, pos0, None, D.heads, D.lora) * 4) as u64,
+        )
+        .unwrap();
+    let split = (m == 1).then_some(AttnSplit {
+        chunk,
+        scratch: &scratch,
+    });
     let mut rec = gpu.record("mla: attention");
     ops.mla_absorbed_queries(&mut rec, D, &absorbed, &qb, m, &q_attn)
         .unwrap();
     cache
-        .absorbed_attention(ops, &mut rec, il, SCALE, &q_attn, 0, m, pos0, &attended)
+        .absorbed_attention(
+            ops, &mut rec, il, SCALE, split, &q_attn, 0, m, pos0, &attended,
+        )
         .unwrap();
     cache
         .decompressed_keys(ops, &mut rec, il, ctx, &k_nope, &keys)
@@ -399,7 +413,7 @@ fn mla_checks_positions_and_tables_on_the_host() {
         .unwrap_err();
     assert!(e.to_string().contains("past the cache's 4"), "{e}");
     let e = cache
-        .absorbed_attention(&ops, &mut rec, 2, SCALE, &out, 0, 1, 0, &kv)
+        .absorbed_attention(&ops, &mut rec, 2, SCALE, None, &out, 0, 1, 0, &kv)
         .unwrap_err();
     assert!(
         e.to_string().contains("layer 2 of a cache of 1 layers"),

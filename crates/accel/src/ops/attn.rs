@@ -21,6 +21,42 @@ pub struct GpuAttn<'a> {
     /// The query at position `p` sees `p − window + 1 ..= p` only.
     pub window: Option<usize>,
     pub sinks: Option<&'a GpuBuffer>,
+    /// Split each row's positions into chunks run by separate workgroups, then merged
+    /// (flash-decoding): for decode steps, where tokens × heads alone are too few
+    /// workgroups for a GPU. `None`: one workgroup per (token, head).
+    pub split: Option<AttnSplit<'a>>,
+}
+
+/// Split attention's chunk length and scratch (see [`GpuAttn::split`]). The result
+/// differs from the unsplit one by rounding only; to keep a token's output independent of
+/// its batch, choose whether to split from the sequence's own shape.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnSplit<'a> {
+    /// Positions per split (a multiple of 64 uses whole blocks).
+    pub chunk: usize,
+    /// At least [`AttnSplit::scratch_floats`] floats.
+    pub scratch: &'a GpuBuffer,
+}
+
+impl AttnSplit<'_> {
+    /// How many splits a call of `n_tokens` tokens at `pos0` uses: its longest row's
+    /// positions (the last token's, within the window) over `chunk`.
+    pub fn n_splits(chunk: usize, n_tokens: usize, pos0: usize, window: Option<usize>) -> usize {
+        let span = window.map_or(pos0 + n_tokens, |w| w.min(pos0 + n_tokens));
+        span.div_ceil(chunk.max(1)).max(1)
+    }
+
+    /// Scratch floats for such a call with `n_head` heads of `dv` values.
+    pub fn scratch_floats(
+        chunk: usize,
+        n_tokens: usize,
+        pos0: usize,
+        window: Option<usize>,
+        n_head: usize,
+        dv: usize,
+    ) -> usize {
+        n_tokens * n_head * Self::n_splits(chunk, n_tokens, pos0, window) * (dv + 2)
+    }
 }
 
 impl Ops {
@@ -77,6 +113,24 @@ impl Ops {
             self.check_len(OP, "sinks", sk, s.n_head)?;
             self.distinct(OP, sk, out)?;
         }
+        let n_splits = match a.split {
+            Some(sp) => {
+                if sp.chunk == 0 {
+                    return Err(self.bad(OP, "a split of 0 positions".into()));
+                }
+                let n = AttnSplit::n_splits(sp.chunk, n_tokens, pos0, a.window);
+                let floats =
+                    AttnSplit::scratch_floats(sp.chunk, n_tokens, pos0, a.window, s.n_head, s.dv);
+                if n > 1 {
+                    self.check_len(OP, "split scratch", sp.scratch, floats)?;
+                    for b in [q, k, v, out] {
+                        self.distinct(OP, b, sp.scratch)?;
+                    }
+                }
+                n
+            }
+            None => 1,
+        };
         if n_tokens == 0 {
             return Ok(());
         }
@@ -112,12 +166,41 @@ impl Ops {
             .u(a.window.unwrap_or(0))
             .flag(a.sinks.is_some())
             .f(s.scale);
-        rec.dispatch(
-            &self.attn,
-            params.bytes(),
-            &[q, k, v, a.sinks.unwrap_or(&self.absent), out],
-            self.grid(n_tokens * s.n_head),
-        );
+        let sinks = a.sinks.unwrap_or(&self.absent);
+        let rows = n_tokens * s.n_head;
+        match a.split {
+            Some(sp) if n_splits > 1 => {
+                let params = params.u(n_splits).u(sp.chunk).flag(true);
+                rec.dispatch(
+                    &self.attn,
+                    params.bytes(),
+                    &[q, k, v, sinks, sp.scratch],
+                    self.grid(rows * n_splits),
+                );
+                let merge = Params::default()
+                    .u(n_tokens)
+                    .u(s.n_head)
+                    .u(s.dv)
+                    .u(n_splits)
+                    .u(token0)
+                    .flag(a.sinks.is_some());
+                rec.dispatch(
+                    &self.attn_combine,
+                    merge.bytes(),
+                    &[sp.scratch, sinks, out],
+                    self.grid(rows),
+                );
+            }
+            _ => {
+                let params = params.u(1).u(0).flag(false);
+                rec.dispatch(
+                    &self.attn,
+                    params.bytes(),
+                    &[q, k, v, sinks, out],
+                    self.grid(rows),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -264,6 +347,7 @@ impl GpuKvCache {
             scale,
             window,
             sinks,
+            split,
         } = heads;
         if n_kv_head * head_dim != self.k_width || n_kv_head * head_dim_v != self.v_width {
             return Err(ops.bad(
@@ -290,6 +374,7 @@ impl GpuKvCache {
             },
             window,
             sinks,
+            split,
         };
         let (k, v) = self.layer(il)?;
         ops.attention(rec, &a, q, token0, n_tokens, pos0, k, v, out)
@@ -306,4 +391,5 @@ pub struct GqaHeads<'a> {
     pub scale: f32,
     pub window: Option<usize>,
     pub sinks: Option<&'a GpuBuffer>,
+    pub split: Option<AttnSplit<'a>>,
 }

@@ -17,7 +17,7 @@
 use kernels::attention::AttnShape;
 use kernels::rope::RopeMode;
 
-use super::{GpuAttn, Ops, RopeTable, Rows};
+use super::{AttnSplit, GpuAttn, Ops, RopeTable, Rows};
 use crate::pipeline::Recording;
 use crate::{AccelError, Gpu, GpuBuffer};
 
@@ -154,7 +154,8 @@ impl MlaLatentCache {
     /// Absorbed form: `attended[t, h] = Σ_p softmax_p(scale · q_attn[t, h] · row_p) ·
     /// latent_p` over positions `0..=pos0+t` of layer `il` (`q_attn`: `n_head × (lora +
     /// rope)` per token, from [`Ops::mla_absorbed_queries`]; `attended`: `n_head × lora`
-    /// per token; both from token row `token0`). The CPU stage's absorbed attention call.
+    /// per token; both from token row `token0`). The CPU stage's absorbed attention call;
+    /// `split`: see [`GpuAttn::split`] (decode steps).
     #[allow(clippy::too_many_arguments)]
     pub fn absorbed_attention(
         &self,
@@ -162,6 +163,7 @@ impl MlaLatentCache {
         rec: &mut Recording<'_>,
         il: usize,
         scale: f32,
+        split: Option<AttnSplit<'_>>,
         q_attn: &GpuBuffer,
         token0: usize,
         n_tokens: usize,
@@ -186,6 +188,7 @@ impl MlaLatentCache {
             },
             window: None,
             sinks: None,
+            split,
         };
         let cache = self.layer(il)?;
         ops.attention(
@@ -340,6 +343,7 @@ impl Ops {
             },
             window: None,
             sinks: None,
+            split: None,
         };
         self.attention(rec, &a, q, token0, n_tokens, pos0, keys, values, out)
     }

@@ -22,7 +22,7 @@ mod norm;
 mod rope;
 mod softmax;
 
-pub use attn::{GpuAttn, GpuKvCache, GqaHeads, MAX_HEAD_DIM};
+pub use attn::{AttnSplit, GpuAttn, GpuKvCache, GqaHeads, MAX_HEAD_DIM};
 pub use mla::{MlaDims, MlaLatentCache};
 pub use rope::RopeTable;
 
@@ -39,6 +39,7 @@ pub struct Ops {
     rope: Kernel,
     copy: Kernel,
     attn: Kernel,
+    attn_combine: Kernel,
     absent: GpuBuffer,
     adapter: String,
     max_per_dim: u32,
@@ -85,6 +86,11 @@ impl Ops {
             rope: gpu.compile("rope", include_str!("../shaders/rope.wgsl"), "main")?,
             copy: gpu.compile("copy_rows", include_str!("../shaders/copy.wgsl"), "main")?,
             attn: gpu.compile("attention", include_str!("../shaders/attn.wgsl"), "main")?,
+            attn_combine: gpu.compile(
+                "attention (merge of splits)",
+                include_str!("../shaders/attn_combine.wgsl"),
+                "main",
+            )?,
             absent: gpu.zeroed("absent optional input", 4)?,
             adapter: gpu.name().to_string(),
             max_per_dim: gpu.limits.max_compute_workgroups_per_dimension,

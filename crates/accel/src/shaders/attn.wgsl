@@ -9,6 +9,11 @@
 // workgroup memory), the block's max and sum are reduced in workgroup memory, then each
 // thread adds the block's weighted values into the output elements it owns
 // (lid, lid + 64, …).
+//
+// Split (flash-decoding, for decode steps where tokens × heads are too few workgroups to
+// fill a GPU): with `partial` set, workgroup (token, head, s) covers only positions
+// lo + s·chunk .. lo + (s+1)·chunk of its range and writes its running max, denominator and
+// unnormalised output (dv + 2 floats) to the scratch at `out`; attn_combine.wgsl merges them.
 
 struct Params {
     n_tokens: u32,
@@ -26,6 +31,9 @@ struct Params {
     window: u32,
     has_sinks: u32,
     scale: f32,
+    n_splits: u32,
+    chunk: u32,
+    partial: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -48,8 +56,10 @@ var<workgroup> red: array<f32, WG>;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let item = wid.x + wid.y * nwg.x;
-    if (item >= p.n_tokens * p.n_head) { return; }
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.n_tokens * p.n_head * p.n_splits) { return; }
+    let item = idx / p.n_splits;
+    let split = idx % p.n_splits;
     let t = item / p.n_head;
     let h = item % p.n_head;
     let g = h / p.group;
@@ -60,9 +70,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
 
     // This token sees positions lo..ctx (causal, and its window).
-    let ctx = p.pos0 + t + 1u;
+    var ctx = p.pos0 + t + 1u;
     var lo = 0u;
     if (p.window != 0u && ctx > p.window) { lo = ctx - p.window; }
+    if (p.partial != 0u) {
+        // This split's part of lo..ctx (empty past the token's own range).
+        lo = min(lo + split * p.chunk, ctx);
+        ctx = min(lo + p.chunk, ctx);
+    }
     let kb = g * p.k_head;
     let vb = p.v_offset + g * p.v_head;
 
@@ -116,6 +131,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         workgroupBarrier();
     }
 
+    if (p.partial != 0u) {
+        let base = idx * (p.dv + 2u);
+        if (lid == 0u) {
+            out[base] = m_run;
+            out[base + 1u] = l_run;
+        }
+        for (var i = 0u; i < PER_THREAD; i++) {
+            let d = lid + i * WG;
+            if (d < p.dv) { out[base + 2u + d] = acc[i]; }
+        }
+        return;
+    }
     // A sink joins the denominator with no value of its own (not scaled).
     if (p.has_sinks != 0u) {
         let sk = sinks[h];
