@@ -47,10 +47,10 @@ const GEMM_ROWS: u32 = 64;
 const GEMM_TOKENS: u32 = 32;
 
 /// Weight types with GPU kernels, in ggml id order.
-pub const GPU_MATMUL_TYPES: [GgmlType; 11] = {
+pub const GPU_MATMUL_TYPES: [GgmlType; 15] = {
     use GgmlType::*;
     [
-        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16,
+        F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, BF16,
     ]
 };
 
@@ -72,9 +72,13 @@ fn dequant_source(ty: GgmlType) -> Option<&'static str> {
         Q5_0 => include_str!("shaders/matmul_q5_0.wgsl"),
         Q5_1 => include_str!("shaders/matmul_q5_1.wgsl"),
         Q8_0 => include_str!("shaders/matmul_q8_0.wgsl"),
+        Q2_K => include_str!("shaders/matmul_q2_k.wgsl"),
+        Q3_K => include_str!("shaders/matmul_q3_k.wgsl"),
         Q4_K => include_str!("shaders/matmul_q4_k.wgsl"),
         Q5_K => include_str!("shaders/matmul_q5_k.wgsl"),
         Q6_K => include_str!("shaders/matmul_q6_k.wgsl"),
+        IQ4_NL => include_str!("shaders/matmul_iq4_nl.wgsl"),
+        IQ4_XS => include_str!("shaders/matmul_iq4_xs.wgsl"),
         _ => return None,
     })
 }

@@ -14,8 +14,10 @@ use rand::{Rng, SeedableRng};
 fn f16_fields(ty: GgmlType) -> &'static [usize] {
     use GgmlType::*;
     match ty {
-        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
         Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
         Q6_K => &[208],
         _ => &[],
     }
@@ -261,6 +263,26 @@ fn q5_1_matches_the_cpu() {
 }
 
 #[test]
+fn q2_k_matches_the_cpu() {
+    check_type(GgmlType::Q2_K);
+}
+
+#[test]
+fn q3_k_matches_the_cpu() {
+    check_type(GgmlType::Q3_K);
+}
+
+#[test]
+fn iq4_nl_matches_the_cpu() {
+    check_type(GgmlType::IQ4_NL);
+}
+
+#[test]
+fn iq4_xs_matches_the_cpu() {
+    check_type(GgmlType::IQ4_XS);
+}
+
+#[test]
 fn q4_k_matches_the_cpu() {
     check_type(GgmlType::Q4_K);
 }
@@ -278,12 +300,12 @@ fn q6_k_matches_the_cpu() {
 #[test]
 fn every_listed_type_is_supported_and_tested() {
     // The per-type tests above cover exactly GPU_MATMUL_TYPES.
-    assert_eq!(GPU_MATMUL_TYPES.len(), 11);
+    assert_eq!(GPU_MATMUL_TYPES.len(), 15);
     for ty in GPU_MATMUL_TYPES {
         assert!(gpu_supports(ty), "{ty}");
     }
-    assert!(!gpu_supports(GgmlType::Q2_K));
-    assert!(!gpu_supports(GgmlType::IQ4_XS));
+    assert!(!gpu_supports(GgmlType::IQ2_XXS));
+    assert!(!gpu_supports(GgmlType::MXFP4));
 }
 
 #[test]
@@ -378,16 +400,16 @@ fn bad_input_is_an_error_not_a_panic() {
     let e = GpuMatrix::upload(
         &gpu,
         "blk.0.attn_q.weight",
-        GgmlType::Q2_K,
+        GgmlType::TQ2_0,
         4,
         256,
-        &q4k[..336],
+        &q4k[..264],
     )
     .unwrap_err();
     assert!(matches!(e, AccelError::UnsupportedType { .. }), "{e}");
     let msg = e.to_string();
     assert!(
-        msg.contains("blk.0.attn_q.weight") && msg.contains("Q2_K"),
+        msg.contains("blk.0.attn_q.weight") && msg.contains("TQ2_0"),
         "{msg}"
     );
     assert!(msg.contains("Q4_K") && msg.contains("CPU"), "{msg}");

@@ -72,28 +72,24 @@ fn f16_at(b: u32) -> f32 {
     return half_to_f32(ld16(b));
 }
 
-// Byte k (0..4) of word v as an unsigned or a signed number.
-fn byte_u(v: u32, k: u32) -> u32 {
-    return (v >> (8u * k)) & 0xffu;
-}
-
+// Byte k (0..4) of word v as a signed number.
 fn byte_i(v: u32, k: u32) -> i32 {
     return extractBits(bitcast<i32>(v), 8u * k, 8u);
 }
 
-// The four bytes of v as floats.
-fn bytes_u(v: u32) -> vec4<f32> {
-    return vec4<f32>(f32(byte_u(v, 0u)), f32(byte_u(v, 1u)), f32(byte_u(v, 2u)), f32(byte_u(v, 3u)));
+// The four bytes of v.
+fn bytes4(v: u32) -> vec4<u32> {
+    return vec4<u32>(v & 0xffu, (v >> 8u) & 0xffu, (v >> 16u) & 0xffu, v >> 24u);
 }
 
+// The four bytes of v as signed numbers, as floats.
 fn bytes_i(v: u32) -> vec4<f32> {
     return vec4<f32>(f32(byte_i(v, 0u)), f32(byte_i(v, 1u)), f32(byte_i(v, 2u)), f32(byte_i(v, 3u)));
 }
 
 // The four nibbles at bit `shift` (0 or 4) of each byte of v.
 fn nibbles(v: u32, shift: u32) -> vec4<u32> {
-    let n = (v >> shift) & 0x0f0f0f0fu;
-    return vec4<u32>(n & 0xffu, (n >> 8u) & 0xffu, (n >> 16u) & 0xffu, n >> 24u);
+    return bytes4((v >> shift) & 0x0f0f0f0fu);
 }
 
 // Values 8c..8c+8 of part-local row `row`, zero past the row's end (only float rows can end

@@ -14,7 +14,7 @@ fn scale_min_k4(s: u32, j: u32) -> vec2<f32> {
 // Bit j of each of the four bytes of v, moved to bit 4.
 fn fifth4(v: u32, j: u32) -> vec4<u32> {
     let bits = (v >> j) & 0x01010101u;
-    return vec4<u32>(bits & 0xffu, (bits >> 8u) & 0xffu, (bits >> 16u) & 0xffu, bits >> 24u) << vec4<u32>(4u);
+    return bytes4(bits) << vec4<u32>(4u);
 }
 
 fn dequant8(base: u32, c: u32) -> Eight {

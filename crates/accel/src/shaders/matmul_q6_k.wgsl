@@ -6,7 +6,7 @@
 // Bits `shift`..`shift`+2 of each byte of v, moved to bits 4..6.
 fn high2(v: u32, shift: u32) -> vec4<u32> {
     let bits = (v >> shift) & 0x03030303u;
-    return vec4<u32>(bits & 0xffu, (bits >> 8u) & 0xffu, (bits >> 16u) & 0xffu, bits >> 24u) << vec4<u32>(4u);
+    return bytes4(bits) << vec4<u32>(4u);
 }
 
 fn dequant8(base: u32, c: u32) -> Eight {
