@@ -18,14 +18,24 @@
 //!   (`kernels::matmul_exact`, i.e. dequantize then an f32 dot) to rounding (~1e-6 relative),
 //!   and every shader is tested against `quant::dequantize` on lavapipe.
 //! - **GEMV for decode** (≤ [`GEMV_MAX_TOKENS`] tokens): one workgroup of 64 threads per row
-//!   and group of up to 8 tokens; each weight chunk is decoded once and dotted with every
-//!   token's activations (decode is bound by reading the weights once). The 64 partial sums are
-//!   added with `subgroupAdd` where the adapter has subgroups, else by a tree in workgroup
-//!   memory; both entry points are compiled and tested (the fallback is forced in a test).
+//!   and group of up to 8 tokens; each weight chunk is decoded once and multiplied into every
+//!   token's sum (decode is bound by reading the weights once).
 //! - **Tiled GEMM for prompts** (more tokens): tiles of 64 rows × 32 tokens; per step of 32
 //!   values the weight tile is decoded into workgroup memory once and reused by all 32 tokens,
 //!   and each thread accumulates 4 rows × 2 tokens. 12.4 KiB of workgroup memory, within
 //!   WebGPU's 16 KiB minimum, so it runs on every adapter.
+//! - **Batch invariance: both kernels add in one fixed order**, so a token's outputs are the
+//!   same bits alone (GEMV), in a small batch (GEMV) or in a prompt (GEMM), and the engine's
+//!   concurrent-vs-solo guarantee holds on the GPU tier with the fast kernel for each size.
+//!   The order: slices of 32 values summed in order, slices summed in order into 64 runs
+//!   (`per_run` slices each, fixed by the row length), runs added by an in-order pairwise
+//!   tree. The GEMV computes one run per thread and the tree across threads (subgroup
+//!   shuffles for its lowest levels where the adapter has subgroups, workgroup memory for
+//!   the rest or for all of it without them — both compiled and tested); the GEMM streams the
+//!   same order with a binary-counter stack per output. `subgroupAdd` is not used: its order
+//!   is the hardware's. A test checks the bits on lavapipe; a driver that fused `a + w·x`
+//!   into an FMA in one kernel but not the other would break it, which is why both kernels
+//!   write the products in the same form.
 //! - **f16 arithmetic is not used**: the f16 scales are decoded exactly with integer bit
 //!   operations (no subnormal flushing), and every product is f32 so that the GPU and CPU
 //!   tiers agree; `shader-f16` would save little where weights are read once per token.
@@ -304,8 +314,9 @@ impl MatmulKernels {
         Self::with_subgroups(gpu, types, gpu.features.subgroup)
     }
 
-    /// As [`MatmulKernels::for_types`], choosing the GEMV reduction: `subgroups = false` forces
-    /// the workgroup-memory fallback (asking for subgroups the adapter lacks is an error).
+    /// As [`MatmulKernels::for_types`], choosing how the GEMV adds its threads' sums:
+    /// `subgroups = false` forces the workgroup-memory fallback (same result bits; asking for
+    /// subgroups the adapter lacks is an error).
     pub fn with_subgroups(
         gpu: &Gpu,
         types: &[GgmlType],
@@ -346,7 +357,7 @@ impl MatmulKernels {
         })
     }
 
-    /// Whether the GEMV reduction uses subgroup operations.
+    /// Whether the GEMV reduction uses subgroup shuffles.
     pub fn uses_subgroups(&self) -> bool {
         self.subgroups
     }
@@ -358,8 +369,8 @@ impl MatmulKernels {
 
     /// Records y[t][r] = Σ_c w[r][c]·x[t][c] for t < n_tokens: x holds n_tokens rows of
     /// `w.cols()` f32 from element `x_offset`, y receives n_tokens rows of `w.rows()` f32 from
-    /// element `y_offset`. GEMV up to [`GEMV_MAX_TOKENS`] tokens, tiled GEMM above. x and y
-    /// must be different buffers. Errors (never a panic): a type without compiled kernels,
+    /// element `y_offset`. GEMV up to [`GEMV_MAX_TOKENS`] tokens, tiled GEMM above (the same
+    /// bits either way). x and y must be different buffers. Errors (never a panic): a type without compiled kernels,
     /// ranges past a buffer's end.
     #[allow(clippy::too_many_arguments)]
     pub fn record(

@@ -448,3 +448,72 @@ fn bad_input_is_an_error_not_a_panic() {
     rec.submit_and_wait().unwrap();
     assert_eq!(gpu.read_f32(&y, 8).unwrap(), vec![0.0; 8]);
 }
+
+/// Batch invariance: a token's outputs are bit for bit the same whether it runs alone (GEMV),
+/// in a small batch (GEMV, several token groups) or in a prompt (GEMM), with either GEMV
+/// reduction, for row lengths that give one slice per run and several.
+#[test]
+fn gemv_and_gemm_give_the_same_bits() {
+    let Some(gpu) = test_gpu() else { return };
+    let types = [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16, GgmlType::F32];
+    let mut all = vec![MatmulKernels::with_subgroups(&gpu, &types, false).unwrap()];
+    if gpu.features.subgroup {
+        all.push(MatmulKernels::for_types(&gpu, &types).unwrap());
+    }
+    let mut rng = StdRng::seed_from_u64(99);
+    const SOLO: [usize; 3] = [0, 9, 35];
+    for ty in types {
+        // Rows of 8 slices of 32 values (one per run), 72 (2 per run, 36 runs) or 130 (3 per
+        // run, 44 runs).
+        let cols_cases: &[usize] = match ty.block_size() {
+            1 => &[37, 4150],
+            32 => &[256, 2304, 4160],
+            _ => &[256, 2304],
+        };
+        for &cols in cols_cases {
+            // Two token tiles of the GEMM, five token groups of the GEMV.
+            let rows = 19;
+            let n = 36;
+            let data = random_weights(ty, rows, cols, &mut rng);
+            let x = random_f32(n * cols, &mut rng);
+            let w = GpuMatrix::upload(&gpu, "w", ty, rows, cols, &data).unwrap();
+            let xb = gpu.upload("x", bytemuck::cast_slice(&x)).unwrap();
+            let mut outputs = Vec::new();
+            for kernels in &all {
+                for path in [MatmulPath::Gemm, MatmulPath::Gemv] {
+                    let yb = gpu.zeroed("y", (n * rows * 4) as u64).unwrap();
+                    let mut rec = gpu.record("batch");
+                    kernels
+                        .record_path(path, &mut rec, &w, &xb, 0, &yb, 0, n as u32)
+                        .unwrap();
+                    rec.submit_and_wait().unwrap();
+                    outputs.push(gpu.read_f32(&yb, n * rows).unwrap());
+                }
+                // Some tokens alone, as decode runs them (the rest stay zero).
+                let yb = gpu.zeroed("y", (n * rows * 4) as u64).unwrap();
+                let mut rec = gpu.record("solo");
+                for t in SOLO {
+                    let (xo, yo) = ((t * cols) as u32, (t * rows) as u32);
+                    kernels.record(&mut rec, &w, &xb, xo, &yb, yo, 1).unwrap();
+                }
+                rec.submit_and_wait().unwrap();
+                let mut solo = gpu.read_f32(&yb, n * rows).unwrap();
+                for t in (0..n).filter(|t| !SOLO.contains(t)) {
+                    let r = t * rows..(t + 1) * rows;
+                    solo[r.clone()].copy_from_slice(&outputs[0][r]);
+                }
+                outputs.push(solo);
+            }
+            for (k, out) in outputs.iter().enumerate().skip(1) {
+                for (i, (a, b)) in outputs[0].iter().zip(out).enumerate() {
+                    assert!(
+                        a == b,
+                        "{ty} {rows}×{cols}: way {k} differs at token {} row {}: {a} vs {b}",
+                        i / rows,
+                        i % rows
+                    );
+                }
+            }
+        }
+    }
+}

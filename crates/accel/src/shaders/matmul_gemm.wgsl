@@ -2,10 +2,19 @@
 // of GEMM_K values it dequantizes the weight tile into workgroup memory once (one chunk of 8
 // per thread) and loads the activation tile beside it; each thread then accumulates a 4 × 2
 // block of outputs from there, so each weight is decoded once per tile, not once per token.
+//
+// Each output is summed in the GEMV's fixed order (see matmul_gemv.wgsl): a step is one slice
+// (`inner`), slices add up into runs of `per_run` (`run`), and the runs are added by the same
+// in-order pairwise tree, built as they complete: `stack[level]` holds the finished subtree of
+// 2^level runs waiting for its right neighbour (a binary counter), and the leftover subtrees
+// are folded at the end. So a token gets the same bits from either kernel.
 
 const GEMM_ROWS: u32 = 64u;
 const GEMM_TOKENS: u32 = 32u;
 const GEMM_K: u32 = 32u;
+// Leaves of the tree (the GEMV's workgroup size) and its levels + 1.
+const RUNS: u32 = 64u;
+const LEVELS: u32 = 7u;
 // Row pitch of both tiles: one more than GEMM_K, so that neighbouring rows fall in different banks.
 const PITCH: u32 = 33u;
 
@@ -29,14 +38,19 @@ fn main(
     // This thread's outputs: rows tr + 16i (i < 4), tokens tc + 16j (j < 2) of the tile.
     let tr = lid & 15u;
     let tc = lid >> 4u;
-    var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    var run = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    var stack: array<f32, 56>; // [output][level], LEVELS per output
+    var leaf = 0u;
     // The chunk this thread decodes: tile row lid / 4, chunk lid % 4 of the step.
     let wr = lid >> 2u;
     let wc = lid & 3u;
     // The activations this thread loads: token lid / 8, values 4·(lid % 8)..+4 of the step.
     let xt = lid >> 3u;
     let xk = 4u * (lid & 7u);
-    for (var k0 = 0u; k0 < p.cols; k0 += GEMM_K) {
+    let slices = (p.cols + GEMM_K - 1u) / GEMM_K;
+    let per_run = (slices + RUNS - 1u) / RUNS;
+    for (var s = 0u; s < slices; s++) {
+        let k0 = s * GEMM_K;
         var e = Eight(vec4<f32>(0.0), vec4<f32>(0.0));
         let c = k0 / 8u + wc;
         if (r0 + wr < p.rows && 8u * c < p.cols) {
@@ -60,6 +74,7 @@ fn main(
             x_tile[xt * PITCH + xk + i] = v;
         }
         workgroupBarrier();
+        var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for (var k = 0u; k < GEMM_K; k++) {
             let w0 = w_tile[tr * PITCH + k];
             let w1 = w_tile[(tr + 16u) * PITCH + k];
@@ -77,6 +92,36 @@ fn main(
             acc[7] += w3 * x1;
         }
         workgroupBarrier();
+        for (var j = 0u; j < 8u; j++) {
+            run[j] += acc[j];
+        }
+        if ((s + 1u) % per_run == 0u || s + 1u == slices) {
+            // Run `leaf` is complete: merge it with the finished subtrees to its left.
+            for (var j = 0u; j < 8u; j++) {
+                var v = run[j];
+                var level = 0u;
+                var n = leaf;
+                while ((n & 1u) == 1u) {
+                    v = stack[j * LEVELS + level] + v;
+                    level++;
+                    n >>= 1u;
+                }
+                stack[j * LEVELS + level] = v;
+                run[j] = 0.0;
+            }
+            leaf++;
+        }
+    }
+    // The leftover subtrees, smallest (rightmost) first: what the padded tree adds up to.
+    var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (var j = 0u; j < 8u; j++) {
+        var v = 0.0;
+        for (var level = 0u; level < LEVELS; level++) {
+            if (((leaf >> level) & 1u) == 1u) {
+                v = stack[j * LEVELS + level] + v;
+            }
+        }
+        acc[j] = v;
     }
     for (var j = 0u; j < 2u; j++) {
         let t = t0 + tc + 16u * j;

@@ -1,5 +1,4 @@
-// GEMV entry point for adapters without subgroup operations: a tree reduction in workgroup
-// memory, all tokens at once.
+// GEMV entry point for adapters without subgroup operations: the whole tree in workgroup memory.
 
 @compute @workgroup_size(64)
 fn main(
@@ -11,19 +10,12 @@ fn main(
     if (job.nt == 0u) {
         return;
     }
-    let acc = gemv_partial(job, lid);
+    let v = gemv_run(job, lid);
     for (var i = 0u; i < GEMV_TOKENS; i++) {
-        red[i * GEMV_WG + lid] = acc[i];
+        red[i * GEMV_WG + lid] = v[i];
     }
     workgroupBarrier();
-    for (var stride = GEMV_WG / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            for (var i = 0u; i < GEMV_TOKENS; i++) {
-                red[i * GEMV_WG + lid] += red[i * GEMV_WG + lid + stride];
-            }
-        }
-        workgroupBarrier();
-    }
+    gemv_tree_shared(lid, 1u);
     if (lid < job.nt) {
         gemv_store(job, lid, red[lid * GEMV_WG]);
     }
