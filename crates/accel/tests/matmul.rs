@@ -381,6 +381,16 @@ fn router_logits_are_a_matmul() {
     }
 }
 
+/// An output head's row count: more GEMV workgroups than one grid dimension allows (65535 on
+/// most adapters), folded into two.
+#[test]
+fn a_tall_matrix_folds_its_grid() {
+    let Some(gpu) = test_gpu() else { return };
+    let kernels = MatmulKernels::for_types(&gpu, &[GgmlType::F16]).unwrap();
+    let rows = gpu.limits.max_compute_workgroups_per_dimension as usize + 1000;
+    Case::new(GgmlType::F16, rows, 8, 1, MatmulPath::Gemv).check(&gpu, &kernels);
+}
+
 #[test]
 fn every_kernel_compiles_at_once() {
     let Some(gpu) = test_gpu() else { return };
