@@ -15,6 +15,7 @@ pub mod buffer;
 pub mod device;
 mod error;
 pub mod matmul;
+pub mod ops;
 pub mod pipeline;
 pub mod testing;
 
