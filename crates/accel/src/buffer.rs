@@ -83,11 +83,16 @@ impl Gpu {
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
         )?;
-        self.queue.write_buffer(&buffer, 0, bytes);
-        let pad = (padded(bytes.len() as u64) - bytes.len() as u64) as usize;
-        if pad > 0 {
-            self.queue
-                .write_buffer(&buffer, bytes.len() as u64, &[0u8; 4][..pad]);
+        // Writes must be whole 4-byte words: the whole words first, then the last partial
+        // word padded with zeros (tensors of 34- or 210-byte blocks have any length).
+        let whole = bytes.len() / 4 * 4;
+        if whole > 0 {
+            self.queue.write_buffer(&buffer, 0, &bytes[..whole]);
+        }
+        if whole < bytes.len() {
+            let mut last = [0u8; 4];
+            last[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(&buffer, whole as u64, &last);
         }
         self.check(label)?;
         Ok(GpuBuffer {

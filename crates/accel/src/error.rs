@@ -37,4 +37,12 @@ pub enum AccelError {
     },
     #[error("the GPU {adapter:?} was lost ({reason}); --device cpu runs without it")]
     DeviceLost { adapter: String, reason: String },
+    #[error("{what}: no GPU kernel for {ty} weights (the GPU takes {supported}); keep it on the CPU (-ot)")]
+    UnsupportedType {
+        what: String,
+        ty: String,
+        supported: String,
+    },
+    #[error("{what}: {reason}")]
+    BadShape { what: String, reason: String },
 }

@@ -6,6 +6,7 @@
 //!   own maximum limits.
 //! - [`buffer`]: storage buffers within the adapter's limits, uploads and read-backs.
 //! - [`pipeline`]: WGSL compiled once (errors captured, never a panic), dispatches.
+//! - [`matmul`]: quantized weights in file order, GEMV (decode) and tiled GEMM (prompts).
 //! - [`testing`]: how tests get a device (lavapipe in CI) or say why they were skipped.
 //!
 //! Every shader has a CPU reference in `kernels`/`quant` and a test that it matches there.
@@ -13,6 +14,7 @@
 pub mod buffer;
 pub mod device;
 mod error;
+pub mod matmul;
 pub mod ops;
 pub mod pipeline;
 pub mod testing;
@@ -20,7 +22,8 @@ pub mod testing;
 pub use buffer::GpuBuffer;
 pub use device::{list_adapters, AdapterSummary, DeviceChoice, Gpu, GpuFeatures};
 pub use error::AccelError;
-pub use pipeline::{Kernel, Workgroups};
+pub use matmul::{GpuMatrix, MatmulKernels, MatmulPath};
+pub use pipeline::{Kernel, Recording, Workgroups};
 
 /// Re-exported so that callers name wgpu types through one version.
 pub use wgpu;
