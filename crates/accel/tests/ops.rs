@@ -408,6 +408,21 @@ fn bad_shapes_are_errors_before_the_gpu_sees_them() {
         )
         .unwrap_err();
     assert!(e.to_string().contains("destination"), "{e}");
+    // A transpose of 3 heads × 4 tokens × 10 floats needs 120 floats on both sides.
+    let big = upload(&gpu, "big", &[0.0; 200]);
+    let e = ops
+        .transpose_heads(&mut rec, &big, &small, 4, 3, 10, true)
+        .unwrap_err();
+    assert!(e.to_string().contains("destination (small)"), "{e}");
+    let e = ops
+        .transpose_heads(&mut rec, &small, &big, 4, 3, 10, false)
+        .unwrap_err();
+    assert!(e.to_string().contains("source (small)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("need 120 floats, the buffer holds 10"),
+        "{e}"
+    );
     let table = RopeTable::new(&gpu, 4, 8).unwrap();
     let e = ops
         .rope(

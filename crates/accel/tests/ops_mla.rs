@@ -249,10 +249,11 @@ fn gpu_step(
     assert_close(&cached, cpu_cache, 1e-6, 2e-6, "latent cache");
 
     // The projections, on the host.
+    // q_nope is head-major: head h's m rows back to back, and so is W_UK's output.
     let q_nope = read(gpu, &q_nope);
     let mut absorbed = Vec::new();
     for (i, qn) in q_nope.chunks_exact(D.nope).enumerate() {
-        absorbed.extend(matvec(&md.w_uk[i % D.heads], qn, D.lora));
+        absorbed.extend(matvec(&md.w_uk[i / m], qn, D.lora));
     }
     let latents = read(gpu, &latents);
     let (mut k_nope, mut values) = (Vec::new(), Vec::new());
@@ -300,20 +301,35 @@ fn gpu_step(
         .unwrap();
     rec.submit_and_wait().unwrap();
 
-    let attended = read(gpu, &attended);
     assert_close(
-        &attended,
+        &read(gpu, &attended),
         &want.attended,
         2e-6,
         2e-5,
         "absorbed: attended latents",
     );
-    let mut out_absorbed = Vec::new();
-    for (i, a) in attended.chunks_exact(D.lora).enumerate() {
-        out_absorbed.extend(matvec(&md.w_uv[i % D.heads], a, D.v));
+    // W_UV per head: attended → head-major, the matmuls, back to token-major.
+    let by_head = gpu
+        .zeroed("attended by head", (m * D.heads * D.lora * 4) as u64)
+        .unwrap();
+    let mut rec = gpu.record("mla: to heads");
+    ops.transpose_heads(&mut rec, &attended, &by_head, m, D.heads, D.lora, true)
+        .unwrap();
+    rec.submit_and_wait().unwrap();
+    let mut values_by_head = Vec::new();
+    for (i, a) in read(gpu, &by_head).chunks_exact(D.lora).enumerate() {
+        values_by_head.extend(matvec(&md.w_uv[i / m], a, D.v));
     }
+    let values_by_head = upload(gpu, "values by head", &values_by_head);
+    let att_out = gpu
+        .zeroed("att_out", (m * D.heads * D.v * 4) as u64)
+        .unwrap();
+    let mut rec = gpu.record("mla: to tokens");
+    ops.transpose_heads(&mut rec, &values_by_head, &att_out, m, D.heads, D.v, false)
+        .unwrap();
+    rec.submit_and_wait().unwrap();
     assert_close(
-        &out_absorbed,
+        &read(gpu, &att_out),
         &want.out_absorbed,
         2e-6,
         2e-5,

@@ -6,7 +6,12 @@
 //!   head) attend over the cached rows themselves, whose first `lora` values are also the
 //!   value: [`MlaLatentCache::absorbed_attention`], with [`Ops::mla_q_nope`] and
 //!   [`Ops::mla_absorbed_queries`] gathering and assembling the queries around the
-//!   per-head `W_UK` matmul;
+//!   per-head `W_UK` matmul. The per-head matmuls read and write head-major buffers
+//!   (`[h][t][…]`: each head's rows back to back, what a matmul with an input offset per
+//!   head takes); attention works token-major (`[t][h][…]`). So per layer:
+//!   `mla_q_nope` → `W_UK` per head → `mla_absorbed_queries` → `absorbed_attention` →
+//!   [`Ops::transpose_heads`] (to heads) → `W_UV` per head → `transpose_heads` (back to
+//!   tokens) → the output projection;
 //! - decompressed (prompts): the cached latents ([`MlaLatentCache::gather_latents`]) are
 //!   expanded by matmuls into per-head `k_nope` and values, the keys `[k_nope, k_pe]` are
 //!   assembled ([`MlaLatentCache::decompressed_keys`]) and ordinary multi-head attention
@@ -17,7 +22,7 @@
 use kernels::attention::AttnShape;
 use kernels::rope::RopeMode;
 
-use super::{AttnSplit, GpuAttn, Ops, RopeTable, Rows};
+use super::{AttnSplit, GpuAttn, Grid, Ops, RopeTable, Rows};
 use crate::pipeline::Recording;
 use crate::{AccelError, Gpu, GpuBuffer};
 
@@ -254,8 +259,8 @@ impl MlaLatentCache {
 }
 
 impl Ops {
-    /// Absorbed form, step 1: every head's `q_nope` (`n_tokens × heads × nope`, back to
-    /// back) from the queries `q` (`n_tokens × heads × (nope + rope)`), the input of the
+    /// Absorbed form, step 1: every head's `q_nope` from the queries `q` (`n_tokens ×
+    /// heads × (nope + rope)`), head-major (`heads × n_tokens × nope`): the input of the
     /// per-head `W_UK` matmul.
     pub fn mla_q_nope(
         &self,
@@ -265,19 +270,24 @@ impl Ops {
         n_tokens: usize,
         q_nope: &GpuBuffer,
     ) -> Result<(), AccelError> {
-        self.copy_rows(
-            rec,
-            Rows::dense(q, d.head_q()),
-            Rows::dense(q_nope, d.nope),
-            n_tokens * d.heads,
-            d.nope,
-            1,
-        )
+        let src = Grid {
+            buf: q,
+            offset: 0,
+            outer: d.head_q(),
+            inner: d.heads * d.head_q(),
+        };
+        let dst = Grid {
+            buf: q_nope,
+            offset: 0,
+            outer: n_tokens * d.nope,
+            inner: d.nope,
+        };
+        self.copy_grid(rec, src, dst, d.heads, n_tokens, d.nope)
     }
 
-    /// Absorbed form, step 3: the attention queries `q_attn[t, h] = [absorbed[t, h],
-    /// q_pe[t, h]]` (`n_tokens × heads × (lora + rope)`) from the `W_UK` matmul's output
-    /// `absorbed` (`n_tokens × heads × lora`) and the rotated `q_pe` part of `q`.
+    /// Absorbed form, step 3: the attention queries `q_attn[t, h] = [absorbed[h, t],
+    /// q_pe[t, h]]` (`n_tokens × heads × (lora + rope)`) from the `W_UK` matmuls' output
+    /// `absorbed` (head-major, `heads × n_tokens × lora`) and the rotated `q_pe` part of `q`.
     pub fn mla_absorbed_queries(
         &self,
         rec: &mut Recording<'_>,
@@ -287,21 +297,25 @@ impl Ops {
         n_tokens: usize,
         q_attn: &GpuBuffer,
     ) -> Result<(), AccelError> {
-        let rows = n_tokens * d.heads;
         let w = d.latent_row();
-        self.copy_rows(
-            rec,
-            Rows::dense(absorbed, d.lora),
-            Rows::dense(q_attn, w),
-            rows,
-            d.lora,
-            1,
-        )?;
+        let src = Grid {
+            buf: absorbed,
+            offset: 0,
+            outer: n_tokens * d.lora,
+            inner: d.lora,
+        };
+        let dst = Grid {
+            buf: q_attn,
+            offset: 0,
+            outer: w,
+            inner: d.heads * w,
+        };
+        self.copy_grid(rec, src, dst, d.heads, n_tokens, d.lora)?;
         self.copy_rows(
             rec,
             Rows::at(q, d.nope, d.head_q()),
             Rows::at(q_attn, d.lora, w),
-            rows,
+            n_tokens * d.heads,
             d.rope,
             1,
         )

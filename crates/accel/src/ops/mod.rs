@@ -23,6 +23,7 @@ mod rope;
 mod softmax;
 
 pub use attn::{AttnSplit, GpuAttn, GpuKvCache, GqaHeads, MAX_HEAD_DIM};
+pub use copy::Grid;
 pub use mla::{MlaDims, MlaLatentCache};
 pub use rope::RopeTable;
 

@@ -1,16 +1,19 @@
-// Strided row copy: dst row r ← src row r / repeat (width floats each). Appends keys and
-// values to a KV cache, gathers or scatters parts of rows (DeepSeek's q_nope / q_pe, the
-// cached latents), and with repeat > 1 broadcasts one row to several (the shared RoPE key to
-// every head). One thread per element.
+// Strided row copy over a two-level row index: row r = (i, j) with i = r / n_inner,
+// j = r % n_inner; its `width` floats go from src_off + i·src_outer + j·src_inner to
+// dst_off + i·dst_outer + j·dst_inner. Covers plain row copies (KV cache appends, gathers of
+// parts of rows), broadcasts (an inner stride of 0: DeepSeek's shared RoPE key to every head)
+// and token-major ↔ head-major transposes (per-head matmuls). One thread per element.
 
 struct Params {
     n_rows: u32,
+    n_inner: u32,
     width: u32,
     src_off: u32,
-    src_stride: u32,
-    repeat: u32,
+    src_outer: u32,
+    src_inner: u32,
     dst_off: u32,
-    dst_stride: u32,
+    dst_outer: u32,
+    dst_inner: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -20,9 +23,12 @@ struct Params {
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-    if (i >= p.n_rows * p.width) { return; }
-    let r = i / p.width;
-    let c = i % p.width;
-    dst[p.dst_off + r * p.dst_stride + c] = src[p.src_off + (r / p.repeat) * p.src_stride + c];
+    let e = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (e >= p.n_rows * p.width) { return; }
+    let r = e / p.width;
+    let c = e % p.width;
+    let i = r / p.n_inner;
+    let j = r % p.n_inner;
+    dst[p.dst_off + i * p.dst_outer + j * p.dst_inner + c] =
+        src[p.src_off + i * p.src_outer + j * p.src_inner + c];
 }
