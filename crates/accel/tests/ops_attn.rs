@@ -384,3 +384,63 @@ fn split_attention_matches_the_cpu_for_decode_and_short_prompts() {
     c.split = Some(40);
     c.step(&gpu, &ops, &cache, 0, 196, 2, 0, 64);
 }
+
+#[test]
+fn a_row_is_computed_the_same_in_any_item() {
+    let Some(gpu) = test_gpu() else { return };
+    let ops = Ops::new(&gpu).unwrap();
+    // Group 4: a 10-token prompt runs items of 4 heads × 2 tokens, a single token items of
+    // 4 heads × 1; with a window, rows of one item start at different positions. The last
+    // token's rows must come out bit for bit the same either way.
+    let mut r = rng(70);
+    let (n_head, n_kv, hd, n) = (8, 2, 32, 10);
+    let (kw, qw) = (n_kv * hd, n_head * hd);
+    let cache = GpuKvCache::new(&gpu, 1, 100, kw, kw).unwrap();
+    let k = random(&mut r, 90 * kw, -1.0, 1.0);
+    let v = random(&mut r, 90 * kw, -1.0, 1.0);
+    let q = random(&mut r, n * qw, -1.0, 1.0);
+    let (kb, vb, qb) = (
+        upload(&gpu, "k", &k),
+        upload(&gpu, "v", &v),
+        upload(&gpu, "q", &q),
+    );
+    let last = upload(&gpu, "last q", &q[(n - 1) * qw..]);
+    for window in [None, Some(67)] {
+        let heads = GqaHeads {
+            n_head,
+            n_kv_head: n_kv,
+            head_dim: hd,
+            head_dim_v: hd,
+            scale: 0.3,
+            window,
+            sinks: None,
+            split: None,
+        };
+        let all = gpu.zeroed("all", (n * qw * 4) as u64).unwrap();
+        let one = gpu.zeroed("one", (qw * 4) as u64).unwrap();
+        let mut rec = gpu.record("invariance");
+        cache
+            .append(
+                &ops,
+                &mut rec,
+                0,
+                0,
+                90,
+                Rows::dense(&kb, kw),
+                Rows::dense(&vb, kw),
+            )
+            .unwrap();
+        cache
+            .attend(&ops, &mut rec, 0, heads, &qb, 0, n, 80, &all)
+            .unwrap();
+        cache
+            .attend(&ops, &mut rec, 0, heads, &last, 0, 1, 80 + n - 1, &one)
+            .unwrap();
+        rec.submit_and_wait().unwrap();
+        assert_eq!(
+            read(&gpu, &all)[(n - 1) * qw..],
+            read(&gpu, &one)[..],
+            "{window:?}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! Grouped-query attention over a KV cache in GPU memory ([`GpuKvCache`]), as
 //! [`kernels::attention::attention_with`]: causal, `n_head / n_kv_head` query heads per KV
 //! head, optional sliding window and attention sinks, for a decode step (1 token) or a
-//! prompt (n tokens) alike — one kernel, an online softmax over blocks of positions.
+//! prompt (n tokens) alike — one kernel, an online softmax over blocks of positions, each
+//! workgroup serving up to 8 query rows that share a KV head.
 
 use kernels::attention::AttnShape;
 
@@ -9,9 +10,30 @@ use super::{Ops, Params, Rows};
 use crate::pipeline::Recording;
 use crate::{AccelError, Gpu, GpuBuffer};
 
-/// Widest query/key and value rows the attention kernel holds (its `MAX_DK`, and
-/// `PER_THREAD × 64` value elements).
+/// Widest query/key and value rows the attention kernel takes.
 pub const MAX_HEAD_DIM: usize = 1024;
+
+/// The attention kernel's item limits (its `ROWS`, `Q_FLOATS`, `ACC`): at most 8 query rows
+/// per workgroup, their queries within 2816 floats, and each thread's share of their
+/// outputs (`rows · ⌈dv / 64⌉`) within 64 floats.
+const ITEM_ROWS: usize = 8;
+const ITEM_Q_FLOATS: usize = 2816;
+const ITEM_ACC: usize = 64;
+
+/// An item's shape: `hb` heads of one KV group (a power of two dividing `group`) × `tb`
+/// consecutive tokens, as many rows as the kernel holds (so each key and value row is read
+/// once for all of them). Depends only on the call's own shape.
+fn item_shape(group: usize, dk: usize, dv: usize, n_tokens: usize) -> (usize, usize) {
+    let max_rows = ITEM_ROWS
+        .min(ITEM_Q_FLOATS / dk.max(1))
+        .min(ITEM_ACC / dv.div_ceil(64).max(1))
+        .max(1);
+    let mut hb = 1;
+    while hb * 2 <= max_rows && group.is_multiple_of(hb * 2) {
+        hb *= 2;
+    }
+    (hb, (max_rows / hb).clamp(1, n_tokens.max(1)))
+}
 
 /// One attention call: the CPU's [`AttnShape`] (the same strides and scale), plus what
 /// `AttnOpts` adds, with the sinks (one logit per query head) on the GPU.
@@ -168,14 +190,16 @@ impl Ops {
             .f(s.scale);
         let sinks = a.sinks.unwrap_or(&self.absent);
         let rows = n_tokens * s.n_head;
+        let (hb, tb) = item_shape(s.n_head / s.n_kv_head, s.dk, s.dv, n_tokens);
+        let items = (s.n_head / hb) * n_tokens.div_ceil(tb);
         match a.split {
             Some(sp) if n_splits > 1 => {
-                let params = params.u(n_splits).u(sp.chunk).flag(true);
+                let params = params.u(n_splits).u(sp.chunk).flag(true).u(hb).u(tb);
                 rec.dispatch(
                     &self.attn,
                     params.bytes(),
                     &[q, k, v, sinks, sp.scratch],
-                    self.grid(rows * n_splits),
+                    self.grid(items * n_splits),
                 );
                 let merge = Params::default()
                     .u(n_tokens)
@@ -192,12 +216,12 @@ impl Ops {
                 );
             }
             _ => {
-                let params = params.u(1).u(0).flag(false);
+                let params = params.u(1).u(0).flag(false).u(hb).u(tb);
                 rec.dispatch(
                     &self.attn,
                     params.bytes(),
                     &[q, k, v, sinks, out],
-                    self.grid(rows),
+                    self.grid(items),
                 );
             }
         }
@@ -392,4 +416,25 @@ pub struct GqaHeads<'a> {
     pub window: Option<usize>,
     pub sinks: Option<&'a GpuBuffer>,
     pub split: Option<AttnSplit<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::item_shape;
+
+    #[test]
+    fn items_hold_rows_sharing_a_kv_head_within_the_kernel_limits() {
+        // GQA decode, group 4: the 4 heads of a token.
+        assert_eq!(item_shape(4, 128, 128, 1), (4, 1));
+        // Group 4 in a prompt: 4 heads × 2 tokens.
+        assert_eq!(item_shape(4, 128, 128, 100), (4, 2));
+        // MHA (MLA decompressed, 192-wide keys): 8 tokens of one head.
+        assert_eq!(item_shape(1, 192, 128, 100), (1, 8));
+        // MLA absorbed (one latent head for all 128): 576-wide keys allow 4 rows.
+        assert_eq!(item_shape(128, 576, 512, 1), (4, 1));
+        // The widest rows: 1024-wide values leave room for 4 rows, keys for 2.
+        assert_eq!(item_shape(2, 1024, 1024, 3), (2, 1));
+        // Group 6: the largest power of two dividing it.
+        assert_eq!(item_shape(6, 64, 64, 1), (2, 1));
+    }
 }
