@@ -1,6 +1,8 @@
-//! The GPU ops other than matmul: RMSNorm, residual/bias adds, gated activations, softmax,
-//! RoPE/YaRN, strided row copies, GQA attention over a KV cache in GPU memory, and the
-//! cache and attention core of DeepSeek's MLA in both forms.
+//! The GPU ops other than matmul: RMSNorm, residual/bias adds (and Qwen2-MoE's sigmoid-gated
+//! add), gated activations, softmax, RoPE/YaRN, strided row copies and token-major ↔
+//! head-major transposes, GQA attention over a KV cache in GPU memory (optionally split over
+//! position chunks for decode steps), and the cache and attention core of DeepSeek's MLA in
+//! both forms.
 //!
 //! [`Ops::new`] compiles every pipeline once; each method validates its sizes against the
 //! buffers on the host (an [`AccelError`], never a GPU fault or a silent clamp) and records
