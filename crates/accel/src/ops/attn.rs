@@ -45,7 +45,7 @@ pub struct GpuAttn<'a> {
     pub sinks: Option<&'a GpuBuffer>,
     /// Split each row's positions into chunks run by separate workgroups, then merged
     /// (flash-decoding): for decode steps, where tokens × heads alone are too few
-    /// workgroups for a GPU. `None`: one workgroup per (token, head).
+    /// workgroups for a GPU. `None`: one workgroup per item of query rows.
     pub split: Option<AttnSplit<'a>>,
 }
 
