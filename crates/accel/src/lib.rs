@@ -7,6 +7,7 @@
 //! - [`buffer`]: storage buffers within the adapter's limits, uploads and read-backs.
 //! - [`pipeline`]: WGSL compiled once (errors captured, never a panic), dispatches.
 //! - [`matmul`]: quantized weights in file order, GEMV (decode) and tiled GEMM (prompts).
+//! - [`ops`]: norms, RoPE, activations, softmax, GQA and MLA attention over a KV cache in GPU memory.
 //! - [`testing`]: how tests get a device (lavapipe in CI) or say why they were skipped.
 //!
 //! Every shader has a CPU reference in `kernels`/`quant` and a test that it matches there.
@@ -15,6 +16,7 @@ pub mod buffer;
 pub mod device;
 mod error;
 pub mod matmul;
+pub mod ops;
 pub mod pipeline;
 pub mod testing;
 
