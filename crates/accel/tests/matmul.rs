@@ -381,6 +381,43 @@ fn router_logits_are_a_matmul() {
     }
 }
 
+/// The shaders decode f16 with integer operations, exactly: every finite f16 (subnormals
+/// included, which a GPU's float path may flush) comes out as the CPU's value. Eight tokens pick
+/// out one column each (x = unit vectors), so y is the weights themselves.
+#[test]
+fn every_finite_f16_decodes_exactly() {
+    let Some(gpu) = test_gpu() else { return };
+    let kernels = MatmulKernels::for_types(&gpu, &[GgmlType::F16]).unwrap();
+    let values: Vec<u16> = (0..=u16::MAX).filter(|&b| b & 0x7c00 != 0x7c00).collect();
+    let (rows, cols) = (values.len() / 8, 8);
+    assert_eq!(rows * cols, values.len());
+    let data: Vec<u8> = values.iter().flat_map(|b| b.to_le_bytes()).collect();
+    let w = GpuMatrix::upload(&gpu, "all f16", GgmlType::F16, rows, cols, &data).unwrap();
+    let mut x = vec![0f32; cols * cols];
+    for t in 0..cols {
+        x[t * cols + t] = 1.0;
+    }
+    let xb = gpu.upload("x", bytemuck::cast_slice(&x)).unwrap();
+    let yb = gpu.zeroed("y", (cols * rows * 4) as u64).unwrap();
+    let mut rec = gpu.record("f16");
+    kernels
+        .record(&mut rec, &w, &xb, 0, &yb, 0, cols as u32)
+        .unwrap();
+    rec.submit_and_wait().unwrap();
+    let y = gpu.read_f32(&yb, cols * rows).unwrap();
+    for r in 0..rows {
+        for t in 0..cols {
+            let bits = values[r * cols + t];
+            let want = Half(bits.to_le_bytes()).to_f32();
+            assert!(
+                y[t * rows + r] == want,
+                "f16 {bits:#06x}: gpu {} cpu {want}",
+                y[t * rows + r]
+            );
+        }
+    }
+}
+
 /// An output head's row count: more GEMV workgroups than one grid dimension allows (65535 on
 /// most adapters), folded into two.
 #[test]

@@ -47,7 +47,11 @@ fn gemv_run(job: GemvJob, lane: u32) -> array<f32, 8> {
             let c = (SLICE / 8u) * s + q;
             let e = weights8(job.row, c);
             let k = 8u * c;
-            for (var i = 0u; i < job.nt; i++) {
+            // A constant trip count lets the compiler unroll this and keep `inner` in registers.
+            for (var i = 0u; i < GEMV_TOKENS; i++) {
+                if (i >= job.nt) {
+                    break;
+                }
                 let t = job.t0 + i;
                 var a = inner[i];
                 a += e.lo.x * x_at(t, k);

@@ -1,6 +1,8 @@
 // GEMV entry point with subgroup shuffles: the tree's lowest levels (within a subgroup) are
 // shuffles, the rest in workgroup memory. The lane numbering follows the subgroups
-// (sg_id · size + invocation), so the tree is the same however the adapter groups threads.
+// (sg_id · size + invocation), so the tree is the same however the adapter groups threads, as
+// long as its subgroups are full (64 threads are a whole number of subgroups on every GPU:
+// 8, 16, 32 or 64 wide).
 
 @compute @workgroup_size(64)
 fn main(
