@@ -1,5 +1,5 @@
 //! Property tests of the repacked layouts (`quant::repack`: Q4_Kx8, Q6_Kx8, Q2_Kx8,
-//! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8):
+//! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8, MXFP4x8):
 //! - `unpack(repack(x)) == x` for any bytes (the scale re-packing is a bijection);
 //! - the SIMD block code's integers (`isum`, `msum` per row and block) equal the scalar
 //!   definition's, on every path this CPU has;
@@ -170,6 +170,10 @@ proptest! {
         check_case(GgmlType::IQ4_XS, seed, mode, nb, groups)?;
     }
     #[test]
+    fn mxfp4x8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..12, groups in 1usize..3) {
+        check_case(GgmlType::MXFP4, seed, mode, nb, groups)?;
+    }
+    #[test]
     fn q4_0x8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..12, groups in 1usize..3) {
         check_case(GgmlType::Q4_0, seed, mode, nb, groups)?;
     }
@@ -183,6 +187,7 @@ fn unpack_is_inverse_on_any_bytes() {
         (GgmlType::Q8_0, 96),
         (GgmlType::Q5_0, 96),
         (GgmlType::Q4_0, 96),
+        (GgmlType::MXFP4, 96),
         (GgmlType::Q6_K, 512),
         (GgmlType::Q2_K, 512),
         (GgmlType::Q3_K, 512),
@@ -250,6 +255,7 @@ fn multi_group_tiles_match_single_group() {
         (GgmlType::Q8_0, 128),
         (GgmlType::Q5_0, 70),
         (GgmlType::Q4_0, 129),
+        (GgmlType::MXFP4, 131),
         (GgmlType::Q2_K, 65),
         (GgmlType::Q3_K, 67),
         (GgmlType::IQ4_XS, 66),

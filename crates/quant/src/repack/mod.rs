@@ -20,9 +20,10 @@
 //!   row-block instead of 110: the 12 bytes of packed scales become 16 plain ones).
 //! - [`PackedType::IQ4XSx8`]: IQ4_XS, 8 rows per group (see `iq4xs`), +1.5% (138 bytes per
 //!   row-block instead of 136: the 6 bytes of packed scales become 8 plain ones).
-//! - [`PackedType::Q8_0x8`], [`PackedType::Q5_0x8`], [`PackedType::Q4_0x8`]: the legacy
-//!   32-value blocks × Q8_0 activations (see `legacy`), the same size as the source (the
-//!   quants are stored unsigned, so `vpdpbusd` takes them as they are).
+//! - [`PackedType::Q8_0x8`], [`PackedType::Q5_0x8`], [`PackedType::Q4_0x8`],
+//!   [`PackedType::MXFP4x8`]: the 32-value blocks × Q8_0 activations (see `legacy`), the
+//!   same size as the source (the quants are stored or looked up unsigned, so `vpdpbusd`
+//!   takes them as they are).
 //!
 //! Numerics (the *definition*, [`scalar`] functions; the legacy types likewise with
 //! `acc = fma(d·d_a, Σ w·a, acc)` per 32-value block): per row and block, the exact
@@ -55,7 +56,7 @@ mod x86;
 
 pub use iq4xs::IQ4XSX8_BLOCK_BYTES;
 use legacy::Kind;
-pub use legacy::{Q4_0X8_BLOCK_BYTES, Q5_0X8_BLOCK_BYTES, Q8_0X8_BLOCK_BYTES};
+pub use legacy::{MXFP4X8_BLOCK_BYTES, Q4_0X8_BLOCK_BYTES, Q5_0X8_BLOCK_BYTES, Q8_0X8_BLOCK_BYTES};
 pub use q2k::Q2KX8_BLOCK_BYTES;
 pub use q3k::Q3KX8_BLOCK_BYTES;
 pub use q4k::Q4KX8_BLOCK_BYTES;
@@ -71,7 +72,7 @@ pub const MAX_TOKENS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RepackError {
     /// No repacked layout for this type.
-    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0)")]
+    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4)")]
     Unsupported(GgmlType),
     /// Shapes that do not fit the layout or the buffers.
     #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
@@ -102,6 +103,8 @@ pub enum PackedType {
     Q3Kx8,
     /// IQ4_XS, groups of 8 rows (see `iq4xs`).
     IQ4XSx8,
+    /// MXFP4, groups of 8 rows (see `legacy`).
+    MXFP4x8,
 }
 
 impl PackedType {
@@ -116,6 +119,7 @@ impl PackedType {
             GgmlType::Q2_K => Some(PackedType::Q2Kx8),
             GgmlType::Q3_K => Some(PackedType::Q3Kx8),
             GgmlType::IQ4_XS => Some(PackedType::IQ4XSx8),
+            GgmlType::MXFP4 => Some(PackedType::MXFP4x8),
             _ => None,
         }
     }
@@ -131,6 +135,7 @@ impl PackedType {
             PackedType::Q2Kx8 => GgmlType::Q2_K,
             PackedType::Q3Kx8 => GgmlType::Q3_K,
             PackedType::IQ4XSx8 => GgmlType::IQ4_XS,
+            PackedType::MXFP4x8 => GgmlType::MXFP4,
         }
     }
 
@@ -145,6 +150,7 @@ impl PackedType {
             PackedType::Q2Kx8 => "Q2_Kx8",
             PackedType::Q3Kx8 => "Q3_Kx8",
             PackedType::IQ4XSx8 => "IQ4_XSx8",
+            PackedType::MXFP4x8 => "MXFP4x8",
         }
     }
 
@@ -159,6 +165,7 @@ impl PackedType {
             PackedType::Q2Kx8 => Q2KX8_BLOCK_BYTES,
             PackedType::Q3Kx8 => Q3KX8_BLOCK_BYTES,
             PackedType::IQ4XSx8 => IQ4XSX8_BLOCK_BYTES,
+            PackedType::MXFP4x8 => MXFP4X8_BLOCK_BYTES,
         }
     }
 
@@ -309,6 +316,7 @@ pub fn repack(
         PackedType::Q2Kx8 => q2k::repack(n_in, n_out, src, dst),
         PackedType::Q3Kx8 => q3k::repack(n_in, n_out, src, dst),
         PackedType::IQ4XSx8 => iq4xs::repack(n_in, n_out, src, dst),
+        PackedType::MXFP4x8 => legacy::repack(Kind::Mxfp4, n_in, n_out, src, dst),
     }
     Ok(())
 }
@@ -332,6 +340,7 @@ pub fn unpack(
         PackedType::Q2Kx8 => q2k::unpack(n_in, n_out, packed, dst),
         PackedType::Q3Kx8 => q3k::unpack(n_in, n_out, packed, dst),
         PackedType::IQ4XSx8 => iq4xs::unpack(n_in, n_out, packed, dst),
+        PackedType::MXFP4x8 => legacy::unpack(Kind::Mxfp4, n_in, n_out, packed, dst),
     }
     Ok(())
 }
@@ -398,7 +407,8 @@ impl PackedDot {
                     PackedType::Q4Kx8
                     | PackedType::Q5_0x8
                     | PackedType::Q8_0x8
-                    | PackedType::Q4_0x8,
+                    | PackedType::Q4_0x8
+                    | PackedType::MXFP4x8,
                     SimdPath::Avx512Vnni,
                 ) => MAX_TOKENS,
                 _ => 4,
@@ -488,6 +498,9 @@ impl PackedDot {
                                 PackedType::Q2Kx8 => q2k::dot_scalar(nb, group, at),
                                 PackedType::Q3Kx8 => q3k::dot_scalar(nb, group, at),
                                 PackedType::IQ4XSx8 => iq4xs::dot_scalar(nb, group, at),
+                                PackedType::MXFP4x8 => {
+                                    legacy::dot_scalar(Kind::Mxfp4, nb, group, at)
+                                }
                             };
                             // SAFETY: per the contract.
                             unsafe {
@@ -537,6 +550,11 @@ pub mod scalar {
     pub fn dot_q4_0x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
         super::legacy::dot_scalar(super::Kind::Q4_0, nb, group, act)
     }
+
+    /// MXFP4x8 × Q8_0.
+    pub fn dot_mxfp4x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
+        super::legacy::dot_scalar(super::Kind::Mxfp4, nb, group, act)
+    }
 }
 
 /// Test hooks: per-block integers of the tile kernels vs the scalar definition. Not a
@@ -562,6 +580,7 @@ pub mod testing {
             PackedType::Q2Kx8 => q2k::ints_scalar(nb, group, act),
             PackedType::Q3Kx8 => q3k::ints_scalar(nb, group, act),
             PackedType::IQ4XSx8 => iq4xs::ints_scalar(nb, group, act),
+            PackedType::MXFP4x8 => legacy::ints_scalar(Kind::Mxfp4, nb, group, act),
         }
     }
 

@@ -12,17 +12,18 @@
 //! |---|---|---|
 //! | 0    | 16   | `d` of rows 0..8 (f16) |
 //! | 16   | 16   | `dmin` of rows 0..8 (f16) |
-//! | 32   | 128  | `sm[h][r][i]` = row r's `scales[4h + i]` (h, i: 0..4): scale and min of sub-block `4h + i` |
+//! | 32   | 128  | `sm[p][r][j]` = row r's `scales[2p + j]` (p, j: 0..8, 0..2): scale and min of sub-block `2p + j` |
 //! | 160  | 512  | `qs[n][g][r][i]` = row r's `qs[32n + 4g + i]` (n, g, i: 0..2, 0..8, 0..4) |
 //!
 //! So one 32-byte `qs[n][g]` vector holds, for the 8 rows, the 2-bit fields of values
 //! `128n + 32k + 4g .. +4` for the four k: with VNNI one AND with `3 << 2k` leaves them
-//! multiplied by `4^k` (at most 192, an unsigned byte), one `vpdpbusd` per token sums a
-//! sub-block's 4 positions against a broadcast 4-byte group of activations, and one exact
-//! arithmetic shift by `2k` takes the `4^k` out of the sub-block's sum. The `sm` vectors
-//! give the 8 rows' scales of a sub-block with a shift and a mask, and their high nibbles
-//! are the mins, 4 sub-blocks per row and vector, as `msum`'s `vpdpbusd` operand (against
-//! the activations' `bsums` split into a low and a high signed byte, as Q4_Kx8's).
+//! multiplied by `4^k` (at most 192, an unsigned byte), and one `vpdpbusd` per token sums a
+//! sub-block's 4 positions against a broadcast 4-byte group of activations. The two
+//! sub-blocks of a (n, k) form pair `p = 4n + k`: their sums (|Σ16 q·a| < 2¹⁵ once the
+//! `4^k` is shifted out, exactly) go into the two 16-bit halves of one i32 lane, and one
+//! `vpdpwssd` against the pair's 16 bytes of `sm` (zero-extended to 16 bits, masked to the
+//! scales) applies both scales. The same 16 bytes shifted right by 4 are the pair's mins,
+//! one `vpdpwssd` against the broadcast `bsums[2p], bsums[2p + 1]`.
 //!
 //! Definition per row and block (ggml's integers): `isum = Σ_s sc_s·Σ_{k<16} q·a`,
 //! `msum = Σ_s m_s·bsums[s]`, then `acc = fma(d·d_a, isum, acc)`,
@@ -46,7 +47,7 @@ const SRC_D: usize = 80;
 /// Offset of row r's scale/min byte of sub-block s (0..16) in a packed block.
 #[inline(always)]
 const fn sm_at(s: usize, r: usize) -> usize {
-    OFF_SM + 32 * (s / 4) + 4 * r + s % 4
+    OFF_SM + 16 * (s / 2) + 2 * r + s % 2
 }
 
 /// Offset of the qs vector (n, g) in a packed block.

@@ -12,14 +12,18 @@
 //! | offset | bytes | content |
 //! |---|---|---|
 //! | 0    | 16   | `d` of rows 0..8 (f16) |
-//! | 16   | 128  | `sc[s][r]`: signed scale `s − 32` of sub-block s (0..16) of row r (i8) |
-//! | 144  | 256  | `nh[g][r][i]` = NOT row r's `hmask[4g + i]` (g, i: 0..8, 0..4): bit `4n + k` set = "−4" |
+//! | 16   | 128  | `sc[p][r][j]`: signed scale `s − 32` of sub-block `2p + j` of row r (i8; p, j: 0..8, 0..2) |
+//! | 144  | 256  | `hb[g][r][i]` = row r's `hmask[4g + i]` with its bits moved: source bit `4n + k` to bit [`HBIT`]`[n][k]` (g, i: 0..8, 0..4) |
 //! | 400  | 512  | `qs[n][g][r][i]` = row r's `qs[32n + 4g + i]` (n, g, i: 0..2, 0..8, 0..4) |
 //!
-//! So `Σ q·a = Σ low2·a − 4·Σ nh·a` per sub-block, both sums unsigned-weight dot products:
-//! with VNNI one AND each (`qs[n][g]` with `3 << 2k`: low2 × 4^k; `nh[g]` with
-//! `1 << (4n + k)`) and one `vpdpbusd` each per token, the powers of two taken out of the
-//! sub-block sums by exact arithmetic shifts; then `vpmulld` by the 8 row scales.
+//! The kernels form `u = low2 + 4·hbit` (0..8) of each value `2^e` times in a byte (`e` per
+//! (n, k), [`E`]): the `qs` vector (shifted right by one where `e ≠ 2k`) masked to the two
+//! bits at `e`, or'ed with the `hb` vector (shifted left by 2 for n = 1) masked to bit
+//! `e + 2`, which is where [`HBIT`] put that value's high bit. `2^e·u ≤ 224` is an unsigned
+//! byte for `vpdpbusd`, and `Σ q·a = Σ u·a − 4·bsums[s]` per sub-block (q = u − 4), so
+//! each sub-block's sum starts at `−4·2^e·bsums[s]` (prepared once per activation block).
+//! The two sub-blocks of a (n, k), pair `p = 4n + k`, then share one `vpdpwssd` with their
+//! 16 bytes of scales (as Q2_Kx8).
 //!
 //! Definition per row and block (ggml's integers): `isum = Σ_s (s_s − 32)·Σ_{k<16} q·a`,
 //! `acc = fma(d·d_a, isum, acc)`.
@@ -32,15 +36,52 @@ use crate::blocks::BlockQ3K;
 pub const Q3KX8_BLOCK_BYTES: usize = 912;
 pub(super) const OFF_D: usize = 0;
 pub(super) const OFF_SC: usize = 16;
-const OFF_NH: usize = 144;
+const OFF_HB: usize = 144;
 const OFF_QS: usize = 400;
 
 const SRC: usize = 110; // size_of::<BlockQ3K>()
 
-/// Offset of the inverted-hmask vector g (0..8) in a packed block.
+/// Offset of the high-bit vector g (0..8) in a packed block.
 #[inline(always)]
-pub(super) const fn nh_at(g: usize) -> usize {
-    OFF_NH + 32 * g
+pub(super) const fn hb_at(g: usize) -> usize {
+    OFF_HB + 32 * g
+}
+
+/// Where the packed `hb` bytes keep the high bit of (half n, field k) (source bit
+/// `4n + k`): for n = 0 bit `E[0][k] + 2`, for n = 1 bit `E[1][k]` (the kernels shift the
+/// n = 1 vectors left by 2). A permutation of 0..8.
+pub(super) const HBIT: [[u32; 4]; 2] = [[2, 4, 6, 7], [0, 1, 3, 5]];
+
+/// The power of two `e` at which the kernels form (n, k)'s `2^e·u`: `2k` where the 2 low
+/// bits can stay in place, else one less (the `qs` vector shifted right by one).
+pub(super) const E: [[u32; 4]; 2] = [[0, 2, 4, 5], [0, 1, 3, 5]];
+
+/// Offset of row r's scale of sub-block s (0..16) in a packed block.
+#[inline(always)]
+const fn sc_at(s: usize, r: usize) -> usize {
+    OFF_SC + 16 * (s / 2) + 2 * r + s % 2
+}
+
+/// Moves source hmask bit `4n + k` to [`HBIT`]`[n][k]`.
+fn permute_hbits(h: u8) -> u8 {
+    let mut out = 0u8;
+    for (n, bits) in HBIT.iter().enumerate() {
+        for (k, &to) in bits.iter().enumerate() {
+            out |= ((h >> (4 * n + k)) & 1) << to;
+        }
+    }
+    out
+}
+
+/// The inverse of [`permute_hbits`].
+fn unpermute_hbits(b: u8) -> u8 {
+    let mut out = 0u8;
+    for (n, bits) in HBIT.iter().enumerate() {
+        for (k, &from) in bits.iter().enumerate() {
+            out |= ((b >> from) & 1) << (4 * n + k);
+        }
+    }
+    out
 }
 
 /// Offset of the qs vector (n, g) in a packed block.
@@ -70,11 +111,11 @@ pub(super) fn repack(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
         pb[OFF_D + 2 * r..OFF_D + 2 * r + 2].copy_from_slice(&x.d.0);
         let sc = crate::dot::layout::q3k_scales(&x.scales);
         for (s, &v) in sc.iter().enumerate() {
-            pb[OFF_SC + 8 * s + r] = (v as i8 - 32) as u8;
+            pb[sc_at(s, r)] = (v as i8 - 32) as u8;
         }
         for g in 0..8 {
             for i in 0..4 {
-                pb[nh_at(g) + 4 * r + i] = !x.hmask[4 * g + i];
+                pb[hb_at(g) + 4 * r + i] = permute_hbits(x.hmask[4 * g + i]);
             }
         }
         for n in 0..2 {
@@ -88,18 +129,17 @@ pub(super) fn repack(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
 }
 
 /// The inverse of [`repack`] (exact for any bytes: the scale packing is a bijection of
-/// 16 six-bit values and 12 bytes).
+/// 16 six-bit values and 12 bytes, the bit move a permutation).
 pub(super) fn unpack(n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
     let sizes = (256, SRC, Q3KX8_BLOCK_BYTES);
     each_row_block_back(n_in, n_out, sizes, packed, dst, |pb, r, b| {
         let x: &mut BlockQ3K = bytemuck::from_bytes_mut(b);
         x.d.0 = [pb[OFF_D + 2 * r], pb[OFF_D + 2 * r + 1]];
-        let sc: [u8; 16] =
-            std::array::from_fn(|s| (pb[OFF_SC + 8 * s + r] as i8 as i32 + 32) as u8 & 63);
+        let sc: [u8; 16] = std::array::from_fn(|s| (pb[sc_at(s, r)] as i8 as i32 + 32) as u8 & 63);
         x.scales = pack_scales(&sc);
         for g in 0..8 {
             for i in 0..4 {
-                x.hmask[4 * g + i] = !pb[nh_at(g) + 4 * r + i];
+                x.hmask[4 * g + i] = unpermute_hbits(pb[hb_at(g) + 4 * r + i]);
             }
         }
         for n in 0..2 {
@@ -119,13 +159,11 @@ pub(super) fn block_ints(pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
         for v in 0..256 {
             let (n, k, l) = (v / 128, (v % 128) / 32, v % 32);
             let low2 = (pb[qs_at(n, l / 4) + 4 * r + l % 4] >> (2 * k)) & 3;
-            let minus4 = (pb[nh_at(l / 4) + 4 * r + l % 4] >> (4 * n + k)) & 1;
-            let q = low2 as i32 - 4 * minus4 as i32;
+            let hbit = (pb[hb_at(l / 4) + 4 * r + l % 4] >> HBIT[n][k]) & 1;
+            let q = low2 as i32 + 4 * hbit as i32 - 4;
             sub[v / 16] += q * q8k_quant(y, v);
         }
-        let isum = (0..16)
-            .map(|s| pb[OFF_SC + 8 * s + r] as i8 as i32 * sub[s])
-            .sum();
+        let isum = (0..16).map(|s| pb[sc_at(s, r)] as i8 as i32 * sub[s]).sum();
         [isum, 0]
     })
 }
@@ -155,6 +193,24 @@ mod tests {
                 (x >> 24) as u8
             });
             assert_eq!(pack_scales(&crate::dot::layout::q3k_scales(&p)), p);
+        }
+    }
+
+    /// The high-bit move is a permutation, and puts each (n, k) bit where the kernels'
+    /// masks look: bit `E + 2` for n = 0, `E` (then shifted left by 2) for n = 1, with `E`
+    /// either `2k` or `2k − 1`.
+    #[test]
+    fn hbit_layout_is_consistent() {
+        for b in 0..=255u8 {
+            assert_eq!(unpermute_hbits(permute_hbits(b)), b);
+        }
+        for k in 0..4 {
+            assert_eq!(HBIT[0][k], E[0][k] + 2);
+            assert_eq!(HBIT[1][k], E[1][k]);
+            for e in [E[0][k], E[1][k]] {
+                assert!(e == 2 * k as u32 || e + 1 == 2 * k as u32);
+                assert!(e <= 5, "2^e·7 must fit a byte");
+            }
         }
     }
 }

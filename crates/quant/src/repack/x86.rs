@@ -24,14 +24,14 @@
 //! masked with `3 << 2k` (VNNI: values × 4^k ≤ 192 as unsigned bytes; AVX2, whose
 //! `vpmaddubsw` pairs would saturate, shifts them down to 0..4 first) and multiplied per
 //! token with the broadcast activations (`vpdpbusd`), g < 4 into sub-block `8n + 2k`, g ≥ 4
-//! into `8n + 2k + 1`; an exact arithmetic shift takes the 4^k out, and each sub-block sum
-//! is scaled by its 8 row scales (`vpmulld`). `msum` is Q4_Kx8's: 8 `vpdpbusd` of the mins
-//! (4 sub-blocks per row and vector) against the bsums split in a low and a high byte.
+//! into `8n + 2k + 1`. The two sums, the 4^k shifted out exactly, become the 16-bit halves
+//! of each lane ([`pair16`]) and one `vpdpwssd` applies both sub-blocks' row scales; one
+//! more against the broadcast `bsums` pair gives `msum`.
 //!
-//! Q3_Kx8 × T tokens: as Q2_Kx8 for the low 2 bits, plus the inverted high-bit plane masked
-//! with `1 << (4n + k)` (VNNI; AVX2 shifts it down to 0/1) into a second sum per sub-block:
-//! `Σ q·a = Σ low2·a − 4·Σ nh·a`, both powers of two taken out by exact shifts, then
-//! `vpmulld` by the 8 signed row scales.
+//! Q3_Kx8 × T tokens: as Q2_Kx8, with `u = low2 + 4·hbit` formed per value vector from the
+//! `qs` and high-bit vectors (a shift, two masks and an OR: see `q3k`), each sub-block's
+//! sum starting at the prepared `−4·2^e·bsums[s]` (q = u − 4), and one `vpdpwssd` per pair
+//! of sub-blocks with their signed scales.
 //!
 //! IQ4_XSx8 × T tokens: per sub-block j, the 4 `qs[j][g]` vectors give low and high nibbles,
 //! a `vpshufb` maps them to the codebook (VNNI: `KVALUES + 128`, unsigned, with each
@@ -39,9 +39,10 @@
 //! `vpmaddubsw(|a|, sign(w, a))`), and the sub-block sum is scaled by its 8 signed row
 //! scales (`vpmulld`).
 //!
-//! Q8_0x8 / Q5_0x8 / Q4_0x8 × T tokens: the 8 unsigned weight vectors `w + o` of a block
-//! (Q5_0: the nibble or'ed with the fifth bit shifted out of the block's bit plane, o = 16;
-//! Q4_0: the nibble, o = 8; Q8_0: the stored bytes, o = 128) times the broadcast 4-byte activation groups (`vpdpbusd`), each
+//! Q8_0x8 / Q5_0x8 / Q4_0x8 / MXFP4x8 × T tokens: the 8 unsigned weight vectors `w + o` of
+//! a block (Q5_0: the nibble or'ed with the fifth bit shifted out of the block's bit plane,
+//! o = 16; Q4_0: the nibble, o = 8; MXFP4: the nibble looked up in `KVALUES_MXFP4 + 12`,
+//! o = 12; Q8_0: the stored bytes, o = 128) times the broadcast 4-byte activation groups (`vpdpbusd`), each
 //! block's sums starting at `−o·Σa` (prepared once per call with `d_a` as f32). Without
 //! VNNI, Q8_0 goes back to the signed weights (one XOR per vector) and
 //! `vpmaddubsw(|a|, sign(w, a))` (o = 0), since `(w + 128)·a` pairs would saturate i16.
@@ -56,8 +57,8 @@
 
 use super::iq4xs::{self, IQ4XSX8_BLOCK_BYTES};
 use super::legacy::{
-    self, Q4_0X8_BLOCK_BYTES, Q4_OFF_QS, Q5_0X8_BLOCK_BYTES, Q5_OFF_QH, Q5_OFF_QS,
-    Q8_0X8_BLOCK_BYTES, Q8_0_SIZE, Q8_OFF_QS,
+    self, MXFP4X8_BLOCK_BYTES, MX_OFF_QS, Q4_0X8_BLOCK_BYTES, Q4_OFF_QS, Q5_0X8_BLOCK_BYTES,
+    Q5_OFF_QH, Q5_OFF_QS, Q8_0X8_BLOCK_BYTES, Q8_0_SIZE, Q8_OFF_QS,
 };
 use super::q2k::{self, Q2KX8_BLOCK_BYTES};
 use super::q3k::{self, Q3KX8_BLOCK_BYTES};
@@ -96,6 +97,7 @@ pub(super) fn kernels(
         PackedType::Q2Kx8 => pick(path, &Q2K_AVX2, &Q2K_VNNI),
         PackedType::Q3Kx8 => pick(path, &Q3K_AVX2, &Q3K_VNNI),
         PackedType::IQ4XSx8 => pick(path, &IQ4XS_AVX2, &IQ4XS_VNNI),
+        PackedType::MXFP4x8 => pick(path, &MXFP4_AVX2, &MXFP4_VNNI),
     }
 }
 
@@ -114,6 +116,8 @@ fn pick(
 trait Isa {
     /// `acc + Σ quads(u·s)` (u8 × s8 → i32).
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
+    /// `acc + Σ pairs(a·b)` (i16 × i16 → i32; exact, as `vpmaddwd` for all but −2¹⁵·−2¹⁵).
+    unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
     /// Whether [`Isa::dpbusd`] is exact for any unsigned bytes (VNNI); the AVX2 emulation
     /// saturates when a pair `u₀s₀ + u₁s₁` leaves the i16 range (possible for u > 127).
     const VNNI: bool;
@@ -127,6 +131,10 @@ impl Isa for Avx2 {
             acc,
             _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)),
         )
+    }
+    #[inline(always)]
+    unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
     }
     const VNNI: bool = false;
 }
@@ -145,6 +153,10 @@ impl Isa for Vnni {
     #[inline(always)]
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, u, s)
+    }
+    #[inline(always)]
+    unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, a, b)
     }
     const VNNI: bool = true;
 }
@@ -343,11 +355,16 @@ trait Layout {
     ) -> ([__m256i; T], [__m256i; T]);
     /// The activation block's scale `d_a`.
     unsafe fn d_a(blk: *const u8, ex: *const u8) -> f32;
+    /// The 8 rows' scales `d` of packed block `pb` (f16 at [`Layout::OFF_D`] unless the
+    /// layout says otherwise).
+    #[inline(always)]
+    unsafe fn row_d(pb: *const u8) -> __m256 {
+        f16x8(pb.add(Self::OFF_D))
+    }
 }
 
-/// Prepared bytes per activation block of the largest layout (Q2_K's split bsums,
-/// IQ4_XS's offsets).
-const EXTRA_MAX: usize = 32;
+/// Prepared bytes per activation block of the largest layout (Q3_K's offsets).
+const EXTRA_MAX: usize = 64;
 
 struct Q4K;
 impl Layout for Q4K {
@@ -463,7 +480,7 @@ unsafe fn tile<const T: usize, I: Isa, L: Layout>(
                 let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * L::ACT_BYTES));
                 let et: [*const u8; T] = std::array::from_fn(|t| ex_at(t, k) as *const u8);
                 let (isum, msum) = L::ints::<T, I>(pb, at, et);
-                let d = f16x8(pb.add(L::OFF_D));
+                let d = L::row_d(pb);
                 for t in 0..T {
                     let da = _mm256_set1_ps(L::d_a(at[t], et[t]));
                     acc[t] =
@@ -534,6 +551,8 @@ static Q5_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q5_0>);
 static Q5_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_Q5_0>);
 static Q4_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q4_0>);
 static Q4_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_Q4_0>);
+static MXFP4_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_MXFP4>);
+static MXFP4_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_MXFP4>);
 static Q2K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q2K);
 static Q2K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q2K);
 static Q3K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q3K);
@@ -544,18 +563,14 @@ static IQ4XS_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, IQ4XS);
 // ---------------------------------------------------------------------------------------
 // Q2_Kx8 × Q8_K (see `q2k` for the layout).
 
-/// A Q8_K block's 16 `bsums` (|bsum| ≤ 16·128) split as `lo + 256·hi` into signed bytes:
-/// `lo_0..16 | hi_0..16`, the operands of `msum`'s `vpdpbusd`.
+/// Two sub-block sums, each `2^e` times a value in −2¹⁵..2¹⁵ (exact multiples), as the
+/// 16-bit halves of each lane: `[sa >> e, sb >> e]`, the operand of a `vpdpwssd` against
+/// the pair's two scales. `sb << (16 − e)` is exactly `(sb >> e) << 16`.
 #[inline(always)]
-unsafe fn q2k_prepare(blk: *const u8, dst: *mut u8) {
-    let b = load(blk.add(Q8K_BSUMS));
-    let lo = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(b));
-    let hi = _mm256_srai_epi16::<8>(_mm256_sub_epi16(b, lo));
-    // Per 128-bit half [lo hi] bytes (|hi| ≤ 8: no saturation); 64-bit quarters 0, 2, 1, 3
-    // are lo_0..8, lo_8..16, hi_0..8, hi_8..16.
-    let p = _mm256_packs_epi16(lo, hi);
-    let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(p);
-    _mm256_storeu_si256(dst as *mut __m256i, p);
+unsafe fn pair16(sa: __m256i, sb: __m256i, e: i32) -> __m256i {
+    let lo = _mm256_sra_epi32(sa, _mm_cvtsi32_si128(e));
+    let hi = _mm256_sll_epi32(sb, _mm_cvtsi32_si128(16 - e));
+    _mm256_blend_epi16::<0b1010_1010>(lo, hi)
 }
 
 /// One packed Q2_Kx8 block × T activation blocks: `[isum, msum]` per token, lane = row.
@@ -563,18 +578,14 @@ unsafe fn q2k_prepare(blk: *const u8, dst: *mut u8) {
 unsafe fn q2k_block_ints<const T: usize, I: Isa>(
     pb: *const u8,
     a: [*const u8; T],
-    ex: [*const u8; T],
 ) -> ([__m256i; T], [__m256i; T]) {
-    let mut sm = [_mm256_setzero_si256(); 4];
-    for h in 0..4 {
-        sm[h] = load(pb.add(q2k::OFF_SM + 32 * h));
-    }
     let mut isum = [_mm256_setzero_si256(); T];
+    let mut msum = [_mm256_setzero_si256(); T];
     for n in 0..2 {
         for k in 0..4 {
             // VNNI: the field in place (value × 4^k); AVX2: shifted down (see the module
             // docs), so the sums need no shift.
-            let shift = if I::VNNI { 2 * k as i32 } else { 0 };
+            let e = if I::VNNI { 2 * k as i32 } else { 0 };
             let mask = _mm256_set1_epi8(if I::VNNI { 3 << (2 * k) } else { 3 });
             let mut sa = [_mm256_setzero_si256(); T];
             let mut sb = [_mm256_setzero_si256(); T];
@@ -595,49 +606,23 @@ unsafe fn q2k_block_ints<const T: usize, I: Isa>(
                     }
                 }
             }
-            // Sub-blocks 8n + 2k and 8n + 2k + 1: `sm` vector 2n + k/2, bytes 2(k%2), +1.
-            let v = sm[2 * n + k / 2];
-            let sca = low_nibble_of_byte(v, 2 * (k % 2));
-            let scb = low_nibble_of_byte(v, 2 * (k % 2) + 1);
-            let sh = _mm_cvtsi32_si128(shift);
+            // Pair p = 4n + k: sub-blocks 8n + 2k and 8n + 2k + 1, both bytes of each row
+            // as 16-bit halves of its lane.
+            let p = 4 * n + k;
+            let sm = _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                pb.add(q2k::OFF_SM + 16 * p) as *const __m128i
+            ));
+            let sc = _mm256_and_si256(sm, _mm256_set1_epi16(0x0f));
+            let mn = _mm256_srli_epi16::<4>(sm);
             for t in 0..T {
-                // |Σ16 q·a| ≤ 16·3·128 (× 4^k ≤ 64 before the exact shift), scale ≤ 15.
-                let p = _mm256_add_epi32(
-                    _mm256_mullo_epi32(_mm256_sra_epi32(sa[t], sh), sca),
-                    _mm256_mullo_epi32(_mm256_sra_epi32(sb[t], sh), scb),
-                );
-                isum[t] = _mm256_add_epi32(isum[t], p);
+                // |Σ16 q·a| ≤ 16·3·128 < 2¹⁵; scales and mins ≤ 15; |bsum| ≤ 16·128.
+                isum[t] = I::dpwssd(isum[t], pair16(sa[t], sb[t], e), sc);
+                let bs = bcast32(a[t].add(Q8K_BSUMS + 4 * p));
+                msum[t] = I::dpwssd(msum[t], mn, bs);
             }
         }
     }
-    // msum: the mins (high nibbles, 4 sub-blocks per row and vector) against the split bsums.
-    let m4b = _mm256_set1_epi8(0x0f);
-    let mut mn = [_mm256_setzero_si256(); 4];
-    for h in 0..4 {
-        mn[h] = _mm256_and_si256(_mm256_srli_epi16::<4>(sm[h]), m4b);
-    }
-    // (Plain loops, no closures: a closure does not inherit the kernel's target features,
-    // and an intrinsic called from one that LLVM leaves out of line is a function call.)
-    let mut msum = [_mm256_setzero_si256(); T];
-    for t in 0..T {
-        let e = ex[t];
-        let mut mh = _mm256_setzero_si256();
-        for h in 0..4 {
-            msum[t] = I::dpbusd(msum[t], mn[h], bcast32(e.add(4 * h)));
-            mh = I::dpbusd(mh, mn[h], bcast32(e.add(16 + 4 * h)));
-        }
-        msum[t] = _mm256_add_epi32(msum[t], _mm256_slli_epi32::<8>(mh));
-    }
     (isum, msum)
-}
-
-/// Per 32-bit lane of `v`, the low nibble of byte `i` (0..4) as an i32.
-#[inline(always)]
-unsafe fn low_nibble_of_byte(v: __m256i, i: usize) -> __m256i {
-    _mm256_and_si256(
-        _mm256_srl_epi32(v, _mm_cvtsi32_si128(8 * i as i32)),
-        _mm256_set1_epi32(0x0f),
-    )
 }
 
 struct Q2K;
@@ -646,18 +631,16 @@ impl Layout for Q2K {
     const ACT_BYTES: usize = Q8K_SIZE;
     const OFF_D: usize = q2k::OFF_D;
     const OFF_DMIN: Option<usize> = Some(q2k::OFF_DMIN);
-    const EXTRA: usize = 32;
+    const EXTRA: usize = 0;
     #[inline(always)]
-    unsafe fn prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
-        q2k_prepare(blk, dst)
-    }
+    unsafe fn prepare<I: Isa>(_blk: *const u8, _dst: *mut u8) {}
     #[inline(always)]
     unsafe fn ints<const T: usize, I: Isa>(
         pb: *const u8,
         a: [*const u8; T],
-        ex: [*const u8; T],
+        _ex: [*const u8; T],
     ) -> ([__m256i; T], [__m256i; T]) {
-        q2k_block_ints::<T, I>(pb, a, ex)
+        q2k_block_ints::<T, I>(pb, a)
     }
     #[inline(always)]
     unsafe fn d_a(blk: *const u8, _ex: *const u8) -> f32 {
@@ -668,70 +651,107 @@ impl Layout for Q2K {
 // ---------------------------------------------------------------------------------------
 // Q3_Kx8 × Q8_K (see `q3k` for the layout).
 
-/// `v >> s` (arithmetic) for s ≥ 0, `v << −s` otherwise; `s` is a constant after unrolling.
+/// `v << s` for s ≥ 0, `v >> −s` (logical) otherwise, in 16-bit lanes; `s` is a constant
+/// after unrolling.
 #[inline(always)]
-unsafe fn shift_right(v: __m256i, s: i32) -> __m256i {
+unsafe fn shift16(v: __m256i, s: i32) -> __m256i {
     if s >= 0 {
-        _mm256_sra_epi32(v, _mm_cvtsi32_si128(s))
+        _mm256_sll_epi16(v, _mm_cvtsi32_si128(s))
     } else {
-        _mm256_sll_epi32(v, _mm_cvtsi32_si128(-s))
+        _mm256_srl_epi16(v, _mm_cvtsi32_si128(-s))
+    }
+}
+
+/// The power of two at which (n, k)'s `u` is formed: `q3k::E` with VNNI, 0 for AVX2
+/// (whose `vpmaddubsw` pairs would saturate on bytes above 127).
+#[inline(always)]
+fn q3k_e<I: Isa>(n: usize, k: usize) -> i32 {
+    if I::VNNI {
+        q3k::E[n][k] as i32
+    } else {
+        0
+    }
+}
+
+/// A Q8_K block's per-sub-block starts `−4·2^e·bsums[s]` (16 i32), `e` of s's pair.
+#[inline(always)]
+unsafe fn q3k_prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
+    let b = load(blk.add(Q8K_BSUMS));
+    let halves = [_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b)];
+    for (n, h) in halves.into_iter().enumerate() {
+        let sh = |k: usize| 2 + q3k_e::<I>(n, k);
+        let shifts = _mm256_setr_epi32(sh(0), sh(0), sh(1), sh(1), sh(2), sh(2), sh(3), sh(3));
+        let v = _mm256_sllv_epi32(_mm256_cvtepi16_epi32(h), shifts);
+        let v = _mm256_sub_epi32(_mm256_setzero_si256(), v);
+        _mm256_storeu_si256(dst.add(32 * n) as *mut __m256i, v);
     }
 }
 
 /// One packed Q3_Kx8 block × T activation blocks: `isum` per token, lane = row.
 #[inline(always)]
-unsafe fn q3k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T]) -> [__m256i; T] {
+unsafe fn q3k_block_ints<const T: usize, I: Isa>(
+    pb: *const u8,
+    a: [*const u8; T],
+    ex: [*const u8; T],
+) -> [__m256i; T] {
+    // One call per (n, k), each with constant shifts and masks (as a loop LLVM kept the
+    // shift counts in registers and branched on their signs: half the speed).
     let mut isum = [_mm256_setzero_si256(); T];
-    for n in 0..2 {
-        for k in 0..4 {
-            // VNNI: both fields in place (low2 × 4^k, nh × 2^(4n+k)); AVX2 shifts them to
-            // bit 0 (its `vpmaddubsw` pairs would saturate on values above 127).
-            let (sl, sh) = if I::VNNI {
-                (2 * k as i32, (4 * n + k) as i32)
+    q3k_pair::<T, I, 0, 0>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 0, 1>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 0, 2>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 0, 3>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 1, 0>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 1, 1>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 1, 2>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 1, 3>(pb, a, ex, &mut isum);
+    isum
+}
+
+/// Sub-blocks `8n + 2k` and `8n + 2k + 1` (pair `p = 4n + k`) of a packed Q3_Kx8 block × T
+/// activation blocks, added to `isum`.
+#[inline(always)]
+unsafe fn q3k_pair<const T: usize, I: Isa, const N: usize, const K: usize>(
+    pb: *const u8,
+    a: [*const u8; T],
+    ex: [*const u8; T],
+    isum: &mut [__m256i; T],
+) {
+    let (n, k) = (N, K);
+    let p = 4 * n + k;
+    let e = q3k_e::<I>(n, k);
+    // The 2 low bits from bit 2k to bit e; the high bit from `HBIT` to bit e + 2.
+    let w_shift = e - 2 * k as i32;
+    let h_shift = e + 2 - q3k::HBIT[n][k] as i32;
+    let lmask = _mm256_set1_epi8(3 << e);
+    let hmask = _mm256_set1_epi8(4 << e);
+    let mut sa = [_mm256_setzero_si256(); T];
+    let mut sb = [_mm256_setzero_si256(); T];
+    for t in 0..T {
+        sa[t] = bcast32(ex[t].add(8 * p));
+        sb[t] = bcast32(ex[t].add(8 * p + 4));
+    }
+    for g in 0..8 {
+        let w = shift16(load(pb.add(q3k::qs_at(n, g))), w_shift);
+        let h = shift16(load(pb.add(q3k::hb_at(g))), h_shift);
+        // 2^e·u ≤ 7·32: an unsigned byte.
+        let u = _mm256_or_si256(_mm256_and_si256(w, lmask), _mm256_and_si256(h, hmask));
+        for t in 0..T {
+            let y = bcast32(a[t].add(Q8K_QS + 128 * n + 32 * k + 4 * g));
+            if g < 4 {
+                sa[t] = I::dpbusd(sa[t], u, y);
             } else {
-                (0, 0)
-            };
-            let lmask = _mm256_set1_epi8(if I::VNNI { 3 << (2 * k) } else { 3 });
-            let hmask = _mm256_set1_epi8(if I::VNNI {
-                (1u8 << (4 * n + k)) as i8
-            } else {
-                1
-            });
-            // Per token: [low sums, high sums] of sub-blocks 8n + 2k (g < 4) and + 1.
-            let mut acc = [[[_mm256_setzero_si256(); 2]; 2]; T];
-            for g in 0..8 {
-                let w = load(pb.add(q3k::qs_at(n, g)));
-                let h = load(pb.add(q3k::nh_at(g)));
-                let (w, h) = if I::VNNI {
-                    (w, h)
-                } else {
-                    (
-                        _mm256_srl_epi16(w, _mm_cvtsi32_si128(2 * k as i32)),
-                        _mm256_srl_epi16(h, _mm_cvtsi32_si128((4 * n + k) as i32)),
-                    )
-                };
-                let lo = _mm256_and_si256(w, lmask);
-                let hi = _mm256_and_si256(h, hmask);
-                for t in 0..T {
-                    let y = bcast32(a[t].add(Q8K_QS + 128 * n + 32 * k + 4 * g));
-                    let s = &mut acc[t][g / 4];
-                    s[0] = I::dpbusd(s[0], lo, y);
-                    s[1] = I::dpbusd(s[1], hi, y);
-                }
-            }
-            let sca = i8x8(pb.add(q3k::OFF_SC + 8 * (8 * n + 2 * k)));
-            let scb = i8x8(pb.add(q3k::OFF_SC + 8 * (8 * n + 2 * k + 1)));
-            for t in 0..T {
-                // Σ16 q·a = low/4^k − 4·high/2^(4n+k): |·| ≤ 16·4·128, |scale| ≤ 32.
-                let [a0, a1] = acc[t];
-                let s0 = _mm256_sub_epi32(shift_right(a0[0], sl), shift_right(a0[1], sh - 2));
-                let s1 = _mm256_sub_epi32(shift_right(a1[0], sl), shift_right(a1[1], sh - 2));
-                let p = _mm256_add_epi32(_mm256_mullo_epi32(s0, sca), _mm256_mullo_epi32(s1, scb));
-                isum[t] = _mm256_add_epi32(isum[t], p);
+                sb[t] = I::dpbusd(sb[t], u, y);
             }
         }
     }
-    isum
+    let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+        pb.add(q3k::OFF_SC + 16 * p) as *const __m128i
+    ));
+    for t in 0..T {
+        // |Σ16 q·a| ≤ 16·4·128 < 2¹⁵ (times 2^e, exactly); |scale| ≤ 32.
+        isum[t] = I::dpwssd(isum[t], pair16(sa[t], sb[t], e), sc);
+    }
 }
 
 struct Q3K;
@@ -740,16 +760,21 @@ impl Layout for Q3K {
     const ACT_BYTES: usize = Q8K_SIZE;
     const OFF_D: usize = q3k::OFF_D;
     const OFF_DMIN: Option<usize> = None;
-    const EXTRA: usize = 0;
+    const EXTRA: usize = 64;
     #[inline(always)]
-    unsafe fn prepare<I: Isa>(_blk: *const u8, _dst: *mut u8) {}
+    unsafe fn prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
+        q3k_prepare::<I>(blk, dst)
+    }
     #[inline(always)]
     unsafe fn ints<const T: usize, I: Isa>(
         pb: *const u8,
         a: [*const u8; T],
-        _ex: [*const u8; T],
+        ex: [*const u8; T],
     ) -> ([__m256i; T], [__m256i; T]) {
-        (q3k_block_ints::<T, I>(pb, a), [_mm256_setzero_si256(); T])
+        (
+            q3k_block_ints::<T, I>(pb, a, ex),
+            [_mm256_setzero_si256(); T],
+        )
     }
     #[inline(always)]
     unsafe fn d_a(blk: *const u8, _ex: *const u8) -> f32 {
@@ -872,6 +897,7 @@ impl Layout for IQ4XS {
 const K_Q8_0: u8 = 0;
 const K_Q5_0: u8 = 1;
 const K_Q4_0: u8 = 2;
+const K_MXFP4: u8 = 3;
 
 /// The offset `o` of the weight vectors [`legacy_weights`] returns (`u = w + o`).
 #[inline(always)]
@@ -879,6 +905,7 @@ fn legacy_offset<const K: u8, I: Isa>() -> i32 {
     match (K, I::VNNI) {
         (K_Q5_0, _) => 16,
         (K_Q4_0, _) => 8,
+        (K_MXFP4, _) => 12,
         (_, true) => 128,
         (_, false) => 0,
     }
@@ -890,13 +917,21 @@ fn legacy_offset<const K: u8, I: Isa>() -> i32 {
 /// bit of row r's value 4g + i), moved to bit 4 with one shift.
 #[inline(always)]
 unsafe fn legacy_weights<const K: u8, I: Isa>(pb: *const u8, g: usize, plane: __m256i) -> __m256i {
-    if K == K_Q4_0 {
-        let v = load(pb.add(Q4_OFF_QS + 32 * (g % 4)));
+    if K == K_Q4_0 || K == K_MXFP4 {
+        let off = if K == K_MXFP4 { MX_OFF_QS } else { Q4_OFF_QS };
+        let v = load(pb.add(off + 32 * (g % 4)));
         let m4 = _mm256_set1_epi8(0x0f);
-        if g < 4 {
+        let nib = if g < 4 {
             _mm256_and_si256(v, m4)
         } else {
             _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4)
+        };
+        if K == K_MXFP4 {
+            // KVALUES_MXFP4 + 12 (0..=24): (u·a) pairs ≤ 24·128·2 fit AVX2's i16 too.
+            let t = _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
+            _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(t), nib)
+        } else {
+            nib
         }
     } else if K == K_Q5_0 {
         let v = load(pb.add(Q5_OFF_QS + 32 * (g % 4)));
@@ -987,8 +1022,23 @@ impl<const K: u8> Layout for Legacy<K> {
     const BLOCK_BYTES: usize = match K {
         K_Q5_0 => Q5_0X8_BLOCK_BYTES,
         K_Q4_0 => Q4_0X8_BLOCK_BYTES,
+        K_MXFP4 => MXFP4X8_BLOCK_BYTES,
         _ => Q8_0X8_BLOCK_BYTES,
     };
+    /// MXFP4: the E8M0 bytes as 2^(e − 128) (`mxfp4::e8m0_to_f32_half`: e = 0, 1 are the
+    /// subnormals 2^−128, 2^−127).
+    #[inline(always)]
+    unsafe fn row_d(pb: *const u8) -> __m256 {
+        if K == K_MXFP4 {
+            let e = u8x8(pb);
+            let normal = _mm256_slli_epi32::<23>(_mm256_sub_epi32(e, _mm256_set1_epi32(1)));
+            let small = _mm256_sllv_epi32(_mm256_set1_epi32(0x0020_0000), e);
+            let big = _mm256_cmpgt_epi32(e, _mm256_set1_epi32(1));
+            _mm256_castsi256_ps(_mm256_blendv_epi8(small, normal, big))
+        } else {
+            f16x8(pb.add(Self::OFF_D))
+        }
+    }
     const ACT_BYTES: usize = Q8_0_SIZE;
     const OFF_D: usize = legacy::OFF_D;
     const OFF_DMIN: Option<usize> = None;
@@ -1083,6 +1133,8 @@ pub(super) fn block_ints(
             (PackedType::Q3Kx8, false) => ints_avx2::<Q3K>(nb, w, a),
             (PackedType::IQ4XSx8, true) => ints_vnni::<IQ4XS>(nb, w, a),
             (PackedType::IQ4XSx8, false) => ints_avx2::<IQ4XS>(nb, w, a),
+            (PackedType::MXFP4x8, true) => ints_vnni::<Legacy<K_MXFP4>>(nb, w, a),
+            (PackedType::MXFP4x8, false) => ints_avx2::<Legacy<K_MXFP4>>(nb, w, a),
         })
     }
 }
