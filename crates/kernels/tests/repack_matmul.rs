@@ -139,3 +139,80 @@ fn packed_shape_errors() {
     .unwrap_err();
     assert!(e.to_string().contains("exact mode"), "{e}");
 }
+
+/// `n_out` rows of `ty` from any bytes, the scales set to small sane values (d = 0.01, or
+/// MXFP4's E8M0 2^−7), as the loader would hand them to the kernels.
+fn any_weights(ty: GgmlType, n_in: usize, n_out: usize) -> Vec<u8> {
+    let mut file: Vec<u8> = (0..ty.row_bytes((n_in * n_out) as u64).unwrap() as usize)
+        .map(|i| (i * 131 % 251) as u8)
+        .collect();
+    let d = quant::Half::from_f32(0.01).0;
+    for blk in file.chunks_exact_mut(ty.type_size()) {
+        match ty {
+            GgmlType::MXFP4 => blk[0] = 121,
+            GgmlType::Q2_K => {
+                blk[80..82].copy_from_slice(&d);
+                blk[82..84].copy_from_slice(&d);
+            }
+            GgmlType::Q3_K => blk[108..110].copy_from_slice(&d),
+            _ => blk[..2].copy_from_slice(&d),
+        }
+    }
+    file
+}
+
+/// The layouts added for the low-bit types (Q4_0x8, Q2_Kx8, Q3_Kx8, IQ4_XSx8, MXFP4x8)
+/// through the same matmul entry points: GEMV and GEMM within f32 rounding of file order,
+/// a token's GEMV bit-identical to its row of the GEMM, on 1 and 2 threads.
+#[test]
+fn low_bit_layouts_match_file_order() {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::IQ4_XS,
+        GgmlType::MXFP4,
+    ] {
+        let (n_in, n_out, n_tok) = (512usize, 40usize, 11usize);
+        let file = any_weights(ty, n_in, n_out);
+        let pt = PackedType::for_type(ty).unwrap();
+        let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
+        repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
+        let wf = QMatrix::new(ty, n_in, n_out, &file).unwrap();
+        let wp = QMatrix::packed(pt, n_in, n_out, &packed).unwrap();
+        let x = acts(n_in, n_tok);
+        let mut scratch = ActScratch::new();
+        for threads in [1, 2] {
+            let pool = ThreadPool::new(threads);
+            let mut want = vec![0f32; n_tok * n_out];
+            matmul(&pool, &wf, &x, &mut want, &mut scratch).unwrap();
+            let mut got = vec![0f32; n_tok * n_out];
+            matmul(&pool, &wp, &x, &mut got, &mut scratch).unwrap();
+            let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+            assert!(scale > 0.0, "{ty}: all-zero products test nothing");
+            for t in 0..n_tok {
+                for r in 0..n_out {
+                    let (a, b) = (got[t * n_out + r], want[t * n_out + r]);
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "{ty} {threads} threads, token {t} row {r}: packed {a} vs file {b}"
+                    );
+                }
+                let mut one = vec![0f32; n_out];
+                matmul(
+                    &pool,
+                    &wp,
+                    &x[t * n_in..(t + 1) * n_in],
+                    &mut one,
+                    &mut scratch,
+                )
+                .unwrap();
+                assert_eq!(
+                    bits(&one),
+                    bits(&got[t * n_out..(t + 1) * n_out]),
+                    "{ty} {threads} threads, token {t}"
+                );
+            }
+        }
+    }
+}

@@ -534,7 +534,8 @@ impl PlacedModel {
             }
             if no_layout > 0 {
                 out.push(format!(
-                    "{origin}: {no_layout} tensor(s) have a type with no repacked layout (Q4_K, Q6_K, Q5_0 and Q8_0 have one): they are not repacked"
+                    "{origin}: {no_layout} tensor(s) have a type with no repacked layout ({} have one): they are not repacked",
+                    types_with_layout()
                 ));
             }
         }
@@ -719,6 +720,16 @@ fn human_bytes(n: u64) -> String {
         n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
         n => format!("{n} B"),
     }
+}
+
+/// The weight types that have a repacked layout, for messages (`"Q4_0, Q8_0, …"`).
+fn types_with_layout() -> String {
+    quant::dot::DOT_TYPES
+        .iter()
+        .filter(|t| quant::repack::PackedType::for_type(**t).is_some())
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Property tests of the repacked layouts (`quant::repack`: Q4_Kx8, Q6_Kx8, Q8_0x8, Q5_0x8):
+//! Property tests of the repacked layouts (`quant::repack`: Q4_Kx8, Q6_Kx8, Q2_Kx8,
+//! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8, MXFP4x8):
 //! - `unpack(repack(x)) == x` for any bytes (the scale re-packing is a bijection);
 //! - the SIMD block code's integers (`isum`, `msum` per row and block) equal the scalar
 //!   definition's, on every path this CPU has;
@@ -156,6 +157,26 @@ proptest! {
     fn q5_0x8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..12, groups in 1usize..3) {
         check_case(GgmlType::Q5_0, seed, mode, nb, groups)?;
     }
+    #[test]
+    fn q2kx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
+        check_case(GgmlType::Q2_K, seed, mode, nb, groups)?;
+    }
+    #[test]
+    fn q3kx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
+        check_case(GgmlType::Q3_K, seed, mode, nb, groups)?;
+    }
+    #[test]
+    fn iq4xsx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
+        check_case(GgmlType::IQ4_XS, seed, mode, nb, groups)?;
+    }
+    #[test]
+    fn mxfp4x8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..12, groups in 1usize..3) {
+        check_case(GgmlType::MXFP4, seed, mode, nb, groups)?;
+    }
+    #[test]
+    fn q4_0x8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..12, groups in 1usize..3) {
+        check_case(GgmlType::Q4_0, seed, mode, nb, groups)?;
+    }
 }
 
 const TY: GgmlType = GgmlType::Q4_K;
@@ -165,7 +186,12 @@ fn unpack_is_inverse_on_any_bytes() {
     for (ty, n_in) in [
         (GgmlType::Q8_0, 96),
         (GgmlType::Q5_0, 96),
+        (GgmlType::Q4_0, 96),
+        (GgmlType::MXFP4, 96),
         (GgmlType::Q6_K, 512),
+        (GgmlType::Q2_K, 512),
+        (GgmlType::Q3_K, 512),
+        (GgmlType::IQ4_XS, 512),
     ] {
         let mut rng = rng(11);
         let n_out = 16;
@@ -208,10 +234,10 @@ fn q4kx8_rejects_bad_shapes() {
     );
     let e = repack::repack(TY, 200, 8, &src, &mut dst).unwrap_err();
     assert!(e.to_string().contains("whole number"), "{e}");
-    let e = repack::repack(GgmlType::Q3_K, 256, 8, &src, &mut dst).unwrap_err();
+    let e = repack::repack(GgmlType::Q5_K, 256, 8, &src, &mut dst).unwrap_err();
     assert!(matches!(
         e,
-        repack::RepackError::Unsupported(GgmlType::Q3_K)
+        repack::RepackError::Unsupported(GgmlType::Q5_K)
     ));
 }
 
@@ -228,6 +254,11 @@ fn multi_group_tiles_match_single_group() {
         (GgmlType::Q8_0, 130),
         (GgmlType::Q8_0, 128),
         (GgmlType::Q5_0, 70),
+        (GgmlType::Q4_0, 129),
+        (GgmlType::MXFP4, 131),
+        (GgmlType::Q2_K, 65),
+        (GgmlType::Q3_K, 67),
+        (GgmlType::IQ4_XS, 66),
         (GgmlType::Q4_K, 3),
     ] {
         let mut rng = rng(nb as u64);

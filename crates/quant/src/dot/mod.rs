@@ -46,7 +46,7 @@ use crate::GgmlType;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod iq1;
-mod layout;
+pub(crate) mod layout;
 pub mod mxfp4;
 pub mod scalar;
 pub mod scalar_iq;

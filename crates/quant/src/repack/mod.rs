@@ -15,9 +15,15 @@
 //!   (148 bytes per row-block instead of 144: the 12 packed scale bytes become 16 plain
 //!   ones).
 //! - [`PackedType::Q6Kx8`]: Q6_K, 8 rows per group (see `q6k`), same size as the source.
-//! - [`PackedType::Q8_0x8`], [`PackedType::Q5_0x8`]: the legacy 32-value blocks × Q8_0
-//!   activations (see `legacy`), the same size as the source (the quants are stored
-//!   unsigned, so `vpdpbusd` takes them as they are).
+//! - [`PackedType::Q2Kx8`]: Q2_K, 8 rows per group (see `q2k`), same size as the source.
+//! - [`PackedType::Q3Kx8`]: Q3_K, 8 rows per group (see `q3k`), +3.6% (114 bytes per
+//!   row-block instead of 110: the 12 bytes of packed scales become 16 plain ones).
+//! - [`PackedType::IQ4XSx8`]: IQ4_XS, 8 rows per group (see `iq4xs`), +1.5% (138 bytes per
+//!   row-block instead of 136: the 6 bytes of packed scales become 8 plain ones).
+//! - [`PackedType::Q8_0x8`], [`PackedType::Q5_0x8`], [`PackedType::Q4_0x8`],
+//!   [`PackedType::MXFP4x8`]: the 32-value blocks × Q8_0 activations (see `legacy`), the
+//!   same size as the source (the quants are stored or looked up unsigned, so `vpdpbusd`
+//!   takes them as they are).
 //!
 //! Numerics (the *definition*, [`scalar`] functions; the legacy types likewise with
 //! `acc = fma(d·d_a, Σ w·a, acc)` per 32-value block): per row and block, the exact
@@ -39,13 +45,20 @@
 use crate::dot::SimdPath;
 use crate::GgmlType;
 
+mod iq4xs;
 mod legacy;
+mod q2k;
+mod q3k;
 mod q4k;
 mod q6k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use legacy::{Q5_0X8_BLOCK_BYTES, Q8_0X8_BLOCK_BYTES};
+pub use iq4xs::IQ4XSX8_BLOCK_BYTES;
+use legacy::Kind;
+pub use legacy::{MXFP4X8_BLOCK_BYTES, Q4_0X8_BLOCK_BYTES, Q5_0X8_BLOCK_BYTES, Q8_0X8_BLOCK_BYTES};
+pub use q2k::Q2KX8_BLOCK_BYTES;
+pub use q3k::Q3KX8_BLOCK_BYTES;
 pub use q4k::Q4KX8_BLOCK_BYTES;
 pub use q6k::Q6KX8_BLOCK_BYTES;
 
@@ -59,7 +72,7 @@ pub const MAX_TOKENS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RepackError {
     /// No repacked layout for this type.
-    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q8_0, Q5_0)")]
+    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4)")]
     Unsupported(GgmlType),
     /// Shapes that do not fit the layout or the buffers.
     #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
@@ -82,6 +95,16 @@ pub enum PackedType {
     Q8_0x8,
     /// Q5_0, groups of 8 rows (see `legacy`).
     Q5_0x8,
+    /// Q4_0, groups of 8 rows (see `legacy`).
+    Q4_0x8,
+    /// Q2_K, groups of 8 rows (see `q2k`).
+    Q2Kx8,
+    /// Q3_K, groups of 8 rows (see `q3k`).
+    Q3Kx8,
+    /// IQ4_XS, groups of 8 rows (see `iq4xs`).
+    IQ4XSx8,
+    /// MXFP4, groups of 8 rows (see `legacy`).
+    MXFP4x8,
 }
 
 impl PackedType {
@@ -92,6 +115,11 @@ impl PackedType {
             GgmlType::Q6_K => Some(PackedType::Q6Kx8),
             GgmlType::Q8_0 => Some(PackedType::Q8_0x8),
             GgmlType::Q5_0 => Some(PackedType::Q5_0x8),
+            GgmlType::Q4_0 => Some(PackedType::Q4_0x8),
+            GgmlType::Q2_K => Some(PackedType::Q2Kx8),
+            GgmlType::Q3_K => Some(PackedType::Q3Kx8),
+            GgmlType::IQ4_XS => Some(PackedType::IQ4XSx8),
+            GgmlType::MXFP4 => Some(PackedType::MXFP4x8),
             _ => None,
         }
     }
@@ -103,6 +131,11 @@ impl PackedType {
             PackedType::Q6Kx8 => GgmlType::Q6_K,
             PackedType::Q8_0x8 => GgmlType::Q8_0,
             PackedType::Q5_0x8 => GgmlType::Q5_0,
+            PackedType::Q4_0x8 => GgmlType::Q4_0,
+            PackedType::Q2Kx8 => GgmlType::Q2_K,
+            PackedType::Q3Kx8 => GgmlType::Q3_K,
+            PackedType::IQ4XSx8 => GgmlType::IQ4_XS,
+            PackedType::MXFP4x8 => GgmlType::MXFP4,
         }
     }
 
@@ -113,6 +146,11 @@ impl PackedType {
             PackedType::Q6Kx8 => "Q6_Kx8",
             PackedType::Q8_0x8 => "Q8_0x8",
             PackedType::Q5_0x8 => "Q5_0x8",
+            PackedType::Q4_0x8 => "Q4_0x8",
+            PackedType::Q2Kx8 => "Q2_Kx8",
+            PackedType::Q3Kx8 => "Q3_Kx8",
+            PackedType::IQ4XSx8 => "IQ4_XSx8",
+            PackedType::MXFP4x8 => "MXFP4x8",
         }
     }
 
@@ -123,6 +161,11 @@ impl PackedType {
             PackedType::Q6Kx8 => Q6KX8_BLOCK_BYTES,
             PackedType::Q8_0x8 => Q8_0X8_BLOCK_BYTES,
             PackedType::Q5_0x8 => Q5_0X8_BLOCK_BYTES,
+            PackedType::Q4_0x8 => Q4_0X8_BLOCK_BYTES,
+            PackedType::Q2Kx8 => Q2KX8_BLOCK_BYTES,
+            PackedType::Q3Kx8 => Q3KX8_BLOCK_BYTES,
+            PackedType::IQ4XSx8 => IQ4XSX8_BLOCK_BYTES,
+            PackedType::MXFP4x8 => MXFP4X8_BLOCK_BYTES,
         }
     }
 
@@ -267,8 +310,13 @@ pub fn repack(
     match check(ty, n_in, n_out, src.len(), dst.len())? {
         PackedType::Q4Kx8 => q4k::repack(n_in, n_out, src, dst),
         PackedType::Q6Kx8 => q6k::repack(n_in, n_out, src, dst),
-        PackedType::Q8_0x8 => legacy::repack(false, n_in, n_out, src, dst),
-        PackedType::Q5_0x8 => legacy::repack(true, n_in, n_out, src, dst),
+        PackedType::Q8_0x8 => legacy::repack(Kind::Q8_0, n_in, n_out, src, dst),
+        PackedType::Q5_0x8 => legacy::repack(Kind::Q5_0, n_in, n_out, src, dst),
+        PackedType::Q4_0x8 => legacy::repack(Kind::Q4_0, n_in, n_out, src, dst),
+        PackedType::Q2Kx8 => q2k::repack(n_in, n_out, src, dst),
+        PackedType::Q3Kx8 => q3k::repack(n_in, n_out, src, dst),
+        PackedType::IQ4XSx8 => iq4xs::repack(n_in, n_out, src, dst),
+        PackedType::MXFP4x8 => legacy::repack(Kind::Mxfp4, n_in, n_out, src, dst),
     }
     Ok(())
 }
@@ -286,8 +334,13 @@ pub fn unpack(
     match check(ty, n_in, n_out, dst.len(), packed.len())? {
         PackedType::Q4Kx8 => q4k::unpack(n_in, n_out, packed, dst),
         PackedType::Q6Kx8 => q6k::unpack(n_in, n_out, packed, dst),
-        PackedType::Q8_0x8 => legacy::unpack(false, n_in, n_out, packed, dst),
-        PackedType::Q5_0x8 => legacy::unpack(true, n_in, n_out, packed, dst),
+        PackedType::Q8_0x8 => legacy::unpack(Kind::Q8_0, n_in, n_out, packed, dst),
+        PackedType::Q5_0x8 => legacy::unpack(Kind::Q5_0, n_in, n_out, packed, dst),
+        PackedType::Q4_0x8 => legacy::unpack(Kind::Q4_0, n_in, n_out, packed, dst),
+        PackedType::Q2Kx8 => q2k::unpack(n_in, n_out, packed, dst),
+        PackedType::Q3Kx8 => q3k::unpack(n_in, n_out, packed, dst),
+        PackedType::IQ4XSx8 => iq4xs::unpack(n_in, n_out, packed, dst),
+        PackedType::MXFP4x8 => legacy::unpack(Kind::Mxfp4, n_in, n_out, packed, dst),
     }
     Ok(())
 }
@@ -322,7 +375,7 @@ pub struct PackedDot {
     /// The implementation in use.
     pub path: SimdPath,
     /// Tokens per tile-kernel call: 8 where the tile's accumulators fit the registers and
-    /// it pays (Q4_Kx8, Q5_0x8, Q8_0x8 on AVX-512 VNNI, 32 registers: +4–11% GEMM), else 4
+    /// it pays (Q4_Kx8 and the legacy layouts on AVX-512 VNNI, 32 registers: +4–11% GEMM), else 4
     /// (Q6_Kx8 at 8 tokens spills: −31%; AVX2 has 16 registers).
     pub tile_tokens: usize,
     imp: Imp,
@@ -351,7 +404,11 @@ impl PackedDot {
         if let Some((p, fns)) = x86::kernels(packed, path) {
             let tile_tokens = match (packed, p) {
                 (
-                    PackedType::Q4Kx8 | PackedType::Q5_0x8 | PackedType::Q8_0x8,
+                    PackedType::Q4Kx8
+                    | PackedType::Q5_0x8
+                    | PackedType::Q8_0x8
+                    | PackedType::Q4_0x8
+                    | PackedType::MXFP4x8,
                     SimdPath::Avx512Vnni,
                 ) => MAX_TOKENS,
                 _ => 4,
@@ -435,8 +492,15 @@ impl PackedDot {
                             let v = match self.packed {
                                 PackedType::Q4Kx8 => q4k::dot_scalar(nb, group, at),
                                 PackedType::Q6Kx8 => q6k::dot_scalar(nb, group, at),
-                                PackedType::Q8_0x8 => legacy::dot_scalar(false, nb, group, at),
-                                PackedType::Q5_0x8 => legacy::dot_scalar(true, nb, group, at),
+                                PackedType::Q8_0x8 => legacy::dot_scalar(Kind::Q8_0, nb, group, at),
+                                PackedType::Q5_0x8 => legacy::dot_scalar(Kind::Q5_0, nb, group, at),
+                                PackedType::Q4_0x8 => legacy::dot_scalar(Kind::Q4_0, nb, group, at),
+                                PackedType::Q2Kx8 => q2k::dot_scalar(nb, group, at),
+                                PackedType::Q3Kx8 => q3k::dot_scalar(nb, group, at),
+                                PackedType::IQ4XSx8 => iq4xs::dot_scalar(nb, group, at),
+                                PackedType::MXFP4x8 => {
+                                    legacy::dot_scalar(Kind::Mxfp4, nb, group, at)
+                                }
                             };
                             // SAFETY: per the contract.
                             unsafe {
@@ -466,17 +530,30 @@ impl PackedDot {
 
 /// The scalar definitions (see the module docs).
 pub mod scalar {
+    pub use super::iq4xs::dot_scalar as dot_iq4xsx8;
+    pub use super::q2k::dot_scalar as dot_q2kx8;
+    pub use super::q3k::dot_scalar as dot_q3kx8;
     pub use super::q4k::dot_scalar as dot_q4kx8;
     pub use super::q6k::dot_scalar as dot_q6kx8;
 
     /// Q8_0x8 × Q8_0.
     pub fn dot_q8_0x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
-        super::legacy::dot_scalar(false, nb, group, act)
+        super::legacy::dot_scalar(super::Kind::Q8_0, nb, group, act)
     }
 
     /// Q5_0x8 × Q8_0.
     pub fn dot_q5_0x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
-        super::legacy::dot_scalar(true, nb, group, act)
+        super::legacy::dot_scalar(super::Kind::Q5_0, nb, group, act)
+    }
+
+    /// Q4_0x8 × Q8_0.
+    pub fn dot_q4_0x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
+        super::legacy::dot_scalar(super::Kind::Q4_0, nb, group, act)
+    }
+
+    /// MXFP4x8 × Q8_0.
+    pub fn dot_mxfp4x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
+        super::legacy::dot_scalar(super::Kind::Mxfp4, nb, group, act)
     }
 }
 
@@ -497,8 +574,13 @@ pub mod testing {
         match packed {
             PackedType::Q4Kx8 => q4k::ints_scalar(nb, group, act),
             PackedType::Q6Kx8 => q6k::ints_scalar(nb, group, act),
-            PackedType::Q8_0x8 => legacy::ints_scalar(false, nb, group, act),
-            PackedType::Q5_0x8 => legacy::ints_scalar(true, nb, group, act),
+            PackedType::Q8_0x8 => legacy::ints_scalar(Kind::Q8_0, nb, group, act),
+            PackedType::Q5_0x8 => legacy::ints_scalar(Kind::Q5_0, nb, group, act),
+            PackedType::Q4_0x8 => legacy::ints_scalar(Kind::Q4_0, nb, group, act),
+            PackedType::Q2Kx8 => q2k::ints_scalar(nb, group, act),
+            PackedType::Q3Kx8 => q3k::ints_scalar(nb, group, act),
+            PackedType::IQ4XSx8 => iq4xs::ints_scalar(nb, group, act),
+            PackedType::MXFP4x8 => legacy::ints_scalar(Kind::Mxfp4, nb, group, act),
         }
     }
 

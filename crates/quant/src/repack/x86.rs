@@ -20,9 +20,29 @@
 //! offset) and is scaled by its 8 signed row scales (`vpmulld`). f32: one FMA per (block,
 //! token), as the scalar definition.
 //!
-//! Q8_0x8 / Q5_0x8 × T tokens: the 8 unsigned weight vectors `w + o` of a block (Q5_0: the
-//! nibble or'ed with the fifth bit shifted out of the block's bit plane, o = 16; Q8_0: the
-//! stored bytes, o = 128) times the broadcast 4-byte activation groups (`vpdpbusd`), each
+//! Q2_Kx8 × T tokens: per 128-value half n and 2-bit field k, the 8 `qs[n][g]` vectors are
+//! masked with `3 << 2k` (VNNI: values × 4^k ≤ 192 as unsigned bytes; AVX2, whose
+//! `vpmaddubsw` pairs would saturate, shifts them down to 0..4 first) and multiplied per
+//! token with the broadcast activations (`vpdpbusd`), g < 4 into sub-block `8n + 2k`, g ≥ 4
+//! into `8n + 2k + 1`. The two sums, the 4^k shifted out exactly, become the 16-bit halves
+//! of each lane ([`pair16`]) and one `vpdpwssd` applies both sub-blocks' row scales; one
+//! more against the broadcast `bsums` pair gives `msum`.
+//!
+//! Q3_Kx8 × T tokens: as Q2_Kx8, with `u = low2 + 4·hbit` formed per value vector from the
+//! `qs` and high-bit vectors (a shift, two masks and an OR: see `q3k`), each sub-block's
+//! sum starting at the prepared `−4·2^e·bsums[s]` (q = u − 4), and one `vpdpwssd` per pair
+//! of sub-blocks with their signed scales.
+//!
+//! IQ4_XSx8 × T tokens: per sub-block j, the 4 `qs[j][g]` vectors give low and high nibbles,
+//! a `vpshufb` maps them to the codebook (VNNI: `KVALUES + 128`, unsigned, with each
+//! sub-block's sum starting at `−128·Σ32` of its activations; AVX2: the signed values and
+//! `vpmaddubsw(|a|, sign(w, a))`), and the sub-block sum is scaled by its 8 signed row
+//! scales (`vpmulld`).
+//!
+//! Q8_0x8 / Q5_0x8 / Q4_0x8 / MXFP4x8 × T tokens: the 8 unsigned weight vectors `w + o` of
+//! a block (Q5_0: the nibble or'ed with the fifth bit shifted out of the block's bit plane,
+//! o = 16; Q4_0: the nibble, o = 8; MXFP4: the nibble looked up in `KVALUES_MXFP4 + 12`,
+//! o = 12; Q8_0: the stored bytes, o = 128) times the broadcast 4-byte activation groups (`vpdpbusd`), each
 //! block's sums starting at `−o·Σa` (prepared once per call with `d_a` as f32). Without
 //! VNNI, Q8_0 goes back to the signed weights (one XOR per vector) and
 //! `vpmaddubsw(|a|, sign(w, a))` (o = 0), since `(w + 128)·a` pairs would saturate i16.
@@ -35,9 +55,13 @@
 
 #![allow(clippy::needless_range_loop)]
 
+use super::iq4xs::{self, IQ4XSX8_BLOCK_BYTES};
 use super::legacy::{
-    self, Q5_0X8_BLOCK_BYTES, Q5_OFF_QH, Q5_OFF_QS, Q8_0X8_BLOCK_BYTES, Q8_0_SIZE, Q8_OFF_QS,
+    self, MXFP4X8_BLOCK_BYTES, MX_OFF_QS, Q4_0X8_BLOCK_BYTES, Q4_OFF_QS, Q5_0X8_BLOCK_BYTES,
+    Q5_OFF_QH, Q5_OFF_QS, Q8_0X8_BLOCK_BYTES, Q8_0_SIZE, Q8_OFF_QS,
 };
+use super::q2k::{self, Q2KX8_BLOCK_BYTES};
+use super::q3k::{self, Q3KX8_BLOCK_BYTES};
 use super::q4k::{
     OFF_D, OFF_DMIN, OFF_MN, OFF_QS, OFF_SC, Q4KX8_BLOCK_BYTES, Q8K_BSUMS, Q8K_QS, Q8K_SIZE,
 };
@@ -69,6 +93,11 @@ pub(super) fn kernels(
         PackedType::Q6Kx8 => pick(path, &Q6K_AVX2, &Q6K_VNNI),
         PackedType::Q8_0x8 => pick(path, &Q8_0_AVX2, &Q8_0_VNNI),
         PackedType::Q5_0x8 => pick(path, &Q5_0_AVX2, &Q5_0_VNNI),
+        PackedType::Q4_0x8 => pick(path, &Q4_0_AVX2, &Q4_0_VNNI),
+        PackedType::Q2Kx8 => pick(path, &Q2K_AVX2, &Q2K_VNNI),
+        PackedType::Q3Kx8 => pick(path, &Q3K_AVX2, &Q3K_VNNI),
+        PackedType::IQ4XSx8 => pick(path, &IQ4XS_AVX2, &IQ4XS_VNNI),
+        PackedType::MXFP4x8 => pick(path, &MXFP4_AVX2, &MXFP4_VNNI),
     }
 }
 
@@ -87,6 +116,8 @@ fn pick(
 trait Isa {
     /// `acc + Σ quads(u·s)` (u8 × s8 → i32).
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
+    /// `acc + Σ pairs(a·b)` (i16 × i16 → i32; exact, as `vpmaddwd` for all but −2¹⁵·−2¹⁵).
+    unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
     /// Whether [`Isa::dpbusd`] is exact for any unsigned bytes (VNNI); the AVX2 emulation
     /// saturates when a pair `u₀s₀ + u₁s₁` leaves the i16 range (possible for u > 127).
     const VNNI: bool;
@@ -100,6 +131,10 @@ impl Isa for Avx2 {
             acc,
             _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)),
         )
+    }
+    #[inline(always)]
+    unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
     }
     const VNNI: bool = false;
 }
@@ -119,6 +154,10 @@ impl Isa for Vnni {
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, u, s)
     }
+    #[inline(always)]
+    unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, a, b)
+    }
     const VNNI: bool = true;
 }
 
@@ -137,6 +176,12 @@ unsafe fn bcast32(p: *const u8) -> __m256i {
 #[inline(always)]
 unsafe fn u8x8(p: *const u8) -> __m256i {
     _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i))
+}
+
+/// 8 bytes at `p`, sign-extended to 8 i32 lanes.
+#[inline(always)]
+unsafe fn i8x8(p: *const u8) -> __m256i {
+    _mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))
 }
 
 /// 8 f16 at `p` as f32.
@@ -310,10 +355,16 @@ trait Layout {
     ) -> ([__m256i; T], [__m256i; T]);
     /// The activation block's scale `d_a`.
     unsafe fn d_a(blk: *const u8, ex: *const u8) -> f32;
+    /// The 8 rows' scales `d` of packed block `pb` (f16 at [`Layout::OFF_D`] unless the
+    /// layout says otherwise).
+    #[inline(always)]
+    unsafe fn row_d(pb: *const u8) -> __m256 {
+        f16x8(pb.add(Self::OFF_D))
+    }
 }
 
-/// Prepared bytes per activation block of the largest layout (Q4_K's split sums).
-const EXTRA_MAX: usize = Q4K_EXTRA;
+/// Prepared bytes per activation block of the largest layout (Q3_K's offsets).
+const EXTRA_MAX: usize = 64;
 
 struct Q4K;
 impl Layout for Q4K {
@@ -429,7 +480,7 @@ unsafe fn tile<const T: usize, I: Isa, L: Layout>(
                 let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * L::ACT_BYTES));
                 let et: [*const u8; T] = std::array::from_fn(|t| ex_at(t, k) as *const u8);
                 let (isum, msum) = L::ints::<T, I>(pb, at, et);
-                let d = f16x8(pb.add(L::OFF_D));
+                let d = L::row_d(pb);
                 for t in 0..T {
                     let da = _mm256_set1_ps(L::d_a(at[t], et[t]));
                     acc[t] =
@@ -494,21 +545,369 @@ static Q4K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q4K);
 static Q4K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q4K);
 static Q6K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q6K);
 static Q6K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q6K);
-static Q8_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<false>);
-static Q8_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<false>);
-static Q5_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<true>);
-static Q5_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<true>);
+static Q8_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q8_0>);
+static Q8_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_Q8_0>);
+static Q5_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q5_0>);
+static Q5_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_Q5_0>);
+static Q4_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q4_0>);
+static Q4_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_Q4_0>);
+static MXFP4_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_MXFP4>);
+static MXFP4_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_MXFP4>);
+static Q2K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q2K);
+static Q2K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q2K);
+static Q3K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q3K);
+static Q3K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q3K);
+static IQ4XS_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, IQ4XS);
+static IQ4XS_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, IQ4XS);
 
 // ---------------------------------------------------------------------------------------
-// Q8_0x8 / Q5_0x8 × Q8_0 (see `legacy` for the layouts).
+// Q2_Kx8 × Q8_K (see `q2k` for the layout).
+
+/// Two sub-block sums, each `2^e` times a value in −2¹⁵..2¹⁵ (exact multiples), as the
+/// 16-bit halves of each lane: `[sa >> e, sb >> e]`, the operand of a `vpdpwssd` against
+/// the pair's two scales. `sb << (16 − e)` is exactly `(sb >> e) << 16`.
+#[inline(always)]
+unsafe fn pair16(sa: __m256i, sb: __m256i, e: i32) -> __m256i {
+    let lo = _mm256_sra_epi32(sa, _mm_cvtsi32_si128(e));
+    let hi = _mm256_sll_epi32(sb, _mm_cvtsi32_si128(16 - e));
+    _mm256_blend_epi16::<0b1010_1010>(lo, hi)
+}
+
+/// One packed Q2_Kx8 block × T activation blocks: `[isum, msum]` per token, lane = row.
+#[inline(always)]
+unsafe fn q2k_block_ints<const T: usize, I: Isa>(
+    pb: *const u8,
+    a: [*const u8; T],
+) -> ([__m256i; T], [__m256i; T]) {
+    let mut isum = [_mm256_setzero_si256(); T];
+    let mut msum = [_mm256_setzero_si256(); T];
+    for n in 0..2 {
+        for k in 0..4 {
+            // VNNI: the field in place (value × 4^k); AVX2: shifted down (see the module
+            // docs), so the sums need no shift.
+            let e = if I::VNNI { 2 * k as i32 } else { 0 };
+            let mask = _mm256_set1_epi8(if I::VNNI { 3 << (2 * k) } else { 3 });
+            let mut sa = [_mm256_setzero_si256(); T];
+            let mut sb = [_mm256_setzero_si256(); T];
+            for g in 0..8 {
+                let w = load(pb.add(q2k::qs_at(n, g)));
+                let w = if I::VNNI {
+                    w
+                } else {
+                    _mm256_srl_epi16(w, _mm_cvtsi32_si128(2 * k as i32))
+                };
+                let q = _mm256_and_si256(w, mask);
+                for t in 0..T {
+                    let y = bcast32(a[t].add(Q8K_QS + 128 * n + 32 * k + 4 * g));
+                    if g < 4 {
+                        sa[t] = I::dpbusd(sa[t], q, y);
+                    } else {
+                        sb[t] = I::dpbusd(sb[t], q, y);
+                    }
+                }
+            }
+            // Pair p = 4n + k: sub-blocks 8n + 2k and 8n + 2k + 1, both bytes of each row
+            // as 16-bit halves of its lane.
+            let p = 4 * n + k;
+            let sm = _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                pb.add(q2k::OFF_SM + 16 * p) as *const __m128i
+            ));
+            let sc = _mm256_and_si256(sm, _mm256_set1_epi16(0x0f));
+            let mn = _mm256_srli_epi16::<4>(sm);
+            for t in 0..T {
+                // |Σ16 q·a| ≤ 16·3·128 < 2¹⁵; scales and mins ≤ 15; |bsum| ≤ 16·128.
+                isum[t] = I::dpwssd(isum[t], pair16(sa[t], sb[t], e), sc);
+                let bs = bcast32(a[t].add(Q8K_BSUMS + 4 * p));
+                msum[t] = I::dpwssd(msum[t], mn, bs);
+            }
+        }
+    }
+    (isum, msum)
+}
+
+struct Q2K;
+impl Layout for Q2K {
+    const BLOCK_BYTES: usize = Q2KX8_BLOCK_BYTES;
+    const ACT_BYTES: usize = Q8K_SIZE;
+    const OFF_D: usize = q2k::OFF_D;
+    const OFF_DMIN: Option<usize> = Some(q2k::OFF_DMIN);
+    const EXTRA: usize = 0;
+    #[inline(always)]
+    unsafe fn prepare<I: Isa>(_blk: *const u8, _dst: *mut u8) {}
+    #[inline(always)]
+    unsafe fn ints<const T: usize, I: Isa>(
+        pb: *const u8,
+        a: [*const u8; T],
+        _ex: [*const u8; T],
+    ) -> ([__m256i; T], [__m256i; T]) {
+        q2k_block_ints::<T, I>(pb, a)
+    }
+    #[inline(always)]
+    unsafe fn d_a(blk: *const u8, _ex: *const u8) -> f32 {
+        std::ptr::read_unaligned(blk as *const f32)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Q3_Kx8 × Q8_K (see `q3k` for the layout).
+
+/// `v << s` for s ≥ 0, `v >> −s` (logical) otherwise, in 16-bit lanes; `s` is a constant
+/// after unrolling.
+#[inline(always)]
+unsafe fn shift16(v: __m256i, s: i32) -> __m256i {
+    if s >= 0 {
+        _mm256_sll_epi16(v, _mm_cvtsi32_si128(s))
+    } else {
+        _mm256_srl_epi16(v, _mm_cvtsi32_si128(-s))
+    }
+}
+
+/// The power of two at which (n, k)'s `u` is formed: `q3k::E` with VNNI, 0 for AVX2
+/// (whose `vpmaddubsw` pairs would saturate on bytes above 127).
+#[inline(always)]
+fn q3k_e<I: Isa>(n: usize, k: usize) -> i32 {
+    if I::VNNI {
+        q3k::E[n][k] as i32
+    } else {
+        0
+    }
+}
+
+/// A Q8_K block's per-sub-block starts `−4·2^e·bsums[s]` (16 i32), `e` of s's pair.
+#[inline(always)]
+unsafe fn q3k_prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
+    let b = load(blk.add(Q8K_BSUMS));
+    let halves = [_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b)];
+    for (n, h) in halves.into_iter().enumerate() {
+        let sh = |k: usize| 2 + q3k_e::<I>(n, k);
+        let shifts = _mm256_setr_epi32(sh(0), sh(0), sh(1), sh(1), sh(2), sh(2), sh(3), sh(3));
+        let v = _mm256_sllv_epi32(_mm256_cvtepi16_epi32(h), shifts);
+        let v = _mm256_sub_epi32(_mm256_setzero_si256(), v);
+        _mm256_storeu_si256(dst.add(32 * n) as *mut __m256i, v);
+    }
+}
+
+/// One packed Q3_Kx8 block × T activation blocks: `isum` per token, lane = row.
+#[inline(always)]
+unsafe fn q3k_block_ints<const T: usize, I: Isa>(
+    pb: *const u8,
+    a: [*const u8; T],
+    ex: [*const u8; T],
+) -> [__m256i; T] {
+    // One call per (n, k), each with constant shifts and masks (as a loop LLVM kept the
+    // shift counts in registers and branched on their signs: half the speed).
+    let mut isum = [_mm256_setzero_si256(); T];
+    q3k_pair::<T, I, 0, 0>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 0, 1>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 0, 2>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 0, 3>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 1, 0>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 1, 1>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 1, 2>(pb, a, ex, &mut isum);
+    q3k_pair::<T, I, 1, 3>(pb, a, ex, &mut isum);
+    isum
+}
+
+/// Sub-blocks `8n + 2k` and `8n + 2k + 1` (pair `p = 4n + k`) of a packed Q3_Kx8 block × T
+/// activation blocks, added to `isum`.
+#[inline(always)]
+unsafe fn q3k_pair<const T: usize, I: Isa, const N: usize, const K: usize>(
+    pb: *const u8,
+    a: [*const u8; T],
+    ex: [*const u8; T],
+    isum: &mut [__m256i; T],
+) {
+    let (n, k) = (N, K);
+    let p = 4 * n + k;
+    let e = q3k_e::<I>(n, k);
+    // The 2 low bits from bit 2k to bit e; the high bit from `HBIT` to bit e + 2.
+    let w_shift = e - 2 * k as i32;
+    let h_shift = e + 2 - q3k::HBIT[n][k] as i32;
+    let lmask = _mm256_set1_epi8(3 << e);
+    let hmask = _mm256_set1_epi8(4 << e);
+    let mut sa = [_mm256_setzero_si256(); T];
+    let mut sb = [_mm256_setzero_si256(); T];
+    for t in 0..T {
+        sa[t] = bcast32(ex[t].add(8 * p));
+        sb[t] = bcast32(ex[t].add(8 * p + 4));
+    }
+    for g in 0..8 {
+        let w = shift16(load(pb.add(q3k::qs_at(n, g))), w_shift);
+        let h = shift16(load(pb.add(q3k::hb_at(g))), h_shift);
+        // 2^e·u ≤ 7·32: an unsigned byte.
+        let u = _mm256_or_si256(_mm256_and_si256(w, lmask), _mm256_and_si256(h, hmask));
+        for t in 0..T {
+            let y = bcast32(a[t].add(Q8K_QS + 128 * n + 32 * k + 4 * g));
+            if g < 4 {
+                sa[t] = I::dpbusd(sa[t], u, y);
+            } else {
+                sb[t] = I::dpbusd(sb[t], u, y);
+            }
+        }
+    }
+    let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+        pb.add(q3k::OFF_SC + 16 * p) as *const __m128i
+    ));
+    for t in 0..T {
+        // |Σ16 q·a| ≤ 16·4·128 < 2¹⁵ (times 2^e, exactly); |scale| ≤ 32.
+        isum[t] = I::dpwssd(isum[t], pair16(sa[t], sb[t], e), sc);
+    }
+}
+
+struct Q3K;
+impl Layout for Q3K {
+    const BLOCK_BYTES: usize = Q3KX8_BLOCK_BYTES;
+    const ACT_BYTES: usize = Q8K_SIZE;
+    const OFF_D: usize = q3k::OFF_D;
+    const OFF_DMIN: Option<usize> = None;
+    const EXTRA: usize = 64;
+    #[inline(always)]
+    unsafe fn prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
+        q3k_prepare::<I>(blk, dst)
+    }
+    #[inline(always)]
+    unsafe fn ints<const T: usize, I: Isa>(
+        pb: *const u8,
+        a: [*const u8; T],
+        ex: [*const u8; T],
+    ) -> ([__m256i; T], [__m256i; T]) {
+        (
+            q3k_block_ints::<T, I>(pb, a, ex),
+            [_mm256_setzero_si256(); T],
+        )
+    }
+    #[inline(always)]
+    unsafe fn d_a(blk: *const u8, _ex: *const u8) -> f32 {
+        std::ptr::read_unaligned(blk as *const f32)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// IQ4_XSx8 × Q8_K (see `iq4xs` for the layout).
+
+/// The IQ4_NL codebook as `vpshufb` tables (both 128-bit halves): `KVALUES + 128` as
+/// unsigned bytes for VNNI, the signed values for AVX2.
+#[inline(always)]
+unsafe fn iq4_table<I: Isa>() -> __m256i {
+    let kv = crate::blocks::KVALUES_IQ4NL;
+    let b: [u8; 16] = std::array::from_fn(|i| {
+        if I::VNNI {
+            (kv[i] as i32 + 128) as u8
+        } else {
+            kv[i] as u8
+        }
+    });
+    _mm256_broadcastsi128_si256(_mm_loadu_si128(b.as_ptr() as *const __m128i))
+}
+
+/// VNNI: a Q8_K block's `−128·Σ32_j` per sub-block j (8 i32), each sub-block sum's start
+/// (the codebook is stored +128); AVX2 (signed codebook): zeros.
+#[inline(always)]
+unsafe fn iq4xs_prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
+    let v = if I::VNNI {
+        let s32 = _mm256_madd_epi16(load(blk.add(Q8K_BSUMS)), _mm256_set1_epi16(1));
+        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<7>(s32))
+    } else {
+        _mm256_setzero_si256()
+    };
+    _mm256_storeu_si256(dst as *mut __m256i, v);
+}
+
+/// `acc + Σ quads(w·a)` for IQ4_XS's table output: VNNI takes it unsigned (+128) as is,
+/// AVX2 gets the signed codebook values (see [`iq4_table`]).
+#[inline(always)]
+unsafe fn signed_weight_dot<I: Isa>(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+    if I::VNNI {
+        I::dpbusd(acc, w, a)
+    } else {
+        dot_signed_avx2(acc, w, a)
+    }
+}
+
+/// One packed IQ4_XSx8 block × T activation blocks: `isum` per token, lane = row.
+#[inline(always)]
+unsafe fn iq4xs_block_ints<const T: usize, I: Isa>(
+    pb: *const u8,
+    a: [*const u8; T],
+    ex: [*const u8; T],
+) -> [__m256i; T] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let table = iq4_table::<I>();
+    let mut isum = [_mm256_setzero_si256(); T];
+    for j in 0..8 {
+        let mut s0 = [_mm256_setzero_si256(); T];
+        for t in 0..T {
+            s0[t] = bcast32(ex[t].add(4 * j));
+        }
+        let mut s1 = [_mm256_setzero_si256(); T];
+        for g in 0..4 {
+            let w = load(pb.add(iq4xs::qs_at(j, g)));
+            let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(w, m4));
+            let hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16::<4>(w), m4));
+            for t in 0..T {
+                let y = a[t].add(Q8K_QS + 32 * j + 4 * g);
+                s0[t] = signed_weight_dot::<I>(s0[t], lo, bcast32(y));
+                s1[t] = signed_weight_dot::<I>(s1[t], hi, bcast32(y.add(16)));
+            }
+        }
+        let sc = i8x8(pb.add(iq4xs::OFF_SC + 8 * j));
+        for t in 0..T {
+            // |Σ32 KVALUES·a| ≤ 32·127·128, |scale| ≤ 32, 8 sub-blocks: < 2³¹.
+            isum[t] = _mm256_add_epi32(
+                isum[t],
+                _mm256_mullo_epi32(_mm256_add_epi32(s0[t], s1[t]), sc),
+            );
+        }
+    }
+    isum
+}
+
+struct IQ4XS;
+impl Layout for IQ4XS {
+    const BLOCK_BYTES: usize = IQ4XSX8_BLOCK_BYTES;
+    const ACT_BYTES: usize = Q8K_SIZE;
+    const OFF_D: usize = iq4xs::OFF_D;
+    const OFF_DMIN: Option<usize> = None;
+    const EXTRA: usize = 32;
+    #[inline(always)]
+    unsafe fn prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
+        iq4xs_prepare::<I>(blk, dst)
+    }
+    #[inline(always)]
+    unsafe fn ints<const T: usize, I: Isa>(
+        pb: *const u8,
+        a: [*const u8; T],
+        ex: [*const u8; T],
+    ) -> ([__m256i; T], [__m256i; T]) {
+        (
+            iq4xs_block_ints::<T, I>(pb, a, ex),
+            [_mm256_setzero_si256(); T],
+        )
+    }
+    #[inline(always)]
+    unsafe fn d_a(blk: *const u8, _ex: *const u8) -> f32 {
+        std::ptr::read_unaligned(blk as *const f32)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Q8_0x8 / Q5_0x8 / Q4_0x8 × Q8_0 (see `legacy` for the layouts).
+
+/// The legacy layouts as a const parameter (`legacy::Kind` cannot be one on stable Rust).
+const K_Q8_0: u8 = 0;
+const K_Q5_0: u8 = 1;
+const K_Q4_0: u8 = 2;
+const K_MXFP4: u8 = 3;
 
 /// The offset `o` of the weight vectors [`legacy_weights`] returns (`u = w + o`).
 #[inline(always)]
-fn legacy_offset<const Q5: bool, I: Isa>() -> i32 {
-    match (Q5, I::VNNI) {
-        (true, _) => 16,
-        (false, true) => 128,
-        (false, false) => 0,
+fn legacy_offset<const K: u8, I: Isa>() -> i32 {
+    match (K, I::VNNI) {
+        (K_Q5_0, _) => 16,
+        (K_Q4_0, _) => 8,
+        (K_MXFP4, _) => 12,
+        (_, true) => 128,
+        (_, false) => 0,
     }
 }
 
@@ -517,12 +916,24 @@ fn legacy_offset<const Q5: bool, I: Isa>() -> i32 {
 /// VNNI. Q5_0: `plane` is the block's fifth-bit plane (bit g of byte 4r + i = the fifth
 /// bit of row r's value 4g + i), moved to bit 4 with one shift.
 #[inline(always)]
-unsafe fn legacy_weights<const Q5: bool, I: Isa>(
-    pb: *const u8,
-    g: usize,
-    plane: __m256i,
-) -> __m256i {
-    if Q5 {
+unsafe fn legacy_weights<const K: u8, I: Isa>(pb: *const u8, g: usize, plane: __m256i) -> __m256i {
+    if K == K_Q4_0 || K == K_MXFP4 {
+        let off = if K == K_MXFP4 { MX_OFF_QS } else { Q4_OFF_QS };
+        let v = load(pb.add(off + 32 * (g % 4)));
+        let m4 = _mm256_set1_epi8(0x0f);
+        let nib = if g < 4 {
+            _mm256_and_si256(v, m4)
+        } else {
+            _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4)
+        };
+        if K == K_MXFP4 {
+            // KVALUES_MXFP4 + 12 (0..=24): (u·a) pairs ≤ 24·128·2 fit AVX2's i16 too.
+            let t = _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
+            _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(t), nib)
+        } else {
+            nib
+        }
+    } else if K == K_Q5_0 {
         let v = load(pb.add(Q5_OFF_QS + 32 * (g % 4)));
         let m4 = _mm256_set1_epi8(0x0f);
         let nib = if g < 4 {
@@ -547,7 +958,7 @@ unsafe fn legacy_weights<const Q5: bool, I: Isa>(
 /// One packed block × T activation blocks: `Σ w·a` per token, lane = row. `q[t]` points
 /// to token t's 32 quants, `c[t]` to its prepared `−o·Σa` (i32) of this block.
 #[inline(always)]
-unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(
+unsafe fn legacy_block_ints<const T: usize, const K: u8, I: Isa>(
     pb: *const u8,
     q: [*const u8; T],
     c: [*const u8; T],
@@ -556,21 +967,21 @@ unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(
     // otherwise bound the short legacy blocks. The even chain starts at −o·Σa.
     let mut dp: [__m256i; T] = std::array::from_fn(|t| bcast32(c[t]));
     let mut dq = [_mm256_setzero_si256(); T];
-    let plane = if Q5 {
+    let plane = if K == K_Q5_0 {
         load(pb.add(Q5_OFF_QH))
     } else {
         _mm256_setzero_si256()
     };
     let dot = |acc: __m256i, w: __m256i, a: __m256i| {
-        if !Q5 && !I::VNNI {
+        if K == K_Q8_0 && !I::VNNI {
             dot_signed_avx2(acc, w, a)
         } else {
             I::dpbusd(acc, w, a)
         }
     };
     for g in (0..8).step_by(2) {
-        let w0 = legacy_weights::<Q5, I>(pb, g, plane);
-        let w1 = legacy_weights::<Q5, I>(pb, g + 1, plane);
+        let w0 = legacy_weights::<K, I>(pb, g, plane);
+        let w1 = legacy_weights::<K, I>(pb, g + 1, plane);
         for t in 0..T {
             dp[t] = dot(dp[t], w0, bcast32(q[t].add(4 * g)));
             dq[t] = dot(dq[t], w1, bcast32(q[t].add(4 * g + 4)));
@@ -581,8 +992,8 @@ unsafe fn legacy_block_ints<const T: usize, const Q5: bool, I: Isa>(
 
 /// A Q8_0 activation block's per-call constants: `−o·Σa` (i32) and `d_a` (f32).
 #[inline(always)]
-unsafe fn legacy_prepare<const Q5: bool, I: Isa>(blk: *const u8, dst: *mut u8) {
-    let off = legacy_offset::<Q5, I>();
+unsafe fn legacy_prepare<const K: u8, I: Isa>(blk: *const u8, dst: *mut u8) {
+    let off = legacy_offset::<K, I>();
     let sum = if off == 0 {
         0
     } else {
@@ -605,21 +1016,36 @@ unsafe fn legacy_prepare<const Q5: bool, I: Isa>(blk: *const u8, dst: *mut u8) {
 /// Bytes [`legacy_prepare`] writes per activation block.
 const LEGACY_EXTRA: usize = 8;
 
-/// Q8_0x8 (`Q5 = false`) or Q5_0x8 against Q8_0 activations.
-struct Legacy<const Q5: bool>;
-impl<const Q5: bool> Layout for Legacy<Q5> {
-    const BLOCK_BYTES: usize = if Q5 {
-        Q5_0X8_BLOCK_BYTES
-    } else {
-        Q8_0X8_BLOCK_BYTES
+/// Q8_0x8, Q5_0x8 or Q4_0x8 (`K`) against Q8_0 activations.
+struct Legacy<const K: u8>;
+impl<const K: u8> Layout for Legacy<K> {
+    const BLOCK_BYTES: usize = match K {
+        K_Q5_0 => Q5_0X8_BLOCK_BYTES,
+        K_Q4_0 => Q4_0X8_BLOCK_BYTES,
+        K_MXFP4 => MXFP4X8_BLOCK_BYTES,
+        _ => Q8_0X8_BLOCK_BYTES,
     };
+    /// MXFP4: the E8M0 bytes as 2^(e − 128) (`mxfp4::e8m0_to_f32_half`: e = 0, 1 are the
+    /// subnormals 2^−128, 2^−127).
+    #[inline(always)]
+    unsafe fn row_d(pb: *const u8) -> __m256 {
+        if K == K_MXFP4 {
+            let e = u8x8(pb);
+            let normal = _mm256_slli_epi32::<23>(_mm256_sub_epi32(e, _mm256_set1_epi32(1)));
+            let small = _mm256_sllv_epi32(_mm256_set1_epi32(0x0020_0000), e);
+            let big = _mm256_cmpgt_epi32(e, _mm256_set1_epi32(1));
+            _mm256_castsi256_ps(_mm256_blendv_epi8(small, normal, big))
+        } else {
+            f16x8(pb.add(Self::OFF_D))
+        }
+    }
     const ACT_BYTES: usize = Q8_0_SIZE;
     const OFF_D: usize = legacy::OFF_D;
     const OFF_DMIN: Option<usize> = None;
     const EXTRA: usize = LEGACY_EXTRA;
     #[inline(always)]
     unsafe fn prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
-        legacy_prepare::<Q5, I>(blk, dst)
+        legacy_prepare::<K, I>(blk, dst)
     }
     #[inline(always)]
     unsafe fn ints<const T: usize, I: Isa>(
@@ -629,7 +1055,7 @@ impl<const Q5: bool> Layout for Legacy<Q5> {
     ) -> ([__m256i; T], [__m256i; T]) {
         let q: [*const u8; T] = std::array::from_fn(|t| a[t].add(2));
         (
-            legacy_block_ints::<T, Q5, I>(pb, q, ex),
+            legacy_block_ints::<T, K, I>(pb, q, ex),
             [_mm256_setzero_si256(); T],
         )
     }
@@ -695,10 +1121,20 @@ pub(super) fn block_ints(
             (PackedType::Q4Kx8, false) => ints_avx2::<Q4K>(nb, w, a),
             (PackedType::Q6Kx8, true) => ints_vnni::<Q6K>(nb, w, a),
             (PackedType::Q6Kx8, false) => ints_avx2::<Q6K>(nb, w, a),
-            (PackedType::Q8_0x8, true) => ints_vnni::<Legacy<false>>(nb, w, a),
-            (PackedType::Q8_0x8, false) => ints_avx2::<Legacy<false>>(nb, w, a),
-            (PackedType::Q5_0x8, true) => ints_vnni::<Legacy<true>>(nb, w, a),
-            (PackedType::Q5_0x8, false) => ints_avx2::<Legacy<true>>(nb, w, a),
+            (PackedType::Q8_0x8, true) => ints_vnni::<Legacy<K_Q8_0>>(nb, w, a),
+            (PackedType::Q8_0x8, false) => ints_avx2::<Legacy<K_Q8_0>>(nb, w, a),
+            (PackedType::Q5_0x8, true) => ints_vnni::<Legacy<K_Q5_0>>(nb, w, a),
+            (PackedType::Q5_0x8, false) => ints_avx2::<Legacy<K_Q5_0>>(nb, w, a),
+            (PackedType::Q4_0x8, true) => ints_vnni::<Legacy<K_Q4_0>>(nb, w, a),
+            (PackedType::Q4_0x8, false) => ints_avx2::<Legacy<K_Q4_0>>(nb, w, a),
+            (PackedType::Q2Kx8, true) => ints_vnni::<Q2K>(nb, w, a),
+            (PackedType::Q2Kx8, false) => ints_avx2::<Q2K>(nb, w, a),
+            (PackedType::Q3Kx8, true) => ints_vnni::<Q3K>(nb, w, a),
+            (PackedType::Q3Kx8, false) => ints_avx2::<Q3K>(nb, w, a),
+            (PackedType::IQ4XSx8, true) => ints_vnni::<IQ4XS>(nb, w, a),
+            (PackedType::IQ4XSx8, false) => ints_avx2::<IQ4XS>(nb, w, a),
+            (PackedType::MXFP4x8, true) => ints_vnni::<Legacy<K_MXFP4>>(nb, w, a),
+            (PackedType::MXFP4x8, false) => ints_avx2::<Legacy<K_MXFP4>>(nb, w, a),
         })
     }
 }

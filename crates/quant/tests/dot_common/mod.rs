@@ -75,6 +75,7 @@ fn f16_fields(ty: GgmlType) -> &'static [usize] {
         Q2_K => &[80, 82],
         Q3_K => &[108],
         Q6_K => &[208],
+        MXFP4 => &[], // its E8M0 byte is set in `weight_row`
         _ => panic!("no generator for {ty:?}"),
     }
 }
@@ -89,6 +90,15 @@ pub fn weight_row(ty: GgmlType, nb: usize, rng: &mut StdRng, mode: Mode) -> Vec<
         }
         for &o in f16_fields(ty) {
             blk[o..o + 2].copy_from_slice(&f16_bytes(scale(rng, mode)));
+        }
+        if ty == GgmlType::MXFP4 {
+            // E8M0 scale 2^(e − 128): around 1, with the extremes 0 (subnormal) and 255.
+            blk[0] = match mode {
+                Mode::ExtremeScales => {
+                    [0, 1, 255, 120 + rng.random_range(0..16)][rng.random_range(0..4)]
+                }
+                _ => 120 + rng.random_range(0..16u8),
+            };
         }
         if ty == GgmlType::Q8_0 {
             // The format's range is −127..=127 (ggml's quantizer never writes −128).
