@@ -22,6 +22,11 @@ use crate::{Model, ModelError};
 pub use crate::stage::mla::{mla_decompress_pays, MlaDims, MlaForm};
 pub use crate::stage::moe::route;
 
+/// The most tokens of one sequence a forward step may hold and still give, bit for bit,
+/// the logits of that many one-token steps (speculative decoding verifies its drafts in
+/// such steps; MLA runs them in the decode form, see `stage::mla`).
+pub const VERIFY_STEP_MAX: usize = crate::stage::mla::ABSORBED_STEP_MAX;
+
 /// Which positions' logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
