@@ -9,6 +9,7 @@ pub mod generate;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
+pub mod speculate;
 pub mod stop;
 
 use std::path::Path;
@@ -20,11 +21,12 @@ use model::{BatchLimits, BatchSeq, KvCache, Logits, MatmulMode, Model, RunState}
 pub use constraint::{Constraint, ConstraintCompiler, ConstraintSpec};
 pub use error::EngineError;
 pub use generate::{
-    FinishReason, GenerateRequest, Generation, GenerationStats, Step, TokenLogprobs,
+    FinishReason, GenerateRequest, Generation, GenerationStats, Step, TokenLogprobs, Verified,
     MAX_TOP_LOGPROBS,
 };
 pub use sampler::{Sampler, SamplingParams};
 pub use sequence::{Sequence, PREFILL_CHUNK};
+pub use speculate::{SpecType, Speculation};
 pub use stop::StopMatcher;
 pub use text::{ChatMessage, ChatTemplate, Tokenizer};
 
