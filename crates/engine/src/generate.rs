@@ -253,6 +253,12 @@ impl Generation {
         &self.pending
     }
 
+    /// Sets the model's extra cost of a step per draft token (see
+    /// [`Engine::step_cost_per_token`]), which sizes the drafts.
+    pub fn set_step_cost(&mut self, cost_per_token: f32) {
+        self.drafter.set_step_cost(cost_per_token);
+    }
+
     /// The speculative decoding statistics so far.
     pub fn drafter(&self) -> &Drafter {
         &self.drafter
@@ -537,6 +543,7 @@ impl Engine {
         let tok = self.tokenizer.as_ref().ok_or(EngineError::NoTokenizer)?;
         req.validate()?;
         let mut gen = Generation::new(tok, req, false);
+        gen.set_step_cost(self.step_cost_per_token);
         let n_ctx = seq.kv.n_ctx();
         // A sliding-window cache goes back only so far: no step longer than that.
         let max_step = seq.kv.ring_step().unwrap_or(usize::MAX);

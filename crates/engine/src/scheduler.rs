@@ -545,8 +545,10 @@ impl Worker {
             cancel.store(true, Ordering::SeqCst);
         }
         request.speculation.get_or_insert(self.config.speculation);
+        let mut generation = Generation::new(tok, &request, continues_prompt);
+        generation.set_step_cost(self.engine.step_cost_per_token);
         let job = ActiveJob {
-            generation: Generation::new(tok, &request, continues_prompt),
+            generation,
             sequence,
             prompt,
             sink,

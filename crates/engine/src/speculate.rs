@@ -101,13 +101,27 @@ impl Speculation {
 const NGRAM_MAX: usize = 4;
 const NGRAM_MIN: usize = 2;
 
-/// The cost of a verification step of `1 + d` tokens relative to a one-token step, as
-/// `1 + STEP_COST_PER_TOKEN · d`: decoding reads every weight once per step, so extra
-/// tokens cost only their arithmetic and their share of attention. Measured on the
-/// Qwen2.5-0.5B Q4_K_M model, 2 threads: 1.04 for 2 tokens, 1.22 for 4, 1.57 for 8 (see
-/// `bench/RESULTS.md`); a little high on purpose, so that a draft is made only where it
-/// clearly pays.
-const STEP_COST_PER_TOKEN: f32 = 0.1;
+/// The cost of a verification step of `1 + d` tokens relative to a one-token step is
+/// modelled as `1 + c · d`. For a dense model `c` is this: decoding reads every weight
+/// once per step, so extra tokens cost only their arithmetic and their share of attention
+/// (Qwen2.5-0.5B Q4_K_M, 2 threads, `bench --steps`: 1.08 for 2 tokens, 1.43 for 4, 1.74
+/// for 8, see `bench/RESULTS.md`). A mixture of experts adds the experts the extra tokens
+/// route to ([`step_cost_per_token`]).
+pub const DENSE_STEP_COST_PER_TOKEN: f32 = 0.1;
+
+/// The extra cost `c` per draft token of a model whose routed experts are `routed_share`
+/// of the bytes a one-token step reads, `used` of `n_expert` experts per token: with
+/// independent routing a second token reads `n·(1 − (1 − used/n)²) − used` more experts
+/// (V2-Lite, 6 of 64, half its bytes routed: ≈ 0.45 of a step more).
+pub fn step_cost_per_token(routed_share: f32, used: usize, n_expert: usize) -> f32 {
+    if used == 0 || n_expert == 0 {
+        return DENSE_STEP_COST_PER_TOKEN;
+    }
+    let (u, n) = (used as f32, n_expert as f32);
+    let distinct_two = n * (1.0 - (1.0 - u / n).powi(2));
+    let extra = routed_share.clamp(0.0, 1.0) * (distinct_two - u) / u;
+    DENSE_STEP_COST_PER_TOKEN + extra
+}
 
 /// Weight of the past in the acceptance estimate, per verified draft token.
 const DECAY: f32 = 0.9;
@@ -130,6 +144,8 @@ pub struct Drafter {
     /// Steps left without drafting, and the next pause when drafting stops paying.
     cooldown: usize,
     backoff: usize,
+    /// Extra cost of a step per draft token, relative to a one-token step.
+    cost_per_token: f32,
     /// Tokens drafted and confirmed in this generation, and verification steps with a draft.
     pub drafted: usize,
     pub accepted: usize,
@@ -145,6 +161,7 @@ impl Drafter {
             trials: PRIOR.1,
             cooldown: 0,
             backoff: 1,
+            cost_per_token: DENSE_STEP_COST_PER_TOKEN,
             drafted: 0,
             accepted: 0,
             steps: 0,
@@ -156,6 +173,13 @@ impl Drafter {
         self.spec
     }
 
+    /// Sets the model's extra cost per draft token ([`step_cost_per_token`]).
+    pub fn set_step_cost(&mut self, cost_per_token: f32) {
+        if cost_per_token.is_finite() && cost_per_token >= 0.0 {
+            self.cost_per_token = cost_per_token;
+        }
+    }
+
     /// The estimated probability that a draft token is confirmed.
     pub fn acceptance(&self) -> f32 {
         self.hits / self.trials.max(1e-6)
@@ -163,14 +187,14 @@ impl Drafter {
 
     /// The draft length with the most tokens per unit of step cost at acceptance `a`
     /// (0: drafting does not pay): a draft of `d` tokens yields `1 + a + … + a^d`
-    /// tokens on average for a step costing `1 + STEP_COST_PER_TOKEN · d`.
-    pub fn best_length(a: f32, max: usize) -> usize {
+    /// tokens on average for a step costing `1 + cost · d`.
+    pub fn best_length(a: f32, max: usize, cost: f32) -> usize {
         let (mut best, mut best_rate) = (0, 1.0f32);
         let (mut expected, mut term) = (1.0f32, 1.0f32);
         for d in 1..=max {
             term *= a;
             expected += term;
-            let rate = expected / (1.0 + STEP_COST_PER_TOKEN * d as f32);
+            let rate = expected / (1.0 + cost * d as f32);
             if rate > best_rate * 1.0001 {
                 (best, best_rate) = (d, rate);
             }
@@ -192,7 +216,7 @@ impl Drafter {
             return;
         }
         // After a pause the best length is 0: probe with the shortest draft.
-        let want = Drafter::best_length(self.acceptance(), limit)
+        let want = Drafter::best_length(self.acceptance(), limit, self.cost_per_token)
             .max(self.spec.draft_min)
             .max(1)
             .min(limit);
@@ -224,7 +248,7 @@ impl Drafter {
         }
         self.hits += accepted as f32;
         self.trials += judged as f32;
-        if Drafter::best_length(self.acceptance(), self.spec.draft_max) == 0 {
+        if Drafter::best_length(self.acceptance(), self.spec.draft_max, self.cost_per_token) == 0 {
             self.cooldown = self.backoff;
             self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         } else {
@@ -284,15 +308,23 @@ mod tests {
 
     #[test]
     fn length_follows_acceptance_and_cost() {
-        assert_eq!(Drafter::best_length(0.0, DRAFT_MAX), 0);
-        assert_eq!(Drafter::best_length(0.05, DRAFT_MAX), 0);
-        assert!(Drafter::best_length(0.3, DRAFT_MAX) >= 1);
+        let c = DENSE_STEP_COST_PER_TOKEN;
+        assert_eq!(Drafter::best_length(0.0, DRAFT_MAX, c), 0);
+        assert_eq!(Drafter::best_length(0.05, DRAFT_MAX, c), 0);
+        assert!(Drafter::best_length(0.3, DRAFT_MAX, c) >= 1);
         let (mid, high) = (
-            Drafter::best_length(0.7, DRAFT_MAX),
-            Drafter::best_length(0.97, DRAFT_MAX),
+            Drafter::best_length(0.7, DRAFT_MAX, c),
+            Drafter::best_length(0.97, DRAFT_MAX, c),
         );
         assert!(mid >= 2 && high > mid, "{mid} {high}");
-        assert_eq!(Drafter::best_length(0.999, 5), 5);
+        assert_eq!(Drafter::best_length(0.999, 5, c), 5);
+        // A costlier step (a mixture of experts) needs a higher acceptance.
+        let moe = step_cost_per_token(0.5, 6, 64);
+        assert!((0.5..0.6).contains(&moe), "{moe}");
+        assert_eq!(Drafter::best_length(0.3, DRAFT_MAX, moe), 0);
+        assert!(Drafter::best_length(0.9, DRAFT_MAX, moe) >= 2);
+        assert_eq!(step_cost_per_token(0.0, 6, 64), c);
+        assert_eq!(step_cost_per_token(0.7, 0, 0), c);
     }
 
     #[test]

@@ -98,6 +98,13 @@ const PROMPTS: [&str; 3] = [
 /// Every feature that touches a step, on one model; returns (drafted, accepted) in all.
 fn check_model(rel: &str) -> (usize, usize) {
     let e = tiny(rel);
+    // Extra tokens route to more experts: a step costs more per draft token than a dense
+    // model's.
+    assert!(
+        e.step_cost_per_token > engine::speculate::DENSE_STEP_COST_PER_TOKEN,
+        "{rel}: {}",
+        e.step_cost_per_token
+    );
     let tok = e.tokenizer.clone().unwrap();
     let (mut drafted, mut accepted) = (0, 0);
     let mut count = |s: &GenerationStats| {
@@ -192,6 +199,10 @@ fn greedy_is_byte_identical_on_the_tiny_models() {
 #[test]
 fn greedy_is_byte_identical_on_the_real_model_code_edit() {
     let e = load(&testutil::demo_model());
+    assert_eq!(
+        e.step_cost_per_token,
+        engine::speculate::DENSE_STEP_COST_PER_TOKEN
+    );
     let tok = e.tokenizer.clone().unwrap();
     let template = e.template.as_ref().unwrap();
     let code = "def mean(values):\n    total = 0\n    count = 0\n    for v in values:\n        \
