@@ -8,6 +8,7 @@ use std::time::Instant;
 use text::{StreamDecoder, Tokenizer};
 
 use crate::constraint::Constraint;
+use crate::speculate::{Drafter, Speculation};
 use crate::stop::StopMatcher;
 use crate::{Engine, EngineError, Sampler, SamplingParams, Sequence};
 
@@ -34,6 +35,10 @@ pub struct GenerateRequest {
     /// reasoning markers of the model's reply format (`text::ReplyFormat::markers`),
     /// which the caller's reply parser must see.
     pub keep_special: Vec<u32>,
+    /// Speculative decoding for this request (`None`: whoever runs it decides — the
+    /// server's `--spec-type`, or [`Speculation::default`]); it never changes greedy
+    /// output, nor the distribution of sampled output ([`crate::speculate`]).
+    pub speculation: Option<Speculation>,
 }
 
 impl Default for GenerateRequest {
@@ -48,6 +53,7 @@ impl Default for GenerateRequest {
             logit_bias: Vec::new(),
             logprobs: None,
             keep_special: Vec::new(),
+            speculation: None,
         }
     }
 }
@@ -69,6 +75,9 @@ impl GenerateRequest {
             return Err(EngineError::Input(format!(
                 "top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {n}"
             )));
+        }
+        if let Some(s) = &self.speculation {
+            s.validate().map_err(EngineError::Input)?;
         }
         Ok(())
     }
@@ -116,6 +125,10 @@ pub struct GenerationStats {
     /// (Anthropic's `stop_sequence`). None when an end-of-generation token or the
     /// length ended it.
     pub stop_string: Option<usize>,
+    /// Speculative decoding: tokens drafted, and of them confirmed by the model (each
+    /// confirmed token is one forward pass saved).
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 impl GenerationStats {
@@ -127,6 +140,20 @@ impl GenerationStats {
     pub fn decode_tps(&self) -> f64 {
         self.generated_tokens.saturating_sub(1) as f64 / self.decode_seconds.max(1e-9)
     }
+    /// The share of drafted tokens the model confirmed (`None`: nothing was drafted).
+    pub fn acceptance(&self) -> Option<f64> {
+        (self.drafted_tokens > 0).then(|| self.accepted_tokens as f64 / self.drafted_tokens as f64)
+    }
+}
+
+/// What verifying a step's tokens decided ([`Generation::verify`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// Feed the token, or finish.
+    pub step: Step,
+    /// Positions the sequence keeps: the tokens fed up to the last one whose logits were
+    /// used; truncate the sequence (and its cache) to this, dropping rejected draft tokens.
+    pub keep: usize,
 }
 
 /// What a generation step decided.
@@ -168,6 +195,13 @@ pub struct Generation {
     /// The last step's token log-probabilities, valid when `has_logprobs`.
     last: TokenLogprobs,
     has_logprobs: bool,
+    /// Drafts and their statistics (speculative decoding).
+    drafter: Drafter,
+    /// The tokens of the next step: the sampled token, then the draft (capacity reserved).
+    pending: Vec<u32>,
+    draft: Vec<u32>,
+    /// Draft tokens in the step being verified.
+    drafted_now: usize,
 }
 
 impl Generation {
@@ -206,7 +240,117 @@ impl Generation {
             logprobs: req.logprobs,
             last: TokenLogprobs::default(),
             has_logprobs: false,
+            drafter: Drafter::new(req.speculation.unwrap_or_default()),
+            pending: Vec::with_capacity(model::VERIFY_STEP_MAX),
+            draft: Vec::with_capacity(model::VERIFY_STEP_MAX),
+            drafted_now: 0,
         }
+    }
+
+    /// The tokens [`next_tokens`](Self::next_tokens) chose last (the sampled token and its
+    /// draft).
+    pub fn pending(&self) -> &[u32] {
+        &self.pending
+    }
+
+    /// Sets the model's extra cost of a step per draft token (see
+    /// [`Engine::step_cost_per_token`]), which sizes the drafts.
+    pub fn set_step_cost(&mut self, cost_per_token: f32) {
+        self.drafter.set_step_cost(cost_per_token);
+    }
+
+    /// The speculative decoding statistics so far.
+    pub fn drafter(&self) -> &Drafter {
+        &self.drafter
+    }
+
+    /// The tokens to feed in the next step after sampling `next`: `next`, then a draft for
+    /// the model to verify in the same step ([`crate::speculate`]), at most `max_step`
+    /// tokens in all. `history` is every token held, `room` the positions left in the
+    /// context before `next`. The draft never runs past what may still be generated.
+    /// Feed them in one step with every position's logits and pass those to
+    /// [`verify`](Self::verify).
+    pub fn next_tokens(
+        &mut self,
+        history: &[u32],
+        next: u32,
+        room: usize,
+        max_step: usize,
+    ) -> &[u32] {
+        // The step yields at most one token per position: no more than may still come.
+        let left = self.max_new_tokens.saturating_sub(self.generated);
+        let limit = max_step
+            .min(room)
+            .min(left)
+            .min(model::VERIFY_STEP_MAX)
+            .saturating_sub(1);
+        let mut draft = std::mem::take(&mut self.draft);
+        self.drafter.draft(history, next, limit, &mut draft);
+        self.propose(next, &draft);
+        self.draft = draft;
+        &self.pending
+    }
+
+    /// The tokens of the next step: `next`, then `draft` (from any drafter: at most
+    /// `model::VERIFY_STEP_MAX − 1` tokens are kept, and the caller must leave room for
+    /// them in the context), to be fed in one step and passed to
+    /// [`verify`](Self::verify). [`next_tokens`](Self::next_tokens) drafts by prompt
+    /// lookup and calls this.
+    pub fn propose(&mut self, next: u32, draft: &[u32]) -> &[u32] {
+        let draft = &draft[..draft.len().min(model::VERIFY_STEP_MAX - 1)];
+        self.drafted_now = draft.len();
+        self.pending.clear();
+        self.pending.push(next);
+        self.pending.extend_from_slice(draft);
+        &self.pending
+    }
+
+    /// Samples each position of a step from its `logits` (one row per position of the
+    /// tokens from [`next_tokens`](Self::next_tokens), or the one row of a prompt's last
+    /// position), as [`step`](Self::step) would one after the other, while the draft is
+    /// confirmed: the first token that differs from the draft (or that ends the output)
+    /// ends the step. `tokens` is every token held after the step was fed, `n_ctx` the
+    /// context size. `emit` is called after each position's step (its text and
+    /// log-probabilities are final then); `false` cancels. The sequence must then be
+    /// truncated to [`Verified::keep`].
+    pub fn verify(
+        &mut self,
+        logits: &[f32],
+        tokens: &[u32],
+        n_ctx: usize,
+        emit: &mut dyn FnMut(&Generation) -> bool,
+    ) -> Verified {
+        let d = std::mem::take(&mut self.drafted_now);
+        let rows = d + 1;
+        let vocab = logits.len() / rows;
+        // The tokens fed before the draft (the prompt, or everything up to `next`).
+        let base = tokens.len() - d;
+        for i in 0..rows {
+            let history = &tokens[..base + i];
+            let draft = (i < d).then(|| tokens[base + i]);
+            let step = self.step_inner(
+                &logits[i * vocab..(i + 1) * vocab],
+                history,
+                n_ctx - history.len(),
+                draft,
+            );
+            let keep = base + i;
+            if !emit(self) {
+                self.drafter.record(d, i);
+                return Verified {
+                    step: Step::Finished(FinishReason::Cancelled),
+                    keep,
+                };
+            }
+            match step {
+                Step::Next(t) if draft == Some(t) => continue,
+                step => {
+                    self.drafter.record(d, i);
+                    return Verified { step, keep };
+                }
+            }
+        }
+        unreachable!("the last row has no draft token, so it always ends the step")
     }
 
     /// The last step's token and its log-probabilities (when the request asked for them
@@ -283,6 +427,18 @@ impl Generation {
     /// holding `history` with `room` positions left, and decides: feed it, or stop. The
     /// text that became final is in [`text`](Self::text) (possibly empty).
     pub fn step(&mut self, logits: &[f32], history: &[u32], room: usize) -> Step {
+        self.step_inner(logits, history, room, None)
+    }
+
+    /// [`step`](Self::step), where `draft` was guessed for this position: sampled with
+    /// the speculative rejection rule ([`Sampler::sample_with_draft`]).
+    fn step_inner(
+        &mut self,
+        logits: &[f32],
+        history: &[u32],
+        room: usize,
+        draft: Option<u32>,
+    ) -> Step {
         self.text.clear();
         self.has_logprobs = false;
         // The bias and the grammar's mask work on a copy, made only when one is set: an
@@ -306,9 +462,15 @@ impl Generation {
                     *l += b;
                 }
             }
-            self.sampler.sample(&self.shaped, history)
+            match draft {
+                Some(d) => self.sampler.sample_with_draft(&self.shaped, history, d),
+                None => self.sampler.sample(&self.shaped, history),
+            }
         } else {
-            self.sampler.sample(logits, history)
+            match draft {
+                Some(d) => self.sampler.sample_with_draft(logits, history, d),
+                None => self.sampler.sample(logits, history),
+            }
         };
         self.generated += 1;
         let eog = self.tok.is_eog(next);
@@ -381,26 +543,30 @@ impl Engine {
         let tok = self.tokenizer.as_ref().ok_or(EngineError::NoTokenizer)?;
         req.validate()?;
         let mut gen = Generation::new(tok, req, false);
+        gen.set_step_cost(self.step_cost_per_token);
         let n_ctx = seq.kv.n_ctx();
+        // A sliding-window cache goes back only so far: no step longer than that.
+        let max_step = seq.kv.ring_step().unwrap_or(usize::MAX);
         let t0 = Instant::now();
         let (logits, history, cached) = seq.prefill(prompt)?;
         let prefill_seconds = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
+        let mut emit = |g: &Generation| g.text().is_empty() || on_text(g.text());
         let finish = if gen.is_empty_request() {
             FinishReason::Length
         } else {
-            let mut step = gen.step(logits, history, n_ctx - history.len());
+            let mut v = gen.verify(logits, history, n_ctx, &mut emit);
             loop {
-                if !gen.text().is_empty() && !on_text(gen.text()) {
-                    break FinishReason::Cancelled;
-                }
-                match step {
+                match v.step {
                     Step::Finished(reason) => break reason,
                     Step::Next(next) => {
+                        let room = seq.remaining();
+                        let tokens = gen.next_tokens(&seq.tokens, next, room, max_step);
                         let (logits, history) =
-                            seq.feed_with_history(&[next], model::Logits::Last)?;
-                        step = gen.step(logits, history, n_ctx - history.len());
+                            seq.feed_with_history(tokens, model::Logits::All)?;
+                        v = gen.verify(logits, history, n_ctx, &mut emit);
+                        seq.keep(v.keep)?;
                     }
                 }
             }
@@ -419,6 +585,8 @@ impl Engine {
             grammar_error: gen.constraint_error().map(str::to_string),
             finish,
             stop_string: gen.stop_string(),
+            drafted_tokens: gen.drafter().drafted,
+            accepted_tokens: gen.drafter().accepted,
         })
     }
 }

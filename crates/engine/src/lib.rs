@@ -9,6 +9,7 @@ pub mod generate;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
+pub mod speculate;
 pub mod stop;
 
 use std::path::Path;
@@ -20,11 +21,12 @@ use model::{BatchLimits, BatchSeq, KvCache, Logits, MatmulMode, Model, RunState}
 pub use constraint::{Constraint, ConstraintCompiler, ConstraintSpec};
 pub use error::EngineError;
 pub use generate::{
-    FinishReason, GenerateRequest, Generation, GenerationStats, Step, TokenLogprobs,
+    FinishReason, GenerateRequest, Generation, GenerationStats, Step, TokenLogprobs, Verified,
     MAX_TOP_LOGPROBS,
 };
 pub use sampler::{Sampler, SamplingParams};
 pub use sequence::{Sequence, PREFILL_CHUNK};
+pub use speculate::{SpecType, Speculation};
 pub use stop::StopMatcher;
 pub use text::{ChatMessage, ChatTemplate, Tokenizer};
 
@@ -171,6 +173,9 @@ pub struct Engine {
     pub template: Option<ChatTemplate>,
     /// Compiles grammars for this vocabulary, built on the first constrained request.
     constraints: constraint::LazyCompiler,
+    /// The extra cost of a forward step per speculative draft token, relative to a
+    /// one-token step ([`speculate::step_cost_per_token`]), from the model's shape.
+    pub step_cost_per_token: f32,
 }
 
 impl Engine {
@@ -221,7 +226,9 @@ impl Engine {
             }),
             Err(e) => return Err(text_error("chat template", e)),
         };
+        let step_cost_per_token = draft_token_cost(&model);
         Ok(Engine {
+            step_cost_per_token,
             model: Arc::new(model),
             pool,
             mode,
@@ -339,6 +346,28 @@ impl Engine {
             self.load_seconds,
         )
     }
+}
+
+/// The extra cost of a step per draft token for `model`: its routed experts' share of
+/// the bytes a one-token step reads (the embedding table is read one row a token: left
+/// out), and how many experts an extra token adds ([`speculate::step_cost_per_token`]).
+fn draft_token_cost(model: &Model) -> f32 {
+    let Some(moe) = &model.config.moe else {
+        return speculate::DENSE_STEP_COST_PER_TOKEN;
+    };
+    let used = model.experts_per_token();
+    let (mut routed, mut other) = (0u64, 0u64);
+    for t in model.file.tensors() {
+        if t.name.contains("_exps") {
+            routed += t.size;
+        } else if !t.name.starts_with("token_embd") && !model.is_unused_tensor(&t.name) {
+            other += t.size;
+        }
+    }
+    // Bytes of the experts one token runs.
+    let routed_per_token = routed as f64 * used as f64 / moe.n_expert.max(1) as f64;
+    let share = routed_per_token / (routed_per_token + other as f64).max(1.0);
+    speculate::step_cost_per_token(share as f32, used, moe.n_expert)
 }
 
 /// Activation scratch the plan reserves: a 512-token step's logits and a generous

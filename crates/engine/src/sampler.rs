@@ -111,6 +111,20 @@ impl Sampler {
     /// Picks the next token from `logits` given the tokens so far (`history`, for the
     /// penalties). The penalties are applied to a copy, only when some are set.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        self.sample_inner(logits, history, None)
+    }
+
+    /// [`sample`](Self::sample) where `draft` was guessed (speculative decoding): keeps
+    /// `draft` with the probability `p(draft)` the sampler gives it, else draws from the
+    /// same distribution without `draft`, renormalised. The result is distributed exactly
+    /// as `sample`'s: `p(draft)` for the draft, `(1 − p(draft)) · p(x) / (1 − p(draft)) =
+    /// p(x)` for any other `x` (the rejection rule of speculative sampling, for a draft
+    /// that is a single token with certainty). Greedy: the argmax, as `sample`.
+    pub fn sample_with_draft(&mut self, logits: &[f32], history: &[u32], draft: u32) -> u32 {
+        self.sample_inner(logits, history, Some(draft))
+    }
+
+    fn sample_inner(&mut self, logits: &[f32], history: &[u32], draft: Option<u32>) -> u32 {
         let p = &self.params;
         let logits: &[f32] =
             if p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
@@ -193,14 +207,33 @@ impl Sampler {
         }
         let kept = &self.candidates[..keep];
         let total: f32 = kept.iter().map(|c| c.1).sum();
-        let mut r = self.rng.random::<f32>() * total;
-        for c in kept {
+        let Some(draft) = draft else {
+            let mut r = self.rng.random::<f32>() * total;
+            for c in kept {
+                r -= c.1;
+                if r <= 0.0 {
+                    return c.0;
+                }
+            }
+            return kept[kept.len() - 1].0;
+        };
+        let p_draft = kept.iter().find(|c| c.0 == draft).map_or(0.0, |c| c.1);
+        if p_draft > 0.0 && self.rng.random::<f32>() * total < p_draft {
+            return draft;
+        }
+        // Rejected: draw from the kept tokens but the draft.
+        let rest = total - p_draft;
+        let mut r = self.rng.random::<f32>() * rest;
+        let mut last = None;
+        for c in kept.iter().filter(|c| c.0 != draft) {
             r -= c.1;
+            last = Some(c.0);
             if r <= 0.0 {
                 return c.0;
             }
         }
-        kept[kept.len() - 1].0
+        // Only the draft was left (rounding): it is the only possible token.
+        last.unwrap_or(draft)
     }
 }
 
@@ -285,6 +318,56 @@ mod tests {
             ..SamplingParams::greedy()
         });
         assert_eq!(s.sample(&[1.0, 0.9], &[0]), 1);
+    }
+
+    /// Goodness of fit of `counts` to the probabilities `p`: the chi-square statistic's
+    /// Wilson–Hilferty z-score (≈ N(0, 1) when the draws follow `p`).
+    fn fit_z(counts: &[f64], p: &[f64]) -> f64 {
+        let n: f64 = counts.iter().sum();
+        let chi2: f64 = counts
+            .iter()
+            .zip(p)
+            .map(|(c, q)| (c - n * q).powi(2) / (n * q))
+            .sum();
+        let k = (counts.len() - 1) as f64;
+        ((chi2 / k).cbrt() - (1.0 - 2.0 / (9.0 * k))) / (2.0 / (9.0 * k)).sqrt()
+    }
+
+    #[test]
+    fn a_draft_leaves_the_distribution_unchanged() {
+        let logits = [2.0f32, 1.0, 0.5, 0.0, -1.0];
+        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+        let p: Vec<f64> = logits.iter().map(|&l| (l as f64).exp() / z).collect();
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 3,
+            ..Default::default()
+        };
+        for draft in [0u32, 1, 4] {
+            let mut s = Sampler::new(params.clone());
+            let mut counts = [0f64; 5];
+            for _ in 0..40_000 {
+                counts[s.sample_with_draft(&logits, &[], draft) as usize] += 1.0;
+            }
+            let z = fit_z(&counts, &p);
+            assert!(z < 3.7, "draft {draft}: {counts:?} vs {p:?} (z = {z:.2})");
+        }
+        // A draft outside the kept tokens (top-k 2) is never returned.
+        let mut s = Sampler::new(SamplingParams { top_k: 2, ..params });
+        let mut counts = [0f64; 2];
+        for _ in 0..20_000 {
+            let t = s.sample_with_draft(&logits, &[], 4);
+            assert!(t < 2, "{t}");
+            counts[t as usize] += 1.0;
+        }
+        let q = [p[0] / (p[0] + p[1]), p[1] / (p[0] + p[1])];
+        assert!(fit_z(&counts, &q) < 3.7, "{counts:?} vs {q:?}");
+        // Greedy: the argmax, whatever the draft.
+        let mut g = Sampler::new(SamplingParams::greedy());
+        assert_eq!(g.sample_with_draft(&logits, &[], 3), 0);
     }
 
     #[test]

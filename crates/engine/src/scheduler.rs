@@ -39,7 +39,7 @@ use model::{BatchLimits, BatchSeq, Logits, RunState};
 use crate::sequence::check_prompt;
 use crate::{
     Engine, EngineError, FinishReason, GenerateRequest, Generation, GenerationStats, Sequence,
-    Step, TokenLogprobs, PREFILL_CHUNK,
+    Speculation, Step, TokenLogprobs, PREFILL_CHUNK,
 };
 
 /// Limits of a scheduler.
@@ -58,6 +58,10 @@ pub struct SchedulerConfig {
     /// bounds the activation buffers and the decode latency others see during a long
     /// prefill.
     pub step_tokens: usize,
+    /// Speculative decoding of the requests that do not choose
+    /// ([`GenerateRequest::speculation`]): their drafts ride in the same forward pass as
+    /// the other sequences' steps.
+    pub speculation: Speculation,
 }
 
 impl SchedulerConfig {
@@ -71,6 +75,7 @@ impl SchedulerConfig {
             n_ctx,
             prefix_cache: max_seqs,
             step_tokens: PREFILL_CHUNK,
+            speculation: Speculation::default(),
         }
     }
 }
@@ -296,6 +301,10 @@ impl Scheduler {
         let invalid = |e: EngineError| SubmitError::Invalid(e.to_string());
         check_prompt(&job.prompt, self.config.n_ctx).map_err(invalid)?;
         job.request.validate().map_err(invalid)?;
+        self.config
+            .speculation
+            .validate()
+            .map_err(SubmitError::Invalid)?;
         let mut sh = self.inner.lock();
         if sh.closing || sh.abort {
             return Err(SubmitError::ShuttingDown);
@@ -372,11 +381,12 @@ struct ActiveJob {
     /// Prompt tokens already in the KV cache (reused or processed).
     fed: usize,
     cached: usize,
-    /// The last sampled token, fed at the next step (valid while `decoding`).
+    /// The last sampled token, fed at the next step with its draft (valid while
+    /// `decoding`).
     next: u32,
     decoding: bool,
-    /// This step's share: `None` (left out), `Some(0)` (the decode token) or `Some(n)`
-    /// (the next `n` prompt tokens).
+    /// This step's share: `None` (left out), `Some(0)` (the decode token and its draft,
+    /// `generation.pending()`) or `Some(n)` (the next `n` prompt tokens).
     take: Option<usize>,
     started: Instant,
     prefill_seconds: f64,
@@ -393,8 +403,9 @@ struct Worker {
     cache: Vec<Sequence>,
     /// The step's batch, kept empty between steps for its allocation.
     batch: Vec<BatchSeq<'static>>,
-    /// Indices into `active` of the jobs that ended in this step, with why.
-    ended: Vec<(usize, FinishReason)>,
+    /// Indices into `active` of the jobs that ended in this step, with why (or the error
+    /// that ended them).
+    ended: Vec<(usize, Result<FinishReason, EngineError>)>,
 }
 
 /// An empty `Vec` of another lifetime reusing `v`'s allocation: collecting a
@@ -412,6 +423,8 @@ impl Worker {
             tokens: config.step_tokens,
             seqs: config.max_seqs,
             ctx: config.n_ctx,
+            // Every position of each sequence's draft (requests may turn speculation on).
+            logit_rows: config.max_seqs * model::VERIFY_STEP_MAX,
         };
         // Sized up front so that steady-state steps do not allocate. If that fails, the
         // buffers grow on demand instead, and the step that needs them reports the same
@@ -489,7 +502,7 @@ impl Worker {
         let Queued { job, cancel } = q;
         let Job {
             prompt,
-            request,
+            mut request,
             mut sink,
             continues_prompt,
             on_token,
@@ -531,8 +544,11 @@ impl Worker {
         }) {
             cancel.store(true, Ordering::SeqCst);
         }
+        request.speculation.get_or_insert(self.config.speculation);
+        let mut generation = Generation::new(tok, &request, continues_prompt);
+        generation.set_step_cost(self.engine.step_cost_per_token);
         let job = ActiveJob {
-            generation: Generation::new(tok, &request, continues_prompt),
+            generation,
             sequence,
             prompt,
             sink,
@@ -583,12 +599,20 @@ impl Worker {
     /// One forward pass over every active sequence, then a generation step for those
     /// whose prompt is complete. Allocates nothing once the buffers have grown.
     fn step(&mut self) {
-        // Decode steps first (one token each), then prompt chunks within the budget.
+        // Decode steps first (one token each, then their drafts), then prompt chunks
+        // within the budget.
         let decoding = self.active.iter().filter(|j| j.decoding).count();
         let mut budget = self.config.step_tokens.saturating_sub(decoding);
         let mut batch = recycle(std::mem::take(&mut self.batch));
         for j in self.active.iter_mut() {
             j.take = if j.decoding {
+                // A sliding-window cache goes back only so far: no step longer than that.
+                let max_step = (budget + 1).min(j.sequence.kv.ring_step().unwrap_or(usize::MAX));
+                let room = j.sequence.remaining();
+                let fed = j
+                    .generation
+                    .next_tokens(&j.sequence.tokens, j.next, room, max_step);
+                budget -= fed.len() - 1;
                 Some(0)
             } else if budget > 0 {
                 let n = (j.prompt.len() - j.fed).min(budget).min(PREFILL_CHUNK);
@@ -597,15 +621,15 @@ impl Worker {
             } else {
                 None
             };
-            let tokens: &[u32] = match j.take {
+            let (tokens, logits): (&[u32], _) = match j.take {
                 None => continue,
-                Some(0) => std::slice::from_ref(&j.next),
-                Some(n) => &j.prompt[j.fed..j.fed + n],
+                Some(0) => (j.generation.pending(), Logits::All),
+                Some(n) => (&j.prompt[j.fed..j.fed + n], Logits::Last),
             };
             batch.push(BatchSeq {
                 kv: &mut j.sequence.kv,
                 tokens,
-                logits: Logits::Last,
+                logits,
             });
         }
         let n_batch = batch.len();
@@ -628,13 +652,22 @@ impl Worker {
             Err(e) => return self.fail_batch(e),
         };
         let vocab = self.engine.model.config.n_vocab;
-        let mut rows = logits.chunks_exact(vocab);
+        let mut at = 0;
         self.ended.clear();
         for (i, j) in self.active.iter_mut().enumerate() {
             let Some(n) = j.take else { continue };
-            let Some(row) = rows.next() else { break };
+            // A decode step has a row per position of its draft, a prompt chunk one.
+            let rows = if n == 0 {
+                j.generation.pending().len()
+            } else {
+                1
+            };
+            let Some(block) = logits.get(at * vocab..(at + rows) * vocab) else {
+                break;
+            };
+            at += rows;
             if n == 0 {
-                j.sequence.tokens.push(j.next);
+                j.sequence.tokens.extend_from_slice(j.generation.pending());
                 j.decoding = false;
             } else {
                 j.sequence
@@ -647,14 +680,20 @@ impl Worker {
                 j.prefill_seconds = j.started.elapsed().as_secs_f64();
                 j.decode_started = Some(Instant::now());
             }
-            if let Some(reason) = j.generate(row) {
-                self.ended.push((i, reason));
+            if let Some(end) = j.generate(block) {
+                self.ended.push((i, end));
             }
         }
         // Remove from the back so the indices stay valid.
-        while let Some((i, reason)) = self.ended.pop() {
-            let job = self.active.swap_remove(i);
-            self.finish(job, reason);
+        while let Some((i, end)) = self.ended.pop() {
+            let mut job = self.active.swap_remove(i);
+            match end {
+                Ok(reason) => self.finish(job, reason),
+                Err(e) => {
+                    self.count_done(false);
+                    (job.sink)(Event::Error(e));
+                }
+            }
         }
     }
 
@@ -690,25 +729,31 @@ impl Worker {
 }
 
 impl ActiveJob {
-    /// One generation step from this job's logits `row`, streaming the text that became
-    /// final; the reason when the job ends.
-    fn generate(&mut self, row: &[f32]) -> Option<FinishReason> {
-        let room = self.sequence.remaining();
-        let step = self.generation.step(row, &self.sequence.tokens, room);
-        if let (Some(lp), Some(f)) = (self.generation.token_logprobs(), self.on_token.as_mut()) {
-            f(lp);
+    /// The generation steps of this job's logits `rows` (one per position of its draft,
+    /// or the prompt's last), streaming the text that became final and dropping the
+    /// rejected draft tokens; the reason (or the error) when the job ends.
+    fn generate(&mut self, rows: &[f32]) -> Option<Result<FinishReason, EngineError>> {
+        let n_ctx = self.sequence.kv.n_ctx();
+        let (sink, on_token) = (&mut self.sink, &mut self.on_token);
+        let mut emit = |g: &Generation| {
+            if let (Some(lp), Some(f)) = (g.token_logprobs(), on_token.as_mut()) {
+                f(lp);
+            }
+            g.text().is_empty() || sink(Event::Text(g.text()))
+        };
+        let v = self
+            .generation
+            .verify(rows, &self.sequence.tokens, n_ctx, &mut emit);
+        if let Err(e) = self.sequence.keep(v.keep) {
+            return Some(Err(e));
         }
-        let text = self.generation.text();
-        if !text.is_empty() && !(self.sink)(Event::Text(text)) {
-            return Some(FinishReason::Cancelled);
-        }
-        match step {
+        match v.step {
             Step::Next(next) => {
                 self.next = next;
                 self.decoding = true;
                 None
             }
-            Step::Finished(reason) => Some(reason),
+            Step::Finished(reason) => Some(Ok(reason)),
         }
     }
 
@@ -730,6 +775,8 @@ impl ActiveJob {
             grammar_error: self.generation.constraint_error().map(str::to_string),
             finish,
             stop_string: self.generation.stop_string(),
+            drafted_tokens: self.generation.drafter().drafted,
+            accepted_tokens: self.generation.drafter().accepted,
         }
     }
 }

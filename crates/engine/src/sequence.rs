@@ -68,6 +68,27 @@ impl Sequence {
         kept
     }
 
+    /// Drops the tokens after the first `len` (a draft's rejected tokens, see
+    /// [`crate::Verified::keep`]); an error if the cache cannot go back that far (a
+    /// sliding-window ring: the step was longer than [`model::KvCache::ring_step`]).
+    pub fn keep(&mut self, len: usize) -> Result<(), EngineError> {
+        // Both would be the engine's bug, never the caller's input.
+        let internal = |m: String| EngineError::Model(Arc::new(model::ModelError::Kernel(m)));
+        if len > self.tokens.len() {
+            return Err(internal(format!(
+                "cannot keep {len} tokens of a sequence holding {}",
+                self.tokens.len()
+            )));
+        }
+        let kept = self.truncate(len);
+        if kept != len {
+            return Err(internal(format!(
+                "the KV cache could not go back to {len} positions (it kept {kept})"
+            )));
+        }
+        Ok(())
+    }
+
     /// Positions left in the context.
     pub fn remaining(&self) -> usize {
         self.kv.n_ctx() - self.kv.len()

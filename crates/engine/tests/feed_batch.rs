@@ -31,6 +31,7 @@ fn feed_batch_equals_solo_feeds() {
             tokens: 64,
             seqs: 2,
             ctx: 16,
+            logit_rows: 0,
         })
         .unwrap();
     let out = engine

@@ -7,6 +7,9 @@
 //!
 //! The scheduler reserves its activation buffers for its limits when it starts
 //! (`Engine::new_state`), so the window's count, forward pass included, must be zero.
+//! Speculative decoding is on (the default): drafting, verifying several positions and
+//! truncating the caches allocate nothing either (the tiny model repeats itself, so the
+//! window holds steps with accepted drafts: fewer forward passes than text events).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -132,9 +135,11 @@ fn steady_state_scheduler_steps_do_not_allocate() {
         "a job ended before the window closed: {status:?}"
     );
     assert!(text_bytes.load(Ordering::Relaxed) > 0);
+    // Speculative decoding (on by default) confirms several tokens in some passes.
     assert!(
-        close - open >= WINDOW as u64,
-        "{} forward passes for {WINDOW} text events",
+        close - open >= (WINDOW / model::VERIFY_STEP_MAX) as u64 && close - open < WINDOW as u64,
+        "{} forward passes for {WINDOW} text events: the window should hold steps with \
+         accepted drafts",
         close - open
     );
     let first: Vec<u64> = admitted_after

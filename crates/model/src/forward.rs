@@ -22,6 +22,11 @@ use crate::{Model, ModelError};
 pub use crate::stage::mla::{mla_decompress_pays, MlaDims, MlaForm};
 pub use crate::stage::moe::route;
 
+/// The most tokens of one sequence a forward step may hold and still give, bit for bit,
+/// the logits of that many one-token steps (speculative decoding verifies its drafts in
+/// such steps; MLA runs them in the decode form, see `stage::mla`).
+pub const VERIFY_STEP_MAX: usize = crate::stage::mla::ABSORBED_STEP_MAX;
+
 /// Which positions' logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -105,21 +110,27 @@ impl RunState {
         max: BatchLimits,
     ) -> Result<(), ModelError> {
         let r = self.reserved;
-        if max.tokens <= r.tokens && max.seqs <= r.seqs && max.ctx <= r.ctx {
+        if max.tokens <= r.tokens
+            && max.seqs <= r.seqs
+            && max.ctx <= r.ctx
+            && max.logit_rows <= r.logit_rows
+        {
             return Ok(());
         }
         let max = BatchLimits {
             tokens: max.tokens.max(r.tokens),
             seqs: max.seqs.max(r.seqs),
             ctx: max.ctx.max(r.ctx),
+            logit_rows: max.logit_rows.max(r.logit_rows),
         };
         let (n, c, threads) = (max.tokens, &model.config, pool.n_threads());
         self.rows.reserve(n.saturating_sub(self.rows.len()));
         for v in [&mut self.x, &mut self.xb, &mut self.stage_out] {
             buf(v, n * c.dim);
         }
-        // Logits of one row per sequence (more grow on demand: all positions of a prompt).
-        buf(&mut self.logits, max.seqs * c.n_vocab);
+        // Logits of one row per sequence, or as many rows as asked for (more grow on
+        // demand: all positions of a prompt).
+        buf(&mut self.logits, max.seqs.max(max.logit_rows) * c.n_vocab);
         for layer in &model.weights.layers {
             match &layer.attn {
                 Attention::Gqa(_) => self.gqa.reserve(c, n, threads, max.ctx),
@@ -153,6 +164,9 @@ pub struct BatchLimits {
     pub seqs: usize,
     /// Context size of the longest cache (attention scores span it).
     pub ctx: usize,
+    /// Logit rows of one pass, when more than one per sequence (0: one per sequence): a
+    /// speculative step asks for every position of its draft.
+    pub logit_rows: usize,
 }
 
 impl Model {
@@ -207,6 +221,7 @@ impl Model {
                 tokens: n,
                 seqs: seqs.len(),
                 ctx,
+                logit_rows: 0,
             },
         )?;
         let nd = n * c.dim;

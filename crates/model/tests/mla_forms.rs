@@ -177,6 +177,12 @@ fn cost_rule_picks_decompressed_for_prompts_and_absorbed_for_decode() {
     assert!(!mla_decompress_pays(1, 10, &v2_lite));
     assert!(!mla_decompress_pays(1, 4000, &v2_lite));
     assert!(!mla_decompress_pays(4, 4000, &v2_lite));
+    // A short step after cached positions is absorbed even where the cost rule would say
+    // otherwise (16 tokens after 5): a verified draft must match the one-token decode
+    // steps. A short prompt into an empty cache follows the cost rule.
+    assert!(!mla_decompress_pays(16, 5, &v2_lite));
+    assert!(mla_decompress_pays(17, 5, &v2_lite));
+    assert!(mla_decompress_pays(16, 0, &v2_lite));
     // Beyond the scratch cap (keys + values grow with the context) it stays absorbed.
     assert!(!mla_decompress_pays(512, 100_000, &v2_lite));
 }

@@ -871,6 +871,8 @@ mod tests {
             stop_string,
             grammar_seconds: 0.0,
             grammar_error: None,
+            drafted_tokens: 0,
+            accepted_tokens: 0,
         };
         let stops = ["\n".to_string(), "END".to_string()];
         assert_eq!(

@@ -104,6 +104,7 @@ impl GenParams {
             logit_bias: self.logit_bias.clone(),
             logprobs: self.logprobs,
             keep_special: self.keep_special.clone(),
+            speculation: None,
         })
     }
 }

@@ -96,6 +96,8 @@ pub struct ServerConfig {
     pub header_timeout: std::time::Duration,
     /// A request's body must arrive within this (else 408).
     pub body_timeout: std::time::Duration,
+    /// Speculative decoding of every request (`--spec-type`, `--draft-max`, `--draft-min`).
+    pub speculation: engine::Speculation,
 }
 
 impl ServerConfig {
@@ -115,6 +117,7 @@ impl ServerConfig {
             listen_host: "127.0.0.1".into(),
             header_timeout: std::time::Duration::from_secs(10),
             body_timeout: std::time::Duration::from_secs(60),
+            speculation: engine::Speculation::default(),
         }
     }
 }
@@ -142,6 +145,7 @@ impl AppState {
         if let Some(c) = config.prefix_cache {
             sc.prefix_cache = c;
         }
+        sc.speculation = config.speculation;
         let scheduler = Scheduler::start(engine.clone(), sc);
         let paths = engine
             .model

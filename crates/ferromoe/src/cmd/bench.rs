@@ -11,6 +11,12 @@
 //!   a 1-token tg), then `-r` timed repetitions; tokens/s = mean ± sample standard deviation
 //!   of the per-repetition rates (llama-bench's `avg_ts` / `stddev_ts`).
 //!
+//! - **step K** (`--steps 1,2,4,8,16`): one forward pass of K tokens of one sequence with
+//!   every position's logits — what verifying a speculative draft of K − 1 tokens costs —
+//!   after the `-d` cached tokens, repeated (8 passes per repetition, each truncated back);
+//!   the table then adds each K's time per pass relative to K = 1. llama-bench has no such
+//!   test; llama.cpp's `llama-batched-bench` measures the same for parallel sequences.
+//!
 //! `--json` prints an array of objects with llama-bench's field names.
 
 use std::time::Instant;
@@ -37,22 +43,36 @@ pub struct Args {
     /// Print a JSON array (llama-bench's field names) instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also time one-sequence steps of these many tokens (every position's logits, as a
+    /// speculative draft's verification asks), e.g. `--steps 1,2,4,8,16`.
+    #[arg(long, value_delimiter = ',', value_name = "K,…")]
+    steps: Vec<usize>,
 }
+
+/// Forward passes per repetition of a step test.
+const STEP_PASSES: usize = 8;
 
 /// The samples of one test.
 struct TestResult {
     n_prompt: usize,
     n_gen: usize,
     n_depth: usize,
+    /// A step test: tokens per pass (its samples time `STEP_PASSES` passes).
+    n_step: usize,
     samples_ns: Vec<u64>,
 }
 
 impl TestResult {
     fn n_tokens(&self) -> usize {
+        if self.n_step > 0 {
+            return self.n_step * STEP_PASSES;
+        }
         self.n_prompt + self.n_gen
     }
     fn name(&self) -> String {
-        let test = if self.n_prompt > 0 {
+        let test = if self.n_step > 0 {
+            format!("step{}", self.n_step)
+        } else if self.n_prompt > 0 {
             format!("pp{}", self.n_prompt)
         } else {
             format!("tg{}", self.n_gen)
@@ -107,14 +127,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.repetitions == 0 {
         anyhow::bail!("-r must be at least 1");
     }
-    if args.n_prompt == 0 && args.n_gen == 0 {
-        anyhow::bail!("nothing to measure: -p and -n are both 0");
+    if args.n_prompt == 0 && args.n_gen == 0 && args.steps.is_empty() {
+        anyhow::bail!("nothing to measure: -p and -n are both 0 and no --steps");
     }
+    if args.steps.contains(&0) {
+        anyhow::bail!("--steps: a step holds at least one token");
+    }
+    let max_step = args.steps.iter().copied().max().unwrap_or(0);
     // The cache the tests use: depth plus the larger test (checked against the model's
     // context once it is loaded).
     let planned = args
         .n_depth
-        .saturating_add(args.n_prompt.max(args.n_gen).max(1));
+        .saturating_add(args.n_prompt.max(args.n_gen).max(max_step).max(1));
     let engine = super::load::load(
         &args.model,
         false,
@@ -130,7 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let depth = args.n_depth;
     let n_ctx_train = engine.model.config.n_ctx_train;
     let n_ctx = depth
-        .checked_add(args.n_prompt.max(args.n_gen).max(1))
+        .checked_add(args.n_prompt.max(args.n_gen).max(max_step).max(1))
         .filter(|&n| n <= n_ctx_train)
         .ok_or_else(|| {
             anyhow::anyhow!(
@@ -168,6 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             n_prompt: args.n_prompt,
             n_gen: 0,
             n_depth: depth,
+            n_step: 0,
             samples_ns,
         });
     }
@@ -190,6 +215,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             n_prompt: 0,
             n_gen: args.n_gen,
             n_depth: depth,
+            n_step: 0,
+            samples_ns,
+        });
+    }
+    for &k in &args.steps {
+        let tokens = random_tokens(k, vocab, bos, 0x57e9 + k as u64);
+        let mut run_step = |passes: usize| -> anyhow::Result<u64> {
+            let mut ns = 0;
+            for _ in 0..passes {
+                back_to_depth(&mut seq, depth)?;
+                let t = Instant::now();
+                let logits = seq.feed(&tokens, Logits::All)?;
+                std::hint::black_box(logits);
+                ns += t.elapsed().as_nanos() as u64;
+            }
+            Ok(ns)
+        };
+        run_step(1)?; // warm-up
+        let samples_ns = (0..args.repetitions)
+            .map(|_| run_step(STEP_PASSES))
+            .collect::<anyhow::Result<_>>()?;
+        results.push(TestResult {
+            n_prompt: 0,
+            n_gen: 0,
+            n_depth: depth,
+            n_step: k,
             samples_ns,
         });
     }
@@ -241,6 +292,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "n_experts": experts.map(|e| e.1),
                     "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen,
+                    "n_step": r.n_step,
                     "n_depth": r.n_depth,
                     "test": r.name(),
                     "avg_ns": avg_ns.round() as u64,
@@ -272,8 +324,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 sd
             );
         }
+        print_step_costs(&results);
     }
     Ok(())
+}
+
+/// The step tests' time per pass, and relative to the one-token step's when there is one.
+fn print_step_costs(results: &[TestResult]) {
+    let per_pass = |r: &TestResult| {
+        let ns: Vec<f64> = r.samples_ns.iter().map(|&x| x as f64).collect();
+        mean_sd(&ns).0 / STEP_PASSES as f64 / 1e6
+    };
+    let steps: Vec<&TestResult> = results.iter().filter(|r| r.n_step > 0).collect();
+    if steps.is_empty() {
+        return;
+    }
+    let one = steps.iter().find(|r| r.n_step == 1).map(|r| per_pass(r));
+    println!();
+    println!("| step tokens | ms per pass | relative to 1 token |");
+    println!("| ---: | ---: | ---: |");
+    for r in steps {
+        let ms = per_pass(r);
+        let rel = one.map_or("-".to_string(), |o| format!("{:.2}", ms / o));
+        println!("| {} | {ms:.2} | {rel} |", r.n_step);
+    }
 }
 
 /// The CPU's model name from /proc/cpuinfo (empty when unavailable).

@@ -28,6 +28,8 @@ pub struct Args {
     ctx: Option<usize>,
     #[command(flatten)]
     sampling: super::run::SamplingArgs,
+    #[command(flatten)]
+    spec: super::run::SpecArgs,
     /// Keep generating past end-of-generation tokens (for benchmarks and tests).
     #[arg(long)]
     ignore_eos: bool,
@@ -41,6 +43,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let speculation = args.spec.speculation()?;
     let kv = engine::KvReservation {
         ctx: args.ctx,
         default_max: 8192,
@@ -148,6 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             stop: vec![],
             ignore_eos: args.ignore_eos,
             keep_special: keep_special.clone(),
+            speculation: Some(speculation),
             ..Default::default()
         };
         let mut parser = format.has_reasoning().then(|| {
@@ -188,8 +192,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             FinishReason::Length => " (length limit)",
             FinishReason::Stop => "",
         };
+        let drafts = match stats.acceptance() {
+            Some(a) => format!(
+                " · {:.0}% of {} drafted tokens accepted",
+                100.0 * a,
+                stats.drafted_tokens
+            ),
+            None => String::new(),
+        };
         eprintln!(
-            "[prefill {} tokens ({} cached) at {:.1} tok/s · decode {} tokens at {:.1} tok/s{how}]",
+            "[prefill {} tokens ({} cached) at {:.1} tok/s · decode {} tokens at {:.1} tok/s{drafts}{how}]",
             stats.prompt_tokens - stats.cached_tokens,
             stats.cached_tokens,
             stats.prefill_tps(),

@@ -47,6 +47,34 @@ impl SamplingArgs {
     }
 }
 
+/// Speculative decoding options shared by `run`, `chat` and `serve` (llama.cpp's names).
+#[derive(clap::Args, Clone, Debug)]
+pub struct SpecArgs {
+    /// Speculative decoding: `ngram` (prompt lookup: drafts copied from the context,
+    /// verified in one forward pass; lossless) or `off`.
+    #[arg(long = "spec-type", default_value = "ngram")]
+    pub spec_type: engine::SpecType,
+    /// Most tokens drafted per step (the length follows the acceptance rate).
+    #[arg(long, default_value_t = engine::speculate::DRAFT_MAX)]
+    pub draft_max: usize,
+    /// Fewer drafted tokens than this are not verified.
+    #[arg(long, default_value_t = 1)]
+    pub draft_min: usize,
+}
+
+impl SpecArgs {
+    /// The settings, checked.
+    pub fn speculation(&self) -> anyhow::Result<engine::Speculation> {
+        let s = engine::Speculation {
+            kind: self.spec_type,
+            draft_max: self.draft_max,
+            draft_min: self.draft_min,
+        };
+        s.validate().map_err(|e| anyhow::anyhow!("--{e}"))?;
+        Ok(s)
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -65,6 +93,8 @@ pub struct Args {
     ctx: Option<usize>,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    spec: SpecArgs,
     /// Keep generating past end-of-generation tokens (for benchmarks and tests).
     #[arg(long)]
     ignore_eos: bool,
@@ -142,6 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ignore_eos: args.ignore_eos,
         constraint,
         keep_special: vec![],
+        speculation: Some(args.spec.speculation()?),
         ..Default::default()
     };
     let mut out = std::io::stdout().lock();
@@ -159,6 +190,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             stats.generated_tokens,
             stats.decode_tps()
         );
+        if let Some(a) = stats.acceptance() {
+            eprintln!(
+                "speculation: {} of {} drafted tokens accepted ({:.0}%)",
+                stats.accepted_tokens,
+                stats.drafted_tokens,
+                100.0 * a
+            );
+        }
         if args.json_schema.is_some() || args.grammar.is_some() {
             eprintln!(
                 "grammar {:.1} ms in all, {:.0} µs per generated token ({:.2}% of the decode time)",

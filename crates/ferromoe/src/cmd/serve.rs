@@ -72,6 +72,8 @@ pub struct Args {
     /// after; also how long an idle keep-alive connection stays open).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     timeout_header: f64,
+    #[command(flatten)]
+    spec: super::run::SpecArgs,
 }
 
 /// A positive, finite number of seconds.
@@ -144,6 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         listen_host: args.host.clone(),
         header_timeout: seconds("--timeout-header", args.timeout_header)?,
         body_timeout: seconds("--timeout", args.timeout)?,
+        speculation: args.spec.speculation()?,
     };
     let options = server::RunOptions {
         host: args.host.clone(),

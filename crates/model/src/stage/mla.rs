@@ -71,7 +71,16 @@ fn mla_decompress_fits(total: usize, d: &MlaDims) -> bool {
         <= MLA_DECOMPRESS_MAX_FLOATS
 }
 
-/// Whether `m` new tokens after `pos0` cached ones cost less in the decompressed form.
+/// The most tokens of one sequence a step after cached positions may hold and still run in
+/// the absorbed form, whatever the cost rule says: a decode step and a verified speculative
+/// draft ([`crate::forward::VERIFY_STEP_MAX`]). The two forms agree only to rounding, so a
+/// draft of `m − 1` tokens verified in one step gives bit for bit the logits of `m`
+/// one-token (absorbed) decode steps only if it is absorbed too. (A prompt into an empty
+/// cache is never a verification: the cost rule alone decides.)
+pub const ABSORBED_STEP_MAX: usize = 16;
+
+/// Whether `m` new tokens after `pos0` cached ones cost less in the decompressed form
+/// (never for steps of at most [`ABSORBED_STEP_MAX`] tokens after cached ones).
 /// Multiply-accumulates counted, the f32 attention ones at full weight and the int8 matmul
 /// ones (absorption, decompression) at a quarter (what the packed int8 kernels do per
 /// cycle relative to the f32 attention kernels, measured on V2-Lite shapes):
@@ -82,7 +91,7 @@ fn mla_decompress_fits(total: usize, d: &MlaDims) -> bool {
 /// lengths, so a token's result never depends on the rest of its batch.
 pub fn mla_decompress_pays(m: usize, pos0: usize, d: &MlaDims) -> bool {
     let total = pos0 + m;
-    if !mla_decompress_fits(total, d) {
+    if (pos0 > 0 && m <= ABSORBED_STEP_MAX) || !mla_decompress_fits(total, d) {
         return false;
     }
     let (mf, h) = (m as f64, d.heads as f64);

@@ -1,0 +1,457 @@
+//! Speculative decoding (prompt lookup) is lossless: greedy output with drafts is
+//! byte-identical to the output without, on the tiny models of every architecture and on
+//! the real Qwen2.5-Coder-0.5B, together with stop strings, the length and context
+//! limits, repetition penalties, logit bias, constrained decoding and log-probabilities,
+//! alone and batched in the scheduler; and sampling with drafts leaves the distribution of
+//! the sampled tokens unchanged (a chi-square test over many seeds).
+
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use engine::scheduler::{Event, Job, Scheduler, SchedulerConfig};
+use engine::{
+    ConstraintSpec, Engine, FinishReason, GenerateRequest, Generation, GenerationStats,
+    LoadOptions, SamplingParams, Speculation, Step, TokenLogprobs,
+};
+use model::Logits;
+use serde_json::json;
+
+fn load(path: &std::path::Path) -> Engine {
+    Engine::load(
+        path,
+        &LoadOptions {
+            threads: Some(2),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+fn tiny(rel: &str) -> Engine {
+    load(&testutil::data_dir().join("tiny").join(rel))
+}
+
+fn greedy(n: usize) -> GenerateRequest {
+    GenerateRequest {
+        max_new_tokens: n,
+        sampling: SamplingParams::greedy(),
+        ignore_eos: true,
+        ..Default::default()
+    }
+}
+
+/// Text and stats of one generation in a fresh sequence of `n_ctx` positions.
+fn generate(
+    e: &Engine,
+    prompt: &[u32],
+    req: &GenerateRequest,
+    n_ctx: usize,
+) -> (String, GenerationStats) {
+    let mut seq = e.sequence(n_ctx).unwrap();
+    let mut out = String::new();
+    let stats = e
+        .generate(&mut seq, prompt, req, &mut |t| {
+            out += t;
+            true
+        })
+        .unwrap();
+    assert_eq!(seq.tokens.len(), seq.kv.len(), "tokens and cache agree");
+    (out, stats)
+}
+
+/// Generates with speculation off and on; asserts the same text, token count, finish and
+/// stop string; returns (text, stats with drafts).
+fn same_with_and_without(
+    e: &Engine,
+    prompt: &[u32],
+    req: &GenerateRequest,
+    n_ctx: usize,
+    what: &str,
+) -> (String, GenerationStats) {
+    let off = GenerateRequest {
+        speculation: Some(Speculation::off()),
+        ..req.clone()
+    };
+    let on = GenerateRequest {
+        speculation: Some(Speculation::default()),
+        ..req.clone()
+    };
+    let (a, sa) = generate(e, prompt, &off, n_ctx);
+    let (b, sb) = generate(e, prompt, &on, n_ctx);
+    assert_eq!(a, b, "{what}: the text differs with speculation");
+    assert_eq!(
+        (sa.generated_tokens, sa.finish, sa.stop_string),
+        (sb.generated_tokens, sb.finish, sb.stop_string),
+        "{what}: the counts differ with speculation"
+    );
+    assert_eq!(sa.drafted_tokens, 0);
+    (b, sb)
+}
+
+const PROMPTS: [&str; 3] = [
+    "Once upon a time there was a cat. Once upon a time there was a dog. Once upon a time",
+    "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,",
+    "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n\ndef add(",
+];
+
+/// Every feature that touches a step, on one model; returns (drafted, accepted) in all.
+fn check_model(rel: &str) -> (usize, usize) {
+    let e = tiny(rel);
+    // Extra tokens route to more experts: a step costs more per draft token than a dense
+    // model's.
+    assert!(
+        e.step_cost_per_token > engine::speculate::DENSE_STEP_COST_PER_TOKEN,
+        "{rel}: {}",
+        e.step_cost_per_token
+    );
+    let tok = e.tokenizer.clone().unwrap();
+    let (mut drafted, mut accepted) = (0, 0);
+    let mut count = |s: &GenerationStats| {
+        drafted += s.drafted_tokens;
+        accepted += s.accepted_tokens;
+    };
+    for (i, p) in PROMPTS.iter().enumerate() {
+        let prompt = tok.encode(p, false).unwrap();
+        let what = |case: &str| format!("{rel}, prompt {i}, {case}");
+        let (text, s) = same_with_and_without(&e, &prompt, &greedy(80), 256, &what("greedy"));
+        count(&s);
+        // max_tokens inside a draft.
+        for n in [1, 2, 7] {
+            let (_, s) = same_with_and_without(&e, &prompt, &greedy(n), 256, &what("max"));
+            count(&s);
+            assert_eq!(s.generated_tokens, n);
+        }
+        // The context fills up inside a draft.
+        let (_, s) =
+            same_with_and_without(&e, &prompt, &greedy(80), prompt.len() + 9, &what("context"));
+        assert_eq!(s.finish, FinishReason::Length);
+        count(&s);
+        // A stop string taken from the middle of the output ends it there.
+        let chars: Vec<char> = text.chars().collect();
+        if chars.len() > 30 {
+            let stop: String = chars[20..23].iter().collect();
+            let req = GenerateRequest {
+                stop: vec!["never".into(), stop],
+                ..greedy(80)
+            };
+            let (_, s) = same_with_and_without(&e, &prompt, &req, 256, &what("stop"));
+            assert_eq!((s.finish, s.stop_string), (FinishReason::Stop, Some(1)));
+            count(&s);
+        }
+        // End-of-generation tokens honoured, penalties and bias on.
+        let req = GenerateRequest {
+            ignore_eos: false,
+            sampling: SamplingParams {
+                repeat_penalty: 1.2,
+                frequency_penalty: 0.3,
+                ..SamplingParams::greedy()
+            },
+            logit_bias: vec![(prompt[1], 2.0), (prompt[0], -100.0)],
+            ..greedy(80)
+        };
+        let (_, s) = same_with_and_without(&e, &prompt, &req, 256, &what("penalties"));
+        count(&s);
+        // Constrained: a JSON object whose values repeat the prompt's words.
+        let schema = json!({
+            "type": "object",
+            "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+            "required": ["a", "b"]
+        });
+        let req = GenerateRequest {
+            constraint: Some(
+                e.compile_constraint(&ConstraintSpec::JsonSchema(schema))
+                    .unwrap(),
+            ),
+            ..greedy(80)
+        };
+        let (text, s) = same_with_and_without(&e, &prompt, &req, 256, &what("constrained"));
+        if s.finish == FinishReason::Stop {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .unwrap_or_else(|err| panic!("{}: {err}: {text:?}", what("constrained")));
+        }
+        count(&s);
+    }
+    (drafted, accepted)
+}
+
+#[test]
+fn greedy_is_byte_identical_on_the_tiny_models() {
+    for rel in [
+        "qwen2moe-tiny/qwen2moe-tiny-Q8_0.gguf",
+        "qwen3moe-tiny/qwen3moe-tiny-Q4_K_M.gguf",
+        "deepseek-v3-tiny/deepseek-v3-tiny-Q4_K_M.gguf",
+        "deepseek-v2-lite-tiny/deepseek-v2-lite-tiny-Q4_K_M.gguf",
+        "mixtral-tiny/mixtral-tiny-Q4_0.gguf",
+        "gpt-oss-tiny/gpt-oss-tiny-MXFP4_MOE.gguf",
+        "glm4moe-tiny/glm4moe-tiny-Q4_K_M.gguf",
+    ] {
+        let (drafted, accepted) = check_model(rel);
+        // The tiny models repeat themselves under greedy decoding: drafts are confirmed
+        // (so the test exercises verification) and rejected (so it exercises rollback).
+        assert!(
+            accepted > 0 && accepted < drafted,
+            "{rel}: {accepted} of {drafted} drafted tokens accepted"
+        );
+    }
+}
+
+#[test]
+fn greedy_is_byte_identical_on_the_real_model_code_edit() {
+    let e = load(&testutil::demo_model());
+    assert_eq!(
+        e.step_cost_per_token,
+        engine::speculate::DENSE_STEP_COST_PER_TOKEN
+    );
+    let tok = e.tokenizer.clone().unwrap();
+    let template = e.template.as_ref().unwrap();
+    let code = "def mean(values):\n    total = 0\n    count = 0\n    for v in values:\n        \
+                total = total + v\n        count = count + 1\n    if count == 0:\n        \
+                return None\n    return total / count\n";
+    let text = template
+        .render(
+            &[engine::ChatMessage::user(format!(
+                "Rewrite this function with type hints, keeping the rest as it is:\n\n```python\n{code}```"
+            ))],
+            true,
+        )
+        .unwrap();
+    let prompt = tok.encode(&text, false).unwrap();
+    let req = GenerateRequest {
+        ignore_eos: false,
+        ..greedy(80)
+    };
+    let (out, s) = same_with_and_without(&e, &prompt, &req, 1024, "0.5B code edit");
+    eprintln!(
+        "{out}\n{} of {} drafted tokens accepted",
+        s.accepted_tokens, s.drafted_tokens
+    );
+    assert!(out.contains("def mean("), "{out}");
+    // The answer copies the function: most drafts are confirmed.
+    assert!(
+        s.accepted_tokens * 2 > s.drafted_tokens && s.accepted_tokens >= 20,
+        "{} of {} drafted tokens accepted",
+        s.accepted_tokens,
+        s.drafted_tokens
+    );
+    // A stop string in the middle of the answer.
+    let chars: Vec<char> = out.chars().collect();
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 6].iter().collect();
+    let req = GenerateRequest {
+        stop: vec![stop],
+        ..req
+    };
+    let (out, s) = same_with_and_without(&e, &prompt, &req, 1024, "0.5B code edit, stop");
+    assert_eq!(s.finish, FinishReason::Stop, "{out}");
+}
+
+/// Events of one scheduler job: text, per-token log-probabilities, stats.
+fn run_job(
+    sched: &Scheduler,
+    prompt: Vec<u32>,
+    req: GenerateRequest,
+) -> impl FnOnce() -> (String, Vec<TokenLogprobs>, GenerationStats) {
+    let (tx, rx) = mpsc::channel();
+    let (ltx, lrx) = mpsc::channel();
+    let ticket = sched
+        .submit(
+            Job::new(prompt, req, move |ev| tx.send(ev.into_owned()).is_ok()).with_token_sink(
+                move |lp| {
+                    let _ = ltx.send(lp.clone());
+                },
+            ),
+        )
+        .unwrap();
+    move || {
+        let mut text = String::new();
+        for ev in rx {
+            match ev {
+                Event::Text(t) => text += &t,
+                Event::Done(s) => {
+                    drop(ticket);
+                    return (text, lrx.try_iter().collect(), s);
+                }
+                Event::Error(e) => panic!("{e}"),
+                Event::Started { .. } => {}
+            }
+        }
+        panic!("no Done event")
+    }
+}
+
+#[test]
+fn batched_with_drafts_equals_solo_without_and_logprobs_agree() {
+    let e = Arc::new(tiny("qwen2moe-tiny/qwen2moe-tiny-Q8_0.gguf"));
+    let tok = e.tokenizer.clone().unwrap();
+    let prompts: Vec<Vec<u32>> = PROMPTS
+        .iter()
+        .chain(["Hello"].iter())
+        .map(|p| tok.encode(p, false).unwrap())
+        .collect();
+    let req = GenerateRequest {
+        logprobs: Some(3),
+        ..greedy(60)
+    };
+    let mut off = SchedulerConfig::new(1, 256);
+    off.speculation = Speculation::off();
+    let solo = Scheduler::start(e.clone(), off);
+    let want: Vec<_> = prompts
+        .iter()
+        .map(|p| run_job(&solo, p.clone(), req.clone())())
+        .collect();
+    // Small step budget: drafts compete with each other and with prompt chunks.
+    let mut on = SchedulerConfig::new(4, 256);
+    on.step_tokens = 24;
+    let batched = Scheduler::start(e.clone(), on);
+    let waits: Vec<_> = prompts
+        .iter()
+        .map(|p| run_job(&batched, p.clone(), req.clone()))
+        .collect();
+    let mut accepted = 0;
+    for (i, (wait, (text, lps, stats))) in waits.into_iter().zip(&want).enumerate() {
+        let (t, l, s) = wait();
+        assert_eq!(&t, text, "prompt {i}: text");
+        assert_eq!(&l, lps, "prompt {i}: log-probabilities");
+        assert_eq!(l.len(), s.generated_tokens);
+        assert_eq!(s.generated_tokens, stats.generated_tokens);
+        accepted += s.accepted_tokens;
+    }
+    assert!(accepted > 0, "no draft was accepted");
+    let st = batched.status();
+    assert!(st.batched_seqs > st.steps, "{st:?}");
+}
+
+/// Sampling with drafts, driven by hand on a tiny model: after the prompt the first token
+/// is sampled; then `next` and a draft of 2 tokens are verified in one step
+/// ([`Generation::propose`], [`Generation::verify`]), which ends at the third token. The
+/// draft is the greedy continuation for even seeds (often accepted) and two fixed tokens
+/// for odd ones (mostly rejected: the rule then draws from the rest). `None`: no drafts.
+fn three_tokens(
+    e: &Engine,
+    seq: &mut engine::Sequence,
+    prompt: &[u32],
+    params: SamplingParams,
+    greedy_path: Option<&[u32]>,
+) -> [u32; 3] {
+    let tok = e.tokenizer.as_ref().unwrap();
+    let req = GenerateRequest {
+        max_new_tokens: 3,
+        sampling: params.clone(),
+        ignore_eos: true,
+        // Each step's token is reported (with no alternatives) to `emit`.
+        logprobs: Some(0),
+        speculation: Some(Speculation::off()),
+        ..Default::default()
+    };
+    let mut gen = Generation::new(tok, &req, true);
+    let n_ctx = seq.kv.n_ctx();
+    let mut got = Vec::new();
+    let mut emit = |g: &Generation| {
+        got.push(g.token_logprobs().expect("a token each step").token);
+        true
+    };
+    let (logits, history, _) = seq.prefill(prompt).unwrap();
+    let mut v = gen.verify(logits, history, n_ctx, &mut emit);
+    let mut steps = 0;
+    while let Step::Next(next) = v.step {
+        steps += 1;
+        let draft: &[u32] = match greedy_path {
+            Some(g) if steps == 1 && params.seed.is_multiple_of(2) => &g[1..3],
+            Some(_) if steps == 1 => &[7, 8],
+            _ => &[],
+        };
+        let tokens = gen.propose(next, draft).to_vec();
+        let (logits, history) = seq.feed_with_history(&tokens, Logits::All).unwrap();
+        v = gen.verify(logits, history, n_ctx, &mut emit);
+        seq.keep(v.keep).unwrap();
+    }
+    assert_eq!(v.step, Step::Finished(FinishReason::Length));
+    [got[0], got[1], got[2]]
+}
+
+/// Two-sample chi-square over the categories both samples (of equal size) fill; rare
+/// categories (fewer than 10 in both together) are pooled. Returns the statistic's
+/// Wilson–Hilferty z-score (≈ N(0, 1) when the distributions are the same) and the
+/// degrees of freedom.
+fn chi_square_z(a: &[[u32; 3]], b: &[[u32; 3]]) -> (f64, usize) {
+    use std::collections::BTreeMap;
+    assert_eq!(a.len(), b.len());
+    let mut counts: BTreeMap<[u32; 3], (f64, f64)> = BTreeMap::new();
+    for x in a {
+        counts.entry(*x).or_default().0 += 1.0;
+    }
+    for x in b {
+        counts.entry(*x).or_default().1 += 1.0;
+    }
+    let (mut cells, mut pooled) = (Vec::new(), (0.0, 0.0));
+    for &(x, y) in counts.values() {
+        if x + y >= 10.0 {
+            cells.push((x, y));
+        } else {
+            pooled.0 += x;
+            pooled.1 += y;
+        }
+    }
+    if pooled.0 + pooled.1 > 0.0 {
+        cells.push(pooled);
+    }
+    let chi2: f64 = cells.iter().map(|(x, y)| (x - y).powi(2) / (x + y)).sum();
+    let df = cells.len() - 1;
+    let k = df as f64;
+    let z = ((chi2 / k).cbrt() - (1.0 - 2.0 / (9.0 * k))) / (2.0 / (9.0 * k)).sqrt();
+    (z, df)
+}
+
+#[test]
+fn sampling_with_drafts_keeps_the_distribution() {
+    let e = tiny("qwen2moe-tiny/qwen2moe-tiny-Q8_0.gguf");
+    let tok = e.tokenizer.clone().unwrap();
+    let prompt = tok.encode(PROMPTS[0], false).unwrap();
+    let mut seq = e.sequence(64).unwrap();
+    let greedy_path = {
+        let mut g = Vec::new();
+        let mut s = e.sequence(64).unwrap();
+        let (l, _, _) = s.prefill(&prompt).unwrap();
+        let mut t = engine::sampler::argmax(l);
+        for _ in 0..3 {
+            g.push(t);
+            t = engine::sampler::argmax(s.feed(&[t], Logits::Last).unwrap());
+        }
+        g
+    };
+    // Four candidates per position at temperature 1: up to 64 outcomes of three tokens.
+    let params = |seed| SamplingParams {
+        temperature: 1.0,
+        top_k: 4,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed,
+        ..SamplingParams::default()
+    };
+    const N: u64 = 2000;
+    let plain: Vec<[u32; 3]> = (0..N)
+        .map(|s| three_tokens(&e, &mut seq, &prompt, params(s), None))
+        .collect();
+    let drafted: Vec<[u32; 3]> = (N..2 * N)
+        .map(|s| three_tokens(&e, &mut seq, &prompt, params(s), Some(&greedy_path)))
+        .collect();
+    // The drafts were often confirmed, and often not.
+    let even_confirmed = drafted
+        .iter()
+        .step_by(2)
+        .filter(|t| t[1] == greedy_path[1])
+        .count();
+    assert!(
+        even_confirmed > (N / 20) as usize && even_confirmed < (N / 2 - N / 20) as usize,
+        "{even_confirmed} of {} greedy drafts confirmed",
+        N / 2
+    );
+    let (z, df) = chi_square_z(&plain, &drafted);
+    eprintln!("chi-square over {df} degrees of freedom: z = {z:.2}");
+    assert!(df >= 8, "too few outcomes to compare: {df}");
+    // z > 3.7 has probability 1e-4 when the distributions agree.
+    assert!(
+        z < 3.7,
+        "the sampled tokens are distributed differently with drafts (z = {z:.2}, {df} df)"
+    );
+}
