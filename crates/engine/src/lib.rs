@@ -80,6 +80,8 @@ pub struct KvReservation {
     /// Caches of that size the command may hold at once (`serve`: running plus kept
     /// sequences).
     pub caches: usize,
+    /// The keys' and values' element types (`--cache-type-k/-v`).
+    pub types: model::KvTypes,
 }
 
 impl Default for KvReservation {
@@ -89,6 +91,7 @@ impl Default for KvReservation {
             ctx: None,
             default_max: 4096,
             caches: 1,
+            types: model::KvTypes::default(),
         }
     }
 }
@@ -112,7 +115,7 @@ impl KvReservation {
     /// Bytes of all the caches, by the function [`KvCache`] allocates with
     /// (`u64::MAX` when the size overflows: the plan then says it cannot fit).
     pub fn bytes(&self, config: &model::Config) -> u64 {
-        KvCache::bytes_for(config, self.ctx_for(config))
+        KvCache::bytes_for(config, self.types, self.ctx_for(config))
             .and_then(|b| b.checked_mul(self.caches))
             .map_or(u64::MAX, |b| b as u64)
     }
@@ -144,6 +147,12 @@ pub struct LoadReport {
     pub kv_ctx: usize,
     /// KV caches of `kv_ctx` positions it reserved.
     pub kv_caches: usize,
+    /// Their keys' and values' element types.
+    pub kv_types: model::KvTypes,
+    /// Bytes per position of one cache (all layers).
+    pub kv_bytes_per_position: u64,
+    /// The types as the model stores them ("latent f16", "k q8_0, v f16").
+    pub kv_types_text: String,
     /// Bytes it reserved for them.
     pub kv_bytes: u64,
     pub repack: model::weights::RepackSummary,
@@ -255,7 +264,7 @@ impl Engine {
         Ok(Sequence::new(
             self.model.clone(),
             self.pool.clone(),
-            KvCache::new(&self.model.config, n_ctx)?,
+            KvCache::with_types(&self.model.config, self.load.kv_types, n_ctx)?,
             RunState::new(self.mode),
         ))
     }
@@ -386,6 +395,9 @@ fn place_weights(
 ) -> Result<(LoadReport, Option<model::weights::RepackSummary>), EngineError> {
     let file = model.file.clone();
     let total = file.tensors().iter().map(|t| t.size).sum::<u64>();
+    // Cache types the model's rows cannot be stored in are an error that says why, before
+    // a plan that could only say the cache does not fit.
+    opts.kv.types.check(&model.config)?;
     let kv_ctx = opts.kv.ctx_for(&model.config);
     let kv_bytes = opts.kv.bytes(&model.config);
     let usable = match opts.memory_budget {
@@ -467,6 +479,10 @@ fn place_weights(
         usable,
         kv_ctx,
         kv_caches: opts.kv.caches,
+        kv_types: opts.kv.types,
+        kv_types_text: opts.kv.types.describe(&model.config),
+        kv_bytes_per_position: KvCache::bytes_per_position(&model.config, opts.kv.types)
+            .map_or(u64::MAX, |b| b as u64),
         kv_bytes,
         repack: summary.unwrap_or_default(),
         page_in,
@@ -527,7 +543,7 @@ impl LoadReport {
             )
         });
         out.push(format!(
-            "  reserved: KV cache {} ({}{} positions), scratch and weights computed at load: {} anonymous in all, {} margin",
+            "  reserved: KV cache {} ({}{} positions; {}: {} per position), scratch and weights computed at load: {} anonymous in all, {} margin",
             human_bytes(self.kv_bytes),
             if self.kv_caches == 1 {
                 String::new()
@@ -535,6 +551,8 @@ impl LoadReport {
                 format!("{} caches × ", self.kv_caches)
             },
             self.kv_ctx,
+            self.kv_types_text,
+            human_bytes(self.kv_bytes_per_position),
             human_bytes(p.anonymous_bytes),
             human_bytes(p.margin_bytes)
         ));

@@ -47,6 +47,7 @@ fn the_plan_reserves_the_commands_caches_in_the_bytes_they_allocate() {
             ctx: Some(1000),
             default_max: 4096,
             caches: 3,
+            types: Default::default(),
         },
         8 * GIB,
     );
@@ -65,7 +66,7 @@ fn the_plan_reserves_the_commands_caches_in_the_bytes_they_allocate() {
         .find(|l| l.starts_with("  reserved: KV cache"))
         .unwrap();
     assert!(
-        reserved.contains("(3 caches × 1000 positions)"),
+        reserved.contains("(3 caches × 1000 positions; "),
         "{reserved}"
     );
 }
@@ -76,7 +77,7 @@ fn a_context_whose_caches_do_not_fit_is_warned_about() {
         .model
         .config
         .clone();
-    let per_position = KvCache::bytes_for(&config, 1).unwrap() as u64;
+    let per_position = KvCache::bytes_for(&config, Default::default(), 1).unwrap() as u64;
     // Caches of 2 × 64 MiB against a 64 MiB budget.
     let ctx = ((64 << 20) / per_position) as usize + 1;
     let e = load(
@@ -84,6 +85,7 @@ fn a_context_whose_caches_do_not_fit_is_warned_about() {
             ctx: Some(ctx),
             default_max: 4096,
             caches: 2,
+            types: Default::default(),
         },
         64 << 20,
     );
@@ -101,6 +103,7 @@ fn a_context_whose_caches_do_not_fit_is_warned_about() {
         ctx: Some(usize::MAX / 2),
         default_max: 4096,
         caches: 4,
+        types: Default::default(),
     };
     assert_eq!(huge.bytes(&config), u64::MAX);
 }

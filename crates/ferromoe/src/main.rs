@@ -37,14 +37,26 @@ enum Command {
     Serve(cmd::serve::Args),
 }
 
-/// llama.cpp's `-ot REGEX=TYPE` (a two-letter short option, which clap does not have) is
-/// `--override-tensor`.
+/// llama.cpp's multi-letter short options, which clap does not have: `-ot REGEX=TYPE` is
+/// `--override-tensor`, `-ctk`/`-ctv TYPE` are `--cache-type-k`/`--cache-type-v`.
 fn llama_cpp_spelling(arg: std::ffi::OsString) -> std::ffi::OsString {
-    match arg.to_str() {
-        Some("-ot") => "--override-tensor".into(),
-        Some(a) if a.starts_with("-ot=") => format!("--override-tensor={}", &a[4..]).into(),
-        _ => arg,
+    const SPELLINGS: [(&str, &str); 3] = [
+        ("-ot", "--override-tensor"),
+        ("-ctk", "--cache-type-k"),
+        ("-ctv", "--cache-type-v"),
+    ];
+    let Some(a) = arg.to_str() else {
+        return arg;
+    };
+    for (short, long) in SPELLINGS {
+        if a == short {
+            return long.into();
+        }
+        if let Some(value) = a.strip_prefix(short).and_then(|r| r.strip_prefix('=')) {
+            return format!("{long}={value}").into();
+        }
     }
+    arg
 }
 
 fn main() {

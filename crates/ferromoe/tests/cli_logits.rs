@@ -104,3 +104,67 @@ fn logits_rejects_bad_token_ids_and_unsupported_files() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tensor 'token_embd.weight' not found"));
 }
+
+/// `--cache-type-k/-v` (and llama.cpp's `-ctk`/`-ctv`): the load line prints the type and
+/// the bytes per position; the logits stay close to the f32 cache's; a bad name is a clear
+/// error.
+#[test]
+fn cache_types_print_their_size_and_bad_names_are_refused() {
+    let dir = std::env::temp_dir().join(format!("ferromoe-cli-ctk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = data_dir().join("tiny/deepseek-v2-lite-tiny/deepseek-v2-lite-tiny-Q4_K_M.gguf");
+    let model = model.to_str().unwrap();
+    let run = |extra: &[&str], name: &str| {
+        let path = dir.join(name);
+        let mut args = vec![
+            "logits",
+            "-m",
+            model,
+            "--tokens",
+            "51,353,612,332,962,69,92",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-o", path.to_str().unwrap()]);
+        let out = ferromoe(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        (read_npy_f32(&path).1, stderr)
+    };
+    let (f32_logits, stderr) = run(&[], "f32.npy");
+    // The tiny MLA model: 2 layers × (256 + 32) latent values.
+    assert!(
+        stderr.contains("latent f32: 2.2 KiB per position"),
+        "{stderr}"
+    );
+    let (q8_logits, stderr) = run(&["-ctk", "q8_0"], "q8.npy");
+    // 2 layers × 9 blocks of 34 bytes.
+    assert!(
+        stderr.contains("latent q8_0: 612 B per position"),
+        "{stderr}"
+    );
+    let (f16_logits, stderr) = run(&["--cache-type-k=f16", "-ctv=f16"], "f16.npy");
+    assert!(
+        stderr.contains("latent f16: 1.1 KiB per position"),
+        "{stderr}"
+    );
+    for (name, got) in [("q8_0", &q8_logits), ("f16", &f16_logits)] {
+        let max = f32_logits
+            .iter()
+            .zip(got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // A sanity bound (the tiny MoE model flips near-tied experts; kv_types_logits
+        // holds each type to its KL).
+        assert!(max > 0.0 && max < 0.5, "{name}: max |Δlogit| {max}");
+    }
+    let out = ferromoe(&[
+        "logits", "-m", model, "--tokens", "1", "-ctk", "q4_0", "-o", "x.npy",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("'q4_0' is not a KV-cache type") && stderr.contains("f32, f16, bf16, q8_0"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -93,7 +93,27 @@ fn passes(server: &Server) -> (u64, u64) {
 
 #[test]
 fn eight_concurrent_streams_equal_their_solo_runs_and_share_forward_passes() {
-    let server = Server::start(&["--max-seqs", "8", "--ctx", "256"]);
+    concurrent_equals_solo(&[]);
+}
+
+/// The same with each KV-cache type (llama.cpp's spellings `-ctk`/`-ctv` for one of them).
+#[test]
+fn concurrent_equals_solo_with_f16_cache() {
+    concurrent_equals_solo(&["--cache-type-k", "f16", "--cache-type-v", "f16"]);
+}
+#[test]
+fn concurrent_equals_solo_with_bf16_cache() {
+    concurrent_equals_solo(&["-ctk", "bf16", "-ctv=bf16"]);
+}
+#[test]
+fn concurrent_equals_solo_with_q8_0_cache() {
+    concurrent_equals_solo(&["--cache-type-k", "q8_0", "--cache-type-v", "q8_0"]);
+}
+
+fn concurrent_equals_solo(cache_types: &[&str]) {
+    let mut args = vec!["--max-seqs", "8", "--ctx", "256"];
+    args.extend_from_slice(cache_types);
+    let server = Server::start(&args);
     let tokens = 96;
     let t = Instant::now();
     let alone: Vec<String> = PROMPTS

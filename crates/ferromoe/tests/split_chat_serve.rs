@@ -89,7 +89,7 @@ fn serve_on_a_split_set_answers_as_on_the_whole_file() {
     assert!(log.contains("in 3 parts"), "{log}");
     // Default context (the model's 256) for 4 running + 4 kept sequences.
     assert!(
-        log.contains("  reserved: KV cache 4.50 MiB (8 caches × 256 positions)"),
+        log.contains("  reserved: KV cache 4.50 MiB (8 caches × 256 positions; latent f32: 2.2 KiB per position)"),
         "{log}"
     );
     let (set_text, set_tokens) = complete(&set);

@@ -1,4 +1,5 @@
-//! Causal attention over a KV cache, split across the pool by (token, head).
+//! Causal attention over a KV cache of any [`KvType`](crate::kvdata::KvType), split across the pool by query
+//! rows and, for few rows over a long cache (decode), by position chunks as well.
 //!
 //! One kernel covers both attention kinds we run:
 //! - grouped-query attention: K and V rows of `n_kv_head` heads each;
@@ -6,26 +7,28 @@
 //!   `[c_kv, k_pe]` row (the query is `[q·W_UK, q_pe]`) and whose value is the `c_kv`
 //!   part of the same row — so `k` and `v` may be the same buffer.
 //!
-//! A work item is up to 16 query rows that read the same keys and values: heads of one
-//! token sharing a KV head (GQA groups, MLA's absorbed form: 16 heads per latent row), or,
-//! when fewer heads share one, the same heads of consecutive tokens (multi-head attention,
-//! MLA's decompressed form). Keys are scored in tiles of 4 query rows × 3 cached rows
-//! (7 loads per 12 FMAs; × 6 where AVX-512 gives 32 registers: 10 loads per 24 FMAs, one
-//! call per item) and values (register tiles of 4 rows × 16 floats, × 32 with AVX-512)
-//! summed in blocks of 64 positions that stay in cache while every row tile of the item
-//! passes over them, so each cached row comes from memory once per item, not once per
-//! head.
+//! An item is up to 16 query rows that read the same keys and values: heads of one token
+//! sharing a KV head (GQA groups, MLA's absorbed form: 16 heads per latent row), or, when
+//! fewer heads share one, the same heads of consecutive tokens (multi-head attention,
+//! MLA's decompressed form). It walks the cached positions in blocks of [`BLOCK`]: the
+//! block's rows are converted to f32 once (f16/bf16/q8_0 caches; an f32 cache is read in
+//! place), scored against every query row in tiles of 4 rows × 3 positions (× 6 where
+//! AVX-512 gives 32 registers), and summed into the rows' values while they are in L1/L2,
+//! with an online softmax (a running max and denominator per row). Blocks are grouped
+//! into chunks of [`CHUNK`] positions, each with its own softmax state, merged in order:
+//! with few items (decode), the (item, chunk) pairs are spread across the threads, so two
+//! threads share one sequence's attention.
 //!
-//! Every (query row, cached row) score is computed by the same code whatever the tiling,
-//! each row's softmax runs over its own causal length, and its weighted sum adds the
-//! positions in order (a shorter row's extra positions get weight 0): a token's output
-//! does not depend on the item shapes, on which thread ran it, or on the rest of the
-//! batch.
+//! Blocks and chunks are aligned to absolute positions ([`AttnOpts::origin`]), masked
+//! positions weigh exactly 0, and every (query row, cached row) score is computed by the
+//! same code whatever the tiling: a token's output does not depend on the item shapes,
+//! on the split, on which thread ran it, or on the rest of the batch.
 
+use crate::kvdata::KvData;
 use crate::pool::SharedMut;
 use crate::ThreadPool;
 
-/// Shapes and strides of one attention call (all in f32 elements).
+/// Shapes and strides of one attention call (in values of the cache's type).
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
     pub n_head: usize,
@@ -33,12 +36,12 @@ pub struct AttnShape {
     /// Query/key width per head, and value width per head.
     pub dk: usize,
     pub dv: usize,
-    /// Floats per cached position in the key and value buffers.
+    /// Values per cached position in the key and value buffers.
     pub k_stride: usize,
     pub v_stride: usize,
     /// Where value head 0 starts within a value row.
     pub v_offset: usize,
-    /// Floats from one KV head's key (value) row to the next head's at the same position:
+    /// Values from one KV head's key (value) row to the next head's at the same position:
     /// `dk` (`dv`) when heads are interleaved per position; `n_ctx·dk` for a head-major
     /// buffer, whose per-head rows are then contiguous (`k_stride = dk`).
     pub k_head: usize,
@@ -47,11 +50,12 @@ pub struct AttnShape {
     pub scale: f32,
 }
 
-/// Per-thread score and output buffers.
+/// Per-thread block buffers and the position split's partial results.
 #[derive(Default, Debug)]
 pub struct AttnScratch {
-    scores: Vec<f32>,
+    per_thread_area: Vec<f32>,
     per_thread: usize,
+    partials: Vec<f32>,
 }
 
 /// Most query rows per work item.
@@ -59,49 +63,56 @@ const MAX_ROWS: usize = 16;
 /// Query rows and cached rows of one score tile.
 const TILE_Q: usize = 4;
 const TILE_K: usize = 3;
-/// Positions per value block (64 rows of ≤ 2 KiB stay in L2 while all row tiles pass).
-const VALUE_BLOCK: usize = 64;
+/// Positions per block: converted, scored and summed into the values while in cache
+/// (64 rows of 576 f32 = 144 KiB, in L2).
+const BLOCK: usize = 64;
+/// Positions per chunk (a multiple of [`BLOCK`]): each has its own softmax state, and the
+/// position split hands chunks to threads.
+const CHUNK: usize = 256;
+/// Most items the position split runs (its partial results are reserved for this many).
+const SPLIT_ITEMS: usize = 4;
+
+/// Per-thread floats for keys `dk` and values `dv` wide: scores, converted key and value
+/// blocks, a chunk's and the running sums of the values, and 4 numbers per row.
+fn per_thread_floats(dk: usize, dv: usize) -> usize {
+    MAX_ROWS * BLOCK + BLOCK * dk + BLOCK * dv + 2 * MAX_ROWS * dv + 4 * MAX_ROWS
+}
+
+/// Chunks a range of `n_ctx` positions can touch (one more when not aligned).
+fn max_chunks(n_ctx: usize) -> usize {
+    n_ctx.div_ceil(CHUNK) + 1
+}
 
 impl AttnScratch {
     /// An empty scratch.
     pub fn new() -> AttnScratch {
         AttnScratch::default()
     }
-    /// Room for attention over up to `n_ctx` positions with values `dv` wide on
-    /// `n_threads` threads, so that [`attention`] never grows it (it would, once, for a
-    /// longer context).
-    pub fn reserve_for(&mut self, n_threads: usize, n_ctx: usize, dv: usize) {
-        self.reserve(n_threads, MAX_ROWS * n_ctx + MAX_ROWS * dv);
+    /// Room for attention over up to `n_ctx` positions with keys `dk` and values `dv`
+    /// wide on `n_threads` threads, so that [`attention`] never grows it (it would, once,
+    /// for a longer context or wider rows).
+    pub fn reserve_for(&mut self, n_threads: usize, n_ctx: usize, dk: usize, dv: usize) {
+        self.reserve(n_threads, per_thread_floats(dk, dv));
+        if n_threads > 1 {
+            let want = SPLIT_ITEMS * max_chunks(n_ctx) * MAX_ROWS * (dv + 2);
+            if self.partials.len() < want {
+                self.partials.resize(want, 0.0);
+            }
+        }
     }
     /// Room for `floats` per thread: afterwards `per_thread ≥ floats` and the buffer holds
     /// `n_threads · per_thread` (a scratch may be reused with pools of other sizes).
     fn reserve(&mut self, n_threads: usize, floats: usize) {
         self.per_thread = self.per_thread.max(floats);
         let want = n_threads * self.per_thread;
-        if self.scores.len() < want {
-            self.scores.resize(want, 0.0);
+        if self.per_thread_area.len() < want {
+            self.per_thread_area.resize(want, 0.0);
         }
     }
 }
 
-/// Item shape: (heads per item, tokens per item). As many rows as fit (≤ 16) so cached
-/// rows are reused, but at least one item per thread when there are enough rows.
-fn item_shape(n_head: usize, group: usize, m: usize, n_threads: usize) -> (usize, usize) {
-    let mut best = (1, 1);
-    for hb in [16, 8, 4, 2, 1] {
-        if group % hb != 0 {
-            continue;
-        }
-        let tb = (MAX_ROWS / hb).clamp(1, m.max(1));
-        best = (hb, tb);
-        if (n_head / hb) * m.div_ceil(tb) >= n_threads {
-            break;
-        }
-    }
-    best
-}
-
-/// What some models add to plain causal attention (gpt-oss has both).
+/// What some models add to plain causal attention (gpt-oss has both), and where the
+/// cache slice starts.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AttnOpts<'a> {
     /// Sliding window: the query at position `p` sees positions `p − window + 1 ..= p`
@@ -110,6 +121,10 @@ pub struct AttnOpts<'a> {
     /// Attention sinks, one logit per query head: it joins each row's softmax denominator
     /// (not scaled by `scale`) and has no value.
     pub sinks: Option<&'a [f32]>,
+    /// The absolute position of the slice's first cached row (a caller that passes a
+    /// window's slice of its cache): blocks and chunks are aligned to absolute positions,
+    /// so a token's result does not depend on where the slice starts.
+    pub origin: usize,
 }
 
 /// `out[t, h] = softmax(scale · q[t, h] · K[0..=pos0+t]) · V[0..=pos0+t]` for the `m`
@@ -122,17 +137,307 @@ pub fn attention(
     s: &AttnShape,
     q: &[f32],
     pos0: usize,
-    k: &[f32],
-    v: &[f32],
+    k: KvData<'_>,
+    v: KvData<'_>,
     out: &mut [f32],
     scratch: &mut AttnScratch,
 ) {
     attention_with(pool, s, AttnOpts::default(), q, pos0, k, v, out, scratch)
 }
 
-/// [`attention`] with a sliding window and/or attention sinks ([`AttnOpts`]). Positions
-/// are relative to `k`/`v`: a caller whose cache holds only a window passes the slice
-/// that starts at its first kept position and `pos0` counted from there.
+/// One call's fixed inputs, shared by its work items.
+struct Call<'a> {
+    s: &'a AttnShape,
+    opts: AttnOpts<'a>,
+    q: &'a [f32],
+    pos0: usize,
+    m: usize,
+    k: KvData<'a>,
+    v: KvData<'a>,
+    /// Values are the converted key rows from this offset (an MLA row is both).
+    v_in_k: Option<usize>,
+    group: usize,
+    /// Heads and tokens per item, and head blocks.
+    hb: usize,
+    tb: usize,
+    head_blocks: usize,
+}
+
+/// One thread's buffers (see [`per_thread_floats`]).
+struct Bufs<'a> {
+    sc: &'a mut [f32],
+    kbuf: &'a mut [f32],
+    vbuf: &'a mut [f32],
+    /// A chunk's weighted values and (max, denominator) per row.
+    acc: &'a mut [f32],
+    cm: &'a mut [f32],
+    cl: &'a mut [f32],
+    /// The running result over the chunks merged so far.
+    tacc: &'a mut [f32],
+    tm: &'a mut [f32],
+    tl: &'a mut [f32],
+}
+
+impl<'a> Bufs<'a> {
+    fn split(area: &'a mut [f32], dk: usize, dv: usize) -> Bufs<'a> {
+        let (sc, rest) = area.split_at_mut(MAX_ROWS * BLOCK);
+        let (kbuf, rest) = rest.split_at_mut(BLOCK * dk);
+        let (vbuf, rest) = rest.split_at_mut(BLOCK * dv);
+        let (acc, rest) = rest.split_at_mut(MAX_ROWS * dv);
+        let (tacc, rest) = rest.split_at_mut(MAX_ROWS * dv);
+        let (cm, rest) = rest.split_at_mut(MAX_ROWS);
+        let (cl, rest) = rest.split_at_mut(MAX_ROWS);
+        let (tm, rest) = rest.split_at_mut(MAX_ROWS);
+        let tl = &mut rest[..MAX_ROWS];
+        Bufs {
+            sc,
+            kbuf,
+            vbuf,
+            acc,
+            cm,
+            cl,
+            tacc,
+            tm,
+            tl,
+        }
+    }
+}
+
+/// An item's query rows: row `r` is (token `t0 + r / hb`, head `h0 + r % hb`).
+#[derive(Clone, Copy)]
+struct Item {
+    t0: usize,
+    h0: usize,
+    rows: usize,
+    /// Positions the item's rows see: `lo..hi` (slice coordinates).
+    lo: usize,
+    hi: usize,
+}
+
+impl Call<'_> {
+    fn item(&self, index: usize) -> Item {
+        let (t0, h0) = (
+            (index / self.head_blocks) * self.tb,
+            (index % self.head_blocks) * self.hb,
+        );
+        let nt = self.tb.min(self.m - t0);
+        Item {
+            t0,
+            h0,
+            rows: nt * self.hb,
+            lo: self.row_start(t0),
+            hi: self.pos0 + t0 + nt,
+        }
+    }
+    fn row_th(&self, it: &Item, r: usize) -> (usize, usize) {
+        (it.t0 + r / self.hb, it.h0 + r % self.hb)
+    }
+    /// The first position token `t` sees (its window's start).
+    fn row_start(&self, t: usize) -> usize {
+        let ctx = self.pos0 + t + 1;
+        self.opts.window.map_or(0, |w| ctx.saturating_sub(w))
+    }
+    /// Slice positions of chunk `c` (absolute chunk index), clipped to `lo..hi`.
+    fn chunk_range(&self, c: usize, lo: usize, hi: usize) -> (usize, usize) {
+        let a = (c * CHUNK).saturating_sub(self.opts.origin).max(lo);
+        let b = ((c + 1) * CHUNK).saturating_sub(self.opts.origin).min(hi);
+        (a, b.max(a))
+    }
+
+    /// The chunk's softmax state and weighted values of the item's rows over positions
+    /// `a..b`, into `cm`, `cl`, `acc`.
+    fn run_chunk(&self, it: &Item, a: usize, b: usize, w: &mut Bufs<'_>) {
+        let s = self.s;
+        let (rows, dk, dv) = (it.rows, s.dk, s.dv);
+        w.cm[..rows].fill(f32::NEG_INFINITY);
+        w.cl[..rows].fill(0.0);
+        w.acc[..rows * dv].fill(0.0);
+        let g = it.h0 / self.group;
+        let mut qs: [&[f32]; MAX_ROWS] = [&[]; MAX_ROWS];
+        for (r, slot) in qs.iter_mut().take(rows).enumerate() {
+            let (t, h) = self.row_th(it, r);
+            *slot = &self.q[(t * s.n_head + h) * dk..(t * s.n_head + h + 1) * dk];
+        }
+        let origin = self.opts.origin;
+        let mut j0 = a;
+        while j0 < b {
+            // The block holding j0: absolute positions A·BLOCK.., columns (origin + j) mod BLOCK.
+            let col0 = (origin + j0) % BLOCK;
+            let j1 = (j0 + BLOCK - col0).min(b);
+            let n = j1 - j0;
+            let ks = match self.k.as_f32() {
+                Some(kf) => Rows {
+                    data: &kf[g * s.k_head + j0 * s.k_stride..],
+                    stride: s.k_stride,
+                    width: dk,
+                },
+                None => {
+                    for (jj, row) in w.kbuf.chunks_exact_mut(dk).take(n).enumerate() {
+                        self.k.read(g * s.k_head + (j0 + jj) * s.k_stride, row);
+                    }
+                    Rows {
+                        data: &w.kbuf[..],
+                        stride: dk,
+                        width: dk,
+                    }
+                }
+            };
+            let sc = &mut w.sc[..rows * BLOCK];
+            sc.fill(f32::NEG_INFINITY);
+            item_scores(&qs[..rows], n, &ks, s.scale, &mut sc[col0..], BLOCK);
+            // Per row: mask what it does not see, then the online softmax update.
+            for r in 0..rows {
+                let (t, _) = self.row_th(it, r);
+                let (start, ctx) = (self.row_start(t), self.pos0 + t + 1);
+                let row = &mut sc[r * BLOCK..(r + 1) * BLOCK];
+                for (jj, x) in row[col0..col0 + n].iter_mut().enumerate() {
+                    let j = j0 + jj;
+                    if j < start || j >= ctx {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+                let bm = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                if bm == f32::NEG_INFINITY {
+                    row.fill(0.0);
+                    continue;
+                }
+                let m_new = w.cm[r].max(bm);
+                let alpha = (w.cm[r] - m_new).exp();
+                let sum = crate::softmax::exp_sub_block(row, m_new);
+                w.cl[r] = w.cl[r] * alpha + sum;
+                if alpha != 1.0 {
+                    crate::vector::scale_inplace(&mut w.acc[r * dv..(r + 1) * dv], alpha);
+                }
+                w.cm[r] = m_new;
+            }
+            let vs = match (self.v_in_k, self.v.as_f32()) {
+                (Some(off), _) => Rows {
+                    data: &ks.data[off..],
+                    stride: ks.stride,
+                    width: dv,
+                },
+                (None, Some(vf)) => Rows {
+                    data: &vf[s.v_offset + g * s.v_head + j0 * s.v_stride..],
+                    stride: s.v_stride,
+                    width: dv,
+                },
+                (None, None) => {
+                    for (jj, row) in w.vbuf.chunks_exact_mut(dv).take(n).enumerate() {
+                        self.v
+                            .read(s.v_offset + g * s.v_head + (j0 + jj) * s.v_stride, row);
+                    }
+                    Rows {
+                        data: &w.vbuf[..],
+                        stride: dv,
+                        width: dv,
+                    }
+                }
+            };
+            item_values(&sc[col0..], BLOCK, rows, n, &vs, &mut w.acc[..rows * dv]);
+            j0 = j1;
+        }
+    }
+}
+
+/// Merges a chunk's state (`cm`, `cl`, `cacc`) into a running one (`tm`, `tl`, `tacc`),
+/// one row: the same operations whichever thread computed the chunk.
+#[inline]
+fn merge_row(tm: &mut f32, tl: &mut f32, tacc: &mut [f32], cm: f32, cl: f32, cacc: &[f32]) {
+    if cm == f32::NEG_INFINITY {
+        return;
+    }
+    let m = tm.max(cm);
+    let (a, b) = ((*tm - m).exp(), (cm - m).exp());
+    *tl = *tl * a + cl * b;
+    for (t, &c) in tacc.iter_mut().zip(cacc) {
+        *t = *t * a + c * b;
+    }
+    *tm = m;
+}
+
+/// A row's result from its merged state: `tacc / tl`, the sink joining the denominator.
+#[inline]
+fn finish_row(tm: f32, tl: f32, tacc: &[f32], sink: Option<f32>, out: &mut [f32]) {
+    let (mut m, mut l) = (tm, tl);
+    let mut a = 1.0;
+    if let Some(sk) = sink {
+        let nm = m.max(sk);
+        if nm == f32::NEG_INFINITY {
+            out.fill(0.0);
+            return;
+        }
+        a = (m - nm).exp();
+        l = l * a + (sk - nm).exp();
+        m = nm;
+    }
+    if m == f32::NEG_INFINITY || l == 0.0 {
+        out.fill(0.0);
+        return;
+    }
+    let inv = a / l;
+    for (o, &t) in out.iter_mut().zip(tacc) {
+        *o = t * inv;
+    }
+}
+
+/// Item shape: (heads per item, tokens per item, whether to split by position chunks).
+/// As many rows as fit (≤ 16) so cached rows are reused, enough items for the threads,
+/// or, with few items over a long cache, the position split.
+fn item_shape(
+    n_head: usize,
+    group: usize,
+    m: usize,
+    n_threads: usize,
+    n_chunks: usize,
+    can_split: bool,
+) -> (usize, usize, bool) {
+    let mut best = (1, MAX_ROWS.min(m.max(1)), false);
+    let whole = (group <= MAX_ROWS).then_some(group);
+    for hb in whole.into_iter().chain([16, 8, 4, 2, 1]) {
+        if group % hb != 0 {
+            continue;
+        }
+        let tb = (MAX_ROWS / hb).clamp(1, m.max(1));
+        let items = (n_head / hb) * m.div_ceil(tb);
+        if items >= n_threads {
+            return (hb, tb, false);
+        }
+        if can_split && n_chunks > 1 && items <= SPLIT_ITEMS {
+            return (hb, tb, true);
+        }
+        best = (hb, tb, false);
+    }
+    best
+}
+
+/// Where one head's rows lie in a cache buffer (in values): row `j` of head `g` is
+/// `offset + g·head + j·stride .. + width`.
+struct Layout {
+    stride: usize,
+    offset: usize,
+    head: usize,
+    width: usize,
+}
+
+/// Checks that `data` holds `heads` heads' rows of `n_ctx` positions laid out as `l`, in
+/// whole blocks of its type.
+fn check_rows(data: &KvData<'_>, l: Layout, n_ctx: usize, heads: usize, what: &str) {
+    let blk = data.ty().block();
+    assert!(
+        l.stride % blk == 0 && l.offset % blk == 0 && l.head % blk == 0 && l.width % blk == 0,
+        "attention: {what} rows are not whole {} blocks",
+        data.ty()
+    );
+    assert!(
+        data.len() >= (n_ctx - 1) * l.stride + l.offset + (heads - 1) * l.head + l.width,
+        "attention: {what} cache too short"
+    );
+}
+
+/// [`attention`] with a sliding window, attention sinks and the slice's origin
+/// ([`AttnOpts`]). Positions are relative to `k`/`v`: a caller whose cache holds only a
+/// window passes the slice that starts at its first kept position, `pos0` counted from
+/// there, and that position as the origin.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_with(
     pool: &ThreadPool,
@@ -140,8 +445,8 @@ pub fn attention_with(
     opts: AttnOpts<'_>,
     q: &[f32],
     pos0: usize,
-    k: &[f32],
-    v: &[f32],
+    k: KvData<'_>,
+    v: KvData<'_>,
     out: &mut [f32],
     scratch: &mut AttnScratch,
 ) {
@@ -160,118 +465,196 @@ pub fn attention_with(
         return;
     }
     let n_ctx = pos0 + m;
-    assert!(
-        k.len() >= (n_ctx - 1) * s.k_stride + (s.n_kv_head - 1) * s.k_head + s.dk,
-        "attention: key cache too short"
-    );
-    assert!(
-        v.len() >= (n_ctx - 1) * s.v_stride + s.v_offset + (s.n_kv_head - 1) * s.v_head + s.dv,
-        "attention: value cache too short"
-    );
+    let k_rows = Layout {
+        stride: s.k_stride,
+        offset: 0,
+        head: s.k_head,
+        width: s.dk,
+    };
+    check_rows(&k, k_rows, n_ctx, s.n_kv_head, "key");
+    let v_rows = Layout {
+        stride: s.v_stride,
+        offset: s.v_offset,
+        head: s.v_head,
+        width: s.dv,
+    };
+    check_rows(&v, v_rows, n_ctx, s.n_kv_head, "value");
+    // An MLA row is both key and value: convert it once and read the values from it.
+    let v_in_k = (k.same_as(&v) && s.k_stride == s.v_stride).then(|| {
+        let last = s.n_kv_head - 1;
+        let lo = s.v_offset as isize;
+        let hi = (s.v_offset + last * s.v_head) as isize - (last * s.k_head) as isize;
+        (lo == hi && lo >= 0 && lo as usize + s.dv <= s.dk).then_some(lo as usize)
+    });
+    let v_in_k = v_in_k.flatten();
     let group = s.n_head / s.n_kv_head;
-    let (hb, tb) = item_shape(s.n_head, group, m, pool.n_threads());
-    let (head_blocks, token_blocks) = (s.n_head / hb, m.div_ceil(tb));
-    // Per thread: 16 score rows of n_ctx, then 16 output rows of dv.
-    scratch.reserve_for(pool.n_threads(), n_ctx, s.dv);
+    let n_threads = pool.n_threads();
+    // Chunks from the first token's window start to the last position.
+    let first_lo = opts.window.map_or(0, |w| (pos0 + 1).saturating_sub(w));
+    let c_first = (opts.origin + first_lo) / CHUNK;
+    let n_chunks = (opts.origin + n_ctx - 1) / CHUNK + 1 - c_first;
+    scratch.reserve_for(n_threads, n_ctx, s.dk, s.dv);
+    let (hb, tb, split) = item_shape(s.n_head, group, m, n_threads, n_chunks, n_threads > 1);
+    let call = Call {
+        s,
+        opts,
+        q,
+        pos0,
+        m,
+        k,
+        v,
+        v_in_k,
+        group,
+        hb,
+        tb,
+        head_blocks: s.n_head / hb,
+    };
+    let n_items = call.head_blocks * m.div_ceil(tb);
     let per_thread = scratch.per_thread;
-    let scores_ptr = SharedMut(scratch.scores.as_mut_ptr());
+    let area_ptr = SharedMut(scratch.per_thread_area.as_mut_ptr());
     let out_ptr = SharedMut(out.as_mut_ptr());
-    let n_items = token_blocks * head_blocks;
-    let chunk = n_items.div_ceil(4 * pool.n_threads()).max(1);
-    pool.run_chunked(n_items, chunk, |items, tid| {
-        // SAFETY: thread `tid` alone uses scratch row `tid` (per_thread ≥ the 16·(n_ctx + dv) floats reserved).
-        let scratch = unsafe {
-            std::slice::from_raw_parts_mut(scores_ptr.get().add(tid * per_thread), per_thread)
+    let dv = s.dv;
+    let part = MAX_ROWS * (dv + 2);
+    let write_row = |t: usize, h: usize, res: &[f32]| {
+        // SAFETY: row (t, h) belongs to one item only: out[(t·n_head + h)·dv..] is
+        // written by no other item.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                res.as_ptr(),
+                out_ptr.get().add((t * s.n_head + h) * dv),
+                dv,
+            )
+        }
+    };
+    if !split {
+        pool.run_chunked(
+            n_items,
+            n_items.div_ceil(4 * n_threads).max(1),
+            |items, tid| {
+                // SAFETY: thread `tid` alone uses area row `tid` (per_thread floats, reserved
+                // for every thread of this pool above).
+                let area = unsafe {
+                    std::slice::from_raw_parts_mut(area_ptr.get().add(tid * per_thread), per_thread)
+                };
+                let mut w = Bufs::split(area, s.dk, dv);
+                for index in items {
+                    let it = call.item(index);
+                    w.tm[..it.rows].fill(f32::NEG_INFINITY);
+                    w.tl[..it.rows].fill(0.0);
+                    w.tacc[..it.rows * dv].fill(0.0);
+                    for c in c_first..c_first + n_chunks {
+                        let (a, b) = call.chunk_range(c, it.lo, it.hi);
+                        if a < b {
+                            call.run_chunk(&it, a, b, &mut w);
+                            for r in 0..it.rows {
+                                let (tacc, acc) = (
+                                    &mut w.tacc[r * dv..(r + 1) * dv],
+                                    &w.acc[r * dv..(r + 1) * dv],
+                                );
+                                merge_row(&mut w.tm[r], &mut w.tl[r], tacc, w.cm[r], w.cl[r], acc);
+                            }
+                        }
+                    }
+                    // The chunk buffer is free now: each row's result goes through it.
+                    for r in 0..it.rows {
+                        let (t, h) = call.row_th(&it, r);
+                        let sink = opts.sinks.map(|sk| sk[h]);
+                        let res = &mut w.acc[..dv];
+                        finish_row(w.tm[r], w.tl[r], &w.tacc[r * dv..(r + 1) * dv], sink, res);
+                        write_row(t, h, res);
+                    }
+                }
+            },
+        );
+        return;
+    }
+    // The position split: (item, chunk) units into the partials, then the merge.
+    let units = n_items * n_chunks;
+    assert!(
+        units * part <= scratch.partials.len(),
+        "attention: split partials reserved"
+    );
+    let parts_ptr = SharedMut(scratch.partials.as_mut_ptr());
+    pool.run_chunked(units, 1, |us, tid| {
+        // SAFETY: as above, area row `tid` is this thread's.
+        let area = unsafe {
+            std::slice::from_raw_parts_mut(area_ptr.get().add(tid * per_thread), per_thread)
         };
-        for item in items {
-            let (t0, h0) = ((item / head_blocks) * tb, (item % head_blocks) * hb);
-            let nt = tb.min(m - t0);
-            let rows = nt * hb;
-            let g = h0 / group;
-            // Row r = (token t0 + r / hb, head h0 + r % hb).
-            let row_th = |r: usize| (t0 + r / hb, h0 + r % hb);
-            let ctx_max = pos0 + t0 + nt;
-            let q_row = |r: usize| {
-                let (t, h) = row_th(r);
-                &q[(t * s.n_head + h) * s.dk..(t * s.n_head + h + 1) * s.dk]
-            };
-            let (sc, outs) = scratch.split_at_mut(MAX_ROWS * n_ctx);
-            let sc = &mut sc[..rows * ctx_max];
-            let mut qs: [&[f32]; MAX_ROWS] = [&[]; MAX_ROWS];
-            for (r, slot) in qs.iter_mut().take(rows).enumerate() {
-                *slot = q_row(r);
+        let mut w = Bufs::split(area, s.dk, dv);
+        for u in us {
+            let it = call.item(u / n_chunks);
+            // SAFETY: unit u alone writes partial slot u (units·part floats reserved).
+            let slot =
+                unsafe { std::slice::from_raw_parts_mut(parts_ptr.get().add(u * part), part) };
+            let (a, b) = call.chunk_range(c_first + u % n_chunks, it.lo, it.hi);
+            let (ml, acc) = slot.split_at_mut(2 * MAX_ROWS);
+            if a < b {
+                call.run_chunk(&it, a, b, &mut w);
+                ml[..it.rows].copy_from_slice(&w.cm[..it.rows]);
+                ml[MAX_ROWS..MAX_ROWS + it.rows].copy_from_slice(&w.cl[..it.rows]);
+                acc[..it.rows * dv].copy_from_slice(&w.acc[..it.rows * dv]);
+            } else {
+                ml[..it.rows].fill(f32::NEG_INFINITY);
             }
-            let ks = Rows {
-                data: &k[g * s.k_head..],
-                stride: s.k_stride,
-                width: s.dk,
-            };
-            item_scores(&qs[..rows], ctx_max, &ks, s.scale, sc);
-            for (r, row) in sc.chunks_exact_mut(ctx_max).enumerate() {
-                // Causal length of this row's token; later positions (and, with a window,
-                // earlier ones) get weight 0.
-                let (t, h) = row_th(r);
-                let ctx = pos0 + t + 1;
-                let start = opts.window.map_or(0, |w| ctx.saturating_sub(w));
-                let (seen, later) = row.split_at_mut(ctx);
-                let (earlier, live) = seen.split_at_mut(start);
-                match opts.sinks {
-                    Some(sinks) => crate::softmax::softmax_with_sink_inplace(live, sinks[h]),
-                    None => crate::softmax::softmax_inplace(live),
+        }
+    });
+    let parts = &scratch.partials[..units * part];
+    pool.run_chunked(n_items, 1, |items, tid| {
+        // SAFETY: as above.
+        let area = unsafe {
+            std::slice::from_raw_parts_mut(area_ptr.get().add(tid * per_thread), per_thread)
+        };
+        let w = Bufs::split(area, s.dk, dv);
+        let (tacc, res) = (&mut w.tacc[..dv], &mut w.acc[..dv]);
+        for index in items {
+            let it = call.item(index);
+            for r in 0..it.rows {
+                let (mut tm, mut tl) = (f32::NEG_INFINITY, 0.0);
+                tacc.fill(0.0);
+                for c in 0..n_chunks {
+                    let slot = &parts[(index * n_chunks + c) * part..][..part];
+                    let (cm, cl) = (slot[r], slot[MAX_ROWS + r]);
+                    let cacc = &slot[2 * MAX_ROWS + r * dv..][..dv];
+                    merge_row(&mut tm, &mut tl, tacc, cm, cl, cacc);
                 }
-                earlier.fill(0.0);
-                later.fill(0.0);
-            }
-            let vs = Rows {
-                data: &v[s.v_offset + g * s.v_head..],
-                stride: s.v_stride,
-                width: s.dv,
-            };
-            let o = &mut outs[..rows * s.dv];
-            item_values(sc, rows, ctx_max, &vs, o);
-            for (r, res) in o.chunks_exact(s.dv).enumerate() {
-                let (t, h) = row_th(r);
-                // SAFETY: row (t, h) belongs to this item only: out[(t·n_head + h)·dv..]
-                // is written by no other item.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        res.as_ptr(),
-                        out_ptr.get().add((t * s.n_head + h) * s.dv),
-                        s.dv,
-                    );
-                }
+                let (t, h) = call.row_th(&it, r);
+                finish_row(tm, tl, tacc, opts.sinks.map(|sk| sk[h]), res);
+                write_row(t, h, res);
             }
         }
     });
 }
 
-/// `scores[r·ctx + j] = scale · q_r · k_j` for the item's query rows `qs` and positions
-/// `0..ctx`, in tiles of 4 rows × 3 positions (AVX2) or × 6 (AVX-512's 32 registers);
+/// `scores[r·ld + j] = scale · q_r · k_j` for the item's query rows `qs` and positions
+/// `0..n`, in tiles of 4 rows × 3 positions (AVX2) or × 6 of 512-bit vectors (AVX-512);
 /// short tiles repeat their last row / position and drop the extra results. Every pair is
 /// summed the same way whatever the tile.
-fn item_scores(qs: &[&[f32]], ctx: usize, ks: &Rows<'_>, scale: f32, scores: &mut [f32]) {
+fn item_scores(qs: &[&[f32]], n: usize, ks: &Rows<'_>, scale: f32, scores: &mut [f32], ld: usize) {
     let rows = qs.len();
     assert!(
-        ctx == 0 || ks.data.len() >= (ctx - 1) * ks.stride + ks.width,
+        n == 0 || ks.data.len() >= (n - 1) * ks.stride + ks.width,
         "attention: key rows out of range"
     );
-    assert!(scores.len() >= rows * ctx, "attention: score rows");
+    assert!(
+        n <= ld && (rows == 0 || scores.len() >= (rows - 1) * ld + n),
+        "attention: score rows"
+    );
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() {
-        // SAFETY: AVX2+FMA (and AVX-512 VL for the wide tiles) checked at run time; key
-        // rows 0..ctx are in range (asserted above), scores hold rows·ctx.
+        // SAFETY: AVX2+FMA (and AVX-512 F for the 512-bit tiles) checked at run time; key
+        // rows 0..n are in range and scores hold rows of ld ≥ n (asserted above).
         unsafe {
             if crate::simd::has_avx512vl() {
-                avx2::item_scores_wide(qs, ctx, ks, scale, scores)
+                avx2::item_scores_512(qs, n, ks, scale, scores, ld)
             } else {
-                avx2::item_scores(qs, ctx, ks, scale, scores)
+                avx2::item_scores(qs, n, ks, scale, scores, ld)
             }
         };
         return;
     }
-    for j in 0..ctx {
+    for j in 0..n {
         for (r, q) in qs.iter().enumerate() {
-            scores[r * ctx + j] = dot(q, ks.row(j)) * scale;
+            scores[r * ld + j] = dot(q, ks.row(j)) * scale;
         }
     }
 }
@@ -290,40 +673,36 @@ impl Rows<'_> {
     }
 }
 
-/// `out[r] = Σ_j p[r·ctx + j] · v_j` (rows of `dv`), positions added in order. Blocks of
-/// 64 positions: every tile of 4 rows passes over a block while it is in cache.
-fn item_values(p: &[f32], rows: usize, ctx: usize, vs: &Rows<'_>, out: &mut [f32]) {
+/// `out[r] += Σ_j p[r·ld + j] · v_j` for positions `0..n` (rows of `dv`), in order.
+fn item_values(p: &[f32], ld: usize, rows: usize, n: usize, vs: &Rows<'_>, out: &mut [f32]) {
     let dv = vs.width;
     assert!(
-        ctx == 0 || vs.data.len() >= (ctx - 1) * vs.stride + dv,
+        n == 0 || vs.data.len() >= (n - 1) * vs.stride + dv,
         "attention: value rows out of range"
     );
-    out.fill(0.0);
+    assert!(
+        n <= ld && (rows == 0 || p.len() >= (rows - 1) * ld + n),
+        "attention: weights"
+    );
+    assert!(out.len() >= rows * dv, "attention: value sums");
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2_fma() && dv % 8 == 0 {
-        // SAFETY: AVX2+FMA (and AVX-512 VL for the wide chunks) checked at run time; out
-        // holds rows·dv, p holds rows·ctx, rows j < ctx of `vs` are in range (asserted
+        // SAFETY: AVX2+FMA (and AVX-512 F for the 512-bit chunks) checked at run time; out
+        // holds rows·dv, p rows of ld ≥ n, rows j < n of `vs` are in range (asserted
         // above).
         unsafe {
             if crate::simd::has_avx512vl() {
-                avx2::item_values_wide(p, rows, ctx, vs, out)
+                avx2::item_values_512(p, ld, rows, n, vs, out)
             } else {
-                avx2::item_values(p, rows, ctx, vs, out)
+                avx2::item_values(p, ld, rows, n, vs, out)
             }
         };
         return;
     }
-    for j0 in (0..ctx).step_by(VALUE_BLOCK) {
-        let j1 = (j0 + VALUE_BLOCK).min(ctx);
-        for r0 in (0..rows).step_by(TILE_Q) {
-            let nr = TILE_Q.min(rows - r0);
-            let o = &mut out[r0 * dv..(r0 + nr) * dv];
-            for j in j0..j1 {
-                let vr = vs.row(j);
-                for i in 0..nr {
-                    axpy(&mut o[i * dv..(i + 1) * dv], p[(r0 + i) * ctx + j], vr);
-                }
-            }
+    for j in 0..n {
+        let vr = vs.row(j);
+        for r in 0..rows {
+            axpy(&mut out[r * dv..(r + 1) * dv], p[r * ld + j], vr);
         }
     }
 }
@@ -354,7 +733,7 @@ fn axpy(acc: &mut [f32], alpha: f32, x: &[f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Rows, TILE_K, TILE_Q, VALUE_BLOCK};
+    use super::{Rows, TILE_K, TILE_Q};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -448,7 +827,7 @@ mod avx2 {
     ///
     /// # Safety
     /// Needs AVX2 and FMA (enabled by the caller); `ks` holds rows `0..ctx` and `scores`
-    /// `qs.len()·ctx` floats.
+    /// rows of `ld ≥ ctx` floats.
     #[inline(always)]
     unsafe fn scores<const TK: usize>(
         qs: &[&[f32]],
@@ -456,6 +835,7 @@ mod avx2 {
         ks: &Rows<'_>,
         scale: f32,
         scores: &mut [f32],
+        ld: usize,
     ) {
         let rows = qs.len();
         for j0 in (0..ctx).step_by(TK) {
@@ -466,7 +846,7 @@ mod avx2 {
                 let d = unsafe { dot_tile::<TK>(&qt, &kt) };
                 for (i, row) in d.iter().enumerate().take(rows - r0) {
                     for (jj, &x) in row.iter().enumerate().take(ctx - j0) {
-                        scores[(r0 + i) * ctx + j0 + jj] = x * scale;
+                        scores[(r0 + i) * ld + j0 + jj] = x * scale;
                     }
                 }
             }
@@ -474,7 +854,7 @@ mod avx2 {
     }
 
     /// # Safety
-    /// Needs AVX2 and FMA; `ks` holds rows `0..ctx`, `out` `qs.len()·ctx` floats.
+    /// Needs AVX2 and FMA; `ks` holds rows `0..ctx`, `out` rows of `ld ≥ ctx` floats.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn item_scores(
         qs: &[&[f32]],
@@ -482,25 +862,192 @@ mod avx2 {
         ks: &Rows<'_>,
         scale: f32,
         out: &mut [f32],
+        ld: usize,
     ) {
         // SAFETY: forwarded.
-        unsafe { scores::<TILE_K>(qs, ctx, ks, scale, out) }
+        unsafe { scores::<TILE_K>(qs, ctx, ks, scale, out, ld) }
     }
 
-    /// [`item_scores`] in 4 × 6 tiles (the upper 16 vector registers of AVX-512 VL).
+    /// [`dot_tile`] on 512-bit vectors: per pair one 16-lane FMA accumulator over the
+    /// full 16-float chunks (an 8-float chunk left over goes into its lower half), the
+    /// halves added, the 4 rows' horizontal sums at once, then the scalar tail.
     ///
     /// # Safety
-    /// As [`item_scores`], and needs AVX-512 F + VL.
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-    pub unsafe fn item_scores_wide(
+    /// Needs AVX-512 F (enabled by the caller).
+    #[inline(always)]
+    unsafe fn dot_tile_512<const TK: usize>(
+        qs: &[&[f32]; TILE_Q],
+        ks: &[&[f32]; TK],
+    ) -> [[f32; TK]; TILE_Q] {
+        let n = qs
+            .iter()
+            .chain(ks.iter())
+            .map(|r| r.len())
+            .min()
+            .unwrap_or(0);
+        let mut acc = [[_mm512_setzero_ps(); TK]; TILE_Q];
+        let mut i = 0;
+        // SAFETY: loads of 16 floats at i ≤ n − 16 (then 8, masked, at i ≤ n − 8) of rows
+        // at least n long.
+        unsafe {
+            while i + 16 <= n {
+                let q: [__m512; TILE_Q] =
+                    std::array::from_fn(|r| _mm512_loadu_ps(qs[r].as_ptr().add(i)));
+                for j in 0..TK {
+                    let kv = _mm512_loadu_ps(ks[j].as_ptr().add(i));
+                    for r in 0..TILE_Q {
+                        acc[r][j] = _mm512_fmadd_ps(q[r], kv, acc[r][j]);
+                    }
+                }
+                i += 16;
+            }
+            if i + 8 <= n {
+                let q: [__m512; TILE_Q] =
+                    std::array::from_fn(|r| _mm512_maskz_loadu_ps(0xff, qs[r].as_ptr().add(i)));
+                for j in 0..TK {
+                    let kv = _mm512_maskz_loadu_ps(0xff, ks[j].as_ptr().add(i));
+                    for r in 0..TILE_Q {
+                        acc[r][j] = _mm512_fmadd_ps(q[r], kv, acc[r][j]);
+                    }
+                }
+                i += 8;
+            }
+        }
+        let half = |v: __m512| -> __m256 {
+            // SAFETY: only called from AVX-512-enabled functions.
+            unsafe {
+                _mm256_add_ps(
+                    _mm512_castps512_ps256(v),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)),
+                )
+            }
+        };
+        let mut out = [[0f32; TK]; TILE_Q];
+        for j in 0..TK {
+            let s = hsum4([
+                half(acc[0][j]),
+                half(acc[1][j]),
+                half(acc[2][j]),
+                half(acc[3][j]),
+            ]);
+            for r in 0..TILE_Q {
+                let mut x = s[r];
+                for t in i..n {
+                    x += qs[r][t] * ks[j][t];
+                }
+                out[r][j] = x;
+            }
+        }
+        out
+    }
+
+    /// [`item_scores`] in 4 × 6 tiles of 512-bit vectors (AVX-512 F: 24 accumulators + 4
+    /// query vectors of its 32 registers, 16 floats per FMA).
+    ///
+    /// # Safety
+    /// As [`item_scores`], and needs AVX-512 F.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub unsafe fn item_scores_512(
         qs: &[&[f32]],
         ctx: usize,
         ks: &Rows<'_>,
         scale: f32,
+        scores: &mut [f32],
+        ld: usize,
+    ) {
+        const TK: usize = 2 * TILE_K;
+        let rows = qs.len();
+        for j0 in (0..ctx).step_by(TK) {
+            let kt: [&[f32]; TK] = std::array::from_fn(|i| ks.row((j0 + i).min(ctx - 1)));
+            for r0 in (0..rows).step_by(TILE_Q) {
+                let qt: [&[f32]; TILE_Q] = std::array::from_fn(|i| qs[(r0 + i).min(rows - 1)]);
+                // SAFETY: AVX-512 F enabled on this function.
+                let d = unsafe { dot_tile_512::<TK>(&qt, &kt) };
+                for (i, row) in d.iter().enumerate().take(rows - r0) {
+                    for (jj, &x) in row.iter().enumerate().take(ctx - j0) {
+                        scores[(r0 + i) * ld + j0 + jj] = x * scale;
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`item_values`] in 64-float column chunks of 512-bit vectors (16 accumulators);
+    /// every output element is the same FMA chain over the positions as in the 256-bit
+    /// paths, so the bits are theirs.
+    ///
+    /// # Safety
+    /// As [`values`]; needs AVX-512 F.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub unsafe fn item_values_512(
+        p: &[f32],
+        ld: usize,
+        rows: usize,
+        n: usize,
+        vs: &Rows<'_>,
         out: &mut [f32],
     ) {
-        // SAFETY: forwarded.
-        unsafe { scores::<{ 2 * TILE_K }>(qs, ctx, ks, scale, out) }
+        let dv = vs.width;
+        for r0 in (0..rows).step_by(TILE_Q) {
+            let nr = TILE_Q.min(rows - r0);
+            let (pr, o) = (&p[r0 * ld..], &mut out[r0 * dv..(r0 + nr) * dv]);
+            let mut c = 0;
+            // SAFETY (all loops): forwarded; each chunk lies within dv.
+            while c + 64 <= dv {
+                unsafe { weighted_chunk_512::<4>(pr, nr, ld, 0..n, vs, o, c) };
+                c += 64;
+            }
+            while c + 16 <= dv {
+                unsafe { weighted_chunk_512::<1>(pr, nr, ld, 0..n, vs, o, c) };
+                c += 16;
+            }
+            while c + 8 <= dv {
+                unsafe { weighted_chunk::<1>(pr, nr, ld, 0..n, vs, o, c) };
+                c += 8;
+            }
+        }
+    }
+
+    /// [`weighted_chunk`] on 512-bit vectors: `o[r·dv + c .. + 16·N] += Σ_j p[r·ld + j] ·
+    /// v_row(j)[c .. c + 16·N]`.
+    ///
+    /// # Safety
+    /// AVX-512 F enabled; as [`weighted_chunk`] with `c + 16·N ≤ dv`.
+    #[inline(always)]
+    unsafe fn weighted_chunk_512<const N: usize>(
+        p: &[f32],
+        nr: usize,
+        ld: usize,
+        js: Range<usize>,
+        vs: &Rows<'_>,
+        o: &mut [f32],
+        c: usize,
+    ) {
+        let dv = vs.width;
+        let mut acc = [[_mm512_setzero_ps(); N]; TILE_Q];
+        // SAFETY (all loads/stores below): as in `weighted_chunk`, with 16·N floats.
+        unsafe {
+            for (r, a) in acc.iter_mut().enumerate().take(nr) {
+                for (k, x) in a.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(o.as_ptr().add(r * dv + c + 16 * k));
+                }
+            }
+            for j in js {
+                let vr = vs.data.as_ptr().add(j * vs.stride + c);
+                let v: [__m512; N] = std::array::from_fn(|k| _mm512_loadu_ps(vr.add(16 * k)));
+                for (r, a) in acc.iter_mut().enumerate().take(nr) {
+                    let w = _mm512_set1_ps(*p.get_unchecked(r * ld + j));
+                    for k in 0..N {
+                        a[k] = _mm512_fmadd_ps(w, v[k], a[k]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate().take(nr) {
+                for (k, x) in a.iter().enumerate() {
+                    _mm512_storeu_ps(o.as_mut_ptr().add(r * dv + c + 16 * k), *x);
+                }
+            }
+        }
     }
 
     /// The horizontal sums of 4 vectors, each as ((x0+x1)+(x2+x3)) + ((x4+x5)+(x6+x7)):
@@ -519,52 +1066,50 @@ mod avx2 {
         }
     }
 
-    /// [`super::item_values`]: per block of [`VALUE_BLOCK`] positions, each tile of ≤ 4
-    /// rows accumulates column chunks of `8·NV` floats in registers over the block's
-    /// positions, in order (every output element is one FMA chain over j whatever NV).
+    /// [`super::item_values`]: each tile of ≤ 4 rows accumulates column chunks of `8·NV`
+    /// floats in registers over the positions, in order (every output element is one FMA
+    /// chain over j whatever NV).
     ///
     /// # Safety
     /// Needs AVX2 and FMA (enabled by the caller); `vs.width` (`dv`) is a multiple of 8,
-    /// `out` holds `rows·dv`, `p` holds `rows·ctx`, and `vs` holds rows `0..ctx`.
+    /// `out` holds `rows·dv`, `p` rows of `ld ≥ n`, and `vs` holds rows `0..n`.
     #[inline(always)]
     unsafe fn values<const NV: usize>(
         p: &[f32],
+        ld: usize,
         rows: usize,
-        ctx: usize,
+        n: usize,
         vs: &Rows<'_>,
         out: &mut [f32],
     ) {
         let dv = vs.width;
-        for j0 in (0..ctx).step_by(VALUE_BLOCK) {
-            let j1 = (j0 + VALUE_BLOCK).min(ctx);
-            for r0 in (0..rows).step_by(TILE_Q) {
-                let nr = TILE_Q.min(rows - r0);
-                let (pr, o) = (&p[r0 * ctx..], &mut out[r0 * dv..(r0 + nr) * dv]);
-                let mut c = 0;
-                // SAFETY (both loops): forwarded; each chunk lies within dv.
-                while c + 8 * NV <= dv {
-                    unsafe { weighted_chunk::<NV>(pr, nr, ctx, j0..j1, vs, o, c) };
-                    c += 8 * NV;
-                }
-                while c + 8 <= dv {
-                    unsafe { weighted_chunk::<1>(pr, nr, ctx, j0..j1, vs, o, c) };
-                    c += 8;
-                }
+        for r0 in (0..rows).step_by(TILE_Q) {
+            let nr = TILE_Q.min(rows - r0);
+            let (pr, o) = (&p[r0 * ld..], &mut out[r0 * dv..(r0 + nr) * dv]);
+            let mut c = 0;
+            // SAFETY (both loops): forwarded; each chunk lies within dv.
+            while c + 8 * NV <= dv {
+                unsafe { weighted_chunk::<NV>(pr, nr, ld, 0..n, vs, o, c) };
+                c += 8 * NV;
+            }
+            while c + 8 <= dv {
+                unsafe { weighted_chunk::<1>(pr, nr, ld, 0..n, vs, o, c) };
+                c += 8;
             }
         }
     }
 
-    /// `o[r·dv + c .. + 8·N] += Σ_{j ∈ js} p[r·ctx + j] · v_row(j)[c .. c + 8·N]` for `nr`
+    /// `o[r·dv + c .. + 8·N] += Σ_{j ∈ js} p[r·ld + j] · v_row(j)[c .. c + 8·N]` for `nr`
     /// ≤ 4 rows, the sums in registers, positions in order.
     ///
     /// # Safety
     /// AVX2 and FMA enabled; `c + 8·N ≤ dv = vs.width`, `o` holds `nr·dv`, `p` holds
-    /// `nr·ctx`, `js ⊆ 0..ctx`, and `vs` holds rows `0..ctx`.
+    /// rows of `ld`, `js ⊆ 0..ld`, and `vs` holds the rows `js`.
     #[inline(always)]
     unsafe fn weighted_chunk<const N: usize>(
         p: &[f32],
         nr: usize,
-        ctx: usize,
+        ld: usize,
         js: Range<usize>,
         vs: &Rows<'_>,
         o: &mut [f32],
@@ -573,8 +1118,8 @@ mod avx2 {
         let dv = vs.width;
         let mut acc = [[_mm256_setzero_ps(); N]; TILE_Q];
         // SAFETY (all loads/stores below): c + 8·N ≤ dv = the row width, r·dv + c + 8·N ≤
-        // nr·dv, row j < ctx starts at j·stride (in range per the contract), and
-        // p[r·ctx + j] with r < nr, j < ctx likewise.
+        // nr·dv, row j ∈ js starts at j·stride (in range per the contract), and
+        // p[r·ld + j] with r < nr, j < ld likewise.
         unsafe {
             for (r, a) in acc.iter_mut().enumerate().take(nr) {
                 for (k, x) in a.iter_mut().enumerate() {
@@ -585,7 +1130,7 @@ mod avx2 {
                 let vr = vs.data.as_ptr().add(j * vs.stride + c);
                 let v: [__m256; N] = std::array::from_fn(|k| _mm256_loadu_ps(vr.add(8 * k)));
                 for (r, a) in acc.iter_mut().enumerate().take(nr) {
-                    let w = _mm256_set1_ps(*p.get_unchecked(r * ctx + j));
+                    let w = _mm256_set1_ps(*p.get_unchecked(r * ld + j));
                     for k in 0..N {
                         a[k] = _mm256_fmadd_ps(w, v[k], a[k]);
                     }
@@ -602,26 +1147,16 @@ mod avx2 {
     /// # Safety
     /// As [`values`]; needs AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn item_values(p: &[f32], rows: usize, ctx: usize, vs: &Rows<'_>, out: &mut [f32]) {
-        // SAFETY: forwarded.
-        unsafe { values::<2>(p, rows, ctx, vs, out) }
-    }
-
-    /// [`item_values`] in 32-float column chunks (16 accumulators: AVX-512 VL's upper
-    /// registers).
-    ///
-    /// # Safety
-    /// As [`values`]; needs AVX2, FMA and AVX-512 F + VL.
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-    pub unsafe fn item_values_wide(
+    pub unsafe fn item_values(
         p: &[f32],
+        ld: usize,
         rows: usize,
-        ctx: usize,
+        n: usize,
         vs: &Rows<'_>,
         out: &mut [f32],
     ) {
         // SAFETY: forwarded.
-        unsafe { values::<4>(p, rows, ctx, vs, out) }
+        unsafe { values::<2>(p, ld, rows, n, vs, out) }
     }
 
     #[inline(always)]
@@ -738,8 +1273,8 @@ mod tests {
             &s,
             &q,
             pos0,
-            &k,
-            &v,
+            KvData::F32(&k),
+            KvData::F32(&v),
             &mut out,
             &mut AttnScratch::new(),
         );
@@ -755,8 +1290,8 @@ mod tests {
             &s,
             &q,
             pos0,
-            &k,
-            &v,
+            KvData::F32(&k),
+            KvData::F32(&v),
             &mut out1,
             &mut AttnScratch::new(),
         );
@@ -768,24 +1303,31 @@ mod tests {
             &s,
             &q[last * s.n_head * s.dk..],
             pos0 + last,
-            &k,
-            &v,
+            KvData::F32(&k),
+            KvData::F32(&v),
             &mut solo,
             &mut AttnScratch::new(),
         );
         assert_eq!(&out[last * s.n_head * s.dv..], &solo[..]);
     }
 
-    /// The AVX2 (4 × 3) and AVX-512 (4 × 6) score tiles give the same bits for every pair,
-    /// whatever the row and position counts (short tiles included).
+    /// The AVX2 (4 × 3) and AVX-512 (4 × 6, 512-bit) score tiles: each within rounding of
+    /// the f64 dot, whatever the row and position counts (short tiles included) and the
+    /// widths (16-float chunks, an 8-float one, a scalar tail).
     #[test]
     #[cfg(target_arch = "x86_64")]
-    fn score_tiles_agree() {
+    fn score_tiles_match_f64() {
         if !crate::simd::has_avx512vl() {
             return; // nothing to compare on this CPU (the AVX2 path is the only one)
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        for (rows, ctx, dk) in [(16, 37, 192), (5, 1, 64), (3, 8, 20), (16, 64, 576)] {
+        for (rows, ctx, dk) in [
+            (16, 37, 192),
+            (5, 1, 64),
+            (3, 8, 20),
+            (16, 64, 576),
+            (4, 7, 27),
+        ] {
             let q: Vec<Vec<f32>> = (0..rows)
                 .map(|_| (0..dk).map(|_| rng.random_range(-1.0..1.0)).collect())
                 .collect();
@@ -801,17 +1343,31 @@ mod tests {
                 width: dk,
             };
             let (mut a, mut b) = (vec![0f32; rows * ctx], vec![1f32; rows * ctx]);
-            // SAFETY: AVX2+FMA and AVX-512 VL checked above; `ks` holds ctx rows of dk.
+            // SAFETY: AVX2+FMA and AVX-512 F checked above; `ks` holds ctx rows of dk.
             unsafe {
-                avx2::item_scores(&qs, ctx, &ks, 0.5, &mut a);
-                avx2::item_scores_wide(&qs, ctx, &ks, 0.5, &mut b);
+                avx2::item_scores(&qs, ctx, &ks, 0.5, &mut a, ctx);
+                avx2::item_scores_512(&qs, ctx, &ks, 0.5, &mut b, ctx);
             }
-            assert_eq!(a, b, "rows {rows} ctx {ctx} dk {dk}");
+            for r in 0..rows {
+                for j in 0..ctx {
+                    let want: f64 = (0..dk)
+                        .map(|i| q[r][i] as f64 * ks.row(j)[i] as f64)
+                        .sum::<f64>()
+                        * 0.5;
+                    for got in [a[r * ctx + j], b[r * ctx + j]] {
+                        assert!(
+                            (got as f64 - want).abs() < 1e-4,
+                            "rows {rows} ctx {ctx} dk {dk}"
+                        );
+                    }
+                }
+            }
         }
     }
 
-    /// The AVX2 (16-float) and AVX-512 (32-float) value chunks give the same bits, for
-    /// widths with and without a tail chunk and contexts across value blocks.
+    /// The AVX2 (16-float) and AVX-512 (64-float) value chunks give the same bits (each
+    /// element is one FMA chain over the positions), for widths with and without tail
+    /// chunks.
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn value_chunks_agree() {
@@ -819,7 +1375,13 @@ mod tests {
             return; // nothing to compare on this CPU (the AVX2 path is the only one)
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(6);
-        for (rows, ctx, dv) in [(16, 130, 128), (7, 64, 40), (3, 1, 8), (5, 200, 512)] {
+        for (rows, ctx, dv) in [
+            (16, 64, 128),
+            (7, 64, 40),
+            (3, 1, 8),
+            (5, 60, 512),
+            (4, 9, 88),
+        ] {
             let p: Vec<f32> = (0..rows * ctx)
                 .map(|_| rng.random_range(0.0..1.0))
                 .collect();
@@ -833,11 +1395,11 @@ mod tests {
                 width: dv,
             };
             let (mut a, mut b) = (vec![0f32; rows * dv], vec![0f32; rows * dv]);
-            // SAFETY: AVX2+FMA and AVX-512 VL checked above; dv is a multiple of 8, `vs`
+            // SAFETY: AVX2+FMA and AVX-512 F checked above; dv is a multiple of 8, `vs`
             // holds ctx rows of dv, p rows·ctx, the outputs rows·dv.
             unsafe {
-                avx2::item_values(&p, rows, ctx, &vs, &mut a);
-                avx2::item_values_wide(&p, rows, ctx, &vs, &mut b);
+                avx2::item_values(&p, ctx, rows, ctx, &vs, &mut a);
+                avx2::item_values_512(&p, ctx, rows, ctx, &vs, &mut b);
             }
             assert_eq!(a, b, "rows {rows} ctx {ctx} dv {dv}");
         }
@@ -892,9 +1454,9 @@ mod tests {
         let mut sc = AttnScratch::new();
         sc.reserve(1, 1000);
         sc.reserve(3, 500);
-        assert!(sc.per_thread >= 500 && sc.scores.len() >= 3 * sc.per_thread);
+        assert!(sc.per_thread >= 500 && sc.per_thread_area.len() >= 3 * sc.per_thread);
         sc.reserve(2, 2000);
-        assert!(sc.per_thread >= 2000 && sc.scores.len() >= 2 * sc.per_thread);
+        assert!(sc.per_thread >= 2000 && sc.per_thread_area.len() >= 2 * sc.per_thread);
     }
 
     #[test]
@@ -1010,6 +1572,7 @@ mod tests {
             let opts = AttnOpts {
                 window,
                 sinks: Some(&sinks),
+                origin: 0,
             };
             let want = reference_with(&s, opts, &q, pos0, &k, &v);
             let mut outs = Vec::new();
@@ -1017,7 +1580,17 @@ mod tests {
                 let pool = ThreadPool::new(threads);
                 let mut out = vec![0f32; m * 4 * 64];
                 let mut scratch = AttnScratch::new();
-                attention_with(&pool, &s, opts, &q, pos0, &k, &v, &mut out, &mut scratch);
+                attention_with(
+                    &pool,
+                    &s,
+                    opts,
+                    &q,
+                    pos0,
+                    KvData::F32(&k),
+                    KvData::F32(&v),
+                    &mut out,
+                    &mut scratch,
+                );
                 for (a, b) in out.iter().zip(&want) {
                     assert!(
                         (*a as f64 - b).abs() < 1e-4,
@@ -1036,12 +1609,178 @@ mod tests {
                 opts,
                 &q[last * 4 * 64..],
                 pos0 + last,
-                &k,
-                &v,
+                KvData::F32(&k),
+                KvData::F32(&v),
                 &mut solo,
                 &mut AttnScratch::new(),
             );
             assert_eq!(&outs[0][last * 4 * 64..], &solo[..]);
         }
+    }
+
+    /// Every cache type, against the f64 reference over the values the cache holds (its
+    /// own rounding is the type's business, tested in `kvdata`): 1, 2 and 3 threads give
+    /// the same bits (the position split included: one token over 1000 positions), and a
+    /// token alone gives the bits it gets in its batch.
+    #[test]
+    fn every_cache_type_matches_f64_reference_and_is_split_invariant() {
+        use crate::kvdata::{KvBuf, KvType};
+        let mla = AttnShape {
+            n_head: 16,
+            n_kv_head: 1,
+            dk: 96,
+            dv: 64,
+            k_stride: 96,
+            v_stride: 96,
+            v_offset: 0,
+            k_head: 96,
+            v_head: 64,
+            scale: 0.1,
+        };
+        let gqa = AttnShape {
+            n_head: 6,
+            n_kv_head: 2,
+            dk: 32,
+            dv: 64,
+            k_stride: 64,
+            v_stride: 128,
+            v_offset: 0,
+            k_head: 32,
+            v_head: 64,
+            scale: 0.2,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+        for ty in KvType::ALL {
+            for (s, shared) in [(mla, true), (gqa, false)] {
+                for (m, pos0, window) in [
+                    (1, 1000, None),
+                    (5, 300, None),
+                    (20, 0, None),
+                    (3, 700, Some(300)),
+                ] {
+                    let n_ctx = pos0 + m;
+                    let q: Vec<f32> = (0..m * s.n_head * s.dk)
+                        .map(|_| rng.random_range(-1.0..1.0))
+                        .collect();
+                    let kf: Vec<f32> = (0..n_ctx * s.k_stride)
+                        .map(|_| rng.random_range(-1.0..1.0))
+                        .collect();
+                    let vf: Vec<f32> = (0..n_ctx * s.v_stride)
+                        .map(|_| rng.random_range(-1.0..1.0))
+                        .collect();
+                    let mut kb = KvBuf::zeroed(ty, kf.len());
+                    kb.write(0, &kf);
+                    let mut vb = KvBuf::zeroed(ty, vf.len());
+                    vb.write(0, &vf);
+                    let (k, v) = (kb.data(), if shared { kb.data() } else { vb.data() });
+                    let mut kd = vec![0f32; k.len()];
+                    k.read_scalar(0, &mut kd);
+                    let mut vd = vec![0f32; v.len()];
+                    v.read_scalar(0, &mut vd);
+                    let opts = AttnOpts {
+                        window,
+                        ..AttnOpts::default()
+                    };
+                    let want = reference_with(&s, opts, &q, pos0, &kd, &vd);
+                    let mut outs = Vec::new();
+                    for threads in [1, 2, 3] {
+                        let pool = ThreadPool::new(threads);
+                        let mut out = vec![0f32; m * s.n_head * s.dv];
+                        let mut sc = AttnScratch::new();
+                        attention_with(&pool, &s, opts, &q, pos0, k, v, &mut out, &mut sc);
+                        for (a, b) in out.iter().zip(&want) {
+                            assert!((*a as f64 - b).abs() < 1e-4, "{ty} {m} {pos0}: {a} vs {b}");
+                        }
+                        outs.push(out);
+                    }
+                    assert_eq!(outs[0], outs[1], "{ty} {m} {pos0}: 1 vs 2 threads");
+                    assert_eq!(outs[0], outs[2], "{ty} {m} {pos0}: 1 vs 3 threads");
+                    let last = m - 1;
+                    let mut solo = vec![0f32; s.n_head * s.dv];
+                    let pool = ThreadPool::new(2);
+                    let q_last = &q[last * s.n_head * s.dk..];
+                    let mut sc = AttnScratch::new();
+                    attention_with(
+                        &pool,
+                        &s,
+                        opts,
+                        q_last,
+                        pos0 + last,
+                        k,
+                        v,
+                        &mut solo,
+                        &mut sc,
+                    );
+                    assert_eq!(&outs[0][last * s.n_head * s.dv..], &solo[..], "{ty} solo");
+                }
+            }
+        }
+    }
+
+    /// A window's slice of the cache (from its first seen position, passed as the origin)
+    /// gives the bits the whole cache gives: blocks and chunks follow absolute positions.
+    #[test]
+    fn window_slice_with_origin_equals_whole_cache() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(29);
+        let s = AttnShape {
+            n_head: 4,
+            n_kv_head: 1,
+            dk: 32,
+            dv: 32,
+            k_stride: 32,
+            v_stride: 32,
+            v_offset: 0,
+            k_head: 32,
+            v_head: 32,
+            scale: 0.3,
+        };
+        let (pos0, m, w) = (611, 1, 300);
+        let n_ctx = pos0 + m;
+        let q: Vec<f32> = (0..m * 4 * 32)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let k: Vec<f32> = (0..n_ctx * 32)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let v: Vec<f32> = (0..n_ctx * 32)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let pool = ThreadPool::new(2);
+        let whole_opts = AttnOpts {
+            window: Some(w),
+            ..AttnOpts::default()
+        };
+        let mut whole = vec![0f32; 4 * 32];
+        let (kd, vd) = (KvData::F32(&k), KvData::F32(&v));
+        attention_with(
+            &pool,
+            &s,
+            whole_opts,
+            &q,
+            pos0,
+            kd,
+            vd,
+            &mut whole,
+            &mut AttnScratch::new(),
+        );
+        let lo = pos0 + 1 - w;
+        let slice_opts = AttnOpts {
+            origin: lo,
+            ..whole_opts
+        };
+        let mut sliced = vec![0f32; 4 * 32];
+        let (ks, vs) = (KvData::F32(&k[lo * 32..]), KvData::F32(&v[lo * 32..]));
+        attention_with(
+            &pool,
+            &s,
+            slice_opts,
+            &q,
+            pos0 - lo,
+            ks,
+            vs,
+            &mut sliced,
+            &mut AttnScratch::new(),
+        );
+        assert_eq!(whole, sliced);
     }
 }

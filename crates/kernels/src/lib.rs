@@ -10,6 +10,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod kvdata;
 pub mod matmul;
 pub mod moe;
 pub mod norm;

@@ -73,6 +73,46 @@ pub fn softmax_with_sink_inplace(x: &mut [f32], sink: f32) {
     crate::vector::scale_inplace(x, inv);
 }
 
+/// `x[i] = exp(x[i] − max)` (`−inf` entries become 0), returning `Σ x[i]` in f32: the
+/// attention kernel's block of scores. Each entry's exponential and the sum's order depend
+/// only on the entry's index and `x.len()`, so a block gives the same bits in any call.
+pub fn exp_sub_block(x: &mut [f32], max: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() && x.len() % 8 == 0 {
+        // SAFETY: AVX2+FMA presence checked at run time.
+        return unsafe { exp_sub_block_avx2(x, max) };
+    }
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_sub_block_avx2(x: &mut [f32], max: f32) -> f32 {
+    use crate::simd::avx2::exp_ps;
+    use std::arch::x86_64::*;
+    let vmax = _mm256_set1_ps(max);
+    let mut acc = _mm256_setzero_ps();
+    let p = x.as_mut_ptr();
+    for i in (0..x.len()).step_by(8) {
+        // SAFETY: x.len() is a multiple of 8, so i + 8 ≤ x.len().
+        unsafe {
+            let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vmax));
+            _mm256_storeu_ps(p.add(i), e);
+            acc = _mm256_add_ps(acc, e);
+        }
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: 8 floats into an array of 8.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+}
+
 /// `x[i] = exp(x[i] − max)`, returning `Σ x[i]` (in f64).
 fn exp_sub_sum(x: &mut [f32], max: f32) -> f64 {
     #[cfg(target_arch = "x86_64")]

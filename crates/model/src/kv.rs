@@ -10,8 +10,63 @@
 //! token's window needs are still in the ring, i.e. up to [`RING_STEP`] positions back;
 //! further back the cache starts over (it says so by the length it keeps).
 
+pub use kernels::kvdata::KvType;
+use kernels::kvdata::{KvBuf, KvData};
+
 use crate::config::Config;
 use crate::ModelError;
+
+/// The element types of a cache's keys and values (llama.cpp's `--cache-type-k` /
+/// `--cache-type-v`). An MLA cache (latent + RoPE key per position) is all keys: it has
+/// the key type, and the value type does not apply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvTypes {
+    pub k: KvType,
+    pub v: KvType,
+}
+
+impl KvTypes {
+    /// Both of one type.
+    pub fn both(t: KvType) -> KvTypes {
+        KvTypes { k: t, v: t }
+    }
+
+    /// The types a model of this configuration stores (an MLA cache: the key type only).
+    pub fn describe(&self, config: &Config) -> String {
+        match config.mla {
+            Some(_) => format!("latent {}", self.k),
+            None => format!("k {}, v {}", self.k, self.v),
+        }
+    }
+
+    /// Checks that a model of this configuration can store its rows in these types:
+    /// q8_0 needs heads of whole 32-value blocks.
+    // `is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.85.
+    #[allow(clippy::manual_is_multiple_of)]
+    pub fn check(&self, config: &Config) -> Result<(), ModelError> {
+        let need = |ty: KvType, width: usize, what: &str, flag: &str| {
+            if width % ty.block() == 0 {
+                Ok(())
+            } else {
+                Err(ModelError::Input(format!(
+                    "--cache-type-{flag} {ty}: this model's {what} are {width} values wide, \
+                     not whole {}-value blocks; use f32, f16 or bf16",
+                    ty.block()
+                )))
+            }
+        };
+        match &config.mla {
+            Some(m) => {
+                need(self.k, m.kv_lora_rank, "latent rows", "k")?;
+                need(self.k, m.qk_rope, "RoPE keys", "k")
+            }
+            None => {
+                need(self.k, config.head_dim, "key heads", "k")?;
+                need(self.v, config.head_dim_v, "value heads", "v")
+            }
+        }
+    }
+}
 
 /// Most new positions a sliding layer's ring takes in one attention step, and so how far
 /// back a cache with rings can be truncated and continue: enough for the next turn of a
@@ -29,22 +84,19 @@ pub fn ring_rows(window: usize, step: usize) -> usize {
 /// Cached keys and values of one layer.
 enum LayerCache {
     /// Grouped-query attention: `k` and `v` rows of `n_head_kv · head_dim` per position.
-    Gqa { k: Vec<f32>, v: Vec<f32> },
+    Gqa { k: KvBuf, v: KvBuf },
     /// A sliding-window GQA layer's ring (see the module docs): `2 · rows` rows each.
-    Ring {
-        k: Vec<f32>,
-        v: Vec<f32>,
-        rows: usize,
-    },
+    Ring { k: KvBuf, v: KvBuf, rows: usize },
     /// MLA (absorbed): per position the normalised latent `c_kv` (`kv_lora`) followed by
-    /// the rotated shared key `k_pe` (`qk_rope`) — 576 floats for DeepSeek-V3 instead of
+    /// the rotated shared key `k_pe` (`qk_rope`) — 576 values for DeepSeek-V3 instead of
     /// 2 · 128 heads · 128.
-    Mla { latent: Vec<f32> },
+    Mla { latent: KvBuf },
 }
 
 /// Keys and values of every processed position of one sequence, for every layer.
 pub struct KvCache {
     n_ctx: usize,
+    types: KvTypes,
     len: usize,
     /// The first position every ring still holds (0 without rings).
     ring_from: usize,
@@ -59,7 +111,7 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// Floats per position and layer of the keys (MLA: latent + RoPE key) and values.
+    /// Values per position and layer of the keys (MLA: latent + RoPE key) and values.
     fn widths(config: &Config) -> (usize, usize) {
         match &config.mla {
             Some(m) => (m.kv_lora_rank + m.qk_rope, 0),
@@ -77,36 +129,59 @@ impl KvCache {
         (config.mla.is_none() && 2 * rows < n_ctx).then_some(rows)
     }
 
-    /// Bytes a cache of `n_ctx` positions holds (`None` if the size overflows).
-    pub fn bytes_for(config: &Config, n_ctx: usize) -> Option<usize> {
-        KvCache::bytes_with_step(config, n_ctx, RING_STEP)
+    /// Bytes a cache of `n_ctx` positions with keys and values of these types holds
+    /// (`None` if the size overflows, or the rows are not whole blocks of the types).
+    pub fn bytes_for(config: &Config, types: KvTypes, n_ctx: usize) -> Option<usize> {
+        KvCache::bytes_with_step(config, types, n_ctx, RING_STEP)
     }
 
-    fn bytes_with_step(config: &Config, n_ctx: usize, step: usize) -> Option<usize> {
+    /// Bytes per position of all layers, without sliding-window rings (what `--ctx`
+    /// costs per position; the load line prints it).
+    pub fn bytes_per_position(config: &Config, types: KvTypes) -> Option<usize> {
+        let per_layer = KvCache::row_bytes(config, types)?;
+        per_layer.checked_mul(config.n_layer)
+    }
+
+    /// Bytes of one position's keys and values in one layer.
+    fn row_bytes(config: &Config, types: KvTypes) -> Option<usize> {
         let (k, v) = KvCache::widths(config);
+        let vb = if v == 0 { 0 } else { types.v.bytes(v)? };
+        types.k.bytes(k)?.checked_add(vb)
+    }
+
+    fn bytes_with_step(
+        config: &Config,
+        types: KvTypes,
+        n_ctx: usize,
+        step: usize,
+    ) -> Option<usize> {
         let mut positions = 0usize;
         for il in 0..config.n_layer {
             let rows = KvCache::ring_of(config, il, n_ctx, step).map_or(n_ctx, |r| 2 * r);
             positions = positions.checked_add(rows)?;
         }
-        positions
-            .checked_mul(k + v)?
-            .checked_mul(std::mem::size_of::<f32>())
+        positions.checked_mul(KvCache::row_bytes(config, types)?)
     }
 
     /// Checks that `copies` caches of `n_ctx` positions can exist, and returns the bytes of
     /// one: at least one position, a size that does not overflow, and (where the OS says)
     /// no more bytes in all than the machine's RAM + swap. The errors say which and what to
     /// change.
-    pub fn check_size(config: &Config, n_ctx: usize, copies: usize) -> Result<usize, ModelError> {
-        let per_position = KvCache::bytes_for(config, 1).unwrap_or(usize::MAX);
+    pub fn check_size(
+        config: &Config,
+        types: KvTypes,
+        n_ctx: usize,
+        copies: usize,
+    ) -> Result<usize, ModelError> {
+        types.check(config)?;
+        let per_position = KvCache::bytes_for(config, types, 1).unwrap_or(usize::MAX);
         let per_layer = per_position / config.n_layer.max(1);
         if n_ctx == 0 {
             return Err(ModelError::Input(
                 "the context must hold at least one position (--ctx 0)".into(),
             ));
         }
-        let bytes = KvCache::bytes_for(config, n_ctx)
+        let bytes = KvCache::bytes_for(config, types, n_ctx)
             .filter(|&b| b <= isize::MAX as usize)
             .ok_or_else(|| {
                 ModelError::Input(format!(
@@ -137,12 +212,21 @@ impl KvCache {
         Ok(bytes)
     }
 
-    /// An empty cache for up to `n_ctx` positions, after [`KvCache::check_size`]. The
+    /// An empty f32 cache for up to `n_ctx` positions, after [`KvCache::check_size`]. The
     /// memory is reserved up front (the OS supplies zeroed pages as positions are
     /// written), so an impossible size is an error that says so instead of an aborted
     /// allocation.
     pub fn new(config: &Config, n_ctx: usize) -> Result<KvCache, ModelError> {
-        KvCache::with_ring_step(config, n_ctx, RING_STEP)
+        KvCache::with_types(config, KvTypes::default(), n_ctx)
+    }
+
+    /// [`KvCache::new`] with keys and values of these types.
+    pub fn with_types(
+        config: &Config,
+        types: KvTypes,
+        n_ctx: usize,
+    ) -> Result<KvCache, ModelError> {
+        KvCache::build(config, types, n_ctx, RING_STEP)
     }
 
     /// [`KvCache::new`] whose sliding layers' rings take `step` (≥ 1) new positions per
@@ -153,26 +237,35 @@ impl KvCache {
         n_ctx: usize,
         step: usize,
     ) -> Result<KvCache, ModelError> {
+        KvCache::build(config, KvTypes::default(), n_ctx, step)
+    }
+
+    fn build(
+        config: &Config,
+        types: KvTypes,
+        n_ctx: usize,
+        step: usize,
+    ) -> Result<KvCache, ModelError> {
         if step == 0 {
             return Err(ModelError::Input("a ring step of 0 positions".into()));
         }
-        KvCache::check_size(config, n_ctx, 1)?;
-        let bytes = KvCache::bytes_with_step(config, n_ctx, step).unwrap_or(usize::MAX);
+        KvCache::check_size(config, types, n_ctx, 1)?;
+        let bytes = KvCache::bytes_with_step(config, types, n_ctx, step).unwrap_or(usize::MAX);
         let (k_width, v_width) = KvCache::widths(config);
         let layers = (0..config.n_layer)
             .map(
                 |il| match (&config.mla, KvCache::ring_of(config, il, n_ctx, step)) {
                     (Some(_), _) => LayerCache::Mla {
-                        latent: vec![0.0; n_ctx * k_width],
+                        latent: KvBuf::zeroed(types.k, n_ctx * k_width),
                     },
                     (None, Some(rows)) => LayerCache::Ring {
-                        k: vec![0.0; 2 * rows * k_width],
-                        v: vec![0.0; 2 * rows * v_width],
+                        k: KvBuf::zeroed(types.k, 2 * rows * k_width),
+                        v: KvBuf::zeroed(types.v, 2 * rows * v_width),
                         rows,
                     },
                     (None, None) => LayerCache::Gqa {
-                        k: vec![0.0; n_ctx * k_width],
-                        v: vec![0.0; n_ctx * v_width],
+                        k: KvBuf::zeroed(types.k, n_ctx * k_width),
+                        v: KvBuf::zeroed(types.v, n_ctx * v_width),
                     },
                 },
             )
@@ -183,6 +276,7 @@ impl KvCache {
             .min();
         Ok(KvCache {
             n_ctx,
+            types,
             len: 0,
             ring_from: 0,
             ring_step: step,
@@ -203,6 +297,10 @@ impl KvCache {
     /// Capacity in positions.
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
+    }
+    /// The keys' and values' element types.
+    pub fn types(&self) -> KvTypes {
+        self.types
     }
     /// Forgets positions from `len` on (e.g. `/clear`, or keeping a shared prefix) and
     /// returns the positions kept: `min(len, self.len())`, or 0 when a sliding layer's
@@ -227,15 +325,13 @@ impl KvCache {
     /// Bytes of the buffers actually allocated, counted from them (tests check that this
     /// equals [`KvCache::bytes`], i.e. that the plan's formula is the allocation's).
     pub fn allocated_bytes(&self) -> usize {
-        let floats: usize = self
-            .layers
+        self.layers
             .iter()
             .map(|l| match l {
-                LayerCache::Gqa { k, v } | LayerCache::Ring { k, v, .. } => k.len() + v.len(),
-                LayerCache::Mla { latent } => latent.len(),
+                LayerCache::Gqa { k, v } | LayerCache::Ring { k, v, .. } => k.bytes() + v.bytes(),
+                LayerCache::Mla { latent } => latent.bytes(),
             })
-            .sum();
-        floats * std::mem::size_of::<f32>()
+            .sum()
     }
     pub(crate) fn set_len(&mut self, len: usize) {
         self.len = len;
@@ -272,36 +368,40 @@ impl KvCache {
         }
     }
 
-    /// GQA layer `il`: (keys, values), each `n_ctx` rows (a ring: `2 · rows`).
-    pub(crate) fn gqa(&mut self, il: usize) -> (&mut [f32], &mut [f32]) {
+    /// GQA layer `il`: stores a position's key and value rows in slot `slot` (a ring's
+    /// slot; otherwise the position).
+    pub(crate) fn write_gqa(&mut self, il: usize, slot: usize, k_row: &[f32], v_row: &[f32]) {
         match &mut self.layers[il] {
-            LayerCache::Gqa { k, v } | LayerCache::Ring { k, v, .. } => (k, v),
+            LayerCache::Gqa { k, v } | LayerCache::Ring { k, v, .. } => {
+                k.write(slot * k_row.len(), k_row);
+                v.write(slot * v_row.len(), v_row);
+            }
             LayerCache::Mla { .. } => unreachable!("GQA access to an MLA cache"),
         }
     }
 
-    /// GQA layer `il`, read-only.
-    pub(crate) fn gqa_ref(&self, il: usize) -> (&[f32], &[f32]) {
+    /// GQA layer `il`: (keys, values), each `n_ctx` rows (a ring: `2 · rows`).
+    pub(crate) fn gqa(&self, il: usize) -> (KvData<'_>, KvData<'_>) {
         match &self.layers[il] {
-            LayerCache::Gqa { k, v } | LayerCache::Ring { k, v, .. } => (k, v),
+            LayerCache::Gqa { k, v } | LayerCache::Ring { k, v, .. } => (k.data(), v.data()),
             LayerCache::Mla { .. } => unreachable!("GQA access to an MLA cache"),
         }
     }
 
-    /// MLA layer `il`, read-only.
-    pub(crate) fn mla_ref(&self, il: usize) -> &[f32] {
-        match &self.layers[il] {
-            LayerCache::Mla { latent } => latent,
+    /// MLA layer `il`: stores position `pos`'s latent + RoPE key row.
+    pub(crate) fn write_mla(&mut self, il: usize, pos: usize, row: &[f32]) {
+        match &mut self.layers[il] {
+            LayerCache::Mla { latent } => latent.write(pos * row.len(), row),
             LayerCache::Gqa { .. } | LayerCache::Ring { .. } => {
                 unreachable!("MLA access to a GQA cache")
             }
         }
     }
 
-    /// MLA layer `il`: latent rows.
-    pub(crate) fn mla(&mut self, il: usize) -> &mut [f32] {
-        match &mut self.layers[il] {
-            LayerCache::Mla { latent } => latent,
+    /// MLA layer `il`: the latent + RoPE key rows.
+    pub(crate) fn mla(&self, il: usize) -> KvData<'_> {
+        match &self.layers[il] {
+            LayerCache::Mla { latent } => latent.data(),
             LayerCache::Gqa { .. } | LayerCache::Ring { .. } => {
                 unreachable!("MLA access to a GQA cache")
             }

@@ -32,7 +32,7 @@ use gguf::Gguf;
 pub use config::{Arch, Config, Gating, MlaConfig, MoeConfig, QkNorm, SlidingWindow};
 pub use error::ModelError;
 pub use forward::{BatchLimits, BatchSeq, Logits, MlaForm, RunState, VERIFY_STEP_MAX};
-pub use kv::KvCache;
+pub use kv::{KvCache, KvType, KvTypes};
 pub use linear::MatmulMode;
 pub use weights::Weights;
 

@@ -5,9 +5,13 @@ mod common;
 
 use common::load;
 use kernels::ThreadPool;
-use model::{BatchSeq, KvCache, Logits, MatmulMode, RunState};
+use model::{BatchSeq, KvCache, KvType, KvTypes, Logits, MatmulMode, RunState};
 
 fn check(model: &str, variant: &str, mode: MatmulMode) {
+    check_types(model, variant, mode, KvTypes::default());
+}
+
+fn check_types(model: &str, variant: &str, mode: MatmulMode, types: KvTypes) {
     let m = load(model, variant);
     let pool = ThreadPool::new(2);
     let prompts: [&[u32]; 3] = [
@@ -19,7 +23,7 @@ fn check(model: &str, variant: &str, mode: MatmulMode) {
     let mut alone = Vec::new();
     for p in prompts {
         let mut st = RunState::new(mode);
-        let mut kv = KvCache::new(&m.config, 32).unwrap();
+        let mut kv = KvCache::with_types(&m.config, types, 32).unwrap();
         let a = m
             .forward(&pool, &mut st, &mut kv, p, Logits::All)
             .unwrap()
@@ -38,7 +42,7 @@ fn check(model: &str, variant: &str, mode: MatmulMode) {
     // with sequence 1's decode steps.
     let mut st = RunState::new(mode);
     let mut kvs: Vec<KvCache> = (0..3)
-        .map(|_| KvCache::new(&m.config, 32).unwrap())
+        .map(|_| KvCache::with_types(&m.config, types, 32).unwrap())
         .collect();
     let vocab = m.config.n_vocab;
     let all = {
@@ -57,7 +61,7 @@ fn check(model: &str, variant: &str, mode: MatmulMode) {
     for (i, p) in prompts.iter().enumerate() {
         assert!(
             all[row * vocab..(row + p.len()) * vocab] == alone[i].0[..],
-            "{model} {variant}: prompt {i} differs in a batch"
+            "{model} {variant} {types:?}: prompt {i} differs in a batch"
         );
         row += p.len();
     }
@@ -78,7 +82,7 @@ fn check(model: &str, variant: &str, mode: MatmulMode) {
             let want = if step == 1 { &alone[i].1 } else { &alone[i].2 };
             assert!(
                 out[i * vocab..(i + 1) * vocab] == want[..],
-                "{model} {variant}: decode step {step} of sequence {i} differs"
+                "{model} {variant} {types:?}: decode step {step} of sequence {i} differs"
             );
         }
     }
@@ -99,4 +103,25 @@ fn batch_invariant_mixtral_exact() {
 #[test]
 fn batch_invariant_deepseek_v2_lite_quantized() {
     check("deepseek-v2-lite-tiny", "Q4_K_M", MatmulMode::Quantized);
+}
+
+/// Every cache type keeps a sequence's logits independent of its batch (MLA's latent
+/// cache and GQA keys and values).
+#[test]
+fn batch_invariant_with_every_cache_type() {
+    for t in [KvType::F16, KvType::Bf16, KvType::Q8_0] {
+        let types = KvTypes::both(t);
+        check_types(
+            "deepseek-v2-lite-tiny",
+            "Q4_K_M",
+            MatmulMode::Quantized,
+            types,
+        );
+        check_types("qwen2moe-tiny", "Q8_0", MatmulMode::Quantized, types);
+    }
+    let mixed = KvTypes {
+        k: KvType::Q8_0,
+        v: KvType::F16,
+    };
+    check_types("qwen2moe-tiny", "Q8_0", MatmulMode::Quantized, mixed);
 }

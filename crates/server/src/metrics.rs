@@ -227,7 +227,12 @@ pub(crate) fn render(st: &AppState) -> String {
         &one(s.cancelled as f64),
     );
     // Each running or kept sequence holds a cache of n_ctx positions.
-    let per_seq = model::KvCache::bytes_for(&st.engine.model.config, st.config.n_ctx).unwrap_or(0);
+    let per_seq = model::KvCache::bytes_for(
+        &st.engine.model.config,
+        st.engine.load.kv_types,
+        st.config.n_ctx,
+    )
+    .unwrap_or(0);
     let holding = s.active + s.cached;
     metric(
         &mut out,

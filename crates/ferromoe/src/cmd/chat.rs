@@ -48,6 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ctx: args.ctx,
         default_max: 8192,
         caches: 1,
+        types: args.model.kv_types(),
     };
     let mut engine = super::load::load(&args.model, false, false, kv)?;
     super::load::replace_template(&mut engine, args.chat_template_file.as_deref())?;

@@ -23,6 +23,24 @@ pub struct ModelArgs {
     /// MemAvailable and the cgroup limit): what does not fit stays memory-mapped.
     #[arg(long, value_name = "SIZE", value_parser = parse_budget)]
     pub memory_budget: Option<u64>,
+    /// Element type of the cached keys (and of an MLA model's latent cache): f32, f16,
+    /// bf16 or q8_0. `-ctk` (llama.cpp's spelling) is read as this option.
+    #[arg(long, value_name = "TYPE", default_value = "f32")]
+    pub cache_type_k: model::KvType,
+    /// Element type of the cached values (GQA models; an MLA cache has none): f32, f16,
+    /// bf16 or q8_0. `-ctv` is read as this option.
+    #[arg(long, value_name = "TYPE", default_value = "f32")]
+    pub cache_type_v: model::KvType,
+}
+
+impl ModelArgs {
+    /// The KV cache's key and value types.
+    pub fn kv_types(&self) -> model::KvTypes {
+        model::KvTypes {
+            k: self.cache_type_k,
+            v: self.cache_type_v,
+        }
+    }
 }
 
 /// Where each tensor runs and how it is stored (see `model::placement`).
@@ -110,7 +128,10 @@ pub fn load(
         repack: !args.placement.no_repack,
         placement: args.placement.rules()?,
         memory_budget: args.memory_budget,
-        kv,
+        kv: KvReservation {
+            types: args.kv_types(),
+            ..kv
+        },
     };
     let bar = if quiet {
         indicatif::ProgressBar::hidden()

@@ -140,6 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .saturating_add(args.max_new_tokens)
             .saturating_add(if args.chat { 1024 } else { 1 }),
         caches: 1,
+        types: args.model.kv_types(),
     };
     let engine = super::load::load(&args.model, false, false, kv)?;
     let tok = engine.tokenizer.as_ref().ok_or_else(|| {

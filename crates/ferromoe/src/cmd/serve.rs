@@ -94,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ctx: args.ctx,
         default_max: 4096,
         caches: args.max_seqs.saturating_add(kept),
+        types: args.model.kv_types(),
     };
     let mut engine = super::load::load(&args.model, false, false, kv)?;
     if engine.tokenizer.is_none() {
@@ -109,13 +110,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // running and prefix_cache kept sequences hold one each (the OS supplies the pages as
     // they are written, so this is the worst case; cgroup limits are not seen).
     let model_config = &engine.model.config;
-    model::KvCache::check_size(model_config, n_ctx, 1)?;
-    model::KvCache::check_size(model_config, n_ctx, args.max_seqs + kept).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}, or fewer sequences (--max-seqs {} running + --prefix-cache {kept} kept)",
-            args.max_seqs
-        )
-    })?;
+    let kv_types = engine.load.kv_types;
+    model::KvCache::check_size(model_config, kv_types, n_ctx, 1)?;
+    model::KvCache::check_size(model_config, kv_types, n_ctx, args.max_seqs + kept).map_err(
+        |e| {
+            anyhow::anyhow!(
+                "{e}, or fewer sequences (--max-seqs {} running + --prefix-cache {kept} kept)",
+                args.max_seqs
+            )
+        },
+    )?;
     let split_set = engine.model.file.parts().len() > 1;
     let name = args.model_name.clone().unwrap_or_else(|| {
         let stem = args

@@ -37,7 +37,8 @@ impl GqaScratch {
     /// Sizes the buffers for `n` tokens of a model shaped `c`, attending over up to
     /// `n_ctx` positions on `threads` threads.
     pub fn reserve(&mut self, c: &Config, n: usize, threads: usize, n_ctx: usize) {
-        self.attn.reserve_for(threads, n_ctx, c.head_dim_v);
+        self.attn
+            .reserve_for(threads, n_ctx, c.head_dim, c.head_dim_v);
         buf(&mut self.q, n * c.n_head * c.head_dim);
         buf(&mut self.k, n * c.n_head_kv * c.head_dim);
         buf(&mut self.v, n * c.n_head_kv * c.head_dim_v);
@@ -124,6 +125,7 @@ pub fn gqa_attention(
     let opts = AttnOpts {
         window: c.window(il),
         sinks: a.sinks.as_deref(),
+        origin: 0,
     };
     let att_w = c.n_head * hdv;
     let att_out = buf(&mut s.att_out, n * att_w);
@@ -140,7 +142,6 @@ pub fn gqa_attention(
         };
         for a in (0..m).step_by(step.max(1)) {
             let b = (a + step).min(m);
-            let (k_cache, v_cache) = seq.kv.gqa(il);
             for t in a..b {
                 let (row, pos) = (t0 + t, pos0 + t);
                 let (kr, vr) = (
@@ -151,14 +152,10 @@ pub fn gqa_attention(
                     // Each position twice, so that a run of ≤ rows positions is contiguous.
                     Some(rows) => {
                         for slot in [pos % rows, pos % rows + rows] {
-                            k_cache[slot * k_w..(slot + 1) * k_w].copy_from_slice(kr);
-                            v_cache[slot * v_w..(slot + 1) * v_w].copy_from_slice(vr);
+                            seq.kv.write_gqa(il, slot, kr, vr);
                         }
                     }
-                    None => {
-                        k_cache[pos * k_w..(pos + 1) * k_w].copy_from_slice(kr);
-                        v_cache[pos * v_w..(pos + 1) * v_w].copy_from_slice(vr);
-                    }
+                    None => seq.kv.write_gqa(il, pos, kr, vr),
                 }
             }
             // The keys the step's queries see start at `lo` (a ring: at its slot); a sliding
@@ -166,15 +163,15 @@ pub fn gqa_attention(
             let first = pos0 + a;
             let lo = opts.window.map_or(0, |w| (first + 1).saturating_sub(w));
             let at = ring.map_or(lo, |rows| lo % rows);
-            let (k_cache, v_cache) = seq.kv.gqa_ref(il);
+            let (k_cache, v_cache) = seq.kv.gqa(il);
             attention_with(
                 pool,
                 &shape,
-                opts,
+                AttnOpts { origin: lo, ..opts },
                 &q[(t0 + a) * q_w..(t0 + b) * q_w],
                 first - lo,
-                &k_cache[at * k_w..],
-                &v_cache[at * v_w..],
+                k_cache.skip(at * k_w),
+                v_cache.skip(at * v_w),
                 &mut att_out[(t0 + a) * att_w..(t0 + b) * att_w],
                 &mut s.attn,
             );

@@ -8,6 +8,7 @@
 //! written to `out` (`n × dim`).
 
 use kernels::attention::{attention, AttnScratch, AttnShape};
+use kernels::kvdata::KvData;
 use kernels::norm::rms_norm_inplace;
 use kernels::rope::rope_heads;
 
@@ -148,8 +149,9 @@ impl MlaScratch {
         };
         let (n, n_seqs) = (max.tokens, max.seqs);
         // Absorbed: values are latents (lora wide); decompressed: v_head wide.
-        self.attn.reserve_for(threads, max.ctx, d.lora.max(d.v));
         let (head_q, lat_w) = (d.nope + d.rope, d.lora + d.rope);
+        self.attn
+            .reserve_for(threads, max.ctx, lat_w.max(head_q), d.lora.max(d.v));
         buf(&mut self.q, n * d.heads * head_q);
         buf(&mut self.latent_rope, n * lat_w);
         buf(&mut self.q_lora, n * m.q_lora_rank.unwrap_or(0));
@@ -238,7 +240,7 @@ pub fn mla_attention(
         let kv_row = &mut latent_rope[t * lat_w..(t + 1) * lat_w];
         rms_norm_inplace(&mut kv_row[..lora], &a.kv_a_norm, c.rms_eps);
         rope_heads(&mut kv_row[lora..], rope, 0, rope_cache, c.rope.mode);
-        batch.seqs[si].kv.mla(il)[pos * lat_w..(pos + 1) * lat_w].copy_from_slice(kv_row);
+        batch.seqs[si].kv.write_mla(il, pos, kv_row);
     }
 
     // Per sequence: absorbed or decompressed form.
@@ -270,7 +272,7 @@ pub fn mla_attention(
         let len = seq.tokens.len();
         if s.decompress[si] {
             let pos0 = batch.rows[t0].1;
-            decompressed(cx, s, seq.kv.mla_ref(il), t0..t0 + len, pos0, a, &d)?;
+            decompressed(cx, s, seq.kv.mla(il), t0..t0 + len, pos0, a, &d)?;
         }
         t0 += len;
     }
@@ -347,7 +349,7 @@ fn absorbed(
         let m = seq.tokens.len();
         if !decompress[si] {
             let pos0 = batch.rows[t0].1;
-            let latent_cache = seq.kv.mla_ref(il);
+            let latent_cache = seq.kv.mla(il);
             attention(
                 pool,
                 &shape,
@@ -386,7 +388,7 @@ fn absorbed(
 fn decompressed(
     cx: &mut StageCtx<'_>,
     s: &mut MlaScratch,
-    latent_cache: &[f32],
+    latent_cache: KvData<'_>,
     rows: std::ops::Range<usize>,
     pos0: usize,
     a: &MlaWeights,
@@ -399,7 +401,7 @@ fn decompressed(
     let ctx = pos0 + len;
     let latents = buf(&mut s.latents, ctx * lora);
     for (p, row) in latents.chunks_exact_mut(lora).enumerate() {
-        row.copy_from_slice(&latent_cache[p * lat_w..p * lat_w + lora]);
+        latent_cache.read(p * lat_w, row);
     }
     // k_nope's buffer later holds the head-major values: room for both.
     buf(&mut s.k_nope, ctx * h_n * nope.max(v));
@@ -415,13 +417,14 @@ fn decompressed(
     // them in order (interleaved per position, a head's rows are h_n·head_q floats
     // apart: a new page per position for V3's 128 heads).
     let keys = buf(&mut s.keys, ctx * h_n * head_q);
+    let k_pe = buf(&mut s.rope_cache, rope);
     for p in 0..ctx {
-        let k_pe = &latent_cache[p * lat_w + lora..(p + 1) * lat_w];
+        latent_cache.read(p * lat_w + lora, k_pe);
         for h in 0..h_n {
             let dst = (h * ctx + p) * head_q;
             let src = (p * h_n + h) * nope;
             keys[dst..dst + nope].copy_from_slice(&k_nope[src..src + nope]);
-            keys[dst + nope..dst + head_q].copy_from_slice(k_pe);
+            keys[dst + nope..dst + head_q].copy_from_slice(&*k_pe);
         }
     }
     // The head-major values go into k_nope's buffer, consumed by now.
@@ -449,8 +452,8 @@ fn decompressed(
         &shape,
         &s.q[t0 * h_n * head_q..(t0 + len) * h_n * head_q],
         pos0,
-        keys,
-        values_hm,
+        KvData::F32(keys),
+        KvData::F32(values_hm),
         &mut s.att_out[t0 * h_n * v..(t0 + len) * h_n * v],
         &mut s.attn,
     );

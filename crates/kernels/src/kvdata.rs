@@ -1,0 +1,455 @@
+//! Element types of KV-cache rows (llama.cpp's `--cache-type-k/-v`: f32, f16, bf16,
+//! q8_0), the buffers that hold them, and their conversion back to f32 for the attention
+//! kernel, a block of cached rows at a time (AVX2/F16C, with a scalar reference that gives
+//! the same bits: every conversion is exact or one f32 multiply).
+
+use quant::blocks::{BlockQ8_0, Half};
+
+/// Values per Q8_0 block.
+const QK: usize = 32;
+
+/// The element type of a KV cache's keys or values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KvType {
+    /// 4 bytes per value.
+    #[default]
+    F32,
+    /// IEEE half, 2 bytes (rounded to nearest even).
+    F16,
+    /// bfloat16, 2 bytes (f32's exponent, 8 bits of mantissa).
+    Bf16,
+    /// Blocks of 32 values as int8 with one f16 scale: 34 bytes per 32 values.
+    Q8_0,
+}
+
+impl KvType {
+    /// Every type, in the order the flags list them.
+    pub const ALL: [KvType; 4] = [KvType::F32, KvType::F16, KvType::Bf16, KvType::Q8_0];
+
+    /// llama.cpp's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Bf16 => "bf16",
+            KvType::Q8_0 => "q8_0",
+        }
+    }
+
+    /// Values per block: rows of this type are whole blocks (32 for q8_0).
+    pub fn block(self) -> usize {
+        match self {
+            KvType::Q8_0 => QK,
+            _ => 1,
+        }
+    }
+
+    /// Bytes of `n` values (`None` when `n` is not whole blocks or overflows).
+    pub fn bytes(self, n: usize) -> Option<usize> {
+        if n % self.block() != 0 {
+            return None;
+        }
+        match self {
+            KvType::F32 => n.checked_mul(4),
+            KvType::F16 | KvType::Bf16 => n.checked_mul(2),
+            KvType::Q8_0 => (n / QK).checked_mul(std::mem::size_of::<BlockQ8_0>()),
+        }
+    }
+}
+
+impl std::fmt::Display for KvType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = String;
+    /// llama.cpp's names, any case.
+    fn from_str(s: &str) -> Result<KvType, String> {
+        KvType::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = KvType::ALL.iter().map(|t| t.name()).collect();
+                format!(
+                    "'{s}' is not a KV-cache type this engine stores (one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// A KV-cache buffer: values of one type, addressed by value index.
+pub enum KvBuf {
+    F32(Vec<f32>),
+    /// f16 bits.
+    F16(Vec<u16>),
+    /// bf16 bits.
+    Bf16(Vec<u16>),
+    Q8_0(Vec<BlockQ8_0>),
+}
+
+impl KvBuf {
+    /// `n` zero values of type `ty` (`n` whole blocks of it). Zeroed allocations, so the
+    /// OS supplies the pages as they are written.
+    pub fn zeroed(ty: KvType, n: usize) -> KvBuf {
+        assert!(
+            n % ty.block() == 0,
+            "KvBuf: {n} values of {ty} are not whole blocks"
+        );
+        match ty {
+            KvType::F32 => KvBuf::F32(vec![0.0; n]),
+            KvType::F16 => KvBuf::F16(vec![0; n]),
+            KvType::Bf16 => KvBuf::Bf16(vec![0; n]),
+            KvType::Q8_0 => KvBuf::Q8_0(bytemuck::zeroed_vec(n / QK)),
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            KvBuf::F32(v) => v.len() * 4,
+            KvBuf::F16(v) | KvBuf::Bf16(v) => v.len() * 2,
+            KvBuf::Q8_0(v) => std::mem::size_of_val(v.as_slice()),
+        }
+    }
+
+    /// The values, read-only.
+    pub fn data(&self) -> KvData<'_> {
+        match self {
+            KvBuf::F32(v) => KvData::F32(v),
+            KvBuf::F16(v) => KvData::F16(v),
+            KvBuf::Bf16(v) => KvData::Bf16(v),
+            KvBuf::Q8_0(v) => KvData::Q8_0(v),
+        }
+    }
+
+    /// Stores `src` as values `at..at + src.len()` (q8_0: `at` and the length whole
+    /// blocks, each quantized as ggml's `quantize_row_q8_0_ref` does: `d = max|x|/127`).
+    pub fn write(&mut self, at: usize, src: &[f32]) {
+        let end = at + src.len();
+        match self {
+            KvBuf::F32(v) => v[at..end].copy_from_slice(src),
+            KvBuf::F16(v) => {
+                for (d, &x) in v[at..end].iter_mut().zip(src) {
+                    *d = half::f16::from_f32(x).to_bits();
+                }
+            }
+            KvBuf::Bf16(v) => {
+                for (d, &x) in v[at..end].iter_mut().zip(src) {
+                    *d = quant::quantize::f32_to_bf16_bits(x);
+                }
+            }
+            KvBuf::Q8_0(v) => {
+                assert!(
+                    at % QK == 0 && src.len() % QK == 0,
+                    "KvBuf: q8_0 writes whole blocks"
+                );
+                for (b, x) in v[at / QK..end / QK].iter_mut().zip(src.chunks_exact(QK)) {
+                    *b = quant::quantize::quantize_block_q8_0(x.try_into().expect("32 values"));
+                }
+            }
+        }
+    }
+}
+
+/// Cached values of one type, addressed by value index.
+#[derive(Clone, Copy, Debug)]
+pub enum KvData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+    Bf16(&'a [u16]),
+    Q8_0(&'a [BlockQ8_0]),
+}
+
+impl<'a> From<&'a [f32]> for KvData<'a> {
+    fn from(v: &'a [f32]) -> KvData<'a> {
+        KvData::F32(v)
+    }
+}
+
+impl<'a> From<&'a Vec<f32>> for KvData<'a> {
+    fn from(v: &'a Vec<f32>) -> KvData<'a> {
+        KvData::F32(v)
+    }
+}
+
+impl<'a> KvData<'a> {
+    /// The element type.
+    pub fn ty(&self) -> KvType {
+        match self {
+            KvData::F32(_) => KvType::F32,
+            KvData::F16(_) => KvType::F16,
+            KvData::Bf16(_) => KvType::Bf16,
+            KvData::Q8_0(_) => KvType::Q8_0,
+        }
+    }
+
+    /// Values held.
+    pub fn len(&self) -> usize {
+        match self {
+            KvData::F32(v) => v.len(),
+            KvData::F16(v) | KvData::Bf16(v) => v.len(),
+            KvData::Q8_0(v) => v.len() * QK,
+        }
+    }
+
+    /// Whether it holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values from `at` on (q8_0: `at` a whole number of blocks).
+    pub fn skip(self, at: usize) -> KvData<'a> {
+        match self {
+            KvData::F32(v) => KvData::F32(&v[at..]),
+            KvData::F16(v) => KvData::F16(&v[at..]),
+            KvData::Bf16(v) => KvData::Bf16(&v[at..]),
+            KvData::Q8_0(v) => {
+                assert!(at % QK == 0, "KvData: a q8_0 view starts on a block");
+                KvData::Q8_0(&v[at / QK..])
+            }
+        }
+    }
+
+    /// Whether `self` and `other` are the same values (same type, start and length): an
+    /// MLA cache whose rows are both the keys and the values.
+    pub fn same_as(&self, other: &KvData<'_>) -> bool {
+        fn same<T>(a: &[T], b: &[T]) -> bool {
+            std::ptr::eq(a, b)
+        }
+        match (self, other) {
+            (KvData::F32(a), KvData::F32(b)) => same(a, b),
+            (KvData::F16(a), KvData::F16(b)) | (KvData::Bf16(a), KvData::Bf16(b)) => same(a, b),
+            (KvData::Q8_0(a), KvData::Q8_0(b)) => same(a, b),
+            _ => false,
+        }
+    }
+
+    /// The f32 values when the type is f32 (the kernel reads them in place).
+    pub fn as_f32(&self) -> Option<&'a [f32]> {
+        match *self {
+            KvData::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// `dst = values[at .. at + dst.len()]` as f32 (q8_0: `at` and the length whole
+    /// blocks). SIMD where the CPU has it; [`KvData::read_scalar`] gives the same bits.
+    pub fn read(&self, at: usize, dst: &mut [f32]) {
+        let n = dst.len();
+        assert!(at + n <= self.len(), "KvData::read: values out of range");
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx2_fma() {
+            match self {
+                KvData::F16(v) if has_f16c() => {
+                    // SAFETY: AVX2 and F16C checked at run time; `v[at..at + n]` is in range.
+                    unsafe { avx2::f16_to_f32(&v[at..at + n], dst) };
+                    return;
+                }
+                KvData::Bf16(v) => {
+                    // SAFETY: AVX2 checked at run time; `v[at..at + n]` is in range.
+                    unsafe { avx2::bf16_to_f32(&v[at..at + n], dst) };
+                    return;
+                }
+                KvData::Q8_0(v) => {
+                    assert!(at % QK == 0 && n % QK == 0, "KvData::read: q8_0 blocks");
+                    // SAFETY: AVX2 checked at run time; whole blocks in range.
+                    unsafe { avx2::q8_0_to_f32(&v[at / QK..(at + n) / QK], dst) };
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.read_scalar(at, dst)
+    }
+
+    /// [`KvData::read`] without SIMD: the reference.
+    pub fn read_scalar(&self, at: usize, dst: &mut [f32]) {
+        let n = dst.len();
+        match self {
+            KvData::F32(v) => dst.copy_from_slice(&v[at..at + n]),
+            KvData::F16(v) => {
+                for (d, &h) in dst.iter_mut().zip(&v[at..at + n]) {
+                    *d = half::f16::from_bits(h).to_f32();
+                }
+            }
+            KvData::Bf16(v) => {
+                for (d, &h) in dst.iter_mut().zip(&v[at..at + n]) {
+                    *d = f32::from_bits((h as u32) << 16);
+                }
+            }
+            KvData::Q8_0(v) => {
+                assert!(at % QK == 0 && n % QK == 0, "KvData::read: q8_0 blocks");
+                for (b, d) in v[at / QK..(at + n) / QK]
+                    .iter()
+                    .zip(dst.chunks_exact_mut(QK))
+                {
+                    let s = half_to_f32(b.d);
+                    for (x, &q) in d.iter_mut().zip(&b.qs) {
+                        *x = s * q as f32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn half_to_f32(h: Half) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes(h.0)).to_f32()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_f16c() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static F16C: AtomicU8 = AtomicU8::new(0);
+    match F16C.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let yes = std::is_x86_feature_detected!("f16c");
+            F16C.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{half_to_f32, BlockQ8_0, QK};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// Needs AVX2 and F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        let mut i = 0;
+        // SAFETY: 8 values at i ≤ n − 8 of both slices.
+        unsafe {
+            while i + 8 <= n {
+                let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+                i += 8;
+            }
+        }
+        for (d, &h) in dst[i..n].iter_mut().zip(&src[i..n]) {
+            *d = half::f16::from_bits(h).to_f32();
+        }
+    }
+
+    /// # Safety
+    /// Needs AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn bf16_to_f32(src: &[u16], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        let mut i = 0;
+        // SAFETY: 8 values at i ≤ n − 8 of both slices.
+        unsafe {
+            while i + 8 <= n {
+                let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+                let w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_castsi256_ps(w));
+                i += 8;
+            }
+        }
+        for (d, &h) in dst[i..n].iter_mut().zip(&src[i..n]) {
+            *d = f32::from_bits((h as u32) << 16);
+        }
+    }
+
+    /// # Safety
+    /// Needs AVX2; `dst` holds `32 · src.len()` values.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn q8_0_to_f32(src: &[BlockQ8_0], dst: &mut [f32]) {
+        assert!(dst.len() >= src.len() * QK);
+        for (b, d) in src.iter().zip(dst.chunks_exact_mut(QK)) {
+            let s = _mm256_set1_ps(half_to_f32(b.d));
+            // SAFETY: 4 × 8 int8 values of the block's 32, stored to 4 × 8 of `d`'s 32.
+            unsafe {
+                for k in 0..4 {
+                    let q = _mm_loadl_epi64(b.qs.as_ptr().add(8 * k) as *const __m128i);
+                    let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                    _mm256_storeu_ps(d.as_mut_ptr().add(8 * k), _mm256_mul_ps(s, f));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-3.0..3.0)).collect()
+    }
+
+    #[test]
+    fn names_parse_and_bad_ones_say_which_exist() {
+        for t in KvType::ALL {
+            assert_eq!(t.name().parse::<KvType>(), Ok(t));
+            assert_eq!(t.name().to_uppercase().parse::<KvType>(), Ok(t));
+        }
+        let e = "q4_0".parse::<KvType>().unwrap_err();
+        assert!(
+            e.contains("'q4_0'") && e.contains("f32, f16, bf16, q8_0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bytes_per_value() {
+        assert_eq!(KvType::F32.bytes(576), Some(2304));
+        assert_eq!(KvType::F16.bytes(576), Some(1152));
+        assert_eq!(KvType::Bf16.bytes(576), Some(1152));
+        assert_eq!(KvType::Q8_0.bytes(576), Some(612));
+        assert_eq!(KvType::Q8_0.bytes(40), None);
+        assert_eq!(KvType::F32.bytes(usize::MAX), None);
+    }
+
+    /// Written then read back: the SIMD read equals the scalar one bit for bit, and the
+    /// values are within each type's rounding of what was written.
+    #[test]
+    fn round_trip_within_rounding_and_simd_equals_scalar() {
+        let n = 32 * 13;
+        let src = values(n, 3);
+        for ty in KvType::ALL {
+            let mut buf = KvBuf::zeroed(ty, n + 64);
+            assert_eq!(buf.bytes(), ty.bytes(n + 64).unwrap());
+            buf.write(32, &src);
+            let data = buf.data();
+            assert_eq!(data.ty(), ty);
+            // Offsets and lengths that are and are not multiples of 8 (whole blocks for q8_0).
+            for (at, len) in [(32, n), (64, 96), (32, 32)] {
+                let (mut a, mut b) = (vec![0f32; len], vec![1f32; len]);
+                data.read(at, &mut a);
+                data.read_scalar(at, &mut b);
+                assert_eq!(a, b, "{ty} at {at} len {len}");
+            }
+            if ty != KvType::Q8_0 {
+                let (mut a, mut b) = (vec![0f32; 13], vec![1f32; 13]);
+                data.read(35, &mut a);
+                data.read_scalar(35, &mut b);
+                assert_eq!(a, b, "{ty} unaligned");
+            }
+            let mut back = vec![0f32; n];
+            data.read(32, &mut back);
+            for (blk, (x, y)) in src.chunks(32).zip(back.chunks(32)).enumerate() {
+                let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (&a, &b) in x.iter().zip(y) {
+                    let tol = match ty {
+                        KvType::F32 => 0.0,
+                        KvType::F16 => a.abs() * 1.0 / 2048.0,
+                        KvType::Bf16 => a.abs() / 256.0,
+                        KvType::Q8_0 => amax / 127.0 * 0.5 + amax * 1e-3,
+                    };
+                    assert!((a - b).abs() <= tol, "{ty} block {blk}: {a} → {b}");
+                }
+            }
+        }
+    }
+}
