@@ -182,6 +182,58 @@ impl Gpu {
         Ok(out)
     }
 
+    /// A host-readable buffer of `len` bytes that a [`crate::pipeline::Recording::copy`]
+    /// fills and [`Gpu::read_staging`] reads (one per stream, reused every step).
+    pub fn staging(&self, label: &str, len: u64) -> Result<GpuBuffer, AccelError> {
+        let buffer = self.allocate(
+            label,
+            len,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        Ok(GpuBuffer {
+            buffer,
+            len,
+            label: label.to_string(),
+        })
+    }
+
+    /// Waits for the submitted work, then copies the first `out.len()` bytes of the
+    /// staging buffer `staging` into `out`.
+    pub fn read_staging(&self, staging: &GpuBuffer, out: &mut [u8]) -> Result<(), AccelError> {
+        let what = format!("reading back {}", staging.label);
+        let err = |reason: String| AccelError::Validation {
+            what: what.clone(),
+            adapter: self.name().to_string(),
+            reason,
+        };
+        if out.len() as u64 > staging.len {
+            return Err(err(format!(
+                "{} bytes asked of a {}-byte buffer",
+                out.len(),
+                staging.len
+            )));
+        }
+        let slice = staging.buffer.slice(..padded(out.len() as u64));
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait(&what)?;
+        rx.recv()
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(err)?;
+        let copied = match slice.get_mapped_range() {
+            Ok(view) => {
+                out.copy_from_slice(&view[..out.len()]);
+                Ok(())
+            }
+            Err(e) => Err(err(e.to_string())),
+        };
+        staging.buffer.unmap();
+        copied
+    }
+
     /// Reads back `n` f32 values.
     pub fn read_f32(&self, src: &GpuBuffer, n: usize) -> Result<Vec<f32>, AccelError> {
         let bytes = self.read_back(src, (n * 4) as u64)?;

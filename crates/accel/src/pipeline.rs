@@ -153,6 +153,31 @@ impl Recording<'_> {
         pass.dispatch_workgroups(grid.x, grid.y, grid.z);
     }
 
+    /// Records a copy of the first `len` bytes (a multiple of 4) of `src` into `dst`
+    /// (e.g. a [`Gpu::staging`] buffer, read after [`Recording::submit`]).
+    pub fn copy(&mut self, src: &GpuBuffer, dst: &GpuBuffer, len: u64) {
+        self.encoder
+            .copy_buffer_to_buffer(&src.buffer, 0, &dst.buffer, 0, len);
+    }
+
+    /// Submits everything recorded without waiting: the CPU goes on with its own work
+    /// while the GPU runs (wait with [`Gpu::read_staging`] or [`Gpu::wait`]).
+    pub fn submit(self) -> Result<(), AccelError> {
+        let scope = self
+            .gpu
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        self.gpu.queue.submit([self.encoder.finish()]);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(AccelError::Validation {
+                what: self.label,
+                adapter: self.gpu.name().to_string(),
+                reason: e.to_string(),
+            });
+        }
+        self.gpu.check(&self.label)
+    }
+
     /// Submits everything recorded and waits for it (errors reported, never a panic).
     pub fn submit_and_wait(self) -> Result<(), AccelError> {
         let scope = self

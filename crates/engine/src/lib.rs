@@ -4,6 +4,7 @@
 //! ([`Engine::generate`]) or many batched ([`scheduler`]).
 
 pub mod constraint;
+pub mod device;
 pub mod error;
 pub mod generate;
 pub mod sampler;
@@ -19,6 +20,7 @@ use kernels::ThreadPool;
 use model::{BatchLimits, BatchSeq, KvCache, Logits, MatmulMode, Model, RunState};
 
 pub use constraint::{Constraint, ConstraintCompiler, ConstraintSpec};
+pub use device::Devices;
 pub use error::EngineError;
 pub use generate::{
     FinishReason, GenerateRequest, Generation, GenerationStats, Step, TokenLogprobs, Verified,
@@ -52,6 +54,12 @@ pub struct LoadOptions {
     /// Plan as if this process could use only this many bytes (default: what
     /// `MemAvailable` and the cgroup limit say).
     pub memory_budget: Option<u64>,
+    /// Which GPU runs the GPU tier (`--device`; default `auto`: a discrete GPU if there
+    /// is one, else the CPU alone).
+    pub device: accel::DeviceChoice,
+    /// Bytes the plan may put on the GPU (`--gpu-memory`; default: a guess per adapter
+    /// type, see [`device::default_gpu_memory`]).
+    pub gpu_memory: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -64,6 +72,8 @@ impl Default for LoadOptions {
             kv: KvReservation::default(),
             placement: Vec::new(),
             memory_budget: None,
+            device: accel::DeviceChoice::Auto,
+            gpu_memory: None,
         }
     }
 }
@@ -164,6 +174,96 @@ pub struct LoadReport {
     pub placement: Vec<String>,
     /// Placement rules the load could not follow (e.g. a repack that did not fit).
     pub placement_warnings: Vec<String>,
+    /// What the GPU tier holds against its budget (`None`: no GPU open).
+    pub gpu: Option<GpuPlan>,
+}
+
+/// The GPU tier's memory: its weights and scratch against the budget.
+#[derive(Clone, Debug, Default)]
+pub struct GpuPlan {
+    /// Bytes the budget allows, and where that figure comes from.
+    pub budget: (u64, String),
+    /// Weights placed on the GPU tier, bytes and tensors.
+    pub weight_bytes: u64,
+    pub tensors: usize,
+    /// Activation buffers on the GPU (an estimate).
+    pub scratch_bytes: u64,
+    /// Layers the plan kept on the CPU because the budget does not hold them (`None`: all
+    /// fit), and the message saying so.
+    pub overflow: Option<String>,
+    /// Bytes on the GPU after the upload, and the seconds it took.
+    pub uploaded_bytes: u64,
+    pub upload_seconds: f64,
+    /// The stages that run on the GPU ("2 dense FFN(s), the output head").
+    pub stages: String,
+}
+
+/// GPU activation scratch the plan reserves: a 512-token step's hidden states and FFN
+/// activations, and 64 rows of logits (an estimate: the buffers grow with the batch).
+fn gpu_scratch_estimate(c: &model::Config) -> u64 {
+    let shared = c.moe.as_ref().map_or(0, |m| m.shared_ffn);
+    let hidden = c.ffn_dim.max(shared).max(c.dim) as u64;
+    512 * (2 * c.dim as u64 + 2 * hidden) * 4 + 64 * c.n_vocab as u64 * 4
+}
+
+/// The placement with the tiers there are. With a GPU, what the GPU tier gets must fit its
+/// budget with its scratch: if it does not, the first layers stay on the CPU until it does
+/// (llama.cpp's `-ngl` keeps the last layers on the GPU likewise), and the plan says so.
+/// (`inspect --plan` shows this before any load.)
+pub fn plan_tiers(
+    model: &Model,
+    opts: &LoadOptions,
+    devices: &Devices,
+    infos: Vec<model::placement::TensorInfo>,
+) -> Result<(model::placement::PlacedModel, Option<GpuPlan>), EngineError> {
+    use model::placement::{PlacedModel, Placement, Rule};
+    let c = &model.config;
+    let make = |overflow: Option<Rule>| {
+        PlacedModel::new(
+            Placement::for_tiers(
+                opts.placement.clone(),
+                !opts.repack,
+                c.arch,
+                devices.gpu.is_some(),
+                overflow,
+            ),
+            infos.clone(),
+        )
+    };
+    let placed = make(None)?;
+    let Some((budget, source)) = devices.gpu_memory.clone() else {
+        return Ok((placed, None));
+    };
+    let scratch_bytes = gpu_scratch_estimate(c);
+    let wanted = placed.gpu_bytes() + scratch_bytes;
+    let mut plan = GpuPlan {
+        budget: (budget, source),
+        scratch_bytes,
+        ..GpuPlan::default()
+    };
+    let placed = if wanted <= budget {
+        placed
+    } else {
+        let per_layer = placed.gpu_bytes_per_layer(c.n_layer);
+        let (mut need, mut n) = (wanted, 0);
+        while need > budget && n < c.n_layer {
+            need -= per_layer[n];
+            n += 1;
+        }
+        let layers = (need <= budget).then_some(n);
+        let why = format!(
+            "{} of GPU weights and {} of scratch exceed the budget of {}: --gpu-memory SIZE, or -ot REGEX=cpu to choose",
+            human_bytes(placed.gpu_bytes()),
+            human_bytes(scratch_bytes),
+            human_bytes(budget)
+        );
+        let rule = Rule::gpu_overflow(layers, &why);
+        plan.overflow = Some(rule.origin.clone());
+        make(Some(rule))?
+    };
+    plan.weight_bytes = placed.gpu_bytes();
+    plan.tensors = placed.on_gpu().iter().filter(|&&g| g).count();
+    Ok((placed, Some(plan)))
 }
 
 /// A loaded model and the threads that run it.
@@ -180,6 +280,8 @@ pub struct Engine {
     pub tokenizer: Option<Tokenizer>,
     /// The file's chat template, or ChatML flagged as a fallback when it has none.
     pub template: Option<ChatTemplate>,
+    /// The GPU the GPU tier runs on, if any, and the line saying so.
+    pub devices: Devices,
     /// Compiles grammars for this vocabulary, built on the first constrained request.
     constraints: constraint::LazyCompiler,
     /// The extra cost of a forward step per speculative draft token, relative to a
@@ -196,6 +298,8 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let start = std::time::Instant::now();
         let file = Arc::new(gguf::Gguf::open(path)?);
+        // The device first: a --device that names no adapter fails before the long part.
+        let devices = Devices::open(&opts.device, opts.gpu_memory)?;
         let mut model = Model::load_with_progress(file, &mut |done, total| {
             progress(LoadProgress::Layers { done, total })
         })?;
@@ -205,7 +309,7 @@ impl Engine {
         let bind_seconds = start.elapsed().as_secs_f64();
         let threads = opts.threads.unwrap_or_else(kernels::default_threads).max(1);
         let pool = Arc::new(ThreadPool::new(threads));
-        let (report, repack) = place_weights(&mut model, opts, &pool, progress)?;
+        let (report, repack) = place_weights(&mut model, opts, &devices, &pool, progress)?;
         let report = LoadReport {
             bind_seconds,
             ..report
@@ -246,6 +350,7 @@ impl Engine {
             load: report,
             tokenizer,
             template,
+            devices,
             constraints: Default::default(),
         })
     }
@@ -390,6 +495,7 @@ fn scratch_estimate(c: &model::Config) -> u64 {
 fn place_weights(
     model: &mut Model,
     opts: &LoadOptions,
+    devices: &Devices,
     pool: &ThreadPool,
     progress: &mut dyn FnMut(LoadProgress),
 ) -> Result<(LoadReport, Option<model::weights::RepackSummary>), EngineError> {
@@ -404,10 +510,8 @@ fn place_weights(
         Some(b) => Some((b, format!("--memory-budget {}", human_bytes(b)))),
         None => model::sysmem::MemoryBudget::current().map(|b| (b.usable(), b.describe())),
     };
-    let placement =
-        model::placement::Placement::new(opts.placement.clone(), !opts.repack, model.config.arch);
     let infos = model.weights.tensor_infos(&file);
-    let placed = model::placement::PlacedModel::new(placement, infos)?;
+    let (placed, gpu_plan) = plan_tiers(model, opts, devices, infos)?;
     let targets = placed.requantize_targets();
     let started = std::time::Instant::now();
     let (requantized, _) = model.weights.requantize_planned(pool, &targets)?;
@@ -455,9 +559,12 @@ fn place_weights(
     } else {
         Vec::new()
     };
+    // The GPU tier's weights go up once, now (read from the file or the converted copy).
+    let mut gpu_plan = gpu_plan;
+    let uploaded = upload_gpu_tier(model, devices, &placed, gpu_plan.as_mut(), &mut bump)?;
     let repacked = model.weights.replaced_file_tensors();
     let rest: Vec<usize> = (0..file.tensors().len())
-        .filter(|i| !repacked.contains(i))
+        .filter(|i| !repacked.contains(i) && !uploaded.contains(&file.tensors()[*i].name))
         .collect();
     let page_in = if plan.fits {
         // Blocks the forward pass never runs (MTP) are not read; count them as done.
@@ -489,8 +596,45 @@ fn place_weights(
         requantized,
         placement: placed.lines(&outcome, repack),
         placement_warnings,
+        gpu: gpu_plan,
     };
     Ok((report, summary))
+}
+
+/// Uploads the matrices `placed` puts on the GPU (if a GPU is open and it puts any there)
+/// and makes the model run their stages there; returns their names (read already: not
+/// worth paging in).
+fn upload_gpu_tier(
+    model: &mut Model,
+    devices: &Devices,
+    placed: &model::placement::PlacedModel,
+    plan: Option<&mut GpuPlan>,
+    bump: &mut dyn FnMut(u64),
+) -> Result<std::collections::HashSet<String>, EngineError> {
+    let on_gpu = placed.on_gpu();
+    let (Some(gpu), Some(plan)) = (&devices.gpu, plan) else {
+        return Ok(Default::default());
+    };
+    if !on_gpu.iter().any(|&g| g) {
+        plan.stages = "nothing".to_string();
+        return Ok(Default::default());
+    }
+    let chosen = model.weights.selected_matrices(&on_gpu);
+    let mut types: Vec<gguf::GgmlType> = chosen.iter().map(|(_, _, m)| m.ty).collect();
+    types.sort();
+    types.dedup();
+    let names = chosen
+        .iter()
+        .map(|(_, _, m)| m.name().to_string())
+        .collect();
+    let backend = model::gpu::WgpuBackend::new(gpu.clone(), &types)?;
+    model.attach_device(Arc::new(backend), &on_gpu, bump)?;
+    if let Some(d) = &model.device {
+        plan.uploaded_bytes = d.bytes;
+        plan.upload_seconds = d.seconds;
+        plan.stages = d.stages(model);
+    }
+    Ok(names)
 }
 
 /// "2.40 GB/s" for `bytes` in `seconds` (decimal, as storage rates are quoted).
@@ -562,8 +706,24 @@ impl LoadReport {
                 self.requantized.0, self.requantized.1
             ));
         }
+        if let Some(g) = &self.gpu {
+            out.push(format!(
+                "  gpu (uploaded): {} tensors, {} in {:.2}s ({}) + {} scratch, budget {} ({}); runs {}",
+                g.tensors,
+                human_bytes(g.uploaded_bytes),
+                g.upload_seconds,
+                rate(g.uploaded_bytes, g.upload_seconds),
+                human_bytes(g.scratch_bytes),
+                human_bytes(g.budget.0),
+                g.budget.1,
+                g.stages
+            ));
+        }
         out.extend(self.placement.iter().cloned());
         out.extend(p.warnings.iter().map(|w| format!("warning: {w}")));
+        if let Some(o) = self.gpu.as_ref().and_then(|g| g.overflow.as_ref()) {
+            out.push(format!("warning: {o}"));
+        }
         out.extend(
             self.placement_warnings
                 .iter()

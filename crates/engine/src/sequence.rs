@@ -39,6 +39,11 @@ impl Sequence {
         }
     }
 
+    /// Bus traffic and GPU waits of this sequence's steps so far (`None`: no GPU tier).
+    pub fn device_stats(&self) -> Option<model::backend::StreamStats> {
+        self.state.device_stats()
+    }
+
     /// Processes `tokens` after what the sequence holds; returns the logits of the last
     /// position (or of every position of `tokens` with [`Logits::All`]).
     pub fn feed(&mut self, tokens: &[u32], which: Logits) -> Result<&[f32], EngineError> {

@@ -33,6 +33,8 @@ enum Command {
     Synth(cmd::synth::Args),
     /// Measure prompt processing and generation speed (llama-bench's method).
     Bench(cmd::bench::Args),
+    /// List the GPU adapters --device can name (software ones marked), with their limits.
+    Devices(cmd::devices::Args),
     /// Serve the OpenAI and Ollama APIs and a web chat page (continuous batching).
     Serve(cmd::serve::Args),
 }
@@ -71,6 +73,7 @@ fn main() {
         Command::Synth(args) => cmd::synth::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Devices(args) => cmd::devices::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

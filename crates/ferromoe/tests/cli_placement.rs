@@ -78,7 +78,7 @@ fn inspect_plan_prints_groups_tiers_and_rules() {
         "routed experts: cpu · repacked · 3 tensor(s), 996.0 KiB · rule 1",
         "other (embeddings, norms, routers): cpu · mapped · 12 tensor(s)",
         "cpu tier: ",
-        "accel tier: none (no accelerator tier yet)",
+        "gpu tier: none (no GPU open: see --device)",
     ] {
         assert!(stdout.contains(want), "{want}\n{stdout}");
     }
@@ -143,8 +143,9 @@ fn inspect_plan_prints_groups_tiers_and_rules() {
     ]))
     .0;
     assert!(
-        cpu_moe.contains("note: --cpu-moe: routed experts stay on the CPU (every tensor does: there is no accelerator tier yet)")
-            && cpu_moe.contains("note: --n-cpu-moe 2: routed experts stay on the CPU"),
+        cpu_moe.contains(
+            "note: --cpu-moe: routed experts stay on the CPU (every tensor does: no GPU is open)"
+        ) && cpu_moe.contains("note: --n-cpu-moe 2: routed experts stay on the CPU"),
         "{cpu_moe}"
     );
     std::fs::remove_dir_all(&dir).ok();
@@ -227,7 +228,7 @@ fn bad_rules_are_refused_by_name() {
         ),
         (
             vec!["inspect", "--plan", &m, "--override-tensor", "exps=CUDA0"],
-            "'exps=CUDA0': no accelerator tier yet",
+            "'exps=CUDA0': no GPU is open",
         ),
         (
             vec!["inspect", "--plan", &m, "--override-tensor", "exps=cpu:requantized:IQ1_S"],

@@ -34,4 +34,8 @@ pub enum ModelError {
     /// file, never the caller's input.
     #[error("{0}")]
     Kernel(String),
+    /// The GPU tier failed: no such adapter, out of GPU memory, a lost device, a shader
+    /// that did not compile (each message names the flag that helps).
+    #[error(transparent)]
+    Gpu(#[from] accel::AccelError),
 }

@@ -9,6 +9,7 @@ use kernels::norm::rms_norm;
 use kernels::vector::add_inplace;
 use kernels::ThreadPool;
 
+use crate::backend::{DeviceFfn, Stream, StreamStats};
 use crate::kv::KvCache;
 use crate::linear::{Linear, MatmulMode};
 use crate::stage::attention::{gqa_attention, GqaScratch};
@@ -63,6 +64,8 @@ pub struct RunState {
     moe: MoeScratch,
     /// Output logits, `rows × n_vocab`.
     logits: Vec<f32>,
+    /// The stages' work on the device, when the model has weights there.
+    device: Option<Box<dyn Stream>>,
     /// The largest batch the buffers are sized for.
     reserved: BatchLimits,
 }
@@ -82,8 +85,14 @@ impl RunState {
             ffn: FfnScratch::default(),
             moe: MoeScratch::default(),
             logits: Vec::new(),
+            device: None,
             reserved: BatchLimits::default(),
         }
+    }
+
+    /// Bus traffic and device waits of this state's steps so far (`None`: no device).
+    pub fn device_stats(&self) -> Option<StreamStats> {
+        self.device.as_ref().map(|d| d.stats())
     }
 
     /// The matmul mode.
@@ -109,6 +118,9 @@ impl RunState {
         pool: &ThreadPool,
         max: BatchLimits,
     ) -> Result<(), ModelError> {
+        if let (None, Some(d)) = (&self.device, &model.device) {
+            self.device = Some(d.backend.new_stream()?);
+        }
         let r = self.reserved;
         if max.tokens <= r.tokens
             && max.seqs <= r.seqs
@@ -266,11 +278,28 @@ impl Model {
             }
             add_inplace(x, out);
 
-            // x += ffn(norm(x))
+            // x += ffn(norm(x)); the dense FFN or shared experts on the device when there.
             norm_rows(x, &layer.ffn_norm, c.rms_eps, xb);
-            match &layer.ffn {
-                Ffn::Dense(f) => dense_ffn(&mut cx, &mut st.ffn, f, xb, out)?,
-                Ffn::Moe(f) => moe_ffn(&mut cx, &mut st.moe, f, self.experts_per_token(), xb, out)?,
+            let on_device: Option<(&mut dyn Stream, &DeviceFfn)> =
+                match (st.device.as_deref_mut(), self.device_ffn(il)) {
+                    (Some(stream), Some(f)) => Some((stream, f)),
+                    _ => None,
+                };
+            match (&layer.ffn, on_device) {
+                (Ffn::Dense(_), Some((stream, f))) => {
+                    stream.start_ffn(f, xb)?;
+                    stream.finish(out)?
+                }
+                (Ffn::Dense(f), None) => dense_ffn(&mut cx, &mut st.ffn, f, xb, out)?,
+                (Ffn::Moe(f), dev) => moe_ffn(
+                    &mut cx,
+                    &mut st.moe,
+                    f,
+                    self.experts_per_token(),
+                    xb,
+                    out,
+                    dev,
+                )?,
             }
             add_inplace(x, out);
         }
@@ -299,9 +328,22 @@ impl Model {
             first_row += s.tokens.len();
         }
         let logits = buf(&mut st.logits, rows * c.n_vocab);
-        st.linear
-            .forward(pool, &w.output, 0, &st.xb[..rows * c.dim], logits)?;
+        let head = self.device.as_ref().and_then(|d| d.output.as_ref());
+        match (st.device.as_deref_mut(), head) {
+            (Some(stream), Some(head)) => {
+                stream.start_matmul(head, &st.xb[..rows * c.dim])?;
+                stream.finish(logits)?;
+            }
+            _ => st
+                .linear
+                .forward(pool, &w.output, 0, &st.xb[..rows * c.dim], logits)?,
+        }
         Ok(logits)
+    }
+
+    /// Layer `il`'s FFN (dense or shared experts) on the device, if it runs there.
+    fn device_ffn(&self, il: usize) -> Option<&DeviceFfn> {
+        self.device.as_ref()?.ffn.get(il)?.as_ref()
     }
 
     /// Rejects an empty batch, a sequence without tokens or past its context, and

@@ -14,9 +14,11 @@
 //! ```
 
 pub mod arch;
+pub mod backend;
 pub mod config;
 mod error;
 pub mod forward;
+pub mod gpu;
 pub mod kv;
 pub mod linear;
 pub mod memplan;
@@ -58,6 +60,8 @@ pub struct Model {
     pub file: Arc<Gguf>,
     /// Experts run per token; defaults to the model's `expert_used_count`.
     experts_per_token: usize,
+    /// The weights on a device and the backend that runs them (`None`: all on the CPU).
+    pub device: Option<backend::DeviceWeights>,
 }
 
 impl Model {
@@ -125,6 +129,7 @@ impl Model {
             weights,
             file,
             experts_per_token,
+            device: None,
         })
     }
 
@@ -181,6 +186,71 @@ impl Model {
                 .and_then(|rest| rest.split('.').next())
                 .and_then(|n| n.parse::<usize>().ok())
                 .is_some_and(|il| il >= c.n_layer)
+    }
+
+    /// Uploads the matrices the placement put on the device (`on_device`: one flag per
+    /// matrix, in the order of [`Weights::plan_items`]) through `backend`, calling
+    /// `progress(bytes)` after each, and runs their stages there from now on. A stage goes
+    /// to the device only whole (the placement plan sees to it): a dense FFN or shared
+    /// expert with all of gate, up and down, or the output head.
+    pub fn attach_device(
+        &mut self,
+        backend: std::sync::Arc<dyn backend::Backend>,
+        on_device: &[bool],
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ModelError> {
+        use memplan::WeightClass as C;
+        let start = std::time::Instant::now();
+        let chosen = self.weights.selected_matrices(on_device);
+        let mut ffn: Vec<Vec<backend::DeviceMatrix>> = vec![Vec::new(); self.config.n_layer];
+        let mut output = None;
+        let (mut bytes, mut tensors) = (0u64, 0usize);
+        for (class, layer, m) in &chosen {
+            let d = match class {
+                C::DenseFfn | C::SharedExperts | C::Output => backend.upload(m)?,
+                C::Attention | C::RoutedExperts => {
+                    return Err(ModelError::Kernel(format!(
+                        "{}: the GPU tier does not run {} yet",
+                        m.name(),
+                        class.name()
+                    )))
+                }
+            };
+            bytes += d.bytes;
+            tensors += 1;
+            progress(m.bytes() as u64);
+            match (class, layer) {
+                (C::Output, _) => output = Some(d),
+                (_, Some(l)) if *l < ffn.len() => ffn[*l].push(d),
+                _ => return Err(ModelError::Kernel(format!("{}: no layer", m.name()))),
+            }
+        }
+        let ffn = ffn
+            .into_iter()
+            .enumerate()
+            .map(|(il, mut v)| match v.len() {
+                0 => Ok(None),
+                // Uploaded in the binding order: gate, up, down.
+                3 => {
+                    let down = v.pop().expect("3");
+                    let up = v.pop().expect("3");
+                    let gate = v.pop().expect("3");
+                    Ok(Some(backend::DeviceFfn { gate, up, down }))
+                }
+                n => Err(ModelError::Kernel(format!(
+                    "layer {il}: {n} of its FFN's 3 matrices on the device (a stage runs where all its weights are)"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.device = Some(backend::DeviceWeights {
+            backend,
+            ffn,
+            output,
+            bytes,
+            tensors,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        Ok(())
     }
 
     /// Parameters and bytes of all weights.

@@ -27,28 +27,29 @@ use crate::memplan::WeightClass;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tier {
     Cpu,
-    /// The accelerator tier: recognised, refused until it exists.
-    Accel,
+    /// The GPU `--device` opened (`accel`): its weights are uploaded once at load and the
+    /// stages they belong to run there.
+    Gpu,
 }
 
 impl Tier {
     pub fn name(self) -> &'static str {
         match self {
             Tier::Cpu => "cpu",
-            Tier::Accel => "accel",
+            Tier::Gpu => "gpu",
         }
     }
 
-    /// `cpu` or `accel`, case-insensitive, and llama.cpp's buffer names: `CPU` is the
-    /// CPU tier, the GPU backends' buffers (`CUDA0`, `Vulkan1`, `Metal`, ...) the
-    /// accelerator tier.
+    /// `cpu` or `gpu` (`accel` is an alias), case-insensitive, and llama.cpp's buffer
+    /// names: `CPU` is the CPU tier, the GPU backends' buffers (`CUDA0`, `Vulkan1`,
+    /// `Metal`, ...) the GPU tier.
     pub fn parse(s: &str) -> Option<Tier> {
         let lower = s.to_ascii_lowercase();
         if lower == "cpu" {
             return Some(Tier::Cpu);
         }
         if lower == "accel" || lower == "gpu" {
-            return Some(Tier::Accel);
+            return Some(Tier::Gpu);
         }
         const GPU_BACKENDS: [&str; 9] = [
             "cuda", "rocm", "hip", "vulkan", "metal", "sycl", "opencl", "cann", "musa",
@@ -60,7 +61,7 @@ impl Tier {
                     .strip_prefix(b)
                     .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
             })
-            .then_some(Tier::Accel)
+            .then_some(Tier::Gpu)
     }
 }
 
@@ -143,6 +144,9 @@ pub struct Rule {
     pub origin: String,
     /// Rules the user did not write (the defaults, `--no-repack`) may match nothing.
     pub builtin: bool,
+    /// The rule sets only the storage (`--no-repack`): the tier comes from the next
+    /// matching rule.
+    pub storage_only: bool,
 }
 
 impl Rule {
@@ -161,7 +165,7 @@ impl Rule {
             bad(
                 &origin,
                 format!(
-                    "unknown tier '{tier}' (expected cpu or accel; llama.cpp's CPU is accepted)"
+                    "unknown tier '{tier}' (expected cpu or gpu; llama.cpp's CPU and CUDA0 are accepted)"
                 ),
             )
         })?;
@@ -175,16 +179,41 @@ impl Rule {
             storage,
             origin,
             builtin: false,
+            storage_only: false,
         })
     }
 
-    fn builtin(origin: &str, regex: &str, storage: Storage) -> Rule {
+    fn builtin(origin: &str, regex: &str, tier: Tier, storage: Storage) -> Rule {
         Rule {
             pattern: Regex::new(regex).expect("built-in placement regex"),
-            tier: Tier::Cpu,
+            tier,
             storage: Some(storage),
             origin: origin.to_string(),
             builtin: true,
+            storage_only: false,
+        }
+    }
+
+    /// The GPU memory plan's rule: the layers `0..n` stay on the CPU (repacked), or
+    /// everything does (`None`), because the GPU tier's budget does not hold them (`why`).
+    pub fn gpu_overflow(n: Option<usize>, why: &str) -> Rule {
+        let (regex, what) = match n {
+            None => (".*".to_string(), "everything on the CPU".to_string()),
+            Some(n) => {
+                let layers: Vec<String> = (0..n).map(|l| l.to_string()).collect();
+                (
+                    format!(r"^blk\.({})\.", layers.join("|")),
+                    format!("layers 0..{} on the CPU", n.saturating_sub(1)),
+                )
+            }
+        };
+        Rule {
+            pattern: Regex::new(&regex).expect("layer regex"),
+            tier: Tier::Cpu,
+            storage: Some(Storage::Repacked),
+            origin: format!("GPU memory plan: {what} ({why})"),
+            builtin: true,
+            storage_only: false,
         }
     }
 
@@ -261,6 +290,7 @@ impl Rule {
             storage: None,
             origin: "--cpu-moe".into(),
             builtin: false,
+            storage_only: false,
         }
     }
 
@@ -281,6 +311,7 @@ impl Rule {
             storage: None,
             origin,
             builtin: false,
+            storage_only: false,
         }))
     }
 }
@@ -308,10 +339,25 @@ fn split_outside_brackets(s: &str) -> Vec<&str> {
     parts
 }
 
+/// What the GPU tier runs today: the SiLU-gated FFNs (dense layers and shared experts)
+/// and the output head, as GPU matmuls (`crate::gpu`). Attention and the routed experts
+/// stay on the CPU. The default rule with a GPU puts these tensors there.
+pub const GPU_RUNS: &str = r"^blk\.\d+\.ffn_(gate|up|down)(_shexp)?\.weight$|^output\.weight$";
+
+/// The weight classes the GPU tier can run (see [`GPU_RUNS`]).
+pub fn gpu_runs(class: WeightClass) -> bool {
+    matches!(
+        class,
+        WeightClass::DenseFfn | WeightClass::SharedExperts | WeightClass::Output
+    )
+}
+
 /// The ordered rules: the user's, then `--no-repack`'s, then the architecture's defaults.
 #[derive(Clone, Debug)]
 pub struct Placement {
     rules: Vec<Rule>,
+    /// Whether a GPU is open (the `gpu` tier exists).
+    gpu: bool,
 }
 
 /// What the rules decide for one tensor.
@@ -329,12 +375,48 @@ impl Placement {
     /// `user` rules first (in their order), then `--no-repack` when `no_repack` (every
     /// matrix mapped), then the defaults for `arch`.
     pub fn new(user: Vec<Rule>, no_repack: bool, arch: crate::Arch) -> Placement {
+        Self::for_tiers(user, no_repack, arch, false, None)
+    }
+
+    /// [`Placement::new`] with the `gpu` tier when `gpu` (a device is open): then the
+    /// defaults put what the GPU tier runs there ([`GPU_RUNS`]) and the routed experts on
+    /// the CPU. `overflow` (the GPU memory plan's rule, [`Rule::gpu_overflow`]) comes after
+    /// the user's rules.
+    pub fn for_tiers(
+        user: Vec<Rule>,
+        no_repack: bool,
+        arch: crate::Arch,
+        gpu: bool,
+        overflow: Option<Rule>,
+    ) -> Placement {
         let mut rules = user;
         if no_repack {
-            rules.push(Rule::builtin("--no-repack", ".*", Storage::Mapped));
+            let mut r = Rule::builtin("--no-repack", ".*", Tier::Cpu, Storage::Mapped);
+            r.storage_only = true;
+            rules.push(r);
+        }
+        rules.extend(overflow);
+        if gpu {
+            rules.extend(Self::gpu_defaults(arch));
         }
         rules.extend(Self::defaults(arch));
-        Placement { rules }
+        Placement { rules, gpu }
+    }
+
+    /// Whether the `gpu` tier exists (a device is open).
+    pub fn has_gpu(&self) -> bool {
+        self.gpu
+    }
+
+    /// The defaults with a GPU, before [`Placement::defaults`]: routed experts on the CPU
+    /// (repacked), then what the GPU tier runs on the GPU (the CPU keeps only the mapped
+    /// file for them).
+    pub fn gpu_defaults(arch: crate::Arch) -> Vec<Rule> {
+        let origin = format!("default for {} with a GPU", arch.name());
+        vec![
+            Rule::builtin(&origin, EXPERTS, Tier::Cpu, Storage::Repacked),
+            Rule::builtin(&origin, GPU_RUNS, Tier::Gpu, Storage::Mapped),
+        ]
     }
 
     /// The defaults of an architecture. Every architecture runs on the CPU today, with
@@ -343,7 +425,7 @@ impl Placement {
     /// accelerator tier will make these differ (e.g. attention on the GPU, experts not).
     pub fn defaults(arch: crate::Arch) -> Vec<Rule> {
         let origin = format!("default for {}", arch.name());
-        vec![Rule::builtin(&origin, ".*", Storage::Repacked)]
+        vec![Rule::builtin(&origin, ".*", Tier::Cpu, Storage::Repacked)]
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -353,28 +435,30 @@ impl Placement {
     /// The first matching rule's tier, and the storage of the first matching rule that
     /// names one. Every name matches the defaults' last rule.
     pub fn decide(&self, name: &str) -> Decision {
-        let mut tier = None;
+        let (mut tier, mut storage) = (None, None);
         for (i, r) in self.rules.iter().enumerate() {
             if !r.pattern.is_match(name) {
                 continue;
             }
-            let (t, ti) = *tier.get_or_insert((r.tier, i));
-            if let Some(storage) = r.storage {
-                return Decision {
-                    tier: t,
-                    storage,
-                    rule: ti,
-                    storage_rule: i,
-                };
+            if tier.is_none() && !r.storage_only {
+                tier = Some((r.tier, i));
+            }
+            if storage.is_none() {
+                storage = r.storage.map(|s| (s, i));
+            }
+            if tier.is_some() && storage.is_some() {
+                break;
             }
         }
-        // The defaults end with `.*` and a storage: not reached.
-        let (tier, rule) = tier.unwrap_or((Tier::Cpu, self.rules.len()));
+        // The defaults end with `.*` and a storage: the fallbacks are not reached.
+        let last = self.rules.len().saturating_sub(1);
+        let (tier, rule) = tier.unwrap_or((Tier::Cpu, last));
+        let (storage, storage_rule) = storage.unwrap_or((Storage::Repacked, last));
         Decision {
             tier,
-            storage: Storage::Repacked,
+            storage,
             rule,
-            storage_rule: rule,
+            storage_rule,
         }
     }
 }
@@ -415,10 +499,10 @@ impl PlacedModel {
         tensors: Vec<TensorInfo>,
     ) -> Result<PlacedModel, PlacementError> {
         for r in placement.rules() {
-            if r.tier == Tier::Accel {
+            if r.tier == Tier::Gpu && !placement.gpu {
                 return Err(bad(
                     &r.origin,
-                    "no accelerator tier yet: every tensor runs on the CPU (use cpu)",
+                    "no GPU is open (--device cpu, or --device auto found no discrete GPU): choose one with --device gpu:N (`ferromoe devices` lists them) or use the cpu tier",
                 ));
             }
             if !r.builtin && !tensors.iter().any(|t| r.pattern.is_match(&t.name)) {
@@ -431,17 +515,23 @@ impl PlacedModel {
                 ));
             }
         }
-        let decisions: Vec<Decision> = tensors.iter().map(|t| placement.decide(&t.name)).collect();
+        let mut decisions: Vec<Decision> =
+            tensors.iter().map(|t| placement.decide(&t.name)).collect();
         check_gate_up(&placement, &tensors, &decisions)?;
-        let mut notes = Vec::new();
+        let mut notes = keep_what_the_gpu_cannot_run(&placement, &tensors, &mut decisions);
         for (ri, r) in placement.rules().iter().enumerate() {
             if r.builtin {
                 continue;
             }
             if r.origin.contains("cpu-moe") {
                 notes.push(format!(
-                    "{}: routed experts stay on the CPU (every tensor does: there is no accelerator tier yet)",
-                    r.origin
+                    "{}: routed experts stay on the CPU{}",
+                    r.origin,
+                    if placement.gpu {
+                        ""
+                    } else {
+                        " (every tensor does: no GPU is open)"
+                    }
                 ));
             }
             let mut stays = Vec::new();
@@ -493,11 +583,36 @@ impl PlacedModel {
             .collect()
     }
 
-    /// Per matrix: whether its storage asks for a repacked copy.
+    /// Per matrix: whether its storage asks for a repacked copy (never for the GPU tier:
+    /// the GPU gets the file's bytes, or the converted ones).
     pub fn repack_wanted(&self) -> Vec<bool> {
         self.matrices()
-            .map(|(_, d)| d.storage != Storage::Mapped)
+            .map(|(_, d)| d.storage != Storage::Mapped && d.tier == Tier::Cpu)
             .collect()
+    }
+
+    /// Per matrix: whether it runs on the GPU tier.
+    pub fn on_gpu(&self) -> Vec<bool> {
+        self.matrices().map(|(_, d)| d.tier == Tier::Gpu).collect()
+    }
+
+    /// Bytes the GPU tier's weights take (after conversion).
+    pub fn gpu_bytes(&self) -> u64 {
+        self.matrices()
+            .filter(|(_, d)| d.tier == Tier::Gpu)
+            .map(|(t, d)| final_bytes(t, d))
+            .sum()
+    }
+
+    /// Per layer, the bytes of its weights on the GPU tier (for the GPU memory plan).
+    pub fn gpu_bytes_per_layer(&self, n_layer: usize) -> Vec<u64> {
+        let mut v = vec![0u64; n_layer];
+        for (t, d) in self.matrices().filter(|(_, d)| d.tier == Tier::Gpu) {
+            if let Some(l) = layer_of(&t.name).filter(|&l| l < n_layer) {
+                v[l] += final_bytes(t, d);
+            }
+        }
+        v
     }
 
     fn matrices(&self) -> impl Iterator<Item = (&TensorInfo, &Decision)> {
@@ -583,6 +698,10 @@ impl PlacedModel {
                         None
                     };
                     let (storage, kind) = match (converted, packed) {
+                        (c, _) if d.tier == Tier::Gpu => (
+                            c.map_or("uploaded".to_string(), |c| format!("{c}, uploaded")),
+                            "uploaded",
+                        ),
                         (None, false) => {
                             let why = match (d.storage, layout, repacking) {
                                 (Storage::Mapped, _, _) => "",
@@ -620,11 +739,15 @@ impl PlacedModel {
                 .iter()
                 .filter(|d| d.rule == i || d.storage_rule == i)
                 .count();
+            let tier = if r.storage_only {
+                "(any tier)"
+            } else {
+                r.tier.name()
+            };
             out.push(format!(
-                "  rule {}: {} → {}{} ({}): decides {decides} tensor(s)",
+                "  rule {}: {} → {tier}{} ({}): decides {decides} tensor(s)",
                 i + 1,
                 r.pattern.as_str(),
-                r.tier.name(),
                 r.storage.map_or(String::new(), |s| format!(":{s}")),
                 r.origin
             ));
@@ -659,12 +782,105 @@ impl PlacedModel {
                 parts.join(", ")
             ));
         }
-        if !per_tier.contains_key(&Tier::Accel) {
-            out.push("  accel tier: none (no accelerator tier yet)".to_string());
+        if !per_tier.contains_key(&Tier::Gpu) {
+            out.push(if self.placement.gpu {
+                "  gpu tier: none (no rule puts a tensor the GPU runs there)".to_string()
+            } else {
+                "  gpu tier: none (no GPU open: see --device)".to_string()
+            });
         }
         out.extend(self.notes.iter().map(|n| format!("  note: {n}")));
         out
     }
+}
+
+/// Bytes of a matrix after its storage's conversion.
+fn final_bytes(t: &TensorInfo, d: &Decision) -> u64 {
+    match d.storage {
+        Storage::Requantized(to) => to
+            .row_bytes(t.n_in as u64)
+            .map_or(t.bytes, |rb| rb * t.rows),
+        _ => t.bytes,
+    }
+}
+
+/// `blk.N.…` → N.
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+}
+
+/// The tensor types the GPU's matmul shaders read (`accel::matmul`).
+pub fn gpu_type_supported(ty: GgmlType) -> bool {
+    accel::matmul::gpu_supports(ty)
+}
+
+/// Moves back to the CPU what a rule put on the GPU but the GPU tier cannot run: tensors
+/// that are not matrices (embeddings, norms, routers: read on the CPU), stages it has no
+/// shaders for yet (attention, routed experts), types its matmul does not read, and the
+/// rest of a stage any of whose matrices stays on the CPU (a stage runs where all its
+/// weights are). Returns one note per reason and rule.
+fn keep_what_the_gpu_cannot_run(
+    placement: &Placement,
+    tensors: &[TensorInfo],
+    decisions: &mut [Decision],
+) -> Vec<String> {
+    let mut why: BTreeMap<(usize, &'static str), usize> = BTreeMap::new();
+    let last = placement.rules().len().saturating_sub(1);
+    let mut demote = |d: &mut Decision, reason: &'static str| {
+        *why.entry((d.rule, reason)).or_default() += 1;
+        d.tier = Tier::Cpu;
+        if placement.rules()[d.storage_rule].tier == Tier::Gpu {
+            // The storage came with the GPU rule (what the GPU keeps): repack for the CPU.
+            d.storage = Storage::Repacked;
+            d.storage_rule = last;
+        }
+    };
+    for (t, d) in tensors.iter().zip(decisions.iter_mut()) {
+        if d.tier != Tier::Gpu {
+            continue;
+        }
+        let ty = match d.storage {
+            Storage::Requantized(to) => to,
+            _ => t.ty,
+        };
+        match t.class {
+            None => demote(d, "embeddings, norms and routers are read on the CPU"),
+            Some(c) if !gpu_runs(c) => demote(
+                d,
+                "the GPU tier runs only the dense FFNs, shared experts and output head so far: attention and routed experts stay on the CPU",
+            ),
+            Some(_) if !gpu_type_supported(ty) => demote(
+                d,
+                "their type has no GPU matmul (accel::matmul::GPU_MATMUL_TYPES; requantized:TYPE converts)",
+            ),
+            Some(_) => {}
+        }
+    }
+    // A stage runs on one tier: (layer, class) groups with a CPU member go to the CPU.
+    let mut cpu_stage = std::collections::HashSet::new();
+    for (t, d) in tensors.iter().zip(decisions.iter()) {
+        if let (Some(c), Tier::Cpu) = (t.class, d.tier) {
+            cpu_stage.insert((layer_of(&t.name), c));
+        }
+    }
+    for (t, d) in tensors.iter().zip(decisions.iter_mut()) {
+        if let (Some(c), Tier::Gpu) = (t.class, d.tier) {
+            if cpu_stage.contains(&(layer_of(&t.name), c)) {
+                demote(
+                    d,
+                    "the rest of their stage is on the CPU (a stage runs where all its weights are)",
+                );
+            }
+        }
+    }
+    why.into_iter()
+        .map(|((rule, reason), n)| {
+            format!(
+                "{}: {n} tensor(s) stay on the CPU: {reason}",
+                placement.rules()[rule].origin
+            )
+        })
+        .collect()
 }
 
 /// The fused expert matmuls quantize a token's input once for the gate and up experts of
@@ -788,7 +1004,7 @@ mod tests {
         assert_eq!(r[2].storage, Some(Storage::Mapped));
         assert_eq!(r[0].origin, "--override-tensor 'exps=CPU'");
         for accel in ["accel", "CUDA0", "Vulkan1", "Metal", "gpu"] {
-            assert_eq!(rules(&format!("x={accel}"))[0].tier, Tier::Accel, "{accel}");
+            assert_eq!(rules(&format!("x={accel}"))[0].tier, Tier::Gpu, "{accel}");
         }
         assert_eq!(rules("x=cpu:Repacked")[0].storage, Some(Storage::Repacked));
     }
@@ -941,7 +1157,7 @@ tier = "cpu"
             "{e}"
         );
         let e = err(place("exps=CUDA0"));
-        assert!(e.contains("'exps=CUDA0': no accelerator tier yet"), "{e}");
+        assert!(e.contains("'exps=CUDA0': no GPU is open"), "{e}");
         // Dense model: --cpu-moe matches nothing.
         let dense: Vec<TensorInfo> = tensors()
             .into_iter()
@@ -1027,7 +1243,7 @@ tier = "cpu"
             ),
             "routed experts: cpu · mapped · 3 tensor(s)",
             "other (embeddings, norms, routers): cpu · mapped · 1 tensor(s), 8.0 KiB · rule 3",
-            "accel tier: none",
+            "gpu tier: none (no GPU open",
         ] {
             assert!(text.contains(want), "{want}\n{text}");
         }

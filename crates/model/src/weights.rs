@@ -390,6 +390,24 @@ impl Weights {
         Ok(())
     }
 
+    /// The matrices whose `on_device` flag is set (one flag per matrix, in the order of
+    /// [`Self::plan_items`]), with their class and layer: what a device tier uploads.
+    pub fn selected_matrices(
+        &mut self,
+        on_device: &[bool],
+    ) -> Vec<(WeightClass, Option<usize>, Matrix)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        let _ = self.for_each_matrix(&mut |class, layer, m| {
+            if on_device.get(i).copied().unwrap_or(false) {
+                out.push((class, layer, m.clone()));
+            }
+            i += 1;
+            Ok(())
+        });
+        out
+    }
+
     /// What the memory plan needs to know of every matrix (see [`crate::memplan`]), each
     /// `wanted` (the placement plan keeps some mapped).
     pub fn plan_items(&mut self) -> Vec<PlanItem> {

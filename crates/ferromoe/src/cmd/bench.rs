@@ -60,6 +60,8 @@ struct TestResult {
     /// A step test: tokens per pass (its samples time `STEP_PASSES` passes).
     n_step: usize,
     samples_ns: Vec<u64>,
+    /// The GPU tier's traffic and waits over the timed repetitions (`None`: no GPU).
+    device: Option<model::backend::StreamStats>,
 }
 
 impl TestResult {
@@ -83,6 +85,21 @@ impl TestResult {
             test
         }
     }
+    /// Per token of the timed repetitions: (bytes up, bytes down, submissions, seconds
+    /// waiting for the GPU, seconds of everything else).
+    fn per_token(&self) -> Option<(f64, f64, f64, f64, f64)> {
+        let d = self.device?;
+        let tokens = (self.n_tokens() * self.samples_ns.len()).max(1) as f64;
+        let total = self.samples_ns.iter().sum::<u64>() as f64 / 1e9;
+        Some((
+            d.bytes_up as f64 / tokens,
+            d.bytes_down as f64 / tokens,
+            d.submissions as f64 / tokens,
+            d.wait_seconds / tokens,
+            (total - d.wait_seconds).max(0.0) / tokens,
+        ))
+    }
+
     fn samples_ts(&self) -> Vec<f64> {
         self.samples_ns
             .iter()
@@ -177,16 +194,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     if args.n_prompt > 0 {
         let tokens = random_tokens(args.n_prompt, vocab, bos, 0x5eed);
-        let mut run_pp = || -> anyhow::Result<u64> {
-            back_to_depth(&mut seq, depth)?;
+        let run_pp = |seq: &mut engine::Sequence| -> anyhow::Result<u64> {
+            back_to_depth(seq, depth)?;
             let t = Instant::now();
             let logits = seq.feed(&tokens, Logits::Last)?;
             std::hint::black_box(logits);
             Ok(t.elapsed().as_nanos() as u64)
         };
-        run_pp()?; // warm-up
+        run_pp(&mut seq)?; // warm-up
+        let before = seq.device_stats();
         let samples_ns = (0..args.repetitions)
-            .map(|_| run_pp())
+            .map(|_| run_pp(&mut seq))
             .collect::<anyhow::Result<_>>()?;
         results.push(TestResult {
             n_prompt: args.n_prompt,
@@ -194,12 +212,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             n_depth: depth,
             n_step: 0,
             samples_ns,
+            device: stats_since(before, seq.device_stats()),
         });
     }
     if args.n_gen > 0 {
         let tokens = random_tokens(args.n_gen, vocab, bos, 0x6e7);
-        let mut run_tg = |n: usize| -> anyhow::Result<u64> {
-            back_to_depth(&mut seq, depth)?;
+        let run_tg = |seq: &mut engine::Sequence, n: usize| -> anyhow::Result<u64> {
+            back_to_depth(seq, depth)?;
             let t = Instant::now();
             for tok in &tokens[..n] {
                 let logits = seq.feed(std::slice::from_ref(tok), Logits::Last)?;
@@ -207,9 +226,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(t.elapsed().as_nanos() as u64)
         };
-        run_tg(1)?; // warm-up, like llama-bench's
+        run_tg(&mut seq, 1)?; // warm-up, like llama-bench's
+        let before = seq.device_stats();
         let samples_ns = (0..args.repetitions)
-            .map(|_| run_tg(args.n_gen))
+            .map(|_| run_tg(&mut seq, args.n_gen))
             .collect::<anyhow::Result<_>>()?;
         results.push(TestResult {
             n_prompt: 0,
@@ -217,14 +237,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             n_depth: depth,
             n_step: 0,
             samples_ns,
+            device: stats_since(before, seq.device_stats()),
         });
     }
     for &k in &args.steps {
         let tokens = random_tokens(k, vocab, bos, 0x57e9 + k as u64);
-        let mut run_step = |passes: usize| -> anyhow::Result<u64> {
+        let run_step = |seq: &mut engine::Sequence, passes: usize| -> anyhow::Result<u64> {
             let mut ns = 0;
             for _ in 0..passes {
-                back_to_depth(&mut seq, depth)?;
+                back_to_depth(seq, depth)?;
                 let t = Instant::now();
                 let logits = seq.feed(&tokens, Logits::All)?;
                 std::hint::black_box(logits);
@@ -232,9 +253,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(ns)
         };
-        run_step(1)?; // warm-up
+        run_step(&mut seq, 1)?; // warm-up
+        let before = seq.device_stats();
         let samples_ns = (0..args.repetitions)
-            .map(|_| run_step(STEP_PASSES))
+            .map(|_| run_step(&mut seq, STEP_PASSES))
             .collect::<anyhow::Result<_>>()?;
         results.push(TestResult {
             n_prompt: 0,
@@ -242,6 +264,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             n_depth: depth,
             n_step: k,
             samples_ns,
+            device: stats_since(before, seq.device_stats()),
         });
     }
 
@@ -277,6 +300,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let (avg_ts, stddev_ts) = mean_sd(&ts);
                 let ns: Vec<f64> = r.samples_ns.iter().map(|&x| x as f64).collect();
                 let (avg_ns, stddev_ns) = mean_sd(&ns);
+                let tier = r.per_token().map(|(up, down, subs, wait, rest)| {
+                    json!({
+                        "bus_bytes_up_per_token": up,
+                        "bus_bytes_down_per_token": down,
+                        "gpu_submissions_per_token": subs,
+                        "gpu_wait_ns_per_token": (wait * 1e9).round(),
+                        "cpu_ns_per_token": (rest * 1e9).round(),
+                    })
+                });
                 json!({
                     "build_commit": option_env!("FERROMOE_COMMIT").unwrap_or("unknown"),
                     "engine": "ferromoe",
@@ -301,6 +333,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "stddev_ts": stddev_ts,
                     "samples_ns": r.samples_ns,
                     "samples_ts": ts,
+                    "gpu_tier": tier,
                 })
             })
             .collect();
@@ -325,6 +358,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         print_step_costs(&results);
+        for r in &results {
+            if let Some((up, down, subs, wait, rest)) = r.per_token() {
+                println!(
+                    "{}: per token {:.3} ms on the CPU (everything but the GPU waits) + {:.3} ms waiting for the GPU; bus {:.1} KiB up, {:.1} KiB down in {:.1} submission(s)",
+                    r.name(),
+                    rest * 1e3,
+                    wait * 1e3,
+                    up / 1024.0,
+                    down / 1024.0,
+                    subs
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -348,6 +394,20 @@ fn print_step_costs(results: &[TestResult]) {
         let rel = one.map_or("-".to_string(), |o| format!("{:.2}", ms / o));
         println!("| {} | {ms:.2} | {rel} |", r.n_step);
     }
+}
+
+/// The GPU tier's counters between two readings.
+fn stats_since(
+    before: Option<model::backend::StreamStats>,
+    after: Option<model::backend::StreamStats>,
+) -> Option<model::backend::StreamStats> {
+    let (b, a) = (before?, after?);
+    Some(model::backend::StreamStats {
+        bytes_up: a.bytes_up - b.bytes_up,
+        bytes_down: a.bytes_down - b.bytes_down,
+        submissions: a.submissions - b.submissions,
+        wait_seconds: a.wait_seconds - b.wait_seconds,
+    })
 }
 
 /// The CPU's model name from /proc/cpuinfo (empty when unavailable).

@@ -28,12 +28,15 @@ pub struct Args {
     plan: bool,
     #[command(flatten)]
     placement: super::load::PlacementArgs,
+    /// With --plan: the GPU tier of this device (default auto).
+    #[command(flatten)]
+    device: super::load::DeviceArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let file = Gguf::open(&args.file)?;
     if args.plan {
-        return print_plan(file, &args.placement);
+        return print_plan(file, &args.placement, &args.device);
     }
     if args.json {
         println!(
@@ -48,13 +51,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// `inspect --plan`: binds the model (no repack, no conversion) and prints what the
 /// placement rules decide for every tensor group.
-fn print_plan(file: Gguf, args: &super::load::PlacementArgs) -> anyhow::Result<()> {
-    use model::placement::{PlacedModel, Placement};
+fn print_plan(
+    file: Gguf,
+    args: &super::load::PlacementArgs,
+    device: &super::load::DeviceArgs,
+) -> anyhow::Result<()> {
     let file = std::sync::Arc::new(file);
     let mut model = model::Model::load(file.clone())?;
-    let placement = Placement::new(args.rules()?, args.no_repack, model.config.arch);
+    let devices = engine::Devices::open(&device.device, device.gpu_memory)?;
+    let opts = engine::LoadOptions {
+        placement: args.rules()?,
+        repack: !args.no_repack,
+        ..Default::default()
+    };
     let infos = model.weights.tensor_infos(&file);
-    let placed = PlacedModel::new(placement, infos)?;
+    let (placed, gpu) = engine::plan_tiers(&model, &opts, &devices, infos)?;
+    println!("{}", devices.line);
     println!(
         "{}: {} ({} in {} tensors)",
         file.name(),
@@ -64,6 +76,19 @@ fn print_plan(file: Gguf, args: &super::load::PlacementArgs) -> anyhow::Result<(
     );
     for line in placed.lines(&placed.predicted_outcome(), true) {
         println!("{line}");
+    }
+    if let Some(g) = gpu {
+        println!(
+            "gpu tier: {} tensors, {} of weights + {} scratch, budget {} ({})",
+            g.tensors,
+            human_bytes(g.weight_bytes),
+            human_bytes(g.scratch_bytes),
+            human_bytes(g.budget.0),
+            g.budget.1
+        );
+        if let Some(o) = g.overflow {
+            println!("warning: {o}");
+        }
     }
     println!(
         "(before the memory plan: at load, repacked weights that do not fit in the usable memory stay mapped)"

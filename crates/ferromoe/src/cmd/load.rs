@@ -31,6 +31,8 @@ pub struct ModelArgs {
     /// bf16 or q8_0. `-ctv` is read as this option.
     #[arg(long, value_name = "TYPE", default_value = "f32")]
     pub cache_type_v: model::KvType,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 impl ModelArgs {
@@ -41,6 +43,25 @@ impl ModelArgs {
             v: self.cache_type_v,
         }
     }
+}
+
+/// Which GPU runs the GPU tier, and how much of its memory the plan may use.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DeviceArgs {
+    /// auto (a discrete GPU if there is one, else the CPU), cpu, gpu (the best hardware
+    /// GPU), gpu:N (adapter N of `ferromoe devices`) or gpu:NAME (a part of its name).
+    /// Software adapters (lavapipe) are used only when named by index or name.
+    #[arg(long, value_name = "DEVICE", default_value = "auto", value_parser = parse_device)]
+    pub device: accel::DeviceChoice,
+    /// GPU memory the plan may fill with weights and the KV cache (`8G`, `512M`). wgpu
+    /// reports no memory size: the default is a guess per adapter type (8G for a discrete
+    /// GPU, 2G integrated, 4G software), printed at load.
+    #[arg(long, value_name = "SIZE", value_parser = parse_budget)]
+    pub gpu_memory: Option<u64>,
+}
+
+fn parse_device(s: &str) -> Result<accel::DeviceChoice, String> {
+    s.parse().map_err(|e: accel::AccelError| e.to_string())
 }
 
 /// Where each tensor runs and how it is stored (see `model::placement`).
@@ -96,7 +117,7 @@ impl PlacementArgs {
 }
 
 /// `20G` → 20 GiB, `512M` → 512 MiB, a bare number is bytes.
-fn parse_budget(s: &str) -> Result<u64, String> {
+pub fn parse_budget(s: &str) -> Result<u64, String> {
     let (digits, shift) = match s.strip_suffix(['G', 'g']) {
         Some(d) => (d, 30),
         None => match s.strip_suffix(['M', 'm']) {
@@ -132,6 +153,8 @@ pub fn load(
             types: args.kv_types(),
             ..kv
         },
+        device: args.device.device.clone(),
+        gpu_memory: args.device.gpu_memory,
     };
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
@@ -168,6 +191,8 @@ pub fn load(
         }
     })?;
     bar.finish_and_clear();
+    // Which device runs what, even when quiet: it says why a run is fast or slow.
+    eprintln!("{}", engine.devices.line);
     if !quiet {
         eprintln!("{}", engine.summary());
         for line in engine.model.load_notes() {

@@ -17,6 +17,7 @@ use quant::GgmlType;
 
 use super::ffn::{dense_ffn, FfnScratch};
 use super::{buf, StageCtx};
+use crate::backend::{DeviceFfn, Stream};
 use crate::config::{Gating, MoeConfig};
 use crate::linear::MatmulMode;
 use crate::weights::{Matrix, MoeFfn};
@@ -116,7 +117,9 @@ fn experts<'w>(c: &Config, f: &'w MoeFfn) -> Experts<'w> {
 }
 
 /// The MoE FFN `f` of the rows of `xb`, `k` routed experts per token (see the module
-/// contract).
+/// contract). With `device`, the shared experts run there: started before the routing,
+/// so that the device computes them while the CPU computes the routed experts, and
+/// collected after.
 pub fn moe_ffn(
     cx: &mut StageCtx<'_>,
     s: &mut MoeScratch,
@@ -124,7 +127,12 @@ pub fn moe_ffn(
     k: usize,
     xb: &[f32],
     out: &mut [f32],
+    device: Option<(&mut dyn Stream, &DeviceFfn)>,
 ) -> Result<(), ModelError> {
+    let mut device = device;
+    if let (Some((stream, shared)), Some(_)) = (device.as_mut(), &f.shared) {
+        stream.start_ffn(shared, xb)?;
+    }
     let (c, pool) = (cx.config, cx.pool);
     let mc = c.moe.as_ref().ok_or_else(|| {
         ModelError::Kernel("MoE weights in a model without a MoE configuration".into())
@@ -163,7 +171,7 @@ pub fn moe_ffn(
             experts_one_by_one(cx, &mut s.one_by_one, f, &w, routing, xb, out)?
         }
     }
-    shared_expert(cx, s, f, xb, out)
+    shared_expert(cx, s, f, xb, out, device.map(|d| d.0))
 }
 
 /// The reference path: each expert runs once over all the tokens routed to it, through
@@ -218,20 +226,24 @@ fn experts_one_by_one(
 }
 
 /// Adds the shared expert(s) to `out`, scaled by sigmoid(shared_gate · x) where the
-/// architecture has that gate.
+/// architecture has that gate. `device`: they were started there; collect their output.
 fn shared_expert(
     cx: &mut StageCtx<'_>,
     s: &mut MoeScratch,
     f: &MoeFfn,
     xb: &[f32],
     out: &mut [f32],
+    device: Option<&mut dyn Stream>,
 ) -> Result<(), ModelError> {
     let Some(shared) = &f.shared else {
         return Ok(());
     };
     let dim = cx.config.dim;
     let shared_out = buf(&mut s.shared_out, xb.len());
-    dense_ffn(cx, &mut s.shared, shared, xb, shared_out)?;
+    match device {
+        Some(stream) => stream.finish(shared_out)?,
+        None => dense_ffn(cx, &mut s.shared, shared, xb, shared_out)?,
+    }
     for (t, (out_t, shared_t)) in out
         .chunks_exact_mut(dim)
         .zip(shared_out.chunks_exact(dim))
