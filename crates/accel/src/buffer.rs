@@ -94,7 +94,10 @@ impl Gpu {
             last[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
             self.queue.write_buffer(&buffer, whole as u64, &last);
         }
-        self.check(label)?;
+        // wgpu stages each write in host-visible memory until the next submission: flush
+        // and wait now, so that uploading a whole model never holds a second copy of it.
+        self.queue.submit(std::iter::empty::<wgpu::CommandBuffer>());
+        self.wait(label)?;
         Ok(GpuBuffer {
             buffer,
             len: bytes.len() as u64,
@@ -137,7 +140,13 @@ impl Gpu {
 
     /// Copies the first `len` bytes of `src` back to the host (waits for the GPU).
     pub fn read_back(&self, src: &GpuBuffer, len: u64) -> Result<Vec<u8>, AccelError> {
-        let len = len.min(src.len);
+        if len > src.len {
+            return Err(AccelError::Validation {
+                what: format!("reading back {len} bytes of {}", src.label),
+                adapter: self.name().to_string(),
+                reason: format!("the buffer holds only {} bytes", src.len),
+            });
+        }
         let size = padded(len);
         let staging = self.allocate(
             &format!("{} (read-back)", src.label),

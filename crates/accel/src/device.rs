@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::AccelError;
 
-/// `--device`: `auto` (a hardware GPU if there is one, else the CPU), `cpu`, `gpu` (the best
+/// `--device`: `auto` (a discrete GPU if there is one, else the CPU: integrated GPUs share the
+/// CPU's memory bandwidth, so they are chosen only by `gpu`), `cpu`, `gpu` (the best
 /// hardware adapter; an error if there is none), `gpu:N` (adapter N of [`list_adapters`]) or
 /// `gpu:NAME` (the first adapter whose name contains NAME, case-insensitively). Software
 /// adapters (lavapipe, llvmpipe, WARP) are chosen only by index or name: they are correct but

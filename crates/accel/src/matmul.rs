@@ -210,7 +210,8 @@ impl GpuMatrix {
                 ),
             ));
         }
-        let limit = max_part_bytes.min(gpu.max_binding()).min(MAX_PART_BYTES);
+        // Whole words: a binding limit of 2^31 - 1 (Vulkan, DX12) must not round up past itself.
+        let limit = max_part_bytes.min(gpu.max_binding()).min(MAX_PART_BYTES) & !3;
         let rows_per_part = limit / row_bytes;
         if rows_per_part == 0 {
             return Err(AccelError::TooLarge {

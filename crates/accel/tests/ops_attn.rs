@@ -129,6 +129,7 @@ impl Case {
         let opts = AttnOpts {
             window: self.window,
             sinks: self.sinks.as_deref(),
+            origin: 0,
         };
         attention_with(
             &pool,
@@ -136,8 +137,8 @@ impl Case {
             opts,
             &q[token0 * qw..],
             pos0,
-            &self.k,
-            &self.v,
+            self.k.as_slice().into(),
+            self.v.as_slice().into(),
             &mut want,
             &mut AttnScratch::new(),
         );

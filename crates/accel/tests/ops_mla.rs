@@ -125,8 +125,8 @@ fn cpu_step(md: &Model, cache: &mut Vec<f32>, q: &[f32], kv: &[f32], pos0: usize
         &absorbed,
         &q_attn,
         pos0,
-        cache,
-        cache,
+        cache.as_slice().into(),
+        cache.as_slice().into(),
         &mut attended,
         &mut scratch,
     );
@@ -169,8 +169,8 @@ fn cpu_step(md: &Model, cache: &mut Vec<f32>, q: &[f32], kv: &[f32], pos0: usize
         &decompressed,
         &q,
         pos0,
-        &keys,
-        &values,
+        keys.as_slice().into(),
+        values.as_slice().into(),
         &mut out_decompressed,
         &mut scratch,
     );

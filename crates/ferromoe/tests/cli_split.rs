@@ -276,14 +276,17 @@ fn the_plan_reserves_the_ctx_asked_for_and_warns_when_it_does_not_fit() {
     // position: 200 positions fit in 64 MiB, 100 000 (220 MiB) do not.
     let small = run("200");
     assert!(
-        small.contains("  reserved: KV cache 450.0 KiB (200 positions; latent f32: 2.2 KiB per position)"),
+        small.contains(
+            "  reserved: KV cache 450.0 KiB (200 positions; latent f32: 2.2 KiB per position)"
+        ),
         "{small}"
     );
     assert!(!small.contains("warning:"), "{small}");
     let large = run("100000");
     assert!(
-        large.contains("  reserved: KV cache 219.73 MiB (100000 positions; latent f32: 2.2 KiB per position)")
-            && large.contains("warning: memory: the KV cache (0.2 GiB)")
+        large.contains(
+            "  reserved: KV cache 219.73 MiB (100000 positions; latent f32: 2.2 KiB per position)"
+        ) && large.contains("warning: memory: the KV cache (0.2 GiB)")
             && large.contains("use a smaller --ctx"),
         "{large}"
     );

@@ -7,8 +7,8 @@
 //! it, as llama.cpp's `std::regex_search`) decides its tier; a rule that names no storage
 //! leaves the storage to the next matching rule that does (in the end, the defaults).
 //!
-//! Tiers: `cpu`, and `accel`, recognised (with llama.cpp's buffer names such as `CUDA0`)
-//! but refused until the accelerator tier exists. Storage of a matrix the kernels multiply
+//! Tiers: `cpu` and `gpu` (`accel` and llama.cpp's buffer names such as `CUDA0` are read as
+//! `gpu`); a `gpu` rule needs an open device (`--device`). Storage of a matrix the kernels multiply
 //! by: `mapped` (read from the memory-mapped file as stored), `repacked` (copied at load
 //! into the kernels' row-interleaved layout, when its type has one and the memory plan
 //! lets it fit) or `requantized:TYPE` (converted at load to TYPE, then repacked when TYPE

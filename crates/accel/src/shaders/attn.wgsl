@@ -146,8 +146,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var r = 0u; r < rows; r++) {
             let m_new = max(m_run[r], red[r * WG]);
             // The first block a row sees: m_run is LOWEST and corr underflows to 0 (its acc
-            // and l_run are 0); a block it does not see: m_new = m_run and corr is 1.
-            corr[r] = exp(m_run[r] - m_new);
+            // and l_run are 0); a block it does not see: m_new = m_run and corr is exactly 1
+            // (selected, not computed: Vulkan lets exp be 3 ULP off, even at 0, and a row's
+            // result must not depend on the blocks its batch neighbours add).
+            corr[r] = select(exp(m_run[r] - m_new), 1.0, m_run[r] == m_new);
             m_run[r] = m_new;
         }
         workgroupBarrier();

@@ -72,8 +72,8 @@ pub struct PlacementArgs {
     /// placement rule `.*=cpu:mapped` after the --override-tensor and --placement rules.
     #[arg(long)]
     pub no_repack: bool,
-    /// Place tensors whose name matches REGEX: TIER is cpu (llama.cpp's CPU accepted;
-    /// accel is refused until the accelerator tier exists), STORAGE mapped, repacked or
+    /// Place tensors whose name matches REGEX: TIER is cpu or gpu (llama.cpp's CPU, CUDA0,
+    /// Vulkan0, ... accepted; gpu needs a --device), STORAGE mapped, repacked or
     /// requantized:TYPE (e.g. `ffn_.*_exps=cpu:mapped`). Repeatable, or comma-separated;
     /// the first matching rule wins.
     /// `-ot` (llama.cpp's spelling) is read as this option.
@@ -83,8 +83,7 @@ pub struct PlacementArgs {
     /// after the --override-tensor rules.
     #[arg(long, value_name = "FILE.toml")]
     pub placement: Option<PathBuf>,
-    /// Keep every routed expert on the CPU (llama.cpp's meaning; every tensor is on the
-    /// CPU until the accelerator tier exists).
+    /// Keep every routed expert on the CPU (llama.cpp's meaning; the default with a GPU).
     #[arg(long)]
     pub cpu_moe: bool,
     /// Keep the routed experts of the first N layers on the CPU (llama.cpp's meaning).
