@@ -7,7 +7,7 @@
 //! over its sequence in the absorbed or decompressed form, and the output projection
 //! written to `out` (`n × dim`).
 
-use kernels::attention::{attention, AttnScratch, AttnShape};
+use kernels::attention::{attention, attention_with, AttnOpts, AttnScratch, AttnShape};
 use kernels::kvdata::KvData;
 use kernels::norm::rms_norm_inplace;
 use kernels::rope::rope_heads;
@@ -350,9 +350,14 @@ fn absorbed(
         if !decompress[si] {
             let pos0 = batch.rows[t0].1;
             let latent_cache = seq.kv.mla(il);
-            attention(
+            let opts = AttnOpts {
+                int8: cx.linear.int8_attention,
+                ..AttnOpts::default()
+            };
+            attention_with(
                 pool,
                 &shape,
+                opts,
                 &q_attn[i0 * h_n * lat_w..(i0 + m) * h_n * lat_w],
                 pos0,
                 latent_cache,
