@@ -326,6 +326,21 @@ impl<'a> KvData<'a> {
                     unsafe { avx2::q8_0_to_f32(&v[at / QK..(at + n) / QK], dst) };
                     return;
                 }
+                KvData::Q8Kv { row, q, d } => {
+                    // Row by row: each part of dst one scale.
+                    let mut i = 0;
+                    while i < n {
+                        let r = (at + i) / row;
+                        let len = ((r + 1) * row - (at + i)).min(n - i);
+                        // SAFETY: AVX2 checked at run time; q[at + i..][..len] and
+                        // dst[i..][..len] are in range (at + n ≤ len(), asserted above).
+                        unsafe {
+                            avx2::q8kv_to_f32(&q[at + i..at + i + len], d[r], &mut dst[i..i + len])
+                        };
+                        i += len;
+                    }
+                    return;
+                }
                 _ => {}
             }
         }
@@ -522,6 +537,32 @@ mod avx2 {
             }
         }
     }
+
+    /// `dst[i] = d · (src[i] − 128)` (q8_KV bytes of one row).
+    ///
+    /// # Safety
+    /// Needs AVX2; `dst` is as long as `src`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn q8kv_to_f32(src: &[u8], d: f32, dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len());
+        let s = _mm256_set1_ps(d);
+        let off = _mm256_set1_epi32(128);
+        let n8 = src.len() / 8 * 8;
+        for i in (0..n8).step_by(8) {
+            // SAFETY: 8 bytes at i ≤ len − 8, 8 floats likewise.
+            unsafe {
+                let q = _mm_loadl_epi64(src.as_ptr().add(i) as *const __m128i);
+                let v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(q), off);
+                _mm256_storeu_ps(
+                    dst.as_mut_ptr().add(i),
+                    _mm256_mul_ps(s, _mm256_cvtepi32_ps(v)),
+                );
+            }
+        }
+        for i in n8..src.len() {
+            dst[i] = d * (src[i] as i32 - 128) as f32;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -622,7 +663,7 @@ mod tests {
                 data.read_scalar(at, &mut b);
                 assert_eq!(a, b, "{ty} at {at} len {len}");
             }
-            if ty != KvType::Q8_0 && ty != KvType::Q8Kv {
+            if ty != KvType::Q8_0 {
                 let (mut a, mut b) = (vec![0f32; 13], vec![1f32; 13]);
                 data.read(35, &mut a);
                 data.read_scalar(35, &mut b);

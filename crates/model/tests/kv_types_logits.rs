@@ -27,7 +27,13 @@ fn logits(m: &Model, types: KvTypes, int8: bool, prompt: &[u32]) -> Vec<f32> {
         .unwrap()
         .to_vec();
     for t in &prompt[half..] {
-        let l = m.forward(&pool, &mut st, &mut kv, std::slice::from_ref(t), Logits::All);
+        let l = m.forward(
+            &pool,
+            &mut st,
+            &mut kv,
+            std::slice::from_ref(t),
+            Logits::All,
+        );
         out.extend_from_slice(l.unwrap());
     }
     out
@@ -92,7 +98,10 @@ fn check(m: &Model, name: &str, prompt: &[u32], tiny: bool) {
     if int8_runs {
         let f32_attn = logits(m, KvTypes::both(KvType::Q8Kv), false, prompt);
         let int8_attn = logits(m, KvTypes::both(KvType::Q8Kv), true, prompt);
-        assert_ne!(f32_attn, int8_attn, "{name}: q8_KV's int8 attention is not used");
+        assert_ne!(
+            f32_attn, int8_attn,
+            "{name}: q8_KV's int8 attention is not used"
+        );
     }
     for (t, int8, differs, mean) in seen {
         if t != KvType::F32 || int8_runs {
