@@ -130,6 +130,7 @@ impl Case {
             window: self.window,
             sinks: self.sinks.as_deref(),
             origin: 0,
+            int8: false,
         };
         attention_with(
             &pool,

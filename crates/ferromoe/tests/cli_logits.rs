@@ -163,7 +163,8 @@ fn cache_types_print_their_size_and_bad_names_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("'q4_0' is not a KV-cache type") && stderr.contains("f32, f16, bf16, q8_0"),
+        stderr.contains("'q4_0' is not a KV-cache type")
+            && stderr.contains("f32, f16, bf16, q8_0, q8_KV"),
         "{stderr}"
     );
     std::fs::remove_dir_all(&dir).ok();

@@ -109,6 +109,12 @@ fn concurrent_equals_solo_with_bf16_cache() {
 fn concurrent_equals_solo_with_q8_0_cache() {
     concurrent_equals_solo(&["--cache-type-k", "q8_0", "--cache-type-v", "q8_0"]);
 }
+/// q8_KV: int8 attention where the CPU has AVX-512 VNNI (the decode steps of the server's
+/// batches and of the solo runs go through it).
+#[test]
+fn concurrent_equals_solo_with_q8_kv_cache() {
+    concurrent_equals_solo(&["-ctk", "q8_KV", "-ctv", "q8_KV"]);
+}
 
 fn concurrent_equals_solo(cache_types: &[&str]) {
     let mut args = vec!["--max-seqs", "8", "--ctx", "256"];

@@ -25,6 +25,9 @@
 //! on the split, on which thread ran it, or on the rest of the batch.
 
 use crate::kvdata::KvData;
+
+#[path = "attention_i8.rs"]
+mod i8dots;
 use crate::pool::SharedMut;
 use crate::ThreadPool;
 
@@ -56,6 +59,10 @@ pub struct AttnScratch {
     per_thread_area: Vec<f32>,
     per_thread: usize,
     partials: Vec<f32>,
+    /// The int8 path's queries: bytes (rows of `i8dots::padded(dk)`), scales and sums.
+    q8: Vec<u8>,
+    q8_scale: Vec<f32>,
+    q8_sum: Vec<i32>,
 }
 
 /// Most query rows per work item.
@@ -75,7 +82,22 @@ const SPLIT_ITEMS: usize = 4;
 /// Per-thread floats for keys `dk` and values `dv` wide: scores, converted key and value
 /// blocks, a chunk's and the running sums of the values, and 4 numbers per row.
 fn per_thread_floats(dk: usize, dv: usize) -> usize {
-    MAX_ROWS * BLOCK + BLOCK * dk + BLOCK * dv + 2 * MAX_ROWS * dv + 4 * MAX_ROWS
+    MAX_ROWS * BLOCK
+        + BLOCK * dk
+        + BLOCK * dv
+        + 2 * MAX_ROWS * dv
+        + 4 * MAX_ROWS
+        + i8_floats(dk, dv)
+}
+
+/// Per-thread floats of the int8 path: a block's quantized keys and values, its value
+/// quads, the weight quads, the rows' scales and the weight steps.
+fn i8_floats(dk: usize, dv: usize) -> usize {
+    let (kw, vw) = (i8dots::padded(dk), i8dots::padded(dv));
+    (BLOCK * kw + BLOCK * vw + BLOCK * dv.next_multiple_of(4)) / 4
+        + MAX_ROWS * BLOCK / 4
+        + 2 * BLOCK
+        + MAX_ROWS
 }
 
 /// Chunks a range of `n_ctx` positions can touch (one more when not aligned).
@@ -111,6 +133,12 @@ impl AttnScratch {
     }
 }
 
+/// Whether [`AttnOpts::int8`] takes effect on this CPU (AVX-512 F/BW/VL/VBMI/VNNI); without
+/// it the int8 option computes in f32 (a q8_KV cache's rows are then converted).
+pub fn int8_available() -> bool {
+    i8dots::available()
+}
+
 /// What some models add to plain causal attention (gpt-oss has both), and where the
 /// cache slice starts.
 #[derive(Clone, Copy, Debug, Default)]
@@ -125,6 +153,12 @@ pub struct AttnOpts<'a> {
     /// window's slice of its cache): blocks and chunks are aligned to absolute positions,
     /// so a token's result does not depend on where the slice starts.
     pub origin: usize,
+    /// Over a q8_KV key cache, both products in 8-bit integers where the CPU has AVX-512
+    /// VNNI ([`i8dots`]: queries and softmax weights quantized per row, the cache's bytes
+    /// used as they are, integer sums) — the default (quantized-activation) mode's choice;
+    /// `false` keeps f32 arithmetic (`--exact`). Other key types always compute in f32: the
+    /// int8 path's rounding is the price of the q8_KV type, chosen with `-ctk q8_KV`.
+    pub int8: bool,
 }
 
 /// `out[t, h] = softmax(scale · q[t, h] · K[0..=pos0+t]) · V[0..=pos0+t]` for the `m`
@@ -150,6 +184,12 @@ struct Call<'a> {
     s: &'a AttnShape,
     opts: AttnOpts<'a>,
     q: &'a [f32],
+    /// `q` quantized when the int8 path runs.
+    q8: Option<Q8Rows<'a>>,
+    /// The int8 path reads a q8_KV cache's key (value) rows in place: one cache row per
+    /// attention row, whole 64-byte steps.
+    k_direct: bool,
+    v_direct: bool,
     pos0: usize,
     m: usize,
     k: KvData<'a>,
@@ -176,6 +216,8 @@ struct Bufs<'a> {
     tacc: &'a mut [f32],
     tm: &'a mut [f32],
     tl: &'a mut [f32],
+    /// The int8 path's quantized blocks ([`Call::block_i8`]).
+    i8area: &'a mut [f32],
 }
 
 impl<'a> Bufs<'a> {
@@ -188,7 +230,8 @@ impl<'a> Bufs<'a> {
         let (cm, rest) = rest.split_at_mut(MAX_ROWS);
         let (cl, rest) = rest.split_at_mut(MAX_ROWS);
         let (tm, rest) = rest.split_at_mut(MAX_ROWS);
-        let tl = &mut rest[..MAX_ROWS];
+        let (tl, rest) = rest.split_at_mut(MAX_ROWS);
+        let i8area = &mut rest[..i8_floats(dk, dv)];
         Bufs {
             sc,
             kbuf,
@@ -199,8 +242,19 @@ impl<'a> Bufs<'a> {
             tacc,
             tm,
             tl,
+            i8area,
         }
     }
+}
+
+/// The queries of a call quantized for the int8 path: row `i` (token `i / n_head`, head
+/// `i % n_head`) is `bytes[i·width..]` ≈ `scale[i] ·` its signed bytes, which sum to `sum[i]`.
+#[derive(Clone, Copy)]
+struct Q8Rows<'a> {
+    bytes: &'a [u8],
+    scale: &'a [f32],
+    sum: &'a [i32],
+    width: usize,
 }
 
 /// An item's query rows: row `r` is (token `t0 + r / hb`, head `h0 + r % hb`).
@@ -265,6 +319,11 @@ impl Call<'_> {
             let col0 = (origin + j0) % BLOCK;
             let j1 = (j0 + BLOCK - col0).min(b);
             let n = j1 - j0;
+            if let Some(q8) = self.q8 {
+                self.block_i8(it, q8, g, j0, col0, n, w);
+                j0 = j1;
+                continue;
+            }
             let ks = match self.k.as_f32() {
                 Some(kf) => Rows {
                     data: &kf[g * s.k_head + j0 * s.k_stride..],
@@ -285,31 +344,7 @@ impl Call<'_> {
             let sc = &mut w.sc[..rows * BLOCK];
             sc.fill(f32::NEG_INFINITY);
             item_scores(&qs[..rows], n, &ks, s.scale, &mut sc[col0..], BLOCK);
-            // Per row: mask what it does not see, then the online softmax update.
-            for r in 0..rows {
-                let (t, _) = self.row_th(it, r);
-                let (start, ctx) = (self.row_start(t), self.pos0 + t + 1);
-                let row = &mut sc[r * BLOCK..(r + 1) * BLOCK];
-                for (jj, x) in row[col0..col0 + n].iter_mut().enumerate() {
-                    let j = j0 + jj;
-                    if j < start || j >= ctx {
-                        *x = f32::NEG_INFINITY;
-                    }
-                }
-                let bm = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                if bm == f32::NEG_INFINITY {
-                    row.fill(0.0);
-                    continue;
-                }
-                let m_new = w.cm[r].max(bm);
-                let alpha = (w.cm[r] - m_new).exp();
-                let sum = crate::softmax::exp_sub_block(row, m_new);
-                w.cl[r] = w.cl[r] * alpha + sum;
-                if alpha != 1.0 {
-                    crate::vector::scale_inplace(&mut w.acc[r * dv..(r + 1) * dv], alpha);
-                }
-                w.cm[r] = m_new;
-            }
+            self.softmax_block(it, j0, col0, n, sc, w.cm, w.cl, w.acc);
             let vs = match (self.v_in_k, self.v.as_f32()) {
                 (Some(off), _) => Rows {
                     data: &ks.data[off..],
@@ -336,6 +371,206 @@ impl Call<'_> {
             item_values(&sc[col0..], BLOCK, rows, n, &vs, &mut w.acc[..rows * dv]);
             j0 = j1;
         }
+    }
+
+    /// Per row of the block's scores `sc` (rows of [`BLOCK`], the block's positions
+    /// `j0..j0 + n` at columns `col0..`): mask what the row does not see, then the online
+    /// softmax update — the scores become weights, the running sums are rescaled.
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_block(
+        &self,
+        it: &Item,
+        j0: usize,
+        col0: usize,
+        n: usize,
+        sc: &mut [f32],
+        cm: &mut [f32],
+        cl: &mut [f32],
+        acc: &mut [f32],
+    ) {
+        let dv = self.s.dv;
+        for r in 0..it.rows {
+            let (t, _) = self.row_th(it, r);
+            let (start, ctx) = (self.row_start(t), self.pos0 + t + 1);
+            let row = &mut sc[r * BLOCK..(r + 1) * BLOCK];
+            for (jj, x) in row[col0..col0 + n].iter_mut().enumerate() {
+                let j = j0 + jj;
+                if j < start || j >= ctx {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            let bm = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            if bm == f32::NEG_INFINITY {
+                row.fill(0.0);
+                continue;
+            }
+            let m_new = cm[r].max(bm);
+            let alpha = (cm[r] - m_new).exp();
+            let sum = crate::softmax::exp_sub_block(row, m_new);
+            cl[r] = cl[r] * alpha + sum;
+            if alpha != 1.0 {
+                crate::vector::scale_inplace(&mut acc[r * dv..(r + 1) * dv], alpha);
+            }
+            cm[r] = m_new;
+        }
+    }
+
+    /// One block on the int8 path ([`i8dots`]): the block's key (and value) rows quantized
+    /// once, scores in integers, the softmax update, then the values summed in position
+    /// quads aligned to the block's absolute columns (a quad's positions outside the chunk
+    /// weigh 0).
+    #[allow(clippy::too_many_arguments)]
+    fn block_i8(
+        &self,
+        it: &Item,
+        q8: Q8Rows<'_>,
+        g: usize,
+        j0: usize,
+        col0: usize,
+        n: usize,
+        w: &mut Bufs<'_>,
+    ) {
+        let s = self.s;
+        let (rows, dk, dv) = (it.rows, s.dk, s.dv);
+        let kw = q8.width;
+        let vw = i8dots::padded(dv);
+        let (kq, rest) = w.i8area.split_at_mut(BLOCK * kw / 4);
+        let (vq, rest) = rest.split_at_mut(BLOCK * vw / 4);
+        let (quads, rest) = rest.split_at_mut(BLOCK * dv / 4);
+        let (wq, rest) = rest.split_at_mut(MAX_ROWS * BLOCK / 4);
+        let (kscale, rest) = rest.split_at_mut(BLOCK);
+        let (vscale, rest) = rest.split_at_mut(BLOCK);
+        let step = &mut rest[..MAX_ROWS];
+        let kq: &mut [u8] = bytemuck::cast_slice_mut(kq);
+        let vq: &mut [u8] = bytemuck::cast_slice_mut(vq);
+        let quads: &mut [u8] = bytemuck::cast_slice_mut(quads);
+        let wq: &mut [u32] = bytemuck::cast_slice_mut(wq);
+        // Keys: a q8_KV cache's rows as they are; otherwise the cache's rows as f32 (in
+        // place, or converted), quantized per row.
+        let (k_bytes, k_stride): (&[u8], usize) = match self.k {
+            KvData::Q8Kv { row, q, d } if self.k_direct => {
+                let at = g * s.k_head + j0 * s.k_stride;
+                for (jj, ks) in kscale.iter_mut().enumerate().take(n) {
+                    *ks = d[(at + jj * s.k_stride) / row];
+                }
+                (&q[at..], s.k_stride)
+            }
+            _ => {
+                for jj in 0..n {
+                    let at = g * s.k_head + (j0 + jj) * s.k_stride;
+                    let row: &[f32] = match self.k.as_f32() {
+                        Some(kf) => &kf[at..at + dk],
+                        None => {
+                            let buf = &mut w.kbuf[..dk];
+                            self.k.read(at, buf);
+                            buf
+                        }
+                    };
+                    (kscale[jj], _) =
+                        i8dots::quantize_row(row, &mut kq[jj * kw..(jj + 1) * kw], true);
+                }
+                (&*kq, kw)
+            }
+        };
+        // Values: an MLA row's are its key's bytes; a q8_KV cache's rows as they are;
+        // otherwise their rows quantized.
+        let (v_bytes, v_stride, v_off): (&[u8], usize, usize) = match (self.v_in_k, self.v) {
+            (Some(off), _) => {
+                vscale[..n].copy_from_slice(&kscale[..n]);
+                (k_bytes, k_stride, off)
+            }
+            (None, KvData::Q8Kv { row, q, d }) if self.v_direct => {
+                let at = s.v_offset + g * s.v_head + j0 * s.v_stride;
+                for (jj, vs) in vscale.iter_mut().enumerate().take(n) {
+                    *vs = d[(at + jj * s.v_stride) / row];
+                }
+                (&q[at..], s.v_stride, 0)
+            }
+            (None, _) => {
+                for jj in 0..n {
+                    let at = s.v_offset + g * s.v_head + (j0 + jj) * s.v_stride;
+                    let row: &[f32] = match self.v.as_f32() {
+                        Some(vf) => &vf[at..at + dv],
+                        None => {
+                            let buf = &mut w.vbuf[..dv];
+                            self.v.read(at, buf);
+                            buf
+                        }
+                    };
+                    (vscale[jj], _) =
+                        i8dots::quantize_row(row, &mut vq[jj * vw..(jj + 1) * vw], true);
+                }
+                (&*vq, vw, 0)
+            }
+        };
+        let qrows: [&[u8]; MAX_ROWS] = std::array::from_fn(|r| {
+            if r < rows {
+                let (t, h) = self.row_th(it, r);
+                let i = t * s.n_head + h;
+                &q8.bytes[i * kw..(i + 1) * kw]
+            } else {
+                &[]
+            }
+        });
+        let (qd, qs): ([f32; MAX_ROWS], [i32; MAX_ROWS]) = {
+            let mut d = [0f32; MAX_ROWS];
+            let mut sm = [0i32; MAX_ROWS];
+            for r in 0..rows {
+                let (t, h) = self.row_th(it, r);
+                d[r] = q8.scale[t * s.n_head + h];
+                sm[r] = q8.sum[t * s.n_head + h];
+            }
+            (d, sm)
+        };
+        let sc = &mut w.sc[..rows * BLOCK];
+        sc.fill(f32::NEG_INFINITY);
+        i8dots::item_scores(
+            &qrows[..rows],
+            &qd,
+            &qs,
+            k_bytes,
+            k_stride,
+            kscale,
+            kw,
+            n,
+            s.scale,
+            &mut sc[col0..],
+            BLOCK,
+        );
+        self.softmax_block(it, j0, col0, n, sc, w.cm, w.cl, w.acc);
+        // Quads of absolute block columns base + 4p .. base + 4p + 4.
+        let base = col0 & !3;
+        let n_quads = ((col0 + n + 3) & !3).saturating_sub(base) / 4;
+        let in_chunk =
+            |i: usize| (base + i >= col0 && base + i < col0 + n).then(|| base + i - col0);
+        let value_row = |i: usize| -> Option<&[u8]> {
+            in_chunk(i).map(|jj| &v_bytes[jj * v_stride + v_off..jj * v_stride + v_off + dv])
+        };
+        i8dots::quad_rows(n_quads, dv, value_row, quads);
+        let mut col_scale = [0f32; BLOCK];
+        for (i, cs) in col_scale.iter_mut().enumerate().take(4 * n_quads) {
+            *cs = in_chunk(i).map_or(0.0, |jj| vscale[jj]);
+        }
+        i8dots::quad_weights(
+            &sc[base..],
+            BLOCK,
+            rows,
+            n_quads,
+            &col_scale,
+            wq,
+            BLOCK / 4,
+            step,
+        );
+        i8dots::item_values(
+            wq,
+            BLOCK / 4,
+            step,
+            rows,
+            n_quads,
+            quads,
+            dv,
+            &mut w.acc[..rows * dv],
+        );
     }
 }
 
@@ -495,10 +730,40 @@ pub fn attention_with(
     let n_chunks = (opts.origin + n_ctx - 1) / CHUNK + 1 - c_first;
     scratch.reserve_for(n_threads, n_ctx, s.dk, s.dv);
     let (hb, tb, split) = item_shape(s.n_head, group, m, n_threads, n_chunks, n_threads > 1);
+    let q8 =
+        (opts.int8 && matches!(k, KvData::Q8Kv { .. }) && s.dv % 64 == 0 && i8dots::available())
+            .then(|| {
+                let kw = i8dots::padded(s.dk);
+                let n_rows = m * s.n_head;
+                scratch.q8.resize(n_rows * kw, 0);
+                scratch.q8_scale.resize(n_rows, 0.0);
+                scratch.q8_sum.resize(n_rows, 0);
+                for (i, row) in q.chunks_exact(s.dk).enumerate() {
+                    let (d, sum) =
+                        i8dots::quantize_row(row, &mut scratch.q8[i * kw..(i + 1) * kw], false);
+                    scratch.q8_scale[i] = d;
+                    scratch.q8_sum[i] = sum;
+                }
+                Q8Rows {
+                    bytes: &scratch.q8[..n_rows * kw],
+                    scale: &scratch.q8_scale[..n_rows],
+                    sum: &scratch.q8_sum[..n_rows],
+                    width: kw,
+                }
+            });
+    let rows_of = |d: &KvData<'_>, width: usize, stride: usize, head: usize, offset: usize| {
+        matches!(*d, KvData::Q8Kv { row, .. }
+            if row == width && width % 64 == 0 && stride % row == 0 && head % row == 0 && offset % row == 0)
+    };
+    let k_direct = rows_of(&k, s.dk, s.k_stride, s.k_head, 0);
+    let v_direct = rows_of(&v, s.dv, s.v_stride, s.v_head, s.v_offset);
     let call = Call {
         s,
         opts,
         q,
+        q8,
+        k_direct,
+        v_direct,
         pos0,
         m,
         k,
@@ -1573,6 +1838,7 @@ mod tests {
                 window,
                 sinks: Some(&sinks),
                 origin: 0,
+                int8: false,
             };
             let want = reference_with(&s, opts, &q, pos0, &k, &v);
             let mut outs = Vec::new();
@@ -1649,9 +1915,31 @@ mod tests {
             v_head: 64,
             scale: 0.2,
         };
+        // Widths of whole 64-byte steps: the int8 path reads q8_KV rows in place.
+        let mla64 = AttnShape {
+            n_head: 8,
+            dk: 128,
+            k_stride: 128,
+            k_head: 128,
+            ..mla
+        };
+        let gqa64 = AttnShape {
+            n_head: 4,
+            n_kv_head: 2,
+            dk: 64,
+            dv: 64,
+            k_stride: 128,
+            v_stride: 128,
+            k_head: 64,
+            v_head: 64,
+            ..gqa
+        };
         let mut rng = rand::rngs::StdRng::seed_from_u64(23);
-        for ty in KvType::ALL {
-            for (s, shared) in [(mla, true), (gqa, false)] {
+        for (ty, int8) in KvType::ALL
+            .into_iter()
+            .flat_map(|t| [(t, false), (t, true)])
+        {
+            for (s, shared) in [(mla, true), (gqa, false), (mla64, true), (gqa64, false)] {
                 for (m, pos0, window) in [
                     (1, 1000, None),
                     (5, 300, None),
@@ -1668,9 +1956,12 @@ mod tests {
                     let vf: Vec<f32> = (0..n_ctx * s.v_stride)
                         .map(|_| rng.random_range(-1.0..1.0))
                         .collect();
-                    let mut kb = KvBuf::zeroed(ty, kf.len());
+                    // q8_KV rows: an MLA row whole, a GQA head's row.
+                    let k_row = if shared { s.k_stride } else { s.dk };
+                    let mut kb = KvBuf::zeroed(ty, kf.len(), k_row);
                     kb.write(0, &kf);
-                    let mut vb = KvBuf::zeroed(ty, vf.len());
+                    let v_row = if shared { s.v_stride } else { s.dv };
+                    let mut vb = KvBuf::zeroed(ty, vf.len(), v_row);
                     vb.write(0, &vf);
                     let (k, v) = (kb.data(), if shared { kb.data() } else { vb.data() });
                     let mut kd = vec![0f32; k.len()];
@@ -1679,22 +1970,39 @@ mod tests {
                     v.read_scalar(0, &mut vd);
                     let opts = AttnOpts {
                         window,
+                        int8,
                         ..AttnOpts::default()
                     };
                     let want = reference_with(&s, opts, &q, pos0, &kd, &vd);
+                    // The int8 path quantizes queries, rows and weights: a looser bound per
+                    // value, and a mean error that shows it is not merely bounded.
+                    let int8_runs = int8 && ty == KvType::Q8Kv && int8_available();
+                    let (tol, mean_tol) = if int8_runs {
+                        (3e-2, 4e-3)
+                    } else {
+                        (1e-4, 1e-4)
+                    };
                     let mut outs = Vec::new();
                     for threads in [1, 2, 3] {
                         let pool = ThreadPool::new(threads);
                         let mut out = vec![0f32; m * s.n_head * s.dv];
                         let mut sc = AttnScratch::new();
                         attention_with(&pool, &s, opts, &q, pos0, k, v, &mut out, &mut sc);
+                        let mut err = 0f64;
                         for (a, b) in out.iter().zip(&want) {
-                            assert!((*a as f64 - b).abs() < 1e-4, "{ty} {m} {pos0}: {a} vs {b}");
+                            let e = (*a as f64 - b).abs();
+                            err += e;
+                            assert!(e < tol, "{ty} int8 {int8} {m} {pos0}: {a} vs {b}");
                         }
+                        let mean = err / out.len() as f64;
+                        assert!(
+                            mean < mean_tol,
+                            "{ty} int8 {int8} {m} {pos0}: mean error {mean}"
+                        );
                         outs.push(out);
                     }
-                    assert_eq!(outs[0], outs[1], "{ty} {m} {pos0}: 1 vs 2 threads");
-                    assert_eq!(outs[0], outs[2], "{ty} {m} {pos0}: 1 vs 3 threads");
+                    assert_eq!(outs[0], outs[1], "{ty} {int8} {m} {pos0}: 1 vs 2 threads");
+                    assert_eq!(outs[0], outs[2], "{ty} {int8} {m} {pos0}: 1 vs 3 threads");
                     let last = m - 1;
                     let mut solo = vec![0f32; s.n_head * s.dv];
                     let pool = ThreadPool::new(2);
@@ -1711,7 +2019,11 @@ mod tests {
                         &mut solo,
                         &mut sc,
                     );
-                    assert_eq!(&outs[0][last * s.n_head * s.dv..], &solo[..], "{ty} solo");
+                    assert_eq!(
+                        &outs[0][last * s.n_head * s.dv..],
+                        &solo[..],
+                        "{ty} {int8} solo"
+                    );
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! Element types of KV-cache rows (llama.cpp's `--cache-type-k/-v`: f32, f16, bf16,
-//! q8_0), the buffers that hold them, and their conversion back to f32 for the attention
+//! q8_0, and ik_llama.cpp's per-row int8 q8_KV), the buffers that hold them, and their conversion back to f32 for the attention
 //! kernel, a block of cached rows at a time (AVX2/F16C, with a scalar reference that gives
 //! the same bits: every conversion is exact or one f32 multiply).
 
@@ -20,11 +20,21 @@ pub enum KvType {
     Bf16,
     /// Blocks of 32 values as int8 with one f16 scale: 34 bytes per 32 values.
     Q8_0,
+    /// Whole rows (one head's key or value, or an MLA latent row) as int8 with one f32
+    /// scale per row (`d = max|x|/127`), stored offset by 128: `width + 4` bytes per row.
+    /// The default mode's int8 attention reads it as it is (ik_llama.cpp's `q8_KV`).
+    Q8Kv,
 }
 
 impl KvType {
     /// Every type, in the order the flags list them.
-    pub const ALL: [KvType; 4] = [KvType::F32, KvType::F16, KvType::Bf16, KvType::Q8_0];
+    pub const ALL: [KvType; 5] = [
+        KvType::F32,
+        KvType::F16,
+        KvType::Bf16,
+        KvType::Q8_0,
+        KvType::Q8Kv,
+    ];
 
     /// llama.cpp's spelling.
     pub fn name(self) -> &'static str {
@@ -33,6 +43,7 @@ impl KvType {
             KvType::F16 => "f16",
             KvType::Bf16 => "bf16",
             KvType::Q8_0 => "q8_0",
+            KvType::Q8Kv => "q8_KV",
         }
     }
 
@@ -44,8 +55,9 @@ impl KvType {
         }
     }
 
-    /// Bytes of `n` values (`None` when `n` is not whole blocks or overflows).
-    pub fn bytes(self, n: usize) -> Option<usize> {
+    /// Bytes of `n` values stored in rows of `row` values (`None` when `n` is not whole
+    /// blocks — whole rows for q8_KV — or the size overflows).
+    pub fn bytes(self, n: usize, row: usize) -> Option<usize> {
         if n % self.block() != 0 {
             return None;
         }
@@ -53,6 +65,12 @@ impl KvType {
             KvType::F32 => n.checked_mul(4),
             KvType::F16 | KvType::Bf16 => n.checked_mul(2),
             KvType::Q8_0 => (n / QK).checked_mul(std::mem::size_of::<BlockQ8_0>()),
+            KvType::Q8Kv => {
+                if row == 0 || n % row != 0 {
+                    return None;
+                }
+                (n / row).checked_mul(4)?.checked_add(n)
+            }
         }
     }
 }
@@ -88,21 +106,40 @@ pub enum KvBuf {
     /// bf16 bits.
     Bf16(Vec<u16>),
     Q8_0(Vec<BlockQ8_0>),
+    /// Rows of `row` values: bytes (value + 128) and one scale per row.
+    Q8Kv {
+        row: usize,
+        q: Vec<u8>,
+        d: Vec<f32>,
+    },
 }
 
 impl KvBuf {
-    /// `n` zero values of type `ty` (`n` whole blocks of it). Zeroed allocations, so the
-    /// OS supplies the pages as they are written.
-    pub fn zeroed(ty: KvType, n: usize) -> KvBuf {
+    /// `n` zero values of type `ty` (`n` whole blocks of it; q8_KV: whole rows of `row`
+    /// values, the width its scales cover). Zeroed allocations, so the OS supplies the pages
+    /// as they are written.
+    pub fn zeroed(ty: KvType, n: usize, row: usize) -> KvBuf {
         assert!(
             n % ty.block() == 0,
             "KvBuf: {n} values of {ty} are not whole blocks"
         );
+        if ty == KvType::Q8Kv {
+            assert!(
+                row > 0 && n % row == 0,
+                "KvBuf: {n} values are not whole rows of {row}"
+            );
+            return KvBuf::Q8Kv {
+                row,
+                q: vec![128; n],
+                d: vec![0.0; n / row],
+            };
+        }
         match ty {
             KvType::F32 => KvBuf::F32(vec![0.0; n]),
             KvType::F16 => KvBuf::F16(vec![0; n]),
             KvType::Bf16 => KvBuf::Bf16(vec![0; n]),
             KvType::Q8_0 => KvBuf::Q8_0(bytemuck::zeroed_vec(n / QK)),
+            KvType::Q8Kv => unreachable!("returned above"),
         }
     }
 
@@ -112,6 +149,7 @@ impl KvBuf {
             KvBuf::F32(v) => v.len() * 4,
             KvBuf::F16(v) | KvBuf::Bf16(v) => v.len() * 2,
             KvBuf::Q8_0(v) => std::mem::size_of_val(v.as_slice()),
+            KvBuf::Q8Kv { q, d, .. } => q.len() + 4 * d.len(),
         }
     }
 
@@ -122,6 +160,7 @@ impl KvBuf {
             KvBuf::F16(v) => KvData::F16(v),
             KvBuf::Bf16(v) => KvData::Bf16(v),
             KvBuf::Q8_0(v) => KvData::Q8_0(v),
+            KvBuf::Q8Kv { row, q, d } => KvData::Q8Kv { row: *row, q, d },
         }
     }
 
@@ -150,6 +189,17 @@ impl KvBuf {
                     *b = quant::quantize::quantize_block_q8_0(x.try_into().expect("32 values"));
                 }
             }
+            KvBuf::Q8Kv { row, q, d } => {
+                let row = *row;
+                assert!(
+                    at % row == 0 && src.len() % row == 0,
+                    "KvBuf: q8_KV writes whole rows"
+                );
+                for (i, x) in src.chunks_exact(row).enumerate() {
+                    let r = at / row + i;
+                    (d[r], _) = quantize_i8(x, &mut q[r * row..(r + 1) * row], true);
+                }
+            }
         }
     }
 }
@@ -161,6 +211,12 @@ pub enum KvData<'a> {
     F16(&'a [u16]),
     Bf16(&'a [u16]),
     Q8_0(&'a [BlockQ8_0]),
+    /// Rows of `row` values: value + 128 as bytes, one scale per row.
+    Q8Kv {
+        row: usize,
+        q: &'a [u8],
+        d: &'a [f32],
+    },
 }
 
 impl<'a> From<&'a [f32]> for KvData<'a> {
@@ -183,6 +239,7 @@ impl<'a> KvData<'a> {
             KvData::F16(_) => KvType::F16,
             KvData::Bf16(_) => KvType::Bf16,
             KvData::Q8_0(_) => KvType::Q8_0,
+            KvData::Q8Kv { .. } => KvType::Q8Kv,
         }
     }
 
@@ -192,6 +249,7 @@ impl<'a> KvData<'a> {
             KvData::F32(v) => v.len(),
             KvData::F16(v) | KvData::Bf16(v) => v.len(),
             KvData::Q8_0(v) => v.len() * QK,
+            KvData::Q8Kv { q, .. } => q.len(),
         }
     }
 
@@ -210,6 +268,14 @@ impl<'a> KvData<'a> {
                 assert!(at % QK == 0, "KvData: a q8_0 view starts on a block");
                 KvData::Q8_0(&v[at / QK..])
             }
+            KvData::Q8Kv { row, q, d } => {
+                assert!(at % row == 0, "KvData: a q8_KV view starts on a row");
+                KvData::Q8Kv {
+                    row,
+                    q: &q[at..],
+                    d: &d[at / row..],
+                }
+            }
         }
     }
 
@@ -223,6 +289,7 @@ impl<'a> KvData<'a> {
             (KvData::F32(a), KvData::F32(b)) => same(a, b),
             (KvData::F16(a), KvData::F16(b)) | (KvData::Bf16(a), KvData::Bf16(b)) => same(a, b),
             (KvData::Q8_0(a), KvData::Q8_0(b)) => same(a, b),
+            (KvData::Q8Kv { q: a, .. }, KvData::Q8Kv { q: b, .. }) => same(a, b),
             _ => false,
         }
     }
@@ -259,6 +326,21 @@ impl<'a> KvData<'a> {
                     unsafe { avx2::q8_0_to_f32(&v[at / QK..(at + n) / QK], dst) };
                     return;
                 }
+                KvData::Q8Kv { row, q, d } => {
+                    // Row by row: each part of dst one scale.
+                    let mut i = 0;
+                    while i < n {
+                        let r = (at + i) / row;
+                        let len = ((r + 1) * row - (at + i)).min(n - i);
+                        // SAFETY: AVX2 checked at run time; q[at + i..][..len] and
+                        // dst[i..][..len] are in range (at + n ≤ len(), asserted above).
+                        unsafe {
+                            avx2::q8kv_to_f32(&q[at + i..at + i + len], d[r], &mut dst[i..i + len])
+                        };
+                        i += len;
+                    }
+                    return;
+                }
                 _ => {}
             }
         }
@@ -292,6 +374,85 @@ impl<'a> KvData<'a> {
                     }
                 }
             }
+            KvData::Q8Kv { row, q, d } => {
+                for (i, x) in dst.iter_mut().enumerate() {
+                    let at = at + i;
+                    *x = d[at / row] * (q[at] as i32 - 128) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Quantizes `x` into `out` (as long): `x ≈ d·out` with `d = max|x|/127`, rounding to
+/// nearest even. With `offset`, stores `out + 128` as unsigned bytes (the q8_KV form);
+/// otherwise the signed values' bytes. Returns `(d, Σ out)` (the signed values' sum). AVX-512
+/// where the CPU has it; [`quantize_i8_scalar`] gives the same bytes.
+pub fn quantize_i8(x: &[f32], out: &mut [u8], offset: bool) -> (f32, i32) {
+    assert_eq!(out.len(), x.len(), "quantize_i8: one byte per value");
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx512vl() && std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: AVX-512 F/VL/BW checked at run time; out holds x.len() bytes.
+        return unsafe { avx512::quantize_i8(x, out, offset) };
+    }
+    quantize_i8_scalar(x, out, offset)
+}
+
+/// [`quantize_i8`] without SIMD: the definition.
+pub fn quantize_i8_scalar(x: &[f32], out: &mut [u8], offset: bool) -> (f32, i32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let base = if offset { 128u8 } else { 0 };
+    let mut sum = 0i32;
+    for (o, &v) in out.iter_mut().zip(x) {
+        let q = (v * id).round_ties_even().clamp(-127.0, 127.0) as i32;
+        sum += q;
+        *o = (q as i8 as u8).wrapping_add(base);
+    }
+    (d, sum)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// [`super::quantize_i8`].
+    ///
+    /// # Safety
+    /// AVX-512 F/VL/BW; `out.len() == x.len()`.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+    pub unsafe fn quantize_i8(x: &[f32], out: &mut [u8], offset: bool) -> (f32, i32) {
+        let n = x.len();
+        let mask = |i: usize| -> __mmask16 {
+            let left = n - i;
+            if left >= 16 {
+                !0
+            } else {
+                (1u16 << left) - 1
+            }
+        };
+        // SAFETY: masked loads and stores of the lanes below n.
+        unsafe {
+            let mut m = _mm512_setzero_ps();
+            for i in (0..n).step_by(16) {
+                let v = _mm512_maskz_loadu_ps(mask(i), x.as_ptr().add(i));
+                m = _mm512_max_ps(m, _mm512_abs_ps(v));
+            }
+            let amax = _mm512_reduce_max_ps(m);
+            let d = amax / 127.0;
+            let id = _mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+            let flip = _mm_set1_epi8(if offset { -128 } else { 0 });
+            let mut sum = _mm512_setzero_si512();
+            for i in (0..n).step_by(16) {
+                let k = mask(i);
+                let v = _mm512_maskz_loadu_ps(k, x.as_ptr().add(i));
+                let q = _mm512_cvtps_epi32(_mm512_mul_ps(v, id));
+                sum = _mm512_add_epi32(sum, q);
+                let b = _mm_xor_si128(_mm512_cvtsepi32_epi8(q), flip);
+                _mm_mask_storeu_epi8(out.as_mut_ptr().add(i).cast(), k, b);
+            }
+            (d, _mm512_reduce_add_epi32(sum))
         }
     }
 }
@@ -376,6 +537,32 @@ mod avx2 {
             }
         }
     }
+
+    /// `dst[i] = d · (src[i] − 128)` (q8_KV bytes of one row).
+    ///
+    /// # Safety
+    /// Needs AVX2; `dst` is as long as `src`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn q8kv_to_f32(src: &[u8], d: f32, dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len());
+        let s = _mm256_set1_ps(d);
+        let off = _mm256_set1_epi32(128);
+        let n8 = src.len() / 8 * 8;
+        for i in (0..n8).step_by(8) {
+            // SAFETY: 8 bytes at i ≤ len − 8, 8 floats likewise.
+            unsafe {
+                let q = _mm_loadl_epi64(src.as_ptr().add(i) as *const __m128i);
+                let v = _mm256_sub_epi32(_mm256_cvtepu8_epi32(q), off);
+                _mm256_storeu_ps(
+                    dst.as_mut_ptr().add(i),
+                    _mm256_mul_ps(s, _mm256_cvtepi32_ps(v)),
+                );
+            }
+        }
+        for i in n8..src.len() {
+            dst[i] = d * (src[i] as i32 - 128) as f32;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -396,19 +583,65 @@ mod tests {
         }
         let e = "q4_0".parse::<KvType>().unwrap_err();
         assert!(
-            e.contains("'q4_0'") && e.contains("f32, f16, bf16, q8_0"),
+            e.contains("'q4_0'") && e.contains("f32, f16, bf16, q8_0, q8_KV"),
             "{e}"
         );
     }
 
     #[test]
     fn bytes_per_value() {
-        assert_eq!(KvType::F32.bytes(576), Some(2304));
-        assert_eq!(KvType::F16.bytes(576), Some(1152));
-        assert_eq!(KvType::Bf16.bytes(576), Some(1152));
-        assert_eq!(KvType::Q8_0.bytes(576), Some(612));
-        assert_eq!(KvType::Q8_0.bytes(40), None);
-        assert_eq!(KvType::F32.bytes(usize::MAX), None);
+        assert_eq!(KvType::F32.bytes(576, 64), Some(2304));
+        assert_eq!(KvType::F16.bytes(576, 64), Some(1152));
+        assert_eq!(KvType::Bf16.bytes(576, 64), Some(1152));
+        assert_eq!(KvType::Q8_0.bytes(576, 64), Some(612));
+        assert_eq!(KvType::Q8_0.bytes(40, 64), None);
+        assert_eq!(KvType::F32.bytes(usize::MAX, 64), None);
+        // q8_KV: a byte per value and 4 per row; only whole rows.
+        assert_eq!(KvType::Q8Kv.bytes(576, 576), Some(580));
+        assert_eq!(KvType::Q8Kv.bytes(1024, 128), Some(1056));
+        assert_eq!(KvType::Q8Kv.bytes(576, 64), Some(612));
+        assert_eq!(KvType::Q8Kv.bytes(100, 64), None);
+        assert_eq!(KvType::Q8Kv.bytes(64, 0), None);
+        assert_eq!("Q8_kv".parse::<KvType>(), Ok(KvType::Q8Kv));
+    }
+
+    /// The int8 row quantizer: the SIMD bytes equal the scalar definition's (odd lengths,
+    /// zero rows, both forms), and the values come back within half a step.
+    #[test]
+    fn quantize_i8_simd_equals_scalar() {
+        for n in [1usize, 15, 16, 17, 64, 100, 576] {
+            for seed in 0..4 {
+                let mut x = values(n, 40 + seed);
+                if seed == 3 {
+                    x.fill(0.0);
+                }
+                for offset in [false, true] {
+                    let (mut a, mut b) = (vec![7u8; n], vec![9u8; n]);
+                    let ra = quantize_i8(&x, &mut a, offset);
+                    let rb = quantize_i8_scalar(&x, &mut b, offset);
+                    assert_eq!(ra, rb, "n {n} seed {seed}");
+                    assert_eq!(a, b, "n {n} seed {seed}");
+                    let (d, sum) = ra;
+                    let signed: Vec<i32> = a
+                        .iter()
+                        .map(|&q| {
+                            if offset {
+                                q as i32 - 128
+                            } else {
+                                q as i8 as i32
+                            }
+                        })
+                        .collect();
+                    assert_eq!(signed.iter().sum::<i32>(), sum);
+                    for (&v, &q) in x.iter().zip(&signed) {
+                        assert!(
+                            (v - d * q as f32).abs() <= d * 0.5001 + 1e-30,
+                            "{v} vs {q}·{d}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Written then read back: the SIMD read equals the scalar one bit for bit, and the
@@ -418,8 +651,8 @@ mod tests {
         let n = 32 * 13;
         let src = values(n, 3);
         for ty in KvType::ALL {
-            let mut buf = KvBuf::zeroed(ty, n + 64);
-            assert_eq!(buf.bytes(), ty.bytes(n + 64).unwrap());
+            let mut buf = KvBuf::zeroed(ty, n + 64, 32);
+            assert_eq!(buf.bytes(), ty.bytes(n + 64, 32).unwrap());
             buf.write(32, &src);
             let data = buf.data();
             assert_eq!(data.ty(), ty);
@@ -446,6 +679,8 @@ mod tests {
                         KvType::F16 => a.abs() * 1.0 / 2048.0,
                         KvType::Bf16 => a.abs() / 256.0,
                         KvType::Q8_0 => amax / 127.0 * 0.5 + amax * 1e-3,
+                        // One scale per 32-value row here (the buffer's rows).
+                        KvType::Q8Kv => amax / 127.0 * 0.5 + amax * 1e-6,
                     };
                     assert!((a - b).abs() <= tol, "{ty} block {blk}: {a} → {b}");
                 }

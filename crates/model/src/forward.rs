@@ -90,6 +90,12 @@ impl RunState {
         }
     }
 
+    /// Attention over a q8_KV key cache in int8 (the quantized mode's default, where the CPU
+    /// has AVX-512 VNNI) or in f32: for measuring what the int8 path changes.
+    pub fn set_int8_attention(&mut self, on: bool) {
+        self.linear.int8_attention = on;
+    }
+
     /// Bus traffic and device waits of this state's steps so far (`None`: no device).
     pub fn device_stats(&self) -> Option<StreamStats> {
         self.device.as_ref().map(|d| d.stats())

@@ -142,11 +142,21 @@ impl KvCache {
         per_layer.checked_mul(config.n_layer)
     }
 
+    /// Values per row of the per-row types (q8_KV's scale covers one): an MLA latent row
+    /// whole, one key (value) head of the others.
+    fn rows(config: &Config) -> (usize, usize) {
+        match &config.mla {
+            Some(m) => (m.kv_lora_rank + m.qk_rope, 0),
+            None => (config.head_dim, config.head_dim_v),
+        }
+    }
+
     /// Bytes of one position's keys and values in one layer.
     fn row_bytes(config: &Config, types: KvTypes) -> Option<usize> {
         let (k, v) = KvCache::widths(config);
-        let vb = if v == 0 { 0 } else { types.v.bytes(v)? };
-        types.k.bytes(k)?.checked_add(vb)
+        let (k_row, v_row) = KvCache::rows(config);
+        let vb = if v == 0 { 0 } else { types.v.bytes(v, v_row)? };
+        types.k.bytes(k, k_row)?.checked_add(vb)
     }
 
     fn bytes_with_step(
@@ -252,20 +262,21 @@ impl KvCache {
         KvCache::check_size(config, types, n_ctx, 1)?;
         let bytes = KvCache::bytes_with_step(config, types, n_ctx, step).unwrap_or(usize::MAX);
         let (k_width, v_width) = KvCache::widths(config);
+        let (k_row, v_row) = KvCache::rows(config);
         let layers = (0..config.n_layer)
             .map(
                 |il| match (&config.mla, KvCache::ring_of(config, il, n_ctx, step)) {
                     (Some(_), _) => LayerCache::Mla {
-                        latent: KvBuf::zeroed(types.k, n_ctx * k_width),
+                        latent: KvBuf::zeroed(types.k, n_ctx * k_width, k_row),
                     },
                     (None, Some(rows)) => LayerCache::Ring {
-                        k: KvBuf::zeroed(types.k, 2 * rows * k_width),
-                        v: KvBuf::zeroed(types.v, 2 * rows * v_width),
+                        k: KvBuf::zeroed(types.k, 2 * rows * k_width, k_row),
+                        v: KvBuf::zeroed(types.v, 2 * rows * v_width, v_row),
                         rows,
                     },
                     (None, None) => LayerCache::Gqa {
-                        k: KvBuf::zeroed(types.k, n_ctx * k_width),
-                        v: KvBuf::zeroed(types.v, n_ctx * v_width),
+                        k: KvBuf::zeroed(types.k, n_ctx * k_width, k_row),
+                        v: KvBuf::zeroed(types.v, n_ctx * v_width, v_row),
                     },
                 },
             )

@@ -29,6 +29,9 @@ pub enum MatmulMode {
 /// then no allocation).
 pub struct Linear {
     pub mode: MatmulMode,
+    /// Attention's products in int8 over a q8_KV key cache (`kernels::attention`'s int8
+    /// path, where the CPU has AVX-512 VNNI): on in the quantized mode, off in the exact one.
+    pub int8_attention: bool,
     act: ActScratch,
     exact: ExactScratch,
     /// [`Linear::forward_slabs`]: the input rows of each slab, and head-major inputs and
@@ -69,6 +72,7 @@ impl Linear {
     pub fn new(mode: MatmulMode) -> Linear {
         Linear {
             mode,
+            int8_attention: mode == MatmulMode::Quantized,
             act: ActScratch::new(),
             exact: ExactScratch::new(),
             slab_rows: Vec::new(),

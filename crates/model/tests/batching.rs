@@ -109,7 +109,7 @@ fn batch_invariant_deepseek_v2_lite_quantized() {
 /// cache and GQA keys and values).
 #[test]
 fn batch_invariant_with_every_cache_type() {
-    for t in [KvType::F16, KvType::Bf16, KvType::Q8_0] {
+    for t in [KvType::F16, KvType::Bf16, KvType::Q8_0, KvType::Q8Kv] {
         let types = KvTypes::both(t);
         check_types(
             "deepseek-v2-lite-tiny",

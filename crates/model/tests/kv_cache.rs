@@ -5,12 +5,13 @@ mod common;
 
 use model::{KvCache, KvType, KvTypes};
 
-/// Bytes of `n` values of each type.
-fn bytes(t: KvType, n: usize) -> usize {
+/// Bytes of `n` values of each type, in rows of `row` (q8_KV: a scale per row).
+fn bytes(t: KvType, n: usize, row: usize) -> usize {
     match t {
         KvType::F32 => 4 * n,
         KvType::F16 | KvType::Bf16 => 2 * n,
         KvType::Q8_0 => n / 32 * 34,
+        KvType::Q8Kv => n + 4 * (n / row),
     }
 }
 
@@ -24,14 +25,24 @@ fn sizes_per_cache_type() {
         for k in KvType::ALL {
             for v in KvType::ALL {
                 let types = KvTypes { k, v };
-                let (kw, vw) = match &c.mla {
-                    Some(mla) => (mla.kv_lora_rank + mla.qk_rope, 0),
-                    None => (c.n_head_kv * c.head_dim, c.n_head_kv * c.head_dim_v),
+                // Widths per position, and q8_KV's rows: an MLA row whole, a head otherwise.
+                let (kw, vw, kr, vr) = match &c.mla {
+                    Some(mla) => {
+                        let w = mla.kv_lora_rank + mla.qk_rope;
+                        (w, 0, w, 1)
+                    }
+                    None => (
+                        c.n_head_kv * c.head_dim,
+                        c.n_head_kv * c.head_dim_v,
+                        c.head_dim,
+                        c.head_dim_v,
+                    ),
                 };
                 // These models' heads are whole q8_0 blocks: every type works.
                 let kv = KvCache::with_types(c, types, 37);
                 let kv = kv.unwrap();
-                let want = c.n_layer * (bytes(k, kw) + if vw == 0 { 0 } else { bytes(v, vw) });
+                let want =
+                    c.n_layer * (bytes(k, kw, kr) + if vw == 0 { 0 } else { bytes(v, vw, vr) });
                 assert_eq!(
                     KvCache::bytes_per_position(c, types),
                     Some(want),

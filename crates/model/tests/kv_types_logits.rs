@@ -1,8 +1,9 @@
-//! KV-cache types against the f32 cache: the logits' KL divergence at every position of
-//! the reference prompts on the tiny models (MLA latent cache, GQA, gpt-oss's sliding
-//! window with sinks), and on the real Qwen2.5-0.5B over a longer prompt. The KLs are
-//! printed (`--no-capture`); each type is held to a bound its rounding allows, and must
-//! differ from f32 at all (proving the type is really used).
+//! KV-cache types and int8 attention against the f32 cache with f32 attention: the logits'
+//! KL divergence at every position of the reference prompts on the tiny models (MLA latent
+//! cache, GQA, gpt-oss's sliding window with sinks), and on the real Qwen2.5-0.5B over a
+//! longer prompt. The KLs are printed (`--no-capture`); each configuration is held to a
+//! bound its rounding allows, and must differ from the base at all (proving it is really
+//! used).
 
 mod common;
 
@@ -11,14 +12,31 @@ use std::sync::Arc;
 use kernels::ThreadPool;
 use model::{KvCache, KvType, KvTypes, Logits, MatmulMode, Model, RunState};
 
-/// Every position's logits of `prompt` with a cache of these types.
-fn logits(m: &Model, types: KvTypes, prompt: &[u32]) -> Vec<f32> {
+/// Every position's logits of `prompt` with a cache of these types, attention in int8 or
+/// f32 (the matmuls quantized either way): the first half as one prompt, the rest one token
+/// at a time, so that both of MLA's forms (decompressed for prompts, absorbed for decode)
+/// and both attention shapes run.
+fn logits(m: &Model, types: KvTypes, int8: bool, prompt: &[u32]) -> Vec<f32> {
     let pool = ThreadPool::new(2);
     let mut st = RunState::new(MatmulMode::Quantized);
+    st.set_int8_attention(int8);
     let mut kv = KvCache::with_types(&m.config, types, prompt.len() + 1).unwrap();
-    m.forward(&pool, &mut st, &mut kv, prompt, Logits::All)
+    let half = prompt.len() / 2;
+    let mut out = m
+        .forward(&pool, &mut st, &mut kv, &prompt[..half], Logits::All)
         .unwrap()
-        .to_vec()
+        .to_vec();
+    for t in &prompt[half..] {
+        let l = m.forward(
+            &pool,
+            &mut st,
+            &mut kv,
+            std::slice::from_ref(t),
+            Logits::All,
+        );
+        out.extend_from_slice(l.unwrap());
+    }
+    out
 }
 
 /// (mean, max) KL over the positions.
@@ -39,33 +57,64 @@ fn kls(want: &[f32], got: &[f32], vocab: usize) -> (f64, f64) {
 /// 1e-3 there); Qwen2.5's keys have large outliers, which f16 already rounds visibly
 /// (measured: the f16 cache gives exactly the logits of an f32 cache holding f16-rounded
 /// values), and q8_0's per-block scale follows the outlier.
+/// q8_KV's one scale per row follows the outliers of a whole head (on Qwen2.5 about as
+/// visibly as q8_0's per-block scale); its int8 attention adds the queries' and the softmax
+/// weights' rounding.
 fn bound(t: KvType, tiny: bool) -> f64 {
     match (t, tiny) {
-        (KvType::F32, _) => 0.0,
         (_, true) => 1e-2,
+        (KvType::F32, false) => 0.0,
         (KvType::F16, false) => 5e-3,
         (KvType::Bf16, false) => 1e-2,
-        (KvType::Q8_0, false) => 1e-1,
+        (KvType::Q8_0, false) | (KvType::Q8Kv, false) => 1e-1,
     }
 }
 
 fn check(m: &Model, name: &str, prompt: &[u32], tiny: bool) {
     let vocab = m.config.n_vocab;
-    let base = logits(m, KvTypes::default(), prompt);
+    let base = logits(m, KvTypes::default(), false, prompt);
+    let int8_runs = kernels::attention::int8_available();
     let mut seen = Vec::new();
-    for t in [KvType::F16, KvType::Bf16, KvType::Q8_0] {
-        let got = logits(m, KvTypes::both(t), prompt);
+    for (t, int8) in [
+        (KvType::F16, false),
+        (KvType::Bf16, false),
+        (KvType::Q8_0, false),
+        (KvType::Q8Kv, false),
+        (KvType::Q8Kv, true),
+    ] {
+        let got = logits(m, KvTypes::both(t), int8, prompt);
         let (mean, max) = kls(&base, &got, vocab);
+        let attn = if int8 && int8_runs && t == KvType::Q8Kv {
+            "int8"
+        } else {
+            "f32"
+        };
         println!(
-            "{name}: cache {t}: KL vs f32 mean {mean:.3e}, max {max:.3e} over {} positions",
+            "{name}: cache {t}, {attn} attention: KL vs f32/f32 mean {mean:.3e}, max {max:.3e} over {} positions",
             prompt.len()
         );
-        seen.push((t, got != base, mean));
+        seen.push((t, int8, got != base, mean));
     }
-    for (t, differs, mean) in seen {
-        assert!(differs, "{name} {t}: the logits equal the f32 cache's");
+    if int8_runs {
+        let f32_attn = logits(m, KvTypes::both(KvType::Q8Kv), false, prompt);
+        let int8_attn = logits(m, KvTypes::both(KvType::Q8Kv), true, prompt);
+        assert_ne!(
+            f32_attn, int8_attn,
+            "{name}: q8_KV's int8 attention is not used"
+        );
+    }
+    for (t, int8, differs, mean) in seen {
+        if t != KvType::F32 || int8_runs {
+            assert!(
+                differs,
+                "{name} {t} int8 {int8}: the logits equal the base's"
+            );
+        }
         let most = bound(t, tiny);
-        assert!(mean <= most, "{name} {t}: mean KL {mean:.3e} > {most:.0e}");
+        assert!(
+            mean <= most,
+            "{name} {t} int8 {int8}: mean KL {mean:.3e} > {most:.0e}"
+        );
     }
 }
 

@@ -24,11 +24,13 @@ pub struct ModelArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_budget)]
     pub memory_budget: Option<u64>,
     /// Element type of the cached keys (and of an MLA model's latent cache): f32, f16,
-    /// bf16 or q8_0. `-ctk` (llama.cpp's spelling) is read as this option.
+    /// bf16, q8_0 or q8_KV (int8 rows with one scale each: about a byte per value, and the
+    /// fastest decode at long contexts — attention runs in int8 over it; ik_llama.cpp's
+    /// name). `-ctk` (llama.cpp's spelling) is read as this option.
     #[arg(long, value_name = "TYPE", default_value = "f32")]
     pub cache_type_k: model::KvType,
     /// Element type of the cached values (GQA models; an MLA cache has none): f32, f16,
-    /// bf16 or q8_0. `-ctv` is read as this option.
+    /// bf16, q8_0 or q8_KV. `-ctv` is read as this option.
     #[arg(long, value_name = "TYPE", default_value = "f32")]
     pub cache_type_v: model::KvType,
     #[command(flatten)]

@@ -126,6 +126,7 @@ pub fn gqa_attention(
         window: c.window(il),
         sinks: a.sinks.as_deref(),
         origin: 0,
+        int8: cx.linear.int8_attention,
     };
     let att_w = c.n_head * hdv;
     let att_out = buf(&mut s.att_out, n * att_w);

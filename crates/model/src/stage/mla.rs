@@ -7,8 +7,8 @@
 //! over its sequence in the absorbed or decompressed form, and the output projection
 //! written to `out` (`n × dim`).
 
-use kernels::attention::{attention, AttnScratch, AttnShape};
-use kernels::kvdata::KvData;
+use kernels::attention::{attention, attention_with, AttnOpts, AttnScratch, AttnShape};
+use kernels::kvdata::{KvData, KvType};
 use kernels::norm::rms_norm_inplace;
 use kernels::rope::rope_heads;
 
@@ -130,6 +130,12 @@ pub struct MlaScratch {
     k_nope: Vec<f32>,
     keys: Vec<f32>,
     values: Vec<f32>,
+    /// Over a q8_KV latent cache with int8 attention: the head-major keys and values as
+    /// int8 rows (value + 128) with one scale each, the form the int8 path reads in place.
+    keys_q: Vec<u8>,
+    keys_d: Vec<f32>,
+    values_q: Vec<u8>,
+    values_d: Vec<f32>,
     /// Attention output (all heads), `n × n_head·v_head`.
     att_out: Vec<f32>,
     /// RoPE cos/sin of one position.
@@ -350,9 +356,14 @@ fn absorbed(
         if !decompress[si] {
             let pos0 = batch.rows[t0].1;
             let latent_cache = seq.kv.mla(il);
-            attention(
+            let opts = AttnOpts {
+                int8: cx.linear.int8_attention,
+                ..AttnOpts::default()
+            };
+            attention_with(
                 pool,
                 &shape,
+                opts,
                 &q_attn[i0 * h_n * lat_w..(i0 + m) * h_n * lat_w],
                 pos0,
                 latent_cache,
@@ -447,15 +458,62 @@ fn decompressed(
         v_head: ctx * v,
         scale: cx.config.kq_scale,
     };
+    let q = &s.q[t0 * h_n * head_q..(t0 + len) * h_n * head_q];
+    let out = &mut s.att_out[t0 * h_n * v..(t0 + len) * h_n * v];
+    // A q8_KV cache chose int8 attention: the expanded keys and values become int8 rows
+    // too (one scale per head's row), read in place by the int8 path.
+    if latent_cache.ty() == KvType::Q8Kv
+        && cx.linear.int8_attention
+        && kernels::attention::int8_available()
+    {
+        let (kq, kd) = quantize_rows(keys, head_q, &mut s.keys_q, &mut s.keys_d);
+        let (vq, vd) = quantize_rows(values_hm, v, &mut s.values_q, &mut s.values_d);
+        let opts = AttnOpts {
+            int8: true,
+            ..AttnOpts::default()
+        };
+        let k = KvData::Q8Kv {
+            row: head_q,
+            q: kq,
+            d: kd,
+        };
+        let vv = KvData::Q8Kv {
+            row: v,
+            q: vq,
+            d: vd,
+        };
+        attention_with(pool, &shape, opts, q, pos0, k, vv, out, &mut s.attn);
+        return Ok(());
+    }
     attention(
         pool,
         &shape,
-        &s.q[t0 * h_n * head_q..(t0 + len) * h_n * head_q],
+        q,
         pos0,
         KvData::F32(keys),
         KvData::F32(values_hm),
-        &mut s.att_out[t0 * h_n * v..(t0 + len) * h_n * v],
+        out,
         &mut s.attn,
     );
     Ok(())
+}
+
+/// `x`'s rows of `width` values as q8_KV rows (value + 128, one scale per row) in `q`/`d`.
+fn quantize_rows<'a>(
+    x: &[f32],
+    width: usize,
+    q: &'a mut Vec<u8>,
+    d: &'a mut Vec<f32>,
+) -> (&'a [u8], &'a [f32]) {
+    let rows = x.len() / width;
+    q.resize(rows * width, 0);
+    d.resize(rows, 0.0);
+    for ((src, dst), scale) in x
+        .chunks_exact(width)
+        .zip(q.chunks_exact_mut(width))
+        .zip(d.iter_mut())
+    {
+        (*scale, _) = kernels::kvdata::quantize_i8(src, dst, true);
+    }
+    (&q[..rows * width], &d[..rows])
 }
