@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Aggregate decode throughput of an OpenAI-compatible server under N concurrent requests.
+
+For each N of --concurrency, --rounds times: N streaming chat requests are sent at once
+(each with its own prompt, so no server can reuse another's prompt cache), greedy, with
+``ignore_eos`` so that every request generates exactly --max-tokens tokens. Per N it
+prints:
+
+- ``tok/s wall``: the completion tokens of all N requests (from each stream's ``usage``)
+  over the wall time from the first request sent to the last one done (prefill included);
+- ``decode tok/s``: the sum over requests of (completion tokens - 1) over the time from
+  that request's first streamed token to its last: the aggregate decode rate while they
+  all run;
+- ``ttft``: the mean time to the first token.
+
+Used by bench/serve_throughput.sh against ``ferromoe serve`` and ``llama-server -np N``
+(same file, same threads); works against any server speaking the OpenAI chat API with
+``stream_options.include_usage``.
+
+    python3 bench/serve_throughput.py --url http://127.0.0.1:8080/v1 --concurrency 1,2,4,8
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+from openai import AsyncOpenAI
+
+TOPICS = [
+    "a lighthouse keeper who collects lost letters",
+    "the history of the printing press",
+    "how a compiler turns source code into machine code",
+    "a journey across a desert on a bicycle",
+    "why the sky changes colour at sunset",
+    "a city where it always rains on Tuesdays",
+    "the life cycle of a star",
+    "a robot learning to cook soup",
+    "the rules of a board game nobody has played",
+    "how bees decide where to build a hive",
+    "a library that lends out memories",
+    "the engineering of suspension bridges",
+]
+
+
+def prompt_for(i: int, rnd: int) -> str:
+    topic = TOPICS[i % len(TOPICS)]
+    return (
+        f"Request {rnd}-{i}. Write a long, detailed text about {topic}. "
+        "Keep going for as long as you can, with many paragraphs."
+    )
+
+
+async def one_request(client, model, prompt, max_tokens, start):
+    """One streaming request: (completion tokens, ttft s, decode s) with times from `start`."""
+    first = None
+    last = None
+    usage = None
+    stream = await client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0.0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    async for chunk in stream:
+        now = time.perf_counter()
+        if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+            if first is None:
+                first = now
+            last = now
+        if chunk.usage is not None:
+            usage = chunk.usage
+    if usage is None:
+        raise RuntimeError("the stream reported no usage (stream_options.include_usage)")
+    if first is None:
+        first = last = time.perf_counter()
+    return usage.completion_tokens, first - start, last - first
+
+
+async def measure(client, model, n, max_tokens, rnd):
+    start = time.perf_counter()
+    results = await asyncio.gather(
+        *(one_request(client, model, prompt_for(i, rnd), max_tokens, start) for i in range(n))
+    )
+    wall = time.perf_counter() - start
+    tokens = sum(r[0] for r in results)
+    decode = sum((r[0] - 1) / r[2] for r in results if r[2] > 0 and r[0] > 1)
+    ttft = sum(r[1] for r in results) / n
+    return {
+        "concurrency": n,
+        "round": rnd,
+        "completion_tokens": tokens,
+        "wall_s": wall,
+        "tps_wall": tokens / wall,
+        "decode_tps": decode,
+        "ttft_s": ttft,
+    }
+
+
+async def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--url", default="http://127.0.0.1:8080/v1")
+    ap.add_argument("--model", default="default", help="model name sent in the requests")
+    ap.add_argument("--concurrency", default="1,2,4,8", help="comma-separated N values")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--label", default="", help="printed in each row (e.g. the engine)")
+    ap.add_argument("--jsonl", help="also append each row, as a JSON object, to this file")
+    ap.add_argument("--warmup", type=int, default=8, help="tokens of one warm-up request")
+    args = ap.parse_args()
+    ns = [int(x) for x in args.concurrency.split(",") if x]
+    if not ns or min(ns) < 1 or args.max_tokens < 2 or args.rounds < 1:
+        sys.exit("--concurrency values must be >= 1, --max-tokens >= 2, --rounds >= 1")
+    client = AsyncOpenAI(base_url=args.url, api_key="none", timeout=3600, max_retries=0)
+    if args.warmup > 0:
+        await one_request(client, args.model, "Hello", args.warmup, time.perf_counter())
+    print(f"{'engine':<12} {'N':>3} {'round':>5} {'tokens':>7} {'wall s':>8} "
+          f"{'tok/s wall':>10} {'decode tok/s':>12} {'ttft s':>7}", flush=True)
+    for n in ns:
+        for rnd in range(1, args.rounds + 1):
+            row = await measure(client, args.model, n, args.max_tokens, rnd)
+            row["engine"] = args.label
+            if args.jsonl:
+                with open(args.jsonl, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            print(f"{args.label:<12} {n:>3} {rnd:>5} {row['completion_tokens']:>7} "
+                  f"{row['wall_s']:>8.2f} {row['tps_wall']:>10.2f} "
+                  f"{row['decode_tps']:>12.2f} {row['ttft_s']:>7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
