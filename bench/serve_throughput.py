@@ -8,10 +8,11 @@ prints:
 
 - ``tok/s wall``: the completion tokens of all N requests (from each stream's ``usage``)
   over the wall time from the first request sent to the last one done (prefill included);
-- ``decode tok/s``: the sum over requests of (completion tokens - 1) over the time from
-  that request's first streamed token to its last: the aggregate decode rate while they
-  all run;
-- ``ttft``: the mean time to the first token.
+- ``decode tok/s``: the aggregate decode rate, from the difference with N other requests
+  of the same prompt length asking for ONE token (their own prompts, so no prompt cache
+  helps): (tokens − N) / (wall − wall of the one-token set). It needs no streamed text,
+  which a server may hold back (incomplete UTF-8 of a synthetic vocabulary);
+- ``ttft``: the wall time of the one-token set (the prefill of N prompts together).
 
 Used by bench/serve_throughput.sh against ``ferromoe serve`` and ``llama-server -np N``
 (same file, same threads); works against any server speaking the OpenAI chat API with
@@ -44,18 +45,16 @@ TOPICS = [
 ]
 
 
-def prompt_for(i: int, rnd: int) -> str:
+def prompt_for(i: int, tag: str) -> str:
     topic = TOPICS[i % len(TOPICS)]
     return (
-        f"Request {rnd}-{i}. Write a long, detailed text about {topic}. "
+        f"Request {tag}-{i}. Write a long, detailed text about {topic}. "
         "Keep going for as long as you can, with many paragraphs."
     )
 
 
-async def one_request(client, model, prompt, max_tokens, start):
-    """One streaming request: (completion tokens, ttft s, decode s) with times from `start`."""
-    first = None
-    last = None
+async def one_request(client, model, prompt, max_tokens):
+    """One streaming request, read to its end: its completion tokens (from `usage`)."""
     usage = None
     stream = await client.chat.completions.create(
         model=model,
@@ -67,37 +66,34 @@ async def one_request(client, model, prompt, max_tokens, start):
         extra_body={"ignore_eos": True},
     )
     async for chunk in stream:
-        now = time.perf_counter()
-        if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-            if first is None:
-                first = now
-            last = now
         if chunk.usage is not None:
             usage = chunk.usage
     if usage is None:
         raise RuntimeError("the stream reported no usage (stream_options.include_usage)")
-    if first is None:
-        first = last = time.perf_counter()
-    return usage.completion_tokens, first - start, last - first
+    return usage.completion_tokens
+
+
+async def run_set(client, model, n, max_tokens, tag):
+    """N requests at once: (completion tokens, wall s)."""
+    start = time.perf_counter()
+    tokens = await asyncio.gather(
+        *(one_request(client, model, prompt_for(i, tag), max_tokens) for i in range(n))
+    )
+    return sum(tokens), time.perf_counter() - start
 
 
 async def measure(client, model, n, max_tokens, rnd):
-    start = time.perf_counter()
-    results = await asyncio.gather(
-        *(one_request(client, model, prompt_for(i, rnd), max_tokens, start) for i in range(n))
-    )
-    wall = time.perf_counter() - start
-    tokens = sum(r[0] for r in results)
-    decode = sum((r[0] - 1) / r[2] for r in results if r[2] > 0 and r[0] > 1)
-    ttft = sum(r[1] for r in results) / n
+    # The tags have the same length, so both sets' prompts have the same token count.
+    one_tokens, one_wall = await run_set(client, model, n, 1, f"p{rnd:03d}")
+    tokens, wall = await run_set(client, model, n, max_tokens, f"d{rnd:03d}")
     return {
         "concurrency": n,
         "round": rnd,
         "completion_tokens": tokens,
         "wall_s": wall,
         "tps_wall": tokens / wall,
-        "decode_tps": decode,
-        "ttft_s": ttft,
+        "decode_tps": (tokens - one_tokens) / max(wall - one_wall, 1e-9),
+        "ttft_s": one_wall,
     }
 
 
@@ -117,9 +113,9 @@ async def main():
         sys.exit("--concurrency values must be >= 1, --max-tokens >= 2, --rounds >= 1")
     client = AsyncOpenAI(base_url=args.url, api_key="none", timeout=3600, max_retries=0)
     if args.warmup > 0:
-        await one_request(client, args.model, "Hello", args.warmup, time.perf_counter())
+        await one_request(client, args.model, "Hello", args.warmup)
     print(f"{'engine':<12} {'N':>3} {'round':>5} {'tokens':>7} {'wall s':>8} "
-          f"{'tok/s wall':>10} {'decode tok/s':>12} {'ttft s':>7}", flush=True)
+          f"{'tok/s wall':>10} {'decode tok/s':>12} {'prefill s':>9}", flush=True)
     for n in ns:
         for rnd in range(1, args.rounds + 1):
             row = await measure(client, args.model, n, args.max_tokens, rnd)
@@ -129,7 +125,7 @@ async def main():
                     f.write(json.dumps(row) + "\n")
             print(f"{args.label:<12} {n:>3} {rnd:>5} {row['completion_tokens']:>7} "
                   f"{row['wall_s']:>8.2f} {row['tps_wall']:>10.2f} "
-                  f"{row['decode_tps']:>12.2f} {row['ttft_s']:>7.2f}", flush=True)
+                  f"{row['decode_tps']:>12.2f} {row['ttft_s']:>9.2f}", flush=True)
 
 
 if __name__ == "__main__":

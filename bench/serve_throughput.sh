@@ -15,7 +15,8 @@
 # -S  ferromoe's --spec-type (default off: the same one-token-per-step decode as
 #     llama-server's default; `ngram` measures prompt lookup riding in the batch)
 #
-# Each server gets a context of 1024 positions per slot. Prints one table row per
+# The decode rate is measured against N one-token requests of the same prompt length
+# (see serve_throughput.py). Each server gets a context of 1024 positions per slot. Prints one table row per
 # (engine, N, round) and, at the end, the ratio of the mean decode rates per N. Run it
 # with `flock /tmp/bench.lock nice -n -10` on a quiet machine (check `uptime`).
 set -euo pipefail
@@ -56,6 +57,7 @@ stop_server() {
     fi
 }
 trap 'stop_server; rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
 
 # Waits (up to 10 minutes: a big model loads slowly) for /health to answer 200.
 wait_ready() {
@@ -90,7 +92,11 @@ start_server() { # engine slots
 
 client() { # engine concurrency-list
     python3 bench/serve_throughput.py --url "http://127.0.0.1:$port/v1" --concurrency "$2" \
-        --max-tokens "$tokens" --label "$1" --jsonl "$tmp/rows.jsonl" | tail -n +2
+        --max-tokens "$tokens" --label "$1" --jsonl "$tmp/rows.jsonl" | tail -n +2 || {
+        echo "the client failed; the server's log:" >&2
+        tail -20 "$tmp/server.log" >&2
+        exit 1
+    }
 }
 
 echo "model $(basename "$model"), $threads threads, N = $conc, $tokens tokens per request, ferromoe --spec-type $spec"
