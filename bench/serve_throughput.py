@@ -73,19 +73,21 @@ async def one_request(client, model, prompt, max_tokens):
     return usage.completion_tokens
 
 
-async def run_set(client, model, n, max_tokens, tag):
-    """N requests at once: (completion tokens, wall s)."""
-    start = time.perf_counter()
-    tokens = await asyncio.gather(
-        *(one_request(client, model, prompt_for(i, tag), max_tokens) for i in range(n))
-    )
-    return sum(tokens), time.perf_counter() - start
+async def run_set(url, model, n, max_tokens, tag):
+    """N requests at once: (completion tokens, wall s). A fresh client (and connections)
+    per set: a kept-alive connection the server has closed meanwhile would fail."""
+    async with AsyncOpenAI(base_url=url, api_key="none", timeout=3600, max_retries=0) as client:
+        start = time.perf_counter()
+        tokens = await asyncio.gather(
+            *(one_request(client, model, prompt_for(i, tag), max_tokens) for i in range(n))
+        )
+        return sum(tokens), time.perf_counter() - start
 
 
-async def measure(client, model, n, max_tokens, rnd):
+async def measure(url, model, n, max_tokens, rnd):
     # The tags have the same length, so both sets' prompts have the same token count.
-    one_tokens, one_wall = await run_set(client, model, n, 1, f"p{rnd:03d}")
-    tokens, wall = await run_set(client, model, n, max_tokens, f"d{rnd:03d}")
+    one_tokens, one_wall = await run_set(url, model, n, 1, f"p{rnd:03d}")
+    tokens, wall = await run_set(url, model, n, max_tokens, f"d{rnd:03d}")
     return {
         "concurrency": n,
         "round": rnd,
@@ -111,14 +113,13 @@ async def main():
     ns = [int(x) for x in args.concurrency.split(",") if x]
     if not ns or min(ns) < 1 or args.max_tokens < 2 or args.rounds < 1:
         sys.exit("--concurrency values must be >= 1, --max-tokens >= 2, --rounds >= 1")
-    client = AsyncOpenAI(base_url=args.url, api_key="none", timeout=3600, max_retries=0)
     if args.warmup > 0:
-        await one_request(client, args.model, "Hello", args.warmup)
+        await run_set(args.url, args.model, 1, args.warmup, "warm")
     print(f"{'engine':<12} {'N':>3} {'round':>5} {'tokens':>7} {'wall s':>8} "
           f"{'tok/s wall':>10} {'decode tok/s':>12} {'prefill s':>9}", flush=True)
     for n in ns:
         for rnd in range(1, args.rounds + 1):
-            row = await measure(client, args.model, n, args.max_tokens, rnd)
+            row = await measure(args.url, args.model, n, args.max_tokens, rnd)
             row["engine"] = args.label
             if args.jsonl:
                 with open(args.jsonl, "a") as f:
