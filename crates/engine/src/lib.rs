@@ -3,6 +3,7 @@
 //! sampling, end of generation, stop strings, streamed text), one sequence alone
 //! ([`Engine::generate`]) or many batched ([`scheduler`]).
 
+pub mod bench;
 pub mod constraint;
 pub mod device;
 pub mod error;

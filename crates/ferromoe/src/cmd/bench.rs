@@ -17,6 +17,12 @@
 //!   the table then adds each K's time per pass relative to K = 1. llama-bench has no such
 //!   test; llama.cpp's `llama-batched-bench` measures the same for parallel sequences.
 //!
+//! - **parallel B** (`--parallel 1,2,4,8`, llama-batched-bench's `-npl`): B sequences,
+//!   each prefilled with its own `-p`-token prompt (timed once), then `-n` decode steps of
+//!   all B together, each ONE forward pass of B tokens (the scheduler's batched step, see
+//!   `engine::bench`), `-r` times; reports the aggregate and per-sequence decode rates.
+//!   It replaces the pp and tg tests (`-p`/`-n` are its prompt and decode lengths).
+//!
 //! `--json` prints an array of objects with llama-bench's field names.
 
 use std::time::Instant;
@@ -47,6 +53,11 @@ pub struct Args {
     /// speculative draft's verification asks), e.g. `--steps 1,2,4,8,16`.
     #[arg(long, value_delimiter = ',', value_name = "K,…")]
     steps: Vec<usize>,
+    /// Aggregate decode of this many parallel sequences (each after its own `-p`-token
+    /// prompt, `-n` batched decode steps), e.g. `--parallel 1,2,4,8`; replaces the pp
+    /// and tg tests.
+    #[arg(long, value_delimiter = ',', value_name = "B,…")]
+    parallel: Vec<usize>,
 }
 
 /// Forward passes per repetition of a step test.
@@ -122,23 +133,7 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Deterministic pseudo-random token ids in `[0, vocab)` (xorshift64*), the first one `bos`.
-fn random_tokens(n: usize, vocab: usize, bos: u32, seed: u64) -> Vec<u32> {
-    let mut s = seed | 1;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        s ^= s >> 12;
-        s ^= s << 25;
-        s ^= s >> 27;
-        let r = s.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        out.push(if i == 0 {
-            bos
-        } else {
-            ((r >> 32) % vocab as u64) as u32
-        });
-    }
-    out
-}
+use engine::bench::random_tokens;
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.repetitions == 0 {
@@ -150,18 +145,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.steps.contains(&0) {
         anyhow::bail!("--steps: a step holds at least one token");
     }
+    let parallel: Vec<engine::bench::ParallelSpec> = args
+        .parallel
+        .iter()
+        .map(|&n_seqs| engine::bench::ParallelSpec {
+            n_seqs,
+            n_prompt: args.n_prompt,
+            n_gen: args.n_gen,
+            repetitions: args.repetitions,
+        })
+        .collect();
+    for spec in &parallel {
+        spec.validate()?;
+    }
+    if !parallel.is_empty() && args.n_depth > 0 {
+        anyhow::bail!(
+            "--parallel measures after each sequence's own -p prompt: -d applies to the \
+             pp, tg and --steps tests only; run --parallel without -d"
+        );
+    }
+    // With --parallel, -p and -n are its lengths: no pp or tg test of one sequence.
+    let (single_pp, single_tg) = if parallel.is_empty() {
+        (args.n_prompt, args.n_gen)
+    } else {
+        (0, 0)
+    };
     let max_step = args.steps.iter().copied().max().unwrap_or(0);
     // The cache the tests use: depth plus the larger test (checked against the model's
-    // context once it is loaded).
+    // context once it is loaded), and the parallel tests' caches.
     let planned = args
         .n_depth
-        .saturating_add(args.n_prompt.max(args.n_gen).max(max_step).max(1));
-    let engine = super::load::load(
-        &args.model,
-        false,
-        args.json,
-        engine::KvReservation::positions(planned),
-    )?;
+        .saturating_add(single_pp.max(single_tg).max(max_step).max(1));
+    let max_seqs = args.parallel.iter().copied().max().unwrap_or(0);
+    let reservation = engine::KvReservation {
+        ctx: Some(planned.max(args.n_prompt.saturating_add(args.n_gen))),
+        caches: max_seqs + 1,
+        ..engine::KvReservation::positions(planned)
+    };
+    let engine = super::load::load(&args.model, false, args.json, reservation)?;
     let vocab = engine.model.config.n_vocab;
     let bos = engine
         .tokenizer
@@ -171,7 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let depth = args.n_depth;
     let n_ctx_train = engine.model.config.n_ctx_train;
     let n_ctx = depth
-        .checked_add(args.n_prompt.max(args.n_gen).max(max_step).max(1))
+        .checked_add(single_pp.max(single_tg).max(max_step).max(1))
         .filter(|&n| n <= n_ctx_train)
         .ok_or_else(|| {
             anyhow::anyhow!(
@@ -192,7 +213,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    if args.n_prompt > 0 {
+    if single_pp > 0 {
         let tokens = random_tokens(args.n_prompt, vocab, bos, 0x5eed);
         let run_pp = |seq: &mut engine::Sequence| -> anyhow::Result<u64> {
             back_to_depth(seq, depth)?;
@@ -215,7 +236,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             device: stats_since(before, seq.device_stats()),
         });
     }
-    if args.n_gen > 0 {
+    if single_tg > 0 {
         let tokens = random_tokens(args.n_gen, vocab, bos, 0x6e7);
         let run_tg = |seq: &mut engine::Sequence, n: usize| -> anyhow::Result<u64> {
             back_to_depth(seq, depth)?;
@@ -268,6 +289,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
+    let runs = parallel
+        .iter()
+        .map(|&spec| engine::bench::parallel_decode(&engine, spec, 0x9a7))
+        .collect::<Result<Vec<_>, _>>()?;
+
     let file = &engine.model.file;
     let model_size: u64 = file.tensors().iter().map(|t| t.size).sum();
     let n_params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
@@ -293,7 +319,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
 
     if args.json {
-        let arr: Vec<_> = results
+        let mut arr: Vec<_> = results
             .iter()
             .map(|r| {
                 let ts = r.samples_ts();
@@ -337,10 +363,47 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 })
             })
             .collect();
+        for run in &runs {
+            let ts = run.decode_ts();
+            let (avg_ts, stddev_ts) = mean_sd(&ts);
+            let ns: Vec<f64> = run.decode_ns.iter().map(|&x| x as f64).collect();
+            let (avg_ns, stddev_ns) = mean_sd(&ns);
+            arr.push(json!({
+                "build_commit": option_env!("FERROMOE_COMMIT").unwrap_or("unknown"),
+                "engine": "ferromoe",
+                "cpu_info": cpu_name(),
+                "model_filename": model_path,
+                "model_type": model_type,
+                "model_size": model_size,
+                "model_n_params": n_params,
+                "n_threads": threads,
+                "threads_pinned": engine.pool.pinned(),
+                "simd": quant::dot::simd_path(),
+                "n_experts_used": experts.map(|e| e.0),
+                "n_experts": experts.map(|e| e.1),
+                "n_prompt": run.spec.n_prompt,
+                "n_gen": run.spec.n_gen,
+                "n_step": 0,
+                "n_depth": 0,
+                "n_parallel": run.spec.n_seqs,
+                "test": parallel_name(run),
+                "prefill_ns": run.prefill_ns,
+                "prefill_ts": run.prefill_ts(),
+                "avg_ns": avg_ns.round() as u64,
+                "stddev_ns": stddev_ns.round() as u64,
+                "avg_ts": avg_ts,
+                "stddev_ts": stddev_ts,
+                "per_seq_ts": avg_ts / run.spec.n_seqs as f64,
+                "samples_ns": run.decode_ns,
+                "samples_ts": ts,
+            }));
+        }
         println!("{}", serde_json::to_string_pretty(&arr)?);
     } else {
-        println!("| model | size | params | threads | experts | test | t/s |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        if !results.is_empty() {
+            println!("| model | size | params | threads | experts | test | t/s |");
+            println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        }
         for r in &results {
             let (avg, sd) = mean_sd(&r.samples_ts());
             println!(
@@ -358,6 +421,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         print_step_costs(&results);
+        print_parallel(&runs);
         for r in &results {
             if let Some((up, down, subs, wait, rest)) = r.per_token() {
                 println!(
@@ -393,6 +457,41 @@ fn print_step_costs(results: &[TestResult]) {
         let ms = per_pass(r);
         let rel = one.map_or("-".to_string(), |o| format!("{:.2}", ms / o));
         println!("| {} | {ms:.2} | {rel} |", r.n_step);
+    }
+}
+
+/// A parallel test's name: `pp512+tg32 ×4`.
+fn parallel_name(run: &engine::bench::ParallelRun) -> String {
+    format!(
+        "pp{}+tg{} ×{}",
+        run.spec.n_prompt, run.spec.n_gen, run.spec.n_seqs
+    )
+}
+
+/// The parallel tests in llama-batched-bench's columns (PP/TG per sequence, B, the
+/// prefill and decode times and rates), plus each sequence's share of the decode rate.
+fn print_parallel(runs: &[engine::bench::ParallelRun]) {
+    if runs.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "| PP | TG | B | T_PP s | S_PP t/s | T_TG s | S_TG t/s (aggregate) | per sequence t/s |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for run in runs {
+        let (ts, sd) = mean_sd(&run.decode_ts());
+        let ns: Vec<f64> = run.decode_ns.iter().map(|&x| x as f64).collect();
+        println!(
+            "| {} | {} | {} | {:.3} | {:.2} | {:.3} | {ts:.2} ± {sd:.2} | {:.2} |",
+            run.spec.n_prompt,
+            run.spec.n_gen,
+            run.spec.n_seqs,
+            run.prefill_ns as f64 / 1e9,
+            run.prefill_ts(),
+            mean_sd(&ns).0 / 1e9,
+            ts / run.spec.n_seqs as f64
+        );
     }
 }
 
@@ -448,13 +547,5 @@ mod tests {
         assert_eq!(m, 2.5);
         assert!((s - 1.2909944487).abs() < 1e-9);
         assert_eq!(mean_sd(&[5.0]), (5.0, 0.0));
-    }
-
-    #[test]
-    fn random_tokens_are_in_range_and_start_with_bos() {
-        let t = random_tokens(1000, 37, 3, 9);
-        assert_eq!(t[0], 3);
-        assert!(t.iter().all(|&x| x < 37));
-        assert!(t.iter().collect::<std::collections::HashSet<_>>().len() > 30);
     }
 }
