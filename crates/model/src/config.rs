@@ -9,6 +9,9 @@ use kernels::rope::RopeParams;
 pub enum Arch {
     /// DeepSeek-V2/V2-Lite/V2.5/V3/R1, Kimi-K2, Moonlight: MLA attention + MoE.
     Deepseek2,
+    /// DeepSeek-V3.2 (llama.cpp `deepseek32`): DeepSeek-V3 plus DeepSeek Sparse Attention,
+    /// a lightning indexer choosing the cached positions each query's MLA attends to.
+    Deepseek32,
     /// Qwen3-MoE: GQA with per-head q/k RMSNorm, MoE with renormalised top-k.
     Qwen3Moe,
     /// Qwen2-MoE: GQA with q/k/v biases, MoE + sigmoid-gated shared expert.
@@ -32,6 +35,7 @@ impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Arch::Deepseek2 => "deepseek2",
+            Arch::Deepseek32 => "deepseek32",
             Arch::Qwen3Moe => "qwen3moe",
             Arch::Qwen2Moe => "qwen2moe",
             Arch::Llama => "llama",
@@ -135,6 +139,18 @@ pub struct MlaConfig {
     pub qk_rope: usize,
     /// Per-head value dimension.
     pub v_head: usize,
+    /// DeepSeek Sparse Attention's lightning indexer (DeepSeek-V3.2), `None` for dense MLA.
+    pub indexer: Option<IndexerConfig>,
+}
+
+/// The lightning indexer of DeepSeek Sparse Attention: `n_head` small query heads of
+/// `head_dim` score every cached position against one shared key per position; each
+/// query attends to the `top_k` best positions (all of them while it has no more).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexerConfig {
+    pub n_head: usize,
+    pub head_dim: usize,
+    pub top_k: usize,
 }
 
 /// All shapes and constants of one model.

@@ -113,6 +113,12 @@ impl RunState {
         self.reserved = BatchLimits::default();
     }
 
+    /// Whether MLA attends only to the positions DeepSeek-V3.2's lightning indexer
+    /// selects (the default); `false` runs dense MLA (the indexer still caches its keys).
+    pub fn set_indexer_selection(&mut self, on: bool) {
+        self.mla.ignore_selection = !on;
+    }
+
     /// Sizes every buffer for batches within `max` of `model` on `pool` (a no-op when
     /// they are that large already), so that later steps do not allocate. The MLA
     /// decompressed form's per-position buffers grow with the longest prompt it serves

@@ -89,8 +89,11 @@ enum LayerCache {
     Ring { k: KvBuf, v: KvBuf, rows: usize },
     /// MLA (absorbed): per position the normalised latent `c_kv` (`kv_lora`) followed by
     /// the rotated shared key `k_pe` (`qk_rope`) — 576 values for DeepSeek-V3 instead of
-    /// 2 · 128 heads · 128.
-    Mla { latent: KvBuf },
+    /// 2 · 128 heads · 128. With DeepSeek-V3.2's lightning indexer, also its key of each
+    /// position (`index_keys`, f32, [`KvCache::index_width`] values per position; empty
+    /// without an indexer): written with the latent, so that truncating the cache keeps
+    /// both consistent.
+    Mla { latent: KvBuf, index_keys: Vec<f32> },
 }
 
 /// Keys and values of every processed position of one sequence, for every layer.
@@ -151,12 +154,23 @@ impl KvCache {
         }
     }
 
+    /// Values per position and layer of the lightning indexer's keys (f32; 0 without an
+    /// indexer).
+    pub fn index_width(config: &Config) -> usize {
+        config
+            .mla
+            .as_ref()
+            .and_then(|m| m.indexer.as_ref())
+            .map_or(0, |ix| ix.head_dim)
+    }
+
     /// Bytes of one position's keys and values in one layer.
     fn row_bytes(config: &Config, types: KvTypes) -> Option<usize> {
         let (k, v) = KvCache::widths(config);
         let (k_row, v_row) = KvCache::rows(config);
         let vb = if v == 0 { 0 } else { types.v.bytes(v, v_row)? };
-        types.k.bytes(k, k_row)?.checked_add(vb)
+        let ib = KvCache::index_width(config).checked_mul(size_of::<f32>())?;
+        types.k.bytes(k, k_row)?.checked_add(vb)?.checked_add(ib)
     }
 
     fn bytes_with_step(
@@ -268,6 +282,7 @@ impl KvCache {
                 |il| match (&config.mla, KvCache::ring_of(config, il, n_ctx, step)) {
                     (Some(_), _) => LayerCache::Mla {
                         latent: KvBuf::zeroed(types.k, n_ctx * k_width, k_row),
+                        index_keys: vec![0.0; n_ctx * KvCache::index_width(config)],
                     },
                     (None, Some(rows)) => LayerCache::Ring {
                         k: KvBuf::zeroed(types.k, 2 * rows * k_width, k_row),
@@ -340,7 +355,9 @@ impl KvCache {
             .iter()
             .map(|l| match l {
                 LayerCache::Gqa { k, v } | LayerCache::Ring { k, v, .. } => k.bytes() + v.bytes(),
-                LayerCache::Mla { latent } => latent.bytes(),
+                LayerCache::Mla { latent, index_keys } => {
+                    latent.bytes() + index_keys.len() * size_of::<f32>()
+                }
             })
             .sum()
     }
@@ -402,7 +419,7 @@ impl KvCache {
     /// MLA layer `il`: stores position `pos`'s latent + RoPE key row.
     pub(crate) fn write_mla(&mut self, il: usize, pos: usize, row: &[f32]) {
         match &mut self.layers[il] {
-            LayerCache::Mla { latent } => latent.write(pos * row.len(), row),
+            LayerCache::Mla { latent, .. } => latent.write(pos * row.len(), row),
             LayerCache::Gqa { .. } | LayerCache::Ring { .. } => {
                 unreachable!("MLA access to a GQA cache")
             }
@@ -412,9 +429,32 @@ impl KvCache {
     /// MLA layer `il`: the latent + RoPE key rows.
     pub(crate) fn mla(&self, il: usize) -> KvData<'_> {
         match &self.layers[il] {
-            LayerCache::Mla { latent } => latent.data(),
+            LayerCache::Mla { latent, .. } => latent.data(),
             LayerCache::Gqa { .. } | LayerCache::Ring { .. } => {
                 unreachable!("MLA access to a GQA cache")
+            }
+        }
+    }
+
+    /// MLA layer `il` with a lightning indexer: stores position `pos`'s indexer key.
+    pub(crate) fn write_index_key(&mut self, il: usize, pos: usize, key: &[f32]) {
+        match &mut self.layers[il] {
+            LayerCache::Mla { index_keys, .. } => {
+                index_keys[pos * key.len()..(pos + 1) * key.len()].copy_from_slice(key)
+            }
+            LayerCache::Gqa { .. } | LayerCache::Ring { .. } => {
+                unreachable!("indexer access to a GQA cache")
+            }
+        }
+    }
+
+    /// MLA layer `il`: the indexer keys of every position (`n_ctx` rows; empty without an
+    /// indexer).
+    pub(crate) fn index_keys(&self, il: usize) -> &[f32] {
+        match &self.layers[il] {
+            LayerCache::Mla { index_keys, .. } => index_keys,
+            LayerCache::Gqa { .. } | LayerCache::Ring { .. } => {
+                unreachable!("indexer access to a GQA cache")
             }
         }
     }

@@ -31,7 +31,9 @@ use std::sync::Arc;
 
 use gguf::Gguf;
 
-pub use config::{Arch, Config, Gating, MlaConfig, MoeConfig, QkNorm, SlidingWindow};
+pub use config::{
+    Arch, Config, Gating, IndexerConfig, MlaConfig, MoeConfig, QkNorm, SlidingWindow,
+};
 pub use error::ModelError;
 pub use forward::{BatchLimits, BatchSeq, Logits, MlaForm, RunState, VERIFY_STEP_MAX};
 pub use kv::{KvCache, KvType, KvTypes};
@@ -42,8 +44,9 @@ use arch::Hparams;
 use weights::{Binder, Layer};
 
 /// The `general.architecture` values we run.
-pub const SUPPORTED_ARCHS: [&str; 8] = [
+pub const SUPPORTED_ARCHS: [&str; 9] = [
     "deepseek2",
+    "deepseek32",
     "qwen3moe",
     "qwen2moe",
     "llama",
@@ -87,6 +90,7 @@ impl Model {
         };
         let config = match arch_name.as_str() {
             "deepseek2" => arch::deepseek2::config(&hp, n_vocab)?,
+            "deepseek32" => arch::deepseek32::config(&hp, n_vocab)?,
             "qwen3moe" => arch::qwen3moe::config(&hp, n_vocab)?,
             "qwen2moe" => arch::qwen2moe::config(&hp, n_vocab)?,
             "llama" => arch::llama::config(&hp, n_vocab)?,
@@ -107,6 +111,7 @@ impl Model {
         for il in 0..config.n_layer {
             let attn = match config.arch {
                 Arch::Deepseek2 => arch::deepseek2::bind_mla(&b, &config, il)?,
+                Arch::Deepseek32 => arch::deepseek32::bind(&b, &config, il)?,
                 _ => arch::bind_gqa(&b, &config, il)?,
             };
             layers.push(Layer {

@@ -370,6 +370,11 @@ impl Weights {
                     ] {
                         f(WeightClass::Attention, at, m)?;
                     }
+                    if let Some(ix) = &mut a.indexer {
+                        for m in [&mut ix.q_b, &mut ix.k, &mut ix.proj] {
+                            f(WeightClass::Attention, at, m)?;
+                        }
+                    }
                 }
             }
             let (dense, class) = match &mut l.ffn {
@@ -773,6 +778,22 @@ pub struct MlaWeights {
     /// Per head: `kv_lora` → `v_head` (`attn_v_b`, ne `[kv_lora, v_head, n_head]`).
     pub v_b: Matrix,
     pub wo: Matrix,
+    /// DeepSeek-V3.2's lightning indexer (`None`: dense MLA; boxed, as most models have
+    /// none).
+    pub indexer: Option<Box<IndexerWeights>>,
+}
+
+/// The lightning indexer of one layer (DeepSeek-V3.2, `blk.N.indexer.*`).
+pub struct IndexerWeights {
+    /// `indexer.attn_q_b`: the normalised compressed query (q_lora) → `n_head · head_dim`.
+    pub q_b: Matrix,
+    /// `indexer.attn_k`: `dim` → the shared key (`head_dim`), then a LayerNorm with
+    /// weight and bias (`indexer.k_norm`).
+    pub k: Matrix,
+    pub k_norm: Vec<f32>,
+    pub k_norm_bias: Vec<f32>,
+    /// `indexer.proj`: `dim` → one weight per indexer head.
+    pub proj: Matrix,
 }
 
 /// The attention block of one layer.

@@ -56,6 +56,7 @@ pub(crate) fn config(hp: &Hparams, n_vocab: usize) -> Result<Config, ModelError>
         qk_nope: head_k - qk_rope,
         qk_rope,
         v_head,
+        indexer: None,
     });
     c.head_dim = head_k;
     c.head_dim_v = v_head;
@@ -136,6 +137,7 @@ pub(crate) fn bind_mla(b: &Binder, c: &Config, il: usize) -> Result<Attention, M
         k_b_t,
         v_b,
         wo: b.matrix(&p("attn_output.weight"), c.n_head * m.v_head, c.dim)?,
+        indexer: None,
     }))
 }
 

@@ -4,6 +4,7 @@
 //! [`Attention`]/[`Ffn`] they bind.
 
 pub mod deepseek2;
+pub mod deepseek32;
 pub mod glm4moe;
 pub mod gpt_oss;
 pub mod llama;

@@ -6,12 +6,18 @@
 //! its cache (`kv_lora + qk_rope` floats per position), causal attention of each token
 //! over its sequence in the absorbed or decompressed form, and the output projection
 //! written to `out` (`n × dim`).
+//!
+//! With DeepSeek-V3.2's lightning indexer ([`super::indexer`]) a query at a position of
+//! at least `top_k` attends only to the `top_k` positions the indexer selects: in either
+//! form their cached rows (or expanded keys and values) are gathered in ascending order and
+//! attended as a context of `top_k` positions. The earlier queries attend densely.
 
 use kernels::attention::{attention, attention_with, AttnOpts, AttnScratch, AttnShape};
 use kernels::kvdata::{KvData, KvType};
 use kernels::norm::rms_norm_inplace;
 use kernels::rope::rope_heads;
 
+use super::indexer::{self, IndexerScratch};
 use super::{buf, Batch, StageCtx};
 use crate::forward::BatchLimits;
 use crate::linear::MatmulMode;
@@ -142,6 +148,14 @@ pub struct MlaScratch {
     rope_cache: Vec<f32>,
     /// Per-thread attention scores.
     attn: AttnScratch,
+    /// The lightning indexer's buffers and selections (DeepSeek-V3.2).
+    indexer: IndexerScratch,
+    /// Run dense MLA although the model has an indexer (its keys are still cached): for
+    /// tests that show the selection matters.
+    pub ignore_selection: bool,
+    /// One sparse query's gathered rows: absorbed, `top_k` latent + RoPE key rows;
+    /// decompressed, one head's `top_k` keys then its `top_k` values.
+    gathered: Vec<f32>,
 }
 
 impl MlaScratch {
@@ -169,6 +183,10 @@ impl MlaScratch {
         buf(&mut self.rope_cache, d.rope);
         self.decompress.reserve(n_seqs);
         self.absorbed_rows.reserve(n);
+        self.indexer.reserve(c, max);
+        if let Some(ix) = &m.indexer {
+            buf(&mut self.gathered, ix.top_k * lat_w.max(head_q + d.v));
+        }
         if let Some(ctx) = self.forced_decompress_ctx(c, max.ctx) {
             buf(&mut self.latents, ctx * d.lora);
             buf(&mut self.k_nope, ctx * d.heads * d.nope.max(d.v));
@@ -248,6 +266,18 @@ pub fn mla_attention(
         rope_heads(&mut kv_row[lora..], rope, 0, rope_cache, c.rope.mode);
         batch.seqs[si].kv.write_mla(il, pos, kv_row);
     }
+    if let (Some(ix), Some(q_a)) = (&a.indexer, &a.q_a) {
+        let q_lora = &s.q_lora[..n * q_a.n_out];
+        indexer::select(cx, &mut s.indexer, ix, batch, il, xb, q_lora)?;
+    }
+    let top_k = match (&a.indexer, s.ignore_selection) {
+        (Some(_), false) => c
+            .mla
+            .as_ref()
+            .and_then(|m| m.indexer.as_ref())
+            .map(|ix| ix.top_k),
+        _ => None,
+    };
 
     // Per sequence: absorbed or decompressed form.
     s.decompress.clear();
@@ -259,8 +289,12 @@ pub fn mla_attention(
         let decompress = match s.form {
             MlaForm::Absorbed => false,
             MlaForm::Decompressed => mla_decompress_fits(pos0 + len, &d),
+            // A sequence with sparse queries stays absorbed: the decompressed form gathers
+            // its selections one head at a time, which does not pay.
             MlaForm::Auto => {
-                cx.linear.mode == MatmulMode::Quantized && mla_decompress_pays(len, pos0, &d)
+                cx.linear.mode == MatmulMode::Quantized
+                    && mla_decompress_pays(len, pos0, &d)
+                    && top_k.is_none_or(|k| pos0 + len <= k)
             }
         };
         s.decompress.push(decompress);
@@ -271,14 +305,14 @@ pub fn mla_attention(
     }
     buf(&mut s.att_out, n * c.n_head * d.v);
     if !s.absorbed_rows.is_empty() {
-        absorbed(cx, s, batch, il, a, &d)?;
+        absorbed(cx, s, batch, il, a, &d, top_k)?;
     }
     let mut t0 = 0;
     for (si, seq) in batch.seqs.iter().enumerate() {
         let len = seq.tokens.len();
         if s.decompress[si] {
             let pos0 = batch.rows[t0].1;
-            decompressed(cx, s, seq.kv.mla(il), t0..t0 + len, pos0, a, &d)?;
+            decompressed(cx, s, seq.kv.mla(il), t0..t0 + len, pos0, a, &d, top_k)?;
         }
         t0 += len;
     }
@@ -286,8 +320,16 @@ pub fn mla_attention(
         .forward(pool, &a.wo, 0, &s.att_out[..n * c.n_head * d.v], out)
 }
 
+/// How many of a sequence's `m` new rows, at positions `pos0..`, attend densely: all
+/// without a selection (`top_k` `None`), else those at positions below `top_k`.
+fn dense_rows(m: usize, pos0: usize, top_k: Option<usize>) -> usize {
+    top_k.map_or(m, |k| m.min(k.saturating_sub(pos0)))
+}
+
 /// MLA in the absorbed form for the batch rows `s.absorbed_rows` (whole sequences);
-/// writes their rows of `s.att_out`.
+/// writes their rows of `s.att_out`. With `top_k`, rows past the first `top_k` positions
+/// attend to their indexer selection.
+#[allow(clippy::too_many_arguments)]
 fn absorbed(
     cx: &mut StageCtx<'_>,
     s: &mut MlaScratch,
@@ -295,6 +337,7 @@ fn absorbed(
     il: usize,
     a: &MlaWeights,
     d: &MlaDims,
+    top_k: Option<usize>,
 ) -> Result<(), ModelError> {
     let pool = cx.pool;
     let (h_n, nope, rope, lora, v) = (d.heads, d.nope, d.rope, d.lora, d.v);
@@ -310,6 +353,8 @@ fn absorbed(
         absorbed_rows: rows,
         att_out,
         attn,
+        indexer,
+        gathered,
         ..
     } = s;
     let na = rows.len();
@@ -356,6 +401,7 @@ fn absorbed(
         if !decompress[si] {
             let pos0 = batch.rows[t0].1;
             let latent_cache = seq.kv.mla(il);
+            let dense = dense_rows(m, pos0, top_k);
             let opts = AttnOpts {
                 int8: cx.linear.int8_attention,
                 ..AttnOpts::default()
@@ -364,13 +410,34 @@ fn absorbed(
                 pool,
                 &shape,
                 opts,
-                &q_attn[i0 * h_n * lat_w..(i0 + m) * h_n * lat_w],
+                &q_attn[i0 * h_n * lat_w..(i0 + dense) * h_n * lat_w],
                 pos0,
                 latent_cache,
                 latent_cache,
-                &mut attended[i0 * h_n * lora..(i0 + m) * h_n * lora],
+                &mut attended[i0 * h_n * lora..(i0 + dense) * h_n * lora],
                 attn,
             );
+            // Each sparse row: its selected rows, gathered, as a context of top_k.
+            for j in dense..m {
+                let sel = indexer
+                    .selection(t0 + j, pos0 + j)
+                    .expect("a row past top_k has a selection");
+                let g = buf(gathered, sel.len() * lat_w);
+                for (row, &p) in g.chunks_exact_mut(lat_w).zip(sel) {
+                    latent_cache.read(p as usize * lat_w, row);
+                }
+                let i = i0 + j;
+                attention(
+                    pool,
+                    &shape,
+                    &q_attn[i * h_n * lat_w..(i + 1) * h_n * lat_w],
+                    sel.len() - 1,
+                    KvData::F32(g),
+                    KvData::F32(g),
+                    &mut attended[i * h_n * lora..(i + 1) * h_n * lora],
+                    attn,
+                );
+            }
             i0 += m;
         }
         t0 += m;
@@ -395,7 +462,9 @@ fn absorbed(
 /// MLA in the decompressed form for one sequence's new tokens (batch rows `rows`,
 /// positions `pos0..`): the cached latents of every position are expanded into per-head
 /// keys `[latent·W_UKᵀ, k_pe]` and values `latent·W_UVᵀ`, then ordinary multi-head
-/// attention; writes the rows' `s.att_out`.
+/// attention; writes the rows' `s.att_out`. With `top_k`, rows past the first `top_k`
+/// positions attend to their indexer selection, one head at a time.
+#[allow(clippy::too_many_arguments)]
 fn decompressed(
     cx: &mut StageCtx<'_>,
     s: &mut MlaScratch,
@@ -404,6 +473,7 @@ fn decompressed(
     pos0: usize,
     a: &MlaWeights,
     d: &MlaDims,
+    top_k: Option<usize>,
 ) -> Result<(), ModelError> {
     let pool = cx.pool;
     let (h_n, nope, rope, lora, v) = (d.heads, d.nope, d.rope, d.lora, d.v);
@@ -458,8 +528,9 @@ fn decompressed(
         v_head: ctx * v,
         scale: cx.config.kq_scale,
     };
-    let q = &s.q[t0 * h_n * head_q..(t0 + len) * h_n * head_q];
-    let out = &mut s.att_out[t0 * h_n * v..(t0 + len) * h_n * v];
+    let dense = dense_rows(len, pos0, top_k);
+    let q = &s.q[t0 * h_n * head_q..(t0 + dense) * h_n * head_q];
+    let out = &mut s.att_out[t0 * h_n * v..(t0 + dense) * h_n * v];
     // A q8_KV cache chose int8 attention: the expanded keys and values become int8 rows
     // too (one scale per head's row), read in place by the int8 path.
     if latent_cache.ty() == KvType::Q8Kv
@@ -483,18 +554,54 @@ fn decompressed(
             d: vd,
         };
         attention_with(pool, &shape, opts, q, pos0, k, vv, out, &mut s.attn);
-        return Ok(());
+    } else {
+        attention(
+            pool,
+            &shape,
+            q,
+            pos0,
+            KvData::F32(keys),
+            KvData::F32(values_hm),
+            out,
+            &mut s.attn,
+        );
     }
-    attention(
-        pool,
-        &shape,
-        q,
-        pos0,
-        KvData::F32(keys),
-        KvData::F32(values_hm),
-        out,
-        &mut s.attn,
-    );
+    // Each sparse row, head by head: the head's selected keys and values, gathered.
+    for t in t0 + dense..t0 + len {
+        let sel = s
+            .indexer
+            .selection(t, pos0 + t - t0)
+            .expect("a row past top_k has a selection");
+        let k_n = sel.len();
+        let one_head = AttnShape {
+            n_head: 1,
+            n_kv_head: 1,
+            k_head: k_n * head_q,
+            v_head: k_n * v,
+            ..shape
+        };
+        let g = buf(&mut s.gathered, k_n * (head_q + v));
+        let (gk, gv) = g.split_at_mut(k_n * head_q);
+        for h in 0..h_n {
+            for (j, &p) in sel.iter().enumerate() {
+                let (src_k, src_v) = ((h * ctx + p as usize) * head_q, (h * ctx + p as usize) * v);
+                gk[j * head_q..(j + 1) * head_q].copy_from_slice(&keys[src_k..src_k + head_q]);
+                gv[j * v..(j + 1) * v].copy_from_slice(&values_hm[src_v..src_v + v]);
+            }
+            let q_at = (t * h_n + h) * head_q;
+            let out_at = (t * h_n + h) * v;
+            attention(
+                pool,
+                &one_head,
+                &s.q[q_at..q_at + head_q],
+                k_n - 1,
+                KvData::F32(gk),
+                KvData::F32(gv),
+                &mut s.att_out[out_at..out_at + v],
+                &mut s.attn,
+            );
+        }
+    }
     Ok(())
 }
 

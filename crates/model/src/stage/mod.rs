@@ -10,12 +10,14 @@
 //! stay apart, as in llama2.c.
 //!
 //! - [`attention`]: grouped-query attention (Llama, Qwen2, Qwen2-MoE, Qwen3-MoE);
-//! - [`mla`]: DeepSeek's multi-head latent attention, absorbed or decompressed;
+//! - [`mla`]: DeepSeek's multi-head latent attention, absorbed or decompressed, with
+//!   DeepSeek-V3.2's lightning [`indexer`] choosing the positions a query attends to;
 //! - [`ffn`]: the SiLU-gated dense FFN (dense layers, shared experts);
 //! - [`moe`]: routing, the routed experts (`kernels::moe`) and the shared expert.
 
 pub mod attention;
 pub mod ffn;
+pub mod indexer;
 pub mod mla;
 pub mod moe;
 
