@@ -160,6 +160,35 @@ impl Recording<'_> {
             .copy_buffer_to_buffer(&src.buffer, 0, &dst.buffer, 0, len);
     }
 
+    /// Records a copy of `len` bytes from byte `src_at` of `src` to byte `dst_at` of `dst`
+    /// (all multiples of 4): several results gathered into one staging buffer, read back
+    /// at once. Ranges outside either buffer are an error, not a GPU fault.
+    pub fn copy_region(
+        &mut self,
+        src: &GpuBuffer,
+        src_at: u64,
+        dst: &GpuBuffer,
+        dst_at: u64,
+        len: u64,
+    ) -> Result<(), AccelError> {
+        let fits = |b: &GpuBuffer, at: u64| at.checked_add(len).is_some_and(|end| end <= b.len);
+        if !fits(src, src_at) || !fits(dst, dst_at) || !(src_at | dst_at | len).is_multiple_of(4) {
+            return Err(AccelError::Validation {
+                what: self.label.clone(),
+                adapter: self.gpu.name().to_string(),
+                reason: format!(
+                    "copy of {len} bytes from byte {src_at} of {} ({} bytes) to byte {dst_at} of {} ({} bytes)",
+                    src.label, src.len, dst.label, dst.len
+                ),
+            });
+        }
+        if len > 0 {
+            self.encoder
+                .copy_buffer_to_buffer(&src.buffer, src_at, &dst.buffer, dst_at, len);
+        }
+        Ok(())
+    }
+
     /// Submits everything recorded without waiting: the CPU goes on with its own work
     /// while the GPU runs (wait with [`Gpu::read_staging`] or [`Gpu::wait`]).
     pub fn submit(self) -> Result<(), AccelError> {

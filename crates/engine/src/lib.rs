@@ -189,6 +189,12 @@ pub struct GpuPlan {
     pub tensors: usize,
     /// Activation buffers on the GPU (an estimate).
     pub scratch_bytes: u64,
+    /// The KV caches of the layers whose attention runs on the GPU (f32, every position
+    /// of `--ctx`, times the caches the command holds at once), and that many layers.
+    pub kv_bytes: u64,
+    pub kv_layers: usize,
+    /// Said at load when the GPU's cache differs from what `--cache-type-k/-v` ask for.
+    pub kv_note: Option<String>,
     /// Layers the plan kept on the CPU because the budget does not hold them (`None`: all
     /// fit), and the message saying so.
     pub overflow: Option<String>,
@@ -235,8 +241,39 @@ pub fn plan_tiers(
     let Some((budget, source)) = devices.gpu_memory.clone() else {
         return Ok((placed, None));
     };
+    // A GPU layer's KV cache: f32 keys and values at every position (no rings), per cache.
+    let kv_ctx = opts.kv.ctx_for(c) as u64;
+    let caches = opts.kv.caches as u64;
+    let kv_per_layer = match &c.mla {
+        Some(_) => 0,
+        None => ((c.n_head_kv * (c.head_dim + c.head_dim_v)) as u64)
+            .saturating_mul(4)
+            .saturating_mul(kv_ctx)
+            .saturating_mul(caches),
+    };
+    let layer_bytes = |p: &PlacedModel| -> Vec<u64> {
+        let mut v = p.gpu_bytes_per_layer(c.n_layer);
+        for (b, on) in v.iter_mut().zip(p.gpu_attention_layers(c.n_layer)) {
+            if on {
+                *b = b.saturating_add(kv_per_layer);
+            }
+        }
+        v
+    };
+    let kv_of = |p: &PlacedModel| -> (u64, usize) {
+        let n = p
+            .gpu_attention_layers(c.n_layer)
+            .iter()
+            .filter(|&&a| a)
+            .count();
+        (kv_per_layer.saturating_mul(n as u64), n)
+    };
     let scratch_bytes = gpu_scratch_estimate(c);
-    let wanted = placed.gpu_bytes() + scratch_bytes;
+    let (kv_bytes, _) = kv_of(&placed);
+    let wanted = placed
+        .gpu_bytes()
+        .saturating_add(scratch_bytes)
+        .saturating_add(kv_bytes);
     let mut plan = GpuPlan {
         budget: (budget, source),
         scratch_bytes,
@@ -245,16 +282,17 @@ pub fn plan_tiers(
     let placed = if wanted <= budget {
         placed
     } else {
-        let per_layer = placed.gpu_bytes_per_layer(c.n_layer);
+        let per_layer = layer_bytes(&placed);
         let (mut need, mut n) = (wanted, 0);
         while need > budget && n < c.n_layer {
-            need -= per_layer[n];
+            need = need.saturating_sub(per_layer[n]);
             n += 1;
         }
         let layers = (need <= budget).then_some(n);
         let why = format!(
-            "{} of GPU weights and {} of scratch exceed the budget of {}: --gpu-memory SIZE, or -ot REGEX=cpu to choose",
+            "{} of GPU weights, {} of GPU KV cache at --ctx {kv_ctx} and {} of scratch exceed the budget of {}: --gpu-memory SIZE, a smaller --ctx, or -ot REGEX=cpu to choose",
             human_bytes(placed.gpu_bytes()),
+            human_bytes(kv_bytes),
             human_bytes(scratch_bytes),
             human_bytes(budget)
         );
@@ -264,6 +302,15 @@ pub fn plan_tiers(
     };
     plan.weight_bytes = placed.gpu_bytes();
     plan.tensors = placed.on_gpu().iter().filter(|&&g| g).count();
+    (plan.kv_bytes, plan.kv_layers) = kv_of(&placed);
+    let t = opts.kv.types;
+    if plan.kv_layers > 0 && c.mla.is_none() && t != model::KvTypes::default() {
+        plan.kv_note = Some(format!(
+            "the KV cache of the {} layer(s) whose attention runs on the GPU is f32 there; {} applies to the layers on the CPU",
+            plan.kv_layers,
+            t.describe(c)
+        ));
+    }
     Ok((placed, Some(plan)))
 }
 
@@ -622,6 +669,13 @@ fn upload_gpu_tier(
     }
     let chosen = model.weights.selected_matrices(&on_gpu);
     let mut types: Vec<gguf::GgmlType> = chosen.iter().map(|(_, _, m)| m.ty).collect();
+    // A layer whose attention runs on the GPU computes its MoE router's logits there.
+    types.extend(model.weights.layers.iter().filter_map(|l| match &l.ffn {
+        model::weights::Ffn::Moe(f) if accel::matmul::gpu_supports(f.router.ty) => {
+            Some(f.router.ty)
+        }
+        _ => None,
+    }));
     types.sort();
     types.dedup();
     let names = chosen
@@ -709,11 +763,13 @@ impl LoadReport {
         }
         if let Some(g) = &self.gpu {
             out.push(format!(
-                "  gpu (uploaded): {} tensors, {} in {:.2}s ({}) + {} scratch, budget {} ({}); runs {}",
+                "  gpu (uploaded): {} tensors, {} in {:.2}s ({}) + {} KV cache (f32, {} layer(s)) + {} scratch, budget {} ({}); runs {}",
                 g.tensors,
                 human_bytes(g.uploaded_bytes),
                 g.upload_seconds,
                 rate(g.uploaded_bytes, g.upload_seconds),
+                human_bytes(g.kv_bytes),
+                g.kv_layers,
                 human_bytes(g.scratch_bytes),
                 human_bytes(g.budget.0),
                 g.budget.1,
@@ -723,6 +779,9 @@ impl LoadReport {
         out.extend(self.placement.iter().cloned());
         out.extend(p.warnings.iter().map(|w| format!("warning: {w}")));
         if let Some(o) = self.gpu.as_ref().and_then(|g| g.overflow.as_ref()) {
+            out.push(format!("warning: {o}"));
+        }
+        if let Some(o) = self.gpu.as_ref().and_then(|g| g.kv_note.as_ref()) {
             out.push(format!("warning: {o}"));
         }
         out.extend(

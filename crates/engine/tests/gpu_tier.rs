@@ -1,8 +1,10 @@
 //! The GPU tier end to end on whatever adapter the tests get (lavapipe in CI): every tiny
 //! model and the real 0.5B model give the same logits (within 1e-3, exact mode) and the
 //! same greedy continuation with everything on the CPU, with the default hybrid plan
-//! (routed experts on the CPU, what the GPU runs on the GPU) and with every tensor asked
-//! onto the GPU (`-ot .*=gpu`: what it cannot run yet stays on the CPU, with a note).
+//! (routed experts on the CPU; attention with its KV cache, dense and shared FFNs, the
+//! router's logits and the output head on the GPU), with every tensor asked onto the GPU
+//! (`-ot .*=gpu`: what it cannot run yet stays on the CPU, with a note) and with the
+//! attention kept on the CPU (`-ot attn=cpu`: the FFN-only GPU path).
 
 use accel::DeviceChoice;
 use engine::{Engine, LoadOptions};
@@ -64,7 +66,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// CPU, hybrid and all-GPU agree on `path`; returns the GPU stages.
 fn placements_agree(path: &std::path::Path, prompt: &[u32], n: usize) -> Option<String> {
-    placements_agree_under(path, prompt, n, &["", ".*=gpu"])
+    placements_agree_under(path, prompt, n, &["attn=cpu", ".*=gpu", ""])
 }
 
 /// CPU and each of the `rule_sets` (`-ot` rules; "" = the default hybrid plan) agree.
@@ -102,6 +104,7 @@ const PROMPT: [u32; 7] = [51, 353, 612, 332, 962, 69, 92];
 #[test]
 fn deepseek_v3_tiny() {
     // Dense first layer, shared experts, an untied output head.
+    // MLA attention has no GPU stage yet: it stays on the CPU with its latent cache.
     if let Some(stages) = placements_agree(
         &tiny("deepseek-v3-tiny/deepseek-v3-tiny-Q4_K_M.gguf"),
         &PROMPT,
@@ -110,7 +113,8 @@ fn deepseek_v3_tiny() {
         assert!(
             stages.contains("dense FFN")
                 && stages.contains("shared-expert")
-                && stages.contains("output head"),
+                && stages.contains("output head")
+                && !stages.contains("attention"),
             "{stages}"
         );
     }
@@ -127,19 +131,36 @@ fn deepseek_v2_lite_tiny() {
 
 #[test]
 fn glm4moe_tiny() {
-    placements_agree(&tiny("glm4moe-tiny/glm4moe-tiny-Q4_K_M.gguf"), &PROMPT, 8);
+    // Partial RoPE, q/k biases, a dense first layer and a shared expert.
+    if let Some(stages) =
+        placements_agree(&tiny("glm4moe-tiny/glm4moe-tiny-Q4_K_M.gguf"), &PROMPT, 8)
+    {
+        assert!(
+            stages.contains("attention(s) with their KV cache"),
+            "{stages}"
+        );
+    }
 }
 
 #[test]
 fn qwen2moe_tiny() {
-    // A sigmoid-gated shared expert: the gate is applied on the CPU to the GPU's output.
-    placements_agree(&tiny("qwen2moe-tiny/qwen2moe-tiny-Q4_K_M.gguf"), &PROMPT, 8);
+    // A sigmoid-gated shared expert: the gate is applied on the CPU to the GPU's output,
+    // whose input rows stayed on the GPU after its attention.
+    if let Some(stages) =
+        placements_agree(&tiny("qwen2moe-tiny/qwen2moe-tiny-Q4_K_M.gguf"), &PROMPT, 8)
+    {
+        assert!(
+            stages.contains("attention(s) with their KV cache") && stages.contains("shared-expert"),
+            "{stages}"
+        );
+    }
 }
 
 #[test]
 fn qwen3moe_minimax_mixtral_gpt_oss_tiny() {
-    // No shared experts or dense layers: the output head is all the GPU could run, and
-    // only where it is not tied to the embeddings (looked up on the CPU).
+    // No shared experts or dense layers: attention (per-head or all-head q/k norms,
+    // sinks and sliding windows for gpt-oss) with the router's logits, and the output
+    // head where it is not tied to the embeddings (looked up on the CPU).
     for rel in [
         "qwen3moe-tiny/qwen3moe-tiny-Q8_0.gguf",
         "minimax-m2-tiny/minimax-m2-tiny-Q8_0.gguf",
@@ -148,7 +169,7 @@ fn qwen3moe_minimax_mixtral_gpt_oss_tiny() {
     ] {
         if let Some(stages) = placements_agree(&tiny(rel), &PROMPT, 8) {
             assert!(
-                stages == "the output head" || stages == "nothing",
+                stages.contains("2 attention(s) with their KV cache"),
                 "{rel}: {stages}"
             );
         }
@@ -156,8 +177,22 @@ fn qwen3moe_minimax_mixtral_gpt_oss_tiny() {
 }
 
 #[test]
+fn gpt_oss_long_prompt_past_its_window() {
+    // A 150-token prompt, far past gpt-oss-tiny's 8-position window on layer 0: the
+    // GPU's positional cache must see only the window, as the CPU does; then greedy steps.
+    let prompt: Vec<u32> = (0..150u32).map(|i| (i * 37 + 11) % 500).collect();
+    placements_agree_under(
+        &tiny("gpt-oss-tiny/gpt-oss-tiny-Q8_0.gguf"),
+        &prompt,
+        4,
+        &[""],
+    );
+}
+
+#[test]
 fn qwen2_5_coder_0_5b() {
-    // The real model: its 24 dense FFNs and its (untied) output head on the GPU.
+    // The real model: its 24 attentions with their KV caches, 24 dense FFNs and its
+    // (untied) output head on the GPU.
     if test_device().is_none() {
         return;
     }
@@ -165,7 +200,10 @@ fn qwen2_5_coder_0_5b() {
     // Software Vulkan is slow (~25 s here for these 5 steps): a short prompt's logits and
     // two greedy tokens, hybrid only (`.*=gpu` places the same tensors on this model).
     let stages = placements_agree_under(&testutil::demo_model(), &prompt, 2, &[""]).unwrap();
-    assert_eq!(stages, "24 dense FFN(s), the output head");
+    assert_eq!(
+        stages,
+        "24 attention(s) with their KV cache, 24 dense FFN(s), the output head"
+    );
 }
 
 #[test]

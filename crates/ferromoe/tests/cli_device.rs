@@ -148,7 +148,7 @@ fn devices_lists_the_adapters_and_inspect_plan_shows_the_gpu_tier() {
     ]));
     assert!(
         plan.contains(
-            "--override-tensor 'attn=gpu': 14 tensor(s) stay on the CPU: the GPU tier runs only"
+            "--override-tensor 'attn=gpu': 14 tensor(s) stay on the CPU: the GPU tier has no MLA attention stage yet"
         ),
         "{plan}"
     );

@@ -8,6 +8,12 @@
 //! comes back once. The start and the finish are apart so that the CPU works in between:
 //! a MoE layer starts its shared expert on the device, computes the routed experts on the
 //! CPU, then collects the shared expert's output.
+//!
+//! A layer whose attention runs on the device goes further: its residual rows go up once,
+//! the attention block (norm, projections, RoPE, the store into the sequence's cache in
+//! device memory, attention, output projection, residual add), the FFN norm and then the
+//! dense FFN, or the MoE router's logits, are one submission, and the residual rows (with
+//! the normalised rows and router logits the CPU's experts need) come back once.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -37,6 +43,58 @@ impl std::fmt::Debug for DeviceMatrix {
     }
 }
 
+/// A vector of f32 on a device (a norm's weights, a bias, attention sinks).
+#[derive(Clone)]
+pub struct DeviceVector {
+    pub name: String,
+    pub len: usize,
+    /// The backend's representation (e.g. `accel::GpuBuffer`).
+    pub handle: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for DeviceVector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} [{}] on device", self.name, self.len)
+    }
+}
+
+/// A layer's grouped-query attention on a device, with the norms around it: the
+/// attention norm before, the FFN norm after (the residual add between them), and the
+/// MoE router whose logits the device computes from the FFN norm's output.
+#[derive(Clone, Debug)]
+pub struct DeviceGqa {
+    pub attn_norm: DeviceVector,
+    pub wq: DeviceMatrix,
+    pub wk: DeviceMatrix,
+    pub wv: DeviceMatrix,
+    pub wo: DeviceMatrix,
+    pub bq: Option<DeviceVector>,
+    pub bk: Option<DeviceVector>,
+    pub bv: Option<DeviceVector>,
+    pub bo: Option<DeviceVector>,
+    /// RMSNorm of q and k: its width is one head or all heads, as the CPU stage's.
+    pub q_norm: Option<DeviceVector>,
+    pub k_norm: Option<DeviceVector>,
+    /// One logit per query head joining its softmax (gpt-oss).
+    pub sinks: Option<DeviceVector>,
+    pub ffn_norm: DeviceVector,
+    /// The MoE router (`dim` → `n_expert`); its bias and scoring stay on the CPU.
+    pub router: Option<DeviceMatrix>,
+}
+
+/// What a layer does on the device after its attention and FFN norm
+/// ([`Stream::start_attention`]).
+#[derive(Clone, Copy, Debug)]
+pub enum AfterAttention<'a> {
+    /// The dense FFN runs there too (and its residual add): the whole layer is one
+    /// submission, and only the residual rows come back.
+    Ffn(&'a DeviceFfn),
+    /// The CPU runs the FFN: the residual rows and the normalised rows come back.
+    Norm,
+    /// A MoE layer: the router's logits come back too.
+    Router,
+}
+
 /// A SiLU-gated FFN on a device (a dense layer's FFN or a MoE layer's shared experts).
 #[derive(Clone, Debug)]
 pub struct DeviceFfn {
@@ -51,6 +109,8 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> String;
     /// Uploads `m` (its bytes in the file's type, or the converted ones) once, at load.
     fn upload(&self, m: &Matrix) -> Result<DeviceMatrix, ModelError>;
+    /// Uploads a vector of f32 once, at load.
+    fn upload_vector(&self, name: &str, v: &[f32]) -> Result<DeviceVector, ModelError>;
     /// A stream for one [`crate::RunState`]: its own activation buffers on the device.
     fn new_stream(&self) -> Result<Box<dyn Stream>, ModelError>;
 }
@@ -77,16 +137,51 @@ pub trait Stream: Send {
     fn start_matmul(&mut self, w: &DeviceMatrix, x: &[f32]) -> Result<(), ModelError>;
     /// Waits for the stage started last and writes its output (`n × n_out`) to `out`.
     fn finish(&mut self, out: &mut [f32]) -> Result<(), ModelError>;
+    /// Prepares a forward step over token rows at these (sequence, position)s (RoPE's
+    /// angles, shared by every layer): call it before the step's first
+    /// [`Stream::start_attention`].
+    fn begin_step(
+        &mut self,
+        config: &crate::Config,
+        rows: &[(usize, usize)],
+    ) -> Result<(), ModelError>;
+    /// Starts layer `il` from the residual rows `x` (`n × dim`): its attention `a` over
+    /// each sequence's cache on the device (allocated there on first use, in
+    /// [`crate::KvCache`]'s device part), the residual add, the FFN norm, then `after`.
+    /// Collect with [`Stream::finish_layer`].
+    fn start_attention(
+        &mut self,
+        config: &crate::Config,
+        il: usize,
+        a: &DeviceGqa,
+        x: &[f32],
+        batch: &mut crate::stage::Batch<'_, '_>,
+        after: AfterAttention<'_>,
+    ) -> Result<(), ModelError>;
+    /// Waits for the layer started last and writes its residual rows to `x`, and (as
+    /// `after` asked for) the normalised rows to `xb` and the router logits to `logits`.
+    fn finish_layer(
+        &mut self,
+        x: &mut [f32],
+        xb: Option<&mut [f32]>,
+        logits: Option<&mut [f32]>,
+    ) -> Result<(), ModelError>;
+    /// Starts the SiLU-gated FFN `f` over the normalised rows the last finished layer
+    /// left on the device (a MoE layer's shared experts: nothing crosses the bus going
+    /// up). Collect with [`Stream::finish`].
+    fn start_resident_ffn(&mut self, f: &DeviceFfn) -> Result<(), ModelError>;
     /// Traffic and waiting so far.
     fn stats(&self) -> StreamStats;
 }
 
-/// What a model holds on its device: per layer the FFN that runs there (a dense layer's,
-/// or a MoE layer's shared experts), and the output head.
+/// What a model holds on its device: per layer its attention and the FFN that runs there
+/// (a dense layer's, or a MoE layer's shared experts), and the output head.
 pub struct DeviceWeights {
     pub backend: Arc<dyn Backend>,
     /// Per layer: its dense FFN or shared experts, when on the device.
     pub ffn: Vec<Option<DeviceFfn>>,
+    /// Per layer: its attention (and the norms around it), when on the device.
+    pub attn: Vec<Option<DeviceGqa>>,
     /// The output projection, when on the device.
     pub output: Option<DeviceMatrix>,
     /// Bytes and tensors uploaded, seconds it took.
@@ -109,6 +204,10 @@ impl DeviceWeights {
             }
         }
         let mut parts = Vec::new();
+        let attn = self.attn.iter().filter(|a| a.is_some()).count();
+        if attn > 0 {
+            parts.push(format!("{attn} attention(s) with their KV cache"));
+        }
         if dense > 0 {
             parts.push(format!("{dense} dense FFN(s)"));
         }

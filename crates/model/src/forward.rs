@@ -9,7 +9,7 @@ use kernels::norm::rms_norm;
 use kernels::vector::add_inplace;
 use kernels::ThreadPool;
 
-use crate::backend::{DeviceFfn, Stream, StreamStats};
+use crate::backend::{AfterAttention, DeviceFfn, DeviceGqa, Stream, StreamStats};
 use crate::kv::KvCache;
 use crate::linear::{Linear, MatmulMode};
 use crate::stage::attention::{gqa_attention, GqaScratch};
@@ -266,6 +266,10 @@ impl Model {
             )?;
         }
 
+        // The step's RoPE angles, once, when some layer's attention runs on the device.
+        if let (Some(stream), true) = (st.device.as_deref_mut(), self.has_device_attention()) {
+            stream.begin_step(c, &st.rows)?;
+        }
         for (il, layer) in w.layers.iter().enumerate() {
             let mut cx = StageCtx {
                 config: c,
@@ -273,13 +277,48 @@ impl Model {
                 linear: &mut st.linear,
             };
             let (x, xb, out) = (&mut st.x[..nd], &mut st.xb[..nd], &mut st.stage_out[..nd]);
-
-            // x += attention(norm(x))
-            norm_rows(x, &layer.attn_norm, c.rms_eps, xb);
             let mut batch = Batch {
                 rows: &st.rows,
                 seqs: &mut *seqs,
             };
+            let device_ffn = self.device_ffn(il);
+
+            // A layer whose attention runs on the device: x goes up once; the attention, its
+            // residual add and the FFN norm (and the dense FFN, or the router's logits) run
+            // there in one submission; x (with what the CPU's FFN needs) comes back once.
+            if let (Some(stream), Some(a)) = (st.device.as_deref_mut(), self.device_attn(il)) {
+                let after = match (&layer.ffn, device_ffn) {
+                    (Ffn::Dense(_), Some(f)) => AfterAttention::Ffn(f),
+                    (Ffn::Moe(_), _) if a.router.is_some() => AfterAttention::Router,
+                    _ => AfterAttention::Norm,
+                };
+                stream.start_attention(c, il, a, x, &mut batch, after)?;
+                match (&layer.ffn, after) {
+                    (_, AfterAttention::Ffn(_)) => stream.finish_layer(x, None, None)?,
+                    (Ffn::Dense(f), _) => {
+                        stream.finish_layer(x, Some(xb), None)?;
+                        dense_ffn(&mut cx, &mut st.ffn, f, xb, out)?;
+                        add_inplace(x, out);
+                    }
+                    (Ffn::Moe(f), after) => {
+                        let resident = matches!(after, AfterAttention::Router);
+                        let n_expert = c.moe.as_ref().map_or(0, |m| m.n_expert);
+                        let logits = resident.then(|| st.moe.router_logits(n, n_expert));
+                        stream.finish_layer(x, Some(xb), logits)?;
+                        let dev: Option<(&mut dyn Stream, &DeviceFfn)> = match device_ffn {
+                            Some(f) => Some((stream, f)),
+                            None => None,
+                        };
+                        let k = self.experts_per_token();
+                        moe_ffn(&mut cx, &mut st.moe, f, k, xb, out, dev, resident)?;
+                        add_inplace(x, out);
+                    }
+                }
+                continue;
+            }
+
+            // x += attention(norm(x))
+            norm_rows(x, &layer.attn_norm, c.rms_eps, xb);
             match &layer.attn {
                 Attention::Gqa(a) => {
                     gqa_attention(&mut cx, &mut st.gqa, a, &mut batch, il, xb, out)?
@@ -293,7 +332,7 @@ impl Model {
             // x += ffn(norm(x)); the dense FFN or shared experts on the device when there.
             norm_rows(x, &layer.ffn_norm, c.rms_eps, xb);
             let on_device: Option<(&mut dyn Stream, &DeviceFfn)> =
-                match (st.device.as_deref_mut(), self.device_ffn(il)) {
+                match (st.device.as_deref_mut(), device_ffn) {
                     (Some(stream), Some(f)) => Some((stream, f)),
                     _ => None,
                 };
@@ -311,6 +350,7 @@ impl Model {
                     xb,
                     out,
                     dev,
+                    false,
                 )?,
             }
             add_inplace(x, out);
@@ -351,6 +391,18 @@ impl Model {
                 .forward(pool, &w.output, 0, &st.xb[..rows * c.dim], logits)?,
         }
         Ok(logits)
+    }
+
+    /// Layer `il`'s attention on the device, if it runs there.
+    fn device_attn(&self, il: usize) -> Option<&DeviceGqa> {
+        self.device.as_ref()?.attn.get(il)?.as_ref()
+    }
+
+    /// Whether some layer's attention runs on the device.
+    fn has_device_attention(&self) -> bool {
+        self.device
+            .as_ref()
+            .is_some_and(|d| d.attn.iter().any(|a| a.is_some()))
     }
 
     /// Layer `il`'s FFN (dense or shared experts) on the device, if it runs there.

@@ -111,6 +111,11 @@ pub struct KvCache {
     /// Bytes held, as [`KvCache::bytes_for`] computed them (the memory plan reserves
     /// with the same function).
     bytes: usize,
+    /// The layers whose attention runs on a device keep their keys and values there,
+    /// position by position (no rings): the backend's own cache, made on the first step
+    /// (see [`crate::backend::Stream::start_attention`]). Going back needs nothing there:
+    /// attention reads positions below [`KvCache::len`] only.
+    device: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl KvCache {
@@ -309,7 +314,14 @@ impl KvCache {
             ring_window,
             layers,
             bytes,
+            device: None,
         })
+    }
+
+    /// The device part of this cache (see the field's docs), for the backend to make and
+    /// downcast.
+    pub(crate) fn device_part(&mut self) -> &mut Option<Box<dyn std::any::Any + Send>> {
+        &mut self.device
     }
 
     /// Positions stored.

@@ -207,13 +207,24 @@ impl Model {
         use memplan::WeightClass as C;
         let start = std::time::Instant::now();
         let chosen = self.weights.selected_matrices(on_device);
-        let mut ffn: Vec<Vec<backend::DeviceMatrix>> = vec![Vec::new(); self.config.n_layer];
+        let n_layer = self.config.n_layer;
+        let mut ffn: Vec<Vec<backend::DeviceMatrix>> = vec![Vec::new(); n_layer];
+        let mut attn: Vec<Vec<backend::DeviceMatrix>> = vec![Vec::new(); n_layer];
         let mut output = None;
         let (mut bytes, mut tensors) = (0u64, 0usize);
         for (class, layer, m) in &chosen {
+            let mla = layer
+                .and_then(|l| self.weights.layers.get(l))
+                .is_some_and(|l| matches!(l.attn, weights::Attention::Mla(_)));
             let d = match class {
-                C::DenseFfn | C::SharedExperts | C::Output => backend.upload(m)?,
-                C::Attention | C::RoutedExperts => {
+                C::Attention if mla => {
+                    return Err(ModelError::Kernel(format!(
+                        "{}: the GPU tier does not run MLA attention yet",
+                        m.name()
+                    )))
+                }
+                C::DenseFfn | C::SharedExperts | C::Output | C::Attention => backend.upload(m)?,
+                C::RoutedExperts => {
                     return Err(ModelError::Kernel(format!(
                         "{}: the GPU tier does not run {} yet",
                         m.name(),
@@ -226,6 +237,7 @@ impl Model {
             progress(m.bytes() as u64);
             match (class, layer) {
                 (C::Output, _) => output = Some(d),
+                (C::Attention, Some(l)) if *l < n_layer => attn[*l].push(d),
                 (_, Some(l)) if *l < ffn.len() => ffn[*l].push(d),
                 _ => return Err(ModelError::Kernel(format!("{}: no layer", m.name()))),
             }
@@ -247,15 +259,98 @@ impl Model {
                 ))),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut attn_on_device = Vec::with_capacity(n_layer);
+        for (il, v) in attn.into_iter().enumerate() {
+            attn_on_device.push(match v.len() {
+                0 => None,
+                // Uploaded in the binding order: q, k, v, output.
+                4 => {
+                    let (vec_bytes, a) = self.device_gqa(backend.as_ref(), il, v)?;
+                    bytes += vec_bytes;
+                    Some(a)
+                }
+                n => {
+                    return Err(ModelError::Kernel(format!(
+                        "layer {il}: {n} of its attention's 4 matrices on the device (a stage runs where all its weights are)"
+                    )))
+                }
+            });
+        }
         self.device = Some(backend::DeviceWeights {
             backend,
             ffn,
+            attn: attn_on_device,
             output,
             bytes,
             tensors,
             seconds: start.elapsed().as_secs_f64(),
         });
         Ok(())
+    }
+
+    /// Layer `il`'s attention on the device from its uploaded matrices (`m`: q, k, v,
+    /// output), with the vectors around it uploaded now: the norms, biases, sinks and the
+    /// MoE router (small; its logits are computed there). Returns the vectors' bytes too.
+    fn device_gqa(
+        &self,
+        backend: &dyn backend::Backend,
+        il: usize,
+        mut m: Vec<backend::DeviceMatrix>,
+    ) -> Result<(u64, backend::DeviceGqa), ModelError> {
+        let layer = &self.weights.layers[il];
+        let weights::Attention::Gqa(a) = &layer.attn else {
+            return Err(ModelError::Kernel(format!(
+                "layer {il}: the GPU tier runs grouped-query attention only"
+            )));
+        };
+        let mut bytes = 0u64;
+        let mut up = |what: &str, v: &[f32]| {
+            bytes += (v.len() * 4) as u64;
+            backend.upload_vector(&format!("blk.{il}.{what}"), v)
+        };
+        let attn_norm = up("attn_norm", &layer.attn_norm)?;
+        let ffn_norm = up("ffn_norm", &layer.ffn_norm)?;
+        let mut opt =
+            |what: &str, v: &Option<Vec<f32>>| v.as_deref().map(|v| up(what, v)).transpose();
+        let (bq, bk, bv, bo) = (
+            opt("bq", &a.bq)?,
+            opt("bk", &a.bk)?,
+            opt("bv", &a.bv)?,
+            opt("bo", &a.bo)?,
+        );
+        let (q_norm, k_norm) = (opt("q_norm", &a.q_norm)?, opt("k_norm", &a.k_norm)?);
+        let sinks = opt("sinks", &a.sinks)?;
+        let router = match &layer.ffn {
+            weights::Ffn::Moe(f) if accel::matmul::gpu_supports(f.router.ty) => {
+                let r = backend.upload(&f.router)?;
+                bytes += r.bytes;
+                Some(r)
+            }
+            _ => None,
+        };
+        let wo = m.pop().expect("4");
+        let wv = m.pop().expect("4");
+        let wk = m.pop().expect("4");
+        let wq = m.pop().expect("4");
+        Ok((
+            bytes,
+            backend::DeviceGqa {
+                attn_norm,
+                wq,
+                wk,
+                wv,
+                wo,
+                bq,
+                bk,
+                bv,
+                bo,
+                q_norm,
+                k_norm,
+                sinks,
+                ffn_norm,
+                router,
+            },
+        ))
     }
 
     /// Parameters and bytes of all weights.

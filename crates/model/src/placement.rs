@@ -339,16 +339,25 @@ fn split_outside_brackets(s: &str) -> Vec<&str> {
     parts
 }
 
-/// What the GPU tier runs today: the SiLU-gated FFNs (dense layers and shared experts)
-/// and the output head, as GPU matmuls (`crate::gpu`). Attention and the routed experts
-/// stay on the CPU. The default rule with a GPU puts these tensors there.
-pub const GPU_RUNS: &str = r"^blk\.\d+\.ffn_(gate|up|down)(_shexp)?\.weight$|^output\.weight$";
+/// What the GPU tier runs today: grouped-query attention with its KV cache (the cache in
+/// GPU memory, the norms, biases and the MoE router's logits with it), the SiLU-gated FFNs
+/// (dense layers and shared experts) and the output head (`crate::gpu`). MLA attention and
+/// the routed experts stay on the CPU. The default rule with a GPU puts these tensors
+/// there.
+pub const GPU_RUNS: &str =
+    r"^blk\.\d+\.(ffn_(gate|up|down)(_shexp)?|attn_(q|k|v|output))\.weight$|^output\.weight$";
+
+/// DeepSeek's MLA attention tensors (no GPU stage yet: see [`GPU_RUNS`]).
+const MLA_TENSORS: &str = r"\.attn_(q_a|q_b|kv_a_mqa|kv_b|k_b|v_b)\.weight$";
 
 /// The weight classes the GPU tier can run (see [`GPU_RUNS`]).
 pub fn gpu_runs(class: WeightClass) -> bool {
     matches!(
         class,
-        WeightClass::DenseFfn | WeightClass::SharedExperts | WeightClass::Output
+        WeightClass::Attention
+            | WeightClass::DenseFfn
+            | WeightClass::SharedExperts
+            | WeightClass::Output
     )
 }
 
@@ -596,6 +605,19 @@ impl PlacedModel {
         self.matrices().map(|(_, d)| d.tier == Tier::Gpu).collect()
     }
 
+    /// The layers whose attention the plan puts on the GPU (their KV cache goes there).
+    pub fn gpu_attention_layers(&self, n_layer: usize) -> Vec<bool> {
+        let mut on = vec![false; n_layer];
+        for (t, d) in self.matrices() {
+            if t.class == Some(WeightClass::Attention) && d.tier == Tier::Gpu {
+                if let Some(l) = layer_of(&t.name).filter(|&l| l < n_layer) {
+                    on[l] = true;
+                }
+            }
+        }
+        on
+    }
+
     /// Bytes the GPU tier's weights take (after conversion).
     pub fn gpu_bytes(&self) -> u64 {
         self.matrices()
@@ -835,8 +857,22 @@ fn keep_what_the_gpu_cannot_run(
             d.storage_rule = last;
         }
     };
+    let mla = Regex::new(MLA_TENSORS).expect("MLA tensor regex");
+    // A layer with any MLA tensor has MLA attention: its `attn_q`/`attn_output` too.
+    let mla_layers: std::collections::HashSet<Option<usize>> = tensors
+        .iter()
+        .filter(|t| mla.is_match(&t.name))
+        .map(|t| layer_of(&t.name))
+        .collect();
     for (t, d) in tensors.iter().zip(decisions.iter_mut()) {
         if d.tier != Tier::Gpu {
+            continue;
+        }
+        if t.class == Some(WeightClass::Attention) && mla_layers.contains(&layer_of(&t.name)) {
+            demote(
+                d,
+                "the GPU tier has no MLA attention stage yet: DeepSeek's attention stays on the CPU",
+            );
             continue;
         }
         let ty = match d.storage {
@@ -847,7 +883,7 @@ fn keep_what_the_gpu_cannot_run(
             None => demote(d, "embeddings, norms and routers are read on the CPU"),
             Some(c) if !gpu_runs(c) => demote(
                 d,
-                "the GPU tier runs only the dense FFNs, shared experts and output head so far: attention and routed experts stay on the CPU",
+                "the GPU tier does not run routed experts: they stay on the CPU",
             ),
             Some(_) if !gpu_type_supported(ty) => demote(
                 d,

@@ -63,6 +63,12 @@ pub struct MoeScratch {
 }
 
 impl MoeScratch {
+    /// The router logits of `n` tokens over `n_expert` experts, for a device that
+    /// computed them to write into (see [`moe_ffn`]'s `resident`).
+    pub fn router_logits(&mut self, n: usize, n_expert: usize) -> &mut [f32] {
+        buf(&mut self.router_logits, n * n_expert)
+    }
+
     /// Sizes the buffers for `n` tokens routed to `k` experts each.
     pub fn reserve(
         &mut self,
@@ -119,7 +125,10 @@ fn experts<'w>(c: &Config, f: &'w MoeFfn) -> Experts<'w> {
 /// The MoE FFN `f` of the rows of `xb`, `k` routed experts per token (see the module
 /// contract). With `device`, the shared experts run there: started before the routing,
 /// so that the device computes them while the CPU computes the routed experts, and
-/// collected after.
+/// collected after. `resident`: the layer's attention ran on the device, which left the
+/// router logits (without bias) in [`MoeScratch::router_logits`] and `xb` in its own
+/// memory, where the shared experts read it.
+#[allow(clippy::too_many_arguments)]
 pub fn moe_ffn(
     cx: &mut StageCtx<'_>,
     s: &mut MoeScratch,
@@ -128,10 +137,15 @@ pub fn moe_ffn(
     xb: &[f32],
     out: &mut [f32],
     device: Option<(&mut dyn Stream, &DeviceFfn)>,
+    resident: bool,
 ) -> Result<(), ModelError> {
     let mut device = device;
     if let (Some((stream, shared)), Some(_)) = (device.as_mut(), &f.shared) {
-        stream.start_ffn(shared, xb)?;
+        if resident {
+            stream.start_resident_ffn(shared)?;
+        } else {
+            stream.start_ffn(shared, xb)?;
+        }
     }
     let (c, pool) = (cx.config, cx.pool);
     let mc = c.moe.as_ref().ok_or_else(|| {
@@ -142,7 +156,9 @@ pub fn moe_ffn(
 
     // Route every token.
     let logits = buf(&mut s.router_logits, n * mc.n_expert);
-    cx.linear.forward(pool, &f.router, 0, xb, logits)?;
+    if !resident {
+        cx.linear.forward(pool, &f.router, 0, xb, logits)?;
+    }
     if let Some(b) = &f.router_bias {
         logits
             .chunks_exact_mut(mc.n_expert)
