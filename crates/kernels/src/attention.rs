@@ -456,19 +456,9 @@ impl Call<'_> {
                 (&q[at..], s.k_stride)
             }
             _ => {
-                for jj in 0..n {
-                    let at = g * s.k_head + (j0 + jj) * s.k_stride;
-                    let row: &[f32] = match self.k.as_f32() {
-                        Some(kf) => &kf[at..at + dk],
-                        None => {
-                            let buf = &mut w.kbuf[..dk];
-                            self.k.read(at, buf);
-                            buf
-                        }
-                    };
-                    (kscale[jj], _) =
-                        i8dots::quantize_row(row, &mut kq[jj * kw..(jj + 1) * kw], true);
-                }
+                let first = g * s.k_head + j0 * s.k_stride;
+                let rows = (first, s.k_stride, dk, n);
+                quantize_block(self.k, rows, &mut w.kbuf[..dk], kq, kw, kscale);
                 (&*kq, kw)
             }
         };
@@ -487,19 +477,9 @@ impl Call<'_> {
                 (&q[at..], s.v_stride, 0)
             }
             (None, _) => {
-                for jj in 0..n {
-                    let at = s.v_offset + g * s.v_head + (j0 + jj) * s.v_stride;
-                    let row: &[f32] = match self.v.as_f32() {
-                        Some(vf) => &vf[at..at + dv],
-                        None => {
-                            let buf = &mut w.vbuf[..dv];
-                            self.v.read(at, buf);
-                            buf
-                        }
-                    };
-                    (vscale[jj], _) =
-                        i8dots::quantize_row(row, &mut vq[jj * vw..(jj + 1) * vw], true);
-                }
+                let first = s.v_offset + g * s.v_head + j0 * s.v_stride;
+                let rows = (first, s.v_stride, dv, n);
+                quantize_block(self.v, rows, &mut w.vbuf[..dv], vq, vw, vscale);
                 (&*vq, vw, 0)
             }
         };
@@ -571,6 +551,30 @@ impl Call<'_> {
             dv,
             &mut w.acc[..rows * dv],
         );
+    }
+}
+
+/// The int8 path's quantized rows of a block: cache rows `(first, stride, width, n)` (the
+/// `n` rows at `first + j·stride`, `width` values each) as offset bytes in rows of `out_w`,
+/// one scale each; rows not stored as f32 go through `tmp` (`width` floats).
+fn quantize_block(
+    data: KvData<'_>,
+    (first, stride, width, n): (usize, usize, usize, usize),
+    tmp: &mut [f32],
+    out: &mut [u8],
+    out_w: usize,
+    scales: &mut [f32],
+) {
+    for (j, scale) in scales.iter_mut().enumerate().take(n) {
+        let at = first + j * stride;
+        let row: &[f32] = match data.as_f32() {
+            Some(f) => &f[at..at + width],
+            None => {
+                data.read(at, tmp);
+                tmp
+            }
+        };
+        (*scale, _) = i8dots::quantize_row(row, &mut out[j * out_w..(j + 1) * out_w], true);
     }
 }
 

@@ -70,9 +70,10 @@ pub fn item_scores(
     let rows = q.len();
     assert!(available(), "attention: int8 dots need AVX-512 VNNI");
     assert!(
-        kw % 64 == 0 && ku.len() >= n * kw && dk.len() >= n,
+        kw % 64 == 0 && kstride >= kw && (n == 0 || ku.len() >= (n - 1) * kstride + kw),
         "attention: key rows"
     );
+    assert!(dk.len() >= n, "attention: key scales");
     assert!(
         q.iter().all(|r| r.len() >= kw) && dq.len() >= rows && qsum.len() >= rows,
         "attention: query rows"
