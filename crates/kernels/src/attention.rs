@@ -464,44 +464,31 @@ impl Call<'_> {
         };
         // Values: an MLA row's are its key's bytes; a q8_KV cache's rows as they are;
         // otherwise their rows quantized.
-        let (v_bytes, v_stride, v_off): (&[u8], usize, usize) = match (self.v_in_k, self.v) {
-            (Some(off), _) => {
-                vscale[..n].copy_from_slice(&kscale[..n]);
-                (k_bytes, k_stride, off)
-            }
-            (None, KvData::Q8Kv { row, q, d }) if self.v_direct => {
-                let at = s.v_offset + g * s.v_head + j0 * s.v_stride;
-                for (jj, vs) in vscale.iter_mut().enumerate().take(n) {
-                    *vs = d[(at + jj * s.v_stride) / row];
+        let (v_bytes, v_stride, v_off, vscale): (&[u8], usize, usize, &[f32]) =
+            match (self.v_in_k, self.v) {
+                (Some(off), _) => (k_bytes, k_stride, off, &*kscale),
+                (None, KvData::Q8Kv { row, q, d }) if self.v_direct => {
+                    let at = s.v_offset + g * s.v_head + j0 * s.v_stride;
+                    for (jj, vs) in vscale.iter_mut().enumerate().take(n) {
+                        *vs = d[(at + jj * s.v_stride) / row];
+                    }
+                    (&q[at..], s.v_stride, 0, &*vscale)
                 }
-                (&q[at..], s.v_stride, 0)
-            }
-            (None, _) => {
-                let first = s.v_offset + g * s.v_head + j0 * s.v_stride;
-                let rows = (first, s.v_stride, dv, n);
-                quantize_block(self.v, rows, &mut w.vbuf[..dv], vq, vw, vscale);
-                (&*vq, vw, 0)
-            }
-        };
-        let qrows: [&[u8]; MAX_ROWS] = std::array::from_fn(|r| {
-            if r < rows {
-                let (t, h) = self.row_th(it, r);
-                let i = t * s.n_head + h;
-                &q8.bytes[i * kw..(i + 1) * kw]
-            } else {
-                &[]
-            }
-        });
-        let (qd, qs): ([f32; MAX_ROWS], [i32; MAX_ROWS]) = {
-            let mut d = [0f32; MAX_ROWS];
-            let mut sm = [0i32; MAX_ROWS];
-            for r in 0..rows {
-                let (t, h) = self.row_th(it, r);
-                d[r] = q8.scale[t * s.n_head + h];
-                sm[r] = q8.sum[t * s.n_head + h];
-            }
-            (d, sm)
-        };
+                (None, _) => {
+                    let first = s.v_offset + g * s.v_head + j0 * s.v_stride;
+                    let rows = (first, s.v_stride, dv, n);
+                    quantize_block(self.v, rows, &mut w.vbuf[..dv], vq, vw, vscale);
+                    (&*vq, vw, 0, &*vscale)
+                }
+            };
+        // The item's query rows: bytes, scales and sums.
+        let (mut qrows, mut qd, mut qs) = ([&[][..]; MAX_ROWS], [0f32; MAX_ROWS], [0i32; MAX_ROWS]);
+        for r in 0..rows {
+            let (t, h) = self.row_th(it, r);
+            let i = t * s.n_head + h;
+            qrows[r] = &q8.bytes[i * kw..(i + 1) * kw];
+            (qd[r], qs[r]) = (q8.scale[i], q8.sum[i]);
+        }
         let sc = &mut w.sc[..rows * BLOCK];
         sc.fill(f32::NEG_INFINITY);
         i8dots::item_scores(

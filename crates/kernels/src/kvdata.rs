@@ -195,10 +195,8 @@ impl KvBuf {
                     at % row == 0 && src.len() % row == 0,
                     "KvBuf: q8_KV writes whole rows"
                 );
-                for (i, x) in src.chunks_exact(row).enumerate() {
-                    let r = at / row + i;
-                    (d[r], _) = quantize_i8(x, &mut q[r * row..(r + 1) * row], true);
-                }
+                let (r0, rows) = (at / row, src.len() / row);
+                quantize_q8kv_rows(src, row, &mut q[at..at + src.len()], &mut d[r0..r0 + rows]);
             }
         }
     }
@@ -381,6 +379,18 @@ impl<'a> KvData<'a> {
                 }
             }
         }
+    }
+}
+
+/// `src`'s rows of `row` values in the q8_KV form: bytes (value + 128) into `q` (as long as
+/// `src`), one scale per row into `d`.
+pub fn quantize_q8kv_rows(src: &[f32], row: usize, q: &mut [u8], d: &mut [f32]) {
+    assert!(
+        row > 0 && src.len() % row == 0 && q.len() == src.len() && d.len() == src.len() / row,
+        "quantize_q8kv_rows: whole rows"
+    );
+    for ((x, out), scale) in src.chunks_exact(row).zip(q.chunks_exact_mut(row)).zip(d) {
+        (*scale, _) = quantize_i8(x, out, true);
     }
 }
 

@@ -615,12 +615,6 @@ fn quantize_rows<'a>(
     let rows = x.len() / width;
     q.resize(rows * width, 0);
     d.resize(rows, 0.0);
-    for ((src, dst), scale) in x
-        .chunks_exact(width)
-        .zip(q.chunks_exact_mut(width))
-        .zip(d.iter_mut())
-    {
-        (*scale, _) = kernels::kvdata::quantize_i8(src, dst, true);
-    }
+    kernels::kvdata::quantize_q8kv_rows(x, width, &mut q[..rows * width], &mut d[..rows]);
     (&q[..rows * width], &d[..rows])
 }
