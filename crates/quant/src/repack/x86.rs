@@ -47,6 +47,10 @@
 //! VNNI, Q8_0 goes back to the signed weights (one XOR per vector) and
 //! `vpmaddubsw(|a|, sign(w, a))` (o = 0), since `(w + 128)·a` pairs would saturate i16.
 //!
+//! On AVX-512 VNNI these four layouts run two groups at once in 512-bit vectors (`zmm`:
+//! 16 rows per `vpdpbusd`, the same per-lane integers and f32 steps; an odd last group in
+//! the 256-bit tile).
+//!
 //! Without VNNI the k-quant integers come from `vpmaddubsw` + `vpmaddwd` (values ≤ 63, so
 //! the i16 pair sums never saturate: 2·63·128 < 2¹⁵). Both variants are bit-identical to
 //! the scalar definition, with one exception: a Q8_0 weight of −128 (ggml's quantizer
@@ -70,6 +74,8 @@ use super::{PackedType, TileFn, MAX_TOKENS, ROWS};
 use crate::dot::SimdPath;
 use std::arch::x86_64::*;
 
+mod zmm;
+
 fn avx2() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
@@ -78,6 +84,7 @@ fn avx2() -> bool {
 
 fn vnni() -> bool {
     avx2()
+        && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512vnni")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512bw")
@@ -91,13 +98,13 @@ pub(super) fn kernels(
     match packed {
         PackedType::Q4Kx8 => pick(path, &Q4K_AVX2, &Q4K_VNNI),
         PackedType::Q6Kx8 => pick(path, &Q6K_AVX2, &Q6K_VNNI),
-        PackedType::Q8_0x8 => pick(path, &Q8_0_AVX2, &Q8_0_VNNI),
-        PackedType::Q5_0x8 => pick(path, &Q5_0_AVX2, &Q5_0_VNNI),
-        PackedType::Q4_0x8 => pick(path, &Q4_0_AVX2, &Q4_0_VNNI),
+        PackedType::Q8_0x8 => pick(path, &Q8_0_AVX2, &Q8_0_ZMM),
+        PackedType::Q5_0x8 => pick(path, &Q5_0_AVX2, &Q5_0_ZMM),
+        PackedType::Q4_0x8 => pick(path, &Q4_0_AVX2, &Q4_0_ZMM),
         PackedType::Q2Kx8 => pick(path, &Q2K_AVX2, &Q2K_VNNI),
         PackedType::Q3Kx8 => pick(path, &Q3K_AVX2, &Q3K_VNNI),
         PackedType::IQ4XSx8 => pick(path, &IQ4XS_AVX2, &IQ4XS_VNNI),
-        PackedType::MXFP4x8 => pick(path, &MXFP4_AVX2, &MXFP4_VNNI),
+        PackedType::MXFP4x8 => pick(path, &MXFP4_AVX2, &MXFP4_ZMM),
     }
 }
 
@@ -546,13 +553,28 @@ static Q4K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q4K);
 static Q6K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q6K);
 static Q6K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q6K);
 static Q8_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q8_0>);
-static Q8_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_Q8_0>);
 static Q5_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q5_0>);
-static Q5_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_Q5_0>);
 static Q4_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q4_0>);
-static Q4_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_Q4_0>);
 static MXFP4_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_MXFP4>);
-static MXFP4_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_MXFP4>);
+/// The 32-value layouts on AVX-512 VNNI: pairs of groups in 512-bit vectors (`zmm`).
+macro_rules! zmm_table {
+    ($k:expr) => {
+        [
+            zmm::tile_zmm::<{ $k }, 1>,
+            zmm::tile_zmm::<{ $k }, 2>,
+            zmm::tile_zmm::<{ $k }, 3>,
+            zmm::tile_zmm::<{ $k }, 4>,
+            zmm::tile_zmm::<{ $k }, 5>,
+            zmm::tile_zmm::<{ $k }, 6>,
+            zmm::tile_zmm::<{ $k }, 7>,
+            zmm::tile_zmm::<{ $k }, 8>,
+        ]
+    };
+}
+static Q8_0_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_Q8_0);
+static Q5_0_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_Q5_0);
+static Q4_0_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_Q4_0);
+static MXFP4_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_MXFP4);
 static Q2K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q2K);
 static Q2K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q2K);
 static Q3K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q3K);
