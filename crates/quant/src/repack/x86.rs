@@ -71,6 +71,10 @@ use super::q4k::{
 };
 use super::q6k::{self, Q6KX8_BLOCK_BYTES};
 use super::{PackedType, TileFn, MAX_TOKENS, ROWS};
+
+/// Most tokens of one 256-bit tile call (its accumulators, T per group, stay in the 16 or
+/// 32 vector registers up to here).
+const TOKENS_256: usize = 8;
 use crate::dot::SimdPath;
 use std::arch::x86_64::*;
 
@@ -94,7 +98,7 @@ fn vnni() -> bool {
 pub(super) fn kernels(
     packed: PackedType,
     path: SimdPath,
-) -> Option<(SimdPath, &'static [TileFn; MAX_TOKENS])> {
+) -> Option<(SimdPath, &'static [TileFn])> {
     match packed {
         PackedType::Q4Kx8 => pick(path, &Q4K_AVX2, &Q4K_VNNI),
         PackedType::Q6Kx8 => pick(path, &Q6K_AVX2, &Q6K_VNNI),
@@ -110,9 +114,9 @@ pub(super) fn kernels(
 
 fn pick(
     path: SimdPath,
-    avx2_fns: &'static [TileFn; MAX_TOKENS],
-    vnni_fns: &'static [TileFn; MAX_TOKENS],
-) -> Option<(SimdPath, &'static [TileFn; MAX_TOKENS])> {
+    avx2_fns: &'static [TileFn],
+    vnni_fns: &'static [TileFn],
+) -> Option<(SimdPath, &'static [TileFn])> {
     match path {
         SimdPath::Avx512Vnni if vnni() => Some((SimdPath::Avx512Vnni, vnni_fns)),
         SimdPath::Avx512Vnni | SimdPath::Avx2 if avx2() => Some((SimdPath::Avx2, avx2_fns)),
@@ -460,11 +464,11 @@ unsafe fn tile<const T: usize, I: Isa, L: Layout>(
     out: *mut f32,
     ld: usize,
 ) {
-    const { assert!(L::EXTRA <= EXTRA_MAX) };
+    const { assert!(L::EXTRA <= EXTRA_MAX && T <= TOKENS_256) };
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
     let gbytes = nb * L::BLOCK_BYTES;
     // Prepared bytes of the pass (written before being read; unused without EXTRA).
-    let mut ex = std::mem::MaybeUninit::<[[u8; EXTRA_MAX * PASS_BLOCKS]; MAX_TOKENS]>::uninit();
+    let mut ex = std::mem::MaybeUninit::<[[u8; EXTRA_MAX * PASS_BLOCKS]; TOKENS_256]>::uninit();
     let ex = ex.as_mut_ptr() as *mut u8;
     let ex_at = |t: usize, k: usize| ex.add((t * PASS_BLOCKS + k) * L::EXTRA);
     let mut ib0 = 0;
@@ -548,14 +552,28 @@ macro_rules! tile_table {
     };
 }
 
-static Q4K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q4K);
-static Q4K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q4K);
-static Q6K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q6K);
-static Q6K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q6K);
-static Q8_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q8_0>);
-static Q5_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q5_0>);
-static Q4_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q4_0>);
-static MXFP4_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_MXFP4>);
+static Q4K_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Q4K);
+static Q4K_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Q4K);
+static Q6K_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Q6K);
+static Q6K_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Q6K);
+static Q8_0_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_Q8_0>);
+static Q5_0_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_Q5_0>);
+static Q4_0_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_Q4_0>);
+static MXFP4_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_MXFP4>);
+static Q8_0_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_Q8_0>);
+static Q5_0_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_Q5_0>);
+static Q4_0_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_Q4_0>);
+static MXFP4_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_MXFP4>);
+
+/// The 256-bit VNNI tiles of legacy layout `K` (the 512-bit tiles' odd last group).
+fn legacy_vnni_256(k: u8) -> &'static [TileFn; TOKENS_256] {
+    match k {
+        K_Q8_0 => &Q8_0_VNNI,
+        K_Q5_0 => &Q5_0_VNNI,
+        K_Q4_0 => &Q4_0_VNNI,
+        _ => &MXFP4_VNNI,
+    }
+}
 /// The 32-value layouts on AVX-512 VNNI: pairs of groups in 512-bit vectors (`zmm`).
 macro_rules! zmm_table {
     ($k:expr) => {
@@ -575,12 +593,12 @@ static Q8_0_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_Q8_0);
 static Q5_0_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_Q5_0);
 static Q4_0_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_Q4_0);
 static MXFP4_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_MXFP4);
-static Q2K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q2K);
-static Q2K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q2K);
-static Q3K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q3K);
-static Q3K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q3K);
-static IQ4XS_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, IQ4XS);
-static IQ4XS_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, IQ4XS);
+static Q2K_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Q2K);
+static Q2K_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Q2K);
+static Q3K_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Q3K);
+static Q3K_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Q3K);
+static IQ4XS_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, IQ4XS);
+static IQ4XS_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, IQ4XS);
 
 // ---------------------------------------------------------------------------------------
 // Q2_Kx8 × Q8_K (see `q2k` for the layout).

@@ -1,7 +1,9 @@
 //! 512-bit tiles of the 32-value layouts (Q8_0x8, Q5_0x8, Q4_0x8, MXFP4x8) for AVX-512
 //! VNNI: two consecutive 8-row groups side by side in one 512-bit vector (lanes 0..8 =
 //! group g's rows, 8..16 = group g + 1's), so one `vpdpbusd` with a broadcast 4-byte
-//! activation group advances 16 rows. A prompt's GEMM then issues half the `vpdpbusd`,
+//! activation group advances 16 rows. Per block the pair's 8 weight vectors are decoded
+//! once and kept in registers for the call's (up to 8) tokens, each token's sum one
+//! `vpdpbusd` chain. A prompt's GEMM then issues half the `vpdpbusd`,
 //! activation broadcasts and f32 steps per multiply-add of the 256-bit tile (gpt-oss's
 //! MXFP4 experts: the bulk of its prompt time).
 //!
@@ -50,36 +52,14 @@ unsafe fn nibble_weights<const K: u8>(pa: *const u8, pb: *const u8, g: usize) ->
     }
 }
 
-/// One block of two groups × T activation blocks: the exact `Σ w·a` per token, lane =
-/// row of the pair. `q[t]` points to token t's 32 quants, `c[t]` to its prepared `−o·Σa`.
+/// The 8 weight vectors (g = 0..8: positions 4g..4g+4) of blocks `pa` (lanes 0..8) and
+/// `pb` (lanes 8..16), as `w + o` unsigned bytes.
 #[inline(always)]
-unsafe fn pair_block_ints<const T: usize, const K: u8>(
-    pa: *const u8,
-    pb: *const u8,
-    q: [*const u8; T],
-    c: [*const u8; T],
-) -> [__m512i; T] {
-    let a = |t: usize, g: usize| {
-        _mm512_set1_epi32(std::ptr::read_unaligned(q[t].add(4 * g) as *const i32))
-    };
-    // Few tokens: two chains per token (even / odd g), so that `vpdpbusd` latency does not
-    // bound the block; from 4 tokens on the tokens' chains are enough and one each keeps
-    // the accumulators in registers.
-    let two = T < 4;
-    let mut dp: [__m512i; T] =
-        std::array::from_fn(|t| _mm512_set1_epi32(std::ptr::read_unaligned(c[t] as *const i32)));
-    let mut dq = [_mm512_setzero_si512(); T];
+unsafe fn pair_weights<const K: u8>(pa: *const u8, pb: *const u8) -> [__m512i; 8] {
+    let mut w = [_mm512_setzero_si512(); 8];
     if K == K_Q4_0 || K == K_MXFP4 {
         for g in 0..4 {
-            let [w0, w1] = nibble_weights::<K>(pa, pb, g);
-            for t in 0..T {
-                dp[t] = _mm512_dpbusd_epi32(dp[t], w0, a(t, g));
-                if two {
-                    dq[t] = _mm512_dpbusd_epi32(dq[t], w1, a(t, g + 4));
-                } else {
-                    dp[t] = _mm512_dpbusd_epi32(dp[t], w1, a(t, g + 4));
-                }
-            }
+            [w[g], w[g + 4]] = nibble_weights::<K>(pa, pb, g);
         }
     } else {
         let (plane_a, plane_b) = if K == K_Q5_0 {
@@ -88,27 +68,39 @@ unsafe fn pair_block_ints<const T: usize, const K: u8>(
             (_mm256_setzero_si256(), _mm256_setzero_si256())
         };
         for g in 0..8 {
-            let w = join(
+            w[g] = join(
                 legacy_weights::<K, Vnni>(pa, g, plane_a),
                 legacy_weights::<K, Vnni>(pb, g, plane_b),
             );
-            for t in 0..T {
-                if two && g % 2 == 1 {
-                    dq[t] = _mm512_dpbusd_epi32(dq[t], w, a(t, g));
-                } else {
-                    dp[t] = _mm512_dpbusd_epi32(dp[t], w, a(t, g));
-                }
-            }
         }
     }
-    if two {
-        std::array::from_fn(|t| _mm512_add_epi32(dp[t], dq[t]))
+    w
+}
+
+/// `Σ w·a` of one token against a pair's decoded block: the exact integers, lane = row of
+/// the pair, starting at the prepared `−o·Σa` (`c`). `q`: the token's 32 quants.
+#[inline(always)]
+unsafe fn pair_token_ints<const T: usize>(w: &[__m512i; 8], q: *const u8, c: *const u8) -> __m512i {
+    let a = |g: usize| _mm512_set1_epi32(std::ptr::read_unaligned(q.add(4 * g) as *const i32));
+    let mut dp = _mm512_set1_epi32(std::ptr::read_unaligned(c as *const i32));
+    if T < 4 {
+        // Few tokens: two chains (even / odd g), so that `vpdpbusd` latency does not bound
+        // the block; with more, the tokens' own chains overlap.
+        let mut dq = _mm512_setzero_si512();
+        for g in (0..8).step_by(2) {
+            dp = _mm512_dpbusd_epi32(dp, w[g], a(g));
+            dq = _mm512_dpbusd_epi32(dq, w[g + 1], a(g + 1));
+        }
+        _mm512_add_epi32(dp, dq)
     } else {
+        for g in 0..8 {
+            dp = _mm512_dpbusd_epi32(dp, w[g], a(g));
+        }
         dp
     }
 }
 
-/// The tile ([`TileFn`]) of legacy layout `K` for T tokens: pairs of groups in 512-bit
+/// The tile ([`TileFn`]) of legacy layout `K` for T (1..=8) tokens: pairs of groups in 512-bit
 /// vectors, per pass of up to [`PASS_BLOCKS`] blocks as the 256-bit [`tile`] (activation
 /// constants prepared once per pass, accumulators kept in `out` between passes); an odd
 /// last group through the 256-bit tile.
@@ -153,12 +145,15 @@ pub(super) unsafe fn tile_zmm<const K: u8, const T: usize>(
                 let (pa, pb) = (wa.add(ib * bb), wb.add(ib * bb));
                 let q: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8_0_SIZE + 2));
                 let c: [*const u8; T] = std::array::from_fn(|t| ex_at(t, k) as *const u8);
-                let isum = pair_block_ints::<T, K>(pa, pb, q, c);
+                // The block's weights decoded once for all T tokens (they and the T
+                // accumulators fill the registers; each token's sum is one chain).
+                let wv = pair_weights::<K>(pa, pb);
                 let d = join_ps(Legacy::<K>::row_d(pa), Legacy::<K>::row_d(pb));
                 for t in 0..T {
+                    let isum = pair_token_ints::<T>(&wv, q[t], c[t]);
                     let da = _mm512_set1_ps(Legacy::<K>::d_a(q[t], c[t]));
                     acc[t] =
-                        _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(isum[t]), acc[t]);
+                        _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(isum), acc[t]);
                 }
             }
             for t in 0..T {
@@ -168,7 +163,14 @@ pub(super) unsafe fn tile_zmm<const K: u8, const T: usize>(
         ib0 += n;
     }
     if ng % 2 == 1 {
+        // The odd last group: the 256-bit tile, at most 8 tokens per call.
         let g = ng - 1;
-        tile::<T, Vnni, Legacy<K>>(nb, 1, w.add(g * gbytes), a, out.add(g * ROWS), ld);
+        let fns = legacy_vnni_256(K);
+        let mut t0 = 0;
+        while t0 < T {
+            let cnt = (T - t0).min(TOKENS_256);
+            fns[cnt - 1](nb, 1, w.add(g * gbytes), a.add(t0), out.add(t0 * ld + g * ROWS), ld);
+            t0 += cnt;
+        }
     }
 }
