@@ -95,10 +95,7 @@ fn vnni() -> bool {
 }
 
 /// The kernels for `packed` on `path` or the best available below it.
-pub(super) fn kernels(
-    packed: PackedType,
-    path: SimdPath,
-) -> Option<(SimdPath, &'static [TileFn])> {
+pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &'static [TileFn])> {
     match packed {
         PackedType::Q4Kx8 => pick(path, &Q4K_AVX2, &Q4K_VNNI),
         PackedType::Q6Kx8 => pick(path, &Q6K_AVX2, &Q6K_VNNI),

@@ -100,6 +100,9 @@ unsafe fn pair_token_ints<const T: usize>(w: &[__m512i; 8], q: *const u8, c: *co
     }
 }
 
+/// How far ahead (in blocks) the 512-bit tiles prefetch their weights.
+const PREFETCH_BLOCKS: usize = 8;
+
 /// The tile ([`TileFn`]) of legacy layout `K` for T (1..=8) tokens: pairs of groups in 512-bit
 /// vectors, per pass of up to [`PASS_BLOCKS`] blocks as the 256-bit [`tile`] (activation
 /// constants prepared once per pass, accumulators kept in `out` between passes); an odd
@@ -143,6 +146,14 @@ pub(super) unsafe fn tile_zmm<const K: u8, const T: usize>(
             for k in 0..n {
                 let ib = ib0 + k;
                 let (pa, pb) = (wa.add(ib * bb), wb.add(ib * bb));
+                // The pair's blocks PREFETCH_BLOCKS ahead, towards L1: a prompt's expert
+                // chunk streams from DRAM on its first token tile, and the hardware
+                // prefetchers follow two interleaved streams per pair poorly.
+                for line in (0..bb).step_by(64) {
+                    let ahead = PREFETCH_BLOCKS * bb + line;
+                    _mm_prefetch::<_MM_HINT_T0>(pa.wrapping_add(ahead) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(ahead) as *const i8);
+                }
                 let q: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * Q8_0_SIZE + 2));
                 let c: [*const u8; T] = std::array::from_fn(|t| ex_at(t, k) as *const u8);
                 // The block's weights decoded once for all T tokens (they and the T
@@ -169,7 +180,14 @@ pub(super) unsafe fn tile_zmm<const K: u8, const T: usize>(
         let mut t0 = 0;
         while t0 < T {
             let cnt = (T - t0).min(TOKENS_256);
-            fns[cnt - 1](nb, 1, w.add(g * gbytes), a.add(t0), out.add(t0 * ld + g * ROWS), ld);
+            fns[cnt - 1](
+                nb,
+                1,
+                w.add(g * gbytes),
+                a.add(t0),
+                out.add(t0 * ld + g * ROWS),
+                ld,
+            );
             t0 += cnt;
         }
     }
