@@ -3,8 +3,12 @@
 //! with packed weights and uniformly random routing: where a prompt's expert time goes,
 //! without loading a model.
 //!
-//! `cargo run -p kernels --release --example moe_bench -- [--type MXFP4] [--experts 128]
-//! [--k 4] [--dim 2880] [--hidden 2880] [--tokens 512] [--threads 2] [--reps 3]`
+//! `cargo run -p kernels --release --example moe_bench -- [--type MXFP4] [--down-type T]
+//! [--experts 128] [--k 4] [--dim 2880] [--hidden 2880] [--tokens 512] [--threads 2]
+//! [--reps 3]`
+//!
+//! (DeepSeek-V2-Lite's experts in a Q4_K_M file: `--type Q4_K --down-type Q5_0 --experts 64
+//! --k 6 --dim 2048 --hidden 1408`.)
 //!
 //! Defaults: one gpt-oss-120b layer (128 MXFP4 experts of 2880 → 2880, top-4, 1.7 GB of
 //! weights: read from DRAM, as in a real prompt). Prints the best of `--reps` runs, the
@@ -39,10 +43,18 @@ struct Stack {
 }
 
 impl Stack {
-    fn random(ty: GgmlType, n_in: usize, n_out: usize, n_expert: usize, seed: u64) -> Stack {
-        let packed = PackedType::for_type(ty).expect("--type needs a packed layout");
-        let file_len = ty.row_bytes(n_in as u64).unwrap() as usize * n_out;
-        let slab = packed.matrix_bytes(n_in, n_out).expect("shape");
+    fn random(
+        ty: GgmlType,
+        n_in: usize,
+        n_out: usize,
+        n_expert: usize,
+        seed: u64,
+    ) -> Result<Stack, String> {
+        let packed = PackedType::for_type(ty).ok_or(format!("{ty} has no packed layout"))?;
+        let slab = packed
+            .matrix_bytes(n_in, n_out)
+            .ok_or(format!("{ty}: {n_out} rows of {n_in} cannot be repacked"))?;
+        let file_len = ty.row_bytes(n_in as u64).ok_or("row size")? as usize * n_out;
         let mut s = seed;
         let mut file = vec![0u8; file_len];
         let mut bytes = vec![0u8; slab * n_expert];
@@ -61,14 +73,14 @@ impl Stack {
                     _ => blk[..2].copy_from_slice(&quant::Half::from_f32(0.01).0),
                 }
             }
-            repack::repack(ty, n_in, n_out, &file, out).unwrap();
+            repack::repack(ty, n_in, n_out, &file, out).map_err(|e| e.to_string())?;
         }
-        Stack {
+        Ok(Stack {
             packed,
             n_in,
             n_out,
             bytes,
-        }
+        })
     }
 }
 
@@ -87,8 +99,20 @@ impl ExpertStack for Stack {
 }
 
 fn main() {
+    if let Err(e) = run() {
+        eprintln!("moe_bench: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
-    let ty = GgmlType::from_name(&arg(&args, "--type", "MXFP4".to_string())).expect("--type");
+    let ty_arg = |name: &str, default: &str| {
+        let v = arg(&args, name, default.to_string());
+        GgmlType::from_name(&v).ok_or(format!("{name}: {v} is not a ggml type name"))
+    };
+    let ty = ty_arg("--type", "MXFP4")?;
+    let down_ty = ty_arg("--down-type", ty.name())?;
     let n_expert: usize = arg(&args, "--experts", 128);
     let k: usize = arg(&args, "--k", 4);
     let dim: usize = arg(&args, "--dim", 2880);
@@ -96,10 +120,15 @@ fn main() {
     let n: usize = arg(&args, "--tokens", 512);
     let threads: usize = arg(&args, "--threads", 2);
     let reps: usize = arg(&args, "--reps", 3);
+    if k == 0 || k > n_expert || n == 0 || threads == 0 {
+        return Err(format!(
+            "need 1 ≤ k ({k}) ≤ experts ({n_expert}), tokens ({n}) and threads ({threads}) ≥ 1"
+        ));
+    }
     let pool = ThreadPool::new(threads);
-    let gate = Stack::random(ty, dim, hidden, n_expert, 1);
-    let up = Stack::random(ty, dim, hidden, n_expert, 2);
-    let down = Stack::random(ty, hidden, dim, n_expert, 3);
+    let gate = Stack::random(ty, dim, hidden, n_expert, 1)?;
+    let up = Stack::random(ty, dim, hidden, n_expert, 2)?;
+    let down = Stack::random(down_ty, hidden, dim, n_expert, 3)?;
     let w = Experts {
         gate: &gate,
         up: &up,
@@ -140,17 +169,17 @@ fn main() {
     };
     let mut scratch = MoeScratch::new();
     let mut out = vec![0f32; n * dim];
-    moe_experts(&pool, &w, &x, routing, &mut scratch, &mut out).unwrap();
+    moe_experts(&pool, &w, &x, routing, &mut scratch, &mut out).map_err(|e| e.to_string())?;
     let mut best = f64::INFINITY;
     for _ in 0..reps {
         let t = Instant::now();
-        moe_experts(&pool, &w, &x, routing, &mut scratch, &mut out).unwrap();
+        moe_experts(&pool, &w, &x, routing, &mut scratch, &mut out).map_err(|e| e.to_string())?;
         best = best.min(t.elapsed().as_secs_f64());
     }
     let macs = 3.0 * (dim * hidden * n * k) as f64;
     let bytes = (gate.bytes.len() + up.bytes.len() + down.bytes.len()) as f64;
     println!(
-        "moe_bench {ty} ({}): {n_expert} experts {dim} → {hidden}, top-{k}, {n} tokens, {threads} threads, path {}: best of {reps} {:.1} ms, {:.1} G MAC/s, weights {:.2} GB at {:.1} GB/s",
+        "moe_bench {ty}/{down_ty} ({}): {n_expert} experts {dim} → {hidden}, top-{k}, {n} tokens, {threads} threads, path {}: best of {reps} {:.1} ms, {:.1} G MAC/s, weights {:.2} GB at {:.1} GB/s",
         gate.packed.name(),
         quant::dot::simd_path(),
         best * 1e3,
@@ -158,4 +187,5 @@ fn main() {
         bytes / 1e9,
         bytes / best / 1e9
     );
+    Ok(())
 }
