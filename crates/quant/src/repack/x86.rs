@@ -420,6 +420,16 @@ impl Layout for Q6K {
 /// unchanged, so results do not depend on the pass length).
 const PASS_BLOCKS: usize = 64;
 
+/// How far ahead of the block being multiplied the tiles ask for weight bytes
+/// (`prefetcht0`, one per 64-byte line of a block). A GEMV from DRAM is latency-bound per
+/// core: the hardware prefetchers alone kept only 60–70% of the read bandwidth busy here
+/// (Xeon guest, 2 threads: Q4_Kx8 19.5–20.9 GB/s of 26–29), since the loads of the next
+/// lines issue only once the arithmetic before them retires. Asking 4 KiB ahead brings
+/// the same GEMVs to 25–27 GB/s (≈ 95–100%) and V2-Lite decode from 10.7 to 13.8 tok/s;
+/// 2 KiB did nearly as well, 8 KiB no better (bench/RESULTS.md, 2026-12-07). A prefetch
+/// never faults, so running past the matrix's end is harmless (it reads ≤ 4 KiB more).
+const PREFETCH_AHEAD: usize = 4096;
+
 /// The f32 accumulators of group output `o` (row stride `ld`): zero on the first pass,
 /// else what the previous pass stored.
 #[inline(always)]
@@ -477,6 +487,21 @@ unsafe fn tile<const T: usize, I: Isa, L: Layout>(
             for k in 0..n {
                 let ib = ib0 + k;
                 let pb = wg.add(ib * L::BLOCK_BYTES);
+                // The byte read PREFETCH_AHEAD bytes from now: further in this group's
+                // segment of the pass, or past its end in the next group's (the same
+                // address when the call is one pass: the groups are contiguous).
+                let ahead = if (k * L::BLOCK_BYTES) + PREFETCH_AHEAD < n * L::BLOCK_BYTES {
+                    PREFETCH_AHEAD
+                } else {
+                    PREFETCH_AHEAD + gbytes - n * L::BLOCK_BYTES
+                };
+                let mut line = 0;
+                while line < L::BLOCK_BYTES {
+                    // SAFETY: a prefetch is a hint: it never faults, whatever the address
+                    // (`wrapping_add` keeps the pointer arithmetic itself defined).
+                    _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(ahead + line) as *const i8);
+                    line += 64;
+                }
                 let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * L::ACT_BYTES));
                 let et: [*const u8; T] = std::array::from_fn(|t| ex_at(t, k) as *const u8);
                 let (isum, msum) = L::ints::<T, I>(pb, at, et);
