@@ -207,10 +207,19 @@ pub struct GpuPlan {
 
 /// GPU activation scratch the plan reserves: a 512-token step's hidden states and FFN
 /// activations, and 64 rows of logits (an estimate: the buffers grow with the batch).
-fn gpu_scratch_estimate(c: &model::Config) -> u64 {
+/// With MLA, its per-token buffers (queries, latent-space queries, attended latents and
+/// values, each per head) and the decompressed form's per-position buffers (latents,
+/// expanded keys and values) for `ctx` positions, at most 256 MiB (the CPU stage's cap).
+fn gpu_scratch_estimate(c: &model::Config, ctx: u64) -> u64 {
     let shared = c.moe.as_ref().map_or(0, |m| m.shared_ffn);
     let hidden = c.ffn_dim.max(shared).max(c.dim) as u64;
-    512 * (2 * c.dim as u64 + 2 * hidden) * 4 + 64 * c.n_vocab as u64 * 4
+    let mla = c.mla.as_ref().map_or(0, |m| {
+        let (lat, hq, v) = (m.kv_lora_rank + m.qk_rope, m.qk_nope + m.qk_rope, m.v_head);
+        let per_token = c.n_head * (hq + m.qk_nope + lat + 3 * m.kv_lora_rank + 2 * v) + lat;
+        let per_position = (m.kv_lora_rank + c.n_head * (m.qk_nope + hq + 2 * v)) as u64;
+        512 * per_token as u64 * 4 + (ctx.saturating_mul(per_position) * 4).min(256 << 20)
+    });
+    512 * (2 * c.dim as u64 + 2 * hidden) * 4 + 64 * c.n_vocab as u64 * 4 + mla
 }
 
 /// The placement with the tiers there are. With a GPU, what the GPU tier gets must fit its
@@ -241,16 +250,18 @@ pub fn plan_tiers(
     let Some((budget, source)) = devices.gpu_memory.clone() else {
         return Ok((placed, None));
     };
-    // A GPU layer's KV cache: f32 keys and values at every position (no rings), per cache.
+    // A GPU layer's KV cache: f32 keys and values (MLA: the latent and the shared RoPE
+    // key) at every position (no rings), per cache.
     let kv_ctx = opts.kv.ctx_for(c) as u64;
     let caches = opts.kv.caches as u64;
-    let kv_per_layer = match &c.mla {
-        Some(_) => 0,
-        None => ((c.n_head_kv * (c.head_dim + c.head_dim_v)) as u64)
-            .saturating_mul(4)
-            .saturating_mul(kv_ctx)
-            .saturating_mul(caches),
+    let kv_row = match &c.mla {
+        Some(m) => m.kv_lora_rank + m.qk_rope,
+        None => c.n_head_kv * (c.head_dim + c.head_dim_v),
     };
+    let kv_per_layer = (kv_row as u64)
+        .saturating_mul(4)
+        .saturating_mul(kv_ctx)
+        .saturating_mul(caches);
     let layer_bytes = |p: &PlacedModel| -> Vec<u64> {
         let mut v = p.gpu_bytes_per_layer(c.n_layer);
         for (b, on) in v.iter_mut().zip(p.gpu_attention_layers(c.n_layer)) {
@@ -268,7 +279,7 @@ pub fn plan_tiers(
             .count();
         (kv_per_layer.saturating_mul(n as u64), n)
     };
-    let scratch_bytes = gpu_scratch_estimate(c);
+    let scratch_bytes = gpu_scratch_estimate(c, kv_ctx);
     let (kv_bytes, _) = kv_of(&placed);
     let wanted = placed
         .gpu_bytes()
@@ -304,7 +315,7 @@ pub fn plan_tiers(
     plan.tensors = placed.on_gpu().iter().filter(|&&g| g).count();
     (plan.kv_bytes, plan.kv_layers) = kv_of(&placed);
     let t = opts.kv.types;
-    if plan.kv_layers > 0 && c.mla.is_none() && t != model::KvTypes::default() {
+    if plan.kv_layers > 0 && t != model::KvTypes::default() {
         plan.kv_note = Some(format!(
             "the KV cache of the {} layer(s) whose attention runs on the GPU is f32 there; {} applies to the layers on the CPU",
             plan.kv_layers,

@@ -103,8 +103,8 @@ const PROMPT: [u32; 7] = [51, 353, 612, 332, 962, 69, 92];
 
 #[test]
 fn deepseek_v3_tiny() {
-    // Dense first layer, shared experts, an untied output head.
-    // MLA attention has no GPU stage yet: it stays on the CPU with its latent cache.
+    // Dense first layer, shared experts, an untied output head; MLA with q compression
+    // (attn_q_a → norm → attn_q_b) and its latent cache on the GPU.
     if let Some(stages) = placements_agree(
         &tiny("deepseek-v3-tiny/deepseek-v3-tiny-Q4_K_M.gguf"),
         &PROMPT,
@@ -114,7 +114,7 @@ fn deepseek_v3_tiny() {
             stages.contains("dense FFN")
                 && stages.contains("shared-expert")
                 && stages.contains("output head")
-                && !stages.contains("attention"),
+                && stages.contains("attention(s) with their KV cache"),
             "{stages}"
         );
     }
@@ -122,11 +122,45 @@ fn deepseek_v3_tiny() {
 
 #[test]
 fn deepseek_v2_lite_tiny() {
-    placements_agree(
+    // MLA without q compression (attn_q), YaRN.
+    if let Some(stages) = placements_agree(
         &tiny("deepseek-v2-lite-tiny/deepseek-v2-lite-tiny-Q8_0.gguf"),
         &PROMPT,
         8,
-    );
+    ) {
+        assert!(
+            stages.contains("attention(s) with their KV cache"),
+            "{stages}"
+        );
+    }
+}
+
+#[test]
+fn deepseek_fused_kv_b_tiny() {
+    // Files with the fused attn_kv_b: attn_k_b / attn_v_b built at load go to the GPU too.
+    for model in ["deepseek-v3-tiny", "deepseek-v2-lite-tiny"] {
+        let path = data_dir().join(format!("fused/{model}-fused-kv_b.gguf"));
+        if let Some(stages) = placements_agree_under(&path, &PROMPT, 4, &[""]) {
+            assert!(
+                stages.contains("attention(s) with their KV cache"),
+                "{model}: {stages}"
+            );
+        }
+    }
+}
+
+#[test]
+fn deepseek32_tiny_keeps_its_attention_on_the_cpu() {
+    // The lightning indexer has no GPU stage: DeepSeek-V3.2's attention (with its latent
+    // cache) stays on the CPU, the load says so, and the rest of the GPU plan agrees.
+    let path = tiny("deepseek32-tiny/deepseek32-tiny-Q8_0.gguf");
+    let Some(stages) = placements_agree_under(&path, &PROMPT, 4, &[""]) else {
+        return;
+    };
+    assert!(!stages.contains("attention"), "{stages}");
+    let e = load(&path, test_device().expect("checked"), "", true);
+    let summary = e.load.placement.join("\n");
+    assert!(summary.contains("no lightning indexer"), "{summary}");
 }
 
 #[test]
@@ -223,5 +257,108 @@ fn a_device_that_does_not_exist_is_an_input_error() {
         e.to_string()
             .contains("no GPU adapter matches --device gpu:no-such-adapter-xyz"),
         "{e}"
+    );
+}
+
+/// Logits of `tokens` in a fresh cache under `form`: the first 5 as a prompt (every
+/// position), then one decode step per remaining token.
+fn form_logits(e: &Engine, form: model::MlaForm, tokens: &[u32]) -> Vec<f32> {
+    let mut st = model::RunState::new(e.mode);
+    st.set_mla_form(form);
+    let mut kv = model::KvCache::new(&e.model.config, 64).unwrap();
+    let m = &e.model;
+    let mut out = m
+        .forward(&e.pool, &mut st, &mut kv, &tokens[..5], Logits::All)
+        .unwrap()
+        .to_vec();
+    for t in &tokens[5..] {
+        out.extend_from_slice(
+            m.forward(&e.pool, &mut st, &mut kv, &[*t], Logits::Last)
+                .unwrap(),
+        );
+    }
+    out
+}
+
+#[test]
+fn deepseek_both_mla_forms_on_the_gpu() {
+    // Each form forced (the decompressed one at every step, decode included): the GPU's
+    // latent attention matches the CPU's in the exact mode, prompt and decode alike.
+    let Some(device) = test_device() else { return };
+    for rel in [
+        "deepseek-v3-tiny/deepseek-v3-tiny-Q4_K_M.gguf",
+        "deepseek-v2-lite-tiny/deepseek-v2-lite-tiny-Q8_0.gguf",
+    ] {
+        let cpu = load(&tiny(rel), DeviceChoice::Cpu, "", true);
+        let gpu = load(&tiny(rel), device.clone(), "", true);
+        let stages = &gpu.load.gpu.as_ref().expect("a GPU plan").stages;
+        assert!(stages.contains("attention"), "{rel}: {stages}");
+        for form in [model::MlaForm::Decompressed, model::MlaForm::Absorbed] {
+            let a = form_logits(&cpu, form, &PROMPT);
+            let b = form_logits(&gpu, form, &PROMPT);
+            let d = max_diff(&a, &b);
+            assert!(d <= 1e-3, "{rel} {form:?}: max |Δ| {d}");
+        }
+    }
+}
+
+#[test]
+fn deepseek_mixed_forms_in_one_batch_on_the_gpu() {
+    // The default mode's rule: a prompt into an empty cache runs decompressed, a decode
+    // step absorbed. In one batch (one sequence of each) every sequence gets exactly the
+    // logits it gets alone.
+    let Some(device) = test_device() else { return };
+    let path = tiny("deepseek-v3-tiny/deepseek-v3-tiny-Q4_K_M.gguf");
+    let e = load(&path, device, "", false);
+    let c = &e.model.config;
+    let d = model::forward::MlaDims::of(c).unwrap();
+    assert!(model::forward::mla_decompress_pays(PROMPT.len(), 0, &d));
+    assert!(!model::forward::mla_decompress_pays(1, 4, &d));
+    let m = &e.model;
+    let fresh = || model::KvCache::new(c, 64).unwrap();
+    let mut st = model::RunState::new(e.mode);
+    // Alone: the decode sequence's 4-token prompt then one step; the other's prompt.
+    let mut kv_b = fresh();
+    m.forward(&e.pool, &mut st, &mut kv_b, &PROMPT[..4], Logits::Last)
+        .unwrap();
+    let mut kv_b2 = fresh();
+    m.forward(&e.pool, &mut st, &mut kv_b2, &PROMPT[..4], Logits::Last)
+        .unwrap();
+    let step_alone = m
+        .forward(&e.pool, &mut st, &mut kv_b, &[PROMPT[4]], Logits::Last)
+        .unwrap()
+        .to_vec();
+    let mut kv_a = fresh();
+    let prompt_alone = m
+        .forward(&e.pool, &mut st, &mut kv_a, &PROMPT, Logits::Last)
+        .unwrap()
+        .to_vec();
+    // Together.
+    let mut kv_a2 = fresh();
+    let both = m
+        .forward_batch(
+            &e.pool,
+            &mut st,
+            &mut [
+                model::BatchSeq {
+                    kv: &mut kv_a2,
+                    tokens: &PROMPT,
+                    logits: Logits::Last,
+                },
+                model::BatchSeq {
+                    kv: &mut kv_b2,
+                    tokens: &[PROMPT[4]],
+                    logits: Logits::Last,
+                },
+            ],
+        )
+        .unwrap()
+        .to_vec();
+    let n_vocab = c.n_vocab;
+    assert_eq!(&both[..n_vocab], &prompt_alone[..], "the prompt's logits");
+    assert_eq!(
+        &both[n_vocab..],
+        &step_alone[..],
+        "the decode step's logits"
     );
 }

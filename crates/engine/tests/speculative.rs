@@ -17,10 +17,15 @@ use model::Logits;
 use serde_json::json;
 
 fn load(path: &std::path::Path) -> Engine {
+    load_on(path, accel::DeviceChoice::Auto)
+}
+
+fn load_on(path: &std::path::Path, device: accel::DeviceChoice) -> Engine {
     Engine::load(
         path,
         &LoadOptions {
             threads: Some(2),
+            device,
             ..Default::default()
         },
         &mut |_| {},
@@ -97,7 +102,11 @@ const PROMPTS: [&str; 3] = [
 
 /// Every feature that touches a step, on one model; returns (drafted, accepted) in all.
 fn check_model(rel: &str) -> (usize, usize) {
-    let e = tiny(rel);
+    check_engine(rel, &tiny(rel))
+}
+
+/// [`check_model`] on a loaded engine.
+fn check_engine(rel: &str, e: &Engine) -> (usize, usize) {
     // Extra tokens route to more experts: a step costs more per draft token than a dense
     // model's.
     assert!(
@@ -114,17 +123,17 @@ fn check_model(rel: &str) -> (usize, usize) {
     for (i, p) in PROMPTS.iter().enumerate() {
         let prompt = tok.encode(p, false).unwrap();
         let what = |case: &str| format!("{rel}, prompt {i}, {case}");
-        let (text, s) = same_with_and_without(&e, &prompt, &greedy(80), 256, &what("greedy"));
+        let (text, s) = same_with_and_without(e, &prompt, &greedy(80), 256, &what("greedy"));
         count(&s);
         // max_tokens inside a draft.
         for n in [1, 2, 7] {
-            let (_, s) = same_with_and_without(&e, &prompt, &greedy(n), 256, &what("max"));
+            let (_, s) = same_with_and_without(e, &prompt, &greedy(n), 256, &what("max"));
             count(&s);
             assert_eq!(s.generated_tokens, n);
         }
         // The context fills up inside a draft.
         let (_, s) =
-            same_with_and_without(&e, &prompt, &greedy(80), prompt.len() + 9, &what("context"));
+            same_with_and_without(e, &prompt, &greedy(80), prompt.len() + 9, &what("context"));
         assert_eq!(s.finish, FinishReason::Length);
         count(&s);
         // A stop string taken from the middle of the output ends it there.
@@ -135,7 +144,7 @@ fn check_model(rel: &str) -> (usize, usize) {
                 stop: vec!["never".into(), stop],
                 ..greedy(80)
             };
-            let (_, s) = same_with_and_without(&e, &prompt, &req, 256, &what("stop"));
+            let (_, s) = same_with_and_without(e, &prompt, &req, 256, &what("stop"));
             assert_eq!((s.finish, s.stop_string), (FinishReason::Stop, Some(1)));
             count(&s);
         }
@@ -150,7 +159,7 @@ fn check_model(rel: &str) -> (usize, usize) {
             logit_bias: vec![(prompt[1], 2.0), (prompt[0], -100.0)],
             ..greedy(80)
         };
-        let (_, s) = same_with_and_without(&e, &prompt, &req, 256, &what("penalties"));
+        let (_, s) = same_with_and_without(e, &prompt, &req, 256, &what("penalties"));
         count(&s);
         // Constrained: a JSON object whose values repeat the prompt's words.
         let schema = json!({
@@ -165,7 +174,7 @@ fn check_model(rel: &str) -> (usize, usize) {
             ),
             ..greedy(80)
         };
-        let (text, s) = same_with_and_without(&e, &prompt, &req, 256, &what("constrained"));
+        let (text, s) = same_with_and_without(e, &prompt, &req, 256, &what("constrained"));
         if s.finish == FinishReason::Stop {
             serde_json::from_str::<serde_json::Value>(&text)
                 .unwrap_or_else(|err| panic!("{}: {err}: {text:?}", what("constrained")));
@@ -194,6 +203,61 @@ fn greedy_is_byte_identical_on_the_tiny_models() {
             "{rel}: {accepted} of {drafted} drafted tokens accepted"
         );
     }
+}
+
+/// Greedy generation with speculation off and on, on a loaded engine: every prompt
+/// continued for 32 tokens, then to the end of a short context (a draft cut by it);
+/// returns (drafted, accepted) in all. The short form of [`check_engine`], for the GPU's
+/// software-speed CI device.
+fn check_greedy(rel: &str, e: &Engine) -> (usize, usize) {
+    let tok = e.tokenizer.as_ref().unwrap();
+    let (mut drafted, mut accepted) = (0, 0);
+    for (i, p) in PROMPTS.iter().enumerate() {
+        let prompt = tok.encode(p, false).unwrap();
+        let what = |case: &str| format!("{rel}, prompt {i}, {case}");
+        let (_, s) = same_with_and_without(e, &prompt, &greedy(32), 256, &what("greedy"));
+        drafted += s.drafted_tokens;
+        accepted += s.accepted_tokens;
+        let (_, s) =
+            same_with_and_without(e, &prompt, &greedy(32), prompt.len() + 9, &what("context"));
+        assert_eq!(s.finish, FinishReason::Length);
+        drafted += s.drafted_tokens;
+        accepted += s.accepted_tokens;
+    }
+    (drafted, accepted)
+}
+
+#[test]
+fn greedy_is_byte_identical_with_the_gpu_on() {
+    // The drafts' verification steps and their rollback on caches in GPU memory: the
+    // attention (and its KV cache, MLA's latent cache), the router's logits and the
+    // shared experts on the GPU (lavapipe in CI; skipped with a note where no adapter
+    // exists).
+    if accel::testing::test_gpu().is_none() {
+        return;
+    }
+    let device = std::env::var("FERROMOE_TEST_DEVICE")
+        .map(|d| d.parse().expect("FERROMOE_TEST_DEVICE"))
+        .unwrap_or(accel::DeviceChoice::GpuIndex(0));
+    let (mut drafted, mut accepted) = (0, 0);
+    for rel in [
+        "qwen2moe-tiny/qwen2moe-tiny-Q8_0.gguf",
+        "gpt-oss-tiny/gpt-oss-tiny-MXFP4_MOE.gguf",
+        "deepseek-v3-tiny/deepseek-v3-tiny-Q4_K_M.gguf",
+    ] {
+        let e = load_on(&testutil::data_dir().join("tiny").join(rel), device.clone());
+        let stages = &e.load.gpu.as_ref().expect("a GPU plan").stages;
+        assert!(stages.contains("attention"), "{rel}: {stages}");
+        let (d, a) = check_greedy(rel, &e);
+        println!("{rel}: {a} of {d} drafted tokens accepted");
+        drafted += d;
+        accepted += a;
+    }
+    // Drafts were both confirmed and rejected (verification and rollback both ran).
+    assert!(
+        accepted > 0 && accepted < drafted,
+        "{accepted} of {drafted} drafted tokens accepted"
+    );
 }
 
 #[test]

@@ -84,12 +84,14 @@ fn cpu_and_gpu_give_the_same_logits_and_say_where_they_ran() {
     for want in [
         "device: gpu:",
         "GPU tier budget",
-        "gpu (uploaded): 7 tensors",
-        "runs 1 dense FFN(s), 1 shared-expert FFN(s), the output head",
+        "gpu (uploaded): 21 tensors",
+        "runs 2 attention(s) with their KV cache, 1 dense FFN(s), 1 shared-expert FFN(s), the output head",
+        "KV cache (f32, 2 layer(s))",
         "dense FFN: gpu · uploaded · 3 tensor(s)",
         "shared experts: gpu · uploaded · 3 tensor(s)",
         "routed experts: cpu · mapped (exact mode)",
-        "attention: cpu · mapped (exact mode)",
+        "attention: gpu · uploaded · 12 tensor(s)",
+        "attention: gpu · computed at load, uploaded · 2 tensor(s)",
     ] {
         assert!(stderr.contains(want), "{want}\n{stderr}");
     }
@@ -132,7 +134,7 @@ fn devices_lists_the_adapters_and_inspect_plan_shows_the_gpu_tier() {
         "dense FFN: gpu · uploaded · 3 tensor(s)",
         "output: gpu · uploaded · 1 tensor(s)",
         "routed experts: cpu · repacked · 3 tensor(s)",
-        "gpu tier: 7 tensors",
+        "gpu tier: 21 tensors",
     ] {
         assert!(plan.contains(want), "{want}\n{plan}");
     }
@@ -144,11 +146,11 @@ fn devices_lists_the_adapters_and_inspect_plan_shows_the_gpu_tier() {
         "--device",
         &device,
         "-ot",
-        "attn=gpu",
+        "exps=gpu",
     ]));
     assert!(
         plan.contains(
-            "--override-tensor 'attn=gpu': 14 tensor(s) stay on the CPU: the GPU tier has no MLA attention stage yet"
+            "--override-tensor 'exps=gpu': 3 tensor(s) stay on the CPU: the GPU tier does not run routed experts"
         ),
         "{plan}"
     );

@@ -8,7 +8,7 @@ mod server_common;
 use std::time::Instant;
 
 use serde_json::json;
-use server_common::Server;
+use server_common::{tiny_model, Server};
 
 const PROMPTS: [&str; 8] = [
     "Once upon a time",
@@ -116,11 +116,38 @@ fn concurrent_equals_solo_with_q8_kv_cache() {
     concurrent_equals_solo(&["-ctk", "q8_KV", "-ctv", "q8_KV"]);
 }
 
-fn concurrent_equals_solo(cache_types: &[&str]) {
-    let mut args = vec!["--max-seqs", "8", "--ctx", "256"];
-    args.extend_from_slice(cache_types);
-    let server = Server::start(&args);
-    let tokens = 96;
+/// The same with the GPU on (lavapipe in CI): every layer's attention with its KV cache in
+/// GPU memory, the router's logits and the shared experts there, the routed experts on
+/// the CPU; several sequences per pass, and the prefix cache reusing positions. (Fewer
+/// tokens: lavapipe runs the GPU's work at software speed.)
+#[test]
+fn concurrent_equals_solo_with_the_gpu_on() {
+    if accel::testing::test_gpu().is_none() {
+        return;
+    }
+    let device = std::env::var("FERROMOE_TEST_DEVICE").unwrap_or_else(|_| "gpu:0".into());
+    concurrent_equals_solo_on(&tiny_model(), &["--device", &device], 32);
+}
+
+/// The same on DeepSeek-V3's shape: MLA with its latent caches in GPU memory.
+#[test]
+fn concurrent_equals_solo_on_deepseek_with_the_gpu_on() {
+    if accel::testing::test_gpu().is_none() {
+        return;
+    }
+    let device = std::env::var("FERROMOE_TEST_DEVICE").unwrap_or_else(|_| "gpu:0".into());
+    let model = testutil::data_dir().join("tiny/deepseek-v3-tiny/deepseek-v3-tiny-Q4_K_M.gguf");
+    concurrent_equals_solo_on(&model, &["--device", &device], 24);
+}
+
+fn concurrent_equals_solo(extra: &[&str]) {
+    concurrent_equals_solo_on(&tiny_model(), extra, 96);
+}
+
+fn concurrent_equals_solo_on(model: &std::path::Path, extra: &[&str], tokens: usize) {
+    let mut args = vec!["-t", "1", "--max-seqs", "8", "--ctx", "256"];
+    args.extend_from_slice(extra);
+    let server = Server::start_with(model, &args);
     let t = Instant::now();
     let alone: Vec<String> = PROMPTS
         .iter()

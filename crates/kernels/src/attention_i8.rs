@@ -169,17 +169,20 @@ pub fn quad_weights(
             unsafe { weight_bytes_512(pr, &dv_scale[..cols], is, dst) };
             continue;
         }
-        for (o, (pq, dq)) in dst
-            .iter_mut()
-            .zip(pr.chunks_exact(4).zip(dv_scale.chunks_exact(4)))
-        {
-            let mut packed = 0u32;
-            for i in 0..4 {
-                let u = (pq[i] * dq[i] * is).round_ties_even().clamp(0.0, 255.0) as u32;
-                packed |= u << (8 * i);
-            }
-            *o = packed;
+        weight_bytes_scalar(pr, &dv_scale[..cols], is, dst);
+    }
+}
+
+/// [`weight_bytes_512`]'s definition (and the path without AVX-512): the same products in
+/// the same order, rounded to nearest even and clamped to 0..=255.
+fn weight_bytes_scalar(p: &[f32], d: &[f32], is: f32, dst: &mut [u32]) {
+    for (o, (pq, dq)) in dst.iter_mut().zip(p.chunks_exact(4).zip(d.chunks_exact(4))) {
+        let mut packed = 0u32;
+        for i in 0..4 {
+            let u = (pq[i] * dq[i] * is).round_ties_even().clamp(0.0, 255.0) as u32;
+            packed |= u << (8 * i);
         }
+        *o = packed;
     }
 }
 
@@ -418,6 +421,54 @@ unsafe fn values_512(
                             _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(*x), _mm512_loadu_ps(o)),
                         );
                     }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX-512 weight bytes equal their scalar definition: random weights at every
+    /// length up to 3 vectors and a tail, halves (ties go to even) and values just past
+    /// 255 (clamped).
+    #[test]
+    fn weight_bytes_simd_equal_scalar() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !available() {
+                return;
+            }
+            let mut seed = 7u64;
+            let mut next = move || {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 40) as f32 / (1u64 << 24) as f32
+            };
+            for quads in 1..=13 {
+                let n = 4 * quads;
+                let mut p: Vec<f32> = (0..n).map(|_| next()).collect();
+                let d: Vec<f32> = (0..n).map(|_| 0.5 + next()).collect();
+                // Exact halves and a value that rounds past 255.
+                p[0] = 2.5;
+                p[n - 1] = 3.5;
+                let mut d = d;
+                d[0] = 1.0;
+                d[n - 1] = 1.0;
+                if n > 2 {
+                    p[1] = 255.4;
+                    d[1] = 1.0;
+                }
+                for is in [1.0f32, 37.25, 0.0] {
+                    let mut simd = vec![0u32; quads];
+                    let mut scalar = vec![0u32; quads];
+                    // SAFETY: `available` checked; p and d hold 4·quads values.
+                    unsafe { weight_bytes_512(&p, &d, is, &mut simd) };
+                    weight_bytes_scalar(&p, &d, is, &mut scalar);
+                    assert_eq!(simd, scalar, "{quads} quads, is = {is}");
                 }
             }
         }

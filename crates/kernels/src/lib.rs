@@ -10,6 +10,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod indexer;
 pub mod kvdata;
 pub mod matmul;
 pub mod moe;

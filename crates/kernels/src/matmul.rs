@@ -634,7 +634,9 @@ unsafe fn rows_kernel(
     if n_tok == 1 {
         let a = act_row(0);
         for r in rows {
-            let v = vd.dot(n, w.row(r), a);
+            let wr = w.row(r);
+            prefetch_ahead(wr);
+            let v = vd.dot(n, wr, a);
             // SAFETY: r < n_out, token 0; disjoint per the contract.
             unsafe { *out.add(r) = v };
         }
@@ -663,6 +665,33 @@ unsafe fn rows_kernel(
         }
         t0 = t1;
     }
+}
+
+/// How far ahead of a weight row a GEMV asks for its bytes (see [`prefetch_ahead`]).
+const PREFETCH_AHEAD: usize = 4096;
+
+/// Asks for the bytes `PREFETCH_AHEAD` past `row`'s (one `prefetcht0` per 64-byte line of
+/// a row's length): the rows of a GEMV are consecutive, so these are the rows a few dots
+/// from now. A GEMV from DRAM is latency-bound per core; the hardware prefetchers alone
+/// leave the loads of the next lines waiting behind the arithmetic (the repacked tiles do
+/// the same: `quant::repack`'s `PREFETCH_AHEAD`).
+#[inline(always)]
+fn prefetch_ahead(row: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let base = row.as_ptr().wrapping_add(PREFETCH_AHEAD);
+        let mut line = 0;
+        while line < row.len() {
+            // SAFETY: a prefetch is a hint and never faults, whatever the address
+            // (`wrapping_add` keeps the pointer arithmetic itself defined); SSE is
+            // part of x86-64.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(line) as *const i8) };
+            line += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }
 
 /// [`rows_kernel`] for a packed matrix: all the chunk's groups of [`PACK_ROWS`] rows

@@ -82,6 +82,56 @@ pub struct DeviceGqa {
     pub router: Option<DeviceMatrix>,
 }
 
+/// A layer's multi-head latent attention (DeepSeek's MLA) on a device, with the norms
+/// around it and the MoE router, as [`DeviceGqa`]. The per-head matrices (`attn_k_b`,
+/// `attn_v_b`) are one device matrix per head; `k_b_t` (`attn_k_b` transposed, computed at
+/// load) serves the decompressed form.
+#[derive(Clone, Debug)]
+pub struct DeviceMla {
+    pub attn_norm: DeviceVector,
+    /// The compressed query path `attn_q_a` → its RMSNorm → `q` (`attn_q_b`), or `None`
+    /// and `q` is `attn_q`.
+    pub q_a: Option<(DeviceMatrix, DeviceVector)>,
+    pub q: DeviceMatrix,
+    /// `attn_kv_a_mqa` (`dim` → `kv_lora + qk_rope`) and the latent's norm.
+    pub kv_a: DeviceMatrix,
+    pub kv_a_norm: DeviceVector,
+    /// Per head: `qk_nope` → `kv_lora` (`attn_k_b`), `kv_lora` → `v_head` (`attn_v_b`).
+    pub k_b: Vec<DeviceMatrix>,
+    pub v_b: Vec<DeviceMatrix>,
+    /// `kv_lora` → `n_head · qk_nope` (the decompressed form's keys).
+    pub k_b_t: DeviceMatrix,
+    pub wo: DeviceMatrix,
+    pub ffn_norm: DeviceVector,
+    pub router: Option<DeviceMatrix>,
+}
+
+/// A layer's attention on a device: grouped-query or latent.
+#[derive(Clone, Debug)]
+pub enum DeviceAttention {
+    Gqa(DeviceGqa),
+    Mla(DeviceMla),
+}
+
+impl DeviceAttention {
+    /// The MoE router whose logits the device computes after the FFN norm.
+    pub fn router(&self) -> Option<&DeviceMatrix> {
+        match self {
+            DeviceAttention::Gqa(a) => a.router.as_ref(),
+            DeviceAttention::Mla(a) => a.router.as_ref(),
+        }
+    }
+}
+
+/// How a device MLA layer chooses its form per sequence: the CPU stage's rule
+/// (`stage::mla::use_decompressed`) on the run state's form and matmul mode, so that both
+/// tiers run the same form (always absorbed in the exact mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MlaRule {
+    pub form: crate::stage::mla::MlaForm,
+    pub mode: crate::linear::MatmulMode,
+}
+
 /// What a layer does on the device after its attention and FFN norm
 /// ([`Stream::start_attention`]).
 #[derive(Clone, Copy, Debug)]
@@ -109,6 +159,9 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> String;
     /// Uploads `m` (its bytes in the file's type, or the converted ones) once, at load.
     fn upload(&self, m: &Matrix) -> Result<DeviceMatrix, ModelError>;
+    /// Uploads each slab of `m` (a head's matrix of a per-head stack) as its own matrix,
+    /// once, at load.
+    fn upload_slabs(&self, m: &Matrix) -> Result<Vec<DeviceMatrix>, ModelError>;
     /// Uploads a vector of f32 once, at load.
     fn upload_vector(&self, name: &str, v: &[f32]) -> Result<DeviceVector, ModelError>;
     /// A stream for one [`crate::RunState`]: its own activation buffers on the device.
@@ -138,12 +191,13 @@ pub trait Stream: Send {
     /// Waits for the stage started last and writes its output (`n × n_out`) to `out`.
     fn finish(&mut self, out: &mut [f32]) -> Result<(), ModelError>;
     /// Prepares a forward step over token rows at these (sequence, position)s (RoPE's
-    /// angles, shared by every layer): call it before the step's first
-    /// [`Stream::start_attention`].
+    /// angles, shared by every layer; how MLA layers choose their form): call it before
+    /// the step's first [`Stream::start_attention`].
     fn begin_step(
         &mut self,
         config: &crate::Config,
         rows: &[(usize, usize)],
+        mla: MlaRule,
     ) -> Result<(), ModelError>;
     /// Starts layer `il` from the residual rows `x` (`n × dim`): its attention `a` over
     /// each sequence's cache on the device (allocated there on first use, in
@@ -153,7 +207,7 @@ pub trait Stream: Send {
         &mut self,
         config: &crate::Config,
         il: usize,
-        a: &DeviceGqa,
+        a: &DeviceAttention,
         x: &[f32],
         batch: &mut crate::stage::Batch<'_, '_>,
         after: AfterAttention<'_>,
@@ -181,7 +235,7 @@ pub struct DeviceWeights {
     /// Per layer: its dense FFN or shared experts, when on the device.
     pub ffn: Vec<Option<DeviceFfn>>,
     /// Per layer: its attention (and the norms around it), when on the device.
-    pub attn: Vec<Option<DeviceGqa>>,
+    pub attn: Vec<Option<DeviceAttention>>,
     /// The output projection, when on the device.
     pub output: Option<DeviceMatrix>,
     /// Bytes and tensors uploaded, seconds it took.

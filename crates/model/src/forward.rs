@@ -9,7 +9,7 @@ use kernels::norm::rms_norm;
 use kernels::vector::add_inplace;
 use kernels::ThreadPool;
 
-use crate::backend::{AfterAttention, DeviceFfn, DeviceGqa, Stream, StreamStats};
+use crate::backend::{AfterAttention, DeviceAttention, DeviceFfn, MlaRule, Stream, StreamStats};
 use crate::kv::KvCache;
 use crate::linear::{Linear, MatmulMode};
 use crate::stage::attention::{gqa_attention, GqaScratch};
@@ -268,7 +268,11 @@ impl Model {
 
         // The step's RoPE angles, once, when some layer's attention runs on the device.
         if let (Some(stream), true) = (st.device.as_deref_mut(), self.has_device_attention()) {
-            stream.begin_step(c, &st.rows)?;
+            let mla = MlaRule {
+                form: st.mla.form,
+                mode: st.linear.mode,
+            };
+            stream.begin_step(c, &st.rows, mla)?;
         }
         for (il, layer) in w.layers.iter().enumerate() {
             let mut cx = StageCtx {
@@ -289,7 +293,7 @@ impl Model {
             if let (Some(stream), Some(a)) = (st.device.as_deref_mut(), self.device_attn(il)) {
                 let after = match (&layer.ffn, device_ffn) {
                     (Ffn::Dense(_), Some(f)) => AfterAttention::Ffn(f),
-                    (Ffn::Moe(_), _) if a.router.is_some() => AfterAttention::Router,
+                    (Ffn::Moe(_), _) if a.router().is_some() => AfterAttention::Router,
                     _ => AfterAttention::Norm,
                 };
                 stream.start_attention(c, il, a, x, &mut batch, after)?;
@@ -394,7 +398,7 @@ impl Model {
     }
 
     /// Layer `il`'s attention on the device, if it runs there.
-    fn device_attn(&self, il: usize) -> Option<&DeviceGqa> {
+    fn device_attn(&self, il: usize) -> Option<&DeviceAttention> {
         self.device.as_ref()?.attn.get(il)?.as_ref()
     }
 

@@ -8,16 +8,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use accel::matmul::{GpuMatrix, MatmulKernels, MatmulPath};
-use accel::ops::{GpuKvCache, GqaHeads, Ops, RopeTable, Rows};
+use accel::ops::{GpuKvCache, GqaHeads, MlaLatentCache, Ops, RopeTable, Rows};
 use accel::{Gpu, GpuBuffer, Recording};
 use kernels::activation::Glu;
 
 use crate::backend::{
-    AfterAttention, Backend, DeviceFfn, DeviceGqa, DeviceMatrix, DeviceVector, Stream, StreamStats,
+    AfterAttention, Backend, DeviceAttention, DeviceFfn, DeviceGqa, DeviceMatrix, DeviceVector,
+    MlaRule, Stream, StreamStats,
 };
 use crate::stage::Batch;
 use crate::weights::Matrix;
 use crate::{Config, ModelError};
+
+mod mla;
 
 /// One opened GPU with its pipelines, compiled once at load.
 pub struct WgpuBackend {
@@ -57,6 +60,22 @@ impl Backend for WgpuBackend {
         })
     }
 
+    fn upload_slabs(&self, m: &Matrix) -> Result<Vec<DeviceMatrix>, ModelError> {
+        (0..m.n_slab)
+            .map(|s| {
+                let name = format!("{} head {s}", m.name());
+                let gm = GpuMatrix::upload(&self.gpu, &name, m.ty, m.n_out, m.n_in, m.slab(s))?;
+                Ok(DeviceMatrix {
+                    name,
+                    n_in: m.n_in,
+                    n_out: m.n_out,
+                    bytes: gm.bytes(),
+                    handle: Arc::new(gm),
+                })
+            })
+            .collect()
+    }
+
     fn upload_vector(&self, name: &str, v: &[f32]) -> Result<DeviceVector, ModelError> {
         let b = self.gpu.upload(name, bytemuck::cast_slice(v))?;
         Ok(DeviceVector {
@@ -82,6 +101,8 @@ impl Backend for WgpuBackend {
             rope: None,
             layer_pending: None,
             resident_rows: 0,
+            mla_rule: None,
+            mla: mla::MlaBuffers::default(),
             positions: Vec::new(),
             host: Vec::new(),
             stats: StreamStats::default(),
@@ -114,9 +135,16 @@ struct LayerPending {
 }
 
 /// The device part of a sequence's [`crate::KvCache`]: per layer whose attention runs
-/// on this GPU, its keys and values at every position of the context.
+/// on this GPU, its keys and values (GQA) or latents (MLA) at every position of the
+/// context.
 struct WgpuKv {
-    layers: Vec<Option<GpuKvCache>>,
+    layers: Vec<Option<LayerKv>>,
+}
+
+/// One layer's cache on the GPU.
+enum LayerKv {
+    Gqa(GpuKvCache),
+    Mla(MlaLatentCache),
 }
 
 /// A [`crate::RunState`]'s buffers on the GPU, grown to the largest step seen.
@@ -142,6 +170,9 @@ struct WgpuStream {
     /// Rows of the normalised hidden states the last started layer left in
     /// `layer.hb` (a MoE layer's shared experts read them there).
     resident_rows: usize,
+    /// How MLA layers choose their form this step, and their buffers.
+    mla_rule: Option<MlaRule>,
+    mla: mla::MlaBuffers,
     /// The step's token positions, and the host side of a layer's read-back.
     positions: Vec<usize>,
     host: Vec<f32>,
@@ -348,9 +379,15 @@ impl Stream for WgpuStream {
         Ok(())
     }
 
-    fn begin_step(&mut self, c: &Config, rows: &[(usize, usize)]) -> Result<(), ModelError> {
+    fn begin_step(
+        &mut self,
+        c: &Config,
+        rows: &[(usize, usize)],
+        mla: MlaRule,
+    ) -> Result<(), ModelError> {
         self.check_idle("forward step")?;
         self.resident_rows = 0;
+        self.mla_rule = Some(mla);
         let n = rows.len().max(1);
         if self
             .rope
@@ -374,7 +411,7 @@ impl Stream for WgpuStream {
         &mut self,
         c: &Config,
         il: usize,
-        a: &DeviceGqa,
+        a: &DeviceAttention,
         x: &[f32],
         batch: &mut Batch<'_, '_>,
         after: AfterAttention<'_>,
@@ -389,14 +426,15 @@ impl Stream for WgpuStream {
                 batch.rows.len()
             )));
         }
-        let (hd, hdv) = (c.head_dim, c.head_dim_v);
-        let (q_w, k_w, v_w) = (c.n_head * hd, c.n_head_kv * hd, c.n_head_kv * hdv);
-        let att_w = c.n_head * hdv;
         if self.rope.as_ref().is_none_or(|t| t.len != n) {
             return Err(ModelError::Kernel(format!(
                 "{what}: the step's RoPE angles were not prepared (begin_step)"
             )));
         }
+        let (attn_norm, ffn_norm) = match a {
+            DeviceAttention::Gqa(g) => (&g.attn_norm, &g.ffn_norm),
+            DeviceAttention::Mla(m) => (&m.attn_norm, &m.ffn_norm),
+        };
         let (xb_back, logits_n) = match after {
             AfterAttention::Ffn(f) => {
                 self.ensure_ffn(n, f.gate.n_out)?;
@@ -405,7 +443,7 @@ impl Stream for WgpuStream {
             }
             AfterAttention::Norm => (true, 0),
             AfterAttention::Router => {
-                let r = a.router.as_ref().ok_or_else(|| {
+                let r = a.router().ok_or_else(|| {
                     ModelError::Kernel(format!("{what}: a MoE layer without its router here"))
                 })?;
                 (true, n * r.n_out)
@@ -415,10 +453,6 @@ impl Stream for WgpuStream {
         for (slot, label, floats) in [
             (&mut lb.h, "residual rows", n * dim),
             (&mut lb.hb, "normalised rows", n * dim),
-            (&mut lb.q, "queries", n * q_w),
-            (&mut lb.k, "keys", n * k_w),
-            (&mut lb.v, "values", n * v_w),
-            (&mut lb.att, "attention output", n * att_w),
             (&mut lb.o, "attention projection", n * dim),
             (&mut lb.logits, "router logits", logits_n),
         ] {
@@ -426,32 +460,30 @@ impl Stream for WgpuStream {
         }
         let back = n * dim * if xb_back { 2 } else { 1 } + logits_n;
         ensure(&self.gpu, &mut self.staging, "stage read-back", back, true)?;
-        // Each sequence's cache of this layer, made on its first step.
-        for seq in batch.seqs.iter_mut() {
-            let n_ctx = seq.kv.n_ctx();
-            let part = seq.kv.device_part();
-            if part.as_ref().is_none_or(|p| !p.is::<WgpuKv>()) {
-                *part = Some(Box::new(WgpuKv {
-                    layers: (0..c.n_layer).map(|_| None).collect(),
-                }));
-            }
-            let kv = part
-                .as_mut()
-                .and_then(|p| p.downcast_mut::<WgpuKv>())
-                .expect("just made");
-            let slot = kv.layers.get_mut(il).ok_or_else(|| {
-                ModelError::Kernel(format!("{what}: a cache of {} layers", c.n_layer))
-            })?;
-            if slot.is_none() {
-                *slot = Some(GpuKvCache::new(&self.gpu, 1, n_ctx, k_w, v_w)?);
+        match a {
+            DeviceAttention::Gqa(_) => self.prepare_gqa(c, il, n, batch)?,
+            DeviceAttention::Mla(m) => {
+                let rule = self.mla_rule.ok_or_else(|| {
+                    ModelError::Kernel(format!("{what}: no step begun (begin_step)"))
+                })?;
+                mla::prepare(
+                    &self.gpu,
+                    &mut self.mla,
+                    &mut self.layer.att,
+                    c,
+                    il,
+                    m,
+                    rule,
+                    n,
+                    batch,
+                )?
             }
         }
 
         let gpu = self.gpu.clone();
         let (ops, mm) = (self.ops.clone(), self.matmul.clone());
         let lb = &self.layer;
-        let (h, hb, q, k, v) = (got(&lb.h), got(&lb.hb), got(&lb.q), got(&lb.k), got(&lb.v));
-        let (att, o) = (got(&lb.att), got(&lb.o));
+        let (h, hb, o) = (got(&lb.h), got(&lb.hb), got(&lb.o));
         let staging = self.staging.as_ref().expect("ensured");
         let table = self.rope.as_ref().expect("checked");
         gpu.write(h, bytemuck::cast_slice(x))?;
@@ -464,112 +496,31 @@ impl Stream for WgpuStream {
             Some(Rows::dense(hb, dim)),
             n,
             dim,
-            Some(vector(&a.attn_norm)?),
+            Some(vector(attn_norm)?),
             eps,
         )?;
-        for (w, bias, out, width) in [
-            (&a.wq, &a.bq, q, q_w),
-            (&a.wk, &a.bk, k, k_w),
-            (&a.wv, &a.bv, v, v_w),
-        ] {
-            mm.record_path(PATH, &mut rec, matrix(w)?, hb, 0, out, 0, n32)?;
-            if let Some(b) = bias {
-                ops.add(
-                    &mut rec,
-                    Rows::dense(out, width),
-                    Rows::at(vector(b)?, 0, 0),
-                    n,
-                    width,
-                )?;
+        // The attention's output projection into `o`.
+        match a {
+            DeviceAttention::Gqa(g) => {
+                record_gqa(&ops, &mm, &mut rec, lb, table, c, il, g, n, batch)?
             }
-        }
-        // The norm spans what its weights span: one head or all heads of a token.
-        for (norm, buf, width) in [(&a.q_norm, q, q_w), (&a.k_norm, k, k_w)] {
-            if let Some(nw) = norm {
-                if nw.len == 0 || !width.is_multiple_of(nw.len) {
-                    return Err(ModelError::Kernel(format!(
-                        "{what}: a norm of {} values over rows of {width}",
-                        nw.len
-                    )));
-                }
-                let rows = n * width / nw.len;
-                ops.rms_norm(
-                    &mut rec,
-                    Rows::dense(buf, nw.len),
-                    None,
-                    rows,
-                    nw.len,
-                    Some(vector(nw)?),
-                    eps,
-                )?;
-            }
-        }
-        ops.rope(
-            &mut rec,
-            Rows::dense(q, q_w),
-            n,
-            c.n_head,
-            hd,
-            0,
-            table,
-            0,
-            c.rope.mode,
-        )?;
-        ops.rope(
-            &mut rec,
-            Rows::dense(k, k_w),
-            n,
-            c.n_head_kv,
-            hd,
-            0,
-            table,
-            0,
-            c.rope.mode,
-        )?;
-        let sinks = a.sinks.as_ref().map(vector).transpose()?;
-        let mut t0 = 0;
-        for seq in batch.seqs.iter_mut() {
-            let m = seq.tokens.len();
-            let pos0 = seq.kv.len();
-            let cache = seq
-                .kv
-                .device_part()
-                .as_ref()
-                .and_then(|p| p.downcast_ref::<WgpuKv>())
-                .and_then(|kv| kv.layers.get(il))
-                .and_then(|l| l.as_ref())
-                .expect("made above");
-            cache.append(
+            DeviceAttention::Mla(m) => mla::record(
                 &ops,
+                &mm,
                 &mut rec,
-                0,
-                pos0,
+                &self.mla,
+                mla::LayerIo {
+                    hb,
+                    att: got(&lb.att),
+                    o,
+                },
+                table,
+                c,
                 m,
-                Rows::at(k, t0 * k_w, k_w),
-                Rows::at(v, t0 * v_w, v_w),
-            )?;
-            let heads = GqaHeads {
-                n_head: c.n_head,
-                n_kv_head: c.n_head_kv,
-                head_dim: hd,
-                head_dim_v: hdv,
-                scale: c.kq_scale,
-                window: c.window(il),
-                sinks,
-                split: None,
-            };
-            cache.attend(&ops, &mut rec, 0, heads, q, t0, m, pos0, att)?;
-            t0 += m;
-        }
-        mm.record_path(PATH, &mut rec, matrix(&a.wo)?, att, 0, o, 0, n32)?;
-        if let Some(b) = &a.bo {
-            ops.add(
-                &mut rec,
-                Rows::dense(o, dim),
-                Rows::at(vector(b)?, 0, 0),
                 n,
-                dim,
-            )?;
+                batch,
+                il,
+            )?,
         }
         ops.add(&mut rec, Rows::dense(h, dim), Rows::dense(o, dim), n, dim)?;
         ops.rms_norm(
@@ -578,7 +529,7 @@ impl Stream for WgpuStream {
             Some(Rows::dense(hb, dim)),
             n,
             dim,
-            Some(vector(&a.ffn_norm)?),
+            Some(vector(ffn_norm)?),
             eps,
         )?;
         match after {
@@ -589,7 +540,7 @@ impl Stream for WgpuStream {
             }
             AfterAttention::Norm => {}
             AfterAttention::Router => {
-                let r = matrix(a.router.as_ref().expect("checked"))?;
+                let r = matrix(a.router().expect("checked"))?;
                 let logits = got(&lb.logits);
                 mm.record_path(PATH, &mut rec, r, hb, 0, logits, 0, n32)?;
             }
@@ -712,4 +663,190 @@ impl Stream for WgpuStream {
     fn stats(&self) -> StreamStats {
         self.stats
     }
+}
+
+impl WgpuStream {
+    /// A GQA layer's buffers for `n` tokens, and each sequence's cache of layer `il`
+    /// (made on its first step).
+    fn prepare_gqa(
+        &mut self,
+        c: &Config,
+        il: usize,
+        n: usize,
+        batch: &mut Batch<'_, '_>,
+    ) -> Result<(), ModelError> {
+        let (hd, hdv) = (c.head_dim, c.head_dim_v);
+        let (q_w, k_w, v_w) = (c.n_head * hd, c.n_head_kv * hd, c.n_head_kv * hdv);
+        let lb = &mut self.layer;
+        for (slot, label, floats) in [
+            (&mut lb.q, "queries", n * q_w),
+            (&mut lb.k, "keys", n * k_w),
+            (&mut lb.v, "values", n * v_w),
+            (&mut lb.att, "attention output", n * c.n_head * hdv),
+        ] {
+            ensure(&self.gpu, slot, label, floats, false)?;
+        }
+        for seq in batch.seqs.iter_mut() {
+            let n_ctx = seq.kv.n_ctx();
+            let slot = layer_slot(seq.kv.device_part(), c, il)?;
+            if slot.is_none() {
+                *slot = Some(LayerKv::Gqa(GpuKvCache::new(
+                    &self.gpu, 1, n_ctx, k_w, v_w,
+                )?));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Layer `il`'s slot in a sequence's device cache (the cache made on first use).
+fn layer_slot<'p>(
+    part: &'p mut Option<Box<dyn std::any::Any + Send>>,
+    c: &Config,
+    il: usize,
+) -> Result<&'p mut Option<LayerKv>, ModelError> {
+    if part.as_ref().is_none_or(|p| !p.is::<WgpuKv>()) {
+        *part = Some(Box::new(WgpuKv {
+            layers: (0..c.n_layer).map(|_| None).collect(),
+        }));
+    }
+    let kv = part
+        .as_mut()
+        .and_then(|p| p.downcast_mut::<WgpuKv>())
+        .expect("just made");
+    kv.layers
+        .get_mut(il)
+        .ok_or_else(|| ModelError::Kernel(format!("layer {il} of a cache of {} layers", c.n_layer)))
+}
+
+/// Layer `il`'s cache of a sequence, made by the stage's `prepare`.
+fn layer_kv<'k>(seq: &'k mut crate::forward::BatchSeq<'_>, il: usize) -> Option<&'k LayerKv> {
+    seq.kv
+        .device_part()
+        .as_ref()
+        .and_then(|p| p.downcast_ref::<WgpuKv>())
+        .and_then(|kv| kv.layers.get(il))
+        .and_then(|l| l.as_ref())
+}
+
+/// Records a GQA layer's attention from the normalised rows `lb.hb` to its output
+/// projection in `lb.o`: projections (and biases, q/k norms), RoPE, each sequence's cache
+/// store and attention, the output projection.
+#[allow(clippy::too_many_arguments)]
+fn record_gqa(
+    ops: &Ops,
+    mm: &MatmulKernels,
+    rec: &mut Recording<'_>,
+    lb: &LayerBuffers,
+    table: &RopeTable,
+    c: &Config,
+    il: usize,
+    a: &DeviceGqa,
+    n: usize,
+    batch: &mut Batch<'_, '_>,
+) -> Result<(), ModelError> {
+    let what = format!("layer {il} attention");
+    let dim = c.dim;
+    let (hd, hdv) = (c.head_dim, c.head_dim_v);
+    let (q_w, k_w, v_w) = (c.n_head * hd, c.n_head_kv * hd, c.n_head_kv * hdv);
+    let (hb, q, k, v) = (got(&lb.hb), got(&lb.q), got(&lb.k), got(&lb.v));
+    let (att, o) = (got(&lb.att), got(&lb.o));
+    let n32 = u32_of(n, &what)?;
+    let eps = c.rms_eps;
+    for (w, bias, out, width) in [
+        (&a.wq, &a.bq, q, q_w),
+        (&a.wk, &a.bk, k, k_w),
+        (&a.wv, &a.bv, v, v_w),
+    ] {
+        mm.record_path(PATH, rec, matrix(w)?, hb, 0, out, 0, n32)?;
+        if let Some(b) = bias {
+            ops.add(
+                rec,
+                Rows::dense(out, width),
+                Rows::at(vector(b)?, 0, 0),
+                n,
+                width,
+            )?;
+        }
+    }
+    // The norm spans what its weights span: one head or all heads of a token.
+    for (norm, buf, width) in [(&a.q_norm, q, q_w), (&a.k_norm, k, k_w)] {
+        if let Some(nw) = norm {
+            if nw.len == 0 || !width.is_multiple_of(nw.len) {
+                return Err(ModelError::Kernel(format!(
+                    "{what}: a norm of {} values over rows of {width}",
+                    nw.len
+                )));
+            }
+            let rows = n * width / nw.len;
+            ops.rms_norm(
+                rec,
+                Rows::dense(buf, nw.len),
+                None,
+                rows,
+                nw.len,
+                Some(vector(nw)?),
+                eps,
+            )?;
+        }
+    }
+    ops.rope(
+        rec,
+        Rows::dense(q, q_w),
+        n,
+        c.n_head,
+        hd,
+        0,
+        table,
+        0,
+        c.rope.mode,
+    )?;
+    ops.rope(
+        rec,
+        Rows::dense(k, k_w),
+        n,
+        c.n_head_kv,
+        hd,
+        0,
+        table,
+        0,
+        c.rope.mode,
+    )?;
+    let sinks = a.sinks.as_ref().map(vector).transpose()?;
+    let mut t0 = 0;
+    for seq in batch.seqs.iter_mut() {
+        let m = seq.tokens.len();
+        let pos0 = seq.kv.len();
+        let Some(LayerKv::Gqa(cache)) = layer_kv(seq, il) else {
+            return Err(ModelError::Kernel(format!(
+                "{what}: a sequence without its GQA cache on the device"
+            )));
+        };
+        cache.append(
+            ops,
+            rec,
+            0,
+            pos0,
+            m,
+            Rows::at(k, t0 * k_w, k_w),
+            Rows::at(v, t0 * v_w, v_w),
+        )?;
+        let heads = GqaHeads {
+            n_head: c.n_head,
+            n_kv_head: c.n_head_kv,
+            head_dim: hd,
+            head_dim_v: hdv,
+            scale: c.kq_scale,
+            window: c.window(il),
+            sinks,
+            split: None,
+        };
+        cache.attend(ops, rec, 0, heads, q, t0, m, pos0, att)?;
+        t0 += m;
+    }
+    mm.record_path(PATH, rec, matrix(&a.wo)?, att, 0, o, 0, n32)?;
+    if let Some(b) = &a.bo {
+        ops.add(rec, Rows::dense(o, dim), Rows::at(vector(b)?, 0, 0), n, dim)?;
+    }
+    Ok(())
 }

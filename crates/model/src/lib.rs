@@ -67,6 +67,14 @@ pub struct Model {
     pub device: Option<backend::DeviceWeights>,
 }
 
+/// What surrounds a layer's attention on the device: the norms before and after it, and
+/// the MoE router.
+struct AttnSurroundings {
+    attn_norm: backend::DeviceVector,
+    ffn_norm: backend::DeviceVector,
+    router: Option<backend::DeviceMatrix>,
+}
+
 impl Model {
     /// Reads the hyper-parameters and binds every tensor, checking shapes and types.
     pub fn load(file: Arc<Gguf>) -> Result<Model, ModelError> {
@@ -209,21 +217,23 @@ impl Model {
         let chosen = self.weights.selected_matrices(on_device);
         let n_layer = self.config.n_layer;
         let mut ffn: Vec<Vec<backend::DeviceMatrix>> = vec![Vec::new(); n_layer];
-        let mut attn: Vec<Vec<backend::DeviceMatrix>> = vec![Vec::new(); n_layer];
+        // A layer's attention matrices, uploaded together once all are known (MLA's
+        // per-head stacks go up head by head).
+        let mut attn: Vec<usize> = vec![0; n_layer];
         let mut output = None;
         let (mut bytes, mut tensors) = (0u64, 0usize);
         for (class, layer, m) in &chosen {
-            let mla = layer
-                .and_then(|l| self.weights.layers.get(l))
-                .is_some_and(|l| matches!(l.attn, weights::Attention::Mla(_)));
             let d = match class {
-                C::Attention if mla => {
-                    return Err(ModelError::Kernel(format!(
-                        "{}: the GPU tier does not run MLA attention yet",
-                        m.name()
-                    )))
+                C::Attention => {
+                    match layer.and_then(|l| attn.get_mut(l)) {
+                        Some(count) => *count += 1,
+                        None => return Err(ModelError::Kernel(format!("{}: no layer", m.name()))),
+                    }
+                    tensors += 1;
+                    progress(m.bytes() as u64);
+                    continue;
                 }
-                C::DenseFfn | C::SharedExperts | C::Output | C::Attention => backend.upload(m)?,
+                C::DenseFfn | C::SharedExperts | C::Output => backend.upload(m)?,
                 C::RoutedExperts => {
                     return Err(ModelError::Kernel(format!(
                         "{}: the GPU tier does not run {} yet",
@@ -237,7 +247,6 @@ impl Model {
             progress(m.bytes() as u64);
             match (class, layer) {
                 (C::Output, _) => output = Some(d),
-                (C::Attention, Some(l)) if *l < n_layer => attn[*l].push(d),
                 (_, Some(l)) if *l < ffn.len() => ffn[*l].push(d),
                 _ => return Err(ModelError::Kernel(format!("{}: no layer", m.name()))),
             }
@@ -260,21 +269,27 @@ impl Model {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut attn_on_device = Vec::with_capacity(n_layer);
-        for (il, v) in attn.into_iter().enumerate() {
-            attn_on_device.push(match v.len() {
-                0 => None,
-                // Uploaded in the binding order: q, k, v, output.
-                4 => {
-                    let (vec_bytes, a) = self.device_gqa(backend.as_ref(), il, v)?;
-                    bytes += vec_bytes;
-                    Some(a)
-                }
-                n => {
-                    return Err(ModelError::Kernel(format!(
-                        "layer {il}: {n} of its attention's 4 matrices on the device (a stage runs where all its weights are)"
-                    )))
-                }
-            });
+        for (il, &n) in attn.iter().enumerate() {
+            if n == 0 {
+                attn_on_device.push(None);
+                continue;
+            }
+            let layer = &self.weights.layers[il];
+            let all = match &layer.attn {
+                weights::Attention::Gqa(_) => 4,
+                weights::Attention::Mla(a) => 6 + a.q_a.is_some() as usize,
+            };
+            if n != all {
+                return Err(ModelError::Kernel(format!(
+                    "layer {il}: {n} of its attention's {all} matrices on the device (a stage runs where all its weights are)"
+                )));
+            }
+            let (b, a) = match &layer.attn {
+                weights::Attention::Gqa(_) => self.device_gqa(backend.as_ref(), il)?,
+                weights::Attention::Mla(_) => self.device_mla(backend.as_ref(), il)?,
+            };
+            bytes += b;
+            attn_on_device.push(Some(a));
         }
         self.device = Some(backend::DeviceWeights {
             backend,
@@ -288,54 +303,79 @@ impl Model {
         Ok(())
     }
 
-    /// Layer `il`'s attention on the device from its uploaded matrices (`m`: q, k, v,
-    /// output), with the vectors around it uploaded now: the norms, biases, sinks and the
-    /// MoE router (small; its logits are computed there). Returns the vectors' bytes too.
-    fn device_gqa(
+    /// The vectors around layer `il`'s attention on the device (its norms) and the MoE
+    /// router (small; its logits are computed there), uploaded through `up`, which counts
+    /// their bytes into `bytes`.
+    fn device_norms_router(
         &self,
         backend: &dyn backend::Backend,
         il: usize,
-        mut m: Vec<backend::DeviceMatrix>,
-    ) -> Result<(u64, backend::DeviceGqa), ModelError> {
+        bytes: &mut u64,
+    ) -> Result<AttnSurroundings, ModelError> {
         let layer = &self.weights.layers[il];
-        let weights::Attention::Gqa(a) = &layer.attn else {
-            return Err(ModelError::Kernel(format!(
-                "layer {il}: the GPU tier runs grouped-query attention only"
-            )));
-        };
-        let mut bytes = 0u64;
         let mut up = |what: &str, v: &[f32]| {
-            bytes += (v.len() * 4) as u64;
+            *bytes += (v.len() * 4) as u64;
             backend.upload_vector(&format!("blk.{il}.{what}"), v)
         };
         let attn_norm = up("attn_norm", &layer.attn_norm)?;
         let ffn_norm = up("ffn_norm", &layer.ffn_norm)?;
-        let mut opt =
-            |what: &str, v: &Option<Vec<f32>>| v.as_deref().map(|v| up(what, v)).transpose();
-        let (bq, bk, bv, bo) = (
-            opt("bq", &a.bq)?,
-            opt("bk", &a.bk)?,
-            opt("bv", &a.bv)?,
-            opt("bo", &a.bo)?,
-        );
-        let (q_norm, k_norm) = (opt("q_norm", &a.q_norm)?, opt("k_norm", &a.k_norm)?);
-        let sinks = opt("sinks", &a.sinks)?;
         let router = match &layer.ffn {
             weights::Ffn::Moe(f) if accel::matmul::gpu_supports(f.router.ty) => {
                 let r = backend.upload(&f.router)?;
-                bytes += r.bytes;
+                *bytes += r.bytes;
                 Some(r)
             }
             _ => None,
         };
-        let wo = m.pop().expect("4");
-        let wv = m.pop().expect("4");
-        let wk = m.pop().expect("4");
-        let wq = m.pop().expect("4");
+        Ok(AttnSurroundings {
+            attn_norm,
+            ffn_norm,
+            router,
+        })
+    }
+
+    /// Layer `il`'s grouped-query attention on the device: its matrices (q, k, v, output)
+    /// and the vectors around it uploaded now: the norms, biases, sinks and the MoE
+    /// router. Returns the bytes uploaded too.
+    fn device_gqa(
+        &self,
+        backend: &dyn backend::Backend,
+        il: usize,
+    ) -> Result<(u64, backend::DeviceAttention), ModelError> {
+        let layer = &self.weights.layers[il];
+        let weights::Attention::Gqa(a) = &layer.attn else {
+            return Err(ModelError::Kernel(format!(
+                "layer {il}: not grouped-query attention"
+            )));
+        };
+        let mut bytes = 0u64;
+        let around = self.device_norms_router(backend, il, &mut bytes)?;
+        let mut mat = |m: &weights::Matrix| {
+            let d = backend.upload(m)?;
+            bytes += d.bytes;
+            Ok::<_, ModelError>(d)
+        };
+        let (wq, wk, wv, wo) = (mat(&a.wq)?, mat(&a.wk)?, mat(&a.wv)?, mat(&a.wo)?);
+        let mut up = |what: &str, v: &Option<Vec<f32>>| {
+            v.as_deref()
+                .map(|v| {
+                    bytes += (v.len() * 4) as u64;
+                    backend.upload_vector(&format!("blk.{il}.{what}"), v)
+                })
+                .transpose()
+        };
+        let (bq, bk, bv, bo) = (
+            up("bq", &a.bq)?,
+            up("bk", &a.bk)?,
+            up("bv", &a.bv)?,
+            up("bo", &a.bo)?,
+        );
+        let (q_norm, k_norm) = (up("q_norm", &a.q_norm)?, up("k_norm", &a.k_norm)?);
+        let sinks = up("sinks", &a.sinks)?;
         Ok((
             bytes,
-            backend::DeviceGqa {
-                attn_norm,
+            backend::DeviceAttention::Gqa(backend::DeviceGqa {
+                attn_norm: around.attn_norm,
                 wq,
                 wk,
                 wv,
@@ -347,9 +387,78 @@ impl Model {
                 q_norm,
                 k_norm,
                 sinks,
-                ffn_norm,
-                router,
-            },
+                ffn_norm: around.ffn_norm,
+                router: around.router,
+            }),
+        ))
+    }
+
+    /// Layer `il`'s latent attention on the device: its matrices (`attn_k_b`/`attn_v_b`
+    /// head by head), the query and latent norms, and the vectors around it. Returns the
+    /// bytes uploaded too.
+    fn device_mla(
+        &self,
+        backend: &dyn backend::Backend,
+        il: usize,
+    ) -> Result<(u64, backend::DeviceAttention), ModelError> {
+        let layer = &self.weights.layers[il];
+        let weights::Attention::Mla(a) = &layer.attn else {
+            return Err(ModelError::Kernel(format!(
+                "layer {il}: not latent attention"
+            )));
+        };
+        if a.indexer.is_some() {
+            return Err(ModelError::Kernel(format!(
+                "layer {il}: the GPU tier has no lightning indexer (DeepSeek-V3.2's attention runs on the CPU)"
+            )));
+        }
+        let mut bytes = 0u64;
+        let around = self.device_norms_router(backend, il, &mut bytes)?;
+        let mut mat = |m: &weights::Matrix| {
+            let d = backend.upload(m)?;
+            bytes += d.bytes;
+            Ok::<_, ModelError>(d)
+        };
+        let q = mat(&a.q)?;
+        let kv_a = mat(&a.kv_a)?;
+        let k_b_t = mat(&a.k_b_t)?;
+        let wo = mat(&a.wo)?;
+        let q_a = a.q_a.as_ref().map(&mut mat).transpose()?;
+        let mut slabs = |m: &weights::Matrix| {
+            let v = backend.upload_slabs(m)?;
+            bytes += v.iter().map(|d| d.bytes).sum::<u64>();
+            Ok::<_, ModelError>(v)
+        };
+        let (k_b, v_b) = (slabs(&a.k_b)?, slabs(&a.v_b)?);
+        let mut up = |what: &str, v: &[f32]| {
+            bytes += (v.len() * 4) as u64;
+            backend.upload_vector(&format!("blk.{il}.{what}"), v)
+        };
+        let kv_a_norm = up("attn_kv_a_norm", &a.kv_a_norm)?;
+        let q_a = match (q_a, &a.q_a_norm) {
+            (Some(m), Some(norm)) => Some((m, up("attn_q_a_norm", norm)?)),
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(ModelError::Kernel(format!(
+                    "layer {il}: attn_q_a without its norm"
+                )))
+            }
+        };
+        Ok((
+            bytes,
+            backend::DeviceAttention::Mla(backend::DeviceMla {
+                attn_norm: around.attn_norm,
+                q_a,
+                q,
+                kv_a,
+                kv_a_norm,
+                k_b,
+                v_b,
+                k_b_t,
+                wo,
+                ffn_norm: around.ffn_norm,
+                router: around.router,
+            }),
         ))
     }
 

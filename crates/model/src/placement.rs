@@ -339,16 +339,17 @@ fn split_outside_brackets(s: &str) -> Vec<&str> {
     parts
 }
 
-/// What the GPU tier runs today: grouped-query attention with its KV cache (the cache in
-/// GPU memory, the norms, biases and the MoE router's logits with it), the SiLU-gated FFNs
-/// (dense layers and shared experts) and the output head (`crate::gpu`). MLA attention and
-/// the routed experts stay on the CPU. The default rule with a GPU puts these tensors
-/// there.
-pub const GPU_RUNS: &str =
-    r"^blk\.\d+\.(ffn_(gate|up|down)(_shexp)?|attn_(q|k|v|output))\.weight$|^output\.weight$";
+/// What the GPU tier runs today: attention with its KV cache — grouped-query, or
+/// DeepSeek's latent attention (MLA) with its latent cache — (the cache in GPU memory, the
+/// norms, biases and the MoE router's logits with it), the SiLU-gated FFNs (dense layers
+/// and shared experts) and the output head (`crate::gpu`). The routed experts and
+/// DeepSeek-V3.2's lightning indexer (and so that model's attention) stay on the CPU. The
+/// default rule with a GPU puts these tensors there (MLA's matrices computed at load, e.g.
+/// `attn_k_b` transposed, are named after their tensor with a note in parentheses).
+pub const GPU_RUNS: &str = r"^blk\.\d+\.(ffn_(gate|up|down)(_shexp)?|attn_(q|k|v|output|q_a|q_b|kv_a_mqa|kv_b|k_b|v_b))\.weight( \(.+\))?$|^output\.weight$";
 
-/// DeepSeek's MLA attention tensors (no GPU stage yet: see [`GPU_RUNS`]).
-const MLA_TENSORS: &str = r"\.attn_(q_a|q_b|kv_a_mqa|kv_b|k_b|v_b)\.weight$";
+/// DeepSeek-V3.2's lightning indexer tensors (no GPU stage: see [`GPU_RUNS`]).
+const INDEXER_TENSORS: &str = r"^blk\.\d+\.indexer\.";
 
 /// The weight classes the GPU tier can run (see [`GPU_RUNS`]).
 pub fn gpu_runs(class: WeightClass) -> bool {
@@ -857,21 +858,21 @@ fn keep_what_the_gpu_cannot_run(
             d.storage_rule = last;
         }
     };
-    let mla = Regex::new(MLA_TENSORS).expect("MLA tensor regex");
-    // A layer with any MLA tensor has MLA attention: its `attn_q`/`attn_output` too.
-    let mla_layers: std::collections::HashSet<Option<usize>> = tensors
+    let indexer = Regex::new(INDEXER_TENSORS).expect("indexer tensor regex");
+    // A layer with a lightning indexer keeps its whole attention on the CPU.
+    let indexer_layers: std::collections::HashSet<Option<usize>> = tensors
         .iter()
-        .filter(|t| mla.is_match(&t.name))
+        .filter(|t| indexer.is_match(&t.name))
         .map(|t| layer_of(&t.name))
         .collect();
     for (t, d) in tensors.iter().zip(decisions.iter_mut()) {
         if d.tier != Tier::Gpu {
             continue;
         }
-        if t.class == Some(WeightClass::Attention) && mla_layers.contains(&layer_of(&t.name)) {
+        if t.class == Some(WeightClass::Attention) && indexer_layers.contains(&layer_of(&t.name)) {
             demote(
                 d,
-                "the GPU tier has no MLA attention stage yet: DeepSeek's attention stays on the CPU",
+                "the GPU tier has no lightning indexer: DeepSeek-V3.2's attention stays on the CPU",
             );
             continue;
         }

@@ -308,3 +308,39 @@ fn deepseek32_binds_the_indexer_and_caches_its_keys() {
     let latent = (256 + 32) * 4;
     assert_eq!(kv.bytes(), 3 * 40 * (latent + 64 * 4));
 }
+
+/// The indexer scores and selects on the thread pool: 1, 2 and 3 threads give the same
+/// bits for a prompt far past top-k (scored in one pass) and for the decode steps after
+/// it, in both modes. Selection by a different split would change the logits.
+#[test]
+fn thread_counts_give_identical_logits_past_top_k() {
+    // A prompt of 150 ids from the tiny vocabulary (deterministic, no repeats nearby).
+    let prompt: Vec<u32> = (0..150u32).map(|i| (i * 7919 + 13) % 997 + 2).collect();
+    for (variant, mode) in [
+        ("Q4_K_M", MatmulMode::Quantized),
+        ("Q8_0", MatmulMode::Exact),
+    ] {
+        let m = load(MODEL, variant);
+        let run_with = |threads: usize| {
+            let pool = ThreadPool::new(threads);
+            let mut st = RunState::new(mode);
+            let mut kv = KvCache::new(&m.config, 160).unwrap();
+            let mut out = m
+                .forward(&pool, &mut st, &mut kv, &prompt, Logits::All)
+                .unwrap()
+                .to_vec();
+            let mut next = argmax(&out[out.len() - m.config.n_vocab..]) as u32;
+            for _ in 0..3 {
+                let step = m
+                    .forward(&pool, &mut st, &mut kv, &[next], Logits::Last)
+                    .unwrap();
+                next = argmax(step) as u32;
+                out.extend_from_slice(step);
+            }
+            out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+        };
+        let one = run_with(1);
+        assert_eq!(run_with(2), one, "{variant}: 2 threads differ from 1");
+        assert_eq!(run_with(3), one, "{variant}: 3 threads differ from 1");
+    }
+}

@@ -19,7 +19,7 @@
 //! A token's selection depends only on its own query and the cached keys, never on the
 //! rest of the batch.
 
-use kernels::attention::dot;
+use kernels::indexer::{index_scores, top_k_rows, IndexShape};
 use kernels::rope::{rope_heads, RopeMode};
 
 use super::{buf, Batch, StageCtx};
@@ -30,6 +30,10 @@ use crate::{Config, ModelError};
 /// The indexer key's LayerNorm epsilon (HF and llama.cpp fix it; the file has no key).
 const K_NORM_EPS: f32 = 1e-6;
 
+/// Scores held at once (query rows × positions): a long prefill is scored in groups of
+/// rows within it (4 MiB of scores, as much again of ranking scratch).
+const SCORE_BUDGET: usize = 1 << 20;
+
 /// The indexer's buffers (`n` = tokens in the batch, `ctx` = one sequence's positions).
 #[derive(Default)]
 pub struct IndexerScratch {
@@ -37,7 +41,8 @@ pub struct IndexerScratch {
     q: Vec<f32>,
     k: Vec<f32>,
     w: Vec<f32>,
-    /// One query's score of every position, and the positions being ranked.
+    /// A group of query rows' scores of every position, and the positions being ranked
+    /// (rows × context, at most [`SCORE_BUDGET`] unless one row is longer).
     scores: Vec<f32>,
     order: Vec<u32>,
     /// Per batch row, its `top_k` selected positions in ascending order (rows at
@@ -59,8 +64,9 @@ impl IndexerScratch {
         buf(&mut self.q, n * ix.n_head * ix.head_dim);
         buf(&mut self.k, n * ix.head_dim);
         buf(&mut self.w, n * ix.n_head);
-        buf(&mut self.scores, max.ctx);
-        buf(&mut self.order, max.ctx);
+        let held = (n * max.ctx).min(SCORE_BUDGET.max(max.ctx));
+        buf(&mut self.scores, held);
+        buf(&mut self.order, held);
         buf(&mut self.selected, n * ix.top_k);
         buf(&mut self.rope_cache, m.qk_rope);
     }
@@ -131,40 +137,55 @@ pub fn select(
         batch.seqs[si].kv.write_index_key(il, pos, key);
     }
 
-    // Score and select per row past the first top_k positions.
+    // Score and select, per run of consecutive positions of one sequence, the rows past
+    // the first top_k positions, on the thread pool.
     let top = ix.top_k;
+    let shape = IndexShape {
+        n_head: h_n,
+        head_dim: hd,
+    };
     let selected = buf(&mut s.selected, n * top);
-    for (t, &(si, pos)) in batch.rows.iter().enumerate() {
-        if pos < top {
-            continue;
+    let mut t0 = 0;
+    while t0 < n {
+        let (si, pos0) = batch.rows[t0];
+        let mut t1 = t0 + 1;
+        while t1 < n && batch.rows[t1] == (si, pos0 + t1 - t0) {
+            t1 += 1;
         }
+        let ctx = pos0 + t1 - t0;
         let keys = batch.seqs[si].kv.index_keys(il);
-        let scores = buf(&mut s.scores, pos + 1);
-        let qt = &q[t * q_w..(t + 1) * q_w];
-        let wt = &wts[t * h_n..(t + 1) * h_n];
-        for (p, score) in scores.iter_mut().enumerate() {
-            let kp = &keys[p * hd..(p + 1) * hd];
-            *score = qt
-                .chunks_exact(hd)
-                .zip(wt)
-                .map(|(qh, &wh)| wh * dot(qh, kp).max(0.0))
-                .sum();
+        // Rows below position top_k attend densely; the rest in groups whose scores fit
+        // the budget.
+        let group = (SCORE_BUDGET / ctx).max(1);
+        let mut a = t0 + top.saturating_sub(pos0).min(t1 - t0);
+        while a < t1 {
+            let b = t1.min(a + group);
+            let pos = pos0 + a - t0;
+            let scores = buf(&mut s.scores, (b - a) * ctx);
+            index_scores(
+                pool,
+                shape,
+                &q[a * q_w..b * q_w],
+                &wts[a * h_n..b * h_n],
+                keys,
+                pos,
+                scores,
+                ctx,
+            );
+            let order = buf(&mut s.order, (b - a) * ctx);
+            top_k_rows(
+                pool,
+                scores,
+                ctx,
+                pos,
+                b - a,
+                top,
+                order,
+                &mut selected[a * top..b * top],
+            );
+            a = b;
         }
-        let order = buf(&mut s.order, pos + 1);
-        order
-            .iter_mut()
-            .enumerate()
-            .for_each(|(p, o)| *o = p as u32);
-        // Highest score first; among equal scores the earlier position.
-        let rank = |a: &u32, b: &u32| {
-            scores[*b as usize]
-                .total_cmp(&scores[*a as usize])
-                .then(a.cmp(b))
-        };
-        order.select_nth_unstable_by(top - 1, rank);
-        let chosen = &mut selected[t * top..(t + 1) * top];
-        chosen.copy_from_slice(&order[..top]);
-        chosen.sort_unstable();
+        t0 = t1;
     }
     Ok(())
 }

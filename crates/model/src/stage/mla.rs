@@ -109,6 +109,31 @@ pub fn mla_decompress_pays(m: usize, pos0: usize, d: &MlaDims) -> bool {
     decompressed < absorbed
 }
 
+/// Whether a sequence's `len` new tokens after `pos0` cached ones run in the decompressed
+/// form, with `form` asked for in matmul `mode` (`top_k`: the lightning indexer's
+/// selection size, if any). The rule of both tiers (the GPU's MLA follows it too), so
+/// that they run the same form.
+pub fn use_decompressed(
+    form: MlaForm,
+    mode: MatmulMode,
+    len: usize,
+    pos0: usize,
+    d: &MlaDims,
+    top_k: Option<usize>,
+) -> bool {
+    match form {
+        MlaForm::Absorbed => false,
+        MlaForm::Decompressed => mla_decompress_fits(pos0 + len, d),
+        // A sequence with sparse queries stays absorbed: the decompressed form gathers
+        // its selections one head at a time, which does not pay.
+        MlaForm::Auto => {
+            mode == MatmulMode::Quantized
+                && mla_decompress_pays(len, pos0, d)
+                && top_k.is_none_or(|k| pos0 + len <= k)
+        }
+    }
+}
+
 /// The MLA stage's buffers (`n` = tokens in the batch, `ctx` = one sequence's positions).
 #[derive(Default)]
 pub struct MlaScratch {
@@ -286,17 +311,7 @@ pub fn mla_attention(
     for seq in batch.seqs.iter() {
         let len = seq.tokens.len();
         let pos0 = batch.rows[t0].1;
-        let decompress = match s.form {
-            MlaForm::Absorbed => false,
-            MlaForm::Decompressed => mla_decompress_fits(pos0 + len, &d),
-            // A sequence with sparse queries stays absorbed: the decompressed form gathers
-            // its selections one head at a time, which does not pay.
-            MlaForm::Auto => {
-                cx.linear.mode == MatmulMode::Quantized
-                    && mla_decompress_pays(len, pos0, &d)
-                    && top_k.is_none_or(|k| pos0 + len <= k)
-            }
-        };
+        let decompress = use_decompressed(s.form, cx.linear.mode, len, pos0, &d, top_k);
         s.decompress.push(decompress);
         if !decompress {
             s.absorbed_rows.extend(t0..t0 + len);

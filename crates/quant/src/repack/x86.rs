@@ -48,8 +48,8 @@
 //! `vpmaddubsw(|a|, sign(w, a))` (o = 0), since `(w + 128)·a` pairs would saturate i16.
 //!
 //! On AVX-512 VNNI these four layouts run two groups at once in 512-bit vectors (`zmm`:
-//! 16 rows per `vpdpbusd`, the same per-lane integers and f32 steps; an odd last group in
-//! the 256-bit tile).
+//! 16 rows per `vpdpbusd`, the same per-lane integers and f32 steps; an odd last group and
+//! calls of 1–3 tokens in the 256-bit tile).
 //!
 //! Without VNNI the k-quant integers come from `vpmaddubsw` + `vpmaddwd` (values ≤ 63, so
 //! the i16 pair sums never saturate: 2·63·128 < 2¹⁵). Both variants are bit-identical to
@@ -428,6 +428,16 @@ impl Layout for Q6K {
 /// unchanged, so results do not depend on the pass length).
 const PASS_BLOCKS: usize = 64;
 
+/// How far ahead of the block being multiplied the tiles ask for weight bytes
+/// (`prefetcht0`, one per 64-byte line of a block). A GEMV from DRAM is latency-bound per
+/// core: the hardware prefetchers alone kept only 60–70% of the read bandwidth busy here
+/// (Xeon guest, 2 threads: Q4_Kx8 19.5–20.9 GB/s of 26–29), since the loads of the next
+/// lines issue only once the arithmetic before them retires. Asking 4 KiB ahead brings
+/// the same GEMVs to 25–27 GB/s (≈ 95–100%) and V2-Lite decode from 10.7 to 13.8 tok/s;
+/// 2 KiB did nearly as well, 8 KiB no better (bench/RESULTS.md, 2026-12-07). A prefetch
+/// never faults, so running past the matrix's end is harmless (it reads ≤ 4 KiB more).
+const PREFETCH_AHEAD: usize = 4096;
+
 /// The f32 accumulators of group output `o` (row stride `ld`): zero on the first pass,
 /// else what the previous pass stored.
 #[inline(always)]
@@ -485,6 +495,21 @@ unsafe fn tile<const T: usize, I: Isa, L: Layout>(
             for k in 0..n {
                 let ib = ib0 + k;
                 let pb = wg.add(ib * L::BLOCK_BYTES);
+                // The byte read PREFETCH_AHEAD bytes from now: further in this group's
+                // segment of the pass, or past its end in the next group's (the same
+                // address when the call is one pass: the groups are contiguous).
+                let ahead = if (k * L::BLOCK_BYTES) + PREFETCH_AHEAD < n * L::BLOCK_BYTES {
+                    PREFETCH_AHEAD
+                } else {
+                    PREFETCH_AHEAD + gbytes - n * L::BLOCK_BYTES
+                };
+                let mut line = 0;
+                while line < L::BLOCK_BYTES {
+                    // SAFETY: a prefetch is a hint: it never faults, whatever the address
+                    // (`wrapping_add` keeps the pointer arithmetic itself defined).
+                    _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(ahead + line) as *const i8);
+                    line += 64;
+                }
                 let at: [*const u8; T] = std::array::from_fn(|t| a0[t].add(ib * L::ACT_BYTES));
                 let et: [*const u8; T] = std::array::from_fn(|t| ex_at(t, k) as *const u8);
                 let (isum, msum) = L::ints::<T, I>(pb, at, et);
@@ -571,13 +596,17 @@ fn legacy_vnni_256(k: u8) -> &'static [TileFn; TOKENS_256] {
         _ => &MXFP4_VNNI,
     }
 }
-/// The 32-value layouts on AVX-512 VNNI: pairs of groups in 512-bit vectors (`zmm`).
+/// The 32-value layouts on AVX-512 VNNI: pairs of groups in 512-bit vectors (`zmm`) from 4
+/// tokens per call, where sharing each activation broadcast and f32 step between 16 rows
+/// pays; 1–3 tokens (decode's GEMVs, bandwidth-bound) stay on the 256-bit tile, whose
+/// prefetch distance was tuned for cold GEMVs (bench/RESULTS.md, "Software prefetch"; the
+/// 512-bit tile's two interleaved streams per call were not measured reliably cold).
 macro_rules! zmm_table {
     ($k:expr) => {
         [
-            zmm::tile_zmm::<{ $k }, 1>,
-            zmm::tile_zmm::<{ $k }, 2>,
-            zmm::tile_zmm::<{ $k }, 3>,
+            tile_vnni::<Legacy<{ $k }>, 1>,
+            tile_vnni::<Legacy<{ $k }>, 2>,
+            tile_vnni::<Legacy<{ $k }>, 3>,
             zmm::tile_zmm::<{ $k }, 4>,
             zmm::tile_zmm::<{ $k }, 5>,
             zmm::tile_zmm::<{ $k }, 6>,

@@ -12,7 +12,7 @@
 //! (row, token): the same exact integer `Σ (w + o)·a − o·Σa`, then
 //! `acc = fma(d·d_a, isum, acc)` per block, so results are bit-identical to the scalar
 //! definition whichever tile ran; an odd last group of a call goes through the 256-bit
-//! tile.
+//! tile, and so do calls of 1–3 tokens (see `zmm_table`).
 
 use super::*;
 
@@ -100,9 +100,6 @@ unsafe fn pair_token_ints<const T: usize>(w: &[__m512i; 8], q: *const u8, c: *co
     }
 }
 
-/// How far ahead (in blocks) the 512-bit tiles prefetch their weights.
-const PREFETCH_BLOCKS: usize = 8;
-
 /// The tile ([`TileFn`]) of legacy layout `K` for T (1..=8) tokens: pairs of groups in 512-bit
 /// vectors, per pass of up to [`PASS_BLOCKS`] blocks as the 256-bit [`tile`] (activation
 /// constants prepared once per pass, accumulators kept in `out` between passes); an odd
@@ -146,11 +143,13 @@ pub(super) unsafe fn tile_zmm<const K: u8, const T: usize>(
             for k in 0..n {
                 let ib = ib0 + k;
                 let (pa, pb) = (wa.add(ib * bb), wb.add(ib * bb));
-                // The pair's blocks PREFETCH_BLOCKS ahead, towards L1: a prompt's expert
-                // chunk streams from DRAM on its first token tile, and the hardware
-                // prefetchers follow two interleaved streams per pair poorly.
+                // The pair's weight bytes PREFETCH_AHEAD (4 KiB) ahead in both groups'
+                // streams, towards L1, as the 256-bit tile: a GEMV or a prompt's first
+                // token tile over an expert chunk streams from DRAM. Past the end of a
+                // group's segment this asks for bytes of a neighbouring group (the pair's
+                // other group or the next pair): still a harmless hint.
                 for line in (0..bb).step_by(64) {
-                    let ahead = PREFETCH_BLOCKS * bb + line;
+                    let ahead = PREFETCH_AHEAD + line;
                     _mm_prefetch::<_MM_HINT_T0>(pa.wrapping_add(ahead) as *const i8);
                     _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(ahead) as *const i8);
                 }
