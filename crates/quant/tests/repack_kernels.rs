@@ -179,6 +179,76 @@ proptest! {
     }
 }
 
+/// A whole matrix of `groups` groups through one `tiles_unchecked` call on every path,
+/// against the scalar definition group by group: on AVX-512 VNNI the 32-value layouts run
+/// pairs of groups in 512-bit vectors and an odd last group in the 256-bit tile, so the
+/// results must not depend on a group's position (pair half or odd one out), on the
+/// tokens per call, or on how many 64-block passes a row takes.
+fn check_matrix_case(
+    ty: GgmlType,
+    seed: u64,
+    mode: usize,
+    nb: usize,
+    groups: usize,
+    count: usize,
+) -> Result<(), TestCaseError> {
+    let mode = MODES[mode];
+    let mut rng = rng(seed);
+    let act = quant::dot::act_type_for(ty).unwrap();
+    let (n_in, n_out) = (nb * ty.block_size(), groups * ROWS);
+    let file = matrix(ty, n_out, nb, &mut rng, mode);
+    let pt = PackedType::for_type(ty).unwrap();
+    let packed = repacked(ty, n_in, n_out, &file);
+    let gb = pt.group_bytes(n_in).unwrap();
+    let acts: Vec<Vec<u8>> = (0..count)
+        .map(|_| act_row(act, n_in, &mut rng, mode))
+        .collect();
+    let refs: Vec<&[u8]> = acts.iter().map(|a| a.as_slice()).collect();
+    let scalar = PackedDot::with_path(pt, SimdPath::Scalar);
+    let ld = n_out + 3;
+    for p in paths(pt) {
+        let mut got = vec![f32::NAN; count * ld];
+        // SAFETY: `packed` is whole groups of n_in values, every row an activation row of
+        // n_in values of `act`, and `got` holds count rows of ld ≥ n_out values.
+        unsafe { p.tiles_unchecked(n_in, &packed, &refs, got.as_mut_ptr(), ld) };
+        for (g, group) in packed.chunks_exact(gb).enumerate() {
+            let mut want = vec![[0f32; ROWS]; count];
+            scalar.tile(n_in, group, &refs, &mut want);
+            for t in 0..count {
+                for r in 0..ROWS {
+                    let v = got[t * ld + g * ROWS + r];
+                    prop_assert!(
+                        same_f32(v, want[t][r]),
+                        "{ty} {:?} {groups} groups × {count} tokens: group {g} token {t} row {r}: {v} vs scalar {}",
+                        p.path,
+                        want[t][r]
+                    );
+                }
+            }
+        }
+        for t in 0..count {
+            prop_assert!(got[t * ld + n_out..(t + 1) * ld].iter().all(|v| v.is_nan()));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn legacy_matrices_match_definition(
+        kind in 0usize..4,
+        seed in any::<u64>(),
+        mode in 0usize..5,
+        nb in prop_oneof![1usize..6, 60usize..70, 127usize..131],
+        groups in 1usize..6,
+        count in 1usize..12,
+    ) {
+        let ty = [GgmlType::MXFP4, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q5_0][kind];
+        check_matrix_case(ty, seed, mode, nb, groups, count)?;
+    }
+}
+
 const TY: GgmlType = GgmlType::Q4_K;
 
 #[test]

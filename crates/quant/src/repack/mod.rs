@@ -362,7 +362,7 @@ pub(crate) type TileFn =
 enum Imp {
     Scalar,
     #[allow(dead_code)] // never built on non-x86 targets
-    Simd(&'static [TileFn; MAX_TOKENS]),
+    Simd(&'static [TileFn]),
 }
 
 /// The dot product of a packed layout, with its implementation chosen once.
@@ -375,8 +375,10 @@ pub struct PackedDot {
     /// The implementation in use.
     pub path: SimdPath,
     /// Tokens per tile-kernel call: 8 where the tile's accumulators fit the registers and
-    /// it pays (Q4_Kx8 and the legacy layouts on AVX-512 VNNI, 32 registers: +4–11% GEMM), else 4
-    /// (Q6_Kx8 at 8 tokens spills: −31%; AVX2 has 16 registers).
+    /// it pays (Q4_Kx8 and the 512-bit tiles of the 32-value layouts on AVX-512 VNNI, 32
+    /// registers: +4–11% GEMM; 16 tokens measured slower for MXFP4/Q8_0 at n_in 2048, their
+    /// activation rows no longer fitting L1), else 4 (Q6_Kx8 at 8 tokens spills: −31%;
+    /// AVX2 has 16 registers).
     pub tile_tokens: usize,
     imp: Imp,
 }
@@ -412,7 +414,8 @@ impl PackedDot {
                     SimdPath::Avx512Vnni,
                 ) => MAX_TOKENS,
                 _ => 4,
-            };
+            }
+            .min(fns.len());
             return PackedDot {
                 packed,
                 act,

@@ -47,6 +47,10 @@
 //! VNNI, Q8_0 goes back to the signed weights (one XOR per vector) and
 //! `vpmaddubsw(|a|, sign(w, a))` (o = 0), since `(w + 128)·a` pairs would saturate i16.
 //!
+//! On AVX-512 VNNI these four layouts run two groups at once in 512-bit vectors (`zmm`:
+//! 16 rows per `vpdpbusd`, the same per-lane integers and f32 steps; an odd last group and
+//! calls of 1–3 tokens in the 256-bit tile).
+//!
 //! Without VNNI the k-quant integers come from `vpmaddubsw` + `vpmaddwd` (values ≤ 63, so
 //! the i16 pair sums never saturate: 2·63·128 < 2¹⁵). Both variants are bit-identical to
 //! the scalar definition, with one exception: a Q8_0 weight of −128 (ggml's quantizer
@@ -67,8 +71,14 @@ use super::q4k::{
 };
 use super::q6k::{self, Q6KX8_BLOCK_BYTES};
 use super::{PackedType, TileFn, MAX_TOKENS, ROWS};
+
+/// Most tokens of one 256-bit tile call (its accumulators, T per group, stay in the 16 or
+/// 32 vector registers up to here).
+const TOKENS_256: usize = 8;
 use crate::dot::SimdPath;
 use std::arch::x86_64::*;
+
+mod zmm;
 
 fn avx2() -> bool {
     is_x86_feature_detected!("avx2")
@@ -78,34 +88,32 @@ fn avx2() -> bool {
 
 fn vnni() -> bool {
     avx2()
+        && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512vnni")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512bw")
 }
 
 /// The kernels for `packed` on `path` or the best available below it.
-pub(super) fn kernels(
-    packed: PackedType,
-    path: SimdPath,
-) -> Option<(SimdPath, &'static [TileFn; MAX_TOKENS])> {
+pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &'static [TileFn])> {
     match packed {
         PackedType::Q4Kx8 => pick(path, &Q4K_AVX2, &Q4K_VNNI),
         PackedType::Q6Kx8 => pick(path, &Q6K_AVX2, &Q6K_VNNI),
-        PackedType::Q8_0x8 => pick(path, &Q8_0_AVX2, &Q8_0_VNNI),
-        PackedType::Q5_0x8 => pick(path, &Q5_0_AVX2, &Q5_0_VNNI),
-        PackedType::Q4_0x8 => pick(path, &Q4_0_AVX2, &Q4_0_VNNI),
+        PackedType::Q8_0x8 => pick(path, &Q8_0_AVX2, &Q8_0_ZMM),
+        PackedType::Q5_0x8 => pick(path, &Q5_0_AVX2, &Q5_0_ZMM),
+        PackedType::Q4_0x8 => pick(path, &Q4_0_AVX2, &Q4_0_ZMM),
         PackedType::Q2Kx8 => pick(path, &Q2K_AVX2, &Q2K_VNNI),
         PackedType::Q3Kx8 => pick(path, &Q3K_AVX2, &Q3K_VNNI),
         PackedType::IQ4XSx8 => pick(path, &IQ4XS_AVX2, &IQ4XS_VNNI),
-        PackedType::MXFP4x8 => pick(path, &MXFP4_AVX2, &MXFP4_VNNI),
+        PackedType::MXFP4x8 => pick(path, &MXFP4_AVX2, &MXFP4_ZMM),
     }
 }
 
 fn pick(
     path: SimdPath,
-    avx2_fns: &'static [TileFn; MAX_TOKENS],
-    vnni_fns: &'static [TileFn; MAX_TOKENS],
-) -> Option<(SimdPath, &'static [TileFn; MAX_TOKENS])> {
+    avx2_fns: &'static [TileFn],
+    vnni_fns: &'static [TileFn],
+) -> Option<(SimdPath, &'static [TileFn])> {
     match path {
         SimdPath::Avx512Vnni if vnni() => Some((SimdPath::Avx512Vnni, vnni_fns)),
         SimdPath::Avx512Vnni | SimdPath::Avx2 if avx2() => Some((SimdPath::Avx2, avx2_fns)),
@@ -463,11 +471,11 @@ unsafe fn tile<const T: usize, I: Isa, L: Layout>(
     out: *mut f32,
     ld: usize,
 ) {
-    const { assert!(L::EXTRA <= EXTRA_MAX) };
+    const { assert!(L::EXTRA <= EXTRA_MAX && T <= TOKENS_256) };
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
     let gbytes = nb * L::BLOCK_BYTES;
     // Prepared bytes of the pass (written before being read; unused without EXTRA).
-    let mut ex = std::mem::MaybeUninit::<[[u8; EXTRA_MAX * PASS_BLOCKS]; MAX_TOKENS]>::uninit();
+    let mut ex = std::mem::MaybeUninit::<[[u8; EXTRA_MAX * PASS_BLOCKS]; TOKENS_256]>::uninit();
     let ex = ex.as_mut_ptr() as *mut u8;
     let ex_at = |t: usize, k: usize| ex.add((t * PASS_BLOCKS + k) * L::EXTRA);
     let mut ib0 = 0;
@@ -566,24 +574,57 @@ macro_rules! tile_table {
     };
 }
 
-static Q4K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q4K);
-static Q4K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q4K);
-static Q6K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q6K);
-static Q6K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q6K);
-static Q8_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q8_0>);
-static Q8_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_Q8_0>);
-static Q5_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q5_0>);
-static Q5_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_Q5_0>);
-static Q4_0_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_Q4_0>);
-static Q4_0_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_Q4_0>);
-static MXFP4_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Legacy<K_MXFP4>);
-static MXFP4_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Legacy<K_MXFP4>);
-static Q2K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q2K);
-static Q2K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q2K);
-static Q3K_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, Q3K);
-static Q3K_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, Q3K);
-static IQ4XS_AVX2: [TileFn; MAX_TOKENS] = tile_table!(tile_avx2, IQ4XS);
-static IQ4XS_VNNI: [TileFn; MAX_TOKENS] = tile_table!(tile_vnni, IQ4XS);
+static Q4K_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Q4K);
+static Q4K_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Q4K);
+static Q6K_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Q6K);
+static Q6K_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Q6K);
+static Q8_0_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_Q8_0>);
+static Q5_0_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_Q5_0>);
+static Q4_0_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_Q4_0>);
+static MXFP4_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_MXFP4>);
+static Q8_0_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_Q8_0>);
+static Q5_0_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_Q5_0>);
+static Q4_0_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_Q4_0>);
+static MXFP4_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_MXFP4>);
+
+/// The 256-bit VNNI tiles of legacy layout `K` (the 512-bit tiles' odd last group).
+fn legacy_vnni_256(k: u8) -> &'static [TileFn; TOKENS_256] {
+    match k {
+        K_Q8_0 => &Q8_0_VNNI,
+        K_Q5_0 => &Q5_0_VNNI,
+        K_Q4_0 => &Q4_0_VNNI,
+        _ => &MXFP4_VNNI,
+    }
+}
+/// The 32-value layouts on AVX-512 VNNI: pairs of groups in 512-bit vectors (`zmm`) from 4
+/// tokens per call, where sharing each activation broadcast and f32 step between 16 rows
+/// pays; 1–3 tokens (decode's GEMVs, bandwidth-bound) stay on the 256-bit tile, whose
+/// prefetch distance was tuned for cold GEMVs (bench/RESULTS.md, "Software prefetch"; the
+/// 512-bit tile's two interleaved streams per call were not measured reliably cold).
+macro_rules! zmm_table {
+    ($k:expr) => {
+        [
+            tile_vnni::<Legacy<{ $k }>, 1>,
+            tile_vnni::<Legacy<{ $k }>, 2>,
+            tile_vnni::<Legacy<{ $k }>, 3>,
+            zmm::tile_zmm::<{ $k }, 4>,
+            zmm::tile_zmm::<{ $k }, 5>,
+            zmm::tile_zmm::<{ $k }, 6>,
+            zmm::tile_zmm::<{ $k }, 7>,
+            zmm::tile_zmm::<{ $k }, 8>,
+        ]
+    };
+}
+static Q8_0_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_Q8_0);
+static Q5_0_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_Q5_0);
+static Q4_0_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_Q4_0);
+static MXFP4_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_MXFP4);
+static Q2K_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Q2K);
+static Q2K_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Q2K);
+static Q3K_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Q3K);
+static Q3K_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Q3K);
+static IQ4XS_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, IQ4XS);
+static IQ4XS_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, IQ4XS);
 
 // ---------------------------------------------------------------------------------------
 // Q2_Kx8 × Q8_K (see `q2k` for the layout).
