@@ -740,4 +740,24 @@ fn bad_batches_are_errors_not_panics() {
         .record(&mut gpu.record("plain"), &w, &x, 0, &y, 0, 1)
         .unwrap_err();
     assert!(e.to_string().contains("overlap"), "{e}");
+
+    // More matrices in one binding than a grid dimension allows (z of the dispatch).
+    let n = gpu.limits.max_compute_workgroups_per_dimension as usize + 1;
+    let zeros = vec![0u8; n * 4];
+    let w = GpuMatrix::upload_batched(&gpu, "tiny", GgmlType::F32, n, 1, 1, &zeros).unwrap();
+    assert_eq!(w.parts(), 1);
+    let f32k = MatmulKernels::for_types(&gpu, &[GgmlType::F32]).unwrap();
+    let x = gpu.zeroed("x", (n * 4) as u64).unwrap();
+    let y = gpu.zeroed("y", (n * 4) as u64).unwrap();
+    let e = f32k
+        .record_batched(
+            MatmulPath::Auto,
+            &mut gpu.record("tall batch"),
+            &w,
+            Strided::at(&x, 0, 1),
+            Strided::at(&y, 0, 1),
+            1,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("per dimension"), "{e}");
 }
