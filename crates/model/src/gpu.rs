@@ -60,20 +60,23 @@ impl Backend for WgpuBackend {
         })
     }
 
-    fn upload_slabs(&self, m: &Matrix) -> Result<Vec<DeviceMatrix>, ModelError> {
-        (0..m.n_slab)
-            .map(|s| {
-                let name = format!("{} head {s}", m.name());
-                let gm = GpuMatrix::upload(&self.gpu, &name, m.ty, m.n_out, m.n_in, m.slab(s))?;
-                Ok(DeviceMatrix {
-                    name,
-                    n_in: m.n_in,
-                    n_out: m.n_out,
-                    bytes: gm.bytes(),
-                    handle: Arc::new(gm),
-                })
-            })
-            .collect()
+    fn upload_stack(&self, m: &Matrix) -> Result<DeviceMatrix, ModelError> {
+        let gm = GpuMatrix::upload_batched(
+            &self.gpu,
+            m.name(),
+            m.ty,
+            m.n_slab,
+            m.n_out,
+            m.n_in,
+            m.data(),
+        )?;
+        Ok(DeviceMatrix {
+            name: m.name().to_string(),
+            n_in: m.n_in,
+            n_out: m.n_out,
+            bytes: gm.bytes(),
+            handle: Arc::new(gm),
+        })
     }
 
     fn upload_vector(&self, name: &str, v: &[f32]) -> Result<DeviceVector, ModelError> {
