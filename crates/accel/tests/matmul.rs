@@ -649,6 +649,8 @@ fn a_batched_matmul_is_its_matrices_one_by_one() {
                             n_tokens as u32,
                         )
                         .unwrap();
+                    // One dispatch per part, whatever the batch.
+                    assert_eq!(rec.dispatches(), w.parts() as u64);
                     rec.submit_and_wait().unwrap();
                     let got = gpu.read_f32(&yb, y_total).unwrap();
                     let yb = gpu.upload("y", bytemuck::cast_slice(&y_init)).unwrap();

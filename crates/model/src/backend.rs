@@ -177,8 +177,9 @@ pub struct StreamStats {
     /// Bytes sent to the device (activations) and read back.
     pub bytes_up: u64,
     pub bytes_down: u64,
-    /// Submissions (one per stage run on the device).
+    /// Submissions (one per stage run on the device), and the kernel dispatches in them.
     pub submissions: u64,
+    pub dispatches: u64,
     /// Seconds the CPU waited in [`Stream::finish`] for the device's results.
     pub wait_seconds: f64,
 }

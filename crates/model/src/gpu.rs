@@ -326,6 +326,7 @@ impl WgpuStream {
             self.staging.as_ref().expect("ensured"),
             (out_floats * 4) as u64,
         );
+        self.stats.dispatches += rec.dispatches();
         rec.submit()?;
         self.pending = Some(out_floats);
         self.stats.bytes_up += (x.len() * 4) as u64;
@@ -556,6 +557,7 @@ impl Stream for WgpuStream {
         if logits_n > 0 {
             rec.copy_region(got(&lb.logits), 0, staging, 2 * nd, (logits_n * 4) as u64)?;
         }
+        self.stats.dispatches += rec.dispatches();
         rec.submit()?;
         self.resident_rows = n;
         self.layer_pending = Some(LayerPending {
@@ -657,6 +659,7 @@ impl Stream for WgpuStream {
             0,
             (out * 4) as u64,
         )?;
+        self.stats.dispatches += rec.dispatches();
         rec.submit()?;
         self.pending = Some(out);
         self.stats.submissions += 1;
