@@ -23,7 +23,7 @@ pub mod testing;
 pub use buffer::GpuBuffer;
 pub use device::{list_adapters, AdapterSummary, DeviceChoice, Gpu, GpuFeatures};
 pub use error::AccelError;
-pub use matmul::{GpuMatrix, MatmulKernels, MatmulPath};
+pub use matmul::{GpuMatrix, MatmulKernels, MatmulPath, Strided};
 pub use pipeline::{Kernel, Recording, Workgroups};
 
 /// Re-exported so that callers name wgpu types through one version.

@@ -39,6 +39,14 @@
 //! - **f16 arithmetic is not used**: the f16 scales are decoded exactly with integer bit
 //!   operations (no subnormal flushing), and every product is f32 so that the GPU and CPU
 //!   tiers agree; `shader-f16` would save little where weights are read once per token.
+//! - **A batch of same-shape matrices is one dispatch** ([`MatmulKernels::record_batched`]):
+//!   per-head products (DeepSeek's `attn_k_b`/`attn_v_b`: 128 heads on V3) would otherwise
+//!   be one dispatch each, thousands per token. The heads' matrices are uploaded back to
+//!   back as one [`GpuMatrix`] ([`GpuMatrix::upload_batched`]) and the grid's z index picks
+//!   matrix z: its rows, its x at `x_offset + z·x_stride`, its y at `y_offset + z·y_stride`.
+//!   A single matrix is the batch of one (z = 0), through the same shaders and code, so
+//!   a batched product is bit for bit the separate ones. A batch is split into parts at
+//!   whole matrices only (the GEMM's tiles must not mix two matrices' activations).
 //! - **Router logits are this matmul**: F32/F16 gate weights are ordinary `GpuMatrix`es; float
 //!   rows may have any length (rows end inside a chunk of 8 are masked).
 
@@ -125,20 +133,26 @@ pub fn gpu_supports(ty: GgmlType) -> bool {
 /// word after the last byte.
 const MAX_PART_BYTES: u64 = u32::MAX as u64 - 8;
 
-/// Rows `first_row..first_row + rows` of a matrix, in one storage buffer.
+/// Rows `first_row..first_row + rows` of matrices `first..first + count` of a batch, in one
+/// storage buffer (matrix by matrix). A batch of one is split at any row; a larger batch at
+/// whole matrices only (`first_row` 0, every row).
 #[derive(Debug)]
 struct MatrixPart {
+    first: u32,
+    count: u32,
     first_row: u32,
     rows: u32,
     buffer: GpuBuffer,
 }
 
-/// A weight matrix on the GPU: `rows` rows of `cols` values of type `ty`, the GGUF bytes in file
-/// order, in one or more buffers split at row boundaries so each fits one storage binding.
+/// Weight matrices on the GPU: a batch of `batch` matrices (1 for an ordinary weight), each
+/// `rows` rows of `cols` values of type `ty`, the GGUF bytes in file order (matrix after
+/// matrix), in one or more buffers split so each fits one storage binding.
 #[derive(Debug)]
 pub struct GpuMatrix {
     name: String,
     ty: GgmlType,
+    batch: u32,
     rows: u32,
     cols: u32,
     row_bytes: u32,
@@ -172,13 +186,44 @@ impl GpuMatrix {
         data: &[u8],
         max_part_bytes: u64,
     ) -> Result<GpuMatrix, AccelError> {
+        Self::upload_batched_with_limit(gpu, name, ty, 1, rows, cols, data, max_part_bytes)
+    }
+
+    /// Uploads `batch` matrices of `rows × cols` values of `ty`, back to back in `data` (a
+    /// GGUF tensor of ne `[cols, rows, batch]`, e.g. DeepSeek's per-head `attn_k_b`), as one
+    /// batch for [`MatmulKernels::record_batched`]. Errors as [`GpuMatrix::upload`]; one
+    /// matrix of a larger batch must fit one binding ([`AccelError::TooLarge`]).
+    pub fn upload_batched(
+        gpu: &Gpu,
+        name: &str,
+        ty: GgmlType,
+        batch: usize,
+        rows: usize,
+        cols: usize,
+        data: &[u8],
+    ) -> Result<GpuMatrix, AccelError> {
+        Self::upload_batched_with_limit(gpu, name, ty, batch, rows, cols, data, gpu.max_binding())
+    }
+
+    /// As [`GpuMatrix::upload_batched`], with parts of at most `max_part_bytes`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn upload_batched_with_limit(
+        gpu: &Gpu,
+        name: &str,
+        ty: GgmlType,
+        batch: usize,
+        rows: usize,
+        cols: usize,
+        data: &[u8],
+        max_part_bytes: u64,
+    ) -> Result<GpuMatrix, AccelError> {
         if !gpu_supports(ty) {
             return Err(unsupported(name, ty));
         }
-        if rows == 0 || cols == 0 {
+        if batch == 0 || rows == 0 || cols == 0 {
             return Err(bad_shape(
                 name,
-                format!("a {rows} × {cols} matrix has no values"),
+                format!("a batch of {batch} matrices of {rows} × {cols} has no values"),
             ));
         }
         let shape_err = || {
@@ -192,58 +237,90 @@ impl GpuMatrix {
             )
         };
         let row_bytes = ty.row_bytes(cols as u64).ok_or_else(shape_err)?;
-        let (rows32, cols32, row_bytes32) = match (
+        let (batch32, rows32, cols32, row_bytes32) = match (
+            u32::try_from(batch),
             u32::try_from(rows),
             u32::try_from(cols),
             u32::try_from(row_bytes),
         ) {
-            (Ok(r), Ok(c), Ok(b)) => (r, c, b),
+            (Ok(n), Ok(r), Ok(c), Ok(b)) => (n, r, c, b),
             _ => return Err(shape_err()),
         };
-        let expected = row_bytes as u128 * rows as u128;
+        let expected = row_bytes as u128 * rows as u128 * batch as u128;
         if data.len() as u128 != expected {
+            let what = if batch == 1 {
+                String::new()
+            } else {
+                format!("{batch} matrices of ")
+            };
             return Err(bad_shape(
                 name,
                 format!(
-                    "{rows} rows of {cols} {ty} values take {expected} bytes but the tensor has {}",
+                    "{what}{rows} rows of {cols} {ty} values take {expected} bytes but the tensor has {}",
                     data.len()
                 ),
             ));
         }
         // Whole words: a binding limit of 2^31 - 1 (Vulkan, DX12) must not round up past itself.
         let limit = max_part_bytes.min(gpu.max_binding()).min(MAX_PART_BYTES) & !3;
-        let rows_per_part = limit / row_bytes;
-        if rows_per_part == 0 {
-            return Err(AccelError::TooLarge {
-                what: format!("{name} (one row)"),
-                bytes: row_bytes,
-                limit,
-                adapter: gpu.name().to_string(),
-            });
-        }
-        let rows_per_part = rows_per_part.min(rows as u64) as u32;
+        let too_large = |what: String, bytes: u64| AccelError::TooLarge {
+            what,
+            bytes,
+            limit,
+            adapter: gpu.name().to_string(),
+        };
+        // A part is a run of whole rows (one matrix) or of whole matrices (a batch).
+        let (unit_bytes, units) = if batch == 1 {
+            if row_bytes > limit {
+                return Err(too_large(format!("{name} (one row)"), row_bytes));
+            }
+            (row_bytes, rows32)
+        } else {
+            let matrix_bytes = row_bytes * rows as u64;
+            if matrix_bytes > limit {
+                return Err(too_large(
+                    format!("{name} (one matrix of the batch)"),
+                    matrix_bytes,
+                ));
+            }
+            (matrix_bytes, batch32)
+        };
+        let per_part = (limit / unit_bytes).min(units as u64) as u32;
         let mut parts = Vec::new();
         let mut first = 0u32;
-        while first < rows32 {
-            let n = rows_per_part.min(rows32 - first);
-            let start = first as usize * row_bytes as usize;
-            let end = start + n as usize * row_bytes as usize;
-            let label = if rows_per_part >= rows32 {
-                name.to_string()
-            } else {
-                format!("{name} rows {first}..{}", first + n)
+        while first < units {
+            let n = per_part.min(units - first);
+            let start = first as usize * unit_bytes as usize;
+            let end = start + n as usize * unit_bytes as usize;
+            let label = match (per_part >= units, batch == 1) {
+                (true, _) => name.to_string(),
+                (false, true) => format!("{name} rows {first}..{}", first + n),
+                (false, false) => format!("{name} matrices {first}..{}", first + n),
             };
             let buffer = gpu.upload(&label, &data[start..end])?;
-            parts.push(MatrixPart {
-                first_row: first,
-                rows: n,
-                buffer,
+            parts.push(if batch == 1 {
+                MatrixPart {
+                    first: 0,
+                    count: 1,
+                    first_row: first,
+                    rows: n,
+                    buffer,
+                }
+            } else {
+                MatrixPart {
+                    first,
+                    count: n,
+                    first_row: 0,
+                    rows: rows32,
+                    buffer,
+                }
             });
             first += n;
         }
         Ok(GpuMatrix {
             name: name.to_string(),
             ty,
+            batch: batch32,
             rows: rows32,
             cols: cols32,
             row_bytes: row_bytes32,
@@ -259,6 +336,12 @@ impl GpuMatrix {
         self.ty
     }
 
+    /// Matrices in the batch (1 for an ordinary weight).
+    pub fn batch(&self) -> usize {
+        self.batch as usize
+    }
+
+    /// Rows of one matrix of the batch.
     pub fn rows(&self) -> usize {
         self.rows as usize
     }
@@ -275,6 +358,25 @@ impl GpuMatrix {
     /// GPU memory it takes (its buffers, padded to 4 bytes each).
     pub fn bytes(&self) -> u64 {
         self.parts.iter().map(|p| p.buffer.buffer.size()).sum()
+    }
+}
+
+/// One operand of [`MatmulKernels::record_batched`]: matrix z's rows start at element
+/// `offset + z·batch_stride` of `buf` (f32 elements).
+#[derive(Debug, Clone, Copy)]
+pub struct Strided<'a> {
+    pub buf: &'a GpuBuffer,
+    pub offset: u32,
+    pub batch_stride: u32,
+}
+
+impl<'a> Strided<'a> {
+    pub fn at(buf: &'a GpuBuffer, offset: u32, batch_stride: u32) -> Strided<'a> {
+        Strided {
+            buf,
+            offset,
+            batch_stride,
+        }
     }
 }
 
@@ -371,8 +473,9 @@ impl MatmulKernels {
     /// Records y[t][r] = Σ_c w[r][c]·x[t][c] for t < n_tokens: x holds n_tokens rows of
     /// `w.cols()` f32 from element `x_offset`, y receives n_tokens rows of `w.rows()` f32 from
     /// element `y_offset`. GEMV up to [`GEMV_MAX_TOKENS`] tokens, tiled GEMM above (the same
-    /// bits either way). x and y must be different buffers. Errors (never a panic): a type without compiled kernels,
-    /// ranges past a buffer's end.
+    /// bits either way). x and y must be different buffers. Errors (never a panic): a type
+    /// without compiled kernels, ranges past a buffer's end, a batched matrix (that is
+    /// [`MatmulKernels::record_batched`]).
     #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
@@ -387,7 +490,7 @@ impl MatmulKernels {
         self.record_path(MatmulPath::Auto, rec, w, x, x_offset, y, y_offset, n_tokens)
     }
 
-    /// As [`MatmulKernels::record`] with the kernel chosen by `path`.
+    /// As [`MatmulKernels::record`] with the kernel chosen by `path`: the batch of one.
     #[allow(clippy::too_many_arguments)]
     pub fn record_path(
         &self,
@@ -400,6 +503,33 @@ impl MatmulKernels {
         y_offset: u32,
         n_tokens: u32,
     ) -> Result<(), AccelError> {
+        self.record_batched(
+            path,
+            rec,
+            w,
+            Strided::at(x, x_offset, 0),
+            Strided::at(y, y_offset, 0),
+            n_tokens,
+        )
+    }
+
+    /// Records the product of every matrix `z` of the batch `w` ([`GpuMatrix::upload_batched`])
+    /// with its own activations, in one dispatch per part: y[z][t][r] = Σ_c w[z][r][c]·x[z][t][c]
+    /// for t < n_tokens, where x[z] is n_tokens rows of `w.cols()` f32 from element
+    /// `x.offset + z·x.batch_stride` and y[z] n_tokens rows of `w.rows()` f32 from element
+    /// `y.offset + z·y.batch_stride`. Each product has the bits a [`MatmulKernels::record_path`]
+    /// of matrix z alone would give. The x ranges may overlap (a stride of 0 gives every
+    /// matrix the same x); the y ranges may not. Errors (never a panic): as `record`, output
+    /// ranges that overlap, more matrices in one part than a grid dimension allows.
+    pub fn record_batched(
+        &self,
+        path: MatmulPath,
+        rec: &mut Recording,
+        w: &GpuMatrix,
+        x: Strided<'_>,
+        y: Strided<'_>,
+        n_tokens: u32,
+    ) -> Result<(), AccelError> {
         let what = format!("matmul {}", w.name);
         let k = self
             .kernels
@@ -409,30 +539,52 @@ impl MatmulKernels {
         if n_tokens == 0 {
             return Ok(());
         }
-        if x.buffer == y.buffer {
-            return Err(self.invalid(&what, format!("x and y are the same buffer {:?}", x.label)));
+        if x.buf.buffer == y.buf.buffer {
+            return Err(self.invalid(
+                &what,
+                format!("x and y are the same buffer {:?}", x.buf.label),
+            ));
         }
-        let x_end = x_offset as u64 + n_tokens as u64 * w.cols as u64;
-        if x_end > x.len / 4 {
+        let last = w.batch as u64 - 1;
+        let y_len = n_tokens as u64 * w.rows as u64;
+        if w.batch > 1 && (y.batch_stride as u64) < y_len {
             return Err(self.invalid(
                 &what,
                 format!(
-                    "{n_tokens} tokens × {} values from element {x_offset} run past {:?} ({} f32)",
-                    w.cols,
-                    x.label,
-                    x.len / 4
+                    "the outputs of {} matrices overlap: {n_tokens} tokens × {} outputs each, \
+                     {} elements apart",
+                    w.batch, w.rows, y.batch_stride
                 ),
             ));
         }
-        let y_end = y_offset as u64 + n_tokens as u64 * w.rows as u64;
-        if y_end > y.len / 4 {
+        let x_end =
+            x.offset as u64 + last * x.batch_stride as u64 + n_tokens as u64 * w.cols as u64;
+        if x_end > x.buf.len / 4 {
             return Err(self.invalid(
                 &what,
                 format!(
-                    "{n_tokens} tokens × {} outputs from element {y_offset} run past {:?} ({} f32)",
+                    "{} × {n_tokens} tokens × {} values from element {} (stride {}) run past {:?} ({} f32)",
+                    w.batch,
+                    w.cols,
+                    x.offset,
+                    x.batch_stride,
+                    x.buf.label,
+                    x.buf.len / 4
+                ),
+            ));
+        }
+        let y_end = y.offset as u64 + last * y.batch_stride as u64 + y_len;
+        if y_end > y.buf.len / 4 {
+            return Err(self.invalid(
+                &what,
+                format!(
+                    "{} × {n_tokens} tokens × {} outputs from element {} (stride {}) run past {:?} ({} f32)",
+                    w.batch,
                     w.rows,
-                    y.label,
-                    y.len / 4
+                    y.offset,
+                    y.batch_stride,
+                    y.buf.label,
+                    y.buf.len / 4
                 ),
             ));
         }
@@ -447,19 +599,29 @@ impl MatmulKernels {
             MatmulPath::Gemv => true,
             MatmulPath::Gemm => false,
         };
+        let max = self.max_per_dim as u64;
         for part in &w.parts {
             let count = if gemv {
                 part.rows as u64 * n_tokens.div_ceil(GEMV_TOKENS) as u64
             } else {
                 part.rows.div_ceil(GEMM_ROWS) as u64 * n_tokens.div_ceil(GEMM_TOKENS) as u64
             };
-            let max = self.max_per_dim as u64;
             if count > max * max || count > u32::MAX as u64 {
                 return Err(self.invalid(
                     &what,
                     format!("{count} workgroups exceed the adapter's {max} × {max} grid"),
                 ));
             }
+            if part.count as u64 > max {
+                return Err(self.invalid(
+                    &what,
+                    format!(
+                        "{} matrices in one dispatch exceed the adapter's {max} workgroups per dimension",
+                        part.count
+                    ),
+                ));
+            }
+            // In range: the part's first matrix is at most the last, checked above.
             let params = [
                 part.rows,
                 w.cols,
@@ -467,17 +629,18 @@ impl MatmulKernels {
                 w.row_bytes,
                 part.first_row,
                 w.rows,
-                x_offset,
-                y_offset,
+                x.offset + part.first * x.batch_stride,
+                y.offset + part.first * y.batch_stride,
+                x.batch_stride,
+                y.batch_stride,
             ];
             let params: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
             let kernel = if gemv { &k.gemv } else { &k.gemm };
-            rec.dispatch(
-                kernel,
-                &params,
-                &[&part.buffer, x, y],
-                Workgroups::linear(count as u32, self.max_per_dim),
-            );
+            let grid = Workgroups {
+                z: part.count,
+                ..Workgroups::linear(count as u32, self.max_per_dim)
+            };
+            rec.dispatch(kernel, &params, &[&part.buffer, x.buf, y.buf], grid);
         }
         Ok(())
     }

@@ -87,6 +87,7 @@ impl Gpu {
             gpu: self,
             encoder,
             label: label.to_string(),
+            dispatches: 0,
         }
     }
 
@@ -101,9 +102,16 @@ pub struct Recording<'g> {
     gpu: &'g Gpu,
     encoder: wgpu::CommandEncoder,
     label: String,
+    dispatches: u64,
 }
 
 impl Recording<'_> {
+    /// Dispatches recorded so far (each a kernel launch on the device: what a real GPU pays
+    /// a fixed cost for, however small the work).
+    pub fn dispatches(&self) -> u64 {
+        self.dispatches
+    }
+
     /// Records `kernel` over `grid` with `params` (a uniform block, a multiple of 16 bytes is
     /// not required: it is padded) and the storage `buffers` at bindings 1, 2, ….
     pub fn dispatch(
@@ -151,6 +159,7 @@ impl Recording<'_> {
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(grid.x, grid.y, grid.z);
+        self.dispatches += 1;
     }
 
     /// Records a copy of the first `len` bytes (a multiple of 4) of `src` into `dst`

@@ -1,10 +1,11 @@
 //! The GPU matmul against the CPU reference (`quant::dequantize`, then a dot in f64) on whatever
 //! adapter the tests get (lavapipe in CI): every type, GEMV and GEMM, ragged shapes, split
-//! matrices, offsets, the reduction without subgroups, router logits, and bad input.
+//! matrices, offsets, the reduction without subgroups, router logits, batches of matrices in one
+//! dispatch, and bad input.
 
 use accel::matmul::{gpu_supports, GEMV_MAX_TOKENS, GPU_MATMUL_TYPES};
 use accel::testing::test_gpu;
-use accel::{AccelError, Gpu, GpuMatrix, MatmulKernels, MatmulPath};
+use accel::{AccelError, Gpu, GpuMatrix, MatmulKernels, MatmulPath, Strided};
 use quant::{GgmlType, Half};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -563,4 +564,202 @@ fn gemv_and_gemm_give_the_same_bits() {
             }
         }
     }
+}
+
+/// A batch of matrices (DeepSeek's per-head `attn_k_b`/`attn_v_b`) in one dispatch per part
+/// gives each matrix's product bit for bit as its own `record_path` does: GEMV and GEMM token
+/// counts, packed and padded strides, a shared x (stride 0), a batch split over several
+/// bindings, with either GEMV reduction. Outputs between and around the products keep their
+/// sentinel.
+#[test]
+fn a_batched_matmul_is_its_matrices_one_by_one() {
+    let Some(gpu) = test_gpu() else { return };
+    let types = [GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::F16, GgmlType::F32];
+    let mut all = vec![MatmulKernels::with_subgroups(&gpu, &types, false).unwrap()];
+    if gpu.features.subgroup {
+        all.push(MatmulKernels::for_types(&gpu, &types).unwrap());
+    }
+    let mut rng = StdRng::seed_from_u64(17);
+    const SENTINEL: f32 = -777.0;
+    for ty in types {
+        let cols = if ty.block_size() == 1 { 37 } else { 512 };
+        let (batch, rows) = (5, 70);
+        let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+        let data = random_weights(ty, batch * rows, cols, &mut rng);
+        let one_by_one: Vec<GpuMatrix> = (0..batch)
+            .map(|z| {
+                let bytes = &data[z * rows * row_bytes..(z + 1) * rows * row_bytes];
+                GpuMatrix::upload(&gpu, "w", ty, rows, cols, bytes).unwrap()
+            })
+            .collect();
+        let w_one = GpuMatrix::upload_batched(&gpu, "w", ty, batch, rows, cols, &data).unwrap();
+        // Two matrices per binding: three parts.
+        let split = 2 * rows * row_bytes + row_bytes;
+        let w_split = GpuMatrix::upload_batched_with_limit(
+            &gpu,
+            "w",
+            ty,
+            batch,
+            rows,
+            cols,
+            &data,
+            split as u64,
+        )
+        .unwrap();
+        assert_eq!(
+            (w_one.batch(), w_one.rows(), w_one.cols()),
+            (batch, rows, cols)
+        );
+        assert_eq!((w_one.parts(), w_split.parts()), (1, 3));
+        #[derive(Clone, Copy)]
+        enum Strides {
+            Packed,
+            Padded,
+            SharedX,
+        }
+        for (w, n_tokens, strides) in [
+            (&w_one, 1, Strides::Packed),
+            (&w_one, 9, Strides::SharedX),
+            (&w_one, 40, Strides::Padded),
+            (&w_split, 3, Strides::Padded),
+            (&w_split, 40, Strides::SharedX),
+        ] {
+            let x_len = n_tokens * cols;
+            let y_len = n_tokens * rows;
+            let (xo, xs, yo, ys) = match strides {
+                Strides::Packed => (0, x_len, 0, y_len),
+                Strides::Padded => (3, x_len + 5, 7, y_len + 11),
+                Strides::SharedX => (1, 0, 2, y_len + 1),
+            };
+            let x = random_f32(xo + (batch - 1) * xs + x_len + 3, &mut rng);
+            let xb = gpu.upload("x", bytemuck::cast_slice(&x)).unwrap();
+            let y_total = yo + (batch - 1) * ys + y_len + 4;
+            let y_init = vec![SENTINEL; y_total];
+            for kernels in &all {
+                for path in [MatmulPath::Gemv, MatmulPath::Gemm] {
+                    let yb = gpu.upload("y", bytemuck::cast_slice(&y_init)).unwrap();
+                    let mut rec = gpu.record("batched");
+                    kernels
+                        .record_batched(
+                            path,
+                            &mut rec,
+                            w,
+                            Strided::at(&xb, xo as u32, xs as u32),
+                            Strided::at(&yb, yo as u32, ys as u32),
+                            n_tokens as u32,
+                        )
+                        .unwrap();
+                    // One dispatch per part, whatever the batch.
+                    assert_eq!(rec.dispatches(), w.parts() as u64);
+                    rec.submit_and_wait().unwrap();
+                    let got = gpu.read_f32(&yb, y_total).unwrap();
+                    let yb = gpu.upload("y", bytemuck::cast_slice(&y_init)).unwrap();
+                    let mut rec = gpu.record("one by one");
+                    for (z, m) in one_by_one.iter().enumerate() {
+                        let (x0, y0) = ((xo + z * xs) as u32, (yo + z * ys) as u32);
+                        kernels
+                            .record_path(path, &mut rec, m, &xb, x0, &yb, y0, n_tokens as u32)
+                            .unwrap();
+                    }
+                    rec.submit_and_wait().unwrap();
+                    let want = gpu.read_f32(&yb, y_total).unwrap();
+                    let label = format!(
+                        "{ty} batch {batch}×{rows}×{cols} parts {} tokens {n_tokens} \
+                                 x {xo}+z·{xs} y {yo}+z·{ys} {path:?}",
+                        w.parts()
+                    );
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            a.to_bits() == b.to_bits(),
+                            "{label}: y[{i}] batched {a} one by one {b}"
+                        );
+                    }
+                    let written = (0..batch)
+                        .map(|z| yo + z * ys..yo + z * ys + y_len)
+                        .collect::<Vec<_>>();
+                    for (i, v) in got.iter().enumerate() {
+                        let inside = written.iter().any(|r| r.contains(&i));
+                        assert_eq!(*v == SENTINEL, !inside, "{label}: y[{i}] = {v}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_batches_are_errors_not_panics() {
+    let Some(gpu) = test_gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(3);
+    let (batch, rows, cols) = (4, 6, 32);
+    let data = random_weights(GgmlType::Q8_0, batch * rows, cols, &mut rng);
+    let q8 = GgmlType::Q8_0;
+    let e = GpuMatrix::upload_batched(&gpu, "k_b", q8, batch, rows, cols, &data[..34 * 23])
+        .unwrap_err();
+    assert!(matches!(e, AccelError::BadShape { .. }), "{e}");
+    assert!(e.to_string().contains("4 matrices"), "{e}");
+    let e = GpuMatrix::upload_batched(&gpu, "k_b", q8, 0, rows, cols, &[]).unwrap_err();
+    assert!(matches!(e, AccelError::BadShape { .. }), "{e}");
+    // One matrix (6 rows of 34 bytes) larger than a part: a batch is split at whole matrices.
+    let e = GpuMatrix::upload_batched_with_limit(&gpu, "k_b", q8, batch, rows, cols, &data, 200)
+        .unwrap_err();
+    assert!(matches!(e, AccelError::TooLarge { .. }), "{e}");
+    assert!(e.to_string().contains("one matrix"), "{e}");
+
+    let w = GpuMatrix::upload_batched(&gpu, "k_b", q8, batch, rows, cols, &data).unwrap();
+    assert_eq!(w.bytes(), (batch * rows * 34).next_multiple_of(4) as u64);
+    let kernels = MatmulKernels::for_types(&gpu, &[q8]).unwrap();
+    let x = gpu.zeroed("x", (batch * 2 * cols * 4) as u64).unwrap();
+    let y = gpu.zeroed("y", (batch * 2 * rows * 4) as u64).unwrap();
+    let mut rec = gpu.record("bad batches");
+    let (xs, ys) = ((2 * cols) as u32, (2 * rows) as u32);
+    let mut run = |x0, xs, y0, ys, n| {
+        kernels
+            .record_batched(
+                MatmulPath::Auto,
+                &mut rec,
+                &w,
+                Strided::at(&x, x0, xs),
+                Strided::at(&y, y0, ys),
+                n,
+            )
+            .map_err(|e| e.to_string())
+    };
+    // Outputs that overlap (a plain `record` of a batch, stride 0, included).
+    let e = run(0, xs, 0, ys - 1, 2).unwrap_err();
+    assert!(e.contains("overlap"), "{e}");
+    let e = run(0, xs, 0, 0, 1).unwrap_err();
+    assert!(e.contains("overlap"), "{e}");
+    // The last matrix's rows past the end of x or y.
+    let e = run(1, xs, 0, ys, 2).unwrap_err();
+    assert!(e.contains("run past"), "{e}");
+    let e = run(0, xs, 0, ys + 1, 2).unwrap_err();
+    assert!(e.contains("run past"), "{e}");
+    // Nothing bad was recorded: the good one runs.
+    run(0, xs, 0, ys, 2).unwrap();
+    rec.submit_and_wait().unwrap();
+    let e = kernels
+        .record(&mut gpu.record("plain"), &w, &x, 0, &y, 0, 1)
+        .unwrap_err();
+    assert!(e.to_string().contains("overlap"), "{e}");
+
+    // More matrices in one binding than a grid dimension allows (z of the dispatch).
+    let n = gpu.limits.max_compute_workgroups_per_dimension as usize + 1;
+    let zeros = vec![0u8; n * 4];
+    let w = GpuMatrix::upload_batched(&gpu, "tiny", GgmlType::F32, n, 1, 1, &zeros).unwrap();
+    assert_eq!(w.parts(), 1);
+    let f32k = MatmulKernels::for_types(&gpu, &[GgmlType::F32]).unwrap();
+    let x = gpu.zeroed("x", (n * 4) as u64).unwrap();
+    let y = gpu.zeroed("y", (n * 4) as u64).unwrap();
+    let e = f32k
+        .record_batched(
+            MatmulPath::Auto,
+            &mut gpu.record("tall batch"),
+            &w,
+            Strided::at(&x, 0, 1),
+            Strided::at(&y, 0, 1),
+            1,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("per dimension"), "{e}");
 }

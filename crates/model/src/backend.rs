@@ -84,7 +84,8 @@ pub struct DeviceGqa {
 
 /// A layer's multi-head latent attention (DeepSeek's MLA) on a device, with the norms
 /// around it and the MoE router, as [`DeviceGqa`]. The per-head matrices (`attn_k_b`,
-/// `attn_v_b`) are one device matrix per head; `k_b_t` (`attn_k_b` transposed, computed at
+/// `attn_v_b`) are each one batch of per-head matrices ([`Backend::upload_stack`]), so a
+/// layer multiplies every head in one dispatch; `k_b_t` (`attn_k_b` transposed, computed at
 /// load) serves the decompressed form.
 #[derive(Clone, Debug)]
 pub struct DeviceMla {
@@ -96,9 +97,10 @@ pub struct DeviceMla {
     /// `attn_kv_a_mqa` (`dim` → `kv_lora + qk_rope`) and the latent's norm.
     pub kv_a: DeviceMatrix,
     pub kv_a_norm: DeviceVector,
-    /// Per head: `qk_nope` → `kv_lora` (`attn_k_b`), `kv_lora` → `v_head` (`attn_v_b`).
-    pub k_b: Vec<DeviceMatrix>,
-    pub v_b: Vec<DeviceMatrix>,
+    /// Per head: `qk_nope` → `kv_lora` (`attn_k_b`), `kv_lora` → `v_head` (`attn_v_b`);
+    /// `n_out` is one head's.
+    pub k_b: DeviceMatrix,
+    pub v_b: DeviceMatrix,
     /// `kv_lora` → `n_head · qk_nope` (the decompressed form's keys).
     pub k_b_t: DeviceMatrix,
     pub wo: DeviceMatrix,
@@ -159,9 +161,10 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> String;
     /// Uploads `m` (its bytes in the file's type, or the converted ones) once, at load.
     fn upload(&self, m: &Matrix) -> Result<DeviceMatrix, ModelError>;
-    /// Uploads each slab of `m` (a head's matrix of a per-head stack) as its own matrix,
-    /// once, at load.
-    fn upload_slabs(&self, m: &Matrix) -> Result<Vec<DeviceMatrix>, ModelError>;
+    /// Uploads the slabs of `m` (the heads' matrices of a per-head stack) as one batch of
+    /// `n_slab` matrices of `n_out × n_in` (the result's `n_out` is one slab's), once, at
+    /// load: the device multiplies every slab by its own activations in one step.
+    fn upload_stack(&self, m: &Matrix) -> Result<DeviceMatrix, ModelError>;
     /// Uploads a vector of f32 once, at load.
     fn upload_vector(&self, name: &str, v: &[f32]) -> Result<DeviceVector, ModelError>;
     /// A stream for one [`crate::RunState`]: its own activation buffers on the device.
@@ -174,8 +177,9 @@ pub struct StreamStats {
     /// Bytes sent to the device (activations) and read back.
     pub bytes_up: u64,
     pub bytes_down: u64,
-    /// Submissions (one per stage run on the device).
+    /// Submissions (one per stage run on the device), and the kernel dispatches in them.
     pub submissions: u64,
+    pub dispatches: u64,
     /// Seconds the CPU waited in [`Stream::finish`] for the device's results.
     pub wait_seconds: f64,
 }

@@ -60,20 +60,23 @@ impl Backend for WgpuBackend {
         })
     }
 
-    fn upload_slabs(&self, m: &Matrix) -> Result<Vec<DeviceMatrix>, ModelError> {
-        (0..m.n_slab)
-            .map(|s| {
-                let name = format!("{} head {s}", m.name());
-                let gm = GpuMatrix::upload(&self.gpu, &name, m.ty, m.n_out, m.n_in, m.slab(s))?;
-                Ok(DeviceMatrix {
-                    name,
-                    n_in: m.n_in,
-                    n_out: m.n_out,
-                    bytes: gm.bytes(),
-                    handle: Arc::new(gm),
-                })
-            })
-            .collect()
+    fn upload_stack(&self, m: &Matrix) -> Result<DeviceMatrix, ModelError> {
+        let gm = GpuMatrix::upload_batched(
+            &self.gpu,
+            m.name(),
+            m.ty,
+            m.n_slab,
+            m.n_out,
+            m.n_in,
+            m.data(),
+        )?;
+        Ok(DeviceMatrix {
+            name: m.name().to_string(),
+            n_in: m.n_in,
+            n_out: m.n_out,
+            bytes: gm.bytes(),
+            handle: Arc::new(gm),
+        })
     }
 
     fn upload_vector(&self, name: &str, v: &[f32]) -> Result<DeviceVector, ModelError> {
@@ -323,6 +326,7 @@ impl WgpuStream {
             self.staging.as_ref().expect("ensured"),
             (out_floats * 4) as u64,
         );
+        self.stats.dispatches += rec.dispatches();
         rec.submit()?;
         self.pending = Some(out_floats);
         self.stats.bytes_up += (x.len() * 4) as u64;
@@ -553,6 +557,7 @@ impl Stream for WgpuStream {
         if logits_n > 0 {
             rec.copy_region(got(&lb.logits), 0, staging, 2 * nd, (logits_n * 4) as u64)?;
         }
+        self.stats.dispatches += rec.dispatches();
         rec.submit()?;
         self.resident_rows = n;
         self.layer_pending = Some(LayerPending {
@@ -654,6 +659,7 @@ impl Stream for WgpuStream {
             0,
             (out * 4) as u64,
         )?;
+        self.stats.dispatches += rec.dispatches();
         rec.submit()?;
         self.pending = Some(out);
         self.stats.submissions += 1;

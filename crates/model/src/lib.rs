@@ -394,7 +394,7 @@ impl Model {
     }
 
     /// Layer `il`'s latent attention on the device: its matrices (`attn_k_b`/`attn_v_b`
-    /// head by head), the query and latent norms, and the vectors around it. Returns the
+    /// as batches of per-head matrices), the query and latent norms, and the vectors around it. Returns the
     /// bytes uploaded too.
     fn device_mla(
         &self,
@@ -424,12 +424,12 @@ impl Model {
         let k_b_t = mat(&a.k_b_t)?;
         let wo = mat(&a.wo)?;
         let q_a = a.q_a.as_ref().map(&mut mat).transpose()?;
-        let mut slabs = |m: &weights::Matrix| {
-            let v = backend.upload_slabs(m)?;
-            bytes += v.iter().map(|d| d.bytes).sum::<u64>();
-            Ok::<_, ModelError>(v)
+        let mut stack = |m: &weights::Matrix| {
+            let d = backend.upload_stack(m)?;
+            bytes += d.bytes;
+            Ok::<_, ModelError>(d)
         };
-        let (k_b, v_b) = (slabs(&a.k_b)?, slabs(&a.v_b)?);
+        let (k_b, v_b) = (stack(&a.k_b)?, stack(&a.v_b)?);
         let mut up = |what: &str, v: &[f32]| {
             bytes += (v.len() * 4) as u64;
             backend.upload_vector(&format!("blk.{il}.{what}"), v)

@@ -1,5 +1,5 @@
-// Shared by every matmul kernel: the parameter block, the bindings, and byte access to GGUF
-// blocks. The weights stay in file order, so blocks sit at any 2-byte (Q8_0, Q6_K, F16) or
+// Shared by every matmul kernel: the parameter block, the bindings, the batch, and byte access
+// to GGUF blocks. The weights stay in file order, so blocks sit at any 2-byte (Q8_0, Q6_K, F16) or
 // 1-byte offset inside 32-bit words: these helpers read bytes, halves and unaligned words.
 
 struct Params {
@@ -14,15 +14,31 @@ struct Params {
     // output's row stride).
     out_row0: u32,
     out_stride: u32,
-    // Where x and y start in their buffers, in f32 elements.
+    // Where x and y of the part's first matrix start in their buffers, in f32 elements,
+    // and how far each next matrix's start is (a batch: the grid's z picks the matrix).
     x_offset: u32,
     y_offset: u32,
+    x_batch_stride: u32,
+    y_batch_stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<u32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+// The part's matrix this workgroup multiplies (its z index; 0 for a single matrix), set first
+// thing by every entry point with `set_batch`.
+var<private> batch: u32;
+
+fn set_batch(z: u32) {
+    batch = z;
+}
+
+// Where this matrix's y starts.
+fn y_base() -> u32 {
+    return p.y_offset + batch * p.y_batch_stride;
+}
 
 // Eight consecutive values of a weight row.
 struct Eight {
@@ -92,10 +108,10 @@ fn nibbles(v: u32, shift: u32) -> vec4<u32> {
     return bytes4((v >> shift) & 0x0f0f0f0fu);
 }
 
-// Values 8c..8c+8 of part-local row `row`, zero past the row's end (only float rows can end
+// Values 8c..8c+8 of row `row` (part-local) of this workgroup's matrix, zero past the row's end (only float rows can end
 // inside a chunk: quantized rows are whole blocks of 32 or 256).
 fn weights8(row: u32, c: u32) -> Eight {
-    var e = dequant8(row * p.row_bytes, c);
+    var e = dequant8((batch * p.rows + row) * p.row_bytes, c);
     let first = 8u * c;
     if (first + 8u > p.cols) {
         let n = p.cols - min(first, p.cols);
@@ -106,10 +122,10 @@ fn weights8(row: u32, c: u32) -> Eight {
     return e;
 }
 
-// x[t][k], zero past the row's end.
+// x[t][k] of this workgroup's matrix, zero past the row's end.
 fn x_at(t: u32, k: u32) -> f32 {
     if (k >= p.cols) {
         return 0.0;
     }
-    return x[p.x_offset + t * p.cols + k];
+    return x[p.x_offset + batch * p.x_batch_stride + t * p.cols + k];
 }

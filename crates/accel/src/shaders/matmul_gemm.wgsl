@@ -1,4 +1,5 @@
-// Tiled GEMM for prompts: one workgroup per tile of GEMM_ROWS rows × GEMM_TOKENS tokens. Per step
+// Tiled GEMM for prompts: one workgroup per tile of GEMM_ROWS rows × GEMM_TOKENS tokens (of
+// matrix wid.z of a batch). Per step
 // of GEMM_K values it dequantizes the weight tile into workgroup memory once (one chunk of 8
 // per thread) and loads the activation tile beside it; each thread then accumulates a 4 × 2
 // block of outputs from there, so each weight is decoded once per tile, not once per token.
@@ -27,6 +28,7 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    set_batch(wid.z);
     let row_tiles = (p.rows + GEMM_ROWS - 1u) / GEMM_ROWS;
     let token_tiles = (p.n_tokens + GEMM_TOKENS - 1u) / GEMM_TOKENS;
     let tile = wid.x + wid.y * nwg.x;
@@ -128,7 +130,7 @@ fn main(
         for (var i = 0u; i < 4u; i++) {
             let r = r0 + tr + 16u * i;
             if (t < p.n_tokens && r < p.rows) {
-                y[p.y_offset + t * p.out_stride + p.out_row0 + r] = acc[4u * j + i];
+                y[y_base() + t * p.out_stride + p.out_row0 + r] = acc[4u * j + i];
             }
         }
     }

@@ -1,4 +1,5 @@
-// GEMV for a few tokens (decode): one workgroup per (row, group of up to GEMV_TOKENS tokens).
+// GEMV for a few tokens (decode): one workgroup per (row, group of up to GEMV_TOKENS tokens)
+// of matrix wid.z of a batch.
 //
 // Every output is summed in one fixed order, the same as the GEMM's, so that a token's result
 // does not depend on how many tokens share the step (batch invariance):
@@ -86,5 +87,5 @@ fn gemv_tree_shared(lane: u32, start: u32) {
 }
 
 fn gemv_store(job: GemvJob, i: u32, sum: f32) {
-    y[p.y_offset + (job.t0 + i) * p.out_stride + p.out_row0 + job.row] = sum;
+    y[y_base() + (job.t0 + i) * p.out_stride + p.out_row0 + job.row] = sum;
 }

@@ -6,6 +6,7 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    set_batch(wid.z);
     let job = gemv_job(wid.x + wid.y * nwg.x);
     if (job.nt == 0u) {
         return;

@@ -13,6 +13,7 @@ fn main(
     @builtin(subgroup_size) sg_size: u32,
     @builtin(subgroup_invocation_id) sg_lane: u32,
 ) {
+    set_batch(wid.z);
     let job = gemv_job(wid.x + wid.y * nwg.x);
     if (job.nt == 0u) {
         return;

@@ -96,9 +96,9 @@ impl TestResult {
             test
         }
     }
-    /// Per token of the timed repetitions: (bytes up, bytes down, submissions, seconds
-    /// waiting for the GPU, seconds of everything else).
-    fn per_token(&self) -> Option<(f64, f64, f64, f64, f64)> {
+    /// Per token of the timed repetitions: (bytes up, bytes down, submissions, dispatches,
+    /// seconds waiting for the GPU, seconds of everything else).
+    fn per_token(&self) -> Option<(f64, f64, f64, f64, f64, f64)> {
         let d = self.device?;
         let tokens = (self.n_tokens() * self.samples_ns.len()).max(1) as f64;
         let total = self.samples_ns.iter().sum::<u64>() as f64 / 1e9;
@@ -106,6 +106,7 @@ impl TestResult {
             d.bytes_up as f64 / tokens,
             d.bytes_down as f64 / tokens,
             d.submissions as f64 / tokens,
+            d.dispatches as f64 / tokens,
             d.wait_seconds / tokens,
             (total - d.wait_seconds).max(0.0) / tokens,
         ))
@@ -326,11 +327,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let (avg_ts, stddev_ts) = mean_sd(&ts);
                 let ns: Vec<f64> = r.samples_ns.iter().map(|&x| x as f64).collect();
                 let (avg_ns, stddev_ns) = mean_sd(&ns);
-                let tier = r.per_token().map(|(up, down, subs, wait, rest)| {
+                let tier = r.per_token().map(|(up, down, subs, disp, wait, rest)| {
                     json!({
                         "bus_bytes_up_per_token": up,
                         "bus_bytes_down_per_token": down,
                         "gpu_submissions_per_token": subs,
+                        "gpu_dispatches_per_token": disp,
                         "gpu_wait_ns_per_token": (wait * 1e9).round(),
                         "cpu_ns_per_token": (rest * 1e9).round(),
                     })
@@ -423,15 +425,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_step_costs(&results);
         print_parallel(&runs);
         for r in &results {
-            if let Some((up, down, subs, wait, rest)) = r.per_token() {
+            if let Some((up, down, subs, disp, wait, rest)) = r.per_token() {
                 println!(
-                    "{}: per token {:.3} ms on the CPU (everything but the GPU waits) + {:.3} ms waiting for the GPU; bus {:.1} KiB up, {:.1} KiB down in {:.1} submission(s)",
+                    "{}: per token {:.3} ms on the CPU (everything but the GPU waits) + {:.3} ms waiting for the GPU; bus {:.1} KiB up, {:.1} KiB down in {:.1} submission(s) of {:.1} dispatch(es)",
                     r.name(),
                     rest * 1e3,
                     wait * 1e3,
                     up / 1024.0,
                     down / 1024.0,
-                    subs
+                    subs,
+                    disp
                 );
             }
         }
@@ -505,6 +508,7 @@ fn stats_since(
         bytes_up: a.bytes_up - b.bytes_up,
         bytes_down: a.bytes_down - b.bytes_down,
         submissions: a.submissions - b.submissions,
+        dispatches: a.dispatches - b.dispatches,
         wait_seconds: a.wait_seconds - b.wait_seconds,
     })
 }

@@ -15,15 +15,16 @@
 //!   where each expanded buffer fits one storage binding; otherwise absorbed (the result
 //!   differs by rounding only, and the choice depends on the sequence alone).
 //!
-//! and the output projection. The per-head matmuls read and write head-major buffers
-//! (each head's rows back to back); attention works token-major.
+//! and the output projection. The per-head matmuls are one batched dispatch each (every
+//! head's matrix in one `GpuMatrix`, the grid's z picking the head); they read and write
+//! head-major buffers (each head's rows back to back); attention works token-major.
 
-use accel::matmul::MatmulKernels;
+use accel::matmul::{GpuMatrix, MatmulKernels, Strided};
 use accel::ops::{Grid, MlaDims as GpuDims, MlaLatentCache, Ops, RopeTable, Rows};
 use accel::{Gpu, GpuBuffer, Recording};
 
 use super::{ensure, got, layer_kv, layer_slot, matrix, u32_of, vector, LayerKv, PATH};
-use crate::backend::{DeviceMla, MlaRule};
+use crate::backend::{DeviceMatrix, DeviceMla, MlaRule};
 use crate::stage::mla::{use_decompressed, MlaDims};
 use crate::stage::Batch;
 use crate::{Config, ModelError};
@@ -71,6 +72,24 @@ fn gpu_dims(d: &MlaDims) -> GpuDims {
         lora: d.lora,
         v: d.v,
     }
+}
+
+/// The batch of per-head matrices `d` (`attn_k_b` or `attn_v_b`), which must hold one
+/// matrix per head.
+fn per_head<'d>(
+    d: &'d DeviceMatrix,
+    heads: usize,
+    what: &str,
+) -> Result<&'d GpuMatrix, ModelError> {
+    let w = matrix(d)?;
+    if w.batch() != heads {
+        return Err(ModelError::Kernel(format!(
+            "{what}: {} holds {} matrices for {heads} heads",
+            d.name,
+            w.batch()
+        )));
+    }
+    Ok(w)
 }
 
 /// The model's MLA geometry, or an error naming the layer.
@@ -380,14 +399,15 @@ fn absorbed(
         m,
         nope,
     )?;
-    for (h, w) in cx.a.k_b.iter().enumerate() {
-        let (x0, y0) = (
-            u32_of(h * m * nope, cx.what)?,
-            u32_of(h * m * lora, cx.what)?,
-        );
-        cx.mm
-            .record_path(PATH, cx.rec, matrix(w)?, q_nope, x0, absorbed, y0, m32)?;
-    }
+    // Every head's q_nope · W_UK in one dispatch.
+    cx.mm.record_batched(
+        PATH,
+        cx.rec,
+        per_head(&cx.a.k_b, h_n, cx.what)?,
+        Strided::at(q_nope, 0, u32_of(m * nope, cx.what)?),
+        Strided::at(absorbed, 0, u32_of(m * lora, cx.what)?),
+        m32,
+    )?;
     // Attention queries [q_nope·W_UK, q_pe], token-major.
     cx.ops.copy_grid(
         cx.rec,
@@ -420,22 +440,18 @@ fn absorbed(
             cx.ops, cx.rec, 0, cx.scale, None, q_attn, s.row0, s.m, s.pos0, attended,
         )?;
     }
-    // W_UV per head, then the values back token-major into the rows of `att`.
+    // W_UV per head (every head in one dispatch), then the values back token-major into
+    // the rows of `att`.
     cx.ops
         .transpose_heads(cx.rec, attended, attended_hm, m, h_n, lora, true)?;
-    for (h, w) in cx.a.v_b.iter().enumerate() {
-        let (x0, y0) = (u32_of(h * m * lora, cx.what)?, u32_of(h * m * v, cx.what)?);
-        cx.mm.record_path(
-            PATH,
-            cx.rec,
-            matrix(w)?,
-            attended_hm,
-            x0,
-            values_hm,
-            y0,
-            m32,
-        )?;
-    }
+    cx.mm.record_batched(
+        PATH,
+        cx.rec,
+        per_head(&cx.a.v_b, h_n, cx.what)?,
+        Strided::at(attended_hm, 0, u32_of(m * lora, cx.what)?),
+        Strided::at(values_hm, 0, u32_of(m * v, cx.what)?),
+        m32,
+    )?;
     cx.ops.copy_grid(
         cx.rec,
         Grid {
@@ -479,11 +495,15 @@ fn decompressed(
     cx.mm
         .record_path(PATH, cx.rec, k_b_t, latents, 0, k_nope, 0, ctx32)?;
     cache.decompressed_keys(cx.ops, cx.rec, 0, ctx, k_nope, keys)?;
-    for (h, w) in cx.a.v_b.iter().enumerate() {
-        let y0 = u32_of(h * ctx * v, cx.what)?;
-        cx.mm
-            .record_path(PATH, cx.rec, matrix(w)?, latents, 0, values_hm, y0, ctx32)?;
-    }
+    // Every head's values from the same latents (x stride 0), in one dispatch.
+    cx.mm.record_batched(
+        PATH,
+        cx.rec,
+        per_head(&cx.a.v_b, h_n, cx.what)?,
+        Strided::at(latents, 0, 0),
+        Strided::at(values_hm, 0, u32_of(ctx * v, cx.what)?),
+        ctx32,
+    )?;
     cx.ops
         .transpose_heads(cx.rec, values_hm, values, ctx, h_n, v, false)?;
     cx.ops.mla_decompressed_attention(
