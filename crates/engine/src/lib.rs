@@ -215,11 +215,24 @@ fn gpu_scratch_estimate(c: &model::Config, ctx: u64) -> u64 {
     let hidden = c.ffn_dim.max(shared).max(c.dim) as u64;
     let mla = c.mla.as_ref().map_or(0, |m| {
         let (lat, hq, v) = (m.kv_lora_rank + m.qk_rope, m.qk_nope + m.qk_rope, m.v_head);
-        let per_token = c.n_head * (hq + m.qk_nope + lat + 3 * m.kv_lora_rank + 2 * v) + lat;
-        let per_position = (m.kv_lora_rank + c.n_head * (m.qk_nope + hq + 2 * v)) as u64;
-        512 * per_token as u64 * 4 + (ctx.saturating_mul(per_position) * 4).min(256 << 20)
+        // Widths come from the file: saturating, so absurd metadata makes a huge estimate
+        // (the plan then refuses it) instead of an overflow.
+        let (nh, lat, hq, v) = (c.n_head as u64, lat as u64, hq as u64, v as u64);
+        let (lora, nope) = (m.kv_lora_rank as u64, m.qk_nope as u64);
+        let per_token = nh
+            .saturating_mul(hq + nope + lat + 3 * lora + 2 * v)
+            .saturating_add(lat);
+        let per_position = nh.saturating_mul(nope + hq + 2 * v).saturating_add(lora);
+        (512 * 4u64).saturating_mul(per_token).saturating_add(
+            ctx.saturating_mul(per_position)
+                .saturating_mul(4)
+                .min(256 << 20),
+        )
     });
-    512 * (2 * c.dim as u64 + 2 * hidden) * 4 + 64 * c.n_vocab as u64 * 4 + mla
+    (512 * 4u64)
+        .saturating_mul((2 * c.dim as u64).saturating_add(2 * hidden))
+        .saturating_add((64 * 4u64).saturating_mul(c.n_vocab as u64))
+        .saturating_add(mla)
 }
 
 /// The placement with the tiers there are. With a GPU, what the GPU tier gets must fit its

@@ -22,16 +22,12 @@ use quant::repack::{self, PackedType};
 use quant::GgmlType;
 use std::time::Instant;
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .ok()
-                .unwrap_or_else(|| panic!("{name}: bad value {v}"))
-        })
-        .unwrap_or(default)
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
+    match args.iter().position(|a| a == name).map(|i| args.get(i + 1)) {
+        None => Ok(default),
+        Some(None) => Err(format!("{name}: missing value")),
+        Some(Some(v)) => v.parse().map_err(|_| format!("{name}: bad value {v}")),
+    }
 }
 
 /// `n_expert` packed slabs of `n_out × n_in` in one buffer.
@@ -108,18 +104,18 @@ fn main() {
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     let ty_arg = |name: &str, default: &str| {
-        let v = arg(&args, name, default.to_string());
+        let v = arg(&args, name, default.to_string())?;
         GgmlType::from_name(&v).ok_or(format!("{name}: {v} is not a ggml type name"))
     };
     let ty = ty_arg("--type", "MXFP4")?;
     let down_ty = ty_arg("--down-type", ty.name())?;
-    let n_expert: usize = arg(&args, "--experts", 128);
-    let k: usize = arg(&args, "--k", 4);
-    let dim: usize = arg(&args, "--dim", 2880);
-    let hidden: usize = arg(&args, "--hidden", 2880);
-    let n: usize = arg(&args, "--tokens", 512);
-    let threads: usize = arg(&args, "--threads", 2);
-    let reps: usize = arg(&args, "--reps", 3);
+    let n_expert: usize = arg(&args, "--experts", 128)?;
+    let k: usize = arg(&args, "--k", 4)?;
+    let dim: usize = arg(&args, "--dim", 2880)?;
+    let hidden: usize = arg(&args, "--hidden", 2880)?;
+    let n: usize = arg(&args, "--tokens", 512)?;
+    let threads: usize = arg(&args, "--threads", 2)?;
+    let reps: usize = arg(&args, "--reps", 3)?;
     if k == 0 || k > n_expert || n == 0 || threads == 0 {
         return Err(format!(
             "need 1 ≤ k ({k}) ≤ experts ({n_expert}), tokens ({n}) and threads ({threads}) ≥ 1"

@@ -452,7 +452,8 @@ mod tests {
                 let n = 4 * quads;
                 let mut p: Vec<f32> = (0..n).map(|_| next()).collect();
                 let d: Vec<f32> = (0..n).map(|_| 0.5 + next()).collect();
-                // Exact halves and a value that rounds past 255.
+                // Exact halves, and a weight at 255.4 (255 at is = 1; clamped at 255 when
+                // is = 37.25 scales it far past).
                 p[0] = 2.5;
                 p[n - 1] = 3.5;
                 let mut d = d;

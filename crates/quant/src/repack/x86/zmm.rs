@@ -104,6 +104,11 @@ unsafe fn pair_token_ints<const T: usize>(w: &[__m512i; 8], q: *const u8, c: *co
 /// vectors, per pass of up to [`PASS_BLOCKS`] blocks as the 256-bit [`tile`] (activation
 /// constants prepared once per pass, accumulators kept in `out` between passes); an odd
 /// last group through the 256-bit tile.
+///
+/// # Safety
+/// As the 256-bit [`tile`]: the CPU has AVX-512 F/BW/VL/VNNI; `w` holds `ng` groups of `nb`
+/// blocks, `a` points to T activation rows of `nb` Q8_0 blocks each, and `out` to T rows of
+/// stride `ld ≥ ng·ROWS` f32 that no other thread touches during the call.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw")]
 pub(super) unsafe fn tile_zmm<const K: u8, const T: usize>(
     nb: usize,
@@ -113,6 +118,8 @@ pub(super) unsafe fn tile_zmm<const K: u8, const T: usize>(
     out: *mut f32,
     ld: usize,
 ) {
+    // The pass scratch below holds MAX_TOKENS tokens' prepared constants.
+    const { assert!(T <= MAX_TOKENS) };
     let bb = Legacy::<K>::BLOCK_BYTES;
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
     let gbytes = nb * bb;
@@ -150,6 +157,8 @@ pub(super) unsafe fn tile_zmm<const K: u8, const T: usize>(
                 // other group or the next pair): still a harmless hint.
                 for line in (0..bb).step_by(64) {
                     let ahead = PREFETCH_AHEAD + line;
+                    // SAFETY: a prefetch is a hint and never faults, whatever the address
+                    // (`wrapping_add` keeps the pointer arithmetic itself defined).
                     _mm_prefetch::<_MM_HINT_T0>(pa.wrapping_add(ahead) as *const i8);
                     _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(ahead) as *const i8);
                 }
