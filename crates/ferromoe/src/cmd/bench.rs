@@ -209,9 +209,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // In batches of 512 like llama-bench's default n_batch, so the activation buffers
         // stay the size of the tests' own.
         let tokens = random_tokens(depth, vocab, bos, 0xde97);
+        let t = Instant::now();
         for part in tokens.chunks(512) {
             seq.feed(part, Logits::Last)?;
         }
+        // Deep fills take minutes: say what they cost (the prompt rate at growing depth),
+        // and mark the start of the timed tests for scripts that watch stderr.
+        let s = t.elapsed().as_secs_f64();
+        eprintln!(
+            "cache filled: {depth} tokens in {s:.1} s ({:.2} tok/s)",
+            depth as f64 / s.max(1e-9)
+        );
     }
 
     if single_pp > 0 {
