@@ -4,6 +4,8 @@
 //!     cargo bench -p kernels --bench matmul            # everything (~2 min on 2 cores)
 //!     cargo bench -p kernels --bench matmul -- --quick # fewer types and repetitions
 //!     ... -- --only bw|pool|gemv|gemm --types Q4_K,Q8_0  # a subset
+//!     ... -- --only steps                 # k-token steps (k = 1..16) vs one token
+//!     ... -- --shapes 896x4864,4864x896    # other n_in × n_out shapes
 //!
 //! Method:
 //! - Read bandwidth: a 1 GiB buffer (touched first so every page is resident) is summed
@@ -268,7 +270,20 @@ fn main() {
             MXFP4, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S,
         ]
     };
-    let shapes = [(2048usize, 1408usize), (7168, 2048), (2048, 102400)];
+    // `--shapes 896x4864,4864x896` replaces the default (n_in × n_out) shapes.
+    let shapes: Vec<(usize, usize)> = args
+        .iter()
+        .position(|a| a == "--shapes")
+        .and_then(|i| args.get(i + 1))
+        .map(|l| {
+            l.split(',')
+                .filter_map(|s| {
+                    let (a, b) = s.split_once('x')?;
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![(2048, 1408), (7168, 2048), (2048, 102400)]);
     let mut rng = XorShift(42);
     let mut scratch = ActScratch::new();
 
@@ -364,6 +379,80 @@ fn main() {
         println!();
     }
 
+    if only.as_deref() == Some("steps") {
+        // Decode steps of k tokens (speculative verification, several sequences): the cost of
+        // a cold k-token matmul relative to one token. Weight bytes are the same for every
+        // k, so a kernel at the bandwidth bound keeps the ratio near 1 for small k.
+        let ks = [1usize, 2, 3, 4, 6, 8, 12, 16];
+        println!("## k-token steps (cold, packed where the engine packs, 2 threads): time per op / time of k = 1\n");
+        print!("| type | n_in × n_out | k = 1 GB/s |");
+        for k in &ks[1..] {
+            print!(" k = {k} |");
+        }
+        println!("\n|---|---|---|{}", "---|".repeat(ks.len() - 1));
+        let step_types = type_filter.clone().unwrap_or_else(|| {
+            use GgmlType::*;
+            vec![Q4_K, Q5_0, Q8_0, Q6_K, Q4_0]
+        });
+        let pool = &pools[1];
+        for &ty in &step_types {
+            for &(n_in, n_out) in &shapes[..shapes.len().min(2)] {
+                let packed = PackedType::for_type(ty);
+                let one = make_weights(ty, n_in, n_out, &mut rng);
+                let bytes = match packed {
+                    Some(p) => p.matrix_bytes(n_in, n_out).unwrap(),
+                    None => one.len(),
+                };
+                let copies = (512usize << 20).div_ceil(bytes).max(1);
+                let mut all = WeightBuffer::zeroed(bytes * copies).unwrap();
+                for c in 0..copies {
+                    let dst = &mut all[c * bytes..(c + 1) * bytes];
+                    match packed {
+                        Some(_) => repack::repack(ty, n_in, n_out, &one, dst).unwrap(),
+                        None => dst.copy_from_slice(&one),
+                    }
+                }
+                let mats: Vec<QMatrix> = (0..copies)
+                    .map(|c| {
+                        let data = &all[c * bytes..(c + 1) * bytes];
+                        match packed {
+                            Some(p) => QMatrix::packed(p, n_in, n_out, data).unwrap(),
+                            None => QMatrix::new(ty, n_in, n_out, data).unwrap(),
+                        }
+                    })
+                    .collect();
+                let kmax = ks[ks.len() - 1];
+                let x: Vec<f32> = (0..n_in * kmax).map(|_| rng.f32()).collect();
+                let mut out = vec![0f32; n_out * kmax];
+                scratch.reserve(ty, n_in, kmax).unwrap();
+                // Best mean seconds per op for each k, the ks interleaved in every round.
+                let mut best = vec![f64::INFINITY; ks.len()];
+                for _ in 0..reps {
+                    for (i, &k) in ks.iter().enumerate() {
+                        let (mean, _) = gemv_pass(
+                            pool,
+                            &mats,
+                            &x[..n_in * k],
+                            &mut out[..n_out * k],
+                            &mut scratch,
+                        );
+                        best[i] = best[i].min(mean);
+                    }
+                }
+                let label = match packed {
+                    Some(p) => format!("{ty} ({})", p.name()),
+                    None => ty.to_string(),
+                };
+                print!("| {label} | {n_in} × {n_out} | {:.1} |", gb(bytes, best[0]));
+                for b in &best[1..] {
+                    print!(" {:.2} |", b / best[0]);
+                }
+                println!();
+            }
+        }
+        println!();
+    }
+
     if only.as_deref().is_none_or(|o| o == "gemm") {
         let n_tok = 512;
         println!("## GEMM ({n_tok} tokens, one op) vs GEMV per token (same matrix, 2 threads)\n");
@@ -383,7 +472,7 @@ fn main() {
         };
         let pool = &pools[1];
         for &ty in &gemm_types {
-            for &(n_in, n_out) in &shapes[..2] {
+            for &(n_in, n_out) in &shapes[..shapes.len().min(2)] {
                 let wb = make_weights(ty, n_in, n_out, &mut rng);
                 let w = QMatrix::new(ty, n_in, n_out, &wb).unwrap();
                 let x: Vec<f32> = (0..n_in * n_tok).map(|_| rng.f32()).collect();

@@ -49,7 +49,7 @@
 //!
 //! On AVX-512 VNNI these four layouts run two groups at once in 512-bit vectors (`zmm`:
 //! 16 rows per `vpdpbusd`, the same per-lane integers and f32 steps; an odd last group and
-//! calls of 1–3 tokens in the 256-bit tile).
+//! calls of 1–6 tokens in the 256-bit tile).
 //!
 //! Without VNNI the k-quant integers come from `vpmaddubsw` + `vpmaddwd` (values ≤ 63, so
 //! the i16 pair sums never saturate: 2·63·128 < 2¹⁵). Both variants are bit-identical to
@@ -596,20 +596,22 @@ fn legacy_vnni_256(k: u8) -> &'static [TileFn; TOKENS_256] {
         _ => &MXFP4_VNNI,
     }
 }
-/// The 32-value layouts on AVX-512 VNNI: pairs of groups in 512-bit vectors (`zmm`) from 4
-/// tokens per call, where sharing each activation broadcast and f32 step between 16 rows
-/// pays; 1–3 tokens (decode's GEMVs, bandwidth-bound) stay on the 256-bit tile, whose
-/// prefetch distance was tuned for cold GEMVs (bench/RESULTS.md, "Software prefetch"; the
-/// 512-bit tile's two interleaved streams per call were not measured reliably cold).
+/// The 32-value layouts on AVX-512 VNNI: pairs of groups in 512-bit vectors (`zmm`) for 7
+/// and 8 tokens per call (a prompt's full tiles, weights mostly from cache), where sharing
+/// each activation broadcast and f32 step between 16 rows pays; 1–6 tokens (decode's GEMVs
+/// and the k-token steps of speculation and of several sequences, weights from DRAM) stay
+/// on the 256-bit tile: cold, 4–6 tokens over the 0.5B model's 896-wide Q5_0/Q8_0
+/// matrices cost 1.00–1.44× one token's time on it against 1.37–1.88× on the 512-bit tile
+/// (Zen 4; bench/RESULTS.md, "k-token steps").
 macro_rules! zmm_table {
     ($k:expr) => {
         [
             tile_vnni::<Legacy<{ $k }>, 1>,
             tile_vnni::<Legacy<{ $k }>, 2>,
             tile_vnni::<Legacy<{ $k }>, 3>,
-            zmm::tile_zmm::<{ $k }, 4>,
-            zmm::tile_zmm::<{ $k }, 5>,
-            zmm::tile_zmm::<{ $k }, 6>,
+            tile_vnni::<Legacy<{ $k }>, 4>,
+            tile_vnni::<Legacy<{ $k }>, 5>,
+            tile_vnni::<Legacy<{ $k }>, 6>,
             zmm::tile_zmm::<{ $k }, 7>,
             zmm::tile_zmm::<{ $k }, 8>,
         ]

@@ -12,7 +12,7 @@
 //! (row, token): the same exact integer `Σ (w + o)·a − o·Σa`, then
 //! `acc = fma(d·d_a, isum, acc)` per block, so results are bit-identical to the scalar
 //! definition whichever tile ran; an odd last group of a call goes through the 256-bit
-//! tile, and so do calls of 1–3 tokens (see `zmm_table`).
+//! tile, and so do calls of 1–6 tokens (see `zmm_table`).
 
 use super::*;
 
@@ -152,11 +152,18 @@ pub(super) unsafe fn tile_zmm<const K: u8, const T: usize>(
                 let (pa, pb) = (wa.add(ib * bb), wb.add(ib * bb));
                 // The pair's weight bytes PREFETCH_AHEAD (4 KiB) ahead in both groups'
                 // streams, towards L1, as the 256-bit tile: a GEMV or a prompt's first
-                // token tile over an expert chunk streams from DRAM. Past the end of a
-                // group's segment this asks for bytes of a neighbouring group (the pair's
-                // other group or the next pair): still a harmless hint.
+                // token tile over an expert chunk streams from DRAM. Past the end of the
+                // pass's segment of a group, each stream goes on in the next pair's same
+                // group (2·gbytes further): with short rows (n_in = 896: 5–8 KiB per
+                // group) 4 KiB ahead in a group is mostly the pair's other group, already
+                // loading, and half of the next pair would be left to demand misses.
+                let ahead0 = if k * bb + PREFETCH_AHEAD < n * bb {
+                    PREFETCH_AHEAD
+                } else {
+                    PREFETCH_AHEAD + 2 * gbytes - n * bb
+                };
                 for line in (0..bb).step_by(64) {
-                    let ahead = PREFETCH_AHEAD + line;
+                    let ahead = ahead0 + line;
                     // SAFETY: a prefetch is a hint and never faults, whatever the address
                     // (`wrapping_add` keeps the pointer arithmetic itself defined).
                     _mm_prefetch::<_MM_HINT_T0>(pa.wrapping_add(ahead) as *const i8);
