@@ -10,15 +10,16 @@
 # e.g. (ferromoe prints "cache filled: ..." after the fill of -d):
 #   bench/deep_run.sh 'cache filled' /tmp/ours-32k target/release/ferromoe bench -m F -t 2 -p 0 -n 32 -d 32768 -r 1
 # Peers print no such line: build them with one (see bench/RESULTS.md, "32768 cached tokens").
-# Env: BENCH_LOCK (default /tmp/bench.lock). Needs root for the negative nice.
+# Env: BENCH_LOCK (default /tmp/bench.lock), FILL_NICE (the fill's nice level, default 19: raise it
+# when the fill must finish in a given time on a busy machine). Needs root for the negative nice.
 set -euo pipefail
-[[ $# -ge 3 ]] || { sed -n 2,13p "$0" >&2; exit 2; }
+[[ $# -ge 3 ]] || { sed -n 2,14p "$0" >&2; exit 2; }
 marker=$1
 out=$2
 shift 2
 lock=${BENCH_LOCK:-/tmp/bench.lock}
 : >"$out.err"
-nice -n 19 "$@" >"$out.out" 2>"$out.err" &
+nice -n "${FILL_NICE:-19}" "$@" >"$out.out" 2>"$out.err" &
 pid=$!
 # Wait for the marker (or for the command to end without one).
 while ! grep -q -- "$marker" "$out.err"; do
