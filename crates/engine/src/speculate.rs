@@ -144,6 +144,10 @@ pub struct Drafter {
     /// Steps left without drafting, and the next pause when drafting stops paying.
     cooldown: usize,
     backoff: usize,
+    /// The length of the last draft when it was confirmed whole, else 0: the text is being
+    /// copied (a function rewritten, a quote), so the next draft may be longer than the
+    /// overall acceptance rate, which mixes copied and new text, would choose.
+    copy_run: usize,
     /// Extra cost of a step per draft token, relative to a one-token step.
     cost_per_token: f32,
     /// Tokens drafted and confirmed in this generation, and verification steps with a draft.
@@ -161,6 +165,7 @@ impl Drafter {
             trials: PRIOR.1,
             cooldown: 0,
             backoff: 1,
+            copy_run: 0,
             cost_per_token: DENSE_STEP_COST_PER_TOKEN,
             drafted: 0,
             accepted: 0,
@@ -215,8 +220,10 @@ impl Drafter {
             self.cooldown -= 1;
             return;
         }
-        // After a pause the best length is 0: probe with the shortest draft.
+        // After a pause the best length is 0: probe with the shortest draft. While whole
+        // drafts are confirmed, each next one may be twice as long.
         let want = Drafter::best_length(self.acceptance(), limit, self.cost_per_token)
+            .max(2 * self.copy_run)
             .max(self.spec.draft_min)
             .max(1)
             .min(limit);
@@ -235,6 +242,7 @@ impl Drafter {
         self.drafted += drafted;
         self.accepted += accepted;
         self.steps += 1;
+        self.copy_run = if accepted == drafted { drafted } else { 0 };
         // A draft confirmed whole after a poor stretch (the context started repeating
         // itself): start from the prior again rather than climb out of the stretch's
         // estimate probe by probe.
@@ -356,6 +364,41 @@ mod tests {
         }
         assert!(lengths.len() > 120, "{}", lengths.len());
         assert!(*lengths.last().unwrap() >= 8, "{lengths:?}");
+    }
+
+    #[test]
+    fn a_draft_confirmed_whole_doubles_the_next_until_one_misses() {
+        let mut d = Drafter::new(Speculation::default());
+        // Half of every 2-token draft confirmed: the estimate settles near 0.5, 2 tokens.
+        for _ in 0..8 {
+            d.record(2, 1);
+        }
+        let history: Vec<u32> = (0..60).map(|i| i % 20).collect();
+        let mut out = Vec::new();
+        d.draft(&history, 0, DRAFT_MAX, &mut out);
+        let base = out.len();
+        assert_eq!(base, 2, "acceptance {}", d.acceptance());
+        // Confirmed whole: each next draft at least twice as long (or the longest).
+        let mut len = base;
+        for _ in 0..2 {
+            d.record(len, len);
+            d.draft(&history, 0, DRAFT_MAX, &mut out);
+            assert!(
+                out.len() >= (2 * len).min(DRAFT_MAX),
+                "{} after {len}",
+                out.len()
+            );
+            len = out.len();
+        }
+        // A miss: back to the length the acceptance estimate chooses.
+        d.record(len, 1);
+        d.draft(&history, 0, DRAFT_MAX, &mut out);
+        let c = DENSE_STEP_COST_PER_TOKEN;
+        assert_eq!(
+            out.len(),
+            Drafter::best_length(d.acceptance(), DRAFT_MAX, c).max(1)
+        );
+        assert!(out.len() < len, "{} after a miss of {len}", out.len());
     }
 
     #[test]
