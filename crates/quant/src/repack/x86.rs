@@ -95,10 +95,10 @@ fn vnni() -> bool {
         && is_x86_feature_detected!("avx512bw")
 }
 
-/// Whether this CPU also has AVX-512 VBMI (`vpermb`, `vpermi2b`, `vpmultishiftqb`): the
-/// codebook layouts' tiles (IQ2_XXSx8).
+/// Whether this CPU also has AVX-512 VBMI (`vpermb`, `vpermi2b`, `vpmultishiftqb`) and
+/// GFNI (`vgf2p8affineqb`): the codebook layouts' tiles (IQ2_XXSx8).
 pub(super) fn vbmi() -> bool {
-    vnni() && is_x86_feature_detected!("avx512vbmi")
+    vnni() && is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("gfni")
 }
 
 /// The kernels for `packed` on `path` or the best available below it.
@@ -481,17 +481,23 @@ unsafe fn tile<const T: usize, I: Isa, L: Layout>(
     out: *mut f32,
     ld: usize,
 ) {
-    const { assert!(L::EXTRA <= EXTRA_MAX * PASS_BLOCKS && T <= TOKENS_256) };
+    const { assert!(L::EXTRA * T <= EXTRA_MAX * PASS_BLOCKS * TOKENS_256 && T <= TOKENS_256) };
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
     let gbytes = nb * L::BLOCK_BYTES;
-    // Prepared bytes of the pass (written before being read; unused without EXTRA): each
-    // token's share holds `pass` blocks' worth, fewer than PASS_BLOCKS for layouts that
-    // prepare more than EXTRA_MAX bytes per block (IQ2_XXSx8's permuted activations).
+    // Prepared bytes of the pass (written before being read; unused without EXTRA), the
+    // T tokens' shares side by side: `pass` blocks each, fewer than PASS_BLOCKS only for
+    // layouts that prepare more than EXTRA_MAX bytes per block (IQ2_XXSx8's permuted
+    // activations: 64 blocks for 1 token, 28 for 4).
     let pass = const {
-        if L::EXTRA <= EXTRA_MAX {
+        if L::EXTRA == 0 {
             PASS_BLOCKS
         } else {
-            EXTRA_MAX * PASS_BLOCKS / L::EXTRA
+            let fit = EXTRA_MAX * PASS_BLOCKS * TOKENS_256 / (L::EXTRA * T);
+            if fit < PASS_BLOCKS {
+                fit
+            } else {
+                PASS_BLOCKS
+            }
         }
     };
     let mut ex = std::mem::MaybeUninit::<[[u8; EXTRA_MAX * PASS_BLOCKS]; TOKENS_256]>::uninit();

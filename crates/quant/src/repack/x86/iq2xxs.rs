@@ -61,8 +61,6 @@ struct Tables {
     planes: [[u8; 256]; 2],
     /// `KSIGNS` (the sign byte of each 7-bit sign index).
     ksigns: [u8; 128],
-    /// Code (low 2 bits of the index; the rest repeats) → `grid value + 43`.
-    values: [u8; 64],
 }
 
 static TABLES: Tables = {
@@ -77,19 +75,41 @@ static TABLES: Tables = {
         }
         k += 1;
     }
-    let mut values = [0u8; 64];
-    let mut i = 0;
-    while i < 64 {
-        // Code 3 never occurs (the grid has 3 values); 43 keeps the table total.
-        let c = i % 4;
-        values[i] = if c < 3 { GRID_VALUES[c] } else { 43 } + OFFSET as u8;
-        i += 1;
-    }
     Tables {
         planes,
         ksigns: KSIGNS,
-        values,
     }
+};
+
+/// `grid value + 43` of code c (0..3).
+const fn offset_value(c: usize) -> u8 {
+    GRID_VALUES[c] + OFFSET as u8
+}
+
+/// The decoded value of code 0: the affine constant of [`DECODE`].
+const VALUE_BASE: u8 = offset_value(0);
+
+/// `vgf2p8affineqb` matrices: `DECODE[m]` maps a code byte (code of plane m in bits 2m,
+/// 2m + 1) to `offset_value(code)` as `VALUE_BASE ⊕ c₀·A₀ ⊕ c₁·A₁` over GF(2), with
+/// `A₀ = v(0) ⊕ v(1)`, `A₁ = v(0) ⊕ v(2)`: exact for the codes 0, 1, 2 that occur (any
+/// map of 3 points is affine in the 2 code bits), and the other bits of the byte ignored.
+/// Row 7 − k of the matrix (byte 7 − k of the qword) selects the input bits of output
+/// bit k.
+const DECODE: [u64; 4] = {
+    let a0 = offset_value(0) ^ offset_value(1);
+    let a1 = offset_value(0) ^ offset_value(2);
+    let mut d = [0u64; 4];
+    let mut m = 0;
+    while m < 4 {
+        let mut k = 0;
+        while k < 8 {
+            let row = ((a0 >> k) & 1) << (2 * m) | ((a1 >> k) & 1) << (2 * m + 1);
+            d[m] |= (row as u64) << (8 * (7 - k));
+            k += 1;
+        }
+        m += 1;
+    }
+    d
 };
 
 /// Bytes [`prepare`] writes per activation block: the 256 permuted quants, then the 8
@@ -136,7 +156,7 @@ unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m2
     let plane_tab: [[__m512i; 4]; 2] =
         std::array::from_fn(|h| std::array::from_fn(|q| load512(tb.planes[h].as_ptr().add(64 * q))));
     let ks = [load512(tb.ksigns.as_ptr()), load512(tb.ksigns.as_ptr().add(64))];
-    let values = load512(tb.values.as_ptr());
+    let decode: [__m512i; 4] = std::array::from_fn(|m| _mm512_set1_epi64(DECODE[m] as i64));
     // Bit offsets of the 4 sign indices of each of a qword's two `aux` words.
     let sign_fields = _mm512_set1_epi64(0x352e_2720_150e_0700);
     let neg_base = _mm512_set1_epi8(2 * OFFSET as i8);
@@ -163,14 +183,7 @@ unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m2
             ))
         });
         for j in 0..8 {
-            let c = codes[j / 4];
-            let c = match j % 4 {
-                0 => c,
-                1 => _mm512_srli_epi16::<2>(c),
-                2 => _mm512_srli_epi16::<4>(c),
-                _ => _mm512_srli_epi16::<6>(c),
-            };
-            let u = _mm512_permutexvar_epi8(c, values);
+            let u = _mm512_gf2p8affine_epi64_epi8::<{ VALUE_BASE as i32 }>(codes[j / 4], decode[j % 4]);
             let neg = _mm512_test_epi8_mask(signs, _mm512_set1_epi8(1 << j));
             let u = _mm512_mask_sub_epi8(u, neg, neg_base, u);
             for t in 0..T {
@@ -222,7 +235,7 @@ impl Layout for IQ2XXS {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw,avx512vbmi")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw,avx512vbmi,gfni")]
 unsafe fn tile_vbmi<const T: usize>(
     nb: usize,
     ng: usize,
@@ -247,7 +260,7 @@ pub(super) static IQ2XXS_VBMI: [TileFn; 4] = [
 ///
 /// # Safety
 /// `w` holds `nb` packed blocks, `a` `nb` Q8_K blocks; the CPU has AVX-512 VBMI + VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw,avx512vbmi")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw,avx512vbmi,gfni")]
 pub(super) unsafe fn ints_vbmi(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
     ints_with::<Vnni, IQ2XXS>(nb, w, a)
 }
