@@ -24,8 +24,9 @@
 //!   [`PackedType::MXFP4x8`]: the 32-value blocks × Q8_0 activations (see `legacy`), the
 //!   same size as the source (the quants are stored or looked up unsigned, so `vpdpbusd`
 //!   takes them as they are).
-//! - [`PackedType::IQ2XXSx8`]: IQ2_XXS, 8 rows per group (see `iq2xxs`), the same size as
-//!   the source; only where its AVX-512 VBMI tile runs ([`PackedType::for_type`]).
+//! - [`PackedType::IQ2XXSx8`], [`PackedType::IQ3XXSx8`]: IQ2_XXS / IQ3_XXS, 8 rows per
+//!   group (see `iq2xxs`, `iq3xxs`), the same size as the source; only where their
+//!   AVX-512 VBMI tiles run ([`PackedType::for_type`]).
 //!
 //! Numerics (the *definition*, [`scalar`] functions; the legacy types likewise with
 //! `acc = fma(d·d_a, Σ w·a, acc)` per 32-value block): per row and block, the exact
@@ -48,6 +49,7 @@ use crate::dot::SimdPath;
 use crate::GgmlType;
 
 mod iq2xxs;
+mod iq3xxs;
 mod iq4xs;
 mod legacy;
 mod q2k;
@@ -58,6 +60,7 @@ mod q6k;
 mod x86;
 
 pub use iq2xxs::IQ2XXSX8_BLOCK_BYTES;
+pub use iq3xxs::IQ3XXSX8_BLOCK_BYTES;
 pub use iq4xs::IQ4XSX8_BLOCK_BYTES;
 use legacy::Kind;
 pub use legacy::{MXFP4X8_BLOCK_BYTES, Q4_0X8_BLOCK_BYTES, Q5_0X8_BLOCK_BYTES, Q8_0X8_BLOCK_BYTES};
@@ -76,7 +79,7 @@ pub const MAX_TOKENS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RepackError {
     /// No repacked layout for this type.
-    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS)")]
+    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS)")]
     Unsupported(GgmlType),
     /// Shapes that do not fit the layout or the buffers.
     #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
@@ -111,17 +114,20 @@ pub enum PackedType {
     MXFP4x8,
     /// IQ2_XXS, groups of 8 rows (see `iq2xxs`).
     IQ2XXSx8,
+    /// IQ3_XXS, groups of 8 rows (see `iq3xxs`).
+    IQ3XXSx8,
 }
 
 impl PackedType {
     /// The layout the engine repacks weights of type `ty` into on this CPU, if any: the
     /// type's [`layout_of`](Self::layout_of) where a tile kernel runs it faster than the
-    /// file-order dots. IQ2_XXSx8 has only an AVX-512 VBMI tile (its codebook decode is
-    /// `vpermi2b`/`vpmultishiftqb`); without it the scalar tile would be slower than the
-    /// file-order AVX2 kernel, so such CPUs keep IQ2_XXS as it is.
+    /// file-order dots. IQ2_XXSx8 and IQ3_XXSx8 have only AVX-512 VBMI tiles (their
+    /// codebook decode is `vpermi2b`/`vpermb`/`vpmultishiftqb`, GFNI); without them the
+    /// scalar tile would be slower than the file-order AVX2 kernels, so such CPUs keep
+    /// those types as they are.
     pub fn for_type(ty: GgmlType) -> Option<PackedType> {
         PackedType::layout_of(ty).filter(|p| match p {
-            PackedType::IQ2XXSx8 => vbmi_tiles(),
+            PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8 => vbmi_tiles(),
             _ => true,
         })
     }
@@ -140,6 +146,7 @@ impl PackedType {
             GgmlType::IQ4_XS => Some(PackedType::IQ4XSx8),
             GgmlType::MXFP4 => Some(PackedType::MXFP4x8),
             GgmlType::IQ2_XXS => Some(PackedType::IQ2XXSx8),
+            GgmlType::IQ3_XXS => Some(PackedType::IQ3XXSx8),
             _ => None,
         }
     }
@@ -157,6 +164,7 @@ impl PackedType {
             PackedType::IQ4XSx8 => GgmlType::IQ4_XS,
             PackedType::MXFP4x8 => GgmlType::MXFP4,
             PackedType::IQ2XXSx8 => GgmlType::IQ2_XXS,
+            PackedType::IQ3XXSx8 => GgmlType::IQ3_XXS,
         }
     }
 
@@ -173,6 +181,7 @@ impl PackedType {
             PackedType::IQ4XSx8 => "IQ4_XSx8",
             PackedType::MXFP4x8 => "MXFP4x8",
             PackedType::IQ2XXSx8 => "IQ2_XXSx8",
+            PackedType::IQ3XXSx8 => "IQ3_XXSx8",
         }
     }
 
@@ -189,6 +198,7 @@ impl PackedType {
             PackedType::IQ4XSx8 => IQ4XSX8_BLOCK_BYTES,
             PackedType::MXFP4x8 => MXFP4X8_BLOCK_BYTES,
             PackedType::IQ2XXSx8 => IQ2XXSX8_BLOCK_BYTES,
+            PackedType::IQ3XXSx8 => IQ3XXSX8_BLOCK_BYTES,
         }
     }
 
@@ -212,7 +222,7 @@ impl PackedType {
     }
 }
 
-/// Whether this CPU runs the AVX-512 VBMI tiles (IQ2_XXSx8).
+/// Whether this CPU runs the AVX-512 VBMI tiles (IQ2_XXSx8, IQ3_XXSx8).
 fn vbmi_tiles() -> bool {
     #[cfg(target_arch = "x86_64")]
     return x86::vbmi();
@@ -349,6 +359,7 @@ pub fn repack(
         PackedType::IQ4XSx8 => iq4xs::repack(n_in, n_out, src, dst),
         PackedType::MXFP4x8 => legacy::repack(Kind::Mxfp4, n_in, n_out, src, dst),
         PackedType::IQ2XXSx8 => iq2xxs::repack(n_in, n_out, src, dst),
+        PackedType::IQ3XXSx8 => iq3xxs::repack(n_in, n_out, src, dst),
     }
     Ok(())
 }
@@ -374,6 +385,7 @@ pub fn unpack(
         PackedType::IQ4XSx8 => iq4xs::unpack(n_in, n_out, packed, dst),
         PackedType::MXFP4x8 => legacy::unpack(Kind::Mxfp4, n_in, n_out, packed, dst),
         PackedType::IQ2XXSx8 => iq2xxs::unpack(n_in, n_out, packed, dst),
+        PackedType::IQ3XXSx8 => iq3xxs::unpack(n_in, n_out, packed, dst),
     }
     Ok(())
 }
@@ -538,6 +550,7 @@ impl PackedDot {
                                     legacy::dot_scalar(Kind::Mxfp4, nb, group, at)
                                 }
                                 PackedType::IQ2XXSx8 => iq2xxs::dot_scalar(nb, group, at),
+                                PackedType::IQ3XXSx8 => iq3xxs::dot_scalar(nb, group, at),
                             };
                             // SAFETY: per the contract.
                             unsafe {
@@ -568,6 +581,7 @@ impl PackedDot {
 /// The scalar definitions (see the module docs).
 pub mod scalar {
     pub use super::iq2xxs::dot_scalar as dot_iq2xxsx8;
+    pub use super::iq3xxs::dot_scalar as dot_iq3xxsx8;
     pub use super::iq4xs::dot_scalar as dot_iq4xsx8;
     pub use super::q2k::dot_scalar as dot_q2kx8;
     pub use super::q3k::dot_scalar as dot_q3kx8;
@@ -620,6 +634,7 @@ pub mod testing {
             PackedType::IQ4XSx8 => iq4xs::ints_scalar(nb, group, act),
             PackedType::MXFP4x8 => legacy::ints_scalar(Kind::Mxfp4, nb, group, act),
             PackedType::IQ2XXSx8 => iq2xxs::ints_scalar(nb, group, act),
+            PackedType::IQ3XXSx8 => iq3xxs::ints_scalar(nb, group, act),
         }
     }
 

@@ -79,6 +79,7 @@ use crate::dot::SimdPath;
 use std::arch::x86_64::*;
 
 mod iq2xxs;
+mod iq3xxs;
 mod zmm;
 
 fn avx2() -> bool {
@@ -96,7 +97,7 @@ fn vnni() -> bool {
 }
 
 /// Whether this CPU also has AVX-512 VBMI (`vpermb`, `vpermi2b`, `vpmultishiftqb`) and
-/// GFNI (`vgf2p8affineqb`): the codebook layouts' tiles (IQ2_XXSx8).
+/// GFNI (`vgf2p8affineqb`): the codebook layouts' tiles (IQ2_XXSx8, IQ3_XXSx8).
 pub(super) fn vbmi() -> bool {
     vnni() && is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("gfni")
 }
@@ -116,6 +117,8 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
         // VBMI only (the engine repacks IQ2_XXS only where it runs: `for_type`).
         PackedType::IQ2XXSx8 => (path == SimdPath::Avx512Vnni && vbmi())
             .then_some((SimdPath::Avx512Vnni, &iq2xxs::IQ2XXS_VBMI[..])),
+        PackedType::IQ3XXSx8 => (path == SimdPath::Avx512Vnni && vbmi())
+            .then_some((SimdPath::Avx512Vnni, &iq3xxs::IQ3XXS_VBMI[..])),
     }
 }
 
@@ -1198,10 +1201,16 @@ pub(super) fn block_ints(
     act: &[u8],
 ) -> Option<Vec<[[i32; 2]; ROWS]>> {
     let (w, a) = (group.as_ptr(), act.as_ptr());
-    if packed == PackedType::IQ2XXSx8 {
+    if matches!(packed, PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8) {
         return (path == SimdPath::Avx512Vnni && vbmi()).then(|| {
-            // SAFETY: as below; VBMI was just detected.
-            unsafe { iq2xxs::ints_vbmi(nb, w, a) }
+            // SAFETY: as below; VBMI and GFNI were just detected.
+            unsafe {
+                if packed == PackedType::IQ2XXSx8 {
+                    iq2xxs::ints_vbmi(nb, w, a)
+                } else {
+                    iq3xxs::ints_vbmi(nb, w, a)
+                }
+            }
         });
     }
     let v = match path {
@@ -1232,7 +1241,7 @@ pub(super) fn block_ints(
             (PackedType::IQ4XSx8, false) => ints_avx2::<IQ4XS>(nb, w, a),
             (PackedType::MXFP4x8, true) => ints_vnni::<Legacy<K_MXFP4>>(nb, w, a),
             (PackedType::MXFP4x8, false) => ints_avx2::<Legacy<K_MXFP4>>(nb, w, a),
-            (PackedType::IQ2XXSx8, _) => unreachable!("handled above"),
+            (PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8, _) => unreachable!("handled above"),
         })
     }
 }
