@@ -141,7 +141,10 @@ unsafe fn prepare(blk: *const u8, dst: *mut u8) {
     let perm = load512(ACT_PERM.as_ptr());
     for p in 0..4 {
         let q = load512(blk.add(Q8K_QS + 64 * p));
-        _mm512_storeu_si512(dst.add(64 * p) as *mut __m512i, _mm512_permutexvar_epi8(perm, q));
+        _mm512_storeu_si512(
+            dst.add(64 * p) as *mut __m512i,
+            _mm512_permutexvar_epi8(perm, q),
+        );
     }
     let s32 = _mm256_madd_epi16(load(blk.add(Q8K_BSUMS)), _mm256_set1_epi16(1));
     let off = _mm256_mullo_epi32(s32, _mm256_set1_epi32(-OFFSET));
@@ -153,9 +156,13 @@ unsafe fn prepare(blk: *const u8, dst: *mut u8) {
 #[inline(always)]
 unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
     let tb = &TABLES;
-    let plane_tab: [[__m512i; 4]; 2] =
-        std::array::from_fn(|h| std::array::from_fn(|q| load512(tb.planes[h].as_ptr().add(64 * q))));
-    let ks = [load512(tb.ksigns.as_ptr()), load512(tb.ksigns.as_ptr().add(64))];
+    let plane_tab: [[__m512i; 4]; 2] = std::array::from_fn(|h| {
+        std::array::from_fn(|q| load512(tb.planes[h].as_ptr().add(64 * q)))
+    });
+    let ks = [
+        load512(tb.ksigns.as_ptr()),
+        load512(tb.ksigns.as_ptr().add(64)),
+    ];
     let decode: [__m512i; 4] = std::array::from_fn(|m| _mm512_set1_epi64(DECODE[m] as i64));
     // Bit offsets of the 4 sign indices of each of a qword's two `aux` words.
     let sign_fields = _mm512_set1_epi64(0x352e_2720_150e_0700);
@@ -183,7 +190,8 @@ unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m2
             ))
         });
         for j in 0..8 {
-            let u = _mm512_gf2p8affine_epi64_epi8::<{ VALUE_BASE as i32 }>(codes[j / 4], decode[j % 4]);
+            let u =
+                _mm512_gf2p8affine_epi64_epi8::<{ VALUE_BASE as i32 }>(codes[j / 4], decode[j % 4]);
             let neg = _mm512_test_epi8_mask(signs, _mm512_set1_epi8(1 << j));
             let u = _mm512_mask_sub_epi8(u, neg, neg_base, u);
             for t in 0..T {
@@ -228,10 +236,7 @@ impl Layout for IQ2XXS {
     /// `d·0.125` (ggml's factor; exact).
     #[inline(always)]
     unsafe fn row_d(pb: *const u8) -> __m256 {
-        _mm256_mul_ps(
-            f16x8(pb.add(iq2xxs::OFF_D)),
-            _mm256_set1_ps(iq2xxs::FACTOR),
-        )
+        _mm256_mul_ps(f16x8(pb.add(iq2xxs::OFF_D)), _mm256_set1_ps(iq2xxs::FACTOR))
     }
 }
 

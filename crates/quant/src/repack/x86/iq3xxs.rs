@@ -111,7 +111,10 @@ unsafe fn prepare(blk: *const u8, dst: *mut u8) {
     let perm = load512(ACT_PERM.as_ptr());
     for p in 0..4 {
         let q = load512(blk.add(Q8K_QS + 64 * p));
-        _mm512_storeu_si512(dst.add(64 * p) as *mut __m512i, _mm512_permutexvar_epi8(perm, q));
+        _mm512_storeu_si512(
+            dst.add(64 * p) as *mut __m512i,
+            _mm512_permutexvar_epi8(perm, q),
+        );
     }
     let s16 = _mm512_cvtepi16_epi32(load(blk.add(Q8K_BSUMS)));
     let off = _mm512_mullo_epi32(s16, _mm512_set1_epi32(-OFFSET));
@@ -122,10 +125,17 @@ unsafe fn prepare(blk: *const u8, dst: *mut u8) {
 #[inline(always)]
 unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
     let tb = &TABLES;
-    let plane_tab: [[__m512i; 4]; 2] =
-        std::array::from_fn(|h| std::array::from_fn(|q| load512(tb.planes[h].as_ptr().add(64 * q))));
-    let ks = [load512(tb.ksigns.as_ptr()), load512(tb.ksigns.as_ptr().add(64))];
-    let values = [load512(tb.values[0].as_ptr()), load512(tb.values[1].as_ptr())];
+    let plane_tab: [[__m512i; 4]; 2] = std::array::from_fn(|h| {
+        std::array::from_fn(|q| load512(tb.planes[h].as_ptr().add(64 * q)))
+    });
+    let ks = [
+        load512(tb.ksigns.as_ptr()),
+        load512(tb.ksigns.as_ptr().add(64)),
+    ];
+    let values = [
+        load512(tb.values[0].as_ptr()),
+        load512(tb.values[1].as_ptr()),
+    ];
     // Per lane (row r, half h) of chunk 2p + h': the bit offset of the sign index of its
     // 4-value indices i (one byte each): 32h' + 7·(2h + i/2).
     let sign_fields = [
@@ -215,10 +225,7 @@ impl Layout for IQ3XXS {
     /// `d·0.25` (ggml's factor; exact).
     #[inline(always)]
     unsafe fn row_d(pb: *const u8) -> __m256 {
-        _mm256_mul_ps(
-            f16x8(pb.add(iq3xxs::OFF_D)),
-            _mm256_set1_ps(iq3xxs::FACTOR),
-        )
+        _mm256_mul_ps(f16x8(pb.add(iq3xxs::OFF_D)), _mm256_set1_ps(iq3xxs::FACTOR))
     }
 }
 
