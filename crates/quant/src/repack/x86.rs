@@ -78,6 +78,7 @@ const TOKENS_256: usize = 8;
 use crate::dot::SimdPath;
 use std::arch::x86_64::*;
 
+mod codebook;
 mod iq2xxs;
 mod iq3xxs;
 mod zmm;
@@ -1206,9 +1207,9 @@ pub(super) fn block_ints(
             // SAFETY: as below; VBMI and GFNI were just detected.
             unsafe {
                 if packed == PackedType::IQ2XXSx8 {
-                    iq2xxs::ints_vbmi(nb, w, a)
+                    codebook::ints_vbmi::<iq2xxs::IQ2XXS>(nb, w, a)
                 } else {
-                    iq3xxs::ints_vbmi(nb, w, a)
+                    codebook::ints_vbmi::<iq3xxs::IQ3XXS>(nb, w, a)
                 }
             }
         });

@@ -10,8 +10,9 @@
 //!   lookup of a chunk pair's 64 grid indices is 2 `vpermi2b` (indices 0..128, 128..256)
 //!   and a blend on the index's top bit.
 //! - Plane j (weight j of every 8-value group, j = 0..8) of the 64 groups is then one
-//!   16-bit shift (codes 2·(j % 4) down to bits 0..2) and one `vpermb` into a 64-byte table
-//!   mapping the code (bits 2..6 ignored: the table repeats) to `grid value + 43`.
+//!   `vgf2p8affineqb` (GFNI): a bit matrix that maps the code in bits 2(j % 4).. of the
+//!   byte to `grid value + 43` (any map of the 3 codes is affine over GF(2) in their 2
+//!   bits, see [`DECODE`]); it replaced a shift and a `vpermb` (+24%, bench/RESULTS.md).
 //! - The sign indices of a chunk pair's 16 `aux` words come out as bytes with one
 //!   `vpmultishiftqb` (7-bit fields at bits 7l, 32 + 7l of each qword) and become ggml's
 //!   `KSIGNS` bytes with one `vpermi2b` over the 128-byte table; plane j's signs are bit j
@@ -24,14 +25,17 @@
 //!   `Σ grid·sign·a`; `vpmulld` by the lane's `2·ls + 1` (from `aux >> 27`) adds it to the
 //!   block sum, and the two chunks of each row (lanes 2r, 2r + 1) are added at the end.
 //!
-//! Per 64 weights that is ~5 vector instructions (shift, `vpermb`, `vptestmb`, masked
-//! subtract, `vpdpbusd`) plus ~1 of shared lookups, against ~2 per 64 for the 4-bit
-//! layouts: the decode, not the memory, still bounds a cold GEMV on 2 Zen 4 cores.
+//! Per 64 weights that is 4 vector instructions (affine, `vptestmb`, masked subtract,
+//! `vpdpbusd`) plus ~1.5 of shared lookups, signs and scales, against ~2 per 64 for the
+//! 4-bit layouts: the decode, not the memory, still bounds a cold GEMV on 2 Zen 4 cores.
 //!
 //! The integers are exactly the scalar definition's (`|43 ± v| ≤ 86`, |Σ32| ≤ 32·86·128,
 //! times 31, 8 chunks: < 2³¹), and the f32 steps are the shared tile's, so results are
 //! bit-identical to `iq2xxs::dot_scalar` for any number of tokens.
 
+use super::codebook::{self, codebook_tiles, Codebook};
+use super::codebook::{add_scaled, load512, lookup256, odd_scales, permute_quants};
+use super::codebook::{rows_of_pairs, signed_plane_dot, table256};
 use super::*;
 use crate::iq_grids::{IQ2XXS_GRID, KSIGNS};
 use crate::repack::iq2xxs::{self, aux_at, idx_at, IQ2XXSX8_BLOCK_BYTES};
@@ -117,11 +121,6 @@ const DECODE: [u64; 4] = {
 pub(super) const EXTRA: usize = 256 + 32;
 const EX_OFFSETS: usize = 256;
 
-#[inline(always)]
-unsafe fn load512(p: *const u8) -> __m512i {
-    _mm512_loadu_si512(p as *const __m512i)
-}
-
 /// The `vpermb` indices of [`prepare`]'s permutation, per 64-value chunk pair: byte
 /// `8j + 4h + l` ← quant `32h + 8l + j` (plane j's activations of lane `2r + h`, group l).
 static ACT_PERM: [u8; 64] = {
@@ -138,14 +137,7 @@ static ACT_PERM: [u8; 64] = {
 /// A Q8_K block's quants permuted per chunk pair ([`ACT_PERM`]) and its chunks' `−43·Σ32`.
 #[inline(always)]
 unsafe fn prepare(blk: *const u8, dst: *mut u8) {
-    let perm = load512(ACT_PERM.as_ptr());
-    for p in 0..4 {
-        let q = load512(blk.add(Q8K_QS + 64 * p));
-        _mm512_storeu_si512(
-            dst.add(64 * p) as *mut __m512i,
-            _mm512_permutexvar_epi8(perm, q),
-        );
-    }
+    permute_quants(blk, dst, &ACT_PERM);
     let s32 = _mm256_madd_epi16(load(blk.add(Q8K_BSUMS)), _mm256_set1_epi16(1));
     let off = _mm256_mullo_epi32(s32, _mm256_set1_epi32(-OFFSET));
     _mm256_storeu_si256(dst.add(EX_OFFSETS) as *mut __m256i, off);
@@ -156,9 +148,7 @@ unsafe fn prepare(blk: *const u8, dst: *mut u8) {
 #[inline(always)]
 unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
     let tb = &TABLES;
-    let plane_tab: [[__m512i; 4]; 2] = std::array::from_fn(|h| {
-        std::array::from_fn(|q| load512(tb.planes[h].as_ptr().add(64 * q)))
-    });
+    let plane_tab: [[__m512i; 4]; 2] = std::array::from_fn(|h| table256(&tb.planes[h]));
     let ks = [
         load512(tb.ksigns.as_ptr()),
         load512(tb.ksigns.as_ptr().add(64)),
@@ -172,18 +162,10 @@ unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m2
         let idx = load512(pb.add(idx_at(p)));
         let aux = load512(pb.add(aux_at(p)));
         let top = _mm512_movepi8_mask(idx);
-        let codes: [__m512i; 2] = std::array::from_fn(|h| {
-            let t = &plane_tab[h];
-            _mm512_mask_blend_epi8(
-                top,
-                _mm512_permutex2var_epi8(t[0], idx, t[1]),
-                _mm512_permutex2var_epi8(t[2], idx, t[3]),
-            )
-        });
+        let codes: [__m512i; 2] = std::array::from_fn(|h| lookup256(&plane_tab[h], idx, top));
         let signs =
             _mm512_permutex2var_epi8(ks[0], _mm512_multishift_epi64_epi8(sign_fields, aux), ks[1]);
-        // 2·ls + 1: aux bits 27..32 with bit 27 (a sign bit) replaced by 1.
-        let odd = _mm512_or_si512(_mm512_srli_epi32::<27>(aux), _mm512_set1_epi32(1));
+        let odd = odd_scales(aux);
         let mut acc: [__m512i; T] = std::array::from_fn(|t| {
             _mm512_set1_epi64(std::ptr::read_unaligned(
                 ex[t].add(EX_OFFSETS + 8 * p) as *const i64
@@ -193,79 +175,28 @@ unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m2
             let u =
                 _mm512_gf2p8affine_epi64_epi8::<{ VALUE_BASE as i32 }>(codes[j / 4], decode[j % 4]);
             let neg = _mm512_test_epi8_mask(signs, _mm512_set1_epi8(1 << j));
-            let u = _mm512_mask_sub_epi8(u, neg, neg_base, u);
-            for t in 0..T {
-                let a = std::ptr::read_unaligned(ex[t].add(64 * p + 8 * j) as *const i64);
-                acc[t] = _mm512_dpbusd_epi32(acc[t], u, _mm512_set1_epi64(a));
-            }
+            signed_plane_dot(&mut acc, u, neg, neg_base, ex, 64 * p + 8 * j);
         }
-        for t in 0..T {
-            isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(acc[t], odd));
-        }
+        add_scaled(&mut isum, &acc, odd);
     }
     // Lanes 2r, 2r + 1 (row r's two chunks of each pair) → lane r.
-    std::array::from_fn(|t| {
-        let v = isum[t];
-        _mm512_cvtepi64_epi32(_mm512_add_epi32(v, _mm512_srli_epi64::<32>(v)))
-    })
+    std::array::from_fn(|t| rows_of_pairs(isum[t]))
 }
 
-struct IQ2XXS;
-impl Layout for IQ2XXS {
+pub(super) struct IQ2XXS;
+impl Codebook for IQ2XXS {
     const BLOCK_BYTES: usize = IQ2XXSX8_BLOCK_BYTES;
-    const ACT_BYTES: usize = Q8K_SIZE;
     const OFF_D: usize = iq2xxs::OFF_D;
-    const OFF_DMIN: Option<usize> = None;
+    const FACTOR: f32 = iq2xxs::FACTOR;
     const EXTRA: usize = EXTRA;
     #[inline(always)]
-    unsafe fn prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
+    unsafe fn prepare(blk: *const u8, dst: *mut u8) {
         prepare(blk, dst)
     }
     #[inline(always)]
-    unsafe fn ints<const T: usize, I: Isa>(
-        pb: *const u8,
-        _a: [*const u8; T],
-        ex: [*const u8; T],
-    ) -> ([__m256i; T], [__m256i; T]) {
-        (block_ints::<T>(pb, ex), [_mm256_setzero_si256(); T])
-    }
-    #[inline(always)]
-    unsafe fn d_a(blk: *const u8, _ex: *const u8) -> f32 {
-        std::ptr::read_unaligned(blk as *const f32)
-    }
-    /// `d·0.125` (ggml's factor; exact).
-    #[inline(always)]
-    unsafe fn row_d(pb: *const u8) -> __m256 {
-        _mm256_mul_ps(f16x8(pb.add(iq2xxs::OFF_D)), _mm256_set1_ps(iq2xxs::FACTOR))
+    unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
+        block_ints::<T>(pb, ex)
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw,avx512vbmi,gfni")]
-unsafe fn tile_vbmi<const T: usize>(
-    nb: usize,
-    ng: usize,
-    w: *const u8,
-    a: *const *const u8,
-    out: *mut f32,
-    ld: usize,
-) {
-    tile::<T, Vnni, IQ2XXS>(nb, ng, w, a, out, ld)
-}
-
-/// 1..=4 tokens per call (the tables, 4 tokens' chunk and block sums and the decoded
-/// plane fill the 32 registers).
-pub(super) static IQ2XXS_VBMI: [TileFn; 4] = [
-    tile_vbmi::<1>,
-    tile_vbmi::<2>,
-    tile_vbmi::<3>,
-    tile_vbmi::<4>,
-];
-
-/// Test hook: per-block integers.
-///
-/// # Safety
-/// `w` holds `nb` packed blocks, `a` `nb` Q8_K blocks; the CPU has AVX-512 VBMI + VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw,avx512vbmi,gfni")]
-pub(super) unsafe fn ints_vbmi(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
-    ints_with::<Vnni, IQ2XXS>(nb, w, a)
-}
+pub(super) static IQ2XXS_VBMI: [TileFn; 4] = codebook_tiles!(IQ2XXS);

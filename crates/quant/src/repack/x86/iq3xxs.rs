@@ -21,6 +21,9 @@
 //! The integers are exactly the scalar definition's (`|62 ± v| ≤ 124`, |Σ16| ≤ 16·124·128,
 //! times 31, 8 chunks: < 2³¹), and the f32 steps are the shared tile's.
 
+use super::codebook::{self, codebook_tiles, Codebook};
+use super::codebook::{add_scaled, load512, lookup256, odd_scales, permute_quants};
+use super::codebook::{rows_of_pairs, signed_plane_dot, table256};
 use super::*;
 use crate::iq_grids::{IQ3XXS_GRID, KSIGNS};
 use crate::repack::iq3xxs::{self, aux_at, idx_at, IQ3XXSX8_BLOCK_BYTES};
@@ -85,11 +88,6 @@ static TABLES: Tables = {
 pub(super) const EXTRA: usize = 256 + 64;
 const EX_OFFSETS: usize = 256;
 
-#[inline(always)]
-unsafe fn load512(p: *const u8) -> __m512i {
-    _mm512_loadu_si512(p as *const __m512i)
-}
-
 /// The `vpermb` indices of [`prepare`]'s permutation of a chunk pair's 64 quants: byte
 /// `32h' + 8j + 4h + i` ← quant `32h' + 16h + 4i + j` (plane j's activations of lane
 /// `2r + h`, index i, of chunk 2p + h').
@@ -108,14 +106,7 @@ static ACT_PERM: [u8; 64] = {
 /// `−62·Σ16` (the Q8_K `bsums`).
 #[inline(always)]
 unsafe fn prepare(blk: *const u8, dst: *mut u8) {
-    let perm = load512(ACT_PERM.as_ptr());
-    for p in 0..4 {
-        let q = load512(blk.add(Q8K_QS + 64 * p));
-        _mm512_storeu_si512(
-            dst.add(64 * p) as *mut __m512i,
-            _mm512_permutexvar_epi8(perm, q),
-        );
-    }
+    permute_quants(blk, dst, &ACT_PERM);
     let s16 = _mm512_cvtepi16_epi32(load(blk.add(Q8K_BSUMS)));
     let off = _mm512_mullo_epi32(s16, _mm512_set1_epi32(-OFFSET));
     _mm512_storeu_si512(dst.add(EX_OFFSETS) as *mut __m512i, off);
@@ -125,9 +116,7 @@ unsafe fn prepare(blk: *const u8, dst: *mut u8) {
 #[inline(always)]
 unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
     let tb = &TABLES;
-    let plane_tab: [[__m512i; 4]; 2] = std::array::from_fn(|h| {
-        std::array::from_fn(|q| load512(tb.planes[h].as_ptr().add(64 * q)))
-    });
+    let plane_tab: [[__m512i; 4]; 2] = std::array::from_fn(|h| table256(&tb.planes[h]));
     let ks = [
         load512(tb.ksigns.as_ptr()),
         load512(tb.ksigns.as_ptr().add(64)),
@@ -156,21 +145,13 @@ unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m2
             let c = 2 * p + hc;
             let idx = load512(pb.add(idx_at(c)));
             let top = _mm512_movepi8_mask(idx);
-            let codes: [__m512i; 2] = std::array::from_fn(|h| {
-                let t = &plane_tab[h];
-                _mm512_mask_blend_epi8(
-                    top,
-                    _mm512_permutex2var_epi8(t[0], idx, t[1]),
-                    _mm512_permutex2var_epi8(t[2], idx, t[3]),
-                )
-            });
+            let codes: [__m512i; 2] = std::array::from_fn(|h| lookup256(&plane_tab[h], idx, top));
             let signs = _mm512_permutex2var_epi8(
                 ks[0],
                 _mm512_multishift_epi64_epi8(sign_fields[hc], aux),
                 ks[1],
             );
-            // 2·ls + 1: aux bits 27..32 with bit 27 (a sign bit) replaced by 1.
-            let odd = _mm512_or_si512(_mm512_srli_epi32::<27>(aux_c[hc]), _mm512_set1_epi32(1));
+            let odd = odd_scales(aux_c[hc]);
             let mut acc: [__m512i; T] = std::array::from_fn(|t| {
                 _mm512_set1_epi64(std::ptr::read_unaligned(
                     ex[t].add(EX_OFFSETS + 8 * c) as *const i64
@@ -181,79 +162,29 @@ unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m2
                 // Index i's 4 values are bits 4·(i % 2).. of its sign byte.
                 let bit = _mm512_set1_epi16((((1u16 << (j + 4)) << 8) | (1u16 << j)) as i16);
                 let neg = _mm512_test_epi8_mask(signs, bit);
-                let u = _mm512_mask_sub_epi8(u, neg, neg_base, u);
-                for t in 0..T {
-                    let a = std::ptr::read_unaligned(ex[t].add(32 * c + 8 * j) as *const i64);
-                    acc[t] = _mm512_dpbusd_epi32(acc[t], u, _mm512_set1_epi64(a));
-                }
+                signed_plane_dot(&mut acc, u, neg, neg_base, ex, 32 * c + 8 * j);
             }
-            for t in 0..T {
-                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(acc[t], odd));
-            }
+            add_scaled(&mut isum, &acc, odd);
         }
     }
     // Lanes 2r, 2r + 1 (row r's two halves) → lane r.
-    std::array::from_fn(|t| {
-        let v = isum[t];
-        _mm512_cvtepi64_epi32(_mm512_add_epi32(v, _mm512_srli_epi64::<32>(v)))
-    })
+    std::array::from_fn(|t| rows_of_pairs(isum[t]))
 }
 
-struct IQ3XXS;
-impl Layout for IQ3XXS {
+pub(super) struct IQ3XXS;
+impl Codebook for IQ3XXS {
     const BLOCK_BYTES: usize = IQ3XXSX8_BLOCK_BYTES;
-    const ACT_BYTES: usize = Q8K_SIZE;
     const OFF_D: usize = iq3xxs::OFF_D;
-    const OFF_DMIN: Option<usize> = None;
+    const FACTOR: f32 = iq3xxs::FACTOR;
     const EXTRA: usize = EXTRA;
     #[inline(always)]
-    unsafe fn prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
+    unsafe fn prepare(blk: *const u8, dst: *mut u8) {
         prepare(blk, dst)
     }
     #[inline(always)]
-    unsafe fn ints<const T: usize, I: Isa>(
-        pb: *const u8,
-        _a: [*const u8; T],
-        ex: [*const u8; T],
-    ) -> ([__m256i; T], [__m256i; T]) {
-        (block_ints::<T>(pb, ex), [_mm256_setzero_si256(); T])
-    }
-    #[inline(always)]
-    unsafe fn d_a(blk: *const u8, _ex: *const u8) -> f32 {
-        std::ptr::read_unaligned(blk as *const f32)
-    }
-    /// `d·0.25` (ggml's factor; exact).
-    #[inline(always)]
-    unsafe fn row_d(pb: *const u8) -> __m256 {
-        _mm256_mul_ps(f16x8(pb.add(iq3xxs::OFF_D)), _mm256_set1_ps(iq3xxs::FACTOR))
+    unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
+        block_ints::<T>(pb, ex)
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw,avx512vbmi,gfni")]
-unsafe fn tile_vbmi<const T: usize>(
-    nb: usize,
-    ng: usize,
-    w: *const u8,
-    a: *const *const u8,
-    out: *mut f32,
-    ld: usize,
-) {
-    tile::<T, Vnni, IQ3XXS>(nb, ng, w, a, out, ld)
-}
-
-/// 1..=4 tokens per call (as IQ2_XXSx8's).
-pub(super) static IQ3XXS_VBMI: [TileFn; 4] = [
-    tile_vbmi::<1>,
-    tile_vbmi::<2>,
-    tile_vbmi::<3>,
-    tile_vbmi::<4>,
-];
-
-/// Test hook: per-block integers.
-///
-/// # Safety
-/// `w` holds `nb` packed blocks, `a` `nb` Q8_K blocks; the CPU has AVX-512 VBMI + VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw,avx512vbmi,gfni")]
-pub(super) unsafe fn ints_vbmi(nb: usize, w: *const u8, a: *const u8) -> Vec<[[i32; 2]; ROWS]> {
-    ints_with::<Vnni, IQ3XXS>(nb, w, a)
-}
+pub(super) static IQ3XXS_VBMI: [TileFn; 4] = codebook_tiles!(IQ3XXS);
