@@ -161,9 +161,11 @@ fn any_weights(ty: GgmlType, n_in: usize, n_out: usize) -> Vec<u8> {
     file
 }
 
-/// The layouts added for the low-bit types (Q4_0x8, Q2_Kx8, Q3_Kx8, IQ4_XSx8, MXFP4x8)
-/// through the same matmul entry points: GEMV and GEMM within f32 rounding of file order,
-/// a token's GEMV bit-identical to its row of the GEMM, on 1 and 2 threads.
+/// The layouts added for the low-bit types (Q4_0x8, Q2_Kx8, Q3_Kx8, IQ4_XSx8, MXFP4x8,
+/// IQ2_XXSx8, IQ3_XXSx8) through the same matmul entry points: GEMV and GEMM within f32 rounding of
+/// file order, a token's GEMV bit-identical to its row of the GEMM, on 1 and 2 threads.
+/// (IQ2_XXSx8 and IQ3_XXSx8 run their VBMI tiles where the CPU has them, else the scalar
+/// definition.)
 #[test]
 fn low_bit_layouts_match_file_order() {
     for ty in [
@@ -172,10 +174,12 @@ fn low_bit_layouts_match_file_order() {
         GgmlType::Q3_K,
         GgmlType::IQ4_XS,
         GgmlType::MXFP4,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ3_XXS,
     ] {
         let (n_in, n_out, n_tok) = (512usize, 40usize, 11usize);
         let file = any_weights(ty, n_in, n_out);
-        let pt = PackedType::for_type(ty).unwrap();
+        let pt = PackedType::layout_of(ty).unwrap();
         let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
         repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
         let wf = QMatrix::new(ty, n_in, n_out, &file).unwrap();

@@ -27,6 +27,7 @@ fn packed_matmuls_do_not_allocate() {
         quant::GgmlType::Q6_K,
         quant::GgmlType::Q8_0,
         quant::GgmlType::Q5_0,
+        quant::GgmlType::IQ2_XXS,
     ] {
         // Any bytes are valid quants for the kernels; scales set to 0.01.
         let mut file: Vec<u8> = (0..ty.row_bytes((n_in * n_out) as u64).unwrap() as usize)
@@ -36,7 +37,7 @@ fn packed_matmuls_do_not_allocate() {
         for blk in file.chunks_exact_mut(ty.type_size()) {
             blk[..2].copy_from_slice(&d);
         }
-        let pt = PackedType::for_type(ty).unwrap();
+        let pt = PackedType::layout_of(ty).unwrap();
         let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
         repack::repack(ty, n_in, n_out, &file, &mut packed).unwrap();
         let mut scratch = ActScratch::new();

@@ -1,5 +1,5 @@
 //! Property tests of the repacked layouts (`quant::repack`: Q4_Kx8, Q6_Kx8, Q2_Kx8,
-//! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8, MXFP4x8):
+//! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8, MXFP4x8, IQ2_XXSx8, IQ3_XXSx8):
 //! - `unpack(repack(x)) == x` for any bytes (the scale re-packing is a bijection);
 //! - the SIMD block code's integers (`isum`, `msum` per row and block) equal the scalar
 //!   definition's, on every path this CPU has;
@@ -46,7 +46,7 @@ fn matrix(
 
 /// `file` (`n_out` rows of `n_in` values of `ty`) repacked.
 fn repacked(ty: GgmlType, n_in: usize, n_out: usize, file: &[u8]) -> Vec<u8> {
-    let pt = PackedType::for_type(ty).unwrap();
+    let pt = PackedType::layout_of(ty).unwrap();
     let mut packed = vec![0u8; pt.matrix_bytes(n_in, n_out).unwrap()];
     repack::repack(ty, n_in, n_out, file, &mut packed).unwrap();
     packed
@@ -68,7 +68,7 @@ fn check_case(
     let act = quant::dot::act_type_for(ty).unwrap();
     let (n_in, n_out) = (nb * ty.block_size(), groups * ROWS);
     let file = matrix(ty, n_out, nb, &mut rng, mode);
-    let pt = PackedType::for_type(ty).unwrap();
+    let pt = PackedType::layout_of(ty).unwrap();
     let packed = repacked(ty, n_in, n_out, &file);
     let mut back = vec![0u8; file.len()];
     repack::unpack(ty, n_in, n_out, &packed, &mut back).unwrap();
@@ -84,7 +84,9 @@ fn check_case(
         // Integers: SIMD block code == scalar definition.
         for a in &acts {
             let want = testing::block_ints_scalar(pt, n_in, group, a);
-            for p in paths(pt) {
+            // (A layout without a tile on some path falls back to the scalar definition
+            // there: IQ2_XXSx8 without VBMI.)
+            for p in paths(pt).into_iter().filter(|p| p.path != SimdPath::Scalar) {
                 let got = testing::block_ints_simd(pt, p.path, n_in, group, a);
                 prop_assert!(
                     got.as_ref() == Some(&want),
@@ -177,6 +179,14 @@ proptest! {
     fn q4_0x8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..12, groups in 1usize..3) {
         check_case(GgmlType::Q4_0, seed, mode, nb, groups)?;
     }
+    #[test]
+    fn iq2xxsx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
+        check_case(GgmlType::IQ2_XXS, seed, mode, nb, groups)?;
+    }
+    #[test]
+    fn iq3xxsx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
+        check_case(GgmlType::IQ3_XXS, seed, mode, nb, groups)?;
+    }
 }
 
 /// A whole matrix of `groups` groups through one `tiles_unchecked` call on every path,
@@ -262,6 +272,8 @@ fn unpack_is_inverse_on_any_bytes() {
         (GgmlType::Q2_K, 512),
         (GgmlType::Q3_K, 512),
         (GgmlType::IQ4_XS, 512),
+        (GgmlType::IQ2_XXS, 512),
+        (GgmlType::IQ3_XXS, 512),
     ] {
         let mut rng = rng(11);
         let n_out = 16;
@@ -313,7 +325,7 @@ fn q4kx8_rejects_bad_shapes() {
 
 /// `tiles_unchecked` over several groups at once (the matmul's call) gives, bit for bit,
 /// the scalar definition group by group, for token counts across the tile width and for
-/// rows of one pass, exactly two (128 Q8_0 blocks) and more than one 64-block pass (the
+/// rows of one pass, exactly two (128 Q8_0 blocks) and more than one pass (the
 /// accumulators then wait in `out` between passes); it writes only its own elements of a
 /// strided output.
 #[test]
@@ -330,13 +342,18 @@ fn multi_group_tiles_match_single_group() {
         (GgmlType::Q3_K, 67),
         (GgmlType::IQ4_XS, 66),
         (GgmlType::Q4_K, 3),
+        // Passes of 28 blocks for 4 tokens, 64 for 1 (288 prepared bytes per block).
+        (GgmlType::IQ2_XXS, 31),
+        (GgmlType::IQ2_XXS, 66),
+        // 25 blocks per pass for 4 tokens (320 prepared bytes per block).
+        (GgmlType::IQ3_XXS, 27),
     ] {
         let mut rng = rng(nb as u64);
         let groups = 3;
         let act = quant::dot::act_type_for(ty).unwrap();
         let (n_in, n_out) = (nb * ty.block_size(), groups * ROWS);
         let file = matrix(ty, n_out, nb, &mut rng, Mode::Random);
-        let pt = PackedType::for_type(ty).unwrap();
+        let pt = PackedType::layout_of(ty).unwrap();
         let packed = repacked(ty, n_in, n_out, &file);
         let gb = pt.group_bytes(n_in).unwrap();
         let acts: Vec<Vec<u8>> = (0..11)

@@ -24,6 +24,9 @@
 //!   [`PackedType::MXFP4x8`]: the 32-value blocks × Q8_0 activations (see `legacy`), the
 //!   same size as the source (the quants are stored or looked up unsigned, so `vpdpbusd`
 //!   takes them as they are).
+//! - [`PackedType::IQ2XXSx8`], [`PackedType::IQ3XXSx8`]: IQ2_XXS / IQ3_XXS, 8 rows per
+//!   group (see `iq2xxs`, `iq3xxs`), the same size as the source; only where their
+//!   AVX-512 VBMI tiles run ([`PackedType::for_type`]).
 //!
 //! Numerics (the *definition*, [`scalar`] functions; the legacy types likewise with
 //! `acc = fma(d·d_a, Σ w·a, acc)` per 32-value block): per row and block, the exact
@@ -45,6 +48,8 @@
 use crate::dot::SimdPath;
 use crate::GgmlType;
 
+mod iq2xxs;
+mod iq3xxs;
 mod iq4xs;
 mod legacy;
 mod q2k;
@@ -54,6 +59,8 @@ mod q6k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use iq2xxs::IQ2XXSX8_BLOCK_BYTES;
+pub use iq3xxs::IQ3XXSX8_BLOCK_BYTES;
 pub use iq4xs::IQ4XSX8_BLOCK_BYTES;
 use legacy::Kind;
 pub use legacy::{MXFP4X8_BLOCK_BYTES, Q4_0X8_BLOCK_BYTES, Q5_0X8_BLOCK_BYTES, Q8_0X8_BLOCK_BYTES};
@@ -72,7 +79,7 @@ pub const MAX_TOKENS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RepackError {
     /// No repacked layout for this type.
-    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4)")]
+    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS)")]
     Unsupported(GgmlType),
     /// Shapes that do not fit the layout or the buffers.
     #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
@@ -105,11 +112,29 @@ pub enum PackedType {
     IQ4XSx8,
     /// MXFP4, groups of 8 rows (see `legacy`).
     MXFP4x8,
+    /// IQ2_XXS, groups of 8 rows (see `iq2xxs`).
+    IQ2XXSx8,
+    /// IQ3_XXS, groups of 8 rows (see `iq3xxs`).
+    IQ3XXSx8,
 }
 
 impl PackedType {
-    /// The layout for weights of type `ty`, if there is one.
+    /// The layout the engine repacks weights of type `ty` into on this CPU, if any: the
+    /// type's [`layout_of`](Self::layout_of) where a tile kernel runs it faster than the
+    /// file-order dots. IQ2_XXSx8 and IQ3_XXSx8 have only AVX-512 VBMI tiles (their
+    /// codebook decode is `vpermi2b`/`vpermb`/`vpmultishiftqb`, GFNI); without them the
+    /// scalar tile would be slower than the file-order AVX2 kernels, so such CPUs keep
+    /// those types as they are.
     pub fn for_type(ty: GgmlType) -> Option<PackedType> {
+        PackedType::layout_of(ty).filter(|p| match p {
+            PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8 => vbmi_tiles(),
+            _ => true,
+        })
+    }
+
+    /// The layout that exists for weights of type `ty`, whatever this CPU runs (tests and
+    /// tools; the engine asks [`for_type`](Self::for_type)).
+    pub fn layout_of(ty: GgmlType) -> Option<PackedType> {
         match ty {
             GgmlType::Q4_K => Some(PackedType::Q4Kx8),
             GgmlType::Q6_K => Some(PackedType::Q6Kx8),
@@ -120,6 +145,8 @@ impl PackedType {
             GgmlType::Q3_K => Some(PackedType::Q3Kx8),
             GgmlType::IQ4_XS => Some(PackedType::IQ4XSx8),
             GgmlType::MXFP4 => Some(PackedType::MXFP4x8),
+            GgmlType::IQ2_XXS => Some(PackedType::IQ2XXSx8),
+            GgmlType::IQ3_XXS => Some(PackedType::IQ3XXSx8),
             _ => None,
         }
     }
@@ -136,6 +163,8 @@ impl PackedType {
             PackedType::Q3Kx8 => GgmlType::Q3_K,
             PackedType::IQ4XSx8 => GgmlType::IQ4_XS,
             PackedType::MXFP4x8 => GgmlType::MXFP4,
+            PackedType::IQ2XXSx8 => GgmlType::IQ2_XXS,
+            PackedType::IQ3XXSx8 => GgmlType::IQ3_XXS,
         }
     }
 
@@ -151,6 +180,8 @@ impl PackedType {
             PackedType::Q3Kx8 => "Q3_Kx8",
             PackedType::IQ4XSx8 => "IQ4_XSx8",
             PackedType::MXFP4x8 => "MXFP4x8",
+            PackedType::IQ2XXSx8 => "IQ2_XXSx8",
+            PackedType::IQ3XXSx8 => "IQ3_XXSx8",
         }
     }
 
@@ -166,6 +197,8 @@ impl PackedType {
             PackedType::Q3Kx8 => Q3KX8_BLOCK_BYTES,
             PackedType::IQ4XSx8 => IQ4XSX8_BLOCK_BYTES,
             PackedType::MXFP4x8 => MXFP4X8_BLOCK_BYTES,
+            PackedType::IQ2XXSx8 => IQ2XXSX8_BLOCK_BYTES,
+            PackedType::IQ3XXSx8 => IQ3XXSX8_BLOCK_BYTES,
         }
     }
 
@@ -189,6 +222,14 @@ impl PackedType {
     }
 }
 
+/// Whether this CPU runs the AVX-512 VBMI tiles (IQ2_XXSx8, IQ3_XXSx8).
+fn vbmi_tiles() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return x86::vbmi();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 fn shape(ty: GgmlType, n_in: usize, n_out: usize, problem: String) -> RepackError {
     RepackError::Shape {
         ty,
@@ -207,7 +248,7 @@ fn check(
     file: usize,
     packed: usize,
 ) -> Result<PackedType, RepackError> {
-    let pt = PackedType::for_type(ty).ok_or(RepackError::Unsupported(ty))?;
+    let pt = PackedType::layout_of(ty).ok_or(RepackError::Unsupported(ty))?;
     if n_out % ROWS != 0 {
         return Err(shape(
             ty,
@@ -317,6 +358,8 @@ pub fn repack(
         PackedType::Q3Kx8 => q3k::repack(n_in, n_out, src, dst),
         PackedType::IQ4XSx8 => iq4xs::repack(n_in, n_out, src, dst),
         PackedType::MXFP4x8 => legacy::repack(Kind::Mxfp4, n_in, n_out, src, dst),
+        PackedType::IQ2XXSx8 => iq2xxs::repack(n_in, n_out, src, dst),
+        PackedType::IQ3XXSx8 => iq3xxs::repack(n_in, n_out, src, dst),
     }
     Ok(())
 }
@@ -341,6 +384,8 @@ pub fn unpack(
         PackedType::Q3Kx8 => q3k::unpack(n_in, n_out, packed, dst),
         PackedType::IQ4XSx8 => iq4xs::unpack(n_in, n_out, packed, dst),
         PackedType::MXFP4x8 => legacy::unpack(Kind::Mxfp4, n_in, n_out, packed, dst),
+        PackedType::IQ2XXSx8 => iq2xxs::unpack(n_in, n_out, packed, dst),
+        PackedType::IQ3XXSx8 => iq3xxs::unpack(n_in, n_out, packed, dst),
     }
     Ok(())
 }
@@ -504,6 +549,8 @@ impl PackedDot {
                                 PackedType::MXFP4x8 => {
                                     legacy::dot_scalar(Kind::Mxfp4, nb, group, at)
                                 }
+                                PackedType::IQ2XXSx8 => iq2xxs::dot_scalar(nb, group, at),
+                                PackedType::IQ3XXSx8 => iq3xxs::dot_scalar(nb, group, at),
                             };
                             // SAFETY: per the contract.
                             unsafe {
@@ -533,6 +580,8 @@ impl PackedDot {
 
 /// The scalar definitions (see the module docs).
 pub mod scalar {
+    pub use super::iq2xxs::dot_scalar as dot_iq2xxsx8;
+    pub use super::iq3xxs::dot_scalar as dot_iq3xxsx8;
     pub use super::iq4xs::dot_scalar as dot_iq4xsx8;
     pub use super::q2k::dot_scalar as dot_q2kx8;
     pub use super::q3k::dot_scalar as dot_q3kx8;
@@ -584,6 +633,8 @@ pub mod testing {
             PackedType::Q3Kx8 => q3k::ints_scalar(nb, group, act),
             PackedType::IQ4XSx8 => iq4xs::ints_scalar(nb, group, act),
             PackedType::MXFP4x8 => legacy::ints_scalar(Kind::Mxfp4, nb, group, act),
+            PackedType::IQ2XXSx8 => iq2xxs::ints_scalar(nb, group, act),
+            PackedType::IQ3XXSx8 => iq3xxs::ints_scalar(nb, group, act),
         }
     }
 

@@ -181,7 +181,22 @@ pub(super) fn kq_ints_scalar(
 pub(super) fn kq_dot_scalar(
     ints: BlockInts,
     pbb: usize,
+    offs: (usize, Option<usize>),
+    nb: usize,
+    group: &[u8],
+    act: &[u8],
+) -> [f32; ROWS] {
+    // `d·1.0` is `d` exactly: the same operations as without a factor.
+    kq_dot_scalar_scaled(ints, pbb, offs, 1.0, nb, group, act)
+}
+
+/// [`kq_dot_scalar`] with the row scales multiplied by a power of two `factor` first
+/// (exact): `acc = fma((d·factor)·d_a, isum, acc)` (the i-quants' constant factors).
+pub(super) fn kq_dot_scalar_scaled(
+    ints: BlockInts,
+    pbb: usize,
     (off_d, off_dmin): (usize, Option<usize>),
+    factor: f32,
     nb: usize,
     group: &[u8],
     act: &[u8],
@@ -193,7 +208,7 @@ pub(super) fn kq_dot_scalar(
         let da = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
         let v = ints(pb, y);
         for r in 0..ROWS {
-            let dd = f16_at(pb, off_d + 2 * r) * da;
+            let dd = (f16_at(pb, off_d + 2 * r) * factor) * da;
             acc[r] = dd.mul_add(v[r][0] as f32, acc[r]);
             if let Some(off) = off_dmin {
                 let dm = f16_at(pb, off + 2 * r) * da;

@@ -78,6 +78,9 @@ const TOKENS_256: usize = 8;
 use crate::dot::SimdPath;
 use std::arch::x86_64::*;
 
+mod codebook;
+mod iq2xxs;
+mod iq3xxs;
 mod zmm;
 
 fn avx2() -> bool {
@@ -94,6 +97,12 @@ fn vnni() -> bool {
         && is_x86_feature_detected!("avx512bw")
 }
 
+/// Whether this CPU also has AVX-512 VBMI (`vpermb`, `vpermi2b`, `vpmultishiftqb`) and
+/// GFNI (`vgf2p8affineqb`): the codebook layouts' tiles (IQ2_XXSx8, IQ3_XXSx8).
+pub(super) fn vbmi() -> bool {
+    vnni() && is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("gfni")
+}
+
 /// The kernels for `packed` on `path` or the best available below it.
 pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &'static [TileFn])> {
     match packed {
@@ -106,6 +115,11 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
         PackedType::Q3Kx8 => pick(path, &Q3K_AVX2, &Q3K_VNNI),
         PackedType::IQ4XSx8 => pick(path, &IQ4XS_AVX2, &IQ4XS_VNNI),
         PackedType::MXFP4x8 => pick(path, &MXFP4_AVX2, &MXFP4_ZMM),
+        // VBMI only (the engine repacks IQ2_XXS only where it runs: `for_type`).
+        PackedType::IQ2XXSx8 => (path == SimdPath::Avx512Vnni && vbmi())
+            .then_some((SimdPath::Avx512Vnni, &iq2xxs::IQ2XXS_VBMI[..])),
+        PackedType::IQ3XXSx8 => (path == SimdPath::Avx512Vnni && vbmi())
+            .then_some((SimdPath::Avx512Vnni, &iq3xxs::IQ3XXS_VBMI[..])),
     }
 }
 
@@ -471,16 +485,31 @@ unsafe fn tile<const T: usize, I: Isa, L: Layout>(
     out: *mut f32,
     ld: usize,
 ) {
-    const { assert!(L::EXTRA <= EXTRA_MAX && T <= TOKENS_256) };
+    const { assert!(L::EXTRA * T <= EXTRA_MAX * PASS_BLOCKS * TOKENS_256 && T <= TOKENS_256) };
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
     let gbytes = nb * L::BLOCK_BYTES;
-    // Prepared bytes of the pass (written before being read; unused without EXTRA).
+    // Prepared bytes of the pass (written before being read; unused without EXTRA), the
+    // T tokens' shares side by side: `pass` blocks each, fewer than PASS_BLOCKS only for
+    // layouts that prepare more than EXTRA_MAX bytes per block (IQ2_XXSx8's permuted
+    // activations: 64 blocks for 1 token, 28 for 4).
+    let pass = const {
+        if L::EXTRA == 0 {
+            PASS_BLOCKS
+        } else {
+            let fit = EXTRA_MAX * PASS_BLOCKS * TOKENS_256 / (L::EXTRA * T);
+            if fit < PASS_BLOCKS {
+                fit
+            } else {
+                PASS_BLOCKS
+            }
+        }
+    };
     let mut ex = std::mem::MaybeUninit::<[[u8; EXTRA_MAX * PASS_BLOCKS]; TOKENS_256]>::uninit();
     let ex = ex.as_mut_ptr() as *mut u8;
-    let ex_at = |t: usize, k: usize| ex.add((t * PASS_BLOCKS + k) * L::EXTRA);
+    let ex_at = |t: usize, k: usize| ex.add((t * pass + k) * L::EXTRA);
     let mut ib0 = 0;
     while ib0 < nb {
-        let n = (nb - ib0).min(PASS_BLOCKS);
+        let n = (nb - ib0).min(pass);
         if L::EXTRA > 0 {
             for t in 0..T {
                 for k in 0..n {
@@ -1153,7 +1182,7 @@ unsafe fn ints_with<I: Isa, L: Layout>(
     let mut out = vec![[[0i32; 2]; ROWS]; nb];
     for (ib, o) in out.iter_mut().enumerate() {
         let blk = a.add(ib * L::ACT_BYTES);
-        let mut ex = [0u8; EXTRA_MAX];
+        let mut ex = vec![0u8; L::EXTRA.max(1)];
         L::prepare::<I>(blk, ex.as_mut_ptr());
         let (isum, msum) = L::ints::<1, I>(w.add(ib * L::BLOCK_BYTES), [blk], [ex.as_ptr()]);
         let (mut li, mut lm) = ([0i32; 8], [0i32; 8]);
@@ -1175,6 +1204,18 @@ pub(super) fn block_ints(
     act: &[u8],
 ) -> Option<Vec<[[i32; 2]; ROWS]>> {
     let (w, a) = (group.as_ptr(), act.as_ptr());
+    if matches!(packed, PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8) {
+        return (path == SimdPath::Avx512Vnni && vbmi()).then(|| {
+            // SAFETY: as below; VBMI and GFNI were just detected.
+            unsafe {
+                if packed == PackedType::IQ2XXSx8 {
+                    codebook::ints_vbmi::<iq2xxs::IQ2XXS>(nb, w, a)
+                } else {
+                    codebook::ints_vbmi::<iq3xxs::IQ3XXS>(nb, w, a)
+                }
+            }
+        });
+    }
     let v = match path {
         SimdPath::Avx512Vnni if vnni() => true,
         SimdPath::Avx2 if avx2() => false,
@@ -1203,6 +1244,7 @@ pub(super) fn block_ints(
             (PackedType::IQ4XSx8, false) => ints_avx2::<IQ4XS>(nb, w, a),
             (PackedType::MXFP4x8, true) => ints_vnni::<Legacy<K_MXFP4>>(nb, w, a),
             (PackedType::MXFP4x8, false) => ints_avx2::<Legacy<K_MXFP4>>(nb, w, a),
+            (PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8, _) => unreachable!("handled above"),
         })
     }
 }

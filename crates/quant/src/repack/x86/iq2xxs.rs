@@ -1,0 +1,202 @@
+//! IQ2_XXSx8 × Q8_K on AVX-512 VBMI + VNNI (see `iq2xxs` for the layout).
+//!
+//! The file-order kernel assembles each 8-value grid entry with a scalar table load, about
+//! one load and one insert per 8 weights, and so runs at ~10% of the read bandwidth. Here
+//! the codebook stays in registers and the weights are decoded "by plane":
+//!
+//! - IQ2_XXS's grid bytes take 3 values (8, 25, 43), so entry k is 8 two-bit codes: the
+//!   codes of its bytes 0..4 as one byte (`PLANES[0][k]`, code j in bits 2j..2j+2) and of
+//!   bytes 4..8 as another (`PLANES[1][k]`). Each 256-byte table is 4 registers; one
+//!   lookup of a chunk pair's 64 grid indices is 2 `vpermi2b` (indices 0..128, 128..256)
+//!   and a blend on the index's top bit.
+//! - Plane j (weight j of every 8-value group, j = 0..8) of the 64 groups is then one
+//!   `vgf2p8affineqb` (GFNI): a bit matrix that maps the code in bits 2(j % 4).. of the
+//!   byte to `grid value + 43` (any map of the 3 codes is affine over GF(2) in their 2
+//!   bits, see [`DECODE`]); it replaced a shift and a `vpermb` (+24%, bench/RESULTS.md).
+//! - The sign indices of a chunk pair's 16 `aux` words come out as bytes with one
+//!   `vpmultishiftqb` (7-bit fields at bits 7l, 32 + 7l of each qword) and become ggml's
+//!   `KSIGNS` bytes with one `vpermi2b` over the 128-byte table; plane j's signs are bit j
+//!   of each (`vptestmb`), and a masked `86 − u` turns `43 + v` into `43 − v`.
+//! - One `vpdpbusd` per (plane, token) then multiplies the unsigned `43 ± v` (0..86) with
+//!   the activations of the same 64 positions: the token's quants permuted once per block
+//!   (`prepare`: 8 bytes per plane and chunk pair, broadcast as a qword) so that lane
+//!   `2r + h` meets row r's weights j of chunk 2p + h. Each lane starts at its chunk's
+//!   `−43·Σ32 a` (prepared), so after the 8 planes it holds the chunk's exact
+//!   `Σ grid·sign·a`; `vpmulld` by the lane's `2·ls + 1` (from `aux >> 27`) adds it to the
+//!   block sum, and the two chunks of each row (lanes 2r, 2r + 1) are added at the end.
+//!
+//! Per 64 weights that is 4 vector instructions (affine, `vptestmb`, masked subtract,
+//! `vpdpbusd`) plus ~1.5 of shared lookups, signs and scales, against ~2 per 64 for the
+//! 4-bit layouts: the decode, not the memory, still bounds a cold GEMV on 2 Zen 4 cores.
+//!
+//! The integers are exactly the scalar definition's (`|43 ± v| ≤ 86`, |Σ32| ≤ 32·86·128,
+//! times 31, 8 chunks: < 2³¹), and the f32 steps are the shared tile's, so results are
+//! bit-identical to `iq2xxs::dot_scalar` for any number of tokens.
+
+use super::codebook::{self, codebook_tiles, Codebook};
+use super::codebook::{add_scaled, load512, lookup256, odd_scales, permute_quants};
+use super::codebook::{rows_of_pairs, signed_plane_dot, table256};
+use super::*;
+use crate::iq_grids::{IQ2XXS_GRID, KSIGNS};
+use crate::repack::iq2xxs::{self, aux_at, idx_at, IQ2XXSX8_BLOCK_BYTES};
+
+/// The 3 byte values of IQ2_XXS's grid, code 0..3.
+const GRID_VALUES: [u8; 3] = [0x08, 0x19, 0x2b];
+
+/// The weight offset: `43 ± v` is 0..=86, unsigned for `vpdpbusd`.
+const OFFSET: i32 = 43;
+
+/// The code (0..3) of a grid byte; a byte outside [`GRID_VALUES`] fails the build.
+const fn code(b: u8) -> u8 {
+    let mut c = 0;
+    while c < 3 {
+        if GRID_VALUES[c] == b {
+            return c as u8;
+        }
+        c += 1;
+    }
+    panic!("IQ2XXS_GRID byte outside its three values");
+}
+
+/// 64-byte aligned tables, for whole-vector loads.
+#[repr(C, align(64))]
+struct Tables {
+    /// `planes[h][k]`: the codes of grid entry k's bytes 4h..4h+4, code j at bits 2j..2j+2.
+    planes: [[u8; 256]; 2],
+    /// `KSIGNS` (the sign byte of each 7-bit sign index).
+    ksigns: [u8; 128],
+}
+
+static TABLES: Tables = {
+    let mut planes = [[0u8; 256]; 2];
+    let mut k = 0;
+    while k < 256 {
+        let mut j = 0;
+        while j < 8 {
+            let b = (IQ2XXS_GRID[k] >> (8 * j)) as u8;
+            planes[j / 4][k] |= code(b) << (2 * (j % 4));
+            j += 1;
+        }
+        k += 1;
+    }
+    Tables {
+        planes,
+        ksigns: KSIGNS,
+    }
+};
+
+/// `grid value + 43` of code c (0..3).
+const fn offset_value(c: usize) -> u8 {
+    GRID_VALUES[c] + OFFSET as u8
+}
+
+/// The decoded value of code 0: the affine constant of [`DECODE`].
+const VALUE_BASE: u8 = offset_value(0);
+
+/// `vgf2p8affineqb` matrices: `DECODE[m]` maps a code byte (code of plane m in bits 2m,
+/// 2m + 1) to `offset_value(code)` as `VALUE_BASE ⊕ c₀·A₀ ⊕ c₁·A₁` over GF(2), with
+/// `A₀ = v(0) ⊕ v(1)`, `A₁ = v(0) ⊕ v(2)`: exact for the codes 0, 1, 2 that occur (any
+/// map of 3 points is affine in the 2 code bits), and the other bits of the byte ignored.
+/// Row 7 − k of the matrix (byte 7 − k of the qword) selects the input bits of output
+/// bit k.
+const DECODE: [u64; 4] = {
+    let a0 = offset_value(0) ^ offset_value(1);
+    let a1 = offset_value(0) ^ offset_value(2);
+    let mut d = [0u64; 4];
+    let mut m = 0;
+    while m < 4 {
+        let mut k = 0;
+        while k < 8 {
+            let row = ((a0 >> k) & 1) << (2 * m) | ((a1 >> k) & 1) << (2 * m + 1);
+            d[m] |= (row as u64) << (8 * (7 - k));
+            k += 1;
+        }
+        m += 1;
+    }
+    d
+};
+
+/// Bytes [`prepare`] writes per activation block: the 256 permuted quants, then the 8
+/// chunk offsets `−43·Σ32` (i32).
+pub(super) const EXTRA: usize = 256 + 32;
+const EX_OFFSETS: usize = 256;
+
+/// The `vpermb` indices of [`prepare`]'s permutation, per 64-value chunk pair: byte
+/// `8j + 4h + l` ← quant `32h + 8l + j` (plane j's activations of lane `2r + h`, group l).
+static ACT_PERM: [u8; 64] = {
+    let mut m = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        let (j, h, l) = (i / 8, (i / 4) % 2, i % 4);
+        m[i] = (32 * h + 8 * l + j) as u8;
+        i += 1;
+    }
+    m
+};
+
+/// A Q8_K block's quants permuted per chunk pair ([`ACT_PERM`]) and its chunks' `−43·Σ32`.
+#[inline(always)]
+unsafe fn prepare(blk: *const u8, dst: *mut u8) {
+    permute_quants(blk, dst, &ACT_PERM);
+    let s32 = _mm256_madd_epi16(load(blk.add(Q8K_BSUMS)), _mm256_set1_epi16(1));
+    let off = _mm256_mullo_epi32(s32, _mm256_set1_epi32(-OFFSET));
+    _mm256_storeu_si256(dst.add(EX_OFFSETS) as *mut __m256i, off);
+}
+
+/// One packed block × T activation blocks: `isum` per token, lane = row. `ex[t]`: token t's
+/// prepared bytes of this block.
+#[inline(always)]
+unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
+    let tb = &TABLES;
+    let plane_tab: [[__m512i; 4]; 2] = std::array::from_fn(|h| table256(&tb.planes[h]));
+    let ks = [
+        load512(tb.ksigns.as_ptr()),
+        load512(tb.ksigns.as_ptr().add(64)),
+    ];
+    let decode: [__m512i; 4] = std::array::from_fn(|m| _mm512_set1_epi64(DECODE[m] as i64));
+    // Bit offsets of the 4 sign indices of each of a qword's two `aux` words.
+    let sign_fields = _mm512_set1_epi64(0x352e_2720_150e_0700);
+    let neg_base = _mm512_set1_epi8(2 * OFFSET as i8);
+    let mut isum = [_mm512_setzero_si512(); T];
+    for p in 0..4 {
+        let idx = load512(pb.add(idx_at(p)));
+        let aux = load512(pb.add(aux_at(p)));
+        let top = _mm512_movepi8_mask(idx);
+        let codes: [__m512i; 2] = std::array::from_fn(|h| lookup256(&plane_tab[h], idx, top));
+        let signs =
+            _mm512_permutex2var_epi8(ks[0], _mm512_multishift_epi64_epi8(sign_fields, aux), ks[1]);
+        let odd = odd_scales(aux);
+        let mut acc: [__m512i; T] = std::array::from_fn(|t| {
+            _mm512_set1_epi64(std::ptr::read_unaligned(
+                ex[t].add(EX_OFFSETS + 8 * p) as *const i64
+            ))
+        });
+        for j in 0..8 {
+            let u =
+                _mm512_gf2p8affine_epi64_epi8::<{ VALUE_BASE as i32 }>(codes[j / 4], decode[j % 4]);
+            let neg = _mm512_test_epi8_mask(signs, _mm512_set1_epi8(1 << j));
+            signed_plane_dot(&mut acc, u, neg, neg_base, ex, 64 * p + 8 * j);
+        }
+        add_scaled(&mut isum, &acc, odd);
+    }
+    // Lanes 2r, 2r + 1 (row r's two chunks of each pair) → lane r.
+    std::array::from_fn(|t| rows_of_pairs(isum[t]))
+}
+
+pub(super) struct IQ2XXS;
+impl Codebook for IQ2XXS {
+    const BLOCK_BYTES: usize = IQ2XXSX8_BLOCK_BYTES;
+    const OFF_D: usize = iq2xxs::OFF_D;
+    const FACTOR: f32 = iq2xxs::FACTOR;
+    const EXTRA: usize = EXTRA;
+    #[inline(always)]
+    unsafe fn prepare(blk: *const u8, dst: *mut u8) {
+        prepare(blk, dst)
+    }
+    #[inline(always)]
+    unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
+        block_ints::<T>(pb, ex)
+    }
+}
+
+pub(super) static IQ2XXS_VBMI: [TileFn; 4] = codebook_tiles!(IQ2XXS);
