@@ -72,7 +72,10 @@ unsafe fn expand_pair(pa: *const u8, pb: *const u8, dst: *mut u8) {
         }
     }
     for s in 0..16 {
-        let sc = join(i8x8(pa.add(q6k::OFF_SC + 8 * s)), i8x8(pb.add(q6k::OFF_SC + 8 * s)));
+        let sc = join(
+            i8x8(pa.add(q6k::OFF_SC + 8 * s)),
+            i8x8(pb.add(q6k::OFF_SC + 8 * s)),
+        );
         _mm512_storeu_si512(dst.add(EXP_SC + 64 * s) as *mut __m512i, sc);
     }
     let d = join_ps(f16x8(pa.add(q6k::OFF_D)), f16x8(pb.add(q6k::OFF_D)));
@@ -112,7 +115,8 @@ unsafe fn strip_tile<const T: usize>(
     for k in 0..n {
         let pe = e.add(k * EXP_BYTES);
         let at: [*const u8; T] = std::array::from_fn(|t| a[t].add(k * Q8K_SIZE));
-        let et: [*const u8; T] = std::array::from_fn(|t| ex.add((t * STRIP_BLOCKS + k) * OFF_BYTES));
+        let et: [*const u8; T] =
+            std::array::from_fn(|t| ex.add((t * STRIP_BLOCKS + k) * OFF_BYTES));
         let mut isum = [_mm512_setzero_si512(); T];
         for nn in 0..2 {
             for gh in 0..2 {
