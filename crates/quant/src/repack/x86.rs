@@ -18,7 +18,9 @@
 //! unsigned 6-bit values of 8 rows × 4 positions twice; `vpdpbusd` with the broadcast
 //! activations sums each 16-value sub-block, which then loses `32·bsums` (the stored
 //! offset) and is scaled by its 8 signed row scales (`vpmulld`). f32: one FMA per (block,
-//! token), as the scalar definition.
+//! token), as the scalar definition. Calls of ≥ 16 tokens on AVX-512 VNNI (a prompt's)
+//! decode the values once per strip of a pair of groups instead and run 512-bit tiles
+//! over the decoded bytes (`q6k_wide`), with the same integers and f32 steps.
 //!
 //! Q2_Kx8 × T tokens: per 128-value half n and 2-bit field k, the 8 `qs[n][g]` vectors are
 //! masked with `3 << 2k` (VNNI: values × 4^k ≤ 192 as unsigned bytes; AVX2, whose
