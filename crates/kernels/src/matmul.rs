@@ -551,12 +551,15 @@ impl Kern {
             Kern::Packed(pd) => {
                 // Only for real GEMMs (a few decode steps batched stay bandwidth-bound and
                 // keep their small items), and never fewer items than threads.
-                let rows = if n_tokens >= pd.tile_tokens {
-                    rows.max(PACKED_GEMM_ROWS.min(n_out.div_ceil(n_threads.max(1))))
+                // GEMM items hold whole pairs of groups where they can: the 512-bit tiles
+                // run two groups side by side and an odd last group at half speed.
+                let (rows, unit) = if n_tokens >= pd.tile_tokens {
+                    let r = rows.max(PACKED_GEMM_ROWS.min(n_out.div_ceil(n_threads.max(1))));
+                    (r, 2 * PACK_ROWS)
                 } else {
-                    rows
+                    (rows, PACK_ROWS)
                 };
-                rows.div_ceil(PACK_ROWS) * PACK_ROWS
+                rows.div_ceil(unit) * unit
             }
         }
     }
@@ -694,9 +697,16 @@ fn prefetch_ahead(row: &[u8]) {
     let _ = row;
 }
 
+/// Tokens per [`PackedDot::tiles_unchecked`] call of [`packed_kernel`]: the call splits
+/// them into tiles of `tile_tokens`, or (Q6_Kx8 on AVX-512 VNNI, ≥ 16 tokens) decodes
+/// each strip of weights once for all of them, so more tokens per call spread that decode
+/// thinner (Q6_K 2048 × 1408, 1 thread: 8 → 64 tokens per call 205 → 285 GFLOP/s, 128
+/// 289–305); 128 keeps the pointer list on the stack (2 KiB).
+const PACKED_CALL_TOKENS: usize = 128;
+
 /// [`rows_kernel`] for a packed matrix: all the chunk's groups of [`PACK_ROWS`] rows
-/// against up to `quant::repack::MAX_TOKENS` tokens per tile-kernel call, which prepares
-/// its tokens' activations once for all the groups. The chunk's groups (≥ 128 rows for a
+/// against up to [`PACKED_CALL_TOKENS`] tokens per call, whose tile kernels prepare their
+/// tokens' activations once for all the groups. The chunk's groups (≥ 128 rows for a
 /// GEMM: ~150 KiB of Q4_K at n_in 2048, several MiB for wide rows) are re-read for each
 /// token tile, from L2 or L3 (blocking them to stay in L2 measured no faster on V3 shapes).
 /// Every output element comes from the same per-(row, token) computation whatever the
@@ -713,7 +723,7 @@ unsafe fn packed_kernel(
     rows: std::ops::Range<usize>,
     out: *mut f32,
 ) {
-    const MT: usize = quant::repack::MAX_TOKENS;
+    const MT: usize = PACKED_CALL_TOKENS;
     let n_out = w.n_out;
     let n_tok = tokens.map_or(xq.n_tokens, |t| t.len());
     let act_row = |i: usize| xq.row(tokens.map_or(i, |t| t[i] as usize));

@@ -259,6 +259,24 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    /// Q6_Kx8 calls of ≥ 16 tokens (on AVX-512 VNNI: weights decoded once per strip of
+    /// 32 blocks, pairs of groups in 512-bit vectors, 4-token tiles, an odd last group in
+    /// the 256-bit tile): rows of one strip, of a strip and a bit, and of several; token
+    /// counts that leave 0..3 for the last tile.
+    #[test]
+    fn q6k_prompt_matrices_match_definition(
+        seed in any::<u64>(),
+        mode in 0usize..5,
+        nb in prop_oneof![1usize..3, 31usize..34, 64usize..66],
+        groups in 1usize..6,
+        count in 14usize..24,
+    ) {
+        check_matrix_case(GgmlType::Q6_K, seed, mode, nb, groups, count)?;
+    }
+}
+
 const TY: GgmlType = GgmlType::Q4_K;
 
 #[test]

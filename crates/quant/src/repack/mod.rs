@@ -403,6 +403,15 @@ pub fn unpack(
 pub(crate) type TileFn =
     unsafe fn(nb: usize, ng: usize, w: *const u8, a: *const *const u8, out: *mut f32, ld: usize);
 
+/// A many-token kernel: `ng` consecutive packed groups of `nb` blocks each × every
+/// activation row of `acts` → `out[t·ld + g·ROWS + row]`, bit-identical to the tile kernels
+/// (a layout's prompt path: see `x86::q6k_wide`).
+///
+/// # Safety
+/// As [`TileFn`] for each row of `acts`.
+pub(crate) type GemmFn =
+    unsafe fn(nb: usize, ng: usize, w: *const u8, acts: &[&[u8]], out: *mut f32, ld: usize);
+
 #[derive(Clone, Copy)]
 enum Imp {
     Scalar,
@@ -426,6 +435,10 @@ pub struct PackedDot {
     /// AVX2 has 16 registers).
     pub tile_tokens: usize,
     imp: Imp,
+    /// The layout's many-token kernel, for calls of at least `x86::WIDE_MIN_TOKENS`
+    /// tokens (Q6_Kx8 on AVX-512 VNNI).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    wide: Option<GemmFn>,
 }
 
 impl std::fmt::Debug for PackedDot {
@@ -467,6 +480,7 @@ impl PackedDot {
                 path: p,
                 tile_tokens,
                 imp: Imp::Simd(fns),
+                wide: x86::wide_kernel(packed, p),
             };
         }
         let _ = path;
@@ -476,6 +490,7 @@ impl PackedDot {
             path: SimdPath::Scalar,
             tile_tokens: MAX_TOKENS,
             imp: Imp::Scalar,
+            wide: None,
         }
     }
 
@@ -507,6 +522,9 @@ impl PackedDot {
     /// `groups` holds whole groups (g = 0, 1, …) and `out[t·ld + g·ROWS + r] = Σ W_g[r]·a[t]`.
     /// Per-token work on the activations (e.g. Q4_K's min sums) is done once per call
     /// for all its groups; the values are those of [`tile`](Self::tile), bit for bit.
+    /// A call of many tokens (a prompt's) may run the layout's many-token kernel instead
+    /// of tiles of [`tile_tokens`](Self::tile_tokens) (Q6_Kx8 on AVX-512 VNNI: the
+    /// weights decoded once per strip for all the call's tokens), with the same values.
     ///
     /// # Safety
     /// `groups` must hold a multiple of [`PackedType::group_bytes`]`(n_in)` bytes, every
@@ -529,6 +547,13 @@ impl PackedDot {
             acts.len() <= 1 || ld >= ng * ROWS,
             "tiles_unchecked: ld {ld} < {ng} groups"
         );
+        #[cfg(target_arch = "x86_64")]
+        if let Some(gemm) = self.wide.filter(|_| acts.len() >= x86::WIDE_MIN_TOKENS) {
+            // SAFETY: the contract above is the many-token kernel's; `wide` was chosen for
+            // a path this CPU has.
+            unsafe { gemm(nb, ng, groups.as_ptr(), acts, out, ld) };
+            return;
+        }
         let w = self.tile_tokens;
         for (c, a) in acts.chunks(w).enumerate() {
             // SAFETY (both arms): token c·w + t's output row is within the caller's range.

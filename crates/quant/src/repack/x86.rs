@@ -18,7 +18,9 @@
 //! unsigned 6-bit values of 8 rows × 4 positions twice; `vpdpbusd` with the broadcast
 //! activations sums each 16-value sub-block, which then loses `32·bsums` (the stored
 //! offset) and is scaled by its 8 signed row scales (`vpmulld`). f32: one FMA per (block,
-//! token), as the scalar definition.
+//! token), as the scalar definition. Calls of ≥ 16 tokens on AVX-512 VNNI (a prompt's)
+//! decode the values once per strip of a pair of groups instead and run 512-bit tiles
+//! over the decoded bytes (`q6k_wide`), with the same integers and f32 steps.
 //!
 //! Q2_Kx8 × T tokens: per 128-value half n and 2-bit field k, the 8 `qs[n][g]` vectors are
 //! masked with `3 << 2k` (VNNI: values × 4^k ≤ 192 as unsigned bytes; AVX2, whose
@@ -70,7 +72,7 @@ use super::q4k::{
     OFF_D, OFF_DMIN, OFF_MN, OFF_QS, OFF_SC, Q4KX8_BLOCK_BYTES, Q8K_BSUMS, Q8K_QS, Q8K_SIZE,
 };
 use super::q6k::{self, Q6KX8_BLOCK_BYTES};
-use super::{PackedType, TileFn, MAX_TOKENS, ROWS};
+use super::{GemmFn, PackedType, TileFn, MAX_TOKENS, ROWS};
 
 /// Most tokens of one 256-bit tile call (its accumulators, T per group, stay in the 16 or
 /// 32 vector registers up to here).
@@ -81,7 +83,10 @@ use std::arch::x86_64::*;
 mod codebook;
 mod iq2xxs;
 mod iq3xxs;
+mod q6k_wide;
 mod zmm;
+
+pub(super) use q6k_wide::WIDE_MIN_TOKENS;
 
 fn avx2() -> bool {
     is_x86_feature_detected!("avx2")
@@ -120,6 +125,15 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
             .then_some((SimdPath::Avx512Vnni, &iq2xxs::IQ2XXS_VBMI[..])),
         PackedType::IQ3XXSx8 => (path == SimdPath::Avx512Vnni && vbmi())
             .then_some((SimdPath::Avx512Vnni, &iq3xxs::IQ3XXS_VBMI[..])),
+    }
+}
+
+/// The many-token kernel of `packed` on `path`, where one exists and the CPU has it:
+/// Q6_Kx8 on AVX-512 VNNI (`q6k_wide`).
+pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<GemmFn> {
+    match (packed, path) {
+        (PackedType::Q6Kx8, SimdPath::Avx512Vnni) if vnni() => Some(q6k_wide::gemm),
+        _ => None,
     }
 }
 
@@ -282,12 +296,40 @@ unsafe fn q4k_prepare(blk: *const u8, dst: *mut u8) {
 // ---------------------------------------------------------------------------------------
 // Q6_Kx8 × Q8_K (see `q6k` for the layout).
 
+/// The unsigned 6-bit values (0..64) of 8 rows × 4 positions that step (n, g) of packed
+/// Q6_Kx8 block `pb` holds, `[p][low / high nibbles]`: values `128n + 32p + 4g .. +4`
+/// (sub-block `8n + 2p + g/4`) and `128n + 64 + 32p + 4g .. +4` (sub-block 4 further).
+/// Reads the `qh` vector (n, g) and the two `ql` vectors after it.
+#[inline(always)]
+unsafe fn q6k_values(pb: *const u8, n: usize, g: usize) -> [[__m256i; 2]; 2] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m30 = _mm256_set1_epi8(0x30);
+    let h = load(pb.add(q6k::qh_at(n, g)));
+    // The 2 high bits of each value moved to bits 4..5 (16-bit shifts: the bits that
+    // cross into the neighbouring byte are masked away).
+    let hb = [
+        [
+            _mm256_and_si256(_mm256_slli_epi16::<4>(h), m30),
+            _mm256_and_si256(h, m30),
+        ],
+        [
+            _mm256_and_si256(_mm256_slli_epi16::<2>(h), m30),
+            _mm256_and_si256(_mm256_srli_epi16::<2>(h), m30),
+        ],
+    ];
+    std::array::from_fn(|p| {
+        let l = load(pb.add(q6k::ql_at(n, p, g)));
+        [
+            _mm256_or_si256(_mm256_and_si256(l, m4), hb[p][0]),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l), m4), hb[p][1]),
+        ]
+    })
+}
+
 /// One packed Q6_Kx8 block × T activation blocks: `isum` per token, lane = row. The
 /// block is read in address order: per (n, g) its `qh` vector and the two `ql` vectors.
 #[inline(always)]
 unsafe fn q6k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T]) -> [__m256i; T] {
-    let m4 = _mm256_set1_epi8(0x0f);
-    let m30 = _mm256_set1_epi8(0x30);
     let mut isum = [_mm256_setzero_si256(); T];
     for n in 0..2 {
         for gh in 0..2 {
@@ -296,24 +338,9 @@ unsafe fn q6k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T
             let mut sub = [[[_mm256_setzero_si256(); 2]; 2]; T];
             for g4 in 0..4 {
                 let g = 4 * gh + g4;
-                let h = load(pb.add(q6k::qh_at(n, g)));
-                // The 2 high bits of each value moved to bits 4..5 (16-bit shifts: the
-                // bits that cross into the neighbouring byte are masked away).
-                let hb = [
-                    [
-                        _mm256_and_si256(_mm256_slli_epi16::<4>(h), m30),
-                        _mm256_and_si256(h, m30),
-                    ],
-                    [
-                        _mm256_and_si256(_mm256_slli_epi16::<2>(h), m30),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(h), m30),
-                    ],
-                ];
+                let q = q6k_values(pb, n, g);
                 for p in 0..2 {
-                    let l = load(pb.add(q6k::ql_at(n, p, g)));
-                    let qlo = _mm256_or_si256(_mm256_and_si256(l, m4), hb[p][0]);
-                    let qhi =
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l), m4), hb[p][1]);
+                    let [qlo, qhi] = q[p];
                     for t in 0..T {
                         let y = a[t].add(Q8K_QS + 128 * n + 32 * p + 4 * g);
                         sub[t][p][0] = I::dpbusd(sub[t][p][0], qlo, bcast32(y));

@@ -18,13 +18,13 @@ use super::*;
 
 /// `lo` in lanes 0..8 (as i32), `hi` in 8..16.
 #[inline(always)]
-unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
+pub(super) unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
 /// `lo` in lanes 0..8, `hi` in 8..16 (f32).
 #[inline(always)]
-unsafe fn join_ps(lo: __m256, hi: __m256) -> __m512 {
+pub(super) unsafe fn join_ps(lo: __m256, hi: __m256) -> __m512 {
     _mm512_castpd_ps(_mm512_insertf64x4::<1>(
         _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
         _mm256_castps_pd(hi),
