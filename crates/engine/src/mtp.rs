@@ -1,5 +1,5 @@
 //! Speculative drafts from the model's own next-token-prediction (MTP) layer
-//! (`--spec-type mtp`; DeepSeek-V3/R1's and GLM-4.5's `nextn` block, see
+//! (`--spec-type mtp`; GLM-4.5's and DeepSeek-V3.2's `nextn` block, see
 //! `model::Model::forward_nextn`).
 //!
 //! The block's cache holds one position per trunk position `p` whose next token is known:
@@ -10,6 +10,14 @@
 //! token. Each further one chains on the block's own output and the token it just
 //! drafted, at the following position; those chained positions are dropped from the
 //! block's cache afterwards, since the trunk has not confirmed them.
+//!
+//! Cache positions follow the training recipe (DeepSeek-V3's MTP, as vLLM and SGLang run
+//! it): position `p` pairs the trunk's state at `p` with the token at `p + 1`.
+//! llama.cpp and ik_llama.cpp key the same pair by `p + 1` and add a row (a zero state,
+//! the first token) at 0; attention sees relative positions, so only that row differs.
+//! A chat turn that reuses the cached prefix starts the block's cache at the first new
+//! position (the drafter lives for one generation): fewer positions to attend to, the
+//! same verification.
 //!
 //! Drafts are proposals only: the trunk verifies them in one multi-token step
 //! ([`crate::Generation::verify`]), so the output is the same as without them.

@@ -124,9 +124,10 @@ fn check_engine(rel: &str, e: &Engine) -> (usize, usize) {
 
 /// [`check_engine`] with drafts of `spec`'s kind.
 fn check_engine_spec(rel: &str, e: &Engine, spec: Speculation) -> (usize, usize) {
-    let same_with_and_without = |e: &Engine, prompt: &[u32], req: &GenerateRequest, n_ctx, what: &str| {
-        same_with_and_without_spec(e, prompt, req, n_ctx, what, spec)
-    };
+    let same_with_and_without =
+        |e: &Engine, prompt: &[u32], req: &GenerateRequest, n_ctx, what: &str| {
+            same_with_and_without_spec(e, prompt, req, n_ctx, what, spec)
+        };
     // Extra tokens route to more experts: a step costs more per draft token than a dense
     // model's.
     assert!(
@@ -245,7 +246,10 @@ fn mtp_drafts_are_lossless_on_glm4moe() {
         // Random weights: the block's drafts are mostly wrong, so verification rejects
         // them (the output above is the same all the same); acceptance means nothing here.
         eprintln!("{rel}: MTP drafts: {accepted} of {drafted} accepted");
-        assert!(drafted > 0 && accepted < drafted, "{rel}: {accepted} of {drafted}");
+        assert!(
+            drafted > 0 && accepted < drafted,
+            "{rel}: {accepted} of {drafted}"
+        );
     }
 }
 
@@ -308,7 +312,10 @@ fn mtp_cache_follows_partly_accepted_drafts() {
     let Step::Next(next) = v.step else {
         panic!("finished early")
     };
-    assert_eq!(seq.tokens[prompt.len()..], path[..seq.tokens.len() - prompt.len()]);
+    assert_eq!(
+        seq.tokens[prompt.len()..],
+        path[..seq.tokens.len() - prompt.len()]
+    );
 
     let mut fresh = drafter();
     let mut whole = e.sequence(n_ctx).unwrap();
@@ -328,7 +335,10 @@ fn mtp_cache_follows_partly_accepted_drafts() {
 fn mtp_without_an_mtp_layer_is_a_clear_error() {
     let e = tiny("qwen3moe-tiny/qwen3moe-tiny-Q4_K_M.gguf");
     let err = mtp().check_model(&e.model).unwrap_err();
-    assert!(err.contains("no next-token-prediction (MTP) layers"), "{err}");
+    assert!(
+        err.contains("no next-token-prediction (MTP) layers"),
+        "{err}"
+    );
     let mut seq = e.sequence(64).unwrap();
     let req = GenerateRequest {
         speculation: Some(mtp()),
@@ -338,7 +348,10 @@ fn mtp_without_an_mtp_layer_is_a_clear_error() {
         .generate(&mut seq, &[1, 2, 3], &req, &mut |_| true)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("no next-token-prediction (MTP) layers"), "{err}");
+    assert!(
+        err.contains("no next-token-prediction (MTP) layers"),
+        "{err}"
+    );
     // The batched scheduler does not run MTP drafts (yet): refused, not ignored.
     let e = Arc::new(tiny("glm4moe-tiny/glm4moe-tiny-Q8_0.gguf"));
     let sched = Scheduler::start(e, SchedulerConfig::new(1, 64));

@@ -45,8 +45,15 @@ fn the_nextn_block_binds_with_its_shapes() {
     assert!(m.is_unused_tensor("blk.2.nextn.eh_proj.weight"));
 
     let q = load("qwen3moe-tiny", "Q8_0");
-    let err = q.nextn().err().expect("qwen3moe has no MTP block").to_string();
-    assert!(err.contains("no next-token-prediction (MTP) layers"), "{err}");
+    let err = q
+        .nextn()
+        .err()
+        .expect("qwen3moe has no MTP block")
+        .to_string();
+    assert!(
+        err.contains("no next-token-prediction (MTP) layers"),
+        "{err}"
+    );
     assert!(q.nextn_cache(KvTypes::default(), 8).is_err());
 }
 
@@ -80,7 +87,12 @@ fn block_input(m: &Model, hidden: &[f32], first_norm: &[f32], tokens: &[u32]) ->
         let mut joined = rms(&e, &n.enorm, eps);
         joined.extend(rms(&rms(&h, first_norm, eps), &n.hnorm, eps));
         for p in &proj {
-            out.push(p.iter().zip(&joined).map(|(&a, b)| a as f64 * b).sum::<f64>() as f32);
+            out.push(
+                p.iter()
+                    .zip(&joined)
+                    .map(|(&a, b)| a as f64 * b)
+                    .sum::<f64>() as f32,
+            );
         }
     }
     out
@@ -111,7 +123,10 @@ fn reference(m: &Model, x: &[f32], pool: &ThreadPool) -> Vec<f32> {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
