@@ -118,7 +118,7 @@ impl Sequence {
     /// what it holds; returns the last position's logits, every token held and the number
     /// of reused tokens.
     pub fn prefill(&mut self, prompt: &[u32]) -> Result<(&[f32], &[u32], usize), EngineError> {
-        self.prefill_observed(prompt, &mut |_, _| Ok(()))
+        self.prefill_observed(prompt, |_, _| Ok(()))
     }
 
     /// [`prefill`](Self::prefill), calling `observe(hidden, tokens)` after each chunk with
@@ -126,7 +126,7 @@ impl Sequence {
     pub fn prefill_observed(
         &mut self,
         prompt: &[u32],
-        observe: &mut dyn FnMut(&[f32], &[u32]) -> Result<(), EngineError>,
+        mut observe: impl FnMut(&[f32], &[u32]) -> Result<(), EngineError>,
     ) -> Result<(&[f32], &[u32], usize), EngineError> {
         check_prompt(prompt, self.kv.n_ctx())?;
         // The last prompt token is always run again: its logits are needed.

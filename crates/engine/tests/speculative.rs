@@ -283,7 +283,7 @@ fn mtp_cache_follows_partly_accepted_drafts() {
     let mut gen = Generation::new(tok, &req, true);
     let mut seq = e.sequence(n_ctx).unwrap();
     let (logits, history, _) = seq
-        .prefill_observed(&prompt, &mut |h, t| drafts.observe(h, t))
+        .prefill_observed(&prompt, |h, t| drafts.observe(h, t))
         .unwrap();
     let mut v = gen.verify(logits, history, n_ctx, &mut |_| true);
     let mut draft = Vec::new();
@@ -321,7 +321,7 @@ fn mtp_cache_follows_partly_accepted_drafts() {
     let mut whole = e.sequence(n_ctx).unwrap();
     let held = seq.tokens.clone();
     whole
-        .prefill_observed(&held, &mut |h, t| fresh.observe(h, t))
+        .prefill_observed(&held, |h, t| fresh.observe(h, t))
         .unwrap();
     let (mut a, mut b) = (Vec::new(), Vec::new());
     drafts.draft(&seq.tokens, next, 4, &mut a).unwrap();
