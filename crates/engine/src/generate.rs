@@ -8,7 +8,8 @@ use std::time::Instant;
 use text::{StreamDecoder, Tokenizer};
 
 use crate::constraint::Constraint;
-use crate::speculate::{Drafter, Speculation};
+use crate::mtp::MtpDrafter;
+use crate::speculate::{Drafter, SpecType, Speculation};
 use crate::stop::StopMatcher;
 use crate::{Engine, EngineError, Sampler, SamplingParams, Sequence};
 
@@ -277,18 +278,33 @@ impl Generation {
         room: usize,
         max_step: usize,
     ) -> &[u32] {
-        // The step yields at most one token per position: no more than may still come.
-        let left = self.max_new_tokens.saturating_sub(self.generated);
-        let limit = max_step
-            .min(room)
-            .min(left)
-            .min(model::VERIFY_STEP_MAX)
-            .saturating_sub(1);
+        let limit = self.draft_limit(room, max_step);
         let mut draft = std::mem::take(&mut self.draft);
         self.drafter.draft(history, next, limit, &mut draft);
         self.propose(next, &draft);
         self.draft = draft;
         &self.pending
+    }
+
+    /// The most draft tokens the next step may hold: a step of at most `max_step` tokens,
+    /// `room` positions left in the context, and one token per position, no more than may
+    /// still be generated.
+    fn draft_limit(&self, room: usize, max_step: usize) -> usize {
+        let left = self.max_new_tokens.saturating_sub(self.generated);
+        max_step
+            .min(room)
+            .min(left)
+            .min(model::VERIFY_STEP_MAX)
+            .saturating_sub(1)
+    }
+
+    /// How many tokens a drafter of the caller's (MTP) should draft for the next step
+    /// (arguments as [`next_tokens`](Self::next_tokens)): 0 when drafting is off or
+    /// paused, else the length the measured acceptance favours. Feed its draft through
+    /// [`propose`](Self::propose).
+    pub fn draft_length(&mut self, room: usize, max_step: usize) -> usize {
+        let limit = self.draft_limit(room, max_step);
+        self.drafter.wanted(limit)
     }
 
     /// The tokens of the next step: `next`, then `draft` (from any drafter: at most
@@ -547,12 +563,28 @@ impl Engine {
         let n_ctx = seq.kv.n_ctx();
         // A sliding-window cache goes back only so far: no step longer than that.
         let max_step = seq.kv.ring_step().unwrap_or(usize::MAX);
+        // Drafts from the model's MTP layer: its cache follows this generation's positions.
+        let spec = req.speculation.unwrap_or_default();
+        let mut mtp = match spec.is_on() && spec.kind == SpecType::Mtp {
+            true => {
+                gen.set_step_cost(self.step_cost_per_token + self.mtp_cost_per_token);
+                let (model, pool) = (self.model.clone(), self.pool.clone());
+                let types = seq.kv.types();
+                Some(MtpDrafter::new(model, pool, self.mode, types, n_ctx)?)
+            }
+            false => None,
+        };
+        let mut observe = |hidden: &[f32], tokens: &[u32]| match &mut mtp {
+            Some(m) => m.observe(hidden, tokens),
+            None => Ok(()),
+        };
         let t0 = Instant::now();
-        let (logits, history, cached) = seq.prefill(prompt)?;
+        let (logits, history, cached) = seq.prefill_observed(prompt, &mut observe)?;
         let prefill_seconds = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
         let mut emit = |g: &Generation| g.text().is_empty() || on_text(g.text());
+        let mut draft = Vec::with_capacity(model::VERIFY_STEP_MAX);
         let finish = if gen.is_empty_request() {
             FinishReason::Length
         } else {
@@ -562,11 +594,23 @@ impl Engine {
                     Step::Finished(reason) => break reason,
                     Step::Next(next) => {
                         let room = seq.remaining();
-                        let tokens = gen.next_tokens(&seq.tokens, next, room, max_step);
+                        let tokens = match &mut mtp {
+                            Some(m) => {
+                                let want = gen.draft_length(room, max_step);
+                                m.draft(&seq.tokens, next, want, &mut draft)?;
+                                gen.propose(next, &draft)
+                            }
+                            None => gen.next_tokens(&seq.tokens, next, room, max_step),
+                        };
+                        let fed = seq.tokens.len();
                         let (logits, history) =
                             seq.feed_with_history(tokens, model::Logits::All)?;
                         v = gen.verify(logits, history, n_ctx, &mut emit);
                         seq.keep(v.keep)?;
+                        if let (Some(m), Step::Next(_)) = (&mut mtp, v.step) {
+                            let kept = (v.keep - fed) * self.model.config.dim;
+                            m.observe(&seq.hidden()[..kept], &seq.tokens)?;
+                        }
                     }
                 }
             }

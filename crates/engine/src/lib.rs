@@ -8,6 +8,7 @@ pub mod constraint;
 pub mod device;
 pub mod error;
 pub mod generate;
+pub mod mtp;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
@@ -359,6 +360,9 @@ pub struct Engine {
     /// The extra cost of a forward step per speculative draft token, relative to a
     /// one-token step ([`speculate::step_cost_per_token`]), from the model's shape.
     pub step_cost_per_token: f32,
+    /// What drafting one token with the model's MTP layer costs, relative to a one-token
+    /// step ([`mtp_draft_cost`]); 0 without one.
+    pub mtp_cost_per_token: f32,
 }
 
 impl Engine {
@@ -414,6 +418,7 @@ impl Engine {
         let step_cost_per_token = draft_token_cost(&model);
         Ok(Engine {
             step_cost_per_token,
+            mtp_cost_per_token: mtp_draft_cost(&model),
             model: Arc::new(model),
             pool,
             mode,
@@ -554,6 +559,43 @@ fn draft_token_cost(model: &Model) -> f32 {
     let routed_per_token = routed as f64 * used as f64 / moe.n_expert.max(1) as f64;
     let share = routed_per_token / (routed_per_token + other as f64).max(1.0);
     speculate::step_cost_per_token(share as f32, used, moe.n_expert)
+}
+
+/// The cost of drafting one token with `model`'s MTP block relative to a one-token step
+/// of the trunk, by the bytes each reads (the block's own tensors, its share of routed
+/// experts, and the output head it shares; the trunk's likewise), 0 without a block.
+fn mtp_draft_cost(model: &Model) -> f32 {
+    let c = &model.config;
+    if model.nextn().is_err() {
+        return 0.0;
+    }
+    let expert_share = c.moe.as_ref().map_or(1.0, |m| {
+        model.experts_per_token() as f64 / m.n_expert.max(1) as f64
+    });
+    let (mut trunk, mut block, mut head) = (0.0f64, 0.0f64, 0.0f64);
+    let mtp_prefix = format!("blk.{}.", c.n_layer);
+    for t in model.file.tensors() {
+        let bytes = t.size as f64
+            * if t.name.contains("_exps") {
+                expert_share
+            } else {
+                1.0
+            };
+        if t.name.starts_with("token_embd") || t.name.contains("nextn.embed_tokens") {
+            continue;
+        } else if t.name == "output.weight" {
+            head += bytes;
+        } else if t.name.starts_with(&mtp_prefix) {
+            block += bytes;
+        } else if !model.is_unused_tensor(&t.name) {
+            trunk += bytes;
+        }
+    }
+    // A tied head is `token_embd`: read whole by the output projection either way.
+    if head == 0.0 {
+        head = model.weights.output.bytes() as f64;
+    }
+    ((block + head) / (trunk + head).max(1.0)) as f32
 }
 
 /// Activation scratch the plan reserves: a 512-token step's logits and a generous

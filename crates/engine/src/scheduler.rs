@@ -39,7 +39,7 @@ use model::{BatchLimits, BatchSeq, Logits, RunState};
 use crate::sequence::check_prompt;
 use crate::{
     Engine, EngineError, FinishReason, GenerateRequest, Generation, GenerationStats, Sequence,
-    Speculation, Step, TokenLogprobs, PREFILL_CHUNK,
+    SpecType, Speculation, Step, TokenLogprobs, PREFILL_CHUNK,
 };
 
 /// Limits of a scheduler.
@@ -79,6 +79,11 @@ impl SchedulerConfig {
         }
     }
 }
+
+/// Why the scheduler refuses MTP drafts: it batches sequences, and the MTP layer's drafts
+/// run per sequence ([`crate::mtp`]) in `run` and `chat` only so far.
+pub const MTP_UNBATCHED: &str =
+    "--spec-type mtp is not supported by the batched scheduler (serve) yet; use ngram or off there (run and chat support mtp)";
 
 /// What a running request reports, in order: one `Started`, any number of `Text`,
 /// then exactly one `Done` or `Error`. The sink receives the text borrowed
@@ -305,6 +310,10 @@ impl Scheduler {
             .speculation
             .validate()
             .map_err(SubmitError::Invalid)?;
+        let mtp = |s: &Speculation| s.is_on() && s.kind == SpecType::Mtp;
+        if mtp(&self.config.speculation) || job.request.speculation.as_ref().is_some_and(mtp) {
+            return Err(SubmitError::Invalid(MTP_UNBATCHED.into()));
+        }
         let mut sh = self.inner.lock();
         if sh.closing || sh.abort {
             return Err(SubmitError::ShuttingDown);

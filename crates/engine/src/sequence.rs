@@ -44,6 +44,12 @@ impl Sequence {
         self.state.device_stats()
     }
 
+    /// The hidden states (the residual stream before the final norm) of every position
+    /// the last step fed, in order (`dim` values each).
+    pub fn hidden(&self) -> &[f32] {
+        self.state.hidden(self.model.config.dim)
+    }
+
     /// Processes `tokens` after what the sequence holds; returns the logits of the last
     /// position (or of every position of `tokens` with [`Logits::All`]).
     pub fn feed(&mut self, tokens: &[u32], which: Logits) -> Result<&[f32], EngineError> {
@@ -112,17 +118,24 @@ impl Sequence {
     /// what it holds; returns the last position's logits, every token held and the number
     /// of reused tokens.
     pub fn prefill(&mut self, prompt: &[u32]) -> Result<(&[f32], &[u32], usize), EngineError> {
+        self.prefill_observed(prompt, |_, _| Ok(()))
+    }
+
+    /// [`prefill`](Self::prefill), calling `observe(hidden, tokens)` after each chunk with
+    /// the chunk's hidden states ([`hidden`](Self::hidden)) and every token held then.
+    pub fn prefill_observed(
+        &mut self,
+        prompt: &[u32],
+        mut observe: impl FnMut(&[f32], &[u32]) -> Result<(), EngineError>,
+    ) -> Result<(&[f32], &[u32], usize), EngineError> {
         check_prompt(prompt, self.kv.n_ctx())?;
         // The last prompt token is always run again: its logits are needed.
         let reuse = self.truncate(self.common_prefix(prompt).min(prompt.len() - 1));
-        let chunks = prompt[reuse..].chunks(PREFILL_CHUNK);
-        let n = chunks.len();
-        for chunk in chunks.clone().take(n - 1) {
+        for chunk in prompt[reuse..].chunks(PREFILL_CHUNK) {
             self.feed(chunk, Logits::Last)?;
+            observe(self.hidden(), &self.tokens)?;
         }
-        let last = chunks.last().unwrap_or_default();
-        let (logits, tokens) = self.feed_with_history(last, Logits::Last)?;
-        Ok((logits, tokens, reuse))
+        Ok((self.state.logits(), &self.tokens, reuse))
     }
 }
 

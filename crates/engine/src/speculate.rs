@@ -24,6 +24,9 @@ pub enum SpecType {
     /// Prompt lookup: the tokens that followed the latest earlier occurrence of the
     /// context's last n-gram.
     Ngram,
+    /// The model's own next-token-prediction (MTP) layer (DeepSeek-V3/R1, GLM-4.5),
+    /// chained for the length of the draft (`crate::mtp`).
+    Mtp,
 }
 
 impl std::str::FromStr for SpecType {
@@ -32,8 +35,10 @@ impl std::str::FromStr for SpecType {
         match s {
             "off" | "none" => Ok(SpecType::Off),
             "ngram" => Ok(SpecType::Ngram),
-            "mtp" => Err("--spec-type mtp is not implemented yet (use ngram or off)".into()),
-            other => Err(format!("unknown speculation type '{other}' (ngram or off)")),
+            "mtp" => Ok(SpecType::Mtp),
+            other => Err(format!(
+                "unknown speculation type '{other}' (ngram, mtp or off)"
+            )),
         }
     }
 }
@@ -88,6 +93,18 @@ impl Speculation {
             ));
         }
         Ok(())
+    }
+
+    /// Checks that `model` can draft this way: MTP drafts need the file's
+    /// next-token-prediction layer (the error says why it cannot).
+    pub fn check_model(&self, model: &model::Model) -> Result<(), String> {
+        match self.kind {
+            SpecType::Mtp if self.is_on() => model
+                .nextn()
+                .map(|_| ())
+                .map_err(|e| format!("--spec-type mtp: {e}")),
+            _ => Ok(()),
+        }
     }
 
     /// Whether any draft can be made.
@@ -207,26 +224,36 @@ impl Drafter {
         best
     }
 
-    /// Writes into `out` (cleared first) the draft to verify after `last`, the token about
-    /// to be fed after `history`: at most `limit` tokens, none when speculation is off,
-    /// paused, or finds nothing.
-    pub fn draft(&mut self, history: &[u32], last: u32, limit: usize, out: &mut Vec<u32>) {
-        out.clear();
+    /// How many tokens the next draft should hold, at most `limit`: 0 when speculation is
+    /// off or paused (a pause counts down one step per call), else the length the
+    /// acceptance and the step cost favour, at least `--draft-min`.
+    pub fn wanted(&mut self, limit: usize) -> usize {
         let limit = limit.min(self.spec.draft_max);
         if !self.spec.is_on() || limit == 0 || limit < self.spec.draft_min {
-            return;
+            return 0;
         }
         if self.cooldown > 0 {
             self.cooldown -= 1;
-            return;
+            return 0;
         }
         // After a pause the best length is 0: probe with the shortest draft. While whole
         // drafts are confirmed, each next one may be twice as long.
-        let want = Drafter::best_length(self.acceptance(), limit, self.cost_per_token)
+        Drafter::best_length(self.acceptance(), limit, self.cost_per_token)
             .max(2 * self.copy_run)
             .max(self.spec.draft_min)
             .max(1)
-            .min(limit);
+            .min(limit)
+    }
+
+    /// Writes into `out` (cleared first) the prompt-lookup draft to verify after `last`,
+    /// the token about to be fed after `history`: at most `limit` tokens, none when
+    /// speculation is off, paused, or finds nothing.
+    pub fn draft(&mut self, history: &[u32], last: u32, limit: usize, out: &mut Vec<u32>) {
+        out.clear();
+        let want = self.wanted(limit);
+        if want == 0 {
+            return;
+        }
         lookup(history, last, want, out);
         if out.len() < self.spec.draft_min {
             out.clear();
@@ -417,7 +444,8 @@ mod tests {
         assert!(inverted.validate().unwrap_err().contains("draft-min"));
         assert_eq!("ngram".parse::<SpecType>(), Ok(SpecType::Ngram));
         assert_eq!("off".parse::<SpecType>(), Ok(SpecType::Off));
-        assert!("mtp".parse::<SpecType>().is_err());
+        assert_eq!("mtp".parse::<SpecType>(), Ok(SpecType::Mtp));
+        assert!("eagle".parse::<SpecType>().is_err());
         assert!(!Speculation::off().is_on());
     }
 }

@@ -33,7 +33,7 @@ fn ferromoe(args: &[&str], stdin: &[u8]) -> (String, String) {
 }
 
 const MTP_NOTE: &str =
-    "note: 1 next-token-prediction (MTP) layer(s) (blk.2) recognised and not computed";
+    "note: 1 next-token-prediction (MTP) layer(s) (blk.2) recognised, outside the forward pass of 2 layers; blk.2 drafts with --spec-type mtp";
 
 #[test]
 fn run_and_chat_answer_on_both_families() {

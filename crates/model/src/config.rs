@@ -181,7 +181,8 @@ pub struct Config {
     /// RMSNorm of q and k before RoPE (Qwen3 per head, MiniMax-M2 over all heads).
     pub qk_norm: QkNorm,
     /// Next-token-prediction (MTP) blocks the file carries after the `n_layer` blocks
-    /// of the forward pass (GLM-4.5's `nextn_predict_layers`): recognised, not computed.
+    /// of the forward pass (GLM-4.5's `nextn_predict_layers`): only `--spec-type mtp`
+    /// runs the first ([`crate::Model::nextn`]).
     pub nextn_layers: usize,
     pub moe: Option<MoeConfig>,
     pub mla: Option<MlaConfig>,

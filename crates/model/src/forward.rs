@@ -17,11 +17,14 @@ use crate::stage::ffn::{dense_ffn, FfnScratch};
 use crate::stage::mla::{mla_attention, MlaScratch};
 use crate::stage::moe::{moe_ffn, MoeScratch};
 use crate::stage::{buf, Batch, StageCtx};
-use crate::weights::{Attention, Ffn};
+use crate::weights::{Attention, Ffn, Layer};
 use crate::{Model, ModelError};
+
+mod nextn;
 
 pub use crate::stage::mla::{mla_decompress_pays, MlaDims, MlaForm};
 pub use crate::stage::moe::route;
+pub use nextn::HiddenFrom;
 
 /// The most tokens of one sequence a forward step may hold and still give, bit for bit,
 /// the logits of that many one-token steps (speculative decoding verifies its drafts in
@@ -64,6 +67,10 @@ pub struct RunState {
     moe: MoeScratch,
     /// Output logits, `rows × n_vocab`.
     logits: Vec<f32>,
+    /// Values of `logits` the last pass wrote.
+    n_logits: usize,
+    /// The MTP block's input rows, `n × 2·dim` (sized on its first pass).
+    nextn_in: Vec<f32>,
     /// The stages' work on the device, when the model has weights there.
     device: Option<Box<dyn Stream>>,
     /// The largest batch the buffers are sized for.
@@ -85,6 +92,8 @@ impl RunState {
             ffn: FfnScratch::default(),
             moe: MoeScratch::default(),
             logits: Vec::new(),
+            n_logits: 0,
+            nextn_in: Vec::new(),
             device: None,
             reserved: BatchLimits::default(),
         }
@@ -155,7 +164,8 @@ impl RunState {
         // Logits of one row per sequence, or as many rows as asked for (more grow on
         // demand: all positions of a prompt).
         buf(&mut self.logits, max.seqs.max(max.logit_rows) * c.n_vocab);
-        for layer in &model.weights.layers {
+        let w = &model.weights;
+        for layer in w.layers.iter().chain(w.nextn.iter().map(|n| &n.layer)) {
             match &layer.attn {
                 Attention::Gqa(_) => self.gqa.reserve(c, n, threads, max.ctx),
                 Attention::Mla(a) => {
@@ -321,43 +331,21 @@ impl Model {
                 continue;
             }
 
-            // x += attention(norm(x))
-            norm_rows(x, &layer.attn_norm, c.rms_eps, xb);
-            match &layer.attn {
-                Attention::Gqa(a) => {
-                    gqa_attention(&mut cx, &mut st.gqa, a, &mut batch, il, xb, out)?
-                }
-                Attention::Mla(a) => {
-                    mla_attention(&mut cx, &mut st.mla, a, &mut batch, il, xb, out)?
-                }
-            }
-            add_inplace(x, out);
-
-            // x += ffn(norm(x)); the dense FFN or shared experts on the device when there.
-            norm_rows(x, &layer.ffn_norm, c.rms_eps, xb);
             let on_device: Option<(&mut dyn Stream, &DeviceFfn)> =
                 match (st.device.as_deref_mut(), device_ffn) {
                     (Some(stream), Some(f)) => Some((stream, f)),
                     _ => None,
                 };
-            match (&layer.ffn, on_device) {
-                (Ffn::Dense(_), Some((stream, f))) => {
-                    stream.start_ffn(f, xb)?;
-                    stream.finish(out)?
-                }
-                (Ffn::Dense(f), None) => dense_ffn(&mut cx, &mut st.ffn, f, xb, out)?,
-                (Ffn::Moe(f), dev) => moe_ffn(
-                    &mut cx,
-                    &mut st.moe,
-                    f,
-                    self.experts_per_token(),
-                    xb,
-                    out,
-                    dev,
-                    false,
-                )?,
-            }
-            add_inplace(x, out);
+            let scratch = BlockScratch {
+                gqa: &mut st.gqa,
+                mla: &mut st.mla,
+                ffn: &mut st.ffn,
+                moe: &mut st.moe,
+            };
+            let k = self.experts_per_token();
+            cpu_block(
+                &mut cx, scratch, layer, k, &mut batch, il, x, xb, out, on_device,
+            )?;
         }
         for s in seqs.iter_mut() {
             let len = s.kv.len() + s.tokens.len();
@@ -383,6 +371,7 @@ impl Model {
             }
             first_row += s.tokens.len();
         }
+        st.n_logits = rows * c.n_vocab;
         let logits = buf(&mut st.logits, rows * c.n_vocab);
         let head = self.device.as_ref().and_then(|d| d.output.as_ref());
         match (st.device.as_deref_mut(), head) {
@@ -443,6 +432,51 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// The stages' scratch a block borrows from its [`RunState`].
+struct BlockScratch<'a> {
+    gqa: &'a mut GqaScratch,
+    mla: &'a mut MlaScratch,
+    ffn: &'a mut FfnScratch,
+    moe: &'a mut MoeScratch,
+}
+
+/// One block on the CPU, cache layer `il`: `x += attention(norm(x))`, then
+/// `x += ffn(norm(x))` with `k` routed experts per token; the dense FFN or the shared
+/// experts on the device when `on_device` holds them. `xb` and `out` are scratch rows.
+#[allow(clippy::too_many_arguments)]
+fn cpu_block(
+    cx: &mut StageCtx,
+    s: BlockScratch,
+    layer: &Layer,
+    k: usize,
+    batch: &mut Batch,
+    il: usize,
+    x: &mut [f32],
+    xb: &mut [f32],
+    out: &mut [f32],
+    on_device: Option<(&mut dyn Stream, &DeviceFfn)>,
+) -> Result<(), ModelError> {
+    let eps = cx.config.rms_eps;
+    norm_rows(x, &layer.attn_norm, eps, xb);
+    match &layer.attn {
+        Attention::Gqa(a) => gqa_attention(cx, s.gqa, a, batch, il, xb, out)?,
+        Attention::Mla(a) => mla_attention(cx, s.mla, a, batch, il, xb, out)?,
+    }
+    add_inplace(x, out);
+
+    norm_rows(x, &layer.ffn_norm, eps, xb);
+    match (&layer.ffn, on_device) {
+        (Ffn::Dense(_), Some((stream, f))) => {
+            stream.start_ffn(f, xb)?;
+            stream.finish(out)?
+        }
+        (Ffn::Dense(f), None) => dense_ffn(cx, s.ffn, f, xb, out)?,
+        (Ffn::Moe(f), dev) => moe_ffn(cx, s.moe, f, k, xb, out, dev, false)?,
+    }
+    add_inplace(x, out);
+    Ok(())
 }
 
 /// RMSNorm of each `weight.len()`-wide row of `x` into `out`.

@@ -35,7 +35,7 @@ pub use config::{
     Arch, Config, Gating, IndexerConfig, MlaConfig, MoeConfig, QkNorm, SlidingWindow,
 };
 pub use error::ModelError;
-pub use forward::{BatchLimits, BatchSeq, Logits, MlaForm, RunState, VERIFY_STEP_MAX};
+pub use forward::{BatchLimits, BatchSeq, HiddenFrom, Logits, MlaForm, RunState, VERIFY_STEP_MAX};
 pub use kv::{KvCache, KvType, KvTypes};
 pub use linear::MatmulMode;
 pub use weights::Weights;
@@ -65,6 +65,23 @@ pub struct Model {
     experts_per_token: usize,
     /// The weights on a device and the backend that runs them (`None`: all on the CPU).
     pub device: Option<backend::DeviceWeights>,
+    /// Why the file's MTP block did not bind, when it did not.
+    nextn_error: Option<String>,
+}
+
+/// Binds block `il`: its norms, attention and FFN.
+fn bind_layer(b: &Binder, config: &Config, il: usize) -> Result<Layer, ModelError> {
+    let attn = match config.arch {
+        Arch::Deepseek2 => arch::deepseek2::bind_mla(b, config, il)?,
+        Arch::Deepseek32 => arch::deepseek32::bind(b, config, il)?,
+        _ => arch::bind_gqa(b, config, il)?,
+    };
+    Ok(Layer {
+        attn_norm: b.vector(&format!("blk.{il}.attn_norm.weight"), config.dim)?,
+        attn,
+        ffn_norm: b.vector(&arch::ffn_norm_name(config.arch, il), config.dim)?,
+        ffn: arch::bind_ffn(b, config, il)?,
+    })
 }
 
 /// What surrounds a layer's attention on the device: the norms before and after it, and
@@ -117,25 +134,29 @@ impl Model {
         let (token_embd, output_norm, output) = b.embeddings(config.dim, n_vocab)?;
         let mut layers = Vec::with_capacity(config.n_layer);
         for il in 0..config.n_layer {
-            let attn = match config.arch {
-                Arch::Deepseek2 => arch::deepseek2::bind_mla(&b, &config, il)?,
-                Arch::Deepseek32 => arch::deepseek32::bind(&b, &config, il)?,
-                _ => arch::bind_gqa(&b, &config, il)?,
-            };
-            layers.push(Layer {
-                attn_norm: b.vector(&format!("blk.{il}.attn_norm.weight"), config.dim)?,
-                attn,
-                ffn_norm: b.vector(&arch::ffn_norm_name(config.arch, il), config.dim)?,
-                ffn: arch::bind_ffn(&b, &config, il)?,
-            });
+            layers.push(bind_layer(&b, &config, il)?);
             progress(il + 1, config.n_layer);
         }
+        // The first MTP block, if any: a file whose block does not bind still runs (only
+        // speculative decoding needs it, and `Model::nextn` says why it cannot).
+        let (nextn, nextn_error) = if config.nextn_layers == 0 {
+            (None, None)
+        } else {
+            let il = config.n_layer;
+            match bind_layer(&b, &config, il)
+                .and_then(|layer| b.nextn(il, config.dim, n_vocab, layer))
+            {
+                Ok(n) => (Some(n), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        };
         let experts_per_token = config.moe.as_ref().map_or(0, |m| m.n_expert_used);
         let weights = Weights {
             token_embd,
             layers,
             output_norm,
             output,
+            nextn,
         };
         Ok(Model {
             config,
@@ -143,7 +164,26 @@ impl Model {
             file,
             experts_per_token,
             device: None,
+            nextn_error,
         })
+    }
+
+    /// The first next-token-prediction (MTP) block, for speculative decoding: an error
+    /// saying why when the file carries none or its block did not bind.
+    pub fn nextn(&self) -> Result<&weights::NextnWeights, ModelError> {
+        if let Some(n) = &self.weights.nextn {
+            return Ok(n);
+        }
+        Err(ModelError::Input(match &self.nextn_error {
+            Some(e) => format!(
+                "the next-token-prediction (MTP) layer blk.{} could not be bound: {e}",
+                self.config.n_layer
+            ),
+            None => format!(
+                "this {} file has no next-token-prediction (MTP) layers (nextn_predict_layers); use --spec-type ngram or off",
+                self.config.arch.name()
+            ),
+        }))
     }
 
     /// Routed experts run per token (KTransformers' "selective experts").
@@ -170,7 +210,7 @@ impl Model {
     }
 
     /// What the load recognised and leaves aside, one line each (today: the MTP blocks a
-    /// GLM-4.5 file carries, which only speculative decoding would run).
+    /// GLM-4.5 file carries, which only speculative decoding runs).
     pub fn load_notes(&self) -> Vec<String> {
         let c = &self.config;
         if c.nextn_layers == 0 {
@@ -182,15 +222,19 @@ impl Model {
         } else {
             format!("blk.{}..={last}", c.n_layer)
         };
+        let use_ = match self.nextn() {
+            Ok(_) => format!("blk.{} drafts with --spec-type mtp", c.n_layer),
+            Err(e) => e.to_string(),
+        };
         vec![format!(
-            "note: {} next-token-prediction (MTP) layer(s) ({blocks}) recognised and not computed; the forward pass runs {} layers",
+            "note: {} next-token-prediction (MTP) layer(s) ({blocks}) recognised, outside the forward pass of {} layers; {use_}",
             c.nextn_layers, c.n_layer
         )]
     }
 
     /// Whether the file's tensor `name` belongs to a block the forward pass does not run
-    /// (GLM-4.5's MTP blocks, `blk.N.*` for N ≥ `n_layer`): never read, so not worth
-    /// paging in.
+    /// (GLM-4.5's MTP blocks, `blk.N.*` for N ≥ `n_layer`): not worth paging in (MTP
+    /// drafting reads its block from the mapped file when it runs).
     pub fn is_unused_tensor(&self, name: &str) -> bool {
         let c = &self.config;
         c.nextn_layers > 0

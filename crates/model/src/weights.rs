@@ -861,6 +861,32 @@ pub struct Weights {
     pub output_norm: Vec<f32>,
     /// `output` (or `token_embd` when the embeddings are tied).
     pub output: Matrix,
+    /// The first next-token-prediction (MTP) block, when the file carries one and it
+    /// bound (see [`crate::Model::nextn`]); only speculative decoding runs it.
+    pub nextn: Option<NextnWeights>,
+}
+
+/// A next-token-prediction (MTP) block (DeepSeek-V3's and GLM-4.5's `nextn` layers,
+/// `blk.{n_layer}.*`): from the trunk's normalised output `h` at position `p` and the
+/// embedding `e` of the token at `p + 1`, the input `eh_proj · [enorm(e); hnorm(h)]` runs
+/// through a block like a trunk layer, and `head(head_norm(x))` predicts the token at
+/// `p + 2`.
+pub struct NextnWeights {
+    /// The block's attention and FFN, bound as a trunk layer's.
+    pub layer: Layer,
+    /// `nextn.eh_proj`: `2 · dim` (the normalised embedding, then the normalised hidden
+    /// state) → `dim`.
+    pub eh_proj: Matrix,
+    /// `nextn.enorm`, `nextn.hnorm`: RMSNorm weights of the embedding and of the hidden
+    /// state.
+    pub enorm: Vec<f32>,
+    pub hnorm: Vec<f32>,
+    /// `nextn.shared_head_norm`: the block's final RMSNorm.
+    pub head_norm: Vec<f32>,
+    /// `nextn.shared_head_head` and `nextn.embed_tokens`, when the file has its own
+    /// (GLM-4.6 and the converted DeepSeek files share the trunk's: `None`).
+    pub head: Option<Matrix>,
+    pub embed: Option<Matrix>,
 }
 
 impl Binder<'_> {
@@ -876,6 +902,26 @@ impl Binder<'_> {
             gate: self.matrix(&format!("blk.{il}.ffn_gate{suffix}.weight"), dim, hidden)?,
             up: self.matrix(&format!("blk.{il}.ffn_up{suffix}.weight"), dim, hidden)?,
             down: self.matrix(&format!("blk.{il}.ffn_down{suffix}.weight"), hidden, dim)?,
+        })
+    }
+
+    /// The next-token-prediction block `blk.{il}` around its already bound `layer`.
+    pub fn nextn(
+        &self,
+        il: usize,
+        dim: usize,
+        n_vocab: usize,
+        layer: Layer,
+    ) -> Result<NextnWeights, ModelError> {
+        let p = |n: &str| format!("blk.{il}.nextn.{n}");
+        Ok(NextnWeights {
+            layer,
+            eh_proj: self.matrix(&p("eh_proj.weight"), 2 * dim, dim)?,
+            enorm: self.vector(&p("enorm.weight"), dim)?,
+            hnorm: self.vector(&p("hnorm.weight"), dim)?,
+            head_norm: self.vector(&p("shared_head_norm.weight"), dim)?,
+            head: self.opt_matrix(&p("shared_head_head.weight"), dim, n_vocab)?,
+            embed: self.opt_matrix(&p("embed_tokens.weight"), dim, n_vocab)?,
         })
     }
 

@@ -7,7 +7,7 @@
 //!   ≥ 98% over all positions, KL(llama.cpp ‖ ours) printed and bounded;
 //! - batch invariance in both modes;
 //! - what each architecture binds: GLM's partial RoPE, biases, per-head q/k norm, dense
-//!   leading layer, routing settings and its MTP block (recognised, not computed);
+//!   leading layer, routing settings and its MTP block (outside the trunk: nextn.rs);
 //!   MiniMax-M2's q/k norm over all heads.
 
 mod common;
@@ -203,14 +203,14 @@ fn glm4moe_binds_its_mechanisms_and_leaves_the_mtp_block() {
         }
         _ => panic!("layer 1 is MoE"),
     }
-    // The MTP block's tensors are in the file and left unread.
+    // The MTP block's tensors are in the file, outside the trunk (nextn.rs runs them).
     assert!(m.is_unused_tensor("blk.2.nextn.eh_proj.weight"));
     assert!(m.is_unused_tensor("blk.2.ffn_up_exps.weight"));
     assert!(!m.is_unused_tensor("blk.1.ffn_up_exps.weight"));
     assert!(!m.is_unused_tensor("output.weight"));
     assert_eq!(
         m.load_notes(),
-        vec!["note: 1 next-token-prediction (MTP) layer(s) (blk.2) recognised and not computed; the forward pass runs 2 layers".to_string()]
+        vec!["note: 1 next-token-prediction (MTP) layer(s) (blk.2) recognised, outside the forward pass of 2 layers; blk.2 drafts with --spec-type mtp".to_string()]
     );
 }
 

@@ -43,7 +43,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let speculation = args.spec.speculation()?;
     let kv = engine::KvReservation {
         ctx: args.ctx,
         default_max: 8192,
@@ -52,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut engine = super::load::load(&args.model, false, false, kv)?;
     super::load::replace_template(&mut engine, args.chat_template_file.as_deref())?;
+    let speculation = args.spec.for_engine(&engine)?;
     let tok = engine
         .tokenizer
         .as_ref()

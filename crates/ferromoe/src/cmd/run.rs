@@ -50,8 +50,9 @@ impl SamplingArgs {
 /// Speculative decoding options shared by `run`, `chat` and `serve` (llama.cpp's names).
 #[derive(clap::Args, Clone, Debug)]
 pub struct SpecArgs {
-    /// Speculative decoding: `ngram` (prompt lookup: drafts copied from the context,
-    /// verified in one forward pass; lossless) or `off`.
+    /// Speculative decoding: `ngram` (prompt lookup: drafts copied from the context),
+    /// `mtp` (the model's own next-token-prediction layer: DeepSeek-V3.2, GLM-4.5; `run`
+    /// and `chat`) or `off`. Drafts are verified in one forward pass: lossless.
     #[arg(long = "spec-type", default_value = "ngram")]
     pub spec_type: engine::SpecType,
     /// Most tokens drafted per step (the length follows the acceptance rate).
@@ -71,6 +72,14 @@ impl SpecArgs {
             draft_min: self.draft_min,
         };
         s.validate().map_err(|e| anyhow::anyhow!("--{e}"))?;
+        Ok(s)
+    }
+
+    /// [`speculation`](Self::speculation), checked against the loaded model (MTP drafts
+    /// need its next-token-prediction layer).
+    pub fn for_engine(&self, engine: &engine::Engine) -> anyhow::Result<engine::Speculation> {
+        let s = self.speculation()?;
+        s.check_model(&engine.model).map_err(anyhow::Error::msg)?;
         Ok(s)
     }
 }
@@ -173,7 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ignore_eos: args.ignore_eos,
         constraint,
         keep_special: vec![],
-        speculation: Some(args.spec.speculation()?),
+        speculation: Some(args.spec.for_engine(&engine)?),
         ..Default::default()
     };
     let mut out = std::io::stdout().lock();

@@ -87,6 +87,9 @@ fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     // The access log and server messages go to stderr; RUST_LOG overrides the level.
     server::init_logging();
+    if args.spec.speculation()?.kind == engine::SpecType::Mtp {
+        anyhow::bail!(engine::scheduler::MTP_UNBATCHED);
+    }
     // Up to max_seqs running and prefix_cache kept sequences hold a cache each: the
     // memory plan reserves them all.
     let kept = args.prefix_cache.unwrap_or(args.max_seqs);

@@ -5,7 +5,7 @@
 //! Shapes: DeepSeek-V2-Lite (`deepseek2`, all 27 layers, ~16 B parameters), DeepSeek-V3
 //! (`deepseek2`, for a few layers, to measure the per-layer cost at the real V3 widths),
 //! GLM-4.5-Air (`glm4moe`: GQA with q/k/v biases and partial RoPE, 128 experts + a shared
-//! one; for a few layers too; no MTP block) and gpt-oss-120b / gpt-oss-20b (`gpt-oss`,
+//! one; for a few layers too, with `--nextn-layers` its MTP block) and gpt-oss-120b / gpt-oss-20b (`gpt-oss`,
 //! `synth_gpt_oss.rs`). Tensor names, shapes and metadata keys are the ones llama.cpp's
 //! converter writes (see tests/data/tiny/deepseek-*, glm4moe-tiny and gpt-oss-tiny),
 //! including deepseek2's split MLA tensors `attn_k_b` / `attn_v_b`.
@@ -43,6 +43,11 @@ pub struct Args {
     /// Routed experts per MoE layer (default: the real model's 64 / 256).
     #[arg(long)]
     experts: Option<usize>,
+    /// Next-token-prediction (MTP) blocks after the trunk, as llama.cpp's converter writes
+    /// GLM-4.5's (`blk.{layers}.*` with its `nextn.*` tensors, counted in `block_count`):
+    /// glm-4.5-air only (the converter drops DeepSeek-V2/V3's).
+    #[arg(long, default_value_t = 0)]
+    nextn_layers: usize,
     /// Vocabulary size (default: the real model's 102400 / 129280).
     #[arg(long)]
     vocab: Option<usize>,
@@ -140,6 +145,8 @@ pub struct Shape {
     gqa: Option<GqaShape>,
     hidden: usize,
     n_layer: usize,
+    /// MTP blocks after the trunk (`nextn_predict_layers`).
+    n_nextn: usize,
     n_dense: usize,
     dense_ffn: usize,
     n_expert: usize,
@@ -174,6 +181,7 @@ impl Shape {
             gqa: None,
             hidden: 2048,
             n_layer: 27,
+            n_nextn: 0,
             n_dense: 1,
             dense_ffn: 10944,
             n_expert: 64,
@@ -207,6 +215,7 @@ impl Shape {
             gqa: None,
             hidden: 7168,
             n_layer: 61,
+            n_nextn: 0,
             n_dense: 3,
             dense_ffn: 18432,
             n_expert: 256,
@@ -246,6 +255,7 @@ impl Shape {
             }),
             hidden: 4096,
             n_layer: 46,
+            n_nextn: 0,
             n_dense: 1,
             dense_ffn: 10944,
             n_expert: 128,
@@ -293,6 +303,15 @@ impl Shape {
             }
             s.n_layer = l;
             s.n_dense = s.n_dense.min(l.saturating_sub(1));
+        }
+        if args.nextn_layers > 0 {
+            if s.arch != "glm4moe" {
+                bail!(
+                    "--nextn-layers: shape {} has no MTP block in llama.cpp's files (glm-4.5-air has)",
+                    args.shape
+                );
+            }
+            s.n_nextn = args.nextn_layers;
         }
         if let Some(d) = args.dense_layers {
             if d > s.n_layer {
@@ -470,9 +489,16 @@ fn plan(s: &Shape, mix: &str) -> anyhow::Result<Vec<Planned>> {
         None,
         Kind::Weight,
     )?;
-    for il in 0..s.n_layer {
+    for il in 0..s.n_layer + s.n_nextn {
         let b = |t: &str| format!("blk.{il}.{t}");
         let l = Some(il);
+        if il >= s.n_layer {
+            // An MTP block: its input projection and norms, then a layer like the trunk's.
+            add(b("nextn.eh_proj.weight"), vec![2 * h, h], l, Kind::Weight)?;
+            for t in ["enorm", "hnorm", "shared_head_norm"] {
+                add(b(&format!("nextn.{t}.weight")), vec![h], l, Kind::Norm)?;
+            }
+        }
         add(b("attn_norm.weight"), vec![h], l, Kind::Norm)?;
         if let Some(g) = &s.gqa {
             let (q, kv) = (s.n_head * g.head_dim, g.n_head_kv * g.head_dim);
@@ -646,7 +672,10 @@ fn metadata(s: &Shape, mix: &str, seed: u64) -> Metadata {
         "general.name",
         Value::String(format!("{} seed {seed}", s.name)),
     );
-    md.set(a("block_count"), u(s.n_layer));
+    md.set(a("block_count"), u(s.n_layer + s.n_nextn));
+    if s.n_nextn > 0 {
+        md.set(a("nextn_predict_layers"), u(s.n_nextn));
+    }
     md.set(a("context_length"), u(s.context));
     md.set(a("embedding_length"), u(s.hidden));
     md.set(a("feed_forward_length"), u(s.dense_ffn));
@@ -1012,8 +1041,10 @@ mod tests {
         assert_eq!(get("blk.1.ffn_up_shexp.weight").spec.ty, GgmlType::Q4_K);
 
         // The same tensor names and metadata keys as llama.cpp's converter wrote for the
-        // tiny GLM model (2 trunk layers, the first dense), less its q/k norms (GLM-4.5
-        // 355B has them, Air not) and its MTP block.
+        // tiny GLM model (2 trunk layers, the first dense, and an MTP block), less its q/k
+        // norms (GLM-4.5 355B has them, Air not).
+        s.n_nextn = 1;
+        let t = plan(&s, "Q4_K_M").unwrap();
         let tiny =
             gguf::Gguf::open(testutil::data_dir().join("tiny/glm4moe-tiny/glm4moe-tiny-Q8_0.gguf"))
                 .unwrap();
@@ -1021,9 +1052,7 @@ mod tests {
             .tensors()
             .iter()
             .map(|t| t.name.as_str())
-            .filter(|n| {
-                !n.starts_with("blk.2.") && !n.contains("attn_q_norm") && !n.contains("attn_k_norm")
-            })
+            .filter(|n| !n.contains("attn_q_norm") && !n.contains("attn_k_norm"))
             .collect();
         want.sort_unstable();
         let mut got: Vec<&str> = t.iter().map(|p| p.spec.name.as_str()).collect();
@@ -1031,10 +1060,16 @@ mod tests {
         assert_eq!(got, want);
         let md = metadata(&s, "Q4_K_M", 1);
         for (key, _) in tiny.metadata().iter() {
-            if key.starts_with("glm4moe.") && key != "glm4moe.nextn_predict_layers" {
+            if key.starts_with("glm4moe.") {
                 assert!(md.get(key).is_some(), "{key} missing");
             }
         }
+        assert_eq!(md.u32("glm4moe.block_count").unwrap(), 3);
+        assert_eq!(md.u32("glm4moe.nextn_predict_layers").unwrap(), 1);
+        let eh_proj = t
+            .iter()
+            .find(|p| p.spec.name == "blk.2.nextn.eh_proj.weight");
+        assert_eq!(eh_proj.unwrap().spec.ne, vec![8192, 4096]);
         assert_eq!(md.u32("glm4moe.rope.dimension_count").unwrap(), 64);
         assert_eq!(md.u32("glm4moe.attention.head_count_kv").unwrap(), 8);
         assert!(md.get("glm4moe.attention.kv_lora_rank").is_none());

@@ -10,8 +10,9 @@
 //!   (`stage::indexer`), in either form of MLA; with at most `top_k` positions that is
 //!   dense MLA. The indexer's keys are cached per position next to the latents.
 //! - The files carry `nextn_predict_layers` next-token-prediction (MTP) blocks after the
-//!   trunk, counted in `block_count`: recognised (`Config::nextn_layers`), not bound and
-//!   not computed, as llama.cpp does without `--mtp`.
+//!   trunk, counted in `block_count` (`Config::nextn_layers`): outside the forward pass,
+//!   as llama.cpp does without `--mtp`; the first is bound beside it and drafts for
+//!   `--spec-type mtp` (`forward::nextn`; not tested on a file: none is small enough).
 //! - The reference implementation rotates the indexer's queries and keys by a Hadamard
 //!   matrix and scores in FP8; HF's definition skips both (the rotation is orthogonal, so
 //!   it does not change a dot product), and so do we.

@@ -9,9 +9,10 @@
 //! - The pre-FFN norm is stored as `post_attention_norm` (HF's `post_attention_layernorm`
 //!   under llama.cpp's GLM naming), not `ffn_norm`.
 //! - The files carry `nextn_predict_layers` next-token-prediction (MTP) blocks after the
-//!   trunk, counted in `block_count`: they are recognised (`Config::nextn_layers`), not
-//!   bound and not computed; the forward pass runs `block_count - nextn_predict_layers`
-//!   layers, as llama.cpp's does.
+//!   trunk, counted in `block_count` (`Config::nextn_layers`): the forward pass runs
+//!   `block_count - nextn_predict_layers` layers, as llama.cpp's does; the first MTP
+//!   block is bound beside them (`Weights::nextn`) and drafts for `--spec-type mtp`
+//!   (`forward::nextn`).
 
 use kernels::rope::RopeMode;
 

@@ -1,0 +1,153 @@
+//! The next-token-prediction (MTP) block's forward pass (DeepSeek-V3's and GLM-4.5's
+//! `nextn` layer), for speculative drafts.
+//!
+//! Row `r` pairs the hidden state `h` of some position `p` with the token at `p + 1`:
+//! `x = eh_proj · [enorm(embed(token)); hnorm(h)]`, then one block like a trunk layer
+//! (attention over the block's own cache, then its FFN), and `head(head_norm(x))` predicts
+//! the token at `p + 2`. `h` is the normalised output of the pass it comes from: the
+//! trunk's final norm (`output_norm`), or, when the block chains on its own prediction,
+//! its `head_norm` (as ik_llama.cpp, SGLang and Megatron-LM feed it; llama.cpp's graphs
+//! name it `result_norm`). The block's cache positions are the positions `p` of the hidden
+//! states: one per trunk position whose next token is known.
+
+use kernels::norm::rms_norm;
+
+use super::{cpu_block, BlockScratch, Logits, RunState};
+use crate::kv::{KvCache, KvTypes};
+use crate::stage::{buf, Batch, StageCtx};
+use crate::{BatchLimits, BatchSeq, Model, ModelError};
+
+/// The pass a hidden state given to the MTP block comes from, which decides the norm
+/// that ends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HiddenFrom {
+    /// The trunk's forward pass: normalised by `output_norm`.
+    Trunk,
+    /// The MTP block itself (a chained draft): normalised by its `head_norm`.
+    Nextn,
+}
+
+impl RunState {
+    /// The residual stream after the last block of this state's last pass, every row,
+    /// before the final norm: `rows × dim` values (the trunk's, or the MTP block's after
+    /// [`Model::forward_nextn`]).
+    pub fn hidden(&self, dim: usize) -> &[f32] {
+        &self.x[..self.rows.len() * dim]
+    }
+
+    /// The logits the last pass returned.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits[..self.n_logits]
+    }
+}
+
+impl Model {
+    /// An empty cache for the MTP block: one layer, as the trunk's, for `n_ctx` positions.
+    pub fn nextn_cache(&self, types: KvTypes, n_ctx: usize) -> Result<KvCache, ModelError> {
+        self.nextn()?;
+        let mut c = self.config.clone();
+        c.n_layer = 1;
+        c.swa = None;
+        KvCache::with_types(&c, types, n_ctx)
+    }
+
+    /// Runs the MTP block over `tokens.len()` rows appended after what `kv` (from
+    /// [`Model::nextn_cache`]) holds: row `r` pairs `hidden` row `r` (`dim` values, the
+    /// pre-norm output of the pass `from` names) with the embedding of `tokens[r]`, the
+    /// token after that hidden state's position. Returns the logits of the last row (the
+    /// token after `tokens`' last); the block's pre-norm output of every row stays in `st`
+    /// ([`RunState::hidden`]) for a chained draft.
+    pub fn forward_nextn<'s>(
+        &self,
+        pool: &kernels::ThreadPool,
+        st: &'s mut RunState,
+        kv: &mut KvCache,
+        hidden: &[f32],
+        from: HiddenFrom,
+        tokens: &[u32],
+    ) -> Result<&'s [f32], ModelError> {
+        let nx = self.nextn()?;
+        let (c, w) = (&self.config, &self.weights);
+        let (n, dim) = (tokens.len(), c.dim);
+        if hidden.len() != n * dim {
+            return Err(ModelError::Input(format!(
+                "MTP: {} hidden values for {n} tokens of {dim}",
+                hidden.len()
+            )));
+        }
+        let mut seqs = [BatchSeq {
+            kv,
+            tokens,
+            logits: Logits::Last,
+        }];
+        self.check_batch(&seqs)?;
+        let start = seqs[0].kv.len();
+        st.rows.clear();
+        st.rows.extend((0..n).map(|i| (0, start + i)));
+        let limits = BatchLimits {
+            tokens: n,
+            seqs: 1,
+            ctx: seqs[0].kv.n_ctx(),
+            logit_rows: 0,
+        };
+        st.reserve(self, pool, limits)?;
+        st.linear.reserve(&nx.eh_proj, n)?;
+        let nd = n * dim;
+        for v in [&mut st.x, &mut st.xb, &mut st.stage_out] {
+            buf(v, nd);
+        }
+
+        // [enorm(embed(token)); hnorm(h)] per row, then eh_proj.
+        let joined = buf(&mut st.nextn_in, 2 * nd);
+        let embed = nx.embed.as_ref().unwrap_or(&w.token_embd);
+        let first_norm = match from {
+            HiddenFrom::Trunk => &w.output_norm,
+            HiddenFrom::Nextn => &nx.head_norm,
+        };
+        let tmp = &mut st.stage_out[..dim];
+        for ((row, &tok), h) in joined
+            .chunks_exact_mut(2 * dim)
+            .zip(tokens)
+            .zip(hidden.chunks_exact(dim))
+        {
+            let (e_half, h_half) = row.split_at_mut(dim);
+            quant::dequantize_row(embed.ty, embed.data(), tok as usize, tmp)?;
+            rms_norm(tmp, &nx.enorm, c.rms_eps, e_half);
+            rms_norm(h, first_norm, c.rms_eps, tmp);
+            rms_norm(tmp, &nx.hnorm, c.rms_eps, h_half);
+        }
+        let x = &mut st.x[..nd];
+        st.linear.forward(pool, &nx.eh_proj, 0, joined, x)?;
+
+        let mut cx = StageCtx {
+            config: c,
+            pool,
+            linear: &mut st.linear,
+        };
+        let mut batch = Batch {
+            rows: &st.rows,
+            seqs: &mut seqs,
+        };
+        let scratch = BlockScratch {
+            gqa: &mut st.gqa,
+            mla: &mut st.mla,
+            ffn: &mut st.ffn,
+            moe: &mut st.moe,
+        };
+        let k = self.experts_per_token();
+        let (xb, out) = (&mut st.xb[..nd], &mut st.stage_out[..nd]);
+        // The block's own cache has one layer: 0.
+        cpu_block(
+            &mut cx, scratch, &nx.layer, k, &mut batch, 0, x, xb, out, None,
+        )?;
+        seqs[0].kv.set_len(start + n);
+
+        let last = &st.x[(n - 1) * dim..nd];
+        rms_norm(last, &nx.head_norm, c.rms_eps, &mut st.xb[..dim]);
+        let head = nx.head.as_ref().unwrap_or(&w.output);
+        st.n_logits = c.n_vocab;
+        let logits = buf(&mut st.logits, c.n_vocab);
+        st.linear.forward(pool, head, 0, &st.xb[..dim], logits)?;
+        Ok(logits)
+    }
+}
