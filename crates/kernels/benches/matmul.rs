@@ -157,6 +157,50 @@ fn make_weights(ty: GgmlType, n_in: usize, n_out: usize, rng: &mut XorShift) -> 
     w
 }
 
+/// Enough distinct copies of one random matrix (in the `packed` layout, or in file order)
+/// to total ≥ 512 MiB, so that an op cycling through them reads every byte from DRAM:
+/// (the copies, bytes per copy).
+fn cold_copies(
+    ty: GgmlType,
+    n_in: usize,
+    n_out: usize,
+    packed: Option<PackedType>,
+    rng: &mut XorShift,
+) -> (WeightBuffer, usize) {
+    let one = make_weights(ty, n_in, n_out, rng);
+    let bytes = match packed {
+        Some(p) => p.matrix_bytes(n_in, n_out).unwrap(),
+        None => one.len(),
+    };
+    let copies = (512usize << 20).div_ceil(bytes).max(1);
+    let mut all = WeightBuffer::zeroed(bytes * copies).unwrap();
+    for c in 0..copies {
+        let dst = &mut all[c * bytes..(c + 1) * bytes];
+        match packed {
+            Some(_) => repack::repack(ty, n_in, n_out, &one, dst).unwrap(),
+            None => dst.copy_from_slice(&one),
+        }
+    }
+    (all, bytes)
+}
+
+/// The copies of [`cold_copies`] as matrices.
+fn copy_mats(
+    all: &[u8],
+    bytes: usize,
+    ty: GgmlType,
+    n_in: usize,
+    n_out: usize,
+    packed: Option<PackedType>,
+) -> Vec<QMatrix<'_>> {
+    all.chunks_exact(bytes)
+        .map(|data| match packed {
+            Some(p) => QMatrix::packed(p, n_in, n_out, data).unwrap(),
+            None => QMatrix::new(ty, n_in, n_out, data).unwrap(),
+        })
+        .collect()
+}
+
 /// One pass over the given copies (cycled; at least 16 ops): (mean seconds per op, fastest
 /// single op). The fastest op shows what the kernel does when no other process preempts
 /// one of its threads mid-op.
@@ -308,30 +352,8 @@ fn main() {
                 }
             }
             for ((n_in, n_out), packed) in cases {
-                let one = make_weights(ty, n_in, n_out, &mut rng);
-                let bytes = match packed {
-                    Some(p) => p.matrix_bytes(n_in, n_out).unwrap(),
-                    None => one.len(),
-                };
-                let copies = (512usize << 20).div_ceil(bytes).max(1);
-                let mut all = WeightBuffer::zeroed(bytes * copies).unwrap();
-                for c in 0..copies {
-                    let dst = &mut all[c * bytes..(c + 1) * bytes];
-                    match packed {
-                        Some(_) => repack::repack(ty, n_in, n_out, &one, dst).unwrap(),
-                        None => dst.copy_from_slice(&one),
-                    }
-                }
-                drop(one);
-                let mats: Vec<QMatrix> = (0..copies)
-                    .map(|c| {
-                        let data = &all[c * bytes..(c + 1) * bytes];
-                        match packed {
-                            Some(p) => QMatrix::packed(p, n_in, n_out, data).unwrap(),
-                            None => QMatrix::new(ty, n_in, n_out, data).unwrap(),
-                        }
-                    })
-                    .collect();
+                let (all, bytes) = cold_copies(ty, n_in, n_out, packed, &mut rng);
+                let mats = copy_mats(&all, bytes, ty, n_in, n_out, packed);
                 let label = match packed {
                     Some(p) => format!("{ty} ({})", p.name()),
                     None => ty.to_string(),
@@ -398,29 +420,8 @@ fn main() {
         for &ty in &step_types {
             for &(n_in, n_out) in &shapes[..shapes.len().min(2)] {
                 let packed = PackedType::for_type(ty);
-                let one = make_weights(ty, n_in, n_out, &mut rng);
-                let bytes = match packed {
-                    Some(p) => p.matrix_bytes(n_in, n_out).unwrap(),
-                    None => one.len(),
-                };
-                let copies = (512usize << 20).div_ceil(bytes).max(1);
-                let mut all = WeightBuffer::zeroed(bytes * copies).unwrap();
-                for c in 0..copies {
-                    let dst = &mut all[c * bytes..(c + 1) * bytes];
-                    match packed {
-                        Some(_) => repack::repack(ty, n_in, n_out, &one, dst).unwrap(),
-                        None => dst.copy_from_slice(&one),
-                    }
-                }
-                let mats: Vec<QMatrix> = (0..copies)
-                    .map(|c| {
-                        let data = &all[c * bytes..(c + 1) * bytes];
-                        match packed {
-                            Some(p) => QMatrix::packed(p, n_in, n_out, data).unwrap(),
-                            None => QMatrix::new(ty, n_in, n_out, data).unwrap(),
-                        }
-                    })
-                    .collect();
+                let (all, bytes) = cold_copies(ty, n_in, n_out, packed, &mut rng);
+                let mats = copy_mats(&all, bytes, ty, n_in, n_out, packed);
                 let kmax = ks[ks.len() - 1];
                 let x: Vec<f32> = (0..n_in * kmax).map(|_| rng.f32()).collect();
                 let mut out = vec![0f32; n_out * kmax];
