@@ -62,6 +62,11 @@ pub struct LoadOptions {
     /// Bytes the plan may put on the GPU (`--gpu-memory`; default: a guess per adapter
     /// type, see [`device::default_gpu_memory`]).
     pub gpu_memory: Option<u64>,
+    /// The command drafts with the model's MTP block (`--spec-type mtp`): the plan
+    /// reserves the block's cache, and the block is repacked and read in like a trunk
+    /// layer when everything fits in memory (otherwise it stays mapped, read when it
+    /// runs). Without it the block is neither repacked nor read.
+    pub mtp: bool,
 }
 
 impl Default for LoadOptions {
@@ -76,6 +81,7 @@ impl Default for LoadOptions {
             memory_budget: None,
             device: accel::DeviceChoice::Auto,
             gpu_memory: None,
+            mtp: false,
         }
     }
 }
@@ -619,7 +625,14 @@ fn place_weights(
     // a plan that could only say the cache does not fit.
     opts.kv.types.check(&model.config)?;
     let kv_ctx = opts.kv.ctx_for(&model.config);
-    let kv_bytes = opts.kv.bytes(&model.config);
+    let mut kv_bytes = opts.kv.bytes(&model.config);
+    if opts.mtp && model.weights.nextn.is_some() {
+        let block = model.nextn_cache_bytes(opts.kv.types, kv_ctx);
+        kv_bytes = block
+            .and_then(|b| (b as u64).checked_mul(opts.kv.caches as u64))
+            .and_then(|b| b.checked_add(kv_bytes))
+            .unwrap_or(u64::MAX);
+    }
     let usable = match opts.memory_budget {
         Some(b) => Some((b, format!("--memory-budget {}", human_bytes(b)))),
         None => model::sysmem::MemoryBudget::current().map(|b| (b.usable(), b.describe())),
@@ -663,6 +676,19 @@ fn place_weights(
     } else {
         None
     };
+    // The MTP block, for a command that drafts with it, when everything fits (else it
+    // stays mapped, and is read when it runs, as without `mtp`).
+    let summary = match summary {
+        Some(mut s) if opts.mtp && plan.fits => {
+            let block = model.weights.repack_nextn(pool, &mut bump)?;
+            s.tensors += block.tensors;
+            s.bytes += block.bytes;
+            s.file_bytes += block.file_bytes;
+            s.seconds += block.seconds;
+            Some(s)
+        }
+        s => s,
+    };
     // The rest stays mapped: read it now if it all stays cached, else leave it to be
     // read on demand (reading it all would only evict itself).
     let outcome = model.weights.storage_outcome();
@@ -680,11 +706,14 @@ fn place_weights(
     let rest: Vec<usize> = (0..file.tensors().len())
         .filter(|i| !repacked.contains(i) && !uploaded.contains(&file.tensors()[*i].name))
         .collect();
+    let drafter = format!("blk.{}.", model.config.n_layer);
     let page_in = if plan.fits {
-        // Blocks the forward pass never runs (MTP) are not read; count them as done.
-        let (unused, read): (Vec<usize>, Vec<usize>) = rest
-            .iter()
-            .partition(|&&i| model.is_unused_tensor(&file.tensors()[i].name));
+        // Blocks the forward pass never runs (MTP) are not read, but for the one a
+        // drafting command runs; count them as done.
+        let (unused, read): (Vec<usize>, Vec<usize>) = rest.iter().partition(|&&i| {
+            let name = &file.tensors()[i].name;
+            model.is_unused_tensor(name) && !(opts.mtp && name.starts_with(&drafter))
+        });
         bump(unused.iter().map(|&i| file.tensors()[i].size).sum());
         model::weights::Weights::page_in(&file, &read, pool, &mut bump)
     } else {

@@ -234,22 +234,40 @@ fn mtp() -> Speculation {
     }
 }
 
+/// Both ways the block can be held: mapped from the file (a command that does not draft
+/// with it), and repacked at load like a trunk layer (`LoadOptions::mtp`).
 #[test]
 fn mtp_drafts_are_lossless_on_glm4moe() {
     for rel in [
         "glm4moe-tiny/glm4moe-tiny-Q8_0.gguf",
         "glm4moe-tiny/glm4moe-tiny-Q4_K_M.gguf",
     ] {
-        let e = tiny(rel);
-        assert!(e.mtp_cost_per_token > 0.0 && e.mtp_cost_per_token < 1.0);
-        let (drafted, accepted) = check_engine_spec(rel, &e, mtp());
-        // Random weights: the block's drafts are mostly wrong, so verification rejects
-        // them (the output above is the same all the same); acceptance means nothing here.
-        eprintln!("{rel}: MTP drafts: {accepted} of {drafted} accepted");
-        assert!(
-            drafted > 0 && accepted < drafted,
-            "{rel}: {accepted} of {drafted}"
-        );
+        for prepared in [false, true] {
+            let e = Engine::load(
+                &testutil::data_dir().join("tiny").join(rel),
+                &LoadOptions {
+                    threads: Some(2),
+                    mtp: prepared,
+                    ..Default::default()
+                },
+                &mut |_| {},
+            )
+            .unwrap();
+            let block = e.model.weights.nextn.as_ref().unwrap();
+            assert_eq!(block.eh_proj.is_packed(), prepared, "{rel}");
+            assert!(e.mtp_cost_per_token > 0.0 && e.mtp_cost_per_token < 1.0);
+            let (drafted, accepted) = check_engine_spec(rel, &e, mtp());
+            // Random weights: the block's drafts are mostly wrong, so verification rejects
+            // them (the output above is the same all the same); acceptance means nothing
+            // here.
+            eprintln!(
+                "{rel} (block repacked: {prepared}): MTP drafts: {accepted} of {drafted} accepted"
+            );
+            assert!(
+                drafted > 0 && accepted < drafted,
+                "{rel}: {accepted} of {drafted}"
+            );
+        }
     }
 }
 

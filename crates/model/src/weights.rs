@@ -327,9 +327,75 @@ pub struct RepackSummary {
     pub seconds: f64,
 }
 
+impl RepackSummary {
+    /// Repacks `m` (see [`Matrix::repack`]) and counts it when it was.
+    fn repack(
+        &mut self,
+        m: &mut Matrix,
+        pool: &ThreadPool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ModelError> {
+        let n = m.repack(pool)?;
+        if n > 0 {
+            self.tensors += 1;
+            self.bytes += n;
+            self.file_bytes += m.bytes() as u64;
+            progress(m.bytes() as u64);
+        }
+        Ok(())
+    }
+}
+
 /// A callback over the matrices: class, layer, matrix.
 type MatrixVisitor<'a> =
     dyn FnMut(WeightClass, Option<usize>, &mut Matrix) -> Result<(), ModelError> + 'a;
+
+/// Calls `f` on the matrices of one layer (attention, then the FFN), with their class and
+/// the layer `at`: the trunk's layers and the MTP block's share it.
+fn visit_layer(l: &mut Layer, at: Option<usize>, f: &mut MatrixVisitor) -> Result<(), ModelError> {
+    match &mut l.attn {
+        Attention::Gqa(a) => {
+            for m in [&mut a.wq, &mut a.wk, &mut a.wv, &mut a.wo] {
+                f(WeightClass::Attention, at, m)?;
+            }
+        }
+        Attention::Mla(a) => {
+            if let Some(m) = &mut a.q_a {
+                f(WeightClass::Attention, at, m)?;
+            }
+            for m in [
+                &mut a.q,
+                &mut a.kv_a,
+                &mut a.k_b,
+                &mut a.k_b_t,
+                &mut a.v_b,
+                &mut a.wo,
+            ] {
+                f(WeightClass::Attention, at, m)?;
+            }
+            if let Some(ix) = &mut a.indexer {
+                for m in [&mut ix.q_b, &mut ix.k, &mut ix.proj] {
+                    f(WeightClass::Attention, at, m)?;
+                }
+            }
+        }
+    }
+    let (dense, class) = match &mut l.ffn {
+        Ffn::Dense(d) => (Some(d), WeightClass::DenseFfn),
+        Ffn::Moe(moe) => {
+            for m in [&mut moe.gate_exps, &mut moe.up_exps, &mut moe.down_exps] {
+                f(WeightClass::RoutedExperts, at, m)?;
+            }
+            (moe.shared.as_mut(), WeightClass::SharedExperts)
+        }
+    };
+    if let Some(d) = dense {
+        for m in [&mut d.gate, &mut d.up, &mut d.down] {
+            f(class, at, m)?;
+        }
+    }
+    Ok(())
+}
 
 /// What [`Weights::page_in`] did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -349,48 +415,7 @@ impl Weights {
             f(WeightClass::Output, None, &mut self.output)?;
         }
         for (il, l) in self.layers.iter_mut().enumerate() {
-            let at = Some(il);
-            match &mut l.attn {
-                Attention::Gqa(a) => {
-                    for m in [&mut a.wq, &mut a.wk, &mut a.wv, &mut a.wo] {
-                        f(WeightClass::Attention, at, m)?;
-                    }
-                }
-                Attention::Mla(a) => {
-                    if let Some(m) = &mut a.q_a {
-                        f(WeightClass::Attention, at, m)?;
-                    }
-                    for m in [
-                        &mut a.q,
-                        &mut a.kv_a,
-                        &mut a.k_b,
-                        &mut a.k_b_t,
-                        &mut a.v_b,
-                        &mut a.wo,
-                    ] {
-                        f(WeightClass::Attention, at, m)?;
-                    }
-                    if let Some(ix) = &mut a.indexer {
-                        for m in [&mut ix.q_b, &mut ix.k, &mut ix.proj] {
-                            f(WeightClass::Attention, at, m)?;
-                        }
-                    }
-                }
-            }
-            let (dense, class) = match &mut l.ffn {
-                Ffn::Dense(d) => (Some(d), WeightClass::DenseFfn),
-                Ffn::Moe(moe) => {
-                    for m in [&mut moe.gate_exps, &mut moe.up_exps, &mut moe.down_exps] {
-                        f(WeightClass::RoutedExperts, at, m)?;
-                    }
-                    (moe.shared.as_mut(), WeightClass::SharedExperts)
-                }
-            };
-            if let Some(d) = dense {
-                for m in [&mut d.gate, &mut d.up, &mut d.down] {
-                    f(class, at, m)?;
-                }
-            }
+            visit_layer(l, Some(il), f)?;
         }
         Ok(())
     }
@@ -468,17 +493,41 @@ impl Weights {
             if !chosen {
                 return Ok(());
             }
-            let n = m.repack(pool)?;
-            if n > 0 {
-                sum.tensors += 1;
-                sum.bytes += n;
-                sum.file_bytes += m.bytes() as u64;
-                progress(m.bytes() as u64);
-            }
-            Ok(())
+            sum.repack(m, pool, progress)
         })?;
         sum.seconds = start.elapsed().as_secs_f64();
         Ok(sum)
+    }
+
+    /// Repacks the MTP block's matrices like the trunk's (its embedding excepted: that is
+    /// looked up by rows), for a command that drafts with it (`--spec-type mtp`): the
+    /// block then runs the packed kernels, not the file-order ones. Nothing when the
+    /// model has no block.
+    pub fn repack_nextn(
+        &mut self,
+        pool: &ThreadPool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<RepackSummary, ModelError> {
+        let start = std::time::Instant::now();
+        let mut sum = RepackSummary::default();
+        self.for_each_nextn_matrix(&mut |_, _, m| sum.repack(m, pool, progress))?;
+        sum.seconds = start.elapsed().as_secs_f64();
+        Ok(sum)
+    }
+
+    /// Calls `f` on every matrix of the MTP block the kernels multiply by (its layer
+    /// numbered after the trunk's); nothing when there is no block. The block's own
+    /// embedding is looked up by rows, so it is not one.
+    fn for_each_nextn_matrix(&mut self, f: &mut MatrixVisitor) -> Result<(), ModelError> {
+        let at = Some(self.layers.len());
+        if let Some(n) = &mut self.nextn {
+            f(WeightClass::Attention, at, &mut n.eh_proj)?;
+            visit_layer(&mut n.layer, at, f)?;
+            if let Some(head) = &mut n.head {
+                f(WeightClass::Output, None, head)?;
+            }
+        }
+        Ok(())
     }
 
     /// Converts the matrices to the types in `targets` (`targets[i]` for the i-th of
@@ -555,12 +604,14 @@ impl Weights {
     /// copy (their mapped pages were released).
     pub fn replaced_file_tensors(&mut self) -> std::collections::HashSet<usize> {
         let mut set = std::collections::HashSet::new();
-        let _ = self.for_each_matrix(&mut |_, _, m| {
+        let mut add = |_: WeightClass, _: Option<usize>, m: &mut Matrix| {
             if let (true, Some(i)) = (m.is_packed() || m.computed_at_load(), m.file_index()) {
                 set.insert(i);
             }
             Ok(())
-        });
+        };
+        let _ = self.for_each_matrix(&mut add);
+        let _ = self.for_each_nextn_matrix(&mut add);
         set
     }
 

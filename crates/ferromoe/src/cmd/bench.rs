@@ -183,7 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         caches: max_seqs + 1,
         ..engine::KvReservation::positions(planned)
     };
-    let engine = super::load::load(&args.model, false, args.json, reservation)?;
+    let engine = super::load::load(&args.model, false, args.json, reservation, false)?;
     let vocab = engine.model.config.n_vocab;
     let bos = engine
         .tokenizer

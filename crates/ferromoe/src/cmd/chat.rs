@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         caches: 1,
         types: args.model.kv_types(),
     };
-    let mut engine = super::load::load(&args.model, false, false, kv)?;
+    let mut engine = super::load::load(&args.model, false, false, kv, args.spec.wants_mtp())?;
     super::load::replace_template(&mut engine, args.chat_template_file.as_deref())?;
     let speculation = args.spec.for_engine(&engine)?;
     let tok = engine

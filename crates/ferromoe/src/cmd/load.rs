@@ -136,12 +136,14 @@ pub fn parse_budget(s: &str) -> Result<u64, String> {
 
 /// Loads the model with a progress bar on stderr and prints the summary line. The memory
 /// plan reserves the KV caches `kv` says the command will allocate; the command sizes
-/// them with `engine.load.kv_ctx`, the context the plan reserved.
+/// them with `engine.load.kv_ctx`, the context the plan reserved. `mtp`: the command
+/// drafts with the model's MTP block (see [`LoadOptions::mtp`]).
 pub fn load(
     args: &ModelArgs,
     exact: bool,
     quiet: bool,
     kv: KvReservation,
+    mtp: bool,
 ) -> anyhow::Result<Engine> {
     let opts = LoadOptions {
         threads: args.threads,
@@ -156,6 +158,7 @@ pub fn load(
         },
         device: args.device.device.clone(),
         gpu_memory: args.device.gpu_memory,
+        mtp,
     };
     let bar = if quiet {
         indicatif::ProgressBar::hidden()

@@ -31,6 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.exact,
         false,
         engine::KvReservation::positions(n),
+        false,
     )?;
     let mut seq = engine.sequence(n)?;
     let which = if args.all { Logits::All } else { Logits::Last };

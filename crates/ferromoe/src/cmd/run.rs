@@ -75,6 +75,13 @@ impl SpecArgs {
         Ok(s)
     }
 
+    /// Whether the command drafts with the model's MTP block (`--spec-type mtp`, drafts
+    /// on): the load prepares the block then.
+    pub fn wants_mtp(&self) -> bool {
+        self.speculation()
+            .is_ok_and(|s| s.is_on() && s.kind == engine::SpecType::Mtp)
+    }
+
     /// [`speculation`](Self::speculation), checked against the loaded model (MTP drafts
     /// need its next-token-prediction layer).
     pub fn for_engine(&self, engine: &engine::Engine) -> anyhow::Result<engine::Speculation> {
@@ -151,7 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         caches: 1,
         types: args.model.kv_types(),
     };
-    let engine = super::load::load(&args.model, false, false, kv)?;
+    let engine = super::load::load(&args.model, false, false, kv, args.spec.wants_mtp())?;
     let tok = engine.tokenizer.as_ref().ok_or_else(|| {
         anyhow::anyhow!("{}: the file has no tokenizer", args.model.model.display())
     })?;

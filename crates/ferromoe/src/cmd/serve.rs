@@ -99,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         caches: args.max_seqs.saturating_add(kept),
         types: args.model.kv_types(),
     };
-    let mut engine = super::load::load(&args.model, false, false, kv)?;
+    let mut engine = super::load::load(&args.model, false, false, kv, false)?;
     if engine.tokenizer.is_none() {
         anyhow::bail!(
             "{}: the file has no tokenizer; the server needs one",

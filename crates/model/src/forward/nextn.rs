@@ -45,10 +45,21 @@ impl Model {
     /// An empty cache for the MTP block: one layer, as the trunk's, for `n_ctx` positions.
     pub fn nextn_cache(&self, types: KvTypes, n_ctx: usize) -> Result<KvCache, ModelError> {
         self.nextn()?;
+        KvCache::with_types(&self.nextn_cache_config(), types, n_ctx)
+    }
+
+    /// Bytes of [`Self::nextn_cache`]'s cache (what a memory plan reserves for it);
+    /// `None` when the size overflows.
+    pub fn nextn_cache_bytes(&self, types: KvTypes, n_ctx: usize) -> Option<usize> {
+        KvCache::bytes_for(&self.nextn_cache_config(), types, n_ctx)
+    }
+
+    /// The configuration the block's cache is shaped by: one full-attention layer.
+    fn nextn_cache_config(&self) -> crate::Config {
         let mut c = self.config.clone();
         c.n_layer = 1;
         c.swa = None;
-        KvCache::with_types(&c, types, n_ctx)
+        c
     }
 
     /// Runs the MTP block over `tokens.len()` rows appended after what `kv` (from
