@@ -9,7 +9,7 @@ use text::{StreamDecoder, Tokenizer};
 
 use crate::constraint::Constraint;
 use crate::mtp::MtpDrafter;
-use crate::speculate::{Drafter, SpecType, Speculation};
+use crate::speculate::{Drafter, Speculation};
 use crate::stop::StopMatcher;
 use crate::{Engine, EngineError, Sampler, SamplingParams, Sequence};
 
@@ -546,6 +546,30 @@ impl Generation {
 }
 
 impl Engine {
+    /// The cost of a decode step per token it feeds, relative to a one-token step
+    /// (what the draft length's cost model weighs): MTP drafts add their block's pass.
+    pub(crate) fn step_cost(&self, spec: &Speculation) -> f32 {
+        match spec.drafts_with_mtp() {
+            true => self.step_cost_per_token + self.mtp_cost_per_token,
+            false => self.step_cost_per_token,
+        }
+    }
+
+    /// A drafter for `seq`'s generation when `spec` drafts with the model's MTP block
+    /// (its cache follows the sequence's positions and types).
+    pub(crate) fn mtp_drafter(
+        &self,
+        spec: &Speculation,
+        seq: &Sequence,
+    ) -> Result<Option<MtpDrafter>, EngineError> {
+        if !spec.drafts_with_mtp() {
+            return Ok(None);
+        }
+        let (model, pool) = (self.model.clone(), self.pool.clone());
+        let (types, n_ctx) = (seq.kv.types(), seq.kv.n_ctx());
+        Ok(Some(MtpDrafter::new(model, pool, self.mode, types, n_ctx)?))
+    }
+
     /// Generates after `prompt` (reusing whatever prefix `seq` already holds), calling
     /// `on_text` with each piece of text as it becomes final (complete UTF-8, no stop
     /// strings); `on_text` returns `false` to cancel.
@@ -559,21 +583,12 @@ impl Engine {
         let tok = self.tokenizer.as_ref().ok_or(EngineError::NoTokenizer)?;
         req.validate()?;
         let mut gen = Generation::new(tok, req, false);
-        gen.set_step_cost(self.step_cost_per_token);
+        let spec = req.speculation.unwrap_or_default();
+        gen.set_step_cost(self.step_cost(&spec));
         let n_ctx = seq.kv.n_ctx();
         // A sliding-window cache goes back only so far: no step longer than that.
         let max_step = seq.kv.ring_step().unwrap_or(usize::MAX);
-        // Drafts from the model's MTP layer: its cache follows this generation's positions.
-        let spec = req.speculation.unwrap_or_default();
-        let mut mtp = match spec.is_on() && spec.kind == SpecType::Mtp {
-            true => {
-                gen.set_step_cost(self.step_cost_per_token + self.mtp_cost_per_token);
-                let (model, pool) = (self.model.clone(), self.pool.clone());
-                let types = seq.kv.types();
-                Some(MtpDrafter::new(model, pool, self.mode, types, n_ctx)?)
-            }
-            false => None,
-        };
+        let mut mtp = self.mtp_drafter(&spec, seq)?;
         let mut observe = |hidden: &[f32], tokens: &[u32]| match &mut mtp {
             Some(m) => m.observe(hidden, tokens),
             None => Ok(()),

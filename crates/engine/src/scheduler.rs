@@ -36,10 +36,11 @@ use std::time::Instant;
 
 use model::{BatchLimits, BatchSeq, Logits, RunState};
 
+use crate::mtp::MtpDrafter;
 use crate::sequence::check_prompt;
 use crate::{
     Engine, EngineError, FinishReason, GenerateRequest, Generation, GenerationStats, Sequence,
-    SpecType, Speculation, Step, TokenLogprobs, PREFILL_CHUNK,
+    Speculation, Step, TokenLogprobs, PREFILL_CHUNK,
 };
 
 /// Limits of a scheduler.
@@ -79,11 +80,6 @@ impl SchedulerConfig {
         }
     }
 }
-
-/// Why the scheduler refuses MTP drafts: it batches sequences, and the MTP layer's drafts
-/// run per sequence ([`crate::mtp`]) in `run` and `chat` only so far.
-pub const MTP_UNBATCHED: &str =
-    "--spec-type mtp is not supported by the batched scheduler (serve) yet; use ngram or off there (run and chat support mtp)";
 
 /// What a running request reports, in order: one `Started`, any number of `Text`,
 /// then exactly one `Done` or `Error`. The sink receives the text borrowed
@@ -269,6 +265,9 @@ impl Inner {
 pub struct Scheduler {
     inner: Arc<Inner>,
     config: SchedulerConfig,
+    /// Why the model cannot draft with an MTP block, if it cannot: requests asking for
+    /// such drafts are refused with it.
+    no_mtp: Option<String>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -283,6 +282,7 @@ impl Scheduler {
             wake: Condvar::new(),
             next_id: AtomicU64::new(1),
         });
+        let no_mtp = engine.model.nextn().err().map(|e| e.to_string());
         let worker = Worker::new(engine, config.clone(), inner.clone());
         let thread = std::thread::Builder::new()
             .name("ferromoe-scheduler".into())
@@ -291,6 +291,7 @@ impl Scheduler {
         Scheduler {
             inner,
             config,
+            no_mtp,
             thread: Some(thread),
         }
     }
@@ -310,9 +311,9 @@ impl Scheduler {
             .speculation
             .validate()
             .map_err(SubmitError::Invalid)?;
-        let mtp = |s: &Speculation| s.is_on() && s.kind == SpecType::Mtp;
-        if mtp(&self.config.speculation) || job.request.speculation.as_ref().is_some_and(mtp) {
-            return Err(SubmitError::Invalid(MTP_UNBATCHED.into()));
+        let speculation = job.request.speculation.unwrap_or(self.config.speculation);
+        if let (true, Some(why)) = (speculation.drafts_with_mtp(), &self.no_mtp) {
+            return Err(SubmitError::Invalid(format!("--spec-type mtp: {why}")));
         }
         let mut sh = self.inner.lock();
         if sh.closing || sh.abort {
@@ -397,6 +398,10 @@ struct ActiveJob {
     /// This step's share: `None` (left out), `Some(0)` (the decode token and its draft,
     /// `generation.pending()`) or `Some(n)` (the next `n` prompt tokens).
     take: Option<usize>,
+    /// Drafts from the model's MTP block, when the request asks for them, and the
+    /// buffer of the current draft.
+    mtp: Option<MtpDrafter>,
+    draft: Vec<u32>,
     started: Instant,
     prefill_seconds: f64,
     decode_started: Option<Instant>,
@@ -539,6 +544,14 @@ impl Worker {
                 }
             },
         };
+        let spec = *request.speculation.get_or_insert(self.config.speculation);
+        let mtp = match self.engine.mtp_drafter(&spec, &sequence) {
+            Ok(m) => m,
+            Err(e) => {
+                sink(Event::Error(e));
+                return;
+            }
+        };
         // The last prompt token is always run again: its logits are needed.
         // (A cache with sliding-window rings may keep less than asked: see `KvCache::truncate`.)
         let reuse = sequence.truncate(sequence.common_prefix(&prompt).min(prompt.len() - 1));
@@ -553,9 +566,8 @@ impl Worker {
         }) {
             cancel.store(true, Ordering::SeqCst);
         }
-        request.speculation.get_or_insert(self.config.speculation);
         let mut generation = Generation::new(tok, &request, continues_prompt);
-        generation.set_step_cost(self.engine.step_cost_per_token);
+        generation.set_step_cost(self.engine.step_cost(&spec));
         let job = ActiveJob {
             generation,
             sequence,
@@ -568,6 +580,8 @@ impl Worker {
             next: 0,
             decoding: false,
             take: None,
+            mtp,
+            draft: Vec::with_capacity(model::VERIFY_STEP_MAX),
             started: Instant::now(),
             prefill_seconds: 0.0,
             decode_started: None,
@@ -613,14 +627,26 @@ impl Worker {
         let decoding = self.active.iter().filter(|j| j.decoding).count();
         let mut budget = self.config.step_tokens.saturating_sub(decoding);
         let mut batch = recycle(std::mem::take(&mut self.batch));
-        for j in self.active.iter_mut() {
+        self.ended.clear();
+        for (i, j) in self.active.iter_mut().enumerate() {
             j.take = if j.decoding {
                 // A sliding-window cache goes back only so far: no step longer than that.
                 let max_step = (budget + 1).min(j.sequence.kv.ring_step().unwrap_or(usize::MAX));
                 let room = j.sequence.remaining();
-                let fed = j
-                    .generation
-                    .next_tokens(&j.sequence.tokens, j.next, room, max_step);
+                let fed = match &mut j.mtp {
+                    Some(m) => {
+                        let want = j.generation.draft_length(room, max_step);
+                        if let Err(e) = m.draft(&j.sequence.tokens, j.next, want, &mut j.draft) {
+                            j.take = None;
+                            self.ended.push((i, Err(e)));
+                            continue;
+                        }
+                        j.generation.propose(j.next, &j.draft)
+                    }
+                    None => j
+                        .generation
+                        .next_tokens(&j.sequence.tokens, j.next, room, max_step),
+                };
                 budget -= fed.len() - 1;
                 Some(0)
             } else if budget > 0 {
@@ -644,11 +670,18 @@ impl Worker {
         let n_batch = batch.len();
         if n_batch == 0 {
             self.batch = recycle(batch);
-            return;
+            return self.end_jobs();
         }
         let t = Instant::now();
-        let result = self.engine.forward_batch(&mut self.state, &mut batch);
+        let result = self
+            .engine
+            .forward_batch(&mut self.state, &mut batch)
+            .map(|_| ());
         let took = t.elapsed();
+        let (vocab, dim) = (
+            self.engine.model.config.n_vocab,
+            self.engine.model.config.dim,
+        );
         self.batch = recycle(batch);
         {
             let mut sh = self.inner.lock();
@@ -656,44 +689,63 @@ impl Worker {
             sh.status.steps += 1;
             sh.status.batched_seqs += n_batch as u64;
         }
-        let logits = match result {
-            Ok(l) => l,
-            Err(e) => return self.fail_batch(e),
-        };
-        let vocab = self.engine.model.config.n_vocab;
-        let mut at = 0;
-        self.ended.clear();
+        if let Err(e) = result {
+            // Jobs whose drafts failed end first: `fail_batch` moves the others.
+            self.end_jobs();
+            return self.fail_batch(e);
+        }
+        // Each sequence's logits rows, and every row's hidden state (MTP drafts read it).
+        let (logits, hidden) = (self.state.logits(), self.state.hidden(dim));
+        let (mut at, mut first_row) = (0, 0);
         for (i, j) in self.active.iter_mut().enumerate() {
             let Some(n) = j.take else { continue };
-            // A decode step has a row per position of its draft, a prompt chunk one.
-            let rows = if n == 0 {
-                j.generation.pending().len()
-            } else {
-                1
+            // A decode step has a row of logits per position of its draft, a prompt chunk
+            // one; both have a hidden state per token fed.
+            let (rows, fed) = match n {
+                0 => (j.generation.pending().len(), j.generation.pending().len()),
+                n => (1, n),
             };
             let Some(block) = logits.get(at * vocab..(at + rows) * vocab) else {
                 break;
             };
+            let states = &hidden[first_row * dim..(first_row + fed) * dim];
             at += rows;
-            if n == 0 {
+            first_row += fed;
+            let decode_states = if n == 0 {
                 j.sequence.tokens.extend_from_slice(j.generation.pending());
                 j.decoding = false;
+                Some(states)
             } else {
                 j.sequence
                     .tokens
                     .extend_from_slice(&j.prompt[j.fed..j.fed + n]);
                 j.fed += n;
+                if let Some(Err(e)) = j
+                    .mtp
+                    .as_mut()
+                    .map(|m| m.observe(states, &j.sequence.tokens))
+                {
+                    self.ended.push((i, Err(e)));
+                    continue;
+                }
                 if j.fed < j.prompt.len() {
                     continue;
                 }
                 j.prefill_seconds = j.started.elapsed().as_secs_f64();
                 j.decode_started = Some(Instant::now());
-            }
-            if let Some(end) = j.generate(block) {
+                None
+            };
+            if let Some(end) = j.generate(block, decode_states, dim) {
                 self.ended.push((i, end));
             }
         }
+        self.end_jobs();
+    }
+
+    /// Ends the jobs of `self.ended` (finished, or failed with an error).
+    fn end_jobs(&mut self) {
         // Remove from the back so the indices stay valid.
+        self.ended.sort_unstable_by_key(|&(i, _)| i);
         while let Some((i, end)) = self.ended.pop() {
             let mut job = self.active.swap_remove(i);
             match end {
@@ -740,9 +792,18 @@ impl Worker {
 impl ActiveJob {
     /// The generation steps of this job's logits `rows` (one per position of its draft,
     /// or the prompt's last), streaming the text that became final and dropping the
-    /// rejected draft tokens; the reason (or the error) when the job ends.
-    fn generate(&mut self, rows: &[f32]) -> Option<Result<FinishReason, EngineError>> {
+    /// rejected draft tokens; the reason (or the error) when the job ends. After a
+    /// decode step, `states` are the hidden states of the positions it fed: the MTP
+    /// drafter takes those of the confirmed ones.
+    fn generate(
+        &mut self,
+        rows: &[f32],
+        states: Option<&[f32]>,
+        dim: usize,
+    ) -> Option<Result<FinishReason, EngineError>> {
         let n_ctx = self.sequence.kv.n_ctx();
+        // The first position this step fed.
+        let first = self.sequence.tokens.len() - states.map_or(0, |s| s.len() / dim);
         let (sink, on_token) = (&mut self.sink, &mut self.on_token);
         let mut emit = |g: &Generation| {
             if let (Some(lp), Some(f)) = (g.token_logprobs(), on_token.as_mut()) {
@@ -755,6 +816,12 @@ impl ActiveJob {
             .verify(rows, &self.sequence.tokens, n_ctx, &mut emit);
         if let Err(e) = self.sequence.keep(v.keep) {
             return Some(Err(e));
+        }
+        if let (Some(m), Some(states), Step::Next(_)) = (&mut self.mtp, states, v.step) {
+            let kept = (v.keep - first) * dim;
+            if let Err(e) = m.observe(&states[..kept], &self.sequence.tokens) {
+                return Some(Err(e));
+            }
         }
         match v.step {
             Step::Next(next) => {

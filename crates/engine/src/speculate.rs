@@ -107,6 +107,11 @@ impl Speculation {
         }
     }
 
+    /// Whether drafts come from the model's MTP block.
+    pub fn drafts_with_mtp(&self) -> bool {
+        self.is_on() && self.kind == SpecType::Mtp
+    }
+
     /// Whether any draft can be made.
     pub fn is_on(&self) -> bool {
         self.kind != SpecType::Off && self.draft_max > 0

@@ -51,8 +51,8 @@ impl SamplingArgs {
 #[derive(clap::Args, Clone, Debug)]
 pub struct SpecArgs {
     /// Speculative decoding: `ngram` (prompt lookup: drafts copied from the context),
-    /// `mtp` (the model's own next-token-prediction layer: DeepSeek-V3.2, GLM-4.5; `run`
-    /// and `chat`) or `off`. Drafts are verified in one forward pass: lossless.
+    /// `mtp` (the model's own next-token-prediction layer: DeepSeek-V3.2, GLM-4.5) or
+    /// `off`. Drafts are verified in one forward pass: lossless.
     #[arg(long = "spec-type", default_value = "ngram")]
     pub spec_type: engine::SpecType,
     /// Most tokens drafted per step (the length follows the acceptance rate).
@@ -78,8 +78,7 @@ impl SpecArgs {
     /// Whether the command drafts with the model's MTP block (`--spec-type mtp`, drafts
     /// on): the load prepares the block then.
     pub fn wants_mtp(&self) -> bool {
-        self.speculation()
-            .is_ok_and(|s| s.is_on() && s.kind == engine::SpecType::Mtp)
+        self.speculation().is_ok_and(|s| s.drafts_with_mtp())
     }
 
     /// [`speculation`](Self::speculation), checked against the loaded model (MTP drafts

@@ -87,9 +87,7 @@ fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     // The access log and server messages go to stderr; RUST_LOG overrides the level.
     server::init_logging();
-    if args.spec.speculation()?.kind == engine::SpecType::Mtp {
-        anyhow::bail!(engine::scheduler::MTP_UNBATCHED);
-    }
+    args.spec.speculation()?;
     // Up to max_seqs running and prefix_cache kept sequences hold a cache each: the
     // memory plan reserves them all.
     let kept = args.prefix_cache.unwrap_or(args.max_seqs);
@@ -99,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         caches: args.max_seqs.saturating_add(kept),
         types: args.model.kv_types(),
     };
-    let mut engine = super::load::load(&args.model, false, false, kv, false)?;
+    let mut engine = super::load::load(&args.model, false, false, kv, args.spec.wants_mtp())?;
     if engine.tokenizer.is_none() {
         anyhow::bail!(
             "{}: the file has no tokenizer; the server needs one",
@@ -153,7 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         listen_host: args.host.clone(),
         header_timeout: seconds("--timeout-header", args.timeout_header)?,
         body_timeout: seconds("--timeout", args.timeout)?,
-        speculation: args.spec.speculation()?,
+        speculation: args.spec.for_engine(&engine)?,
     };
     let options = server::RunOptions {
         host: args.host.clone(),
