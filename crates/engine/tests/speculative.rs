@@ -234,6 +234,29 @@ fn mtp() -> Speculation {
     }
 }
 
+/// A tiny model loaded with its MTP block `prepared` for drafting (repacked) or not.
+fn load_mtp(rel: &str, prepared: bool) -> Engine {
+    let opts = LoadOptions {
+        threads: Some(2),
+        mtp: prepared,
+        ..Default::default()
+    };
+    let path = testutil::data_dir().join("tiny").join(rel);
+    let e = Engine::load(&path, &opts, &mut |_| {}).unwrap();
+    let block = e.model.weights.nextn.as_ref().unwrap();
+    // (`eh_proj` or the attention's output: one has a type with a layout in each file.)
+    let wo = match &block.layer.attn {
+        model::weights::Attention::Gqa(a) => &a.wo,
+        model::weights::Attention::Mla(a) => &a.wo,
+    };
+    assert_eq!(
+        block.eh_proj.is_packed() || wo.is_packed(),
+        prepared,
+        "{rel}"
+    );
+    e
+}
+
 /// Both ways the block can be held: mapped from the file (a command that does not draft
 /// with it), and repacked at load like a trunk layer (`LoadOptions::mtp`).
 #[test]
@@ -243,18 +266,7 @@ fn mtp_drafts_are_lossless_on_glm4moe() {
         "glm4moe-tiny/glm4moe-tiny-Q4_K_M.gguf",
     ] {
         for prepared in [false, true] {
-            let e = Engine::load(
-                &testutil::data_dir().join("tiny").join(rel),
-                &LoadOptions {
-                    threads: Some(2),
-                    mtp: prepared,
-                    ..Default::default()
-                },
-                &mut |_| {},
-            )
-            .unwrap();
-            let block = e.model.weights.nextn.as_ref().unwrap();
-            assert_eq!(block.eh_proj.is_packed(), prepared, "{rel}");
+            let e = load_mtp(rel, prepared);
             assert!(e.mtp_cost_per_token > 0.0 && e.mtp_cost_per_token < 1.0);
             let (drafted, accepted) = check_engine_spec(rel, &e, mtp());
             // Random weights: the block's drafts are mostly wrong, so verification rejects
@@ -279,16 +291,7 @@ fn mtp_drafts_are_lossless_on_glm4moe() {
 fn mtp_drafts_of_a_block_that_copies_the_trunk_are_confirmed() {
     let rel = "glm4moe-tiny/glm4moe-tiny-mtp-copy-Q8_0.gguf";
     for prepared in [false, true] {
-        let e = Engine::load(
-            &testutil::data_dir().join("tiny").join(rel),
-            &LoadOptions {
-                threads: Some(2),
-                mtp: prepared,
-                ..Default::default()
-            },
-            &mut |_| {},
-        )
-        .unwrap();
+        let e = load_mtp(rel, prepared);
         let (drafted, accepted) = check_engine_spec(rel, &e, mtp());
         eprintln!(
             "{rel} (block repacked: {prepared}): MTP drafts: {accepted} of {drafted} accepted"
@@ -566,17 +569,7 @@ fn batched_mtp_drafts_equal_solo_without() {
         "glm4moe-tiny/glm4moe-tiny-Q4_K_M.gguf",
         "glm4moe-tiny/glm4moe-tiny-mtp-copy-Q8_0.gguf",
     ] {
-        let e = Engine::load(
-            &testutil::data_dir().join("tiny").join(rel),
-            &LoadOptions {
-                threads: Some(2),
-                mtp: true,
-                ..Default::default()
-            },
-            &mut |_| {},
-        )
-        .unwrap();
-        let (drafted, accepted) = batched_equals_solo(&Arc::new(e), mtp());
+        let (drafted, accepted) = batched_equals_solo(&Arc::new(load_mtp(rel, true)), mtp());
         eprintln!("{rel}: batched MTP drafts: {accepted} of {drafted} accepted");
         assert!(drafted > 0, "{rel}: nothing drafted");
         // Random weights: the drafts are wrong; the block that copies the trunk's
