@@ -55,15 +55,27 @@ impl MtpDrafter {
         n_ctx: usize,
     ) -> Result<MtpDrafter, EngineError> {
         let kv = model.nextn_cache(types, n_ctx)?;
+        // Sized up front for the largest pass (a chunk of pending rows) and the most rows
+        // that wait (a chunk, plus a step's while drafting pauses), so that a drafter in a
+        // steady state allocates nothing.
+        let mut state = RunState::new(mode);
+        let limits = model::BatchLimits {
+            tokens: PREFILL_CHUNK,
+            seqs: 1,
+            ctx: n_ctx,
+            logit_rows: 1,
+        };
+        model.reserve_nextn(&mut state, &pool, limits)?;
+        let dim = model.config.dim;
         Ok(MtpDrafter {
+            state,
+            kv,
+            pending: Vec::with_capacity((PREFILL_CHUNK + model::VERIFY_STEP_MAX) * dim),
+            pending_from: 0,
+            tokens: Vec::with_capacity(PREFILL_CHUNK),
+            chained: Vec::with_capacity(dim),
             model,
             pool,
-            state: RunState::new(mode),
-            kv,
-            pending: Vec::new(),
-            pending_from: 0,
-            tokens: Vec::new(),
-            chained: Vec::new(),
         })
     }
 

@@ -9,13 +9,16 @@
 //! (`Engine::new_state`), so the window's count, forward pass included, must be zero.
 //! Speculative decoding is on (the default): drafting, verifying several positions and
 //! truncating the caches allocate nothing either (the tiny model repeats itself, so the
-//! window holds steps with accepted drafts: fewer forward passes than text events).
+//! window holds steps with accepted drafts: fewer forward passes than text events). So do
+//! MTP drafts (each sequence's drafter, its block pass and its cache), on the tiny glm4moe
+//! whose block copies the trunk one position ahead (its drafts are mostly confirmed).
+//! nextest runs each test in its own process, so the counter sees one test at a time.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use engine::scheduler::{Event, Job, Scheduler, SchedulerConfig};
-use engine::{Engine, GenerateRequest, LoadOptions, SamplingParams};
+use engine::{Engine, GenerateRequest, LoadOptions, SamplingParams, SpecType, Speculation};
 
 use testutil::counting_alloc::{Counting, ALLOCS, ARMED};
 
@@ -23,19 +26,21 @@ use testutil::counting_alloc::{Counting, ALLOCS, ARMED};
 static GLOBAL: Counting = Counting;
 
 const MODEL: &str = "tiny/qwen3moe-tiny/qwen3moe-tiny-Q4_K_M.gguf";
+const MTP_MODEL: &str = "tiny/glm4moe-tiny/glm4moe-tiny-mtp-copy-Q8_0.gguf";
 const PROMPTS: [&str; 4] = ["Once upon a time", "1, 2, 3,", "The capital of", "Hello"];
 const N_CTX: usize = 512;
 /// Text events of the first job before the window opens, and inside it.
 const WARM_UP: usize = 24;
 const WINDOW: usize = 48;
 
-fn load() -> Arc<Engine> {
-    let path = testutil::data_dir().join(MODEL);
+fn load(model: &str, mtp: bool) -> Arc<Engine> {
+    let path = testutil::data_dir().join(model);
     Arc::new(
         Engine::load(
             &path,
             &LoadOptions {
                 threads: Some(2),
+                mtp,
                 ..Default::default()
             },
             &mut |_| {},
@@ -46,16 +51,28 @@ fn load() -> Arc<Engine> {
 
 #[test]
 fn steady_state_scheduler_steps_do_not_allocate() {
-    let engine = load();
+    check_window(load(MODEL, false), Speculation::default());
+}
+
+#[test]
+fn steady_state_scheduler_steps_with_mtp_drafts_do_not_allocate() {
+    let mtp = Speculation {
+        kind: SpecType::Mtp,
+        ..Speculation::default()
+    };
+    check_window(load(MTP_MODEL, true), mtp);
+}
+
+/// Four sequences decoding with `speculation`: no allocation in a window of whole steps.
+fn check_window(engine: Arc<Engine>, speculation: Speculation) {
     let tok = engine.tokenizer.clone().unwrap();
     let prompts: Vec<Vec<u32>> = PROMPTS
         .iter()
         .map(|p| tok.encode(p, false).unwrap())
         .collect();
-    let sched = Arc::new(Scheduler::start(
-        engine.clone(),
-        SchedulerConfig::new(PROMPTS.len(), N_CTX),
-    ));
+    let mut config = SchedulerConfig::new(PROMPTS.len(), N_CTX);
+    config.speculation = speculation;
+    let sched = Arc::new(Scheduler::start(engine.clone(), config));
 
     // Each sink notes the forward passes run before its job was admitted; job 0's sink
     // opens the window at its WARM_UP-th text event and closes it WINDOW events later,

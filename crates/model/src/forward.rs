@@ -177,7 +177,14 @@ impl RunState {
                 }
             }
             match &layer.ffn {
-                Ffn::Dense(f) => self.ffn.reserve(f.gate.n_out, n),
+                Ffn::Dense(f) => {
+                    self.ffn.reserve(f.gate.n_out, n);
+                    // The activations quantized for its matrices (`down`'s rows are
+                    // the widest in most files).
+                    for m in [&f.gate, &f.down] {
+                        self.linear.reserve(m, n)?;
+                    }
+                }
                 Ffn::Moe(f) => {
                     let k = model.experts_per_token();
                     self.moe.reserve(c, f, n, k, self.linear.mode)?

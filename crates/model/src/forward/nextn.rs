@@ -48,6 +48,20 @@ impl Model {
         KvCache::with_types(&self.nextn_cache_config(), types, n_ctx)
     }
 
+    /// Sizes `st` for [`Self::forward_nextn`] passes of up to `max.tokens` rows, so that
+    /// such passes allocate nothing.
+    pub fn reserve_nextn(
+        &self,
+        st: &mut RunState,
+        pool: &kernels::ThreadPool,
+        max: BatchLimits,
+    ) -> Result<(), ModelError> {
+        let nx = self.nextn()?;
+        st.reserve(self, pool, max)?;
+        buf(&mut st.nextn_in, 2 * max.tokens * self.config.dim);
+        st.linear.reserve(&nx.eh_proj, max.tokens)
+    }
+
     /// Bytes of [`Self::nextn_cache`]'s cache (what a memory plan reserves for it);
     /// `None` when the size overflows.
     pub fn nextn_cache_bytes(&self, types: KvTypes, n_ctx: usize) -> Option<usize> {
