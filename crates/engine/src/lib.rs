@@ -610,6 +610,12 @@ fn scratch_estimate(c: &model::Config) -> u64 {
     512 * (c.n_vocab as u64 + 16 * c.dim as u64) * 4
 }
 
+/// Activation scratch of one MTP drafter (see `mtp::MtpDrafter::new`: sized for a
+/// chunk of rows and one row of logits), an estimate as [`scratch_estimate`].
+fn drafter_scratch_estimate(c: &model::Config) -> u64 {
+    (PREFILL_CHUNK as u64 * 16 * c.dim as u64 + c.n_vocab as u64) * 4
+}
+
 /// Plans memory, then repacks what the plan selects and reads the rest of the weights into
 /// the page cache when it all fits, reporting progress in bytes over all parts.
 fn place_weights(
@@ -626,10 +632,15 @@ fn place_weights(
     opts.kv.types.check(&model.config)?;
     let kv_ctx = opts.kv.ctx_for(&model.config);
     let mut kv_bytes = opts.kv.bytes(&model.config);
-    if opts.mtp && model.weights.nextn.is_some() {
+    // A drafting command holds a drafter (its block cache and scratch) per cache.
+    let drafters = match opts.mtp && model.weights.nextn.is_some() {
+        true => opts.kv.caches as u64,
+        false => 0,
+    };
+    if drafters > 0 {
         let block = model.nextn_cache_bytes(opts.kv.types, kv_ctx);
         kv_bytes = block
-            .and_then(|b| (b as u64).checked_mul(opts.kv.caches as u64))
+            .and_then(|b| (b as u64).checked_mul(drafters))
             .and_then(|b| b.checked_add(kv_bytes))
             .unwrap_or(u64::MAX);
     }
@@ -655,7 +666,8 @@ fn place_weights(
         other_mapped_bytes: total.saturating_sub(in_items),
         derived_bytes: model.weights.derived_bytes(),
         kv_bytes,
-        scratch_bytes: scratch_estimate(&model.config),
+        scratch_bytes: scratch_estimate(&model.config)
+            + drafters * drafter_scratch_estimate(&model.config),
         repack,
         usable: usable.clone(),
         items,
