@@ -70,6 +70,19 @@ impl Sequence {
         Ok((logits, &self.tokens))
     }
 
+    /// Fills the cache to `to` positions with copies of the positions it holds, the
+    /// tokens repeated alike (see [`model::KvCache::repeat_prefix`]: for benchmarks after
+    /// a deep context, not for generating text).
+    pub fn repeat_to(&mut self, to: usize) -> Result<(), EngineError> {
+        self.kv.repeat_prefix(to)?;
+        let held = self.tokens.len();
+        for i in held..to {
+            let t = self.tokens[i % held];
+            self.tokens.push(t);
+        }
+        Ok(())
+    }
+
     /// Forgets everything from position `len` on (0 = start over); returns the positions
     /// kept, fewer than `len` when a sliding-window cache cannot go back that far
     /// ([`model::KvCache::truncate`]).

@@ -196,6 +196,31 @@ fn synth_v2_lite_small_has_the_shape_loads_and_runs() {
         table.contains("pp4 @ d24") && table.contains("tg2 @ d24"),
         "{table}"
     );
+    // --depth-fill copy: 512 positions processed, the rest copies (MLA latent cache).
+    let out = bench(
+        &path,
+        &[
+            "-t",
+            "2",
+            "-p",
+            "4",
+            "-n",
+            "2",
+            "-d",
+            "600",
+            "-r",
+            "1",
+            "--depth-fill",
+            "copy",
+        ],
+    );
+    ok(&out, "bench -d --depth-fill copy");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cache filled: 600 tokens (512 processed, the rest copies of them)"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tg2 @ d600"));
     // Sizes past the model's context are refused with a message, not an allocation abort.
     let huge = bench(&path, &["-p", "100000000000", "-n", "0"]);
     assert_eq!(huge.status.code(), Some(1), "bench -p huge");

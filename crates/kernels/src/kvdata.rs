@@ -164,6 +164,35 @@ impl KvBuf {
         }
     }
 
+    /// Fills values `prefix..to` with copies of values `0..prefix`, over and over (`prefix`
+    /// and `to` whole blocks, and q8_KV rows): what a benchmark's synthetic cache fill
+    /// stores (see `KvCache::repeat_prefix`).
+    pub fn repeat_prefix(&mut self, prefix: usize, to: usize) {
+        let unit = match &*self {
+            KvBuf::Q8Kv { row, .. } => *row,
+            other => other.ty().block(),
+        };
+        assert!(
+            prefix > 0 && prefix % unit == 0 && to % unit == 0,
+            "KvBuf: repeats whole blocks and rows"
+        );
+        match self {
+            KvBuf::F32(v) => repeat(v, prefix, to),
+            KvBuf::F16(v) | KvBuf::Bf16(v) => repeat(v, prefix, to),
+            KvBuf::Q8_0(v) => repeat(v, prefix / QK, to / QK),
+            KvBuf::Q8Kv { row, q, d } => {
+                let row = *row;
+                repeat(q, prefix, to);
+                repeat(d, prefix / row, to / row);
+            }
+        }
+    }
+
+    /// The element type.
+    pub fn ty(&self) -> KvType {
+        self.data().ty()
+    }
+
     /// Stores `src` as values `at..at + src.len()` (q8_0: `at` and the length whole
     /// blocks, each quantized as ggml's `quantize_row_q8_0_ref` does: `d = max|x|/127`).
     pub fn write(&mut self, at: usize, src: &[f32]) {
@@ -199,6 +228,16 @@ impl KvBuf {
                 quantize_q8kv_rows(src, row, &mut q[at..at + src.len()], &mut d[r0..r0 + rows]);
             }
         }
+    }
+}
+
+/// `v[prefix..to]` = `v[0..prefix]` repeated (the filled part doubles with each copy).
+pub fn repeat<T: Copy>(v: &mut [T], prefix: usize, to: usize) {
+    let mut filled = prefix;
+    while filled < to {
+        let n = filled.min(to - filled);
+        v.copy_within(0..n, filled);
+        filled += n;
     }
 }
 
@@ -583,6 +622,26 @@ mod tests {
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         (0..n).map(|_| rng.random_range(-3.0..3.0)).collect()
+    }
+
+    /// A synthetic fill: every value at position p reads as the value at p mod the
+    /// prefix, for every type (rows of 64 values, 3 positions repeated to 11).
+    #[test]
+    fn repeat_prefix_copies_whole_rows_of_every_type() {
+        let (row, held, to) = (64, 3, 11);
+        for t in KvType::ALL {
+            let mut b = KvBuf::zeroed(t, 16 * row, row);
+            b.write(0, &values(held * row, 7));
+            b.repeat_prefix(held * row, to * row);
+            let (mut want, mut got) = (vec![0f32; row], vec![0f32; row]);
+            for p in 0..to {
+                b.data().read((p % held) * row, &mut want);
+                b.data().read(p * row, &mut got);
+                assert_eq!(got, want, "{t}: position {p}");
+            }
+            b.data().read(to * row, &mut got);
+            assert!(got.iter().all(|&x| x == 0.0), "{t}: past `to` untouched");
+        }
     }
 
     #[test]

@@ -356,6 +356,47 @@ impl KvCache {
         }
         self.len
     }
+    /// Fills positions `len()..to` with copies of the positions held (repeated, every
+    /// layer and index key alike), as if they had been processed: for benchmarks of
+    /// decode and prompts after a deep context, whose cost depends on how many positions
+    /// are cached, not on what they hold (`ferromoe bench --depth-fill copy`). Not for
+    /// generating text: the copies' rotary positions are those of the originals. Caches
+    /// with sliding-window rings, or with layers on a device, cannot be filled this way.
+    pub fn repeat_prefix(&mut self, to: usize) -> Result<(), ModelError> {
+        let len = self.len;
+        if len == 0 || to > self.n_ctx {
+            return Err(ModelError::Input(format!(
+                "cannot fill a cache of {} positions to {to} from {len} held",
+                self.n_ctx
+            )));
+        }
+        if self.ring_window.is_some() || self.device.is_some() {
+            return Err(ModelError::Input(
+                "a cache with sliding-window rings or layers on a device cannot be filled by copies"
+                    .into(),
+            ));
+        }
+        for l in &mut self.layers {
+            match l {
+                LayerCache::Gqa { k, v } => {
+                    for b in [k, v] {
+                        let w = b.data().len() / self.n_ctx;
+                        b.repeat_prefix(len * w, to * w);
+                    }
+                }
+                LayerCache::Mla { latent, index_keys } => {
+                    let w = latent.data().len() / self.n_ctx;
+                    latent.repeat_prefix(len * w, to * w);
+                    let w = index_keys.len() / self.n_ctx;
+                    kernels::kvdata::repeat(index_keys, len * w, to * w);
+                }
+                LayerCache::Ring { .. } => unreachable!("no rings (checked above)"),
+            }
+        }
+        self.set_len(to);
+        Ok(())
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes

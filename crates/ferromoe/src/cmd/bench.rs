@@ -43,6 +43,12 @@ pub struct Args {
     /// Context depth: run each test after this many cached tokens (untimed).
     #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
     n_depth: usize,
+    /// How the `-d` positions are cached: `real` (processed as a prompt, as llama-bench
+    /// does) or `copy` (the first 512 processed, the rest copies of them: minutes less at
+    /// 16k–32k; decode and prompt times after the fill depend on how many positions are
+    /// cached, not on what they hold).
+    #[arg(long, value_enum, default_value = "real", value_name = "real|copy")]
+    depth_fill: DepthFill,
     /// Timed repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     repetitions: usize,
@@ -58,6 +64,13 @@ pub struct Args {
     /// and tg tests.
     #[arg(long, value_delimiter = ',', value_name = "B,…")]
     parallel: Vec<usize>,
+}
+
+/// How `bench -d` fills the cache.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DepthFill {
+    Real,
+    Copy,
 }
 
 /// Forward passes per repetition of a step test.
@@ -209,15 +222,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // In batches of 512 like llama-bench's default n_batch, so the activation buffers
         // stay the size of the tests' own.
         let tokens = random_tokens(depth, vocab, bos, 0xde97);
+        let processed = match args.depth_fill {
+            DepthFill::Real => depth,
+            DepthFill::Copy => depth.min(512),
+        };
         let t = Instant::now();
-        for part in tokens.chunks(512) {
+        for part in tokens[..processed].chunks(512) {
             seq.feed(part, Logits::Last)?;
+        }
+        if processed < depth {
+            seq.repeat_to(depth)?;
         }
         // Deep fills take minutes: say what they cost (the prompt rate at growing depth),
         // and mark the start of the timed tests for scripts that watch stderr.
         let s = t.elapsed().as_secs_f64();
+        let how = match processed < depth {
+            true => format!(" ({processed} processed, the rest copies of them)"),
+            false => String::new(),
+        };
         eprintln!(
-            "cache filled: {depth} tokens in {s:.1} s ({:.2} tok/s)",
+            "cache filled: {depth} tokens{how} in {s:.1} s ({:.2} tok/s)",
             depth as f64 / s.max(1e-9)
         );
     }
