@@ -33,12 +33,12 @@ use super::codebook::rows_of_pairs;
 use super::*;
 use crate::iq1::GRID_X8;
 use crate::repack::iq1::{
-    IQ1MX8_BLOCK_BYTES, IQ1SX8_BLOCK_BYTES, M_OFF_QH, M_OFF_QS, M_OFF_SC, S_OFF_D, S_OFF_QH,
-    S_OFF_QS,
+    FACTOR, IQ1MX8_BLOCK_BYTES, IQ1SX8_BLOCK_BYTES, M_OFF_QH, M_OFF_QS, M_OFF_SC, S_OFF_D,
+    S_OFF_QH, S_OFF_QS,
 };
 
 /// What the tile needs of a layout: where its index bytes are, how the high index bits
-/// sit in `qh_c`, and the per-block scale and delta work.
+/// sit in `qh_c`, where the deltas and scales are.
 pub(super) trait Iq1: 'static {
     const BLOCK_BYTES: usize;
     const OFF_QS: usize;
@@ -46,17 +46,14 @@ pub(super) trait Iq1: 'static {
     /// Bits per group in `qh_c` (IQ1_S 3, IQ1_M 4: index bits 8..11 of group l are bits
     /// `STEP·l..` of the word).
     const STEP: u32;
-    /// Prepared bytes per activation block: `−9·Σa` per scale, as i64 lanes.
-    const EXTRA: usize;
-    /// Offset in [`Iq1::EXTRA`] of chunk c's group l's start value.
-    fn ex_at(c: usize, l: usize) -> usize;
-    /// Whether group l starts a new scale (IQ1_S: l = 0; IQ1_M: l = 0, 2).
-    fn new_scale(l: usize) -> bool;
+    /// One delta per chunk (IQ1_S: taken into each half's start value, `−7·Σa` instead of
+    /// `−9·Σa` where it is +1) rather than per group (IQ1_M: + 2 in the group's weights).
+    const CHUNK_DELTA: bool;
     /// The 8 rows whose group (c, l) has delta −1 (bit r), from the rows' `qh_c`.
     unsafe fn negative(qh: __m128i, l: usize) -> __mmask8;
-    /// The scale of group (c, l) of the 8 rows, in both dwords of qword r.
-    unsafe fn scales(pb: *const u8, qh: __m128i, c: usize, l: usize) -> __m512i;
-    unsafe fn prepare(blk: *const u8, dst: *mut u8);
+    /// The 8 rows' scale of half h (16 values) of chunk c, in both dwords of qword r.
+    unsafe fn scales(pb: *const u8, qh: __m128i, c: usize, h: usize) -> __m512i;
+    /// `d·0.125` of the 8 rows.
     unsafe fn row_d(pb: *const u8) -> __m256;
 }
 
@@ -79,36 +76,20 @@ impl Iq1 for S {
     const OFF_QS: usize = S_OFF_QS;
     const OFF_QH: usize = S_OFF_QH;
     const STEP: u32 = 3;
-    const EXTRA: usize = 64;
-    #[inline(always)]
-    fn ex_at(c: usize, _l: usize) -> usize {
-        8 * c
-    }
-    #[inline(always)]
-    fn new_scale(l: usize) -> bool {
-        l == 0
-    }
+    const CHUNK_DELTA: bool = true;
+    /// Bit 15 of `qh_c` (one delta per chunk).
     #[inline(always)]
     unsafe fn negative(qh: __m128i, _l: usize) -> __mmask8 {
         _mm_test_epi16_mask(qh, _mm_set1_epi16(i16::MIN))
     }
+    /// Bits 12..15 of `qh_c` (one scale per chunk).
     #[inline(always)]
-    unsafe fn scales(_pb: *const u8, qh: __m128i, _c: usize, _l: usize) -> __m512i {
+    unsafe fn scales(_pb: *const u8, qh: __m128i, _c: usize, _h: usize) -> __m512i {
         odd_scales(_mm_srli_epi16::<12>(qh))
-    }
-    /// Chunk c's `−9·Σ32` (the two `bsums` of its 16-value halves).
-    #[inline(always)]
-    unsafe fn prepare(blk: *const u8, dst: *mut u8) {
-        let s32 = _mm256_madd_epi16(load(blk.add(Q8K_BSUMS)), _mm256_set1_epi16(1));
-        let off = _mm256_mullo_epi32(s32, _mm256_set1_epi32(-9));
-        _mm512_storeu_si512(dst as *mut __m512i, _mm512_cvtepu32_epi64(off));
     }
     #[inline(always)]
     unsafe fn row_d(pb: *const u8) -> __m256 {
-        _mm256_mul_ps(
-            f16x8(pb.add(S_OFF_D)),
-            _mm256_set1_ps(crate::repack::iq1::FACTOR),
-        )
+        _mm256_mul_ps(f16x8(pb.add(S_OFF_D)), _mm256_set1_ps(FACTOR))
     }
 }
 
@@ -118,41 +99,20 @@ impl Iq1 for M {
     const OFF_QS: usize = M_OFF_QS;
     const OFF_QH: usize = M_OFF_QH;
     const STEP: u32 = 4;
-    const EXTRA: usize = 128;
-    #[inline(always)]
-    fn ex_at(c: usize, l: usize) -> usize {
-        8 * (2 * c + l / 2)
-    }
-    #[inline(always)]
-    fn new_scale(l: usize) -> bool {
-        l % 2 == 0
-    }
+    const CHUNK_DELTA: bool = false;
+    /// Bit 3 of nibble l of `qh_c`.
     #[inline(always)]
     unsafe fn negative(qh: __m128i, l: usize) -> __mmask8 {
         _mm_test_epi16_mask(qh, _mm_set1_epi16(1 << (4 * l + 3)))
     }
-    /// Scale `s` of half l / 2 of chunk c: bits `6·(c % 2) + 3·(l / 2)` of word c / 2.
+    /// Scale `s` of half h of chunk c: bits `6·(c % 2) + 3·h` of scale word c / 2.
     #[inline(always)]
-    unsafe fn scales(pb: *const u8, _qh: __m128i, c: usize, l: usize) -> __m512i {
+    unsafe fn scales(pb: *const u8, _qh: __m128i, c: usize, h: usize) -> __m512i {
         let w = _mm_loadu_si128(pb.add(M_OFF_SC + 16 * (c / 2)) as *const __m128i);
-        let sh = (6 * (c % 2) + 3 * (l / 2)) as i32;
+        let sh = (6 * (c % 2) + 3 * h) as i32;
         odd_scales(_mm_srl_epi16(w, _mm_cvtsi32_si128(sh)))
     }
-    /// The 16 `−9·bsums` of the block (one per 16 values).
-    #[inline(always)]
-    unsafe fn prepare(blk: *const u8, dst: *mut u8) {
-        let b = _mm512_cvtepi16_epi32(load(blk.add(Q8K_BSUMS)));
-        let off = _mm512_mullo_epi32(b, _mm512_set1_epi32(-9));
-        _mm512_storeu_si512(
-            dst as *mut __m512i,
-            _mm512_cvtepu32_epi64(_mm512_castsi512_si256(off)),
-        );
-        _mm512_storeu_si512(
-            dst.add(64) as *mut __m512i,
-            _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64::<1>(off)),
-        );
-    }
-    /// `d·0.125`, `d` the f16 in the top nibbles of the 4 scale words.
+    /// `d` is the f16 of the top nibbles of the 4 scale words.
     #[inline(always)]
     unsafe fn row_d(pb: *const u8) -> __m256 {
         let w = |k: usize| _mm_loadu_si128(pb.add(M_OFF_SC + 16 * k) as *const __m128i);
@@ -165,32 +125,67 @@ impl Iq1 for M {
             _mm_and_si128(_mm_srli_epi16::<4>(w(2)), _mm_slli_epi16::<4>(nib)),
             _mm_and_si128(w(3), _mm_slli_epi16::<8>(nib)),
         );
-        let d = _mm256_cvtph_ps(_mm_or_si128(lo, hi));
-        _mm256_mul_ps(d, _mm256_set1_ps(crate::repack::iq1::FACTOR))
+        _mm256_mul_ps(
+            _mm256_cvtph_ps(_mm_or_si128(lo, hi)),
+            _mm256_set1_ps(FACTOR),
+        )
     }
 }
 
-/// Chunk c's 32 grid indices of the 8 rows, u16 `8l + r`: the low bytes or'ed with bits
-/// `STEP·l..STEP·l + 3` of the rows' `qh_c`, moved to bits 8..11.
+/// Prepared bytes per activation block (both layouts): per 16 values j (a `bsums` entry
+/// b), `−9·b` then `−7·b` (the start value of a sum whose weights are `u − 2`), each as an
+/// i64: a start value in dword 2r of a broadcast, 0 in dword 2r + 1.
+const EXTRA: usize = 256;
+
+/// (Once per block and token for all the call's rows: scalar is fast enough.)
 #[inline(always)]
-unsafe fn chunk_indices<L: Iq1>(pb: *const u8, qh: __m128i, c: usize) -> [u16; 32] {
+unsafe fn prepare(blk: *const u8, dst: *mut u8) {
+    for j in 0..16 {
+        let b = std::ptr::read_unaligned(blk.add(Q8K_BSUMS + 2 * j) as *const i16) as i32;
+        for (k, m) in [-9, -7].into_iter().enumerate() {
+            let v = (m * b) as u32 as u64;
+            std::ptr::write_unaligned(dst.add(16 * j + 8 * k) as *mut u64, v);
+        }
+    }
+}
+
+/// Chunk c's 32 grid indices of the 8 rows into `out` (u16 `8l + r`): the low bytes or'ed
+/// with bits `STEP·l..STEP·l + 3` of the rows' `qh_c`, moved to bits 8..11.
+#[inline(always)]
+unsafe fn chunk_indices<L: Iq1>(pb: *const u8, c: usize, out: &mut [u16; 32]) {
     let lo = _mm512_cvtepu8_epi16(load(pb.add(L::OFF_QS + 32 * c)));
-    let counts = _mm512_set_epi64(
-        0x0003_0003_0003_0003 * L::STEP as i64,
-        0x0003_0003_0003_0003 * L::STEP as i64,
-        0x0002_0002_0002_0002 * L::STEP as i64,
-        0x0002_0002_0002_0002 * L::STEP as i64,
-        0x0001_0001_0001_0001 * L::STEP as i64,
-        0x0001_0001_0001_0001 * L::STEP as i64,
-        0,
-        0,
-    );
+    let qh = _mm_loadu_si128(pb.add(L::OFF_QH + 16 * c) as *const __m128i);
+    // Shift counts STEP·l, l = lane / 8.
+    let step = |l: i64| 0x0001_0001_0001_0001 * l * L::STEP as i64;
+    let counts = _mm512_set_epi64(step(3), step(3), step(2), step(2), step(1), step(1), 0, 0);
     let hi = _mm512_slli_epi16::<8>(_mm512_srlv_epi16(_mm512_broadcast_i32x4(qh), counts));
     // (hi & 0x700) | lo
     let idx = _mm512_ternarylogic_epi32::<0xEA>(hi, _mm512_set1_epi16(0x700), lo);
-    let mut out = [0u16; 32];
     _mm512_storeu_si512(out.as_mut_ptr() as *mut __m512i, idx);
-    out
+}
+
+/// The 8 rows' grid rows of group position l (qword r = row r), from scalar loads: a
+/// 64-bit load and a `vmovhps` per pair of rows, then two inserts. The indices are read
+/// back from memory one by one (volatile): LLVM would otherwise extract them with 32
+/// `vpextrw` per chunk (−10%), or merge the loads into a `vpgatherqq` (slower on Zen 4).
+#[inline(always)]
+unsafe fn grid_rows(grid: *const u64, idx: &[u16; 32], l: usize) -> __m512i {
+    // Four indices per (volatile) 64-bit read, split with shifts: the load ports are the
+    // tile's bottleneck.
+    let quad = |q: usize| std::ptr::read_volatile(idx.as_ptr().add(8 * l + 4 * q) as *const u64);
+    let (q0, q1) = (quad(0), quad(1));
+    // SAFETY (the reads): every index is < 2048 (a byte or'ed with 3 bits at 8..11).
+    let e = |r: usize| {
+        let q = if r < 4 { q0 } else { q1 };
+        grid.add((q >> (16 * (r % 4))) as usize & 0xffff)
+    };
+    let pair = |r: usize| {
+        let lo = _mm_loadl_epi64(e(r) as *const __m128i);
+        _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(lo), e(r + 1) as *const f64))
+    };
+    let y0 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(pair(0)), pair(2));
+    let y1 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(pair(4)), pair(6));
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(y0), y1)
 }
 
 /// One packed block × T tokens: `isum` per token, lane = row.
@@ -202,42 +197,47 @@ unsafe fn block_ints<L: Iq1, const T: usize>(
 ) -> [__m256i; T] {
     let grid = GRID_X8.0.as_ptr();
     let plus2 = _mm512_set1_epi8(2);
+    // All 256 indices first: the scalar reads below then never wait on a store just made.
+    let mut idx = [[0u16; 32]; 8];
+    for (c, out) in idx.iter_mut().enumerate() {
+        chunk_indices::<L>(pb, c, out);
+    }
     let mut isum = [_mm512_setzero_si512(); T];
-    for c in 0..8 {
+    for (c, idx) in idx.iter().enumerate() {
         let qh = _mm_loadu_si128(pb.add(L::OFF_QH + 16 * c) as *const __m128i);
-        let idx = chunk_indices::<L>(pb, qh, c);
-        let mut acc = [_mm512_setzero_si512(); T];
-        let mut ls = _mm512_setzero_si512();
-        for l in 0..4 {
-            if L::new_scale(l) {
-                if l > 0 {
-                    for t in 0..T {
-                        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(acc[t], ls));
-                    }
+        for h in 0..2 {
+            let ls = L::scales(pb, qh, c, h);
+            let neg = L::negative(qh, 0);
+            let mut acc: [__m512i; T] = std::array::from_fn(|t| {
+                let at = |k: usize| {
+                    let p = ex[t].add(16 * (2 * c + h) + 8 * k);
+                    _mm512_set1_epi64(std::ptr::read_unaligned(p as *const i64))
+                };
+                if L::CHUNK_DELTA {
+                    // Delta +1: the weights are 2 short of `u`, start at −7·Σa.
+                    _mm512_mask_blend_epi64(neg, at(1), at(0))
+                } else {
+                    at(0)
                 }
-                ls = L::scales(pb, qh, c, l);
+            });
+            for l in 2 * h..2 * h + 2 {
+                let mut w = grid_rows(grid, idx, l);
+                if !L::CHUNK_DELTA {
+                    // + 2 in every byte of the rows with delta +1 (bytes ≤ 16: no carries).
+                    w = _mm512_mask_add_epi64(w, !L::negative(qh, l), w, plus2);
+                }
                 for t in 0..T {
-                    acc[t] = _mm512_set1_epi64(std::ptr::read_unaligned(
-                        ex[t].add(L::ex_at(c, l)) as *const i64
-                    ));
+                    let q =
+                        std::ptr::read_unaligned(a[t].add(Q8K_QS + 32 * c + 8 * l) as *const i64);
+                    acc[t] = _mm512_dpbusd_epi32(acc[t], w, _mm512_set1_epi64(q));
                 }
             }
-            // Volatile reads: LLVM would otherwise merge the 8 loads into a `vpgatherqq`
-            // (slower on Zen 4, see the module docs). SAFETY of the reads: each index is
-            // < 2048 (a byte or'ed with 3 bits at 8..11).
-            let e = |r: usize| std::ptr::read_volatile(grid.add(idx[8 * l + r] as usize)) as i64;
-            let w = _mm512_set_epi64(e(7), e(6), e(5), e(4), e(3), e(2), e(1), e(0));
-            // + 2 in every byte of the rows with delta +1 (bytes ≤ 16: no carries).
-            let w = _mm512_mask_add_epi64(w, !L::negative(qh, l), w, plus2);
             for t in 0..T {
-                let q = std::ptr::read_unaligned(a[t].add(Q8K_QS + 32 * c + 8 * l) as *const i64);
-                acc[t] = _mm512_dpbusd_epi32(acc[t], w, _mm512_set1_epi64(q));
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(acc[t], ls));
             }
-        }
-        for t in 0..T {
-            isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(acc[t], ls));
         }
     }
+    // Lanes 2r, 2r + 1 (row r's two halves of each group) → lane r.
     std::array::from_fn(|t| rows_of_pairs(isum[t]))
 }
 
@@ -249,10 +249,10 @@ impl<L: Iq1> Layout for Tile<L> {
     const ACT_BYTES: usize = Q8K_SIZE;
     const OFF_D: usize = 0;
     const OFF_DMIN: Option<usize> = None;
-    const EXTRA: usize = L::EXTRA;
+    const EXTRA: usize = EXTRA;
     #[inline(always)]
     unsafe fn prepare<I: Isa>(blk: *const u8, dst: *mut u8) {
-        L::prepare(blk, dst)
+        prepare(blk, dst)
     }
     #[inline(always)]
     unsafe fn ints<const T: usize, I: Isa>(
