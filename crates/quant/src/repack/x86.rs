@@ -53,6 +53,11 @@
 //! 16 rows per `vpdpbusd`, the same per-lane integers and f32 steps; an odd last group and
 //! calls of 1–6 tokens in the 256-bit tile).
 //!
+//! IQ1_Sx8 / IQ1_Mx8 × T tokens (AVX-512 VNNI only, `iq1`): per group position, the 8
+//! rows' entries of the 2048-entry grid assembled from scalar loads into one 512-bit
+//! vector (indices computed per block in vectors), one `vpdpbusd` per token against the
+//! broadcast activations, each 16-value sum scaled per row (`vpmulld`).
+//!
 //! Without VNNI the k-quant integers come from `vpmaddubsw` + `vpmaddwd` (values ≤ 63, so
 //! the i16 pair sums never saturate: 2·63·128 < 2¹⁵). Both variants are bit-identical to
 //! the scalar definition, with one exception: a Q8_0 weight of −128 (ggml's quantizer

@@ -10,22 +10,32 @@
 //! so this tile assembles vectors from scalar loads, and the layout makes everything
 //! around them vector work:
 //!
-//! - per chunk c (32 values of 8 rows), the 32 grid indices are computed in one 512-bit
-//!   vector of u16 (the 8 rows' low bytes zero-extended, their `qh_c` words broadcast,
-//!   shifted per group and masked into bits 8..11) and stored once;
+//! - per block, the 256 grid indices of the 8 rows are computed first, per chunk c (32
+//!   values of 8 rows) in one 512-bit vector of u16 (the rows' low bytes zero-extended,
+//!   their `qh_c` words broadcast, shifted per group and masked into bits 8..11), and
+//!   stored: the scalar reads then never wait on a store just made (+33% over computing
+//!   them chunk by chunk, which LLVM also turned into 32 `vpextrw`);
+//! - the indices are read back 4 per 64-bit load and split with shifts (the load ports
+//!   bound the tile: one load per index cost another −30%);
 //! - per group position l, one vector holds the 8 rows' grid rows from the table of
-//!   `8·grid + 8` (qword r = row r), plus 2 in the rows whose delta is +1 (one masked add):
-//!   the weights `u = 8·grid + 9 + δ` (0..=18, unsigned);
+//!   `8·grid + 8` (qword r = row r; a 64-bit load and a `vmovhps` per pair of rows, two
+//!   inserts); IQ1_M adds 2 in the rows whose group's delta is +1 (one masked add): the
+//!   weights `u = 8·grid + 9 + δ` (0..=18, unsigned); IQ1_S, whose delta is per chunk,
+//!   leaves them at `8·grid + 8` and takes the delta into the start values instead;
 //! - one `vpdpbusd` per (group position, token) multiplies them with the token's 8
 //!   activations of the same positions, broadcast as a qword (file order: nothing is
 //!   permuted); lanes 2r, 2r + 1 are row r's two halves;
-//! - each scale's sum starts at the prepared `−9·Σa` of its values (Σ u·a − 9·Σa =
-//!   Σ (8·grid + δ)·a), is multiplied by the scale `ls` of its row (`vpmulld`) and added
-//!   to the block sum: `8·S + S_δ`, ggml's integers exactly; lanes 2r, 2r + 1 are added
-//!   at the end.
+//! - each 16-value half's sum starts at the prepared `−9·Σa` of its values (IQ1_S with
+//!   delta +1: `−7·Σa`, the weights being 2 short), so that it ends at Σ (8·grid + δ)·a;
+//!   it is multiplied by its row's scale `ls` (`vpmulld`) and added to the block sum:
+//!   `8·S + S_δ`, ggml's integers exactly; lanes 2r, 2r + 1 are added at the end.
 //!
 //! IQ1_S has one scale and delta per chunk (in `qh_c`), IQ1_M a scale per 16 values (in
 //! its scale words) and a delta per group (bit 3 of `qh_c`'s nibble l).
+//!
+//! Per 8 groups (64 weights) that is ~11 loads and ~8 vector instructions plus the index
+//! shifts: ~1 group per cycle at best, measured 6.0–6.3 GB/s on one hot Zen 4 core
+//! (bench/RESULTS.md), against 2.9–3.8 for the file-order AVX2 dots.
 //!
 //! Ranges: |Σ16 u·a| ≤ 16·18·128, times ls ≤ 15, 16 sums per block: < 2²³ (i32 exact).
 
@@ -165,13 +175,12 @@ unsafe fn chunk_indices<L: Iq1>(pb: *const u8, c: usize, out: &mut [u16; 32]) {
 }
 
 /// The 8 rows' grid rows of group position l (qword r = row r), from scalar loads: a
-/// 64-bit load and a `vmovhps` per pair of rows, then two inserts. The indices are read
-/// back from memory one by one (volatile): LLVM would otherwise extract them with 32
-/// `vpextrw` per chunk (−10%), or merge the loads into a `vpgatherqq` (slower on Zen 4).
+/// 64-bit load and a `vmovhps` per pair of rows, then two inserts. The indices come from
+/// volatile reads: LLVM would otherwise extract them from the vector with `vpextrw`, or
+/// merge the grid loads into a `vpgatherqq` (both slower on Zen 4).
 #[inline(always)]
 unsafe fn grid_rows(grid: *const u64, idx: &[u16; 32], l: usize) -> __m512i {
-    // Four indices per (volatile) 64-bit read, split with shifts: the load ports are the
-    // tile's bottleneck.
+    // Four indices per 64-bit read, split with shifts (two per read as u32 measured slower: 5.8–5.9 GB/s vs 6.1–6.2 hot).
     let quad = |q: usize| std::ptr::read_volatile(idx.as_ptr().add(8 * l + 4 * q) as *const u64);
     let (q0, q1) = (quad(0), quad(1));
     // SAFETY (the reads): every index is < 2048 (a byte or'ed with 3 bits at 8..11).
