@@ -89,40 +89,75 @@ fn m_fields(r: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     fields((M_OFF_QS, M_OFF_QH), r, 0, 32).chain(sc)
 }
 
-pub(super) fn repack_s(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
-    let sizes = (256, S_SRC, IQ1SX8_BLOCK_BYTES);
-    each_row_block(n_in, n_out, sizes, src, dst, |pb, r, b| {
-        for (p, s, n) in s_fields(r) {
+/// Source → packed, row r's `fields(r)` of each block, for source blocks of `sbb` and
+/// packed blocks of `pbb` bytes.
+fn repack_fields<I: Iterator<Item = (usize, usize, usize)>>(
+    (sbb, pbb): (usize, usize),
+    fields: fn(usize) -> I,
+    (n_in, n_out): (usize, usize),
+    src: &[u8],
+    dst: &mut [u8],
+) {
+    each_row_block(n_in, n_out, (256, sbb, pbb), src, dst, |pb, r, b| {
+        for (p, s, n) in fields(r) {
             pb[p..p + n].copy_from_slice(&b[s..s + n]);
         }
     });
+}
+
+/// The inverse of [`repack_fields`].
+fn unpack_fields<I: Iterator<Item = (usize, usize, usize)>>(
+    (sbb, pbb): (usize, usize),
+    fields: fn(usize) -> I,
+    (n_in, n_out): (usize, usize),
+    packed: &[u8],
+    dst: &mut [u8],
+) {
+    each_row_block_back(n_in, n_out, (256, sbb, pbb), packed, dst, |pb, r, b| {
+        for (p, s, n) in fields(r) {
+            b[s..s + n].copy_from_slice(&pb[p..p + n]);
+        }
+    });
+}
+
+pub(super) fn repack_s(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
+    repack_fields(
+        (S_SRC, IQ1SX8_BLOCK_BYTES),
+        s_fields,
+        (n_in, n_out),
+        src,
+        dst,
+    );
 }
 
 pub(super) fn unpack_s(n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
-    let sizes = (256, S_SRC, IQ1SX8_BLOCK_BYTES);
-    each_row_block_back(n_in, n_out, sizes, packed, dst, |pb, r, b| {
-        for (p, s, n) in s_fields(r) {
-            b[s..s + n].copy_from_slice(&pb[p..p + n]);
-        }
-    });
+    unpack_fields(
+        (S_SRC, IQ1SX8_BLOCK_BYTES),
+        s_fields,
+        (n_in, n_out),
+        packed,
+        dst,
+    );
 }
 
 pub(super) fn repack_m(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
-    let sizes = (256, M_SRC, IQ1MX8_BLOCK_BYTES);
-    each_row_block(n_in, n_out, sizes, src, dst, |pb, r, b| {
-        for (p, s, n) in m_fields(r) {
-            pb[p..p + n].copy_from_slice(&b[s..s + n]);
-        }
-    });
+    repack_fields(
+        (M_SRC, IQ1MX8_BLOCK_BYTES),
+        m_fields,
+        (n_in, n_out),
+        src,
+        dst,
+    );
 }
 
 pub(super) fn unpack_m(n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
-    let sizes = (256, M_SRC, IQ1MX8_BLOCK_BYTES);
-    each_row_block_back(n_in, n_out, sizes, packed, dst, |pb, r, b| {
-        for (p, s, n) in m_fields(r) {
-            b[s..s + n].copy_from_slice(&pb[p..p + n]);
-        }
-    });
+    unpack_fields(
+        (M_SRC, IQ1MX8_BLOCK_BYTES),
+        m_fields,
+        (n_in, n_out),
+        packed,
+        dst,
+    );
 }
 
 /// A row's source block of a packed block, from that row's `fields`.
