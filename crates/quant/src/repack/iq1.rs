@@ -65,110 +65,90 @@ const fn qh_at(off_qh: usize, r: usize, c: usize) -> usize {
     off_qh + 16 * c + 2 * r
 }
 
-/// Copies between a source block's fields and row r's share of a packed block:
-/// `(packed offset, source offset, bytes)` of every field, in one list for both directions.
-fn fields(
+/// Visits the fields both types share, of row r: `f(packed offset, source offset, bytes)`
+/// for the 32 low index bytes (source `src_qs..`) and the 8 `qh` words (`src_qh..`).
+#[inline(always)]
+fn shared_fields(
     (off_qs, off_qh): (usize, usize),
     r: usize,
-    src_qs: usize,
-    src_qh: usize,
-) -> impl Iterator<Item = (usize, usize, usize)> {
-    let qs = (0..32).map(move |i| (qs_at(off_qs, r, i / 4, i % 4), src_qs + i, 1));
-    let qh = (0..8).map(move |c| (qh_at(off_qh, r, c), src_qh + 2 * c, 2));
-    qs.chain(qh)
-}
-
-/// IQ1_S: row r's fields (`d` at 0, `qs` at 2, `qh` at 34 of the source block).
-fn s_fields(r: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-    std::iter::once((S_OFF_D + 2 * r, 0, 2)).chain(fields((S_OFF_QS, S_OFF_QH), r, 2, 34))
-}
-
-/// IQ1_M: row r's fields (`qs` at 0, `qh` at 32, the 4 scale words at 48).
-fn m_fields(r: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-    let sc = (0..4).map(move |k| (M_OFF_SC + 16 * k + 2 * r, 48 + 2 * k, 2));
-    fields((M_OFF_QS, M_OFF_QH), r, 0, 32).chain(sc)
-}
-
-/// Source → packed, row r's `fields(r)` of each block, for source blocks of `sbb` and
-/// packed blocks of `pbb` bytes.
-fn repack_fields<I: Iterator<Item = (usize, usize, usize)>>(
-    (sbb, pbb): (usize, usize),
-    fields: fn(usize) -> I,
-    (n_in, n_out): (usize, usize),
-    src: &[u8],
-    dst: &mut [u8],
+    (src_qs, src_qh): (usize, usize),
+    f: &mut impl FnMut(usize, usize, usize),
 ) {
-    each_row_block(n_in, n_out, (256, sbb, pbb), src, dst, |pb, r, b| {
-        for (p, s, n) in fields(r) {
-            pb[p..p + n].copy_from_slice(&b[s..s + n]);
+    for c in 0..8 {
+        for l in 0..4 {
+            f(qs_at(off_qs, r, c, l), src_qs + 4 * c + l, 1);
         }
-    });
+        f(qh_at(off_qh, r, c), src_qh + 2 * c, 2);
+    }
 }
 
-/// The inverse of [`repack_fields`].
-fn unpack_fields<I: Iterator<Item = (usize, usize, usize)>>(
-    (sbb, pbb): (usize, usize),
-    fields: fn(usize) -> I,
-    (n_in, n_out): (usize, usize),
-    packed: &[u8],
-    dst: &mut [u8],
-) {
-    each_row_block_back(n_in, n_out, (256, sbb, pbb), packed, dst, |pb, r, b| {
-        for (p, s, n) in fields(r) {
-            b[s..s + n].copy_from_slice(&pb[p..p + n]);
-        }
-    });
+/// IQ1_S: visits row r's fields (`d` at 0, `qs` at 2, `qh` at 34 of the source block).
+#[inline(always)]
+fn s_fields(r: usize, mut f: impl FnMut(usize, usize, usize)) {
+    f(S_OFF_D + 2 * r, 0, 2);
+    shared_fields((S_OFF_QS, S_OFF_QH), r, (2, 34), &mut f);
+}
+
+/// IQ1_M: visits row r's fields (`qs` at 0, `qh` at 32, the 4 scale words at 48).
+#[inline(always)]
+fn m_fields(r: usize, mut f: impl FnMut(usize, usize, usize)) {
+    shared_fields((M_OFF_QS, M_OFF_QH), r, (0, 32), &mut f);
+    for k in 0..4 {
+        f(M_OFF_SC + 16 * k + 2 * r, 48 + 2 * k, 2);
+    }
+}
+
+/// `dst[d..d + n] = src[s..s + n]` for the fields' sizes (1 or 2 bytes): fixed-size
+/// copies (a `copy_from_slice` of a run-time length is a `memcpy` call per byte: 15× slower
+/// repacking).
+#[inline(always)]
+fn copy_field(dst: &mut [u8], d: usize, src: &[u8], s: usize, n: usize) {
+    if n == 1 {
+        dst[d] = src[s];
+    } else {
+        dst[d..d + 2].copy_from_slice(&src[s..s + 2]);
+    }
 }
 
 pub(super) fn repack_s(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
-    repack_fields(
-        (S_SRC, IQ1SX8_BLOCK_BYTES),
-        s_fields,
-        (n_in, n_out),
-        src,
-        dst,
-    );
+    let sizes = (256, S_SRC, IQ1SX8_BLOCK_BYTES);
+    each_row_block(n_in, n_out, sizes, src, dst, |pb, r, b| {
+        s_fields(r, |p, s, n| copy_field(pb, p, b, s, n))
+    });
 }
 
 pub(super) fn unpack_s(n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
-    unpack_fields(
-        (S_SRC, IQ1SX8_BLOCK_BYTES),
-        s_fields,
-        (n_in, n_out),
-        packed,
-        dst,
-    );
+    let sizes = (256, S_SRC, IQ1SX8_BLOCK_BYTES);
+    each_row_block_back(n_in, n_out, sizes, packed, dst, |pb, r, b| {
+        s_fields(r, |p, s, n| copy_field(b, s, pb, p, n))
+    });
 }
 
 pub(super) fn repack_m(n_in: usize, n_out: usize, src: &[u8], dst: &mut [u8]) {
-    repack_fields(
-        (M_SRC, IQ1MX8_BLOCK_BYTES),
-        m_fields,
-        (n_in, n_out),
-        src,
-        dst,
-    );
+    let sizes = (256, M_SRC, IQ1MX8_BLOCK_BYTES);
+    each_row_block(n_in, n_out, sizes, src, dst, |pb, r, b| {
+        m_fields(r, |p, s, n| copy_field(pb, p, b, s, n))
+    });
 }
 
 pub(super) fn unpack_m(n_in: usize, n_out: usize, packed: &[u8], dst: &mut [u8]) {
-    unpack_fields(
-        (M_SRC, IQ1MX8_BLOCK_BYTES),
-        m_fields,
-        (n_in, n_out),
-        packed,
-        dst,
-    );
+    let sizes = (256, M_SRC, IQ1MX8_BLOCK_BYTES);
+    each_row_block_back(n_in, n_out, sizes, packed, dst, |pb, r, b| {
+        m_fields(r, |p, s, n| copy_field(b, s, pb, p, n))
+    });
 }
 
-/// A row's source block of a packed block, from that row's `fields`.
-fn row_block<const N: usize>(
-    pb: &[u8],
-    fields: impl Iterator<Item = (usize, usize, usize)>,
-) -> [u8; N] {
-    let mut b = [0u8; N];
-    for (p, s, n) in fields {
-        b[s..s + n].copy_from_slice(&pb[p..p + n]);
-    }
+/// Row r's IQ1_S source block of a packed block.
+fn row_block_s(pb: &[u8], r: usize) -> [u8; S_SRC] {
+    let mut b = [0u8; S_SRC];
+    s_fields(r, |p, s, n| copy_field(&mut b, s, pb, p, n));
+    b
+}
+
+/// Row r's IQ1_M source block of a packed block.
+fn row_block_m(pb: &[u8], r: usize) -> [u8; M_SRC] {
+    let mut b = [0u8; M_SRC];
+    m_fields(r, |p, s, n| copy_field(&mut b, s, pb, p, n));
     b
 }
 
@@ -177,7 +157,7 @@ fn row_block<const N: usize>(
 pub(super) fn block_ints_s(pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
     let y = Q8KView::new(y);
     std::array::from_fn(|r| {
-        let b = row_block::<S_SRC>(pb, s_fields(r));
+        let b = row_block_s(pb, r);
         let (s, sd) = sums_iq1_s(bytemuck::from_bytes::<BlockIQ1S>(&b), &y);
         [8 * s + sd, 0]
     })
@@ -187,7 +167,7 @@ pub(super) fn block_ints_s(pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
 pub(super) fn block_ints_m(pb: &[u8], y: &[u8]) -> [[i32; 2]; ROWS] {
     let y = Q8KView::new(y);
     std::array::from_fn(|r| {
-        let b = row_block::<M_SRC>(pb, m_fields(r));
+        let b = row_block_m(pb, r);
         let (s, sd) = sums_iq1_m(bytemuck::from_bytes::<BlockIQ1M>(&b), &y);
         [8 * s + sd, 0]
     })
@@ -219,7 +199,7 @@ pub fn dot_scalar_s(nb: usize, group: &[u8], act: &[u8]) -> [f32; ROWS] {
 
 /// Row r's f16 `d` of an IQ1_Mx8 block (the top nibbles of its 4 scale words).
 pub(super) fn m_row_d(pb: &[u8], r: usize) -> f32 {
-    let b = row_block::<M_SRC>(pb, m_fields(r));
+    let b = row_block_m(pb, r);
     bytemuck::from_bytes::<BlockIQ1M>(&b).d().to_f32()
 }
 
