@@ -155,6 +155,14 @@ fn any_weights(ty: GgmlType, n_in: usize, n_out: usize) -> Vec<u8> {
                 blk[82..84].copy_from_slice(&d);
             }
             GgmlType::Q3_K => blk[108..110].copy_from_slice(&d),
+            // d in the top nibbles of the 4 scale words (bytes 48..56).
+            GgmlType::IQ1_M => {
+                let bits = u16::from_le_bytes(d);
+                for k in 0..4 {
+                    let b = &mut blk[49 + 2 * k];
+                    *b = (*b & 0x0f) | (((bits >> (4 * k)) & 0xf) as u8) << 4;
+                }
+            }
             _ => blk[..2].copy_from_slice(&d),
         }
     }
@@ -162,7 +170,7 @@ fn any_weights(ty: GgmlType, n_in: usize, n_out: usize) -> Vec<u8> {
 }
 
 /// The layouts added for the low-bit types (Q4_0x8, Q2_Kx8, Q3_Kx8, IQ4_XSx8, MXFP4x8,
-/// IQ2_XXSx8, IQ3_XXSx8) through the same matmul entry points: GEMV and GEMM within f32 rounding of
+/// IQ2_XXSx8, IQ3_XXSx8, IQ1_Sx8, IQ1_Mx8) through the same matmul entry points: GEMV and GEMM within f32 rounding of
 /// file order, a token's GEMV bit-identical to its row of the GEMM, on 1 and 2 threads.
 /// (IQ2_XXSx8 and IQ3_XXSx8 run their VBMI tiles where the CPU has them, else the scalar
 /// definition.)
@@ -176,6 +184,8 @@ fn low_bit_layouts_match_file_order() {
         GgmlType::MXFP4,
         GgmlType::IQ2_XXS,
         GgmlType::IQ3_XXS,
+        GgmlType::IQ1_S,
+        GgmlType::IQ1_M,
     ] {
         let (n_in, n_out, n_tok) = (512usize, 40usize, 11usize);
         let file = any_weights(ty, n_in, n_out);

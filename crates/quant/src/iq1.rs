@@ -14,6 +14,36 @@ pub use crate::iq1_grid::IQ1S_GRID;
 /// `IQ1M_DELTA`), with the sign its block stores.
 pub const IQ1_DELTA: f32 = 0.125;
 
+/// A table of 2048 u64 made from [`IQ1S_GRID`] by mapping each byte v (−1, 0, 1) to
+/// `mul·v + add`: the SIMD kernels' unsigned grid entries (AVX2 file order, AVX-512
+/// repacked tiles).
+#[repr(align(64))]
+pub(crate) struct Grid(pub(crate) [u64; 2048]);
+
+const fn grid_map(mul: i8, add: i8) -> Grid {
+    let mut out = [0u64; 2048];
+    let mut k = 0;
+    while k < 2048 {
+        let b = IQ1S_GRID[k].to_le_bytes();
+        let mut o = [0u8; 8];
+        let mut j = 0;
+        while j < 8 {
+            o[j] = (mul * (b[j] as i8) + add) as u8;
+            j += 1;
+        }
+        out[k] = u64::from_le_bytes(o);
+        k += 1;
+    }
+    Grid(out)
+}
+
+/// Grid values + 1 (IQ1_S, AVX2).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) static GRID_P1: Grid = grid_map(1, 1);
+/// 8·grid + 8 (IQ1_M on AVX2; both types' repacked tiles).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) static GRID_X8: Grid = grid_map(8, 8);
+
 /// IQ1_S: 8 sub-blocks of 32 = 4 groups of 8. Group l of sub-block ib is grid entry
 /// `qs[4·ib + l] | ((qh[ib] >> 3·l) & 7) << 8`; `qh[ib]` (little-endian u16) also holds the
 /// sub-block scale `ls = 2·((qh >> 12) & 7) + 1` and, in bit 15, the sign of delta:

@@ -27,6 +27,8 @@
 //! - [`PackedType::IQ2XXSx8`], [`PackedType::IQ3XXSx8`]: IQ2_XXS / IQ3_XXS, 8 rows per
 //!   group (see `iq2xxs`, `iq3xxs`), the same size as the source; only where their
 //!   AVX-512 VBMI tiles run ([`PackedType::for_type`]).
+//! - [`PackedType::IQ1Sx8`], [`PackedType::IQ1Mx8`]: IQ1_S / IQ1_M, 8 rows per group (see
+//!   `iq1`), the same size as the source; only where their AVX-512 VNNI tiles run.
 //!
 //! Numerics (the *definition*, [`scalar`] functions; the legacy types likewise with
 //! `acc = fma(d·d_a, Σ w·a, acc)` per 32-value block): per row and block, the exact
@@ -48,6 +50,7 @@
 use crate::dot::SimdPath;
 use crate::GgmlType;
 
+mod iq1;
 mod iq2xxs;
 mod iq3xxs;
 mod iq4xs;
@@ -59,6 +62,7 @@ mod q6k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use iq1::{IQ1MX8_BLOCK_BYTES, IQ1SX8_BLOCK_BYTES};
 pub use iq2xxs::IQ2XXSX8_BLOCK_BYTES;
 pub use iq3xxs::IQ3XXSX8_BLOCK_BYTES;
 pub use iq4xs::IQ4XSX8_BLOCK_BYTES;
@@ -79,7 +83,7 @@ pub const MAX_TOKENS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RepackError {
     /// No repacked layout for this type.
-    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS)")]
+    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS, IQ1_S, IQ1_M)")]
     Unsupported(GgmlType),
     /// Shapes that do not fit the layout or the buffers.
     #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
@@ -116,6 +120,10 @@ pub enum PackedType {
     IQ2XXSx8,
     /// IQ3_XXS, groups of 8 rows (see `iq3xxs`).
     IQ3XXSx8,
+    /// IQ1_S, groups of 8 rows (see `iq1`).
+    IQ1Sx8,
+    /// IQ1_M, groups of 8 rows (see `iq1`).
+    IQ1Mx8,
 }
 
 impl PackedType {
@@ -128,6 +136,8 @@ impl PackedType {
     pub fn for_type(ty: GgmlType) -> Option<PackedType> {
         PackedType::layout_of(ty).filter(|p| match p {
             PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8 => vbmi_tiles(),
+            // Their tile is AVX-512 only (one 512-bit vector per 8 rows' group of 8).
+            PackedType::IQ1Sx8 | PackedType::IQ1Mx8 => vnni_tiles(),
             _ => true,
         })
     }
@@ -147,6 +157,8 @@ impl PackedType {
             GgmlType::MXFP4 => Some(PackedType::MXFP4x8),
             GgmlType::IQ2_XXS => Some(PackedType::IQ2XXSx8),
             GgmlType::IQ3_XXS => Some(PackedType::IQ3XXSx8),
+            GgmlType::IQ1_S => Some(PackedType::IQ1Sx8),
+            GgmlType::IQ1_M => Some(PackedType::IQ1Mx8),
             _ => None,
         }
     }
@@ -165,6 +177,8 @@ impl PackedType {
             PackedType::MXFP4x8 => GgmlType::MXFP4,
             PackedType::IQ2XXSx8 => GgmlType::IQ2_XXS,
             PackedType::IQ3XXSx8 => GgmlType::IQ3_XXS,
+            PackedType::IQ1Sx8 => GgmlType::IQ1_S,
+            PackedType::IQ1Mx8 => GgmlType::IQ1_M,
         }
     }
 
@@ -182,6 +196,8 @@ impl PackedType {
             PackedType::MXFP4x8 => "MXFP4x8",
             PackedType::IQ2XXSx8 => "IQ2_XXSx8",
             PackedType::IQ3XXSx8 => "IQ3_XXSx8",
+            PackedType::IQ1Sx8 => "IQ1_Sx8",
+            PackedType::IQ1Mx8 => "IQ1_Mx8",
         }
     }
 
@@ -199,6 +215,8 @@ impl PackedType {
             PackedType::MXFP4x8 => MXFP4X8_BLOCK_BYTES,
             PackedType::IQ2XXSx8 => IQ2XXSX8_BLOCK_BYTES,
             PackedType::IQ3XXSx8 => IQ3XXSX8_BLOCK_BYTES,
+            PackedType::IQ1Sx8 => IQ1SX8_BLOCK_BYTES,
+            PackedType::IQ1Mx8 => IQ1MX8_BLOCK_BYTES,
         }
     }
 
@@ -226,6 +244,14 @@ impl PackedType {
 fn vbmi_tiles() -> bool {
     #[cfg(target_arch = "x86_64")]
     return x86::vbmi();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether this CPU runs the AVX-512 VNNI tiles (IQ1_Sx8, IQ1_Mx8).
+fn vnni_tiles() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return x86::vnni();
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -360,6 +386,8 @@ pub fn repack(
         PackedType::MXFP4x8 => legacy::repack(Kind::Mxfp4, n_in, n_out, src, dst),
         PackedType::IQ2XXSx8 => iq2xxs::repack(n_in, n_out, src, dst),
         PackedType::IQ3XXSx8 => iq3xxs::repack(n_in, n_out, src, dst),
+        PackedType::IQ1Sx8 => iq1::repack_s(n_in, n_out, src, dst),
+        PackedType::IQ1Mx8 => iq1::repack_m(n_in, n_out, src, dst),
     }
     Ok(())
 }
@@ -386,6 +414,8 @@ pub fn unpack(
         PackedType::MXFP4x8 => legacy::unpack(Kind::Mxfp4, n_in, n_out, packed, dst),
         PackedType::IQ2XXSx8 => iq2xxs::unpack(n_in, n_out, packed, dst),
         PackedType::IQ3XXSx8 => iq3xxs::unpack(n_in, n_out, packed, dst),
+        PackedType::IQ1Sx8 => iq1::unpack_s(n_in, n_out, packed, dst),
+        PackedType::IQ1Mx8 => iq1::unpack_m(n_in, n_out, packed, dst),
     }
     Ok(())
 }
@@ -576,6 +606,8 @@ impl PackedDot {
                                 }
                                 PackedType::IQ2XXSx8 => iq2xxs::dot_scalar(nb, group, at),
                                 PackedType::IQ3XXSx8 => iq3xxs::dot_scalar(nb, group, at),
+                                PackedType::IQ1Sx8 => iq1::dot_scalar_s(nb, group, at),
+                                PackedType::IQ1Mx8 => iq1::dot_scalar_m(nb, group, at),
                             };
                             // SAFETY: per the contract.
                             unsafe {
@@ -605,6 +637,8 @@ impl PackedDot {
 
 /// The scalar definitions (see the module docs).
 pub mod scalar {
+    pub use super::iq1::dot_scalar_m as dot_iq1mx8;
+    pub use super::iq1::dot_scalar_s as dot_iq1sx8;
     pub use super::iq2xxs::dot_scalar as dot_iq2xxsx8;
     pub use super::iq3xxs::dot_scalar as dot_iq3xxsx8;
     pub use super::iq4xs::dot_scalar as dot_iq4xsx8;
@@ -660,6 +694,8 @@ pub mod testing {
             PackedType::MXFP4x8 => legacy::ints_scalar(Kind::Mxfp4, nb, group, act),
             PackedType::IQ2XXSx8 => iq2xxs::ints_scalar(nb, group, act),
             PackedType::IQ3XXSx8 => iq3xxs::ints_scalar(nb, group, act),
+            PackedType::IQ1Sx8 => iq1::ints_scalar_s(nb, group, act),
+            PackedType::IQ1Mx8 => iq1::ints_scalar_m(nb, group, act),
         }
     }
 

@@ -53,6 +53,11 @@
 //! 16 rows per `vpdpbusd`, the same per-lane integers and f32 steps; an odd last group and
 //! calls of 1–6 tokens in the 256-bit tile).
 //!
+//! IQ1_Sx8 / IQ1_Mx8 × T tokens (AVX-512 VNNI only, `iq1`): per group position, the 8
+//! rows' entries of the 2048-entry grid assembled from scalar loads into one 512-bit
+//! vector (indices computed per block in vectors), one `vpdpbusd` per token against the
+//! broadcast activations, each 16-value sum scaled per row (`vpmulld`).
+//!
 //! Without VNNI the k-quant integers come from `vpmaddubsw` + `vpmaddwd` (values ≤ 63, so
 //! the i16 pair sums never saturate: 2·63·128 < 2¹⁵). Both variants are bit-identical to
 //! the scalar definition, with one exception: a Q8_0 weight of −128 (ggml's quantizer
@@ -81,6 +86,7 @@ use crate::dot::SimdPath;
 use std::arch::x86_64::*;
 
 mod codebook;
+mod iq1;
 mod iq2xxs;
 mod iq3xxs;
 mod q6k_wide;
@@ -94,7 +100,7 @@ fn avx2() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-fn vnni() -> bool {
+pub(super) fn vnni() -> bool {
     avx2()
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512vnni")
@@ -125,6 +131,11 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
             .then_some((SimdPath::Avx512Vnni, &iq2xxs::IQ2XXS_VBMI[..])),
         PackedType::IQ3XXSx8 => (path == SimdPath::Avx512Vnni && vbmi())
             .then_some((SimdPath::Avx512Vnni, &iq3xxs::IQ3XXS_VBMI[..])),
+        // AVX-512 only (likewise repacked only where it runs).
+        PackedType::IQ1Sx8 => (path == SimdPath::Avx512Vnni && vnni())
+            .then_some((SimdPath::Avx512Vnni, &iq1::IQ1S_ZMM[..])),
+        PackedType::IQ1Mx8 => (path == SimdPath::Avx512Vnni && vnni())
+            .then_some((SimdPath::Avx512Vnni, &iq1::IQ1M_ZMM[..])),
     }
 }
 
@@ -1243,6 +1254,18 @@ pub(super) fn block_ints(
             }
         });
     }
+    if matches!(packed, PackedType::IQ1Sx8 | PackedType::IQ1Mx8) {
+        return (path == SimdPath::Avx512Vnni && vnni()).then(|| {
+            // SAFETY: as below; AVX-512 VNNI was just detected.
+            unsafe {
+                if packed == PackedType::IQ1Sx8 {
+                    iq1::ints_zmm::<iq1::S>(nb, w, a)
+                } else {
+                    iq1::ints_zmm::<iq1::M>(nb, w, a)
+                }
+            }
+        });
+    }
     let v = match path {
         SimdPath::Avx512Vnni if vnni() => true,
         SimdPath::Avx2 if avx2() => false,
@@ -1271,7 +1294,13 @@ pub(super) fn block_ints(
             (PackedType::IQ4XSx8, false) => ints_avx2::<IQ4XS>(nb, w, a),
             (PackedType::MXFP4x8, true) => ints_vnni::<Legacy<K_MXFP4>>(nb, w, a),
             (PackedType::MXFP4x8, false) => ints_avx2::<Legacy<K_MXFP4>>(nb, w, a),
-            (PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8, _) => unreachable!("handled above"),
+            (
+                PackedType::IQ2XXSx8
+                | PackedType::IQ3XXSx8
+                | PackedType::IQ1Sx8
+                | PackedType::IQ1Mx8,
+                _,
+            ) => unreachable!("handled above"),
         })
     }
 }

@@ -70,12 +70,13 @@ fn byte(rng: &mut StdRng, mode: Mode) -> u8 {
 fn f16_fields(ty: GgmlType) -> &'static [usize] {
     use GgmlType::*;
     match ty {
-        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS | IQ2_XXS | IQ3_XXS => &[0],
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS | IQ2_XXS | IQ3_XXS | IQ1_S => &[0],
         Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
         Q2_K => &[80, 82],
         Q3_K => &[108],
         Q6_K => &[208],
         MXFP4 => &[], // its E8M0 byte is set in `weight_row`
+        IQ1_M => &[], // its f16 is spread over the scale words: set in `weight_row`
         _ => panic!("no generator for {ty:?}"),
     }
 }
@@ -99,6 +100,14 @@ pub fn weight_row(ty: GgmlType, nb: usize, rng: &mut StdRng, mode: Mode) -> Vec<
                 }
                 _ => 120 + rng.random_range(0..16u8),
             };
+        }
+        if ty == GgmlType::IQ1_M {
+            // d's nibbles are the top nibbles of the 4 scale words (bytes 48..56).
+            let d = u16::from_le_bytes(f16_bytes(scale(rng, mode)));
+            for k in 0..4 {
+                let b = &mut blk[49 + 2 * k];
+                *b = (*b & 0x0f) | (((d >> (4 * k)) & 0xf) as u8) << 4;
+            }
         }
         if ty == GgmlType::Q8_0 {
             // The format's range is −127..=127 (ggml's quantizer never writes −128).

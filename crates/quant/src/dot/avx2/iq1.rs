@@ -13,34 +13,7 @@
 
 use super::kquants::kscale;
 use super::*;
-use crate::iq1::{BlockIQ1M, BlockIQ1S, IQ1S_GRID};
-
-/// A table of 2048 u64 made from [`IQ1S_GRID`] by mapping each byte v (−1, 0, 1) to
-/// `mul·v + add`.
-#[repr(align(64))]
-struct Grid([u64; 2048]);
-
-const fn grid_map(mul: i8, add: i8) -> Grid {
-    let mut out = [0u64; 2048];
-    let mut k = 0;
-    while k < 2048 {
-        let b = IQ1S_GRID[k].to_le_bytes();
-        let mut o = [0u8; 8];
-        let mut j = 0;
-        while j < 8 {
-            o[j] = (mul * (b[j] as i8) + add) as u8;
-            j += 1;
-        }
-        out[k] = u64::from_le_bytes(o);
-        k += 1;
-    }
-    Grid(out)
-}
-
-/// Grid values + 1 (IQ1_S).
-static GRID_P1: Grid = grid_map(1, 1);
-/// 8·grid + 8 (IQ1_M).
-static GRID_X8: Grid = grid_map(8, 8);
+use crate::iq1::{BlockIQ1M, BlockIQ1S, Grid, GRID_P1, GRID_X8};
 
 /// Grid entry `k` (< 2048: every index is a byte | 3 bits << 8). A volatile read: LLVM
 /// otherwise merges the 4 loads of a vector into a `vpgatherqq` (an explicit gather with
