@@ -48,6 +48,7 @@
 use crate::dot::SimdPath;
 use crate::GgmlType;
 
+mod iq2s;
 mod iq2xxs;
 mod iq3xxs;
 mod iq4xs;
@@ -59,6 +60,7 @@ mod q6k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use iq2s::IQ2SX8_BLOCK_BYTES;
 pub use iq2xxs::IQ2XXSX8_BLOCK_BYTES;
 pub use iq3xxs::IQ3XXSX8_BLOCK_BYTES;
 pub use iq4xs::IQ4XSX8_BLOCK_BYTES;
@@ -79,7 +81,7 @@ pub const MAX_TOKENS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RepackError {
     /// No repacked layout for this type.
-    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS)")]
+    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS, IQ2_S)")]
     Unsupported(GgmlType),
     /// Shapes that do not fit the layout or the buffers.
     #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
@@ -116,6 +118,8 @@ pub enum PackedType {
     IQ2XXSx8,
     /// IQ3_XXS, groups of 8 rows (see `iq3xxs`).
     IQ3XXSx8,
+    /// IQ2_S, groups of 8 rows (see `iq2s`).
+    IQ2Sx8,
 }
 
 impl PackedType {
@@ -127,7 +131,7 @@ impl PackedType {
     /// those types as they are.
     pub fn for_type(ty: GgmlType) -> Option<PackedType> {
         PackedType::layout_of(ty).filter(|p| match p {
-            PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8 => vbmi_tiles(),
+            PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8 | PackedType::IQ2Sx8 => vbmi_tiles(),
             _ => true,
         })
     }
@@ -147,6 +151,7 @@ impl PackedType {
             GgmlType::MXFP4 => Some(PackedType::MXFP4x8),
             GgmlType::IQ2_XXS => Some(PackedType::IQ2XXSx8),
             GgmlType::IQ3_XXS => Some(PackedType::IQ3XXSx8),
+            GgmlType::IQ2_S => Some(PackedType::IQ2Sx8),
             _ => None,
         }
     }
@@ -165,6 +170,7 @@ impl PackedType {
             PackedType::MXFP4x8 => GgmlType::MXFP4,
             PackedType::IQ2XXSx8 => GgmlType::IQ2_XXS,
             PackedType::IQ3XXSx8 => GgmlType::IQ3_XXS,
+            PackedType::IQ2Sx8 => GgmlType::IQ2_S,
         }
     }
 
@@ -182,6 +188,7 @@ impl PackedType {
             PackedType::MXFP4x8 => "MXFP4x8",
             PackedType::IQ2XXSx8 => "IQ2_XXSx8",
             PackedType::IQ3XXSx8 => "IQ3_XXSx8",
+            PackedType::IQ2Sx8 => "IQ2_Sx8",
         }
     }
 
@@ -199,6 +206,7 @@ impl PackedType {
             PackedType::MXFP4x8 => MXFP4X8_BLOCK_BYTES,
             PackedType::IQ2XXSx8 => IQ2XXSX8_BLOCK_BYTES,
             PackedType::IQ3XXSx8 => IQ3XXSX8_BLOCK_BYTES,
+            PackedType::IQ2Sx8 => IQ2SX8_BLOCK_BYTES,
         }
     }
 
@@ -360,6 +368,7 @@ pub fn repack(
         PackedType::MXFP4x8 => legacy::repack(Kind::Mxfp4, n_in, n_out, src, dst),
         PackedType::IQ2XXSx8 => iq2xxs::repack(n_in, n_out, src, dst),
         PackedType::IQ3XXSx8 => iq3xxs::repack(n_in, n_out, src, dst),
+        PackedType::IQ2Sx8 => iq2s::repack(n_in, n_out, src, dst),
     }
     Ok(())
 }
@@ -386,6 +395,7 @@ pub fn unpack(
         PackedType::MXFP4x8 => legacy::unpack(Kind::Mxfp4, n_in, n_out, packed, dst),
         PackedType::IQ2XXSx8 => iq2xxs::unpack(n_in, n_out, packed, dst),
         PackedType::IQ3XXSx8 => iq3xxs::unpack(n_in, n_out, packed, dst),
+        PackedType::IQ2Sx8 => iq2s::unpack(n_in, n_out, packed, dst),
     }
     Ok(())
 }
@@ -576,6 +586,7 @@ impl PackedDot {
                                 }
                                 PackedType::IQ2XXSx8 => iq2xxs::dot_scalar(nb, group, at),
                                 PackedType::IQ3XXSx8 => iq3xxs::dot_scalar(nb, group, at),
+                                PackedType::IQ2Sx8 => iq2s::dot_scalar(nb, group, at),
                             };
                             // SAFETY: per the contract.
                             unsafe {
@@ -605,6 +616,7 @@ impl PackedDot {
 
 /// The scalar definitions (see the module docs).
 pub mod scalar {
+    pub use super::iq2s::dot_scalar as dot_iq2sx8;
     pub use super::iq2xxs::dot_scalar as dot_iq2xxsx8;
     pub use super::iq3xxs::dot_scalar as dot_iq3xxsx8;
     pub use super::iq4xs::dot_scalar as dot_iq4xsx8;
@@ -660,6 +672,7 @@ pub mod testing {
             PackedType::MXFP4x8 => legacy::ints_scalar(Kind::Mxfp4, nb, group, act),
             PackedType::IQ2XXSx8 => iq2xxs::ints_scalar(nb, group, act),
             PackedType::IQ3XXSx8 => iq3xxs::ints_scalar(nb, group, act),
+            PackedType::IQ2Sx8 => iq2s::ints_scalar(nb, group, act),
         }
     }
 

@@ -81,6 +81,7 @@ use crate::dot::SimdPath;
 use std::arch::x86_64::*;
 
 mod codebook;
+mod iq2s;
 mod iq2xxs;
 mod iq3xxs;
 mod q6k_wide;
@@ -125,6 +126,8 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
             .then_some((SimdPath::Avx512Vnni, &iq2xxs::IQ2XXS_VBMI[..])),
         PackedType::IQ3XXSx8 => (path == SimdPath::Avx512Vnni && vbmi())
             .then_some((SimdPath::Avx512Vnni, &iq3xxs::IQ3XXS_VBMI[..])),
+        PackedType::IQ2Sx8 => (path == SimdPath::Avx512Vnni && vbmi())
+            .then_some((SimdPath::Avx512Vnni, &iq2s::IQ2S_VBMI[..])),
     }
 }
 
@@ -1231,14 +1234,17 @@ pub(super) fn block_ints(
     act: &[u8],
 ) -> Option<Vec<[[i32; 2]; ROWS]>> {
     let (w, a) = (group.as_ptr(), act.as_ptr());
-    if matches!(packed, PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8) {
+    if matches!(
+        packed,
+        PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8 | PackedType::IQ2Sx8
+    ) {
         return (path == SimdPath::Avx512Vnni && vbmi()).then(|| {
             // SAFETY: as below; VBMI and GFNI were just detected.
             unsafe {
-                if packed == PackedType::IQ2XXSx8 {
-                    codebook::ints_vbmi::<iq2xxs::IQ2XXS>(nb, w, a)
-                } else {
-                    codebook::ints_vbmi::<iq3xxs::IQ3XXS>(nb, w, a)
+                match packed {
+                    PackedType::IQ2XXSx8 => codebook::ints_vbmi::<iq2xxs::IQ2XXS>(nb, w, a),
+                    PackedType::IQ3XXSx8 => codebook::ints_vbmi::<iq3xxs::IQ3XXS>(nb, w, a),
+                    _ => codebook::ints_vbmi::<iq2s::IQ2S>(nb, w, a),
                 }
             }
         });
@@ -1271,7 +1277,9 @@ pub(super) fn block_ints(
             (PackedType::IQ4XSx8, false) => ints_avx2::<IQ4XS>(nb, w, a),
             (PackedType::MXFP4x8, true) => ints_vnni::<Legacy<K_MXFP4>>(nb, w, a),
             (PackedType::MXFP4x8, false) => ints_avx2::<Legacy<K_MXFP4>>(nb, w, a),
-            (PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8, _) => unreachable!("handled above"),
+            (PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8 | PackedType::IQ2Sx8, _) => {
+                unreachable!("handled above")
+            }
         })
     }
 }
