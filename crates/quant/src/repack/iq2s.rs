@@ -90,13 +90,28 @@ fn write_row(pb: &mut [u8], r: usize, x: &BlockIQ2S) {
             let old = u16::from_le_bytes([pb[at], pb[at + 1]]);
             pb[at..at + 2].copy_from_slice(&((old & !own) | v).to_le_bytes());
         }
-        let mut sc = [0u8; 2];
-        for s in 0..4 {
-            let (at, sh) = scale_at(r, s);
-            let q = 4 * p + s;
-            sc[at - 2 * r] |= ((x.scales[q / 2] >> (4 * (q % 2))) & 15) << sh;
-        }
-        pb[o + SCALES + 2 * r..o + SCALES + 2 * r + 2].copy_from_slice(&sc);
+        write_scales(&mut pb[o + SCALES..], r, p, &x.scales);
+    }
+}
+
+/// Row r's scale bytes of portion p (at `sc`, the portion's 16 scale bytes) from the
+/// source's `scales` (a nibble per 16 values; IQ2_S and IQ2_XS alike).
+pub(super) fn write_scales(sc: &mut [u8], r: usize, p: usize, scales: &[u8; 8]) {
+    let mut own = [0u8; 2];
+    for s in 0..4 {
+        let (at, sh) = scale_at(r, s);
+        let q = 4 * p + s;
+        own[at - 2 * r] |= ((scales[q / 2] >> (4 * (q % 2))) & 15) << sh;
+    }
+    sc[2 * r..2 * r + 2].copy_from_slice(&own);
+}
+
+/// The inverse of [`write_scales`]: row r's nibbles of portion p into `scales`.
+pub(super) fn read_scales(sc: &[u8], r: usize, p: usize, scales: &mut [u8; 8]) {
+    for s in 0..4 {
+        let (at, sh) = scale_at(r, s);
+        let q = 4 * p + s;
+        scales[q / 2] |= ((sc[at] >> sh) & 15) << (4 * (q % 2));
     }
 }
 
@@ -115,9 +130,8 @@ fn row_block(pb: &[u8], r: usize, x: &mut BlockIQ2S) {
             x.qh[k / 4] |= bit << (2 * (k % 4) + m);
         }
     }
-    for q in 0..16 {
-        let (o, (at, sh)) = (idx_at(q / 4), scale_at(r, q % 4));
-        x.scales[q / 2] |= ((pb[o + SCALES + at] >> sh) & 15) << (4 * (q % 2));
+    for p in 0..4 {
+        read_scales(&pb[idx_at(p) + SCALES..], r, p, &mut x.scales);
     }
 }
 

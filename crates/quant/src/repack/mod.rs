@@ -49,6 +49,7 @@ use crate::dot::SimdPath;
 use crate::GgmlType;
 
 mod iq2s;
+mod iq2xs;
 mod iq2xxs;
 mod iq3xxs;
 mod iq4xs;
@@ -61,6 +62,7 @@ mod q6k;
 mod x86;
 
 pub use iq2s::IQ2SX8_BLOCK_BYTES;
+pub use iq2xs::IQ2XSX8_BLOCK_BYTES;
 pub use iq2xxs::IQ2XXSX8_BLOCK_BYTES;
 pub use iq3xxs::IQ3XXSX8_BLOCK_BYTES;
 pub use iq4xs::IQ4XSX8_BLOCK_BYTES;
@@ -81,7 +83,7 @@ pub const MAX_TOKENS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RepackError {
     /// No repacked layout for this type.
-    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS, IQ2_S)")]
+    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS, IQ2_S, IQ2_XS)")]
     Unsupported(GgmlType),
     /// Shapes that do not fit the layout or the buffers.
     #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
@@ -120,6 +122,8 @@ pub enum PackedType {
     IQ3XXSx8,
     /// IQ2_S, groups of 8 rows (see `iq2s`).
     IQ2Sx8,
+    /// IQ2_XS, groups of 8 rows (see `iq2xs`).
+    IQ2XSx8,
 }
 
 impl PackedType {
@@ -131,7 +135,10 @@ impl PackedType {
     /// those types as they are.
     pub fn for_type(ty: GgmlType) -> Option<PackedType> {
         PackedType::layout_of(ty).filter(|p| match p {
-            PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8 | PackedType::IQ2Sx8 => vbmi_tiles(),
+            PackedType::IQ2XXSx8
+            | PackedType::IQ3XXSx8
+            | PackedType::IQ2Sx8
+            | PackedType::IQ2XSx8 => vbmi_tiles(),
             _ => true,
         })
     }
@@ -152,6 +159,7 @@ impl PackedType {
             GgmlType::IQ2_XXS => Some(PackedType::IQ2XXSx8),
             GgmlType::IQ3_XXS => Some(PackedType::IQ3XXSx8),
             GgmlType::IQ2_S => Some(PackedType::IQ2Sx8),
+            GgmlType::IQ2_XS => Some(PackedType::IQ2XSx8),
             _ => None,
         }
     }
@@ -171,6 +179,7 @@ impl PackedType {
             PackedType::IQ2XXSx8 => GgmlType::IQ2_XXS,
             PackedType::IQ3XXSx8 => GgmlType::IQ3_XXS,
             PackedType::IQ2Sx8 => GgmlType::IQ2_S,
+            PackedType::IQ2XSx8 => GgmlType::IQ2_XS,
         }
     }
 
@@ -189,6 +198,7 @@ impl PackedType {
             PackedType::IQ2XXSx8 => "IQ2_XXSx8",
             PackedType::IQ3XXSx8 => "IQ3_XXSx8",
             PackedType::IQ2Sx8 => "IQ2_Sx8",
+            PackedType::IQ2XSx8 => "IQ2_XSx8",
         }
     }
 
@@ -207,6 +217,7 @@ impl PackedType {
             PackedType::IQ2XXSx8 => IQ2XXSX8_BLOCK_BYTES,
             PackedType::IQ3XXSx8 => IQ3XXSX8_BLOCK_BYTES,
             PackedType::IQ2Sx8 => IQ2SX8_BLOCK_BYTES,
+            PackedType::IQ2XSx8 => IQ2XSX8_BLOCK_BYTES,
         }
     }
 
@@ -369,6 +380,7 @@ pub fn repack(
         PackedType::IQ2XXSx8 => iq2xxs::repack(n_in, n_out, src, dst),
         PackedType::IQ3XXSx8 => iq3xxs::repack(n_in, n_out, src, dst),
         PackedType::IQ2Sx8 => iq2s::repack(n_in, n_out, src, dst),
+        PackedType::IQ2XSx8 => iq2xs::repack(n_in, n_out, src, dst),
     }
     Ok(())
 }
@@ -396,6 +408,7 @@ pub fn unpack(
         PackedType::IQ2XXSx8 => iq2xxs::unpack(n_in, n_out, packed, dst),
         PackedType::IQ3XXSx8 => iq3xxs::unpack(n_in, n_out, packed, dst),
         PackedType::IQ2Sx8 => iq2s::unpack(n_in, n_out, packed, dst),
+        PackedType::IQ2XSx8 => iq2xs::unpack(n_in, n_out, packed, dst),
     }
     Ok(())
 }
@@ -587,6 +600,7 @@ impl PackedDot {
                                 PackedType::IQ2XXSx8 => iq2xxs::dot_scalar(nb, group, at),
                                 PackedType::IQ3XXSx8 => iq3xxs::dot_scalar(nb, group, at),
                                 PackedType::IQ2Sx8 => iq2s::dot_scalar(nb, group, at),
+                                PackedType::IQ2XSx8 => iq2xs::dot_scalar(nb, group, at),
                             };
                             // SAFETY: per the contract.
                             unsafe {
@@ -617,6 +631,7 @@ impl PackedDot {
 /// The scalar definitions (see the module docs).
 pub mod scalar {
     pub use super::iq2s::dot_scalar as dot_iq2sx8;
+    pub use super::iq2xs::dot_scalar as dot_iq2xsx8;
     pub use super::iq2xxs::dot_scalar as dot_iq2xxsx8;
     pub use super::iq3xxs::dot_scalar as dot_iq3xxsx8;
     pub use super::iq4xs::dot_scalar as dot_iq4xsx8;
@@ -673,6 +688,7 @@ pub mod testing {
             PackedType::IQ2XXSx8 => iq2xxs::ints_scalar(nb, group, act),
             PackedType::IQ3XXSx8 => iq3xxs::ints_scalar(nb, group, act),
             PackedType::IQ2Sx8 => iq2s::ints_scalar(nb, group, act),
+            PackedType::IQ2XSx8 => iq2xs::ints_scalar(nb, group, act),
         }
     }
 

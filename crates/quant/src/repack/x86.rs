@@ -82,6 +82,7 @@ use std::arch::x86_64::*;
 
 mod codebook;
 mod iq2s;
+mod iq2xs;
 mod iq2xxs;
 mod iq3xxs;
 mod q6k_wide;
@@ -128,6 +129,8 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
             .then_some((SimdPath::Avx512Vnni, &iq3xxs::IQ3XXS_VBMI[..])),
         PackedType::IQ2Sx8 => (path == SimdPath::Avx512Vnni && vbmi())
             .then_some((SimdPath::Avx512Vnni, &iq2s::IQ2S_VBMI[..])),
+        PackedType::IQ2XSx8 => (path == SimdPath::Avx512Vnni && vbmi())
+            .then_some((SimdPath::Avx512Vnni, &iq2xs::IQ2XS_VBMI[..])),
     }
 }
 
@@ -1225,6 +1228,18 @@ unsafe fn ints_with<I: Isa, L: Layout>(
     out
 }
 
+/// The test hook of a codebook layout's VBMI block code (`None`: not a codebook layout).
+type CodebookInts = unsafe fn(usize, *const u8, *const u8) -> Vec<[[i32; 2]; ROWS]>;
+fn codebook_ints(packed: PackedType) -> Option<CodebookInts> {
+    Some(match packed {
+        PackedType::IQ2XXSx8 => codebook::ints_vbmi::<iq2xxs::IQ2XXS>,
+        PackedType::IQ3XXSx8 => codebook::ints_vbmi::<iq3xxs::IQ3XXS>,
+        PackedType::IQ2Sx8 => codebook::ints_vbmi::<iq2s::IQ2S>,
+        PackedType::IQ2XSx8 => codebook::ints_vbmi::<iq2xs::IQ2XS>,
+        _ => return None,
+    })
+}
+
 /// Test hook: per-block integers from the SIMD block code (lengths checked by the caller).
 pub(super) fn block_ints(
     packed: PackedType,
@@ -1234,20 +1249,9 @@ pub(super) fn block_ints(
     act: &[u8],
 ) -> Option<Vec<[[i32; 2]; ROWS]>> {
     let (w, a) = (group.as_ptr(), act.as_ptr());
-    if matches!(
-        packed,
-        PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8 | PackedType::IQ2Sx8
-    ) {
-        return (path == SimdPath::Avx512Vnni && vbmi()).then(|| {
-            // SAFETY: as below; VBMI and GFNI were just detected.
-            unsafe {
-                match packed {
-                    PackedType::IQ2XXSx8 => codebook::ints_vbmi::<iq2xxs::IQ2XXS>(nb, w, a),
-                    PackedType::IQ3XXSx8 => codebook::ints_vbmi::<iq3xxs::IQ3XXS>(nb, w, a),
-                    _ => codebook::ints_vbmi::<iq2s::IQ2S>(nb, w, a),
-                }
-            }
-        });
+    if let Some(ints) = codebook_ints(packed) {
+        // SAFETY: as below; VBMI and GFNI were just detected.
+        return (path == SimdPath::Avx512Vnni && vbmi()).then(|| unsafe { ints(nb, w, a) });
     }
     let v = match path {
         SimdPath::Avx512Vnni if vnni() => true,
@@ -1277,9 +1281,7 @@ pub(super) fn block_ints(
             (PackedType::IQ4XSx8, false) => ints_avx2::<IQ4XS>(nb, w, a),
             (PackedType::MXFP4x8, true) => ints_vnni::<Legacy<K_MXFP4>>(nb, w, a),
             (PackedType::MXFP4x8, false) => ints_avx2::<Legacy<K_MXFP4>>(nb, w, a),
-            (PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8 | PackedType::IQ2Sx8, _) => {
-                unreachable!("handled above")
-            }
+            (_, _) => unreachable!("the codebook layouts are handled above"),
         })
     }
 }
