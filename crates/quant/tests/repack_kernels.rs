@@ -1,5 +1,6 @@
 //! Property tests of the repacked layouts (`quant::repack`: Q4_Kx8, Q6_Kx8, Q2_Kx8,
-//! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8, MXFP4x8, IQ2_XXSx8, IQ3_XXSx8, IQ2_Sx8, IQ2_XSx8):
+//! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8, MXFP4x8, IQ2_XXSx8, IQ3_XXSx8, IQ2_Sx8, IQ2_XSx8,
+//! IQ3_Sx8):
 //! - `unpack(repack(x)) == x` for any bytes (the scale re-packing is a bijection);
 //! - the SIMD block code's integers (`isum`, `msum` per row and block) equal the scalar
 //!   definition's, on every path this CPU has;
@@ -195,6 +196,10 @@ proptest! {
     fn iq2xsx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
         check_case(GgmlType::IQ2_XS, seed, mode, nb, groups)?;
     }
+    #[test]
+    fn iq3sx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
+        check_case(GgmlType::IQ3_S, seed, mode, nb, groups)?;
+    }
 }
 
 /// A whole matrix of `groups` groups through one `tiles_unchecked` call on every path,
@@ -302,6 +307,7 @@ fn unpack_is_inverse_on_any_bytes() {
         (GgmlType::IQ3_XXS, 512),
         (GgmlType::IQ2_S, 512),
         (GgmlType::IQ2_XS, 512),
+        (GgmlType::IQ3_S, 512),
     ] {
         let mut rng = rng(11);
         let n_out = 16;
@@ -379,6 +385,7 @@ fn multi_group_tiles_match_single_group() {
         (GgmlType::IQ2_S, 26),
         (GgmlType::IQ2_S, 65),
         (GgmlType::IQ2_XS, 33),
+        (GgmlType::IQ3_S, 29),
     ] {
         let mut rng = rng(nb as u64);
         let groups = 3;

@@ -51,6 +51,7 @@ use crate::GgmlType;
 mod iq2s;
 mod iq2xs;
 mod iq2xxs;
+mod iq3s;
 mod iq3xxs;
 mod iq4xs;
 mod legacy;
@@ -64,6 +65,7 @@ mod x86;
 pub use iq2s::IQ2SX8_BLOCK_BYTES;
 pub use iq2xs::IQ2XSX8_BLOCK_BYTES;
 pub use iq2xxs::IQ2XXSX8_BLOCK_BYTES;
+pub use iq3s::IQ3SX8_BLOCK_BYTES;
 pub use iq3xxs::IQ3XXSX8_BLOCK_BYTES;
 pub use iq4xs::IQ4XSX8_BLOCK_BYTES;
 use legacy::Kind;
@@ -83,7 +85,7 @@ pub const MAX_TOKENS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RepackError {
     /// No repacked layout for this type.
-    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS, IQ2_S, IQ2_XS)")]
+    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS, IQ2_S, IQ2_XS, IQ3_S)")]
     Unsupported(GgmlType),
     /// Shapes that do not fit the layout or the buffers.
     #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
@@ -124,6 +126,8 @@ pub enum PackedType {
     IQ2Sx8,
     /// IQ2_XS, groups of 8 rows (see `iq2xs`).
     IQ2XSx8,
+    /// IQ3_S, groups of 8 rows (see `iq3s`).
+    IQ3Sx8,
 }
 
 impl PackedType {
@@ -138,7 +142,8 @@ impl PackedType {
             PackedType::IQ2XXSx8
             | PackedType::IQ3XXSx8
             | PackedType::IQ2Sx8
-            | PackedType::IQ2XSx8 => vbmi_tiles(),
+            | PackedType::IQ2XSx8
+            | PackedType::IQ3Sx8 => vbmi_tiles(),
             _ => true,
         })
     }
@@ -160,6 +165,7 @@ impl PackedType {
             GgmlType::IQ3_XXS => Some(PackedType::IQ3XXSx8),
             GgmlType::IQ2_S => Some(PackedType::IQ2Sx8),
             GgmlType::IQ2_XS => Some(PackedType::IQ2XSx8),
+            GgmlType::IQ3_S => Some(PackedType::IQ3Sx8),
             _ => None,
         }
     }
@@ -180,6 +186,7 @@ impl PackedType {
             PackedType::IQ3XXSx8 => GgmlType::IQ3_XXS,
             PackedType::IQ2Sx8 => GgmlType::IQ2_S,
             PackedType::IQ2XSx8 => GgmlType::IQ2_XS,
+            PackedType::IQ3Sx8 => GgmlType::IQ3_S,
         }
     }
 
@@ -199,6 +206,7 @@ impl PackedType {
             PackedType::IQ3XXSx8 => "IQ3_XXSx8",
             PackedType::IQ2Sx8 => "IQ2_Sx8",
             PackedType::IQ2XSx8 => "IQ2_XSx8",
+            PackedType::IQ3Sx8 => "IQ3_Sx8",
         }
     }
 
@@ -218,6 +226,7 @@ impl PackedType {
             PackedType::IQ3XXSx8 => IQ3XXSX8_BLOCK_BYTES,
             PackedType::IQ2Sx8 => IQ2SX8_BLOCK_BYTES,
             PackedType::IQ2XSx8 => IQ2XSX8_BLOCK_BYTES,
+            PackedType::IQ3Sx8 => IQ3SX8_BLOCK_BYTES,
         }
     }
 
@@ -381,6 +390,7 @@ pub fn repack(
         PackedType::IQ3XXSx8 => iq3xxs::repack(n_in, n_out, src, dst),
         PackedType::IQ2Sx8 => iq2s::repack(n_in, n_out, src, dst),
         PackedType::IQ2XSx8 => iq2xs::repack(n_in, n_out, src, dst),
+        PackedType::IQ3Sx8 => iq3s::repack(n_in, n_out, src, dst),
     }
     Ok(())
 }
@@ -409,6 +419,7 @@ pub fn unpack(
         PackedType::IQ3XXSx8 => iq3xxs::unpack(n_in, n_out, packed, dst),
         PackedType::IQ2Sx8 => iq2s::unpack(n_in, n_out, packed, dst),
         PackedType::IQ2XSx8 => iq2xs::unpack(n_in, n_out, packed, dst),
+        PackedType::IQ3Sx8 => iq3s::unpack(n_in, n_out, packed, dst),
     }
     Ok(())
 }
@@ -601,6 +612,7 @@ impl PackedDot {
                                 PackedType::IQ3XXSx8 => iq3xxs::dot_scalar(nb, group, at),
                                 PackedType::IQ2Sx8 => iq2s::dot_scalar(nb, group, at),
                                 PackedType::IQ2XSx8 => iq2xs::dot_scalar(nb, group, at),
+                                PackedType::IQ3Sx8 => iq3s::dot_scalar(nb, group, at),
                             };
                             // SAFETY: per the contract.
                             unsafe {
@@ -633,6 +645,7 @@ pub mod scalar {
     pub use super::iq2s::dot_scalar as dot_iq2sx8;
     pub use super::iq2xs::dot_scalar as dot_iq2xsx8;
     pub use super::iq2xxs::dot_scalar as dot_iq2xxsx8;
+    pub use super::iq3s::dot_scalar as dot_iq3sx8;
     pub use super::iq3xxs::dot_scalar as dot_iq3xxsx8;
     pub use super::iq4xs::dot_scalar as dot_iq4xsx8;
     pub use super::q2k::dot_scalar as dot_q2kx8;
@@ -689,6 +702,7 @@ pub mod testing {
             PackedType::IQ3XXSx8 => iq3xxs::ints_scalar(nb, group, act),
             PackedType::IQ2Sx8 => iq2s::ints_scalar(nb, group, act),
             PackedType::IQ2XSx8 => iq2xs::ints_scalar(nb, group, act),
+            PackedType::IQ3Sx8 => iq3s::ints_scalar(nb, group, act),
         }
     }
 

@@ -84,6 +84,7 @@ mod codebook;
 mod iq2s;
 mod iq2xs;
 mod iq2xxs;
+mod iq3s;
 mod iq3xxs;
 mod q6k_wide;
 mod zmm;
@@ -131,6 +132,8 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
             .then_some((SimdPath::Avx512Vnni, &iq2s::IQ2S_VBMI[..])),
         PackedType::IQ2XSx8 => (path == SimdPath::Avx512Vnni && vbmi())
             .then_some((SimdPath::Avx512Vnni, &iq2xs::IQ2XS_VBMI[..])),
+        PackedType::IQ3Sx8 => (path == SimdPath::Avx512Vnni && vbmi())
+            .then_some((SimdPath::Avx512Vnni, &iq3s::IQ3S_VBMI[..])),
     }
 }
 
@@ -1236,6 +1239,7 @@ fn codebook_ints(packed: PackedType) -> Option<CodebookInts> {
         PackedType::IQ3XXSx8 => codebook::ints_vbmi::<iq3xxs::IQ3XXS>,
         PackedType::IQ2Sx8 => codebook::ints_vbmi::<iq2s::IQ2S>,
         PackedType::IQ2XSx8 => codebook::ints_vbmi::<iq2xs::IQ2XS>,
+        PackedType::IQ3Sx8 => codebook::ints_vbmi::<iq3s::IQ3S>,
         _ => return None,
     })
 }
