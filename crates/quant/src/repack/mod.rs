@@ -27,6 +27,8 @@
 //! - [`PackedType::IQ2XXSx8`], [`PackedType::IQ3XXSx8`]: IQ2_XXS / IQ3_XXS, 8 rows per
 //!   group (see `iq2xxs`, `iq3xxs`), the same size as the source; only where their
 //!   AVX-512 VBMI tiles run ([`PackedType::for_type`]).
+//! - [`PackedType::IQ2Sx8`], [`PackedType::IQ2XSx8`], [`PackedType::IQ3Sx8`]: IQ2_S /
+//!   IQ2_XS / IQ3_S likewise (see `iq2s`, `iq2xs`, `iq3s`), the same size as the source.
 //!
 //! Numerics (the *definition*, [`scalar`] functions; the legacy types likewise with
 //! `acc = fma(d·d_a, Σ w·a, acc)` per 32-value block): per row and block, the exact
@@ -250,7 +252,8 @@ impl PackedType {
     }
 }
 
-/// Whether this CPU runs the AVX-512 VBMI tiles (IQ2_XXSx8, IQ3_XXSx8).
+/// Whether this CPU runs the AVX-512 VBMI tiles of the codebook layouts (IQ2_XXSx8,
+/// IQ3_XXSx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8).
 fn vbmi_tiles() -> bool {
     #[cfg(target_arch = "x86_64")]
     return x86::vbmi();

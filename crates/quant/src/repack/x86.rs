@@ -106,7 +106,8 @@ fn vnni() -> bool {
 }
 
 /// Whether this CPU also has AVX-512 VBMI (`vpermb`, `vpermi2b`, `vpmultishiftqb`) and
-/// GFNI (`vgf2p8affineqb`): the codebook layouts' tiles (IQ2_XXSx8, IQ3_XXSx8).
+/// GFNI (`vgf2p8affineqb`): the codebook layouts' tiles (IQ2_XXSx8, IQ3_XXSx8, IQ2_Sx8,
+/// IQ2_XSx8, IQ3_Sx8).
 pub(super) fn vbmi() -> bool {
     vnni() && is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("gfni")
 }
