@@ -1,6 +1,6 @@
 //! Property tests of the repacked layouts (`quant::repack`: Q4_Kx8, Q6_Kx8, Q2_Kx8,
 //! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8, MXFP4x8, IQ2_XXSx8, IQ3_XXSx8, IQ1_Sx8,
-//! IQ1_Mx8):
+//! IQ1_Mx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8):
 //! - `unpack(repack(x)) == x` for any bytes (the scale re-packing is a bijection);
 //! - the SIMD block code's integers (`isum`, `msum` per row and block) equal the scalar
 //!   definition's, on every path this CPU has;
@@ -198,6 +198,19 @@ proptest! {
     fn iq1mx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
         check_case(GgmlType::IQ1_M, seed, mode, nb, groups)?;
     }
+
+    #[test]
+    fn iq2sx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
+        check_case(GgmlType::IQ2_S, seed, mode, nb, groups)?;
+    }
+    #[test]
+    fn iq2xsx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
+        check_case(GgmlType::IQ2_XS, seed, mode, nb, groups)?;
+    }
+    #[test]
+    fn iq3sx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
+        check_case(GgmlType::IQ3_S, seed, mode, nb, groups)?;
+    }
 }
 
 /// A whole matrix of `groups` groups through one `tiles_unchecked` call on every path,
@@ -305,6 +318,9 @@ fn unpack_is_inverse_on_any_bytes() {
         (GgmlType::IQ3_XXS, 512),
         (GgmlType::IQ1_S, 512),
         (GgmlType::IQ1_M, 512),
+        (GgmlType::IQ2_S, 512),
+        (GgmlType::IQ2_XS, 512),
+        (GgmlType::IQ3_S, 512),
     ] {
         let mut rng = rng(11);
         let n_out = 16;
@@ -381,6 +397,11 @@ fn multi_group_tiles_match_single_group() {
         // 64 (IQ1_S) and 128 (IQ1_M) prepared bytes per block: passes of 64 and 32 blocks.
         (GgmlType::IQ1_S, 65),
         (GgmlType::IQ1_M, 70),
+        // 25 blocks per pass for 4 tokens (320 prepared bytes per block).
+        (GgmlType::IQ2_S, 26),
+        (GgmlType::IQ2_S, 65),
+        (GgmlType::IQ2_XS, 33),
+        (GgmlType::IQ3_S, 29),
     ] {
         let mut rng = rng(nb as u64);
         let groups = 3;

@@ -29,6 +29,8 @@
 //!   AVX-512 VBMI tiles run ([`PackedType::for_type`]).
 //! - [`PackedType::IQ1Sx8`], [`PackedType::IQ1Mx8`]: IQ1_S / IQ1_M, 8 rows per group (see
 //!   `iq1`), the same size as the source; only where their AVX-512 VNNI tiles run.
+//! - [`PackedType::IQ2Sx8`], [`PackedType::IQ2XSx8`], [`PackedType::IQ3Sx8`]: IQ2_S /
+//!   IQ2_XS / IQ3_S likewise (see `iq2s`, `iq2xs`, `iq3s`), the same size as the source.
 //!
 //! Numerics (the *definition*, [`scalar`] functions; the legacy types likewise with
 //! `acc = fma(d·d_a, Σ w·a, acc)` per 32-value block): per row and block, the exact
@@ -51,7 +53,10 @@ use crate::dot::SimdPath;
 use crate::GgmlType;
 
 mod iq1;
+mod iq2s;
+mod iq2xs;
 mod iq2xxs;
+mod iq3s;
 mod iq3xxs;
 mod iq4xs;
 mod legacy;
@@ -63,7 +68,10 @@ mod q6k;
 mod x86;
 
 pub use iq1::{IQ1MX8_BLOCK_BYTES, IQ1SX8_BLOCK_BYTES};
+pub use iq2s::IQ2SX8_BLOCK_BYTES;
+pub use iq2xs::IQ2XSX8_BLOCK_BYTES;
 pub use iq2xxs::IQ2XXSX8_BLOCK_BYTES;
+pub use iq3s::IQ3SX8_BLOCK_BYTES;
 pub use iq3xxs::IQ3XXSX8_BLOCK_BYTES;
 pub use iq4xs::IQ4XSX8_BLOCK_BYTES;
 use legacy::Kind;
@@ -83,7 +91,7 @@ pub const MAX_TOKENS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RepackError {
     /// No repacked layout for this type.
-    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS, IQ1_S, IQ1_M)")]
+    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS, IQ1_S, IQ1_M, IQ2_S, IQ2_XS, IQ3_S)")]
     Unsupported(GgmlType),
     /// Shapes that do not fit the layout or the buffers.
     #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
@@ -124,6 +132,12 @@ pub enum PackedType {
     IQ1Sx8,
     /// IQ1_M, groups of 8 rows (see `iq1`).
     IQ1Mx8,
+    /// IQ2_S, groups of 8 rows (see `iq2s`).
+    IQ2Sx8,
+    /// IQ2_XS, groups of 8 rows (see `iq2xs`).
+    IQ2XSx8,
+    /// IQ3_S, groups of 8 rows (see `iq3s`).
+    IQ3Sx8,
 }
 
 impl PackedType {
@@ -135,7 +149,11 @@ impl PackedType {
     /// those types as they are.
     pub fn for_type(ty: GgmlType) -> Option<PackedType> {
         PackedType::layout_of(ty).filter(|p| match p {
-            PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8 => vbmi_tiles(),
+            PackedType::IQ2XXSx8
+            | PackedType::IQ3XXSx8
+            | PackedType::IQ2Sx8
+            | PackedType::IQ2XSx8
+            | PackedType::IQ3Sx8 => vbmi_tiles(),
             // Their tile is AVX-512 only (one 512-bit vector per 8 rows' group of 8).
             PackedType::IQ1Sx8 | PackedType::IQ1Mx8 => vnni_tiles(),
             _ => true,
@@ -159,6 +177,9 @@ impl PackedType {
             GgmlType::IQ3_XXS => Some(PackedType::IQ3XXSx8),
             GgmlType::IQ1_S => Some(PackedType::IQ1Sx8),
             GgmlType::IQ1_M => Some(PackedType::IQ1Mx8),
+            GgmlType::IQ2_S => Some(PackedType::IQ2Sx8),
+            GgmlType::IQ2_XS => Some(PackedType::IQ2XSx8),
+            GgmlType::IQ3_S => Some(PackedType::IQ3Sx8),
             _ => None,
         }
     }
@@ -179,6 +200,9 @@ impl PackedType {
             PackedType::IQ3XXSx8 => GgmlType::IQ3_XXS,
             PackedType::IQ1Sx8 => GgmlType::IQ1_S,
             PackedType::IQ1Mx8 => GgmlType::IQ1_M,
+            PackedType::IQ2Sx8 => GgmlType::IQ2_S,
+            PackedType::IQ2XSx8 => GgmlType::IQ2_XS,
+            PackedType::IQ3Sx8 => GgmlType::IQ3_S,
         }
     }
 
@@ -198,6 +222,9 @@ impl PackedType {
             PackedType::IQ3XXSx8 => "IQ3_XXSx8",
             PackedType::IQ1Sx8 => "IQ1_Sx8",
             PackedType::IQ1Mx8 => "IQ1_Mx8",
+            PackedType::IQ2Sx8 => "IQ2_Sx8",
+            PackedType::IQ2XSx8 => "IQ2_XSx8",
+            PackedType::IQ3Sx8 => "IQ3_Sx8",
         }
     }
 
@@ -217,6 +244,9 @@ impl PackedType {
             PackedType::IQ3XXSx8 => IQ3XXSX8_BLOCK_BYTES,
             PackedType::IQ1Sx8 => IQ1SX8_BLOCK_BYTES,
             PackedType::IQ1Mx8 => IQ1MX8_BLOCK_BYTES,
+            PackedType::IQ2Sx8 => IQ2SX8_BLOCK_BYTES,
+            PackedType::IQ2XSx8 => IQ2XSX8_BLOCK_BYTES,
+            PackedType::IQ3Sx8 => IQ3SX8_BLOCK_BYTES,
         }
     }
 
@@ -240,7 +270,8 @@ impl PackedType {
     }
 }
 
-/// Whether this CPU runs the AVX-512 VBMI tiles (IQ2_XXSx8, IQ3_XXSx8).
+/// Whether this CPU runs the AVX-512 VBMI tiles of the codebook layouts (IQ2_XXSx8,
+/// IQ3_XXSx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8).
 fn vbmi_tiles() -> bool {
     #[cfg(target_arch = "x86_64")]
     return x86::vbmi();
@@ -388,6 +419,9 @@ pub fn repack(
         PackedType::IQ3XXSx8 => iq3xxs::repack(n_in, n_out, src, dst),
         PackedType::IQ1Sx8 => iq1::repack_s(n_in, n_out, src, dst),
         PackedType::IQ1Mx8 => iq1::repack_m(n_in, n_out, src, dst),
+        PackedType::IQ2Sx8 => iq2s::repack(n_in, n_out, src, dst),
+        PackedType::IQ2XSx8 => iq2xs::repack(n_in, n_out, src, dst),
+        PackedType::IQ3Sx8 => iq3s::repack(n_in, n_out, src, dst),
     }
     Ok(())
 }
@@ -416,6 +450,9 @@ pub fn unpack(
         PackedType::IQ3XXSx8 => iq3xxs::unpack(n_in, n_out, packed, dst),
         PackedType::IQ1Sx8 => iq1::unpack_s(n_in, n_out, packed, dst),
         PackedType::IQ1Mx8 => iq1::unpack_m(n_in, n_out, packed, dst),
+        PackedType::IQ2Sx8 => iq2s::unpack(n_in, n_out, packed, dst),
+        PackedType::IQ2XSx8 => iq2xs::unpack(n_in, n_out, packed, dst),
+        PackedType::IQ3Sx8 => iq3s::unpack(n_in, n_out, packed, dst),
     }
     Ok(())
 }
@@ -608,6 +645,9 @@ impl PackedDot {
                                 PackedType::IQ3XXSx8 => iq3xxs::dot_scalar(nb, group, at),
                                 PackedType::IQ1Sx8 => iq1::dot_scalar_s(nb, group, at),
                                 PackedType::IQ1Mx8 => iq1::dot_scalar_m(nb, group, at),
+                                PackedType::IQ2Sx8 => iq2s::dot_scalar(nb, group, at),
+                                PackedType::IQ2XSx8 => iq2xs::dot_scalar(nb, group, at),
+                                PackedType::IQ3Sx8 => iq3s::dot_scalar(nb, group, at),
                             };
                             // SAFETY: per the contract.
                             unsafe {
@@ -639,7 +679,10 @@ impl PackedDot {
 pub mod scalar {
     pub use super::iq1::dot_scalar_m as dot_iq1mx8;
     pub use super::iq1::dot_scalar_s as dot_iq1sx8;
+    pub use super::iq2s::dot_scalar as dot_iq2sx8;
+    pub use super::iq2xs::dot_scalar as dot_iq2xsx8;
     pub use super::iq2xxs::dot_scalar as dot_iq2xxsx8;
+    pub use super::iq3s::dot_scalar as dot_iq3sx8;
     pub use super::iq3xxs::dot_scalar as dot_iq3xxsx8;
     pub use super::iq4xs::dot_scalar as dot_iq4xsx8;
     pub use super::q2k::dot_scalar as dot_q2kx8;
@@ -696,6 +739,9 @@ pub mod testing {
             PackedType::IQ3XXSx8 => iq3xxs::ints_scalar(nb, group, act),
             PackedType::IQ1Sx8 => iq1::ints_scalar_s(nb, group, act),
             PackedType::IQ1Mx8 => iq1::ints_scalar_m(nb, group, act),
+            PackedType::IQ2Sx8 => iq2s::ints_scalar(nb, group, act),
+            PackedType::IQ2XSx8 => iq2xs::ints_scalar(nb, group, act),
+            PackedType::IQ3Sx8 => iq3s::ints_scalar(nb, group, act),
         }
     }
 

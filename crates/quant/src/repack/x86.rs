@@ -87,7 +87,10 @@ use std::arch::x86_64::*;
 
 mod codebook;
 mod iq1;
+mod iq2s;
+mod iq2xs;
 mod iq2xxs;
+mod iq3s;
 mod iq3xxs;
 mod q6k_wide;
 mod zmm;
@@ -109,7 +112,8 @@ pub(super) fn vnni() -> bool {
 }
 
 /// Whether this CPU also has AVX-512 VBMI (`vpermb`, `vpermi2b`, `vpmultishiftqb`) and
-/// GFNI (`vgf2p8affineqb`): the codebook layouts' tiles (IQ2_XXSx8, IQ3_XXSx8).
+/// GFNI (`vgf2p8affineqb`): the codebook layouts' tiles (IQ2_XXSx8, IQ3_XXSx8, IQ2_Sx8,
+/// IQ2_XSx8, IQ3_Sx8).
 pub(super) fn vbmi() -> bool {
     vnni() && is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("gfni")
 }
@@ -136,6 +140,12 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
             .then_some((SimdPath::Avx512Vnni, &iq1::IQ1S_ZMM[..])),
         PackedType::IQ1Mx8 => (path == SimdPath::Avx512Vnni && vnni())
             .then_some((SimdPath::Avx512Vnni, &iq1::IQ1M_ZMM[..])),
+        PackedType::IQ2Sx8 => (path == SimdPath::Avx512Vnni && vbmi())
+            .then_some((SimdPath::Avx512Vnni, &iq2s::IQ2S_VBMI[..])),
+        PackedType::IQ2XSx8 => (path == SimdPath::Avx512Vnni && vbmi())
+            .then_some((SimdPath::Avx512Vnni, &iq2xs::IQ2XS_VBMI[..])),
+        PackedType::IQ3Sx8 => (path == SimdPath::Avx512Vnni && vbmi())
+            .then_some((SimdPath::Avx512Vnni, &iq3s::IQ3S_VBMI[..])),
     }
 }
 
@@ -1233,6 +1243,19 @@ unsafe fn ints_with<I: Isa, L: Layout>(
     out
 }
 
+/// The test hook of a codebook layout's VBMI block code (`None`: not a codebook layout).
+type CodebookInts = unsafe fn(usize, *const u8, *const u8) -> Vec<[[i32; 2]; ROWS]>;
+fn codebook_ints(packed: PackedType) -> Option<CodebookInts> {
+    Some(match packed {
+        PackedType::IQ2XXSx8 => codebook::ints_vbmi::<iq2xxs::IQ2XXS>,
+        PackedType::IQ3XXSx8 => codebook::ints_vbmi::<iq3xxs::IQ3XXS>,
+        PackedType::IQ2Sx8 => codebook::ints_vbmi::<iq2s::IQ2S>,
+        PackedType::IQ2XSx8 => codebook::ints_vbmi::<iq2xs::IQ2XS>,
+        PackedType::IQ3Sx8 => codebook::ints_vbmi::<iq3s::IQ3S>,
+        _ => return None,
+    })
+}
+
 /// Test hook: per-block integers from the SIMD block code (lengths checked by the caller).
 pub(super) fn block_ints(
     packed: PackedType,
@@ -1242,17 +1265,9 @@ pub(super) fn block_ints(
     act: &[u8],
 ) -> Option<Vec<[[i32; 2]; ROWS]>> {
     let (w, a) = (group.as_ptr(), act.as_ptr());
-    if matches!(packed, PackedType::IQ2XXSx8 | PackedType::IQ3XXSx8) {
-        return (path == SimdPath::Avx512Vnni && vbmi()).then(|| {
-            // SAFETY: as below; VBMI and GFNI were just detected.
-            unsafe {
-                if packed == PackedType::IQ2XXSx8 {
-                    codebook::ints_vbmi::<iq2xxs::IQ2XXS>(nb, w, a)
-                } else {
-                    codebook::ints_vbmi::<iq3xxs::IQ3XXS>(nb, w, a)
-                }
-            }
-        });
+    if let Some(ints) = codebook_ints(packed) {
+        // SAFETY: as below; VBMI and GFNI were just detected.
+        return (path == SimdPath::Avx512Vnni && vbmi()).then(|| unsafe { ints(nb, w, a) });
     }
     if matches!(packed, PackedType::IQ1Sx8 | PackedType::IQ1Mx8) {
         return (path == SimdPath::Avx512Vnni && vnni()).then(|| {
@@ -1294,13 +1309,7 @@ pub(super) fn block_ints(
             (PackedType::IQ4XSx8, false) => ints_avx2::<IQ4XS>(nb, w, a),
             (PackedType::MXFP4x8, true) => ints_vnni::<Legacy<K_MXFP4>>(nb, w, a),
             (PackedType::MXFP4x8, false) => ints_avx2::<Legacy<K_MXFP4>>(nb, w, a),
-            (
-                PackedType::IQ2XXSx8
-                | PackedType::IQ3XXSx8
-                | PackedType::IQ1Sx8
-                | PackedType::IQ1Mx8,
-                _,
-            ) => unreachable!("handled above"),
+            (_, _) => unreachable!("the codebook layouts are handled above"),
         })
     }
 }

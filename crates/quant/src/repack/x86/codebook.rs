@@ -1,4 +1,5 @@
-//! What the AVX-512 VBMI tiles of the codebook layouts (IQ2_XXSx8, IQ3_XXSx8) share: the
+//! What the AVX-512 VBMI tiles of the codebook layouts (IQ2_XXSx8, IQ3_XXSx8, IQ2_Sx8,
+//! IQ2_XSx8, IQ3_Sx8) share: the
 //! [`Layout`] around a layout's block code, its tile and test hook, and the vector helpers.
 //! Each layout's block code leaves one i32 per (row, half): lanes `2r, 2r + 1` of a
 //! 512-bit vector, added into row r's lane at the end ([`rows_of_pairs`]).
@@ -175,4 +176,40 @@ pub(super) unsafe fn add_scaled<const T: usize>(
     for t in 0..T {
         isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(acc[t], odd));
     }
+}
+
+/// A 64-byte aligned table of 256·Q bytes as Q quarters of 4 vectors (for
+/// [`lookup512`], [`lookup1024`]): a view, so that the lookups take the vectors as memory
+/// operands (they do not fit the registers).
+#[inline(always)]
+pub(super) fn tables256<const Q: usize>(t: &[u8]) -> &[[__m512i; 4]; Q] {
+    assert!(t.len() == 256 * Q && t.as_ptr() as usize % 64 == 0);
+    // SAFETY: the bytes are exactly Q·4 vectors and 64-byte aligned (checked above); any
+    // bytes are a valid `__m512i`, and the view borrows `t`.
+    unsafe { &*(t.as_ptr() as *const [[__m512i; 4]; Q]) }
+}
+
+/// The 512 entries of a code table at 9-bit indices: bits 0..8 in the bytes of `idx`
+/// (bit 7 also as `top`), bit 8 as the mask `b8`.
+#[inline(always)]
+pub(super) unsafe fn lookup512(
+    t: &[[__m512i; 4]; 2],
+    idx: __m512i,
+    top: __mmask64,
+    b8: __mmask64,
+) -> __m512i {
+    _mm512_mask_blend_epi8(b8, lookup256(&t[0], idx, top), lookup256(&t[1], idx, top))
+}
+
+/// The 1024 entries of a code table at 10-bit indices: as [`lookup512`], bit 9 as `b9`.
+#[inline(always)]
+pub(super) unsafe fn lookup1024(
+    t: &[[__m512i; 4]; 4],
+    idx: __m512i,
+    top: __mmask64,
+    (b8, b9): (__mmask64, __mmask64),
+) -> __m512i {
+    let lo = lookup512(&[t[0], t[1]], idx, top, b8);
+    let hi = lookup512(&[t[2], t[3]], idx, top, b8);
+    _mm512_mask_blend_epi8(b9, lo, hi)
 }

@@ -44,7 +44,7 @@ use crate::repack::iq2xxs::{self, aux_at, idx_at, IQ2XXSX8_BLOCK_BYTES};
 const GRID_VALUES: [u8; 3] = [0x08, 0x19, 0x2b];
 
 /// The weight offset: `43 ± v` is 0..=86, unsigned for `vpdpbusd`.
-const OFFSET: i32 = 43;
+pub(super) const OFFSET: i32 = 43;
 
 /// The code (0..3) of a grid byte; a byte outside [`GRID_VALUES`] fails the build.
 const fn code(b: u8) -> u8 {
@@ -67,23 +67,27 @@ struct Tables {
     ksigns: [u8; 128],
 }
 
-static TABLES: Tables = {
-    let mut planes = [[0u8; 256]; 2];
+static TABLES: Tables = Tables {
+    planes: plane_codes(&IQ2XXS_GRID),
+    ksigns: KSIGNS,
+};
+
+/// The 2-bit codes of an 8-value grid over [`GRID_VALUES`] (IQ2_XXS, IQ2_XS, IQ2_S):
+/// `[h][k]` holds entry k's values 4h..4h+4, value j's code at bits 2j..2j+2.
+pub(super) const fn plane_codes<const N: usize>(grid: &[u64; N]) -> [[u8; N]; 2] {
+    let mut planes = [[0u8; N]; 2];
     let mut k = 0;
-    while k < 256 {
+    while k < N {
         let mut j = 0;
         while j < 8 {
-            let b = (IQ2XXS_GRID[k] >> (8 * j)) as u8;
+            let b = (grid[k] >> (8 * j)) as u8;
             planes[j / 4][k] |= code(b) << (2 * (j % 4));
             j += 1;
         }
         k += 1;
     }
-    Tables {
-        planes,
-        ksigns: KSIGNS,
-    }
-};
+    planes
+}
 
 /// `grid value + 43` of code c (0..3).
 const fn offset_value(c: usize) -> u8 {
@@ -91,7 +95,7 @@ const fn offset_value(c: usize) -> u8 {
 }
 
 /// The decoded value of code 0: the affine constant of [`DECODE`].
-const VALUE_BASE: u8 = offset_value(0);
+pub(super) const VALUE_BASE: u8 = offset_value(0);
 
 /// `vgf2p8affineqb` matrices: `DECODE[m]` maps a code byte (code of plane m in bits 2m,
 /// 2m + 1) to `offset_value(code)` as `VALUE_BASE ⊕ c₀·A₀ ⊕ c₁·A₁` over GF(2), with
@@ -99,7 +103,7 @@ const VALUE_BASE: u8 = offset_value(0);
 /// map of 3 points is affine in the 2 code bits), and the other bits of the byte ignored.
 /// Row 7 − k of the matrix (byte 7 − k of the qword) selects the input bits of output
 /// bit k.
-const DECODE: [u64; 4] = {
+pub(super) const DECODE: [u64; 4] = {
     let a0 = offset_value(0) ^ offset_value(1);
     let a1 = offset_value(0) ^ offset_value(2);
     let mut d = [0u64; 4];

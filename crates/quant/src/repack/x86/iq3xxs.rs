@@ -86,7 +86,7 @@ static TABLES: Tables = {
 /// Bytes [`prepare`] writes per activation block: the 256 permuted quants, then the 16
 /// half-chunk offsets `−62·Σ16` (i32).
 pub(super) const EXTRA: usize = 256 + 64;
-const EX_OFFSETS: usize = 256;
+pub(super) const EX_OFFSETS: usize = 256;
 
 /// The `vpermb` indices of [`prepare`]'s permutation of a chunk pair's 64 quants: byte
 /// `32h' + 8j + 4h + i` ← quant `32h' + 16h + 4i + j` (plane j's activations of lane
@@ -106,9 +106,16 @@ static ACT_PERM: [u8; 64] = {
 /// `−62·Σ16` (the Q8_K `bsums`).
 #[inline(always)]
 unsafe fn prepare(blk: *const u8, dst: *mut u8) {
+    prepare_offset(blk, dst, OFFSET)
+}
+
+/// [`prepare`] for a weight offset `offset` (the 4-value-group layouts: IQ3_XXSx8,
+/// IQ3_Sx8).
+#[inline(always)]
+pub(super) unsafe fn prepare_offset(blk: *const u8, dst: *mut u8, offset: i32) {
     permute_quants(blk, dst, &ACT_PERM);
     let s16 = _mm512_cvtepi16_epi32(load(blk.add(Q8K_BSUMS)));
-    let off = _mm512_mullo_epi32(s16, _mm512_set1_epi32(-OFFSET));
+    let off = _mm512_mullo_epi32(s16, _mm512_set1_epi32(-offset));
     _mm512_storeu_si512(dst.add(EX_OFFSETS) as *mut __m512i, off);
 }
 

@@ -1,0 +1,163 @@
+//! IQ2_Sx8 × Q8_K on AVX-512 VBMI + VNNI (see `repack::iq2s` for the layout): the
+//! decode of `iq2xxs`'s tile for 10-bit grid indices and a scale per 16 values.
+//!
+//! - IQ2_S's grid takes the same 3 byte values as IQ2_XXS's, so entry k is again two bytes
+//!   of 2-bit codes (values 0..4, 4..8; [`plane_codes`]), in two 1024-byte tables of 16
+//!   registers each. A lookup of a portion's 64 indices is 8 `vpermi2b` (128 entries each)
+//!   and 7 blends on the index bits 7 (the byte's top bit), 8 and 9 (stored as `kmovq`
+//!   masks) per table ([`lookup1024`]).
+//! - `vpunpck{l,h}wd` of the two looked-up vectors puts one 16-value sub-block (its two
+//!   groups, values j and 4 + j) in each dword, so that a lane's sum has one scale; the
+//!   plane decode (`vgf2p8affineqb`, [`DECODE`]) then reads the same code bits in all 4
+//!   bytes. The sign bytes are unpacked the same way, plane j's signs are bits j (bytes
+//!   0, 1 of a dword) and 4 + j (bytes 2, 3), applied as `iq2xxs`'s masked `86 − u`.
+//! - One `vpdpbusd` per (plane, token) against the token's quants permuted once per
+//!   block, each lane starting at its sub-block's `−43·Σ16`; `vpmulld` by the lane's
+//!   `2·ls + 1` (the scale bytes zero-extended to dwords, one nibble per unpack half).
+//!
+//! Per 64 weights: the 4 plane instructions of `iq2xxs` plus ~4 of lookups (the tables
+//! are 4× IQ2_XXS's) and ~0.5 of signs and scales.
+//!
+//! The integers are exactly the scalar definition's (`|43 ± v| ≤ 86`; per lane
+//! |Σ16 ±v·a| ≤ 16·43·128, times 31, 16 sub-blocks: < 2³¹), and the f32 steps are the
+//! shared tile's, so results are bit-identical to `iq2s::dot_scalar` for any number of
+//! tokens.
+
+use super::codebook::{self, codebook_tiles, Codebook};
+use super::codebook::{add_scaled, load512, lookup1024, permute_quants};
+use super::codebook::{rows_of_pairs, signed_plane_dot, tables256};
+use super::iq2xxs::{plane_codes, DECODE, OFFSET, VALUE_BASE};
+use super::*;
+use crate::iq_grids::IQ2S_GRID;
+use crate::repack::iq2s::{self, idx_at, HI_BITS, IQ2SX8_BLOCK_BYTES, SCALES, SIGNS};
+
+/// 64-byte aligned tables, for whole-vector loads.
+#[repr(C, align(64))]
+struct Tables {
+    /// `planes[h][k]`: the codes of grid entry k's values 4h..4h+4.
+    planes: [[u8; 1024]; 2],
+}
+
+static TABLES: Tables = Tables {
+    planes: plane_codes(&IQ2S_GRID),
+};
+
+/// Bytes [`prepare_subblocks`] writes per activation block: the 256 permuted quants, then
+/// the 16 sub-block offsets `−43·Σ16` (i32).
+pub(super) const EXTRA: usize = 256 + 64;
+const EX_OFFSETS: usize = 256;
+
+/// The `vpermb` indices of the permutation of a portion's 64 quants: byte
+/// `32h + 8j + 4s + b` ← quant `8g + j + 4·(b / 2)` with group `g = 2·(2h + s) + b % 2`
+/// (plane j's activations of unpack half h, dword `2r + s`, byte b).
+static ACT_PERM: [u8; 64] = {
+    let mut m = [0u8; 64];
+    let mut o = 0;
+    while o < 64 {
+        let (h, j, s, b) = (o / 32, (o / 8) % 4, (o / 4) % 2, o % 4);
+        let g = 2 * (2 * h + s) + b % 2;
+        m[o] = (8 * g + j + 4 * (b / 2)) as u8;
+        o += 1;
+    }
+    m
+};
+
+/// A Q8_K block's quants permuted per portion ([`ACT_PERM`]) and its sub-blocks'
+/// `−43·Σ16` (the Q8_K `bsums`): the prepared bytes of the 16-value-scale IQ2 layouts.
+#[inline(always)]
+pub(super) unsafe fn prepare_subblocks(blk: *const u8, dst: *mut u8) {
+    permute_quants(blk, dst, &ACT_PERM);
+    let s16 = _mm512_cvtepi16_epi32(load(blk.add(Q8K_BSUMS)));
+    let off = _mm512_mullo_epi32(s16, _mm512_set1_epi32(-OFFSET));
+    _mm512_storeu_si512(dst.add(EX_OFFSETS) as *mut __m512i, off);
+}
+
+/// Portion p of the 16-value-scale IQ2 layouts into `isum`: `x` the looked-up codes of
+/// its 64 slots (values 0..4, 4..8), `signs` their sign bytes, `scales` the portion's 16
+/// scale bytes.
+#[inline(always)]
+pub(super) unsafe fn portion_ints<const T: usize>(
+    isum: &mut [__m512i; T],
+    x: [__m512i; 2],
+    signs: __m512i,
+    scales: *const u8,
+    ex: [*const u8; T],
+    p: usize,
+) {
+    let decode: [__m512i; 4] = std::array::from_fn(|m| _mm512_set1_epi64(DECODE[m] as i64));
+    let neg_base = _mm512_set1_epi8(2 * OFFSET as i8);
+    // One sub-block per dword: bytes 0, 1 its two groups' values j, bytes 2, 3 values 4 + j.
+    let y = [
+        _mm512_unpacklo_epi16(x[0], x[1]),
+        _mm512_unpackhi_epi16(x[0], x[1]),
+    ];
+    let sy = [
+        _mm512_unpacklo_epi16(signs, signs),
+        _mm512_unpackhi_epi16(signs, signs),
+    ];
+    let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(scales as *const __m128i));
+    let one = _mm512_set1_epi32(1);
+    let odd = [
+        _mm512_or_si512(
+            _mm512_slli_epi32::<1>(_mm512_and_si512(sc, _mm512_set1_epi32(15))),
+            one,
+        ),
+        _mm512_or_si512(_mm512_slli_epi32::<1>(_mm512_srli_epi32::<4>(sc)), one),
+    ];
+    for h in 0..2 {
+        let mut acc: [__m512i; T] = std::array::from_fn(|t| {
+            _mm512_set1_epi64(std::ptr::read_unaligned(
+                ex[t].add(EX_OFFSETS + 8 * (2 * p + h)) as *const i64,
+            ))
+        });
+        for j in 0..4 {
+            let u = _mm512_gf2p8affine_epi64_epi8::<{ VALUE_BASE as i32 }>(y[h], decode[j]);
+            let bits = (0x0101u32 << j) | (0x0101_0000u32 << (4 + j));
+            let neg = _mm512_test_epi8_mask(sy[h], _mm512_set1_epi32(bits as i32));
+            signed_plane_dot(&mut acc, u, neg, neg_base, ex, 64 * p + 32 * h + 8 * j);
+        }
+        add_scaled(isum, &acc, odd[h]);
+    }
+}
+
+/// One packed block × T activation blocks: `isum` per token, lane = row.
+#[inline(always)]
+unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
+    let tb = &TABLES;
+    let planes: [&[[__m512i; 4]; 4]; 2] = [tables256(&tb.planes[0]), tables256(&tb.planes[1])];
+    let mut isum = [_mm512_setzero_si512(); T];
+    for p in 0..4 {
+        let o = pb.add(idx_at(p));
+        let idx = load512(o);
+        let top = _mm512_movepi8_mask(idx);
+        let hi = (
+            std::ptr::read_unaligned(o.add(HI_BITS) as *const u64),
+            std::ptr::read_unaligned(o.add(HI_BITS + 8) as *const u64),
+        );
+        let x = [
+            lookup1024(planes[0], idx, top, hi),
+            lookup1024(planes[1], idx, top, hi),
+        ];
+        portion_ints(&mut isum, x, load512(o.add(SIGNS)), o.add(SCALES), ex, p);
+    }
+    // Lanes 2r, 2r + 1 (two sub-blocks of row r) → lane r.
+    std::array::from_fn(|t| rows_of_pairs(isum[t]))
+}
+
+pub(super) struct IQ2S;
+impl Codebook for IQ2S {
+    const BLOCK_BYTES: usize = IQ2SX8_BLOCK_BYTES;
+    const OFF_D: usize = iq2s::OFF_D;
+    const FACTOR: f32 = iq2s::FACTOR;
+    const EXTRA: usize = EXTRA;
+    #[inline(always)]
+    unsafe fn prepare(blk: *const u8, dst: *mut u8) {
+        prepare_subblocks(blk, dst)
+    }
+    #[inline(always)]
+    unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
+        block_ints::<T>(pb, ex)
+    }
+}
+
+pub(super) static IQ2S_VBMI: [TileFn; 4] = codebook_tiles!(IQ2S);

@@ -1,0 +1,78 @@
+//! IQ2_XSx8 × Q8_K on AVX-512 VBMI + VNNI (see `repack::iq2xs` for the layout): `iq2s`'s
+//! tile with 9-bit indices and `KSIGNS` sign indices.
+//!
+//! - The two code tables (grid values 0..4, 4..8; [`plane_codes`]) have 512 entries, 8
+//!   registers each: a lookup is 4 `vpermi2b` and 3 blends on index bits 7 (the index
+//!   byte's top bit) and 8 (the sign byte's top bit) ([`lookup512`]).
+//! - The sign bytes are `KSIGNS` at the sign vector (one `vpermi2b`, bit 7 ignored).
+//! - The rest, from the unpack to one sub-block per dword on, is `iq2s::portion_ints`.
+//!
+//! The integers are exactly the scalar definition's (as `iq2s`), and the f32 steps are the
+//! shared tile's, so results are bit-identical to `iq2xs::dot_scalar` for any number of
+//! tokens.
+
+use super::codebook::{self, codebook_tiles, Codebook};
+use super::codebook::{load512, lookup512, rows_of_pairs, tables256};
+use super::iq2s::{portion_ints, prepare_subblocks};
+use super::iq2xxs::plane_codes;
+use super::*;
+use crate::iq_grids::{IQ2XS_GRID, KSIGNS};
+use crate::repack::iq2xs::{self, idx_at, IQ2XSX8_BLOCK_BYTES, SCALES, SIGNS};
+
+/// 64-byte aligned tables, for whole-vector loads.
+#[repr(C, align(64))]
+struct Tables {
+    /// `planes[h][k]`: the codes of grid entry k's values 4h..4h+4.
+    planes: [[u8; 512]; 2],
+    /// `KSIGNS` (the sign byte of each 7-bit sign index).
+    ksigns: [u8; 128],
+}
+
+static TABLES: Tables = Tables {
+    planes: plane_codes(&IQ2XS_GRID),
+    ksigns: KSIGNS,
+};
+
+/// One packed block × T activation blocks: `isum` per token, lane = row.
+#[inline(always)]
+unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
+    let tb = &TABLES;
+    let planes: [&[[__m512i; 4]; 2]; 2] = [tables256(&tb.planes[0]), tables256(&tb.planes[1])];
+    let ks = [
+        load512(tb.ksigns.as_ptr()),
+        load512(tb.ksigns.as_ptr().add(64)),
+    ];
+    let mut isum = [_mm512_setzero_si512(); T];
+    for p in 0..4 {
+        let o = pb.add(idx_at(p));
+        let idx = load512(o);
+        let sgn = load512(o.add(SIGNS));
+        let (top, b8) = (_mm512_movepi8_mask(idx), _mm512_movepi8_mask(sgn));
+        let x = [
+            lookup512(planes[0], idx, top, b8),
+            lookup512(planes[1], idx, top, b8),
+        ];
+        let signs = _mm512_permutex2var_epi8(ks[0], sgn, ks[1]);
+        portion_ints(&mut isum, x, signs, o.add(SCALES), ex, p);
+    }
+    // Lanes 2r, 2r + 1 (two sub-blocks of row r) → lane r.
+    std::array::from_fn(|t| rows_of_pairs(isum[t]))
+}
+
+pub(super) struct IQ2XS;
+impl Codebook for IQ2XS {
+    const BLOCK_BYTES: usize = IQ2XSX8_BLOCK_BYTES;
+    const OFF_D: usize = iq2xs::OFF_D;
+    const FACTOR: f32 = iq2xs::FACTOR;
+    const EXTRA: usize = super::iq2s::EXTRA;
+    #[inline(always)]
+    unsafe fn prepare(blk: *const u8, dst: *mut u8) {
+        prepare_subblocks(blk, dst)
+    }
+    #[inline(always)]
+    unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
+        block_ints::<T>(pb, ex)
+    }
+}
+
+pub(super) static IQ2XS_VBMI: [TileFn; 4] = codebook_tiles!(IQ2XS);
