@@ -579,7 +579,6 @@ fn mtp_draft_cost(model: &Model) -> f32 {
         model.experts_per_token() as f64 / m.n_expert.max(1) as f64
     });
     let (mut trunk, mut block, mut head) = (0.0f64, 0.0f64, 0.0f64);
-    let mtp_prefix = format!("blk.{}.", c.n_layer);
     for t in model.file.tensors() {
         let bytes = t.size as f64
             * if t.name.contains("_exps") {
@@ -591,7 +590,7 @@ fn mtp_draft_cost(model: &Model) -> f32 {
             continue;
         } else if t.name == "output.weight" {
             head += bytes;
-        } else if t.name.starts_with(&mtp_prefix) {
+        } else if model.is_drafting_block_tensor(&t.name) {
             block += bytes;
         } else if !model.is_unused_tensor(&t.name) {
             trunk += bytes;
@@ -679,7 +678,7 @@ fn place_weights(
         progress(LoadProgress::Bytes { done, total });
     };
     bump(0);
-    let summary = if repack {
+    let mut summary = if repack {
         Some(
             model
                 .weights
@@ -690,17 +689,9 @@ fn place_weights(
     };
     // The MTP block, for a command that drafts with it, when everything fits (else it
     // stays mapped, and is read when it runs, as without `mtp`).
-    let summary = match summary {
-        Some(mut s) if opts.mtp && plan.fits => {
-            let block = model.weights.repack_nextn(pool, &mut bump)?;
-            s.tensors += block.tensors;
-            s.bytes += block.bytes;
-            s.file_bytes += block.file_bytes;
-            s.seconds += block.seconds;
-            Some(s)
-        }
-        s => s,
-    };
+    if let (Some(s), true) = (summary.as_mut(), opts.mtp && plan.fits) {
+        model.weights.repack_nextn(pool, s, &mut bump)?;
+    }
     // The rest stays mapped: read it now if it all stays cached, else leave it to be
     // read on demand (reading it all would only evict itself).
     let outcome = model.weights.storage_outcome();
@@ -718,13 +709,12 @@ fn place_weights(
     let rest: Vec<usize> = (0..file.tensors().len())
         .filter(|i| !repacked.contains(i) && !uploaded.contains(&file.tensors()[*i].name))
         .collect();
-    let drafter = format!("blk.{}.", model.config.n_layer);
     let page_in = if plan.fits {
         // Blocks the forward pass never runs (MTP) are not read, but for the one a
         // drafting command runs; count them as done.
         let (unused, read): (Vec<usize>, Vec<usize>) = rest.iter().partition(|&&i| {
             let name = &file.tensors()[i].name;
-            model.is_unused_tensor(name) && !(opts.mtp && name.starts_with(&drafter))
+            model.is_unused_tensor(name) && !(opts.mtp && model.is_drafting_block_tensor(name))
         });
         bump(unused.iter().map(|&i| file.tensors()[i].size).sum());
         model::weights::Weights::page_in(&file, &read, pool, &mut bump)

@@ -40,7 +40,7 @@ use crate::mtp::MtpDrafter;
 use crate::sequence::check_prompt;
 use crate::{
     Engine, EngineError, FinishReason, GenerateRequest, Generation, GenerationStats, Sequence,
-    Speculation, Step, TokenLogprobs, PREFILL_CHUNK,
+    SpecType, Speculation, Step, TokenLogprobs, PREFILL_CHUNK,
 };
 
 /// Limits of a scheduler.
@@ -265,8 +265,8 @@ impl Inner {
 pub struct Scheduler {
     inner: Arc<Inner>,
     config: SchedulerConfig,
-    /// Why the model cannot draft with an MTP block, if it cannot: requests asking for
-    /// such drafts are refused with it.
+    /// Why the model cannot draft with an MTP block ([`Speculation::check_model`]), if it
+    /// cannot: requests asking for such drafts are refused with it.
     no_mtp: Option<String>,
     thread: Option<JoinHandle<()>>,
 }
@@ -282,7 +282,11 @@ impl Scheduler {
             wake: Condvar::new(),
             next_id: AtomicU64::new(1),
         });
-        let no_mtp = engine.model.nextn().err().map(|e| e.to_string());
+        let mtp = Speculation {
+            kind: SpecType::Mtp,
+            ..Speculation::default()
+        };
+        let no_mtp = mtp.check_model(&engine.model).err();
         let worker = Worker::new(engine, config.clone(), inner.clone());
         let thread = std::thread::Builder::new()
             .name("ferromoe-scheduler".into())
@@ -313,7 +317,7 @@ impl Scheduler {
             .map_err(SubmitError::Invalid)?;
         let speculation = job.request.speculation.unwrap_or(self.config.speculation);
         if let (true, Some(why)) = (speculation.drafts_with_mtp(), &self.no_mtp) {
-            return Err(SubmitError::Invalid(format!("--spec-type mtp: {why}")));
+            return Err(SubmitError::Invalid(why.clone()));
         }
         let mut sh = self.inner.lock();
         if sh.closing || sh.abort {

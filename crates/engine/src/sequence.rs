@@ -76,10 +76,8 @@ impl Sequence {
     pub fn repeat_to(&mut self, to: usize) -> Result<(), EngineError> {
         self.kv.repeat_prefix(to)?;
         let held = self.tokens.len();
-        for i in held..to {
-            let t = self.tokens[i % held];
-            self.tokens.push(t);
-        }
+        self.tokens.resize(to, 0);
+        kernels::kvdata::repeat(&mut self.tokens, held, to);
         Ok(())
     }
 

@@ -245,6 +245,18 @@ impl Model {
                 .is_some_and(|il| il >= c.n_layer)
     }
 
+    /// Whether the file's tensor `name` belongs to the MTP block that drafting runs
+    /// (`blk.{n_layer}.*`, the first of the blocks after the trunk).
+    pub fn is_drafting_block_tensor(&self, name: &str) -> bool {
+        let c = &self.config;
+        c.nextn_layers > 0
+            && name
+                .strip_prefix("blk.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                == Some(c.n_layer)
+    }
+
     /// Uploads the matrices the placement put on the device (`on_device`: one flag per
     /// matrix, in the order of [`Weights::plan_items`]) through `backend`, calling
     /// `progress(bytes)` after each, and runs their stages there from now on. A stage goes

@@ -501,18 +501,18 @@ impl Weights {
 
     /// Repacks the MTP block's matrices like the trunk's (its embedding excepted: that is
     /// looked up by rows), for a command that drafts with it (`--spec-type mtp`): the
-    /// block then runs the packed kernels, not the file-order ones. Nothing when the
-    /// model has no block.
+    /// block then runs the packed kernels, not the file-order ones. Counted in `sum`
+    /// (the trunk's, from [`Self::repack_planned`]). Nothing when the model has no block.
     pub fn repack_nextn(
         &mut self,
         pool: &ThreadPool,
+        sum: &mut RepackSummary,
         progress: &mut dyn FnMut(u64),
-    ) -> Result<RepackSummary, ModelError> {
+    ) -> Result<(), ModelError> {
         let start = std::time::Instant::now();
-        let mut sum = RepackSummary::default();
         self.for_each_nextn_matrix(&mut |_, _, m| sum.repack(m, pool, progress))?;
-        sum.seconds = start.elapsed().as_secs_f64();
-        Ok(sum)
+        sum.seconds += start.elapsed().as_secs_f64();
+        Ok(())
     }
 
     /// Calls `f` on every matrix of the MTP block the kernels multiply by (its layer
