@@ -170,7 +170,7 @@ fn any_weights(ty: GgmlType, n_in: usize, n_out: usize) -> Vec<u8> {
 }
 
 /// The layouts added for the low-bit types (Q4_0x8, Q2_Kx8, Q3_Kx8, IQ4_XSx8, MXFP4x8,
-/// IQ2_XXSx8, IQ3_XXSx8, IQ1_Sx8, IQ1_Mx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8) through the same matmul entry points: GEMV and GEMM within f32 rounding of
+/// IQ2_XXSx8, IQ3_XXSx8, IQ1_Sx8, IQ1_Mx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8, TQ1_0x8) through the same matmul entry points: GEMV and GEMM within f32 rounding of
 /// file order, a token's GEMV bit-identical to its row of the GEMM, on 1 and 2 threads.
 /// (The codebook layouts run their VBMI tiles where the CPU has them, else the scalar
 /// definition.)
@@ -189,6 +189,7 @@ fn low_bit_layouts_match_file_order() {
         GgmlType::IQ2_S,
         GgmlType::IQ2_XS,
         GgmlType::IQ3_S,
+        GgmlType::TQ1_0,
     ] {
         let (n_in, n_out, n_tok) = (512usize, 40usize, 11usize);
         let file = any_weights(ty, n_in, n_out);

@@ -48,7 +48,7 @@ pub const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 
 /// Trit l (0..5) of a TQ1_0 byte, 0..=2.
 #[inline(always)]
-pub fn tq1_trit(x: u8, l: usize) -> u8 {
+pub const fn tq1_trit(x: u8, l: usize) -> u8 {
     let q = x.wrapping_mul(POW3[l]);
     ((q as u16 * 3) >> 8) as u8
 }

@@ -58,6 +58,10 @@
 //! vector (indices computed per block in vectors), one `vpdpbusd` per token against the
 //! broadcast activations, each 16-value sum scaled per row (`vpmulld`).
 //!
+//! TQ1_0x8 × T tokens (AVX-512 VBMI only, `tq1`): per 64-byte chunk of 8 rows, the trits
+//! of every byte from two 256-entry table lookups (2-bit fields masked in place), one
+//! `vpdpbusd` per trit and token against the broadcast activations.
+//!
 //! Without VNNI the k-quant integers come from `vpmaddubsw` + `vpmaddwd` (values ≤ 63, so
 //! the i16 pair sums never saturate: 2·63·128 < 2¹⁵). Both variants are bit-identical to
 //! the scalar definition, with one exception: a Q8_0 weight of −128 (ggml's quantizer
@@ -93,6 +97,7 @@ mod iq2xxs;
 mod iq3s;
 mod iq3xxs;
 mod q6k_wide;
+mod tq1;
 mod zmm;
 
 pub(super) use q6k_wide::WIDE_MIN_TOKENS;
@@ -146,6 +151,8 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
             .then_some((SimdPath::Avx512Vnni, &iq2xs::IQ2XS_VBMI[..])),
         PackedType::IQ3Sx8 => (path == SimdPath::Avx512Vnni && vbmi())
             .then_some((SimdPath::Avx512Vnni, &iq3s::IQ3S_VBMI[..])),
+        PackedType::TQ1_0x8 => (path == SimdPath::Avx512Vnni && vbmi())
+            .then_some((SimdPath::Avx512Vnni, &tq1::TQ1_0_VBMI[..])),
     }
 }
 
@@ -1252,6 +1259,7 @@ fn codebook_ints(packed: PackedType) -> Option<CodebookInts> {
         PackedType::IQ2Sx8 => codebook::ints_vbmi::<iq2s::IQ2S>,
         PackedType::IQ2XSx8 => codebook::ints_vbmi::<iq2xs::IQ2XS>,
         PackedType::IQ3Sx8 => codebook::ints_vbmi::<iq3s::IQ3S>,
+        PackedType::TQ1_0x8 => codebook::ints_vbmi::<tq1::TQ1>,
         _ => return None,
     })
 }

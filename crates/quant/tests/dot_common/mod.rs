@@ -76,6 +76,8 @@ fn f16_fields(ty: GgmlType) -> &'static [usize] {
         Q2_K => &[80, 82],
         Q3_K => &[108],
         Q6_K => &[208],
+        TQ1_0 => &[52],
+        TQ2_0 => &[64],
         MXFP4 => &[], // its E8M0 byte is set in `weight_row`
         IQ1_M => &[], // its f16 is spread over the scale words: set in `weight_row`
         _ => panic!("no generator for {ty:?}"),

@@ -1,5 +1,5 @@
 //! What the AVX-512 VBMI tiles of the codebook layouts (IQ2_XXSx8, IQ3_XXSx8, IQ2_Sx8,
-//! IQ2_XSx8, IQ3_Sx8) share: the
+//! IQ2_XSx8, IQ3_Sx8) and of TQ1_0x8 (whose trits are table lookups too) share: the
 //! [`Layout`] around a layout's block code, its tile and test hook, and the vector helpers.
 //! Each layout's block code leaves one i32 per (row, half): lanes `2r, 2r + 1` of a
 //! 512-bit vector, added into row r's lane at the end ([`rows_of_pairs`]).
@@ -17,8 +17,13 @@ pub(super) trait Codebook {
     const EXTRA: usize;
     /// Writes a Q8_K block's prepared bytes.
     unsafe fn prepare(blk: *const u8, dst: *mut u8);
-    /// One packed block × T tokens' prepared blocks: `isum` per token, lane = row.
-    unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T];
+    /// One packed block × T tokens' activation blocks (`a`) and prepared blocks (`ex`):
+    /// `isum` per token, lane = row.
+    unsafe fn block_ints<const T: usize>(
+        pb: *const u8,
+        a: [*const u8; T],
+        ex: [*const u8; T],
+    ) -> [__m256i; T];
 }
 
 /// The [`Layout`] of codebook layout `C`.
@@ -37,10 +42,10 @@ impl<C: Codebook> Layout for Cb<C> {
     #[inline(always)]
     unsafe fn ints<const T: usize, I: Isa>(
         pb: *const u8,
-        _a: [*const u8; T],
+        a: [*const u8; T],
         ex: [*const u8; T],
     ) -> ([__m256i; T], [__m256i; T]) {
-        (C::block_ints::<T>(pb, ex), [_mm256_setzero_si256(); T])
+        (C::block_ints::<T>(pb, a, ex), [_mm256_setzero_si256(); T])
     }
     #[inline(always)]
     unsafe fn d_a(blk: *const u8, _ex: *const u8) -> f32 {

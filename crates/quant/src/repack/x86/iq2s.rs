@@ -155,7 +155,11 @@ impl Codebook for IQ2S {
         prepare_subblocks(blk, dst)
     }
     #[inline(always)]
-    unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
+    unsafe fn block_ints<const T: usize>(
+        pb: *const u8,
+        _a: [*const u8; T],
+        ex: [*const u8; T],
+    ) -> [__m256i; T] {
         block_ints::<T>(pb, ex)
     }
 }
