@@ -155,6 +155,7 @@ fn any_weights(ty: GgmlType, n_in: usize, n_out: usize) -> Vec<u8> {
                 blk[82..84].copy_from_slice(&d);
             }
             GgmlType::Q3_K => blk[108..110].copy_from_slice(&d),
+            GgmlType::TQ1_0 => blk[52..54].copy_from_slice(&d),
             // d in the top nibbles of the 4 scale words (bytes 48..56).
             GgmlType::IQ1_M => {
                 let bits = u16::from_le_bytes(d);
