@@ -126,7 +126,10 @@ unsafe fn block_ints<const T: usize>(
         _mm256_and_si256(_mm256_srli_epi16::<4>(lo), m3),
         _mm256_and_si256(hi, m3),
     ];
-    std::array::from_fn(|t| {
+    // (A loop, not `array::from_fn`: its closure would not inherit the target features
+    // and stays an out-of-line call.)
+    let mut isum = [_mm256_setzero_si256(); T];
+    for t in 0..T {
         let mut tail = _mm256_set1_epi32(std::ptr::read_unaligned(ex[t] as *const i32));
         for (l, wl) in w.iter().enumerate() {
             let q = _mm256_set1_epi32(std::ptr::read_unaligned(
@@ -137,8 +140,9 @@ unsafe fn block_ints<const T: usize>(
         let [s1, s4, s16] = s[t];
         let s4 = _mm512_add_epi32(_mm512_srai_epi32::<2>(s16), s4);
         let sum = _mm512_add_epi32(_mm512_srai_epi32::<2>(s4), s1);
-        _mm256_add_epi32(rows_of_pairs(sum), tail)
-    })
+        isum[t] = _mm256_add_epi32(rows_of_pairs(sum), tail);
+    }
+    isum
 }
 
 pub(super) struct TQ1;
