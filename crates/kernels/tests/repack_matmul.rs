@@ -156,6 +156,7 @@ fn any_weights(ty: GgmlType, n_in: usize, n_out: usize) -> Vec<u8> {
             }
             GgmlType::Q3_K => blk[108..110].copy_from_slice(&d),
             GgmlType::TQ1_0 => blk[52..54].copy_from_slice(&d),
+            GgmlType::TQ2_0 => blk[64..66].copy_from_slice(&d),
             // d in the top nibbles of the 4 scale words (bytes 48..56).
             GgmlType::IQ1_M => {
                 let bits = u16::from_le_bytes(d);
@@ -171,7 +172,7 @@ fn any_weights(ty: GgmlType, n_in: usize, n_out: usize) -> Vec<u8> {
 }
 
 /// The layouts added for the low-bit types (Q4_0x8, Q2_Kx8, Q3_Kx8, IQ4_XSx8, MXFP4x8,
-/// IQ2_XXSx8, IQ3_XXSx8, IQ1_Sx8, IQ1_Mx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8, TQ1_0x8) through the same matmul entry points: GEMV and GEMM within f32 rounding of
+/// IQ2_XXSx8, IQ3_XXSx8, IQ1_Sx8, IQ1_Mx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8, TQ1_0x8, TQ2_0x8) through the same matmul entry points: GEMV and GEMM within f32 rounding of
 /// file order, a token's GEMV bit-identical to its row of the GEMM, on 1 and 2 threads.
 /// (The codebook layouts run their VBMI tiles where the CPU has them, else the scalar
 /// definition.)
@@ -191,6 +192,7 @@ fn low_bit_layouts_match_file_order() {
         GgmlType::IQ2_XS,
         GgmlType::IQ3_S,
         GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
     ] {
         let (n_in, n_out, n_tok) = (512usize, 40usize, 11usize);
         let file = any_weights(ty, n_in, n_out);

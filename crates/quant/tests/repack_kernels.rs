@@ -1,6 +1,6 @@
 //! Property tests of the repacked layouts (`quant::repack`: Q4_Kx8, Q6_Kx8, Q2_Kx8,
 //! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8, MXFP4x8, IQ2_XXSx8, IQ3_XXSx8, IQ1_Sx8,
-//! IQ1_Mx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8, TQ1_0x8):
+//! IQ1_Mx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8, TQ1_0x8, TQ2_0x8):
 //! - `unpack(repack(x)) == x` for any bytes (the scale re-packing is a bijection);
 //! - the SIMD block code's integers (`isum`, `msum` per row and block) equal the scalar
 //!   definition's, on every path this CPU has;
@@ -215,6 +215,10 @@ proptest! {
     fn tq1_0x8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
         check_case(GgmlType::TQ1_0, seed, mode, nb, groups)?;
     }
+    #[test]
+    fn tq2_0x8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
+        check_case(GgmlType::TQ2_0, seed, mode, nb, groups)?;
+    }
 }
 
 /// A whole matrix of `groups` groups through one `tiles_unchecked` call on every path,
@@ -326,6 +330,7 @@ fn unpack_is_inverse_on_any_bytes() {
         (GgmlType::IQ2_XS, 512),
         (GgmlType::IQ3_S, 512),
         (GgmlType::TQ1_0, 512),
+        (GgmlType::TQ2_0, 512),
     ] {
         let mut rng = rng(11);
         let n_out = 16;
@@ -409,6 +414,7 @@ fn multi_group_tiles_match_single_group() {
         (GgmlType::IQ3_S, 29),
         // 4 prepared bytes per block: passes of 64 blocks.
         (GgmlType::TQ1_0, 66),
+        (GgmlType::TQ2_0, 65),
     ] {
         let mut rng = rng(nb as u64);
         let groups = 3;

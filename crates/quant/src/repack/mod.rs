@@ -31,8 +31,8 @@
 //!   `iq1`), the same size as the source; only where their AVX-512 VNNI tiles run.
 //! - [`PackedType::IQ2Sx8`], [`PackedType::IQ2XSx8`], [`PackedType::IQ3Sx8`]: IQ2_S /
 //!   IQ2_XS / IQ3_S likewise (see `iq2s`, `iq2xs`, `iq3s`), the same size as the source.
-//! - [`PackedType::TQ1_0x8`]: TQ1_0, 8 rows per group (see `tq1`), the same size as the
-//!   source; only where its AVX-512 VBMI tile runs.
+//! - [`PackedType::TQ1_0x8`], [`PackedType::TQ2_0x8`]: TQ1_0 / TQ2_0, 8 rows per group
+//!   (see `ternary`), the same size as the source; only where their AVX-512 tiles run.
 //!
 //! Numerics (the *definition*, [`scalar`] functions; the legacy types likewise with
 //! `acc = fma(d·d_a, Σ w·a, acc)` per 32-value block): per row and block, the exact
@@ -66,7 +66,7 @@ mod q2k;
 mod q3k;
 mod q4k;
 mod q6k;
-mod tq1;
+mod ternary;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -83,7 +83,7 @@ pub use q2k::Q2KX8_BLOCK_BYTES;
 pub use q3k::Q3KX8_BLOCK_BYTES;
 pub use q4k::Q4KX8_BLOCK_BYTES;
 pub use q6k::Q6KX8_BLOCK_BYTES;
-pub use tq1::TQ1_0X8_BLOCK_BYTES;
+pub use ternary::{TQ1_0X8_BLOCK_BYTES, TQ2_0X8_BLOCK_BYTES};
 
 /// Rows per repacked group.
 pub const ROWS: usize = 8;
@@ -95,7 +95,7 @@ pub const MAX_TOKENS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RepackError {
     /// No repacked layout for this type.
-    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS, IQ1_S, IQ1_M, IQ2_S, IQ2_XS, IQ3_S, TQ1_0)")]
+    #[error("no repacked layout for weight type {0} (supported: Q4_K, Q6_K, Q2_K, Q3_K, IQ4_XS, Q8_0, Q5_0, Q4_0, MXFP4, IQ2_XXS, IQ3_XXS, IQ1_S, IQ1_M, IQ2_S, IQ2_XS, IQ3_S, TQ1_0, TQ2_0)")]
     Unsupported(GgmlType),
     /// Shapes that do not fit the layout or the buffers.
     #[error("repack {ty} [{n_in} x {n_out}]: {problem}")]
@@ -142,8 +142,10 @@ pub enum PackedType {
     IQ2XSx8,
     /// IQ3_S, groups of 8 rows (see `iq3s`).
     IQ3Sx8,
-    /// TQ1_0, groups of 8 rows (see `tq1`).
+    /// TQ1_0, groups of 8 rows (see `ternary`).
     TQ1_0x8,
+    /// TQ2_0, groups of 8 rows (see `ternary`).
+    TQ2_0x8,
 }
 
 impl PackedType {
@@ -160,7 +162,8 @@ impl PackedType {
             | PackedType::IQ2Sx8
             | PackedType::IQ2XSx8
             | PackedType::IQ3Sx8
-            | PackedType::TQ1_0x8 => vbmi_tiles(),
+            | PackedType::TQ1_0x8
+            | PackedType::TQ2_0x8 => vbmi_tiles(),
             // Their tile is AVX-512 only (one 512-bit vector per 8 rows' group of 8).
             PackedType::IQ1Sx8 | PackedType::IQ1Mx8 => vnni_tiles(),
             _ => true,
@@ -188,6 +191,7 @@ impl PackedType {
             GgmlType::IQ2_XS => Some(PackedType::IQ2XSx8),
             GgmlType::IQ3_S => Some(PackedType::IQ3Sx8),
             GgmlType::TQ1_0 => Some(PackedType::TQ1_0x8),
+            GgmlType::TQ2_0 => Some(PackedType::TQ2_0x8),
             _ => None,
         }
     }
@@ -212,6 +216,7 @@ impl PackedType {
             PackedType::IQ2XSx8 => GgmlType::IQ2_XS,
             PackedType::IQ3Sx8 => GgmlType::IQ3_S,
             PackedType::TQ1_0x8 => GgmlType::TQ1_0,
+            PackedType::TQ2_0x8 => GgmlType::TQ2_0,
         }
     }
 
@@ -235,6 +240,7 @@ impl PackedType {
             PackedType::IQ2XSx8 => "IQ2_XSx8",
             PackedType::IQ3Sx8 => "IQ3_Sx8",
             PackedType::TQ1_0x8 => "TQ1_0x8",
+            PackedType::TQ2_0x8 => "TQ2_0x8",
         }
     }
 
@@ -258,6 +264,7 @@ impl PackedType {
             PackedType::IQ2XSx8 => IQ2XSX8_BLOCK_BYTES,
             PackedType::IQ3Sx8 => IQ3SX8_BLOCK_BYTES,
             PackedType::TQ1_0x8 => TQ1_0X8_BLOCK_BYTES,
+            PackedType::TQ2_0x8 => TQ2_0X8_BLOCK_BYTES,
         }
     }
 
@@ -282,7 +289,7 @@ impl PackedType {
 }
 
 /// Whether this CPU runs the AVX-512 VBMI tiles of the codebook layouts (IQ2_XXSx8,
-/// IQ3_XXSx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8) and TQ1_0x8.
+/// IQ3_XXSx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8) and the ternary layouts (TQ1_0x8, TQ2_0x8).
 fn vbmi_tiles() -> bool {
     #[cfg(target_arch = "x86_64")]
     return x86::vbmi();
@@ -433,7 +440,8 @@ pub fn repack(
         PackedType::IQ2Sx8 => iq2s::repack(n_in, n_out, src, dst),
         PackedType::IQ2XSx8 => iq2xs::repack(n_in, n_out, src, dst),
         PackedType::IQ3Sx8 => iq3s::repack(n_in, n_out, src, dst),
-        PackedType::TQ1_0x8 => tq1::repack(n_in, n_out, src, dst),
+        PackedType::TQ1_0x8 => ternary::repack::<{ ternary::TQ1 }>(n_in, n_out, src, dst),
+        PackedType::TQ2_0x8 => ternary::repack::<{ ternary::TQ2 }>(n_in, n_out, src, dst),
     }
     Ok(())
 }
@@ -465,7 +473,8 @@ pub fn unpack(
         PackedType::IQ2Sx8 => iq2s::unpack(n_in, n_out, packed, dst),
         PackedType::IQ2XSx8 => iq2xs::unpack(n_in, n_out, packed, dst),
         PackedType::IQ3Sx8 => iq3s::unpack(n_in, n_out, packed, dst),
-        PackedType::TQ1_0x8 => tq1::unpack(n_in, n_out, packed, dst),
+        PackedType::TQ1_0x8 => ternary::unpack::<{ ternary::TQ1 }>(n_in, n_out, packed, dst),
+        PackedType::TQ2_0x8 => ternary::unpack::<{ ternary::TQ2 }>(n_in, n_out, packed, dst),
     }
     Ok(())
 }
@@ -661,7 +670,8 @@ impl PackedDot {
                                 PackedType::IQ2Sx8 => iq2s::dot_scalar(nb, group, at),
                                 PackedType::IQ2XSx8 => iq2xs::dot_scalar(nb, group, at),
                                 PackedType::IQ3Sx8 => iq3s::dot_scalar(nb, group, at),
-                                PackedType::TQ1_0x8 => tq1::dot_scalar(nb, group, at),
+                                PackedType::TQ1_0x8 => scalar::dot_tq1_0x8(nb, group, at),
+                                PackedType::TQ2_0x8 => scalar::dot_tq2_0x8(nb, group, at),
                             };
                             // SAFETY: per the contract.
                             unsafe {
@@ -703,7 +713,6 @@ pub mod scalar {
     pub use super::q3k::dot_scalar as dot_q3kx8;
     pub use super::q4k::dot_scalar as dot_q4kx8;
     pub use super::q6k::dot_scalar as dot_q6kx8;
-    pub use super::tq1::dot_scalar as dot_tq1_0x8;
 
     /// Q8_0x8 × Q8_0.
     pub fn dot_q8_0x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
@@ -718,6 +727,16 @@ pub mod scalar {
     /// Q4_0x8 × Q8_0.
     pub fn dot_q4_0x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
         super::legacy::dot_scalar(super::Kind::Q4_0, nb, group, act)
+    }
+
+    /// TQ1_0x8 × Q8_K.
+    pub fn dot_tq1_0x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
+        super::ternary::dot_scalar::<{ super::ternary::TQ1 }>(nb, group, act)
+    }
+
+    /// TQ2_0x8 × Q8_K.
+    pub fn dot_tq2_0x8(nb: usize, group: &[u8], act: &[u8]) -> [f32; super::ROWS] {
+        super::ternary::dot_scalar::<{ super::ternary::TQ2 }>(nb, group, act)
     }
 
     /// MXFP4x8 × Q8_0.
@@ -757,7 +776,8 @@ pub mod testing {
             PackedType::IQ2Sx8 => iq2s::ints_scalar(nb, group, act),
             PackedType::IQ2XSx8 => iq2xs::ints_scalar(nb, group, act),
             PackedType::IQ3Sx8 => iq3s::ints_scalar(nb, group, act),
-            PackedType::TQ1_0x8 => tq1::ints_scalar(nb, group, act),
+            PackedType::TQ1_0x8 => ternary::ints_scalar::<{ ternary::TQ1 }>(nb, group, act),
+            PackedType::TQ2_0x8 => ternary::ints_scalar::<{ ternary::TQ2 }>(nb, group, act),
         }
     }
 

@@ -58,9 +58,10 @@
 //! vector (indices computed per block in vectors), one `vpdpbusd` per token against the
 //! broadcast activations, each 16-value sum scaled per row (`vpmulld`).
 //!
-//! TQ1_0x8 × T tokens (AVX-512 VBMI only, `tq1`): per 64-byte chunk of 8 rows, the trits
+//! TQ1_0x8 × T tokens (AVX-512 VBMI only, `ternary`): per 64-byte chunk of 8 rows, the trits
 //! of every byte from two 256-entry table lookups (2-bit fields masked in place), one
-//! `vpdpbusd` per trit and token against the broadcast activations.
+//! `vpdpbusd` per trit and token against the broadcast activations. TQ2_0x8 likewise
+//! with its 2-bit fields masked in place.
 //!
 //! Without VNNI the k-quant integers come from `vpmaddubsw` + `vpmaddwd` (values ≤ 63, so
 //! the i16 pair sums never saturate: 2·63·128 < 2¹⁵). Both variants are bit-identical to
@@ -97,7 +98,7 @@ mod iq2xxs;
 mod iq3s;
 mod iq3xxs;
 mod q6k_wide;
-mod tq1;
+mod ternary;
 mod zmm;
 
 pub(super) use q6k_wide::WIDE_MIN_TOKENS;
@@ -152,7 +153,9 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
         PackedType::IQ3Sx8 => (path == SimdPath::Avx512Vnni && vbmi())
             .then_some((SimdPath::Avx512Vnni, &iq3s::IQ3S_VBMI[..])),
         PackedType::TQ1_0x8 => (path == SimdPath::Avx512Vnni && vbmi())
-            .then_some((SimdPath::Avx512Vnni, &tq1::TQ1_0_VBMI[..])),
+            .then_some((SimdPath::Avx512Vnni, &ternary::TQ1_0_VBMI[..])),
+        PackedType::TQ2_0x8 => (path == SimdPath::Avx512Vnni && vbmi())
+            .then_some((SimdPath::Avx512Vnni, &ternary::TQ2_0_VBMI[..])),
     }
 }
 
@@ -1259,7 +1262,8 @@ fn codebook_ints(packed: PackedType) -> Option<CodebookInts> {
         PackedType::IQ2Sx8 => codebook::ints_vbmi::<iq2s::IQ2S>,
         PackedType::IQ2XSx8 => codebook::ints_vbmi::<iq2xs::IQ2XS>,
         PackedType::IQ3Sx8 => codebook::ints_vbmi::<iq3s::IQ3S>,
-        PackedType::TQ1_0x8 => codebook::ints_vbmi::<tq1::TQ1>,
+        PackedType::TQ1_0x8 => codebook::ints_vbmi::<ternary::TQ1>,
+        PackedType::TQ2_0x8 => codebook::ints_vbmi::<ternary::TQ2>,
         _ => return None,
     })
 }

@@ -1,6 +1,7 @@
-//! TQ1_0x8 × Q8_K on AVX-512 VBMI + VNNI (see `repack::tq1` for the layout).
+//! TQ1_0x8 and TQ2_0x8 × Q8_K on AVX-512 VBMI + VNNI (see `repack::ternary` for the
+//! layouts).
 //!
-//! The trits of a byte are looked up, not computed. Measured first (stand-alone `rustc -O`
+//! TQ1_0x8: the trits of a byte are looked up, not computed. Measured first (stand-alone `rustc -O`
 //! microbenchmark, 1 thread, data in L1, one 8-row tile's 240 `qs` values per block;
 //! bench/RESULTS.md): the file-order AVX2 decode (×3 by byte adds, two compares, add,
 //! `vpabsb`) 30–38 G weights/s; the same in 512-bit vectors with the compares into masks
@@ -13,22 +14,27 @@
 //!   the top bit): `t₀ | t₁ << 2 | t₂ << 4` and `t₃ | t₄ << 2`;
 //! - the fields masked in place (one `vpand` each), so trit l arrives as `4^f·t` (f = 0,
 //!   1, 2) and goes to its own sum per scale: `vpdpbusd` against the broadcast qword of
-//!   the 8 activations it multiplies ([`chunk_values`]), lanes 2r, 2r + 1 = row r;
+//!   the 8 activations it multiplies ([`tq1_values`]), lanes 2r, 2r + 1 = row r;
 //! - per block the scaled sums are combined exactly (`(S₁₆ >> 2 + S₄) >> 2 + S₁`: each a
 //!   multiple of its scale) and the row halves added;
 //! - the 32 `qh` bytes (4 trits each) go through the same tables in a 256-bit tail, whose
 //!   sum starts at the prepared `−Σa` (the −1 of every trit).
 //!
-//! The integers are exactly ggml's (`Σ (t − 1)·a`), the f32 steps the shared tile's, so
-//! results are bit-identical to `tq1::dot_scalar` for any number of tokens.
+//! TQ2_0x8: the four 2-bit fields of each chunk masked in place (`4^l·q`, l = 0..4), each
+//! into its own sum per scale, combined per block as TQ1_0x8's; no lookups (the tile
+//! needs no VBMI, but shares the codebook layouts' VBMI tile, so it runs where they do).
 //!
-//! Ranges: per lane and block |S₁₆| ≤ 6·4·32·128 (i32 exact); the lookup values are ≤ 42
-//! (unsigned bytes for `vpdpbusd`).
+//! The integers are exactly ggml's (`Σ (q − 1)·a`), the f32 steps the shared tile's, so
+//! results are bit-identical to `ternary::dot_scalar` for any number of tokens.
+//!
+//! Ranges: per lane and block |S₁₆| ≤ 6·4·32·128 (TQ1), |S₆₄| ≤ 8·4·192·128 (TQ2), i32
+//! exact; the weight bytes are ≤ 192 (unsigned for `vpdpbusd`).
 
 use super::codebook::{self, codebook_tiles, Codebook};
 use super::codebook::{load512, lookup256, rows_of_pairs, table256};
 use super::*;
-use crate::repack::tq1::{chunk_values, CHUNKS, OFF_D, OFF_QH, OFF_QS, TQ1_0X8_BLOCK_BYTES};
+use crate::repack::ternary::{tq1_values, tq2_values, OFF_D, OFF_QS, TQ1_CHUNKS, TQ1_OFF_QH};
+use crate::repack::ternary::{TQ1_0X8_BLOCK_BYTES, TQ2_0X8_BLOCK_BYTES, TQ2_CHUNKS};
 use crate::ternary::tq1_trit;
 
 /// 64-byte aligned tables, for whole-vector loads.
@@ -79,9 +85,26 @@ unsafe fn bcast64(p: *const u8) -> __m512i {
     _mm512_set1_epi64(std::ptr::read_unaligned(p as *const i64))
 }
 
-/// One packed block × T activation blocks: `isum` per token, lane = row.
+/// −Σa of the prepared bytes `ex`, in all lanes.
 #[inline(always)]
-unsafe fn block_ints<const T: usize>(
+unsafe fn minus_sum(ex: *const u8) -> __m256i {
+    _mm256_set1_epi32(std::ptr::read_unaligned(ex as *const i32))
+}
+
+/// `S₁ + S₄/4 + S₁₆/16 + …` of sums whose weights were `4^k·q` (each sum a multiple of
+/// its scale: exact), with row r's halves (lanes 2r, 2r + 1) added.
+#[inline(always)]
+unsafe fn unscaled<const K: usize>(s: [__m512i; K]) -> __m256i {
+    let mut acc = s[K - 1];
+    for k in (0..K - 1).rev() {
+        acc = _mm512_add_epi32(_mm512_srai_epi32::<2>(acc), s[k]);
+    }
+    rows_of_pairs(acc)
+}
+
+/// One TQ1_0x8 block × T activation blocks: `isum` per token, lane = row.
+#[inline(always)]
+unsafe fn tq1_block_ints<const T: usize>(
     pb: *const u8,
     a: [*const u8; T],
     ex: [*const u8; T],
@@ -95,7 +118,7 @@ unsafe fn block_ints<const T: usize>(
     ];
     // Sums of trits × 1, × 4, × 16, per token.
     let mut s = [[_mm512_setzero_si512(); 3]; T];
-    for c in 0..CHUNKS {
+    for c in 0..TQ1_CHUNKS {
         let x = load512(pb.add(OFF_QS + 64 * c));
         let top = _mm512_movepi8_mask(x);
         let (lo, hi) = (lookup256(&low, x, top), lookup256(&high, x, top));
@@ -109,13 +132,13 @@ unsafe fn block_ints<const T: usize>(
         ];
         for (l, scale) in [0, 1, 2, 0, 1].into_iter().enumerate() {
             for t in 0..T {
-                let q = bcast64(a[t].add(Q8K_QS + chunk_values(c, l)));
+                let q = bcast64(a[t].add(Q8K_QS + tq1_values(c, l)));
                 s[t][scale] = _mm512_dpbusd_epi32(s[t][scale], w[l], q);
             }
         }
     }
     // The qh bytes (dword r = row r), zero above: byte 0 has trits 0.
-    let x = _mm512_zextsi256_si512(_mm256_loadu_si256(pb.add(OFF_QH) as *const __m256i));
+    let x = _mm512_zextsi256_si512(_mm256_loadu_si256(pb.add(TQ1_OFF_QH) as *const __m256i));
     let top = _mm512_movepi8_mask(x);
     let lo = _mm512_castsi512_si256(lookup256(&low, x, top));
     let hi = _mm512_castsi512_si256(lookup256(&high, x, top));
@@ -130,17 +153,46 @@ unsafe fn block_ints<const T: usize>(
     // and stays an out-of-line call.)
     let mut isum = [_mm256_setzero_si256(); T];
     for t in 0..T {
-        let mut tail = _mm256_set1_epi32(std::ptr::read_unaligned(ex[t] as *const i32));
+        let mut tail = minus_sum(ex[t]);
         for (l, wl) in w.iter().enumerate() {
             let q = _mm256_set1_epi32(std::ptr::read_unaligned(
                 a[t].add(Q8K_QS + 240 + 4 * l) as *const i32,
             ));
             tail = _mm256_dpbusd_epi32(tail, *wl, q);
         }
-        let [s1, s4, s16] = s[t];
-        let s4 = _mm512_add_epi32(_mm512_srai_epi32::<2>(s16), s4);
-        let sum = _mm512_add_epi32(_mm512_srai_epi32::<2>(s4), s1);
-        isum[t] = _mm256_add_epi32(rows_of_pairs(sum), tail);
+        isum[t] = _mm256_add_epi32(unscaled(s[t]), tail);
+    }
+    isum
+}
+
+/// One TQ2_0x8 block × T activation blocks: `isum` per token, lane = row.
+#[inline(always)]
+unsafe fn tq2_block_ints<const T: usize>(
+    pb: *const u8,
+    a: [*const u8; T],
+    ex: [*const u8; T],
+) -> [__m256i; T] {
+    let f = [
+        _mm512_set1_epi8(3),
+        _mm512_set1_epi8(3 << 2),
+        _mm512_set1_epi8(3 << 4),
+        _mm512_set1_epi8((3u8 << 6) as i8),
+    ];
+    // Sums of q × 1, × 4, × 16, × 64, per token.
+    let mut s = [[_mm512_setzero_si512(); 4]; T];
+    for c in 0..TQ2_CHUNKS {
+        let x = load512(pb.add(OFF_QS + 64 * c));
+        for l in 0..4 {
+            let w = _mm512_and_si512(x, f[l]);
+            for t in 0..T {
+                let q = bcast64(a[t].add(Q8K_QS + tq2_values(c, l)));
+                s[t][l] = _mm512_dpbusd_epi32(s[t][l], w, q);
+            }
+        }
+    }
+    let mut isum = [_mm256_setzero_si256(); T];
+    for t in 0..T {
+        isum[t] = _mm256_add_epi32(unscaled(s[t]), minus_sum(ex[t]));
     }
     isum
 }
@@ -161,8 +213,29 @@ impl Codebook for TQ1 {
         a: [*const u8; T],
         ex: [*const u8; T],
     ) -> [__m256i; T] {
-        block_ints::<T>(pb, a, ex)
+        tq1_block_ints::<T>(pb, a, ex)
+    }
+}
+
+pub(super) struct TQ2;
+impl Codebook for TQ2 {
+    const BLOCK_BYTES: usize = TQ2_0X8_BLOCK_BYTES;
+    const OFF_D: usize = OFF_D;
+    const FACTOR: f32 = 1.0;
+    const EXTRA: usize = EXTRA;
+    #[inline(always)]
+    unsafe fn prepare(blk: *const u8, dst: *mut u8) {
+        prepare(blk, dst)
+    }
+    #[inline(always)]
+    unsafe fn block_ints<const T: usize>(
+        pb: *const u8,
+        a: [*const u8; T],
+        ex: [*const u8; T],
+    ) -> [__m256i; T] {
+        tq2_block_ints::<T>(pb, a, ex)
     }
 }
 
 pub(super) static TQ1_0_VBMI: [TileFn; 4] = codebook_tiles!(TQ1);
+pub(super) static TQ2_0_VBMI: [TileFn; 4] = codebook_tiles!(TQ2);
