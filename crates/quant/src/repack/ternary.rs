@@ -130,5 +130,12 @@ pub(super) fn ints_scalar<const K: u8>(
 /// The definition: the 8 rows of a packed group (`nb` blocks) · one Q8_K row.
 /// Per row, per block: `acc = fma(d·d_a, isum, acc)`.
 pub(super) fn dot_scalar<const K: u8>(nb: usize, group: &[u8], act: &[u8]) -> [f32; ROWS] {
-    kq_dot_scalar(block_ints::<K>, sizes::<K>().2, (OFF_D, None), nb, group, act)
+    kq_dot_scalar(
+        block_ints::<K>,
+        sizes::<K>().2,
+        (OFF_D, None),
+        nb,
+        group,
+        act,
+    )
 }

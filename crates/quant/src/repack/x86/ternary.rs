@@ -156,7 +156,7 @@ unsafe fn tq1_block_ints<const T: usize>(
         let mut tail = minus_sum(ex[t]);
         for (l, wl) in w.iter().enumerate() {
             let q = _mm256_set1_epi32(std::ptr::read_unaligned(
-                a[t].add(Q8K_QS + 240 + 4 * l) as *const i32,
+                a[t].add(Q8K_QS + 240 + 4 * l) as *const i32
             ));
             tail = _mm256_dpbusd_epi32(tail, *wl, q);
         }
