@@ -1262,8 +1262,8 @@ fn codebook_ints(packed: PackedType) -> Option<CodebookInts> {
         PackedType::IQ2Sx8 => codebook::ints_vbmi::<iq2s::IQ2S>,
         PackedType::IQ2XSx8 => codebook::ints_vbmi::<iq2xs::IQ2XS>,
         PackedType::IQ3Sx8 => codebook::ints_vbmi::<iq3s::IQ3S>,
-        PackedType::TQ1_0x8 => codebook::ints_vbmi::<ternary::TQ1>,
-        PackedType::TQ2_0x8 => codebook::ints_vbmi::<ternary::TQ2>,
+        PackedType::TQ1_0x8 => codebook::ints_vbmi::<ternary::Ternary<{ super::ternary::TQ1 }>>,
+        PackedType::TQ2_0x8 => codebook::ints_vbmi::<ternary::Ternary<{ super::ternary::TQ2 }>>,
         _ => return None,
     })
 }

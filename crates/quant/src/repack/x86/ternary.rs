@@ -34,7 +34,7 @@ use super::codebook::{self, codebook_tiles, Codebook};
 use super::codebook::{load512, lookup256, rows_of_pairs, table256};
 use super::*;
 use crate::repack::ternary::{tq1_values, tq2_values, OFF_D, OFF_QS, TQ1_CHUNKS, TQ1_OFF_QH};
-use crate::repack::ternary::{TQ1_0X8_BLOCK_BYTES, TQ2_0X8_BLOCK_BYTES, TQ2_CHUNKS};
+use crate::repack::ternary::{TQ1, TQ1_0X8_BLOCK_BYTES, TQ2, TQ2_0X8_BLOCK_BYTES, TQ2_CHUNKS};
 use crate::ternary::tq1_trit;
 
 /// 64-byte aligned tables, for whole-vector loads.
@@ -197,9 +197,14 @@ unsafe fn tq2_block_ints<const T: usize>(
     isum
 }
 
-pub(super) struct TQ1;
-impl Codebook for TQ1 {
-    const BLOCK_BYTES: usize = TQ1_0X8_BLOCK_BYTES;
+/// Layout K (`repack::ternary::TQ1` or `TQ2`) as a [`Codebook`].
+pub(super) struct Ternary<const K: u8>;
+impl<const K: u8> Codebook for Ternary<K> {
+    const BLOCK_BYTES: usize = if K == TQ1 {
+        TQ1_0X8_BLOCK_BYTES
+    } else {
+        TQ2_0X8_BLOCK_BYTES
+    };
     const OFF_D: usize = OFF_D;
     const FACTOR: f32 = 1.0;
     const EXTRA: usize = EXTRA;
@@ -213,29 +218,13 @@ impl Codebook for TQ1 {
         a: [*const u8; T],
         ex: [*const u8; T],
     ) -> [__m256i; T] {
-        tq1_block_ints::<T>(pb, a, ex)
+        if K == TQ1 {
+            tq1_block_ints::<T>(pb, a, ex)
+        } else {
+            tq2_block_ints::<T>(pb, a, ex)
+        }
     }
 }
 
-pub(super) struct TQ2;
-impl Codebook for TQ2 {
-    const BLOCK_BYTES: usize = TQ2_0X8_BLOCK_BYTES;
-    const OFF_D: usize = OFF_D;
-    const FACTOR: f32 = 1.0;
-    const EXTRA: usize = EXTRA;
-    #[inline(always)]
-    unsafe fn prepare(blk: *const u8, dst: *mut u8) {
-        prepare(blk, dst)
-    }
-    #[inline(always)]
-    unsafe fn block_ints<const T: usize>(
-        pb: *const u8,
-        a: [*const u8; T],
-        ex: [*const u8; T],
-    ) -> [__m256i; T] {
-        tq2_block_ints::<T>(pb, a, ex)
-    }
-}
-
-pub(super) static TQ1_0_VBMI: [TileFn; 4] = codebook_tiles!(TQ1);
-pub(super) static TQ2_0_VBMI: [TileFn; 4] = codebook_tiles!(TQ2);
+pub(super) static TQ1_0_VBMI: [TileFn; 4] = codebook_tiles!(Ternary<TQ1>);
+pub(super) static TQ2_0_VBMI: [TileFn; 4] = codebook_tiles!(Ternary<TQ2>);
