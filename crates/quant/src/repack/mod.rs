@@ -154,7 +154,9 @@ impl PackedType {
     /// file-order dots. IQ2_XXSx8 and IQ3_XXSx8 have only AVX-512 VBMI tiles (their
     /// codebook decode is `vpermi2b`/`vpermb`/`vpmultishiftqb`, GFNI); without them the
     /// scalar tile would be slower than the file-order AVX2 kernels, so such CPUs keep
-    /// those types as they are.
+    /// those types as they are. The same holds for the other codebook layouts and the
+    /// ternary ones (TQ1_0x8, TQ2_0x8: AVX-512 tiles run through the codebook layouts' VBMI
+    /// tile), and for IQ1_Sx8 / IQ1_Mx8 with VNNI.
     pub fn for_type(ty: GgmlType) -> Option<PackedType> {
         PackedType::layout_of(ty).filter(|p| match p {
             PackedType::IQ2XXSx8

@@ -1,5 +1,6 @@
 //! What the AVX-512 VBMI tiles of the codebook layouts (IQ2_XXSx8, IQ3_XXSx8, IQ2_Sx8,
-//! IQ2_XSx8, IQ3_Sx8) and of TQ1_0x8 (whose trits are table lookups too) share: the
+//! IQ2_XSx8, IQ3_Sx8) and of the ternary layouts (TQ1_0x8: trits by table lookup too;
+//! TQ2_0x8) share: the
 //! [`Layout`] around a layout's block code, its tile and test hook, and the vector helpers.
 //! Each layout's block code leaves one i32 per (row, half): lanes `2r, 2r + 1` of a
 //! 512-bit vector, added into row r's lane at the end ([`rows_of_pairs`]).
