@@ -36,7 +36,8 @@ use std::time::Instant;
 
 use model::{BatchLimits, BatchSeq, Logits, RunState};
 
-use crate::mtp::MtpDrafter;
+use crate::mtp::{self, DraftJob, MtpDrafter, MtpPass};
+use crate::recycle;
 use crate::sequence::check_prompt;
 use crate::{
     Engine, EngineError, FinishReason, GenerateRequest, Generation, GenerationStats, Sequence,
@@ -424,15 +425,10 @@ struct Worker {
     /// Indices into `active` of the jobs that ended in this step, with why (or the error
     /// that ended them).
     ended: Vec<(usize, Result<FinishReason, EngineError>)>,
-}
-
-/// An empty `Vec` of another lifetime reusing `v`'s allocation: collecting a
-/// `vec::IntoIter` into a `Vec` of an element with the same layout is done in place.
-fn recycle<'a>(mut v: Vec<BatchSeq<'_>>) -> Vec<BatchSeq<'a>> {
-    v.clear();
-    v.into_iter()
-        .map(|_| unreachable!("the vector is empty"))
-        .collect()
+    /// The scratch of the MTP drafts of every sequence (made for the first job that
+    /// drafts with MTP), and the step's drafting jobs (kept empty between steps).
+    mtp_pass: Option<MtpPass>,
+    draft_jobs: Vec<DraftJob<'static>>,
 }
 
 impl Worker {
@@ -460,6 +456,8 @@ impl Worker {
             cache: Vec::with_capacity(max + 1),
             batch: Vec::with_capacity(max),
             ended: Vec::with_capacity(max),
+            mtp_pass: None,
+            draft_jobs: Vec::with_capacity(max),
         }
     }
 
@@ -550,6 +548,21 @@ impl Worker {
         };
         let spec = *request.speculation.get_or_insert(self.config.speculation);
         let mtp = match self.engine.mtp_drafter(&spec, &sequence) {
+            Ok(Some(m)) if self.mtp_pass.is_none() => {
+                match self
+                    .engine
+                    .mtp_pass(self.config.max_seqs, self.config.n_ctx)
+                {
+                    Ok(pass) => {
+                        self.mtp_pass = Some(pass);
+                        Some(m)
+                    }
+                    Err(e) => {
+                        sink(Event::Error(e));
+                        return;
+                    }
+                }
+            }
             Ok(m) => m,
             Err(e) => {
                 sink(Event::Error(e));
@@ -630,28 +643,27 @@ impl Worker {
         // within the budget.
         let decoding = self.active.iter().filter(|j| j.decoding).count();
         let mut budget = self.config.step_tokens.saturating_sub(decoding);
-        let mut batch = recycle(std::mem::take(&mut self.batch));
         self.ended.clear();
-        for (i, j) in self.active.iter_mut().enumerate() {
+        let drafts_failed = self.draft_with_mtp(&mut budget);
+        let mut batch = recycle(std::mem::take(&mut self.batch));
+        for j in self.active.iter_mut() {
             j.take = if j.decoding {
                 // A sliding-window cache goes back only so far: no step longer than that.
                 let max_step = (budget + 1).min(j.sequence.kv.ring_step().unwrap_or(usize::MAX));
                 let room = j.sequence.remaining();
-                let fed = match &mut j.mtp {
-                    Some(m) => {
-                        let want = j.generation.draft_length(room, max_step);
-                        if let Err(e) = m.draft(&j.sequence.tokens, j.next, want, &mut j.draft) {
-                            j.take = None;
-                            self.ended.push((i, Err(e)));
-                            continue;
-                        }
-                        j.generation.propose(j.next, &j.draft)
+                match &j.mtp {
+                    Some(_) if drafts_failed => {
+                        j.take = None;
+                        continue;
                     }
-                    None => j
-                        .generation
-                        .next_tokens(&j.sequence.tokens, j.next, room, max_step),
-                };
-                budget -= fed.len() - 1;
+                    // (Its draft's share of the budget is taken already.)
+                    Some(_) => _ = j.generation.propose(j.next, &j.draft),
+                    None => {
+                        let fed =
+                            (j.generation).next_tokens(&j.sequence.tokens, j.next, room, max_step);
+                        budget -= fed.len() - 1;
+                    }
+                }
                 Some(0)
             } else if budget > 0 {
                 let n = (j.prompt.len() - j.fed).min(budget).min(PREFILL_CHUNK);
@@ -724,13 +736,11 @@ impl Worker {
                     .tokens
                     .extend_from_slice(&j.prompt[j.fed..j.fed + n]);
                 j.fed += n;
-                if let Some(Err(e)) = j
-                    .mtp
-                    .as_mut()
-                    .map(|m| m.observe(states, &j.sequence.tokens))
-                {
-                    self.ended.push((i, Err(e)));
-                    continue;
+                if let (Some(m), Some(pass)) = (&mut j.mtp, &mut self.mtp_pass) {
+                    if let Err(e) = m.observe(pass, states, &j.sequence.tokens) {
+                        self.ended.push((i, Err(e)));
+                        continue;
+                    }
                 }
                 if j.fed < j.prompt.len() {
                     continue;
@@ -739,11 +749,45 @@ impl Worker {
                 j.decode_started = Some(Instant::now());
                 None
             };
-            if let Some(end) = j.generate(block, decode_states, dim) {
+            if let Some(end) = j.generate(block, decode_states, self.mtp_pass.as_mut(), dim) {
                 self.ended.push((i, end));
             }
         }
         self.end_jobs();
+    }
+
+    /// The MTP drafts of every decoding sequence that drafts with MTP, in one batch of
+    /// passes ([`mtp::draft_batch`]), each as long as its generation asks within what is
+    /// left of the step's `budget` of tokens beyond the decode tokens, which loses each
+    /// draft's full length (a draft may come out shorter). When the passes fail, those
+    /// jobs end with the error (returns `true`).
+    fn draft_with_mtp(&mut self, budget: &mut usize) -> bool {
+        let Some(pass) = self.mtp_pass.as_mut() else {
+            return false;
+        };
+        let mut jobs = recycle(std::mem::take(&mut self.draft_jobs));
+        for j in self.active.iter_mut().filter(|j| j.decoding) {
+            let Some(m) = &mut j.mtp else { continue };
+            let max_step = (*budget + 1).min(j.sequence.kv.ring_step().unwrap_or(usize::MAX));
+            let want = j.generation.draft_length(j.sequence.remaining(), max_step);
+            *budget -= want;
+            jobs.push(DraftJob {
+                drafter: m,
+                tokens: &j.sequence.tokens,
+                next: j.next,
+                want,
+                out: &mut j.draft,
+            });
+        }
+        let result = mtp::draft_batch(pass, &mut jobs);
+        self.draft_jobs = recycle(jobs);
+        let Err(e) = result else { return false };
+        for (i, j) in self.active.iter().enumerate() {
+            if j.decoding && j.mtp.is_some() {
+                self.ended.push((i, Err(e.clone())));
+            }
+        }
+        true
     }
 
     /// Ends the jobs of `self.ended` (finished, or failed with an error).
@@ -803,6 +847,7 @@ impl ActiveJob {
         &mut self,
         rows: &[f32],
         states: Option<&[f32]>,
+        mtp_pass: Option<&mut MtpPass>,
         dim: usize,
     ) -> Option<Result<FinishReason, EngineError>> {
         let n_ctx = self.sequence.kv.n_ctx();
@@ -821,9 +866,11 @@ impl ActiveJob {
         if let Err(e) = self.sequence.keep(v.keep) {
             return Some(Err(e));
         }
-        if let (Some(m), Some(states), Step::Next(_)) = (&mut self.mtp, states, v.step) {
+        if let (Some(m), Some(pass), Some(states), Step::Next(_)) =
+            (&mut self.mtp, mtp_pass, states, v.step)
+        {
             let kept = (v.keep - first) * dim;
-            if let Err(e) = m.observe(&states[..kept], &self.sequence.tokens) {
+            if let Err(e) = m.observe(pass, &states[..kept], &self.sequence.tokens) {
                 return Some(Err(e));
             }
         }
