@@ -27,6 +27,7 @@ use std::sync::Arc;
 use kernels::ThreadPool;
 use model::{BatchSeq, HiddenFrom, KvCache, Logits, Model, RunState};
 
+use crate::sampler::argmax;
 use crate::{recycle, EngineError, PREFILL_CHUNK};
 
 /// The scratch of the MTP block's passes: one per generation (`run`, `chat`), or one
@@ -333,15 +334,4 @@ pub fn draft_batch(pass: &mut MtpPass, jobs: &mut [DraftJob<'_>]) -> Result<(), 
         d.kv.truncate(d.confirmed);
     }
     Ok(())
-}
-
-/// The index of the largest value (the first of equals).
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }

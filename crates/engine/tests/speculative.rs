@@ -388,17 +388,6 @@ fn mtp_cache_follows_partly_accepted_drafts() {
     assert_eq!(drafts.cached(), held.len());
 }
 
-/// The index of the largest logit (the first of equals), as greedy decoding picks.
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 /// Drafts of several sequences in one batch of MTP passes (a server's step) are the drafts
 /// each sequence gets alone, and leave each block cache where drafting alone leaves it:
 /// over steps mixing prompts of different lengths, draft lengths 0 to 4 and drafts
@@ -415,6 +404,7 @@ fn batched_mtp_drafts_equal_solo_drafts() {
 /// [`batched_mtp_drafts_equal_solo_drafts`] on one file: the draft tokens confirmed.
 fn batched_vs_solo_drafts(rel: &str) -> usize {
     use engine::mtp::{draft_batch, DraftJob, MtpDrafter};
+    use engine::sampler::argmax;
     let e = load_mtp(rel, true);
     let (dim, vocab, n_ctx) = (e.model.config.dim, e.model.config.n_vocab, 128);
     let tok = e.tokenizer.as_ref().unwrap();
