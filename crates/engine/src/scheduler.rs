@@ -431,6 +431,24 @@ struct Worker {
     draft_jobs: Vec<DraftJob<'static>>,
 }
 
+/// A drafter for a job whose request drafts with the MTP block; the first such job also
+/// makes the scratch (`pass`) all the drafters' passes share.
+fn mtp_drafter(
+    engine: &Engine,
+    config: &SchedulerConfig,
+    pass: &mut Option<MtpPass>,
+    spec: &Speculation,
+    seq: &Sequence,
+) -> Result<Option<MtpDrafter>, EngineError> {
+    let Some(m) = engine.mtp_drafter(spec, seq)? else {
+        return Ok(None);
+    };
+    if pass.is_none() {
+        *pass = Some(engine.mtp_pass(config.max_seqs, config.n_ctx)?);
+    }
+    Ok(Some(m))
+}
+
 impl Worker {
     fn new(engine: Arc<Engine>, config: SchedulerConfig, inner: Arc<Inner>) -> Worker {
         let limits = BatchLimits {
@@ -547,22 +565,13 @@ impl Worker {
             },
         };
         let spec = *request.speculation.get_or_insert(self.config.speculation);
-        let mtp = match self.engine.mtp_drafter(&spec, &sequence) {
-            Ok(Some(m)) if self.mtp_pass.is_none() => {
-                match self
-                    .engine
-                    .mtp_pass(self.config.max_seqs, self.config.n_ctx)
-                {
-                    Ok(pass) => {
-                        self.mtp_pass = Some(pass);
-                        Some(m)
-                    }
-                    Err(e) => {
-                        sink(Event::Error(e));
-                        return;
-                    }
-                }
-            }
+        let mtp = match mtp_drafter(
+            &self.engine,
+            &self.config,
+            &mut self.mtp_pass,
+            &spec,
+            &sequence,
+        ) {
             Ok(m) => m,
             Err(e) => {
                 sink(Event::Error(e));
@@ -757,10 +766,10 @@ impl Worker {
     }
 
     /// The MTP drafts of every decoding sequence that drafts with MTP, in one batch of
-    /// passes ([`mtp::draft_batch`]), each as long as its generation asks within what is
-    /// left of the step's `budget` of tokens beyond the decode tokens, which loses each
-    /// draft's full length (a draft may come out shorter). When the passes fail, those
-    /// jobs end with the error (returns `true`).
+    /// passes ([`mtp::draft_batch`]), each as long as its generation asks within the
+    /// step's `budget` (tokens beyond the decode tokens), from which each draft's full
+    /// length is taken (a draft may come out shorter). When the passes fail, those jobs
+    /// end with the error (returns `true`).
     fn draft_with_mtp(&mut self, budget: &mut usize) -> bool {
         let Some(pass) = self.mtp_pass.as_mut() else {
             return false;
