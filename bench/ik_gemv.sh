@@ -2,11 +2,12 @@
 # One-token GEMV on the same shapes, ferromoe's kernel bench vs ik_llama.cpp's ggml (issue 14):
 # builds bench/ik_gemv/ik_gemv.c against ik's static ggml, checks its output against dequantize +
 # dot, then per type takes one locked sitting in which, shape by shape, ours (`matmul --only gemv`)
-# and ik's harness run back to back (ik first in even rounds), --rounds times; then joins the
+# and ik's harness run back to back (ik first in even rounds, or in odd ones with --ik-first),
+# --rounds times; then joins the
 # 2-thread cold rates (each engine next to the read bandwidth it measured itself in the same
 # process) into one Markdown table (bench/ik_gemv/report.py, best of the rounds).
 #
-#   bench/ik_gemv.sh [--rounds 1] [--types IQ2_XXS,Q4_0,...] [--out DIR] [--reps 11] [--shapes 2048x1408,...]
+#   bench/ik_gemv.sh [--rounds 1] [--ik-first] [--types IQ2_XXS,Q4_0,...] [--out DIR] [--reps 11] [--shapes 2048x1408,...]
 #
 # Env: IK (ik_llama.cpp checkout, default /work/ik_llama.cpp; needs build/ggml/src/libggml.a from
 # `cmake -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF`), MATMUL (our kernel bench binary; default the
@@ -15,11 +16,12 @@
 # through /tmp/bench.lock and run at raised priority.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=1 TYPES="" OUT="" REPS=11 SHAPES="2048x1408,7168x2048,2048x102400"
+ROUNDS=1 IK_FIRST=0 TYPES="" OUT="" REPS=11 SHAPES="2048x1408,7168x2048,2048x102400"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
         --types) TYPES="$2"; shift 2 ;;
+        --ik-first) IK_FIRST=1; shift ;;
         --out) OUT="$2"; shift 2 ;;
         --reps) REPS="$2"; shift 2 ;;
         --shapes) SHAPES="$2"; shift 2 ;;
@@ -66,13 +68,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for t in "${WANT[@]}"; do
         echo "== round $r $t: one locked sitting ($(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1 /proc/loadavg))"
         flock /tmp/bench.lock nice -n -10 bash -c '
-            matmul=$1 harness=$2 ours=$3 ik=$4 reps=$5 out=$6 r=$7; shift 7
+            matmul=$1 harness=$2 ours=$3 ik=$4 reps=$5 out=$6 r=$7 ik_first=$8; shift 8
             for shape in "$@"; do
                 run_ours() { "$matmul" --only gemv --types "$ours" --shapes "$shape" > "$out/ours-$ours-$shape-r$r.md"; }
                 run_ik() { "$harness" --types "$ik" --shapes "$shape" --reps "$reps" > "$out/ik-$ours-$shape-r$r.md"; }
-                if (( r % 2 )); then run_ours; run_ik; else run_ik; run_ours; fi
+                if (( (r + ik_first) % 2 )); then run_ours; run_ik; else run_ik; run_ours; fi
             done
-        ' _ "$MATMUL" "$HARNESS" "$t" "${IKT[$t]}" "$REPS" "$OUT" "$r" "${SHAPE_LIST[@]}"
+        ' _ "$MATMUL" "$HARNESS" "$t" "${IKT[$t]}" "$REPS" "$OUT" "$r" "$IK_FIRST" "${SHAPE_LIST[@]}"
         echo "   done $(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1 /proc/loadavg)"
     done
 done
