@@ -3,9 +3,9 @@
 # builds bench/ik_gemv/ik_gemv.c against ik's static ggml, checks its output against dequantize +
 # dot, then per type takes one locked sitting in which, shape by shape, ours (`matmul --only gemv`)
 # and ik's harness run back to back (ik first in even rounds, or in odd ones with --ik-first),
-# --rounds times; then joins the
-# 2-thread cold rates (each engine next to the read bandwidth it measured itself in the same
-# process) into one Markdown table (bench/ik_gemv/report.py, best of the rounds).
+# --rounds times; then joins the 2-thread cold rates (each engine next to the read bandwidth it
+# measured itself in the same process) into one Markdown table (bench/ik_gemv/report.py, best
+# of the rounds).
 #
 #   bench/ik_gemv.sh [--rounds 1] [--ik-first] [--types IQ2_XXS,Q4_0,...] [--out DIR] [--reps 11] [--shapes 2048x1408,...]
 #

@@ -3,7 +3,7 @@
 // shapes in one sitting (issue 14). Not part of the cargo workspace or CI; built and run by
 // bench/ik_gemv.sh.
 //
-//   ik_gemv [--types iq2_xxs,iq2_xxs_r4,...] [--shapes 2048x1408,...] [--reps 11] [--threads 2]
+//   ik_gemv [--types iq2_xxs,iq2_xxs_r4,...] [--shapes 2048x1408,...] [--reps 11] [--threads 2] [--bw-4k]
 //   ik_gemv --check [--types ...]     # graph output vs dequantize + f32 dot, small matrices
 //
 // Method (as ours):
@@ -48,18 +48,21 @@ static uint64_t rng_next(void) {
 }
 static float rng_f32(void) { return (float)(rng_next() >> 40) / (float)(1 << 24) * 2.0f - 1.0f; }
 
-// 2 MiB-aligned, huge-page advised, zeroed.
-static void *alloc_big(size_t bytes) {
+// 2 MiB-aligned, zeroed, and (unless huge is 0) huge-page advised.
+static void *alloc_pages(size_t bytes, int huge) {
     void *p = NULL;
     size_t len = (bytes + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
     if (posix_memalign(&p, 2u << 20, len) != 0) {
         fprintf(stderr, "out of memory (%zu bytes)\n", len);
         exit(1);
     }
-    madvise(p, len, MADV_HUGEPAGE);
+    if (huge) madvise(p, len, MADV_HUGEPAGE);
+    else madvise(p, len, MADV_NOHUGEPAGE);
     memset(p, 0, len);
     return p;
 }
+
+static void *alloc_big(size_t bytes) { return alloc_pages(bytes, 1); }
 
 // ---------------------------------------------------------------------------------------
 // Read bandwidth.
@@ -392,11 +395,15 @@ int main(int argc, char **argv) {
         return ok ? 0 : 1;
     }
 
-    uint8_t *bw_buf = alloc_big(BW_BYTES);
+    // --bw-4k: the bandwidth buffer in 4 KiB pages (as a plain Vec is), to see what the page
+    // size does to the reference the GEMV rates are compared with.
+    int bw_huge = !has_flag(argc, argv, "--bw-4k");
+    uint8_t *bw_buf = alloc_pages(BW_BYTES, bw_huge);
     for (size_t i = 0; i < BW_BYTES / 8; i++) ((uint64_t *)bw_buf)[i] = rng_next();
     size_t next_slice = 0;
-    printf("ik_llama.cpp ggml GEMV (1 f32 token, ggml_mul_mat graph), %d threads, best of %d passes\n\n",
-           nt, reps);
+    printf("ik_llama.cpp ggml GEMV (1 f32 token, ggml_mul_mat graph), %d threads, best of %d passes; "
+           "bandwidth buffer in %s pages\n\n",
+           nt, reps, bw_huge ? "huge (2 MiB)" : "4 KiB");
     printf("| type | n_in × n_out | MiB | threads | cold GB/s | bw | %% | fastest op | fastest bw | %% | hot GB/s |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (char *t = strtok_r(list, ",", &tsave); t; t = strtok_r(NULL, ",", &tsave)) {
