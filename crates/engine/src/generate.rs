@@ -8,7 +8,7 @@ use std::time::Instant;
 use text::{StreamDecoder, Tokenizer};
 
 use crate::constraint::Constraint;
-use crate::mtp::MtpDrafter;
+use crate::mtp::{MtpDrafter, MtpPass};
 use crate::speculate::{Drafter, Speculation};
 use crate::stop::StopMatcher;
 use crate::{Engine, EngineError, Sampler, SamplingParams, Sequence};
@@ -565,9 +565,15 @@ impl Engine {
         if !spec.drafts_with_mtp() {
             return Ok(None);
         }
-        let (model, pool) = (self.model.clone(), self.pool.clone());
         let (types, n_ctx) = (seq.kv.types(), seq.kv.n_ctx());
-        Ok(Some(MtpDrafter::new(model, pool, self.mode, types, n_ctx)?))
+        Ok(Some(MtpDrafter::new(&self.model, types, n_ctx)?))
+    }
+
+    /// Scratch for the MTP block's passes over up to `seqs` sequences' drafts at once,
+    /// with caches of up to `n_ctx` positions.
+    pub fn mtp_pass(&self, seqs: usize, n_ctx: usize) -> Result<MtpPass, EngineError> {
+        let (model, pool) = (self.model.clone(), self.pool.clone());
+        MtpPass::new(model, pool, self.mode, seqs, n_ctx)
     }
 
     /// Generates after `prompt` (reusing whatever prefix `seq` already holds), calling
@@ -588,9 +594,12 @@ impl Engine {
         let n_ctx = seq.kv.n_ctx();
         // A sliding-window cache goes back only so far: no step longer than that.
         let max_step = seq.kv.ring_step().unwrap_or(usize::MAX);
-        let mut mtp = self.mtp_drafter(&spec, seq)?;
+        let mut mtp = match self.mtp_drafter(&spec, seq)? {
+            Some(d) => Some((d, self.mtp_pass(1, n_ctx)?)),
+            None => None,
+        };
         let mut observe = |hidden: &[f32], tokens: &[u32]| match &mut mtp {
-            Some(m) => m.observe(hidden, tokens),
+            Some((m, pass)) => m.observe(pass, hidden, tokens),
             None => Ok(()),
         };
         let t0 = Instant::now();
@@ -610,9 +619,9 @@ impl Engine {
                     Step::Next(next) => {
                         let room = seq.remaining();
                         let tokens = match &mut mtp {
-                            Some(m) => {
+                            Some((m, pass)) => {
                                 let want = gen.draft_length(room, max_step);
-                                m.draft(&seq.tokens, next, want, &mut draft)?;
+                                m.draft(pass, &seq.tokens, next, want, &mut draft)?;
                                 gen.propose(next, &draft)
                             }
                             None => gen.next_tokens(&seq.tokens, next, room, max_step),
@@ -622,9 +631,9 @@ impl Engine {
                             seq.feed_with_history(tokens, model::Logits::All)?;
                         v = gen.verify(logits, history, n_ctx, &mut emit);
                         seq.keep(v.keep)?;
-                        if let (Some(m), Step::Next(_)) = (&mut mtp, v.step) {
+                        if let (Some((m, pass)), Step::Next(_)) = (&mut mtp, v.step) {
                             let kept = (v.keep - fed) * self.model.config.dim;
-                            m.observe(&seq.hidden()[..kept], &seq.tokens)?;
+                            m.observe(pass, &seq.hidden()[..kept], &seq.tokens)?;
                         }
                     }
                 }

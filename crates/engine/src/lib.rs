@@ -603,16 +603,28 @@ fn mtp_draft_cost(model: &Model) -> f32 {
     ((block + head) / (trunk + head).max(1.0)) as f32
 }
 
+/// An empty `Vec` of another lifetime reusing `v`'s allocation (a step's borrowed
+/// sequences, kept between steps): collecting a `vec::IntoIter` into a `Vec` of an element
+/// with the same layout is done in place.
+pub(crate) fn recycle<'a, T: 'a, U: 'a>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
+}
+
 /// Activation scratch the plan reserves: a 512-token step's logits and a generous
 /// multiple of the hidden width (an estimate: the buffers grow with the batch).
 fn scratch_estimate(c: &model::Config) -> u64 {
     512 * (c.n_vocab as u64 + 16 * c.dim as u64) * 4
 }
 
-/// Activation scratch of one MTP drafter (see `mtp::MtpDrafter::new`: sized for a
-/// chunk of rows and one row of logits), an estimate as [`scratch_estimate`].
-fn drafter_scratch_estimate(c: &model::Config) -> u64 {
-    (PREFILL_CHUNK as u64 * 16 * c.dim as u64 + c.n_vocab as u64) * 4
+/// Activation scratch of the MTP block's passes for `seqs` sequences' drafts (see
+/// `mtp::MtpPass::new`: a chunk of rows, or a verified step's rows per sequence, and a row
+/// of logits per sequence), an estimate as [`scratch_estimate`].
+fn mtp_scratch_estimate(c: &model::Config, seqs: u64) -> u64 {
+    let rows = (PREFILL_CHUNK as u64).max(seqs * (model::VERIFY_STEP_MAX as u64 + 1));
+    (rows * 16 * c.dim as u64 + seqs * c.n_vocab as u64) * 4
 }
 
 /// Plans memory, then repacks what the plan selects and reads the rest of the weights into
@@ -631,7 +643,8 @@ fn place_weights(
     opts.kv.types.check(&model.config)?;
     let kv_ctx = opts.kv.ctx_for(&model.config);
     let mut kv_bytes = opts.kv.bytes(&model.config);
-    // A drafting command holds a drafter (its block cache and scratch) per cache.
+    // A drafting command holds a drafter (its block cache) per cache, and the scratch of
+    // their passes once.
     let drafters = match opts.mtp && model.weights.nextn.is_some() {
         true => opts.kv.caches as u64,
         false => 0,
@@ -666,7 +679,10 @@ fn place_weights(
         derived_bytes: model.weights.derived_bytes(),
         kv_bytes,
         scratch_bytes: scratch_estimate(&model.config)
-            + drafters * drafter_scratch_estimate(&model.config),
+            + match drafters {
+                0 => 0,
+                n => mtp_scratch_estimate(&model.config, n),
+            },
         repack,
         usable: usable.clone(),
         items,

@@ -36,7 +36,8 @@ use std::time::Instant;
 
 use model::{BatchLimits, BatchSeq, Logits, RunState};
 
-use crate::mtp::MtpDrafter;
+use crate::mtp::{self, DraftJob, MtpDrafter, MtpPass};
+use crate::recycle;
 use crate::sequence::check_prompt;
 use crate::{
     Engine, EngineError, FinishReason, GenerateRequest, Generation, GenerationStats, Sequence,
@@ -424,15 +425,28 @@ struct Worker {
     /// Indices into `active` of the jobs that ended in this step, with why (or the error
     /// that ended them).
     ended: Vec<(usize, Result<FinishReason, EngineError>)>,
+    /// The scratch of the MTP drafts of every sequence (made for the first job that
+    /// drafts with MTP), and the step's drafting jobs (kept empty between steps).
+    mtp_pass: Option<MtpPass>,
+    draft_jobs: Vec<DraftJob<'static>>,
 }
 
-/// An empty `Vec` of another lifetime reusing `v`'s allocation: collecting a
-/// `vec::IntoIter` into a `Vec` of an element with the same layout is done in place.
-fn recycle<'a>(mut v: Vec<BatchSeq<'_>>) -> Vec<BatchSeq<'a>> {
-    v.clear();
-    v.into_iter()
-        .map(|_| unreachable!("the vector is empty"))
-        .collect()
+/// A drafter for a job whose request drafts with the MTP block; the first such job also
+/// makes the scratch (`pass`) all the drafters' passes share.
+fn mtp_drafter(
+    engine: &Engine,
+    config: &SchedulerConfig,
+    pass: &mut Option<MtpPass>,
+    spec: &Speculation,
+    seq: &Sequence,
+) -> Result<Option<MtpDrafter>, EngineError> {
+    let Some(m) = engine.mtp_drafter(spec, seq)? else {
+        return Ok(None);
+    };
+    if pass.is_none() {
+        *pass = Some(engine.mtp_pass(config.max_seqs, config.n_ctx)?);
+    }
+    Ok(Some(m))
 }
 
 impl Worker {
@@ -460,6 +474,8 @@ impl Worker {
             cache: Vec::with_capacity(max + 1),
             batch: Vec::with_capacity(max),
             ended: Vec::with_capacity(max),
+            mtp_pass: None,
+            draft_jobs: Vec::with_capacity(max),
         }
     }
 
@@ -549,7 +565,13 @@ impl Worker {
             },
         };
         let spec = *request.speculation.get_or_insert(self.config.speculation);
-        let mtp = match self.engine.mtp_drafter(&spec, &sequence) {
+        let mtp = match mtp_drafter(
+            &self.engine,
+            &self.config,
+            &mut self.mtp_pass,
+            &spec,
+            &sequence,
+        ) {
             Ok(m) => m,
             Err(e) => {
                 sink(Event::Error(e));
@@ -630,28 +652,27 @@ impl Worker {
         // within the budget.
         let decoding = self.active.iter().filter(|j| j.decoding).count();
         let mut budget = self.config.step_tokens.saturating_sub(decoding);
-        let mut batch = recycle(std::mem::take(&mut self.batch));
         self.ended.clear();
-        for (i, j) in self.active.iter_mut().enumerate() {
+        let drafts_failed = self.draft_with_mtp(&mut budget);
+        let mut batch = recycle(std::mem::take(&mut self.batch));
+        for j in self.active.iter_mut() {
             j.take = if j.decoding {
                 // A sliding-window cache goes back only so far: no step longer than that.
                 let max_step = (budget + 1).min(j.sequence.kv.ring_step().unwrap_or(usize::MAX));
                 let room = j.sequence.remaining();
-                let fed = match &mut j.mtp {
-                    Some(m) => {
-                        let want = j.generation.draft_length(room, max_step);
-                        if let Err(e) = m.draft(&j.sequence.tokens, j.next, want, &mut j.draft) {
-                            j.take = None;
-                            self.ended.push((i, Err(e)));
-                            continue;
-                        }
-                        j.generation.propose(j.next, &j.draft)
+                match &j.mtp {
+                    Some(_) if drafts_failed => {
+                        j.take = None;
+                        continue;
                     }
-                    None => j
-                        .generation
-                        .next_tokens(&j.sequence.tokens, j.next, room, max_step),
-                };
-                budget -= fed.len() - 1;
+                    // (Its draft's share of the budget is taken already.)
+                    Some(_) => _ = j.generation.propose(j.next, &j.draft),
+                    None => {
+                        let fed =
+                            (j.generation).next_tokens(&j.sequence.tokens, j.next, room, max_step);
+                        budget -= fed.len() - 1;
+                    }
+                }
                 Some(0)
             } else if budget > 0 {
                 let n = (j.prompt.len() - j.fed).min(budget).min(PREFILL_CHUNK);
@@ -724,13 +745,11 @@ impl Worker {
                     .tokens
                     .extend_from_slice(&j.prompt[j.fed..j.fed + n]);
                 j.fed += n;
-                if let Some(Err(e)) = j
-                    .mtp
-                    .as_mut()
-                    .map(|m| m.observe(states, &j.sequence.tokens))
-                {
-                    self.ended.push((i, Err(e)));
-                    continue;
+                if let (Some(m), Some(pass)) = (&mut j.mtp, &mut self.mtp_pass) {
+                    if let Err(e) = m.observe(pass, states, &j.sequence.tokens) {
+                        self.ended.push((i, Err(e)));
+                        continue;
+                    }
                 }
                 if j.fed < j.prompt.len() {
                     continue;
@@ -739,11 +758,45 @@ impl Worker {
                 j.decode_started = Some(Instant::now());
                 None
             };
-            if let Some(end) = j.generate(block, decode_states, dim) {
+            if let Some(end) = j.generate(block, decode_states, self.mtp_pass.as_mut(), dim) {
                 self.ended.push((i, end));
             }
         }
         self.end_jobs();
+    }
+
+    /// The MTP drafts of every decoding sequence that drafts with MTP, in one batch of
+    /// passes ([`mtp::draft_batch`]), each as long as its generation asks within the
+    /// step's `budget` (tokens beyond the decode tokens), from which each draft's full
+    /// length is taken (a draft may come out shorter). When the passes fail, those jobs
+    /// end with the error (returns `true`).
+    fn draft_with_mtp(&mut self, budget: &mut usize) -> bool {
+        let Some(pass) = self.mtp_pass.as_mut() else {
+            return false;
+        };
+        let mut jobs = recycle(std::mem::take(&mut self.draft_jobs));
+        for j in self.active.iter_mut().filter(|j| j.decoding) {
+            let Some(m) = &mut j.mtp else { continue };
+            let max_step = (*budget + 1).min(j.sequence.kv.ring_step().unwrap_or(usize::MAX));
+            let want = j.generation.draft_length(j.sequence.remaining(), max_step);
+            *budget -= want;
+            jobs.push(DraftJob {
+                drafter: m,
+                tokens: &j.sequence.tokens,
+                next: j.next,
+                want,
+                out: &mut j.draft,
+            });
+        }
+        let result = mtp::draft_batch(pass, &mut jobs);
+        self.draft_jobs = recycle(jobs);
+        let Err(e) = result else { return false };
+        for (i, j) in self.active.iter().enumerate() {
+            if j.decoding && j.mtp.is_some() {
+                self.ended.push((i, Err(e.clone())));
+            }
+        }
+        true
     }
 
     /// Ends the jobs of `self.ended` (finished, or failed with an error).
@@ -803,6 +856,7 @@ impl ActiveJob {
         &mut self,
         rows: &[f32],
         states: Option<&[f32]>,
+        mtp_pass: Option<&mut MtpPass>,
         dim: usize,
     ) -> Option<Result<FinishReason, EngineError>> {
         let n_ctx = self.sequence.kv.n_ctx();
@@ -821,9 +875,11 @@ impl ActiveJob {
         if let Err(e) = self.sequence.keep(v.keep) {
             return Some(Err(e));
         }
-        if let (Some(m), Some(states), Step::Next(_)) = (&mut self.mtp, states, v.step) {
+        if let (Some(m), Some(pass), Some(states), Step::Next(_)) =
+            (&mut self.mtp, mtp_pass, states, v.step)
+        {
             let kept = (v.keep - first) * dim;
-            if let Err(e) = m.observe(&states[..kept], &self.sequence.tokens) {
+            if let Err(e) = m.observe(pass, &states[..kept], &self.sequence.tokens) {
                 return Some(Err(e));
             }
         }

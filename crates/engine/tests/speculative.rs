@@ -323,8 +323,9 @@ fn mtp_cache_follows_partly_accepted_drafts() {
 
     let drafter = || {
         let types = model::KvTypes::default();
-        MtpDrafter::new(e.model.clone(), e.pool.clone(), e.mode, types, n_ctx).unwrap()
+        MtpDrafter::new(&e.model, types, n_ctx).unwrap()
     };
+    let mut pass = e.mtp_pass(1, n_ctx).unwrap();
     let mut drafts = drafter();
     let req = GenerateRequest {
         speculation: Some(mtp()),
@@ -333,7 +334,7 @@ fn mtp_cache_follows_partly_accepted_drafts() {
     let mut gen = Generation::new(tok, &req, true);
     let mut seq = e.sequence(n_ctx).unwrap();
     let (logits, history, _) = seq
-        .prefill_observed(&prompt, |h, t| drafts.observe(h, t))
+        .prefill_observed(&prompt, |h, t| drafts.observe(&mut pass, h, t))
         .unwrap();
     let mut v = gen.verify(logits, history, n_ctx, &mut |_| true);
     let mut draft = Vec::new();
@@ -345,7 +346,9 @@ fn mtp_cache_follows_partly_accepted_drafts() {
         assert_eq!(next, path[at]);
         // The drafter drafts (and forgets its chained positions), then the step carries
         // `right` tokens of the greedy path and one wrong one instead.
-        drafts.draft(&seq.tokens, next, 3, &mut draft).unwrap();
+        drafts
+            .draft(&mut pass, &seq.tokens, next, 3, &mut draft)
+            .unwrap();
         assert_eq!(draft.len(), 3);
         let right = step % 4;
         let mut ours = path[at + 1..at + 1 + right].to_vec();
@@ -357,7 +360,9 @@ fn mtp_cache_follows_partly_accepted_drafts() {
         assert_eq!(v.keep, fed + 1 + right, "the wrong token is rejected");
         seq.keep(v.keep).unwrap();
         let kept = (v.keep - fed) * dim;
-        drafts.observe(&seq.hidden()[..kept], &seq.tokens).unwrap();
+        drafts
+            .observe(&mut pass, &seq.hidden()[..kept], &seq.tokens)
+            .unwrap();
     }
     let Step::Next(next) = v.step else {
         panic!("finished early")
@@ -371,14 +376,114 @@ fn mtp_cache_follows_partly_accepted_drafts() {
     let mut whole = e.sequence(n_ctx).unwrap();
     let held = seq.tokens.clone();
     whole
-        .prefill_observed(&held, |h, t| fresh.observe(h, t))
+        .prefill_observed(&held, |h, t| fresh.observe(&mut pass, h, t))
         .unwrap();
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    drafts.draft(&seq.tokens, next, 4, &mut a).unwrap();
-    fresh.draft(&held, next, 4, &mut b).unwrap();
+    drafts
+        .draft(&mut pass, &seq.tokens, next, 4, &mut a)
+        .unwrap();
+    fresh.draft(&mut pass, &held, next, 4, &mut b).unwrap();
     assert_eq!(a, b);
     assert_eq!(drafts.cached(), fresh.cached());
     assert_eq!(drafts.cached(), held.len());
+}
+
+/// Drafts of several sequences in one batch of MTP passes (a server's step) are the drafts
+/// each sequence gets alone, and leave each block cache where drafting alone leaves it:
+/// over steps mixing prompts of different lengths, draft lengths 0 to 4 and drafts
+/// partly confirmed (the block copying the trunk's function gets many right; it reads
+/// only the token, so the random block checks that each chained row reads its own
+/// sequence's hidden state).
+#[test]
+fn batched_mtp_drafts_equal_solo_drafts() {
+    let confirmed = batched_vs_solo_drafts("glm4moe-tiny/glm4moe-tiny-mtp-copy-Q8_0.gguf");
+    assert!(confirmed > 5, "only {confirmed} draft tokens confirmed");
+    batched_vs_solo_drafts("glm4moe-tiny/glm4moe-tiny-Q8_0.gguf");
+}
+
+/// [`batched_mtp_drafts_equal_solo_drafts`] on one file: the draft tokens confirmed.
+fn batched_vs_solo_drafts(rel: &str) -> usize {
+    use engine::mtp::{draft_batch, DraftJob, MtpDrafter};
+    use engine::sampler::argmax;
+    let e = load_mtp(rel, true);
+    let (dim, vocab, n_ctx) = (e.model.config.dim, e.model.config.n_vocab, 128);
+    let tok = e.tokenizer.as_ref().unwrap();
+    let types = model::KvTypes::default();
+    let n = PROMPTS.len();
+    let (mut solo_pass, mut batch_pass) =
+        (e.mtp_pass(1, n_ctx).unwrap(), e.mtp_pass(n, n_ctx).unwrap());
+    let (mut seqs, mut solo, mut batched, mut next) = (vec![], vec![], vec![], vec![]);
+    for p in PROMPTS {
+        let prompt = tok.encode(p, false).unwrap();
+        let mut seq = e.sequence(n_ctx).unwrap();
+        let mut a = MtpDrafter::new(&e.model, types, n_ctx).unwrap();
+        let mut b = MtpDrafter::new(&e.model, types, n_ctx).unwrap();
+        let (logits, _, _) = seq
+            .prefill_observed(&prompt, |h, t| {
+                a.observe(&mut solo_pass, h, t)?;
+                b.observe(&mut batch_pass, h, t)
+            })
+            .unwrap();
+        next.push(argmax(logits));
+        seqs.push(seq);
+        solo.push(a);
+        batched.push(b);
+    }
+    let (mut confirmed, mut outs) = (0, vec![Vec::new(); n]);
+    for step in 0..8 {
+        let want: Vec<usize> = (0..n).map(|i| (step + 2 * i) % 5).collect();
+        let mut jobs: Vec<DraftJob> = batched
+            .iter_mut()
+            .zip(&mut outs)
+            .enumerate()
+            .map(|(i, (drafter, out))| DraftJob {
+                drafter,
+                tokens: &seqs[i].tokens,
+                next: next[i],
+                want: want[i],
+                out,
+            })
+            .collect();
+        draft_batch(&mut batch_pass, &mut jobs).unwrap();
+        for i in 0..n {
+            let mut alone = Vec::new();
+            solo[i]
+                .draft(
+                    &mut solo_pass,
+                    &seqs[i].tokens,
+                    next[i],
+                    want[i],
+                    &mut alone,
+                )
+                .unwrap();
+            assert_eq!(outs[i], alone, "step {step}, sequence {i}");
+            assert_eq!(alone.len(), want[i]);
+            assert_eq!(
+                batched[i].cached(),
+                solo[i].cached(),
+                "step {step}, sequence {i}"
+            );
+
+            // The step: `next` and the draft, greedy-verified.
+            let seq = &mut seqs[i];
+            let fed = seq.tokens.len();
+            let mut tokens = vec![next[i]];
+            tokens.extend_from_slice(&alone);
+            let (logits, _) = seq.feed_with_history(&tokens, Logits::All).unwrap();
+            let row = |k: usize| argmax(&logits[k * vocab..(k + 1) * vocab]);
+            let k = (0..alone.len()).take_while(|&k| row(k) == alone[k]).count();
+            confirmed += k;
+            next[i] = row(k);
+            seq.keep(fed + k + 1).unwrap();
+            let kept = &seq.hidden()[..(k + 1) * dim];
+            solo[i].observe(&mut solo_pass, kept, &seq.tokens).unwrap();
+            batched[i]
+                .observe(&mut batch_pass, kept, &seq.tokens)
+                .unwrap();
+        }
+    }
+    eprintln!("{rel}: batched MTP drafts: {confirmed} draft tokens confirmed");
+    confirmed
 }
 
 #[test]

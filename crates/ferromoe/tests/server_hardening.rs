@@ -645,6 +645,19 @@ fn metrics_in_prometheus_format_after_some_requests() {
     // a 404 and a 400.
     let mut prompt = 0;
     let mut out = 0;
+    // Drafts made and confirmed, as each answer's `timings` says (none: no drafts).
+    let (mut drafted, mut accepted) = (0, 0);
+    let mut count_drafts = |j: &serde_json::Value| {
+        let t = &j["timings"];
+        assert!(t["predicted_n"].as_u64().is_some(), "{j}");
+        drafted += t["draft_n"].as_u64().unwrap_or(0);
+        accepted += t["draft_n_accepted"].as_u64().unwrap_or(0);
+        assert_eq!(
+            t["draft_n"].is_null(),
+            t["draft_n_accepted"].is_null(),
+            "{t}"
+        );
+    };
     let mut messages = vec![json!({"role": "user", "content": "Hello there, how are you?"})];
     for turn in 0..2 {
         let body = json!({"messages": messages, "max_tokens": 8, "temperature": 0});
@@ -658,12 +671,15 @@ fn metrics_in_prometheus_format_after_some_requests() {
         let j = r.json();
         prompt += j["usage"]["prompt_tokens"].as_u64().unwrap();
         out += j["usage"]["completion_tokens"].as_u64().unwrap();
+        count_drafts(&j);
         if turn == 0 {
             messages.push(j["choices"][0]["message"].clone());
             messages.push(json!({"role": "user", "content": "And then?"}));
         }
     }
-    let body = json!({"prompt": "Once upon a time", "max_tokens": 5});
+    // A counting prompt: prompt lookup (the default drafter) finds the model's tokens in it.
+    let body = json!({"prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,", "max_tokens": 24,
+                      "temperature": 0});
     let r = post(
         &server,
         "/v1/completions",
@@ -673,6 +689,8 @@ fn metrics_in_prometheus_format_after_some_requests() {
     assert_eq!(r.status, 200, "{}", r.body);
     prompt += r.json()["usage"]["prompt_tokens"].as_u64().unwrap();
     out += r.json()["usage"]["completion_tokens"].as_u64().unwrap();
+    count_drafts(&r.json());
+    assert!(drafted > 0, "no drafts: {}", r.body);
     assert_eq!(post(&server, "/nowhere", "Bearer", b"{}").status, 404);
     assert_eq!(post(&server, "/v1/completions", "Bearer", b"{").status, 400);
 
@@ -691,6 +709,9 @@ fn metrics_in_prometheus_format_after_some_requests() {
     assert_eq!(req("/metrics", 401), 1.0);
     assert_eq!(req("/metrics", 200), 1.0, "the first scrape");
     assert_eq!(m["ferromoe_generations_total"], 3.0);
+    assert_eq!(m["ferromoe_draft_tokens_total"], drafted as f64);
+    assert_eq!(m["ferromoe_draft_tokens_accepted_total"], accepted as f64);
+    assert!(accepted <= drafted);
     assert_eq!(m["ferromoe_prompt_tokens_total"], prompt as f64);
     assert_eq!(m["ferromoe_generated_tokens_total"], out as f64);
     assert_eq!(m["ferromoe_prefix_cache_hits_total"], 1.0);

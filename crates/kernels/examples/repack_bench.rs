@@ -2,7 +2,7 @@
 //! quantized once, outside the timing) for the DeepSeek-V2-Lite expert shapes.
 //!
 //! `cargo run -p kernels --release --example repack_bench -- [--threads N] [--reps R]
-//! [--tokens 1,4,16,48,64] [--types Q4_K] [--cold MiB]`
+//! [--tokens 1,4,16,48,64] [--types Q4_K] [--shapes 2048x1408,1408x2048] [--cold MiB]`
 //!
 //! `--cold MiB`: instead, GEMV (1 token) from DRAM: the packed 2048 × 1408 matrix copied
 //! until the copies total MiB, ops cycling through them, copies in a `Vec` (4 KiB pages)
@@ -38,6 +38,18 @@ fn main() {
         .split(',')
         .map(|v| GgmlType::from_name(v).expect("--types: a ggml type name"))
         .collect();
+    // `--shapes 2048x128,...`: n_in × n_out pairs (default: the V2-Lite expert shapes).
+    let shapes: Vec<(usize, usize)> = arg(&args, "--shapes")
+        .unwrap_or_else(|| "2048x1408,1408x2048".into())
+        .split(',')
+        .map(|v| {
+            let (a, b) = v.split_once('x').expect("--shapes: NxM,...");
+            (
+                a.parse().expect("--shapes: n_in"),
+                b.parse().expect("--shapes: n_out"),
+            )
+        })
+        .collect();
     let pool = ThreadPool::new(threads);
     if let Some(mib) = arg(&args, "--cold") {
         cold(&pool, &types, mib.parse().expect("--cold MiB"), reps);
@@ -54,7 +66,7 @@ fn main() {
             println!("{ty}: no packed layout");
             continue;
         };
-        for (n_in, n_out) in [(2048usize, 1408usize), (1408, 2048)] {
+        for &(n_in, n_out) in &shapes {
             if n_in % ty.block_size() != 0 {
                 println!("| {ty} | {n_in} × {n_out} | – | rows of {n_in} are not whole {ty} blocks (files store Q5_0/Q8_0 here) | | | | |");
                 continue;

@@ -225,7 +225,7 @@ proptest! {
 /// against the scalar definition group by group: on AVX-512 VNNI the 32-value layouts run
 /// pairs of groups in 512-bit vectors and an odd last group in the 256-bit tile, so the
 /// results must not depend on a group's position (pair half or odd one out), on the
-/// tokens per call, or on how many 64-block passes a row takes.
+/// tokens per call, or on how many passes a row takes (of 16384 values: 512 blocks of 32).
 fn check_matrix_case(
     ty: GgmlType,
     seed: u64,
@@ -282,7 +282,7 @@ proptest! {
         kind in 0usize..4,
         seed in any::<u64>(),
         mode in 0usize..5,
-        nb in prop_oneof![1usize..6, 60usize..70, 127usize..131],
+        nb in prop_oneof![1usize..6, 60usize..70, 511usize..515],
         groups in 1usize..6,
         count in 1usize..12,
     ) {
@@ -382,19 +382,22 @@ fn q4kx8_rejects_bad_shapes() {
 
 /// `tiles_unchecked` over several groups at once (the matmul's call) gives, bit for bit,
 /// the scalar definition group by group, for token counts across the tile width and for
-/// rows of one pass, exactly two (128 Q8_0 blocks) and more than one pass (the
-/// accumulators then wait in `out` between passes); it writes only its own elements of a
-/// strided output.
+/// rows of one pass, exactly two (128 Q4_K blocks, 1024 Q8_0 blocks: passes of 16384
+/// values) and more than one pass (the accumulators then wait in `out` between passes);
+/// it writes only its own elements of a strided output.
 #[test]
 fn multi_group_tiles_match_single_group() {
     for (ty, nb) in [
         (GgmlType::Q4_K, 67),
+        (GgmlType::Q4_K, 128),
         (GgmlType::Q6_K, 66),
-        (GgmlType::Q8_0, 130),
-        (GgmlType::Q8_0, 128),
+        (GgmlType::Q8_0, 1030),
+        (GgmlType::Q8_0, 1024),
         (GgmlType::Q5_0, 70),
+        (GgmlType::Q5_0, 513),
         (GgmlType::Q4_0, 129),
-        (GgmlType::MXFP4, 131),
+        (GgmlType::Q4_0, 514),
+        (GgmlType::MXFP4, 515),
         (GgmlType::Q2_K, 65),
         (GgmlType::Q3_K, 67),
         (GgmlType::IQ4_XS, 66),

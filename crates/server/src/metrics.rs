@@ -1,6 +1,6 @@
 //! `GET /metrics`: counters in Prometheus' text format (version 0.0.4) — requests by
-//! route and status, tokens in and out, prefill and decode speed, the scheduler's
-//! queue and running sequences, KV-cache use and prefix-cache hits.
+//! route and status, tokens in and out, drafted and accepted tokens, prefill and decode
+//! speed, the scheduler's queue and running sequences, KV-cache use and prefix-cache hits.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -32,6 +32,9 @@ pub(crate) struct Metrics {
     decode_micros: AtomicU64,
     /// Requests that reused a kept sequence's KV cache.
     prefix_hits: AtomicU64,
+    /// Speculative decoding: tokens drafted, and of them confirmed.
+    draft_tokens: AtomicU64,
+    draft_accepted: AtomicU64,
 }
 
 /// The routes, as the label says them (a path that is none of them is "other", so a
@@ -98,6 +101,8 @@ impl Metrics {
             s.generated_tokens.saturating_sub(1) as u64,
         );
         add(&self.decode_micros, (s.decode_seconds * 1e6) as u64);
+        add(&self.draft_tokens, s.drafted_tokens as u64);
+        add(&self.draft_accepted, s.accepted_tokens as u64);
     }
 }
 
@@ -166,6 +171,20 @@ pub(crate) fn render(st: &AppState) -> String {
         "counter",
         "Tokens generated.",
         &one(get(&m.generated_tokens)),
+    );
+    metric(
+        &mut out,
+        "ferromoe_draft_tokens_total",
+        "counter",
+        "Speculative decoding: tokens drafted (prompt lookup or the MTP block).",
+        &one(get(&m.draft_tokens)),
+    );
+    metric(
+        &mut out,
+        "ferromoe_draft_tokens_accepted_total",
+        "counter",
+        "Speculative decoding: drafted tokens the model confirmed (each one a forward pass saved).",
+        &one(get(&m.draft_accepted)),
     );
     let prefill_secs = get(&m.prefill_micros) * 1e-6;
     let decode_secs = get(&m.decode_micros) * 1e-6;

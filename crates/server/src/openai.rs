@@ -265,7 +265,7 @@ fn usage(stats: &GenerationStats) -> Value {
 /// speeds measured by the server, not by the network.
 fn timings(stats: &GenerationStats) -> Value {
     let processed = stats.prompt_tokens - stats.cached_tokens;
-    json!({
+    let mut t = json!({
         "cache_n": stats.cached_tokens,
         "prompt_n": processed,
         "prompt_ms": stats.prefill_seconds * 1e3,
@@ -275,7 +275,13 @@ fn timings(stats: &GenerationStats) -> Value {
         "predicted_per_second": stats.decode_tps(),
         // Of the decode time, what the grammar of a constrained request took.
         "grammar_ms": stats.grammar_seconds * 1e3,
-    })
+    });
+    // Speculative decoding's drafts, as llama-server reports them (only when some were made).
+    if stats.drafted_tokens > 0 {
+        t["draft_n"] = stats.drafted_tokens.into();
+        t["draft_n_accepted"] = stats.accepted_tokens.into();
+    }
+    t
 }
 
 fn new_id(prefix: &str) -> String {

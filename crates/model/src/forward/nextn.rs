@@ -91,28 +91,53 @@ impl Model {
         from: HiddenFrom,
         tokens: &[u32],
     ) -> Result<&'s [f32], ModelError> {
+        let mut seqs = [BatchSeq {
+            kv,
+            tokens,
+            logits: Logits::Last,
+        }];
+        self.forward_nextn_batch(pool, st, &mut seqs, hidden, from)
+    }
+
+    /// [`Self::forward_nextn`] for several sequences' block caches in one pass (the
+    /// drafts of a server's sequences: the block's weights and the head are read once for
+    /// all of them): `hidden` holds the rows of every sequence, in order, each paired with
+    /// the token at the same place of its sequence's `tokens`. Returns one row of logits
+    /// per sequence (its last row's; each sequence's `logits` must say `Last`). A row's
+    /// result does not depend on the rest of the batch.
+    pub fn forward_nextn_batch<'s>(
+        &self,
+        pool: &kernels::ThreadPool,
+        st: &'s mut RunState,
+        seqs: &mut [BatchSeq<'_>],
+        hidden: &[f32],
+        from: HiddenFrom,
+    ) -> Result<&'s [f32], ModelError> {
         let nx = self.nextn()?;
         let (c, w) = (&self.config, &self.weights);
-        let (n, dim) = (tokens.len(), c.dim);
+        let dim = c.dim;
+        self.check_batch(seqs)?;
+        if seqs.iter().any(|s| s.logits != Logits::Last) {
+            return Err(ModelError::Input(
+                "MTP: one row of logits per sequence (Logits::Last)".into(),
+            ));
+        }
+        st.rows.clear();
+        for (si, s) in seqs.iter().enumerate() {
+            let start = s.kv.len();
+            st.rows.extend((0..s.tokens.len()).map(|i| (si, start + i)));
+        }
+        let n = st.rows.len();
         if hidden.len() != n * dim {
             return Err(ModelError::Input(format!(
                 "MTP: {} hidden values for {n} tokens of {dim}",
                 hidden.len()
             )));
         }
-        let mut seqs = [BatchSeq {
-            kv,
-            tokens,
-            logits: Logits::Last,
-        }];
-        self.check_batch(&seqs)?;
-        let start = seqs[0].kv.len();
-        st.rows.clear();
-        st.rows.extend((0..n).map(|i| (0, start + i)));
         let limits = BatchLimits {
             tokens: n,
-            seqs: 1,
-            ctx: seqs[0].kv.n_ctx(),
+            seqs: seqs.len(),
+            ctx: seqs.iter().map(|s| s.kv.n_ctx()).max().unwrap_or(0),
             logit_rows: 0,
         };
         st.reserve(self, pool, limits)?;
@@ -130,6 +155,7 @@ impl Model {
             HiddenFrom::Nextn => &nx.head_norm,
         };
         let tmp = &mut st.stage_out[..dim];
+        let tokens = seqs.iter().flat_map(|s| s.tokens.iter());
         for ((row, &tok), h) in joined
             .chunks_exact_mut(2 * dim)
             .zip(tokens)
@@ -151,7 +177,7 @@ impl Model {
         };
         let mut batch = Batch {
             rows: &st.rows,
-            seqs: &mut seqs,
+            seqs: &mut *seqs,
         };
         let scratch = BlockScratch {
             gqa: &mut st.gqa,
@@ -165,14 +191,27 @@ impl Model {
         cpu_block(
             &mut cx, scratch, &nx.layer, k, &mut batch, 0, x, xb, out, None,
         )?;
-        seqs[0].kv.set_len(start + n);
 
-        let last = &st.x[(n - 1) * dim..nd];
-        rms_norm(last, &nx.head_norm, c.rms_eps, &mut st.xb[..dim]);
+        // Each sequence's last row through head_norm, then the head, one row each.
+        let mut last = 0;
+        for (i, s) in seqs.iter_mut().enumerate() {
+            let len = s.kv.len() + s.tokens.len();
+            s.kv.set_len(len);
+            last += s.tokens.len();
+            let x = &st.x[(last - 1) * dim..last * dim];
+            rms_norm(
+                x,
+                &nx.head_norm,
+                c.rms_eps,
+                &mut st.xb[i * dim..(i + 1) * dim],
+            );
+        }
+        let rows = seqs.len();
         let head = nx.head.as_ref().unwrap_or(&w.output);
-        st.n_logits = c.n_vocab;
-        let logits = buf(&mut st.logits, c.n_vocab);
-        st.linear.forward(pool, head, 0, &st.xb[..dim], logits)?;
+        st.n_logits = rows * c.n_vocab;
+        let logits = buf(&mut st.logits, rows * c.n_vocab);
+        st.linear
+            .forward(pool, head, 0, &st.xb[..rows * dim], logits)?;
         Ok(logits)
     }
 }

@@ -415,6 +415,8 @@ unsafe fn q6k_block_ints<const T: usize, I: Isa>(pb: *const u8, a: [*const u8; T
 /// A packed layout's block code, for the one tile all layouts share ([`tile`]).
 trait Layout {
     const BLOCK_BYTES: usize;
+    /// Values per block of a row (the pass length is counted in values).
+    const VALUES: usize = 256;
     /// Bytes of one activation block (Q8_K or Q8_0).
     const ACT_BYTES: usize;
     /// Offsets of the 8 f16 `d` and (layouts with mins) the 8 f16 `dmin`.
@@ -494,11 +496,21 @@ impl Layout for Q6K {
     }
 }
 
-/// Blocks per pass of the tiles. A pass prepares the activation blocks of its T tokens
-/// once (into a stack buffer that stays in L1) and then runs every group of the call over
-/// them; between passes a group's accumulators wait in `out` (f32 stored and reloaded
-/// unchanged, so results do not depend on the pass length).
-const PASS_BLOCKS: usize = 64;
+/// Values per pass of the tiles. A pass prepares the activation blocks of its T tokens
+/// once (into a stack buffer) and then runs every group of the call over them; between
+/// passes a group's accumulators wait in `out` (f32 stored and reloaded unchanged, so
+/// results do not depend on the pass length). Counted in values, not blocks: a group's
+/// segment of a pass is one stream of weight bytes, and the 32-value layouts' passes of
+/// 64 blocks (2048 values, ~9 KiB of Q4_0x8 per group) broke a 7168-wide GEMV into short
+/// streams that one core could not keep busy (Q4_0 11 GB/s per thread at 7168 × 2048
+/// against 27–30 at 2048 wide; 512 blocks: bench/RESULTS.md, issue 14).
+const PASS_VALUES: usize = 16384;
+
+/// Blocks per pass of the 256-value layouts (and the unit of the pass scratch's size).
+const PASS_BLOCKS: usize = PASS_VALUES / 256;
+
+/// Blocks per pass of the 32-value layouts (Q8_0x8, Q5_0x8, Q4_0x8, MXFP4x8).
+const LEGACY_PASS_BLOCKS: usize = PASS_VALUES / 32;
 
 /// How far ahead of the block being multiplied the tiles ask for weight bytes
 /// (`prefetcht0`, one per 64-byte line of a block). A GEMV from DRAM is latency-bound per
@@ -547,18 +559,19 @@ unsafe fn tile<const T: usize, I: Isa, L: Layout>(
     let a0: [*const u8; T] = std::array::from_fn(|t| *a.add(t));
     let gbytes = nb * L::BLOCK_BYTES;
     // Prepared bytes of the pass (written before being read; unused without EXTRA), the
-    // T tokens' shares side by side: `pass` blocks each, fewer than PASS_BLOCKS only for
+    // T tokens' shares side by side: `pass` blocks each, fewer than PASS_VALUES' worth only for
     // layouts that prepare more than EXTRA_MAX bytes per block (IQ2_XXSx8's permuted
     // activations: 64 blocks for 1 token, 28 for 4).
     let pass = const {
+        let want = PASS_VALUES / L::VALUES;
         if L::EXTRA == 0 {
-            PASS_BLOCKS
+            want
         } else {
             let fit = EXTRA_MAX * PASS_BLOCKS * TOKENS_256 / (L::EXTRA * T);
-            if fit < PASS_BLOCKS {
+            if fit < want {
                 fit
             } else {
-                PASS_BLOCKS
+                want
             }
         }
     };
@@ -1194,6 +1207,7 @@ impl<const K: u8> Layout for Legacy<K> {
             f16x8(pb.add(Self::OFF_D))
         }
     }
+    const VALUES: usize = 32;
     const ACT_BYTES: usize = Q8_0_SIZE;
     const OFF_D: usize = legacy::OFF_D;
     const OFF_DMIN: Option<usize> = None;

@@ -101,7 +101,7 @@ unsafe fn pair_token_ints<const T: usize>(w: &[__m512i; 8], q: *const u8, c: *co
 }
 
 /// The tile ([`TileFn`]) of legacy layout `K` for T (1..=8) tokens: pairs of groups in 512-bit
-/// vectors, per pass of up to [`PASS_BLOCKS`] blocks as the 256-bit [`tile`] (activation
+/// vectors, per pass of up to [`LEGACY_PASS_BLOCKS`] blocks as the 256-bit [`tile`] (activation
 /// constants prepared once per pass, accumulators kept in `out` between passes); an odd
 /// last group through the 256-bit tile.
 ///
@@ -125,12 +125,13 @@ pub(super) unsafe fn tile_zmm<const K: u8, const T: usize>(
     let gbytes = nb * bb;
     let pairs = ng / 2;
     // `−o·Σa` and `d_a` per token and block of the pass (written before being read).
-    let mut ex = std::mem::MaybeUninit::<[[u8; LEGACY_EXTRA * PASS_BLOCKS]; MAX_TOKENS]>::uninit();
+    let mut ex =
+        std::mem::MaybeUninit::<[[u8; LEGACY_EXTRA * LEGACY_PASS_BLOCKS]; MAX_TOKENS]>::uninit();
     let ex = ex.as_mut_ptr() as *mut u8;
-    let ex_at = |t: usize, k: usize| ex.add((t * PASS_BLOCKS + k) * LEGACY_EXTRA);
+    let ex_at = |t: usize, k: usize| ex.add((t * LEGACY_PASS_BLOCKS + k) * LEGACY_EXTRA);
     let mut ib0 = 0;
     while pairs > 0 && ib0 < nb {
-        let n = (nb - ib0).min(PASS_BLOCKS);
+        let n = (nb - ib0).min(LEGACY_PASS_BLOCKS);
         for t in 0..T {
             for k in 0..n {
                 legacy_prepare::<K, Vnni>(a0[t].add((ib0 + k) * Q8_0_SIZE), ex_at(t, k));
