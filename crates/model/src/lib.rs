@@ -237,24 +237,14 @@ impl Model {
     /// drafting reads its block from the mapped file when it runs).
     pub fn is_unused_tensor(&self, name: &str) -> bool {
         let c = &self.config;
-        c.nextn_layers > 0
-            && name
-                .strip_prefix("blk.")
-                .and_then(|rest| rest.split('.').next())
-                .and_then(|n| n.parse::<usize>().ok())
-                .is_some_and(|il| il >= c.n_layer)
+        c.nextn_layers > 0 && placement::layer_of(name).is_some_and(|il| il >= c.n_layer)
     }
 
     /// Whether the file's tensor `name` belongs to the MTP block that drafting runs
     /// (`blk.{n_layer}.*`, the first of the blocks after the trunk).
     pub fn is_drafting_block_tensor(&self, name: &str) -> bool {
         let c = &self.config;
-        c.nextn_layers > 0
-            && name
-                .strip_prefix("blk.")
-                .and_then(|rest| rest.split('.').next())
-                .and_then(|n| n.parse::<usize>().ok())
-                == Some(c.n_layer)
+        c.nextn_layers > 0 && placement::layer_of(name) == Some(c.n_layer)
     }
 
     /// Uploads the matrices the placement put on the device (`on_device`: one flag per

@@ -828,7 +828,7 @@ fn final_bytes(t: &TensorInfo, d: &Decision) -> u64 {
 }
 
 /// `blk.N.…` → N.
-fn layer_of(name: &str) -> Option<usize> {
+pub(crate) fn layer_of(name: &str) -> Option<usize> {
     name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
 }
 
