@@ -623,7 +623,7 @@ fn scratch_estimate(c: &model::Config) -> u64 {
 /// `mtp::MtpPass::new`: a chunk of rows, or a verified step's rows per sequence, and a row
 /// of logits per sequence), an estimate as [`scratch_estimate`].
 fn mtp_scratch_estimate(c: &model::Config, seqs: u64) -> u64 {
-    let rows = (PREFILL_CHUNK as u64).max(seqs * (model::VERIFY_STEP_MAX as u64 + 1));
+    let rows = mtp::pass_rows(seqs as usize) as u64;
     (rows * 16 * c.dim as u64 + seqs * c.n_vocab as u64) * 4
 }
 

@@ -46,6 +46,12 @@ pub struct MtpPass {
 /// step confirms ([`draft_batch`] runs the rows before those through the block alone).
 const FIRST_PASS_ROWS: usize = model::VERIFY_STEP_MAX + 1;
 
+/// Most rows of one pass over up to `seqs` sequences: a chunk of one sequence's pending
+/// rows ([`MtpDrafter::observe`]), or each sequence's first-pass rows of a batched draft.
+pub(crate) fn pass_rows(seqs: usize) -> usize {
+    PREFILL_CHUNK.max(seqs * FIRST_PASS_ROWS)
+}
+
 impl MtpPass {
     /// Scratch for passes over up to `seqs` sequences with caches of up to `n_ctx`
     /// positions, sized up front (a chunk of rows, or a verified step's rows per
@@ -58,17 +64,17 @@ impl MtpPass {
         n_ctx: usize,
     ) -> Result<MtpPass, EngineError> {
         let seqs = seqs.max(1);
-        let max_rows = seqs * FIRST_PASS_ROWS;
+        let rows = pass_rows(seqs);
         let mut state = RunState::new(mode);
         let limits = model::BatchLimits {
-            tokens: PREFILL_CHUNK.max(max_rows),
+            tokens: rows,
             seqs,
             ctx: n_ctx,
             logit_rows: 0,
         };
         model.reserve_nextn(&mut state, &pool, limits)?;
         Ok(MtpPass {
-            hidden: Vec::with_capacity(PREFILL_CHUNK.max(max_rows) * model.config.dim),
+            hidden: Vec::with_capacity(rows * model.config.dim),
             batch: Vec::with_capacity(seqs),
             state,
             model,
@@ -265,9 +271,6 @@ impl MtpDrafter {
 pub fn draft_batch(pass: &mut MtpPass, jobs: &mut [DraftJob<'_>]) -> Result<(), EngineError> {
     let dim = pass.model.config.dim;
     let vocab = pass.model.config.n_vocab;
-    // Rows per sequence in the shared first pass: a verified step's confirmed ones. A
-    // longer wait (the end of a prompt) goes through the block alone first.
-    let per_seq = FIRST_PASS_ROWS;
     let mut any = false;
     for j in jobs.iter_mut() {
         j.out.clear();
@@ -275,8 +278,10 @@ pub fn draft_batch(pass: &mut MtpPass, jobs: &mut [DraftJob<'_>]) -> Result<(), 
         let rows = d.pending.len() / dim;
         d.drafting = j.want > 0 && rows > 0 && d.pending_from + rows == j.tokens.len();
         d.chaining = false;
-        if d.drafting && rows > per_seq {
-            d.flush(pass, j.tokens, rows - per_seq)?;
+        // The shared first pass takes a verified step's rows per sequence; a longer wait
+        // (the end of a prompt) goes through the block alone first.
+        if d.drafting && rows > FIRST_PASS_ROWS {
+            d.flush(pass, j.tokens, rows - FIRST_PASS_ROWS)?;
         }
         any |= d.drafting;
     }
