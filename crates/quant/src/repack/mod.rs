@@ -496,7 +496,7 @@ pub(crate) type TileFn =
 
 /// A many-token kernel: `ng` consecutive packed groups of `nb` blocks each × every
 /// activation row of `acts` → `out[t·ld + g·ROWS + row]`, bit-identical to the tile kernels
-/// (a layout's prompt path: see `x86::q6k_wide`).
+/// (a layout's prompt path: see `x86::strip`).
 ///
 /// # Safety
 /// As [`TileFn`] for each row of `acts`.

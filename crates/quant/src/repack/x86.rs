@@ -20,7 +20,7 @@
 //! offset) and is scaled by its 8 signed row scales (`vpmulld`). f32: one FMA per (block,
 //! token), as the scalar definition. Calls of ≥ 16 tokens on AVX-512 VNNI (a prompt's)
 //! decode the values once per strip of a pair of groups instead and run 512-bit tiles
-//! over the decoded bytes (`q6k_wide`), with the same integers and f32 steps.
+//! over the decoded bytes (`strip`), with the same integers and f32 steps.
 //!
 //! Q2_Kx8 × T tokens: per 128-value half n and 2-bit field k, the 8 `qs[n][g]` vectors are
 //! masked with `3 << 2k` (VNNI: values × 4^k ≤ 192 as unsigned bytes; AVX2, whose
@@ -97,11 +97,11 @@ mod iq2xs;
 mod iq2xxs;
 mod iq3s;
 mod iq3xxs;
-mod q6k_wide;
+mod strip;
 mod ternary;
 mod zmm;
 
-pub(super) use q6k_wide::WIDE_MIN_TOKENS;
+pub(super) use strip::WIDE_MIN_TOKENS;
 
 fn avx2() -> bool {
     is_x86_feature_detected!("avx2")
@@ -160,10 +160,10 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
 }
 
 /// The many-token kernel of `packed` on `path`, where one exists and the CPU has it:
-/// Q6_Kx8 on AVX-512 VNNI (`q6k_wide`).
+/// the decoded-strip GEMMs on AVX-512 VNNI (`strip`).
 pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<GemmFn> {
     match (packed, path) {
-        (PackedType::Q6Kx8, SimdPath::Avx512Vnni) if vnni() => Some(q6k_wide::gemm),
+        (PackedType::Q6Kx8, SimdPath::Avx512Vnni) if vnni() => Some(strip::gemm_q6k),
         _ => None,
     }
 }
