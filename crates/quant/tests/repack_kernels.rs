@@ -309,6 +309,26 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    /// The decoded-strip prompt GEMMs of the low-bit layouts (calls of ≥ 16 tokens on
+    /// AVX-512 VNNI: pairs of groups decoded once per strip of 32 blocks, 4-token tiles, an
+    /// odd last group in the layout's own tile): bit-identical to the scalar definition, as
+    /// the Q6_K strips, over the same row lengths and token counts.
+    #[test]
+    fn lowbit_prompt_matrices_match_definition(
+        kind in 0usize..2,
+        seed in any::<u64>(),
+        mode in 0usize..5,
+        nb in prop_oneof![1usize..3, 31usize..34, 64usize..66],
+        groups in 1usize..6,
+        count in 14usize..24,
+    ) {
+        let ty = [GgmlType::IQ1_S, GgmlType::IQ1_M][kind];
+        check_matrix_case(ty, seed, mode, nb, groups, count)?;
+    }
+}
+
 const TY: GgmlType = GgmlType::Q4_K;
 
 #[test]

@@ -40,6 +40,7 @@
 //! Ranges: |Σ16 u·a| ≤ 16·18·128, times ls ≤ 15, 16 sums per block: < 2²³ (i32 exact).
 
 use super::codebook::rows_of_pairs;
+use super::strip::{self, store_d, store_octets, store_scales, Strip};
 use super::*;
 use crate::iq1::GRID_X8;
 use crate::repack::iq1::{
@@ -65,6 +66,8 @@ pub(super) trait Iq1: 'static {
     unsafe fn scales(pb: *const u8, qh: __m128i, c: usize, h: usize) -> __m512i;
     /// `d·0.125` of the 8 rows.
     unsafe fn row_d(pb: *const u8) -> __m256;
+    /// The layout's tiles (1..=4 tokens).
+    fn tiles() -> &'static [TileFn];
 }
 
 /// `2·x + 1` of 3-bit fields `x` at bit 0 of each u16 lane (garbage above), in both
@@ -100,6 +103,9 @@ impl Iq1 for S {
     #[inline(always)]
     unsafe fn row_d(pb: *const u8) -> __m256 {
         _mm256_mul_ps(f16x8(pb.add(S_OFF_D)), _mm256_set1_ps(FACTOR))
+    }
+    fn tiles() -> &'static [TileFn] {
+        &IQ1S_ZMM
     }
 }
 
@@ -139,6 +145,9 @@ impl Iq1 for M {
             _mm256_cvtph_ps(_mm_or_si128(lo, hi)),
             _mm256_set1_ps(FACTOR),
         )
+    }
+    fn tiles() -> &'static [TileFn] {
+        &IQ1M_ZMM
     }
 }
 
@@ -207,10 +216,7 @@ unsafe fn block_ints<L: Iq1, const T: usize>(
     let grid = GRID_X8.0.as_ptr();
     let plus2 = _mm512_set1_epi8(2);
     // All 256 indices first: the scalar reads below then never wait on a store just made.
-    let mut idx = [[0u16; 32]; 8];
-    for (c, out) in idx.iter_mut().enumerate() {
-        chunk_indices::<L>(pb, c, out);
-    }
+    let idx = block_indices::<L>(pb);
     let mut isum = [_mm512_setzero_si512(); T];
     for (c, idx) in idx.iter().enumerate() {
         let qh = _mm_loadu_si128(pb.add(L::OFF_QH + 16 * c) as *const __m128i);
@@ -248,6 +254,75 @@ unsafe fn block_ints<L: Iq1, const T: usize>(
     }
     // Lanes 2r, 2r + 1 (row r's two halves of each group) → lane r.
     std::array::from_fn(|t| rows_of_pairs(isum[t]))
+}
+
+/// The 8 rows' weights `u = 8·grid + 9 + δ` (0..=18: `w + 9` for `w = 8·grid + δ`) of
+/// group position l of chunk c, qword r = row r: the grid rows of `8·grid + 8`, + 2 in the
+/// rows whose delta is +1.
+#[inline(always)]
+unsafe fn weights<L: Iq1>(grid: *const u64, idx: &[u16; 32], qh: __m128i, l: usize) -> __m512i {
+    let w = grid_rows(grid, idx, l);
+    _mm512_mask_add_epi64(w, !L::negative(qh, l), w, _mm512_set1_epi8(2))
+}
+
+/// The 256 grid indices of a packed block, per chunk.
+#[inline(always)]
+unsafe fn block_indices<L: Iq1>(pb: *const u8) -> [[u16; 32]; 8] {
+    let mut idx = [[0u16; 32]; 8];
+    for (c, out) in idx.iter_mut().enumerate() {
+        chunk_indices::<L>(pb, c, out);
+    }
+    idx
+}
+
+/// The decoded strips of IQ1 layout `L` (`x86::strip`): per 16-value sub-block the
+/// definition's integers `Σ ls·Σ (8·grid + δ)·a` (= `8·S + S_δ` summed over the block),
+/// the weights stored as `w + 9`.
+pub(super) struct Strips<L>(std::marker::PhantomData<L>);
+
+impl<L: Iq1> Strip for Strips<L> {
+    const BLOCK_BYTES: usize = L::BLOCK_BYTES;
+    const OFFSET: i32 = 9;
+    fn tiles() -> &'static [TileFn] {
+        L::tiles()
+    }
+    #[inline(always)]
+    unsafe fn expand_pair(pa: *const u8, pb: *const u8, dst: *mut u8) {
+        let grid = GRID_X8.0.as_ptr();
+        // All indices first: the scalar reads then never wait on a store just made.
+        let (ia, ib) = (block_indices::<L>(pa), block_indices::<L>(pb));
+        let qh = |p: *const u8, c: usize| _mm_loadu_si128(p.add(L::OFF_QH + 16 * c) as *const __m128i);
+        let lanes = |x: __m512i| _mm512_cvtepi64_epi32(x);
+        for c in 0..8 {
+            let (qa, qb) = (qh(pa, c), qh(pb, c));
+            for l in 0..4 {
+                let wa = weights::<L>(grid, &ia[c], qa, l);
+                let wb = weights::<L>(grid, &ib[c], qb, l);
+                store_octets(dst, 4 * c + l, wa, wb);
+            }
+            for h in 0..2 {
+                let (sa, sb) = (L::scales(pa, qa, c, h), L::scales(pb, qb, c, h));
+                store_scales(dst, 2 * c + h, lanes(sa), lanes(sb));
+            }
+        }
+        store_d(dst, L::row_d(pa), L::row_d(pb));
+    }
+}
+
+/// The strip GEMM of IQ1 layout `L`.
+///
+/// # Safety
+/// As `strip::gemm`; the CPU has AVX-512 F/BW/VL/VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw")]
+pub(super) unsafe fn gemm<L: Iq1>(
+    nb: usize,
+    ng: usize,
+    w: *const u8,
+    acts: &[&[u8]],
+    out: *mut f32,
+    ld: usize,
+) {
+    strip::gemm::<Strips<L>>(nb, ng, w, acts, out, ld)
 }
 
 /// The [`Layout`] of IQ1 layout `L`.
