@@ -166,6 +166,8 @@ pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<GemmFn> 
         (PackedType::Q6Kx8, SimdPath::Avx512Vnni) if vnni() => Some(strip::gemm_q6k),
         (PackedType::IQ1Sx8, SimdPath::Avx512Vnni) if vnni() => Some(iq1::gemm::<iq1::S>),
         (PackedType::IQ1Mx8, SimdPath::Avx512Vnni) if vnni() => Some(iq1::gemm::<iq1::M>),
+        (PackedType::IQ2Sx8, SimdPath::Avx512Vnni) if vbmi() => Some(iq2s::gemm::<iq2s::IQ2S>),
+        (PackedType::IQ2XSx8, SimdPath::Avx512Vnni) if vbmi() => Some(iq2s::gemm::<iq2xs::IQ2XS>),
         _ => None,
     }
 }
