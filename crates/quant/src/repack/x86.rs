@@ -168,6 +168,7 @@ pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<GemmFn> 
         (PackedType::IQ1Mx8, SimdPath::Avx512Vnni) if vnni() => Some(iq1::gemm::<iq1::M>),
         (PackedType::IQ2Sx8, SimdPath::Avx512Vnni) if vbmi() => Some(iq2s::gemm::<iq2s::IQ2S>),
         (PackedType::IQ2XSx8, SimdPath::Avx512Vnni) if vbmi() => Some(iq2s::gemm::<iq2xs::IQ2XS>),
+        (PackedType::IQ3Sx8, SimdPath::Avx512Vnni) if vbmi() => Some(iq3s::gemm),
         _ => None,
     }
 }
