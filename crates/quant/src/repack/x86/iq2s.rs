@@ -24,10 +24,10 @@
 //! tokens.
 //!
 //! Prompts (≥ `strip::WIDE_MIN_TOKENS` tokens, both 16-value-scale IQ2 layouts:
-//! [`Iq2Strips`]) decode each block once per strip instead, in natural position order: per
-//! group g of a portion one `vpermi2b` gathers each row's two code bytes (slot
-//! `slot(r, g)` of X0 and X1) into qword r, `vpmultishiftqb` moves value j's code to bits
-//! 0..2 of byte j, the plane decode's affine map (matrix [`DECODE`]`[0]`) gives `43 + v`,
+//! [`Iq2Strips`]) decode each block once per strip instead, in natural position order: two
+//! `vpermi2b` per portion gather each row's code bytes (slots `slot(r, g)` of X0 and X1)
+//! into qword r of the half g / 4, per group g `vpmultishiftqb` moves value j's code to
+//! bits 0..2 of byte j, the plane decode's affine map (matrix [`DECODE`]`[0]`) gives `43 + v`,
 //! and a `vpermb` of the sign bytes (the slot's byte in all 8 bytes of qword r) tested
 //! against bit j of byte j gives the masked `86 − u`: `u = w + 43` with `w = grid·sign`,
 //! qword r = row r's 8 values (`strip::store_octets`). The scales are the same odd
@@ -165,18 +165,19 @@ pub(super) unsafe fn block_ints<P: Portions, const T: usize>(
     std::array::from_fn(|t| rows_of_pairs(isum[t]))
 }
 
-/// The `vpermi2b` indices of group g (0..8) of a portion, per g: bytes 0, 1 of qword r
-/// ← X0, X1 at slot `slot(r, g)` (the other bytes: copies, never read).
-static GROUP_CODES: [[u8; 64]; 8] = {
-    let mut m = [[0u8; 64]; 8];
-    let mut g = 0;
-    while g < 8 {
+/// The `vpermi2b` indices that gather a portion's code bytes by row, per half q (groups
+/// 4q..4q + 4): bytes `8r + 2e`, `8r + 2e + 1` ← X0, X1 at slot `slot(r, 4q + e)`.
+static ROW_CODES: [[u8; 64]; 2] = {
+    let mut m = [[0u8; 64]; 2];
+    let mut q = 0;
+    while q < 2 {
         let mut b = 0;
         while b < 64 {
-            m[g][b] = (slot(b / 8, g) + 64 * (b % 2)) as u8;
+            let (r, e) = (b / 8, (b % 8) / 2);
+            m[q][b] = (slot(r, 4 * q + e) + 64 * (b % 2)) as u8;
             b += 1;
         }
-        g += 1;
+        q += 1;
     }
     m
 };
@@ -197,18 +198,28 @@ static GROUP_SIGNS: [[u8; 64]; 8] = {
 };
 
 /// The `vpmultishiftqb` bit offsets of value j's code in a qword whose bytes 0, 1 are a
-/// slot's code bytes: `2j` (j < 4), `8 + 2(j − 4)`.
+/// slot's code bytes: `2j` (j < 4), `8 + 2(j − 4)` (+ 16e for the slot at bytes 2e, 2e + 1).
 const VALUE_FIELDS: u64 = 0x0e0c_0a08_0604_0200;
 
 /// Bit j in byte j of each qword (value j's sign bit of a broadcast sign byte).
 const SIGN_BITS: u64 = 0x8040_2010_0804_0201;
 
-/// The 8 rows' values `u = grid·sign + 43` (0..=86) of group g of portion `q`, qword r =
-/// row r's 8 values in position order.
+/// A portion's code bytes by row ([`ROW_CODES`]): qword r of half q = row r's code bytes of
+/// groups 4q..4q + 4.
 #[inline(always)]
-unsafe fn group_values(q: &Portion, g: usize) -> __m512i {
-    let codes = _mm512_permutex2var_epi8(q.x[0], load512(GROUP_CODES[g].as_ptr()), q.x[1]);
-    let fields = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(VALUE_FIELDS as i64), codes);
+unsafe fn row_codes(q: &Portion) -> [__m512i; 2] {
+    std::array::from_fn(|h| {
+        _mm512_permutex2var_epi8(q.x[0], load512(ROW_CODES[h].as_ptr()), q.x[1])
+    })
+}
+
+/// The 8 rows' values `u = grid·sign + 43` (0..=86) of group g of portion `q` (`codes`:
+/// its [`row_codes`]), qword r = row r's 8 values in position order.
+#[inline(always)]
+unsafe fn group_values(q: &Portion, codes: &[__m512i; 2], g: usize) -> __m512i {
+    // Every code byte is < 64 bits into the qword: 16·3 + 14 at most.
+    let at = VALUE_FIELDS + 0x1010_1010_1010_1010 * (g % 4) as u64;
+    let fields = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(at as i64), codes[g / 4]);
     let u = _mm512_gf2p8affine_epi64_epi8::<{ VALUE_BASE as i32 }>(
         fields,
         _mm512_set1_epi64(DECODE[0] as i64),
@@ -243,8 +254,10 @@ impl<P: Portions> Strip for Iq2Strips<P> {
     unsafe fn expand_pair(pa: *const u8, pb: *const u8, dst: *mut u8) {
         for p in 0..4 {
             let (qa, qb) = (P::portion(pa, p), P::portion(pb, p));
+            let (ca, cb) = (row_codes(&qa), row_codes(&qb));
             for g in 0..8 {
-                store_octets(dst, 8 * p + g, group_values(&qa, g), group_values(&qb, g));
+                let (a, b) = (group_values(&qa, &ca, g), group_values(&qb, &cb, g));
+                store_octets(dst, 8 * p + g, a, b);
             }
             for s in 0..4 {
                 let (sa, sb) = (subblock_scales(qa.scales, s), subblock_scales(qb.scales, s));
