@@ -165,37 +165,35 @@ pub(super) unsafe fn block_ints<P: Portions, const T: usize>(
     std::array::from_fn(|t| rows_of_pairs(isum[t]))
 }
 
+/// `N` tables of 64 `vpermb` / `vpermi2b` indices, built at compile time: byte b of
+/// table k is `$f` (a `const` expression of k and b). The strips of IQ2_S, IQ2_XS and
+/// IQ3_S describe their byte gathers this way.
+macro_rules! index_tables {
+    ($n:expr, |$k:ident, $b:ident| $f:expr) => {{
+        let mut t = [[0u8; 64]; $n];
+        let mut $k = 0;
+        while $k < $n {
+            let mut $b = 0;
+            while $b < 64 {
+                t[$k][$b] = ($f) as u8;
+                $b += 1;
+            }
+            $k += 1;
+        }
+        t
+    }};
+}
+pub(super) use index_tables;
+
 /// The `vpermi2b` indices that gather a portion's code bytes by row, per half q (groups
 /// 4q..4q + 4): bytes `8r + 2e`, `8r + 2e + 1` ← X0, X1 at slot `slot(r, 4q + e)`.
-static ROW_CODES: [[u8; 64]; 2] = {
-    let mut m = [[0u8; 64]; 2];
-    let mut q = 0;
-    while q < 2 {
-        let mut b = 0;
-        while b < 64 {
-            let (r, e) = (b / 8, (b % 8) / 2);
-            m[q][b] = (slot(r, 4 * q + e) + 64 * (b % 2)) as u8;
-            b += 1;
-        }
-        q += 1;
-    }
-    m
-};
+static ROW_CODES: [[u8; 64]; 2] = index_tables!(2, |q, b| {
+    let (r, e) = (b / 8, (b % 8) / 2);
+    slot(r, 4 * q + e) + 64 * (b % 2)
+});
 
 /// The `vpermb` indices of group g's sign bytes: all 8 bytes of qword r ← slot `slot(r, g)`.
-static GROUP_SIGNS: [[u8; 64]; 8] = {
-    let mut m = [[0u8; 64]; 8];
-    let mut g = 0;
-    while g < 8 {
-        let mut b = 0;
-        while b < 64 {
-            m[g][b] = slot(b / 8, g) as u8;
-            b += 1;
-        }
-        g += 1;
-    }
-    m
-};
+static GROUP_SIGNS: [[u8; 64]; 8] = index_tables!(8, |g, b| slot(b / 8, g));
 
 /// The `vpmultishiftqb` bit offsets of value j's code in a qword whose bytes 0, 1 are a
 /// slot's code bytes: `2j` (j < 4), `8 + 2(j − 4)` (+ 16e for the slot at bytes 2e, 2e + 1).

@@ -31,6 +31,7 @@
 use super::codebook::{self, codebook_tiles, Cb, Codebook};
 use super::codebook::{add_scaled, load512, lookup512, rows_of_pairs};
 use super::codebook::{signed_plane_dot, tables256};
+use super::iq2s::index_tables;
 use super::iq3xxs::{prepare_offset, EXTRA, EX_OFFSETS};
 use super::strip::{self, store_d, store_scales, Strip};
 use super::*;
@@ -192,36 +193,14 @@ pub(super) static IQ3S_VBMI: [TileFn; 4] = codebook_tiles!(IQ3S);
 /// The `vpermi2b` indices of index pair k (indices 2k, 2k + 1) of a chunk, per k: byte
 /// `4L + m` (dword L: index `2k + L / 8` of row `L % 8`) ← that index's code byte of
 /// values 0, 1 (m < 2: the first vector) or 2, 3 (m ≥ 2: the second).
-static PAIR_CODES: [[u8; 64]; 4] = {
-    let mut t = [[0u8; 64]; 4];
-    let mut k = 0;
-    while k < 4 {
-        let mut b = 0;
-        while b < 64 {
-            let (l, m) = (b / 4, b % 4);
-            t[k][b] = (8 * (l % 8) + 2 * k + l / 8 + 64 * (m / 2)) as u8;
-            b += 1;
-        }
-        k += 1;
-    }
-    t
-};
+static PAIR_CODES: [[u8; 64]; 4] = index_tables!(4, |k, b| {
+    let (l, m) = (b / 4, b % 4);
+    8 * (l % 8) + 2 * k + l / 8 + 64 * (m / 2)
+});
 
 /// The `vpermb` indices of index pair k's sign bytes: every byte of dword L ← byte
 /// `4·(L % 8) + k` of the chunk's 32 (row `L % 8`'s signs of values `8k..8k + 8`).
-static PAIR_SIGNS: [[u8; 64]; 4] = {
-    let mut t = [[0u8; 64]; 4];
-    let mut k = 0;
-    while k < 4 {
-        let mut b = 0;
-        while b < 64 {
-            t[k][b] = (4 * ((b / 4) % 8) + k) as u8;
-            b += 1;
-        }
-        k += 1;
-    }
-    t
-};
+static PAIR_SIGNS: [[u8; 64]; 4] = index_tables!(4, |k, b| 4 * ((b / 4) % 8) + k);
 
 /// The `vpmultishiftqb` bit offsets of value m's code in a qword of two dwords whose
 /// bytes 0 and 2 are an index's code bytes: `16·(m / 2) + 3·(m % 2)` (+ 32 in the second
