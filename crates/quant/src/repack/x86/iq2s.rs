@@ -239,7 +239,9 @@ unsafe fn subblock_scales(scales: *const u8, s: usize) -> __m256i {
 }
 
 /// The decoded strips of 16-value-scale IQ2 layout `P` (`x86::strip`): the weights as
-/// `grid·sign + 43`, the odd scales per 16 values, `d·0.125`.
+/// `grid·sign + 43`, the odd scales per 16 values, `d·0.125`. Ranges in the strip tile:
+/// |Σ16 u·a| ≤ 16·86·128 and |−43·Σ16 a| ≤ 16·43·128 on the way, the sub-block's
+/// |Σ16 w·a| ≤ 16·43·128 times ≤ 31, 16 sub-blocks: < 2²⁶ (i32 exact).
 pub(super) struct Iq2Strips<P>(std::marker::PhantomData<P>);
 
 impl<P: Portions> Strip for Iq2Strips<P> {

@@ -228,7 +228,9 @@ unsafe fn pair_values(codes: &[__m512i; 2], sg: __m512i, k: usize) -> __m512i {
 }
 
 /// The decoded strips of IQ3_Sx8 (`x86::strip`): the weights as `grid·sign + 15`, both
-/// 16-value halves of a chunk with its `2·ls + 1`, `d`.
+/// 16-value halves of a chunk with its `2·ls + 1`, `d`. Ranges in the strip tile:
+/// |Σ16 u·a| ≤ 16·30·128 on the way, the half chunk's |Σ16 w·a| ≤ 16·15·128 times ≤ 31,
+/// 16 halves: < 2²⁴ (i32 exact).
 pub(super) struct Strips;
 
 impl Strip for Strips {
