@@ -164,6 +164,7 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
 pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<GemmFn> {
     match (packed, path) {
         (PackedType::Q6Kx8, SimdPath::Avx512Vnni) if vnni() => Some(strip::gemm_q6k),
+        (PackedType::Q3Kx8, SimdPath::Avx512Vnni) if vnni() => Some(strip::gemm_q3k),
         (PackedType::IQ1Sx8, SimdPath::Avx512Vnni) if vnni() => Some(iq1::gemm::<iq1::S>),
         (PackedType::IQ1Mx8, SimdPath::Avx512Vnni) if vnni() => Some(iq1::gemm::<iq1::M>),
         _ => None,

@@ -305,3 +305,61 @@ pub(in crate::repack) unsafe fn gemm_q6k(
 ) {
     gemm::<Q6KStrip>(nb, ng, w, acts, out, ld)
 }
+
+/// Q3_Kx8: `u = low2 + 4·hbit` (0..8, `w + 4`), the signed scales `s − 32`, `d`.
+/// Ranges: |Σ16 q·a| ≤ 16·4·128, times |scale| ≤ 32, 16 sub-blocks: < 2²³.
+pub(super) struct Q3KStrip;
+impl Strip for Q3KStrip {
+    const BLOCK_BYTES: usize = Q3KX8_BLOCK_BYTES;
+    const OFFSET: i32 = 4;
+    fn tiles() -> &'static [TileFn] {
+        &Q3K_VNNI
+    }
+    #[inline(always)]
+    unsafe fn expand_pair(pa: *const u8, pb: *const u8, dst: *mut u8) {
+        let m3 = _mm256_set1_epi8(3);
+        let m4 = _mm256_set1_epi8(4);
+        // Values 128n + 32k + 4g.. of 8 rows: low bits 2k.. of `qs` vector (n, g), high bit
+        // HBIT[n][k] of `hb` vector g (16-bit shifts; the bits crossing bytes are masked).
+        let values = |p: *const u8, n: usize, k: usize, g: usize| {
+            let w = shift16(load(p.add(q3k::qs_at(n, g))), -2 * k as i32);
+            let h = shift16(load(p.add(q3k::hb_at(g))), 2 - q3k::HBIT[n][k] as i32);
+            _mm256_or_si256(_mm256_and_si256(w, m3), _mm256_and_si256(h, m4))
+        };
+        for n in 0..2 {
+            for k in 0..4 {
+                for g in 0..8 {
+                    let v = 32 * n + 8 * k + g;
+                    store_values(dst, v, values(pa, n, k, g), values(pb, n, k, g));
+                }
+            }
+        }
+        // Scales of sub-blocks 2p, 2p + 1: the even and odd bytes of the 16 at p.
+        let even = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+        let odd = _mm_setr_epi8(1, 3, 5, 7, 9, 11, 13, 15, -1, -1, -1, -1, -1, -1, -1, -1);
+        let scale = |p: *const u8, s: usize| {
+            let raw = _mm_loadu_si128(p.add(q3k::OFF_SC + 16 * (s / 2)) as *const __m128i);
+            _mm256_cvtepi8_epi32(_mm_shuffle_epi8(raw, if s % 2 == 0 { even } else { odd }))
+        };
+        for s in 0..16 {
+            store_scales(dst, s, scale(pa, s), scale(pb, s));
+        }
+        store_d(dst, f16x8(pa.add(q3k::OFF_D)), f16x8(pb.add(q3k::OFF_D)));
+    }
+}
+
+/// The strip GEMM of Q3_Kx8.
+///
+/// # Safety
+/// As [`gemm`]; the CPU has AVX-512 F/BW/VL/VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw")]
+pub(in crate::repack) unsafe fn gemm_q3k(
+    nb: usize,
+    ng: usize,
+    w: *const u8,
+    acts: &[&[u8]],
+    out: *mut f32,
+    ld: usize,
+) {
+    gemm::<Q3KStrip>(nb, ng, w, acts, out, ld)
+}
