@@ -291,10 +291,9 @@ impl<L: Iq1> Strip for Strips<L> {
         let grid = GRID_X8.0.as_ptr();
         // All indices first: the scalar reads then never wait on a store just made.
         let (ia, ib) = (block_indices::<L>(pa), block_indices::<L>(pb));
-        let qh = |p: *const u8, c: usize| _mm_loadu_si128(p.add(L::OFF_QH + 16 * c) as *const __m128i);
-        let lanes = |x: __m512i| _mm512_cvtepi64_epi32(x);
         for c in 0..8 {
-            let (qa, qb) = (qh(pa, c), qh(pb, c));
+            let qa = _mm_loadu_si128(pa.add(L::OFF_QH + 16 * c) as *const __m128i);
+            let qb = _mm_loadu_si128(pb.add(L::OFF_QH + 16 * c) as *const __m128i);
             for l in 0..4 {
                 let wa = weights::<L>(grid, &ia[c], qa, l);
                 let wb = weights::<L>(grid, &ib[c], qb, l);
@@ -302,7 +301,8 @@ impl<L: Iq1> Strip for Strips<L> {
             }
             for h in 0..2 {
                 let (sa, sb) = (L::scales(pa, qa, c, h), L::scales(pb, qb, c, h));
-                store_scales(dst, 2 * c + h, lanes(sa), lanes(sb));
+                let lanes = (_mm512_cvtepi64_epi32(sa), _mm512_cvtepi64_epi32(sb));
+                store_scales(dst, 2 * c + h, lanes.0, lanes.1);
             }
         }
         store_d(dst, L::row_d(pa), L::row_d(pb));

@@ -84,10 +84,11 @@ pub(super) unsafe fn store_values(dst: *mut u8, v: usize, a: __m256i, b: __m256i
 /// IQ1 and codebook tiles assemble them) as decoded vectors 2j and 2j + 1.
 #[inline(always)]
 pub(super) unsafe fn store_octets(dst: *mut u8, j: usize, a: __m512i, b: __m512i) {
-    let lo = |x: __m512i| _mm512_cvtepi64_epi32(x);
-    let hi = |x: __m512i| _mm512_cvtepi64_epi32(_mm512_srli_epi64::<32>(x));
-    store_values(dst, 2 * j, lo(a), lo(b));
-    store_values(dst, 2 * j + 1, hi(a), hi(b));
+    // (No closures here: a closure is compiled without its caller's target features, and
+    // the intrinsics in it would become calls.)
+    store_values(dst, 2 * j, _mm512_cvtepi64_epi32(a), _mm512_cvtepi64_epi32(b));
+    let (ha, hb) = (_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(b));
+    store_values(dst, 2 * j + 1, _mm512_cvtepi64_epi32(ha), _mm512_cvtepi64_epi32(hb));
 }
 
 /// Stores two groups' scale of sub-block s (8 i32 lanes each).
@@ -306,6 +307,29 @@ pub(in crate::repack) unsafe fn gemm_q6k(
     gemm::<Q6KStrip>(nb, ng, w, acts, out, ld)
 }
 
+/// Values `128n + 32k + 4g..` of the 8 rows of packed Q3_Kx8 block `p` as `u = low2 +
+/// 4·hbit`: bits 2k.. of `qs` vector (n, g), bit [`q3k::HBIT`]`[n][k]` of `hb` vector g
+/// (16-bit shifts; the bits crossing into the next byte are masked away).
+#[inline(always)]
+unsafe fn q3k_u(p: *const u8, n: usize, k: usize, g: usize) -> __m256i {
+    let w = shift16(load(p.add(q3k::qs_at(n, g))), -2 * k as i32);
+    let h = shift16(load(p.add(q3k::hb_at(g))), 2 - q3k::HBIT[n][k] as i32);
+    _mm256_or_si256(
+        _mm256_and_si256(w, _mm256_set1_epi8(3)),
+        _mm256_and_si256(h, _mm256_set1_epi8(4)),
+    )
+}
+
+/// The 8 rows' signed scales of sub-block s of packed Q3_Kx8 block `p`, as i32: the even
+/// (s even) or odd bytes of the 16 at pair s / 2.
+#[inline(always)]
+unsafe fn q3k_scales(p: *const u8, s: usize) -> __m256i {
+    let raw = _mm_loadu_si128(p.add(q3k::OFF_SC + 16 * (s / 2)) as *const __m128i);
+    let j = (s % 2) as i8;
+    let pick = _mm_setr_epi8(j, 2 + j, 4 + j, 6 + j, 8 + j, 10 + j, 12 + j, 14 + j, -1, -1, -1, -1, -1, -1, -1, -1);
+    _mm256_cvtepi8_epi32(_mm_shuffle_epi8(raw, pick))
+}
+
 /// Q3_Kx8: `u = low2 + 4·hbit` (0..8, `w + 4`), the signed scales `s − 32`, `d`.
 /// Ranges: |Σ16 q·a| ≤ 16·4·128, times |scale| ≤ 32, 16 sub-blocks: < 2²³.
 pub(super) struct Q3KStrip;
@@ -317,32 +341,16 @@ impl Strip for Q3KStrip {
     }
     #[inline(always)]
     unsafe fn expand_pair(pa: *const u8, pb: *const u8, dst: *mut u8) {
-        let m3 = _mm256_set1_epi8(3);
-        let m4 = _mm256_set1_epi8(4);
-        // Values 128n + 32k + 4g.. of 8 rows: low bits 2k.. of `qs` vector (n, g), high bit
-        // HBIT[n][k] of `hb` vector g (16-bit shifts; the bits crossing bytes are masked).
-        let values = |p: *const u8, n: usize, k: usize, g: usize| {
-            let w = shift16(load(p.add(q3k::qs_at(n, g))), -2 * k as i32);
-            let h = shift16(load(p.add(q3k::hb_at(g))), 2 - q3k::HBIT[n][k] as i32);
-            _mm256_or_si256(_mm256_and_si256(w, m3), _mm256_and_si256(h, m4))
-        };
         for n in 0..2 {
             for k in 0..4 {
                 for g in 0..8 {
                     let v = 32 * n + 8 * k + g;
-                    store_values(dst, v, values(pa, n, k, g), values(pb, n, k, g));
+                    store_values(dst, v, q3k_u(pa, n, k, g), q3k_u(pb, n, k, g));
                 }
             }
         }
-        // Scales of sub-blocks 2p, 2p + 1: the even and odd bytes of the 16 at p.
-        let even = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
-        let odd = _mm_setr_epi8(1, 3, 5, 7, 9, 11, 13, 15, -1, -1, -1, -1, -1, -1, -1, -1);
-        let scale = |p: *const u8, s: usize| {
-            let raw = _mm_loadu_si128(p.add(q3k::OFF_SC + 16 * (s / 2)) as *const __m128i);
-            _mm256_cvtepi8_epi32(_mm_shuffle_epi8(raw, if s % 2 == 0 { even } else { odd }))
-        };
         for s in 0..16 {
-            store_scales(dst, s, scale(pa, s), scale(pb, s));
+            store_scales(dst, s, q3k_scales(pa, s), q3k_scales(pb, s));
         }
         store_d(dst, f16x8(pa.add(q3k::OFF_D)), f16x8(pb.add(q3k::OFF_D)));
     }
