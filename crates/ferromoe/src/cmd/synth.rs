@@ -465,9 +465,9 @@ fn weight_type(
             random_block_type(mix).expect("a low-bit mix")
         }
         "IQ1_S_MOE" | "IQ2_XXS_MOE" => q4_k_m_type(name, ne0, layer, s),
-        other => bail!(
-            "--type {other}: expected Q4_K_M, Q8_0, Q4_0, MXFP4, IQ1_S_MOE or IQ2_XXS_MOE"
-        ),
+        other => {
+            bail!("--type {other}: expected Q4_K_M, Q8_0, Q4_0, MXFP4, IQ1_S_MOE or IQ2_XXS_MOE")
+        }
     })
 }
 
@@ -488,10 +488,9 @@ fn random_block_type(mix: &str) -> Option<GgmlType> {
 /// [`WEIGHT_STD`] (IQ1_S: `d·(2s + 1)·(g ± 1/8)`, g ∈ {−1, 0, 1}, mean scale ~8;
 /// IQ2_XXS: `d·(0.5 + s)·0.25·g`, |g| 8..43, mean scale ~8·0.25·25 = 50).
 fn random_blocks(ty: GgmlType, row: &[f32], dst: &mut [u8]) {
-    let mut st = row
-        .iter()
-        .take(4)
-        .fold(0x5bd1_e995_u64, |h, v| h.rotate_left(17) ^ v.to_bits() as u64);
+    let mut st = row.iter().take(4).fold(0x5bd1_e995_u64, |h, v| {
+        h.rotate_left(17) ^ v.to_bits() as u64
+    });
     for chunk in dst.chunks_mut(8) {
         let r = splitmix64(&mut st).to_le_bytes();
         chunk.copy_from_slice(&r[..chunk.len()]);
@@ -511,10 +510,10 @@ fn file_type(mix: &str) -> u32 {
     match mix {
         "Q4_K_M" => 15,
         "Q8_0" => 7,
-        "MXFP4" => 38, // MXFP4_MOE
+        "MXFP4" => 38,       // MXFP4_MOE
         "IQ1_S_MOE" => 24,   // the file's main type, as llama-quantize's IQ1_S
         "IQ2_XXS_MOE" => 19, // IQ2_XXS
-        _ => 2,        // Q4_0
+        _ => 2,              // Q4_0
     }
 }
 
@@ -1206,7 +1205,10 @@ mod tests {
             let mut w = vec![0f32; 512];
             quant::dequantize(ty, &a, &mut w).unwrap();
             let rms = (w.iter().map(|v| v * v).sum::<f32>() / 512.0).sqrt();
-            assert!(w.iter().all(|v| v.is_finite()) && (0.005..0.08).contains(&rms), "{ty}: rms {rms}");
+            assert!(
+                w.iter().all(|v| v.is_finite()) && (0.005..0.08).contains(&rms),
+                "{ty}: rms {rms}"
+            );
         }
     }
 
