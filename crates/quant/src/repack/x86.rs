@@ -162,17 +162,17 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
 /// With the fewest tokens of a call that take it ([`strip::Strip::MIN_TOKENS`]).
 pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<(GemmFn, usize)> {
     use strip::Strip;
-    fn wide<S: Strip>(gemm: GemmFn) -> Option<(GemmFn, usize)> {
-        Some((gemm, S::MIN_TOKENS))
+    fn wide<S: Strip>() -> Option<(GemmFn, usize)> {
+        Some((strip::gemm_vnni::<S>, S::MIN_TOKENS))
     }
     if path != SimdPath::Avx512Vnni || !vnni() {
         return None;
     }
     match packed {
-        PackedType::Q6Kx8 => wide::<strip::Q6KStrip>(strip::gemm_q6k),
-        PackedType::Q3Kx8 => wide::<strip::Q3KStrip>(strip::gemm_q3k),
-        PackedType::IQ1Sx8 => wide::<iq1::Strips<iq1::S>>(iq1::gemm::<iq1::S>),
-        PackedType::IQ1Mx8 => wide::<iq1::Strips<iq1::M>>(iq1::gemm::<iq1::M>),
+        PackedType::Q6Kx8 => wide::<strip::Q6KStrip>(),
+        PackedType::Q3Kx8 => wide::<strip::Q3KStrip>(),
+        PackedType::IQ1Sx8 => wide::<iq1::Strips<iq1::S>>(),
+        PackedType::IQ1Mx8 => wide::<iq1::Strips<iq1::M>>(),
         _ => None,
     }
 }

@@ -40,7 +40,7 @@
 //! Ranges: |Σ16 u·a| ≤ 16·18·128, times ls ≤ 15, 16 sums per block: < 2²³ (i32 exact).
 
 use super::codebook::rows_of_pairs;
-use super::strip::{self, store_d, store_octets, store_scales, Strip};
+use super::strip::{store_d, store_octets, store_scales, Strip};
 use super::*;
 use crate::iq1::GRID_X8;
 use crate::repack::iq1::{
@@ -309,22 +309,6 @@ impl<L: Iq1> Strip for Strips<L> {
         }
         store_d(dst, L::row_d(pa), L::row_d(pb));
     }
-}
-
-/// The strip GEMM of IQ1 layout `L`.
-///
-/// # Safety
-/// As `strip::gemm`; the CPU has AVX-512 F/BW/VL/VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw")]
-pub(super) unsafe fn gemm<L: Iq1>(
-    nb: usize,
-    ng: usize,
-    w: *const u8,
-    acts: &[&[u8]],
-    out: *mut f32,
-    ld: usize,
-) {
-    strip::gemm::<Strips<L>>(nb, ng, w, acts, out, ld)
 }
 
 /// The [`Layout`] of IQ1 layout `L`.

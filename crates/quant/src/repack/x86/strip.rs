@@ -271,6 +271,22 @@ pub(super) unsafe fn gemm<S: Strip>(
     }
 }
 
+/// [`gemm`] of layout `S` where the CPU has AVX-512 F/BW/VL/VNNI.
+///
+/// # Safety
+/// As [`gemm`]; the CPU has those features.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw")]
+pub(super) unsafe fn gemm_vnni<S: Strip>(
+    nb: usize,
+    ng: usize,
+    w: *const u8,
+    acts: &[&[u8]],
+    out: *mut f32,
+    ld: usize,
+) {
+    gemm::<S>(nb, ng, w, acts, out, ld)
+}
+
 /// Q6_Kx8: the unsigned 6-bit values (`w + 32`), the signed 8-bit scales, `d`.
 pub(super) struct Q6KStrip;
 impl Strip for Q6KStrip {
@@ -303,22 +319,6 @@ impl Strip for Q6KStrip {
         }
         store_d(dst, f16x8(pa.add(q6k::OFF_D)), f16x8(pb.add(q6k::OFF_D)));
     }
-}
-
-/// The strip GEMM of Q6_Kx8.
-///
-/// # Safety
-/// As [`gemm`]; the CPU has AVX-512 F/BW/VL/VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw")]
-pub(in crate::repack) unsafe fn gemm_q6k(
-    nb: usize,
-    ng: usize,
-    w: *const u8,
-    acts: &[&[u8]],
-    out: *mut f32,
-    ld: usize,
-) {
-    gemm::<Q6KStrip>(nb, ng, w, acts, out, ld)
 }
 
 /// Values `128n + 32k + 4g..` of the 8 rows of packed Q3_Kx8 block `p` as `u = low2 +
@@ -387,20 +387,4 @@ impl Strip for Q3KStrip {
         }
         store_d(dst, f16x8(pa.add(q3k::OFF_D)), f16x8(pb.add(q3k::OFF_D)));
     }
-}
-
-/// The strip GEMM of Q3_Kx8.
-///
-/// # Safety
-/// As [`gemm`]; the CPU has AVX-512 F/BW/VL/VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw")]
-pub(in crate::repack) unsafe fn gemm_q3k(
-    nb: usize,
-    ng: usize,
-    w: *const u8,
-    acts: &[&[u8]],
-    out: *mut f32,
-    ld: usize,
-) {
-    gemm::<Q3KStrip>(nb, ng, w, acts, out, ld)
 }
