@@ -1,5 +1,5 @@
 //! Property tests of the repacked layouts (`quant::repack`: Q4_Kx8, Q6_Kx8, Q2_Kx8,
-//! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8, MXFP4x8, IQ2_XXSx8, IQ3_XXSx8, IQ1_Sx8,
+//! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8, IQ4_NLx8, MXFP4x8, IQ2_XXSx8, IQ3_XXSx8, IQ1_Sx8,
 //! IQ1_Mx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8, TQ1_0x8, TQ2_0x8):
 //! - `unpack(repack(x)) == x` for any bytes (the scale re-packing is a bijection);
 //! - the SIMD block code's integers (`isum`, `msum` per row and block) equal the scalar
@@ -181,6 +181,10 @@ proptest! {
         check_case(GgmlType::Q4_0, seed, mode, nb, groups)?;
     }
     #[test]
+    fn iq4_nlx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..12, groups in 1usize..3) {
+        check_case(GgmlType::IQ4_NL, seed, mode, nb, groups)?;
+    }
+    #[test]
     fn iq2xxsx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
         check_case(GgmlType::IQ2_XXS, seed, mode, nb, groups)?;
     }
@@ -279,21 +283,21 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
     #[test]
     fn legacy_matrices_match_definition(
-        kind in 0usize..4,
+        kind in 0usize..5,
         seed in any::<u64>(),
         mode in 0usize..5,
         nb in prop_oneof![1usize..6, 60usize..70, 511usize..515],
         groups in 1usize..6,
         count in 1usize..12,
     ) {
-        let ty = [GgmlType::MXFP4, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q5_0][kind];
+        let ty = [GgmlType::MXFP4, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::IQ4_NL][kind];
         check_matrix_case(ty, seed, mode, nb, groups, count)?;
     }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
-    /// Q6_Kx8 calls of ≥ 16 tokens (on AVX-512 VNNI: weights decoded once per strip of
+    /// Q6_Kx8 calls of ≥ 12 tokens (on AVX-512 VNNI: weights decoded once per strip of
     /// 32 blocks, pairs of groups in 512-bit vectors, 4-token tiles, an odd last group in
     /// the 256-bit tile): rows of one strip, of a strip and a bit, and of several; token
     /// counts that leave 0..3 for the last tile.
@@ -303,7 +307,7 @@ proptest! {
         mode in 0usize..5,
         nb in prop_oneof![1usize..3, 31usize..34, 64usize..66],
         groups in 1usize..6,
-        count in 14usize..24,
+        count in 10usize..24,
     ) {
         check_matrix_case(GgmlType::Q6_K, seed, mode, nb, groups, count)?;
     }
@@ -311,20 +315,27 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-    /// The decoded-strip prompt GEMMs of the low-bit layouts (calls of ≥ 16 tokens on
+    /// The decoded-strip prompt GEMMs of the low-bit layouts (calls of ≥ 8 or 12 tokens on
     /// AVX-512 VNNI: pairs of groups decoded once per strip of 32 blocks, 4-token tiles, an
     /// odd last group in the layout's own tile): bit-identical to the scalar definition, as
     /// the Q6_K strips, over the same row lengths and token counts.
     #[test]
     fn lowbit_prompt_matrices_match_definition(
-        kind in 0usize..5,
+        kind in 0usize..6,
         seed in any::<u64>(),
         mode in 0usize..5,
         nb in prop_oneof![1usize..3, 31usize..34, 64usize..66],
         groups in 1usize..6,
-        count in 14usize..24,
+        count in 6usize..24,
     ) {
-        let ty = [GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ2_S, GgmlType::IQ2_XS, GgmlType::IQ3_S][kind];
+        let ty = [
+            GgmlType::IQ1_S,
+            GgmlType::IQ1_M,
+            GgmlType::Q3_K,
+            GgmlType::IQ2_S,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ3_S,
+        ][kind];
         check_matrix_case(ty, seed, mode, nb, groups, count)?;
     }
 }
@@ -338,6 +349,7 @@ fn unpack_is_inverse_on_any_bytes() {
         (GgmlType::Q5_0, 96),
         (GgmlType::Q4_0, 96),
         (GgmlType::MXFP4, 96),
+        (GgmlType::IQ4_NL, 96),
         (GgmlType::Q6_K, 512),
         (GgmlType::Q2_K, 512),
         (GgmlType::Q3_K, 512),
