@@ -321,14 +321,21 @@ proptest! {
     /// the Q6_K strips, over the same row lengths and token counts.
     #[test]
     fn lowbit_prompt_matrices_match_definition(
-        kind in 0usize..3,
+        kind in 0usize..6,
         seed in any::<u64>(),
         mode in 0usize..5,
         nb in prop_oneof![1usize..3, 31usize..34, 64usize..66],
         groups in 1usize..6,
         count in 6usize..24,
     ) {
-        let ty = [GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::Q3_K][kind];
+        let ty = [
+            GgmlType::IQ1_S,
+            GgmlType::IQ1_M,
+            GgmlType::Q3_K,
+            GgmlType::IQ2_S,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ3_S,
+        ][kind];
         check_matrix_case(ty, seed, mode, nb, groups, count)?;
     }
 }

@@ -168,6 +168,10 @@ pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<(GemmFn,
     fn wide<S: Strip>() -> Option<(GemmFn, usize)> {
         Some((strip::gemm_vnni::<S>, S::MIN_TOKENS))
     }
+    /// The codebook layouts' strips (their decode needs VBMI and GFNI).
+    fn wide_vbmi<S: Strip>() -> Option<(GemmFn, usize)> {
+        vbmi().then_some((iq2s::gemm_vbmi::<S>, S::MIN_TOKENS))
+    }
     if path != SimdPath::Avx512Vnni || !vnni() {
         return None;
     }
@@ -176,6 +180,9 @@ pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<(GemmFn,
         PackedType::Q3Kx8 => wide::<strip::Q3KStrip>(),
         PackedType::IQ1Sx8 => wide::<iq1::Strips<iq1::S>>(),
         PackedType::IQ1Mx8 => wide::<iq1::Strips<iq1::M>>(),
+        PackedType::IQ2Sx8 => wide_vbmi::<iq2s::Iq2Strips<iq2s::IQ2S>>(),
+        PackedType::IQ2XSx8 => wide_vbmi::<iq2s::Iq2Strips<iq2xs::IQ2XS>>(),
+        PackedType::IQ3Sx8 => wide_vbmi::<iq3s::Strips>(),
         _ => None,
     }
 }

@@ -5,15 +5,16 @@
 //!   registers each: a lookup is 4 `vpermi2b` and 3 blends on index bits 7 (the index
 //!   byte's top bit) and 8 (the sign byte's top bit) ([`lookup512`]).
 //! - The sign bytes are `KSIGNS` at the sign vector (one `vpermi2b`, bit 7 ignored).
-//! - The rest, from the unpack to one sub-block per dword on, is `iq2s::portion_ints`.
+//! - The rest, from the unpack to one sub-block per dword on, is `iq2s::portion_ints`
+//!   (and a prompt's strips, `iq2s::Iq2Strips`, decode the same codes and sign bytes).
 //!
 //! The integers are exactly the scalar definition's (as `iq2s`), and the f32 steps are the
 //! shared tile's, so results are bit-identical to `iq2xs::dot_scalar` for any number of
 //! tokens.
 
 use super::codebook::{self, codebook_tiles, Codebook};
-use super::codebook::{load512, lookup512, rows_of_pairs, tables256};
-use super::iq2s::{portion_ints, prepare_subblocks};
+use super::codebook::{load512, lookup512, tables256};
+use super::iq2s::{block_ints, prepare_subblocks, Portion, Portions};
 use super::iq2xxs::plane_codes;
 use super::*;
 use crate::iq_grids::{IQ2XS_GRID, KSIGNS};
@@ -33,32 +34,6 @@ static TABLES: Tables = Tables {
     ksigns: KSIGNS,
 };
 
-/// One packed block × T activation blocks: `isum` per token, lane = row.
-#[inline(always)]
-unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
-    let tb = &TABLES;
-    let planes: [&[[__m512i; 4]; 2]; 2] = [tables256(&tb.planes[0]), tables256(&tb.planes[1])];
-    let ks = [
-        load512(tb.ksigns.as_ptr()),
-        load512(tb.ksigns.as_ptr().add(64)),
-    ];
-    let mut isum = [_mm512_setzero_si512(); T];
-    for p in 0..4 {
-        let o = pb.add(idx_at(p));
-        let idx = load512(o);
-        let sgn = load512(o.add(SIGNS));
-        let (top, b8) = (_mm512_movepi8_mask(idx), _mm512_movepi8_mask(sgn));
-        let x = [
-            lookup512(planes[0], idx, top, b8),
-            lookup512(planes[1], idx, top, b8),
-        ];
-        let signs = _mm512_permutex2var_epi8(ks[0], sgn, ks[1]);
-        portion_ints(&mut isum, x, signs, o.add(SCALES), ex, p);
-    }
-    // Lanes 2r, 2r + 1 (two sub-blocks of row r) → lane r.
-    std::array::from_fn(|t| rows_of_pairs(isum[t]))
-}
-
 pub(super) struct IQ2XS;
 impl Codebook for IQ2XS {
     const BLOCK_BYTES: usize = IQ2XSX8_BLOCK_BYTES;
@@ -75,7 +50,34 @@ impl Codebook for IQ2XS {
         _a: [*const u8; T],
         ex: [*const u8; T],
     ) -> [__m256i; T] {
-        block_ints::<T>(pb, ex)
+        block_ints::<Self, T>(pb, ex)
+    }
+}
+
+impl Portions for IQ2XS {
+    const TILES: &'static [TileFn; 4] = &IQ2XS_VBMI;
+    /// The 64 indices' codes: 4 `vpermi2b` and 3 blends per table ([`lookup512`]); the
+    /// sign bytes `KSIGNS` at the sign indices.
+    #[inline(always)]
+    unsafe fn portion(pb: *const u8, p: usize) -> Portion {
+        let tb = &TABLES;
+        let planes: [&[[__m512i; 4]; 2]; 2] = [tables256(&tb.planes[0]), tables256(&tb.planes[1])];
+        let ks = [
+            load512(tb.ksigns.as_ptr()),
+            load512(tb.ksigns.as_ptr().add(64)),
+        ];
+        let o = pb.add(idx_at(p));
+        let idx = load512(o);
+        let sgn = load512(o.add(SIGNS));
+        let (top, b8) = (_mm512_movepi8_mask(idx), _mm512_movepi8_mask(sgn));
+        Portion {
+            x: [
+                lookup512(planes[0], idx, top, b8),
+                lookup512(planes[1], idx, top, b8),
+            ],
+            signs: _mm512_permutex2var_epi8(ks[0], sgn, ks[1]),
+            scales: o.add(SCALES),
+        }
     }
 }
 

@@ -17,11 +17,23 @@
 //! The integers are exactly the scalar definition's (`|15 ± v| ≤ 30`; per lane
 //! |Σ16 ±v·a| ≤ 16·15·128, times 31, 8 chunks: < 2³¹), and the f32 steps are the shared
 //! tile's, so results are bit-identical to `iq3s::dot_scalar` for any number of tokens.
+//!
+//! Prompts (≥ `strip::WIDE_MIN_TOKENS` tokens: [`Strips`]) decode each block once per
+//! strip instead, in natural position order: per pair of indices 2k, 2k + 1 of a chunk one
+//! `vpermi2b` of the two code vectors puts row r's code bytes of index 2k (values 0, 1 and
+//! 2, 3) in bytes 0 and 2 of dword r, those of index 2k + 1 in dword 8 + r;
+//! `vpmultishiftqb` moves value m's code to bits 0..3 of byte m, [`DECODE`]`[0]` gives
+//! `15 + v`, and a `vpermb` of the sign bytes (byte `4r + k` in all 4 bytes of both
+//! dwords) tested against bit m (index 2k) or 4 + m (index 2k + 1) the masked `30 − u`:
+//! `u = w + 15` with `w = grid·sign`, each dword one strip lane's 4 values. Both 16-value
+//! halves of a chunk take its scale `2·ls + 1`, so the sums are the tile's integers.
 
-use super::codebook::{self, codebook_tiles, Codebook};
+use super::codebook::{self, codebook_tiles, Cb, Codebook};
 use super::codebook::{add_scaled, load512, lookup512, rows_of_pairs};
 use super::codebook::{signed_plane_dot, tables256};
+use super::iq2s::index_tables;
 use super::iq3xxs::{prepare_offset, EXTRA, EX_OFFSETS};
+use super::strip::{store_d, store_scales, Strip};
 use super::*;
 use crate::iq_grids::IQ3S_GRID;
 use crate::repack::iq3s::{self, hi_bits, idx, pair_at, signs, IQ3SX8_BLOCK_BYTES, SCALES};
@@ -89,11 +101,24 @@ static SIGN_DUP: [u8; 64] = {
     m
 };
 
+/// The codes of chunk h (0, 1) of the chunk pair at `o`: values 0, 1 and 2, 3 of each
+/// index (byte `8r + i` = row r's index i), 4 `vpermi2b` and 3 blends per table.
+#[inline(always)]
+unsafe fn chunk_codes(o: *const u8, h: usize) -> [__m512i; 2] {
+    let tb = &TABLES;
+    let planes: [&[[__m512i; 4]; 2]; 2] = [tables256(&tb.planes[0]), tables256(&tb.planes[1])];
+    let ix = load512(o.add(idx(h)));
+    let top = _mm512_movepi8_mask(ix);
+    let b8 = std::ptr::read_unaligned(o.add(hi_bits(h)) as *const u64);
+    [
+        lookup512(planes[0], ix, top, b8),
+        lookup512(planes[1], ix, top, b8),
+    ]
+}
+
 /// One packed block × T activation blocks: `isum` per token, lane = row.
 #[inline(always)]
 unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
-    let tb = &TABLES;
-    let planes: [&[[__m512i; 4]; 2]; 2] = [tables256(&tb.planes[0]), tables256(&tb.planes[1])];
     let decode = [
         _mm512_set1_epi64(DECODE[0] as i64),
         _mm512_set1_epi64(DECODE[1] as i64),
@@ -109,13 +134,7 @@ unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m2
         )));
         for h in 0..2 {
             let c = 2 * p + h;
-            let ix = load512(o.add(idx(h)));
-            let top = _mm512_movepi8_mask(ix);
-            let b8 = std::ptr::read_unaligned(o.add(hi_bits(h)) as *const u64);
-            let codes = [
-                lookup512(planes[0], ix, top, b8),
-                lookup512(planes[1], ix, top, b8),
-            ];
+            let codes = chunk_codes(o, h);
             let sg = _mm512_permutexvar_epi8(dup, _mm512_castsi256_si512(load(o.add(signs(h)))));
             // Chunk 2p + h's scale: nibble h of the byte.
             let ls = _mm512_and_si512(
@@ -170,3 +189,108 @@ impl Codebook for IQ3S {
 }
 
 pub(super) static IQ3S_VBMI: [TileFn; 4] = codebook_tiles!(IQ3S);
+
+/// The `vpermi2b` indices of index pair k (indices 2k, 2k + 1) of a chunk, per k: byte
+/// `4L + m` (dword L: index `2k + L / 8` of row `L % 8`) ← that index's code byte of
+/// values 0, 1 (m < 2: the first vector) or 2, 3 (m ≥ 2: the second).
+static PAIR_CODES: [[u8; 64]; 4] = index_tables!(4, |k, b| {
+    let (l, m) = (b / 4, b % 4);
+    8 * (l % 8) + 2 * k + l / 8 + 64 * (m / 2)
+});
+
+/// The `vpermb` indices of index pair k's sign bytes: every byte of dword L ← byte
+/// `4·(L % 8) + k` of the chunk's 32 (row `L % 8`'s signs of values `8k..8k + 8`).
+static PAIR_SIGNS: [[u8; 64]; 4] = index_tables!(4, |k, b| 4 * ((b / 4) % 8) + k);
+
+/// The `vpmultishiftqb` bit offsets of value m's code in a qword of two dwords whose
+/// bytes 0 and 2 are an index's code bytes: `16·(m / 2) + 3·(m % 2)` (+ 32 in the second
+/// dword).
+const VALUE_FIELDS: u64 = 0x3330_2320_1310_0300;
+
+/// The 16 lanes' values `u = grid·sign + 15` (0..=30) of index pair k of chunk `codes`,
+/// `sg` its 32 sign bytes: lanes 0..8 index 2k of rows 0..8, lanes 8..16 index 2k + 1.
+#[inline(always)]
+unsafe fn pair_values(codes: &[__m512i; 2], sg: __m512i, k: usize) -> __m512i {
+    let x = _mm512_permutex2var_epi8(codes[0], load512(PAIR_CODES[k].as_ptr()), codes[1]);
+    let fields = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(VALUE_FIELDS as i64), x);
+    let u = _mm512_gf2p8affine_epi64_epi8::<{ VALUE_BASE as i32 }>(
+        fields,
+        _mm512_set1_epi64(DECODE[0] as i64),
+    );
+    let signs = _mm512_permutexvar_epi8(load512(PAIR_SIGNS[k].as_ptr()), sg);
+    // Value m's sign: bit m of the byte for index 2k (lanes 0..8), bit 4 + m for 2k + 1.
+    let bits = _mm512_inserti64x4::<1>(
+        _mm512_set1_epi32(0x0804_0201),
+        _mm256_set1_epi32(0x8040_2010_u32 as i32),
+    );
+    let neg = _mm512_test_epi8_mask(signs, bits);
+    _mm512_mask_sub_epi8(u, neg, _mm512_set1_epi8(2 * OFFSET as i8), u)
+}
+
+/// The decoded strips of IQ3_Sx8 (`x86::strip`): the weights as `grid·sign + 15`, both
+/// 16-value halves of a chunk with its `2·ls + 1`, `d`. Ranges in the strip tile:
+/// |Σ16 u·a| ≤ 16·30·128 on the way, the half chunk's |Σ16 w·a| ≤ 16·15·128 times ≤ 31,
+/// 16 halves: < 2²⁴ (i32 exact).
+pub(super) struct Strips;
+
+impl Strip for Strips {
+    const BLOCK_BYTES: usize = IQ3SX8_BLOCK_BYTES;
+    const OFFSET: i32 = OFFSET;
+    /// Measured faster from 16 tokens (1.2× the tile there; fewer not measured).
+    const MIN_TOKENS: usize = 16;
+    fn tiles() -> &'static [TileFn] {
+        &IQ3S_VBMI
+    }
+    #[inline(always)]
+    unsafe fn expand_pair(pa: *const u8, pb: *const u8, dst: *mut u8) {
+        for p in 0..4 {
+            let (oa, ob) = (pa.add(pair_at(p)), pb.add(pair_at(p)));
+            let (sca, scb) = (scale_bytes(oa), scale_bytes(ob));
+            for h in 0..2 {
+                let c = 2 * p + h;
+                let (ca, cb) = (chunk_codes(oa, h), chunk_codes(ob, h));
+                let (sa, sb) = (sign_bytes(oa, h), sign_bytes(ob, h));
+                for k in 0..4 {
+                    let (a, b) = (pair_values(&ca, sa, k), pair_values(&cb, sb, k));
+                    store_pair(dst, 8 * c + 2 * k, a, b);
+                }
+                let (a, b) = (chunk_scales(sca, h), chunk_scales(scb, h));
+                store_scales(dst, 2 * c, a, b);
+                store_scales(dst, 2 * c + 1, a, b);
+            }
+        }
+        store_d(dst, Cb::<IQ3S>::row_d(pa), Cb::<IQ3S>::row_d(pb));
+    }
+}
+
+// The decode helpers are functions, not closures: a closure is compiled without its
+// caller's target features (main's Q3_K strip ran its intrinsics as calls that way).
+
+/// Decoded vectors v and v + 1 from two groups' [`pair_values`]: lanes 0..8 of a and b
+/// (index 2k of both groups' rows), then lanes 8..16 (index 2k + 1).
+#[inline(always)]
+unsafe fn store_pair(dst: *mut u8, v: usize, a: __m512i, b: __m512i) {
+    let out = dst.add(64 * v) as *mut __m512i;
+    _mm512_storeu_si512(out, _mm512_shuffle_i64x2::<0b01_00_01_00>(a, b));
+    _mm512_storeu_si512(out.add(1), _mm512_shuffle_i64x2::<0b11_10_11_10>(a, b));
+}
+
+/// Chunk h's 32 sign bytes of the chunk pair at `o` (in the low half).
+#[inline(always)]
+unsafe fn sign_bytes(o: *const u8, h: usize) -> __m512i {
+    _mm512_castsi256_si512(load(o.add(signs(h))))
+}
+
+/// The 8 rows' scale bytes of the chunk pair at `o`, zero-extended (lane r).
+#[inline(always)]
+unsafe fn scale_bytes(o: *const u8) -> __m256i {
+    _mm256_cvtepu8_epi32(_mm_loadl_epi64(o.add(SCALES) as *const __m128i))
+}
+
+/// Chunk h's `2·ls + 1` (nibble h of the rows' [`scale_bytes`] `sc`).
+#[inline(always)]
+unsafe fn chunk_scales(sc: __m256i, h: usize) -> __m256i {
+    let shift = _mm_cvtsi32_si128(4 * h as i32);
+    let ls = _mm256_and_si256(_mm256_srl_epi32(sc, shift), _mm256_set1_epi32(15));
+    _mm256_or_si256(_mm256_slli_epi32::<1>(ls), _mm256_set1_epi32(1))
+}
