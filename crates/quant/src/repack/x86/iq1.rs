@@ -291,8 +291,7 @@ impl<L: Iq1> Strip for Strips<L> {
         let grid = GRID_X8.0.as_ptr();
         // All indices first: the scalar reads then never wait on a store just made.
         let (ia, ib) = (block_indices::<L>(pa), block_indices::<L>(pb));
-        let qh =
-            |p: *const u8, c: usize| _mm_loadu_si128(p.add(L::OFF_QH + 16 * c) as *const __m128i);
+        let qh = |p: *const u8, c: usize| _mm_loadu_si128(p.add(L::OFF_QH + 16 * c) as *const __m128i);
         let lanes = |x: __m512i| _mm512_cvtepi64_epi32(x);
         for c in 0..8 {
             let (qa, qb) = (qh(pa, c), qh(pb, c));

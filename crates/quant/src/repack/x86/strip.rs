@@ -283,10 +283,7 @@ impl Strip for Q6KStrip {
             }
         }
         for s in 0..16 {
-            let (a, b) = (
-                i8x8(pa.add(q6k::OFF_SC + 8 * s)),
-                i8x8(pb.add(q6k::OFF_SC + 8 * s)),
-            );
+            let (a, b) = (i8x8(pa.add(q6k::OFF_SC + 8 * s)), i8x8(pb.add(q6k::OFF_SC + 8 * s)));
             store_scales(dst, s, a, b);
         }
         store_d(dst, f16x8(pa.add(q6k::OFF_D)), f16x8(pb.add(q6k::OFF_D)));
