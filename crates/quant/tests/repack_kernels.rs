@@ -317,14 +317,14 @@ proptest! {
     /// the Q6_K strips, over the same row lengths and token counts.
     #[test]
     fn lowbit_prompt_matrices_match_definition(
-        kind in 0usize..3,
+        kind in 0usize..4,
         seed in any::<u64>(),
         mode in 0usize..5,
         nb in prop_oneof![1usize..3, 31usize..34, 64usize..66],
         groups in 1usize..6,
         count in 14usize..24,
     ) {
-        let ty = [GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ2_XXS][kind];
+        let ty = [GgmlType::IQ1_S, GgmlType::IQ1_M, GgmlType::IQ2_XXS, GgmlType::IQ3_XXS][kind];
         check_matrix_case(ty, seed, mode, nb, groups, count)?;
     }
 }

@@ -167,6 +167,7 @@ pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<GemmFn> 
         (PackedType::IQ1Sx8, SimdPath::Avx512Vnni) if vnni() => Some(iq1::gemm::<iq1::S>),
         (PackedType::IQ1Mx8, SimdPath::Avx512Vnni) if vnni() => Some(iq1::gemm::<iq1::M>),
         (PackedType::IQ2XXSx8, SimdPath::Avx512Vnni) if iq2xxs::strip_cpu() => Some(iq2xxs::gemm),
+        (PackedType::IQ3XXSx8, SimdPath::Avx512Vnni) if iq2xxs::strip_cpu() => Some(iq3xxs::gemm),
         _ => None,
     }
 }
