@@ -698,7 +698,7 @@ fn prefetch_ahead(row: &[u8]) {
 }
 
 /// Tokens per [`PackedDot::tiles_unchecked`] call of [`packed_kernel`]: the call splits
-/// them into tiles of `tile_tokens`, or (Q6_Kx8 on AVX-512 VNNI, ≥ 16 tokens) decodes
+/// them into tiles of `tile_tokens`, or (the decoded-strip layouts on AVX-512 VNNI, ≥ 8–12 tokens) decode
 /// each strip of weights once for all of them, so more tokens per call spread that decode
 /// thinner (Q6_K 2048 × 1408, 1 thread: 8 → 64 tokens per call 205 → 285 GFLOP/s, 128
 /// 289–305); 128 keeps the pointer list on the stack (2 KiB).

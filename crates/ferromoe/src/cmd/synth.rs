@@ -51,8 +51,11 @@ pub struct Args {
     /// Vocabulary size (default: the real model's 102400 / 129280).
     #[arg(long)]
     vocab: Option<usize>,
-    /// Weight type mix: `Q4_K_M` (llama-quantize's choices), `Q8_0`, `Q4_0`, or `MXFP4`
-    /// (llama-quantize's `MXFP4_MOE`: 3-D tensors MXFP4, every other matrix Q8_0).
+    /// Weight type mix: `Q4_K_M` (llama-quantize's choices), `Q8_0`, `Q4_0`, `MXFP4`
+    /// (llama-quantize's `MXFP4_MOE`: 3-D tensors MXFP4, every other matrix Q8_0), or
+    /// `IQ1_S_MOE` / `IQ2_XXS_MOE` (the routed experts IQ1_S / IQ2_XXS where their rows are
+    /// whole 256-value blocks, as in the DeepSeek "1.58-bit" files, the rest as Q4_K_M; the
+    /// low-bit blocks random, not quantized).
     #[arg(long = "type", default_value = "Q4_K_M")]
     ty: String,
     /// Seed of the random weights (same seed, same file, whatever the thread count).
@@ -455,8 +458,51 @@ fn weight_type(
         // llama-quantize's Q4_0 keeps the output matrix at Q6_K.
         "Q4_0" if name == "output.weight" && ne0.is_multiple_of(256) => GgmlType::Q6_K,
         "Q4_0" => GgmlType::Q4_0,
-        other => bail!("--type {other}: expected Q4_K_M, Q8_0, Q4_0 or MXFP4"),
+        // The low-bit expert mixes of the DeepSeek "1.58-bit" / "2-bit" files: the routed
+        // experts' matrices in the low-bit type where their rows are whole 256-value
+        // blocks (V2-Lite's 1408-wide `ffn_down_exps` are not), the rest Q4_K_M's choice.
+        "IQ1_S_MOE" | "IQ2_XXS_MOE" if name.contains("_exps") && ne0.is_multiple_of(256) => {
+            random_block_type(mix).expect("a low-bit mix")
+        }
+        "IQ1_S_MOE" | "IQ2_XXS_MOE" => q4_k_m_type(name, ne0, layer, s),
+        other => {
+            bail!("--type {other}: expected Q4_K_M, Q8_0, Q4_0, MXFP4, IQ1_S_MOE or IQ2_XXS_MOE")
+        }
     })
+}
+
+/// The low-bit type of a `*_MOE` mix, whose blocks synth writes at random (it has no
+/// quantizer for them; see [`random_blocks`]).
+fn random_block_type(mix: &str) -> Option<GgmlType> {
+    match mix {
+        "IQ1_S_MOE" => Some(GgmlType::IQ1_S),
+        "IQ2_XXS_MOE" => Some(GgmlType::IQ2_XXS),
+        _ => None,
+    }
+}
+
+/// Random valid blocks of IQ1_S or IQ2_XXS for one row, drawn from the row's random values
+/// (so the same seed gives the same file): every grid index, sign and scale pattern of
+/// these types is valid, so random bytes are a random weight matrix once each block's f16
+/// `d` (its first two bytes in both types) is set to give weights of about
+/// [`WEIGHT_STD`] (IQ1_S: `d·(2s + 1)·(g ± 1/8)`, g ∈ {−1, 0, 1}, mean scale ~8;
+/// IQ2_XXS: `d·(0.5 + s)·0.25·g`, |g| 8..43, mean scale ~8·0.25·25 = 50).
+fn random_blocks(ty: GgmlType, row: &[f32], dst: &mut [u8]) {
+    let mut st = row.iter().take(4).fold(0x5bd1_e995_u64, |h, v| {
+        h.rotate_left(17) ^ v.to_bits() as u64
+    });
+    for chunk in dst.chunks_mut(8) {
+        let r = splitmix64(&mut st).to_le_bytes();
+        chunk.copy_from_slice(&r[..chunk.len()]);
+    }
+    let d = match ty {
+        GgmlType::IQ1_S => WEIGHT_STD / (8.0 * 0.8),
+        _ => WEIGHT_STD / 50.0,
+    };
+    let d = half::f16::from_f32(d).to_le_bytes();
+    for block in dst.chunks_exact_mut(ty.type_size()) {
+        block[..2].copy_from_slice(&d);
+    }
 }
 
 /// llama.cpp's `general.file_type` for the mix.
@@ -464,8 +510,10 @@ fn file_type(mix: &str) -> u32 {
     match mix {
         "Q4_K_M" => 15,
         "Q8_0" => 7,
-        "MXFP4" => 38, // MXFP4_MOE
-        _ => 2,        // Q4_0
+        "MXFP4" => 38,       // MXFP4_MOE
+        "IQ1_S_MOE" => 24,   // the file's main type, as llama-quantize's IQ1_S
+        "IQ2_XXS_MOE" => 19, // IQ2_XXS
+        _ => 2,              // Q4_0
     }
 }
 
@@ -771,6 +819,10 @@ fn fill_row(row: &mut [f32], init: Init, seed: u64, tensor: usize, index: usize)
 
 /// One row, f32 → stored type.
 fn encode_row(ty: GgmlType, row: &[f32], dst: &mut [u8]) -> anyhow::Result<()> {
+    if matches!(ty, GgmlType::IQ1_S | GgmlType::IQ2_XXS) {
+        random_blocks(ty, row, dst);
+        return Ok(());
+    }
     quant::quantize(ty, row, dst).with_context(|| format!("quantizing a row to {ty}"))
 }
 
@@ -1126,6 +1178,38 @@ mod tests {
         assert_eq!(ty("output.weight"), GgmlType::Q8_0);
         assert_eq!(file_type("MXFP4"), 38);
         assert!(plan(&s, "IQ1_S").is_err(), "no quantizer: refused");
+    }
+
+    #[test]
+    fn iq1_s_moe_mix_puts_whole_block_expert_rows_in_iq1_s() {
+        let mut s = Shape::v2_lite();
+        s.n_layer = 2;
+        let t = plan(&s, "IQ1_S_MOE").unwrap();
+        let ty = |n: &str| t.iter().find(|p| p.spec.name == n).unwrap().spec.ty;
+        assert_eq!(ty("blk.1.ffn_gate_exps.weight"), GgmlType::IQ1_S);
+        assert_eq!(ty("blk.1.ffn_up_exps.weight"), GgmlType::IQ1_S);
+        // 1408-wide rows: not whole IQ1_S blocks, so Q4_K_M's choice.
+        let down = "blk.1.ffn_down_exps.weight";
+        assert_eq!(ty(down), q4_k_m_type(down, 1408, Some(1), &s));
+        assert_eq!(ty(down), GgmlType::Q8_0);
+        assert_eq!(ty("blk.1.ffn_gate_shexp.weight"), GgmlType::Q4_K);
+        assert_eq!(file_type("IQ1_S_MOE"), 24);
+        // Random valid blocks: the same row gives the same bytes, d is the one chosen, and
+        // the weights decode to finite values of about WEIGHT_STD.
+        let row: Vec<f32> = (0..512).map(|i| (i as f32 * 0.37).sin() * 0.02).collect();
+        for (ty, bytes) in [(GgmlType::IQ1_S, 100), (GgmlType::IQ2_XXS, 132)] {
+            let (mut a, mut b) = (vec![0u8; bytes], vec![0u8; bytes]);
+            encode_row(ty, &row, &mut a).unwrap();
+            encode_row(ty, &row, &mut b).unwrap();
+            assert_eq!(a, b);
+            let mut w = vec![0f32; 512];
+            quant::dequantize(ty, &a, &mut w).unwrap();
+            let rms = (w.iter().map(|v| v * v).sum::<f32>() / 512.0).sqrt();
+            assert!(
+                w.iter().all(|v| v.is_finite()) && (0.005..0.08).contains(&rms),
+                "{ty}: rms {rms}"
+            );
+        }
     }
 
     #[test]

@@ -526,10 +526,10 @@ pub struct PackedDot {
     /// AVX2 has 16 registers).
     pub tile_tokens: usize,
     imp: Imp,
-    /// The layout's many-token kernel, for calls of at least `x86::WIDE_MIN_TOKENS`
-    /// tokens (Q6_Kx8 on AVX-512 VNNI).
+    /// The layout's many-token kernel and the fewest tokens of a call it takes (the
+    /// decoded-strip GEMMs on AVX-512 VNNI: `x86::strip`).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    wide: Option<GemmFn>,
+    wide: Option<(GemmFn, usize)>,
 }
 
 impl std::fmt::Debug for PackedDot {
@@ -639,7 +639,7 @@ impl PackedDot {
             "tiles_unchecked: ld {ld} < {ng} groups"
         );
         #[cfg(target_arch = "x86_64")]
-        if let Some(gemm) = self.wide.filter(|_| acts.len() >= x86::WIDE_MIN_TOKENS) {
+        if let Some((gemm, _)) = self.wide.filter(|&(_, min)| acts.len() >= min) {
             // SAFETY: the contract above is the many-token kernel's; `wide` was chosen for
             // a path this CPU has.
             unsafe { gemm(nb, ng, groups.as_ptr(), acts, out, ld) };

@@ -18,7 +18,7 @@
 //! unsigned 6-bit values of 8 rows × 4 positions twice; `vpdpbusd` with the broadcast
 //! activations sums each 16-value sub-block, which then loses `32·bsums` (the stored
 //! offset) and is scaled by its 8 signed row scales (`vpmulld`). f32: one FMA per (block,
-//! token), as the scalar definition. Calls of ≥ 16 tokens on AVX-512 VNNI (a prompt's)
+//! token), as the scalar definition. Calls of ≥ 12 tokens on AVX-512 VNNI (a prompt's)
 //! decode the values once per strip of a pair of groups instead and run 512-bit tiles
 //! over the decoded bytes (`strip`), with the same integers and f32 steps.
 //!
@@ -101,8 +101,6 @@ mod strip;
 mod ternary;
 mod zmm;
 
-pub(super) use strip::WIDE_MIN_TOKENS;
-
 fn avx2() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
@@ -161,13 +159,22 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
 
 /// The many-token kernel of `packed` on `path`, where one exists and the CPU has it:
 /// the decoded-strip GEMMs on AVX-512 VNNI (`strip`).
-pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<GemmFn> {
-    match (packed, path) {
-        (PackedType::Q6Kx8, SimdPath::Avx512Vnni) if vnni() => Some(strip::gemm_q6k),
-        (PackedType::IQ1Sx8, SimdPath::Avx512Vnni) if vnni() => Some(iq1::gemm::<iq1::S>),
-        (PackedType::IQ1Mx8, SimdPath::Avx512Vnni) if vnni() => Some(iq1::gemm::<iq1::M>),
-        (PackedType::IQ2XXSx8, SimdPath::Avx512Vnni) if iq2xxs::strip_cpu() => Some(iq2xxs::gemm),
-        (PackedType::IQ3XXSx8, SimdPath::Avx512Vnni) if iq2xxs::strip_cpu() => Some(iq3xxs::gemm),
+/// With the fewest tokens of a call that take it ([`strip::Strip::MIN_TOKENS`]).
+pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<(GemmFn, usize)> {
+    use strip::Strip;
+    fn wide<S: Strip>() -> Option<(GemmFn, usize)> {
+        Some((strip::gemm_vnni::<S>, S::MIN_TOKENS))
+    }
+    if path != SimdPath::Avx512Vnni || !vnni() {
+        return None;
+    }
+    match packed {
+        PackedType::Q6Kx8 => wide::<strip::Q6KStrip>(),
+        PackedType::Q3Kx8 => wide::<strip::Q3KStrip>(),
+        PackedType::IQ1Sx8 => wide::<iq1::Strips<iq1::S>>(),
+        PackedType::IQ1Mx8 => wide::<iq1::Strips<iq1::M>>(),
+        PackedType::IQ2XXSx8 => iq2xxs::wide_vbmi::<iq2xxs::IQ2XXS>(),
+        PackedType::IQ3XXSx8 => iq2xxs::wide_vbmi::<iq3xxs::IQ3XXS>(),
         _ => None,
     }
 }

@@ -242,7 +242,7 @@ static GATHER: [[u8; 64]; 2] = {
 /// `vpmultishiftqb` / `vpshufbitqmb` controls (the same for every qword): byte `4d + kk`
 /// of qword Q takes the bits at `f(d, kk)` of the strip qword (its rows' dword d,
 /// position kk of the 4).
-const fn strip_ctrl(f: [[u8; 4]; 2]) -> i64 {
+pub(super) const fn strip_ctrl(f: [[u8; 4]; 2]) -> i64 {
     let mut c = 0u64;
     let mut i = 0;
     while i < 8 {
@@ -290,6 +290,15 @@ const SIGN_CTRL: [[i64; 2]; 4] = {
     }
     c
 };
+
+/// The `KSIGNS` bytes of the 7-bit sign fields of `aux` (qword r = row r's `aux` words
+/// of chunks 2p, 2p + 1): byte `8r + 4h + l` = field l (bits 7l..) of chunk 2p + h
+/// (IQ2_XXSx8 and IQ3_XXSx8 alike). `ks`: the 128-byte table as two vectors.
+#[inline(always)]
+pub(super) unsafe fn sign_bytes(ks: &[__m512i; 2], aux: __m512i) -> __m512i {
+    let fields = _mm512_set1_epi64(0x352e_2720_150e_0700);
+    _mm512_permutex2var_epi8(ks[0], _mm512_multishift_epi64_epi8(fields, aux), ks[1])
+}
 
 /// Strip values `u` (`off + v`), made `2·off − u` (`neg_base` = 2·off: `off − v`) where the
 /// bit of `signs`' qword that `sel`'s byte names is set (`vpshufbitqmb`).
@@ -346,33 +355,34 @@ pub(super) unsafe fn store_chunk_scales(
 impl Strip for IQ2XXS {
     const BLOCK_BYTES: usize = IQ2XXSX8_BLOCK_BYTES;
     const OFFSET: i32 = OFFSET;
+    const MIN_TOKENS: usize = 4;
     fn tiles() -> &'static [TileFn] {
         &IQ2XXS_VBMI
     }
     #[inline(always)]
     unsafe fn expand_pair(pa: *const u8, pb: *const u8, dst: *mut u8) {
         let tb = &TABLES;
-        let plane_tab: [[__m512i; 4]; 2] = std::array::from_fn(|h| table256(&tb.planes[h]));
+        // (No closures: they would be compiled without the target features.)
+        let plane_tab = [table256(&tb.planes[0]), table256(&tb.planes[1])];
         let ks = [
             load512(tb.ksigns.as_ptr()),
             load512(tb.ksigns.as_ptr().add(64)),
         ];
         let gather = [load512(GATHER[0].as_ptr()), load512(GATHER[1].as_ptr())];
         let decode = _mm512_set1_epi64(DECODE[0] as i64);
-        let sign_fields = _mm512_set1_epi64(0x352e_2720_150e_0700);
         let neg_base = _mm512_set1_epi8(2 * OFFSET as i8);
-        // Byte `8r + 4h + l`: row r's sign byte of group l of chunk 2p + h.
-        let signs = |aux: __m512i| {
-            _mm512_permutex2var_epi8(ks[0], _mm512_multishift_epi64_epi8(sign_fields, aux), ks[1])
-        };
         for p in 0..4 {
             let (ia, ib) = (load512(pa.add(idx_at(p))), load512(pb.add(idx_at(p))));
             let (aa, ab) = (load512(pa.add(aux_at(p))), load512(pb.add(aux_at(p))));
-            let (sa, sb) = (signs(aa), signs(ab));
+            // Byte `8r + 4h + l`: row r's sign byte of group l of chunk 2p + h.
+            let (sa, sb) = (sign_bytes(&ks, aa), sign_bytes(&ks, ab));
             for (s, gather) in gather.iter().enumerate() {
                 let x = _mm512_permutex2var_epi8(ia, *gather, ib);
                 let top = _mm512_movepi8_mask(x);
-                let codes: [__m512i; 2] = std::array::from_fn(|e| lookup256(&plane_tab[e], x, top));
+                let codes = [
+                    lookup256(&plane_tab[0], x, top),
+                    lookup256(&plane_tab[1], x, top),
+                ];
                 let sg = _mm512_permutex2var_epi8(sa, *gather, sb);
                 for k in 0..4 {
                     let sel = _mm512_set1_epi64(CODE_CTRL[k]);
@@ -397,14 +407,20 @@ pub(super) fn strip_cpu() -> bool {
     vbmi() && is_x86_feature_detected!("avx512bitalg")
 }
 
-/// The strip GEMM of IQ2_XXSx8.
+/// The strip GEMM of layout `S` (IQ2_XXSx8, IQ3_XXSx8) with its fewest tokens, where the
+/// CPU has what their decodes need ([`strip_cpu`]).
+pub(super) fn wide_vbmi<S: Strip>() -> Option<(GemmFn, usize)> {
+    strip_cpu().then_some((gemm_vbmi::<S>, S::MIN_TOKENS))
+}
+
+/// `strip::gemm` of layout `S` where the CPU has AVX-512 VBMI + VNNI, BITALG and GFNI.
 ///
 /// # Safety
-/// As `strip::gemm`; the CPU has AVX-512 VBMI + VNNI, BITALG and GFNI.
+/// As `strip::gemm`; the CPU has those features.
 #[target_feature(
     enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw,avx512vbmi,avx512bitalg,gfni"
 )]
-pub(super) unsafe fn gemm(
+unsafe fn gemm_vbmi<S: Strip>(
     nb: usize,
     ng: usize,
     w: *const u8,
@@ -412,5 +428,5 @@ pub(super) unsafe fn gemm(
     out: *mut f32,
     ld: usize,
 ) {
-    strip::gemm::<IQ2XXS>(nb, ng, w, acts, out, ld)
+    strip::gemm::<S>(nb, ng, w, acts, out, ld)
 }

@@ -24,7 +24,7 @@
 use super::codebook::{self, codebook_tiles, Codebook};
 use super::codebook::{add_scaled, load512, lookup256, odd_scales, permute_quants};
 use super::codebook::{rows_of_pairs, signed_plane_dot, table256, Cb};
-use super::iq2xxs::{store_chunk_scales, store_vector, strip_signed};
+use super::iq2xxs::{sign_bytes, store_chunk_scales, store_vector, strip_ctrl, strip_signed};
 use super::strip::{self, Strip};
 use super::*;
 use crate::iq_grids::{IQ3XXS_GRID, KSIGNS};
@@ -243,17 +243,6 @@ static SIGN_GATHER: [[u8; 64]; 2] = {
     m
 };
 
-/// The same control in every qword: byte `4d + k` = `f(d, k)`.
-const fn strip_ctrl(f: [[u8; 4]; 2]) -> i64 {
-    let mut c = 0u64;
-    let mut i = 0;
-    while i < 8 {
-        c |= (f[i / 4][i % 4] as u64) << (8 * i);
-        i += 1;
-    }
-    c as i64
-}
-
 /// Code selectors of index i with i % 2 = j: value k of dword d at bits `3(k % 2)` of code
 /// byte `4j + 2d + k / 2`.
 const CODE_CTRL: [i64; 2] = {
@@ -298,13 +287,15 @@ const SIGN_CTRL: [i64; 8] = {
 impl Strip for IQ3XXS {
     const BLOCK_BYTES: usize = IQ3XXSX8_BLOCK_BYTES;
     const OFFSET: i32 = OFFSET;
+    const MIN_TOKENS: usize = 4;
     fn tiles() -> &'static [TileFn] {
         &IQ3XXS_VBMI
     }
     #[inline(always)]
     unsafe fn expand_pair(pa: *const u8, pb: *const u8, dst: *mut u8) {
         let tb = &TABLES;
-        let plane_tab: [[__m512i; 4]; 2] = std::array::from_fn(|h| table256(&tb.planes[h]));
+        // (No closures: they would be compiled without the target features.)
+        let plane_tab = [table256(&tb.planes[0]), table256(&tb.planes[1])];
         let ks = [
             load512(tb.ksigns.as_ptr()),
             load512(tb.ksigns.as_ptr().add(64)),
@@ -315,15 +306,10 @@ impl Strip for IQ3XXS {
             load512(SIGN_GATHER[0].as_ptr()),
             load512(SIGN_GATHER[1].as_ptr()),
         ];
-        // Byte `4h + l` of qword r: the 7-bit fields l of row r's `aux` of chunk 2p + h.
-        let sign_fields = _mm512_set1_epi64(0x352e_2720_150e_0700);
         let neg_base = _mm512_set1_epi8(2 * OFFSET as i8);
-        let signs = |aux: __m512i| {
-            _mm512_permutex2var_epi8(ks[0], _mm512_multishift_epi64_epi8(sign_fields, aux), ks[1])
-        };
         for p in 0..4 {
             let (aa, ab) = (load512(pa.add(aux_at(p))), load512(pb.add(aux_at(p))));
-            let (sa, sb) = (signs(aa), signs(ab));
+            let (sa, sb) = (sign_bytes(&ks, aa), sign_bytes(&ks, ab));
             for h in 0..2 {
                 let c = 2 * p + h;
                 let sg = _mm512_permutex2var_epi8(sa, sign_gather[h], sb);
@@ -353,22 +339,4 @@ impl Strip for IQ3XXS {
         }
         strip::store_d(dst, Cb::<IQ3XXS>::row_d(pa), Cb::<IQ3XXS>::row_d(pb));
     }
-}
-
-/// The strip GEMM of IQ3_XXSx8.
-///
-/// # Safety
-/// As `strip::gemm`; the CPU has AVX-512 VBMI + VNNI, BITALG and GFNI.
-#[target_feature(
-    enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw,avx512vbmi,avx512bitalg,gfni"
-)]
-pub(super) unsafe fn gemm(
-    nb: usize,
-    ng: usize,
-    w: *const u8,
-    acts: &[&[u8]],
-    out: *mut f32,
-    ld: usize,
-) {
-    strip::gemm::<IQ3XXS>(nb, ng, w, acts, out, ld)
 }

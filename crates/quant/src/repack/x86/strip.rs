@@ -7,7 +7,7 @@
 //! values, an IQ1 group of 8 values a grid load and its share of the vector assembly, and
 //! at 4 tokens that decode costs as much as the `vpdpbusd` themselves or more (in-cache
 //! GEMM per thread on Zen 4: Q6_Kx8 ~118 G MAC/s, IQ1_Sx8 ~65, against ~180 for Q4_Kx8).
-//! For a prompt (≥ [`WIDE_MIN_TOKENS`] tokens per call), each thread instead decodes a
+//! For a prompt (≥ [`Strip::MIN_TOKENS`] tokens per call), each thread instead decodes a
 //! strip of [`STRIP_BLOCKS`] blocks of a *pair* of groups once into a stack buffer that
 //! stays in L2 (the layout's [`Strip::expand_pair`]) and runs every 4-token tile of the
 //! call over it ([`strip_tile`]): per 4 positions one 512-bit weight load serves 16 rows ×
@@ -37,10 +37,6 @@
 use super::zmm::{join, join_ps};
 use super::*;
 
-/// Fewest tokens of a call that take this path (fewer: the layout's tile, which needs no
-/// decode pass; at 16 tokens the strip's decode is paid back 4 times over).
-pub(in crate::repack) const WIDE_MIN_TOKENS: usize = 16;
-
 /// Blocks per strip: 32 × [`EXP_BYTES`] = 162 KiB of decoded weights on the stack, L2-
 /// resident while the call's tokens stream past (V3's `ffn_down`, 72 blocks per row, is
 /// 3 strips; rows of up to 32 blocks one).
@@ -67,6 +63,9 @@ pub(super) trait Strip {
     const BLOCK_BYTES: usize;
     /// What the decoded bytes add to the weights (`u = w + OFFSET` is 0..=255).
     const OFFSET: i32;
+    /// Fewest tokens of a call that take the strip (fewer: the layout's tile, which needs
+    /// no decode pass): where the strip measured faster, 1 thread, 2048 × 1408 in cache.
+    const MIN_TOKENS: usize;
     /// The layout's tile for 1..=[`TILE`] tokens (an odd last group).
     fn tiles() -> &'static [TileFn];
     /// Decodes packed blocks `pa` (rows 0..8) and `pb` (rows 8..16) into `dst` (the layout
@@ -84,10 +83,21 @@ pub(super) unsafe fn store_values(dst: *mut u8, v: usize, a: __m256i, b: __m256i
 /// IQ1 and codebook tiles assemble them) as decoded vectors 2j and 2j + 1.
 #[inline(always)]
 pub(super) unsafe fn store_octets(dst: *mut u8, j: usize, a: __m512i, b: __m512i) {
-    let lo = |x: __m512i| _mm512_cvtepi64_epi32(x);
-    let hi = |x: __m512i| _mm512_cvtepi64_epi32(_mm512_srli_epi64::<32>(x));
-    store_values(dst, 2 * j, lo(a), lo(b));
-    store_values(dst, 2 * j + 1, hi(a), hi(b));
+    // (No closures here: a closure is compiled without its caller's target features, and
+    // the intrinsics in it would become calls.)
+    store_values(
+        dst,
+        2 * j,
+        _mm512_cvtepi64_epi32(a),
+        _mm512_cvtepi64_epi32(b),
+    );
+    let (ha, hb) = (_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(b));
+    store_values(
+        dst,
+        2 * j + 1,
+        _mm512_cvtepi64_epi32(ha),
+        _mm512_cvtepi64_epi32(hb),
+    );
 }
 
 /// Stores two groups' scale of sub-block s (8 i32 lanes each).
@@ -261,11 +271,29 @@ pub(super) unsafe fn gemm<S: Strip>(
     }
 }
 
+/// [`gemm`] of layout `S` where the CPU has AVX-512 F/BW/VL/VNNI.
+///
+/// # Safety
+/// As [`gemm`]; the CPU has those features.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw")]
+pub(super) unsafe fn gemm_vnni<S: Strip>(
+    nb: usize,
+    ng: usize,
+    w: *const u8,
+    acts: &[&[u8]],
+    out: *mut f32,
+    ld: usize,
+) {
+    gemm::<S>(nb, ng, w, acts, out, ld)
+}
+
 /// Q6_Kx8: the unsigned 6-bit values (`w + 32`), the signed 8-bit scales, `d`.
 pub(super) struct Q6KStrip;
 impl Strip for Q6KStrip {
     const BLOCK_BYTES: usize = Q6KX8_BLOCK_BYTES;
     const OFFSET: i32 = 32;
+    /// 8 tokens 201–204 vs the tile's 210 GFLOP/s, 12: 227–230 vs 209–211.
+    const MIN_TOKENS: usize = 12;
     fn tiles() -> &'static [TileFn] {
         &Q6K_VNNI
     }
@@ -283,25 +311,80 @@ impl Strip for Q6KStrip {
             }
         }
         for s in 0..16 {
-            let (a, b) = (i8x8(pa.add(q6k::OFF_SC + 8 * s)), i8x8(pb.add(q6k::OFF_SC + 8 * s)));
+            let (a, b) = (
+                i8x8(pa.add(q6k::OFF_SC + 8 * s)),
+                i8x8(pb.add(q6k::OFF_SC + 8 * s)),
+            );
             store_scales(dst, s, a, b);
         }
         store_d(dst, f16x8(pa.add(q6k::OFF_D)), f16x8(pb.add(q6k::OFF_D)));
     }
 }
 
-/// The strip GEMM of Q6_Kx8.
-///
-/// # Safety
-/// As [`gemm`]; the CPU has AVX-512 F/BW/VL/VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw")]
-pub(in crate::repack) unsafe fn gemm_q6k(
-    nb: usize,
-    ng: usize,
-    w: *const u8,
-    acts: &[&[u8]],
-    out: *mut f32,
-    ld: usize,
-) {
-    gemm::<Q6KStrip>(nb, ng, w, acts, out, ld)
+/// Values `128n + 32k + 4g..` of the 8 rows of packed Q3_Kx8 block `p` as `u = low2 +
+/// 4·hbit`: bits 2k.. of `qs` vector (n, g), bit [`q3k::HBIT`]`[n][k]` of `hb` vector g
+/// (16-bit shifts; the bits crossing into the next byte are masked away).
+#[inline(always)]
+unsafe fn q3k_u(p: *const u8, n: usize, k: usize, g: usize) -> __m256i {
+    let w = shift16(load(p.add(q3k::qs_at(n, g))), -2 * k as i32);
+    let h = shift16(load(p.add(q3k::hb_at(g))), 2 - q3k::HBIT[n][k] as i32);
+    _mm256_or_si256(
+        _mm256_and_si256(w, _mm256_set1_epi8(3)),
+        _mm256_and_si256(h, _mm256_set1_epi8(4)),
+    )
+}
+
+/// The 8 rows' signed scales of sub-block s of packed Q3_Kx8 block `p`, as i32: the even
+/// (s even) or odd bytes of the 16 at pair s / 2.
+#[inline(always)]
+unsafe fn q3k_scales(p: *const u8, s: usize) -> __m256i {
+    let raw = _mm_loadu_si128(p.add(q3k::OFF_SC + 16 * (s / 2)) as *const __m128i);
+    let j = (s % 2) as i8;
+    let pick = _mm_setr_epi8(
+        j,
+        2 + j,
+        4 + j,
+        6 + j,
+        8 + j,
+        10 + j,
+        12 + j,
+        14 + j,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+    );
+    _mm256_cvtepi8_epi32(_mm_shuffle_epi8(raw, pick))
+}
+
+/// Q3_Kx8: `u = low2 + 4·hbit` (0..8, `w + 4`), the signed scales `s − 32`, `d`.
+/// Ranges: |Σ16 q·a| ≤ 16·4·128, times |scale| ≤ 32, 16 sub-blocks: < 2²³.
+pub(super) struct Q3KStrip;
+impl Strip for Q3KStrip {
+    const BLOCK_BYTES: usize = Q3KX8_BLOCK_BYTES;
+    const OFFSET: i32 = 4;
+    /// 8 tokens 174 vs the tile's 172 GFLOP/s, 12: 204 vs 171–173.
+    const MIN_TOKENS: usize = 12;
+    fn tiles() -> &'static [TileFn] {
+        &Q3K_VNNI
+    }
+    #[inline(always)]
+    unsafe fn expand_pair(pa: *const u8, pb: *const u8, dst: *mut u8) {
+        for n in 0..2 {
+            for k in 0..4 {
+                for g in 0..8 {
+                    let v = 32 * n + 8 * k + g;
+                    store_values(dst, v, q3k_u(pa, n, k, g), q3k_u(pb, n, k, g));
+                }
+            }
+        }
+        for s in 0..16 {
+            store_scales(dst, s, q3k_scales(pa, s), q3k_scales(pb, s));
+        }
+        store_d(dst, f16x8(pa.add(q3k::OFF_D)), f16x8(pb.add(q3k::OFF_D)));
+    }
 }
