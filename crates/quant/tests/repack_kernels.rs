@@ -311,7 +311,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
-    /// The decoded-strip prompt GEMMs of the low-bit layouts (calls of ≥ 8 or 12 tokens on
+    /// The decoded-strip prompt GEMMs of the low-bit layouts (calls of ≥ 8, 12 or 16 tokens on
     /// AVX-512 VNNI: pairs of groups decoded once per strip of 32 blocks, 4-token tiles, an
     /// odd last group in the layout's own tile): bit-identical to the scalar definition, as
     /// the Q6_K strips, over the same row lengths and token counts.
