@@ -171,7 +171,7 @@ fn any_weights(ty: GgmlType, n_in: usize, n_out: usize) -> Vec<u8> {
     file
 }
 
-/// The layouts added for the low-bit types (Q4_0x8, Q2_Kx8, Q3_Kx8, IQ4_XSx8, MXFP4x8,
+/// The layouts added for the low-bit types (Q4_0x8, IQ4_NLx8, Q2_Kx8, Q3_Kx8, IQ4_XSx8, MXFP4x8,
 /// IQ2_XXSx8, IQ3_XXSx8, IQ1_Sx8, IQ1_Mx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8, TQ1_0x8, TQ2_0x8) through the same matmul entry points: GEMV and GEMM within f32 rounding of
 /// file order, a token's GEMV bit-identical to its row of the GEMM, on 1 and 2 threads.
 /// (The codebook layouts run their VBMI tiles where the CPU has them, else the scalar
@@ -180,6 +180,7 @@ fn any_weights(ty: GgmlType, n_in: usize, n_out: usize) -> Vec<u8> {
 fn low_bit_layouts_match_file_order() {
     for ty in [
         GgmlType::Q4_0,
+        GgmlType::IQ4_NL,
         GgmlType::Q2_K,
         GgmlType::Q3_K,
         GgmlType::IQ4_XS,

@@ -1,5 +1,5 @@
 //! Property tests of the repacked layouts (`quant::repack`: Q4_Kx8, Q6_Kx8, Q2_Kx8,
-//! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8, MXFP4x8, IQ2_XXSx8, IQ3_XXSx8, IQ1_Sx8,
+//! Q3_Kx8, IQ4_XSx8, Q8_0x8, Q5_0x8, Q4_0x8, IQ4_NLx8, MXFP4x8, IQ2_XXSx8, IQ3_XXSx8, IQ1_Sx8,
 //! IQ1_Mx8, IQ2_Sx8, IQ2_XSx8, IQ3_Sx8, TQ1_0x8, TQ2_0x8):
 //! - `unpack(repack(x)) == x` for any bytes (the scale re-packing is a bijection);
 //! - the SIMD block code's integers (`isum`, `msum` per row and block) equal the scalar
@@ -181,6 +181,10 @@ proptest! {
         check_case(GgmlType::Q4_0, seed, mode, nb, groups)?;
     }
     #[test]
+    fn iq4_nlx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..12, groups in 1usize..3) {
+        check_case(GgmlType::IQ4_NL, seed, mode, nb, groups)?;
+    }
+    #[test]
     fn iq2xxsx8_matches_definition(seed in any::<u64>(), mode in 0usize..5, nb in 1usize..4, groups in 1usize..3) {
         check_case(GgmlType::IQ2_XXS, seed, mode, nb, groups)?;
     }
@@ -279,14 +283,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
     #[test]
     fn legacy_matrices_match_definition(
-        kind in 0usize..4,
+        kind in 0usize..5,
         seed in any::<u64>(),
         mode in 0usize..5,
         nb in prop_oneof![1usize..6, 60usize..70, 511usize..515],
         groups in 1usize..6,
         count in 1usize..12,
     ) {
-        let ty = [GgmlType::MXFP4, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q5_0][kind];
+        let ty = [GgmlType::MXFP4, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::IQ4_NL][kind];
         check_matrix_case(ty, seed, mode, nb, groups, count)?;
     }
 }
@@ -344,6 +348,7 @@ fn unpack_is_inverse_on_any_bytes() {
         (GgmlType::Q5_0, 96),
         (GgmlType::Q4_0, 96),
         (GgmlType::MXFP4, 96),
+        (GgmlType::IQ4_NL, 96),
         (GgmlType::Q6_K, 512),
         (GgmlType::Q2_K, 512),
         (GgmlType::Q3_K, 512),

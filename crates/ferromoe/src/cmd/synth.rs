@@ -54,8 +54,9 @@ pub struct Args {
     /// Weight type mix: `Q4_K_M` (llama-quantize's choices), `Q8_0`, `Q4_0`, `MXFP4`
     /// (llama-quantize's `MXFP4_MOE`: 3-D tensors MXFP4, every other matrix Q8_0), or
     /// `IQ1_S_MOE` / `IQ2_XXS_MOE` (the routed experts IQ1_S / IQ2_XXS where their rows are
-    /// whole 256-value blocks, as in the DeepSeek "1.58-bit" files, the rest as Q4_K_M; the
-    /// low-bit blocks random, not quantized).
+    /// whole 256-value blocks, as in the DeepSeek "1.58-bit" files, else IQ4_NL as
+    /// llama-quantize falls back to; the rest as Q4_K_M; the low-bit blocks random, not
+    /// quantized).
     #[arg(long = "type", default_value = "Q4_K_M")]
     ty: String,
     /// Seed of the random weights (same seed, same file, whatever the thread count).
@@ -460,9 +461,14 @@ fn weight_type(
         "Q4_0" => GgmlType::Q4_0,
         // The low-bit expert mixes of the DeepSeek "1.58-bit" / "2-bit" files: the routed
         // experts' matrices in the low-bit type where their rows are whole 256-value
-        // blocks (V2-Lite's 1408-wide `ffn_down_exps` are not), the rest Q4_K_M's choice.
-        "IQ1_S_MOE" | "IQ2_XXS_MOE" if name.contains("_exps") && ne0.is_multiple_of(256) => {
-            random_block_type(mix).expect("a low-bit mix")
+        // blocks, else (V2-Lite's and GLM-4.5-Air's 1408-wide `ffn_down_exps`) IQ4_NL as
+        // llama-quantize falls back to; the rest Q4_K_M's choice.
+        "IQ1_S_MOE" | "IQ2_XXS_MOE" if name.contains("_exps") => {
+            if ne0.is_multiple_of(256) {
+                random_block_type(mix).expect("a low-bit mix")
+            } else {
+                GgmlType::IQ4_NL
+            }
         }
         "IQ1_S_MOE" | "IQ2_XXS_MOE" => q4_k_m_type(name, ne0, layer, s),
         other => {
@@ -481,12 +487,13 @@ fn random_block_type(mix: &str) -> Option<GgmlType> {
     }
 }
 
-/// Random valid blocks of IQ1_S or IQ2_XXS for one row, drawn from the row's random values
-/// (so the same seed gives the same file): every grid index, sign and scale pattern of
-/// these types is valid, so random bytes are a random weight matrix once each block's f16
-/// `d` (its first two bytes in both types) is set to give weights of about
+/// Random valid blocks of IQ1_S, IQ2_XXS or IQ4_NL for one row, drawn from the row's random
+/// values (so the same seed gives the same file): every grid index, sign, nibble and scale
+/// pattern of these types is valid, so random bytes are a random weight matrix once each
+/// block's f16 `d` (its first two bytes in all three) is set to give weights of about
 /// [`WEIGHT_STD`] (IQ1_S: `d·(2s + 1)·(g ± 1/8)`, g ∈ {−1, 0, 1}, mean scale ~8;
-/// IQ2_XXS: `d·(0.5 + s)·0.25·g`, |g| 8..43, mean scale ~8·0.25·25 = 50).
+/// IQ2_XXS: `d·(0.5 + s)·0.25·g`, |g| 8..43, mean scale ~8·0.25·25 = 50; IQ4_NL: `d·v`,
+/// |v| ≤ 127, mean ~55).
 fn random_blocks(ty: GgmlType, row: &[f32], dst: &mut [u8]) {
     let mut st = row.iter().take(4).fold(0x5bd1_e995_u64, |h, v| {
         h.rotate_left(17) ^ v.to_bits() as u64
@@ -497,6 +504,7 @@ fn random_blocks(ty: GgmlType, row: &[f32], dst: &mut [u8]) {
     }
     let d = match ty {
         GgmlType::IQ1_S => WEIGHT_STD / (8.0 * 0.8),
+        GgmlType::IQ4_NL => WEIGHT_STD / 55.0,
         _ => WEIGHT_STD / 50.0,
     };
     let d = half::f16::from_f32(d).to_le_bytes();
@@ -819,7 +827,7 @@ fn fill_row(row: &mut [f32], init: Init, seed: u64, tensor: usize, index: usize)
 
 /// One row, f32 → stored type.
 fn encode_row(ty: GgmlType, row: &[f32], dst: &mut [u8]) -> anyhow::Result<()> {
-    if matches!(ty, GgmlType::IQ1_S | GgmlType::IQ2_XXS) {
+    if matches!(ty, GgmlType::IQ1_S | GgmlType::IQ2_XXS | GgmlType::IQ4_NL) {
         random_blocks(ty, row, dst);
         return Ok(());
     }
@@ -1188,16 +1196,18 @@ mod tests {
         let ty = |n: &str| t.iter().find(|p| p.spec.name == n).unwrap().spec.ty;
         assert_eq!(ty("blk.1.ffn_gate_exps.weight"), GgmlType::IQ1_S);
         assert_eq!(ty("blk.1.ffn_up_exps.weight"), GgmlType::IQ1_S);
-        // 1408-wide rows: not whole IQ1_S blocks, so Q4_K_M's choice.
-        let down = "blk.1.ffn_down_exps.weight";
-        assert_eq!(ty(down), q4_k_m_type(down, 1408, Some(1), &s));
-        assert_eq!(ty(down), GgmlType::Q8_0);
+        // 1408-wide rows: not whole IQ1_S blocks, so llama-quantize's IQ4_NL.
+        assert_eq!(ty("blk.1.ffn_down_exps.weight"), GgmlType::IQ4_NL);
         assert_eq!(ty("blk.1.ffn_gate_shexp.weight"), GgmlType::Q4_K);
         assert_eq!(file_type("IQ1_S_MOE"), 24);
         // Random valid blocks: the same row gives the same bytes, d is the one chosen, and
         // the weights decode to finite values of about WEIGHT_STD.
         let row: Vec<f32> = (0..512).map(|i| (i as f32 * 0.37).sin() * 0.02).collect();
-        for (ty, bytes) in [(GgmlType::IQ1_S, 100), (GgmlType::IQ2_XXS, 132)] {
+        for (ty, bytes) in [
+            (GgmlType::IQ1_S, 100),
+            (GgmlType::IQ2_XXS, 132),
+            (GgmlType::IQ4_NL, 288),
+        ] {
             let (mut a, mut b) = (vec![0u8; bytes], vec![0u8; bytes]);
             encode_row(ty, &row, &mut a).unwrap();
             encode_row(ty, &row, &mut b).unwrap();

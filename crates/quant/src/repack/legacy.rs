@@ -1,5 +1,6 @@
-//! Q8_0x8, Q5_0x8, Q4_0x8 and MXFP4x8: the 32-value legacy blocks (and MXFP4, gpt-oss's
-//! experts, which share their Q8_0 partner) repacked in groups of 8 rows.
+//! Q8_0x8, Q5_0x8, Q4_0x8, IQ4_NLx8 and MXFP4x8: the 32-value legacy blocks (and IQ4_NL,
+//! the low-bit quants' fallback where rows are not whole 256-value blocks, and MXFP4,
+//! gpt-oss's experts, which share their Q8_0 partner) repacked in groups of 8 rows.
 //!
 //! All store, per block of 8 rows (32 values each), the 8 scales and the quants arranged
 //! so that 32 bytes hold the same 4 positions of the 8 rows (lane = row); all are the
@@ -17,16 +18,20 @@
 //! Q4_0x8, 144 bytes = 8 × 18: `d[8]` f16 | `qs[g][r][i]` = row r's `qs[4g + i]` (g 0..4),
 //! nibbles as Q5_0x8's; the weight is `q − 8`.
 //!
+//! IQ4_NLx8, 144 bytes = 8 × 18: as Q4_0x8 (the source block is Q4_0's: f16 `d`, 16 bytes of
+//! nibbles); the weight is `KVALUES_IQ4NL[q]` (−127..=113: the VNNI kernels look it up
+//! +128, unsigned; AVX2 signed, with the activations' signs moved onto it).
+//!
 //! MXFP4x8, 136 bytes = 8 × 17: `e[8]` (E8M0 scale bytes, `d = 2^(e − 128)`) | nibbles as
 //! Q4_0x8's; the weight is `KVALUES_MXFP4[q]` (the kernels look it up +12, unsigned).
 //!
-//! The kernels multiply the *unsigned* stored values `u = w + o` (o = 128 for Q8_0, 16 for
-//! Q5_0, 8 for Q4_0, 12 for MXFP4) by the signed activations (`vpdpbusd` as is) and start each block's sum at
+//! The kernels multiply the *unsigned* stored values `u = w + o` (o = 128 for Q8_0 and
+//! IQ4_NL, 16 for Q5_0, 8 for Q4_0, 12 for MXFP4) by the signed activations (`vpdpbusd` as is) and start each block's sum at
 //! `−o·Σa`, a per-(token, block) constant prepared once per call. Definition per row and
 //! block: `isum = Σ_k w[k]·a[k]` (exact), `acc = fma(d·d_a, isum, acc)`.
 
 use super::{each_row_block, each_row_block_back, ROWS};
-use crate::blocks::Half;
+use crate::blocks::{Half, KVALUES_IQ4NL};
 use crate::mxfp4::{e8m0_to_f32_half, KVALUES_MXFP4};
 
 /// Bytes of one packed Q8_0x8 block (8 rows × 32 values).
@@ -59,6 +64,7 @@ pub(super) enum Kind {
     Q8_0,
     Q5_0,
     Q4_0,
+    Iq4Nl,
     Mxfp4,
 }
 
@@ -71,7 +77,7 @@ fn sizes(kind: Kind) -> (usize, usize, usize) {
     match kind {
         Kind::Q8_0 => (32, Q8_0_SIZE, Q8_0X8_BLOCK_BYTES),
         Kind::Q5_0 => (32, Q5_0_SIZE, Q5_0X8_BLOCK_BYTES),
-        Kind::Q4_0 => (32, Q4_0_SIZE, Q4_0X8_BLOCK_BYTES),
+        Kind::Q4_0 | Kind::Iq4Nl => (32, Q4_0_SIZE, Q4_0X8_BLOCK_BYTES),
         Kind::Mxfp4 => (32, MXFP4_SIZE, MXFP4X8_BLOCK_BYTES),
     }
 }
@@ -95,13 +101,15 @@ pub(super) fn repack(kind: Kind, n_in: usize, n_out: usize, src: &[u8], dst: &mu
                 pb[d..d + 4].copy_from_slice(&b[6 + 4 * gg..6 + 4 * gg + 4]);
             }
         }),
-        Kind::Q4_0 => each_row_block(n_in, n_out, sizes(kind), src, dst, |pb, r, b| {
-            put_d(pb, r, [b[0], b[1]]);
-            for gg in 0..4 {
-                let d = Q4_OFF_QS + gg * 32 + 4 * r;
-                pb[d..d + 4].copy_from_slice(&b[2 + 4 * gg..2 + 4 * gg + 4]);
-            }
-        }),
+        Kind::Q4_0 | Kind::Iq4Nl => {
+            each_row_block(n_in, n_out, sizes(kind), src, dst, |pb, r, b| {
+                put_d(pb, r, [b[0], b[1]]);
+                for gg in 0..4 {
+                    let d = Q4_OFF_QS + gg * 32 + 4 * r;
+                    pb[d..d + 4].copy_from_slice(&b[2 + 4 * gg..2 + 4 * gg + 4]);
+                }
+            })
+        }
         Kind::Mxfp4 => each_row_block(n_in, n_out, sizes(kind), src, dst, |pb, r, b| {
             pb[r] = b[0];
             for gg in 0..4 {
@@ -133,7 +141,7 @@ pub(super) fn unpack(kind: Kind, n_in: usize, n_out: usize, packed: &[u8], dst: 
         }
         b[0] = pb[OFF_D + 2 * r];
         b[1] = pb[OFF_D + 2 * r + 1];
-        if kind == Kind::Q4_0 {
+        if kind == Kind::Q4_0 || kind == Kind::Iq4Nl {
             for gg in 0..4 {
                 let s = Q4_OFF_QS + gg * 32 + 4 * r;
                 b[2 + 4 * gg..2 + 4 * gg + 4].copy_from_slice(&pb[s..s + 4]);
@@ -179,6 +187,7 @@ fn values(kind: Kind, pb: &[u8], r: usize) -> [i8; 32] {
                 (nib(Q5_OFF_QS) | (hbit << 4)) as i8 - 16
             }
             Kind::Q4_0 => nib(Q4_OFF_QS) as i8 - 8,
+            Kind::Iq4Nl => KVALUES_IQ4NL[nib(Q4_OFF_QS) as usize],
             Kind::Mxfp4 => KVALUES_MXFP4[nib(MX_OFF_QS) as usize],
             Kind::Q8_0 => (pb[Q8_OFF_QS + g * 32 + 4 * r + i] ^ 0x80) as i8,
         }

@@ -120,6 +120,8 @@ pub enum PackedType {
     Q5_0x8,
     /// Q4_0, groups of 8 rows (see `legacy`).
     Q4_0x8,
+    /// IQ4_NL, groups of 8 rows (see `legacy`).
+    IQ4NLx8,
     /// Q2_K, groups of 8 rows (see `q2k`).
     Q2Kx8,
     /// Q3_K, groups of 8 rows (see `q3k`).
@@ -181,6 +183,7 @@ impl PackedType {
             GgmlType::Q8_0 => Some(PackedType::Q8_0x8),
             GgmlType::Q5_0 => Some(PackedType::Q5_0x8),
             GgmlType::Q4_0 => Some(PackedType::Q4_0x8),
+            GgmlType::IQ4_NL => Some(PackedType::IQ4NLx8),
             GgmlType::Q2_K => Some(PackedType::Q2Kx8),
             GgmlType::Q3_K => Some(PackedType::Q3Kx8),
             GgmlType::IQ4_XS => Some(PackedType::IQ4XSx8),
@@ -206,6 +209,7 @@ impl PackedType {
             PackedType::Q8_0x8 => GgmlType::Q8_0,
             PackedType::Q5_0x8 => GgmlType::Q5_0,
             PackedType::Q4_0x8 => GgmlType::Q4_0,
+            PackedType::IQ4NLx8 => GgmlType::IQ4_NL,
             PackedType::Q2Kx8 => GgmlType::Q2_K,
             PackedType::Q3Kx8 => GgmlType::Q3_K,
             PackedType::IQ4XSx8 => GgmlType::IQ4_XS,
@@ -230,6 +234,7 @@ impl PackedType {
             PackedType::Q8_0x8 => "Q8_0x8",
             PackedType::Q5_0x8 => "Q5_0x8",
             PackedType::Q4_0x8 => "Q4_0x8",
+            PackedType::IQ4NLx8 => "IQ4_NLx8",
             PackedType::Q2Kx8 => "Q2_Kx8",
             PackedType::Q3Kx8 => "Q3_Kx8",
             PackedType::IQ4XSx8 => "IQ4_XSx8",
@@ -253,7 +258,7 @@ impl PackedType {
             PackedType::Q6Kx8 => Q6KX8_BLOCK_BYTES,
             PackedType::Q8_0x8 => Q8_0X8_BLOCK_BYTES,
             PackedType::Q5_0x8 => Q5_0X8_BLOCK_BYTES,
-            PackedType::Q4_0x8 => Q4_0X8_BLOCK_BYTES,
+            PackedType::Q4_0x8 | PackedType::IQ4NLx8 => Q4_0X8_BLOCK_BYTES,
             PackedType::Q2Kx8 => Q2KX8_BLOCK_BYTES,
             PackedType::Q3Kx8 => Q3KX8_BLOCK_BYTES,
             PackedType::IQ4XSx8 => IQ4XSX8_BLOCK_BYTES,
@@ -431,6 +436,7 @@ pub fn repack(
         PackedType::Q8_0x8 => legacy::repack(Kind::Q8_0, n_in, n_out, src, dst),
         PackedType::Q5_0x8 => legacy::repack(Kind::Q5_0, n_in, n_out, src, dst),
         PackedType::Q4_0x8 => legacy::repack(Kind::Q4_0, n_in, n_out, src, dst),
+        PackedType::IQ4NLx8 => legacy::repack(Kind::Iq4Nl, n_in, n_out, src, dst),
         PackedType::Q2Kx8 => q2k::repack(n_in, n_out, src, dst),
         PackedType::Q3Kx8 => q3k::repack(n_in, n_out, src, dst),
         PackedType::IQ4XSx8 => iq4xs::repack(n_in, n_out, src, dst),
@@ -464,6 +470,7 @@ pub fn unpack(
         PackedType::Q8_0x8 => legacy::unpack(Kind::Q8_0, n_in, n_out, packed, dst),
         PackedType::Q5_0x8 => legacy::unpack(Kind::Q5_0, n_in, n_out, packed, dst),
         PackedType::Q4_0x8 => legacy::unpack(Kind::Q4_0, n_in, n_out, packed, dst),
+        PackedType::IQ4NLx8 => legacy::unpack(Kind::Iq4Nl, n_in, n_out, packed, dst),
         PackedType::Q2Kx8 => q2k::unpack(n_in, n_out, packed, dst),
         PackedType::Q3Kx8 => q3k::unpack(n_in, n_out, packed, dst),
         PackedType::IQ4XSx8 => iq4xs::unpack(n_in, n_out, packed, dst),
@@ -559,6 +566,7 @@ impl PackedDot {
                     | PackedType::Q5_0x8
                     | PackedType::Q8_0x8
                     | PackedType::Q4_0x8
+                    | PackedType::IQ4NLx8
                     | PackedType::MXFP4x8,
                     SimdPath::Avx512Vnni,
                 ) => MAX_TOKENS,
@@ -659,6 +667,9 @@ impl PackedDot {
                                 PackedType::Q8_0x8 => legacy::dot_scalar(Kind::Q8_0, nb, group, at),
                                 PackedType::Q5_0x8 => legacy::dot_scalar(Kind::Q5_0, nb, group, at),
                                 PackedType::Q4_0x8 => legacy::dot_scalar(Kind::Q4_0, nb, group, at),
+                                PackedType::IQ4NLx8 => {
+                                    legacy::dot_scalar(Kind::Iq4Nl, nb, group, at)
+                                }
                                 PackedType::Q2Kx8 => q2k::dot_scalar(nb, group, at),
                                 PackedType::Q3Kx8 => q3k::dot_scalar(nb, group, at),
                                 PackedType::IQ4XSx8 => iq4xs::dot_scalar(nb, group, at),
@@ -767,6 +778,7 @@ pub mod testing {
             PackedType::Q8_0x8 => legacy::ints_scalar(Kind::Q8_0, nb, group, act),
             PackedType::Q5_0x8 => legacy::ints_scalar(Kind::Q5_0, nb, group, act),
             PackedType::Q4_0x8 => legacy::ints_scalar(Kind::Q4_0, nb, group, act),
+            PackedType::IQ4NLx8 => legacy::ints_scalar(Kind::Iq4Nl, nb, group, act),
             PackedType::Q2Kx8 => q2k::ints_scalar(nb, group, act),
             PackedType::Q3Kx8 => q3k::ints_scalar(nb, group, act),
             PackedType::IQ4XSx8 => iq4xs::ints_scalar(nb, group, act),

@@ -41,12 +41,14 @@
 //! `vpmaddubsw(|a|, sign(w, a))`), and the sub-block sum is scaled by its 8 signed row
 //! scales (`vpmulld`).
 //!
-//! Q8_0x8 / Q5_0x8 / Q4_0x8 / MXFP4x8 × T tokens: the 8 unsigned weight vectors `w + o` of
+//! Q8_0x8 / Q5_0x8 / Q4_0x8 / IQ4_NLx8 / MXFP4x8 × T tokens: the 8 unsigned weight vectors `w + o` of
 //! a block (Q5_0: the nibble or'ed with the fifth bit shifted out of the block's bit plane,
 //! o = 16; Q4_0: the nibble, o = 8; MXFP4: the nibble looked up in `KVALUES_MXFP4 + 12`,
-//! o = 12; Q8_0: the stored bytes, o = 128) times the broadcast 4-byte activation groups (`vpdpbusd`), each
+//! o = 12; IQ4_NL: the nibble looked up in `KVALUES_IQ4NL + 128`, o = 128; Q8_0: the stored
+//! bytes, o = 128) times the broadcast 4-byte activation groups (`vpdpbusd`), each
 //! block's sums starting at `−o·Σa` (prepared once per call with `d_a` as f32). Without
-//! VNNI, Q8_0 goes back to the signed weights (one XOR per vector) and
+//! VNNI, Q8_0 and IQ4_NL go back to the signed weights (one XOR per vector, the signed
+//! codebook) and
 //! `vpmaddubsw(|a|, sign(w, a))` (o = 0), since `(w + 128)·a` pairs would saturate i16.
 //!
 //! On AVX-512 VNNI these four layouts run two groups at once in 512-bit vectors (`zmm`:
@@ -130,6 +132,7 @@ pub(super) fn kernels(packed: PackedType, path: SimdPath) -> Option<(SimdPath, &
         PackedType::Q8_0x8 => pick(path, &Q8_0_AVX2, &Q8_0_ZMM),
         PackedType::Q5_0x8 => pick(path, &Q5_0_AVX2, &Q5_0_ZMM),
         PackedType::Q4_0x8 => pick(path, &Q4_0_AVX2, &Q4_0_ZMM),
+        PackedType::IQ4NLx8 => pick(path, &IQ4_NL_AVX2, &IQ4_NL_ZMM),
         PackedType::Q2Kx8 => pick(path, &Q2K_AVX2, &Q2K_VNNI),
         PackedType::Q3Kx8 => pick(path, &Q3K_AVX2, &Q3K_VNNI),
         PackedType::IQ4XSx8 => pick(path, &IQ4XS_AVX2, &IQ4XS_VNNI),
@@ -693,10 +696,12 @@ static Q8_0_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_Q8_0>);
 static Q5_0_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_Q5_0>);
 static Q4_0_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_Q4_0>);
 static MXFP4_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_MXFP4>);
+static IQ4_NL_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Legacy<K_IQ4_NL>);
 static Q8_0_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_Q8_0>);
 static Q5_0_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_Q5_0>);
 static Q4_0_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_Q4_0>);
 static MXFP4_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_MXFP4>);
+static IQ4_NL_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Legacy<K_IQ4_NL>);
 
 /// The 256-bit VNNI tiles of legacy layout `K` (the 512-bit tiles' odd last group).
 fn legacy_vnni_256(k: u8) -> &'static [TileFn; TOKENS_256] {
@@ -704,6 +709,7 @@ fn legacy_vnni_256(k: u8) -> &'static [TileFn; TOKENS_256] {
         K_Q8_0 => &Q8_0_VNNI,
         K_Q5_0 => &Q5_0_VNNI,
         K_Q4_0 => &Q4_0_VNNI,
+        K_IQ4_NL => &IQ4_NL_VNNI,
         _ => &MXFP4_VNNI,
     }
 }
@@ -732,6 +738,7 @@ static Q8_0_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_Q8_0);
 static Q5_0_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_Q5_0);
 static Q4_0_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_Q4_0);
 static MXFP4_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_MXFP4);
+static IQ4_NL_ZMM: [TileFn; MAX_TOKENS] = zmm_table!(K_IQ4_NL);
 static Q2K_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Q2K);
 static Q2K_VNNI: [TileFn; TOKENS_256] = tile_table!(tile_vnni, Q2K);
 static Q3K_AVX2: [TileFn; TOKENS_256] = tile_table!(tile_avx2, Q3K);
@@ -1077,6 +1084,7 @@ const K_Q8_0: u8 = 0;
 const K_Q5_0: u8 = 1;
 const K_Q4_0: u8 = 2;
 const K_MXFP4: u8 = 3;
+const K_IQ4_NL: u8 = 4;
 
 /// The offset `o` of the weight vectors [`legacy_weights`] returns (`u = w + o`).
 #[inline(always)]
@@ -1085,6 +1093,7 @@ fn legacy_offset<const K: u8, I: Isa>() -> i32 {
         (K_Q5_0, _) => 16,
         (K_Q4_0, _) => 8,
         (K_MXFP4, _) => 12,
+        // Q8_0 and IQ4_NL: unsigned +128 with VNNI, signed without.
         (_, true) => 128,
         (_, false) => 0,
     }
@@ -1096,7 +1105,7 @@ fn legacy_offset<const K: u8, I: Isa>() -> i32 {
 /// bit of row r's value 4g + i), moved to bit 4 with one shift.
 #[inline(always)]
 unsafe fn legacy_weights<const K: u8, I: Isa>(pb: *const u8, g: usize, plane: __m256i) -> __m256i {
-    if K == K_Q4_0 || K == K_MXFP4 {
+    if K == K_Q4_0 || K == K_MXFP4 || K == K_IQ4_NL {
         let off = if K == K_MXFP4 { MX_OFF_QS } else { Q4_OFF_QS };
         let v = load(pb.add(off + 32 * (g % 4)));
         let m4 = _mm256_set1_epi8(0x0f);
@@ -1109,6 +1118,9 @@ unsafe fn legacy_weights<const K: u8, I: Isa>(pb: *const u8, g: usize, plane: __
             // KVALUES_MXFP4 + 12 (0..=24): (u·a) pairs ≤ 24·128·2 fit AVX2's i16 too.
             let t = _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
             _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(t), nib)
+        } else if K == K_IQ4_NL {
+            // KVALUES_IQ4NL + 128 (VNNI) or signed (AVX2: the Q8_0 way, signs moved).
+            _mm256_shuffle_epi8(iq4_table::<I>(), nib)
         } else {
             nib
         }
@@ -1152,7 +1164,7 @@ unsafe fn legacy_block_ints<const T: usize, const K: u8, I: Isa>(
         _mm256_setzero_si256()
     };
     let dot = |acc: __m256i, w: __m256i, a: __m256i| {
-        if K == K_Q8_0 && !I::VNNI {
+        if (K == K_Q8_0 || K == K_IQ4_NL) && !I::VNNI {
             dot_signed_avx2(acc, w, a)
         } else {
             I::dpbusd(acc, w, a)
@@ -1195,12 +1207,12 @@ unsafe fn legacy_prepare<const K: u8, I: Isa>(blk: *const u8, dst: *mut u8) {
 /// Bytes [`legacy_prepare`] writes per activation block.
 const LEGACY_EXTRA: usize = 8;
 
-/// Q8_0x8, Q5_0x8 or Q4_0x8 (`K`) against Q8_0 activations.
+/// Q8_0x8, Q5_0x8, Q4_0x8, IQ4_NLx8 or MXFP4x8 (`K`) against Q8_0 activations.
 struct Legacy<const K: u8>;
 impl<const K: u8> Layout for Legacy<K> {
     const BLOCK_BYTES: usize = match K {
         K_Q5_0 => Q5_0X8_BLOCK_BYTES,
-        K_Q4_0 => Q4_0X8_BLOCK_BYTES,
+        K_Q4_0 | K_IQ4_NL => Q4_0X8_BLOCK_BYTES,
         K_MXFP4 => MXFP4X8_BLOCK_BYTES,
         _ => Q8_0X8_BLOCK_BYTES,
     };
@@ -1338,6 +1350,8 @@ pub(super) fn block_ints(
             (PackedType::Q5_0x8, false) => ints_avx2::<Legacy<K_Q5_0>>(nb, w, a),
             (PackedType::Q4_0x8, true) => ints_vnni::<Legacy<K_Q4_0>>(nb, w, a),
             (PackedType::Q4_0x8, false) => ints_avx2::<Legacy<K_Q4_0>>(nb, w, a),
+            (PackedType::IQ4NLx8, true) => ints_vnni::<Legacy<K_IQ4_NL>>(nb, w, a),
+            (PackedType::IQ4NLx8, false) => ints_avx2::<Legacy<K_IQ4_NL>>(nb, w, a),
             (PackedType::Q2Kx8, true) => ints_vnni::<Q2K>(nb, w, a),
             (PackedType::Q2Kx8, false) => ints_avx2::<Q2K>(nb, w, a),
             (PackedType::Q3Kx8, true) => ints_vnni::<Q3K>(nb, w, a),

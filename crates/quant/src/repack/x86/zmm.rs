@@ -32,8 +32,9 @@ pub(super) unsafe fn join_ps(lo: __m256, hi: __m256) -> __m512 {
 }
 
 /// Weight vectors g and g + 4 of blocks `pa` (lanes 0..8) and `pb` (8..16) for the nibble
-/// layouts (Q4_0: `q`, MXFP4: `KVALUES_MXFP4[q] + 12`): one 512-bit load pair, mask,
-/// shift and (MXFP4) table lookup for both halves of the block's bytes.
+/// layouts (Q4_0: `q`, MXFP4: `KVALUES_MXFP4[q] + 12`, IQ4_NL: `KVALUES_IQ4NL[q] + 128`):
+/// one 512-bit load pair, mask, shift and (MXFP4, IQ4_NL) table lookup for both halves of
+/// the block's bytes.
 #[inline(always)]
 unsafe fn nibble_weights<const K: u8>(pa: *const u8, pb: *const u8, g: usize) -> [__m512i; 2] {
     let off = if K == K_MXFP4 { MX_OFF_QS } else { Q4_OFF_QS };
@@ -47,6 +48,9 @@ unsafe fn nibble_weights<const K: u8>(pa: *const u8, pb: *const u8, g: usize) ->
             12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0,
         ));
         [_mm512_shuffle_epi8(t, lo), _mm512_shuffle_epi8(t, hi)]
+    } else if K == K_IQ4_NL {
+        let t = _mm512_broadcast_i32x4(_mm256_castsi256_si128(iq4_table::<Vnni>()));
+        [_mm512_shuffle_epi8(t, lo), _mm512_shuffle_epi8(t, hi)]
     } else {
         [lo, hi]
     }
@@ -57,7 +61,7 @@ unsafe fn nibble_weights<const K: u8>(pa: *const u8, pb: *const u8, g: usize) ->
 #[inline(always)]
 unsafe fn pair_weights<const K: u8>(pa: *const u8, pb: *const u8) -> [__m512i; 8] {
     let mut w = [_mm512_setzero_si512(); 8];
-    if K == K_Q4_0 || K == K_MXFP4 {
+    if K == K_Q4_0 || K == K_MXFP4 || K == K_IQ4_NL {
         for g in 0..4 {
             [w[g], w[g + 4]] = nibble_weights::<K>(pa, pb, g);
         }
