@@ -202,7 +202,7 @@ impl Codebook for IQ3XXS {
 
 pub(super) static IQ3XXS_VBMI: [TileFn; 4] = codebook_tiles!(IQ3XXS);
 
-// ---- The decoded strips (`x86::strip`), as `iq2xxs`'s: calls of ≥ 16 tokens ----
+// ---- The decoded strips (`x86::strip`), as `iq2xxs`'s: calls of ≥ 12 tokens ----
 
 /// `vpermi2b` indices (first group's vector, then the second's) that gather a chunk's grid
 /// indices `8ρ + i` (row ρ's index i) of the 16 rows, i = 4s + 2h + j (h, j = 0, 1), so
