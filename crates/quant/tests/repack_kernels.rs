@@ -314,14 +314,14 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-    /// The decoded-strip prompt GEMMs of the low-bit layouts (calls of ≥ 8 or 12 tokens on
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    /// The decoded-strip prompt GEMMs of the low-bit layouts (calls of ≥ 8, 12 or 16 tokens on
     /// AVX-512 VNNI: pairs of groups decoded once per strip of 32 blocks, 4-token tiles, an
     /// odd last group in the layout's own tile): bit-identical to the scalar definition, as
     /// the Q6_K strips, over the same row lengths and token counts.
     #[test]
     fn lowbit_prompt_matrices_match_definition(
-        kind in 0usize..6,
+        kind in 0usize..8,
         seed in any::<u64>(),
         mode in 0usize..5,
         nb in prop_oneof![1usize..3, 31usize..34, 64usize..66],
@@ -335,6 +335,8 @@ proptest! {
             GgmlType::IQ2_S,
             GgmlType::IQ2_XS,
             GgmlType::IQ3_S,
+            GgmlType::IQ2_XXS,
+            GgmlType::IQ3_XXS,
         ][kind];
         check_matrix_case(ty, seed, mode, nb, groups, count)?;
     }

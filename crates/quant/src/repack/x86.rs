@@ -168,9 +168,11 @@ pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<(GemmFn,
     fn wide<S: Strip>() -> Option<(GemmFn, usize)> {
         Some((strip::gemm_vnni::<S>, S::MIN_TOKENS))
     }
-    /// The codebook layouts' strips (their decode needs VBMI and GFNI).
+    /// The codebook layouts' strips (their decodes need VBMI and GFNI, IQ2_XXS's and
+    /// IQ3_XXS's also BITALG's `vpshufbitqmb`).
     fn wide_vbmi<S: Strip>() -> Option<(GemmFn, usize)> {
-        vbmi().then_some((iq2s::gemm_vbmi::<S>, S::MIN_TOKENS))
+        let cpu = vbmi() && is_x86_feature_detected!("avx512bitalg");
+        cpu.then_some((strip::gemm_vbmi::<S>, S::MIN_TOKENS))
     }
     if path != SimdPath::Avx512Vnni || !vnni() {
         return None;
@@ -183,6 +185,8 @@ pub(super) fn wide_kernel(packed: PackedType, path: SimdPath) -> Option<(GemmFn,
         PackedType::IQ2Sx8 => wide_vbmi::<iq2s::Iq2Strips<iq2s::IQ2S>>(),
         PackedType::IQ2XSx8 => wide_vbmi::<iq2s::Iq2Strips<iq2xs::IQ2XS>>(),
         PackedType::IQ3Sx8 => wide_vbmi::<iq3s::Strips>(),
+        PackedType::IQ2XXSx8 => wide_vbmi::<iq2xxs::IQ2XXS>(),
+        PackedType::IQ3XXSx8 => wide_vbmi::<iq3xxs::IQ3XXS>(),
         _ => None,
     }
 }

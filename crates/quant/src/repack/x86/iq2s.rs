@@ -23,7 +23,7 @@
 //! shared tile's, so results are bit-identical to `iq2s::dot_scalar` for any number of
 //! tokens.
 //!
-//! Prompts (≥ `strip::WIDE_MIN_TOKENS` tokens, both 16-value-scale IQ2 layouts:
+//! Prompts (≥ `Strip::MIN_TOKENS` = 16 tokens, both 16-value-scale IQ2 layouts:
 //! [`Iq2Strips`]) decode each block once per strip instead, in natural position order: two
 //! `vpermi2b` per portion gather each row's code bytes (slots `slot(r, g)` of X0 and X1)
 //! into qword r of the half g / 4, per group g `vpmultishiftqb` moves value j's code to
@@ -37,7 +37,7 @@ use super::codebook::{self, codebook_tiles, Cb, Codebook};
 use super::codebook::{add_scaled, load512, lookup1024, permute_quants};
 use super::codebook::{rows_of_pairs, signed_plane_dot, tables256};
 use super::iq2xxs::{plane_codes, DECODE, OFFSET, VALUE_BASE};
-use super::strip::{self, store_d, store_octets, store_scales, Strip};
+use super::strip::{store_d, store_octets, store_scales, Strip};
 use super::*;
 use crate::iq_grids::IQ2S_GRID;
 use crate::repack::iq2s::{self, idx_at, slot, HI_BITS, IQ2SX8_BLOCK_BYTES, SCALES, SIGNS};
@@ -268,23 +268,6 @@ impl<P: Portions> Strip for Iq2Strips<P> {
         }
         store_d(dst, Cb::<P>::row_d(pa), Cb::<P>::row_d(pb));
     }
-}
-
-/// The strip GEMM of a codebook layout's strips `S` (IQ2_S, IQ2_XS, IQ3_S): `strip::gemm`
-/// with the features their decode needs.
-///
-/// # Safety
-/// As `strip::gemm`; the CPU has AVX-512 VBMI + VNNI and GFNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw,avx512vbmi,gfni")]
-pub(super) unsafe fn gemm_vbmi<S: Strip>(
-    nb: usize,
-    ng: usize,
-    w: *const u8,
-    acts: &[&[u8]],
-    out: *mut f32,
-    ld: usize,
-) {
-    strip::gemm::<S>(nb, ng, w, acts, out, ld)
 }
 
 pub(super) struct IQ2S;

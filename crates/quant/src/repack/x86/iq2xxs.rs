@@ -35,7 +35,8 @@
 
 use super::codebook::{self, codebook_tiles, Codebook};
 use super::codebook::{add_scaled, load512, lookup256, odd_scales, permute_quants};
-use super::codebook::{rows_of_pairs, signed_plane_dot, table256};
+use super::codebook::{rows_of_pairs, signed_plane_dot, table256, Cb};
+use super::strip::{self, store_scales, store_values, Strip};
 use super::*;
 use crate::iq_grids::{IQ2XXS_GRID, KSIGNS};
 use crate::repack::iq2xxs::{self, aux_at, idx_at, IQ2XXSX8_BLOCK_BYTES};
@@ -208,3 +209,195 @@ impl Codebook for IQ2XXS {
 }
 
 pub(super) static IQ2XXS_VBMI: [TileFn; 4] = codebook_tiles!(IQ2XXS);
+
+// ---- The decoded strips (`x86::strip`): calls of ≥ 16 tokens ----
+//
+// A strip vector holds 4 positions of the pair's 16 rows (dword i = row i: rows 0..8 of
+// the first group, 8..16 of the second); the tile's lookups give bytes per (row, chunk
+// half, group) instead. So the grid indices (and sign bytes) of both groups are first
+// gathered with one `vpermi2b` into "strip qwords": qword Q holds only what the strip's
+// qword Q (its rows ρ = 2(Q % 4) + d, d = 0, 1, of the first group for Q < 4, else of the
+// second) needs. Then each strip vector is one `vpmultishiftqb` (each byte takes its
+// value's code out of its qword), the decode (here `vgf2p8affineqb`), one
+// `vpshufbitqmb` (each byte's sign bit out of its qword) and a masked `2·off − u`.
+
+/// `vpermi2b` indices (first group's vector, then the second's) that gather bytes
+/// `8ρ + 4s + k` (IQ2_XXS: row ρ's group k of chunk 2p + s) of the 16 rows into strip
+/// qwords: qword Q, byte `2k + d`.
+static GATHER: [[u8; 64]; 2] = {
+    let mut m = [[0u8; 64]; 2];
+    let mut s = 0;
+    while s < 2 {
+        let mut o = 0;
+        while o < 64 {
+            let (q, k, d) = (o / 8, (o % 8) / 2, o % 2);
+            m[s][o] = (64 * (q / 4) + 8 * (2 * (q % 4) + d) + 4 * s + k) as u8;
+            o += 1;
+        }
+        s += 1;
+    }
+    m
+};
+
+/// `vpmultishiftqb` / `vpshufbitqmb` controls (the same for every qword): byte `4d + kk`
+/// of qword Q takes the bits at `f(d, kk)` of the strip qword (its rows' dword d,
+/// position kk of the 4).
+pub(super) const fn strip_ctrl(f: [[u8; 4]; 2]) -> i64 {
+    let mut c = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        c |= (f[i / 4][i % 4] as u64) << (8 * i);
+        i += 1;
+    }
+    c as i64
+}
+
+/// Code selectors of group k, half e (values 4e..4e + 4): bits `2kk` of byte `2k + d` of
+/// the codes of plane e.
+const CODE_CTRL: [i64; 4] = {
+    let mut c = [0i64; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut f = [[0u8; 4]; 2];
+        let mut i = 0;
+        while i < 8 {
+            f[i / 4][i % 4] = (8 * (2 * k + i / 4) + 2 * (i % 4)) as u8;
+            i += 1;
+        }
+        c[k] = strip_ctrl(f);
+        k += 1;
+    }
+    c
+};
+
+/// Sign selectors of group k, half e: bit `4e + kk` of sign byte `2k + d`.
+const SIGN_CTRL: [[i64; 2]; 4] = {
+    let mut c = [[0i64; 2]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut e = 0;
+        while e < 2 {
+            let mut f = [[0u8; 4]; 2];
+            let mut i = 0;
+            while i < 8 {
+                f[i / 4][i % 4] = (8 * (2 * k + i / 4) + 4 * e + i % 4) as u8;
+                i += 1;
+            }
+            c[k][e] = strip_ctrl(f);
+            e += 1;
+        }
+        k += 1;
+    }
+    c
+};
+
+/// The `KSIGNS` bytes of the 7-bit sign fields of `aux` (qword r = row r's `aux` words
+/// of chunks 2p, 2p + 1): byte `8r + 4h + l` = field l (bits 7l..) of chunk 2p + h
+/// (IQ2_XXSx8 and IQ3_XXSx8 alike). `ks`: the 128-byte table as two vectors.
+#[inline(always)]
+pub(super) unsafe fn sign_bytes(ks: &[__m512i; 2], aux: __m512i) -> __m512i {
+    let fields = _mm512_set1_epi64(0x352e_2720_150e_0700);
+    _mm512_permutex2var_epi8(ks[0], _mm512_multishift_epi64_epi8(fields, aux), ks[1])
+}
+
+/// Strip values `u` (`off + v`), made `2·off − u` (`neg_base` = 2·off: `off − v`) where the
+/// bit of `signs`' qword that `sel`'s byte names is set (`vpshufbitqmb`).
+#[inline(always)]
+pub(super) unsafe fn strip_signed(
+    u: __m512i,
+    signs: __m512i,
+    sel: __m512i,
+    neg_base: __m512i,
+) -> __m512i {
+    let neg = _mm512_bitshuffle_epi64_mask(signs, sel);
+    _mm512_mask_sub_epi8(u, neg, neg_base, u)
+}
+
+/// Stores strip vector v (positions 4v..4v + 4 of the 16 rows).
+#[inline(always)]
+pub(super) unsafe fn store_vector(dst: *mut u8, v: usize, x: __m512i) {
+    store_values(
+        dst,
+        v,
+        _mm512_castsi512_si256(x),
+        _mm512_extracti64x4_epi64::<1>(x),
+    );
+}
+
+/// The 16 rows' `2·ls + 1` of chunk 2p + h as sub-block scales s, s + 1 (s = 2(2p + h)),
+/// from both groups' `aux` vectors of chunk pair p (dword `2r + h` = row r's `aux` of
+/// chunk 2p + h: IQ2_XXSx8 and IQ3_XXSx8 alike).
+#[inline(always)]
+pub(super) unsafe fn store_chunk_scales(
+    dst: *mut u8,
+    s: usize,
+    aux_a: __m512i,
+    aux_b: __m512i,
+    h: usize,
+) {
+    let h = h as i32;
+    let idx = _mm512_add_epi32(
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+        _mm512_set1_epi32(h),
+    );
+    let odd = _mm512_permutex2var_epi32(odd_scales(aux_a), idx, odd_scales(aux_b));
+    let (lo, hi) = (
+        _mm512_castsi512_si256(odd),
+        _mm512_extracti64x4_epi64::<1>(odd),
+    );
+    store_scales(dst, s, lo, hi);
+    store_scales(dst, s + 1, lo, hi);
+}
+
+/// IQ2_XXSx8 decodes into strips as `w + 43` for `w = grid·sign`, one scale `2·ls + 1`
+/// per chunk (its two sub-blocks), `d·0.125`. Ranges: |Σ16 w·a| ≤ 16·43·128, times 31,
+/// 16 sub-blocks: < 2²⁶ (i32 exact).
+impl Strip for IQ2XXS {
+    const BLOCK_BYTES: usize = IQ2XXSX8_BLOCK_BYTES;
+    const OFFSET: i32 = OFFSET;
+    /// 12 tokens 229–246 vs the tile's 242–244 GFLOP/s, 16: 255–260 vs 240–243.
+    const MIN_TOKENS: usize = 16;
+    fn tiles() -> &'static [TileFn] {
+        &IQ2XXS_VBMI
+    }
+    #[inline(always)]
+    unsafe fn expand_pair(pa: *const u8, pb: *const u8, dst: *mut u8) {
+        let tb = &TABLES;
+        // (No closures: they would be compiled without the target features.)
+        let plane_tab = [table256(&tb.planes[0]), table256(&tb.planes[1])];
+        let ks = [
+            load512(tb.ksigns.as_ptr()),
+            load512(tb.ksigns.as_ptr().add(64)),
+        ];
+        let gather = [load512(GATHER[0].as_ptr()), load512(GATHER[1].as_ptr())];
+        let decode = _mm512_set1_epi64(DECODE[0] as i64);
+        let neg_base = _mm512_set1_epi8(2 * OFFSET as i8);
+        for p in 0..4 {
+            let (ia, ib) = (load512(pa.add(idx_at(p))), load512(pb.add(idx_at(p))));
+            let (aa, ab) = (load512(pa.add(aux_at(p))), load512(pb.add(aux_at(p))));
+            // Byte `8r + 4h + l`: row r's sign byte of group l of chunk 2p + h.
+            let (sa, sb) = (sign_bytes(&ks, aa), sign_bytes(&ks, ab));
+            for (s, gather) in gather.iter().enumerate() {
+                let x = _mm512_permutex2var_epi8(ia, *gather, ib);
+                let top = _mm512_movepi8_mask(x);
+                let codes = [
+                    lookup256(&plane_tab[0], x, top),
+                    lookup256(&plane_tab[1], x, top),
+                ];
+                let sg = _mm512_permutex2var_epi8(sa, *gather, sb);
+                for k in 0..4 {
+                    let sel = _mm512_set1_epi64(CODE_CTRL[k]);
+                    for (e, codes) in codes.iter().enumerate() {
+                        let c = _mm512_multishift_epi64_epi8(sel, *codes);
+                        let u = _mm512_gf2p8affine_epi64_epi8::<{ VALUE_BASE as i32 }>(c, decode);
+                        let sign_sel = _mm512_set1_epi64(SIGN_CTRL[k][e]);
+                        let u = strip_signed(u, sg, sign_sel, neg_base);
+                        store_vector(dst, 16 * p + 8 * s + 2 * k + e, u);
+                    }
+                }
+                store_chunk_scales(dst, 2 * (2 * p + s), aa, ab, s);
+            }
+        }
+        strip::store_d(dst, Cb::<IQ2XXS>::row_d(pa), Cb::<IQ2XXS>::row_d(pb));
+    }
+}

@@ -18,7 +18,7 @@
 //! |Σ16 ±v·a| ≤ 16·15·128, times 31, 8 chunks: < 2³¹), and the f32 steps are the shared
 //! tile's, so results are bit-identical to `iq3s::dot_scalar` for any number of tokens.
 //!
-//! Prompts (≥ `strip::WIDE_MIN_TOKENS` tokens: [`Strips`]) decode each block once per
+//! Prompts (≥ `Strip::MIN_TOKENS` = 16 tokens: [`Strips`]) decode each block once per
 //! strip instead, in natural position order: per pair of indices 2k, 2k + 1 of a chunk one
 //! `vpermi2b` of the two code vectors puts row r's code bytes of index 2k (values 0, 1 and
 //! 2, 3) in bytes 0 and 2 of dword r, those of index 2k + 1 in dword 8 + r;

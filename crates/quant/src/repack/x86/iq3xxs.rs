@@ -23,7 +23,9 @@
 
 use super::codebook::{self, codebook_tiles, Codebook};
 use super::codebook::{add_scaled, load512, lookup256, odd_scales, permute_quants};
-use super::codebook::{rows_of_pairs, signed_plane_dot, table256};
+use super::codebook::{rows_of_pairs, signed_plane_dot, table256, Cb};
+use super::iq2xxs::{sign_bytes, store_chunk_scales, store_vector, strip_ctrl, strip_signed};
+use super::strip::{self, Strip};
 use super::*;
 use crate::iq_grids::{IQ3XXS_GRID, KSIGNS};
 use crate::repack::iq3xxs::{self, aux_at, idx_at, IQ3XXSX8_BLOCK_BYTES};
@@ -199,3 +201,143 @@ impl Codebook for IQ3XXS {
 }
 
 pub(super) static IQ3XXS_VBMI: [TileFn; 4] = codebook_tiles!(IQ3XXS);
+
+// ---- The decoded strips (`x86::strip`), as `iq2xxs`'s: calls of ≥ 12 tokens ----
+
+/// `vpermi2b` indices (first group's vector, then the second's) that gather a chunk's grid
+/// indices `8ρ + i` (row ρ's index i) of the 16 rows, i = 4s + 2h + j (h, j = 0, 1), so
+/// that the `vpunpck{l,h}bw` (h = 0, 1) of their two code lookups leave, in strip qword Q,
+/// byte `4j + 2d + n` = code byte n (values 2n, 2n + 1) of index i of its row dword d: the
+/// source qword 2(Q / 2) + h holds byte `2j + d` of strip qword Q at `4(Q % 2) + 2j + d`.
+static GATHER: [[u8; 64]; 2] = {
+    let mut m = [[0u8; 64]; 2];
+    let mut s = 0;
+    while s < 2 {
+        let mut o = 0;
+        while o < 64 {
+            let (h, b) = ((o / 8) % 2, o % 8);
+            let q = 2 * (o / 16) + b / 4;
+            let (j, d) = ((b % 4) / 2, b % 2);
+            m[s][o] = (64 * (q / 4) + 8 * (2 * (q % 4) + d) + 4 * s + 2 * h + j) as u8;
+            o += 1;
+        }
+        s += 1;
+    }
+    m
+};
+
+/// `vpermi2b` indices that gather the sign bytes of chunk 2p + h (`8ρ + 4h + l`: row ρ's
+/// sign byte of values 8l..8l + 8) into strip qwords: qword Q, byte `4d + l`.
+static SIGN_GATHER: [[u8; 64]; 2] = {
+    let mut m = [[0u8; 64]; 2];
+    let mut h = 0;
+    while h < 2 {
+        let mut o = 0;
+        while o < 64 {
+            let (q, d, l) = (o / 8, (o % 8) / 4, o % 4);
+            m[h][o] = (64 * (q / 4) + 8 * (2 * (q % 4) + d) + 4 * h + l) as u8;
+            o += 1;
+        }
+        h += 1;
+    }
+    m
+};
+
+/// Code selectors of index i with i % 2 = j: value k of dword d at bits `3(k % 2)` of code
+/// byte `4j + 2d + k / 2`.
+const CODE_CTRL: [i64; 2] = {
+    let mut c = [0i64; 2];
+    let mut j = 0;
+    while j < 2 {
+        let mut f = [[0u8; 4]; 2];
+        let mut i = 0;
+        while i < 8 {
+            let (d, k) = (i / 4, i % 4);
+            f[d][k] = (8 * (4 * j + 2 * d + k / 2) + 3 * (k % 2)) as u8;
+            i += 1;
+        }
+        c[j] = strip_ctrl(f);
+        j += 1;
+    }
+    c
+};
+
+/// Sign selectors of index i (0..8): value k of dword d is bit `4(i % 2) + k` of sign byte
+/// `4d + i / 2`.
+const SIGN_CTRL: [i64; 8] = {
+    let mut c = [0i64; 8];
+    let mut ix = 0;
+    while ix < 8 {
+        let mut f = [[0u8; 4]; 2];
+        let mut i = 0;
+        while i < 8 {
+            let (d, k) = (i / 4, i % 4);
+            f[d][k] = (8 * (4 * d + ix / 2) + 4 * (ix % 2) + k) as u8;
+            i += 1;
+        }
+        c[ix] = strip_ctrl(f);
+        ix += 1;
+    }
+    c
+};
+
+/// IQ3_XXSx8 decodes into strips as `w + 62` for `w = grid·sign`, one scale `2·ls + 1`
+/// per chunk (its two sub-blocks), `d·0.25`: one strip vector per grid index (4 values of
+/// each row). Ranges: |Σ16 w·a| ≤ 16·62·128, times 31, 16 sub-blocks: < 2²⁶ (i32 exact).
+impl Strip for IQ3XXS {
+    const BLOCK_BYTES: usize = IQ3XXSX8_BLOCK_BYTES;
+    const OFFSET: i32 = OFFSET;
+    /// 8 tokens 206–209 vs the tile's 204–208 GFLOP/s, 12: 229–234 vs 204–209.
+    const MIN_TOKENS: usize = 12;
+    fn tiles() -> &'static [TileFn] {
+        &IQ3XXS_VBMI
+    }
+    #[inline(always)]
+    unsafe fn expand_pair(pa: *const u8, pb: *const u8, dst: *mut u8) {
+        let tb = &TABLES;
+        // (No closures: they would be compiled without the target features.)
+        let plane_tab = [table256(&tb.planes[0]), table256(&tb.planes[1])];
+        let ks = [
+            load512(tb.ksigns.as_ptr()),
+            load512(tb.ksigns.as_ptr().add(64)),
+        ];
+        let values = load512(tb.values[0].as_ptr());
+        let gather = [load512(GATHER[0].as_ptr()), load512(GATHER[1].as_ptr())];
+        let sign_gather = [
+            load512(SIGN_GATHER[0].as_ptr()),
+            load512(SIGN_GATHER[1].as_ptr()),
+        ];
+        let neg_base = _mm512_set1_epi8(2 * OFFSET as i8);
+        for p in 0..4 {
+            let (aa, ab) = (load512(pa.add(aux_at(p))), load512(pb.add(aux_at(p))));
+            let (sa, sb) = (sign_bytes(&ks, aa), sign_bytes(&ks, ab));
+            for h in 0..2 {
+                let c = 2 * p + h;
+                let sg = _mm512_permutex2var_epi8(sa, sign_gather[h], sb);
+                let (ia, ib) = (load512(pa.add(idx_at(c))), load512(pb.add(idx_at(c))));
+                for (s, gather) in gather.iter().enumerate() {
+                    let x = _mm512_permutex2var_epi8(ia, *gather, ib);
+                    let top = _mm512_movepi8_mask(x);
+                    let (c0, c1) = (
+                        lookup256(&plane_tab[0], x, top),
+                        lookup256(&plane_tab[1], x, top),
+                    );
+                    let codes = [_mm512_unpacklo_epi8(c0, c1), _mm512_unpackhi_epi8(c0, c1)];
+                    for (hh, codes) in codes.iter().enumerate() {
+                        for j in 0..2 {
+                            let i = 4 * s + 2 * hh + j;
+                            let sel = _mm512_set1_epi64(CODE_CTRL[j]);
+                            let code = _mm512_multishift_epi64_epi8(sel, *codes);
+                            let u = _mm512_permutexvar_epi8(code, values);
+                            let sign_sel = _mm512_set1_epi64(SIGN_CTRL[i]);
+                            let u = strip_signed(u, sg, sign_sel, neg_base);
+                            store_vector(dst, 8 * c + i, u);
+                        }
+                    }
+                }
+                store_chunk_scales(dst, 2 * c, aa, ab, h);
+            }
+        }
+        strip::store_d(dst, Cb::<IQ3XXS>::row_d(pa), Cb::<IQ3XXS>::row_d(pb));
+    }
+}

@@ -287,6 +287,25 @@ pub(super) unsafe fn gemm_vnni<S: Strip>(
     gemm::<S>(nb, ng, w, acts, out, ld)
 }
 
+/// [`gemm`] of layout `S` where the CPU also has AVX-512 VBMI, BITALG and GFNI (the codebook
+/// layouts' decodes).
+///
+/// # Safety
+/// As [`gemm`]; the CPU has those features.
+#[target_feature(
+    enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl,avx512bw,avx512vbmi,avx512bitalg,gfni"
+)]
+pub(super) unsafe fn gemm_vbmi<S: Strip>(
+    nb: usize,
+    ng: usize,
+    w: *const u8,
+    acts: &[&[u8]],
+    out: *mut f32,
+    ld: usize,
+) {
+    gemm::<S>(nb, ng, w, acts, out, ld)
+}
+
 /// Q6_Kx8: the unsigned 6-bit values (`w + 32`), the signed 8-bit scales, `d`.
 pub(super) struct Q6KStrip;
 impl Strip for Q6KStrip {
