@@ -23,7 +23,7 @@
 //! shared tile's, so results are bit-identical to `iq2s::dot_scalar` for any number of
 //! tokens.
 //!
-//! Prompts (≥ `Strip::MIN_TOKENS` = 16 tokens, both 16-value-scale IQ2 layouts:
+//! Prompts (≥ `Strip::MIN_TOKENS` = 12 tokens, both 16-value-scale IQ2 layouts:
 //! [`Iq2Strips`]) decode each block once per strip instead, in natural position order: two
 //! `vpermi2b` per portion gather each row's code bytes (slots `slot(r, g)` of X0 and X1)
 //! into qword r of the half g / 4, per group g `vpmultishiftqb` moves value j's code to
@@ -247,8 +247,9 @@ pub(super) struct Iq2Strips<P>(std::marker::PhantomData<P>);
 impl<P: Portions> Strip for Iq2Strips<P> {
     const BLOCK_BYTES: usize = P::BLOCK_BYTES;
     const OFFSET: i32 = OFFSET;
-    /// Measured faster from 16 tokens (1.13–1.3× the tile there; fewer not measured).
-    const MIN_TOKENS: usize = 16;
+    /// 8 tokens: IQ2_S 141–149 vs the tile's 124–146 GFLOP/s, IQ2_XS 166–172 vs 168–197;
+    /// 12: IQ2_S 172–180 vs 127–145, IQ2_XS 205–206 vs 197.
+    const MIN_TOKENS: usize = 12;
     fn tiles() -> &'static [TileFn] {
         P::TILES
     }

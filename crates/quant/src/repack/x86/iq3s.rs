@@ -18,7 +18,7 @@
 //! |Σ16 ±v·a| ≤ 16·15·128, times 31, 8 chunks: < 2³¹), and the f32 steps are the shared
 //! tile's, so results are bit-identical to `iq3s::dot_scalar` for any number of tokens.
 //!
-//! Prompts (≥ `Strip::MIN_TOKENS` = 16 tokens: [`Strips`]) decode each block once per
+//! Prompts (≥ `Strip::MIN_TOKENS` = 12 tokens: [`Strips`]) decode each block once per
 //! strip instead, in natural position order: per pair of indices 2k, 2k + 1 of a chunk one
 //! `vpermi2b` of the two code vectors puts row r's code bytes of index 2k (values 0, 1 and
 //! 2, 3) in bytes 0 and 2 of dword r, those of index 2k + 1 in dword 8 + r;
@@ -236,8 +236,8 @@ pub(super) struct Strips;
 impl Strip for Strips {
     const BLOCK_BYTES: usize = IQ3SX8_BLOCK_BYTES;
     const OFFSET: i32 = OFFSET;
-    /// Measured faster from 16 tokens (1.2× the tile there; fewer not measured).
-    const MIN_TOKENS: usize = 16;
+    /// 8 tokens 172–179 vs the tile's 175–180 GFLOP/s, 12: 196–207 vs 175–182.
+    const MIN_TOKENS: usize = 12;
     fn tiles() -> &'static [TileFn] {
         &IQ3S_VBMI
     }
