@@ -75,6 +75,26 @@ pub(super) unsafe fn tile_vbmi<C: Codebook, const T: usize>(
     tile::<T, Vnni, Cb<C>>(nb, ng, w, a, out, ld)
 }
 
+/// `N` tables of 64 `vpermb` / `vpermi2b` indices, built at compile time: byte b of
+/// table k is `$f` (a `const` expression of k and b). The codebook layouts' strips
+/// describe their byte gathers this way.
+macro_rules! index_tables {
+    ($n:expr, |$k:ident, $b:ident| $f:expr) => {{
+        let mut t = [[0u8; 64]; $n];
+        let mut $k = 0;
+        while $k < $n {
+            let mut $b = 0;
+            while $b < 64 {
+                t[$k][$b] = ($f) as u8;
+                $b += 1;
+            }
+            $k += 1;
+        }
+        t
+    }};
+}
+pub(super) use index_tables;
+
 /// The tiles of codebook layout `$c` for 1..=4 tokens (the tables, 4 tokens' chunk and
 /// block sums and the decoded plane fill the 32 registers).
 macro_rules! codebook_tiles {
@@ -137,6 +157,12 @@ pub(super) unsafe fn lookup256(t: &[__m512i; 4], idx: __m512i, top: __mmask64) -
 #[inline(always)]
 pub(super) unsafe fn table256(t: &[u8; 256]) -> [__m512i; 4] {
     std::array::from_fn(|q| load512(t.as_ptr().add(64 * q)))
+}
+
+/// A 128-byte table (`KSIGNS`) as the two vectors of a `vpermi2b`.
+#[inline(always)]
+pub(super) unsafe fn table128(t: &[u8; 128]) -> [__m512i; 2] {
+    [load512(t.as_ptr()), load512(t.as_ptr().add(64))]
 }
 
 /// `2·ls + 1` of 16 `aux` words (ls in bits 28..32): bits 27..32 with bit 27 (a sign bit)

@@ -33,7 +33,7 @@
 //! qword r = row r's 8 values (`strip::store_octets`). The scales are the same odd
 //! `2·ls + 1`, so each sub-block's `Σ_s scale·Σ w·a` is the tile's integer.
 
-use super::codebook::{self, codebook_tiles, Cb, Codebook};
+use super::codebook::{self, codebook_tiles, index_tables, Cb, Codebook};
 use super::codebook::{add_scaled, load512, lookup1024, permute_quants};
 use super::codebook::{rows_of_pairs, signed_plane_dot, tables256};
 use super::iq2xxs::{plane_codes, DECODE, OFFSET, VALUE_BASE};
@@ -164,26 +164,6 @@ pub(super) unsafe fn block_ints<P: Portions, const T: usize>(
     // Lanes 2r, 2r + 1 (two sub-blocks of row r) → lane r.
     std::array::from_fn(|t| rows_of_pairs(isum[t]))
 }
-
-/// `N` tables of 64 `vpermb` / `vpermi2b` indices, built at compile time: byte b of
-/// table k is `$f` (a `const` expression of k and b). The strips of IQ2_S, IQ2_XS and
-/// IQ3_S describe their byte gathers this way.
-macro_rules! index_tables {
-    ($n:expr, |$k:ident, $b:ident| $f:expr) => {{
-        let mut t = [[0u8; 64]; $n];
-        let mut $k = 0;
-        while $k < $n {
-            let mut $b = 0;
-            while $b < 64 {
-                t[$k][$b] = ($f) as u8;
-                $b += 1;
-            }
-            $k += 1;
-        }
-        t
-    }};
-}
-pub(super) use index_tables;
 
 /// The `vpermi2b` indices that gather a portion's code bytes by row, per half q (groups
 /// 4q..4q + 4): bytes `8r + 2e`, `8r + 2e + 1` ← X0, X1 at slot `slot(r, 4q + e)`.

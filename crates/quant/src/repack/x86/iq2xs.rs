@@ -13,7 +13,7 @@
 //! tokens.
 
 use super::codebook::{self, codebook_tiles, Codebook};
-use super::codebook::{load512, lookup512, tables256};
+use super::codebook::{load512, lookup512, table128, tables256};
 use super::iq2s::{block_ints, prepare_subblocks, Portion, Portions};
 use super::iq2xxs::plane_codes;
 use super::*;
@@ -62,10 +62,7 @@ impl Portions for IQ2XS {
     unsafe fn portion(pb: *const u8, p: usize) -> Portion {
         let tb = &TABLES;
         let planes: [&[[__m512i; 4]; 2]; 2] = [tables256(&tb.planes[0]), tables256(&tb.planes[1])];
-        let ks = [
-            load512(tb.ksigns.as_ptr()),
-            load512(tb.ksigns.as_ptr().add(64)),
-        ];
+        let ks = table128(&tb.ksigns);
         let o = pb.add(idx_at(p));
         let idx = load512(o);
         let sgn = load512(o.add(SIGNS));

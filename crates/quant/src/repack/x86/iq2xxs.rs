@@ -35,8 +35,8 @@
 
 use super::codebook::{self, codebook_tiles, Codebook};
 use super::codebook::{add_scaled, load512, lookup256, odd_scales, permute_quants};
-use super::codebook::{rows_of_pairs, signed_plane_dot, table256, Cb};
-use super::strip::{self, store_scales, store_values, Strip};
+use super::codebook::{index_tables, rows_of_pairs, signed_plane_dot, table128, table256, Cb};
+use super::strip::{self, store_scale_vector, store_vector, Strip};
 use super::*;
 use crate::iq_grids::{IQ2XXS_GRID, KSIGNS};
 use crate::repack::iq2xxs::{self, aux_at, idx_at, IQ2XXSX8_BLOCK_BYTES};
@@ -154,10 +154,7 @@ unsafe fn prepare(blk: *const u8, dst: *mut u8) {
 unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
     let tb = &TABLES;
     let plane_tab: [[__m512i; 4]; 2] = std::array::from_fn(|h| table256(&tb.planes[h]));
-    let ks = [
-        load512(tb.ksigns.as_ptr()),
-        load512(tb.ksigns.as_ptr().add(64)),
-    ];
+    let ks = table128(&tb.ksigns);
     let decode: [__m512i; 4] = std::array::from_fn(|m| _mm512_set1_epi64(DECODE[m] as i64));
     // Bit offsets of the 4 sign indices of each of a qword's two `aux` words.
     let sign_fields = _mm512_set1_epi64(0x352e_2720_150e_0700);
@@ -224,20 +221,10 @@ pub(super) static IQ2XXS_VBMI: [TileFn; 4] = codebook_tiles!(IQ2XXS);
 /// `vpermi2b` indices (first group's vector, then the second's) that gather bytes
 /// `8ρ + 4s + k` (IQ2_XXS: row ρ's group k of chunk 2p + s) of the 16 rows into strip
 /// qwords: qword Q, byte `2k + d`.
-static GATHER: [[u8; 64]; 2] = {
-    let mut m = [[0u8; 64]; 2];
-    let mut s = 0;
-    while s < 2 {
-        let mut o = 0;
-        while o < 64 {
-            let (q, k, d) = (o / 8, (o % 8) / 2, o % 2);
-            m[s][o] = (64 * (q / 4) + 8 * (2 * (q % 4) + d) + 4 * s + k) as u8;
-            o += 1;
-        }
-        s += 1;
-    }
-    m
-};
+static GATHER: [[u8; 64]; 2] = index_tables!(2, |s, o| {
+    let (q, k, d) = (o / 8, (o % 8) / 2, o % 2);
+    64 * (q / 4) + 8 * (2 * (q % 4) + d) + 4 * s + k
+});
 
 /// `vpmultishiftqb` / `vpshufbitqmb` controls (the same for every qword): byte `4d + kk`
 /// of qword Q takes the bits at `f(d, kk)` of the strip qword (its rows' dword d,
@@ -313,17 +300,6 @@ pub(super) unsafe fn strip_signed(
     _mm512_mask_sub_epi8(u, neg, neg_base, u)
 }
 
-/// Stores strip vector v (positions 4v..4v + 4 of the 16 rows).
-#[inline(always)]
-pub(super) unsafe fn store_vector(dst: *mut u8, v: usize, x: __m512i) {
-    store_values(
-        dst,
-        v,
-        _mm512_castsi512_si256(x),
-        _mm512_extracti64x4_epi64::<1>(x),
-    );
-}
-
 /// The 16 rows' `2·ls + 1` of chunk 2p + h as sub-block scales s, s + 1 (s = 2(2p + h)),
 /// from both groups' `aux` vectors of chunk pair p (dword `2r + h` = row r's `aux` of
 /// chunk 2p + h: IQ2_XXSx8 and IQ3_XXSx8 alike).
@@ -341,12 +317,8 @@ pub(super) unsafe fn store_chunk_scales(
         _mm512_set1_epi32(h),
     );
     let odd = _mm512_permutex2var_epi32(odd_scales(aux_a), idx, odd_scales(aux_b));
-    let (lo, hi) = (
-        _mm512_castsi512_si256(odd),
-        _mm512_extracti64x4_epi64::<1>(odd),
-    );
-    store_scales(dst, s, lo, hi);
-    store_scales(dst, s + 1, lo, hi);
+    store_scale_vector(dst, s, odd);
+    store_scale_vector(dst, s + 1, odd);
 }
 
 /// IQ2_XXSx8 decodes into strips as `w + 43` for `w = grid·sign`, one scale `2·ls + 1`
@@ -365,10 +337,7 @@ impl Strip for IQ2XXS {
         let tb = &TABLES;
         // (No closures: they would be compiled without the target features.)
         let plane_tab = [table256(&tb.planes[0]), table256(&tb.planes[1])];
-        let ks = [
-            load512(tb.ksigns.as_ptr()),
-            load512(tb.ksigns.as_ptr().add(64)),
-        ];
+        let ks = table128(&tb.ksigns);
         let gather = [load512(GATHER[0].as_ptr()), load512(GATHER[1].as_ptr())];
         let decode = _mm512_set1_epi64(DECODE[0] as i64);
         let neg_base = _mm512_set1_epi8(2 * OFFSET as i8);

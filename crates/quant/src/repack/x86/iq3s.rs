@@ -28,12 +28,11 @@
 //! `u = w + 15` with `w = grid·sign`, each dword one strip lane's 4 values. Both 16-value
 //! halves of a chunk take its scale `2·ls + 1`, so the sums are the tile's integers.
 
-use super::codebook::{self, codebook_tiles, Cb, Codebook};
+use super::codebook::{self, codebook_tiles, index_tables, Cb, Codebook};
 use super::codebook::{add_scaled, load512, lookup512, rows_of_pairs};
 use super::codebook::{signed_plane_dot, tables256};
-use super::iq2s::index_tables;
 use super::iq3xxs::{prepare_offset, EXTRA, EX_OFFSETS};
-use super::strip::{store_d, store_scales, Strip};
+use super::strip::{store_d, store_scales, store_vector, Strip};
 use super::*;
 use crate::iq_grids::IQ3S_GRID;
 use crate::repack::iq3s::{self, hi_bits, idx, pair_at, signs, IQ3SX8_BLOCK_BYTES, SCALES};
@@ -270,9 +269,8 @@ impl Strip for Strips {
 /// (index 2k of both groups' rows), then lanes 8..16 (index 2k + 1).
 #[inline(always)]
 unsafe fn store_pair(dst: *mut u8, v: usize, a: __m512i, b: __m512i) {
-    let out = dst.add(64 * v) as *mut __m512i;
-    _mm512_storeu_si512(out, _mm512_shuffle_i64x2::<0b01_00_01_00>(a, b));
-    _mm512_storeu_si512(out.add(1), _mm512_shuffle_i64x2::<0b11_10_11_10>(a, b));
+    store_vector(dst, v, _mm512_shuffle_i64x2::<0b01_00_01_00>(a, b));
+    store_vector(dst, v + 1, _mm512_shuffle_i64x2::<0b11_10_11_10>(a, b));
 }
 
 /// Chunk h's 32 sign bytes of the chunk pair at `o` (in the low half).

@@ -23,9 +23,9 @@
 
 use super::codebook::{self, codebook_tiles, Codebook};
 use super::codebook::{add_scaled, load512, lookup256, odd_scales, permute_quants};
-use super::codebook::{rows_of_pairs, signed_plane_dot, table256, Cb};
-use super::iq2xxs::{sign_bytes, store_chunk_scales, store_vector, strip_ctrl, strip_signed};
-use super::strip::{self, Strip};
+use super::codebook::{index_tables, rows_of_pairs, signed_plane_dot, table128, table256, Cb};
+use super::iq2xxs::{sign_bytes, store_chunk_scales, strip_ctrl, strip_signed};
+use super::strip::{self, store_vector, Strip};
 use super::*;
 use crate::iq_grids::{IQ3XXS_GRID, KSIGNS};
 use crate::repack::iq3xxs::{self, aux_at, idx_at, IQ3XXSX8_BLOCK_BYTES};
@@ -126,10 +126,7 @@ pub(super) unsafe fn prepare_offset(blk: *const u8, dst: *mut u8, offset: i32) {
 unsafe fn block_ints<const T: usize>(pb: *const u8, ex: [*const u8; T]) -> [__m256i; T] {
     let tb = &TABLES;
     let plane_tab: [[__m512i; 4]; 2] = std::array::from_fn(|h| table256(&tb.planes[h]));
-    let ks = [
-        load512(tb.ksigns.as_ptr()),
-        load512(tb.ksigns.as_ptr().add(64)),
-    ];
+    let ks = table128(&tb.ksigns);
     let values = [
         load512(tb.values[0].as_ptr()),
         load512(tb.values[1].as_ptr()),
@@ -209,39 +206,19 @@ pub(super) static IQ3XXS_VBMI: [TileFn; 4] = codebook_tiles!(IQ3XXS);
 /// that the `vpunpck{l,h}bw` (h = 0, 1) of their two code lookups leave, in strip qword Q,
 /// byte `4j + 2d + n` = code byte n (values 2n, 2n + 1) of index i of its row dword d: the
 /// source qword 2(Q / 2) + h holds byte `2j + d` of strip qword Q at `4(Q % 2) + 2j + d`.
-static GATHER: [[u8; 64]; 2] = {
-    let mut m = [[0u8; 64]; 2];
-    let mut s = 0;
-    while s < 2 {
-        let mut o = 0;
-        while o < 64 {
-            let (h, b) = ((o / 8) % 2, o % 8);
-            let q = 2 * (o / 16) + b / 4;
-            let (j, d) = ((b % 4) / 2, b % 2);
-            m[s][o] = (64 * (q / 4) + 8 * (2 * (q % 4) + d) + 4 * s + 2 * h + j) as u8;
-            o += 1;
-        }
-        s += 1;
-    }
-    m
-};
+static GATHER: [[u8; 64]; 2] = index_tables!(2, |s, o| {
+    let (h, b) = ((o / 8) % 2, o % 8);
+    let q = 2 * (o / 16) + b / 4;
+    let (j, d) = ((b % 4) / 2, b % 2);
+    64 * (q / 4) + 8 * (2 * (q % 4) + d) + 4 * s + 2 * h + j
+});
 
 /// `vpermi2b` indices that gather the sign bytes of chunk 2p + h (`8ρ + 4h + l`: row ρ's
 /// sign byte of values 8l..8l + 8) into strip qwords: qword Q, byte `4d + l`.
-static SIGN_GATHER: [[u8; 64]; 2] = {
-    let mut m = [[0u8; 64]; 2];
-    let mut h = 0;
-    while h < 2 {
-        let mut o = 0;
-        while o < 64 {
-            let (q, d, l) = (o / 8, (o % 8) / 4, o % 4);
-            m[h][o] = (64 * (q / 4) + 8 * (2 * (q % 4) + d) + 4 * h + l) as u8;
-            o += 1;
-        }
-        h += 1;
-    }
-    m
-};
+static SIGN_GATHER: [[u8; 64]; 2] = index_tables!(2, |h, o| {
+    let (q, d, l) = (o / 8, (o % 8) / 4, o % 4);
+    64 * (q / 4) + 8 * (2 * (q % 4) + d) + 4 * h + l
+});
 
 /// Code selectors of index i with i % 2 = j: value k of dword d at bits `3(k % 2)` of code
 /// byte `4j + 2d + k / 2`.
@@ -297,10 +274,7 @@ impl Strip for IQ3XXS {
         let tb = &TABLES;
         // (No closures: they would be compiled without the target features.)
         let plane_tab = [table256(&tb.planes[0]), table256(&tb.planes[1])];
-        let ks = [
-            load512(tb.ksigns.as_ptr()),
-            load512(tb.ksigns.as_ptr().add(64)),
-        ];
+        let ks = table128(&tb.ksigns);
         let values = load512(tb.values[0].as_ptr());
         let gather = [load512(GATHER[0].as_ptr()), load512(GATHER[1].as_ptr())];
         let sign_gather = [

@@ -73,10 +73,16 @@ pub(super) trait Strip {
     unsafe fn expand_pair(pa: *const u8, pb: *const u8, dst: *mut u8);
 }
 
+/// Stores decoded vector v (positions 4v..4v + 4 of the pair's 16 rows, lane = row).
+#[inline(always)]
+pub(super) unsafe fn store_vector(dst: *mut u8, v: usize, x: __m512i) {
+    _mm512_storeu_si512(dst.add(64 * v) as *mut __m512i, x);
+}
+
 /// Stores two groups' 8 × 4 values at positions 4v.. as decoded vector v.
 #[inline(always)]
 pub(super) unsafe fn store_values(dst: *mut u8, v: usize, a: __m256i, b: __m256i) {
-    _mm512_storeu_si512(dst.add(64 * v) as *mut __m512i, join(a, b));
+    store_vector(dst, v, join(a, b));
 }
 
 /// Stores two groups' 8 × 8 values at positions 8j.. (qword r = row r's 8 values, as the
@@ -100,10 +106,16 @@ pub(super) unsafe fn store_octets(dst: *mut u8, j: usize, a: __m512i, b: __m512i
     );
 }
 
+/// Stores the pair's 16 rows' scales of sub-block s (i32, lane = row).
+#[inline(always)]
+pub(super) unsafe fn store_scale_vector(dst: *mut u8, s: usize, x: __m512i) {
+    _mm512_storeu_si512(dst.add(EXP_SC + 64 * s) as *mut __m512i, x);
+}
+
 /// Stores two groups' scale of sub-block s (8 i32 lanes each).
 #[inline(always)]
 pub(super) unsafe fn store_scales(dst: *mut u8, s: usize, a: __m256i, b: __m256i) {
-    _mm512_storeu_si512(dst.add(EXP_SC + 64 * s) as *mut __m512i, join(a, b));
+    store_scale_vector(dst, s, join(a, b));
 }
 
 /// Stores two groups' `d` (8 f32 each).
