@@ -214,7 +214,6 @@ unsafe fn block_ints<L: Iq1, const T: usize>(
     ex: [*const u8; T],
 ) -> [__m256i; T] {
     let grid = GRID_X8.0.as_ptr();
-    let plus2 = _mm512_set1_epi8(2);
     // All 256 indices first: the scalar reads below then never wait on a store just made.
     let idx = block_indices::<L>(pb);
     let mut isum = [_mm512_setzero_si512(); T];
@@ -236,11 +235,13 @@ unsafe fn block_ints<L: Iq1, const T: usize>(
                 }
             });
             for l in 2 * h..2 * h + 2 {
-                let mut w = grid_rows(grid, idx, l);
-                if !L::CHUNK_DELTA {
-                    // + 2 in every byte of the rows with delta +1 (bytes ≤ 16: no carries).
-                    w = _mm512_mask_add_epi64(w, !L::negative(qh, l), w, plus2);
-                }
+                // IQ1_M: `u` with its group's delta; IQ1_S: the grid rows alone (the
+                // delta went into the start values).
+                let w = if L::CHUNK_DELTA {
+                    grid_rows(grid, idx, l)
+                } else {
+                    weights::<L>(grid, idx, qh, l)
+                };
                 for t in 0..T {
                     let q =
                         std::ptr::read_unaligned(a[t].add(Q8K_QS + 32 * c + 8 * l) as *const i64);
@@ -262,6 +263,7 @@ unsafe fn block_ints<L: Iq1, const T: usize>(
 #[inline(always)]
 unsafe fn weights<L: Iq1>(grid: *const u64, idx: &[u16; 32], qh: __m128i, l: usize) -> __m512i {
     let w = grid_rows(grid, idx, l);
+    // + 2 in every byte of the rows with delta +1 (bytes ≤ 16: no carries).
     _mm512_mask_add_epi64(w, !L::negative(qh, l), w, _mm512_set1_epi8(2))
 }
 
@@ -302,9 +304,14 @@ impl<L: Iq1> Strip for Strips<L> {
                 store_octets(dst, 4 * c + l, wa, wb);
             }
             for h in 0..2 {
+                // The scales are in both dwords of qword r: one copy per row.
                 let (sa, sb) = (L::scales(pa, qa, c, h), L::scales(pb, qb, c, h));
-                let lanes = (_mm512_cvtepi64_epi32(sa), _mm512_cvtepi64_epi32(sb));
-                store_scales(dst, 2 * c + h, lanes.0, lanes.1);
+                store_scales(
+                    dst,
+                    2 * c + h,
+                    _mm512_cvtepi64_epi32(sa),
+                    _mm512_cvtepi64_epi32(sb),
+                );
             }
         }
         store_d(dst, L::row_d(pa), L::row_d(pb));
