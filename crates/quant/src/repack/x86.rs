@@ -903,6 +903,20 @@ unsafe fn q3k_block_ints<const T: usize, I: Isa>(
     isum
 }
 
+/// `2^e·u` (`u = low2 + 4·hbit`, 0..8) of values `128n + 32k + 4g .. +4` of the 8 rows of
+/// packed Q3_Kx8 block `pb`: the 2 low bits moved from bit 2k of `qs` vector (n, g) to bit
+/// e, the high bit from [`q3k::HBIT`] of `hb` vector g to bit e + 2 (16-bit shifts; what
+/// crosses into the neighbouring byte is masked away).
+#[inline(always)]
+unsafe fn q3k_values(pb: *const u8, n: usize, k: usize, g: usize, e: i32) -> __m256i {
+    let w = shift16(load(pb.add(q3k::qs_at(n, g))), e - 2 * k as i32);
+    let h = shift16(load(pb.add(q3k::hb_at(g))), e + 2 - q3k::HBIT[n][k] as i32);
+    _mm256_or_si256(
+        _mm256_and_si256(w, _mm256_set1_epi8(3 << e)),
+        _mm256_and_si256(h, _mm256_set1_epi8(4 << e)),
+    )
+}
+
 /// Sub-blocks `8n + 2k` and `8n + 2k + 1` (pair `p = 4n + k`) of a packed Q3_Kx8 block × T
 /// activation blocks, added to `isum`.
 #[inline(always)]
@@ -915,11 +929,6 @@ unsafe fn q3k_pair<const T: usize, I: Isa, const N: usize, const K: usize>(
     let (n, k) = (N, K);
     let p = 4 * n + k;
     let e = q3k_e::<I>(n, k);
-    // The 2 low bits from bit 2k to bit e; the high bit from `HBIT` to bit e + 2.
-    let w_shift = e - 2 * k as i32;
-    let h_shift = e + 2 - q3k::HBIT[n][k] as i32;
-    let lmask = _mm256_set1_epi8(3 << e);
-    let hmask = _mm256_set1_epi8(4 << e);
     let mut sa = [_mm256_setzero_si256(); T];
     let mut sb = [_mm256_setzero_si256(); T];
     for t in 0..T {
@@ -927,10 +936,8 @@ unsafe fn q3k_pair<const T: usize, I: Isa, const N: usize, const K: usize>(
         sb[t] = bcast32(ex[t].add(8 * p + 4));
     }
     for g in 0..8 {
-        let w = shift16(load(pb.add(q3k::qs_at(n, g))), w_shift);
-        let h = shift16(load(pb.add(q3k::hb_at(g))), h_shift);
         // 2^e·u ≤ 7·32: an unsigned byte.
-        let u = _mm256_or_si256(_mm256_and_si256(w, lmask), _mm256_and_si256(h, hmask));
+        let u = q3k_values(pb, n, k, g, e);
         for t in 0..T {
             let y = bcast32(a[t].add(Q8K_QS + 128 * n + 32 * k + 4 * g));
             if g < 4 {

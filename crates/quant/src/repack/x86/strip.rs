@@ -352,19 +352,6 @@ impl Strip for Q6KStrip {
     }
 }
 
-/// Values `128n + 32k + 4g..` of the 8 rows of packed Q3_Kx8 block `p` as `u = low2 +
-/// 4·hbit`: bits 2k.. of `qs` vector (n, g), bit [`q3k::HBIT`]`[n][k]` of `hb` vector g
-/// (16-bit shifts; the bits crossing into the next byte are masked away).
-#[inline(always)]
-unsafe fn q3k_u(p: *const u8, n: usize, k: usize, g: usize) -> __m256i {
-    let w = shift16(load(p.add(q3k::qs_at(n, g))), -2 * k as i32);
-    let h = shift16(load(p.add(q3k::hb_at(g))), 2 - q3k::HBIT[n][k] as i32);
-    _mm256_or_si256(
-        _mm256_and_si256(w, _mm256_set1_epi8(3)),
-        _mm256_and_si256(h, _mm256_set1_epi8(4)),
-    )
-}
-
 /// The 8 rows' signed scales of sub-block s of packed Q3_Kx8 block `p`, as i32: the even
 /// (s even) or odd bytes of the 16 at pair s / 2.
 #[inline(always)]
@@ -409,7 +396,12 @@ impl Strip for Q3KStrip {
             for k in 0..4 {
                 for g in 0..8 {
                     let v = 32 * n + 8 * k + g;
-                    store_values(dst, v, q3k_u(pa, n, k, g), q3k_u(pb, n, k, g));
+                    store_values(
+                        dst,
+                        v,
+                        q3k_values(pa, n, k, g, 0),
+                        q3k_values(pb, n, k, g, 0),
+                    );
                 }
             }
         }
