@@ -449,6 +449,17 @@ fn weight_type(
     s: &Shape,
 ) -> anyhow::Result<GgmlType> {
     let ne0 = ne[0];
+    // The low-bit expert mixes of the DeepSeek "1.58-bit" / "2-bit" files: the routed
+    // experts' matrices in the low-bit type where their rows are whole 256-value blocks,
+    // else (V2-Lite's and GLM-4.5-Air's 1408-wide `ffn_down_exps`) IQ4_NL as llama-quantize
+    // falls back to; the rest Q4_K_M's choice.
+    if let Some(low) = random_block_type(mix) {
+        return Ok(match name.contains("_exps") {
+            true if ne0.is_multiple_of(256) => low,
+            true => GgmlType::IQ4_NL,
+            false => q4_k_m_type(name, ne0, layer, s),
+        });
+    }
     Ok(match mix {
         "Q4_K_M" => q4_k_m_type(name, ne0, layer, s),
         "Q8_0" => GgmlType::Q8_0,
@@ -459,18 +470,6 @@ fn weight_type(
         // llama-quantize's Q4_0 keeps the output matrix at Q6_K.
         "Q4_0" if name == "output.weight" && ne0.is_multiple_of(256) => GgmlType::Q6_K,
         "Q4_0" => GgmlType::Q4_0,
-        // The low-bit expert mixes of the DeepSeek "1.58-bit" / "2-bit" files: the routed
-        // experts' matrices in the low-bit type where their rows are whole 256-value
-        // blocks, else (V2-Lite's and GLM-4.5-Air's 1408-wide `ffn_down_exps`) IQ4_NL as
-        // llama-quantize falls back to; the rest Q4_K_M's choice.
-        "IQ1_S_MOE" | "IQ2_XXS_MOE" if name.contains("_exps") => {
-            if ne0.is_multiple_of(256) {
-                random_block_type(mix).expect("a low-bit mix")
-            } else {
-                GgmlType::IQ4_NL
-            }
-        }
-        "IQ1_S_MOE" | "IQ2_XXS_MOE" => q4_k_m_type(name, ne0, layer, s),
         other => {
             bail!("--type {other}: expected Q4_K_M, Q8_0, Q4_0, MXFP4, IQ1_S_MOE or IQ2_XXS_MOE")
         }
