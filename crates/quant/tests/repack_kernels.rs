@@ -296,32 +296,15 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
-    /// Q6_Kx8 calls of ≥ 12 tokens (on AVX-512 VNNI: weights decoded once per strip of
-    /// 32 blocks, pairs of groups in 512-bit vectors, 4-token tiles, an odd last group in
-    /// the 256-bit tile): rows of one strip, of a strip and a bit, and of several; token
-    /// counts that leave 0..3 for the last tile.
+    #![proptest_config(ProptestConfig { cases: 80, ..ProptestConfig::default() })]
+    /// The decoded-strip prompt GEMMs (calls of ≥ 8, 12 or 16 tokens on AVX-512 VNNI: pairs
+    /// of groups decoded once per strip of 32 blocks, 4-token tiles, an odd last group in
+    /// the layout's own tile): bit-identical to the scalar definition, for rows of one
+    /// strip, of a strip and a bit, and of several, and token counts on both sides of each
+    /// layout's threshold that leave 0..3 for the last tile.
     #[test]
-    fn q6k_prompt_matrices_match_definition(
-        seed in any::<u64>(),
-        mode in 0usize..5,
-        nb in prop_oneof![1usize..3, 31usize..34, 64usize..66],
-        groups in 1usize..6,
-        count in 10usize..24,
-    ) {
-        check_matrix_case(GgmlType::Q6_K, seed, mode, nb, groups, count)?;
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-    /// The decoded-strip prompt GEMMs of the low-bit layouts (calls of ≥ 8, 12 or 16 tokens on
-    /// AVX-512 VNNI: pairs of groups decoded once per strip of 32 blocks, 4-token tiles, an
-    /// odd last group in the layout's own tile): bit-identical to the scalar definition, as
-    /// the Q6_K strips, over the same row lengths and token counts.
-    #[test]
-    fn lowbit_prompt_matrices_match_definition(
-        kind in 0usize..8,
+    fn prompt_strip_matrices_match_definition(
+        kind in 0usize..9,
         seed in any::<u64>(),
         mode in 0usize..5,
         nb in prop_oneof![1usize..3, 31usize..34, 64usize..66],
@@ -337,6 +320,7 @@ proptest! {
             GgmlType::IQ3_S,
             GgmlType::IQ2_XXS,
             GgmlType::IQ3_XXS,
+            GgmlType::Q6_K,
         ][kind];
         check_matrix_case(ty, seed, mode, nb, groups, count)?;
     }
